@@ -1,0 +1,205 @@
+/* loomctl.c -- loomctl's entry point: the command table, help, version, and
+ * the option parsing every command shares.
+ *
+ * Exit statuses follow the usual convention (and LOOMCTL_* in loomctl.h): 0
+ * success, 1 when the command ran but the answer is "no", 2 for a command
+ * line that cannot be understood. */
+#include "config.h"
+
+#include "daemon/loomctl.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "dsl/suggest.h"
+
+static int cmd_help(int argc, char **argv);
+
+static const loomctl_command commands[] = {
+    { "validate", loomctl_cmd_validate, "check workflow files for errors",
+      "validate [--config FILE] [--quiet] FILE...",
+      "Compiles each FILE as the daemon would and reports every error as\n"
+      "FILE:LINE:COL: error: MESSAGE. `use` targets are looked up among the\n"
+      "files given and the other *.yaml/*.yml files in their directories.\n"
+      "\n"
+      "  --config FILE  the daemon's config: provider names are checked against it\n"
+      "  -q, --quiet    print nothing for valid files\n"
+      "\n"
+      "Exit status: 0 all files valid, 1 some file invalid, 2 usage error.\n" },
+    { "graph", loomctl_cmd_graph, "print a workflow's compiled graph",
+      "graph [--format json|dot] [--output FILE] [--config FILE] FILE",
+      "Compiles FILE and prints the graph the daemon would run: as JSON (the\n"
+      "default) or as Graphviz DOT (`loomctl graph --format dot f.yaml | dot -Tsvg`).\n"
+      "\n"
+      "  -f, --format FORMAT  json or dot\n"
+      "  -o, --output FILE    write to FILE instead of standard output\n"
+      "  --config FILE        the daemon's config: provider names are checked against it\n"
+      "\n"
+      "Exit status: 0 printed, 1 the file has errors (printed on stderr), 2 usage error.\n" },
+    { "help", cmd_help, "show help for a command", "help [COMMAND]", "" },
+};
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+const loomctl_command *loomctl_command_find(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void print_overview(FILE *out)
+{
+    fputs("usage: loomctl COMMAND [OPTION]... [ARG]...\n"
+          "       loomctl --help | --version\n"
+          "\n"
+          "Commands:\n",
+          out);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fputs("\nRun 'loomctl help COMMAND' for a command's options.\n", out);
+}
+
+static void print_command_help(const loomctl_command *cmd, FILE *out)
+{
+    fprintf(out, "usage: loomctl %s\n\n%s%s", cmd->usage, cmd->summary, *cmd->help ? "\n\n" : "\n");
+    fputs(cmd->help, out);
+}
+
+int loomctl_usage_error(const loomctl_command *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "loomctl%s%s: ", cmd ? " " : "", cmd ? cmd->name : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, "\nusage: loomctl %s\nTry 'loomctl help %s'.\n", cmd->usage, cmd->name);
+    else
+        fputs("\nusage: loomctl COMMAND [OPTION]... [ARG]...\nTry 'loomctl --help'.\n", stderr);
+    return LOOMCTL_USAGE;
+}
+
+static const loomctl_option *find_long(const loomctl_option *opts, const char *name, size_t len)
+{
+    for (const loomctl_option *o = opts; o && o->name; o++)
+        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+            return o;
+    return NULL;
+}
+
+static const loomctl_option *find_short(const loomctl_option *opts, char c)
+{
+    for (const loomctl_option *o = opts; o && o->name; o++)
+        if (o->short_name && o->short_name == c)
+            return o;
+    return NULL;
+}
+
+int loomctl_parse_options(const loomctl_command *cmd, int argc, char **argv,
+                          const loomctl_option *opts, int *noperands)
+{
+    int nop = 0;
+    bool only_operands = false;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (only_operands || a[0] != '-' || a[1] == 0) {
+            argv[1 + nop++] = a; /* never ahead of i: safe in place */
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_operands = true;
+            continue;
+        }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            print_command_help(cmd, stdout);
+            return LOOMCTL_OK;
+        }
+        const loomctl_option *o;
+        const char *inline_value = NULL;
+        if (a[1] == '-') {
+            const char *eq = strchr(a + 2, '=');
+            size_t len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+            o = find_long(opts, a + 2, len);
+            inline_value = eq ? eq + 1 : NULL;
+        } else {
+            /* single short options only: -q, -f json; no bundling (-qf) */
+            o = a[2] == 0 ? find_short(opts, a[1]) : NULL;
+        }
+        if (!o)
+            return loomctl_usage_error(cmd, "unknown option '%s'", a);
+        if (o->flag) {
+            if (inline_value)
+                return loomctl_usage_error(cmd, "option '--%s' takes no value", o->name);
+            *o->flag = true;
+            continue;
+        }
+        if (!inline_value) {
+            if (i + 1 >= argc)
+                return loomctl_usage_error(cmd, "option '%s' needs a value", a);
+            inline_value = argv[++i];
+        }
+        *o->value = inline_value;
+    }
+    *noperands = nop;
+    return -1;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    const loomctl_command *self = loomctl_command_find("help");
+    int nop;
+    int rc = loomctl_parse_options(self, argc, argv, NULL, &nop);
+    if (rc >= 0)
+        return rc;
+    if (nop == 0) {
+        print_overview(stdout);
+        return LOOMCTL_OK;
+    }
+    if (nop > 1)
+        return loomctl_usage_error(self, "expected one command name");
+    const loomctl_command *cmd = loomctl_command_find(argv[1]);
+    if (!cmd)
+        return loomctl_usage_error(self, "unknown command '%s'", argv[1]);
+    print_command_help(cmd, stdout);
+    return LOOMCTL_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return loomctl_usage_error(NULL, "no command given");
+    const char *first = argv[1];
+    if (strcmp(first, "-h") == 0 || strcmp(first, "--help") == 0) {
+        print_overview(stdout);
+        return LOOMCTL_OK;
+    }
+    if (strcmp(first, "--version") == 0 || strcmp(first, "-V") == 0) {
+        printf("loomctl (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+        return LOOMCTL_OK;
+    }
+    if (first[0] == '-')
+        return loomctl_usage_error(NULL, "unknown option '%s'", first);
+    const loomctl_command *cmd = loomctl_command_find(first);
+    if (!cmd) {
+        const char *names[NCOMMANDS];
+        for (size_t i = 0; i < NCOMMANDS; i++)
+            names[i] = commands[i].name;
+        const char *hint = dsl_suggest(first, strlen(first), names, NCOMMANDS);
+        if (hint)
+            return loomctl_usage_error(NULL, "unknown command '%s' (did you mean '%s'?)", first,
+                                       hint);
+        return loomctl_usage_error(NULL, "unknown command '%s'", first);
+    }
+    int rc = cmd->fn(argc - 1, argv + 1);
+    /* A failed write to stdout (a closed pipe, a full disk) must not look
+     * like success. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "loomctl: error writing output: %s\n", strerror(errno));
+        return LOOMCTL_FAILED;
+    }
+    return rc;
+}

@@ -1,0 +1,427 @@
+/* loomctl_dsl.c -- `loomctl validate` and `loomctl graph`: the workflow
+ * compiler run on the user's machine, with the daemon's view of `use`.
+ *
+ * The daemon compiles every workflow of its directory together, so a `use`
+ * resolves against the other files there. To give the same answer offline,
+ * both commands compile the files named plus every other .yaml/.yml file in
+ * their directories ("siblings"), then check `use` across the whole set. Only
+ * the named files' errors are printed: a broken sibling is not what the user
+ * asked about, but its `name:` still counts, so a `use` of it is not called
+ * unknown. */
+#include "config.h"
+
+#include "daemon/loomctl.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "dsl/dsl.h"
+
+typedef struct ctl_file {
+    char *path;          /* owned */
+    bool given;          /* named on the command line: its errors are printed */
+    bool have_id;        /* DEV/INO are valid (the file could be stat'ed) */
+    dev_t dev;
+    ino_t ino;
+    dsl_diags diags;
+    dsl_graph *graph;    /* one reference, or NULL when the file has errors */
+    char *name;          /* for a failed file: its `name:` if it can be read, else NULL */
+} ctl_file;
+
+typedef struct ctl_set {
+    ctl_file *v;
+    size_t n, cap;
+    const char **providers; /* NULL-terminated, borrowed from CONFIG_DOC; NULL: unchecked */
+    dsl_ydoc *config_doc;
+    char *config_buf;
+} ctl_set;
+
+static void set_free(ctl_set *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->v[i].path);
+        dsl_diags_free(&s->v[i].diags);
+        dsl_graph_unref(s->v[i].graph);
+        free(s->v[i].name);
+    }
+    free(s->v);
+    free(s->providers);
+    dsl_ydoc_free(s->config_doc);
+    free(s->config_buf);
+}
+
+/* Reads the whole of PATH into a new NUL-terminated buffer (caller frees).
+ * Returns NULL with errno set on failure. */
+static char *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (cap - n < 4096) {
+            cap = cap ? cap * 2 : 65536;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb)
+                goto fail;
+            buf = nb;
+        }
+        size_t k = fread(buf + n, 1, cap - n, f);
+        n += k;
+        if (k == 0)
+            break;
+    }
+    if (ferror(f))
+        goto fail;
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+fail:;
+    int saved = errno ? errno : EIO;
+    free(buf);
+    fclose(f);
+    errno = saved;
+    return NULL;
+}
+
+/* ---- the daemon config: for now only the names under `providers:` ---- */
+
+/* Loads the provider names of the config at PATH into S. Errors are printed.
+ * Returns 0, or -1 when the config is unusable. */
+static int load_config(ctl_set *s, const char *path)
+{
+    dsl_diags d;
+    int rc = -1;
+    size_t len = 0;
+    if (dsl_diags_init(&d, path) < 0)
+        goto out;
+    s->config_buf = read_all(path, &len);
+    if (!s->config_buf) {
+        dsl_error(&d, 0, 0, "cannot read: %s", strerror(errno));
+        goto out;
+    }
+    s->config_doc = dsl_yaml_load(s->config_buf, len, NULL, &d);
+    if (!s->config_doc || d.nerrors)
+        goto out;
+    const dsl_ynode *root = s->config_doc->root;
+    if (root && root->kind != DSL_Y_MAP) {
+        dsl_error(&d, root->line, root->col, "the config must be a mapping, not a %s",
+                  dsl_ynode_describe(root));
+        goto out;
+    }
+    const dsl_ynode *prov = root ? dsl_ymap_get(root, "providers") : NULL;
+    if (prov && prov->kind != DSL_Y_MAP) {
+        dsl_error(&d, prov->line, prov->col, "'providers' must be a mapping, not a %s",
+                  dsl_ynode_describe(prov));
+        goto out;
+    }
+    size_t n = prov ? prov->u.map.n : 0;
+    s->providers = calloc(n + 2, sizeof *s->providers);
+    if (!s->providers) {
+        dsl_error(&d, 0, 0, "out of memory");
+        goto out;
+    }
+    if (!prov) /* as the daemon: without providers there is the built-in mock "default" */
+        s->providers[0] = "default";
+    for (size_t i = 0; i < n; i++)
+        s->providers[i] = prov->u.map.pairs[i].key->u.scalar.str;
+    rc = 0;
+out:
+    dsl_diags_sort(&d);
+    dsl_diags_print(&d, stderr);
+    dsl_diags_free(&d);
+    return rc;
+}
+
+/* ---- the set of files compiled together ---- */
+
+/* Adds PATH (copied). A sibling that is the same file as one already in the
+ * set is skipped. Returns 0, or -1 when out of memory. */
+static int set_add(ctl_set *s, const char *path, bool given)
+{
+    struct stat st;
+    bool have_id = stat(path, &st) == 0;
+    if (!given && have_id)
+        for (size_t i = 0; i < s->n; i++)
+            if (s->v[i].have_id && s->v[i].dev == st.st_dev && s->v[i].ino == st.st_ino)
+                return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        ctl_file *v = realloc(s->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    ctl_file *f = &s->v[s->n];
+    memset(f, 0, sizeof *f);
+    f->path = strdup(path);
+    if (!f->path)
+        return -1;
+    f->given = given;
+    f->have_id = have_id;
+    if (have_id) {
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+    }
+    s->n++;
+    return dsl_diags_init(&f->diags, path);
+}
+
+static bool is_workflow_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (name[0] == '.') /* hidden files, editors' lock files (.#x.yaml) */
+        return false;
+    return (len > 5 && strcmp(name + len - 5, ".yaml") == 0) ||
+           (len > 4 && strcmp(name + len - 4, ".yml") == 0);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Adds the workflow files of the directory of PATH, in name order (so the
+ * set, and with it every message, is the same from run to run). A directory
+ * that cannot be read adds nothing: the named file's own error says why. */
+static int add_siblings(ctl_set *s, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int rc = -1;
+    DIR *d = NULL;
+    if (!dir)
+        goto out;
+    d = opendir(dir);
+    if (!d) {
+        rc = 0;
+        goto out;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!is_workflow_name(e->d_name))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **nv = realloc(names, cap * sizeof *nv);
+            if (!nv)
+                goto out;
+            names = nv;
+        }
+        /* a bare file name keeps bare sibling names: messages show what the user typed */
+        char *p = NULL;
+        if (asprintf(&p, "%s%s%s", slash ? dir : "", slash && slash != path ? "/" : "",
+                     e->d_name) < 0)
+            goto out;
+        names[n++] = p;
+    }
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(names[i], &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (set_add(s, names[i], false) < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    if (d)
+        closedir(d);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(dir);
+    return rc;
+}
+
+/* The `name:` of a file that failed to compile, so that a `use` of it is
+ * not reported as unknown. New string or NULL. */
+static char *salvage_name(const char *path)
+{
+    size_t len;
+    char *buf = read_all(path, &len);
+    char *name = NULL;
+    dsl_diags d;
+    if (!buf)
+        return NULL;
+    if (dsl_diags_init(&d, path) == 0) {
+        dsl_ydoc *doc = dsl_yaml_load(buf, len, NULL, &d);
+        const dsl_ynode *v = doc && doc->root ? dsl_ymap_get(doc->root, "name") : NULL;
+        if (v && v->kind == DSL_Y_SCALAR && v->u.scalar.len > 0 &&
+            strlen(v->u.scalar.str) == v->u.scalar.len)
+            name = strdup(v->u.scalar.str);
+        dsl_ydoc_free(doc);
+    }
+    dsl_diags_free(&d);
+    free(buf);
+    return name;
+}
+
+/* Compiles every file of S and checks `use` across them. Returns 0, or -1
+ * when out of memory (reported). */
+static int set_compile(ctl_set *s)
+{
+    dsl_registry reg = { .providers = s->providers, .lambdas = NULL, .workflows = NULL };
+    dsl_options opt = { .registry = &reg };
+    dsl_graph **graphs = calloc(s->n + 1, sizeof *graphs);
+    const char **names = calloc(s->n + 1, sizeof *names);
+    dsl_diags **diags = calloc(s->n + 1, sizeof *diags);
+    int rc = -1;
+    if (!graphs || !names || !diags) {
+        fprintf(stderr, "loomctl: out of memory\n");
+        goto out;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        ctl_file *f = &s->v[i];
+        f->graph = dsl_compile_file(f->path, &opt, &f->diags);
+        if (!f->graph)
+            f->name = salvage_name(f->path);
+        graphs[i] = f->graph;
+        names[i] = f->graph ? f->graph->name : f->name;
+        diags[i] = &f->diags;
+    }
+    dsl_check_uses(graphs, names, s->n, &reg, diags);
+    rc = 0;
+out:
+    free(graphs);
+    free(names);
+    free(diags);
+    return rc;
+}
+
+/* Builds and compiles the set: the NFILES files in FILES first (their order
+ * decides where a cycle is reported), then their siblings. */
+static int set_build(ctl_set *s, char **files, int nfiles, const char *config)
+{
+    if (config && load_config(s, config) < 0)
+        return -1;
+    for (int i = 0; i < nfiles; i++)
+        if (set_add(s, files[i], true) < 0)
+            goto oom;
+    for (int i = 0; i < nfiles; i++)
+        if (add_siblings(s, files[i]) < 0)
+            goto oom;
+    return set_compile(s);
+oom:
+    fprintf(stderr, "loomctl: out of memory\n");
+    return -1;
+}
+
+/* Prints F's diagnostics (warnings too) and says whether F is valid. */
+static bool report_file(const ctl_file *f)
+{
+    if (f->diags.n || f->diags.oom)
+        dsl_diags_print(&f->diags, stderr);
+    return f->graph && f->diags.nerrors == 0 && !f->diags.oom;
+}
+
+int loomctl_cmd_validate(int argc, char **argv)
+{
+    const loomctl_command *self = loomctl_command_find("validate");
+    const char *config = NULL;
+    bool quiet = false;
+    const loomctl_option opts[] = {
+        { "config", 0, &config, NULL },
+        { "quiet", 'q', NULL, &quiet },
+        { NULL, 0, NULL, NULL },
+    };
+    int nfiles;
+    int rc = loomctl_parse_options(self, argc, argv, opts, &nfiles);
+    if (rc >= 0)
+        return rc;
+    if (nfiles == 0)
+        return loomctl_usage_error(self, "no workflow files given");
+
+    ctl_set s = { 0 };
+    rc = LOOMCTL_FAILED;
+    if (set_build(&s, argv + 1, nfiles, config) < 0)
+        goto out;
+    rc = LOOMCTL_OK;
+    for (size_t i = 0; i < s.n; i++) {
+        const ctl_file *f = &s.v[i];
+        if (!f->given)
+            continue;
+        if (!report_file(f))
+            rc = LOOMCTL_FAILED;
+        else if (!quiet)
+            printf("%s: ok (name %s, %zu node%s)\n", f->path, f->graph->name, f->graph->nnodes,
+                   f->graph->nnodes == 1 ? "" : "s");
+    }
+out:
+    set_free(&s);
+    return rc;
+}
+
+static int write_graph(const dsl_graph *g, bool dot, FILE *out)
+{
+    if (dot)
+        return dsl_emit_dot(g, out);
+    json_t *doc = dsl_emit_json(g);
+    if (!doc) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int rc = json_dumpf(doc, out, JSON_INDENT(2));
+    json_decref(doc);
+    if (rc < 0 || fputc('\n', out) == EOF)
+        return -1;
+    return 0;
+}
+
+int loomctl_cmd_graph(int argc, char **argv)
+{
+    const loomctl_command *self = loomctl_command_find("graph");
+    const char *format = "json", *output = NULL, *config = NULL;
+    const loomctl_option opts[] = {
+        { "format", 'f', &format, NULL },
+        { "output", 'o', &output, NULL },
+        { "config", 0, &config, NULL },
+        { NULL, 0, NULL, NULL },
+    };
+    int nfiles;
+    int rc = loomctl_parse_options(self, argc, argv, opts, &nfiles);
+    if (rc >= 0)
+        return rc;
+    if (nfiles == 0)
+        return loomctl_usage_error(self, "no workflow file given");
+    if (nfiles > 1)
+        return loomctl_usage_error(self, "expected one workflow file, got %d", nfiles);
+    bool dot = strcmp(format, "dot") == 0;
+    if (!dot && strcmp(format, "json") != 0)
+        return loomctl_usage_error(self, "unknown format '%s' (expected json or dot)", format);
+
+    ctl_set s = { 0 };
+    FILE *dest = NULL;
+    rc = LOOMCTL_FAILED;
+    if (set_build(&s, argv + 1, 1, config) < 0)
+        goto out;
+    if (!report_file(&s.v[0]))
+        goto out;
+    dest = output ? fopen(output, "w") : stdout;
+    if (!dest) {
+        fprintf(stderr, "loomctl graph: cannot write %s: %s\n", output, strerror(errno));
+        goto out;
+    }
+    errno = 0;
+    if (write_graph(s.v[0].graph, dot, dest) < 0 || fflush(dest) != 0 || ferror(dest)) {
+        fprintf(stderr, "loomctl graph: cannot write %s: %s\n", output ? output : "output",
+                strerror(errno ? errno : EIO));
+        goto out;
+    }
+    rc = LOOMCTL_OK;
+out:
+    if (dest && dest != stdout && fclose(dest) != 0 && rc == LOOMCTL_OK) {
+        fprintf(stderr, "loomctl graph: cannot write %s: %s\n", output, strerror(errno));
+        rc = LOOMCTL_FAILED;
+    }
+    set_free(&s);
+    return rc;
+}

@@ -1,0 +1,124 @@
+/* compile.h -- internals shared by the compiler's files (not installed).
+ *
+ *   compile.c        the workflow's top level: keys, input, vars, defaults
+ *   compile_node.c   one builder per node kind
+ *   compile_refs.c   template names and `steps.X` visibility, once every id is known
+ *   compile_util.c   key tables, typed scalars, durations, template values, the id map
+ *   graph.c          the arena that owns a graph, and enum names */
+#ifndef LOOM_DSL_COMPILE_H
+#define LOOM_DSL_COMPILE_H
+
+#include "dsl/dsl.h"
+
+/* ---- the arena (graph.c) ---- */
+typedef struct dsl_arena dsl_arena;
+dsl_arena *dsl_arena_new(void);
+void dsl_arena_free(dsl_arena *a);
+/* Zeroed memory owned by the arena, or NULL. */
+void *dsl_arena_alloc(dsl_arena *a, size_t size);
+char *dsl_arena_strndup(dsl_arena *a, const char *s, size_t len);
+char *dsl_arena_strdup(dsl_arena *a, const char *s);
+/* The arena takes ownership of V / T (steals; freed with the arena, or at once on failure). */
+int dsl_arena_own_json(dsl_arena *a, json_t *v);
+int dsl_arena_own_template(dsl_arena *a, dsl_template *t);
+
+const char *const *dsl_error_class_names(void);
+int dsl_type_find(const char *name);
+const char *const *dsl_type_names(void);
+
+/* ---- the id map (compile_util.c): open addressing, string -> node ---- */
+typedef struct cc_idmap {
+    const char **keys;
+    void **vals;
+    size_t cap, n;
+} cc_idmap;
+void *cc_idmap_get(const cc_idmap *m, const char *key);
+int cc_idmap_put(cc_idmap *m, const char *key, void *val);
+void cc_idmap_free(cc_idmap *m);
+
+/* Where a template is evaluated, which decides the names it may use. */
+typedef enum {
+    CC_SITE_NODE,      /* a node's own fields: evaluated when the node starts */
+    CC_SITE_OUTPUT,    /* a node's `output:`: after it finished; sees `output` */
+    CC_SITE_VOTE_KEY,  /* a vote's `key`: per sample; sees `output` */
+    CC_SITE_VARS       /* the workflow's `vars`: sees `input` only */
+} cc_site;
+
+typedef struct cc_tpl_use {
+    dsl_template *tpl;
+    const dsl_ynode *y;    /* the scalar it came from, for positions */
+    dsl_node *node;        /* the node it belongs to (NULL for vars) */
+    cc_site site;
+} cc_tpl_use;
+
+/* Compiler state for one file. */
+typedef struct dsl_cc {
+    const dsl_options *opt;
+    const dsl_ydoc *doc;
+    dsl_diags *d;
+    dsl_graph *g;
+    dsl_arena *a;
+    int oom;
+
+    dsl_node **nodes;          /* every node, by index */
+    size_t nnodes, capnodes;
+    uint32_t *chain_pos;       /* per node index: position in its parent chain, or UINT32_MAX */
+    const dsl_ynode **node_y;  /* per node index: the node's mapping */
+    const dsl_ynode **id_y;    /* per node index: its `id` value, or NULL */
+
+    cc_idmap ids;              /* id -> dsl_node */
+    cc_tpl_use *tpls;          /* every template, checked once all ids are known */
+    size_t ntpls, captpls;
+
+    const dsl_ynode *defaults_provider_y; /* for messages about defaults.provider */
+    const dsl_ynode *inputs_y;
+    const dsl_ynode *vars_y;
+} dsl_cc;
+
+/* ---- compile_util.c ---- */
+void cc_oom(dsl_cc *cc);
+/* Reports every key of map Y not in ALLOWED (NULL-terminated) as unknown,
+ * with a "did you mean" from ALLOWED. WHAT names the construct ("call"). */
+void cc_check_keys(dsl_cc *cc, const dsl_ynode *y, const char *const *allowed, const char *what);
+/* 1 if Y is a mapping; else reports "'KEY' must be a mapping, got a X" and returns 0. */
+int cc_want_map(dsl_cc *cc, const dsl_ynode *y, const char *key);
+int cc_want_seq(dsl_cc *cc, const dsl_ynode *y, const char *key);
+/* A string scalar's text (arena copy), or NULL with an error. */
+const char *cc_string(dsl_cc *cc, const dsl_ynode *y, const char *key);
+int cc_int(dsl_cc *cc, const dsl_ynode *y, const char *key, int64_t min, int64_t max, int64_t *out);
+int cc_number(dsl_cc *cc, const dsl_ynode *y, const char *key, double min, double max, double *out);
+int cc_bool(dsl_cc *cc, const dsl_ynode *y, const char *key, int *out);
+int cc_duration(dsl_cc *cc, const dsl_ynode *y, const char *key, uint64_t *ms);
+/* 1 if S is a valid identifier ([A-Za-z_][A-Za-z0-9_-]*, at most 128 bytes). */
+int cc_is_ident(const char *s, size_t len);
+/* The scalar as JSON (new reference) by its YAML type; NULL for non-scalars. */
+json_t *cc_scalar_json(const dsl_ynode *y);
+/* Y (any YAML) as plain JSON, templates not allowed. New reference or NULL (error reported). */
+json_t *cc_json(dsl_cc *cc, const dsl_ynode *y);
+/* Parses a template string value; registers it for reference checks.
+ * Returns an arena-owned template or NULL with an error. */
+dsl_template *cc_template(dsl_cc *cc, const dsl_ynode *y, const char *key,
+                          dsl_node *node, cc_site site);
+/* Any YAML value whose strings may be templates. NULL with an error. */
+dsl_tvalue *cc_tvalue(dsl_cc *cc, const dsl_ynode *y, dsl_node *node, cc_site site);
+/* The retry policy in Y, starting from BASE. 0 or -1. */
+int cc_retry(dsl_cc *cc, const dsl_ynode *y, const dsl_retry *base, dsl_retry *out);
+/* Looks up a filter name given as a string scalar in a `normalize` list. */
+char **cc_filter_list(dsl_cc *cc, const dsl_ynode *y, const char *key, size_t *n);
+/* Reports unknown-name errors with an optional suggestion. */
+void cc_error_suggest(dsl_cc *cc, int line, int col, const char *name, size_t len,
+                      const char *const *cands, size_t ncands, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+/* ---- compile_node.c ---- */
+/* Builds the node in Y (any YAML; errors if not a node) under PARENT, whose
+ * path is extended by SUFFIX. Returns an arena-owned node or NULL. */
+dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *suffix);
+extern const char *const cc_kind_keys[];
+/* Checks a workflow name (for `name:` and `use:`); 0 or -1 with an error. */
+int cc_workflow_name_ok(dsl_cc *cc, const dsl_ynode *y, const char *s);
+
+/* ---- compile_refs.c ---- */
+void cc_check_templates(dsl_cc *cc);
+
+#endif

@@ -1,0 +1,609 @@
+/* compile_util.c -- the compiler's small tools: key tables, typed scalars,
+ * durations, template values and the id map. Each reports its own errors at
+ * the YAML node at fault, so the builders read as lists of keys. */
+#include "dsl/compile.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsl/suggest.h"
+
+void cc_oom(dsl_cc *cc)
+{
+    if (!cc->oom)
+        dsl_error(cc->d, 0, 0, "out of memory");
+    cc->oom = 1;
+}
+
+/* ---- id map ---- */
+
+static size_t hash_str(const char *s)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+void *cc_idmap_get(const cc_idmap *m, const char *key)
+{
+    if (!m->cap)
+        return NULL;
+    for (size_t i = hash_str(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        if (!m->keys[i])
+            return NULL;
+        if (strcmp(m->keys[i], key) == 0)
+            return m->vals[i];
+    }
+}
+
+int cc_idmap_put(cc_idmap *m, const char *key, void *val)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        const char **keys = calloc(cap, sizeof *keys);
+        void **vals = calloc(cap, sizeof *vals);
+        if (!keys || !vals) {
+            free(keys);
+            free(vals);
+            return -1;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->keys[i])
+                continue;
+            size_t j = hash_str(m->keys[i]) & (cap - 1);
+            while (keys[j])
+                j = (j + 1) & (cap - 1);
+            keys[j] = m->keys[i];
+            vals[j] = m->vals[i];
+        }
+        free(m->keys);
+        free(m->vals);
+        m->keys = keys;
+        m->vals = vals;
+        m->cap = cap;
+    }
+    size_t i = hash_str(key) & (m->cap - 1);
+    while (m->keys[i]) {
+        if (strcmp(m->keys[i], key) == 0) {
+            m->vals[i] = val;
+            return 0;
+        }
+        i = (i + 1) & (m->cap - 1);
+    }
+    m->keys[i] = key;
+    m->vals[i] = val;
+    m->n++;
+    return 0;
+}
+
+void cc_idmap_free(cc_idmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- messages ---- */
+
+void cc_error_suggest(dsl_cc *cc, int line, int col, const char *name, size_t len,
+                      const char *const *cands, size_t ncands, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *s = cands ? dsl_suggest(name, len, cands, ncands) : NULL;
+    if (s)
+        dsl_error(cc->d, line, col, "%s; did you mean '%s'?", msg, s);
+    else
+        dsl_error(cc->d, line, col, "%s", msg);
+}
+
+/* Names longer than this are cut in messages: a 1 MB key must not make a
+ * 1 MB error line. */
+#define NAME_SHOWN 64
+
+void cc_check_keys(dsl_cc *cc, const dsl_ynode *y, const char *const *allowed, const char *what)
+{
+    for (size_t i = 0; i < y->u.map.n; i++) {
+        const dsl_ynode *k = y->u.map.pairs[i].key;
+        const char *name = k->u.scalar.str;
+        int ok = 0;
+        for (size_t j = 0; allowed[j]; j++)
+            if (strcmp(allowed[j], name) == 0) {
+                ok = 1;
+                break;
+            }
+        if (!ok)
+            cc_error_suggest(cc, k->line, k->col, name, k->u.scalar.len, allowed, (size_t)-1,
+                             "unknown key '%.*s' in %s", NAME_SHOWN, name, what);
+    }
+}
+
+static void type_error(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *want)
+{
+    dsl_error(cc->d, y->line, y->col, "'%s' must be %s, got a %s", key, want,
+              dsl_ynode_describe(y));
+}
+
+int cc_want_map(dsl_cc *cc, const dsl_ynode *y, const char *key)
+{
+    if (y->kind == DSL_Y_MAP)
+        return 1;
+    type_error(cc, y, key, "a mapping");
+    return 0;
+}
+
+int cc_want_seq(dsl_cc *cc, const dsl_ynode *y, const char *key)
+{
+    if (y->kind == DSL_Y_SEQ)
+        return 1;
+    type_error(cc, y, key, "a list");
+    return 0;
+}
+
+const char *cc_string(dsl_cc *cc, const dsl_ynode *y, const char *key)
+{
+    if (y->kind != DSL_Y_SCALAR || dsl_yscalar_type(y) != DSL_YT_STRING) {
+        type_error(cc, y, key, "a string");
+        return NULL;
+    }
+    const char *s = dsl_arena_strndup(cc->a, y->u.scalar.str, y->u.scalar.len);
+    if (!s)
+        cc_oom(cc);
+    return s;
+}
+
+int cc_int(dsl_cc *cc, const dsl_ynode *y, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    int64_t v;
+    if (y->kind != DSL_Y_SCALAR || dsl_yscalar_type(y) != DSL_YT_INT || dsl_yscalar_int(y, &v) < 0) {
+        type_error(cc, y, key, "an integer");
+        return -1;
+    }
+    if (v < min) {
+        dsl_error(cc->d, y->line, y->col, "'%s' must be at least %lld, got %lld", key,
+                  (long long)min, (long long)v);
+        return -1;
+    }
+    if (v > max) {
+        dsl_error(cc->d, y->line, y->col, "'%s' must be at most %lld, got %lld", key,
+                  (long long)max, (long long)v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cc_number(dsl_cc *cc, const dsl_ynode *y, const char *key, double min, double max, double *out)
+{
+    double v;
+    dsl_ytype t = y->kind == DSL_Y_SCALAR ? dsl_yscalar_type(y) : DSL_YT_STRING;
+    if ((t != DSL_YT_INT && t != DSL_YT_FLOAT) || dsl_yscalar_double(y, &v) < 0 || !isfinite(v)) {
+        type_error(cc, y, key, "a number");
+        return -1;
+    }
+    if (v < min || v > max) {
+        dsl_error(cc->d, y->line, y->col, "'%s' must be between %g and %g, got %g", key, min, max, v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cc_bool(dsl_cc *cc, const dsl_ynode *y, const char *key, int *out)
+{
+    if (y->kind != DSL_Y_SCALAR || dsl_yscalar_bool(y, out) < 0) {
+        type_error(cc, y, key, "true or false");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- durations ---- */
+
+#define DURATION_MAX_MS (7ULL * 24 * 3600 * 1000)
+
+int dsl_parse_duration(const char *s, size_t len, uint64_t *ms, const char **why)
+{
+    const char *p = s, *end = s + len;
+    double total = 0;
+    int parts = 0;
+    if (len == 0) {
+        *why = "empty duration";
+        return -1;
+    }
+    while (p < end) {
+        const char *num = p;
+        double v = 0, scale = 0;
+        int digits = 0;
+        while (p < end && *p >= '0' && *p <= '9') {
+            v = v * 10 + (*p++ - '0');
+            digits++;
+        }
+        if (p < end && *p == '.') {
+            p++;
+            double f = 0.1;
+            while (p < end && *p >= '0' && *p <= '9') {
+                v += (*p++ - '0') * f;
+                f /= 10;
+                digits++;
+            }
+        }
+        if (!digits || p == num) {
+            *why = "expected a number";
+            return -1;
+        }
+        if (p == end) {
+            *why = "a duration needs a unit (ms, s, m or h)";
+            return -1;
+        }
+        if (end - p >= 2 && p[0] == 'm' && p[1] == 's') {
+            scale = 1;
+            p += 2;
+        } else if (*p == 's') {
+            scale = 1000;
+            p++;
+        } else if (*p == 'm') {
+            scale = 60000;
+            p++;
+        } else if (*p == 'h') {
+            scale = 3600000;
+            p++;
+        } else {
+            *why = "unknown unit (use ms, s, m or h)";
+            return -1;
+        }
+        total += v * scale;
+        parts++;
+        if (total > (double)DURATION_MAX_MS) {
+            *why = "longer than 7 days";
+            return -1;
+        }
+    }
+    *ms = (uint64_t)llround(total);
+    return 0;
+}
+
+int cc_duration(dsl_cc *cc, const dsl_ynode *y, const char *key, uint64_t *ms)
+{
+    const char *why;
+    if (y->kind != DSL_Y_SCALAR) {
+        type_error(cc, y, key, "a duration such as 30s");
+        return -1;
+    }
+    if (dsl_parse_duration(y->u.scalar.str, y->u.scalar.len, ms, &why) < 0) {
+        dsl_error(cc->d, y->line, y->col, "invalid duration '%.*s' for '%s': %s; e.g. 500ms, 30s, 2m",
+                  NAME_SHOWN, y->u.scalar.str, key, why);
+        return -1;
+    }
+    return 0;
+}
+
+int cc_is_ident(const char *s, size_t len)
+{
+    if (len == 0 || len > 128)
+        return 0;
+    if (!((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- values ---- */
+
+json_t *cc_scalar_json(const dsl_ynode *y)
+{
+    int b;
+    int64_t i;
+    double d;
+    switch (dsl_yscalar_type(y)) {
+    case DSL_YT_NULL:
+        return json_null();
+    case DSL_YT_BOOL:
+        dsl_yscalar_bool(y, &b);
+        return json_boolean(b);
+    case DSL_YT_INT:
+        dsl_yscalar_int(y, &i);
+        return json_integer(i);
+    case DSL_YT_FLOAT:
+        dsl_yscalar_double(y, &d);
+        if (!isfinite(d))
+            return json_stringn(y->u.scalar.str, y->u.scalar.len);
+        return json_real(d);
+    case DSL_YT_STRING:
+        break;
+    }
+    return json_stringn_nocheck(y->u.scalar.str, y->u.scalar.len);
+}
+
+json_t *cc_json(dsl_cc *cc, const dsl_ynode *y)
+{
+    json_t *v = NULL;
+    switch (y->kind) {
+    case DSL_Y_SCALAR:
+        v = cc_scalar_json(y);
+        break;
+    case DSL_Y_SEQ:
+        v = json_array();
+        for (size_t i = 0; v && i < y->u.seq.n; i++) {
+            json_t *e = cc_json(cc, y->u.seq.items[i]);
+            if (!e || json_array_append_new(v, e) < 0) {
+                json_decref(v);
+                return NULL;
+            }
+        }
+        break;
+    case DSL_Y_MAP:
+        v = json_object();
+        for (size_t i = 0; v && i < y->u.map.n; i++) {
+            const dsl_ynode *k = y->u.map.pairs[i].key;
+            json_t *e = cc_json(cc, y->u.map.pairs[i].value);
+            if (!e || json_object_setn_new_nocheck(v, k->u.scalar.str, k->u.scalar.len, e) < 0) {
+                json_decref(v);
+                return NULL;
+            }
+        }
+        break;
+    }
+    if (!v)
+        cc_oom(cc);
+    return v;
+}
+
+static int push_tpl(dsl_cc *cc, dsl_template *t, const dsl_ynode *y, dsl_node *node, cc_site site)
+{
+    if (cc->ntpls == cc->captpls) {
+        size_t cap = cc->captpls ? cc->captpls * 2 : 64;
+        cc_tpl_use *v = realloc(cc->tpls, cap * sizeof *v);
+        if (!v)
+            return -1;
+        cc->tpls = v;
+        cc->captpls = cap;
+    }
+    cc->tpls[cc->ntpls++] = (cc_tpl_use){ t, y, node, site };
+    return 0;
+}
+
+dsl_template *cc_template(dsl_cc *cc, const dsl_ynode *y, const char *key, dsl_node *node,
+                          cc_site site)
+{
+    if (y->kind != DSL_Y_SCALAR || dsl_yscalar_type(y) != DSL_YT_STRING) {
+        type_error(cc, y, key, "a template string");
+        return NULL;
+    }
+    dsl_tpl_error err;
+    memset(&err, 0, sizeof err);
+    dsl_template *t = dsl_template_parse(y->u.scalar.str, y->u.scalar.len, &err);
+    if (!t) {
+        if (!err.msg[0]) {
+            cc_oom(cc);
+            return NULL;
+        }
+        int line, col;
+        dsl_yscalar_pos(cc->doc, y, err.offset, &line, &col);
+        if (err.hint[0])
+            dsl_error(cc->d, line, col, "%s; %s", err.msg, err.hint);
+        else
+            dsl_error(cc->d, line, col, "%s", err.msg);
+        return NULL;
+    }
+    if (dsl_arena_own_template(cc->a, t) < 0 || push_tpl(cc, t, y, node, site) < 0) {
+        cc_oom(cc);
+        return NULL;
+    }
+    return t;
+}
+
+static dsl_tvalue *tv_new(dsl_cc *cc, dsl_tvalue_kind kind, const dsl_ynode *y)
+{
+    dsl_tvalue *tv = dsl_arena_alloc(cc->a, sizeof *tv);
+    if (!tv) {
+        cc_oom(cc);
+        return NULL;
+    }
+    tv->kind = kind;
+    tv->line = y->line;
+    tv->col = y->col;
+    return tv;
+}
+
+/* Folds a container whose items are all constants into one constant. */
+static dsl_tvalue *tv_fold(dsl_cc *cc, dsl_tvalue *tv, const dsl_ynode *y)
+{
+    for (size_t i = 0; i < tv->n; i++)
+        if (tv->items[i]->kind != DSL_TV_CONST)
+            return tv;
+    json_t *v = tv->kind == DSL_TV_ARRAY ? json_array() : json_object();
+    if (!v)
+        goto oom;
+    for (size_t i = 0; i < tv->n; i++) {
+        int r = tv->kind == DSL_TV_ARRAY
+                    ? json_array_append(v, tv->items[i]->constant)
+                    : json_object_set_nocheck(v, tv->keys[i], tv->items[i]->constant);
+        if (r < 0) {
+            json_decref(v);
+            goto oom;
+        }
+    }
+    if (dsl_arena_own_json(cc->a, v) < 0)
+        goto oom;
+    tv->kind = DSL_TV_CONST;
+    tv->constant = v;
+    tv->n = 0;
+    tv->items = NULL;
+    tv->keys = NULL;
+    (void)y;
+    return tv;
+oom:
+    cc_oom(cc);
+    return NULL;
+}
+
+dsl_tvalue *cc_tvalue(dsl_cc *cc, const dsl_ynode *y, dsl_node *node, cc_site site)
+{
+    dsl_tvalue *tv;
+    int bad = 0;
+    if (y->kind == DSL_Y_SCALAR) {
+        if (dsl_yscalar_type(y) == DSL_YT_STRING &&
+            !dsl_template_is_literal(y->u.scalar.str, y->u.scalar.len)) {
+            dsl_template *t = cc_template(cc, y, "value", node, site);
+            if (!t)
+                return NULL;
+            if (!(tv = tv_new(cc, DSL_TV_TEMPLATE, y)))
+                return NULL;
+            tv->tpl = t;
+            return tv;
+        }
+        json_t *v = cc_scalar_json(y);
+        if (!v || dsl_arena_own_json(cc->a, v) < 0) {
+            cc_oom(cc);
+            return NULL;
+        }
+        if (!(tv = tv_new(cc, DSL_TV_CONST, y)))
+            return NULL;
+        tv->constant = v;
+        return tv;
+    }
+    size_t n = y->kind == DSL_Y_SEQ ? y->u.seq.n : y->u.map.n;
+    if (!(tv = tv_new(cc, y->kind == DSL_Y_SEQ ? DSL_TV_ARRAY : DSL_TV_OBJECT, y)))
+        return NULL;
+    tv->n = n;
+    tv->items = dsl_arena_alloc(cc->a, (n ? n : 1) * sizeof *tv->items);
+    if (y->kind == DSL_Y_MAP)
+        tv->keys = dsl_arena_alloc(cc->a, (n ? n : 1) * sizeof *tv->keys);
+    if (!tv->items || (y->kind == DSL_Y_MAP && !tv->keys)) {
+        cc_oom(cc);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const dsl_ynode *c;
+        if (y->kind == DSL_Y_SEQ) {
+            c = y->u.seq.items[i];
+        } else {
+            const dsl_ynode *k = y->u.map.pairs[i].key;
+            c = y->u.map.pairs[i].value;
+            if (!(tv->keys[i] = dsl_arena_strndup(cc->a, k->u.scalar.str, k->u.scalar.len))) {
+                cc_oom(cc);
+                return NULL;
+            }
+        }
+        if (!(tv->items[i] = cc_tvalue(cc, c, node, site)))
+            bad = 1;
+    }
+    if (bad)
+        return NULL;
+    return tv_fold(cc, tv, y);
+}
+
+/* ---- retry ---- */
+
+int cc_retry(dsl_cc *cc, const dsl_ynode *y, const dsl_retry *base, dsl_retry *out)
+{
+    static const char *const keys[] = { "max_attempts", "initial_delay", "multiplier",
+                                        "max_delay", "on", NULL };
+    int64_t i;
+    int bad = 0;
+    *out = *base;
+    if (y->kind == DSL_Y_SCALAR) {
+        if (cc_int(cc, y, "retry", 1, 100, &i) < 0)
+            return -1;
+        out->max_attempts = (int)i;
+        return 0;
+    }
+    if (!cc_want_map(cc, y, "retry"))
+        return -1;
+    cc_check_keys(cc, y, keys, "retry");
+    const dsl_ynode *v;
+    if ((v = dsl_ymap_get(y, "max_attempts"))) {
+        if (cc_int(cc, v, "max_attempts", 1, 100, &i) < 0)
+            bad = 1;
+        else
+            out->max_attempts = (int)i;
+    }
+    if ((v = dsl_ymap_get(y, "initial_delay")) && cc_duration(cc, v, "initial_delay", &out->initial_delay_ms) < 0)
+        bad = 1;
+    if ((v = dsl_ymap_get(y, "max_delay")) && cc_duration(cc, v, "max_delay", &out->max_delay_ms) < 0)
+        bad = 1;
+    if ((v = dsl_ymap_get(y, "multiplier")) && cc_number(cc, v, "multiplier", 1, 100, &out->multiplier) < 0)
+        bad = 1;
+    if ((v = dsl_ymap_get(y, "on"))) {
+        if (!cc_want_seq(cc, v, "on")) {
+            bad = 1;
+        } else {
+            out->on = 0;
+            for (size_t k = 0; k < v->u.seq.n; k++) {
+                const dsl_ynode *c = v->u.seq.items[k];
+                const char *name = cc_string(cc, c, "on");
+                if (!name) {
+                    bad = 1;
+                    continue;
+                }
+                int cls = dsl_error_class_find(name);
+                if (cls < 0) {
+                    cc_error_suggest(cc, c->line, c->col, name, strlen(name), dsl_error_class_names(),
+                                     DSL_ERR_CLASS_COUNT, "unknown error class '%.*s'", NAME_SHOWN, name);
+                    bad = 1;
+                    continue;
+                }
+                out->on |= 1u << cls;
+            }
+        }
+    }
+    if (!bad && out->max_delay_ms < out->initial_delay_ms) {
+        const dsl_ynode *at = dsl_ymap_get(y, "max_delay") ? dsl_ymap_get(y, "max_delay") : y;
+        dsl_error(cc->d, at->line, at->col, "'max_delay' must not be shorter than 'initial_delay'");
+        bad = 1;
+    }
+    return bad ? -1 : 0;
+}
+
+char **cc_filter_list(dsl_cc *cc, const dsl_ynode *y, const char *key, size_t *n)
+{
+    *n = 0;
+    if (!cc_want_seq(cc, y, key))
+        return NULL;
+    char **v = dsl_arena_alloc(cc->a, (y->u.seq.n ? y->u.seq.n : 1) * sizeof *v);
+    if (!v) {
+        cc_oom(cc);
+        return NULL;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < y->u.seq.n; i++) {
+        const dsl_ynode *c = y->u.seq.items[i];
+        const char *name = cc_string(cc, c, key);
+        if (!name) {
+            bad = 1;
+            continue;
+        }
+        const dsl_filter_def *f = dsl_filter_find(name, strlen(name));
+        if (!f) {
+            const dsl_filter_def *all = dsl_filter_all();
+            const char *cands[128];
+            size_t nc = 0;
+            for (; all[nc].name && nc < 127; nc++)
+                cands[nc] = all[nc].name;
+            cc_error_suggest(cc, c->line, c->col, name, strlen(name), cands, nc,
+                             "unknown filter '%.*s'", NAME_SHOWN, name);
+            bad = 1;
+            continue;
+        }
+        if (f->min_args > 0) {
+            dsl_error(cc->d, c->line, c->col, "filter '%s' needs arguments and cannot be used in '%s'",
+                      name, key);
+            bad = 1;
+            continue;
+        }
+        v[(*n)++] = (char *)name;
+    }
+    return bad ? NULL : v;
+}

@@ -1,0 +1,64 @@
+/* dsl.h -- the workflow compiler's public interface.
+ *
+ * The pipeline, one stage a file (as jq splits lexer/parser/compile):
+ *   yaml_tree.c   YAML text -> positioned tree (libyaml events; limits)
+ *   template.c    "{{ ... }}" strings -> expression ASTs (filters.c: the filters)
+ *   compile*.c    tree -> checked, immutable dsl_graph (keys, types, references)
+ *   uses.c        across files: `use` targets exist and form no cycle
+ *   emit_*.c      a graph as JSON or Graphviz DOT
+ * dsl/ does no I/O except reading the file it is asked to compile, and runs
+ * no threads. */
+#ifndef LOOM_DSL_DSL_H
+#define LOOM_DSL_DSL_H
+
+#include <stdio.h>
+
+#include "dsl/diag.h"
+#include "dsl/graph.h"
+#include "dsl/yaml_tree.h"
+
+/* The names that exist where the workflow will run. When a list is given
+ * (non-NULL), names missing from it are errors; a NULL list is not checked.
+ * Lists are NULL-terminated arrays of borrowed strings. */
+typedef struct dsl_registry {
+    const char *const *providers;
+    const char *const *lambdas;     /* "plugin.name" */
+    const char *const *workflows;   /* names `use` may refer to, beyond the files compiled together */
+} dsl_registry;
+
+typedef struct dsl_options {
+    const dsl_registry *registry;   /* may be NULL */
+    dsl_ylimits limits;             /* zero fields take the defaults */
+    size_t max_file_size;           /* default 64 MiB */
+} dsl_options;
+
+/* Compiles the workflow in BUF (LEN bytes; borrowed) named FILE in messages.
+ * Every error found is added to DIAGS (sorted by position). Returns a new
+ * graph (one reference, caller unrefs) when the file has no errors, else
+ * NULL. OPT may be NULL. */
+dsl_graph *dsl_compile(const char *file, const char *buf, size_t len,
+                       const dsl_options *opt, dsl_diags *diags);
+
+/* Reads PATH and compiles it. An unreadable file is one error in DIAGS. */
+dsl_graph *dsl_compile_file(const char *path, const dsl_options *opt, dsl_diags *diags);
+
+/* Checks `use` across a set of compiled workflows: every `use` names a graph
+ * of the set (or a registry workflow), and no chain of uses leads back to its
+ * start. GRAPHS[i] may be NULL (a file that failed; its name is then unknown,
+ * unless NAMES[i] gives it). Errors go to DIAGS[i] of the graph whose `use`
+ * node is at fault. Returns the number of errors added. */
+size_t dsl_check_uses(dsl_graph *const *graphs, const char *const *names, size_t n,
+                      const dsl_registry *registry, dsl_diags *const *diags);
+
+/* The graph as a JSON document (new reference), for `loomctl graph`. */
+json_t *dsl_emit_json(const dsl_graph *g);
+
+/* Writes the graph as Graphviz DOT to OUT: chains left to right, parallel,
+ * vote and map as clusters. Returns 0, or -1 on a write error. */
+int dsl_emit_dot(const dsl_graph *g, FILE *out);
+
+/* Parses a duration ("500ms", "30s", "2m", "1h", "1m30s", "1.5s") into
+ * milliseconds. Returns 0, or -1 with a reason in WHY (static string). */
+int dsl_parse_duration(const char *s, size_t len, uint64_t *ms, const char **why);
+
+#endif

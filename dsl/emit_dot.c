@@ -1,0 +1,397 @@
+/* emit_dot.c -- a compiled graph as Graphviz DOT, for `loomctl graph --format dot`.
+ *
+ * Data flows left to right. Every node is drawn as a piece with one entry and
+ * one exit, so a chain only has to connect each step's exit to the next
+ * step's entry whatever the steps are:
+ *   - leaves (call, embed, lambda, use, fail) and gates are one shape, which
+ *     is both entry and exit;
+ *   - parallel, vote and map are clusters with a small point as entry and one
+ *     as exit, the body (or branches) between them;
+ *   - a route is a diamond (entered through its `on` node when it has one)
+ *     with a labelled edge to each case, the cases joining in a point;
+ *   - a chain has no shape of its own (a cluster when it has an id);
+ *   - a fallback hangs off its node's exit by a dashed edge, both joining in
+ *     a point that becomes the exit.
+ * Graphviz names: "n<index>" for a node's shape, "i<index>"/"o<index>" for
+ * entry/exit points, "f<index>" for a fallback join, "cluster_<index>". */
+#include "dsl/dsl.h"
+
+#include <string.h>
+
+#define SNIPPET_CHARS 30
+
+typedef struct dot_ends {
+    char entry[24], exit[24];
+} dot_ends;
+
+/* Writes S (LEN bytes, or up to NUL when LEN is (size_t)-1) as the inside of a
+ * DOT double-quoted string: quotes and backslashes escaped, line breaks as \n,
+ * other control characters as spaces. Cuts after MAX characters (code points,
+ * never inside a UTF-8 sequence) with "..."; MAX 0 means no limit. */
+static void put_escaped(FILE *out, const char *s, size_t max)
+{
+    size_t chars = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p & 0xC0) != 0x80) { /* the first byte of a character */
+            if (max && chars == max) {
+                fputs("...", out);
+                return;
+            }
+            chars++;
+        }
+        if (*p == '"' || *p == '\\') {
+            fputc('\\', out);
+            fputc(*p, out);
+        } else if (*p == '\n') {
+            fputs("\\n", out);
+        } else if (*p < 0x20 || *p == 0x7F) {
+            fputc(' ', out);
+        } else {
+            fputc(*p, out);
+        }
+    }
+}
+
+static const char *tpl_src(const dsl_template *t)
+{
+    return t && t->source ? t->source : "";
+}
+
+/* A short text for a template value: the source of a template, a string
+ * constant's text, "{...}" for anything structured. */
+static const char *tvalue_text(const dsl_tvalue *tv)
+{
+    if (!tv)
+        return "";
+    if (tv->kind == DSL_TV_TEMPLATE)
+        return tpl_src(tv->tpl);
+    if (tv->kind == DSL_TV_CONST && json_is_string(tv->constant))
+        return json_string_value(tv->constant);
+    return "{...}";
+}
+
+/* The first line of every label: the kind and, when set, the id. */
+static void put_head(FILE *out, const dsl_node *n, const char *kind)
+{
+    put_escaped(out, kind, 0);
+    if (n->id) {
+        fputc(' ', out);
+        put_escaped(out, n->id, 0);
+    }
+}
+
+static void leaf_label(FILE *out, const dsl_node *n)
+{
+    put_head(out, n, dsl_kind_name(n->kind));
+    switch (n->kind) {
+    case DSL_CALL:
+    case DSL_EMBED: {
+        const char *provider = n->kind == DSL_CALL ? n->u.call.provider : n->u.embed.provider;
+        const char *model = n->kind == DSL_CALL ? n->u.call.model : n->u.embed.model;
+        fputs("\\n", out);
+        put_escaped(out, provider ? provider : "default", 0);
+        if (model) {
+            fputc('/', out);
+            put_escaped(out, model, 0);
+        }
+        if (n->kind == DSL_CALL) {
+            fputs("\\n", out);
+            if (n->u.call.messages)
+                fprintf(out, "messages (%zu)", n->u.call.nmessages);
+            else
+                put_escaped(out, tvalue_text(n->u.call.prompt), SNIPPET_CHARS);
+        }
+        break;
+    }
+    case DSL_LAMBDA:
+        fputs("\\n", out);
+        put_escaped(out, n->u.lambda.fn ? n->u.lambda.fn : "", 0);
+        break;
+    case DSL_USE:
+        fputs("\\n", out);
+        put_escaped(out, n->u.use.workflow ? n->u.use.workflow : "", 0);
+        break;
+    case DSL_FAIL:
+        fputs("\\n", out);
+        put_escaped(out, tvalue_text(n->u.fail.message), SNIPPET_CHARS);
+        break;
+    default:
+        break;
+    }
+}
+
+static void edge(FILE *out, const char *from, const char *to, const char *label, const char *style)
+{
+    fprintf(out, "  \"%s\" -> \"%s\"", from, to);
+    if (label || style) {
+        fputs(" [", out);
+        if (label) {
+            fputs("label=\"", out);
+            put_escaped(out, label, SNIPPET_CHARS);
+            fputc('"', out);
+        }
+        if (style)
+            fprintf(out, "%s%s", label ? ", " : "", style);
+        fputc(']', out);
+    }
+    fputc('\n', out);
+}
+
+static void point(FILE *out, const char *name)
+{
+    fprintf(out, "  \"%s\" [shape=point, width=0.08]\n", name);
+}
+
+static void cluster_open(FILE *out, const dsl_node *n)
+{
+    fprintf(out, "  subgraph \"cluster_%u\" {\n  label=\"", (unsigned)n->index);
+}
+
+static void set_ends(dot_ends *e, char entry, char exit, uint32_t index)
+{
+    snprintf(e->entry, sizeof e->entry, "%c%u", entry, (unsigned)index);
+    snprintf(e->exit, sizeof e->exit, "%c%u", exit, (unsigned)index);
+}
+
+/* Nesting is bounded by the YAML loader's depth limit, so recursion is shallow. */
+static dot_ends emit_node(FILE *out, const dsl_node *n);
+
+/* Draws a node inside a cluster between entry and exit points: map and vote. */
+static dot_ends emit_boxed_body(FILE *out, const dsl_node *n, const dsl_node *body,
+                                const dsl_node *judge)
+{
+    dot_ends e;
+    set_ends(&e, 'i', 'o', n->index);
+    point(out, e.entry);
+    point(out, e.exit);
+    const char *last = e.entry;
+    char last_buf[24];
+    if (body) {
+        dot_ends b = emit_node(out, body);
+        edge(out, e.entry, b.entry, NULL, NULL);
+        memcpy(last_buf, b.exit, sizeof last_buf);
+        last = last_buf;
+    }
+    if (judge) {
+        dot_ends j = emit_node(out, judge);
+        edge(out, last, j.entry, "judge", NULL);
+        memcpy(last_buf, j.exit, sizeof last_buf);
+        last = last_buf;
+    }
+    edge(out, last, e.exit, NULL, NULL);
+    return e;
+}
+
+static dot_ends emit_route(FILE *out, const dsl_node *n)
+{
+    const dsl_route *r = &n->u.route;
+    dot_ends e;
+    set_ends(&e, 'n', 'o', n->index);
+    fprintf(out, "  \"%s\" [shape=diamond, label=\"", e.entry);
+    put_head(out, n, "route");
+    if (!r->on_node) {
+        fputs("\\n", out);
+        put_escaped(out, tpl_src(r->on_tpl), SNIPPET_CHARS);
+    }
+    fputs("\"]\n", out);
+    point(out, e.exit);
+    if (r->on_node) {
+        /* the `on` node sees the route's input first, the diamond its value */
+        dot_ends on = emit_node(out, r->on_node);
+        edge(out, on.exit, e.entry, "on", NULL);
+        memcpy(e.entry, on.entry, sizeof e.entry);
+    }
+    char diamond[24];
+    snprintf(diamond, sizeof diamond, "n%u", (unsigned)n->index);
+    for (size_t i = 0; i < r->n; i++) {
+        dot_ends c = emit_node(out, r->cases[i]);
+        edge(out, diamond, c.entry, r->labels[i], NULL);
+        edge(out, c.exit, e.exit, NULL, NULL);
+    }
+    if (r->default_case) {
+        dot_ends c = emit_node(out, r->default_case);
+        edge(out, diamond, c.entry, "default", "style=dashed");
+        edge(out, c.exit, e.exit, NULL, NULL);
+    }
+    return e;
+}
+
+static dot_ends emit_gate(FILE *out, const dsl_node *n)
+{
+    const dsl_gate *g = &n->u.gate;
+    dot_ends e;
+    set_ends(&e, 'n', 'n', n->index);
+    fprintf(out, "  \"%s\" [shape=hexagon, label=\"", e.entry);
+    put_head(out, n, "gate");
+    if (!g->check_node) {
+        fputs("\\n", out);
+        put_escaped(out, tpl_src(g->check_tpl), SNIPPET_CHARS);
+    }
+    fputs("\"]\n", out);
+    if (g->check_node) {
+        dot_ends c = emit_node(out, g->check_node);
+        edge(out, e.entry, c.entry, "check", "style=dotted, arrowhead=none");
+    }
+    if (g->fail_node) {
+        dot_ends f = emit_node(out, g->fail_node);
+        edge(out, e.entry, f.entry, "fail", "color=red, style=dotted");
+    } else if (g->fail_message) {
+        fprintf(out, "  \"x%u\" [shape=note, color=red, fontsize=10, label=\"",
+                (unsigned)n->index);
+        put_escaped(out, tvalue_text(g->fail_message), SNIPPET_CHARS);
+        fputs("\"]\n", out);
+        char note[24];
+        snprintf(note, sizeof note, "x%u", (unsigned)n->index);
+        edge(out, e.entry, note, "fail", "color=red, style=dotted");
+    }
+    return e;
+}
+
+/* The shape of N itself, without its fallback. */
+static dot_ends emit_body(FILE *out, const dsl_node *n)
+{
+    dot_ends e;
+    switch (n->kind) {
+    case DSL_CALL:
+    case DSL_EMBED:
+    case DSL_LAMBDA:
+    case DSL_USE:
+    case DSL_FAIL:
+        set_ends(&e, 'n', 'n', n->index);
+        fprintf(out, "  \"%s\" [shape=box%s, label=\"", e.entry,
+                n->kind == DSL_USE ? ", peripheries=2"
+                : n->kind == DSL_FAIL ? ", color=red, fontcolor=red"
+                : n->kind == DSL_LAMBDA ? ", style=rounded" : "");
+        leaf_label(out, n);
+        fputs("\"]\n", out);
+        return e;
+    case DSL_GATE:
+        return emit_gate(out, n);
+    case DSL_ROUTE:
+        return emit_route(out, n);
+    case DSL_CHAIN: {
+        const dsl_chain *c = &n->u.chain;
+        if (n->id) {
+            cluster_open(out, n);
+            put_head(out, n, "chain");
+            fputs("\"\n  style=dotted\n", out);
+        }
+        dot_ends prev = { "", "" };
+        for (size_t i = 0; i < c->n; i++) {
+            dot_ends s = emit_node(out, c->steps[i]);
+            if (i == 0)
+                memcpy(e.entry, s.entry, sizeof e.entry);
+            else
+                edge(out, prev.exit, s.entry, NULL, NULL);
+            prev = s;
+        }
+        memcpy(e.exit, prev.exit, sizeof e.exit);
+        if (n->id)
+            fputs("  }\n", out);
+        if (c->n == 0) { /* rejected by the compiler; drawn anyway as a point */
+            set_ends(&e, 'i', 'i', n->index);
+            point(out, e.entry);
+        }
+        return e;
+    }
+    case DSL_PARALLEL: {
+        const dsl_parallel *p = &n->u.parallel;
+        cluster_open(out, n);
+        put_head(out, n, "parallel");
+        fprintf(out, "%s\"\n", p->on_error == DSL_ON_ERROR_PARTIAL ? " (partial)" : "");
+        set_ends(&e, 'i', 'o', n->index);
+        point(out, e.entry);
+        point(out, e.exit);
+        for (size_t i = 0; i < p->n; i++) {
+            dot_ends b = emit_node(out, p->branches[i]);
+            edge(out, e.entry, b.entry, p->names[i], NULL);
+            edge(out, b.exit, e.exit, NULL, NULL);
+        }
+        fputs("  }\n", out);
+        return e;
+    }
+    case DSL_VOTE: {
+        const dsl_vote *v = &n->u.vote;
+        static const char *const names[] = {
+            [DSL_VOTE_MAJORITY] = "majority", [DSL_VOTE_UNANIMOUS] = "unanimous",
+            [DSL_VOTE_AT_LEAST] = "at_least", [DSL_VOTE_PLURALITY] = "plurality",
+            [DSL_VOTE_JUDGE] = "judge",
+        };
+        cluster_open(out, n);
+        put_head(out, n, "vote");
+        fprintf(out, " n=%d %s", v->n,
+                (unsigned)v->strategy <= DSL_VOTE_JUDGE ? names[v->strategy] : "?");
+        if (v->strategy == DSL_VOTE_AT_LEAST)
+            fprintf(out, " %d", v->at_least);
+        fputs("\"\n", out);
+        e = emit_boxed_body(out, n, v->body,
+                            v->strategy == DSL_VOTE_JUDGE ? v->judge : NULL);
+        fputs("  }\n", out);
+        return e;
+    }
+    case DSL_MAP: {
+        const dsl_map *m = &n->u.map;
+        cluster_open(out, n);
+        put_head(out, n, "map");
+        fputs(" over ", out);
+        put_escaped(out, tpl_src(m->over), SNIPPET_CHARS);
+        fprintf(out, " \xC3\x97%d", m->max_concurrency); /* U+00D7 MULTIPLICATION SIGN */
+        if (m->on_error == DSL_ON_ERROR_PARTIAL)
+            fputs(" (partial)", out);
+        else if (m->on_error == DSL_ON_ERROR_TOLERATE)
+            fprintf(out, " (tolerate %g%%)", m->tolerate * 100.0);
+        fputs("\"\n", out);
+        e = emit_boxed_body(out, n, m->body, NULL);
+        fputs("  }\n", out);
+        return e;
+    }
+    case DSL_KIND_COUNT:
+        break;
+    }
+    set_ends(&e, 'n', 'n', n->index);
+    fprintf(out, "  \"%s\" [label=\"?\"]\n", e.entry);
+    return e;
+}
+
+static dot_ends emit_node(FILE *out, const dsl_node *n)
+{
+    dot_ends e = emit_body(out, n);
+    if (!n->fallback)
+        return e;
+    /* Whichever of the node and its fallback finishes feeds what comes next. */
+    dot_ends f = emit_node(out, n->fallback);
+    char join[24];
+    snprintf(join, sizeof join, "f%u", (unsigned)n->index);
+    point(out, join);
+    edge(out, e.exit, f.entry, "fallback", "style=dashed");
+    edge(out, e.exit, join, NULL, NULL);
+    edge(out, f.exit, join, NULL, "style=dashed");
+    memcpy(e.exit, join, sizeof e.exit);
+    return e;
+}
+
+int dsl_emit_dot(const dsl_graph *g, FILE *out)
+{
+    fputs("digraph \"", out);
+    put_escaped(out, g->name ? g->name : "workflow", 0);
+    fputs("\" {\n"
+          "  rankdir=LR\n"
+          "  labelloc=t\n"
+          "  fontname=\"Helvetica\"\n"
+          "  node [fontname=\"Helvetica\", fontsize=11]\n"
+          "  edge [fontname=\"Helvetica\", fontsize=9]\n"
+          "  label=\"",
+          out);
+    put_escaped(out, g->name ? g->name : "workflow", 0);
+    fputs("\"\n", out);
+    fputs("  \"input\" [shape=circle, label=\"in\", width=0.3, fixedsize=true]\n"
+          "  \"output\" [shape=doublecircle, label=\"out\", width=0.3, fixedsize=true]\n",
+          out);
+    if (g->root) {
+        dot_ends e = emit_node(out, g->root);
+        edge(out, "input", e.entry, NULL, NULL);
+        edge(out, e.exit, "output", NULL, NULL);
+    }
+    fputs("}\n", out);
+    return ferror(out) ? -1 : 0;
+}

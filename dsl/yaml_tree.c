@@ -1,0 +1,1210 @@
+/* yaml_tree.c -- YAML text to a positioned dsl_ynode tree (see yaml_tree.h).
+ *
+ * libyaml's event API drives one loop over an explicit stack of open
+ * collections, so hostile nesting costs heap, not C stack, and stops at the
+ * depth limit. Children of every open collection pile up on one shared
+ * scratch vector and are copied into the document's arena when their
+ * collection ends; nodes, strings and arrays all live in that arena, so a
+ * document is freed in one pass over a few big chunks. */
+#include "dsl/yaml_tree.h"
+
+#include <limits.h>
+#include <locale.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+/* ---- arena ---------------------------------------------------------------- */
+
+#define ARENA_CHUNK ((size_t)64 * 1024)
+#define ARENA_BIG (ARENA_CHUNK / 8) /* larger requests get their own block */
+
+typedef struct arena_blk {
+    struct arena_blk *next;
+    size_t used, cap;
+} arena_blk;
+
+#define BLK_HDR ((sizeof(arena_blk) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
+
+typedef struct {
+    arena_blk *cur; /* chunk being filled; older chunks follow it */
+    arena_blk *big; /* separately allocated large objects */
+} yarena;
+
+/* N bytes aligned to ALIGN (a power of two), owned by A; NULL when out of memory. */
+static void *arena_alloc(yarena *a, size_t n, size_t align)
+{
+    if (n >= ARENA_BIG) {
+        if (n > SIZE_MAX - BLK_HDR)
+            return NULL;
+        arena_blk *b = malloc(BLK_HDR + n);
+        if (!b)
+            return NULL;
+        b->next = a->big;
+        b->used = b->cap = n;
+        a->big = b;
+        return (char *)b + BLK_HDR;
+    }
+    if (a->cur) {
+        size_t at = (a->cur->used + align - 1) & ~(align - 1);
+        if (at <= a->cur->cap && n <= a->cur->cap - at) {
+            a->cur->used = at + n;
+            return (char *)a->cur + BLK_HDR + at;
+        }
+    }
+    arena_blk *b = malloc(BLK_HDR + ARENA_CHUNK);
+    if (!b)
+        return NULL;
+    b->next = a->cur;
+    b->cap = ARENA_CHUNK;
+    b->used = n;
+    a->cur = b;
+    return (char *)b + BLK_HDR;
+}
+
+static void arena_free(yarena *a)
+{
+    arena_blk *lists[2] = { a->cur, a->big };
+    for (int i = 0; i < 2; i++)
+        for (arena_blk *b = lists[i], *next; b; b = next) {
+            next = b->next;
+            free(b);
+        }
+    a->cur = a->big = NULL;
+}
+
+/* The document and its arena in one allocation: dsl_ydoc_free frees both. */
+typedef struct {
+    dsl_ydoc doc; /* first, so a dsl_ydoc * is the box */
+    yarena arena;
+} ydoc_box;
+
+void dsl_ydoc_free(dsl_ydoc *doc)
+{
+    if (!doc)
+        return;
+    ydoc_box *box = (ydoc_box *)doc;
+    arena_free(&box->arena);
+    free(box);
+}
+
+void dsl_ylimits_default(dsl_ylimits *l)
+{
+    l->max_depth = 256;
+    l->max_nodes = 2000000;
+    l->max_input = (size_t)64 * 1024 * 1024;
+}
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static size_t sat_add(size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+static int mark_num(size_t zero_based)
+{
+    return zero_based >= (size_t)INT_MAX ? INT_MAX : (int)zero_based + 1;
+}
+
+/* Seeded by an address so that colliding key sets cannot be precomputed for
+ * every run (ASLR), without any global state. */
+static uint64_t hash_bytes(const char *s, size_t n, uint64_t seed)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    h ^= h >> 29;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    return h ^ (h >> 32);
+}
+
+static int same_scalar(const dsl_ynode *a, const dsl_ynode *b)
+{
+    return a->u.scalar.len == b->u.scalar.len &&
+           memcmp(a->u.scalar.str, b->u.scalar.str, a->u.scalar.len) == 0;
+}
+
+/* Grows *V (elements of SIZE bytes, capacity *CAP) to hold at least NEED. */
+static int grow(void *v, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 16;
+    while (c < need) {
+        if (c > SIZE_MAX / 2 / size)
+            return -1;
+        c *= 2;
+    }
+    void *p = realloc(*(void **)v, c * size);
+    if (!p)
+        return -1;
+    *(void **)v = p;
+    *cap = c;
+    return 0;
+}
+
+/* ---- builder state -------------------------------------------------------- */
+
+/* Keys of mappings with more than this many keys go into a hash set;
+ * below it a linear scan is cheaper. */
+#define KEYSET_MIN 16
+
+typedef struct {
+    dsl_ynode *node;
+    size_t base;          /* its first child in builder.kids */
+    size_t size;          /* expanded size so far, itself included */
+    size_t height;        /* deepest nesting among its children */
+    size_t anchor;        /* 1 + index in builder.anchors, 0 if none */
+    int want_value;       /* map: the next child is a value */
+    int skip_value;       /* map: that value belongs to a rejected key */
+    dsl_ynode **keyset;   /* map with many keys: open addressing, heap */
+    size_t keyset_cap, keyset_n;
+} frame;
+
+typedef struct {
+    const char *name;     /* in the arena */
+    dsl_ynode *node;
+    size_t size, height;  /* valid once done */
+    int done;             /* 0 while the node is still being built */
+} anchor_rec;
+
+typedef struct {
+    const unsigned char *base; /* what libyaml reads: the buffer after a BOM */
+    size_t blen, skip;         /* skip: bytes of BOM before base */
+    int ascii;                 /* marks' character indexes are byte offsets */
+    size_t ci_start[2], ci_end[2]; /* {char index, byte} cursors for marks */
+    dsl_ylimits lim;
+    dsl_diags *diags;
+    yarena *ar;
+    uint64_t seed;
+    frame *stack;
+    size_t depth, stack_cap;
+    dsl_ynode **kids;          /* children of all open collections */
+    size_t nkids, kids_cap;
+    anchor_rec *anchors;
+    size_t nanchors, anchors_cap;
+    size_t *anchor_slots;      /* 1 + index in anchors, 0 empty */
+    size_t anchor_slots_cap;
+    size_t total;              /* expanded nodes so far */
+    dsl_ynode *root;
+    int ndocs;
+} builder;
+
+static void yerr(builder *b, dsl_severity sev, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void yerr(builder *b, dsl_severity sev, int line, int col, const char *fmt, ...)
+{
+    if (!b->diags)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    dsl_diag_vadd(b->diags, sev, line, col, fmt, ap);
+    va_end(ap);
+}
+
+#define YERR_AT(b, m, ...) \
+    yerr((b), DSL_SEV_ERROR, mark_num((m)->line), mark_num((m)->column), __VA_ARGS__)
+
+static int oom(builder *b)
+{
+    yerr(b, DSL_SEV_ERROR, 0, 0, "out of memory while loading YAML");
+    return -1;
+}
+
+/* libyaml's mark.index counts characters; nodes want byte offsets. CUR
+ * ({index, byte}) moves from its last position, so in-order marks cost
+ * linear time overall. */
+static size_t mark_offset(const builder *b, size_t cur[2], size_t index)
+{
+    if (b->ascii)
+        return b->skip + (index < b->blen ? index : b->blen);
+    const unsigned char *s = b->base;
+    while (cur[0] < index && cur[1] < b->blen) {
+        cur[1]++;
+        while (cur[1] < b->blen && (s[cur[1]] & 0xC0) == 0x80)
+            cur[1]++;
+        cur[0]++;
+    }
+    while (cur[0] > index && cur[1] > 0) {
+        cur[1]--;
+        while (cur[1] > 0 && (s[cur[1]] & 0xC0) == 0x80)
+            cur[1]--;
+        cur[0]--;
+    }
+    return b->skip + cur[1];
+}
+
+/* Counts N more nodes in the expansion; AT and ALIAS say where to blame. */
+static int add_total(builder *b, size_t n, const yaml_mark_t *at, const char *alias)
+{
+    b->total = sat_add(b->total, n);
+    if (b->total <= b->lim.max_nodes)
+        return 0;
+    if (alias)
+        YERR_AT(b, at, "document expands to more than %zu nodes (through aliases)",
+                b->lim.max_nodes);
+    else
+        YERR_AT(b, at, "document has more than %zu nodes", b->lim.max_nodes);
+    return -1;
+}
+
+/* Returns 1 when TAG makes a plain scalar a string, 0 otherwise; an
+ * unsupported tag is reported (not fatal: the node is still usable). */
+static int check_tag(builder *b, const yaml_char_t *tag, const yaml_mark_t *at)
+{
+    static const char core[] = "tag:yaml.org,2002:";
+    static const char *const known[] = { "str", "int", "bool", "float", "null", "map", "seq" };
+    if (!tag)
+        return 0;
+    const char *t = (const char *)tag;
+    if (strcmp(t, "!") == 0) /* the non-specific tag: "not plain", i.e. a string */
+        return 1;
+    if (strncmp(t, core, sizeof core - 1) == 0) {
+        const char *rest = t + sizeof core - 1;
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+            if (strcmp(rest, known[i]) == 0)
+                return i == 0;
+        YERR_AT(b, at, "unsupported YAML tag '!!%s'", rest);
+    } else if (t[0] == '!') {
+        YERR_AT(b, at, "unsupported YAML tag '%s'", t);
+    } else {
+        YERR_AT(b, at, "unsupported YAML tag '!<%s>'", t);
+    }
+    return 0;
+}
+
+static dsl_ynode *new_node(builder *b, dsl_ykind kind, const yaml_event_t *ev)
+{
+    dsl_ynode *n = arena_alloc(b->ar, sizeof *n, _Alignof(dsl_ynode));
+    if (!n)
+        return NULL;
+    memset(n, 0, sizeof *n);
+    n->kind = kind;
+    n->line = mark_num(ev->start_mark.line);
+    n->col = mark_num(ev->start_mark.column);
+    n->offset = mark_offset(b, b->ci_start, ev->start_mark.index);
+    n->end_offset = mark_offset(b, b->ci_end, ev->end_mark.index);
+    return n;
+}
+
+/* ---- anchors -------------------------------------------------------------- */
+
+/* The slot holding NAME, or the empty slot where it would go. */
+static size_t *anchor_slot(builder *b, const char *name)
+{
+    size_t mask = b->anchor_slots_cap - 1;
+    size_t i = (size_t)hash_bytes(name, strlen(name), b->seed) & mask;
+    while (b->anchor_slots[i] && strcmp(b->anchors[b->anchor_slots[i] - 1].name, name) != 0)
+        i = (i + 1) & mask;
+    return &b->anchor_slots[i];
+}
+
+static anchor_rec *anchor_find(builder *b, const char *name)
+{
+    if (!b->anchor_slots_cap)
+        return NULL;
+    size_t *s = anchor_slot(b, name);
+    return *s ? &b->anchors[*s - 1] : NULL;
+}
+
+/* Records NAME -> NODE, replacing an earlier anchor of that name (YAML says
+ * later anchors win). Returns 1 + the record's index, or 0 when out of memory. */
+static size_t anchor_define(builder *b, const char *name, dsl_ynode *node)
+{
+    if (grow(&b->anchors, &b->anchors_cap, b->nanchors + 1, sizeof *b->anchors) < 0)
+        return 0;
+    if ((b->nanchors + 1) * 2 > b->anchor_slots_cap) {
+        size_t cap = b->anchor_slots_cap ? b->anchor_slots_cap * 2 : 64;
+        size_t *slots = calloc(cap, sizeof *slots);
+        if (!slots)
+            return 0;
+        size_t *old = b->anchor_slots, oldcap = b->anchor_slots_cap;
+        b->anchor_slots = slots;
+        b->anchor_slots_cap = cap;
+        for (size_t i = 0; i < oldcap; i++)
+            if (old[i])
+                *anchor_slot(b, b->anchors[old[i] - 1].name) = old[i];
+        free(old);
+    }
+    size_t nlen = strlen(name);
+    char *copy = arena_alloc(b->ar, nlen + 1, 1);
+    if (!copy)
+        return 0;
+    memcpy(copy, name, nlen + 1);
+    b->anchors[b->nanchors] = (anchor_rec){ copy, node, 1, 0, 0 };
+    *anchor_slot(b, copy) = ++b->nanchors;
+    return b->nanchors;
+}
+
+/* ---- building ------------------------------------------------------------- */
+
+/* KEY for a message: printable, at most ~60 bytes, cut on a character boundary. */
+static void key_text(const dsl_ynode *key, char *out, size_t cap)
+{
+    size_t n = key->u.scalar.len, k = 0, limit = cap - 4;
+    const unsigned char *s = (const unsigned char *)key->u.scalar.str;
+    size_t i = 0;
+    for (; i < n && k < limit; i++)
+        out[k++] = s[i] < 0x20 || s[i] == 0x7f ? '?' : (char)s[i];
+    if (i < n) {
+        while (k > 0 && ((unsigned char)out[k] & 0xC0) == 0x80 && i > 0) {
+            k--;
+            i--;
+        }
+        memcpy(out + k, "...", 3);
+        k += 3;
+    }
+    out[k] = '\0';
+}
+
+static int keyset_insert(frame *f, dsl_ynode *key, uint64_t seed)
+{
+    if ((f->keyset_n + 1) * 2 > f->keyset_cap) {
+        size_t cap = f->keyset_cap ? f->keyset_cap * 2 : 64;
+        dsl_ynode **set = calloc(cap, sizeof *set);
+        if (!set)
+            return -1;
+        for (size_t i = 0; i < f->keyset_cap; i++) {
+            dsl_ynode *k = f->keyset[i];
+            if (!k)
+                continue;
+            size_t j = (size_t)hash_bytes(k->u.scalar.str, k->u.scalar.len, seed) & (cap - 1);
+            while (set[j])
+                j = (j + 1) & (cap - 1);
+            set[j] = k;
+        }
+        free(f->keyset);
+        f->keyset = set;
+        f->keyset_cap = cap;
+    }
+    size_t mask = f->keyset_cap - 1;
+    size_t j = (size_t)hash_bytes(key->u.scalar.str, key->u.scalar.len, seed) & mask;
+    while (f->keyset[j])
+        j = (j + 1) & mask;
+    f->keyset[j] = key;
+    f->keyset_n++;
+    return 0;
+}
+
+/* Sets *FIRST to an earlier key of F equal to KEY (or NULL) and remembers
+ * KEY otherwise. Returns -1 only when out of memory. */
+static int key_seen(builder *b, frame *f, dsl_ynode *key, dsl_ynode **first)
+{
+    size_t nkeys = (b->nkids - f->base) / 2;
+    *first = NULL;
+    if (f->keyset) {
+        size_t mask = f->keyset_cap - 1;
+        size_t j = (size_t)hash_bytes(key->u.scalar.str, key->u.scalar.len, b->seed) & mask;
+        for (; f->keyset[j]; j = (j + 1) & mask)
+            if (same_scalar(f->keyset[j], key)) {
+                *first = f->keyset[j];
+                return 0;
+            }
+        return keyset_insert(f, key, b->seed);
+    }
+    for (size_t i = 0; i < nkeys; i++) {
+        dsl_ynode *k = b->kids[f->base + 2 * i];
+        if (same_scalar(k, key)) {
+            *first = k;
+            return 0;
+        }
+    }
+    if (nkeys + 1 > KEYSET_MIN) {
+        for (size_t i = 0; i < nkeys; i++)
+            if (keyset_insert(f, b->kids[f->base + 2 * i], b->seed) < 0)
+                return -1;
+        return keyset_insert(f, key, b->seed);
+    }
+    return 0;
+}
+
+static int push_kid(builder *b, dsl_ynode *n)
+{
+    if (grow(&b->kids, &b->kids_cap, b->nkids + 1, sizeof *b->kids) < 0)
+        return oom(b);
+    b->kids[b->nkids++] = n;
+    return 0;
+}
+
+/* Gives a finished NODE (expanded SIZE, nesting HEIGHT) to the open
+ * collection, or makes it the root. AT is where it was written (for an alias
+ * the alias, not the anchored node). Returns -1 on a fatal error. */
+static int add_child(builder *b, dsl_ynode *node, size_t size, size_t height,
+                     const yaml_mark_t *at)
+{
+    if (b->depth == 0) {
+        b->root = node;
+        return 0;
+    }
+    frame *f = &b->stack[b->depth - 1];
+    f->size = sat_add(f->size, size);
+    if (height > f->height)
+        f->height = height;
+    if (f->node->kind == DSL_Y_SEQ)
+        return push_kid(b, node);
+    if (f->want_value) {
+        f->want_value = 0;
+        if (f->skip_value) {
+            f->skip_value = 0;
+            return 0;
+        }
+        return push_kid(b, node);
+    }
+    f->want_value = 1;
+    if (node->kind != DSL_Y_SCALAR) {
+        YERR_AT(b, at, "mapping keys must be plain strings");
+        f->skip_value = 1;
+        return 0;
+    }
+    dsl_ynode *first;
+    if (key_seen(b, f, node, &first) < 0)
+        return oom(b);
+    if (first) {
+        char text[64];
+        key_text(node, text, sizeof text);
+        YERR_AT(b, at, "duplicate key '%s'", text);
+        yerr(b, DSL_SEV_NOTE, first->line, first->col, "first defined here");
+        f->skip_value = 1; /* the first definition stays the one in the tree */
+        return 0;
+    }
+    return push_kid(b, node);
+}
+
+static int on_scalar(builder *b, const yaml_event_t *ev)
+{
+    if (add_total(b, 1, &ev->start_mark, NULL) < 0)
+        return -1;
+    int as_string = check_tag(b, ev->data.scalar.tag, &ev->start_mark);
+    dsl_ynode *n = new_node(b, DSL_Y_SCALAR, ev);
+    size_t len = ev->data.scalar.length;
+    char *s = n && len < SIZE_MAX ? arena_alloc(b->ar, len + 1, 1) : NULL;
+    if (!s)
+        return oom(b);
+    memcpy(s, ev->data.scalar.value, len);
+    s[len] = '\0';
+    n->u.scalar.str = s;
+    n->u.scalar.len = len;
+    switch (ev->data.scalar.style) {
+    case YAML_SINGLE_QUOTED_SCALAR_STYLE: n->u.scalar.style = DSL_YS_SINGLE_QUOTED; break;
+    case YAML_DOUBLE_QUOTED_SCALAR_STYLE: n->u.scalar.style = DSL_YS_DOUBLE_QUOTED; break;
+    case YAML_LITERAL_SCALAR_STYLE: n->u.scalar.style = DSL_YS_LITERAL; break;
+    case YAML_FOLDED_SCALAR_STYLE: n->u.scalar.style = DSL_YS_FOLDED; break;
+    default:
+        /* `!!str 42` is the string "42": it reads as if quoted. The style
+         * only decides typing; dsl_yscalar_pos looks at the source itself. */
+        n->u.scalar.style = as_string ? DSL_YS_SINGLE_QUOTED : DSL_YS_PLAIN;
+        break;
+    }
+    if (ev->data.scalar.anchor) {
+        size_t a = anchor_define(b, (const char *)ev->data.scalar.anchor, n);
+        if (!a)
+            return oom(b);
+        b->anchors[a - 1].done = 1;
+    }
+    return add_child(b, n, 1, 0, &ev->start_mark);
+}
+
+static int on_start(builder *b, const yaml_event_t *ev, dsl_ykind kind)
+{
+    const yaml_char_t *anchor, *tag;
+    if (kind == DSL_Y_MAP) {
+        anchor = ev->data.mapping_start.anchor;
+        tag = ev->data.mapping_start.tag;
+    } else {
+        anchor = ev->data.sequence_start.anchor;
+        tag = ev->data.sequence_start.tag;
+    }
+    if (b->depth >= b->lim.max_depth) {
+        YERR_AT(b, &ev->start_mark, "nesting deeper than %zu levels", b->lim.max_depth);
+        return -1;
+    }
+    if (add_total(b, 1, &ev->start_mark, NULL) < 0)
+        return -1;
+    check_tag(b, tag, &ev->start_mark);
+    dsl_ynode *n = new_node(b, kind, ev);
+    if (!n || grow(&b->stack, &b->stack_cap, b->depth + 1, sizeof *b->stack) < 0)
+        return oom(b);
+    frame *f = &b->stack[b->depth++];
+    *f = (frame){ .node = n, .base = b->nkids, .size = 1 };
+    if (anchor && !(f->anchor = anchor_define(b, (const char *)anchor, n)))
+        return oom(b);
+    return 0;
+}
+
+static int on_end(builder *b, const yaml_event_t *ev)
+{
+    frame *f = &b->stack[b->depth - 1];
+    dsl_ynode *n = f->node;
+    size_t k = b->nkids - f->base;
+    dsl_ynode **kids = b->kids + f->base;
+    n->end_offset = mark_offset(b, b->ci_end, ev->end_mark.index);
+    free(f->keyset);
+    f->keyset = NULL;
+    if (n->kind == DSL_Y_SEQ && k > 0) {
+        n->u.seq.items = arena_alloc(b->ar, k * sizeof *kids, _Alignof(dsl_ynode *));
+        if (!n->u.seq.items)
+            return oom(b);
+        memcpy(n->u.seq.items, kids, k * sizeof *kids);
+        n->u.seq.n = k;
+    } else if (n->kind == DSL_Y_MAP && k > 0) {
+        dsl_ypair *p = arena_alloc(b->ar, k / 2 * sizeof *p, _Alignof(dsl_ypair));
+        if (!p)
+            return oom(b);
+        for (size_t i = 0; i < k / 2; i++)
+            p[i] = (dsl_ypair){ kids[2 * i], kids[2 * i + 1] };
+        n->u.map.pairs = p;
+        n->u.map.n = k / 2;
+    }
+    b->nkids = f->base;
+    size_t size = f->size, height = f->height + 1;
+    if (f->anchor) {
+        anchor_rec *r = &b->anchors[f->anchor - 1];
+        r->size = size;
+        r->height = height;
+        r->done = 1;
+    }
+    b->depth--;
+    yaml_mark_t at = { 0, (size_t)n->line - 1, (size_t)n->col - 1 };
+    return add_child(b, n, size, height, &at);
+}
+
+static int on_alias(builder *b, const yaml_event_t *ev)
+{
+    const char *name = (const char *)ev->data.alias.anchor;
+    anchor_rec *r = anchor_find(b, name);
+    if (!r) {
+        YERR_AT(b, &ev->start_mark, "unknown alias '*%s'", name);
+        return -1;
+    }
+    if (!r->done) {
+        YERR_AT(b, &ev->start_mark, "alias '*%s' refers to a node that contains it", name);
+        return -1;
+    }
+    /* A walk that follows aliases goes this deep; bound it like real nesting. */
+    if (r->height > b->lim.max_depth - b->depth) {
+        YERR_AT(b, &ev->start_mark, "nesting deeper than %zu levels (through alias '*%s')",
+                b->lim.max_depth, name);
+        return -1;
+    }
+    if (add_total(b, r->size, &ev->start_mark, name) < 0)
+        return -1;
+    return add_child(b, r->node, r->size, r->height, &ev->start_mark);
+}
+
+/* Reports a libyaml failure. Reader errors (bad UTF-8, control characters)
+ * carry a byte offset instead of a mark. */
+static void parser_error(builder *b, const yaml_parser_t *p)
+{
+    const char *what = p->problem ? p->problem : "invalid YAML";
+    if (p->error == YAML_MEMORY_ERROR) {
+        oom(b);
+        return;
+    }
+    if (p->error == YAML_READER_ERROR) {
+        int line, col;
+        size_t off = p->problem_offset < b->blen ? p->problem_offset : b->blen;
+        line = 1;
+        col = 1;
+        for (size_t i = 0; i < off; i++) {
+            unsigned char c = b->base[i];
+            if (c == '\n' || (c == '\r' && (i + 1 >= b->blen || b->base[i + 1] != '\n'))) {
+                line += line < INT_MAX;
+                col = 1;
+            } else if (c != '\r' && (c & 0xC0) != 0x80) {
+                col += col < INT_MAX;
+            }
+        }
+        if (p->problem_value < 0)
+            yerr(b, DSL_SEV_ERROR, line, col, "%s", what);
+        else if (strstr(what, "octet"))
+            yerr(b, DSL_SEV_ERROR, line, col, "%s (byte 0x%02X)", what, (unsigned)p->problem_value);
+        else
+            yerr(b, DSL_SEV_ERROR, line, col, "%s (U+%04X)", what, (unsigned)p->problem_value);
+        return;
+    }
+    YERR_AT(b, &p->problem_mark, "%s", what);
+    if (p->context)
+        yerr(b, DSL_SEV_NOTE, mark_num(p->context_mark.line), mark_num(p->context_mark.column),
+             "%s", p->context);
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+static void builder_free(builder *b)
+{
+    for (size_t i = 0; i < b->depth; i++)
+        free(b->stack[i].keyset);
+    free(b->stack);
+    free(b->kids);
+    free(b->anchors);
+    free(b->anchor_slots);
+}
+
+/* Handles one event; sets *DONE at the end of the stream or of the only
+ * document. Returns -1 on a fatal error (already reported). */
+static int on_event(builder *b, const yaml_event_t *ev, int *done)
+{
+    switch (ev->type) {
+    case YAML_STREAM_END_EVENT:
+        *done = 1;
+        return 0;
+    case YAML_DOCUMENT_START_EVENT:
+        if (b->ndocs++ > 0) {
+            /* The first document is complete and still worth checking. */
+            YERR_AT(b, &ev->start_mark, "only one YAML document per file is allowed");
+            *done = 1;
+        }
+        return 0;
+    case YAML_ALIAS_EVENT:
+        return on_alias(b, ev);
+    case YAML_SCALAR_EVENT:
+        return on_scalar(b, ev);
+    case YAML_SEQUENCE_START_EVENT:
+        return on_start(b, ev, DSL_Y_SEQ);
+    case YAML_MAPPING_START_EVENT:
+        return on_start(b, ev, DSL_Y_MAP);
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        return on_end(b, ev);
+    default:
+        return 0;
+    }
+}
+
+dsl_ydoc *dsl_yaml_load(const char *buf, size_t len, const dsl_ylimits *limits,
+                        dsl_diags *diags)
+{
+    builder b = { .diags = diags };
+    yaml_parser_t p;
+    int have_parser = 0;
+    ydoc_box *box = NULL;
+
+    dsl_ylimits_default(&b.lim);
+    if (limits) {
+        if (limits->max_depth)
+            b.lim.max_depth = limits->max_depth;
+        if (limits->max_nodes)
+            b.lim.max_nodes = limits->max_nodes;
+        if (limits->max_input)
+            b.lim.max_input = limits->max_input;
+    }
+    if (!buf) {
+        buf = "";
+        len = 0;
+    }
+    if (len > b.lim.max_input) {
+        size_t mib = (size_t)1024 * 1024;
+        if (b.lim.max_input % mib == 0)
+            yerr(&b, DSL_SEV_ERROR, 0, 0, "file is larger than the %zu MiB limit",
+                 b.lim.max_input / mib);
+        else
+            yerr(&b, DSL_SEV_ERROR, 0, 0, "file is larger than the %zu byte limit",
+                 b.lim.max_input);
+        return NULL;
+    }
+    box = calloc(1, sizeof *box);
+    if (!box) {
+        oom(&b);
+        return NULL;
+    }
+    box->doc.src = buf;
+    box->doc.src_len = len;
+    box->doc.arena = &box->arena;
+    b.ar = &box->arena;
+    b.seed = (uint64_t)(uintptr_t)box;
+
+    /* libyaml does not count a BOM in its marks: hide it and add it back to
+     * offsets. Forcing UTF-8 keeps marks and bytes comparable. */
+    b.base = (const unsigned char *)buf;
+    b.blen = len;
+    if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) {
+        b.base += 3;
+        b.blen -= 3;
+        b.skip = 3;
+    }
+    unsigned char acc = 0;
+    for (size_t i = 0; i < b.blen; i++)
+        acc |= b.base[i];
+    b.ascii = !(acc & 0x80);
+
+    if (!yaml_parser_initialize(&p)) {
+        oom(&b);
+        goto fail;
+    }
+    have_parser = 1;
+    yaml_parser_set_input_string(&p, b.base, b.blen);
+    yaml_parser_set_encoding(&p, YAML_UTF8_ENCODING);
+    for (int done = 0; !done;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) {
+            parser_error(&b, &p);
+            goto fail;
+        }
+        int r = on_event(&b, &ev, &done);
+        yaml_event_delete(&ev);
+        if (r < 0)
+            goto fail;
+    }
+
+    /* An empty document (`---` alone) has an empty plain scalar as its root:
+     * that is "no document", not a null workflow. */
+    dsl_ynode *root = b.root;
+    if (root && root->kind == DSL_Y_SCALAR && root->u.scalar.style == DSL_YS_PLAIN &&
+        root->u.scalar.len == 0 && root->offset == root->end_offset)
+        root = NULL;
+    box->doc.root = root;
+    yaml_parser_delete(&p);
+    builder_free(&b);
+    return &box->doc;
+
+fail:
+    if (have_parser)
+        yaml_parser_delete(&p);
+    builder_free(&b);
+    dsl_ydoc_free(&box->doc);
+    return NULL;
+}
+
+/* ---- scalar types --------------------------------------------------------- */
+
+static int one_of(const char *s, size_t n, const char *const *words)
+{
+    for (; *words; words++)
+        if (strlen(*words) == n && memcmp(s, *words, n) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *const null_words[] = { "~", "null", "Null", "NULL", NULL };
+static const char *const true_words[] = { "true", "True", "TRUE", NULL };
+static const char *const false_words[] = { "false", "False", "FALSE", NULL };
+static const char *const inf_words[] = { ".inf", ".Inf", ".INF", NULL };
+static const char *const nan_words[] = { ".nan", ".NaN", ".NAN", NULL };
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int digit_value(char c, int base)
+{
+    int d = is_digit(c) ? c - '0'
+          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : 99;
+    return d < base ? d : -1;
+}
+
+/* 1: an int64 in *OUT; 2: a decimal integer too big for int64; 0: not an
+ * integer (including 0x/0o values past INT64_MAX). */
+static int parse_int(const char *s, size_t n, int64_t *out)
+{
+    if (n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+        int base = s[1] == 'x' ? 16 : 8;
+        uint64_t v = 0;
+        int ovf = 0;
+        for (size_t i = 2; i < n; i++) {
+            int d = digit_value(s[i], base);
+            if (d < 0)
+                return 0;
+            if (v > ((uint64_t)INT64_MAX - (uint64_t)d) / (uint64_t)base)
+                ovf = 1;
+            else
+                v = v * (uint64_t)base + (uint64_t)d;
+        }
+        if (ovf)
+            return 0;
+        *out = (int64_t)v;
+        return 1;
+    }
+    size_t i = n > 0 && (s[0] == '-' || s[0] == '+');
+    int neg = i && s[0] == '-';
+    if (i == n)
+        return 0;
+    uint64_t lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, v = 0;
+    int ovf = 0;
+    for (; i < n; i++) {
+        if (!is_digit(s[i]))
+            return 0;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (lim - d) / 10)
+            ovf = 1;
+        else if (!ovf)
+            v = v * 10 + d;
+    }
+    if (ovf)
+        return 2;
+    *out = !neg ? (int64_t)v : v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    return 1;
+}
+
+/* [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?, [-+]?\.inf, \.nan */
+static int is_float(const char *s, size_t n)
+{
+    if (one_of(s, n, nan_words))
+        return 1;
+    size_t i = n > 0 && (s[0] == '-' || s[0] == '+');
+    if (one_of(s + i, n - i, inf_words))
+        return 1;
+    size_t d1 = 0, d2 = 0;
+    for (; i < n && is_digit(s[i]); i++)
+        d1++;
+    if (i < n && s[i] == '.') {
+        for (i++; i < n && is_digit(s[i]); i++)
+            d2++;
+        if (d1 == 0 && d2 == 0)
+            return 0;
+    } else if (d1 == 0) {
+        return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '-' || s[i] == '+'))
+            i++;
+        size_t d3 = 0;
+        for (; i < n && is_digit(s[i]); i++)
+            d3++;
+        if (d3 == 0)
+            return 0;
+    }
+    return i == n;
+}
+
+dsl_ytype dsl_yscalar_type(const dsl_ynode *n)
+{
+    if (!n || n->kind != DSL_Y_SCALAR || n->u.scalar.style != DSL_YS_PLAIN)
+        return DSL_YT_STRING;
+    const char *s = n->u.scalar.str;
+    size_t len = n->u.scalar.len;
+    if (len == 0 || one_of(s, len, null_words))
+        return DSL_YT_NULL;
+    if (one_of(s, len, true_words) || one_of(s, len, false_words))
+        return DSL_YT_BOOL;
+    int64_t v;
+    switch (parse_int(s, len, &v)) {
+    case 1: return DSL_YT_INT;
+    case 2: return DSL_YT_FLOAT;
+    default: break;
+    }
+    return is_float(s, len) ? DSL_YT_FLOAT : DSL_YT_STRING;
+}
+
+int dsl_yscalar_bool(const dsl_ynode *n, int *out)
+{
+    if (dsl_yscalar_type(n) != DSL_YT_BOOL)
+        return -1;
+    *out = n->u.scalar.str[0] == 't' || n->u.scalar.str[0] == 'T';
+    return 0;
+}
+
+int dsl_yscalar_int(const dsl_ynode *n, int64_t *out)
+{
+    if (dsl_yscalar_type(n) != DSL_YT_INT)
+        return -1;
+    return parse_int(n->u.scalar.str, n->u.scalar.len, out) == 1 ? 0 : -1;
+}
+
+int dsl_yscalar_double(const dsl_ynode *n, double *out)
+{
+    dsl_ytype t = dsl_yscalar_type(n);
+    int64_t iv;
+    if (t == DSL_YT_INT && parse_int(n->u.scalar.str, n->u.scalar.len, &iv) == 1) {
+        *out = (double)iv;
+        return 0;
+    }
+    if (t != DSL_YT_FLOAT)
+        return -1;
+    const char *s = n->u.scalar.str;
+    size_t len = n->u.scalar.len, sign = s[0] == '-' || s[0] == '+';
+    if (one_of(s, len, nan_words)) {
+        *out = NAN;
+        return 0;
+    }
+    if (one_of(s + sign, len - sign, inf_words)) {
+        *out = s[0] == '-' ? -INFINITY : INFINITY;
+        return 0;
+    }
+    /* strtod follows LC_NUMERIC; YAML's decimal point is always '.'. */
+    const char *dp = localeconv()->decimal_point;
+    size_t dpl = dp ? strlen(dp) : 1;
+    char *tmp = NULL, *end;
+    const char *text = s;
+    if (dp && strcmp(dp, ".") != 0) {
+        const char *dot = memchr(s, '.', len);
+        if (dot) {
+            tmp = malloc(len + dpl + 1);
+            if (!tmp)
+                return -1;
+            size_t k = (size_t)(dot - s);
+            memcpy(tmp, s, k);
+            memcpy(tmp + k, dp, dpl);
+            memcpy(tmp + k + dpl, dot + 1, len - k - 1);
+            tmp[len - 1 + dpl] = '\0';
+            text = tmp;
+        }
+    }
+    double v = strtod(text, &end);
+    int ok = *end == '\0' && end != text;
+    free(tmp);
+    if (!ok)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+dsl_ynode *dsl_ymap_get(const dsl_ynode *map, const char *key)
+{
+    if (!map || map->kind != DSL_Y_MAP || !key)
+        return NULL;
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < map->u.map.n; i++) {
+        const dsl_ynode *k = map->u.map.pairs[i].key;
+        if (k->kind == DSL_Y_SCALAR && k->u.scalar.len == kl &&
+            memcmp(k->u.scalar.str, key, kl) == 0)
+            return map->u.map.pairs[i].value;
+    }
+    return NULL;
+}
+
+const char *dsl_ynode_describe(const dsl_ynode *n)
+{
+    if (!n)
+        return "null";
+    switch (n->kind) {
+    case DSL_Y_MAP: return "mapping";
+    case DSL_Y_SEQ: return "sequence";
+    case DSL_Y_SCALAR: break;
+    }
+    switch (dsl_yscalar_type(n)) {
+    case DSL_YT_NULL: return "null";
+    case DSL_YT_BOOL: return "boolean";
+    case DSL_YT_INT:
+    case DSL_YT_FLOAT: return "number";
+    case DSL_YT_STRING: break;
+    }
+    return "string";
+}
+
+/* ---- positions inside scalars --------------------------------------------- */
+
+/* A walk over source bytes that knows the line and column (in characters,
+ * as libyaml counts them) of the byte at J. */
+typedef struct {
+    const unsigned char *s;
+    size_t j, end;
+    int line, col;
+} ycur;
+
+static void cur_step(ycur *c)
+{
+    unsigned char ch = c->s[c->j++];
+    if (ch == '\n' || (ch == '\r' && (c->j >= c->end || c->s[c->j] != '\n'))) {
+        c->line += c->line < INT_MAX;
+        c->col = 1;
+    } else if (ch != '\r' && (c->j >= c->end || (c->s[c->j] & 0xC0) != 0x80)) {
+        c->col += c->col < INT_MAX; /* left the last byte of a character */
+    }
+}
+
+static int is_ws(unsigned char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+static void skip_to_eol(ycur *c)
+{
+    while (c->j < c->end && c->s[c->j] != '\n' && c->s[c->j] != '\r')
+        cur_step(c);
+}
+
+/* Past `&anchor` and `!tag` properties and the blanks/comments after them. */
+static void skip_props(ycur *c)
+{
+    while (c->j < c->end && (c->s[c->j] == '&' || c->s[c->j] == '!')) {
+        while (c->j < c->end && !is_ws(c->s[c->j]))
+            cur_step(c);
+        while (c->j < c->end && (is_ws(c->s[c->j]) || c->s[c->j] == '#')) {
+            if (c->s[c->j] == '#')
+                skip_to_eol(c);
+            else
+                cur_step(c);
+        }
+    }
+}
+
+/* Decoded bytes of the double-quoted escape at S (which starts with '\');
+ * *SRC gets its length in the source. 0 for an escaped line break. */
+static size_t escape_len(const unsigned char *s, size_t avail, size_t *src)
+{
+    size_t hex = 0;
+    *src = avail < 2 ? avail : 2;
+    if (avail < 2)
+        return 1;
+    switch (s[1]) {
+    case '\r':
+        if (avail > 2 && s[2] == '\n')
+            *src = 3;
+        return 0;
+    case '\n': return 0;
+    case 'N': case '_': return 2;
+    case 'L': case 'P': return 3;
+    case 'x': hex = 2; break;
+    case 'u': hex = 4; break;
+    case 'U': hex = 8; break;
+    default: return 1;
+    }
+    if (avail < 2 + hex)
+        return 1;
+    uint32_t cp = 0;
+    for (size_t k = 0; k < hex; k++) {
+        int d = digit_value((char)s[2 + k], 16);
+        cp = cp * 16 + (uint32_t)(d < 0 ? 0 : d);
+    }
+    *src = 2 + hex;
+    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+}
+
+/* Walks source and value side by side: equal bytes are the same character;
+ * source blanks with no counterpart are indentation or folding, value bytes
+ * with none are folded line breaks. QUOTE is the closing quote or 0. */
+static void align_pos(ycur *c, const unsigned char *v, size_t len, size_t offset, int quote,
+                      int *line, int *col)
+{
+    int ll = c->line, lc = c->col; /* the last character matched */
+    size_t i = 0;
+    while (c->j < c->end && i < len) {
+        unsigned char ch = c->s[c->j];
+        if (quote == '\'' && ch == '\'') {
+            if (c->j + 1 >= c->end || c->s[c->j + 1] != '\'')
+                break;
+            if (i == offset)
+                goto here;
+            ll = c->line, lc = c->col;
+            i++;
+            cur_step(c);
+            cur_step(c);
+            continue;
+        }
+        if (quote == '"' && ch == '"')
+            break;
+        if (quote == '"' && ch == '\\') {
+            size_t src, out = escape_len(c->s + c->j, c->end - c->j, &src);
+            if (out > 0 && offset < i + out)
+                goto here;
+            if (out > 0)
+                ll = c->line, lc = c->col;
+            i += out;
+            while (src-- > 0)
+                cur_step(c);
+            continue;
+        }
+        if (v[i] == ch) {
+            if (i == offset)
+                goto here;
+            ll = c->line, lc = c->col;
+            i++;
+            cur_step(c);
+        } else if (!is_ws(ch)) {
+            if (i == offset)
+                goto here;
+            i++;
+        } else {
+            cur_step(c);
+        }
+    }
+    *line = ll;
+    *col = lc;
+    return;
+here:
+    *line = c->line;
+    *col = c->col;
+}
+
+/* Literal blocks keep lines: value line k is content line k, at the block's
+ * indentation, found as the first content line's indentation minus the
+ * spaces the value keeps on that line (an explicit indentation indicator). */
+static void literal_pos(ycur *c, const unsigned char *v, size_t len, size_t offset,
+                        int *line, int *col)
+{
+    size_t indent = 0, r = 0, j = c->j;
+    while (j < c->end) {
+        size_t sp = 0;
+        while (j + sp < c->end && c->s[j + sp] == ' ')
+            sp++;
+        unsigned char ch = j + sp < c->end ? c->s[j + sp] : '\n';
+        if (ch != '\n' && ch != '\r') {
+            size_t vi = 0, k = 0, vs = 0;
+            for (; k < r && vi < len; vi++)
+                k += v[vi] == '\n';
+            while (vi + vs < len && v[vi + vs] == ' ')
+                vs++;
+            indent = sp >= vs ? sp - vs : sp;
+            break;
+        }
+        j += sp;
+        if (j < c->end && c->s[j] == '\r')
+            j++;
+        if (j < c->end && c->s[j] == '\n')
+            j++;
+        r++;
+    }
+    if (offset >= len)
+        offset = len - 1;
+    size_t k = 0, ls = 0, chars = 0;
+    for (size_t i = 0; i < offset; i++)
+        if (v[i] == '\n') {
+            k++;
+            ls = i + 1;
+        }
+    for (size_t i = ls; i < offset; i++)
+        chars += (v[i] & 0xC0) != 0x80;
+    size_t l = (size_t)c->line + k, cl = indent + 1 + chars;
+    *line = l > INT_MAX ? INT_MAX : (int)l;
+    *col = cl > INT_MAX ? INT_MAX : (int)cl;
+}
+
+void dsl_yscalar_pos(const dsl_ydoc *doc, const dsl_ynode *n, size_t offset,
+                     int *line, int *col)
+{
+    int l = n ? n->line : 0, cl = n ? n->col : 0;
+    if (!doc || !doc->src || !n || n->kind != DSL_Y_SCALAR || n->offset >= doc->src_len)
+        goto out;
+    ycur c = { (const unsigned char *)doc->src, n->offset,
+               n->end_offset < doc->src_len ? n->end_offset : doc->src_len, n->line, n->col };
+    const unsigned char *v = (const unsigned char *)n->u.scalar.str;
+    size_t len = n->u.scalar.len;
+    skip_props(&c);
+    if (c.j >= c.end)
+        goto out;
+    l = c.line;
+    cl = c.col;
+    if (len == 0)
+        goto out;
+    /* The source tells the style: `!!str` plain scalars are typed as quoted. */
+    unsigned char ch = c.s[c.j];
+    if (ch == '|' || ch == '>') {
+        skip_to_eol(&c);
+        if (c.j < c.end && c.s[c.j] == '\r')
+            cur_step(&c);
+        if (c.j < c.end && c.s[c.j] == '\n')
+            cur_step(&c);
+        if (ch == '|')
+            literal_pos(&c, v, len, offset, &l, &cl);
+        else
+            align_pos(&c, v, len, offset, 0, &l, &cl);
+    } else if (ch == '"' || ch == '\'') {
+        cur_step(&c);
+        align_pos(&c, v, len, offset, ch, &l, &cl);
+    } else {
+        align_pos(&c, v, len, offset, 0, &l, &cl);
+    }
+out:
+    if (line)
+        *line = l;
+    if (col)
+        *col = cl;
+}
