@@ -117,7 +117,6 @@ static void compile_defaults(dsl_cc *cc, const dsl_ynode *y)
 {
     dsl_defaults *d = &cc->g->defaults;
     const dsl_ynode *x;
-    double v;
     int64_t i;
     if (!cc_want_map(cc, y, "defaults"))
         return;
@@ -146,25 +145,7 @@ static void compile_defaults(dsl_cc *cc, const dsl_ynode *y)
     }
     if ((x = dsl_ymap_get(y, "max_concurrency")) && cc_int(cc, x, "max_concurrency", 1, 100000, &i) == 0)
         d->max_concurrency = (int)i;
-    if ((x = dsl_ymap_get(y, "temperature")) && cc_number(cc, x, "temperature", 0, 2, &v) == 0)
-        json_object_set_new(d->params, "temperature", json_real(v));
-    if ((x = dsl_ymap_get(y, "top_p")) && cc_number(cc, x, "top_p", 0, 1, &v) == 0)
-        json_object_set_new(d->params, "top_p", json_real(v));
-    if ((x = dsl_ymap_get(y, "max_tokens")) && cc_int(cc, x, "max_tokens", 1, 10000000, &i) == 0)
-        json_object_set_new(d->params, "max_tokens", json_integer(i));
-    if ((x = dsl_ymap_get(y, "seed")) && cc_int(cc, x, "seed", INT64_MIN, INT64_MAX, &i) == 0)
-        json_object_set_new(d->params, "seed", json_integer(i));
-    if ((x = dsl_ymap_get(y, "stop"))) {
-        json_t *s = NULL;
-        if (x->kind == DSL_Y_SCALAR && cc_string(cc, x, "stop"))
-            s = json_pack("[s#]", x->u.scalar.str, (int)x->u.scalar.len);
-        else if (x->kind == DSL_Y_SEQ && x->u.seq.n >= 1 && x->u.seq.n <= 4)
-            s = cc_json(cc, x);
-        else if (x->kind != DSL_Y_SCALAR)
-            dsl_error(cc->d, x->line, x->col, "'stop' must be a string or a list of 1 to 4 strings");
-        if (s)
-            json_object_set_new(d->params, "stop", s);
-    }
+    cc_gen_params(cc, y, d->params);
 }
 
 static void compile_vars(dsl_cc *cc, const dsl_ynode *y)

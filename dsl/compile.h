@@ -1,7 +1,8 @@
 /* compile.h -- internals shared by the compiler's files (not installed).
  *
  *   compile.c        the workflow's top level: keys, input, vars, defaults
- *   compile_node.c   one builder per node kind
+ *   compile_node.c   nodes: common keys and the composite kinds
+ *   compile_leaf.c   the leaves: call, embed, lambda
  *   compile_refs.c   template names and `steps.X` visibility, once every id is known
  *   compile_util.c   key tables, typed scalars, durations, template values, the id map
  *   graph.c          the arena that owns a graph, and enum names */
@@ -109,6 +110,17 @@ char **cc_filter_list(dsl_cc *cc, const dsl_ynode *y, const char *key, size_t *n
 void cc_error_suggest(dsl_cc *cc, int line, int col, const char *name, size_t len,
                       const char *const *cands, size_t ncands, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
+
+/* Reports "missing required key 'KEY' in WHAT" at Y. */
+void cc_missing(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *what);
+/* Reads temperature, top_p, max_tokens, seed and stop from mapping Y into
+ * PARAMS (borrowed). 0, or -1 after reporting errors. */
+int cc_gen_params(dsl_cc *cc, const dsl_ynode *y, json_t *params);
+
+/* ---- compile_leaf.c: call, embed, lambda (V is the kind key's value, NY the node) ---- */
+int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);
+int cc_build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);
+int cc_build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v);
 
 /* ---- compile_node.c ---- */
 /* Builds the node in Y (any YAML; errors if not a node) under PARENT, whose

@@ -16,11 +16,6 @@ const char *const cc_kind_keys[] = { "call", "embed", "lambda", "chain", "parall
 
 #define COMMON_KEYS "id", "description", "timeout", "retry", "fallback", "cache", "output"
 
-static const char *const call_keys[] = { "provider", "model", "system", "prompt", "messages",
-                                         "temperature", "max_tokens", "top_p", "stop", "seed",
-                                         "json", "input", NULL };
-static const char *const embed_keys[] = { "provider", "model", "input", NULL };
-static const char *const lambda_keys[] = { "fn", "args", "input", NULL };
 static const char *const parallel_keys[] = { "branches", "on_error", NULL };
 static const char *const route_keys[] = { "on", "cases", "default", "normalize", NULL };
 static const char *const vote_keys[] = { "n", "do", "strategy", "normalize", "key", NULL };
@@ -29,16 +24,10 @@ static const char *const map_keys[] = { "over", "as", "index_as", "max_concurren
 static const char *const gate_keys[] = { "check", "fail", NULL };
 static const char *const use_keys[] = { "workflow", "input", NULL };
 static const char *const fail_keys[] = { "message", "code", NULL };
-static const char *const message_keys[] = { "role", "content", NULL };
 
 /* Names a template may not take as a map's `as`, since they are roots already. */
 static const char *const reserved_roots[] = { "input", "vars", "steps", "prev", "error",
                                               "candidates", "output", NULL };
-
-static void missing(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *what)
-{
-    dsl_error(cc->d, y->line, y->col, "missing required key '%s' in %s", key, what);
-}
 
 static int register_node(dsl_cc *cc, dsl_node *n, const dsl_ynode *y)
 {
@@ -84,253 +73,6 @@ static const char *join_path(dsl_cc *cc, const dsl_node *parent, const char *suf
         p[k++] = '.';
     memcpy(p + k, suffix, sl + 1);
     return p;
-}
-
-/* A leaf's provider: its own, else the workflow default, else "default";
- * checked against the registry at the key that chose it. */
-static const char *leaf_provider(dsl_cc *cc, const dsl_ynode *spec, const dsl_ynode *node_y)
-{
-    const dsl_ynode *py = spec && spec->kind == DSL_Y_MAP ? dsl_ymap_get(spec, "provider") : NULL;
-    const char *name;
-    const dsl_ynode *at = py;
-    if (py) {
-        if (!(name = cc_string(cc, py, "provider")))
-            return NULL;
-    } else if (cc->g->defaults.provider) {
-        name = cc->g->defaults.provider;
-        at = NULL;
-    } else {
-        name = "default";
-    }
-    const dsl_registry *r = cc->opt ? cc->opt->registry : NULL;
-    if (r && r->providers) {
-        size_t i;
-        for (i = 0; r->providers[i]; i++)
-            if (strcmp(r->providers[i], name) == 0)
-                break;
-        if (!r->providers[i]) {
-            if (!at && cc->defaults_provider_y)
-                ; /* reported once at defaults.provider */
-            else {
-                const dsl_ynode *pos = at ? at : node_y;
-                cc_error_suggest(cc, pos->line, pos->col, name, strlen(name), r->providers, (size_t)-1,
-                                 "unknown provider '%s'", name);
-            }
-        }
-    }
-    return name;
-}
-
-static int build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny)
-{
-    dsl_call *c = &n->u.call;
-    int bad = 0;
-    const dsl_ynode *y;
-    c->provider = leaf_provider(cc, v, ny);
-    c->model = cc->g->defaults.model;
-    if (v->kind == DSL_Y_SCALAR) {
-        /* call: "prompt" */
-        if (!(c->prompt = cc_tvalue(cc, v, n, CC_SITE_NODE)))
-            return -1;
-        goto params;
-    }
-    if (!cc_want_map(cc, v, "call"))
-        return -1;
-    cc_check_keys(cc, v, call_keys, "call");
-    if ((y = dsl_ymap_get(v, "model")) && !(c->model = cc_string(cc, y, "model")))
-        bad = 1;
-    if ((y = dsl_ymap_get(v, "system")) && !(c->system = cc_tvalue(cc, y, n, CC_SITE_NODE)))
-        bad = 1;
-    if ((y = dsl_ymap_get(v, "input")) && !(c->input = cc_tvalue(cc, y, n, CC_SITE_NODE)))
-        bad = 1;
-    const dsl_ynode *py = dsl_ymap_get(v, "prompt"), *my = dsl_ymap_get(v, "messages");
-    if (py && my) {
-        dsl_error(cc->d, my->line, my->col, "a call has either 'prompt' or 'messages', not both");
-        bad = 1;
-    } else if (!py && !my) {
-        dsl_error(cc->d, v->line, v->col, "missing required key 'prompt' (or 'messages') in call");
-        bad = 1;
-    }
-    if (py && !(c->prompt = cc_tvalue(cc, py, n, CC_SITE_NODE)))
-        bad = 1;
-    if (my && cc_want_seq(cc, my, "messages")) {
-        if (my->u.seq.n == 0) {
-            dsl_error(cc->d, my->line, my->col, "'messages' must not be empty");
-            bad = 1;
-        }
-        c->messages = dsl_arena_alloc(cc->a, (my->u.seq.n + 1) * sizeof *c->messages);
-        if (!c->messages) {
-            cc_oom(cc);
-            return -1;
-        }
-        for (size_t i = 0; i < my->u.seq.n; i++) {
-            const dsl_ynode *m = my->u.seq.items[i], *r, *ct;
-            if (!cc_want_map(cc, m, "messages item")) {
-                bad = 1;
-                continue;
-            }
-            cc_check_keys(cc, m, message_keys, "message");
-            dsl_message *msg = &c->messages[c->nmessages++];
-            if (!(r = dsl_ymap_get(m, "role"))) {
-                missing(cc, m, "role", "message");
-                bad = 1;
-            } else if ((msg->role = (char *)cc_string(cc, r, "role"))) {
-                if (strcmp(msg->role, "system") && strcmp(msg->role, "user") &&
-                    strcmp(msg->role, "assistant")) {
-                    dsl_error(cc->d, r->line, r->col,
-                              "unknown role '%.64s'; use system, user or assistant", msg->role);
-                    bad = 1;
-                }
-            } else {
-                bad = 1;
-            }
-            if (!(ct = dsl_ymap_get(m, "content"))) {
-                missing(cc, m, "content", "message");
-                bad = 1;
-            } else if (!(msg->content = cc_tvalue(cc, ct, n, CC_SITE_NODE))) {
-                bad = 1;
-            }
-        }
-    } else if (my) {
-        bad = 1;
-    }
-    if ((y = dsl_ymap_get(v, "json"))) {
-        int b;
-        if (cc_bool(cc, y, "json", &b) < 0)
-            bad = 1;
-        else
-            c->json = b;
-    }
-params:
-    c->params = json_deep_copy(cc->g->defaults.params);
-    if (!c->params || dsl_arena_own_json(cc->a, c->params) < 0) {
-        cc_oom(cc);
-        return -1;
-    }
-    if (v->kind == DSL_Y_MAP) {
-        double d;
-        int64_t i;
-        if ((y = dsl_ymap_get(v, "temperature"))) {
-            if (cc_number(cc, y, "temperature", 0, 2, &d) < 0)
-                bad = 1;
-            else
-                json_object_set_new(c->params, "temperature", json_real(d));
-        }
-        if ((y = dsl_ymap_get(v, "top_p"))) {
-            if (cc_number(cc, y, "top_p", 0, 1, &d) < 0)
-                bad = 1;
-            else
-                json_object_set_new(c->params, "top_p", json_real(d));
-        }
-        if ((y = dsl_ymap_get(v, "max_tokens"))) {
-            if (cc_int(cc, y, "max_tokens", 1, 10000000, &i) < 0)
-                bad = 1;
-            else
-                json_object_set_new(c->params, "max_tokens", json_integer(i));
-        }
-        if ((y = dsl_ymap_get(v, "seed"))) {
-            if (cc_int(cc, y, "seed", INT64_MIN, INT64_MAX, &i) < 0)
-                bad = 1;
-            else
-                json_object_set_new(c->params, "seed", json_integer(i));
-        }
-        if ((y = dsl_ymap_get(v, "stop"))) {
-            json_t *s = NULL;
-            if (y->kind == DSL_Y_SCALAR && cc_string(cc, y, "stop")) {
-                s = json_pack("[s#]", y->u.scalar.str, (int)y->u.scalar.len);
-            } else if (y->kind == DSL_Y_SEQ) {
-                if (y->u.seq.n < 1 || y->u.seq.n > 4) {
-                    dsl_error(cc->d, y->line, y->col, "'stop' takes 1 to 4 strings, got %zu", y->u.seq.n);
-                } else {
-                    s = json_array();
-                    for (size_t k = 0; s && k < y->u.seq.n; k++) {
-                        const dsl_ynode *e = y->u.seq.items[k];
-                        if (!cc_string(cc, e, "stop")) {
-                            json_decref(s);
-                            s = NULL;
-                            break;
-                        }
-                        json_array_append_new(s, json_stringn_nocheck(e->u.scalar.str, e->u.scalar.len));
-                    }
-                }
-            } else if (y->kind != DSL_Y_SCALAR) {
-                dsl_error(cc->d, y->line, y->col, "'stop' must be a string or a list of strings, got a %s",
-                          dsl_ynode_describe(y));
-            }
-            if (s)
-                json_object_set_new(c->params, "stop", s);
-            else
-                bad = 1;
-        }
-    }
-    return bad ? -1 : 0;
-}
-
-static int build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny)
-{
-    dsl_embed *e = &n->u.embed;
-    const dsl_ynode *y;
-    int bad = 0;
-    e->provider = leaf_provider(cc, v, ny);
-    e->model = cc->g->defaults.model;
-    if (v->kind == DSL_Y_SCALAR) {
-        e->input = cc_tvalue(cc, v, n, CC_SITE_NODE);
-        return e->input ? 0 : -1;
-    }
-    if (!cc_want_map(cc, v, "embed"))
-        return -1;
-    cc_check_keys(cc, v, embed_keys, "embed");
-    if ((y = dsl_ymap_get(v, "model")) && !(e->model = cc_string(cc, y, "model")))
-        bad = 1;
-    if ((y = dsl_ymap_get(v, "input")) && !(e->input = cc_tvalue(cc, y, n, CC_SITE_NODE)))
-        bad = 1;
-    return bad ? -1 : 0;
-}
-
-static int check_lambda_name(dsl_cc *cc, const dsl_ynode *y, const char *fn)
-{
-    const char *dot = strchr(fn, '.');
-    if (!dot || dot == fn || !dot[1] || !cc_is_ident(fn, (size_t)(dot - fn))) {
-        dsl_error(cc->d, y->line, y->col,
-                  "lambda name '%.64s' must be PLUGIN.FUNCTION, e.g. std.trim", fn);
-        return -1;
-    }
-    const dsl_registry *r = cc->opt ? cc->opt->registry : NULL;
-    if (r && r->lambdas) {
-        for (size_t i = 0; r->lambdas[i]; i++)
-            if (strcmp(r->lambdas[i], fn) == 0)
-                return 0;
-        cc_error_suggest(cc, y->line, y->col, fn, strlen(fn), r->lambdas, (size_t)-1,
-                         "unknown lambda '%.64s'", fn);
-        return -1;
-    }
-    return 0;
-}
-
-static int build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
-{
-    dsl_lambda *l = &n->u.lambda;
-    const dsl_ynode *y;
-    int bad = 0;
-    if (v->kind == DSL_Y_SCALAR) {
-        if (!(l->fn = cc_string(cc, v, "lambda")))
-            return -1;
-        return check_lambda_name(cc, v, l->fn);
-    }
-    if (!cc_want_map(cc, v, "lambda"))
-        return -1;
-    cc_check_keys(cc, v, lambda_keys, "lambda");
-    if (!(y = dsl_ymap_get(v, "fn"))) {
-        missing(cc, v, "fn", "lambda");
-        bad = 1;
-    } else if (!(l->fn = cc_string(cc, y, "fn")) || check_lambda_name(cc, y, l->fn) < 0) {
-        bad = 1;
-    }
-    if ((y = dsl_ymap_get(v, "args")) && !(l->args = cc_tvalue(cc, y, n, CC_SITE_NODE)))
-        bad = 1;
-    if ((y = dsl_ymap_get(v, "input")) && !(l->input = cc_tvalue(cc, y, n, CC_SITE_NODE)))
-        bad = 1;
-    return bad ? -1 : 0;
 }
 
 static int build_chain(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
@@ -463,7 +205,7 @@ static int build_route(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     const dsl_ynode *y;
     int bad = 0;
     if (!(y = dsl_ymap_get(v, "on"))) {
-        missing(cc, v, "on", "route");
+        cc_missing(cc, v, "on", "route");
         bad = 1;
     } else if (template_or_node(cc, y, "on", n, &r->on_tpl, &r->on_node, "route.on") < 0) {
         bad = 1;
@@ -472,7 +214,7 @@ static int build_route(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
         bad = 1;
     const dsl_ynode *cases = dsl_ymap_get(v, "cases");
     if (!cases) {
-        missing(cc, v, "cases", "route");
+        cc_missing(cc, v, "cases", "route");
         bad = 1;
     } else if (!cc_want_map(cc, cases, "cases")) {
         bad = 1;
@@ -520,7 +262,7 @@ static int build_vote(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     int64_t i;
     vt->strategy = DSL_VOTE_MAJORITY;
     if (!ny) {
-        missing(cc, v, "n", "vote");
+        cc_missing(cc, v, "n", "vote");
         bad = 1;
     } else if (cc_int(cc, ny, "n", 1, 1000, &i) < 0) {
         bad = 1;
@@ -528,7 +270,7 @@ static int build_vote(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
         vt->n = (int)i;
     }
     if (!(y = dsl_ymap_get(v, "do"))) {
-        missing(cc, v, "do", "vote");
+        cc_missing(cc, v, "do", "vote");
         bad = 1;
     } else if (!(vt->body = cc_node(cc, y, n, "vote.do"))) {
         bad = 1;
@@ -630,7 +372,7 @@ static int build_map(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
         bad = 1;
     }
     if (!(y = dsl_ymap_get(v, "over"))) {
-        missing(cc, v, "over", "map");
+        cc_missing(cc, v, "over", "map");
         bad = 1;
     } else if (!(m->over = cc_template(cc, y, "over", n, CC_SITE_NODE))) {
         bad = 1;
@@ -648,7 +390,7 @@ static int build_map(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     if ((y = dsl_ymap_get(v, "on_error")) && parse_on_error(cc, y, 1, &m->on_error, &m->tolerate) < 0)
         bad = 1;
     if (!(y = dsl_ymap_get(v, "do"))) {
-        missing(cc, v, "do", "map");
+        cc_missing(cc, v, "do", "map");
         bad = 1;
     } else if (!(m->body = cc_node(cc, y, n, "map.do"))) {
         bad = 1;
@@ -665,7 +407,7 @@ static int build_gate(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     const dsl_ynode *y;
     int bad = 0;
     if (!(y = dsl_ymap_get(v, "check"))) {
-        missing(cc, v, "check", "gate");
+        cc_missing(cc, v, "check", "gate");
         bad = 1;
     } else if (template_or_node(cc, y, "check", n, &g->check_tpl, &g->check_node, "gate.check") < 0) {
         bad = 1;
@@ -710,7 +452,7 @@ static int build_use(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     if (v->kind == DSL_Y_MAP) {
         cc_check_keys(cc, v, use_keys, "use");
         if (!(wy = dsl_ymap_get(v, "workflow"))) {
-            missing(cc, v, "workflow", "use");
+            cc_missing(cc, v, "workflow", "use");
             return -1;
         }
         if ((y = dsl_ymap_get(v, "input")) && !(u->input = cc_tvalue(cc, y, n, CC_SITE_NODE)))
@@ -735,7 +477,7 @@ static int build_fail(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     cc_check_keys(cc, v, fail_keys, "fail");
     int bad = 0;
     if (!(y = dsl_ymap_get(v, "message"))) {
-        missing(cc, v, "message", "fail");
+        cc_missing(cc, v, "message", "fail");
         bad = 1;
     } else if (!(f->message = cc_tvalue(cc, y, n, CC_SITE_NODE))) {
         bad = 1;
@@ -890,9 +632,9 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
 
     int r = 0;
     switch (n->kind) {
-    case DSL_CALL: r = build_call(cc, n, val, y); break;
-    case DSL_EMBED: r = build_embed(cc, n, val, y); break;
-    case DSL_LAMBDA: r = build_lambda(cc, n, val); break;
+    case DSL_CALL: r = cc_build_call(cc, n, val, y); break;
+    case DSL_EMBED: r = cc_build_embed(cc, n, val, y); break;
+    case DSL_LAMBDA: r = cc_build_lambda(cc, n, val); break;
     case DSL_CHAIN: r = build_chain(cc, n, val); break;
     case DSL_PARALLEL: r = build_parallel(cc, n, val); break;
     case DSL_ROUTE: r = build_route(cc, n, val); break;

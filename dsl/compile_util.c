@@ -607,3 +607,69 @@ char **cc_filter_list(dsl_cc *cc, const dsl_ynode *y, const char *key, size_t *n
     }
     return bad ? NULL : v;
 }
+
+void cc_missing(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *what)
+{
+    dsl_error(cc->d, y->line, y->col, "missing required key '%s' in %s", key, what);
+}
+
+/* Generation parameters are read the same way in a call and in `defaults`,
+ * so a value means the same wherever it is written. */
+int cc_gen_params(dsl_cc *cc, const dsl_ynode *y, json_t *params)
+{
+    const dsl_ynode *x;
+    double d;
+    int64_t i;
+    int bad = 0;
+    json_t *v;
+    if ((x = dsl_ymap_get(y, "temperature"))) {
+        if (cc_number(cc, x, "temperature", 0, 2, &d) < 0)
+            bad = 1;
+        else if (json_object_set_new(params, "temperature", json_real(d)) < 0)
+            goto oom;
+    }
+    if ((x = dsl_ymap_get(y, "top_p"))) {
+        if (cc_number(cc, x, "top_p", 0, 1, &d) < 0)
+            bad = 1;
+        else if (json_object_set_new(params, "top_p", json_real(d)) < 0)
+            goto oom;
+    }
+    if ((x = dsl_ymap_get(y, "max_tokens"))) {
+        if (cc_int(cc, x, "max_tokens", 1, 10000000, &i) < 0)
+            bad = 1;
+        else if (json_object_set_new(params, "max_tokens", json_integer(i)) < 0)
+            goto oom;
+    }
+    if ((x = dsl_ymap_get(y, "seed"))) {
+        if (cc_int(cc, x, "seed", INT64_MIN, INT64_MAX, &i) < 0)
+            bad = 1;
+        else if (json_object_set_new(params, "seed", json_integer(i)) < 0)
+            goto oom;
+    }
+    if ((x = dsl_ymap_get(y, "stop"))) {
+        if (x->kind == DSL_Y_SCALAR) {
+            if (!cc_string(cc, x, "stop"))
+                return -1;
+            v = json_pack("[s#]", x->u.scalar.str, (int)x->u.scalar.len);
+            if (!v || json_object_set_new(params, "stop", v) < 0)
+                goto oom;
+        } else if (x->kind == DSL_Y_SEQ && x->u.seq.n >= 1 && x->u.seq.n <= 4) {
+            for (size_t k = 0; k < x->u.seq.n; k++)
+                if (!cc_string(cc, x->u.seq.items[k], "stop"))
+                    return -1;
+            if (!(v = cc_json(cc, x)) || json_object_set_new(params, "stop", v) < 0)
+                goto oom;
+        } else if (x->kind == DSL_Y_SEQ) {
+            dsl_error(cc->d, x->line, x->col, "'stop' takes 1 to 4 strings, got %zu", x->u.seq.n);
+            bad = 1;
+        } else {
+            dsl_error(cc->d, x->line, x->col, "'stop' must be a string or a list of strings, got a %s",
+                      dsl_ynode_describe(x));
+            bad = 1;
+        }
+    }
+    return bad ? -1 : 0;
+oom:
+    cc_oom(cc);
+    return -1;
+}

@@ -286,12 +286,12 @@ int dsl_value_truthy(const json_t *v)
 
 static json_t *f_json(json_t *in, const json_t *args, dsl_eval_error *err)
 {
-    return take_str(json_dumps(in, JSON_COMPACT | JSON_ENCODE_ANY), err);
+    return take_str(json_dumps(in, DSL_TEXT_JSON_FLAGS), err);
 }
 
 static json_t *f_pretty(json_t *in, const json_t *args, dsl_eval_error *err)
 {
-    return take_str(json_dumps(in, JSON_INDENT(2) | JSON_ENCODE_ANY), err);
+    return take_str(json_dumps(in, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)), err);
 }
 
 static json_t *f_string(json_t *in, const json_t *args, dsl_eval_error *err)
@@ -620,7 +620,7 @@ static json_t *f_join(json_t *in, const json_t *args, dsl_eval_error *err)
         if (json_is_string(v))
             bad = bad || fbuf_add(json_string_value(v), json_string_length(v), &b) < 0;
         else if (!json_is_null(v))
-            bad = bad || json_dump_callback(v, fbuf_add, &b, JSON_COMPACT | JSON_ENCODE_ANY) < 0;
+            bad = bad || json_dump_callback(v, fbuf_add, &b, DSL_TEXT_JSON_FLAGS) < 0;
     }
     return fbuf_finish(&b, bad, err);
 }
@@ -870,8 +870,11 @@ static json_t *f_sum(json_t *in, const json_t *args, dsl_eval_error *err)
         if (!json_is_number(v))
             return ferr(err, "filter 'sum' expects an array of numbers, got %s at index %zu",
                         dsl_value_type_name(v), i);
-        if (!real && json_is_integer(v) && !__builtin_add_overflow(is, json_integer_value(v), &is))
+        long long next;
+        if (!real && json_is_integer(v) && !__builtin_add_overflow(is, json_integer_value(v), &next)) {
+            is = next;
             continue;
+        }
         if (!real)
             ds = (double)is, real = 1;
         ds += json_number_value(v);

@@ -115,8 +115,14 @@ json_t *dsl_template_eval(const dsl_template *t, dsl_root_lookup_fn lookup, void
 json_t *dsl_expr_eval(const dsl_expr *e, dsl_root_lookup_fn lookup, void *ud,
                       dsl_eval_error *err);
 
+/* How values become JSON text in templates: compact, and reals with 15
+ * significant digits (DBL_DIG), so 0.85 shows as 0.85 rather than jansson's
+ * round-trip 0.84999999999999998 -- this text is read by people and models. */
+#define DSL_TEXT_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
+
 /* Renders V as template text would show it: strings raw, null as "", other
- * values as compact JSON. Returns a new string (caller frees) or NULL. */
+ * values as compact JSON (DSL_TEXT_JSON_FLAGS). Returns a new string (caller
+ * frees) or NULL. */
 char *dsl_value_to_text(const json_t *v);
 
 /* "a string", "an array", "a number", "a boolean", "an object", "null": for

@@ -135,7 +135,7 @@ static int render(tbuf *b, const json_t *v)
         return tbuf_add(json_string_value(v), json_string_length(v), b);
     if (json_is_null(v))
         return 0;
-    return json_dump_callback(v, tbuf_add, b, JSON_COMPACT | JSON_ENCODE_ANY);
+    return json_dump_callback(v, tbuf_add, b, DSL_TEXT_JSON_FLAGS);
 }
 
 json_t *dsl_template_eval(const dsl_template *t, dsl_root_lookup_fn lookup, void *ud,
@@ -189,5 +189,5 @@ char *dsl_value_to_text(const json_t *v)
     }
     if (!v || json_is_null(v))
         return strdup("");
-    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    return json_dumps(v, DSL_TEXT_JSON_FLAGS);
 }

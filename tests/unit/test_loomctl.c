@@ -52,22 +52,30 @@ TestSuite(loomctl, .init = make_tmpdir, .fini = remove_tmpdir);
 TestSuite(uses, .init = make_tmpdir, .fini = remove_tmpdir);
 TestSuite(emit, .init = make_tmpdir, .fini = remove_tmpdir);
 
+/* tmpdir/NAME as a new string (caller frees). */
+static char *tmp_path(const char *name)
+{
+    char *p = NULL;
+    cr_assert(asprintf(&p, "%s/%s", tmpdir, name) >= 0);
+    return p;
+}
+
 static void write_file(const char *name, const char *text)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    char *path = tmp_path(name);
     FILE *f = fopen(path, "w");
     cr_assert(f != NULL, "cannot create %s", path);
     fputs(text, f);
     cr_assert(fclose(f) == 0);
+    free(path);
 }
 
 static char *read_tmp(const char *name)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    char *path = tmp_path(name);
     char *s = tu_read_file(path, NULL);
     cr_assert(s != NULL, "cannot read %s", path);
+    free(path);
     return s;
 }
 
@@ -87,9 +95,7 @@ static run_result run_args(const char *const *args)
         argv[n++] = (char *)args[i];
     }
     argv[n] = NULL;
-    char outp[PATH_MAX + 16], errp[PATH_MAX + 16];
-    snprintf(outp, sizeof outp, "%s/.stdout", tmpdir);
-    snprintf(errp, sizeof errp, "%s/.stderr", tmpdir);
+    char *outp = tmp_path(".stdout"), *errp = tmp_path(".stderr");
     fflush(NULL);
     pid_t pid = fork();
     cr_assert(pid >= 0);
@@ -107,6 +113,8 @@ static run_result run_args(const char *const *args)
     r.out = tu_read_file(outp, NULL);
     r.err = tu_read_file(errp, NULL);
     cr_assert(r.out && r.err);
+    free(outp);
+    free(errp);
     return r;
 }
 
@@ -409,10 +417,12 @@ static bool have_dot(void)
 /* 1 if `dot -Tsvg` accepts tmpdir/NAME. */
 static int dot_accepts(const char *name)
 {
-    char cmd[PATH_MAX * 2];
-    snprintf(cmd, sizeof cmd, "dot -Tsvg -o /dev/null '%s/%s' 2>'%s/.dot-err'", tmpdir, name,
-             tmpdir);
-    return system(cmd) == 0;
+    char *cmd = NULL;
+    cr_assert(asprintf(&cmd, "dot -Tsvg -o /dev/null '%s/%s' 2>'%s/.dot-err'", tmpdir, name,
+                       tmpdir) >= 0);
+    int ok = system(cmd) == 0;
+    free(cmd);
+    return ok;
 }
 
 Test(loomctl, graph_json)
@@ -493,9 +503,10 @@ Test(loomctl, examples_graph_as_dot)
     char dir[PATH_MAX];
     /* absolute, because loomctl runs in tmpdir */
     cr_assert(realpath(tu_srcpath("workflows"), dir) != NULL);
-    char cmd[PATH_MAX * 2];
-    snprintf(cmd, sizeof cmd, "ls '%s'/*.yaml 2>/dev/null", dir);
+    char *cmd = NULL;
+    cr_assert(asprintf(&cmd, "ls '%s'/*.yaml 2>/dev/null", dir) >= 0);
     FILE *ls = popen(cmd, "r");
+    free(cmd);
     cr_assert(ls != NULL);
     char path[PATH_MAX];
     int count = 0;
@@ -632,9 +643,9 @@ Test(emit, dot_escapes_labels)
                                 "    - call: \"\\\\\\\"{{ prev }}\\\"\\n\\\\\"\n"
                                 "    - fail: \"a\\\\\\\"b\\tc\\nd\"\n",
                                 &d);
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/esc.dot", tmpdir);
+    char *path = tmp_path("esc.dot");
     FILE *f = fopen(path, "w");
+    free(path);
     cr_assert(f != NULL);
     cr_expect(eq(int, dsl_emit_dot(g, f), 0));
     fclose(f);
