@@ -195,10 +195,12 @@ int main(int argc, char **argv)
         return loomctl_usage_error(NULL, "unknown command '%s'", first);
     }
     int rc = cmd->fn(argc - 1, argv + 1);
+    errno = 0;
     /* A failed write to stdout (a closed pipe, a full disk) must not look
      * like success. */
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "loomctl: error writing output: %s\n", strerror(errno));
+    bool write_failed = fflush(stdout) != 0 || ferror(stdout);
+    if (write_failed && rc == LOOMCTL_OK) { /* a failed command has said why already */
+        fprintf(stderr, "loomctl: error writing output: %s\n", strerror(errno ? errno : EIO));
         return LOOMCTL_FAILED;
     }
     return rc;

@@ -23,17 +23,29 @@
 typedef struct ctl_file {
     char *path;          /* owned */
     bool given;          /* named on the command line: its errors are printed */
-    bool have_id;        /* DEV/INO are valid (the file could be stat'ed) */
-    dev_t dev;
-    ino_t ino;
     dsl_diags diags;
     dsl_graph *graph;    /* one reference, or NULL when the file has errors */
     char *name;          /* for a failed file: its `name:` if it can be read, else NULL */
 } ctl_file;
 
+/* A file's identity, so a sibling that is a file already named is not
+ * compiled twice and a directory named twice is not scanned twice. */
+typedef struct ctl_fileid {
+    dev_t dev;
+    ino_t ino;
+} ctl_fileid;
+
+typedef struct ctl_ids {
+    ctl_fileid *v;
+    size_t n, cap;
+    size_t nsorted;      /* v[0..nsorted) is sorted and searchable */
+} ctl_ids;
+
 typedef struct ctl_set {
     ctl_file *v;
     size_t n, cap;
+    ctl_ids files;       /* of every file in V that could be stat'ed */
+    ctl_ids dirs;        /* directories scanned for siblings */
     const char **providers; /* NULL-terminated, borrowed from CONFIG_DOC; NULL: unchecked */
     dsl_ydoc *config_doc;
     char *config_buf;
@@ -48,6 +60,8 @@ static void set_free(ctl_set *s)
         free(s->v[i].name);
     }
     free(s->v);
+    free(s->files.v);
+    free(s->dirs.v);
     free(s->providers);
     dsl_ydoc_free(s->config_doc);
     free(s->config_buf);
@@ -140,16 +154,49 @@ out:
 
 /* ---- the set of files compiled together ---- */
 
-/* Adds PATH (copied). A sibling that is the same file as one already in the
- * set is skipped. Returns 0, or -1 when out of memory. */
-static int set_add(ctl_set *s, const char *path, bool given)
+static int id_cmp(const void *a, const void *b)
 {
-    struct stat st;
-    bool have_id = stat(path, &st) == 0;
-    if (!given && have_id)
-        for (size_t i = 0; i < s->n; i++)
-            if (s->v[i].have_id && s->v[i].dev == st.st_dev && s->v[i].ino == st.st_ino)
-                return 0;
+    const ctl_fileid *x = a, *y = b;
+    if (x->dev != y->dev)
+        return x->dev < y->dev ? -1 : 1;
+    return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Appends the identity of ST to IDS (searchable after ids_sort). Returns 0,
+ * or -1 when out of memory. */
+static int ids_push(ctl_ids *ids, const struct stat *st)
+{
+    if (ids->n == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 64;
+        ctl_fileid *v = realloc(ids->v, cap * sizeof *v);
+        if (!v)
+            return -1;
+        ids->v = v;
+        ids->cap = cap;
+    }
+    ids->v[ids->n++] = (ctl_fileid){ st->st_dev, st->st_ino };
+    return 0;
+}
+
+static void ids_sort(ctl_ids *ids)
+{
+    if (ids->n > 1)
+        qsort(ids->v, ids->n, sizeof *ids->v, id_cmp);
+    ids->nsorted = ids->n;
+}
+
+static bool ids_has(const ctl_ids *ids, const struct stat *st)
+{
+    ctl_fileid key = { st->st_dev, st->st_ino };
+    return ids->nsorted && bsearch(&key, ids->v, ids->nsorted, sizeof key, id_cmp) != NULL;
+}
+
+/* Adds PATH (copied), whose identity is ST (NULL when it cannot be stat'ed:
+ * compiling it will say why). Returns 0, or -1 when out of memory. */
+static int set_add(ctl_set *s, const char *path, bool given, const struct stat *st)
+{
+    if (st && ids_push(&s->files, st) < 0)
+        return -1;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 16;
         ctl_file *v = realloc(s->v, cap * sizeof *v);
@@ -164,11 +211,6 @@ static int set_add(ctl_set *s, const char *path, bool given)
     if (!f->path)
         return -1;
     f->given = given;
-    f->have_id = have_id;
-    if (have_id) {
-        f->dev = st.st_dev;
-        f->ino = st.st_ino;
-    }
     s->n++;
     return dsl_diags_init(&f->diags, path);
 }
@@ -187,9 +229,10 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Adds the workflow files of the directory of PATH, in name order (so the
- * set, and with it every message, is the same from run to run). A directory
- * that cannot be read adds nothing: the named file's own error says why. */
+/* Adds the workflow files of the directory of PATH that are not in the set
+ * yet, in name order (so the set, and with it every message, is the same
+ * from run to run). A directory that cannot be read adds nothing: the named
+ * file's own error says why. */
 static int add_siblings(ctl_set *s, const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -198,13 +241,16 @@ static int add_siblings(ctl_set *s, const char *path)
     size_t n = 0, cap = 0;
     int rc = -1;
     DIR *d = NULL;
+    struct stat dst;
     if (!dir)
         goto out;
-    d = opendir(dir);
-    if (!d) {
+    if (stat(dir, &dst) != 0 || ids_has(&s->dirs, &dst) || !(d = opendir(dir))) {
         rc = 0;
         goto out;
     }
+    if (ids_push(&s->dirs, &dst) < 0)
+        goto out;
+    ids_sort(&s->dirs);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (!is_workflow_name(e->d_name))
@@ -223,14 +269,16 @@ static int add_siblings(ctl_set *s, const char *path)
             goto out;
         names[n++] = p;
     }
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         struct stat st;
-        if (stat(names[i], &st) != 0 || !S_ISREG(st.st_mode))
+        if (stat(names[i], &st) != 0 || !S_ISREG(st.st_mode) || ids_has(&s->files, &st))
             continue;
-        if (set_add(s, names[i], false) < 0)
+        if (set_add(s, names[i], false, &st) < 0)
             goto out;
     }
+    ids_sort(&s->files);
     rc = 0;
 out:
     if (d)
@@ -303,9 +351,12 @@ static int set_build(ctl_set *s, char **files, int nfiles, const char *config)
 {
     if (config && load_config(s, config) < 0)
         return -1;
-    for (int i = 0; i < nfiles; i++)
-        if (set_add(s, files[i], true) < 0)
+    for (int i = 0; i < nfiles; i++) {
+        struct stat st;
+        if (set_add(s, files[i], true, stat(files[i], &st) == 0 ? &st : NULL) < 0)
             goto oom;
+    }
+    ids_sort(&s->files);
     for (int i = 0; i < nfiles; i++)
         if (add_siblings(s, files[i]) < 0)
             goto oom;
@@ -369,7 +420,7 @@ static int write_graph(const dsl_graph *g, bool dot, FILE *out)
         errno = ENOMEM;
         return -1;
     }
-    int rc = json_dumpf(doc, out, JSON_INDENT(2));
+    int rc = json_dumpf(doc, out, JSON_INDENT(2) | JSON_REAL_PRECISION(15));
     json_decref(doc);
     if (rc < 0 || fputc('\n', out) == EOF)
         return -1;
@@ -412,7 +463,7 @@ int loomctl_cmd_graph(int argc, char **argv)
     }
     errno = 0;
     if (write_graph(s.v[0].graph, dot, dest) < 0 || fflush(dest) != 0 || ferror(dest)) {
-        fprintf(stderr, "loomctl graph: cannot write %s: %s\n", output ? output : "output",
+        fprintf(stderr, "loomctl graph: cannot write %s: %s\n", output ? output : "standard output",
                 strerror(errno ? errno : EIO));
         goto out;
     }

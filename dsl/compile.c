@@ -72,42 +72,39 @@ static void compile_input(dsl_cc *cc, const dsl_ynode *y)
         }
         f->name = dsl_arena_strndup(cc->a, k->u.scalar.str, k->u.scalar.len);
         f->required = true;
+        /* A field whose type is wrong is still declared (as `any`), so its
+         * uses are not reported a second time as unknown fields. */
         if (v->kind == DSL_Y_SCALAR) {
             if (parse_type(cc, v, &f->type) < 0)
-                continue;
+                f->type = DSL_TYPE_ANY;
         } else if (cc_want_map(cc, v, f->name)) {
             cc_check_keys(cc, v, field_keys, "input field");
             int b;
-            if (!(x = dsl_ymap_get(v, "type"))) {
+            if (!(x = dsl_ymap_get(v, "type")))
                 dsl_error(cc->d, v->line, v->col, "missing required key 'type' in input field '%s'", f->name);
-                continue;
-            }
-            if (parse_type(cc, x, &f->type) < 0)
-                continue;
+            else if (parse_type(cc, x, &f->type) < 0)
+                f->type = DSL_TYPE_ANY;
             if ((x = dsl_ymap_get(v, "description")))
                 f->description = cc_string(cc, x, "description");
             if ((x = dsl_ymap_get(v, "default"))) {
                 json_t *d = cc_json(cc, x);
-                if (!d || dsl_arena_own_json(cc->a, d) < 0)
-                    continue;
-                if (!json_has_type(d, f->type)) {
-                    dsl_error(cc->d, x->line, x->col, "default of '%s' must be of type %s", f->name,
-                              dsl_type_name(f->type));
-                    continue;
+                if (d && dsl_arena_own_json(cc->a, d) == 0) {
+                    if (json_has_type(d, f->type)) {
+                        f->default_value = d;
+                        f->required = false;
+                    } else {
+                        dsl_error(cc->d, x->line, x->col, "default of '%s' must be of type %s",
+                                  f->name, dsl_type_name(f->type));
+                    }
                 }
-                f->default_value = d;
-                f->required = false;
             }
             if ((x = dsl_ymap_get(v, "required")) && cc_bool(cc, x, "required", &b) == 0) {
-                if (b && f->default_value) {
+                if (b && f->default_value)
                     dsl_error(cc->d, x->line, x->col,
                               "input field '%s' has a default, so it cannot be required", f->name);
-                    continue;
-                }
-                f->required = b;
+                else
+                    f->required = b;
             }
-        } else {
-            continue;
         }
         g->ninputs++;
     }
@@ -157,7 +154,8 @@ static void compile_vars(dsl_cc *cc, const dsl_ynode *y)
         const dsl_ynode *k = y->u.map.pairs[i].key;
         if (!cc_is_ident(k->u.scalar.str, k->u.scalar.len))
             dsl_error(cc->d, k->line, k->col,
-                      "'%.64s' is not a valid var name (letters, digits, '_' and '-')", k->u.scalar.str);
+                      "'%.64s' is not a valid var name (letters, digits, '_' and '-', starting with a "
+                      "letter or '_')", k->u.scalar.str);
     }
     cc->g->vars = cc_tvalue(cc, y, NULL, CC_SITE_VARS);
 }
@@ -305,8 +303,9 @@ dsl_graph *dsl_compile(const char *file, const char *buf, size_t len, const dsl_
         dsl_error(diags, 0, 0, "empty workflow: expected a mapping with keys loom, name and do");
         goto fail;
     }
-    if (diags->nerrors == errors_before)
-        compile_workflow(&cc, doc->root);
+    /* YAML-level errors that still gave a tree (a duplicate key, say) do not
+     * stop the checks: the user sees every error in one pass */
+    compile_workflow(&cc, doc->root);
     if (diags->nerrors != errors_before || cc.oom)
         goto fail;
     hash_version(cc.g, buf, len);

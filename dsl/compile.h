@@ -111,7 +111,13 @@ void cc_error_suggest(dsl_cc *cc, int line, int col, const char *name, size_t le
                       const char *const *cands, size_t ncands, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
 
-/* Reports "missing required key 'KEY' in WHAT" at Y. */
+/* 1 if mapping Y has a key that looks like a misspelling of KEY (and so was
+ * reported as an unknown key with a suggestion already). */
+int cc_misspelt(const dsl_ynode *y, const char *key);
+/* A text template (prompt, system, content): a string, else an error. */
+dsl_tvalue *cc_text(dsl_cc *cc, const dsl_ynode *y, const char *key, dsl_node *node);
+/* Reports "missing required key 'KEY' in WHAT" at Y, unless a misspelling of
+ * KEY in Y explains it already. */
 void cc_missing(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *what);
 /* Reads temperature, top_p, max_tokens, seed and stop from mapping Y into
  * PARAMS (borrowed). 0, or -1 after reporting errors. */

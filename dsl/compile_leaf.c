@@ -44,7 +44,9 @@ static const char *leaf_provider(dsl_cc *cc, const dsl_ynode *spec, const dsl_yn
             else {
                 const dsl_ynode *pos = at ? at : node_y;
                 cc_error_suggest(cc, pos->line, pos->col, name, strlen(name), r->providers, (size_t)-1,
-                                 "unknown provider '%s'", name);
+                                 at ? "unknown provider '%s'"
+                                    : "no provider named here or in defaults, and '%s' is not configured",
+                                 name);
             }
         }
     }
@@ -60,6 +62,11 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
     c->model = cc->g->defaults.model;
     if (v->kind == DSL_Y_SCALAR) {
         /* call: "prompt" */
+        if (dsl_yscalar_type(v) != DSL_YT_STRING) {
+            dsl_error(cc->d, v->line, v->col, "'call' must be a string or a mapping, got a %s",
+                      dsl_ynode_describe(v));
+            return -1;
+        }
         if (!(c->prompt = cc_tvalue(cc, v, n, CC_SITE_NODE)))
             return -1;
         goto params;
@@ -69,7 +76,7 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
     cc_check_keys(cc, v, call_keys, "call");
     if ((y = dsl_ymap_get(v, "model")) && !(c->model = cc_string(cc, y, "model")))
         bad = 1;
-    if ((y = dsl_ymap_get(v, "system")) && !(c->system = cc_tvalue(cc, y, n, CC_SITE_NODE)))
+    if ((y = dsl_ymap_get(v, "system")) && !(c->system = cc_text(cc, y, "system", n)))
         bad = 1;
     if ((y = dsl_ymap_get(v, "input")) && !(c->input = cc_tvalue(cc, y, n, CC_SITE_NODE)))
         bad = 1;
@@ -78,10 +85,11 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
         dsl_error(cc->d, my->line, my->col, "a call has either 'prompt' or 'messages', not both");
         bad = 1;
     } else if (!py && !my) {
-        dsl_error(cc->d, v->line, v->col, "missing required key 'prompt' (or 'messages') in call");
+        if (!cc_misspelt(v, "prompt") && !cc_misspelt(v, "messages"))
+            dsl_error(cc->d, v->line, v->col, "missing required key 'prompt' (or 'messages') in call");
         bad = 1;
     }
-    if (py && !(c->prompt = cc_tvalue(cc, py, n, CC_SITE_NODE)))
+    if (py && !(c->prompt = cc_text(cc, py, "prompt", n)))
         bad = 1;
     if (my && cc_want_seq(cc, my, "messages")) {
         if (my->u.seq.n == 0) {
@@ -117,7 +125,7 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
             if (!(ct = dsl_ymap_get(m, "content"))) {
                 cc_missing(cc, m, "content", "message");
                 bad = 1;
-            } else if (!(msg->content = cc_tvalue(cc, ct, n, CC_SITE_NODE))) {
+            } else if (!(msg->content = cc_text(cc, ct, "content", n))) {
                 bad = 1;
             }
         }
@@ -150,6 +158,11 @@ int cc_build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode 
     e->provider = leaf_provider(cc, v, ny);
     e->model = cc->g->defaults.model;
     if (v->kind == DSL_Y_SCALAR) {
+        if (dsl_yscalar_type(v) != DSL_YT_STRING) {
+            dsl_error(cc->d, v->line, v->col, "'embed' must be a string or a mapping, got a %s",
+                      dsl_ynode_describe(v));
+            return -1;
+        }
         e->input = cc_tvalue(cc, v, n, CC_SITE_NODE);
         return e->input ? 0 : -1;
     }

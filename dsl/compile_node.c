@@ -121,10 +121,18 @@ static int parse_on_error(dsl_cc *cc, const dsl_ynode *y, int allow_tolerate, ds
         const dsl_ynode *t = y->u.map.pairs[0].value;
         double pct = -1;
         if (t->kind == DSL_Y_SCALAR) {
-            char *end = NULL;
-            pct = strtod(t->u.scalar.str, &end);
-            if (end == t->u.scalar.str || (*end && strcmp(end, "%") != 0))
-                pct = -1;
+            /* digits, an optional fraction, an optional '%': no spaces, hex, nan */
+            const char *p = t->u.scalar.str;
+            int digits = 0;
+            for (; *p >= '0' && *p <= '9'; p++)
+                digits++;
+            if (*p == '.')
+                for (p++; *p >= '0' && *p <= '9'; p++)
+                    digits++;
+            if (*p == '%')
+                p++;
+            if (digits && !*p)
+                pct = strtod(t->u.scalar.str, NULL);
         }
         if (pct < 0 || pct > 100) {
             dsl_error(cc->d, t->line, t->col, "'tolerate' must be a percentage from 0%% to 100%%, e.g. \"10%%\"");
@@ -168,6 +176,12 @@ static int build_parallel(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     for (size_t i = 0; i < nb; i++) {
         const dsl_ynode *k = branches->u.map.pairs[i].key;
         char *suffix = NULL;
+        if (branches == v && strcmp(k->u.scalar.str, "on_error") == 0) {
+            dsl_error(cc->d, k->line, k->col, "'on_error' needs the long form: parallel: { branches: "
+                      "{ NAME: NODE, ... }, on_error: partial }");
+            bad = 1;
+            continue;
+        }
         if (asprintf(&suffix, "parallel.%.*s", 64, k->u.scalar.str) < 0) {
             cc_oom(cc);
             return -1;
@@ -317,6 +331,11 @@ static int build_vote(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
                 vt->strategy = DSL_VOTE_JUDGE;
                 if (!(vt->judge = cc_node(cc, val, n, "vote.judge")))
                     bad = 1;
+            } else if (!strcmp(k->u.scalar.str, "majority") || !strcmp(k->u.scalar.str, "unanimous") ||
+                       !strcmp(k->u.scalar.str, "plurality")) {
+                dsl_error(cc->d, k->line, k->col, "strategy '%s' takes no value: write 'strategy: %s'",
+                          k->u.scalar.str, k->u.scalar.str);
+                bad = 1;
             } else {
                 cc_error_suggest(cc, k->line, k->col, k->u.scalar.str, k->u.scalar.len, names,
                                  (size_t)-1, "unknown vote strategy '%.64s'", k->u.scalar.str);
@@ -431,6 +450,10 @@ static int build_gate(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
 int cc_workflow_name_ok(dsl_cc *cc, const dsl_ynode *y, const char *s)
 {
     size_t len = strlen(s);
+    if (len > 128) {
+        dsl_error(cc->d, y->line, y->col, "workflow name is %zu characters long; the limit is 128", len);
+        return -1;
+    }
     int ok = len >= 1 && len <= 128 &&
              ((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= '0' && s[0] <= '9'));
     for (size_t i = 0; ok && i < len; i++) {
@@ -440,7 +463,8 @@ int cc_workflow_name_ok(dsl_cc *cc, const dsl_ynode *y, const char *s)
     }
     if (!ok)
         dsl_error(cc->d, y->line, y->col,
-                  "'%.64s' is not a workflow name (letters, digits, '-', '_', '.'; up to 128)", s);
+                  "'%.64s' is not a workflow name (letters, digits, '-', '_', '.', starting with a "
+                  "letter or digit; up to 128)", s);
     return ok ? 0 : -1;
 }
 
@@ -469,6 +493,11 @@ static int build_fail(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     const dsl_ynode *y;
     f->code = "failed";
     if (v->kind == DSL_Y_SCALAR) {
+        if (dsl_yscalar_type(v) != DSL_YT_STRING) {
+            dsl_error(cc->d, v->line, v->col, "'fail' must be a string or a mapping, got a %s",
+                      dsl_ynode_describe(v));
+            return -1;
+        }
         f->message = cc_tvalue(cc, v, n, CC_SITE_NODE);
         return f->message ? 0 : -1;
     }
@@ -571,13 +600,17 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
     n->line = y->line;
     n->col = y->col;
     n->parent = parent;
-    n->map_depth = parent ? parent->map_depth + (parent->kind == DSL_MAP) : 0;
+    /* only a map's body runs per item; its fallback runs once */
+    n->map_depth = parent ? parent->map_depth + (parent->kind == DSL_MAP && strcmp(suffix, "map.do") == 0) : 0;
     n->path = join_path(cc, parent, suffix);
     int bad = 0;
 
     if ((k = dsl_ymap_get(y, "id"))) {
         const char *id = cc_string(cc, k, "id");
         if (!id) {
+            bad = 1;
+        } else if (strlen(id) > 128) {
+            dsl_error(cc->d, k->line, k->col, "id is %zu characters long; the limit is 128", strlen(id));
             bad = 1;
         } else if (!cc_is_ident(id, strlen(id))) {
             dsl_error(cc->d, k->line, k->col,

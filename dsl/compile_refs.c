@@ -21,6 +21,15 @@ static void pos_of(dsl_cc *cc, const cc_tpl_use *u, size_t off, int *line, int *
     dsl_yscalar_pos(cc->doc, u->y, off, line, col);
 }
 
+/* A `.name` segment's offset is its dot; errors point at the name. */
+static void seg_pos(dsl_cc *cc, const cc_tpl_use *u, const dsl_path_seg *sg, int *line, int *col)
+{
+    size_t off = sg->offset;
+    if (u->tpl->source && u->tpl->source[off] == '.')
+        off++;
+    pos_of(cc, u, off, line, col);
+}
+
 static int is_chain_step(const dsl_cc *cc, const dsl_node *n)
 {
     return cc->chain_pos[n->index] != UINT32_MAX;
@@ -30,6 +39,12 @@ static int is_chain_step(const dsl_cc *cc, const dsl_node *n)
 static int visible(const dsl_cc *cc, const dsl_node *n, const dsl_node *s, cc_site site)
 {
     if (site == CC_SITE_OUTPUT && n->kind == DSL_CHAIN && s->parent == n)
+        return 1;
+    /* a gate's fail message and a gate's or route's output are evaluated
+     * after the check / `on` node ran */
+    if (n->kind == DSL_GATE && s == n->u.gate.check_node)
+        return 1;
+    if (site == CC_SITE_OUTPUT && n->kind == DSL_ROUTE && s == n->u.route.on_node)
         return 1;
     for (const dsl_node *c = n; c && c->parent; c = c->parent) {
         const dsl_node *p = c->parent;
@@ -80,7 +95,9 @@ static void explain(dsl_cc *cc, const cc_tpl_use *u, const dsl_node *s, const ch
         b = b->parent;
     }
     const dsl_node *lca = a;
-    if (lca == s) {
+    if (lca == s && s->fallback && cn == s->fallback) {
+        dsl_error(cc->d, line, col, "step '%s' is the node this fallback replaces: read its failure as 'error'", id);
+    } else if (lca == s) {
         if (s == n && u->site == CC_SITE_OUTPUT)
             dsl_error(cc->d, line, col, "step '%s' is this node: read its result as 'output'", id);
         else
@@ -153,7 +170,7 @@ static void check_steps(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
         return;
     }
     const char *id = e->segs[0].name;
-    pos_of(cc, u, e->segs[0].offset, &line, &col);
+    seg_pos(cc, u, &e->segs[0], &line, &col);
     const dsl_node *s = cc_idmap_get(&cc->ids, id);
     if (!s) {
         size_t n;
@@ -168,7 +185,7 @@ static void check_steps(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
          strcmp(e->segs[1].name, "attempts"))) {
         int l2 = line, c2 = col;
         if (e->nsegs >= 2)
-            pos_of(cc, u, e->segs[1].offset, &l2, &c2);
+            seg_pos(cc, u, &e->segs[1], &l2, &c2);
         dsl_error(cc->d, l2, c2, "after 'steps.%s' write .output, .error or .attempts", id);
         return;
     }
@@ -191,7 +208,7 @@ static void check_input_field(dsl_cc *cc, const cc_tpl_use *u, const dsl_expr *e
             names[nn++] = g->inputs[i].name;
     }
     int line, col;
-    pos_of(cc, u, e->segs[0].offset, &line, &col);
+    seg_pos(cc, u, &e->segs[0], &line, &col);
     cc_error_suggest(cc, line, col, f, strlen(f), names, nn,
                      "input has no field '%.64s'", f);
     if (cc->inputs_y)
@@ -220,7 +237,7 @@ static void check_var(dsl_cc *cc, const cc_tpl_use *u, const dsl_expr *e)
             if (nn < 512)
                 names[nn++] = k;
         }
-    pos_of(cc, u, e->segs[0].offset, &line, &col);
+    seg_pos(cc, u, &e->segs[0], &line, &col);
     cc_error_suggest(cc, line, col, f, strlen(f), names, nn, "unknown var '%.64s'", f);
 }
 

@@ -217,6 +217,10 @@ int dsl_parse_duration(const char *s, size_t len, uint64_t *ms, const char **why
         *why = "empty duration";
         return -1;
     }
+    if (s[0] == '-') {
+        *why = "a duration cannot be negative";
+        return -1;
+    }
     while (p < end) {
         const char *num = p;
         double v = 0, scale = 0;
@@ -608,8 +612,33 @@ char **cc_filter_list(dsl_cc *cc, const dsl_ynode *y, const char *key, size_t *n
     return bad ? NULL : v;
 }
 
+int cc_misspelt(const dsl_ynode *y, const char *key)
+{
+    const char *cand[1] = { key };
+    if (y->kind != DSL_Y_MAP)
+        return 0;
+    for (size_t i = 0; i < y->u.map.n; i++) {
+        const dsl_ynode *k = y->u.map.pairs[i].key;
+        if (strcmp(k->u.scalar.str, key) != 0 && dsl_suggest(k->u.scalar.str, k->u.scalar.len, cand, 1))
+            return 1;
+    }
+    return 0;
+}
+
+dsl_tvalue *cc_text(dsl_cc *cc, const dsl_ynode *y, const char *key, dsl_node *node)
+{
+    if (y->kind != DSL_Y_SCALAR || dsl_yscalar_type(y) != DSL_YT_STRING) {
+        type_error(cc, y, key, "a string");
+        return NULL;
+    }
+    return cc_tvalue(cc, y, node, CC_SITE_NODE);
+}
+
 void cc_missing(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *what)
 {
+    /* "unknown key 'promt'; did you mean 'prompt'?" already says it */
+    if (cc_misspelt(y, key))
+        return;
     dsl_error(cc->d, y->line, y->col, "missing required key '%s' in %s", key, what);
 }
 

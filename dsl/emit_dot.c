@@ -16,6 +16,7 @@
  * entry/exit points, "f<index>" for a fallback join, "cluster_<index>". */
 #include "dsl/dsl.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #define SNIPPET_CHARS 30
@@ -24,14 +25,29 @@ typedef struct dot_ends {
     char entry[24], exit[24];
 } dot_ends;
 
-/* Writes S (LEN bytes, or up to NUL when LEN is (size_t)-1) as the inside of a
- * DOT double-quoted string: quotes and backslashes escaped, line breaks as \n,
- * other control characters as spaces. Cuts after MAX characters (code points,
- * never inside a UTF-8 sequence) with "..."; MAX 0 means no limit. */
+/* Writes S as the inside of a DOT double-quoted string: quotes and
+ * backslashes escaped, line breaks as \n, other control characters as
+ * spaces. With MAX > 0 it is a snippet: whitespace runs become one space (a
+ * snippet stays one line) and it is cut after MAX characters (code points,
+ * never inside a UTF-8 sequence) with "...". */
 static void put_escaped(FILE *out, const char *s, size_t max)
 {
     size_t chars = 0;
+    bool space = false;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (max && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')) {
+            space = chars > 0;
+            continue;
+        }
+        if (space) {
+            if (chars == max) {
+                fputs("...", out);
+                return;
+            }
+            fputc(' ', out);
+            chars++;
+            space = false;
+        }
         if ((*p & 0xC0) != 0x80) { /* the first byte of a character */
             if (max && chars == max) {
                 fputs("...", out);

@@ -12,7 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
+#include <math.h> /* isfinite, a macro: no -lm */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -26,6 +26,8 @@ static json_t *ferr(dsl_eval_error *err, const char *fmt, ...) __attribute__((fo
 static json_t *ferr(dsl_eval_error *err, const char *fmt, ...)
 {
     va_list ap;
+    if (!err)
+        return NULL;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
@@ -258,6 +260,8 @@ static size_t clamp_pos(long long i, size_t n)
 
 int dsl_value_truthy(const json_t *v)
 {
+    if (!v)
+        return 0;
     switch (json_typeof(v)) {
     case JSON_NULL:
     case JSON_FALSE: return 0;
@@ -323,11 +327,11 @@ static json_t *f_int(json_t *in, const json_t *args, dsl_eval_error *err)
     json_t *n = to_number("int", in, err);
     if (!n || json_is_integer(n))
         return n;
-    double d = trunc(json_real_value(n));
+    double d = json_real_value(n);
     json_decref(n);
     if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
         return ferr(err, "filter 'int': %g is out of the integer range", d);
-    return ok(json_integer((json_int_t)d), err);
+    return ok(json_integer((json_int_t)d), err); /* the cast truncates toward zero */
 }
 
 static json_t *f_bool(json_t *in, const json_t *args, dsl_eval_error *err)
@@ -357,6 +361,8 @@ static json_t *f_parse_json(json_t *in, const json_t *args, dsl_eval_error *err)
     json_error_t je;
     json_t *v = json_loadb(json_string_value(in), json_string_length(in),
                            JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (!v && !je.text[0])
+        return ferr(err, "out of memory");
     if (!v)
         return ferr(err, "filter 'parse_json': invalid JSON at char %d: %s", je.position, je.text);
     return v;
@@ -798,9 +804,20 @@ static int cmp_keyed(const void *pa, const void *pb)
     return c ? c : a->i < b->i ? -1 : a->i > b->i;
 }
 
-/* Stable: the first of equal items stays. Items are compared by their
- * canonical JSON text (sorted keys), which is json_equal's equality, so the
- * cost is n log n rather than n^2 for a long list. */
+/* The text unique() compares: numbers by value (1 and 1.0 are one, as in
+ * eq), anything else as JSON with sorted keys (json_equal's equality). */
+static char *unique_key(const json_t *v)
+{
+    if (!json_is_number(v))
+        return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+    char *k = malloc(32);
+    if (k)
+        snprintf(k, 32, "n:%.17g", json_number_value(v));
+    return k;
+}
+
+/* Stable: the first of equal items stays. Keys are sorted rather than
+ * compared pairwise, so a long list costs n log n, not n^2. */
 static json_t *f_unique(json_t *in, const json_t *args, dsl_eval_error *err)
 {
     if (!json_is_array(in))
@@ -813,7 +830,7 @@ static json_t *f_unique(json_t *in, const json_t *args, dsl_eval_error *err)
         goto fail;
     for (; done < n; done++) {
         k[done].i = done;
-        k[done].key = json_dumps(json_array_get(in, done), JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+        k[done].key = unique_key(json_array_get(in, done));
         if (!k[done].key)
             goto fail;
     }
@@ -882,6 +899,15 @@ static json_t *f_sum(json_t *in, const json_t *args, dsl_eval_error *err)
     return ok(real ? json_real(ds) : json_integer(is), err);
 }
 
+/* Rounds half away from zero without libm (the library links no -lm). */
+static double round_half_away(double x)
+{
+    if (!(x > -4503599627370496.0 && x < 4503599627370496.0))
+        return x; /* |x| >= 2^52: already integral */
+    double t = (double)(long long)x, d = x - t; /* both exact below 2^52 */
+    return d >= 0.5 ? t + 1 : d <= -0.5 ? t - 1 : t;
+}
+
 static json_t *f_round(json_t *in, const json_t *args, dsl_eval_error *err)
 {
     long long digits = 0;
@@ -895,8 +921,10 @@ static json_t *f_round(json_t *in, const json_t *args, dsl_eval_error *err)
         return json_incref(in); /* past a double's precision: nothing to round */
     if (digits < -18)
         digits = -18;
-    double x = json_number_value(in), scale = pow(10.0, (double)(digits < 0 ? -digits : digits));
-    double r = digits < 0 ? round(x / scale) * scale : round(x * scale) / scale;
+    double x = json_number_value(in), scale = 1;
+    for (long long k = digits < 0 ? -digits : digits; k > 0; k--)
+        scale *= 10; /* exact up to 1e22 */
+    double r = digits < 0 ? round_half_away(x / scale) * scale : round_half_away(x * scale) / scale;
     if (digits <= 0 && r >= -9223372036854775808.0 && r < 9223372036854775808.0)
         return ok(json_integer((json_int_t)r), err);
     return ok(json_real(r), err);
@@ -912,7 +940,8 @@ static json_t *f_abs(json_t *in, const json_t *args, dsl_eval_error *err)
     }
     if (!json_is_real(in))
         return type_err(err, "abs", "a number", in);
-    return ok(json_real(fabs(json_real_value(in))), err);
+    double x = json_real_value(in);
+    return ok(json_real(x < 0 ? -x : x), err);
 }
 
 /* Sorted by name (strcmp order): dsl_filter_find searches it. */
@@ -1001,6 +1030,8 @@ static const dsl_filter_def filters[] = {
 const dsl_filter_def *dsl_filter_find(const char *name, size_t len)
 {
     size_t lo = 0, hi = NFILTERS;
+    if (!name)
+        return NULL;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         const char *m = filters[mid].name;

@@ -1,12 +1,13 @@
 /* template.c -- parses "{{ path | filter(args) }}" strings into dsl_template ASTs.
  *
- * A hand-written scanner over the bytes, one pass, no backtracking: text is
- * copied span by span into a growing scratch buffer, expressions are read by
- * a small recursive-descent parser with context-dependent lexing (".3" is an
- * index, "3" inside filter arguments is a number). Every array grows
- * geometrically and nothing re-scans the input, so a 10 MB string costs one
- * linear pass whatever it holds. Errors stop the parse at the first problem
- * and carry the byte offset of the offending token. */
+ * A hand-written scanner over the bytes, one pass, no backtracking: text runs
+ * are copied once, straight from the source (through a scratch buffer only
+ * when a "\{{" escape must be rewritten); expressions are read by a small
+ * recursive-descent parser with context-dependent lexing (".3" is an index,
+ * "3" inside filter arguments is a number). Every array grows geometrically
+ * and nothing re-scans the input, so a 10 MB string costs one linear pass
+ * whatever it holds. Errors stop the parse at the first problem and carry
+ * the byte offset of the offending token. */
 #include "dsl/template.h"
 
 #include <errno.h>
@@ -20,7 +21,7 @@
 
 #include "dsl/suggest.h"
 
-/* A growing byte buffer: one for text runs, one for decoded strings. */
+/* A growing byte buffer: one for escaped text, one for decoded strings. */
 typedef struct buf {
     char *p;
     size_t n, cap;
@@ -428,7 +429,7 @@ static int unknown_filter(parser *p, size_t off, size_t n)
 
 static int check_arity(parser *p, const dsl_filter_def *d, size_t got, size_t off)
 {
-    if ((int)got >= d->min_args && (int)got <= d->max_args)
+    if (got >= (size_t)d->min_args && got <= (size_t)d->max_args)
         return 0;
     if (d->max_args == 0)
         return fail(p, off, "filter '%s' takes no arguments", d->name);
@@ -480,7 +481,7 @@ static int read_filters(parser *p, dsl_expr *e)
                 p->pos++;
             } else {
                 for (;;) {
-                    json_t *lit;
+                    json_t *lit = NULL;
                     if (read_literal(p, &lit) < 0)
                         return -1;
                     if (json_array_append_new(args, lit) < 0)
@@ -531,19 +532,20 @@ static int read_expr(parser *p, dsl_expr **out)
     for (;;) {
         if (skip_ws(p) < 0)
             goto fail;
-        size_t off = p->pos;
-        char c = p->s[off];
+        /* A segment's offset is that of its name or index, not of the '.'
+         * or '[': that is what a diagnostic about it should point at. */
+        char c = p->s[p->pos];
         if (c == '.') {
             p->pos++;
             if (skip_ws(p) < 0)
                 goto fail;
-            size_t noff = p->pos;
-            if (is_digit(p->s[noff])) {
+            size_t off = p->pos;
+            if (is_digit(p->s[off])) {
                 long idx;
                 if (read_index(p, &idx) < 0 || add_seg(p, e, &cap, DSL_SEG_INDEX, NULL, idx, off) < 0)
                     goto fail;
             } else if ((n = read_ident(p)) > 0) {
-                char *name = strndup(p->s + noff, n);
+                char *name = strndup(p->s + off, n);
                 if (!name) {
                     oom(p);
                     goto fail;
@@ -551,20 +553,20 @@ static int read_expr(parser *p, dsl_expr **out)
                 if (add_seg(p, e, &cap, DSL_SEG_FIELD, name, 0, off) < 0)
                     goto fail;
             } else {
-                fail(p, noff, "expected a name after '.'");
+                fail(p, off, "expected a name after '.'");
                 goto fail;
             }
         } else if (c == '[') {
             p->pos++;
             if (skip_ws(p) < 0)
                 goto fail;
-            char d = p->s[p->pos];
+            size_t off = p->pos;
+            char d = p->s[off];
             if (d == '"' || d == '\'') {
-                size_t qoff = p->pos;
                 if (read_string(p) < 0)
                     goto fail;
                 if (memchr(p->str.p, '\0', p->str.n)) {
-                    fail(p, qoff, "a field name cannot contain '\\u0000'");
+                    fail(p, off, "a field name cannot contain '\\u0000'");
                     goto fail;
                 }
                 char *name = strndup(p->str.n ? p->str.p : "", p->str.n);
@@ -612,19 +614,24 @@ static int add_part(parser *p, dsl_template *t, size_t *cap, dsl_tpl_part part)
     return 0;
 }
 
-/* Turns the pending text (p->text) into a part starting at OFF. */
-static int flush_text(parser *p, dsl_template *t, size_t *cap, size_t off)
+/* Makes a text part at OFF of the pending unescaped text (p->text) followed
+ * by the N bytes at RUN. Text without escapes, the usual case, is copied
+ * once, straight from the source. */
+static int flush_text(parser *p, dsl_template *t, size_t *cap, size_t off, const char *run, size_t n)
 {
-    if (!p->text.n)
+    size_t total = p->text.n + n;
+    if (!total)
         return 0;
-    char *s = malloc(p->text.n + 1);
+    char *s = malloc(total + 1);
     if (!s)
         return oom(p);
-    memcpy(s, p->text.p, p->text.n);
-    s[p->text.n] = '\0';
-    dsl_tpl_part part = { .text = s, .len = p->text.n, .offset = off };
+    if (p->text.n)
+        memcpy(s, p->text.p, p->text.n);
+    if (n)
+        memcpy(s + p->text.n, run, n);
+    s[total] = '\0';
     p->text.n = 0;
-    if (add_part(p, t, cap, part) < 0) {
+    if (add_part(p, t, cap, (dsl_tpl_part){ .text = s, .len = total, .offset = off }) < 0) {
         free(s);
         return -1;
     }
@@ -650,32 +657,25 @@ dsl_template *dsl_template_parse(const char *s, size_t len, dsl_tpl_error *err)
         fail(&p, bad, "invalid UTF-8");
         goto fail;
     }
+    size_t run = 0; /* start of the text not yet copied anywhere */
     while (p.pos < len) {
-        /* Copy the run up to the next '{' or '\\' in one go. */
-        size_t run = p.pos;
-        while (p.pos < len && s[p.pos] != '{' && s[p.pos] != '\\')
+        char c = s[p.pos];
+        int esc = c == '\\' && len - p.pos >= 3 && s[p.pos + 1] == '{' && s[p.pos + 2] == '{';
+        int open = c == '{' && len - p.pos >= 2 && s[p.pos + 1] == '{';
+        if (!esc && !open) {
             p.pos++;
-        if (p.pos > run && !p.text.n)
-            text_off = run;
-        if (buf_add(&p.text, s + run, p.pos - run) < 0) {
-            oom(&p);
-            goto fail;
+            continue;
         }
-        if (p.pos >= len)
-            break;
-        int escaped = s[p.pos] == '\\' && len - p.pos >= 3 && s[p.pos + 1] == '{' && s[p.pos + 2] == '{';
-        int open = s[p.pos] == '{' && len - p.pos >= 2 && s[p.pos + 1] == '{';
-        if (!open) {
-            if (!p.text.n)
-                text_off = p.pos;
-            if (buf_add(&p.text, escaped ? "{{" : s + p.pos, escaped ? 2 : 1) < 0) {
+        if (esc) {
+            if (buf_add(&p.text, s + run, p.pos - run) < 0 || buf_add(&p.text, "{{", 2) < 0) {
                 oom(&p);
                 goto fail;
             }
-            p.pos += escaped ? 3 : 1;
+            p.pos += 3;
+            run = p.pos;
             continue;
         }
-        if (flush_text(&p, t, &cap, text_off) < 0)
+        if (flush_text(&p, t, &cap, text_off, s + run, p.pos - run) < 0)
             goto fail;
         p.open = p.pos;
         p.pos += 2;
@@ -686,8 +686,9 @@ dsl_template *dsl_template_parse(const char *s, size_t len, dsl_tpl_error *err)
             expr_free(e);
             goto fail;
         }
+        run = text_off = p.pos;
     }
-    if (flush_text(&p, t, &cap, text_off) < 0)
+    if (flush_text(&p, t, &cap, text_off, s + run, len - run) < 0)
         goto fail;
     t->whole = t->nparts == 1 && t->parts[0].expr != NULL;
     free(p.text.p);

@@ -35,7 +35,7 @@ typedef struct dsl_path_seg {
     dsl_seg_kind kind;
     char *name;      /* FIELD */
     long index;      /* INDEX */
-    size_t offset;   /* byte offset of the segment in the template string */
+    size_t offset;   /* byte offset of the segment's name or index (after '.' or '[') */
 } dsl_path_seg;
 
 struct dsl_filter_def;

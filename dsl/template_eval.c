@@ -77,8 +77,10 @@ static json_t *walk(const dsl_expr *e, json_t *root, dsl_eval_error *err)
 
 json_t *dsl_expr_eval(const dsl_expr *e, dsl_root_lookup_fn lookup, void *ud, dsl_eval_error *err)
 {
-    if (err)
-        err->msg[0] = '\0';
+    dsl_eval_error dummy;
+    if (!err)
+        err = &dummy; /* filters write their errors unconditionally */
+    err->msg[0] = '\0';
     json_t *root = lookup(ud, e);
     if (!root) {
         set_err(err, "'%s' has no value here", e->root);
@@ -93,7 +95,7 @@ json_t *dsl_expr_eval(const dsl_expr *e, dsl_root_lookup_fn lookup, void *ud, ds
         json_t *next = f->def->fn(cur, f->args, err);
         json_decref(cur);
         if (!next) {
-            if (err && !err->msg[0])
+            if (!err->msg[0])
                 set_err(err, "filter '%s': out of memory", f->def->name);
             return NULL;
         }
@@ -123,7 +125,8 @@ static int tbuf_add(const char *s, size_t n, void *data)
         b->p = p;
         b->cap = cap;
     }
-    memcpy(b->p + b->n, s, n);
+    if (n)
+        memcpy(b->p + b->n, s, n);
     b->n += n;
     return 0;
 }

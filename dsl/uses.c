@@ -10,6 +10,7 @@
  *   workflow cycle: a -> b -> a */
 #include "dsl/dsl.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,11 +75,17 @@ static const char *display_name(const uses_ctx *c, size_t v)
     return s ? s : "?";
 }
 
-static void report(uses_ctx *c, size_t v, const dsl_node *at, const char *fmt, const char *arg)
+static void report(uses_ctx *c, size_t v, const dsl_node *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void report(uses_ctx *c, size_t v, const dsl_node *at, const char *fmt, ...)
 {
     c->errors++;
-    if (c->diags && c->diags[v])
-        dsl_error(c->diags[v], at ? at->line : 0, at ? at->col : 0, fmt, arg);
+    if (c->diags && c->diags[v]) {
+        va_list ap;
+        va_start(ap, fmt);
+        dsl_diag_vadd(c->diags[v], DSL_SEV_ERROR, at ? at->line : 0, at ? at->col : 0, fmt, ap);
+        va_end(ap);
+    }
 }
 
 /* Reports the cycle on STACK[FROM..TOP] closed by TOP's use number EDGE
@@ -209,11 +216,12 @@ size_t dsl_check_uses(dsl_graph *const *graphs, const char *const *names, size_t
             if (t)
                 continue;
             const dsl_node *at = g->use_nodes[u];
-            report(&c, i, at, "unknown workflow '%s'", g->uses[u]);
+            /* "did you mean" inline, as every other compiler message has it */
             const char *hint = dsl_suggest(g->uses[u], strlen(g->uses[u]), cands, nknown);
-            if (hint && diags && diags[i])
-                dsl_note(diags[i], at ? at->line : 0, at ? at->col : 0,
-                         "did you mean '%s'?", hint);
+            if (hint)
+                report(&c, i, at, "unknown workflow '%s'; did you mean '%s'?", g->uses[u], hint);
+            else
+                report(&c, i, at, "unknown workflow '%s'", g->uses[u]);
         }
     }
     c.first[n] = e;

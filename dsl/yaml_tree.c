@@ -7,10 +7,9 @@
  * collection ends; nodes, strings and arrays all live in that arena, so a
  * document is freed in one pass over a few big chunks. */
 #include "dsl/yaml_tree.h"
+#include "dsl/yaml_internal.h"
 
 #include <limits.h>
-#include <locale.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,8 +128,10 @@ static int same_scalar(const dsl_ynode *a, const dsl_ynode *b)
            memcmp(a->u.scalar.str, b->u.scalar.str, a->u.scalar.len) == 0;
 }
 
-/* Grows *V (elements of SIZE bytes, capacity *CAP) to hold at least NEED. */
-static int grow(void *v, size_t *cap, size_t need, size_t size)
+/* Grows the array whose pointer is at PP (elements of SIZE bytes, capacity
+ * *CAP) to hold at least NEED. PP is any T ** (copied with memcpy, so no
+ * type punning through void **). */
+static int grow(void *pp, size_t *cap, size_t need, size_t size)
 {
     if (need <= *cap)
         return 0;
@@ -140,10 +141,12 @@ static int grow(void *v, size_t *cap, size_t need, size_t size)
             return -1;
         c *= 2;
     }
-    void *p = realloc(*(void **)v, c * size);
+    void *old, *p;
+    memcpy(&old, pp, sizeof old);
+    p = realloc(old, c * size);
     if (!p)
         return -1;
-    *(void **)v = p;
+    memcpy(pp, &p, sizeof p);
     *cap = c;
     return 0;
 }
@@ -269,11 +272,11 @@ static int check_tag(builder *b, const yaml_char_t *tag, const yaml_mark_t *at)
         for (size_t i = 0; i < sizeof known / sizeof *known; i++)
             if (strcmp(rest, known[i]) == 0)
                 return i == 0;
-        YERR_AT(b, at, "unsupported YAML tag '!!%s'", rest);
+        YERR_AT(b, at, "unsupported YAML tag '!!%.64s'", rest);
     } else if (t[0] == '!') {
-        YERR_AT(b, at, "unsupported YAML tag '%s'", t);
+        YERR_AT(b, at, "unsupported YAML tag '%.64s'", t);
     } else {
-        YERR_AT(b, at, "unsupported YAML tag '!<%s>'", t);
+        YERR_AT(b, at, "unsupported YAML tag '!<%.64s>'", t);
     }
     return 0;
 }
@@ -346,16 +349,13 @@ static size_t anchor_define(builder *b, const char *name, dsl_ynode *node)
 /* KEY for a message: printable, at most ~60 bytes, cut on a character boundary. */
 static void key_text(const dsl_ynode *key, char *out, size_t cap)
 {
-    size_t n = key->u.scalar.len, k = 0, limit = cap - 4;
     const unsigned char *s = (const unsigned char *)key->u.scalar.str;
-    size_t i = 0;
-    for (; i < n && k < limit; i++)
-        out[k++] = s[i] < 0x20 || s[i] == 0x7f ? '?' : (char)s[i];
-    if (i < n) {
-        while (k > 0 && ((unsigned char)out[k] & 0xC0) == 0x80 && i > 0) {
+    size_t n = key->u.scalar.len, k = 0;
+    for (; k < n && k < cap - 4; k++)
+        out[k] = s[k] < 0x20 || s[k] == 0x7f ? '?' : (char)s[k];
+    if (k < n) {
+        while (k > 0 && (s[k] & 0xC0) == 0x80)
             k--;
-            i--;
-        }
         memcpy(out + k, "...", 3);
         k += 3;
     }
@@ -432,10 +432,10 @@ static int push_kid(builder *b, dsl_ynode *n)
 }
 
 /* Gives a finished NODE (expanded SIZE, nesting HEIGHT) to the open
- * collection, or makes it the root. AT is where it was written (for an alias
- * the alias, not the anchored node). Returns -1 on a fatal error. */
+ * collection, or makes it the root. LINE:COL is where it was written (for an
+ * alias the alias, not the anchored node). Returns -1 on a fatal error. */
 static int add_child(builder *b, dsl_ynode *node, size_t size, size_t height,
-                     const yaml_mark_t *at)
+                     int line, int col)
 {
     if (b->depth == 0) {
         b->root = node;
@@ -457,8 +457,15 @@ static int add_child(builder *b, dsl_ynode *node, size_t size, size_t height,
     }
     f->want_value = 1;
     if (node->kind != DSL_Y_SCALAR) {
-        YERR_AT(b, at, "mapping keys must be plain strings");
+        yerr(b, DSL_SEV_ERROR, line, col, "mapping keys must be plain strings");
         f->skip_value = 1;
+        return 0;
+    }
+    if (node->u.scalar.style == DSL_YS_PLAIN && node->u.scalar.len == 2 &&
+        memcmp(node->u.scalar.str, "<<", 2) == 0) {
+        yerr(b, DSL_SEV_ERROR, line, col,
+             "YAML merge keys ('<<') are not supported: write the keys out");
+        f->skip_value = 1; /* dropped, so later stages do not call it unknown */
         return 0;
     }
     dsl_ynode *first;
@@ -467,7 +474,7 @@ static int add_child(builder *b, dsl_ynode *node, size_t size, size_t height,
     if (first) {
         char text[64];
         key_text(node, text, sizeof text);
-        YERR_AT(b, at, "duplicate key '%s'", text);
+        yerr(b, DSL_SEV_ERROR, line, col, "duplicate key '%s'", text);
         yerr(b, DSL_SEV_NOTE, first->line, first->col, "first defined here");
         f->skip_value = 1; /* the first definition stays the one in the tree */
         return 0;
@@ -506,7 +513,7 @@ static int on_scalar(builder *b, const yaml_event_t *ev)
             return oom(b);
         b->anchors[a - 1].done = 1;
     }
-    return add_child(b, n, 1, 0, &ev->start_mark);
+    return add_child(b, n, 1, 0, n->line, n->col);
 }
 
 static int on_start(builder *b, const yaml_event_t *ev, dsl_ykind kind)
@@ -569,8 +576,7 @@ static int on_end(builder *b, const yaml_event_t *ev)
         r->done = 1;
     }
     b->depth--;
-    yaml_mark_t at = { 0, (size_t)n->line - 1, (size_t)n->col - 1 };
-    return add_child(b, n, size, height, &at);
+    return add_child(b, n, size, height, n->line, n->col);
 }
 
 static int on_alias(builder *b, const yaml_event_t *ev)
@@ -578,22 +584,23 @@ static int on_alias(builder *b, const yaml_event_t *ev)
     const char *name = (const char *)ev->data.alias.anchor;
     anchor_rec *r = anchor_find(b, name);
     if (!r) {
-        YERR_AT(b, &ev->start_mark, "unknown alias '*%s'", name);
+        YERR_AT(b, &ev->start_mark, "unknown alias '*%.64s'", name);
         return -1;
     }
     if (!r->done) {
-        YERR_AT(b, &ev->start_mark, "alias '*%s' refers to a node that contains it", name);
+        YERR_AT(b, &ev->start_mark, "alias '*%.64s' refers to a node that contains it", name);
         return -1;
     }
     /* A walk that follows aliases goes this deep; bound it like real nesting. */
     if (r->height > b->lim.max_depth - b->depth) {
-        YERR_AT(b, &ev->start_mark, "nesting deeper than %zu levels (through alias '*%s')",
+        YERR_AT(b, &ev->start_mark, "nesting deeper than %zu levels (through alias '*%.64s')",
                 b->lim.max_depth, name);
         return -1;
     }
     if (add_total(b, r->size, &ev->start_mark, name) < 0)
         return -1;
-    return add_child(b, r->node, r->size, r->height, &ev->start_mark);
+    return add_child(b, r->node, r->size, r->height, mark_num(ev->start_mark.line),
+                     mark_num(ev->start_mark.column));
 }
 
 /* Reports a libyaml failure. Reader errors (bad UTF-8, control characters)
@@ -607,18 +614,18 @@ static void parser_error(builder *b, const yaml_parser_t *p)
     }
     if (p->error == YAML_READER_ERROR) {
         int line, col;
-        size_t off = p->problem_offset < b->blen ? p->problem_offset : b->blen;
-        line = 1;
-        col = 1;
-        for (size_t i = 0; i < off; i++) {
-            unsigned char c = b->base[i];
-            if (c == '\n' || (c == '\r' && (i + 1 >= b->blen || b->base[i + 1] != '\n'))) {
-                line += line < INT_MAX;
-                col = 1;
-            } else if (c != '\r' && (c & 0xC0) != 0x80) {
-                col += col < INT_MAX;
-            }
+        size_t off = p->problem_offset;
+        /* libyaml names the octet it choked on; the user needs the sequence. */
+        size_t bad = strstr(what, "UTF-8") || strstr(what, "invalid Unicode")
+                   ? dsl_yutf8_invalid(b->base, b->blen) : b->blen;
+        if (bad < b->blen) {
+            dsl_ysrc_linecol(b->base, b->blen, bad, &line, &col);
+            yerr(b, DSL_SEV_ERROR, line, col,
+                 "invalid UTF-8 sequence starting with byte 0x%02X (the file must be UTF-8)",
+                 (unsigned)b->base[bad]);
+            return;
         }
+        dsl_ysrc_linecol(b->base, b->blen, off, &line, &col);
         if (p->problem_value < 0)
             yerr(b, DSL_SEV_ERROR, line, col, "%s", what);
         else if (strstr(what, "octet"))
@@ -626,6 +633,19 @@ static void parser_error(builder *b, const yaml_parser_t *p)
         else
             yerr(b, DSL_SEV_ERROR, line, col, "%s (U+%04X)", what, (unsigned)p->problem_value);
         return;
+    }
+    if (p->error == YAML_SCANNER_ERROR && strstr(what, "cannot start any token")) {
+        /* A tab where indentation goes: say so instead of libyaml's riddle. */
+        size_t cur[2] = { 0, 0 };
+        size_t at = mark_offset(b, cur, p->problem_mark.index) - b->skip, j = at;
+        while (j > 0 && (b->base[j - 1] == ' ' || b->base[j - 1] == '\t'))
+            j--;
+        if (at < b->blen && b->base[at] == '\t' &&
+            (j == 0 || b->base[j - 1] == '\n' || b->base[j - 1] == '\r')) {
+            YERR_AT(b, &p->problem_mark,
+                    "tab character in indentation: YAML indents with spaces only");
+            return;
+        }
     }
     YERR_AT(b, &p->problem_mark, "%s", what);
     if (p->context)
@@ -770,192 +790,6 @@ fail:
     return NULL;
 }
 
-/* ---- scalar types --------------------------------------------------------- */
-
-static int one_of(const char *s, size_t n, const char *const *words)
-{
-    for (; *words; words++)
-        if (strlen(*words) == n && memcmp(s, *words, n) == 0)
-            return 1;
-    return 0;
-}
-
-static const char *const null_words[] = { "~", "null", "Null", "NULL", NULL };
-static const char *const true_words[] = { "true", "True", "TRUE", NULL };
-static const char *const false_words[] = { "false", "False", "FALSE", NULL };
-static const char *const inf_words[] = { ".inf", ".Inf", ".INF", NULL };
-static const char *const nan_words[] = { ".nan", ".NaN", ".NAN", NULL };
-
-static int is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static int digit_value(char c, int base)
-{
-    int d = is_digit(c) ? c - '0'
-          : c >= 'a' && c <= 'f' ? c - 'a' + 10
-          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : 99;
-    return d < base ? d : -1;
-}
-
-/* 1: an int64 in *OUT; 2: a decimal integer too big for int64; 0: not an
- * integer (including 0x/0o values past INT64_MAX). */
-static int parse_int(const char *s, size_t n, int64_t *out)
-{
-    if (n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
-        int base = s[1] == 'x' ? 16 : 8;
-        uint64_t v = 0;
-        int ovf = 0;
-        for (size_t i = 2; i < n; i++) {
-            int d = digit_value(s[i], base);
-            if (d < 0)
-                return 0;
-            if (v > ((uint64_t)INT64_MAX - (uint64_t)d) / (uint64_t)base)
-                ovf = 1;
-            else
-                v = v * (uint64_t)base + (uint64_t)d;
-        }
-        if (ovf)
-            return 0;
-        *out = (int64_t)v;
-        return 1;
-    }
-    size_t i = n > 0 && (s[0] == '-' || s[0] == '+');
-    int neg = i && s[0] == '-';
-    if (i == n)
-        return 0;
-    uint64_t lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, v = 0;
-    int ovf = 0;
-    for (; i < n; i++) {
-        if (!is_digit(s[i]))
-            return 0;
-        uint64_t d = (uint64_t)(s[i] - '0');
-        if (v > (lim - d) / 10)
-            ovf = 1;
-        else if (!ovf)
-            v = v * 10 + d;
-    }
-    if (ovf)
-        return 2;
-    *out = !neg ? (int64_t)v : v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-    return 1;
-}
-
-/* [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?, [-+]?\.inf, \.nan */
-static int is_float(const char *s, size_t n)
-{
-    if (one_of(s, n, nan_words))
-        return 1;
-    size_t i = n > 0 && (s[0] == '-' || s[0] == '+');
-    if (one_of(s + i, n - i, inf_words))
-        return 1;
-    size_t d1 = 0, d2 = 0;
-    for (; i < n && is_digit(s[i]); i++)
-        d1++;
-    if (i < n && s[i] == '.') {
-        for (i++; i < n && is_digit(s[i]); i++)
-            d2++;
-        if (d1 == 0 && d2 == 0)
-            return 0;
-    } else if (d1 == 0) {
-        return 0;
-    }
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        if (i < n && (s[i] == '-' || s[i] == '+'))
-            i++;
-        size_t d3 = 0;
-        for (; i < n && is_digit(s[i]); i++)
-            d3++;
-        if (d3 == 0)
-            return 0;
-    }
-    return i == n;
-}
-
-dsl_ytype dsl_yscalar_type(const dsl_ynode *n)
-{
-    if (!n || n->kind != DSL_Y_SCALAR || n->u.scalar.style != DSL_YS_PLAIN)
-        return DSL_YT_STRING;
-    const char *s = n->u.scalar.str;
-    size_t len = n->u.scalar.len;
-    if (len == 0 || one_of(s, len, null_words))
-        return DSL_YT_NULL;
-    if (one_of(s, len, true_words) || one_of(s, len, false_words))
-        return DSL_YT_BOOL;
-    int64_t v;
-    switch (parse_int(s, len, &v)) {
-    case 1: return DSL_YT_INT;
-    case 2: return DSL_YT_FLOAT;
-    default: break;
-    }
-    return is_float(s, len) ? DSL_YT_FLOAT : DSL_YT_STRING;
-}
-
-int dsl_yscalar_bool(const dsl_ynode *n, int *out)
-{
-    if (dsl_yscalar_type(n) != DSL_YT_BOOL)
-        return -1;
-    *out = n->u.scalar.str[0] == 't' || n->u.scalar.str[0] == 'T';
-    return 0;
-}
-
-int dsl_yscalar_int(const dsl_ynode *n, int64_t *out)
-{
-    if (dsl_yscalar_type(n) != DSL_YT_INT)
-        return -1;
-    return parse_int(n->u.scalar.str, n->u.scalar.len, out) == 1 ? 0 : -1;
-}
-
-int dsl_yscalar_double(const dsl_ynode *n, double *out)
-{
-    dsl_ytype t = dsl_yscalar_type(n);
-    int64_t iv;
-    if (t == DSL_YT_INT && parse_int(n->u.scalar.str, n->u.scalar.len, &iv) == 1) {
-        *out = (double)iv;
-        return 0;
-    }
-    if (t != DSL_YT_FLOAT)
-        return -1;
-    const char *s = n->u.scalar.str;
-    size_t len = n->u.scalar.len, sign = s[0] == '-' || s[0] == '+';
-    if (one_of(s, len, nan_words)) {
-        *out = NAN;
-        return 0;
-    }
-    if (one_of(s + sign, len - sign, inf_words)) {
-        *out = s[0] == '-' ? -INFINITY : INFINITY;
-        return 0;
-    }
-    /* strtod follows LC_NUMERIC; YAML's decimal point is always '.'. */
-    const char *dp = localeconv()->decimal_point;
-    size_t dpl = dp ? strlen(dp) : 1;
-    char *tmp = NULL, *end;
-    const char *text = s;
-    if (dp && strcmp(dp, ".") != 0) {
-        const char *dot = memchr(s, '.', len);
-        if (dot) {
-            tmp = malloc(len + dpl + 1);
-            if (!tmp)
-                return -1;
-            size_t k = (size_t)(dot - s);
-            memcpy(tmp, s, k);
-            memcpy(tmp + k, dp, dpl);
-            memcpy(tmp + k + dpl, dot + 1, len - k - 1);
-            tmp[len - 1 + dpl] = '\0';
-            text = tmp;
-        }
-    }
-    double v = strtod(text, &end);
-    int ok = *end == '\0' && end != text;
-    free(tmp);
-    if (!ok)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 dsl_ynode *dsl_ymap_get(const dsl_ynode *map, const char *key)
 {
     if (!map || map->kind != DSL_Y_MAP || !key)
@@ -968,243 +802,4 @@ dsl_ynode *dsl_ymap_get(const dsl_ynode *map, const char *key)
             return map->u.map.pairs[i].value;
     }
     return NULL;
-}
-
-const char *dsl_ynode_describe(const dsl_ynode *n)
-{
-    if (!n)
-        return "null";
-    switch (n->kind) {
-    case DSL_Y_MAP: return "mapping";
-    case DSL_Y_SEQ: return "sequence";
-    case DSL_Y_SCALAR: break;
-    }
-    switch (dsl_yscalar_type(n)) {
-    case DSL_YT_NULL: return "null";
-    case DSL_YT_BOOL: return "boolean";
-    case DSL_YT_INT:
-    case DSL_YT_FLOAT: return "number";
-    case DSL_YT_STRING: break;
-    }
-    return "string";
-}
-
-/* ---- positions inside scalars --------------------------------------------- */
-
-/* A walk over source bytes that knows the line and column (in characters,
- * as libyaml counts them) of the byte at J. */
-typedef struct {
-    const unsigned char *s;
-    size_t j, end;
-    int line, col;
-} ycur;
-
-static void cur_step(ycur *c)
-{
-    unsigned char ch = c->s[c->j++];
-    if (ch == '\n' || (ch == '\r' && (c->j >= c->end || c->s[c->j] != '\n'))) {
-        c->line += c->line < INT_MAX;
-        c->col = 1;
-    } else if (ch != '\r' && (c->j >= c->end || (c->s[c->j] & 0xC0) != 0x80)) {
-        c->col += c->col < INT_MAX; /* left the last byte of a character */
-    }
-}
-
-static int is_ws(unsigned char ch)
-{
-    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
-}
-
-static void skip_to_eol(ycur *c)
-{
-    while (c->j < c->end && c->s[c->j] != '\n' && c->s[c->j] != '\r')
-        cur_step(c);
-}
-
-/* Past `&anchor` and `!tag` properties and the blanks/comments after them. */
-static void skip_props(ycur *c)
-{
-    while (c->j < c->end && (c->s[c->j] == '&' || c->s[c->j] == '!')) {
-        while (c->j < c->end && !is_ws(c->s[c->j]))
-            cur_step(c);
-        while (c->j < c->end && (is_ws(c->s[c->j]) || c->s[c->j] == '#')) {
-            if (c->s[c->j] == '#')
-                skip_to_eol(c);
-            else
-                cur_step(c);
-        }
-    }
-}
-
-/* Decoded bytes of the double-quoted escape at S (which starts with '\');
- * *SRC gets its length in the source. 0 for an escaped line break. */
-static size_t escape_len(const unsigned char *s, size_t avail, size_t *src)
-{
-    size_t hex = 0;
-    *src = avail < 2 ? avail : 2;
-    if (avail < 2)
-        return 1;
-    switch (s[1]) {
-    case '\r':
-        if (avail > 2 && s[2] == '\n')
-            *src = 3;
-        return 0;
-    case '\n': return 0;
-    case 'N': case '_': return 2;
-    case 'L': case 'P': return 3;
-    case 'x': hex = 2; break;
-    case 'u': hex = 4; break;
-    case 'U': hex = 8; break;
-    default: return 1;
-    }
-    if (avail < 2 + hex)
-        return 1;
-    uint32_t cp = 0;
-    for (size_t k = 0; k < hex; k++) {
-        int d = digit_value((char)s[2 + k], 16);
-        cp = cp * 16 + (uint32_t)(d < 0 ? 0 : d);
-    }
-    *src = 2 + hex;
-    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
-}
-
-/* Walks source and value side by side: equal bytes are the same character;
- * source blanks with no counterpart are indentation or folding, value bytes
- * with none are folded line breaks. QUOTE is the closing quote or 0. */
-static void align_pos(ycur *c, const unsigned char *v, size_t len, size_t offset, int quote,
-                      int *line, int *col)
-{
-    int ll = c->line, lc = c->col; /* the last character matched */
-    size_t i = 0;
-    while (c->j < c->end && i < len) {
-        unsigned char ch = c->s[c->j];
-        if (quote == '\'' && ch == '\'') {
-            if (c->j + 1 >= c->end || c->s[c->j + 1] != '\'')
-                break;
-            if (i == offset)
-                goto here;
-            ll = c->line, lc = c->col;
-            i++;
-            cur_step(c);
-            cur_step(c);
-            continue;
-        }
-        if (quote == '"' && ch == '"')
-            break;
-        if (quote == '"' && ch == '\\') {
-            size_t src, out = escape_len(c->s + c->j, c->end - c->j, &src);
-            if (out > 0 && offset < i + out)
-                goto here;
-            if (out > 0)
-                ll = c->line, lc = c->col;
-            i += out;
-            while (src-- > 0)
-                cur_step(c);
-            continue;
-        }
-        if (v[i] == ch) {
-            if (i == offset)
-                goto here;
-            ll = c->line, lc = c->col;
-            i++;
-            cur_step(c);
-        } else if (!is_ws(ch)) {
-            if (i == offset)
-                goto here;
-            i++;
-        } else {
-            cur_step(c);
-        }
-    }
-    *line = ll;
-    *col = lc;
-    return;
-here:
-    *line = c->line;
-    *col = c->col;
-}
-
-/* Literal blocks keep lines: value line k is content line k, at the block's
- * indentation, found as the first content line's indentation minus the
- * spaces the value keeps on that line (an explicit indentation indicator). */
-static void literal_pos(ycur *c, const unsigned char *v, size_t len, size_t offset,
-                        int *line, int *col)
-{
-    size_t indent = 0, r = 0, j = c->j;
-    while (j < c->end) {
-        size_t sp = 0;
-        while (j + sp < c->end && c->s[j + sp] == ' ')
-            sp++;
-        unsigned char ch = j + sp < c->end ? c->s[j + sp] : '\n';
-        if (ch != '\n' && ch != '\r') {
-            size_t vi = 0, k = 0, vs = 0;
-            for (; k < r && vi < len; vi++)
-                k += v[vi] == '\n';
-            while (vi + vs < len && v[vi + vs] == ' ')
-                vs++;
-            indent = sp >= vs ? sp - vs : sp;
-            break;
-        }
-        j += sp;
-        if (j < c->end && c->s[j] == '\r')
-            j++;
-        if (j < c->end && c->s[j] == '\n')
-            j++;
-        r++;
-    }
-    if (offset >= len)
-        offset = len - 1;
-    size_t k = 0, ls = 0, chars = 0;
-    for (size_t i = 0; i < offset; i++)
-        if (v[i] == '\n') {
-            k++;
-            ls = i + 1;
-        }
-    for (size_t i = ls; i < offset; i++)
-        chars += (v[i] & 0xC0) != 0x80;
-    size_t l = (size_t)c->line + k, cl = indent + 1 + chars;
-    *line = l > INT_MAX ? INT_MAX : (int)l;
-    *col = cl > INT_MAX ? INT_MAX : (int)cl;
-}
-
-void dsl_yscalar_pos(const dsl_ydoc *doc, const dsl_ynode *n, size_t offset,
-                     int *line, int *col)
-{
-    int l = n ? n->line : 0, cl = n ? n->col : 0;
-    if (!doc || !doc->src || !n || n->kind != DSL_Y_SCALAR || n->offset >= doc->src_len)
-        goto out;
-    ycur c = { (const unsigned char *)doc->src, n->offset,
-               n->end_offset < doc->src_len ? n->end_offset : doc->src_len, n->line, n->col };
-    const unsigned char *v = (const unsigned char *)n->u.scalar.str;
-    size_t len = n->u.scalar.len;
-    skip_props(&c);
-    if (c.j >= c.end)
-        goto out;
-    l = c.line;
-    cl = c.col;
-    if (len == 0)
-        goto out;
-    /* The source tells the style: `!!str` plain scalars are typed as quoted. */
-    unsigned char ch = c.s[c.j];
-    if (ch == '|' || ch == '>') {
-        skip_to_eol(&c);
-        if (c.j < c.end && c.s[c.j] == '\r')
-            cur_step(&c);
-        if (c.j < c.end && c.s[c.j] == '\n')
-            cur_step(&c);
-        if (ch == '|')
-            literal_pos(&c, v, len, offset, &l, &cl);
-        else
-            align_pos(&c, v, len, offset, 0, &l, &cl);
-    } else if (ch == '"' || ch == '\'') {
-        cur_step(&c);
-        align_pos(&c, v, len, offset, ch, &l, &cl);
-    } else {
-        align_pos(&c, v, len, offset, 0, &l, &cl);
-    }
-out:
-    if (line)
-        *line = l;
-    if (col)
-        *col = cl;
 }

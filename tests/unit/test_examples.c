@@ -176,8 +176,10 @@ ParameterizedTest(example *ex, examples, each)
     char *ipath = example_path(ex->base, INPUT_SUFFIX);
     json_error_t jerr;
     json_t *input = json_load_file(ipath, 0, &jerr);
-    cr_assert(input != NULL, "%s" INPUT_SUFFIX ": %s (line %d)", ex->base, jerr.text,
-              jerr.line);
+    char where[32] = "";
+    if (!input && jerr.line > 0)
+        snprintf(where, sizeof where, ":%d", jerr.line);
+    cr_assert(input != NULL, "%s" INPUT_SUFFIX "%s: %s", ex->base, where, jerr.text);
     int is_object = json_is_object(input);
     cr_assert(is_object, "%s" INPUT_SUFFIX ": not a JSON object", ex->base);
 

@@ -335,8 +335,7 @@ Test(loomctl, unknown_use_with_suggestion)
     run_result r = RUN("validate", "main.yaml");
     cr_expect(eq(int, r.status, 1));
     cr_expect(eq(str, r.err,
-                 "main.yaml:4:3: error: unknown workflow 'summarise'\n"
-                 "main.yaml:4:3: note: did you mean 'summarize'?\n"));
+                 "main.yaml:4:3: error: unknown workflow 'summarise'; did you mean 'summarize'?\n"));
     run_free(&r);
 }
 
@@ -650,7 +649,8 @@ Test(emit, dot_escapes_labels)
     cr_expect(eq(int, dsl_emit_dot(g, f), 0));
     fclose(f);
     char *text = read_tmp("esc.dot");
-    cr_expect(strstr(text, "\\\\\\\"{{ prev }}\\\"\\n\\\\") != NULL, "%s", text);
+    /* a snippet is one line: the newline became a space */
+    cr_expect(strstr(text, "\\\\\\\"{{ prev }}\\\" \\\\") != NULL, "%s", text);
     if (have_dot())
         cr_expect(dot_accepts("esc.dot"), "dot rejected:\n%s", text);
     free(text);

@@ -1,0 +1,232 @@
+/* loom/plugin.h -- the plugin ABI of Loom: the only header a plugin includes.
+ *
+ * A plugin is a shared object exporting one function, LOOM_PLUGIN_ENTRY,
+ * that returns a statically initialised descriptor: its ABI version (first,
+ * so it can be checked before anything else is read), its name, and arrays
+ * of lambda and provider descriptors. The host refuses a plugin whose major
+ * version differs from its own, or whose minor version is newer, with a
+ * message naming the file; the rest of the plugin directory still loads.
+ *
+ * Ownership, in one rule (jansson's words): every json_t a plugin RECEIVES is
+ * borrowed and must not be kept past the call without json_incref; every
+ * json_t a plugin RETURNS is a new reference that the host steals. Strings in
+ * descriptors are static. Errors never go to stderr or exit(): a plugin calls
+ * loom_error(ctx, LOOM_E_..., "fmt", ...) and returns NULL or -1.
+ *
+ * Threads: lambdas run on the worker pool (several at once, so they must be
+ * reentrant); a lambda flagged LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST may run on
+ * the reactor thread and must then never block. Providers only encode and
+ * decode HTTP messages (pure functions: no I/O), so any thread may call them.
+ * A plugin's init runs once, when it is loaded, before any call: load tables,
+ * compile regexes, open models there, never per call.
+ *
+ * ABI changelog (bump the minor for additions at the end of a struct, the
+ * major for anything else):
+ *   1.0  first version: lambdas, providers (encode/decode), plugin init/fini.
+ */
+#ifndef LOOM_PLUGIN_H
+#define LOOM_PLUGIN_H
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOOM_ABI_MAJOR 1
+#define LOOM_ABI_MINOR 0
+
+/* The symbol the loader looks up in every shared object. */
+#define LOOM_PLUGIN_ENTRY loom_plugin_entry
+#define LOOM_PLUGIN_ENTRY_NAME "loom_plugin_entry"
+
+/* Error codes: the stable codes users see ("timeout", "rate_limited", ...). */
+typedef enum loom_errcode {
+    LOOM_OK = 0,
+    LOOM_E_TIMEOUT,          /* "timeout" */
+    LOOM_E_RATE_LIMITED,     /* "rate_limited": wait and retry (retry_after_ms if known) */
+    LOOM_E_UPSTREAM,         /* "upstream": transient; retried */
+    LOOM_E_INVALID_OUTPUT,   /* "invalid_output": an answer that is not what was asked */
+    LOOM_E_LAMBDA_FAILED,    /* "lambda_failed" */
+    LOOM_E_QUOTA,            /* "quota": never retried; disables the provider until reload */
+    LOOM_E_INVALID_REQUEST,  /* "invalid_request": 4xx other than 429; never retried */
+    LOOM_E_CONFIG,           /* "config": a plugin's configuration is wrong (at init) */
+    LOOM_E_NOMEM             /* "out_of_memory" */
+} loom_errcode;
+
+/* The host's side of one call or one init: where errors and logs go. Opaque
+ * to plugins; valid only during the call it was passed to. */
+typedef struct loom_ctx loom_ctx;
+
+/* What the host offers plugins. A table, not exported symbols, so a plugin
+ * links against nothing but jansson and the host can be statically linked. */
+typedef struct loom_host_api {
+    void (*verror)(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap);
+    void (*vlog)(loom_ctx *ctx, int level, const char *fmt, va_list ap);
+    /* Provider decode only: the server asked to wait this long before retrying. */
+    void (*retry_after)(loom_ctx *ctx, uint64_t ms);
+} loom_host_api;
+
+struct loom_ctx {
+    const loom_host_api *api; /* first member: the only field a plugin may read */
+};
+
+/* Records why the call failed. The call then returns NULL (or -1). */
+static inline void loom_error(loom_ctx *ctx, loom_errcode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline void loom_error(loom_ctx *ctx, loom_errcode code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ctx->api->verror(ctx, code, fmt, ap);
+    va_end(ap);
+}
+
+enum { LOOM_LOG_ERROR = 0, LOOM_LOG_WARN, LOOM_LOG_INFO, LOOM_LOG_DEBUG };
+
+/* A log line attributed to the plugin. Never log secrets or payloads. */
+static inline void loom_log(loom_ctx *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline void loom_log(loom_ctx *ctx, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ctx->api->vlog(ctx, level, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- configuration maps (Fluent Bit's idea): options declared as data ---- */
+
+typedef enum loom_opt_type {
+    LOOM_OPT_STRING,
+    LOOM_OPT_INT,
+    LOOM_OPT_DOUBLE,
+    LOOM_OPT_BOOL,
+    LOOM_OPT_DURATION,   /* "500ms", "30s": given to the plugin as milliseconds (integer) */
+    LOOM_OPT_JSON        /* any value */
+} loom_opt_type;
+
+typedef struct loom_option {
+    const char *name;
+    loom_opt_type type;
+    const char *default_value;  /* as written in YAML, or NULL: no default */
+    int required;
+    const char *description;
+} loom_option;
+
+/* ---- lambdas ---- */
+
+enum {
+    LOOM_LAMBDA_PURE = 1u << 0, /* same input and args -> same output; no side effects */
+    LOOM_LAMBDA_FAST = 1u << 1  /* microseconds; with PURE, may run on the reactor */
+};
+
+/* INPUT and ARGS are borrowed; STATE is the plugin's (from init). Returns a
+ * new reference, or NULL after loom_error(ctx, LOOM_E_LAMBDA_FAILED, ...). */
+typedef json_t *(*loom_lambda_fn)(loom_ctx *ctx, void *state, json_t *input, json_t *args);
+
+typedef struct loom_lambda {
+    const char *name;            /* called as PLUGIN.NAME in workflows */
+    loom_lambda_fn fn;
+    unsigned flags;
+    const loom_option *args;     /* declared arguments (NULL-name terminated), or NULL */
+    const char *summary;
+} loom_lambda;
+
+/* ---- providers: encode a normalised call into HTTP, decode the answer ---- */
+
+typedef enum loom_call_kind { LOOM_CALL_CHAT, LOOM_CALL_EMBED } loom_call_kind;
+
+/* A normalised call. Everything borrowed, valid during encode/decode. */
+typedef struct loom_request {
+    loom_call_kind kind;
+    const char *model;
+    json_t *messages;            /* CHAT: [{ "role": ..., "content": ... }] */
+    json_t *params;              /* CHAT: { temperature, max_tokens, top_p, stop, seed } */
+    int json_mode;               /* CHAT: ask for a JSON answer */
+    json_t *inputs;              /* EMBED: array of strings (a batch) */
+} loom_request;
+
+typedef struct loom_header {
+    const char *name;
+    const char *value;
+} loom_header;
+
+/* What encode fills in. Strings and the body are new allocations (malloc)
+ * that the host frees; headers is a malloc'd array of malloc'd strings. */
+typedef struct loom_http_request {
+    char *method;                /* "POST" */
+    char *url;
+    loom_header *headers;
+    size_t nheaders;
+    char *body;
+    size_t body_len;
+} loom_http_request;
+
+/* A response as received; everything borrowed. Header names are lower-case. */
+typedef struct loom_http_response {
+    int status;
+    const loom_header *headers;
+    size_t nheaders;
+    const char *body;
+    size_t body_len;
+} loom_http_response;
+
+typedef struct loom_usage {
+    int64_t input_tokens;        /* -1 when the answer did not say */
+    int64_t output_tokens;
+} loom_usage;
+
+/* What decode fills in: the answer (new reference: a string for chat, an
+ * array of vectors for embeddings, in input order) and the usage. */
+typedef struct loom_result {
+    json_t *output;
+    loom_usage usage;
+} loom_result;
+
+typedef struct loom_provider {
+    const char *name;            /* the `plugin:` value in the config: "openai" */
+    const loom_option *options;  /* its config map (NULL-name terminated) */
+    /* Reads CONFIG (borrowed; validated against options) once per provider
+     * instance; *STATE is owned by the plugin until fini. 0 or -1. */
+    int (*init)(loom_ctx *ctx, json_t *config, void **state);
+    void (*fini)(void *state);
+    /* 0, or -1 after loom_error (e.g. LOOM_E_INVALID_REQUEST). */
+    int (*encode)(loom_ctx *ctx, void *state, const loom_request *req, loom_http_request *out);
+    /* 0 with OUT filled, or -1 after loom_error with the class of failure
+     * (and loom_ctx retry_after when the server said). */
+    int (*decode)(loom_ctx *ctx, void *state, const loom_request *req,
+                  const loom_http_response *resp, loom_result *out);
+    size_t max_batch;            /* EMBED inputs per request; 0 = no batching */
+    const char *summary;
+} loom_provider;
+
+/* ---- the plugin ---- */
+
+typedef struct loom_plugin {
+    uint32_t abi_major;          /* LOOM_ABI_MAJOR: keep these two first */
+    uint32_t abi_minor;          /* LOOM_ABI_MINOR */
+    const char *name;            /* unique among loaded plugins */
+    const char *version;
+    const char *description;
+    const loom_lambda *lambdas;  /* array of nlambdas */
+    size_t nlambdas;
+    const loom_provider *providers;
+    size_t nproviders;
+    /* Optional: once at load, with the plugin's section of the config
+     * (borrowed; may be NULL). *STATE goes to every lambda call. 0 or -1. */
+    int (*init)(loom_ctx *ctx, json_t *config, void **state);
+    void (*fini)(void *state);
+} loom_plugin;
+
+/* Every plugin defines this, returning a pointer to a static descriptor. */
+const loom_plugin *LOOM_PLUGIN_ENTRY(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
