@@ -11,6 +11,7 @@
  * Everything else gets an error that says why, and where X is. */
 #include "dsl/compile.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,9 +171,9 @@ static void check_steps(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
         return;
     }
     const char *id = e->segs[0].name;
-    seg_pos(cc, u, &e->segs[0], &line, &col);
     const dsl_node *s = cc_idmap_get(&cc->ids, id);
     if (!s) {
+        seg_pos(cc, u, &e->segs[0], &line, &col);
         size_t n;
         const char **ids = all_ids(cc, &n);
         cc_error_suggest(cc, line, col, id, strlen(id), ids, ids ? n : 0, "unknown step '%.64s'", id);
@@ -183,14 +184,14 @@ static void check_steps(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
     if (e->nsegs < 2 || e->segs[1].kind != DSL_SEG_FIELD ||
         (strcmp(e->segs[1].name, "output") && strcmp(e->segs[1].name, "error") &&
          strcmp(e->segs[1].name, "attempts"))) {
-        int l2 = line, c2 = col;
-        if (e->nsegs >= 2)
-            seg_pos(cc, u, &e->segs[1], &l2, &c2);
-        dsl_error(cc->d, l2, c2, "after 'steps.%s' write .output, .error or .attempts", id);
+        seg_pos(cc, u, &e->segs[e->nsegs >= 2 ? 1 : 0], &line, &col);
+        dsl_error(cc->d, line, col, "after 'steps.%s' write .output, .error or .attempts", id);
         return;
     }
-    if (!visible(cc, u->node, s, u->site))
+    if (!visible(cc, u->node, s, u->site)) {
+        seg_pos(cc, u, &e->segs[0], &line, &col);
         explain(cc, u, s, id, line, col);
+    }
 }
 
 static void check_input_field(dsl_cc *cc, const cc_tpl_use *u, const dsl_expr *e)
@@ -298,11 +299,24 @@ static const dsl_node *map_naming(const dsl_cc *cc, const char *name)
     return NULL;
 }
 
+/* Positions cost a walk over the scalar, so only errors compute them: a
+ * 10 MB prompt with 100,000 expressions must not pay 100,000 walks. */
+static void root_error(dsl_cc *cc, const cc_tpl_use *u, const dsl_expr *e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void root_error(dsl_cc *cc, const cc_tpl_use *u, const dsl_expr *e, const char *fmt, ...)
+{
+    int line, col;
+    va_list ap;
+    pos_of(cc, u, e->root_offset, &line, &col);
+    va_start(ap, fmt);
+    dsl_diag_vadd(cc->d, DSL_SEV_ERROR, line, col, fmt, ap);
+    va_end(ap);
+}
+
 static void check_expr(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
 {
     const char *r = e->root;
     int line, col;
-    pos_of(cc, u, e->root_offset, &line, &col);
     if (strcmp(r, "input") == 0) {
         e->root_kind = DSL_ROOT_INPUT;
         check_input_field(cc, u, e);
@@ -319,7 +333,7 @@ static void check_expr(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
         return;
     }
     if (u->site == CC_SITE_VARS) {
-        dsl_error(cc->d, line, col, "'vars' can only use 'input', not '%.64s'", r);
+        root_error(cc, u, e, "'vars' can only use 'input', not '%.64s'", r);
         return;
     }
     if (strcmp(r, "prev") == 0) {
@@ -330,7 +344,7 @@ static void check_expr(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
         if (u->site == CC_SITE_OUTPUT || u->site == CC_SITE_VOTE_KEY)
             e->root_kind = DSL_ROOT_OUTPUT;
         else
-            dsl_error(cc->d, line, col, "'output' is only defined in a node's 'output:' and in a vote's 'key'");
+            root_error(cc, u, e, "'output' is only defined in a node's 'output:' and in a vote's 'key'");
         return;
     }
     int k = scoped_root(u->node, r);
@@ -339,21 +353,22 @@ static void check_expr(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
         return;
     }
     if (strcmp(r, "error") == 0) {
-        dsl_error(cc->d, line, col, "'error' is only defined inside a fallback");
+        root_error(cc, u, e, "'error' is only defined inside a fallback");
         return;
     }
     if (strcmp(r, "candidates") == 0) {
-        dsl_error(cc->d, line, col, "'candidates' is only defined inside a vote's judge");
+        root_error(cc, u, e, "'candidates' is only defined inside a vote's judge");
         return;
     }
     const dsl_node *m = map_naming(cc, r);
     if (m) {
-        dsl_error(cc->d, line, col, "'%.64s' is only defined inside the map that names it", r);
+        root_error(cc, u, e, "'%.64s' is only defined inside the map that names it", r);
         dsl_note(cc->d, m->line, m->col, "that map is here");
         return;
     }
     const char *names[64];
     size_t nn = names_in_scope(u, names, 64);
+    pos_of(cc, u, e->root_offset, &line, &col);
     cc_error_suggest(cc, line, col, r, strlen(r), names, nn, "unknown name '%.64s' in template", r);
 }
 

@@ -45,24 +45,22 @@ static json_t *ok(json_t *v, dsl_eval_error *err)
     return v ? v : ferr(err, "out of memory");
 }
 
-/* A new string value from malloc'd S (taken, freed here). */
-static json_t *take_str(char *s, dsl_eval_error *err)
-{
-    json_t *v = s ? json_string(s) : NULL;
-    free(s);
-    return ok(v, err);
-}
-
 /* ---- helpers: text buffer, UTF-8, numbers, comparison ---- */
 
+/* Text being built, capped at DSL_MAX_TEXT_BYTES. */
 typedef struct fbuf {
     char *p;
     size_t n, cap;
+    int too_big;
 } fbuf;
 
 static int fbuf_add(const char *s, size_t n, void *data)
 {
     fbuf *b = data;
+    if (n > DSL_MAX_TEXT_BYTES - b->n) {
+        b->too_big = 1;
+        return -1;
+    }
     if (b->cap - b->n < n) {
         size_t cap = b->cap ? b->cap : 128;
         while (cap - b->n < n) {
@@ -82,12 +80,22 @@ static int fbuf_add(const char *s, size_t n, void *data)
     return 0;
 }
 
-/* The buffer as a new string value; frees the buffer. */
-static json_t *fbuf_finish(fbuf *b, int failed, dsl_eval_error *err)
+/* The buffer as a new string value for filter F; frees the buffer. */
+static json_t *fbuf_finish(fbuf *b, int failed, const char *f, dsl_eval_error *err)
 {
     json_t *v = failed ? NULL : json_stringn(b->n ? b->p : "", b->n);
     free(b->p);
+    if (b->too_big)
+        return ferr(err, "filter '%s': the result is longer than %u MiB", f, DSL_MAX_TEXT_BYTES >> 20);
     return ok(v, err);
+}
+
+/* IN as JSON text (a new string value), through the capped buffer. */
+static json_t *dump_text(const char *f, const json_t *in, size_t flags, dsl_eval_error *err)
+{
+    fbuf b = { 0 };
+    int bad = json_dump_callback(in, fbuf_add, &b, flags) < 0;
+    return fbuf_finish(&b, bad, f, err);
 }
 
 static size_t cp_count(const char *s, size_t n)
@@ -290,17 +298,21 @@ int dsl_value_truthy(const json_t *v)
 
 static json_t *f_json(json_t *in, const json_t *args, dsl_eval_error *err)
 {
-    return take_str(json_dumps(in, DSL_TEXT_JSON_FLAGS), err);
+    return dump_text("json", in, DSL_TEXT_JSON_FLAGS, err);
 }
 
 static json_t *f_pretty(json_t *in, const json_t *args, dsl_eval_error *err)
 {
-    return take_str(json_dumps(in, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)), err);
+    return dump_text("pretty", in, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15), err);
 }
 
 static json_t *f_string(json_t *in, const json_t *args, dsl_eval_error *err)
 {
-    return json_is_string(in) ? json_incref(in) : take_str(dsl_value_to_text(in), err);
+    if (json_is_string(in))
+        return json_incref(in);
+    if (json_is_null(in))
+        return ok(json_string(""), err);
+    return dump_text("string", in, DSL_TEXT_JSON_FLAGS, err); /* as dsl_value_to_text, capped */
 }
 
 /* A number from a number or numeric string; NULL + ERR otherwise. */
@@ -437,7 +449,7 @@ static json_t *f_replace(json_t *in, const json_t *args, dsl_eval_error *err)
         s = hit + fn;
     }
     bad = bad || fbuf_add(s, (size_t)(end - s), &b) < 0;
-    return fbuf_finish(&b, bad, err);
+    return fbuf_finish(&b, bad, "replace", err);
 }
 
 static json_t *affix(const char *f, json_t *in, const json_t *args, int at_end, dsl_eval_error *err)
@@ -462,9 +474,26 @@ static json_t *f_ends_with(json_t *in, const json_t *args, dsl_eval_error *err)
     return affix("ends_with", in, args, 1, err);
 }
 
-static int push_str(json_t *arr, const char *s, size_t n)
+/* Appends a string to ARR: -1 when out of memory or, with *BIG set, when
+ * ARR already holds DSL_MAX_ITEMS. */
+static int push_str(json_t *arr, const char *s, size_t n, int *big)
 {
+    if (json_array_size(arr) >= DSL_MAX_ITEMS) {
+        *big = 1;
+        return -1;
+    }
     return json_array_append_new(arr, json_stringn(s, n));
+}
+
+/* The end of split and lines: OUT, or the error that stopped it. */
+static json_t *pieces_done(const char *f, json_t *out, int bad, int big, dsl_eval_error *err)
+{
+    if (!bad)
+        return out;
+    json_decref(out);
+    if (big)
+        return ferr(err, "filter '%s': more than %u items", f, DSL_MAX_ITEMS);
+    return ferr(err, "out of memory");
 }
 
 static json_t *f_split(json_t *in, const json_t *args, dsl_eval_error *err)
@@ -485,22 +514,22 @@ static json_t *f_split(json_t *in, const json_t *args, dsl_eval_error *err)
             while (s < end && !is_blank(*s))
                 s++;
             if (s > w)
-                bad = push_str(out, w, (size_t)(s - w)) < 0;
+                bad = push_str(out, w, (size_t)(s - w), &big) < 0;
         }
     } else if (!json_string_length(sep)) { /* code points */
         while (!bad && s < end) {
             size_t k = cp_offset(s, (size_t)(end - s), 1);
-            bad = push_str(out, s, k) < 0;
+            bad = push_str(out, s, k, &big) < 0;
             s += k;
         }
     } else {
         const char *p = json_string_value(sep), *hit;
         size_t pn = json_string_length(sep);
         while (!bad && (hit = memmem(s, (size_t)(end - s), p, pn))) {
-            bad = push_str(out, s, (size_t)(hit - s)) < 0;
+            bad = push_str(out, s, (size_t)(hit - s), &big) < 0;
             s = hit + pn;
         }
-        bad = bad || push_str(out, s, (size_t)(end - s)) < 0;
+        bad = bad || push_str(out, s, (size_t)(end - s), &big) < 0;
     }
     if (bad) {
         json_decref(out);
@@ -522,7 +551,7 @@ static json_t *f_lines(json_t *in, const json_t *args, dsl_eval_error *err)
         s = nl ? nl + 1 : end;
         trim_span(&l, &n);
         if (n)
-            bad = push_str(out, l, n) < 0;
+            bad = push_str(out, l, n, &big) < 0;
     }
     if (bad) {
         json_decref(out);
@@ -628,7 +657,7 @@ static json_t *f_join(json_t *in, const json_t *args, dsl_eval_error *err)
         else if (!json_is_null(v))
             bad = bad || json_dump_callback(v, fbuf_add, &b, DSL_TEXT_JSON_FLAGS) < 0;
     }
-    return fbuf_finish(&b, bad, err);
+    return fbuf_finish(&b, bad, "join", err);
 }
 
 static json_t *f_default(json_t *in, const json_t *args, dsl_eval_error *err)

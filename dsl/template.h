@@ -120,6 +120,12 @@ json_t *dsl_expr_eval(const dsl_expr *e, dsl_root_lookup_fn lookup, void *ud,
  * round-trip 0.84999999999999998 -- this text is read by people and models. */
 #define DSL_TEXT_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
 
+/* What one evaluation step may build, so that no template can take the
+ * daemon's memory (`x | split('') | join(LONG)` repeated grows exponentially):
+ * a filter or a rendering that would pass a limit fails instead. */
+#define DSL_MAX_TEXT_BYTES (64u << 20) /* one string */
+#define DSL_MAX_ITEMS (1u << 20)       /* one array made by split or lines */
+
 /* Renders V as template text would show it: strings raw, null as "", other
  * values as compact JSON (DSL_TEXT_JSON_FLAGS). Returns a new string (caller
  * frees) or NULL. */

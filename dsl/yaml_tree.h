@@ -10,7 +10,8 @@
  * Aliases (*name) resolve to the anchored node itself: the tree is a DAG that
  * shares the node, and its "expanded size" (what a walk that follows aliases
  * visits) is computed while loading and capped, which defeats "billion laughs".
- * The YAML merge key `<<` is not supported and is left as an ordinary key.
+ * The YAML merge key `<<` is not supported: a plain `<<` key is reported and
+ * dropped (a quoted "<<" is an ordinary key).
  *
  * All nodes live in the document's arena and die with dsl_ydoc_free. */
 #ifndef LOOM_DSL_YAML_TREE_H
