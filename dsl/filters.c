@@ -505,7 +505,7 @@ static json_t *f_split(json_t *in, const json_t *args, dsl_eval_error *err)
         return ferr(err, "filter 'split': the separator must be a string");
     const char *s = json_string_value(in), *end = s + json_string_length(in);
     json_t *out = json_array();
-    int bad = !out;
+    int bad = !out, big = 0;
     if (!sep) { /* runs of blanks, no empty items */
         while (!bad && s < end) {
             while (s < end && is_blank(*s))
@@ -531,11 +531,7 @@ static json_t *f_split(json_t *in, const json_t *args, dsl_eval_error *err)
         }
         bad = bad || push_str(out, s, (size_t)(end - s), &big) < 0;
     }
-    if (bad) {
-        json_decref(out);
-        return ferr(err, "out of memory");
-    }
-    return out;
+    return pieces_done("split", out, bad, big, err);
 }
 
 static json_t *f_lines(json_t *in, const json_t *args, dsl_eval_error *err)
@@ -544,7 +540,7 @@ static json_t *f_lines(json_t *in, const json_t *args, dsl_eval_error *err)
         return type_err(err, "lines", "a string", in);
     const char *s = json_string_value(in), *end = s + json_string_length(in);
     json_t *out = json_array();
-    int bad = !out;
+    int bad = !out, big = 0;
     while (!bad && s < end) {
         const char *nl = memchr(s, '\n', (size_t)(end - s)), *l = s;
         size_t n = (size_t)((nl ? nl : end) - s);
@@ -553,11 +549,7 @@ static json_t *f_lines(json_t *in, const json_t *args, dsl_eval_error *err)
         if (n)
             bad = push_str(out, l, n, &big) < 0;
     }
-    if (bad) {
-        json_decref(out);
-        return ferr(err, "out of memory");
-    }
-    return out;
+    return pieces_done("lines", out, bad, big, err);
 }
 
 /* ---- collections ---- */

@@ -104,14 +104,20 @@ json_t *dsl_expr_eval(const dsl_expr *e, dsl_root_lookup_fn lookup, void *ud, ds
     return cur;
 }
 
+/* The rendered text, capped at DSL_MAX_TEXT_BYTES. */
 typedef struct tbuf {
     char *p;
     size_t n, cap;
+    int too_big;
 } tbuf;
 
 static int tbuf_add(const char *s, size_t n, void *data)
 {
     tbuf *b = data;
+    if (n > DSL_MAX_TEXT_BYTES - b->n) {
+        b->too_big = 1;
+        return -1;
+    }
     if (b->cap - b->n < n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->n < n) {
@@ -173,7 +179,10 @@ json_t *dsl_template_eval(const dsl_template *t, dsl_root_lookup_fn lookup, void
     free(b.p);
     return out;
 oom:
-    set_err(err, "out of memory rendering a template");
+    if (b.too_big)
+        set_err(err, "the rendered text is longer than %u MiB", DSL_MAX_TEXT_BYTES >> 20);
+    else
+        set_err(err, "out of memory rendering a template");
 fail:
     free(b.p);
     return NULL;

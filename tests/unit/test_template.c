@@ -871,6 +871,57 @@ Test(scale, ten_thousand_expressions)
     free(s);
 }
 
+/* "{{ input.nil | default('ab') | split('') | join('xxx...') ...}}" with
+ * separators of SEPLEN bytes, then TAIL. */
+static char *growth_template(size_t seplen, int rounds, const char *tail)
+{
+    char *s = malloc((size_t)rounds * (seplen + 32) + 64 + strlen(tail)), *p = s;
+    p += sprintf(p, "{{ input.nil | default('ab')");
+    for (int r = 0; r < rounds; r++) {
+        p += sprintf(p, " | split('') | join('");
+        memset(p, 'x', seplen);
+        p += seplen;
+        p += sprintf(p, "')");
+    }
+    sprintf(p, "%s }}", tail);
+    return s;
+}
+
+Test(limits, strings_cannot_grow_without_bound)
+{
+    char *s = growth_template(10000, 2, "");
+    EXPECT_ERR(s, "filter 'join': the result is longer than 64 MiB");
+    free(s);
+}
+
+Test(limits, split_item_count)
+{
+    char *s = growth_template(2000, 2, " | split('')");
+    EXPECT_ERR(s, "filter 'split': more than 1048576 items");
+    free(s);
+}
+
+Test(limits, rendered_text)
+{
+    size_t n = 33u << 20; /* twice is just over the limit; half of it escaped twice too */
+    char *big = malloc(n);
+    memset(big, 'y', n);
+    json_t *roots = json_pack("{s:s%}", "big", big, n);
+    memset(big, '"', n / 2);
+    cr_assert(json_object_set_new(roots, "quotes", json_stringn(big, n / 2)) == 0);
+    free(big);
+    dsl_template *t = parse_ok("{{ big }}{{ big }}");
+    dsl_eval_error err;
+    cr_assert(dsl_template_eval(t, lookup, roots, &err) == NULL);
+    cr_assert(eq(str, err.msg, "the rendered text is longer than 64 MiB"));
+    dsl_template_free(t);
+    t = parse_ok("{{ quotes | json | json }}"); /* escaping doubles it each time */
+    cr_assert(dsl_template_eval(t, lookup, roots, &err) == NULL);
+    cr_assert(eq(str, err.msg, "filter 'json': the result is longer than 64 MiB"));
+    dsl_template_free(t);
+    json_decref(roots);
+}
+
 Test(scale, deep_path_and_long_pipeline)
 {
     size_t k = 5000;
