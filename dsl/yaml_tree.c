@@ -548,7 +548,7 @@ static int on_end(builder *b, const yaml_event_t *ev)
     frame *f = &b->stack[b->depth - 1];
     dsl_ynode *n = f->node;
     size_t k = b->nkids - f->base;
-    dsl_ynode **kids = b->kids + f->base;
+    dsl_ynode **kids = b->kids ? b->kids + f->base : NULL; /* no kids yet: NULL + 0 is UB */
     n->end_offset = mark_offset(b, b->ci_end, ev->end_mark.index);
     free(f->keyset);
     f->keyset = NULL;
