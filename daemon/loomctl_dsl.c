@@ -19,6 +19,10 @@
 #include <sys/stat.h>
 
 #include "dsl/dsl.h"
+#include "dsl/util.h"
+
+/* The compiler refuses larger workflows; configs get the same bound. */
+#define CTL_MAX_FILE ((size_t)64 << 20)
 
 typedef struct ctl_file {
     char *path;          /* owned */
@@ -67,42 +71,6 @@ static void set_free(ctl_set *s)
     free(s->config_buf);
 }
 
-/* Reads the whole of PATH into a new NUL-terminated buffer (caller frees).
- * Returns NULL with errno set on failure. */
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (cap - n < 4096) {
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb)
-                goto fail;
-            buf = nb;
-        }
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    if (ferror(f))
-        goto fail;
-    fclose(f);
-    buf[n] = 0;
-    *len = n;
-    return buf;
-fail:;
-    int saved = errno ? errno : EIO;
-    free(buf);
-    fclose(f);
-    errno = saved;
-    return NULL;
-}
-
 /* ---- the daemon config: for now only the names under `providers:` ---- */
 
 /* Loads the provider names of the config at PATH into S. Errors are printed.
@@ -114,7 +82,7 @@ static int load_config(ctl_set *s, const char *path)
     size_t len = 0;
     if (dsl_diags_init(&d, path) < 0)
         goto out;
-    s->config_buf = read_all(path, &len);
+    s->config_buf = dsl_read_file(path, CTL_MAX_FILE, &len);
     if (!s->config_buf) {
         dsl_error(&d, 0, 0, "cannot read: %s", strerror(errno));
         goto out;
@@ -166,14 +134,8 @@ static int id_cmp(const void *a, const void *b)
  * or -1 when out of memory. */
 static int ids_push(ctl_ids *ids, const struct stat *st)
 {
-    if (ids->n == ids->cap) {
-        size_t cap = ids->cap ? ids->cap * 2 : 64;
-        ctl_fileid *v = realloc(ids->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        ids->v = v;
-        ids->cap = cap;
-    }
+    if (dsl_vec_reserve(&ids->v, ids->n, &ids->cap, sizeof *ids->v, 64) < 0)
+        return -1;
     ids->v[ids->n++] = (ctl_fileid){ st->st_dev, st->st_ino };
     return 0;
 }
@@ -197,14 +159,8 @@ static int set_add(ctl_set *s, const char *path, bool given, const struct stat *
 {
     if (st && ids_push(&s->files, st) < 0)
         return -1;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        ctl_file *v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        s->v = v;
-        s->cap = cap;
-    }
+    if (dsl_vec_reserve(&s->v, s->n, &s->cap, sizeof *s->v, 16) < 0)
+        return -1;
     ctl_file *f = &s->v[s->n];
     memset(f, 0, sizeof *f);
     f->path = strdup(path);
@@ -255,13 +211,8 @@ static int add_siblings(ctl_set *s, const char *path)
     while ((e = readdir(d)) != NULL) {
         if (!is_workflow_name(e->d_name))
             continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            char **nv = realloc(names, cap * sizeof *nv);
-            if (!nv)
-                goto out;
-            names = nv;
-        }
+        if (dsl_vec_reserve(&names, n, &cap, sizeof *names, 64) < 0)
+            goto out;
         /* a bare file name keeps bare sibling names: messages show what the user typed */
         char *p = NULL;
         if (asprintf(&p, "%s%s%s", slash ? dir : "", slash && slash != path ? "/" : "",
@@ -295,7 +246,7 @@ out:
 static char *salvage_name(const char *path)
 {
     size_t len;
-    char *buf = read_all(path, &len);
+    char *buf = dsl_read_file(path, CTL_MAX_FILE, &len);
     char *name = NULL;
     dsl_diags d;
     if (!buf)

@@ -6,6 +6,7 @@
  * the file is known (a forward reference is then a clear "runs after this
  * point", not an "unknown step"). */
 #include "dsl/compile.h"
+#include "dsl/util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -277,13 +278,18 @@ fail:
     return NULL;
 }
 
+static size_t max_file_size(const dsl_options *opt)
+{
+    return opt && opt->max_file_size ? opt->max_file_size : (size_t)64 << 20;
+}
+
 dsl_graph *dsl_compile(const char *file, const char *buf, size_t len, const dsl_options *opt,
                        dsl_diags *diags)
 {
     dsl_cc cc = { .opt = opt, .d = diags };
     dsl_ydoc *doc = NULL;
     size_t errors_before = diags->nerrors;
-    size_t max_file = opt && opt->max_file_size ? opt->max_file_size : 64u << 20;
+    size_t max_file = max_file_size(opt);
     if (len > max_file) {
         dsl_error(diags, 0, 0, "file is larger than the %zu MiB limit", max_file >> 20);
         return NULL;
@@ -313,9 +319,7 @@ dsl_graph *dsl_compile(const char *file, const char *buf, size_t len, const dsl_
     cc.g->nnodes = cc.nnodes;
     cc.nodes = NULL;
     dsl_diags_sort(diags);
-    free(cc.chain_pos);
-    free(cc.node_y);
-    free(cc.id_y);
+    free(cc.info);
     free(cc.tpls);
     cc_idmap_free(&cc.ids);
     dsl_ydoc_free(doc);
@@ -323,9 +327,7 @@ dsl_graph *dsl_compile(const char *file, const char *buf, size_t len, const dsl_
 fail:
     dsl_diags_sort(diags);
     free(cc.nodes);
-    free(cc.chain_pos);
-    free(cc.node_y);
-    free(cc.id_y);
+    free(cc.info);
     free(cc.tpls);
     cc_idmap_free(&cc.ids);
     dsl_ydoc_free(doc);
@@ -335,43 +337,16 @@ fail:
 
 dsl_graph *dsl_compile_file(const char *path, const dsl_options *opt, dsl_diags *diags)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        dsl_error(diags, 0, 0, "cannot read: %s", strerror(errno));
+    size_t len, max_file = max_file_size(opt);
+    char *buf = dsl_read_file(path, max_file, &len);
+    if (!buf) {
+        if (errno == EFBIG)
+            dsl_error(diags, 0, 0, "file is larger than the %zu MiB limit", max_file >> 20);
+        else
+            dsl_error(diags, 0, 0, "cannot read: %s", strerror(errno));
         return NULL;
     }
-    size_t max_file = opt && opt->max_file_size ? opt->max_file_size : 64u << 20;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (cap - n < 65536) {
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                dsl_error(diags, 0, 0, "out of memory");
-                goto fail;
-            }
-            buf = nb;
-        }
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (n > max_file) {
-            dsl_error(diags, 0, 0, "file is larger than the %zu MiB limit", max_file >> 20);
-            goto fail;
-        }
-        if (k == 0)
-            break;
-    }
-    if (ferror(f)) {
-        dsl_error(diags, 0, 0, "cannot read: %s", strerror(errno));
-        goto fail;
-    }
-    fclose(f);
-    dsl_graph *g = dsl_compile(path, buf, n, opt, diags);
+    dsl_graph *g = dsl_compile(path, buf, len, opt, diags);
     free(buf);
     return g;
-fail:
-    free(buf);
-    fclose(f);
-    return NULL;
 }

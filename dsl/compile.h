@@ -52,6 +52,12 @@ typedef struct cc_tpl_use {
     cc_site site;
 } cc_tpl_use;
 
+/* Per node, known while compiling and not kept in the graph. */
+typedef struct cc_node_info {
+    uint32_t chain_pos;        /* position in its parent chain, or UINT32_MAX */
+    const dsl_ynode *id_y;     /* its `id` value, or NULL */
+} cc_node_info;
+
 /* Compiler state for one file. */
 typedef struct dsl_cc {
     const dsl_options *opt;
@@ -63,9 +69,8 @@ typedef struct dsl_cc {
 
     dsl_node **nodes;          /* every node, by index */
     size_t nnodes, capnodes;
-    uint32_t *chain_pos;       /* per node index: position in its parent chain, or UINT32_MAX */
-    const dsl_ynode **node_y;  /* per node index: the node's mapping */
-    const dsl_ynode **id_y;    /* per node index: its `id` value, or NULL */
+    cc_node_info *info;        /* per node index: what only the compiler needs */
+    size_t capinfo;
 
     cc_idmap ids;              /* id -> dsl_node */
     cc_tpl_use *tpls;          /* every template, checked once all ids are known */
@@ -114,6 +119,9 @@ void cc_error_suggest(dsl_cc *cc, int line, int col, const char *name, size_t le
 /* 1 if mapping Y has a key that looks like a misspelling of KEY (and so was
  * reported as an unknown key with a suggestion already). */
 int cc_misspelt(const dsl_ynode *y, const char *key);
+/* The shorthand `KIND: "text"` (call, embed, fail) of scalar V: a string as
+ * a template value; any other scalar is an error. */
+dsl_tvalue *cc_shorthand(dsl_cc *cc, const dsl_ynode *v, const char *kind, dsl_node *node);
 /* A text template (prompt, system, content): a string, else an error. */
 dsl_tvalue *cc_text(dsl_cc *cc, const dsl_ynode *y, const char *key, dsl_node *node);
 /* Reports "missing required key 'KEY' in WHAT" at Y, unless a misspelling of

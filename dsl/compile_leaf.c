@@ -62,12 +62,7 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
     c->model = cc->g->defaults.model;
     if (v->kind == DSL_Y_SCALAR) {
         /* call: "prompt" */
-        if (dsl_yscalar_type(v) != DSL_YT_STRING) {
-            dsl_error(cc->d, v->line, v->col, "'call' must be a string or a mapping, got a %s",
-                      dsl_ynode_describe(v));
-            return -1;
-        }
-        if (!(c->prompt = cc_tvalue(cc, v, n, CC_SITE_NODE)))
+        if (!(c->prompt = cc_shorthand(cc, v, "call", n)))
             return -1;
         goto params;
     }
@@ -158,12 +153,7 @@ int cc_build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode 
     e->provider = leaf_provider(cc, v, ny);
     e->model = cc->g->defaults.model;
     if (v->kind == DSL_Y_SCALAR) {
-        if (dsl_yscalar_type(v) != DSL_YT_STRING) {
-            dsl_error(cc->d, v->line, v->col, "'embed' must be a string or a mapping, got a %s",
-                      dsl_ynode_describe(v));
-            return -1;
-        }
-        e->input = cc_tvalue(cc, v, n, CC_SITE_NODE);
+        e->input = cc_shorthand(cc, v, "embed", n);
         return e->input ? 0 : -1;
     }
     if (!cc_want_map(cc, v, "embed"))

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "dsl/suggest.h"
+#include "dsl/util.h"
 
 const char *const cc_kind_keys[] = { "call", "embed", "lambda", "chain", "parallel", "route",
                                      "vote", "map", "gate", "use", "fail", NULL };
@@ -29,31 +30,14 @@ static const char *const fail_keys[] = { "message", "code", NULL };
 static const char *const reserved_roots[] = { "input", "vars", "steps", "prev", "error",
                                               "candidates", "output", NULL };
 
-static int register_node(dsl_cc *cc, dsl_node *n, const dsl_ynode *y)
+static int register_node(dsl_cc *cc, dsl_node *n)
 {
-    if (cc->nnodes == cc->capnodes) {
-        size_t cap = cc->capnodes ? cc->capnodes * 2 : 64;
-        dsl_node **v = realloc(cc->nodes, cap * sizeof *v);
-        uint32_t *p = realloc(cc->chain_pos, cap * sizeof *p);
-        if (p)
-            cc->chain_pos = p;
-        const dsl_ynode **yy = realloc(cc->node_y, cap * sizeof *yy);
-        if (yy)
-            cc->node_y = yy;
-        const dsl_ynode **iy = realloc(cc->id_y, cap * sizeof *iy);
-        if (iy)
-            cc->id_y = iy;
-        if (v)
-            cc->nodes = v;
-        if (!v || !p || !yy || !iy)
-            return -1;
-        cc->capnodes = cap;
-    }
+    if (dsl_vec_reserve(&cc->nodes, cc->nnodes, &cc->capnodes, sizeof *cc->nodes, 64) < 0 ||
+        dsl_vec_reserve(&cc->info, cc->nnodes, &cc->capinfo, sizeof *cc->info, 64) < 0)
+        return -1;
     n->index = (uint32_t)cc->nnodes;
     cc->nodes[cc->nnodes] = n;
-    cc->chain_pos[cc->nnodes] = UINT32_MAX;
-    cc->node_y[cc->nnodes] = y;
-    cc->id_y[cc->nnodes] = NULL;
+    cc->info[cc->nnodes] = (cc_node_info){ UINT32_MAX, NULL };
     cc->nnodes++;
     return 0;
 }
@@ -98,7 +82,7 @@ static int build_chain(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
             bad = 1;
             continue;
         }
-        cc->chain_pos[s->index] = (uint32_t)c->n;
+        cc->info[s->index].chain_pos = (uint32_t)c->n;
         c->steps[c->n++] = s;
     }
     return bad ? -1 : 0;
@@ -493,12 +477,7 @@ static int build_fail(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     const dsl_ynode *y;
     f->code = "failed";
     if (v->kind == DSL_Y_SCALAR) {
-        if (dsl_yscalar_type(v) != DSL_YT_STRING) {
-            dsl_error(cc->d, v->line, v->col, "'fail' must be a string or a mapping, got a %s",
-                      dsl_ynode_describe(v));
-            return -1;
-        }
-        f->message = cc_tvalue(cc, v, n, CC_SITE_NODE);
+        f->message = cc_shorthand(cc, v, "fail", n);
         return f->message ? 0 : -1;
     }
     if (!cc_want_map(cc, v, "fail"))
@@ -592,7 +571,7 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
         return NULL;
     }
     dsl_node *n = dsl_arena_alloc(cc->a, sizeof *n);
-    if (!n || register_node(cc, n, y) < 0) {
+    if (!n || register_node(cc, n) < 0) {
         cc_oom(cc);
         return NULL;
     }
@@ -620,7 +599,7 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
         } else {
             dsl_node *prev = cc_idmap_get(&cc->ids, id);
             if (prev) {
-                const dsl_ynode *py = cc->id_y[prev->index];
+                const dsl_ynode *py = cc->info[prev->index].id_y;
                 dsl_error(cc->d, k->line, k->col, "duplicate id '%s'", id);
                 dsl_note(cc->d, py->line, py->col, "'%s' is first used here", id);
                 bad = 1;
@@ -629,7 +608,7 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
                 return NULL;
             }
             n->id = id;
-            cc->id_y[n->index] = k;
+            cc->info[n->index].id_y = k;
         }
     }
     if ((k = dsl_ymap_get(y, "description")) && !(n->description = cc_string(cc, k, "description")))

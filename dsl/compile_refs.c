@@ -33,7 +33,7 @@ static void seg_pos(dsl_cc *cc, const cc_tpl_use *u, const dsl_path_seg *sg, int
 
 static int is_chain_step(const dsl_cc *cc, const dsl_node *n)
 {
-    return cc->chain_pos[n->index] != UINT32_MAX;
+    return cc->info[n->index].chain_pos != UINT32_MAX;
 }
 
 /* 1 if step S has certainly finished when templates of N (at SITE) run. */
@@ -52,7 +52,7 @@ static int visible(const dsl_cc *cc, const dsl_node *n, const dsl_node *s, cc_si
         if (c == s)
             return 0;
         if (p->kind == DSL_CHAIN && s->parent == p && is_chain_step(cc, c) &&
-            cc->chain_pos[s->index] < cc->chain_pos[c->index])
+            cc->info[s->index].chain_pos < cc->info[c->index].chain_pos)
             return 1;
         /* a route's `on` node runs before the chosen case; a gate's check
          * before its fail node */
@@ -109,7 +109,7 @@ static void explain(dsl_cc *cc, const cc_tpl_use *u, const dsl_node *s, const ch
         dsl_error(cc->d, line, col,
                   "step '%s' is inside the node this fallback replaces, and may not have finished", id);
     } else if (lca->kind == DSL_CHAIN && is_chain_step(cc, cs) && is_chain_step(cc, cn)) {
-        if (cc->chain_pos[cs->index] > cc->chain_pos[cn->index]) {
+        if (cc->info[cs->index].chain_pos > cc->info[cn->index].chain_pos) {
             dsl_error(cc->d, line, col, "step '%s' runs after this point", id);
         } else {
             const dsl_node *multi = NULL;
@@ -140,7 +140,7 @@ static void explain(dsl_cc *cc, const cc_tpl_use *u, const dsl_node *s, const ch
     } else {
         dsl_error(cc->d, line, col, "step '%s' is not visible here", id);
     }
-    const dsl_ynode *iy = cc->id_y[s->index];
+    const dsl_ynode *iy = cc->info[s->index].id_y;
     if (iy)
         dsl_note(cc->d, iy->line, iy->col, "'%s' is defined here", id);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dsl/suggest.h"
+#include "dsl/util.h"
 
 void cc_oom(dsl_cc *cc)
 {
@@ -366,14 +367,8 @@ json_t *cc_json(dsl_cc *cc, const dsl_ynode *y)
 
 static int push_tpl(dsl_cc *cc, dsl_template *t, const dsl_ynode *y, dsl_node *node, cc_site site)
 {
-    if (cc->ntpls == cc->captpls) {
-        size_t cap = cc->captpls ? cc->captpls * 2 : 64;
-        cc_tpl_use *v = realloc(cc->tpls, cap * sizeof *v);
-        if (!v)
-            return -1;
-        cc->tpls = v;
-        cc->captpls = cap;
-    }
+    if (dsl_vec_reserve(&cc->tpls, cc->ntpls, &cc->captpls, sizeof *cc->tpls, 64) < 0)
+        return -1;
     cc->tpls[cc->ntpls++] = (cc_tpl_use){ t, y, node, site };
     return 0;
 }
@@ -634,6 +629,16 @@ dsl_tvalue *cc_text(dsl_cc *cc, const dsl_ynode *y, const char *key, dsl_node *n
     return cc_tvalue(cc, y, node, CC_SITE_NODE);
 }
 
+dsl_tvalue *cc_shorthand(dsl_cc *cc, const dsl_ynode *v, const char *kind, dsl_node *node)
+{
+    if (dsl_yscalar_type(v) != DSL_YT_STRING) {
+        dsl_error(cc->d, v->line, v->col, "'%s' must be a string or a mapping, got a %s", kind,
+                  dsl_ynode_describe(v));
+        return NULL;
+    }
+    return cc_tvalue(cc, v, node, CC_SITE_NODE);
+}
+
 void cc_missing(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *what)
 {
     /* "unknown key 'promt'; did you mean 'prompt'?" already says it */
@@ -644,6 +649,20 @@ void cc_missing(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *wha
 
 /* Generation parameters are read the same way in a call and in `defaults`,
  * so a value means the same wherever it is written. */
+typedef struct gen_param {
+    const char *key;
+    int integer;
+    double dmin, dmax;
+    int64_t imin, imax;
+} gen_param;
+
+static const gen_param numeric_params[] = {
+    { "temperature", 0, 0, 2, 0, 0 },
+    { "top_p", 0, 0, 1, 0, 0 },
+    { "max_tokens", 1, 0, 0, 1, 10000000 },
+    { "seed", 1, 0, 0, INT64_MIN, INT64_MAX },
+};
+
 int cc_gen_params(dsl_cc *cc, const dsl_ynode *y, json_t *params)
 {
     const dsl_ynode *x;
@@ -651,28 +670,14 @@ int cc_gen_params(dsl_cc *cc, const dsl_ynode *y, json_t *params)
     int64_t i;
     int bad = 0;
     json_t *v;
-    if ((x = dsl_ymap_get(y, "temperature"))) {
-        if (cc_number(cc, x, "temperature", 0, 2, &d) < 0)
+    for (size_t k = 0; k < sizeof numeric_params / sizeof *numeric_params; k++) {
+        const gen_param *p = &numeric_params[k];
+        if (!(x = dsl_ymap_get(y, p->key)))
+            continue;
+        if (p->integer ? cc_int(cc, x, p->key, p->imin, p->imax, &i) < 0
+                       : cc_number(cc, x, p->key, p->dmin, p->dmax, &d) < 0)
             bad = 1;
-        else if (json_object_set_new(params, "temperature", json_real(d)) < 0)
-            goto oom;
-    }
-    if ((x = dsl_ymap_get(y, "top_p"))) {
-        if (cc_number(cc, x, "top_p", 0, 1, &d) < 0)
-            bad = 1;
-        else if (json_object_set_new(params, "top_p", json_real(d)) < 0)
-            goto oom;
-    }
-    if ((x = dsl_ymap_get(y, "max_tokens"))) {
-        if (cc_int(cc, x, "max_tokens", 1, 10000000, &i) < 0)
-            bad = 1;
-        else if (json_object_set_new(params, "max_tokens", json_integer(i)) < 0)
-            goto oom;
-    }
-    if ((x = dsl_ymap_get(y, "seed"))) {
-        if (cc_int(cc, x, "seed", INT64_MIN, INT64_MAX, &i) < 0)
-            bad = 1;
-        else if (json_object_set_new(params, "seed", json_integer(i)) < 0)
+        else if (json_object_set_new(params, p->key, p->integer ? json_integer(i) : json_real(d)) < 0)
             goto oom;
     }
     if ((x = dsl_ymap_get(y, "stop"))) {

@@ -1,5 +1,6 @@
 /* diag.c -- collecting and printing compiler diagnostics. */
 #include "dsl/diag.h"
+#include "dsl/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,14 +29,8 @@ void dsl_diags_free(dsl_diags *d)
 
 static int diag_push(dsl_diags *d, dsl_severity sev, int line, int col, char *msg)
 {
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 8;
-        dsl_diag *v = realloc(d->v, cap * sizeof *v);
-        if (!v)
-            return -1;
-        d->v = v;
-        d->cap = cap;
-    }
+    if (dsl_vec_reserve(&d->v, d->n, &d->cap, sizeof *d->v, 8) < 0)
+        return -1;
     d->v[d->n++] = (dsl_diag){ sev, line, col, msg };
     return 0;
 }

@@ -5,6 +5,7 @@
  * values and parsed templates). Freeing is therefore one walk over three lists,
  * however many nodes the workflow has. */
 #include "dsl/compile.h"
+#include "dsl/util.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -30,14 +31,8 @@ dsl_arena *dsl_arena_new(void)
 
 static int push_ptr(void ***v, size_t *n, size_t *cap, void *p)
 {
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 16;
-        void **nv = realloc(*v, nc * sizeof *nv);
-        if (!nv)
-            return -1;
-        *v = nv;
-        *cap = nc;
-    }
+    if (dsl_vec_reserve(v, *n, cap, sizeof **v, 16) < 0)
+        return -1;
     (*v)[(*n)++] = p;
     return 0;
 }

@@ -9,6 +9,7 @@
  * whatever it holds. Errors stop the parse at the first problem and carry
  * the byte offset of the offending token. */
 #include "dsl/template.h"
+#include "dsl/util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -379,31 +380,13 @@ static void expr_free(dsl_expr *e)
     free(e);
 }
 
-/* Grows *V (of element size SZ, *N used, *CAP allocated) to hold one more. */
-static int grow(void **v, size_t *cap, size_t n, size_t sz)
-{
-    if (n < *cap)
-        return 0;
-    size_t c = *cap ? *cap * 2 : 4;
-    if (c > SIZE_MAX / sz)
-        return -1;
-    void *nv = realloc(*v, c * sz);
-    if (!nv)
-        return -1;
-    *v = nv;
-    *cap = c;
-    return 0;
-}
-
 static int add_seg(parser *p, dsl_expr *e, size_t *cap, dsl_seg_kind kind, char *name,
                    long index, size_t off)
 {
-    void *v = e->segs;
-    if (grow(&v, cap, e->nsegs, sizeof *e->segs) < 0) {
+    if (dsl_vec_reserve(&e->segs, e->nsegs, cap, sizeof *e->segs, 4) < 0) {
         free(name);
         return oom(p);
     }
-    e->segs = v;
     e->segs[e->nsegs++] = (dsl_path_seg){ .kind = kind, .name = name, .index = index, .offset = off };
     return 0;
 }
@@ -462,10 +445,8 @@ static int read_filters(parser *p, dsl_expr *e)
         const dsl_filter_def *def = dsl_filter_find(p->s + off, n);
         if (!def)
             return unknown_filter(p, off, n);
-        void *v = e->filters;
-        if (grow(&v, &cap, e->nfilters, sizeof *e->filters) < 0)
+        if (dsl_vec_reserve(&e->filters, e->nfilters, &cap, sizeof *e->filters, 4) < 0)
             return oom(p);
-        e->filters = v;
         json_t *args = json_array();
         if (!args)
             return oom(p);
@@ -606,10 +587,8 @@ fail:
 
 static int add_part(parser *p, dsl_template *t, size_t *cap, dsl_tpl_part part)
 {
-    void *v = t->parts;
-    if (grow(&v, cap, t->nparts, sizeof *t->parts) < 0)
+    if (dsl_vec_reserve(&t->parts, t->nparts, cap, sizeof *t->parts, 4) < 0)
         return oom(p);
-    t->parts = v;
     t->parts[t->nparts++] = part;
     return 0;
 }
