@@ -22,7 +22,8 @@
  *
  * ABI changelog (bump the minor for additions at the end of a struct, the
  * major for anything else):
- *   1.0  first version: lambdas, providers (encode/decode), plugin init/fini.
+ *   1.0  first version: lambdas, providers (encode/decode, or invoke for
+ *        transports that are not HTTP), plugin init/fini.
  */
 #ifndef LOOM_PLUGIN_H
 #define LOOM_PLUGIN_H
@@ -61,6 +62,17 @@ typedef enum loom_errcode {
  * to plugins; valid only during the call it was passed to. */
 typedef struct loom_ctx loom_ctx;
 
+/* One provider call in flight, for providers with an `invoke` hook: the
+ * handle the plugin finishes it with, later, on the reactor thread. Valid
+ * from invoke until the plugin calls complete or fail, or the host calls the
+ * provider's cancel hook, whichever comes first. */
+typedef struct loom_call loom_call;
+
+typedef struct loom_usage {
+    int64_t input_tokens;        /* -1 when the answer did not say */
+    int64_t output_tokens;
+} loom_usage;
+
 /* What the host offers plugins. A table, not exported symbols, so a plugin
  * links against nothing but jansson and the host can be statically linked. */
 typedef struct loom_host_api {
@@ -68,9 +80,24 @@ typedef struct loom_host_api {
     void (*vlog)(loom_ctx *ctx, int level, const char *fmt, va_list ap);
     /* Provider decode only: the server asked to wait this long before retrying. */
     void (*retry_after)(loom_ctx *ctx, uint64_t ms);
+
+    /* For invoke providers, on the reactor thread only. complete steals
+     * OUTPUT (a string for chat, an array of vectors for embeddings); USAGE
+     * may be NULL. Exactly one of complete and fail ends a call. */
+    void (*complete)(loom_call *call, json_t *output, const loom_usage *usage);
+    void (*fail)(loom_call *call, loom_errcode code, const char *message);
+    /* Runs CB(UD) after DELAY_MS on the reactor thread: the way an in-process
+     * provider waits, never by sleeping. Returns a timer handle (NULL when out
+     * of memory) that stays valid until CB runs or timer_cancel is called. */
+    void *(*timer_add)(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud);
+    void (*timer_cancel)(loom_call *call, void *timer);
 } loom_host_api;
 
 struct loom_ctx {
+    const loom_host_api *api; /* first member: the only field a plugin may read */
+};
+
+struct loom_call {
     const loom_host_api *api; /* first member: the only field a plugin may read */
 };
 
@@ -175,11 +202,6 @@ typedef struct loom_http_response {
     size_t body_len;
 } loom_http_response;
 
-typedef struct loom_usage {
-    int64_t input_tokens;        /* -1 when the answer did not say */
-    int64_t output_tokens;
-} loom_usage;
-
 /* What decode fills in: the answer (new reference: a string for chat, an
  * array of vectors for embeddings, in input order) and the usage. */
 typedef struct loom_result {
@@ -202,6 +224,15 @@ typedef struct loom_provider {
                   const loom_http_response *resp, loom_result *out);
     size_t max_batch;            /* EMBED inputs per request; 0 = no batching */
     const char *summary;
+    /* Optional, instead of encode/decode, for transports that are not HTTP
+     * (an in-process model, the offline mock): starts REQ (borrowed, valid
+     * during this call only: copy what you keep) and later finishes CALL
+     * through ctx->api->complete or fail. Returns 0, or -1 after loom_error
+     * when the call cannot start (CALL is then finished by the host). */
+    int (*invoke)(loom_ctx *ctx, void *state, const loom_request *req, loom_call *call);
+    /* With invoke: the host gives up on CALL (timeout, cancel). The plugin
+     * must drop it (cancel its timers) and never finish it. */
+    void (*cancel)(void *state, loom_call *call);
 } loom_provider;
 
 /* ---- the plugin ---- */
@@ -224,6 +255,16 @@ typedef struct loom_plugin {
 
 /* Every plugin defines this, returning a pointer to a static descriptor. */
 const loom_plugin *LOOM_PLUGIN_ENTRY(void);
+
+/* Define the entry with LOOM_PLUGIN_DEFINE(NAME) { return &descriptor; }.
+ * Loom's built-in plugins are linked into the host, where they cannot all be
+ * called loom_plugin_entry: built with LOOM_BUILTIN_PLUGIN defined, the same
+ * source defines loom_builtin_NAME_entry instead. */
+#ifdef LOOM_BUILTIN_PLUGIN
+#define LOOM_PLUGIN_DEFINE(name) const loom_plugin *loom_builtin_##name##_entry(void)
+#else
+#define LOOM_PLUGIN_DEFINE(name) const loom_plugin *LOOM_PLUGIN_ENTRY(void)
+#endif
 
 #ifdef __cplusplus
 }

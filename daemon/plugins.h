@@ -1,0 +1,71 @@
+/* plugins.h -- the plugin loader and the registry of lambdas and providers.
+ *
+ * The registry holds every loaded plugin: the built-ins linked into the
+ * program (std, mock) and every `*.so` found in the configured plugin
+ * directories. Loading checks the ABI version first (major equal, minor not
+ * newer than the host's), then names: a plugin or a lambda/provider name
+ * already taken is refused with a message naming both files, and loading goes
+ * on with the others. Each plugin's init runs once, at load, with its config.
+ *
+ * Lookups are by "plugin.lambda" for lambdas and by plugin-provider name
+ * ("openai", "mock") for providers. Registry contents do not change after
+ * loading, so lookups need no lock. */
+#ifndef LOOM_DAEMON_PLUGINS_H
+#define LOOM_DAEMON_PLUGINS_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "loom/plugin.h"
+
+typedef struct plugins plugins_t;
+
+/* A lambda ready to call: its descriptor and its plugin's state. */
+typedef struct plugins_lambda {
+    const char *name;              /* "std.trim" (owned by the registry) */
+    const loom_lambda *def;
+    void *state;                   /* the plugin's, from its init */
+    const loom_plugin *plugin;
+} plugins_lambda;
+
+typedef struct plugins_provider {
+    const char *name;              /* "mock" */
+    const loom_provider *def;
+    const loom_plugin *plugin;
+} plugins_provider;
+
+/* Where the loader reports refusals and init failures: one line each,
+ * "FILE: message". UD is passed through. */
+typedef void (*plugins_log_fn)(void *ud, const char *line);
+
+/* A new, empty registry (NULL when out of memory). */
+plugins_t *plugins_new(plugins_log_fn log, void *ud);
+/* Runs every plugin's fini, unloads the shared objects, frees everything. */
+void plugins_free(plugins_t *p);
+
+/* Registers a plugin linked into the program. ORIGIN names it in messages
+ * ("built-in"). CONFIG (borrowed, may be NULL) goes to its init.
+ * Returns 0, or -1 when it was refused (reported through the log). */
+int plugins_add(plugins_t *p, const loom_plugin *desc, const char *origin, json_t *config);
+
+/* Registers the built-in plugins (std, mock). 0, or -1. */
+int plugins_add_builtins(plugins_t *p);
+
+/* Loads one shared object. 0, or -1 when refused (reported). */
+int plugins_load_file(plugins_t *p, const char *path, json_t *config);
+
+/* Loads every `*.so` in DIR in name order; refusals are reported and skipped.
+ * Returns how many were loaded, or -1 when DIR cannot be read. */
+int plugins_load_dir(plugins_t *p, const char *dir);
+
+/* Lookups: borrowed pointers valid until plugins_free, or NULL. */
+const plugins_lambda *plugins_lambda_find(const plugins_t *p, const char *name);
+const plugins_provider *plugins_provider_find(const plugins_t *p, const char *name);
+
+/* NULL-terminated arrays of every lambda ("plugin.name") and provider name,
+ * for the compiler's registry (dsl_registry) and `loomctl plugins`. Owned by
+ * the registry. */
+const char *const *plugins_lambda_names(const plugins_t *p);
+const char *const *plugins_provider_names(const plugins_t *p);
+
+#endif
