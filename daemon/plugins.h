@@ -68,4 +68,14 @@ const plugins_provider *plugins_provider_find(const plugins_t *p, const char *na
 const char *const *plugins_lambda_names(const plugins_t *p);
 const char *const *plugins_provider_names(const plugins_t *p);
 
+/* Checks CONFIG (a JSON object, modified in place; NULL counts as empty and
+ * then gets no defaults) against the config map OPTS (NULL-name terminated,
+ * may be NULL): every key must be declared (an unknown one is named with a
+ * "did you mean" when one is close), every required option present, every
+ * value of its declared type. DURATION values given as text ("500ms") are
+ * replaced by integer milliseconds, DOUBLE values given as integers by reals,
+ * and options with a default that CONFIG lacks are added. Returns 0, or -1
+ * with the first problem written to ERR (ERRLEN bytes, always terminated). */
+int plugins_check_options(const loom_option *opts, json_t *config, char *err, size_t errlen);
+
 #endif

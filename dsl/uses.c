@@ -205,6 +205,18 @@ size_t dsl_check_uses(dsl_graph *const *graphs, const char *const *names, size_t
     for (size_t i = 0; i < nknown; i++)
         cands[i] = known[i].name; /* before sorting: suggestions prefer the set's order */
     qsort(known, nknown, sizeof *known, entry_cmp);
+    /* Two files of the set with one name: `use` and submit would silently
+     * pick the first, so the later one is an error. */
+    for (size_t i = 1; i < nknown; i++) {
+        const uses_entry *a = &known[i - 1], *b = &known[i];
+        if (strcmp(a->name, b->name) != 0 || b->index == SIZE_MAX || a->index == SIZE_MAX)
+            continue;
+        const char *other = graphs[a->index] ? graphs[a->index]->file : NULL;
+        if (other)
+            report(&c, b->index, NULL, "workflow name '%s' is already used by %s", b->name, other);
+        else
+            report(&c, b->index, NULL, "workflow name '%s' is already used by another file", b->name);
+    }
 
     size_t e = 0;
     for (size_t i = 0; i < n; i++) {

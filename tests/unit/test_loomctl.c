@@ -657,3 +657,13 @@ Test(emit, dot_escapes_labels)
     dsl_graph_unref(g);
     dsl_diags_free(&d);
 }
+
+Test(loomctl, two_files_with_one_name)
+{
+    write_file("a.yaml", "loom: 1\nname: same\ndo:\n  call: \"x\"\n");
+    write_file("b.yaml", "loom: 1\nname: same\ndo:\n  call: \"y\"\n");
+    run_result r = RUN("validate", "a.yaml", "b.yaml");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(eq(str, r.err, "b.yaml: error: workflow name 'same' is already used by a.yaml\n"));
+    run_free(&r);
+}
