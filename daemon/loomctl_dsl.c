@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "daemon/config.h"
 #include "dsl/dsl.h"
 #include "dsl/util.h"
 
@@ -50,9 +51,8 @@ typedef struct ctl_set {
     size_t n, cap;
     ctl_ids files;       /* of every file in V that could be stat'ed */
     ctl_ids dirs;        /* directories scanned for siblings */
-    const char **providers; /* NULL-terminated, borrowed from CONFIG_DOC; NULL: unchecked */
-    dsl_ydoc *config_doc;
-    char *config_buf;
+    const char **providers; /* NULL-terminated, borrowed from CONFIG; NULL: unchecked */
+    config *config;
 } ctl_set;
 
 static void set_free(ctl_set *s)
@@ -67,54 +67,27 @@ static void set_free(ctl_set *s)
     free(s->files.v);
     free(s->dirs.v);
     free(s->providers);
-    dsl_ydoc_free(s->config_doc);
-    free(s->config_buf);
+    config_free(s->config);
 }
 
-/* ---- the daemon config: for now only the names under `providers:` ---- */
+/* ---- the daemon config: the provider names workflows may use ---- */
 
-/* Loads the provider names of the config at PATH into S. Errors are printed.
- * Returns 0, or -1 when the config is unusable. */
+/* Loads the config at PATH into S, printing its errors. Returns 0, or -1
+ * when the config is unusable. */
 static int load_config(ctl_set *s, const char *path)
 {
     dsl_diags d;
     int rc = -1;
-    size_t len = 0;
     if (dsl_diags_init(&d, path) < 0)
         goto out;
-    s->config_buf = dsl_read_file(path, CTL_MAX_FILE, &len);
-    if (!s->config_buf) {
-        dsl_error(&d, 0, 0, "cannot read: %s", strerror(errno));
+    if (!(s->config = config_load(path, &d)))
         goto out;
-    }
-    s->config_doc = dsl_yaml_load(s->config_buf, len, NULL, &d);
-    if (!s->config_doc || d.nerrors)
-        goto out;
-    const dsl_ynode *root = s->config_doc->root;
-    if (root && root->kind != DSL_Y_MAP) {
-        dsl_error(&d, root->line, root->col, "the config must be a mapping, not a %s",
-                  dsl_ynode_describe(root));
-        goto out;
-    }
-    const dsl_ynode *prov = root ? dsl_ymap_get(root, "providers") : NULL;
-    if (prov && prov->kind != DSL_Y_MAP) {
-        dsl_error(&d, prov->line, prov->col, "'providers' must be a mapping, not a %s",
-                  dsl_ynode_describe(prov));
-        goto out;
-    }
-    size_t n = prov ? prov->u.map.n : 0;
-    s->providers = calloc(n + 2, sizeof *s->providers);
-    if (!s->providers) {
+    if (!(s->providers = config_provider_names(s->config))) {
         dsl_error(&d, 0, 0, "out of memory");
         goto out;
     }
-    if (!prov) /* as the daemon: without providers there is the built-in mock "default" */
-        s->providers[0] = "default";
-    for (size_t i = 0; i < n; i++)
-        s->providers[i] = prov->u.map.pairs[i].key->u.scalar.str;
     rc = 0;
 out:
-    dsl_diags_sort(&d);
     dsl_diags_print(&d, stderr);
     dsl_diags_free(&d);
     return rc;
@@ -298,9 +271,9 @@ out:
 
 /* Builds and compiles the set: the NFILES files in FILES first (their order
  * decides where a cycle is reported), then their siblings. */
-static int set_build(ctl_set *s, char **files, int nfiles, const char *config)
+static int set_build(ctl_set *s, char **files, int nfiles, const char *config_path)
 {
-    if (config && load_config(s, config) < 0)
+    if (config_path && load_config(s, config_path) < 0)
         return -1;
     for (int i = 0; i < nfiles; i++) {
         struct stat st;
@@ -328,10 +301,10 @@ static bool report_file(const ctl_file *f)
 int loomctl_cmd_validate(int argc, char **argv)
 {
     const loomctl_command *self = loomctl_command_find("validate");
-    const char *config = NULL;
+    const char *config_path = NULL;
     bool quiet = false;
     const loomctl_option opts[] = {
-        { "config", 0, &config, NULL },
+        { "config", 0, &config_path, NULL },
         { "quiet", 'q', NULL, &quiet },
         { NULL, 0, NULL, NULL },
     };
@@ -344,7 +317,7 @@ int loomctl_cmd_validate(int argc, char **argv)
 
     ctl_set s = { 0 };
     rc = LOOMCTL_FAILED;
-    if (set_build(&s, argv + 1, nfiles, config) < 0)
+    if (set_build(&s, argv + 1, nfiles, config_path) < 0)
         goto out;
     rc = LOOMCTL_OK;
     for (size_t i = 0; i < s.n; i++) {
@@ -381,11 +354,11 @@ static int write_graph(const dsl_graph *g, bool dot, FILE *out)
 int loomctl_cmd_graph(int argc, char **argv)
 {
     const loomctl_command *self = loomctl_command_find("graph");
-    const char *format = "json", *output = NULL, *config = NULL;
+    const char *format = "json", *output = NULL, *config_path = NULL;
     const loomctl_option opts[] = {
         { "format", 'f', &format, NULL },
         { "output", 'o', &output, NULL },
-        { "config", 0, &config, NULL },
+        { "config", 0, &config_path, NULL },
         { NULL, 0, NULL, NULL },
     };
     int nfiles;
@@ -403,7 +376,7 @@ int loomctl_cmd_graph(int argc, char **argv)
     ctl_set s = { 0 };
     FILE *dest = NULL;
     rc = LOOMCTL_FAILED;
-    if (set_build(&s, argv + 1, 1, config) < 0)
+    if (set_build(&s, argv + 1, 1, config_path) < 0)
         goto out;
     if (!report_file(&s.v[0]))
         goto out;

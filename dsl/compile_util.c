@@ -89,19 +89,34 @@ void cc_idmap_free(cc_idmap *m)
 
 /* ---- messages ---- */
 
+static void verror_suggest(dsl_diags *d, int line, int col, const char *name, size_t len,
+                           const char *const *cands, size_t ncands, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    const char *s = cands ? dsl_suggest(name, len, cands, ncands) : NULL;
+    if (s)
+        dsl_error(d, line, col, "%s; did you mean '%s'?", msg, s);
+    else
+        dsl_error(d, line, col, "%s", msg);
+}
+
+void dsl_error_suggest(dsl_diags *d, int line, int col, const char *name, size_t len,
+                       const char *const *cands, size_t ncands, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    verror_suggest(d, line, col, name, len, cands, ncands, fmt, ap);
+    va_end(ap);
+}
+
 void cc_error_suggest(dsl_cc *cc, int line, int col, const char *name, size_t len,
                       const char *const *cands, size_t ncands, const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    verror_suggest(cc->d, line, col, name, len, cands, ncands, fmt, ap);
     va_end(ap);
-    const char *s = cands ? dsl_suggest(name, len, cands, ncands) : NULL;
-    if (s)
-        dsl_error(cc->d, line, col, "%s; did you mean '%s'?", msg, s);
-    else
-        dsl_error(cc->d, line, col, "%s", msg);
 }
 
 /* Names longer than this are cut in messages: a 1 MB key must not make a
@@ -109,6 +124,11 @@ void cc_error_suggest(dsl_cc *cc, int line, int col, const char *name, size_t le
 #define NAME_SHOWN 64
 
 void cc_check_keys(dsl_cc *cc, const dsl_ynode *y, const char *const *allowed, const char *what)
+{
+    dsl_check_keys(cc->d, y, allowed, what);
+}
+
+void dsl_check_keys(dsl_diags *d, const dsl_ynode *y, const char *const *allowed, const char *what)
 {
     for (size_t i = 0; i < y->u.map.n; i++) {
         const dsl_ynode *k = y->u.map.pairs[i].key;
@@ -120,15 +140,19 @@ void cc_check_keys(dsl_cc *cc, const dsl_ynode *y, const char *const *allowed, c
                 break;
             }
         if (!ok)
-            cc_error_suggest(cc, k->line, k->col, name, k->u.scalar.len, allowed, (size_t)-1,
-                             "unknown key '%.*s' in %s", NAME_SHOWN, name, what);
+            dsl_error_suggest(d, k->line, k->col, name, k->u.scalar.len, allowed, (size_t)-1,
+                              "unknown key '%.*s' in %s", NAME_SHOWN, name, what);
     }
+}
+
+void dsl_type_error(dsl_diags *d, const dsl_ynode *y, const char *key, const char *want)
+{
+    dsl_error(d, y->line, y->col, "'%s' must be %s, got a %s", key, want, dsl_ynode_describe(y));
 }
 
 static void type_error(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *want)
 {
-    dsl_error(cc->d, y->line, y->col, "'%s' must be %s, got a %s", key, want,
-              dsl_ynode_describe(y));
+    dsl_type_error(cc->d, y, key, want);
 }
 
 int cc_want_map(dsl_cc *cc, const dsl_ynode *y, const char *key)

@@ -57,6 +57,19 @@ json_t *dsl_emit_json(const dsl_graph *g);
  * vote and map as clusters. Returns 0, or -1 on a write error. */
 int dsl_emit_dot(const dsl_graph *g, FILE *out);
 
+/* Checks of YAML shared by every file Loom reads (workflows, the daemon's
+ * config): each reports at the node at fault, in the compiler's words. */
+/* Every key of mapping Y not in ALLOWED (NULL-terminated) is an error,
+ * "unknown key 'X' in WHAT", with a "did you mean" when one is near. */
+void dsl_check_keys(dsl_diags *d, const dsl_ynode *y, const char *const *allowed, const char *what);
+/* "'KEY' must be WANT, got a TYPE" at Y. */
+void dsl_type_error(dsl_diags *d, const dsl_ynode *y, const char *key, const char *want);
+/* An error whose message ends in "; did you mean 'C'?" when NAME (LEN bytes)
+ * is near one of CANDS (NCANDS, or NULL-terminated when (size_t)-1). */
+void dsl_error_suggest(dsl_diags *d, int line, int col, const char *name, size_t len,
+                       const char *const *cands, size_t ncands, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
 /* Parses a duration ("500ms", "30s", "2m", "1h", "1m30s", "1.5s") into
  * milliseconds. Returns 0, or -1 with a reason in WHY (static string). */
 int dsl_parse_duration(const char *s, size_t len, uint64_t *ms, const char **why);

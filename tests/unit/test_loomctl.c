@@ -370,7 +370,7 @@ Test(loomctl, config_that_does_not_parse)
     write_file("loomd.conf", "providers: [a, b]\n");
     r = RUN("validate", "--config", "loomd.conf", "b.yaml");
     cr_expect(eq(int, r.status, 1));
-    cr_expect(eq(str, r.err, "loomd.conf:1:12: error: 'providers' must be a mapping, not a sequence\n"));
+    cr_expect(eq(str, r.err, "loomd.conf:1:12: error: 'providers' must be a mapping of names to providers, got a sequence\n"));
     run_free(&r);
 }
 

@@ -1,0 +1,398 @@
+/* config.c -- reading the daemon's configuration file.
+ *
+ * The file goes through the same YAML loader and the same key checks as a
+ * workflow, so its errors look the same (FILE:LINE:COL, "did you mean"),
+ * and every error of the file is reported before it is refused. */
+#include "daemon/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsl/dsl.h"
+#include "dsl/util.h"
+#include "loom/plugin.h"
+
+#define CONFIG_MAX_FILE ((size_t)16 << 20)
+
+static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "plugins", "state",
+                                        "workers", "log", "providers", NULL };
+static const char *const log_keys[] = { "level", "format", NULL };
+static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
+                                          NULL };
+static const char *const batch_keys[] = { "max_inputs", "window", NULL };
+static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
+
+static void strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+config *config_default(void)
+{
+    config *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->socket = strdup("./loom.sock");
+    c->socket_mode = 0660;
+    c->workflows = strdup("./workflows");
+    c->plugin_dirs = calloc(1, sizeof *c->plugin_dirs);
+    c->state = strdup("./loom-state");
+    c->log_level = LOOM_LOG_INFO;
+    c->providers = calloc(1, sizeof *c->providers);
+    if (!c->socket || !c->workflows || !c->plugin_dirs || !c->state || !c->providers)
+        goto fail;
+    /* the offline default: workflows that name no provider run on the mock */
+    config_provider *p = &c->providers[0];
+    p->name = strdup("default");
+    p->plugin = strdup("mock");
+    p->options = json_pack("{s:s}", "latency", "20ms");
+    if (!p->name || !p->plugin || !p->options)
+        goto fail;
+    c->nproviders = 1;
+    return c;
+fail:
+    c->nproviders = c->providers ? 1 : 0; /* free what was set of the first entry too */
+    config_free(c);
+    return NULL;
+}
+
+void config_free(config *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nproviders; i++) {
+        free(c->providers[i].name);
+        free(c->providers[i].plugin);
+        json_decref(c->providers[i].options);
+    }
+    free(c->providers);
+    strv_free(c->plugin_dirs);
+    free(c->file);
+    free(c->socket);
+    free(c->workflows);
+    free(c->state);
+    free(c);
+}
+
+/* A string value into *OUT (replacing the default). 0 or -1 (reported). */
+static int get_string(dsl_diags *d, const dsl_ynode *y, const char *key, char **out)
+{
+    if (y->kind != DSL_Y_SCALAR || dsl_yscalar_type(y) != DSL_YT_STRING || y->u.scalar.len == 0) {
+        dsl_type_error(d, y, key, "a non-empty string");
+        return -1;
+    }
+    char *s = strdup(y->u.scalar.str);
+    if (!s) {
+        dsl_error(d, y->line, y->col, "out of memory");
+        return -1;
+    }
+    free(*out);
+    *out = s;
+    return 0;
+}
+
+static int get_int(dsl_diags *d, const dsl_ynode *y, const char *key, int64_t min, int64_t max,
+                   int64_t *out)
+{
+    int64_t v;
+    if (y->kind != DSL_Y_SCALAR || dsl_yscalar_type(y) != DSL_YT_INT || dsl_yscalar_int(y, &v) < 0) {
+        dsl_type_error(d, y, key, "an integer");
+        return -1;
+    }
+    if (v < min || v > max) {
+        dsl_error(d, y->line, y->col, "'%s' must be from %lld to %lld, got %lld", key,
+                  (long long)min, (long long)max, (long long)v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* socket_mode is octal text ("0660"); a plain YAML number would be read as
+ * decimal 660, a classic mistake, so it must be quoted. */
+static void parse_mode(dsl_diags *d, const dsl_ynode *y, unsigned *out)
+{
+    char *end = NULL;
+    unsigned long m = 0;
+    if (y->kind == DSL_Y_SCALAR && dsl_yscalar_type(y) == DSL_YT_STRING) {
+        errno = 0;
+        m = strtoul(y->u.scalar.str, &end, 8);
+    }
+    if (!end || end == y->u.scalar.str || *end || errno || m > 0777) {
+        dsl_error(d, y->line, y->col, "'socket_mode' must be octal permissions in quotes, e.g. \"0660\"");
+        return;
+    }
+    *out = (unsigned)m;
+}
+
+static void parse_log(dsl_diags *d, const dsl_ynode *y, config *c)
+{
+    const dsl_ynode *x;
+    if (y->kind != DSL_Y_MAP) {
+        dsl_type_error(d, y, "log", "a mapping");
+        return;
+    }
+    dsl_check_keys(d, y, log_keys, "log");
+    if ((x = dsl_ymap_get(y, "level"))) {
+        int lvl = -1;
+        for (int i = 0; level_names[i] && x->kind == DSL_Y_SCALAR; i++)
+            if (strcmp(level_names[i], x->u.scalar.str) == 0)
+                lvl = i;
+        if (lvl < 0)
+            dsl_error(d, x->line, x->col, "'level' must be error, warn, info or debug");
+        else
+            c->log_level = lvl;
+    }
+    if ((x = dsl_ymap_get(y, "format"))) {
+        if (x->kind == DSL_Y_SCALAR && strcmp(x->u.scalar.str, "text") == 0)
+            c->log_format = CONFIG_LOG_TEXT;
+        else if (x->kind == DSL_Y_SCALAR && strcmp(x->u.scalar.str, "json") == 0)
+            c->log_format = CONFIG_LOG_JSON;
+        else
+            dsl_error(d, x->line, x->col, "'format' must be text or json");
+    }
+}
+
+static void parse_plugins(dsl_diags *d, const dsl_ynode *y, config *c)
+{
+    if (y->kind != DSL_Y_SEQ) {
+        dsl_type_error(d, y, "plugins", "a list of directories");
+        return;
+    }
+    char **v = calloc(y->u.seq.n + 1, sizeof *v);
+    if (!v) {
+        dsl_error(d, y->line, y->col, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < y->u.seq.n; i++)
+        if (get_string(d, y->u.seq.items[i], "plugins", &v[i]) < 0)
+            break;
+    strv_free(c->plugin_dirs);
+    c->plugin_dirs = v;
+}
+
+/* A YAML value as JSON for a plugin's options: scalars by their YAML type. */
+static json_t *to_json(const dsl_ynode *y)
+{
+    json_t *v = NULL;
+    int b;
+    int64_t i;
+    double f;
+    switch (y->kind) {
+    case DSL_Y_SCALAR:
+        switch (dsl_yscalar_type(y)) {
+        case DSL_YT_NULL: return json_null();
+        case DSL_YT_BOOL: dsl_yscalar_bool(y, &b); return json_boolean(b);
+        case DSL_YT_INT: dsl_yscalar_int(y, &i); return json_integer(i);
+        case DSL_YT_FLOAT: dsl_yscalar_double(y, &f); return json_real(f);
+        case DSL_YT_STRING: break;
+        }
+        return json_stringn_nocheck(y->u.scalar.str, y->u.scalar.len);
+    case DSL_Y_SEQ:
+        v = json_array();
+        for (size_t k = 0; v && k < y->u.seq.n; k++)
+            if (json_array_append_new(v, to_json(y->u.seq.items[k])) < 0) {
+                json_decref(v);
+                return NULL;
+            }
+        return v;
+    case DSL_Y_MAP:
+        v = json_object();
+        for (size_t k = 0; v && k < y->u.map.n; k++)
+            if (json_object_set_new(v, y->u.map.pairs[k].key->u.scalar.str,
+                                    to_json(y->u.map.pairs[k].value)) < 0) {
+                json_decref(v);
+                return NULL;
+            }
+        return v;
+    }
+    return NULL;
+}
+
+static void parse_limits(dsl_diags *d, const dsl_ynode *y, config_limits *l)
+{
+    static const struct { const char *key; size_t off; } fields[] = {
+        { "rpm", offsetof(config_limits, rpm) },
+        { "tpm", offsetof(config_limits, tpm) },
+        { "input_tpm", offsetof(config_limits, input_tpm) },
+        { "output_tpm", offsetof(config_limits, output_tpm) },
+        { "concurrency", offsetof(config_limits, concurrency) },
+    };
+    if (y->kind != DSL_Y_MAP) {
+        dsl_type_error(d, y, "limits", "a mapping");
+        return;
+    }
+    dsl_check_keys(d, y, limit_keys, "limits");
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        const dsl_ynode *x = dsl_ymap_get(y, fields[i].key);
+        if (x)
+            get_int(d, x, fields[i].key, 1, 1000000000000LL, (int64_t *)((char *)l + fields[i].off));
+    }
+}
+
+static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y, config_provider *p)
+{
+    const dsl_ynode *x;
+    p->line = y->line;
+    p->col = y->col;
+    if (!(p->name = strdup(k->u.scalar.str)))
+        return;
+    if (y->kind != DSL_Y_MAP) {
+        dsl_type_error(d, y, p->name, "a mapping with at least 'plugin'");
+        return;
+    }
+    if (!(x = dsl_ymap_get(y, "plugin")))
+        dsl_error(d, y->line, y->col, "missing required key 'plugin' in provider '%s'", p->name);
+    else
+        get_string(d, x, "plugin", &p->plugin);
+    if ((x = dsl_ymap_get(y, "limits")))
+        parse_limits(d, x, &p->limits);
+    if ((x = dsl_ymap_get(y, "batch"))) {
+        if (x->kind != DSL_Y_MAP) {
+            dsl_type_error(d, x, "batch", "a mapping");
+        } else {
+            const dsl_ynode *b;
+            dsl_check_keys(d, x, batch_keys, "batch");
+            if ((b = dsl_ymap_get(x, "max_inputs")))
+                get_int(d, b, "max_inputs", 1, 1000000, &p->batch_max_inputs);
+            if ((b = dsl_ymap_get(x, "window"))) {
+                const char *why;
+                if (b->kind != DSL_Y_SCALAR ||
+                    dsl_parse_duration(b->u.scalar.str, b->u.scalar.len, &p->batch_window_ms, &why) < 0)
+                    dsl_error(d, b->line, b->col, "'window' must be a duration such as 5ms");
+            }
+        }
+    }
+    /* everything else is the plugin's, checked against its option table
+     * when the provider is instantiated */
+    p->options = json_object();
+    for (size_t i = 0; p->options && i < y->u.map.n; i++) {
+        const char *key = y->u.map.pairs[i].key->u.scalar.str;
+        if (!strcmp(key, "plugin") || !strcmp(key, "limits") || !strcmp(key, "batch"))
+            continue;
+        if (!strcmp(key, "api_key")) {
+            const dsl_ynode *ak = y->u.map.pairs[i].key;
+            dsl_error(d, ak->line, ak->col,
+                      "an API key does not belong in the config: use api_key_env or api_key_file");
+            continue;
+        }
+        json_object_set_new(p->options, key, to_json(y->u.map.pairs[i].value));
+    }
+}
+
+static void parse_providers(dsl_diags *d, const dsl_ynode *y, config *c)
+{
+    if (y->kind != DSL_Y_MAP) {
+        dsl_type_error(d, y, "providers", "a mapping of names to providers");
+        return;
+    }
+    config_provider *v = calloc(y->u.map.n + 1, sizeof *v);
+    if (!v) {
+        dsl_error(d, y->line, y->col, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < c->nproviders; i++) {
+        free(c->providers[i].name);
+        free(c->providers[i].plugin);
+        json_decref(c->providers[i].options);
+    }
+    free(c->providers);
+    c->providers = v;
+    c->nproviders = y->u.map.n;
+    for (size_t i = 0; i < y->u.map.n; i++)
+        parse_provider(d, y->u.map.pairs[i].key, y->u.map.pairs[i].value, &v[i]);
+}
+
+config *config_parse(const char *buf, size_t len, dsl_diags *diags)
+{
+    size_t before = diags->nerrors;
+    config *c = config_default();
+    dsl_ydoc *doc = NULL;
+    const dsl_ynode *y;
+    if (!c) {
+        dsl_error(diags, 0, 0, "out of memory");
+        return NULL;
+    }
+    if (!(doc = dsl_yaml_load(buf, len, NULL, diags)))
+        goto fail;
+    const dsl_ynode *root = doc->root;
+    if (!root) /* an empty file: the defaults */
+        goto out;
+    if (root->kind != DSL_Y_MAP) {
+        dsl_error(diags, root->line, root->col, "a config must be a mapping, got a %s",
+                  dsl_ynode_describe(root));
+        goto fail;
+    }
+    dsl_check_keys(diags, root, top_keys, "config");
+    if ((y = dsl_ymap_get(root, "socket")))
+        get_string(diags, y, "socket", &c->socket);
+    if ((y = dsl_ymap_get(root, "socket_mode")))
+        parse_mode(diags, y, &c->socket_mode);
+    if ((y = dsl_ymap_get(root, "workflows")))
+        get_string(diags, y, "workflows", &c->workflows);
+    if ((y = dsl_ymap_get(root, "state")))
+        get_string(diags, y, "state", &c->state);
+    if ((y = dsl_ymap_get(root, "plugins")))
+        parse_plugins(diags, y, c);
+    if ((y = dsl_ymap_get(root, "workers"))) {
+        int64_t w;
+        if (get_int(diags, y, "workers", 0, 1024, &w) == 0)
+            c->workers = (int)w;
+    }
+    if ((y = dsl_ymap_get(root, "log")))
+        parse_log(diags, y, c);
+    if ((y = dsl_ymap_get(root, "providers")))
+        parse_providers(diags, y, c);
+out:
+    if (diags->nerrors != before)
+        goto fail;
+    dsl_ydoc_free(doc);
+    return c;
+fail:
+    dsl_diags_sort(diags);
+    dsl_ydoc_free(doc);
+    config_free(c);
+    return NULL;
+}
+
+config *config_load(const char *path, dsl_diags *diags)
+{
+    size_t len;
+    char *buf = dsl_read_file(path, CONFIG_MAX_FILE, &len);
+    if (!buf) {
+        dsl_error(diags, 0, 0, "cannot read: %s", errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
+        return NULL;
+    }
+    config *c = config_parse(buf, len, diags);
+    free(buf);
+    if (c && !(c->file = strdup(path))) {
+        config_free(c);
+        dsl_error(diags, 0, 0, "out of memory");
+        return NULL;
+    }
+    return c;
+}
+
+const config_provider *config_find_provider(const config *c, const char *name)
+{
+    for (size_t i = 0; i < c->nproviders; i++)
+        if (c->providers[i].name && strcmp(c->providers[i].name, name) == 0)
+            return &c->providers[i];
+    return NULL;
+}
+
+const char **config_provider_names(const config *c)
+{
+    const char **v = calloc(c->nproviders + 1, sizeof *v);
+    if (!v)
+        return NULL;
+    for (size_t i = 0, k = 0; i < c->nproviders; i++)
+        if (c->providers[i].name)
+            v[k++] = c->providers[i].name;
+    return v;
+}

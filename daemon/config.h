@@ -1,0 +1,73 @@
+/* config.h -- the daemon's configuration file (read by loomd and by
+ * `loomctl run --config`).
+ *
+ * YAML, checked like a workflow: unknown keys (with "did you mean"), wrong
+ * types and bad values are reported as FILE:LINE:COL, all in one pass, and a
+ * file with errors is refused as a whole. With no file, the defaults make
+ * Loom run out of the box: ./loom.sock, ./workflows, ./loom-state, the
+ * built-in plugins, and the offline mock provider named `default`.
+ *
+ * Provider options other than `plugin`, `limits` and `batch` belong to the
+ * provider plugin; they are kept as JSON and checked against the plugin's
+ * option table when the provider is instantiated (with this entry's position
+ * for messages). Secrets are never values here: a provider names an
+ * environment variable (api_key_env) or a file (api_key_file). */
+#ifndef LOOM_DAEMON_CONFIG_H
+#define LOOM_DAEMON_CONFIG_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "dsl/diag.h"
+
+typedef struct config_limits {
+    int64_t rpm, tpm, input_tpm, output_tpm; /* per minute; 0 = unlimited */
+    int64_t concurrency;                     /* 0 = unlimited */
+} config_limits;
+
+typedef struct config_provider {
+    char *name;          /* the instance name workflows use */
+    char *plugin;        /* the provider plugin: "mock", "openai", ... */
+    json_t *options;     /* the plugin's options (owned object) */
+    config_limits limits;
+    int64_t batch_max_inputs; /* 0 = no batching */
+    uint64_t batch_window_ms;
+    int line, col;       /* of the entry, for messages about its options */
+} config_provider;
+
+typedef enum { CONFIG_LOG_TEXT, CONFIG_LOG_JSON } config_log_format;
+
+typedef struct config {
+    char *file;          /* where it came from, or NULL for the defaults */
+    char *socket;
+    unsigned socket_mode;
+    char *workflows;
+    char **plugin_dirs;  /* NULL-terminated */
+    char *state;
+    int workers;         /* 0 = online cores */
+    int log_level;       /* LOOM_LOG_* of include/loom/plugin.h */
+    config_log_format log_format;
+    config_provider *providers;
+    size_t nproviders;
+} config;
+
+/* The defaults (new; free with config_free), or NULL when out of memory. */
+config *config_default(void);
+
+/* Reads PATH. Returns a new config, or NULL with every error in DIAGS (whose
+ * file name should be PATH). */
+config *config_load(const char *path, dsl_diags *diags);
+
+/* Parses BUF (LEN bytes, borrowed) as if read from a file. */
+config *config_parse(const char *buf, size_t len, dsl_diags *diags);
+
+void config_free(config *c);
+
+/* The provider instance called NAME, or NULL (borrowed). */
+const config_provider *config_find_provider(const config *c, const char *name);
+
+/* NULL-terminated array of the provider names (new array of borrowed
+ * strings; free the array only), for the compiler's registry. */
+const char **config_provider_names(const config *c);
+
+#endif

@@ -1,0 +1,131 @@
+/* engine.h -- runs compiled workflow graphs to their output on the reactor thread.
+ *
+ * A job is one run of one graph over one input. Every node run is an
+ * "activation" driven by callbacks on the reactor thread: lambdas complete
+ * from the worker pool (or inline when PURE|FAST), provider calls complete
+ * through the host API of include/loom/plugin.h, timers fire for timeouts and
+ * retry back-off. Job state is touched only on the reactor thread, so there
+ * are no locks on it.
+ *
+ * Threads: every function here is for the reactor thread only.
+ *
+ * Ownership, in short: the engine borrows the reactor, the pool and the
+ * plugin registry (they must outlive it); a job holds a reference to its
+ * graph; results handed to callbacks are borrowed for the callback's
+ * duration. A job is freed by the engine right after its done callback
+ * returns, so the job pointer is valid from engine_submit until then. */
+#ifndef LOOM_DAEMON_ENGINE_H
+#define LOOM_DAEMON_ENGINE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/plugins.h"
+#include "daemon/pool.h"
+#include "daemon/reactor.h"
+#include "dsl/graph.h"
+
+typedef struct engine engine_t;
+typedef struct engine_job engine_job_t;
+
+/* Why a job (or a node) failed: the typed error users see. */
+typedef struct engine_error {
+    dsl_error_class cls;   /* the class (a custom `fail` code maps to DSL_ERR_FAILED) */
+    const char *code;      /* the stable code: dsl_error_class_name(cls) or a `fail` node's code */
+    const char *message;   /* human text */
+    const char *node;      /* path of the node that failed ("do.chain[1]") */
+    int attempts;          /* attempts made by that node */
+} engine_error;
+
+typedef enum {
+    ENGINE_TRACE_START,
+    ENGINE_TRACE_FINISH,
+    ENGINE_TRACE_RETRY,
+    ENGINE_TRACE_ERROR
+} engine_trace_event;
+
+/* One trace event; every pointer is borrowed for the callback's duration. */
+typedef struct engine_trace {
+    const engine_job_t *job;
+    const char *node;      /* node path */
+    dsl_kind kind;
+    engine_trace_event event;
+    uint64_t time_us;      /* reactor clock */
+    int attempt;           /* 1-based */
+    const char *provider;  /* provider instance for call/embed, else NULL */
+    const char *code;      /* ERROR/RETRY: the error code, else NULL */
+} engine_trace;
+
+typedef void (*engine_trace_fn)(void *ud, const engine_trace *t);
+
+/* Called once when a job ends (success, failure or cancel). The job, its
+ * output and error are valid only during the call; the engine frees the job
+ * when it returns. */
+typedef void (*engine_done_fn)(engine_job_t *job, void *ud);
+
+/* `use`: the graph named NAME, or NULL when there is none. Returns a
+ * borrowed graph; the engine takes its own reference. */
+typedef dsl_graph *(*engine_workflow_lookup_fn)(void *ud, const char *name);
+
+typedef struct engine_options {
+    size_t max_in_flight;      /* default per-job cap on leaf calls in flight (0: 1024) */
+    engine_trace_fn trace;     /* optional, for every job */
+    void *trace_ud;
+} engine_options;
+
+typedef struct engine_job_options {
+    size_t max_in_flight;      /* 0: the engine's default */
+    uint64_t seed;             /* PRNG seed for retry jitter (0: from the clock) */
+    engine_trace_fn trace;     /* overrides the engine's when set */
+    void *trace_ud;
+} engine_job_options;
+
+/* A new engine over R, POOL and PLUGINS (all borrowed, must outlive it).
+ * OPT may be NULL. NULL when out of memory. */
+engine_t *engine_new(reactor_t *r, pool_t *pool, const plugins_t *plugins,
+                     const engine_options *opt);
+/* Cancels every live job (their done callbacks run with `cancelled`), runs
+ * every provider instance's fini and frees E. NULL is a no-op. Pool work of
+ * cancelled lambdas that is still running keeps only its own memory, which
+ * the pool's done callback frees; so free the pool after the engine. */
+void engine_free(engine_t *e);
+
+/* Adds provider instance INSTANCE_NAME using plugin provider PROVIDER_NAME
+ * with CONFIG (borrowed; may be NULL = {}): checks the config against the
+ * provider's options and runs its init. 0, or -1 with a message in ERR. */
+int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
+                        json_t *config, char *err, size_t errlen);
+
+/* For `use` nodes. */
+void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud);
+
+/* Starts a job running G (a reference is taken) over INPUT (borrowed; the job
+ * keeps its own reference after defaults are applied). The job starts on a
+ * later reactor pass, so DONE never runs from inside engine_submit. Input
+ * that does not match G's declared inputs ends the job with `invalid_input`.
+ * O may be NULL. NULL when out of memory. */
+engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
+                            const engine_job_options *o, engine_done_fn done, void *ud);
+
+/* Cancels JOB: every timer, provider call and queued lambda is dropped and
+ * the job ends with `cancelled` (its done callback runs from inside this
+ * call). A no-op once the job is ending. */
+void engine_cancel(engine_job_t *job);
+
+/* The job's output (borrowed), or NULL when it failed or has not ended. */
+json_t *engine_job_output(const engine_job_t *job);
+/* The job's error (borrowed), or NULL when it succeeded or has not ended. */
+const engine_error *engine_job_error(const engine_job_t *job);
+/* The job's error as {code, message, node, attempts}: a new reference, or NULL. */
+json_t *engine_error_json(const engine_error *err);
+/* The wait before retrying after attempt ATTEMPT (1-based) under RT: full
+ * jitter, uniform in [0, min(initial * multiplier^(ATTEMPT-1), max)] ms,
+ * drawn from the xorshift64* state *RNG (a job's is seeded with its seed).
+ * A provider's Retry-After replaces it. */
+uint64_t engine_backoff_ms(const dsl_retry *rt, int attempt, uint64_t *rng);
+/* How many jobs are alive in E. */
+size_t engine_job_count(const engine_t *e);
+
+#endif

@@ -1,0 +1,596 @@
+/* engine_call.c -- leaf calls: lambdas (pool or inline) and invoke providers.
+ *
+ * A lambda flagged PURE|FAST runs inline on the reactor; any other goes to
+ * the worker pool, and its completion comes back on the reactor. A cancelled
+ * pool call is orphaned, not freed: the pool's done callback owns and frees
+ * it, so a lambda still running on a worker never writes into freed memory.
+ * Provider calls go through the plugin's invoke hook; this file is the host
+ * side of loom_ctx and loom_call (errors, Retry-After, complete, fail,
+ * timers). HTTP providers (encode/decode) are refused until a transport
+ * exists. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/engine_internal.h"
+
+enum { MAGIC_CTX = 0x4c43, MAGIC_CALL = 0x4c4c };
+enum { CK_LAMBDA = 1, CK_PROVIDER };
+
+/* The host side of a loom_ctx: collects the error a plugin reports. */
+typedef struct hctx {
+    loom_ctx base;             /* first: plugins see only this */
+    int magic;
+    loom_errcode code;
+    bool failed;
+    bool has_ra;
+    uint64_t ra_ms;
+    char msg[512];
+} hctx;
+
+struct pinst {
+    pinst_t *next;
+    char *name;
+    const plugins_provider *prov;
+    void *state;
+};
+
+typedef struct lcall {
+    int ck;                    /* CK_LAMBDA */
+    act_t *act;                /* NULL once orphaned by a cancel */
+    const plugins_lambda *lam;
+    json_t *input, *args;      /* owned */
+    json_t *result;            /* owned, set by the worker */
+    hctx ctx;
+    pool_work_t *handle;
+} lcall;
+
+typedef struct pcall {
+    loom_call base;            /* first: the plugin's handle */
+    int magic;                 /* MAGIC_CALL: retry_after may be given on the call */
+    int ck;                    /* CK_PROVIDER */
+    act_t *act;
+    pinst_t *inst;
+    elink timers;
+    bool in_invoke, finished;
+    json_t *out;               /* a completion that arrived inside invoke */
+    hctx ctx;                  /* a failure that arrived inside invoke, and Retry-After */
+    bool single;               /* EMBED of one string: answer its vector */
+} pcall;
+
+typedef struct ptimer {
+    elink link;
+    reactor_timer_t *t;
+    pcall *pc;
+    void (*cb)(void *ud);
+    void *ud;
+} ptimer;
+
+static dsl_error_class class_of(loom_errcode c)
+{
+    switch (c) {
+    case LOOM_E_TIMEOUT: return DSL_ERR_TIMEOUT;
+    case LOOM_E_RATE_LIMITED: return DSL_ERR_RATE_LIMITED;
+    case LOOM_E_INVALID_OUTPUT: return DSL_ERR_INVALID_OUTPUT;
+    case LOOM_E_LAMBDA_FAILED: return DSL_ERR_LAMBDA_FAILED;
+    case LOOM_E_QUOTA: return DSL_ERR_QUOTA;
+    case LOOM_E_INVALID_REQUEST:
+    case LOOM_E_CONFIG: return DSL_ERR_INVALID_REQUEST;
+    default: return DSL_ERR_UPSTREAM;
+    }
+}
+
+/* ---- the host API */
+
+static void h_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
+{
+    hctx *h = (hctx *)ctx;
+    if (h->magic == MAGIC_CALL)
+        h = &((pcall *)(void *)ctx)->ctx;
+    h->failed = true;
+    h->code = code;
+    vsnprintf(h->msg, sizeof h->msg, fmt, ap);
+}
+
+static void h_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap) { }
+
+/* An invoke provider may also pass its loom_call (cast) before calling fail. */
+static void h_retry_after(loom_ctx *ctx, uint64_t ms)
+{
+    hctx *h = (hctx *)ctx;
+    if (h->magic == MAGIC_CALL)
+        h = &((pcall *)(void *)ctx)->ctx;
+    h->has_ra = true;
+    h->ra_ms = ms;
+}
+
+static void pcall_finish(pcall *pc, json_t *out, eerr *err);
+static void h_complete(loom_call *call, json_t *output, const loom_usage *usage);
+static void h_fail(loom_call *call, loom_errcode code, const char *message);
+static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud);
+static void h_timer_cancel(loom_call *call, void *timer);
+
+static const loom_host_api host_api = {
+    .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after,
+    .complete = h_complete, .fail = h_fail, .timer_add = h_timer_add,
+    .timer_cancel = h_timer_cancel,
+};
+
+static void hctx_init(hctx *h)
+{
+    memset(h, 0, sizeof *h);
+    h->base.api = &host_api;
+    h->magic = MAGIC_CTX;
+}
+
+static eerr *err_from_ctx(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt)
+{
+    eerr *e = eerr_new(cls, NULL, a->node->path, a->attempt, "%s", h->msg[0] ? h->msg : dflt);
+    if (e && h->has_ra) {
+        e->has_retry_after = true;
+        e->retry_after_ms = h->ra_ms;
+    }
+    return e;
+}
+
+/* ---- lambdas */
+
+static void lambda_finish(act_t *a, json_t *r, const hctx *h)
+{
+    if (!r) {
+        act_attempt_done(a, NULL, err_from_ctx(a, h, DSL_ERR_LAMBDA_FAILED,
+                                               h->failed ? "failed" : "returned no value"));
+        return;
+    }
+    act_attempt_done(a, r, NULL);
+}
+
+static void lambda_work(void *ud)
+{
+    lcall *lc = ud;
+    lc->result = lc->lam->def->fn(&lc->ctx.base, lc->lam->state, lc->input, lc->args);
+}
+
+static void lcall_free(lcall *lc)
+{
+    json_decref(lc->input);
+    json_decref(lc->args);
+    json_decref(lc->result);
+    free(lc);
+}
+
+static void lambda_done(void *ud, int status)
+{
+    lcall *lc = ud;
+    act_t *a = lc->act;
+    if (!a) { /* orphaned by a cancel: nobody waits for it */
+        lcall_free(lc);
+        return;
+    }
+    engine_job_t *job = a->job;
+    a->call = NULL;
+    job->busy++;
+    if (status < 0) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path,
+                                           a->attempt, "the worker pool refused the call"));
+    } else {
+        json_t *r = lc->result;
+        lc->result = NULL;
+        lambda_finish(a, r, &lc->ctx);
+    }
+    lcall_free(lc);
+    job->busy--;
+    job_pump(job);
+}
+
+static void lambda_start(act_t *a)
+{
+    const dsl_lambda *l = &a->node->u.lambda;
+    engine_t *e = a->job->eng;
+    char msg[256];
+    const plugins_lambda *lam = plugins_lambda_find(e->plugins, l->fn);
+    if (!lam) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                           "no lambda '%s'", l->fn));
+        return;
+    }
+    json_t *args = l->args ? eval_tvalue(a, l->args, NULL, msg, sizeof msg) : json_object();
+    if (!args) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                           "args: %s", msg));
+        return;
+    }
+    unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
+    if ((lam->def->flags & inline_flags) == inline_flags) {
+        hctx h;
+        hctx_init(&h);
+        json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
+        json_decref(args);
+        lambda_finish(a, r, &h);
+        return;
+    }
+    lcall *lc = calloc(1, sizeof *lc);
+    if (!lc)
+        goto oom;
+    lc->ck = CK_LAMBDA;
+    lc->act = a;
+    lc->lam = lam;
+    lc->input = json_incref(a->input);
+    lc->args = args;
+    hctx_init(&lc->ctx);
+    int rc = pool_submit(e->pool, lambda_work, lambda_done, lc, &lc->handle);
+    if (rc < 0) {
+        lc->args = NULL;
+        lcall_free(lc);
+        goto oom;
+    }
+    a->call = lc;
+    a->call_kind = CK_LAMBDA;
+    return;
+oom:
+    json_decref(args);
+    act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                       "cannot queue the call"));
+}
+
+/* ---- providers */
+
+static pinst_t *pinst_find(engine_t *e, const char *name)
+{
+    for (pinst_t *p = e->providers; p; p = p->next)
+        if (strcmp(p->name, name) == 0)
+            return p;
+    return NULL;
+}
+
+static void ptimer_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    ptimer *pt = ud;
+    void (*cb)(void *) = pt->cb;
+    void *cud = pt->ud;
+    elist_del(&pt->link);
+    free(pt);
+    cb(cud);
+}
+
+static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
+{
+    pcall *pc = (pcall *)call;
+    ptimer *pt = calloc(1, sizeof *pt);
+    if (!pt)
+        return NULL;
+    pt->pc = pc;
+    pt->cb = cb;
+    pt->ud = ud;
+    pt->t = reactor_timer_add(pc->act->job->eng->r, delay_ms * REACTOR_MSEC, ptimer_fired, pt);
+    if (!pt->t) {
+        free(pt);
+        return NULL;
+    }
+    elist_add_tail(&pc->timers, &pt->link);
+    return pt;
+}
+
+static void ptimer_cancel(reactor_t *r, ptimer *pt)
+{
+    reactor_timer_cancel(r, pt->t);
+    elist_del(&pt->link);
+    free(pt);
+}
+
+static void h_timer_cancel(loom_call *call, void *timer)
+{
+    pcall *pc = (pcall *)call;
+    if (timer)
+        ptimer_cancel(pc->act->job->eng->r, timer);
+}
+
+/* Frees PC and any timer its plugin left behind. */
+static void pcall_free(pcall *pc, reactor_t *r)
+{
+    while (!elist_empty(&pc->timers))
+        ptimer_cancel(r, ELINK_OWNER(pc->timers.next, ptimer, link));
+    json_decref(pc->out);
+    free(pc);
+}
+
+/* The answer as the node wants it: parsed JSON, or one vector of a batch. */
+static void pcall_finish(pcall *pc, json_t *out, eerr *err)
+{
+    act_t *a = pc->act;
+    engine_job_t *job = a->job;
+    bool single = pc->single;
+    a->call = NULL;
+    pcall_free(pc, job->eng->r);
+    job->busy++;
+    if (!err && a->node->kind == DSL_CALL && a->node->u.call.json) {
+        json_error_t je;
+        json_t *parsed = json_is_string(out)
+                             ? json_loadb(json_string_value(out), json_string_length(out),
+                                          JSON_DECODE_ANY, &je)
+                             : NULL;
+        json_decref(out);
+        out = parsed;
+        if (!parsed)
+            err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
+                           "the answer is not JSON");
+    } else if (!err && single) {
+        json_t *v = json_is_array(out) ? json_incref(json_array_get(out, 0)) : NULL;
+        json_decref(out);
+        out = v;
+        if (!v)
+            err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
+                           "no embedding in the answer");
+    }
+    act_attempt_done(a, err ? NULL : out, err);
+    job->busy--;
+    job_pump(job);
+}
+
+static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
+{
+    pcall *pc = (pcall *)call;
+    if (pc->in_invoke) {
+        pc->finished = true;
+        pc->out = output;
+        return;
+    }
+    pcall_finish(pc, output ? output : json_null(), NULL);
+}
+
+static void h_fail(loom_call *call, loom_errcode code, const char *message)
+{
+    pcall *pc = (pcall *)call;
+    pc->ctx.failed = true;
+    pc->ctx.code = code;
+    snprintf(pc->ctx.msg, sizeof pc->ctx.msg, "%s", message ? message : "failed");
+    if (pc->in_invoke) {
+        pc->finished = true;
+        return;
+    }
+    pcall_finish(pc, NULL, err_from_ctx(pc->act, &pc->ctx, class_of(code), "failed"));
+}
+
+/* The request of leaf A: CHAT messages and params, or EMBED inputs. */
+static int build_request(act_t *a, loom_request *req, bool *single, char *msg, size_t len)
+{
+    const dsl_node *n = a->node;
+    const dsl_graph *g = a->scope->g;
+    memset(req, 0, sizeof *req);
+    if (n->kind == DSL_EMBED) {
+        req->kind = LOOM_CALL_EMBED;
+        req->model = n->u.embed.model ? n->u.embed.model : g->defaults.model;
+        json_t *in = n->u.embed.input ? eval_tvalue(a, n->u.embed.input, NULL, msg, len)
+                                      : json_incref(a->input);
+        if (!in)
+            return -1;
+        *single = json_is_string(in);
+        if (*single) {
+            req->inputs = json_pack("[o]", in);
+        } else {
+            req->inputs = in;
+            size_t i;
+            json_t *x;
+            json_array_foreach(in, i, x) if (!json_is_string(x)) break;
+            if (!json_is_array(in) || i < json_array_size(in)) {
+                snprintf(msg, len, "embed input must be a string or a list of strings");
+                return -1;
+            }
+        }
+        return req->inputs ? 0 : -1;
+    }
+    const dsl_call *c = &n->u.call;
+    req->kind = LOOM_CALL_CHAT;
+    req->model = c->model ? c->model : g->defaults.model;
+    req->json_mode = c->json;
+    if (!(req->messages = json_array()))
+        return -1;
+    for (size_t i = 0; i < c->nmessages + 2; i++) {
+        const char *role;
+        const dsl_tvalue *tv;
+        if (i < c->nmessages) {
+            role = c->messages[i].role;
+            tv = c->messages[i].content;
+        } else if (i == c->nmessages) {
+            role = "system";
+            tv = c->system;
+        } else {
+            role = "user";
+            tv = c->prompt;
+        }
+        if (!tv)
+            continue;
+        json_t *v = eval_tvalue(a, tv, NULL, msg, len);
+        char *text = v ? dsl_value_to_text(v) : NULL;
+        json_decref(v);
+        if (!text)
+            return -1;
+        json_t *m = json_pack("{s:s, s:s}", "role", role, "content", text);
+        free(text);
+        if (!m)
+            return -1;
+        /* system goes first even though it is looked at after `messages` */
+        int rc = i == c->nmessages ? json_array_insert_new(req->messages, 0, m)
+                                   : json_array_append_new(req->messages, m);
+        if (rc < 0)
+            return -1;
+    }
+    req->params = json_is_object(g->defaults.params) ? json_copy(g->defaults.params) : json_object();
+    if (!req->params || (c->params && json_object_update(req->params, c->params) < 0))
+        return -1;
+    return 0;
+}
+
+static void provider_start(act_t *a)
+{
+    const dsl_node *n = a->node;
+    engine_t *e = a->job->eng;
+    const char *name = n->kind == DSL_CALL ? n->u.call.provider : n->u.embed.provider;
+    char msg[512] = "out of memory";
+    pinst_t *pi = pinst_find(e, name);
+    if (!pi) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt,
+                                           "no provider '%s'", name));
+        return;
+    }
+    loom_request req;
+    bool single = false;
+    pcall *pc = NULL;
+    if (build_request(a, &req, &single, msg, sizeof msg) < 0)
+        goto fail;
+    if (!(pc = calloc(1, sizeof *pc)))
+        goto fail;
+    pc->base.api = &host_api;
+    pc->magic = MAGIC_CALL;
+    pc->ck = CK_PROVIDER;
+    pc->act = a;
+    pc->inst = pi;
+    pc->single = single;
+    elist_init(&pc->timers);
+    hctx_init(&pc->ctx);
+    a->call = pc;
+    a->call_kind = CK_PROVIDER;
+    pc->in_invoke = true;
+    hctx ctx;
+    hctx_init(&ctx);
+    int rc = pi->prov->def->invoke(&ctx.base, pi->state, &req, &pc->base);
+    pc->in_invoke = false;
+    json_decref(req.messages);
+    json_decref(req.params);
+    json_decref(req.inputs);
+    if (rc < 0) {
+        if (!ctx.failed && pc->ctx.failed)
+            ctx = pc->ctx;
+        pcall_finish(pc, NULL, err_from_ctx(a, &ctx, class_of(ctx.code), "the call did not start"));
+        return;
+    }
+    if (pc->finished) {
+        json_t *out = pc->out;
+        pc->out = NULL;
+        pcall_finish(pc, out, pc->ctx.failed ? err_from_ctx(a, &pc->ctx, class_of(pc->ctx.code),
+                                                            "failed")
+                                             : NULL);
+    }
+    return;
+fail:
+    json_decref(req.messages);
+    json_decref(req.params);
+    json_decref(req.inputs);
+    act_attempt_done(a, NULL, eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt, "%s",
+                                       msg));
+}
+
+/* ---- dispatch */
+
+void call_start(act_t *a)
+{
+    const dsl_node *n = a->node;
+    /* `input:` overrides what the node receives, `prev` included. */
+    const dsl_tvalue *over = n->kind == DSL_LAMBDA ? n->u.lambda.input
+                             : n->kind == DSL_CALL ? n->u.call.input : NULL;
+    if (over) {
+        char msg[256];
+        /* every attempt evaluates the override over what the node received */
+        if (!a->orig_input)
+            a->orig_input = json_incref(a->input);
+        json_decref(a->input);
+        a->input = json_incref(a->orig_input);
+        json_t *in = eval_tvalue(a, over, NULL, msg, sizeof msg);
+        if (!in) {
+            act_attempt_done(a, NULL, eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt,
+                                               "input: %s", msg));
+            return;
+        }
+        json_decref(a->input);
+        a->input = in;
+    }
+    if (n->kind == DSL_LAMBDA)
+        lambda_start(a);
+    else
+        provider_start(a);
+}
+
+void call_cancel(act_t *a)
+{
+    if (!a->call)
+        return;
+    if (a->call_kind == CK_LAMBDA) {
+        lcall *lc = a->call;
+        lc->act = NULL; /* the pool's done callback frees it */
+        pool_cancel(a->job->eng->pool, lc->handle);
+    } else {
+        pcall *pc = a->call;
+        if (pc->inst->prov->def->cancel)
+            pc->inst->prov->def->cancel(pc->inst->state, &pc->base);
+        pcall_free(pc, a->job->eng->r);
+    }
+    a->call = NULL;
+}
+
+/* ---- provider instances */
+
+int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
+                        json_t *config, char *err, size_t errlen)
+{
+    const plugins_provider *pp = plugins_provider_find(e->plugins, provider_name);
+    json_t *cfg = NULL;
+    pinst_t *pi = NULL;
+    if (!pp) {
+        snprintf(err, errlen, "no provider plugin '%s'", provider_name);
+        return -1;
+    }
+    if (pinst_find(e, instance_name)) {
+        snprintf(err, errlen, "provider '%s' is defined twice", instance_name);
+        return -1;
+    }
+    if (!pp->def->invoke) {
+        snprintf(err, errlen, "provider %s needs HTTP, not available yet", instance_name);
+        return -1;
+    }
+    /* a deep copy: the check adds defaults and normalises durations in place */
+    cfg = config ? json_deep_copy(config) : json_object();
+    if (!cfg || !json_is_object(cfg)) {
+        snprintf(err, errlen, cfg ? "the config of '%s' must be a mapping" : "out of memory",
+                 instance_name);
+        goto fail;
+    }
+    if (plugins_check_options(pp->def->options, cfg, err, errlen) < 0)
+        goto fail;
+    pi = calloc(1, sizeof *pi);
+    if (!pi || !(pi->name = strdup(instance_name))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    pi->prov = pp;
+    if (pp->def->init) {
+        hctx h;
+        hctx_init(&h);
+        if (pp->def->init(&h.base, cfg, &pi->state) < 0) {
+            snprintf(err, errlen, "provider '%s': %s", instance_name, h.msg[0] ? h.msg : "init failed");
+            goto fail;
+        }
+    }
+    json_decref(cfg);
+    pi->next = e->providers;
+    e->providers = pi;
+    return 0;
+fail:
+    if (pi)
+        free(pi->name);
+    free(pi);
+    json_decref(cfg);
+    return -1;
+}
+
+void call_free_providers(engine_t *e)
+{
+    while (e->providers) {
+        pinst_t *pi = e->providers;
+        e->providers = pi->next;
+        if (pi->prov->def->fini)
+            pi->prov->def->fini(pi->state);
+        free(pi->name);
+        free(pi);
+    }
+}

@@ -1,0 +1,541 @@
+/* mock.c -- the offline provider: deterministic answers after a latency.
+ *
+ * Provider "mock" answers chat and embedding calls in-process through the
+ * ABI's `invoke` hook, after a configurable latency measured by host timers
+ * (never a sleeping thread), so thousands of calls can be in flight on the
+ * reactor at no cost. Everything it does is a function of its config, the
+ * request and the number of calls the instance has started: the same seed and
+ * the same calls give the same answers, delays and failures, which is what
+ * tests and offline example workflows need.
+ *
+ * Chat answers, first rule that applies:
+ *   1. `answers`: the first { match, answer } whose match is found in the
+ *      prompt (the last user message's text). A match written "/re/" (or
+ *      "/re/i") is a POSIX extended regex, anything else a plain substring.
+ *   2. `script`: the next entry of the list, in order per instance, cycling.
+ *   3. `mode`: "echo" gives the prompt itself, exactly; "messages" gives the
+ *      whole message array as compact JSON (to check what was rendered).
+ * With json_mode the answer is returned as it is, never wrapped: parsing it
+ * (and failing with invalid_output) is the engine's business, which is what a
+ * test of that path wants.
+ *
+ * Embeddings: one unit vector of `embed_dims` numbers per input, in order,
+ * from a hash of the input alone, so equal strings embed equally.
+ *
+ * Failures: call number N of an instance (0-based, counting every call
+ * started) fails with `fail_code` when splitmix64(seed, N) < fail_rate. A
+ * failed call does not consume a script entry. Failures, like answers, are
+ * delivered after the latency.
+ *
+ * Stats: every instance registers under its `name` option (the host sets it
+ * to the instance name) and the lambda `mock.stats` reads its counters. The
+ * ABI gives a provider's init no pointer to its plugin's state, so this
+ * registry is the plugin's one static variable, behind a mutex because init,
+ * fini and lambdas may run on threads other than the reactor. */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loom/plugin.h"
+
+#include "mock_internal.h"
+
+/* One call in flight: what invoke computed, waiting for its timer. */
+struct mock_pending {
+    mock_pending *prev, *next;
+    mock_instance *inst;
+    loom_call *call;
+    void *timer;
+    json_t *output;              /* owned; stolen by complete */
+    loom_usage usage;
+    loom_errcode fail_code;      /* LOOM_OK: complete, else fail */
+};
+
+/* The live instances by name. Static because of the ABI gap noted above. */
+static struct {
+    pthread_mutex_t lock;
+    mock_instance *head;
+} mock_registry = { PTHREAD_MUTEX_INITIALIZER, NULL };
+
+/* ---- deterministic numbers */
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += UINT64_C(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+
+/* A uniform double in [0, 1) from the top 53 bits. */
+static double unit_double(uint64_t x)
+{
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+#define FNV_BASIS UINT64_C(0xcbf29ce484222325)
+
+/* ---- requests */
+
+/* The text of a message's content: a string, or the "text" parts of an
+ * array (as multimodal APIs write it), appended to *BUF. Returns the number
+ * of bytes of text, or -1 when out of memory (BUF NULL: only counts). */
+static long content_text(json_t *content, char **buf, size_t *len)
+{
+    json_t *one;
+    size_t i;
+    long total = 0;
+
+    if (json_is_string(content)) {
+        size_t n = json_string_length(content);
+        if (buf) {
+            char *grown = realloc(*buf, *len + n + 1);
+            if (!grown)
+                return -1;
+            memcpy(grown + *len, json_string_value(content), n);
+            *len += n;
+            grown[*len] = '\0';
+            *buf = grown;
+        }
+        return (long)n;
+    }
+    json_array_foreach(content, i, one) {
+        long n = content_text(json_object_get(one, "text"), buf, len);
+        if (n < 0)
+            return -1;
+        total += n;
+    }
+    return total;
+}
+
+/* The prompt: a new malloc'd copy of the last user message's text ("" when
+ * there is none), or NULL when out of memory. */
+static char *prompt_text(json_t *messages)
+{
+    char *buf = calloc(1, 1);
+    size_t len = 0;
+
+    if (!buf)
+        return NULL;
+    for (size_t i = json_array_size(messages); i-- > 0;) {
+        json_t *m = json_array_get(messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role && strcmp(role, "user") == 0) {
+            if (content_text(json_object_get(m, "content"), &buf, &len) < 0) {
+                free(buf);
+                return NULL;
+            }
+            break;
+        }
+    }
+    return buf;
+}
+
+static int64_t tokens_of(uint64_t bytes)
+{
+    return (int64_t)((bytes + 3) / 4);
+}
+
+static int answer_matches(const mock_answer *a, const char *prompt)
+{
+    if (a->needle)
+        return strstr(prompt, a->needle) != NULL;
+    return regexec(&a->re, prompt, 0, NULL, 0) == 0;
+}
+
+/* The chat answer for REQ (new reference), per the rules at the top, or
+ * NULL after loom_error. Called with the instance locked (script cursor). */
+static json_t *chat_answer(loom_ctx *ctx, mock_instance *in, const loom_request *req,
+                           const char *prompt)
+{
+    json_t *out;
+    char *text;
+
+    for (size_t i = 0; i < in->nanswers; i++)
+        if (answer_matches(&in->answers[i], prompt))
+            return json_string(in->answers[i].answer);
+    if (in->nscript > 0)
+        return json_string(in->script[in->script_next++ % in->nscript]);
+    if (in->mode == MOCK_MODE_ECHO)
+        return json_string(prompt);
+    text = json_dumps(req->messages, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) {
+        loom_error(ctx, LOOM_E_NOMEM, "mock: out of memory");
+        return NULL;
+    }
+    out = json_string(text);
+    free(text);
+    return out;
+}
+
+/* The embedding of one string: a unit vector seeded by its hash. */
+static json_t *embed_one(size_t dims, const char *s, size_t n)
+{
+    json_t *vec = json_array();
+    double *x = malloc(dims * sizeof *x);
+    double norm = 0;
+    uint64_t h = fnv1a(FNV_BASIS, s, n);
+
+    if (!vec || !x)
+        goto fail;
+    for (size_t i = 0; i < dims; i++) {
+        x[i] = unit_double(splitmix64(h + i)) * 2.0 - 1.0;
+        norm += x[i] * x[i];
+    }
+    norm = sqrt(norm);
+    for (size_t i = 0; i < dims; i++) {
+        /* A zero vector is all but impossible; keep the result a unit one. */
+        double v = norm > 0 ? x[i] / norm : (i == 0 ? 1.0 : 0.0);
+        if (json_array_append_new(vec, json_real(v)) != 0)
+            goto fail;
+    }
+    free(x);
+    return vec;
+fail:
+    free(x);
+    json_decref(vec);
+    return NULL;
+}
+
+/* ---- the call in flight */
+
+static void pending_unlink(mock_instance *in, mock_pending *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        in->pending = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+}
+
+/* The timer: the latency is over. The pending record is freed before the
+ * host hears of it, because complete may start new calls at once. */
+static void mock_fire(void *ud)
+{
+    mock_pending *p = ud;
+    mock_instance *in = p->inst;
+    loom_call *call = p->call;
+    json_t *output = p->output;
+    loom_usage usage = p->usage;
+    loom_errcode code = p->fail_code;
+
+    pthread_mutex_lock(&in->lock);
+    pending_unlink(in, p);
+    in->stats.in_flight--;
+    if (code == LOOM_OK)
+        in->stats.completed++;
+    else
+        in->stats.failed++;
+    pthread_mutex_unlock(&in->lock);
+    free(p);
+
+    if (code == LOOM_OK) {
+        call->api->complete(call, output, &usage);
+    } else {
+        json_decref(output);
+        call->api->fail(call, code, "mock: injected failure");
+    }
+}
+
+static int mock_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom_call *call)
+{
+    mock_instance *in = state;
+    mock_pending *p = NULL;
+    char *prompt = NULL;
+    uint64_t delay, hash = in->seed, in_bytes = 0, index;
+    int locked = 0;
+
+    if (req->kind == LOOM_CALL_CHAT && !json_is_array(req->messages)) {
+        loom_error(ctx, LOOM_E_INVALID_REQUEST, "mock: messages must be an array");
+        return -1;
+    }
+    if (req->kind == LOOM_CALL_EMBED) {
+        json_t *s;
+        size_t i;
+        if (!json_is_array(req->inputs)) {
+            loom_error(ctx, LOOM_E_INVALID_REQUEST, "mock: embedding inputs must be an array");
+            return -1;
+        }
+        json_array_foreach(req->inputs, i, s) {
+            if (!json_is_string(s)) {
+                loom_error(ctx, LOOM_E_INVALID_REQUEST,
+                           "mock: embedding input %zu is not a string", i);
+                return -1;
+            }
+        }
+    }
+
+    p = calloc(1, sizeof *p);
+    if (!p)
+        goto nomem;
+    p->inst = in;
+    p->call = call;
+
+    if (req->kind == LOOM_CALL_CHAT) {
+        json_t *m;
+        size_t i;
+        prompt = prompt_text(req->messages);
+        if (!prompt)
+            goto nomem;
+        json_array_foreach(req->messages, i, m)
+            in_bytes += (uint64_t)content_text(json_object_get(m, "content"), NULL, NULL);
+        hash = fnv1a(FNV_BASIS ^ in->seed, prompt, strlen(prompt));
+    } else {
+        json_t *s;
+        size_t i;
+        hash ^= FNV_BASIS;
+        json_array_foreach(req->inputs, i, s) {
+            in_bytes += json_string_length(s);
+            hash = fnv1a(hash, json_string_value(s), json_string_length(s) + 1);
+        }
+    }
+
+    pthread_mutex_lock(&in->lock);
+    locked = 1;
+    index = in->sequence;
+    if (in->fail_rate > 0 && unit_double(splitmix64(in->seed ^ splitmix64(index))) < in->fail_rate)
+        p->fail_code = in->fail_code;
+    if (p->fail_code == LOOM_OK) {
+        if (req->kind == LOOM_CALL_CHAT) {
+            p->output = chat_answer(ctx, in, req, prompt);
+        } else {
+            json_t *s;
+            size_t i;
+            p->output = json_array();
+            json_array_foreach(req->inputs, i, s) {
+                json_t *v = p->output
+                    ? embed_one(in->embed_dims, json_string_value(s), json_string_length(s))
+                    : NULL;
+                if (!v || json_array_append_new(p->output, v) != 0) {
+                    json_decref(p->output);
+                    p->output = NULL;
+                    break;
+                }
+            }
+        }
+        if (!p->output)
+            goto nomem;
+    }
+    p->usage.input_tokens = tokens_of(in_bytes);
+    p->usage.output_tokens = json_is_string(p->output)
+        ? tokens_of(json_string_length(p->output)) : 0;
+
+    delay = in->latency_ms;
+    if (in->jitter_ms > 0)
+        delay += splitmix64(hash) % (in->jitter_ms + 1);
+    /* The timer may fire only after invoke returns (it runs on the reactor,
+     * from a later pass), so arming it under the lock is safe. */
+    p->timer = call->api->timer_add(call, delay, mock_fire, p);
+    if (!p->timer)
+        goto nomem;
+
+    in->sequence++;
+    in->stats.calls++;
+    if (++in->stats.in_flight > in->stats.max_in_flight)
+        in->stats.max_in_flight = in->stats.in_flight;
+    p->next = in->pending;
+    if (p->next)
+        p->next->prev = p;
+    in->pending = p;
+    pthread_mutex_unlock(&in->lock);
+    free(prompt);
+    return 0;
+
+nomem:
+    if (locked)
+        pthread_mutex_unlock(&in->lock);
+    loom_error(ctx, LOOM_E_NOMEM, "mock: out of memory");
+    if (p)
+        json_decref(p->output);
+    free(p);
+    free(prompt);
+    return -1;
+}
+
+/* Linear in the calls in flight: cancels are rare (timeouts, cancelled
+ * jobs), and a list keeps every call's memory small. */
+static void mock_cancel(void *state, loom_call *call)
+{
+    mock_instance *in = state;
+    mock_pending *p;
+
+    pthread_mutex_lock(&in->lock);
+    for (p = in->pending; p && p->call != call; p = p->next)
+        ;
+    if (p) {
+        pending_unlink(in, p);
+        in->stats.in_flight--;
+        in->stats.cancelled++;
+    }
+    pthread_mutex_unlock(&in->lock);
+    if (!p)
+        return;                  /* already finished: nothing to drop */
+    call->api->timer_cancel(call, p->timer);
+    json_decref(p->output);
+    free(p);
+}
+
+
+static int mock_init(loom_ctx *ctx, json_t *config, void **state)
+{
+    mock_instance *in = calloc(1, sizeof *in);
+
+    if (!in) {
+        loom_error(ctx, LOOM_E_NOMEM, "mock: out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&in->lock, NULL);
+    if (mock_config_read(ctx, config, in) < 0) {
+        mock_instance_free(in);
+        return -1;
+    }
+    pthread_mutex_lock(&mock_registry.lock);
+    in->next_live = mock_registry.head;
+    mock_registry.head = in;
+    pthread_mutex_unlock(&mock_registry.lock);
+    *state = in;
+    return 0;
+}
+
+
+/* The host cancels its calls before fini; any left are dropped here, timers
+ * first (the host's api must still be alive), and never finished. */
+static void mock_fini(void *state)
+{
+    mock_instance *in = state, **link;
+
+    if (!in)
+        return;
+    pthread_mutex_lock(&mock_registry.lock);
+    for (link = &mock_registry.head; *link && *link != in; link = &(*link)->next_live)
+        ;
+    if (*link)
+        *link = in->next_live;
+    pthread_mutex_unlock(&mock_registry.lock);
+
+    while (in->pending) {
+        mock_pending *p = in->pending;
+        in->pending = p->next;
+        p->call->api->timer_cancel(p->call, p->timer);
+        json_decref(p->output);
+        free(p);
+    }
+    mock_instance_free(in);
+}
+
+/* ---- stats */
+
+int mock_stats_get(const char *name, mock_stats *out)
+{
+    mock_instance *in;
+
+    pthread_mutex_lock(&mock_registry.lock);
+    for (in = mock_registry.head; in && strcmp(in->name, name) != 0; in = in->next_live)
+        ;
+    if (in) {
+        pthread_mutex_lock(&in->lock);
+        *out = in->stats;
+        pthread_mutex_unlock(&in->lock);
+    }
+    pthread_mutex_unlock(&mock_registry.lock);
+    return in ? 0 : -1;
+}
+
+/* mock.stats: { provider: NAME } -> the counters of that instance. */
+static json_t *mock_stats_lambda(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+{
+    json_t *v = json_object_get(args, "provider");
+    const char *name = v ? json_string_value(v) : "mock";
+    mock_stats s;
+    json_t *out;
+
+    if (!name) {
+        loom_error(ctx, LOOM_E_LAMBDA_FAILED, "mock.stats: provider must be a string");
+        return NULL;
+    }
+    if (mock_stats_get(name, &s) < 0) {
+        loom_error(ctx, LOOM_E_LAMBDA_FAILED, "mock.stats: no mock provider named \"%s\"", name);
+        return NULL;
+    }
+    out = json_pack("{sIsIsIsIsIsI}", "calls", (json_int_t)s.calls,
+                    "completed", (json_int_t)s.completed, "failed", (json_int_t)s.failed,
+                    "cancelled", (json_int_t)s.cancelled, "in_flight", (json_int_t)s.in_flight,
+                    "max_in_flight", (json_int_t)s.max_in_flight);
+    if (!out)
+        loom_error(ctx, LOOM_E_NOMEM, "mock.stats: out of memory");
+    return out;
+}
+
+/* ---- descriptors */
+
+static const loom_option mock_options[] = {
+    { "name", LOOM_OPT_STRING, "mock", 0,
+      "the instance name (set by the host), under which mock.stats finds it" },
+    { "model", LOOM_OPT_STRING, "mock", 0, "accepted and ignored" },
+    { "latency", LOOM_OPT_DURATION, "20ms", 0, "time before each answer" },
+    { "jitter", LOOM_OPT_DURATION, "0ms", 0,
+      "up to this much more, deterministic from seed and request" },
+    { "mode", LOOM_OPT_STRING, "echo", 0,
+      "echo: the prompt itself; messages: the message array as JSON" },
+    { "answers", LOOM_OPT_JSON, NULL, 0,
+      "[{match: substring or /regex/, answer: text}], first match wins" },
+    { "script", LOOM_OPT_JSON, NULL, 0, "[text, ...] answered in turn, cycling" },
+    { "fail_rate", LOOM_OPT_DOUBLE, "0", 0, "share of calls that fail, 0 to 1" },
+    { "fail_code", LOOM_OPT_STRING, "upstream", 0,
+      "upstream, rate_limited, timeout, quota, invalid_request or invalid_output" },
+    { "seed", LOOM_OPT_INT, "0", 0, "seeds failures and jitter" },
+    { "embed_dims", LOOM_OPT_INT, "8", 0, "length of embedding vectors" },
+    { NULL, 0, NULL, 0, NULL }
+};
+
+static const loom_option mock_stats_args[] = {
+    { "provider", LOOM_OPT_STRING, "mock", 0, "the mock provider instance" },
+    { NULL, 0, NULL, 0, NULL }
+};
+
+static const loom_provider mock_providers[] = { {
+    .name = "mock",
+    .options = mock_options,
+    .init = mock_init,
+    .fini = mock_fini,
+    .summary = "offline provider: deterministic answers, latency and failure injection",
+    .invoke = mock_invoke,
+    .cancel = mock_cancel,
+} };
+
+static const loom_lambda mock_lambdas[] = { {
+    .name = "stats",
+    .fn = mock_stats_lambda,
+    .flags = 0,
+    .args = mock_stats_args,
+    .summary = "call counters of a mock provider instance",
+} };
+
+static const loom_plugin mock_plugin = {
+    .abi_major = LOOM_ABI_MAJOR,
+    .abi_minor = LOOM_ABI_MINOR,
+    .name = "mock",
+    .version = "1.0",
+    .description = "the offline mock provider",
+    .lambdas = mock_lambdas,
+    .nlambdas = sizeof mock_lambdas / sizeof mock_lambdas[0],
+    .providers = mock_providers,
+    .nproviders = sizeof mock_providers / sizeof mock_providers[0],
+};
+
+LOOM_PLUGIN_DEFINE(mock)
+{
+    return &mock_plugin;
+}

@@ -1,0 +1,181 @@
+/* test_config.c -- the daemon's configuration file: defaults, every key,
+ * and the errors a user gets for a bad file. */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/config.h"
+#include "loom/plugin.h"
+
+typedef struct {
+    config *c;
+    dsl_diags d;
+} parsed;
+
+static parsed parse(const char *text)
+{
+    parsed p;
+    dsl_diags_init(&p.d, "c.yaml");
+    p.c = config_parse(text, strlen(text), &p.d);
+    return p;
+}
+
+/* The diagnostics without the file name, one per line. */
+static const char *dump(const parsed *p)
+{
+    static char buf[8192];
+    size_t off = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < p->d.n && off < sizeof buf; i++) {
+        char *s = dsl_diag_format(&p->d, i);
+        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s\n", s + strlen("c.yaml:"));
+        free(s);
+    }
+    return buf;
+}
+
+static void done(parsed *p)
+{
+    config_free(p->c);
+    dsl_diags_free(&p->d);
+}
+
+Test(config, defaults_run_offline)
+{
+    config *c = config_default();
+    cr_assert(c != NULL);
+    cr_expect(eq(str, c->socket, "./loom.sock"));
+    cr_expect(eq(str, c->workflows, "./workflows"));
+    cr_expect(eq(str, c->state, "./loom-state"));
+    cr_expect(eq(u32, c->socket_mode, 0660));
+    cr_expect(eq(int, c->log_level, LOOM_LOG_INFO));
+    const config_provider *p = config_find_provider(c, "default");
+    cr_assert(p != NULL);
+    cr_expect(eq(str, p->plugin, "mock"));
+    cr_expect(eq(str, (char *)json_string_value(json_object_get(p->options, "latency")), "20ms"));
+    config_free(c);
+}
+
+Test(config, empty_file_is_the_defaults)
+{
+    parsed p = parse("");
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_expect(config_find_provider(p.c, "default") != NULL);
+    done(&p);
+}
+
+Test(config, every_key)
+{
+    parsed p = parse("socket: /run/loom/loom.sock\n"
+                     "socket_mode: \"0600\"\n"
+                     "workflows: /etc/loom/workflows\n"
+                     "plugins: [/usr/lib/loom/plugins, /opt/loom]\n"
+                     "state: /var/lib/loom\n"
+                     "workers: 4\n"
+                     "log: { level: debug, format: json }\n"
+                     "providers:\n"
+                     "  fast:\n"
+                     "    plugin: openai\n"
+                     "    base_url: http://127.0.0.1:8080/v1\n"
+                     "    api_key_env: OPENAI_API_KEY\n"
+                     "    model: gpt-4o-mini\n"
+                     "    limits: { rpm: 500, tpm: 200000, concurrency: 64 }\n"
+                     "  embedder:\n"
+                     "    plugin: openai\n"
+                     "    batch: { max_inputs: 2048, window: 5ms }\n");
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    config *c = p.c;
+    cr_expect(eq(str, c->socket, "/run/loom/loom.sock"));
+    cr_expect(eq(u32, c->socket_mode, 0600));
+    cr_expect(eq(str, c->plugin_dirs[1], "/opt/loom"));
+    cr_expect(c->plugin_dirs[2] == NULL);
+    cr_expect(eq(int, c->workers, 4));
+    cr_expect(eq(int, c->log_level, LOOM_LOG_DEBUG));
+    cr_expect(c->log_format == CONFIG_LOG_JSON);
+    cr_expect(eq(sz, c->nproviders, 2));
+    cr_expect(config_find_provider(c, "default") == NULL, "a providers list replaces the default");
+    const config_provider *f = config_find_provider(c, "fast");
+    cr_assert(f != NULL);
+    cr_expect(eq(str, f->plugin, "openai"));
+    cr_expect(eq(i64, f->limits.rpm, 500));
+    cr_expect(eq(i64, f->limits.concurrency, 64));
+    cr_expect(eq(str, (char *)json_string_value(json_object_get(f->options, "model")), "gpt-4o-mini"));
+    cr_expect(json_object_get(f->options, "limits") == NULL);
+    cr_expect(json_object_get(f->options, "plugin") == NULL);
+    const config_provider *e = config_find_provider(c, "embedder");
+    cr_expect(eq(i64, e->batch_max_inputs, 2048));
+    cr_expect(eq(u64, e->batch_window_ms, 5));
+    const char **names = config_provider_names(c);
+    cr_expect(eq(str, (char *)names[0], "fast"));
+    cr_expect(eq(str, (char *)names[1], "embedder"));
+    cr_expect(names[2] == NULL);
+    free(names);
+    done(&p);
+}
+
+Test(config, all_errors_in_one_pass)
+{
+    parsed p = parse("sokcet: x\n"
+                     "socket_mode: 660\n"
+                     "workers: -1\n"
+                     "log: { level: loud, format: xml }\n"
+                     "providers:\n"
+                     "  a: { limits: { rpm: 0, burst: 3 } }\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p),
+                 "1:1: error: unknown key 'sokcet' in config; did you mean 'socket'?\n"
+                 "2:14: error: 'socket_mode' must be octal permissions in quotes, e.g. \"0660\"\n"
+                 "3:10: error: 'workers' must be from 0 to 1024, got -1\n"
+                 "4:15: error: 'level' must be error, warn, info or debug\n"
+                 "4:29: error: 'format' must be text or json\n"
+                 "6:6: error: missing required key 'plugin' in provider 'a'\n"
+                 "6:23: error: 'rpm' must be from 1 to 1000000000000, got 0\n"
+                 "6:26: error: unknown key 'burst' in limits\n"));
+    done(&p);
+}
+
+Test(config, api_key_value_is_refused)
+{
+    parsed p = parse("providers:\n  x: { plugin: openai, api_key: sk-secret }\n");
+    cr_assert(p.c == NULL);
+    const char *out = dump(&p);
+    cr_expect(strstr(out, "2:24: error: an API key does not belong in the config") != NULL, "%s", out);
+    cr_expect(strstr(out, "sk-secret") == NULL, "a secret never reaches a message");
+    done(&p);
+}
+
+Test(config, wrong_shapes)
+{
+    parsed p = parse("- a\n- b\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p), "1:1: error: a config must be a mapping, got a sequence\n"));
+    done(&p);
+    p = parse("providers: [a]\nplugins: x\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p),
+                 "1:12: error: 'providers' must be a mapping of names to providers, got a sequence\n"
+                 "2:10: error: 'plugins' must be a list of directories, got a string\n"));
+    done(&p);
+}
+
+Test(config, yaml_syntax_error_has_a_position)
+{
+    parsed p = parse("socket: [unclosed\n");
+    cr_assert(p.c == NULL);
+    cr_expect(p.d.n >= 1);
+    cr_expect(p.d.v[0].line >= 1);
+    done(&p);
+}
+
+Test(config, load_missing_file)
+{
+    dsl_diags d;
+    dsl_diags_init(&d, "nope.yaml");
+    config *c = config_load("/nonexistent/loom/nope.yaml", &d);
+    cr_assert(c == NULL);
+    char *s = dsl_diag_format(&d, 0);
+    cr_expect(eq(str, s, "nope.yaml: error: cannot read: No such file or directory"));
+    free(s);
+    dsl_diags_free(&d);
+}
