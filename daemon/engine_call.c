@@ -555,6 +555,16 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
                  instance_name);
         goto fail;
     }
+    /* A provider that declares `name` learns its instance name (the mock
+     * registers its counters under it). */
+    for (const loom_option *o = pp->def->options; o && o->name; o++)
+        if (strcmp(o->name, "name") == 0 && !json_object_get(cfg, "name")) {
+            if (json_object_set_new(cfg, "name", json_string(instance_name)) < 0) {
+                snprintf(err, errlen, "out of memory");
+                goto fail;
+            }
+            break;
+        }
     if (plugins_check_options(pp->def->options, cfg, err, errlen) < 0)
         goto fail;
     pi = calloc(1, sizeof *pi);

@@ -356,15 +356,17 @@ static int name_ok(dsl_cc *cc, const dsl_ynode *y, const char *key, const char *
 
 static int build_map(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
 {
+    dsl_map *m = &n->u.map;
+    /* defaults first: a map node stands even when its value is malformed,
+     * and later checks read its item name */
+    m->as = "item";
+    m->max_concurrency = cc->g->defaults.max_concurrency;
     if (!cc_want_map(cc, v, "map"))
         return -1;
     cc_check_keys(cc, v, map_keys, "map");
-    dsl_map *m = &n->u.map;
     const dsl_ynode *y;
     int bad = 0;
     int64_t i;
-    m->as = "item";
-    m->max_concurrency = cc->g->defaults.max_concurrency;
     if ((y = dsl_ymap_get(v, "as")) && name_ok(cc, y, "as", &m->as) < 0)
         bad = 1;
     if ((y = dsl_ymap_get(v, "index_as")) && name_ok(cc, y, "index_as", &m->index_as) < 0)

@@ -1,5 +1,5 @@
 /* skeleton_load.c -- loads one plugin file with the daemon's loader and calls
- * one of its lambdas: the last step of test_skeleton.sh, which proves an
+ * one of its lambdas: the last step of skeleton_test.sh, which proves an
  * out-of-tree plugin built against the installed header really works.
  *
  * Usage: skeleton_load PLUGIN.so LAMBDA INPUT-JSON [CONFIG-JSON]

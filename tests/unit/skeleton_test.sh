@@ -1,0 +1,49 @@
+#!/bin/sh
+# skeleton_test.sh -- the out-of-tree plugin path, end to end: install the
+# plugin header and loom-plugin.pc into a scratch DESTDIR, build
+# contrib/plugin-skeleton with its own Makefile through pkg-config, load the
+# result with the daemon's loader and call skeleton.greet. Prints TAP.
+srcdir=${LOOM_SRCDIR:-.}
+builddir=${LOOM_BUILDDIR:-.}
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/loom-skeleton-XXXXXX") || exit 1
+trap 'rm -rf "$scratch"' EXIT
+echo "1..4"
+failed=0
+ok() { echo "ok $1 - $2"; }
+not_ok() { echo "not ok $1 - $2"; failed=1; }
+
+# Only the two install targets a plugin author needs, not the programs.
+if ${MAKE:-make} -s -C "$builddir" DESTDIR="$scratch/root" \
+        install-loomincludeHEADERS install-pkgconfigDATA >"$scratch/install.log" 2>&1; then
+    ok 1 "plugin header and loom-plugin.pc install"
+else
+    sed 's/^/# /' "$scratch/install.log"; not_ok 1 "plugin header and loom-plugin.pc install"
+fi
+
+# The installed .pc names the real prefix; PKG_CONFIG_SYSROOT_DIR puts the
+# scratch root in front of it, as DESTDIR did.
+pc=$(find "$scratch/root" -name loom-plugin.pc | head -n 1)
+cp "$srcdir/contrib/plugin-skeleton/skeleton.c" "$srcdir/contrib/plugin-skeleton/Makefile" "$scratch/"
+if [ -n "$pc" ] && PKG_CONFIG_PATH="$(dirname "$pc")${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" \
+        PKG_CONFIG_SYSROOT_DIR="$scratch/root" ${MAKE:-make} -s -C "$scratch" \
+        CFLAGS="-O2 -g -Werror" >"$scratch/build.log" 2>&1; then
+    ok 2 "skeleton.so builds against the installed header"
+else
+    sed 's/^/# /' "$scratch/build.log"; not_ok 2 "skeleton.so builds against the installed header"
+fi
+
+out=$("$builddir/tests/unit/skeleton_load" "$scratch/skeleton.so" skeleton.greet '{"name": "world"}' 2>&1)
+if [ "$out" = '"hello, world"' ]; then
+    ok 3 "skeleton.greet answers \"hello, world\""
+else
+    echo "$out" | sed 's/^/# /'; not_ok 3 "skeleton.greet answers \"hello, world\""
+fi
+
+out=$("$builddir/tests/unit/skeleton_load" "$scratch/skeleton.so" skeleton.greet '{"name": "Ada"}' \
+      '{"greeting": "good morning"}' 2>&1)
+if [ "$out" = '"good morning, Ada"' ]; then
+    ok 4 "init reads the greeting from the config"
+else
+    echo "$out" | sed 's/^/# /'; not_ok 4 "init reads the greeting from the config"
+fi
+exit $failed
