@@ -9,6 +9,8 @@
  *     skeleton:
  *       greeting: "good morning"
  */
+#define _POSIX_C_SOURCE 200809L /* strdup under -std=c11 */
+
 #include <stdlib.h>
 #include <string.h>
 

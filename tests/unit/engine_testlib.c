@@ -42,7 +42,8 @@ static json_t *l_inc(loom_ctx *ctx, void *st, json_t *in, json_t *args)
 static json_t *l_fail(loom_ctx *ctx, void *st, json_t *in, json_t *args)
 {
     __atomic_add_fetch(&ET.lambda_calls, 1, __ATOMIC_SEQ_CST);
-    loom_error(ctx, LOOM_E_LAMBDA_FAILED, "boom: %s", json_string_value(json_object_get(args, "why")) ?: "no reason");
+    const char *why = json_string_value(json_object_get(args, "why"));
+    loom_error(ctx, LOOM_E_LAMBDA_FAILED, "boom: %s", why ? why : "no reason");
     return NULL;
 }
 
