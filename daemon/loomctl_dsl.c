@@ -18,7 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "daemon/config.h"
+#include "daemon/config_file.h"
 #include "dsl/dsl.h"
 #include "dsl/util.h"
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/config.h"
+#include "daemon/config_file.h"
 #include "loom/plugin.h"
 
 typedef struct {

@@ -1,4 +1,4 @@
-/* config.h -- the daemon's configuration file (read by loomd and by
+/* config_file.h -- the daemon's configuration file (read by loomd and by
  * `loomctl run --config`).
  *
  * YAML, checked like a workflow: unknown keys (with "did you mean"), wrong

@@ -1,9 +1,9 @@
-/* config.c -- reading the daemon's configuration file.
+/* config_file.c -- reading the daemon's configuration file.
  *
  * The file goes through the same YAML loader and the same key checks as a
  * workflow, so its errors look the same (FILE:LINE:COL, "did you mean"),
  * and every error of the file is reported before it is refused. */
-#include "daemon/config.h"
+#include "daemon/config_file.h"
 
 #include <errno.h>
 #include <limits.h>
