@@ -38,6 +38,20 @@ static const loomctl_command commands[] = {
       "  --config FILE        the daemon's config: provider names are checked against it\n"
       "\n"
       "Exit status: 0 printed, 1 the file has errors (printed on stderr), 2 usage error.\n" },
+    { "run", loomctl_cmd_run, "run one job of a workflow in this process",
+      "run [--input FILE|-] [--config FILE] [--trace] [--seed N] [--json] FILE",
+      "Runs one job of FILE with no daemon: the plugins, the config's providers\n"
+      "(without --config: the offline mock provider named `default`) and the\n"
+      "engine all run in this process. Prints the job's output JSON on stdout.\n"
+      "\n"
+      "  -i, --input FILE   the job input as JSON (- for stdin; default: {})\n"
+      "  -c, --config FILE  the daemon's config: providers, plugin directories, workers\n"
+      "  -t, --trace        print each node's start, finish, duration and attempts on stderr\n"
+      "  --seed N           seed retry jitter, for repeatable runs\n"
+      "  --json             print a failed job's error as JSON on stderr\n"
+      "\n"
+      "Exit status: 0 the job succeeded, 1 it failed (its typed error on stderr)\n"
+      "or the workflow, input or config is invalid, 2 usage error.\n" },
     { "help", cmd_help, "show help for a command", "help [COMMAND]", "" },
 };
 

@@ -9,6 +9,9 @@
 
 #include <stdbool.h>
 
+#include "daemon/config_file.h"
+#include "dsl/graph.h"
+
 /* Exit statuses, the same for every command. */
 enum {
     LOOMCTL_OK = 0,
@@ -55,8 +58,23 @@ int loomctl_parse_options(const loomctl_command *cmd, int argc, char **argv,
 int loomctl_usage_error(const loomctl_command *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* The commands of loomctl_dsl.c. */
+/* The commands of loomctl_dsl.c and loomctl_run.c. */
 int loomctl_cmd_validate(int argc, char **argv);
 int loomctl_cmd_graph(int argc, char **argv);
+int loomctl_cmd_run(int argc, char **argv);
+
+/* A workflow compiled for running, with the workflows `use` can reach. */
+typedef struct loomctl_compiled {
+    dsl_graph *main;     /* borrowed from ALL (all[0]) */
+    dsl_graph **all;     /* references: the file, then its valid siblings */
+    size_t n;
+} loomctl_compiled;
+
+/* Compiles FILE with its sibling files, checking provider names against CFG
+ * and lambda names against LAMBDAS (NULL-terminated, borrowed; NULL: not
+ * checked). Errors are printed. 0, or -1 when FILE is not valid. */
+int loomctl_compile(const char *file, const config *cfg, const char *const *lambdas,
+                    loomctl_compiled *out);
+void loomctl_compiled_free(loomctl_compiled *c);
 
 #endif

@@ -52,6 +52,7 @@ typedef struct ctl_set {
     ctl_ids files;       /* of every file in V that could be stat'ed */
     ctl_ids dirs;        /* directories scanned for siblings */
     const char **providers; /* NULL-terminated, borrowed from CONFIG; NULL: unchecked */
+    const char *const *lambdas; /* NULL-terminated, borrowed; NULL: unchecked */
     config *config;
 } ctl_set;
 
@@ -241,7 +242,7 @@ static char *salvage_name(const char *path)
  * when out of memory (reported). */
 static int set_compile(ctl_set *s)
 {
-    dsl_registry reg = { .providers = s->providers, .lambdas = NULL, .workflows = NULL };
+    dsl_registry reg = { .providers = s->providers, .lambdas = s->lambdas, .workflows = NULL };
     dsl_options opt = { .registry = &reg };
     dsl_graph **graphs = calloc(s->n + 1, sizeof *graphs);
     const char **names = calloc(s->n + 1, sizeof *names);
@@ -399,4 +400,43 @@ out:
     }
     set_free(&s);
     return rc;
+}
+
+int loomctl_compile(const char *file, const config *cfg, const char *const *lambdas,
+                    loomctl_compiled *out)
+{
+    ctl_set s = { 0 };
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    s.lambdas = lambdas;
+    if (!(s.providers = config_provider_names(cfg))) {
+        fprintf(stderr, "loomctl: out of memory\n");
+        goto out;
+    }
+    char *files[1] = { (char *)file };
+    if (set_build(&s, files, 1, NULL) < 0 || !report_file(&s.v[0]))
+        goto out;
+    if (!(out->all = calloc(s.n + 1, sizeof *out->all))) {
+        fprintf(stderr, "loomctl: out of memory\n");
+        goto out;
+    }
+    /* the siblings that compiled cleanly serve `use`; the file itself first */
+    for (size_t i = 0; i < s.n; i++)
+        if (s.v[i].graph && s.v[i].diags.nerrors == 0)
+            out->all[out->n++] = dsl_graph_ref(s.v[i].graph);
+    out->main = out->all[0];
+    rc = 0;
+out:
+    set_free(&s);
+    if (rc < 0)
+        loomctl_compiled_free(out);
+    return rc;
+}
+
+void loomctl_compiled_free(loomctl_compiled *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        dsl_graph_unref(c->all[i]);
+    free(c->all);
+    memset(c, 0, sizeof *c);
 }

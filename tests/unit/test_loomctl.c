@@ -51,6 +51,7 @@ static void remove_tmpdir(void)
 TestSuite(loomctl, .init = make_tmpdir, .fini = remove_tmpdir);
 TestSuite(uses, .init = make_tmpdir, .fini = remove_tmpdir);
 TestSuite(emit, .init = make_tmpdir, .fini = remove_tmpdir);
+TestSuite(run, .init = make_tmpdir, .fini = remove_tmpdir);
 
 /* tmpdir/NAME as a new string (caller frees). */
 static char *tmp_path(const char *name)
@@ -665,5 +666,55 @@ Test(loomctl, two_files_with_one_name)
     run_result r = RUN("validate", "a.yaml", "b.yaml");
     cr_expect(eq(int, r.status, 1));
     cr_expect(eq(str, r.err, "b.yaml: error: workflow name 'same' is already used by a.yaml\n"));
+    run_free(&r);
+}
+
+Test(run, prints_the_output)
+{
+    write_file("w.yaml", "loom: 1\nname: w\ninput: { x: string }\n"
+                         "do:\n  lambda: { fn: std.trim, input: \"{{ input.x }}\" }\n");
+    write_file("in.json", "{\"x\": \"  hi  \"}");
+    run_result r = RUN("run", "w.yaml", "--input", "in.json");
+    cr_expect(eq(int, r.status, 0), "stderr: %s", r.err);
+    cr_expect(eq(str, r.out, "\"hi\"\n"));
+    run_free(&r);
+}
+
+Test(run, failed_job_has_a_typed_error)
+{
+    write_file("w.yaml", "loom: 1\nname: w\ndo:\n  chain:\n    - id: a\n      fail: { message: \"no {{ prev }}\", code: out_of_scope }\n");
+    run_result r = RUN("run", "w.yaml");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(eq(str, r.err, "loomctl run: job failed: out_of_scope at do.chain[0]: no {}\n"));
+    run_free(&r);
+}
+
+Test(run, invalid_input_json)
+{
+    write_file("w.yaml", "loom: 1\nname: w\ndo:\n  call: \"x\"\n");
+    write_file("in.json", "{\"x\": ");
+    run_result r = RUN("run", "w.yaml", "--input", "in.json");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(strstr(r.err, "in.json:1:") == r.err, "stderr: %s", r.err);
+    cr_expect(strstr(r.err, "invalid JSON input") != NULL, "stderr: %s", r.err);
+    run_free(&r);
+}
+
+Test(run, unknown_lambda_is_a_compile_error)
+{
+    write_file("w.yaml", "loom: 1\nname: w\ndo:\n  lambda: std.trimm\n");
+    run_result r = RUN("run", "w.yaml");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(eq(str, r.err, "w.yaml:4:11: error: unknown lambda 'std.trimm'; did you mean 'std.trim'?\n"));
+    run_free(&r);
+}
+
+Test(run, input_not_matching_the_declared_input)
+{
+    write_file("w.yaml", "loom: 1\nname: w\ninput: { n: integer }\ndo:\n  call: \"{{ input.n }}\"\n");
+    write_file("in.json", "{\"n\": \"seven\"}");
+    run_result r = RUN("run", "w.yaml", "--input", "in.json");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(strstr(r.err, "invalid_input") != NULL, "stderr: %s", r.err);
     run_free(&r);
 }

@@ -1,0 +1,345 @@
+/* overhead.c -- what the engine itself costs per node, with the work taken away.
+ *
+ * Every step is a PURE|FAST no-op lambda (`bench.noop`, which hands its input
+ * back), so the time measured is scheduling, activation bookkeeping and JSON
+ * reference traffic: the engine's floor under any real workflow. Three shapes,
+ * the same ones the LangChain.js peer measures (bench-peers, `overhead` mode):
+ *
+ *   chain      one job, a chain of N no-op steps             µs per step
+ *   map        one job, a map over N items, max_concurrency  µs per item
+ *              1000 (LangChain's batch maxConcurrency), body one no-op
+ *   parallel3  10,000 jobs one after another, each a         µs per job
+ *              parallel of 3 no-ops (the peer awaits each invoke in turn)
+ *
+ * Each is timed from engine_submit to the done callback (compilation is timed
+ * apart), repeated RUNS times, and printed as min and median, then as one JSON
+ * line per figure for scripts. The figures are information: the exit status is
+ * 0 unless a workflow fails to compile or a job fails.
+ *
+ *   bench/overhead [N [RUNS]]      N nodes for chain and map (default 100000), RUNS (default 5) */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon/engine.h"
+#include "dsl/dsl.h"
+#include "loom/plugin.h"
+
+#define TARGET_US 2.0    /* per-node overhead the engine is meant to stay under */
+#define PAR_JOBS 10000   /* matches the peer's 10,000 RunnableParallel invokes */
+
+/* ---- the bench plugin: one no-op lambda */
+
+/* Calls made, checked after each job: a fast figure means nothing unless
+ * every step really ran. Relaxed atomic, in case a lambda ever lands on the pool. */
+static unsigned long noop_calls;
+
+static json_t *l_noop(loom_ctx *ctx, void *st, json_t *in, json_t *args)
+{
+    (void)ctx;
+    (void)st;
+    (void)args;
+    __atomic_add_fetch(&noop_calls, 1, __ATOMIC_RELAXED);
+    return json_incref(in);
+}
+
+/* PURE|FAST so the engine runs it inline on the reactor thread: a pool
+ * round trip per step would measure thread hand-off, not the engine. */
+static const loom_lambda bench_lambdas[] = {
+    { "noop", l_noop, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input as is" },
+};
+
+static const loom_plugin bench_plugin = {
+    LOOM_ABI_MAJOR, LOOM_ABI_MINOR, "bench", "1", "overhead benchmark",
+    bench_lambdas, 1, NULL, 0, NULL, NULL,
+};
+
+/* ---- YAML generation */
+
+typedef struct text {
+    char *s;
+    size_t n, cap;
+} text;
+
+static void add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (len < 0)
+        abort();
+    if (t->n + (size_t)len + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 65536;
+        while (cap < t->n + (size_t)len + 1)
+            cap *= 2;
+        char *s = realloc(t->s, cap);
+        if (!s) {
+            fprintf(stderr, "overhead: out of memory\n");
+            exit(1);
+        }
+        t->s = s;
+        t->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->s + t->n, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    t->n += (size_t)len;
+}
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* Compiles T and reports how long that took: compilation is a separate cost
+ * (and has its own benchmark), so it is kept out of the per-node figures. */
+static dsl_graph *compile(const char *name, const text *t)
+{
+    dsl_diags d;
+    dsl_diags_init(&d, "overhead.yaml");
+    double t0 = now_us();
+    dsl_graph *g = dsl_compile("overhead.yaml", t->s, t->n, NULL, &d);
+    double ms = (now_us() - t0) / 1e3;
+    if (!g) {
+        fprintf(stderr, "overhead: the generated %s workflow does not compile:\n", name);
+        dsl_diags_print(&d, stderr);
+    } else {
+        printf("%-10s compiled: %zu nodes, %zu bytes of YAML, %.1f ms\n", name, g->nnodes, t->n, ms);
+    }
+    dsl_diags_free(&d);
+    return g;
+}
+
+/* ---- running jobs */
+
+typedef struct world {
+    reactor_t *r;
+    pool_t *pool;
+    plugins_t *plugins;
+    engine_t *eng;
+} world;
+
+/* What a job must produce: output of EXPECT_SIZE items (an array or an
+ * object; 0: equal to the input) after CALLS lambda calls. */
+typedef struct expect {
+    size_t size;
+    unsigned long calls;
+} expect;
+
+typedef struct run {
+    int done;
+    int failed;
+    double end_us;
+    json_t *in;
+    const expect *want;
+} run;
+
+static void on_done(engine_job_t *job, void *ud)
+{
+    run *rn = ud;
+    rn->done = 1;
+    rn->end_us = now_us(); /* here, not after the reactor pass, so the pass's tail is not counted */
+    const engine_error *err = engine_job_error(job);
+    if (err) {
+        rn->failed = 1;
+        fprintf(stderr, "overhead: job failed: %s: %s (%s)\n", err->code, err->message,
+                err->node ? err->node : "?");
+        return;
+    }
+    json_t *out = engine_job_output(job);
+    size_t size = json_is_array(out) ? json_array_size(out) : json_object_size(out);
+    if (rn->want->size ? size != rn->want->size : !json_equal(out, rn->in)) {
+        rn->failed = 1;
+        fprintf(stderr, "overhead: job output is not what the workflow should produce\n");
+    }
+}
+
+/* Runs G over IN to the end; returns submit-to-done µs, or -1 when it failed
+ * or did not do what WANT says. */
+static double run_job(world *w, dsl_graph *g, json_t *in, const expect *want)
+{
+    run rn = { .in = in, .want = want };
+    unsigned long calls0 = __atomic_load_n(&noop_calls, __ATOMIC_RELAXED);
+    double t0 = now_us();
+    if (!engine_submit(w->eng, g, in, NULL, on_done, &rn)) {
+        fprintf(stderr, "overhead: engine_submit failed\n");
+        return -1;
+    }
+    /* Timeout 0: the no-op lambdas complete inline, so there is never a
+     * reason to sleep in the poll; blocking would only add wake-up latency. */
+    while (!rn.done)
+        reactor_run_once(w->r, 0);
+    unsigned long calls = __atomic_load_n(&noop_calls, __ATOMIC_RELAXED) - calls0;
+    if (!rn.failed && calls != want->calls) {
+        fprintf(stderr, "overhead: %lu lambda calls, expected %lu\n", calls, want->calls);
+        rn.failed = 1;
+    }
+    return rn.failed ? -1 : rn.end_us - t0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct figure {
+    const char *shape;
+    const char *unit;    /* "node" or "invoke": what the figure is per */
+    size_t count;        /* nodes (or invokes) it is divided by */
+    double min, median;  /* µs per unit */
+} figure;
+
+/* Sorts US (RUNS totals) and turns them into per-unit figures. */
+static void summarise(figure *f, double *us, int runs)
+{
+    qsort(us, (size_t)runs, sizeof *us, cmp_double);
+    double median = runs % 2 ? us[runs / 2] : (us[runs / 2 - 1] + us[runs / 2]) / 2;
+    f->min = us[0] / (double)f->count;
+    f->median = median / (double)f->count;
+    printf("%-10s %zu %ss x %d runs: min %.3f us/%s   median %.3f us/%s   (median total %.1f ms)\n",
+           f->shape, f->count, f->unit, runs, f->min, f->unit, f->median, f->unit, median / 1e3);
+}
+
+/* One job over G per run: chain and map. */
+static int bench_one_job(world *w, figure *f, dsl_graph *g, json_t *in, const expect *want, int runs)
+{
+    double *us = calloc((size_t)runs, sizeof *us);
+    if (!us)
+        abort();
+    for (int i = 0; i < runs; i++) {
+        us[i] = run_job(w, g, in, want);
+        if (us[i] < 0) {
+            free(us);
+            return -1;
+        }
+    }
+    summarise(f, us, runs);
+    free(us);
+    return 0;
+}
+
+/* PAR_JOBS jobs over G per run, each waited for before the next is submitted,
+ * as the peer awaits each invoke: this is per-job latency, not throughput. */
+static int bench_many_jobs(world *w, figure *f, dsl_graph *g, int runs)
+{
+    static const expect want = { 3, 3 };
+    double *us = calloc((size_t)runs, sizeof *us);
+    if (!us)
+        abort();
+    for (int i = 0; i < runs; i++) {
+        double total = 0;
+        for (int j = 0; j < PAR_JOBS; j++) {
+            json_t *in = json_integer(j);
+            double t = run_job(w, g, in, &want);
+            json_decref(in);
+            if (t < 0) {
+                free(us);
+                return -1;
+            }
+            total += t;
+        }
+        us[i] = total;
+    }
+    summarise(f, us, runs);
+    free(us);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 100000;
+    int runs = argc > 2 ? atoi(argv[2]) : 5;
+    if (n < 1)
+        n = 1;
+    if (runs < 1)
+        runs = 1;
+
+    world w = {0};
+    w.r = reactor_new();
+    /* The pool is idle here (every lambda is inline) but the engine needs one. */
+    w.pool = w.r ? pool_new(w.r, 1) : NULL;
+    w.plugins = plugins_new(NULL, NULL);
+    if (!w.r || !w.pool || !w.plugins || plugins_add_builtins(w.plugins) != 0 ||
+        plugins_add(w.plugins, &bench_plugin, "bench", NULL) != 0) {
+        fprintf(stderr, "overhead: cannot set up the reactor, pool or plugins\n");
+        return 1;
+    }
+    w.eng = engine_new(w.r, w.pool, w.plugins, NULL);
+    if (!w.eng) {
+        fprintf(stderr, "overhead: engine_new failed\n");
+        return 1;
+    }
+
+    printf("overhead: engine cost per node with PURE|FAST no-op lambdas (submit to done)\n");
+
+    text chain = {0}, map = {0}, par = {0};
+    add(&chain, "loom: 1\nname: overhead-chain\ndo:\n  chain:\n");
+    for (long i = 0; i < n; i++)
+        add(&chain, "    - lambda: bench.noop\n");
+    add(&map, "loom: 1\nname: overhead-map\n"
+              "do: { map: { over: '{{ input }}', max_concurrency: 1000, do: { lambda: bench.noop } } }\n");
+    add(&par, "loom: 1\nname: overhead-parallel3\n"
+              "do: { parallel: { a: { lambda: bench.noop }, b: { lambda: bench.noop }, c: { lambda: bench.noop } } }\n");
+
+    dsl_graph *gc = compile("chain", &chain);
+    dsl_graph *gm = compile("map", &map);
+    dsl_graph *gp = compile("parallel3", &par);
+    int rc = gc && gm && gp ? 0 : 1;
+
+    figure figs[3] = {
+        { "chain", "node", (size_t)n, 0, 0 },
+        { "map", "node", (size_t)n, 0, 0 },
+        { "parallel3", "invoke", PAR_JOBS, 0, 0 },
+    };
+    json_t *one = json_integer(1);
+    json_t *items = json_array();
+    for (long i = 0; i < n && items; i++)
+        json_array_append_new(items, json_integer(i));
+    if (!rc && (!one || !items))
+        rc = 1;
+    if (!rc)
+        rc = bench_one_job(&w, &figs[0], gc, one, &(expect){ 0, (unsigned long)n }, runs) ? 1 : 0;
+    if (!rc)
+        rc = bench_one_job(&w, &figs[1], gm, items, &(expect){ (size_t)n, (unsigned long)n }, runs) ? 1 : 0;
+    if (!rc)
+        rc = bench_many_jobs(&w, &figs[2], gp, runs) ? 1 : 0;
+
+    if (!rc) {
+        printf("  target: %.1f us per node; chain median is %.1f%% of it, map %.1f%%\n", TARGET_US,
+               figs[0].median / TARGET_US * 100, figs[1].median / TARGET_US * 100);
+        for (int i = 0; i < 3; i++) {
+            if (figs[i].unit[0] == 'n')
+                printf("{\"peer\":\"loom\",\"shape\":\"%s\",\"nodes\":%zu,\"us_per_node\":%.4f,"
+                       "\"us_per_node_min\":%.4f,\"runs\":%d}\n",
+                       figs[i].shape, figs[i].count, figs[i].median, figs[i].min, runs);
+            else
+                printf("{\"peer\":\"loom\",\"shape\":\"%s\",\"invokes\":%zu,\"us_per_invoke\":%.4f,"
+                       "\"us_per_invoke_min\":%.4f,\"runs\":%d}\n",
+                       figs[i].shape, figs[i].count, figs[i].median, figs[i].min, runs);
+        }
+    }
+
+    json_decref(one);
+    json_decref(items);
+    if (gc)
+        dsl_graph_unref(gc);
+    if (gm)
+        dsl_graph_unref(gm);
+    if (gp)
+        dsl_graph_unref(gp);
+    free(chain.s);
+    free(map.s);
+    free(par.s);
+    engine_free(w.eng);
+    pool_free(w.pool); /* after the engine, as engine.h asks */
+    plugins_free(w.plugins);
+    reactor_free(w.r);
+    return rc;
+}
