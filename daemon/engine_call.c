@@ -576,7 +576,7 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
     if (pp->def->init) {
         hctx h;
         hctx_init(&h);
-        if (pp->def->init(&h.base, cfg, &pi->state) < 0) {
+        if (pp->def->init(&h.base, pp->plugin_state, cfg, &pi->state) < 0) {
             snprintf(err, errlen, "provider '%s': %s", instance_name, h.msg[0] ? h.msg : "init failed");
             goto fail;
         }

@@ -446,6 +446,7 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
         int found;
         size_t at = search(p->providers, p->nproviders, providers[i]->pub.name,
                            provider_name_at, &found);
+        providers[i]->pub.plugin_state = slot->state;
         insert_at(p->providers, p->nproviders++, at, providers[i]);
     }
     for (size_t i = 0; i < p->nlambdas; i++)

@@ -32,6 +32,7 @@ typedef struct plugins_provider {
     const char *name;              /* "mock" */
     const loom_provider *def;
     const loom_plugin *plugin;
+    void *plugin_state;            /* the plugin's, from its init: for def->init */
 } plugins_provider;
 
 /* Where the loader reports refusals and init failures: one line each,

@@ -213,8 +213,10 @@ typedef struct loom_provider {
     const char *name;            /* the `plugin:` value in the config: "openai" */
     const loom_option *options;  /* its config map (NULL-name terminated) */
     /* Reads CONFIG (borrowed; validated against options) once per provider
-     * instance; *STATE is owned by the plugin until fini. 0 or -1. */
-    int (*init)(loom_ctx *ctx, json_t *config, void **state);
+     * instance; *STATE is owned by the plugin until fini. PLUGIN_STATE is
+     * what the plugin's own init made (NULL without one): state shared by
+     * every instance of the plugin lives there, never in a global. 0 or -1. */
+    int (*init)(loom_ctx *ctx, void *plugin_state, json_t *config, void **state);
     void (*fini)(void *state);
     /* 0, or -1 after loom_error (e.g. LOOM_E_INVALID_REQUEST). */
     int (*encode)(loom_ctx *ctx, void *state, const loom_request *req, loom_http_request *out);

@@ -29,8 +29,8 @@
  *
  * Stats: every instance registers under its `name` option (the host sets it
  * to the instance name) and the lambda `mock.stats` reads its counters. The
- * ABI gives a provider's init no pointer to its plugin's state, so this
- * registry is the plugin's one static variable, behind a mutex because init,
+ * registry is the plugin's state (made by the plugin's init, handed to every
+ * provider instance's init and to the lambda), behind a mutex because init,
  * fini and lambdas may run on threads other than the reactor. */
 #include <math.h>
 #include <pthread.h>
@@ -53,11 +53,11 @@ struct mock_pending {
     loom_errcode fail_code;      /* LOOM_OK: complete, else fail */
 };
 
-/* The live instances by name. Static because of the ABI gap noted above. */
-static struct {
+/* The live instances by name: the plugin's state. */
+struct mock_registry {
     pthread_mutex_t lock;
     mock_instance *head;
-} mock_registry = { PTHREAD_MUTEX_INITIALIZER, NULL };
+};
 
 /* ---- deterministic numbers */
 
@@ -388,7 +388,7 @@ static void mock_cancel(void *state, loom_call *call)
 }
 
 
-static int mock_init(loom_ctx *ctx, json_t *config, void **state)
+static int mock_init(loom_ctx *ctx, void *plugin_state, json_t *config, void **state)
 {
     mock_instance *in = calloc(1, sizeof *in);
 
@@ -401,10 +401,13 @@ static int mock_init(loom_ctx *ctx, json_t *config, void **state)
         mock_instance_free(in);
         return -1;
     }
-    pthread_mutex_lock(&mock_registry.lock);
-    in->next_live = mock_registry.head;
-    mock_registry.head = in;
-    pthread_mutex_unlock(&mock_registry.lock);
+    /* without the plugin's state (init called bare) there are no stats */
+    if ((in->registry = plugin_state)) {
+        pthread_mutex_lock(&in->registry->lock);
+        in->next_live = in->registry->head;
+        in->registry->head = in;
+        pthread_mutex_unlock(&in->registry->lock);
+    }
     *state = in;
     return 0;
 }
@@ -418,12 +421,14 @@ static void mock_fini(void *state)
 
     if (!in)
         return;
-    pthread_mutex_lock(&mock_registry.lock);
-    for (link = &mock_registry.head; *link && *link != in; link = &(*link)->next_live)
-        ;
-    if (*link)
-        *link = in->next_live;
-    pthread_mutex_unlock(&mock_registry.lock);
+    if (in->registry) {
+        pthread_mutex_lock(&in->registry->lock);
+        for (link = &in->registry->head; *link && *link != in; link = &(*link)->next_live)
+            ;
+        if (*link)
+            *link = in->next_live;
+        pthread_mutex_unlock(&in->registry->lock);
+    }
 
     while (in->pending) {
         mock_pending *p = in->pending;
@@ -437,19 +442,22 @@ static void mock_fini(void *state)
 
 /* ---- stats */
 
-int mock_stats_get(const char *name, mock_stats *out)
+int mock_stats_get(void *plugin_state, const char *name, mock_stats *out)
 {
+    mock_registry *reg = plugin_state;
     mock_instance *in;
 
-    pthread_mutex_lock(&mock_registry.lock);
-    for (in = mock_registry.head; in && strcmp(in->name, name) != 0; in = in->next_live)
+    if (!reg)
+        return -1;
+    pthread_mutex_lock(&reg->lock);
+    for (in = reg->head; in && strcmp(in->name, name) != 0; in = in->next_live)
         ;
     if (in) {
         pthread_mutex_lock(&in->lock);
         *out = in->stats;
         pthread_mutex_unlock(&in->lock);
     }
-    pthread_mutex_unlock(&mock_registry.lock);
+    pthread_mutex_unlock(&reg->lock);
     return in ? 0 : -1;
 }
 
@@ -465,7 +473,7 @@ static json_t *mock_stats_lambda(loom_ctx *ctx, void *state, json_t *input, json
         loom_error(ctx, LOOM_E_LAMBDA_FAILED, "mock.stats: provider must be a string");
         return NULL;
     }
-    if (mock_stats_get(name, &s) < 0) {
+    if (mock_stats_get(state, name, &s) < 0) {
         loom_error(ctx, LOOM_E_LAMBDA_FAILED, "mock.stats: no mock provider named \"%s\"", name);
         return NULL;
     }
@@ -523,6 +531,29 @@ static const loom_lambda mock_lambdas[] = { {
     .summary = "call counters of a mock provider instance",
 } };
 
+static int mock_plugin_init(loom_ctx *ctx, json_t *config, void **state)
+{
+    mock_registry *reg = calloc(1, sizeof *reg);
+    (void)config;
+    if (!reg) {
+        loom_error(ctx, LOOM_E_NOMEM, "mock: out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&reg->lock, NULL);
+    *state = reg;
+    return 0;
+}
+
+/* After every instance's fini (the host ends instances before plugins). */
+static void mock_plugin_fini(void *state)
+{
+    mock_registry *reg = state;
+    if (!reg)
+        return;
+    pthread_mutex_destroy(&reg->lock);
+    free(reg);
+}
+
 static const loom_plugin mock_plugin = {
     .abi_major = LOOM_ABI_MAJOR,
     .abi_minor = LOOM_ABI_MINOR,
@@ -533,6 +564,8 @@ static const loom_plugin mock_plugin = {
     .nlambdas = sizeof mock_lambdas / sizeof mock_lambdas[0],
     .providers = mock_providers,
     .nproviders = sizeof mock_providers / sizeof mock_providers[0],
+    .init = mock_plugin_init,
+    .fini = mock_plugin_fini,
 };
 
 LOOM_PLUGIN_DEFINE(mock)

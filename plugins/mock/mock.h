@@ -24,8 +24,9 @@ typedef struct mock_stats {
 } mock_stats;
 
 /* Copies the counters of the live instance named NAME (the most recently
- * initialised one if several share the name) into *OUT. 0, or -1 when no
- * instance has that name. Any thread. */
-int mock_stats_get(const char *name, mock_stats *out);
+ * initialised one if several share the name) of the mock plugin whose state
+ * is PLUGIN_STATE into *OUT. 0, or -1 when no instance has that name. Any
+ * thread. */
+int mock_stats_get(void *plugin_state, const char *name, mock_stats *out);
 
 #endif

@@ -26,6 +26,7 @@ typedef struct mock_answer {
 
 typedef struct mock_pending mock_pending;
 
+typedef struct mock_registry mock_registry;
 typedef struct mock_instance {
     char *name;
     uint64_t latency_ms, jitter_ms;
@@ -48,6 +49,7 @@ typedef struct mock_instance {
     mock_pending *pending;       /* calls in flight, most recent first */
 
     struct mock_instance *next_live;  /* the registry's list */
+    struct mock_registry *registry;   /* the plugin's state, or NULL */
 } mock_instance;
 
 /* Fills IN (zeroed, lock initialised) from CONFIG (borrowed; an object, or

@@ -164,7 +164,7 @@ static const loom_option p_opts[] = {
     { NULL, 0, NULL, 0, NULL },
 };
 
-static int p_init(loom_ctx *ctx, json_t *config, void **state)
+static int p_init(loom_ctx *ctx, void *plugin_state, json_t *config, void **state)
 {
     *state = NULL;
     return 0;

@@ -19,6 +19,14 @@ static void mock_setup(void)
 
 TestSuite(engine_mock, .init = mock_setup, .fini = et_teardown);
 
+/* The mock plugin's state, where its instances' counters are. */
+static void *mock_state(void)
+{
+    const plugins_lambda *l = plugins_lambda_find(ET.plugins, "mock.stats");
+    cr_assert(l != NULL);
+    return l->state;
+}
+
 static void add_mock(const char *name, const char *config)
 {
     char err[256];
@@ -46,7 +54,7 @@ Test(engine_mock, map_bound_seen_by_mock)
            "[1,2,3,4,5,6,7,8,9,10,11,12]", NULL, &r);
     cr_assert(r.output);
     mock_stats s;
-    cr_assert_eq(mock_stats_get("m2", &s), 0);
+    cr_assert_eq(mock_stats_get(mock_state(), "m2", &s), 0);
     cr_assert_eq(s.max_in_flight, 4);
     cr_assert_eq(s.completed, 12);
     et_result_free(&r);
@@ -60,7 +68,7 @@ Test(engine_mock, vote_cancels_outstanding_samples)
            NULL, &r);
     cr_assert_str_eq(json_string_value(json_object_get(r.output, "winner")), "yes");
     mock_stats s;
-    cr_assert_eq(mock_stats_get("m3", &s), 0);
+    cr_assert_eq(mock_stats_get(mock_state(), "m3", &s), 0);
     cr_assert_eq(s.completed, 5); /* 5 of 9 is a majority */
     cr_assert_eq(s.cancelled, 4);
     cr_assert_eq(s.in_flight, 0);

@@ -134,6 +134,7 @@ static const loom_host_api fake_api = {
 
 static fake_host host;
 static fake_ctx ctx;
+static void *plugin_state; /* the mock plugin's own state, from its init */
 
 static void setup(void)
 {
@@ -142,10 +143,13 @@ static void setup(void)
     cr_assert(host.r != NULL);
     memset(&ctx, 0, sizeof ctx);
     ctx.base.api = &fake_api;
+    plugin_state = NULL;
+    cr_assert(eq(int, loom_builtin_mock_entry()->init(&ctx.base, NULL, &plugin_state), 0));
 }
 
 static void teardown(void)
 {
+    loom_builtin_mock_entry()->fini(plugin_state);
     reactor_free(host.r);
 }
 
@@ -167,7 +171,7 @@ static void *instance(const char *config)
     json_t *cfg = config ? json_loads(config, 0, NULL) : NULL;
     void *state = NULL;
     cr_assert(config == NULL || cfg != NULL, "bad test config %s", config);
-    cr_assert(eq(int, provider()->init(&ctx.base, cfg, &state), 0), "init: %s", ctx.message);
+    cr_assert(eq(int, provider()->init(&ctx.base, plugin_state, cfg, &state), 0), "init: %s", ctx.message);
     json_decref(cfg);
     return state;
 }
@@ -179,7 +183,7 @@ static void refused(const char *config)
     void *state = NULL;
     cr_assert(cfg != NULL);
     ctx.code = LOOM_OK;
-    cr_expect(eq(int, provider()->init(&ctx.base, cfg, &state), -1), "accepted %s", config);
+    cr_expect(eq(int, provider()->init(&ctx.base, plugin_state, cfg, &state), -1), "accepted %s", config);
     cr_expect(eq(int, (int)ctx.code, (int)LOOM_E_CONFIG), "%s", config);
     cr_expect(ctx.message[0] != '\0');
     json_decref(cfg);
@@ -234,7 +238,7 @@ static void expect_answer(fake_call *c, const char *text)
 static mock_stats stats(const char *name)
 {
     mock_stats s;
-    cr_assert(eq(int, mock_stats_get(name, &s), 0), "no instance %s", name);
+    cr_assert(eq(int, mock_stats_get(plugin_state, name, &s), 0), "no instance %s", name);
     return s;
 }
 
@@ -629,7 +633,7 @@ Test(mock, stats_lambda)
     chat(st, &c[2], "c");
     provider()->cancel(st, &c[2].base);
     run_until(2);
-    out = fn->fn(&ctx.base, NULL, json_null(), args);
+    out = fn->fn(&ctx.base, plugin_state, json_null(), args);
     want = json_pack("{sisisisisisi}", "calls", 3, "completed", 0, "failed", 2, "cancelled", 1,
                      "in_flight", 0, "max_in_flight", 3);
     cr_assert(out != NULL, "%s", ctx.message);
@@ -639,7 +643,7 @@ Test(mock, stats_lambda)
     json_decref(args);
 
     /* Without args: the instance called "mock". */
-    out = fn->fn(&ctx.base, NULL, json_null(), NULL);
+    out = fn->fn(&ctx.base, plugin_state, json_null(), NULL);
     cr_assert(out != NULL);
     cr_expect(eq(i64, (int64_t)json_integer_value(json_object_get(out, "calls")), (int64_t)0));
     json_decref(out);
@@ -648,7 +652,7 @@ Test(mock, stats_lambda)
     provider()->fini(st);
     args = json_pack("{ss}", "provider", "fast");
     ctx.code = LOOM_OK;
-    cr_expect(fn->fn(&ctx.base, NULL, json_null(), args) == NULL);
+    cr_expect(fn->fn(&ctx.base, plugin_state, json_null(), args) == NULL);
     cr_expect(eq(int, (int)ctx.code, (int)LOOM_E_LAMBDA_FAILED));
     json_decref(args);
     provider()->fini(other);
@@ -671,7 +675,7 @@ Test(mock, bad_config_is_refused)
             " {\"match\": \"/([a-z/\", \"answer\": \"b\"}]}");
     refused("{\"script\": [\"yes\", 3]}");
     refused("[1, 2]");
-    cr_expect(ne(int, mock_stats_get("mock", &(mock_stats){ 0 }), 0),
+    cr_expect(ne(int, mock_stats_get(plugin_state, "mock", &(mock_stats){ 0 }), 0),
               "a refused instance stayed registered");
 }
 
