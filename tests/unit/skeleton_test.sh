@@ -2,12 +2,13 @@
 # skeleton_test.sh -- the out-of-tree plugin path, end to end: install the
 # plugin header and loom-plugin.pc into a scratch DESTDIR, build
 # contrib/plugin-skeleton with its own Makefile through pkg-config, load the
-# result with the daemon's loader and call skeleton.greet. Prints TAP.
+# result with the daemon's loader and call skeleton.greet, then use it from a
+# workflow with `loomctl run`, the plugin directory named in a config. Prints TAP.
 srcdir=${LOOM_SRCDIR:-.}
 builddir=${LOOM_BUILDDIR:-.}
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/loom-skeleton-XXXXXX") || exit 1
 trap 'rm -rf "$scratch"' EXIT
-echo "1..4"
+echo "1..5"
 failed=0
 ok() { echo "ok $1 - $2"; }
 not_ok() { echo "not ok $1 - $2"; failed=1; }
@@ -45,5 +46,19 @@ if [ "$out" = '"good morning, Ada"' ]; then
     ok 4 "init reads the greeting from the config"
 else
     echo "$out" | sed 's/^/# /'; not_ok 4 "init reads the greeting from the config"
+fi
+# From a workflow: the config's plugin directory is loaded, and the
+# compiler knows skeleton.greet as a lambda.
+mkdir -p "$scratch/plugins" "$scratch/wf"
+cp "$scratch/skeleton.so" "$scratch/plugins/" 2>/dev/null
+printf 'plugins: [%s]\n' "$scratch/plugins" >"$scratch/loomd.yaml"
+printf 'loom: 1\nname: greet\ninput: { name: string }\ndo:\n  lambda: skeleton.greet\n' \
+    >"$scratch/wf/greet.yaml"
+out=$(echo '{"name": "workflow"}' | "$builddir/loomctl" run "$scratch/wf/greet.yaml" --input - \
+      --config "$scratch/loomd.yaml" 2>&1)
+if [ "$out" = '"hello, workflow"' ]; then
+    ok 5 "a workflow calls skeleton.greet through loomctl run"
+else
+    echo "$out" | sed 's/^/# /'; not_ok 5 "a workflow calls skeleton.greet through loomctl run"
 fi
 exit $failed
