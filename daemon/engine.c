@@ -135,7 +135,7 @@ void job_trace(engine_job_t *job, const act_t *a, engine_trace_event ev, const c
         .time_us = reactor_now_us(job->eng->r), .attempt = a->attempt,
         .provider = n->kind == DSL_CALL ? n->u.call.provider
                     : n->kind == DSL_EMBED ? n->u.embed.provider : NULL,
-        .code = code,
+        .code = code, .cached = a->cached,
     };
     job->trace(job->trace_ud, &t);
 }
@@ -580,7 +580,12 @@ engine_t *engine_new(reactor_t *r, pool_t *pool, const plugins_t *plugins,
     if (!e->opt.max_in_flight)
         e->opt.max_in_flight = DEFAULT_MAX_IN_FLIGHT;
     elist_init(&e->jobs);
+    if (!(e->cache = engine_cache_new(e->opt.cache_entries)))
+        goto fail;
     return e;
+fail:
+    free(e);
+    return NULL;
 }
 
 void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud)
@@ -604,5 +609,6 @@ void engine_free(engine_t *e)
             elist_del(&job->link); /* busy: engine_free from its callback is not allowed */
     }
     call_free_providers(e);
+    engine_cache_free(e->cache); /* after the jobs: none can store into it now */
     free(e);
 }

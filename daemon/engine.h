@@ -56,6 +56,8 @@ typedef struct engine_trace {
     int attempt;           /* 1-based */
     const char *provider;  /* provider instance for call/embed, else NULL */
     const char *code;      /* ERROR/RETRY: the error code, else NULL */
+    bool cached;           /* FINISH (or ERROR from `output:`) of a leaf answered
+                              from the engine's cache: no provider or lambda ran */
 } engine_trace;
 
 typedef void (*engine_trace_fn)(void *ud, const engine_trace *t);
@@ -73,6 +75,8 @@ typedef struct engine_options {
     size_t max_in_flight;      /* default per-job cap on leaf calls in flight (0: 1024) */
     engine_trace_fn trace;     /* optional, for every job */
     void *trace_ud;
+    size_t cache_entries;      /* bound of the `cache: true` memo shared by all jobs,
+                                  least recently used evicted first (0: 10,000) */
 } engine_options;
 
 typedef struct engine_job_options {

@@ -7,7 +7,13 @@
  * Provider calls go through the plugin's invoke hook; this file is the host
  * side of loom_ctx and loom_call (errors, Retry-After, complete, fail,
  * timers). HTTP providers (encode/decode) are refused until a transport
- * exists. */
+ * exists.
+ *
+ * `cache: true`: once the request is rendered, its key is looked up in the
+ * engine's cache (engine_cache.h). A hit ends the attempt inline, the way a
+ * PURE|FAST lambda does, without calling anything; a miss carries the key
+ * in its lcall/pcall and stores the result only when the call succeeds, so
+ * errors and cancelled calls (whose lcall/pcall is freed) leave no entry. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +48,7 @@ typedef struct lcall {
     const plugins_lambda *lam;
     json_t *input, *args;      /* owned */
     json_t *result;            /* owned, set by the worker */
+    char *cache_key;           /* owned: store the result under it, or NULL */
     hctx ctx;
     pool_work_t *handle;
 } lcall;
@@ -57,6 +64,7 @@ typedef struct pcall {
     json_t *out;               /* a completion that arrived inside invoke */
     hctx ctx;                  /* a failure that arrived inside invoke, and Retry-After */
     bool single;               /* EMBED of one string: answer its vector */
+    char *cache_key;           /* owned: store the answer under it, or NULL */
 } pcall;
 
 typedef struct ptimer {
@@ -134,6 +142,39 @@ static eerr *err_from_ctx(const act_t *a, const hctx *h, dsl_error_class cls, co
     return e;
 }
 
+/* ---- the cache */
+
+/* The cache key of A's rendered REQUEST (borrowed) when A's node caches,
+ * else NULL. Out of memory also gives NULL: the call then just runs
+ * uncached, since the cache is only an optimisation. */
+static char *cache_key_of(const act_t *a, const char *name, const char *model, json_t *request)
+{
+    if (!a->node->cache || !request)
+        return NULL;
+    return engine_cache_key(dsl_kind_name(a->node->kind), name, model, request);
+}
+
+/* Ends A's attempt with the result cached under KEY, if there is one. The
+ * hit completes inline like a PURE|FAST lambda: call_start runs only where
+ * an inline completion is allowed (inside the job's pump or a callback). */
+static bool cache_try_hit(act_t *a, const char *key)
+{
+    json_t *hit = key ? engine_cache_get(a->job->eng->cache, key) : NULL;
+    if (!hit)
+        return false;
+    a->cached = true;
+    act_attempt_done(a, json_incref(hit), NULL);
+    return true;
+}
+
+/* Remembers RES (borrowed) under KEY (may be NULL). A failed store only
+ * costs a later miss. */
+static void cache_store(const act_t *a, const char *key, json_t *res)
+{
+    if (key && res)
+        (void)engine_cache_put(a->job->eng->cache, key, res);
+}
+
 /* ---- lambdas */
 
 static void lambda_finish(act_t *a, json_t *r, const hctx *h)
@@ -154,6 +195,7 @@ static void lambda_work(void *ud)
 
 static void lcall_free(lcall *lc)
 {
+    free(lc->cache_key);
     json_decref(lc->input);
     json_decref(lc->args);
     json_decref(lc->result);
@@ -177,6 +219,7 @@ static void lambda_done(void *ud, int status)
     } else {
         json_t *r = lc->result;
         lc->result = NULL;
+        cache_store(a, lc->cache_key, r);
         lambda_finish(a, r, &lc->ctx);
     }
     lcall_free(lc);
@@ -201,12 +244,25 @@ static void lambda_start(act_t *a)
                                            "args: %s", msg));
         return;
     }
+    char *key = NULL;
+    if (a->node->cache) {
+        json_t *req = json_pack("{s:O, s:O}", "input", a->input, "args", args);
+        key = cache_key_of(a, l->fn, NULL, req);
+        json_decref(req);
+        if (cache_try_hit(a, key)) {
+            free(key);
+            json_decref(args);
+            return;
+        }
+    }
     unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
     if ((lam->def->flags & inline_flags) == inline_flags) {
         hctx h;
         hctx_init(&h);
         json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
         json_decref(args);
+        cache_store(a, key, r);
+        free(key);
         lambda_finish(a, r, &h);
         return;
     }
@@ -218,6 +274,8 @@ static void lambda_start(act_t *a)
     lc->lam = lam;
     lc->input = json_incref(a->input);
     lc->args = args;
+    lc->cache_key = key; /* from here on the lcall owns it */
+    key = NULL;
     hctx_init(&lc->ctx);
     int rc = pool_submit(e->pool, lambda_work, lambda_done, lc, &lc->handle);
     if (rc < 0) {
@@ -229,6 +287,7 @@ static void lambda_start(act_t *a)
     a->call_kind = CK_LAMBDA;
     return;
 oom:
+    free(key);
     json_decref(args);
     act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
                                        "cannot queue the call"));
@@ -291,6 +350,7 @@ static void pcall_free(pcall *pc, reactor_t *r)
 {
     while (!elist_empty(&pc->timers))
         ptimer_cancel(r, ELINK_OWNER(pc->timers.next, ptimer, link));
+    free(pc->cache_key);
     json_decref(pc->out);
     free(pc);
 }
@@ -301,6 +361,8 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
     act_t *a = pc->act;
     engine_job_t *job = a->job;
     bool single = pc->single;
+    char *key = pc->cache_key; /* kept past the pcall: stored once the answer is final */
+    pc->cache_key = NULL;
     a->call = NULL;
     pcall_free(pc, job->eng->r);
     job->busy++;
@@ -323,6 +385,9 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
             err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
                            "no embedding in the answer");
     }
+    if (!err)
+        cache_store(a, key, out);
+    free(key);
     act_attempt_done(a, err ? NULL : out, err);
     job->busy--;
     job_pump(job);
@@ -437,10 +502,30 @@ static void provider_start(act_t *a)
     loom_request req;
     bool single = false;
     pcall *pc = NULL;
+    char *key = NULL;
     if (build_request(a, &req, &single, msg, sizeof msg) < 0)
         goto fail;
+    if (n->cache) {
+        /* everything the answer depends on; `single` because one string
+         * answers a vector and a list of one answers a list */
+        json_t *rq = n->kind == DSL_EMBED
+                         ? json_pack("{s:O, s:b}", "inputs", req.inputs, "single", single)
+                         : json_pack("{s:O, s:O, s:b}", "messages", req.messages, "params",
+                                     req.params, "json", req.json_mode);
+        key = cache_key_of(a, name, req.model, rq);
+        json_decref(rq);
+        if (cache_try_hit(a, key)) {
+            free(key);
+            json_decref(req.messages);
+            json_decref(req.params);
+            json_decref(req.inputs);
+            return;
+        }
+    }
     if (!(pc = calloc(1, sizeof *pc)))
         goto fail;
+    pc->cache_key = key; /* from here on the pcall owns it */
+    key = NULL;
     pc->base.api = &host_api;
     pc->magic = MAGIC_CALL;
     pc->ck = CK_PROVIDER;
@@ -474,6 +559,7 @@ static void provider_start(act_t *a)
     }
     return;
 fail:
+    free(key);
     json_decref(req.messages);
     json_decref(req.params);
     json_decref(req.inputs);
@@ -486,6 +572,7 @@ fail:
 void call_start(act_t *a)
 {
     const dsl_node *n = a->node;
+    a->cached = false;
     /* `input:` overrides what the node receives, `prev` included. */
     const dsl_tvalue *over = n->kind == DSL_LAMBDA ? n->u.lambda.input
                              : n->kind == DSL_CALL ? n->u.call.input : NULL;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "daemon/engine.h"
+#include "daemon/engine_cache.h"
 
 typedef struct act act_t;
 
@@ -80,6 +81,7 @@ struct act {
     void *call;                /* lcall or pcall in flight */
     int call_kind;             /* which of the two */
     bool holds_slot;           /* counts toward the job's in-flight leaves */
+    bool cached;               /* this attempt was answered from the cache */
     /* result waiting for delivery to the parent */
     json_t *res;               /* owned */
     eerr *err;                 /* owned */
@@ -122,6 +124,7 @@ struct engine {
     pinst_t *providers;        /* singly linked */
     engine_workflow_lookup_fn wf_lookup;
     void *wf_ud;
+    engine_cache *cache;       /* owned: results of `cache: true` leaves */
 };
 
 /* ---- lists */

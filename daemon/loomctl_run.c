@@ -88,9 +88,10 @@ static void on_trace(void *ud, const engine_trace *t)
         snprintf(took, sizeof took, "  took %.3f ms",
                  (double)(t->time_us - (uint64_t)json_integer_value(start)) / 1000.0);
     }
-    fprintf(stderr, "%10.3f ms  %-6s %-8s %s  attempt %d%s%s%s%s%s\n", at, trace_name(t->event),
+    fprintf(stderr, "%10.3f ms  %-6s %-8s %s  attempt %d%s%s%s%s%s%s\n", at, trace_name(t->event),
             dsl_kind_name(t->kind), t->node, t->attempt, t->provider ? "  provider " : "",
-            t->provider ? t->provider : "", t->code ? "  code " : "", t->code ? t->code : "", took);
+            t->provider ? t->provider : "", t->code ? "  code " : "", t->code ? t->code : "", took,
+            t->cached ? "  (cached)" : "");
 }
 
 /* The job input from PATH ("-" for stdin). New reference, or NULL (reported). */
