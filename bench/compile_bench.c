@@ -15,53 +15,23 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "dsl/dsl.h"
 
 #define TARGET_MS 50.0
 #define TARGET_NODES 10000
 #define NODES_PER_GROUP 14 /* see add_group */
 
-typedef struct text {
-    char *s;
-    size_t n, cap;
-} text;
-
-static void add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(text *t, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (len < 0)
-        abort();
-    if (t->n + (size_t)len + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 65536;
-        while (cap < t->n + (size_t)len + 1)
-            cap *= 2;
-        char *s = realloc(t->s, cap);
-        if (!s) {
-            fprintf(stderr, "compile_bench: out of memory\n");
-            exit(1);
-        }
-        t->s = s;
-        t->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(t->s + t->n, (size_t)len + 1, fmt, ap);
-    va_end(ap);
-    t->n += (size_t)len;
-}
 
 /* One group of the top-level chain: NODES_PER_GROUP nodes. Group I maps over
  * the documents group I-1 produced (the first over the input). */
-static void add_group(text *t, size_t i)
+static void add_group(bench_text *t, size_t i)
 {
     if (i == 0)
-        add(t, "    - id: g%zu_docs\n      map:\n        over: \"{{ input.docs }}\"\n", i);
+        bench_add(t, "    - id: g%zu_docs\n      map:\n        over: \"{{ input.docs }}\"\n", i);
     else
-        add(t, "    - id: g%zu_docs\n      map:\n        over: \"{{ steps.g%zu_docs.output }}\"\n", i, i - 1);
-    add(t,
+        bench_add(t, "    - id: g%zu_docs\n      map:\n        over: \"{{ steps.g%zu_docs.output }}\"\n", i, i - 1);
+    bench_add(t,
         "        as: doc\n"
         "        index_as: k\n"
         "        max_concurrency: 8\n"
@@ -80,7 +50,7 @@ static void add_group(text *t, size_t i)
         "                prompt: \"Topics of: {{ doc.text }}\"\n"
         "                json: true\n"
         "            words: { lambda: { fn: std.const, args: { text: \"{{ doc.text | lower }}\", n: 3 } } }\n");
-    add(t,
+    bench_add(t,
         "    - id: g%zu_verdict\n"
         "      vote:\n"
         "        n: 5\n"
@@ -88,7 +58,7 @@ static void add_group(text *t, size_t i)
         "        normalize: [trim, lower]\n"
         "        do: { call: { prompt: \"Positive or negative overall? {{ steps.g%zu_docs.output | json }}\", max_tokens: 3 } }\n",
         i, i);
-    add(t,
+    bench_add(t,
         "    - id: g%zu_route\n"
         "      timeout: 2m\n"
         "      fallback: { lambda: std.const }\n"
@@ -106,10 +76,10 @@ static void add_group(text *t, size_t i)
 }
 
 /* A workflow of about NODES nodes (the root chain and whole groups). */
-static text generate(size_t nodes)
+static bench_text generate(size_t nodes)
 {
-    text t = {0};
-    add(&t,
+    bench_text t = {0};
+    bench_add(&t,
         "loom: 1\n"
         "name: bench-%zu\n"
         "description: A generated workflow for the compiler benchmark.\n"
@@ -126,24 +96,11 @@ static text generate(size_t nodes)
     return t;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* Compiles a NODES-node workflow RUNS times and prints the figures. Returns
  * the median in ms, or -1 when the workflow does not compile. */
 static double bench(size_t nodes, int runs)
 {
-    text t = generate(nodes);
+    bench_text t = generate(nodes);
     double *ms = calloc((size_t)runs, sizeof *ms);
     size_t nnodes = 0;
     if (!ms)
@@ -151,9 +108,9 @@ static double bench(size_t nodes, int runs)
     for (int r = 0; r < runs; r++) {
         dsl_diags diags;
         dsl_diags_init(&diags, "bench.yaml");
-        double t0 = now_ms();
+        double t0 = (bench_now_us() / 1e3);
         dsl_graph *g = dsl_compile("bench.yaml", t.s, t.n, NULL, &diags);
-        ms[r] = now_ms() - t0;
+        ms[r] = (bench_now_us() / 1e3) - t0;
         if (!g) {
             fprintf(stderr, "compile_bench: the generated %zu-node workflow does not compile:\n", nodes);
             dsl_diags_print(&diags, stderr);
@@ -166,7 +123,7 @@ static double bench(size_t nodes, int runs)
         dsl_graph_unref(g);
         dsl_diags_free(&diags);
     }
-    qsort(ms, (size_t)runs, sizeof *ms, cmp_double);
+    bench_sort(ms, (size_t)runs);
     double median = runs % 2 ? ms[runs / 2] : (ms[runs / 2 - 1] + ms[runs / 2]) / 2;
     printf("%zu nodes, %zu bytes of YAML, %d compiles:\n", nnodes, t.n, runs);
     printf("  min %.2f ms   median %.2f ms   max %.2f ms   %.0f ns per node (median)\n",

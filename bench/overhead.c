@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "daemon/engine.h"
+#include "bench/bench_util.h"
 #include "dsl/dsl.h"
 #include "loom/plugin.h"
 
@@ -58,54 +59,16 @@ static const loom_plugin bench_plugin = {
 
 /* ---- YAML generation */
 
-typedef struct text {
-    char *s;
-    size_t n, cap;
-} text;
-
-static void add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(text *t, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (len < 0)
-        abort();
-    if (t->n + (size_t)len + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 65536;
-        while (cap < t->n + (size_t)len + 1)
-            cap *= 2;
-        char *s = realloc(t->s, cap);
-        if (!s) {
-            fprintf(stderr, "overhead: out of memory\n");
-            exit(1);
-        }
-        t->s = s;
-        t->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(t->s + t->n, (size_t)len + 1, fmt, ap);
-    va_end(ap);
-    t->n += (size_t)len;
-}
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
 
 /* Compiles T and reports how long that took: compilation is a separate cost
  * (and has its own benchmark), so it is kept out of the per-node figures. */
-static dsl_graph *compile(const char *name, const text *t)
+static dsl_graph *compile(const char *name, const bench_text *t)
 {
     dsl_diags d;
     dsl_diags_init(&d, "overhead.yaml");
-    double t0 = now_us();
+    double t0 = bench_now_us();
     dsl_graph *g = dsl_compile("overhead.yaml", t->s, t->n, NULL, &d);
-    double ms = (now_us() - t0) / 1e3;
+    double ms = (bench_now_us() - t0) / 1e3;
     if (!g) {
         fprintf(stderr, "overhead: the generated %s workflow does not compile:\n", name);
         dsl_diags_print(&d, stderr);
@@ -144,7 +107,7 @@ static void on_done(engine_job_t *job, void *ud)
 {
     run *rn = ud;
     rn->done = 1;
-    rn->end_us = now_us(); /* here, not after the reactor pass, so the pass's tail is not counted */
+    rn->end_us = bench_now_us(); /* here, not after the reactor pass, so the pass's tail is not counted */
     const engine_error *err = engine_job_error(job);
     if (err) {
         rn->failed = 1;
@@ -166,7 +129,7 @@ static double run_job(world *w, dsl_graph *g, json_t *in, const expect *want)
 {
     run rn = { .in = in, .want = want };
     unsigned long calls0 = __atomic_load_n(&noop_calls, __ATOMIC_RELAXED);
-    double t0 = now_us();
+    double t0 = bench_now_us();
     if (!engine_submit(w->eng, g, in, NULL, on_done, &rn)) {
         fprintf(stderr, "overhead: engine_submit failed\n");
         return -1;
@@ -183,12 +146,6 @@ static double run_job(world *w, dsl_graph *g, json_t *in, const expect *want)
     return rn.failed ? -1 : rn.end_us - t0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 typedef struct figure {
     const char *shape;
     const char *unit;    /* "node" or "invoke": what the figure is per */
@@ -199,7 +156,7 @@ typedef struct figure {
 /* Sorts US (RUNS totals) and turns them into per-unit figures. */
 static void summarise(figure *f, double *us, int runs)
 {
-    qsort(us, (size_t)runs, sizeof *us, cmp_double);
+    bench_sort(us, (size_t)runs);
     double median = runs % 2 ? us[runs / 2] : (us[runs / 2 - 1] + us[runs / 2]) / 2;
     f->min = us[0] / (double)f->count;
     f->median = median / (double)f->count;
@@ -279,13 +236,13 @@ int main(int argc, char **argv)
 
     printf("overhead: engine cost per node with PURE|FAST no-op lambdas (submit to done)\n");
 
-    text chain = {0}, map = {0}, par = {0};
-    add(&chain, "loom: 1\nname: overhead-chain\ndo:\n  chain:\n");
+    bench_text chain = {0}, map = {0}, par = {0};
+    bench_add(&chain, "loom: 1\nname: overhead-chain\ndo:\n  chain:\n");
     for (long i = 0; i < n; i++)
-        add(&chain, "    - lambda: bench.noop\n");
-    add(&map, "loom: 1\nname: overhead-map\n"
+        bench_add(&chain, "    - lambda: bench.noop\n");
+    bench_add(&map, "loom: 1\nname: overhead-map\n"
               "do: { map: { over: '{{ input }}', max_concurrency: 1000, do: { lambda: bench.noop } } }\n");
-    add(&par, "loom: 1\nname: overhead-parallel3\n"
+    bench_add(&par, "loom: 1\nname: overhead-parallel3\n"
               "do: { parallel: { a: { lambda: bench.noop }, b: { lambda: bench.noop }, c: { lambda: bench.noop } } }\n");
 
     dsl_graph *gc = compile("chain", &chain);
