@@ -113,20 +113,29 @@ static void route_pick(act_t *a, json_t *value /* stolen */)
     spawn_start(a, pick, a->input, ROLE_CASE, 0);
 }
 
-static void route_start(act_t *a)
+/* A route's `on` and a gate's `check` are a template or a node: a node runs
+ * as a child (its finish comes back through the child's ROLE); a template is
+ * evaluated now and its value handed to DECIDE (which steals it). */
+static void start_value(act_t *a, const dsl_node *node, const dsl_template *tpl, int role,
+                        void (*decide)(act_t *, json_t *))
 {
-    const dsl_route *r = &a->node->u.route;
-    if (r->on_node) {
-        spawn_start(a, r->on_node, a->input, ROLE_ON, 0);
+    if (node) {
+        spawn_start(a, node, a->input, role, 0);
         return;
     }
     char msg[256];
-    json_t *v = eval_template(a, r->on_tpl, NULL, msg, sizeof msg);
+    json_t *v = eval_template(a, tpl, NULL, msg, sizeof msg);
     if (!v) {
         fail_now(a, DSL_ERR_FAILED, NULL, msg);
         return;
     }
-    route_pick(a, v);
+    decide(a, v);
+}
+
+static void route_start(act_t *a)
+{
+    const dsl_route *r = &a->node->u.route;
+    start_value(a, r->on_node, r->on_tpl, ROLE_ON, route_pick);
 }
 
 /* ---- gate */
@@ -156,17 +165,7 @@ static void gate_decide(act_t *a, json_t *value /* stolen */)
 static void gate_start(act_t *a)
 {
     const dsl_gate *g = &a->node->u.gate;
-    if (g->check_node) {
-        spawn_start(a, g->check_node, a->input, ROLE_CHECK, 0);
-        return;
-    }
-    char msg[256];
-    json_t *v = eval_template(a, g->check_tpl, NULL, msg, sizeof msg);
-    if (!v) {
-        fail_now(a, DSL_ERR_FAILED, NULL, msg);
-        return;
-    }
-    gate_decide(a, v);
+    start_value(a, g->check_node, g->check_tpl, ROLE_CHECK, gate_decide);
 }
 
 /* ---- parallel */
