@@ -22,7 +22,8 @@ static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "p
 static const char *const log_keys[] = { "level", "format", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
                                           NULL };
-static const char *const batch_keys[] = { "max_inputs", "window", NULL };
+static const char *const batch_keys[] = { "max_inputs", "max_tokens", "window", NULL };
+static const char *const timeout_keys[] = { "connect", "first_byte", "total", NULL };
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 
 static void strv_free(char **v)
@@ -235,6 +236,13 @@ static void parse_limits(dsl_diags *d, const dsl_ynode *y, config_limits *l)
     }
 }
 
+static void get_duration(dsl_diags *d, const dsl_ynode *y, const char *key, uint64_t *ms)
+{
+    const char *why;
+    if (y->kind != DSL_Y_SCALAR || dsl_parse_duration(y->u.scalar.str, y->u.scalar.len, ms, &why) < 0)
+        dsl_error(d, y->line, y->col, "'%s' must be a duration such as 5ms or 30s", key);
+}
+
 static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y, config_provider *p)
 {
     const dsl_ynode *x;
@@ -253,19 +261,34 @@ static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y,
     if ((x = dsl_ymap_get(y, "limits")))
         parse_limits(d, x, &p->limits);
     if ((x = dsl_ymap_get(y, "batch"))) {
-        if (x->kind != DSL_Y_MAP) {
-            dsl_type_error(d, x, "batch", "a mapping");
+        int on;
+        if (x->kind == DSL_Y_SCALAR && dsl_yscalar_bool(x, &on) == 0 && !on) {
+            p->batch_max_inputs = -1; /* batch: false */
+        } else if (x->kind != DSL_Y_MAP) {
+            dsl_type_error(d, x, "batch", "a mapping or false");
         } else {
             const dsl_ynode *b;
             dsl_check_keys(d, x, batch_keys, "batch");
             if ((b = dsl_ymap_get(x, "max_inputs")))
                 get_int(d, b, "max_inputs", 1, 1000000, &p->batch_max_inputs);
-            if ((b = dsl_ymap_get(x, "window"))) {
-                const char *why;
-                if (b->kind != DSL_Y_SCALAR ||
-                    dsl_parse_duration(b->u.scalar.str, b->u.scalar.len, &p->batch_window_ms, &why) < 0)
-                    dsl_error(d, b->line, b->col, "'window' must be a duration such as 5ms");
-            }
+            if ((b = dsl_ymap_get(x, "max_tokens")))
+                get_int(d, b, "max_tokens", 1, 1000000000, &p->batch_max_tokens);
+            if ((b = dsl_ymap_get(x, "window")))
+                get_duration(d, b, "window", &p->batch_window_ms);
+        }
+    }
+    if ((x = dsl_ymap_get(y, "timeouts"))) {
+        if (x->kind != DSL_Y_MAP) {
+            dsl_type_error(d, x, "timeouts", "a mapping");
+        } else {
+            const dsl_ynode *b;
+            dsl_check_keys(d, x, timeout_keys, "timeouts");
+            if ((b = dsl_ymap_get(x, "connect")))
+                get_duration(d, b, "connect", &p->timeout_connect_ms);
+            if ((b = dsl_ymap_get(x, "first_byte")))
+                get_duration(d, b, "first_byte", &p->timeout_first_byte_ms);
+            if ((b = dsl_ymap_get(x, "total")))
+                get_duration(d, b, "total", &p->timeout_total_ms);
         }
     }
     /* everything else is the plugin's, checked against its option table
@@ -273,7 +296,8 @@ static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y,
     p->options = json_object();
     for (size_t i = 0; p->options && i < y->u.map.n; i++) {
         const char *key = y->u.map.pairs[i].key->u.scalar.str;
-        if (!strcmp(key, "plugin") || !strcmp(key, "limits") || !strcmp(key, "batch"))
+        if (!strcmp(key, "plugin") || !strcmp(key, "limits") || !strcmp(key, "batch") ||
+            !strcmp(key, "timeouts"))
             continue;
         if (!strcmp(key, "api_key")) {
             const dsl_ynode *ak = y->u.map.pairs[i].key;

@@ -30,8 +30,13 @@ typedef struct config_provider {
     char *plugin;        /* the provider plugin: "mock", "openai", ... */
     json_t *options;     /* the plugin's options (owned object) */
     config_limits limits;
-    int64_t batch_max_inputs; /* 0 = no batching */
-    uint64_t batch_window_ms;
+    /* native batching: 0 = the plugin's max_batch (none if it declares
+     * none), -1 = off (`batch: false`) */
+    int64_t batch_max_inputs;
+    int64_t batch_max_tokens;    /* 0 = the default (300,000) */
+    uint64_t batch_window_ms;    /* 0 = the default (5 ms) */
+    /* HTTP timeouts; 0 = the defaults (10 s, 120 s, 600 s) */
+    uint64_t timeout_connect_ms, timeout_first_byte_ms, timeout_total_ms;
     int line, col;       /* of the entry, for messages about its options */
 } config_provider;
 

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "daemon/engine_internal.h"
+#include "daemon/http.h"
 
 #define DEFAULT_MAX_IN_FLIGHT 1024
 
@@ -382,6 +383,7 @@ static void job_free(engine_job_t *job)
     elist_del(&job->link);
     e->njobs--;
     json_decref(job->output);
+    json_decref(job->usage);
     eerr_free(job->error);
     scope_fini(&job->scope);
     free(job);
@@ -557,6 +559,8 @@ void engine_cancel(engine_job_t *job)
 
 json_t *engine_job_output(const engine_job_t *job) { return job->ended ? job->output : NULL; }
 
+json_t *engine_job_usage(const engine_job_t *job) { return job->usage; }
+
 const engine_error *engine_job_error(const engine_job_t *job)
 {
     return job->ended && job->error ? &job->error->pub : NULL;
@@ -609,6 +613,7 @@ void engine_free(engine_t *e)
             elist_del(&job->link); /* busy: engine_free from its callback is not allowed */
     }
     call_free_providers(e);
+    http_client_free(e->http);
     engine_cache_free(e->cache); /* after the jobs: none can store into it now */
     free(e);
 }

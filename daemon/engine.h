@@ -102,6 +102,14 @@ void engine_free(engine_t *e);
 int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
                         json_t *config, char *err, size_t errlen);
 
+/* The same for an entry of the config file, with its limits, batching and
+ * timeouts (used only by HTTP providers, whose calls go through a rate
+ * limiter and curl; the first one raises the open-file limit and refuses a
+ * concurrency that cannot fit in it). CP is borrowed. */
+struct config_provider; /* daemon/config_file.h */
+int engine_add_configured_provider(engine_t *e, const struct config_provider *cp, char *err,
+                                   size_t errlen);
+
 /* For `use` nodes. */
 void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud);
 
@@ -120,6 +128,9 @@ void engine_cancel(engine_job_t *job);
 
 /* The job's output (borrowed), or NULL when it failed or has not ended. */
 json_t *engine_job_output(const engine_job_t *job);
+/* Provider usage of the job so far, {NAME: {calls, input_tokens,
+ * output_tokens}} (borrowed), or NULL when it made no provider call. */
+json_t *engine_job_usage(const engine_job_t *job);
 /* The job's error (borrowed), or NULL when it succeeded or has not ended. */
 const engine_error *engine_job_error(const engine_job_t *job);
 /* The job's error as {code, message, node, attempts}: a new reference, or NULL. */

@@ -4,10 +4,10 @@
  * the worker pool, and its completion comes back on the reactor. A cancelled
  * pool call is orphaned, not freed: the pool's done callback owns and frees
  * it, so a lambda still running on a worker never writes into freed memory.
- * Provider calls go through the plugin's invoke hook; this file is the host
- * side of loom_ctx and loom_call (errors, Retry-After, complete, fail,
- * timers). HTTP providers (encode/decode) are refused until a transport
- * exists.
+ * Provider calls go through the plugin's invoke hook (this file is the host
+ * side of loom_ctx and loom_call: errors, Retry-After, complete, fail,
+ * timers), or, for HTTP providers (encode/decode), through the provider
+ * instance's upstream (daemon/upstream.h: limiter, batching, curl).
  *
  * `cache: true`: once the request is rendered, its key is looked up in the
  * engine's cache (engine_cache.h). A hit ends the attempt inline, the way a
@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "daemon/engine_internal.h"
+#include "daemon/upstream.h"
 
 enum { MAGIC_CTX = 0x4c43, MAGIC_CALL = 0x4c4c };
 enum { CK_LAMBDA = 1, CK_PROVIDER };
@@ -40,6 +41,8 @@ struct pinst {
     char *name;
     const plugins_provider *prov;
     void *state;
+    upstream_t *up;            /* HTTP providers: owned */
+    int64_t max_conns;         /* HTTP providers: what it may hold open */
 };
 
 typedef struct lcall {
@@ -65,6 +68,7 @@ typedef struct pcall {
     hctx ctx;                  /* a failure that arrived inside invoke, and Retry-After */
     bool single;               /* EMBED of one string: answer its vector */
     char *cache_key;           /* owned: store the answer under it, or NULL */
+    upstream_call_t *uc;       /* HTTP providers: the call in the upstream */
 } pcall;
 
 typedef struct ptimer {
@@ -393,9 +397,32 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
     job_pump(job);
 }
 
+/* Adds USAGE (may be NULL) of one call of provider NAME to the job's. */
+static void job_add_usage(engine_job_t *job, const char *name, const loom_usage *usage)
+{
+    if (!job->usage && !(job->usage = json_object()))
+        return;
+    json_t *u = json_object_get(job->usage, name);
+    if (!u) {
+        u = json_pack("{s:i, s:i, s:i}", "calls", 0, "input_tokens", 0, "output_tokens", 0);
+        if (!u || json_object_set_new(job->usage, name, u) < 0)
+            return;
+    }
+    json_object_set_new(u, "calls", json_integer(json_integer_value(json_object_get(u, "calls")) + 1));
+    if (usage && usage->input_tokens > 0)
+        json_object_set_new(u, "input_tokens",
+                            json_integer(json_integer_value(json_object_get(u, "input_tokens")) +
+                                         usage->input_tokens));
+    if (usage && usage->output_tokens > 0)
+        json_object_set_new(u, "output_tokens",
+                            json_integer(json_integer_value(json_object_get(u, "output_tokens")) +
+                                         usage->output_tokens));
+}
+
 static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
 {
     pcall *pc = (pcall *)call;
+    job_add_usage(pc->act->job, pc->inst->name, usage);
     if (pc->in_invoke) {
         pc->finished = true;
         pc->out = output;
@@ -487,6 +514,25 @@ static int build_request(act_t *a, loom_request *req, bool *single, char *msg, s
     return 0;
 }
 
+/* An HTTP provider's answer (or typed failure) from the upstream. */
+static void upstream_done(upstream_call_t *uc, upstream_result *res, void *ud)
+{
+    pcall *pc = ud;
+    pc->uc = NULL;
+    job_add_usage(pc->act->job, pc->inst->name, &res->usage);
+    if (res->output) {
+        pcall_finish(pc, res->output, NULL);
+        return;
+    }
+    eerr *e = eerr_new(class_of(res->code), NULL, pc->act->node->path, pc->act->attempt, "%s",
+                       res->message && *res->message ? res->message : "failed");
+    if (e && res->has_retry_after) {
+        e->has_retry_after = true;
+        e->retry_after_ms = res->retry_after_ms;
+    }
+    pcall_finish(pc, NULL, e);
+}
+
 static void provider_start(act_t *a)
 {
     const dsl_node *n = a->node;
@@ -536,6 +582,16 @@ static void provider_start(act_t *a)
     hctx_init(&pc->ctx);
     a->call = pc;
     a->call_kind = CK_PROVIDER;
+    if (pi->up) {
+        pc->uc = upstream_call(pi->up, &req, upstream_done, pc);
+        json_decref(req.messages);
+        json_decref(req.params);
+        json_decref(req.inputs);
+        if (!pc->uc)
+            pcall_finish(pc, NULL, eerr_new(DSL_ERR_UPSTREAM, NULL, n->path, a->attempt,
+                                            "out of memory"));
+        return;
+    }
     pc->in_invoke = true;
     hctx ctx;
     hctx_init(&ctx);
@@ -608,7 +664,9 @@ void call_cancel(act_t *a)
         pool_cancel(a->job->eng->pool, lc->handle);
     } else {
         pcall *pc = a->call;
-        if (pc->inst->prov->def->cancel)
+        if (pc->uc)
+            upstream_cancel(pc->uc);
+        else if (pc->inst->prov->def->cancel)
             pc->inst->prov->def->cancel(pc->inst->state, &pc->base);
         pcall_free(pc, a->job->eng->r);
     }
@@ -617,26 +675,75 @@ void call_cancel(act_t *a)
 
 /* ---- provider instances */
 
-int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
-                        json_t *config, char *err, size_t errlen)
+/* The HTTP side of a new instance PI of CP: the client (made with the first
+ * HTTP provider), the open-file check and the upstream. */
+static int add_upstream(engine_t *e, pinst_t *pi, const config_provider *cp, char *err,
+                        size_t errlen)
 {
-    const plugins_provider *pp = plugins_provider_find(e->plugins, provider_name);
+    /* sockets the daemon needs besides provider connections: clients,
+     * the store, plugins' files */
+    enum { FD_RESERVE = 256 };
+    if (!e->http) {
+        e->nofile = http_raise_nofile();
+        if (e->nofile < 0)
+            e->nofile = 1024;
+        http_options ho = { .max_connections = e->nofile > 2 * FD_RESERVE
+                                                   ? e->nofile - FD_RESERVE : e->nofile / 2 };
+        if (!(e->http = http_client_new(e->r, &ho))) {
+            snprintf(err, errlen, "cannot start the HTTP client: %s", strerror(errno));
+            return -1;
+        }
+    }
+    int64_t conns = cp->limits.concurrency > 0 ? cp->limits.concurrency : RL_DEFAULT_CEILING;
+    if (e->http_conns + conns + FD_RESERVE > e->nofile) {
+        snprintf(err, errlen,
+                 "limits.concurrency allows %lld calls in flight (%lld over all HTTP providers) "
+                 "but the open-file limit is %ld, of which %d are kept for the daemon: raise "
+                 "the limit (LimitNOFILE= in the unit, ulimit -n) or lower the concurrency",
+                 (long long)conns, (long long)(e->http_conns + conns), e->nofile, FD_RESERVE);
+        return -1;
+    }
+    upstream_options uo = {
+        .timeouts = { .connect_ms = cp->timeout_connect_ms ? cp->timeout_connect_ms : 10000,
+                      .first_byte_ms = cp->timeout_first_byte_ms ? cp->timeout_first_byte_ms
+                                                                 : 120000,
+                      .total_ms = cp->timeout_total_ms ? cp->timeout_total_ms : 600000 },
+        .batch_max_inputs = cp->batch_max_inputs,
+        .batch_max_tokens = cp->batch_max_tokens,
+        .batch_window_ms = cp->batch_window_ms,
+    };
+    if (!(pi->up = upstream_new(e->r, e->http, pi->name, pi->prov->def, pi->state, &cp->limits,
+                                &uo))) {
+        snprintf(err, errlen, "%s", errno == EINVAL ? "negative limits" : "out of memory");
+        return -1;
+    }
+    pi->max_conns = conns;
+    e->http_conns += conns;
+    return 0;
+}
+
+int engine_add_configured_provider(engine_t *e, const config_provider *cp, char *err,
+                                   size_t errlen)
+{
+    const char *instance_name = cp->name;
+    const plugins_provider *pp = plugins_provider_find(e->plugins, cp->plugin);
     json_t *cfg = NULL;
     pinst_t *pi = NULL;
     if (!pp) {
-        snprintf(err, errlen, "no provider plugin '%s'", provider_name);
+        snprintf(err, errlen, "no provider plugin '%s'", cp->plugin);
         return -1;
     }
     if (pinst_find(e, instance_name)) {
         snprintf(err, errlen, "provider '%s' is defined twice", instance_name);
         return -1;
     }
-    if (!pp->def->invoke) {
-        snprintf(err, errlen, "provider %s needs HTTP, not available yet", instance_name);
+    if (!pp->def->invoke && (!pp->def->encode || !pp->def->decode)) {
+        snprintf(err, errlen, "provider plugin '%s' has neither invoke nor encode and decode",
+                 cp->plugin);
         return -1;
     }
     /* a deep copy: the check adds defaults and normalises durations in place */
-    cfg = config ? json_deep_copy(config) : json_object();
+    cfg = cp->options ? json_deep_copy(cp->options) : json_object();
     if (!cfg || !json_is_object(cfg)) {
         snprintf(err, errlen, cfg ? "the config of '%s' must be a mapping" : "out of memory",
                  instance_name);
@@ -668,6 +775,11 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
             goto fail;
         }
     }
+    if (!pp->def->invoke && add_upstream(e, pi, cp, err, errlen) < 0) {
+        if (pp->def->fini)
+            pp->def->fini(pi->state);
+        goto fail;
+    }
     json_decref(cfg);
     pi->next = e->providers;
     e->providers = pi;
@@ -680,11 +792,20 @@ fail:
     return -1;
 }
 
+int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
+                        json_t *options, char *err, size_t errlen)
+{
+    config_provider cp = { .name = (char *)instance_name, .plugin = (char *)provider_name,
+                           .options = options };
+    return engine_add_configured_provider(e, &cp, err, errlen);
+}
+
 void call_free_providers(engine_t *e)
 {
     while (e->providers) {
         pinst_t *pi = e->providers;
         e->providers = pi->next;
+        upstream_free(pi->up); /* before fini: its calls use the state */
         if (pi->prov->def->fini)
             pi->prov->def->fini(pi->state);
         free(pi->name);

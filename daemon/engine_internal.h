@@ -109,6 +109,7 @@ struct engine_job {
     int busy;                  /* inside the job's callbacks or pump */
     bool cancel_req, ending, ended;
     json_t *output;            /* owned */
+    json_t *usage;             /* owned: {provider: {calls, input_tokens, output_tokens}} */
     eerr *error;               /* owned */
 };
 
@@ -125,6 +126,9 @@ struct engine {
     engine_workflow_lookup_fn wf_lookup;
     void *wf_ud;
     engine_cache *cache;       /* owned: results of `cache: true` leaves */
+    struct http_client *http;  /* owned: made with the first HTTP provider */
+    long nofile;               /* the open-file limit then in force */
+    int64_t http_conns;        /* sum of what HTTP providers may hold open */
 };
 
 /* ---- lists */

@@ -120,7 +120,7 @@ static int add_providers(engine_t *e, const config *cfg)
     int rc = 0;
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const config_provider *p = &cfg->providers[i];
-        if (engine_add_provider(e, p->name, p->plugin, p->options, err, sizeof err) == 0)
+        if (engine_add_configured_provider(e, p, err, sizeof err) == 0)
             continue;
         if (cfg->file)
             fprintf(stderr, "%s:%d:%d: error: provider '%s': %s\n", cfg->file, p->line, p->col,

@@ -27,6 +27,8 @@
 /* Defined by plugins/std and plugins/mock, built with LOOM_BUILTIN_PLUGIN. */
 extern const loom_plugin *loom_builtin_std_entry(void);
 extern const loom_plugin *loom_builtin_mock_entry(void);
+extern const loom_plugin *loom_builtin_openai_entry(void);
+extern const loom_plugin *loom_builtin_anthropic_entry(void);
 
 typedef struct plugin_slot {
     const loom_plugin *desc;
@@ -489,6 +491,10 @@ int plugins_add_builtins(plugins_t *p)
     if (plugins_add(p, loom_builtin_std_entry(), "built-in", NULL) < 0)
         rc = -1;
     if (plugins_add(p, loom_builtin_mock_entry(), "built-in", NULL) < 0)
+        rc = -1;
+    if (plugins_add(p, loom_builtin_openai_entry(), "built-in", NULL) < 0)
+        rc = -1;
+    if (plugins_add(p, loom_builtin_anthropic_entry(), "built-in", NULL) < 0)
         rc = -1;
     return rc;
 }

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -105,6 +106,7 @@ typedef struct {
     unsigned long fault_seq;
     unsigned long ids;
     long requests, chat, embeddings, embedding_inputs, messages, r429, in_flight, max_in_flight;
+    long connections;           /* accepted since start or the last reset */
 } server;
 
 static double now_s(void)
@@ -535,15 +537,17 @@ static bool handle_stats(server *s, conn *c, bool reset)
         /* The limiter and the fault sequence restart too, so each test
          * against a shared server sees the same first request. */
         s->requests = s->chat = s->embeddings = s->embedding_inputs = s->messages = s->r429 = 0;
+        s->connections = 0;
         s->max_in_flight = s->in_flight;
         s->rq.tat = s->tk.tat = 0;
         s->fault_seq = 0;
     }
-    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "requests", (json_int_t)s->requests,
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "requests", (json_int_t)s->requests,
                           "chat", (json_int_t)s->chat, "embeddings", (json_int_t)s->embeddings, "embedding_inputs",
                           (json_int_t)s->embedding_inputs, "messages", (json_int_t)s->messages, "r429",
                           (json_int_t)s->r429, "max_in_flight", (json_int_t)s->max_in_flight, "in_flight",
-                          (json_int_t)s->in_flight, "fault", fault_names[s->fault]);
+                          (json_int_t)s->in_flight, "connections", (json_int_t)s->connections,
+                          "fault", fault_names[s->fault]);
     char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!b)
@@ -1017,6 +1021,7 @@ static void accept_all(server *s)
             continue;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        s->connections++;
         c->fd = fd;
         s->conns[fd] = c;
         if (fd > s->max_fd)
@@ -1095,6 +1100,12 @@ int main(int argc, char **argv)
     gcra_init(&s->rq, rpm);
     gcra_init(&s->tk, tpm);
     signal(SIGPIPE, SIG_IGN);
+    /* benchmarks hold 10,000 connections open */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &nofile);
+    }
 
     s->conns = calloc(MAX_FDS, sizeof *s->conns);
     s->gens = calloc(MAX_FDS, sizeof *s->gens);

@@ -254,6 +254,8 @@ void et_done(engine_job_t *job, void *ud)
     json_t *o = engine_job_output(job);
     res->output = o ? json_incref(o) : NULL;
     res->error = engine_error_json(engine_job_error(job));
+    json_t *u = engine_job_usage(job);
+    res->usage = u ? json_deep_copy(u) : NULL;
 }
 
 void et_wait(et_result *res)
@@ -283,6 +285,7 @@ void et_result_free(et_result *res)
 {
     json_decref(res->output);
     json_decref(res->error);
+    json_decref(res->usage);
 }
 
 const char *et_code(const et_result *res)

@@ -42,6 +42,7 @@ typedef struct et_result {
     int done;
     json_t *output;    /* new reference or NULL */
     json_t *error;     /* {code, message, node, attempts} or NULL */
+    json_t *usage;     /* engine_job_usage (a copy) or NULL */
     uint64_t elapsed_us;
     int ntrace;
     char trace[64][128];

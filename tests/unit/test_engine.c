@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "dsl/dsl.h"
+#include "daemon/config_file.h"
 #include "tests/unit/engine_testlib.h"
 
 TestSuite(engine, .init = et_setup, .fini = et_teardown);
@@ -344,11 +345,16 @@ Test(engine, embed_single_string)
     et_result_free(&r);
 }
 
-Test(engine, http_provider_refused)
+Test(engine, http_provider_concurrency_must_fit_the_open_file_limit)
 {
-    char err[256];
+    char err[512];
+    cr_assert_eq(engine_add_provider(ET.eng, "h", "thttp", NULL, err, sizeof err), 0, "%s", err);
+    config_provider big = { .name = "h2", .plugin = "thttp",
+                            .limits = { .concurrency = 100000000 } };
+    cr_assert_eq(engine_add_configured_provider(ET.eng, &big, err, sizeof err), -1);
+    cr_assert(strstr(err, "open-file limit"), "%s", err);
     cr_assert_eq(engine_add_provider(ET.eng, "h", "thttp", NULL, err, sizeof err), -1);
-    cr_assert_str_eq(err, "provider h needs HTTP, not available yet");
+    cr_assert_str_eq(err, "provider 'h' is defined twice");
     json_t *cfg = json_pack("{s:i}", "nope", 1);
     cr_assert_eq(engine_add_provider(ET.eng, "p2", "tprov", cfg, err, sizeof err), -1);
     cr_assert(strstr(err, "unknown option 'nope'"));

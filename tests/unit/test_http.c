@@ -1,0 +1,339 @@
+/* test_http.c -- daemon/http.c against the fake provider server over real
+ * TCP on 127.0.0.1: answers, headers, concurrency on one thread, connection
+ * reuse, each timeout, transport failures, cancel and teardown. Timing
+ * asserts are generous bounds: a loaded machine only makes things later. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "daemon/http.h"
+#include "tests/unit/fake_server.h"
+
+static fake_server srv;
+static reactor_t *r;
+static http_client_t *hc;
+
+typedef struct got {
+    int n;
+    http_outcome outcome;
+    int status;
+    char *body;
+    char *ratelimit;           /* x-ratelimit-limit-requests, if sent */
+    uint64_t total_us;
+} got;
+
+static void on_done(http_call_t *call, const http_response *resp, void *ud)
+{
+    got *g = ud;
+    (void)call;
+    g->n++;
+    g->outcome = resp->outcome;
+    g->status = resp->status;
+    free(g->body);
+    g->body = strndup(resp->body, resp->body_len);
+    g->total_us = resp->total_us;
+    for (size_t i = 0; i < resp->nheaders; i++)
+        if (strcmp(resp->headers[i].name, "x-ratelimit-limit-requests") == 0) {
+            free(g->ratelimit);
+            g->ratelimit = strdup(resp->headers[i].value);
+        }
+}
+
+static void got_free(got *g)
+{
+    free(g->body);
+    free(g->ratelimit);
+}
+
+static void setup_with(const char *const *args, const http_options *opt)
+{
+    cr_assert_eq(fake_server_start(&srv, args), 0);
+    r = reactor_new();
+    cr_assert(r);
+    hc = http_client_new(r, opt);
+    cr_assert(hc);
+}
+
+static void teardown(void)
+{
+    http_client_free(hc);
+    reactor_free(r);
+    fake_server_stop(&srv);
+}
+
+static void add_header(loom_http_request *q, const char *name, const char *value)
+{
+    q->headers = realloc(q->headers, (q->nheaders + 1) * sizeof *q->headers);
+    cr_assert(q->headers);
+    q->headers[q->nheaders].name = strdup(name);
+    q->headers[q->nheaders].value = strdup(value);
+    q->nheaders++;
+}
+
+/* A chat completion request to the fake server whose answer echoes TEXT. */
+static void chat_request(loom_http_request *q, int port, const char *text)
+{
+    memset(q, 0, sizeof *q);
+    q->method = strdup("POST");
+    cr_assert(asprintf(&q->url, "http://127.0.0.1:%d/v1/chat/completions", port) > 0);
+    add_header(q, "Content-Type", "application/json");
+    add_header(q, "Authorization", "Bearer sk-test");
+    cr_assert(asprintf(&q->body, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+                       text) > 0);
+    q->body_len = strlen(q->body);
+}
+
+static http_call_t *start_chat(const char *text, const http_timeouts *t, got *g)
+{
+    loom_http_request q;
+    chat_request(&q, srv.port, text);
+    http_call_t *c = http_call(hc, &q, t, on_done, g);
+    cr_assert(c, "http_call: %s", strerror(errno));
+    cr_assert_null(q.url, "the request is stolen");
+    return c;
+}
+
+/* Runs the reactor until *COUNT reaches WANT or MS pass. */
+static void run_until(const int *count, int want, int ms)
+{
+    uint64_t end = reactor_now_us(r) + (uint64_t)ms * 1000;
+    while (*count < want && reactor_now_us(r) < end)
+        reactor_run_once(r, 10);
+}
+
+Test(http, answers_with_status_body_and_lower_case_headers, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--rpm", "6000", NULL }, NULL);
+    got g = { 0 };
+    start_chat("hello there", NULL, &g);
+    cr_assert_eq(g.n, 0, "never called back from inside http_call");
+    run_until(&g.n, 1, 5000);
+    cr_assert_eq(g.n, 1);
+    cr_assert_eq(g.outcome, HTTP_OK);
+    cr_assert_eq(g.status, 200);
+    cr_assert(strstr(g.body, "hello there"), "%s", g.body);
+    cr_assert_str_eq(g.ratelimit, "6000");
+    cr_assert_eq(http_in_flight(hc), 0);
+    got_free(&g);
+}
+
+Test(http, many_calls_in_flight_on_one_thread, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--latency", "200", NULL }, NULL);
+    enum { N = 300 };
+    got g[N];
+    int done = 0;
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++)
+        start_chat("x", NULL, &g[i]);
+    cr_assert_eq(http_in_flight(hc), N);
+    uint64_t t0 = reactor_now_us(r);
+    while (done < N && reactor_now_us(r) - t0 < 20 * 1000000ull) {
+        reactor_run_once(r, 10);
+        done = 0;
+        for (int i = 0; i < N; i++)
+            done += g[i].n;
+    }
+    cr_assert_eq(done, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(g[i].status, 200);
+        got_free(&g[i]);
+    }
+    long peak = fake_server_stat(&srv, "max_in_flight");
+    cr_log_info("300 calls of 200 ms: %.0f ms, server peak in flight %ld",
+                (reactor_now_us(r) - t0) / 1000.0, peak);
+    cr_assert_gt(peak, N / 2, "calls overlap at the server (peak %ld)", peak);
+}
+
+Test(http, connections_are_reused, .fini = teardown)
+{
+    setup_with(NULL, NULL);
+    for (int i = 0; i < 50; i++) {
+        got g = { 0 };
+        start_chat("again", NULL, &g);
+        run_until(&g.n, 1, 5000);
+        cr_assert_eq(g.status, 200);
+        got_free(&g);
+    }
+    long conns = fake_server_stat(&srv, "connections");
+    cr_assert_leq(conns, 3, "50 sequential calls opened %ld connections", conns);
+}
+
+Test(http, refused_connection_is_a_connect_error, .fini = teardown)
+{
+    setup_with(NULL, NULL);
+    /* a port nobody listens on: bind one, note it, close it */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    close(fd);
+    loom_http_request q;
+    chat_request(&q, ntohs(a.sin_port), "x");
+    got g = { 0 };
+    cr_assert(http_call(hc, &q, NULL, on_done, &g));
+    run_until(&g.n, 1, 5000);
+    cr_assert_eq(g.outcome, HTTP_E_CONNECT, "%s", http_outcome_name(g.outcome));
+    cr_assert_eq(g.status, 0);
+    got_free(&g);
+}
+
+Test(http, connect_timeout, .fini = teardown)
+{
+    setup_with(NULL, NULL);
+    /* a listener whose backlog is full drops further SYNs, so connecting
+     * to it hangs until our connect timeout */
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(l, 0), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &al), 0);
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        (void)connect(fill[i], (struct sockaddr *)&a, sizeof a);
+    }
+    usleep(100000);
+    loom_http_request q;
+    chat_request(&q, ntohs(a.sin_port), "x");
+    got g = { 0 };
+    http_timeouts t = { .connect_ms = 300, .first_byte_ms = 5000, .total_ms = 10000 };
+    cr_assert(http_call(hc, &q, &t, on_done, &g));
+    run_until(&g.n, 1, 8000);
+    cr_assert_eq(g.n, 1);
+    cr_assert_eq(g.outcome, HTTP_E_TIMEOUT_CONNECT, "%s", http_outcome_name(g.outcome));
+    cr_assert_lt(g.total_us, 4000000);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(l);
+    got_free(&g);
+}
+
+Test(http, first_byte_timeout, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--latency", "100", "--fault", "slow_first_byte", NULL }, NULL);
+    got g = { 0 };
+    http_timeouts t = { .connect_ms = 2000, .first_byte_ms = 300, .total_ms = 10000 };
+    start_chat("x", &t, &g);
+    run_until(&g.n, 1, 5000);
+    cr_assert_eq(g.outcome, HTTP_E_TIMEOUT_FIRST_BYTE, "%s", http_outcome_name(g.outcome));
+    cr_assert_geq(g.total_us, 300000);
+    cr_assert_lt(g.total_us, 900000, "the answer came at 1000 ms, the timeout must be first");
+    got_free(&g);
+}
+
+Test(http, total_timeout_on_a_stalled_body, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--fault", "stall_body", NULL }, NULL);
+    got g = { 0 };
+    http_timeouts t = { .connect_ms = 2000, .first_byte_ms = 2000, .total_ms = 400 };
+    start_chat("x", &t, &g);
+    run_until(&g.n, 1, 5000);
+    cr_assert_eq(g.outcome, HTTP_E_TIMEOUT_TOTAL, "%s", http_outcome_name(g.outcome));
+    cr_assert_geq(g.total_us, 400000);
+    got_free(&g);
+}
+
+Test(http, dropped_connection_is_a_transfer_error, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--fault", "drop", NULL }, NULL);
+    got g = { 0 };
+    start_chat("x", NULL, &g);
+    run_until(&g.n, 1, 5000);
+    cr_assert_eq(g.outcome, HTTP_E_TRANSFER, "%s", http_outcome_name(g.outcome));
+    got_free(&g);
+}
+
+Test(http, body_over_the_limit, .fini = teardown)
+{
+    http_options o = { .max_body = 1 << 20 };
+    setup_with((const char *const[]){ "--fault", "huge_body", NULL }, &o);
+    got g = { 0 };
+    start_chat("x", NULL, &g);
+    run_until(&g.n, 1, 10000);
+    cr_assert_eq(g.outcome, HTTP_E_TOO_LARGE, "%s", http_outcome_name(g.outcome));
+    got_free(&g);
+}
+
+Test(http, error_statuses_are_answers, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--fault", "503", NULL }, NULL);
+    got g = { 0 };
+    start_chat("x", NULL, &g);
+    run_until(&g.n, 1, 5000);
+    cr_assert_eq(g.outcome, HTTP_OK);
+    cr_assert_eq(g.status, 503);
+    cr_assert(strstr(g.body, "server_is_overloaded"), "%s", g.body);
+    got_free(&g);
+}
+
+Test(http, cancelled_calls_never_call_back, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--latency", "100", NULL }, NULL);
+    got g[10];
+    http_call_t *c[10];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < 10; i++)
+        c[i] = start_chat("x", NULL, &g[i]);
+    for (int i = 0; i < 10; i += 2)
+        http_cancel(c[i]);
+    cr_assert_eq(http_in_flight(hc), 5);
+    int total = 0;
+    uint64_t t0 = reactor_now_us(r);
+    while (reactor_now_us(r) - t0 < 1500000) {
+        reactor_run_once(r, 10);
+        total = 0;
+        for (int i = 0; i < 10; i++)
+            total += g[i].n;
+        if (total == 5 && http_in_flight(hc) == 0)
+            break;
+    }
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(g[i].n, i % 2, "call %d", i);
+        got_free(&g[i]);
+    }
+}
+
+Test(http, freeing_the_client_with_calls_in_flight, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--latency", "500", NULL }, NULL);
+    got g[20];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < 20; i++)
+        start_chat("x", NULL, &g[i]);
+    for (int i = 0; i < 5; i++)
+        reactor_run_once(r, 10); /* connected and sent */
+    http_client_free(hc);
+    hc = NULL;
+    for (int i = 0; i < 20; i++) {
+        reactor_run_once(r, 10);
+        cr_assert_eq(g[i].n, 0);
+    }
+}
+
+Test(http, request_without_url_is_refused, .fini = teardown)
+{
+    setup_with(NULL, NULL);
+    loom_http_request q = { .method = strdup("POST") };
+    got g = { 0 };
+    errno = 0;
+    cr_assert_null(http_call(hc, &q, NULL, on_done, &g));
+    cr_assert_eq(errno, EINVAL);
+    cr_assert_null(q.method, "stolen even when refused");
+}
+
+Test(http, raises_the_open_file_limit)
+{
+    long n = http_raise_nofile();
+    cr_assert_gt(n, 0);
+}

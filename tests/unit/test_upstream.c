@@ -1,0 +1,469 @@
+/* test_upstream.c -- daemon/upstream*.c with the real openai and anthropic
+ * plugins against the fake provider server over HTTP: answers and usage,
+ * 429s pausing the provider, configured limits never exceeded, quota
+ * disabling the provider, overload shrinking concurrency, malformed answers,
+ * timeouts, coalescing of embedding calls, and withdrawing calls. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon/upstream.h"
+#include "plugins/anthropic/anthropic.h"
+#include "plugins/openai/openai.h"
+#include "tests/unit/fake_server.h"
+
+static fake_server srv;
+static reactor_t *r;
+static http_client_t *hc;
+static upstream_t *up;
+static const loom_provider *def;
+static void *pstate;
+
+typedef struct got {
+    int n;
+    json_t *out;
+    loom_errcode code;
+    char msg[256];
+    loom_usage usage;
+    bool has_ra;
+} got;
+
+static void on_done(upstream_call_t *c, upstream_result *res, void *ud)
+{
+    got *g = ud;
+    (void)c;
+    g->n++;
+    g->out = res->output;
+    g->code = res->code;
+    g->usage = res->usage;
+    g->has_ra = res->has_retry_after;
+    snprintf(g->msg, sizeof g->msg, "%s", res->message ? res->message : "");
+}
+
+typedef struct tctx {
+    loom_ctx base;
+    char msg[256];
+} tctx;
+
+static void t_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
+{
+    (void)code;
+    vsnprintf(((tctx *)ctx)->msg, sizeof ((tctx *)ctx)->msg, fmt, ap);
+}
+static void t_vlog(loom_ctx *ctx, int l, const char *fmt, va_list ap)
+{
+    (void)ctx, (void)l, (void)fmt, (void)ap;
+}
+static const loom_host_api t_api = { .verror = t_verror, .vlog = t_vlog };
+
+/* A provider PLUGIN ("openai" or "anthropic") at the fake server started
+ * with ARGS, limited by LIMITS, with OPT. */
+static void setup(const char *plugin, const char *const *args, const config_limits *limits,
+                  const upstream_options *opt)
+{
+    cr_assert_eq(fake_server_start(&srv, args), 0);
+    cr_assert(r = reactor_new());
+    cr_assert(hc = http_client_new(r, NULL));
+    const loom_plugin *p = strcmp(plugin, "openai") == 0 ? loom_builtin_openai_entry()
+                                                         : loom_builtin_anthropic_entry();
+    def = &p->providers[0];
+    char url[64];
+    setenv("LOOM_TEST_KEY", "sk-test-secret", 1);
+    json_t *cfg = json_pack("{s:s, s:s, s:s}", "base_url", fake_server_base_url(&srv, url, sizeof url),
+                            "api_key_env", "LOOM_TEST_KEY", "model", "m1");
+    if (strcmp(plugin, "anthropic") == 0)
+        json_object_set_new(cfg, "max_tokens", json_integer(64));
+    tctx ctx = { .base.api = &t_api };
+    cr_assert_eq(def->init(&ctx.base, NULL, cfg, &pstate), 0, "%s", ctx.msg);
+    json_decref(cfg);
+    cr_assert(up = upstream_new(r, hc, "fake", def, pstate, limits, opt));
+}
+
+static void teardown(void)
+{
+    upstream_free(up);
+    if (def && def->fini)
+        def->fini(pstate);
+    http_client_free(hc);
+    reactor_free(r);
+    fake_server_stop(&srv);
+}
+
+static upstream_call_t *chat(const char *text, got *g)
+{
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", text);
+    json_t *params = json_object();
+    loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .params = params };
+    upstream_call_t *c = upstream_call(up, &req, on_done, g);
+    json_decref(msgs);
+    json_decref(params);
+    cr_assert(c);
+    return c;
+}
+
+static upstream_call_t *embed(json_t *inputs, got *g)
+{
+    loom_request req = { .kind = LOOM_CALL_EMBED, .inputs = inputs };
+    upstream_call_t *c = upstream_call(up, &req, on_done, g);
+    cr_assert(c);
+    return c;
+}
+
+static int count(const got *g, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += g[i].n;
+    return k;
+}
+
+static void run_until_all(got *g, int n, int ms)
+{
+    uint64_t end = reactor_now_us(r) + (uint64_t)ms * 1000;
+    while (count(g, n) < n && reactor_now_us(r) < end)
+        reactor_run_once(r, 10);
+    cr_assert_eq(count(g, n), n, "%d of %d calls finished", count(g, n), n);
+}
+
+static void run_for(int ms)
+{
+    uint64_t end = reactor_now_us(r) + (uint64_t)ms * 1000;
+    while (reactor_now_us(r) < end)
+        reactor_run_once(r, 10);
+}
+
+static void free_all(got *g, int n)
+{
+    for (int i = 0; i < n; i++)
+        json_decref(g[i].out);
+}
+
+Test(upstream, openai_chat_answer_and_usage, .fini = teardown)
+{
+    setup("openai", NULL, NULL, NULL);
+    got g = { 0 };
+    chat("a quick brown fox", &g);
+    cr_assert_eq(g.n, 0, "never called back from inside upstream_call");
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_OK, "%s", g.msg);
+    cr_assert(json_is_string(g.out));
+    cr_assert(strstr(json_string_value(g.out), "a quick brown fox"));
+    cr_assert_gt(g.usage.input_tokens, 0);
+    cr_assert_gt(g.usage.output_tokens, 0);
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_assert_eq(st.requests, 1);
+    cr_assert_eq(st.succeeded, 1);
+    cr_assert_eq(st.limiter.in_flight, 0);
+    free_all(&g, 1);
+}
+
+Test(upstream, anthropic_chat, .fini = teardown)
+{
+    setup("anthropic", NULL, NULL, NULL);
+    got g = { 0 };
+    chat("hello claude", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_OK, "%s", g.msg);
+    cr_assert(strstr(json_string_value(g.out), "hello claude"));
+    cr_assert_gt(g.usage.input_tokens, 0);
+    cr_assert_eq(fake_server_stat(&srv, "messages"), 1);
+    free_all(&g, 1);
+}
+
+Test(upstream, a_429_pauses_the_whole_provider, .fini = teardown)
+{
+    /* the server allows one request a second; the limiter knows nothing */
+    setup("openai", (const char *const[]){ "--rpm", "60", NULL }, NULL, NULL);
+    enum { N = 4 };
+    got g[N];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++)
+        chat("x", &g[i]);
+    run_until_all(g, N, 15000);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(g[i].code, LOOM_OK, "call %d: %s", i, g[i].msg);
+    long r429 = fake_server_stat(&srv, "r429");
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_log_info("4 calls at 1 rpm/s: %ld 429s", r429);
+    /* without the pause every waiting call would hammer the server; with
+     * it, the first burst costs a few 429s and then calls are spaced */
+    cr_assert_leq(r429, 2 * N, "%ld 429s", r429);
+    cr_assert_eq(st.rate_limited, (uint64_t)r429);
+    free_all(g, N);
+}
+
+Test(upstream, configured_limits_send_no_429, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--rpm", "600", NULL },
+          &(config_limits){ .rpm = 600 }, NULL);
+    enum { N = 25 };
+    got g[N];
+    memset(g, 0, sizeof g);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < N; i++)
+        chat("x", &g[i]);
+    run_until_all(g, N, 15000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    cr_assert_eq(fake_server_stat(&srv, "r429"), 0);
+    /* a burst of 10, then 10 per second: 25 calls need at least 1.4 s */
+    cr_assert_geq(s, 1.3, "took %.2f s", s);
+    free_all(g, N);
+}
+
+Test(upstream, concurrency_cap_holds, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--latency", "100", NULL },
+          &(config_limits){ .concurrency = 5 }, NULL);
+    enum { N = 20 };
+    got g[N];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++)
+        chat("x", &g[i]);
+    run_until_all(g, N, 10000);
+    long peak = fake_server_stat(&srv, "max_in_flight");
+    cr_assert_leq(peak, 5, "peak %ld", peak);
+    cr_assert_geq(peak, 4, "peak %ld", peak);
+    free_all(g, N);
+}
+
+Test(upstream, quota_disables_the_provider, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--fault", "quota", NULL }, NULL, NULL);
+    got g = { 0 }, h = { 0 };
+    chat("x", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_E_QUOTA, "%s", g.msg);
+    chat("y", &h);
+    run_until_all(&h, 1, 5000);
+    cr_assert_eq(h.code, LOOM_E_QUOTA);
+    cr_assert(strstr(h.msg, "disabled until reload"), "%s", h.msg);
+    cr_assert_eq(fake_server_stat(&srv, "requests"), 1, "the second call was never sent");
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_assert(st.disabled);
+}
+
+Test(upstream, server_errors_are_typed, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--fault", "500", NULL }, NULL, NULL);
+    got g = { 0 };
+    chat("x", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_E_UPSTREAM, "%s", g.msg);
+    cr_assert_null(g.out);
+    cr_assert_null(strstr(g.msg, "sk-test-secret"));
+}
+
+Test(upstream, overload_halves_concurrency, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--fault", "503", NULL },
+          &(config_limits){ .concurrency = 16 }, NULL);
+    got g = { 0 };
+    chat("x", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_E_UPSTREAM, "%s", g.msg);
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_assert_eq(st.limiter.effective_concurrency, 8);
+}
+
+Test(upstream, malformed_answer_is_a_typed_error, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--fault", "malformed_json", NULL }, NULL, NULL);
+    got g = { 0 };
+    chat("x", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_E_UPSTREAM, "%s", g.msg);
+}
+
+Test(upstream, dropped_connection_is_upstream, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--fault", "drop", NULL }, NULL, NULL);
+    got g = { 0 };
+    chat("x", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_E_UPSTREAM, "%s", g.msg);
+}
+
+Test(upstream, first_byte_timeout_is_a_timeout, .fini = teardown)
+{
+    upstream_options o = { .timeouts = { .connect_ms = 1000, .first_byte_ms = 200, .total_ms = 5000 } };
+    setup("openai", (const char *const[]){ "--latency", "100", "--fault", "slow_first_byte", NULL },
+          NULL, &o);
+    got g = { 0 };
+    chat("x", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_E_TIMEOUT, "%s", g.msg);
+    cr_assert(strstr(g.msg, "first_byte"), "%s", g.msg);
+}
+
+/* The fake server's vector for one input, fetched alone. */
+static json_t *solo_vector(const char *text)
+{
+    json_t *in = json_pack("[s]", text);
+    got g = { 0 };
+    embed(in, &g);
+    json_decref(in);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_OK, "%s", g.msg);
+    json_t *v = json_incref(json_array_get(g.out, 0));
+    json_decref(g.out);
+    return v;
+}
+
+Test(upstream, embeddings_are_coalesced, .fini = teardown)
+{
+    upstream_options o = { .batch_max_inputs = 64, .batch_window_ms = 20 };
+    setup("openai", NULL, NULL, &o);
+    enum { N = 100, K = 10 };
+    got g[N];
+    json_t *in[N];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++) {
+        in[i] = json_array();
+        for (int k = 0; k < K; k++) {
+            char s[32];
+            snprintf(s, sizeof s, "input %d.%d", i, k);
+            json_array_append_new(in[i], json_string(s));
+        }
+        embed(in[i], &g[i]);
+    }
+    run_until_all(g, N, 10000);
+    long reqs = fake_server_stat(&srv, "embeddings");
+    cr_assert_eq(reqs, (N * K + 63) / 64, "%ld requests for %d inputs", reqs, N * K);
+    cr_assert_eq(fake_server_stat(&srv, "embedding_inputs"), N * K);
+    json_t *want = solo_vector("input 37.4");
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(g[i].code, LOOM_OK, "%s", g[i].msg);
+        cr_assert_eq(json_array_size(g[i].out), K);
+    }
+    cr_assert(json_equal(json_array_get(g[37].out, 4), want), "each caller gets its own vectors");
+    json_decref(want);
+    for (int i = 0; i < N; i++)
+        json_decref(in[i]);
+    free_all(g, N);
+}
+
+Test(upstream, a_withdrawn_call_leaves_its_batch, .fini = teardown)
+{
+    upstream_options o = { .batch_max_inputs = 100, .batch_window_ms = 20 };
+    setup("openai", NULL, NULL, &o);
+    got g[3];
+    memset(g, 0, sizeof g);
+    json_t *a = json_pack("[s,s]", "a1", "a2"), *b = json_pack("[s]", "b1"),
+           *c = json_pack("[s,s,s]", "c1", "c2", "c3");
+    embed(a, &g[0]);
+    upstream_call_t *cb = embed(b, &g[1]);
+    embed(c, &g[2]);
+    upstream_cancel(cb);
+    run_for(300);
+    cr_assert_eq(g[0].n, 1);
+    cr_assert_eq(g[1].n, 0);
+    cr_assert_eq(g[2].n, 1);
+    cr_assert_eq(json_array_size(g[2].out), 3);
+    cr_assert_eq(fake_server_stat(&srv, "embedding_inputs"), 5);
+    json_t *want = solo_vector("c3");
+    cr_assert(json_equal(json_array_get(g[2].out, 2), want));
+    json_decref(want);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    json_decref(g[0].out);
+    json_decref(g[2].out);
+}
+
+Test(upstream, withdrawn_calls_never_call_back, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--latency", "100", NULL },
+          &(config_limits){ .concurrency = 2 }, NULL);
+    enum { N = 6 };
+    got g[N];
+    upstream_call_t *c[N];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++)
+        c[i] = chat("x", &g[i]);
+    run_for(30); /* two on the wire, four queued */
+    upstream_cancel(c[0]); /* sent */
+    upstream_cancel(c[4]); /* queued */
+    run_for(1000);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(g[i].n, i == 0 || i == 4 ? 0 : 1, "call %d", i);
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_assert_eq(st.limiter.in_flight, 0);
+    cr_assert_eq(st.limiter.queued, 0);
+    free_all(g, N);
+}
+
+Test(upstream, free_with_calls_everywhere, .fini = teardown)
+{
+    upstream_options o = { .batch_max_inputs = 10, .batch_window_ms = 50 };
+    setup("openai", (const char *const[]){ "--latency", "200", NULL },
+          &(config_limits){ .concurrency = 1 }, &o);
+    got g[3];
+    memset(g, 0, sizeof g);
+    chat("x", &g[0]);
+    chat("y", &g[1]);
+    json_t *in = json_pack("[s]", "z");
+    embed(in, &g[2]);
+    json_decref(in);
+    run_for(20);
+    upstream_free(up);
+    up = NULL;
+    run_for(300);
+    cr_assert_eq(count(g, 3), 0);
+}
+
+Test(upstream_sync, headers_pause_an_exhausted_provider)
+{
+    reactor_t *rr = reactor_new();
+    rl_t *rl = rl_new(rr, &(config_limits){ .rpm = 100 });
+    loom_header h[] = { { "x-ratelimit-remaining-requests", "0" },
+                        { "x-ratelimit-reset-requests", "2s" } };
+    upstream_sync_headers(rl, h, 2, (int64_t)time(NULL));
+    rl_stats_t st;
+    rl_stats(rl, &st);
+    cr_assert_gt(st.paused_until_us, reactor_now_us(rr) + 1500000);
+    rl_free(rl);
+    reactor_free(rr);
+}
+
+Test(upstream_sync, anthropic_reset_times)
+{
+    reactor_t *rr = reactor_new();
+    rl_t *rl = rl_new(rr, &(config_limits){ .input_tpm = 1000 });
+    char reset[64];
+    time_t at = time(NULL) + 3;
+    strftime(reset, sizeof reset, "%Y-%m-%dT%H:%M:%SZ", gmtime(&at));
+    loom_header h[] = { { "anthropic-ratelimit-input-tokens-remaining", "0" },
+                        { "anthropic-ratelimit-input-tokens-reset", reset } };
+    upstream_sync_headers(rl, h, 2, (int64_t)time(NULL));
+    rl_stats_t st;
+    rl_stats(rl, &st);
+    cr_assert_gt(st.paused_until_us, reactor_now_us(rr) + 1500000);
+    rl_free(rl);
+    reactor_free(rr);
+}
+
+Test(upstream_sync, rfc3339)
+{
+    int64_t ms;
+    cr_assert_eq(upstream_parse_rfc3339("1970-01-01T00:00:01Z", &ms), 0);
+    cr_assert_eq(ms, 1000);
+    cr_assert_eq(upstream_parse_rfc3339("2026-11-23T07:50:00.25+01:00", &ms), 0);
+    cr_assert_eq(upstream_parse_rfc3339("2026-11-23T06:50:00.25Z", &ms), 0);
+    int64_t z = ms;
+    cr_assert_eq(upstream_parse_rfc3339("2026-11-23T07:50:00.25+01:00", &ms), 0);
+    cr_assert_eq(ms, z);
+    cr_assert_lt(upstream_parse_rfc3339("2026-11-23 07:50", &ms), 0);
+    cr_assert_lt(upstream_parse_rfc3339("yesterday", &ms), 0);
+    cr_assert_lt(upstream_parse_rfc3339("2026-13-01T00:00:00Z", &ms), 0);
+    cr_assert_lt(upstream_parse_rfc3339("2026-01-01T00:00:00", &ms), 0);
+}
