@@ -22,16 +22,33 @@
 #include "daemon/http.h"
 
 #define HTTP_DEFAULT_MAX_BODY (64u << 20)
-/* Idle easy handles kept for reuse; beyond this they are freed. */
-#define HTTP_IDLE_MAX 256
-/* curl's receive buffer per transfer. Its default (16 KiB) is most of a
- * call's memory at 10,000 in flight; LLM answers arrive in a few KiB. */
-#define HTTP_RECV_BUFFER 4096
+/* Idle easy handles kept for reuse (about 5.5 KiB each); beyond this they
+ * are freed. Making one is a malloc of that size plus its setup, which at
+ * thousands of calls a second is a tenth of a call's cost. */
+#define HTTP_IDLE_MAX 1024
+#define HTTP_RECV_BUFFER_MIN 1024L
+#define HTTP_RECV_BUFFER_MAX (512L * 1024)
+/* Multi handles per client. curl 7.88 looks for a reusable connection by
+ * walking every connection to the host, in use or not, so with 10,000
+ * connections in one multi handle each new transfer cost a 10,000-step
+ * walk (a tenth of the calls per second). Shards are filled in order, a few
+ * hundred calls each (see pick_shard): a few calls use only the first. */
+#define HTTP_SHARDS 64
+#define HTTP_SHARD_FILL 256
+
+/* One curl multi handle and its share of the calls. */
+typedef struct shard {
+    http_client_t *c;
+    CURLM *multi;
+    reactor_timer_t *timer;    /* curl's wake-up, or NULL */
+    size_t in_flight;
+    size_t peak;               /* most in flight at once: about the connections
+                                  its cache holds (curl keeps idle ones) */
+} shard;
 
 struct http_client {
     reactor_t *r;
-    CURLM *multi;
-    reactor_timer_t *timer;    /* curl's wake-up, or NULL */
+    shard shards[HTTP_SHARDS];
     http_options opt;
     size_t in_flight;
     CURL **idle;
@@ -41,6 +58,7 @@ struct http_client {
 
 struct http_call {
     http_client_t *c;
+    shard *sh;
     http_call_t *prev, *next;  /* in c->calls */
     CURL *easy;
     struct curl_slist *req_headers;
@@ -48,8 +66,10 @@ struct http_call {
     size_t body_len;
     char *buf;                 /* response body */
     size_t len, cap;
-    loom_header *headers;      /* names and values in one allocation each */
-    size_t nheaders, hcap;
+    char *hbuf;                /* response headers: name\0value\0 pairs, the
+                                  names lower-case; one buffer, not one
+                                  allocation per header */
+    size_t hlen, hcap, nheaders;
     bool first_byte, too_large, added;
     http_outcome failed;       /* set before posting an early failure */
     reactor_timer_t *fb_timer;
@@ -86,11 +106,11 @@ long http_raise_nofile(void)
 
 /* ---- curl's callbacks */
 
-static void drain(http_client_t *c);
+static void drain(shard *sh);
 
 static void on_fd(reactor_t *r, int fd, int events, void *ud)
 {
-    http_client_t *c = ud;
+    shard *sh = ud;
     int flags = 0, running;
     (void)r;
     if (events & REACTOR_READ)
@@ -99,61 +119,62 @@ static void on_fd(reactor_t *r, int fd, int events, void *ud)
         flags |= CURL_CSELECT_OUT;
     if (events & REACTOR_ERROR)
         flags |= CURL_CSELECT_ERR;
-    curl_multi_socket_action(c->multi, fd, flags, &running);
-    drain(c);
+    curl_multi_socket_action(sh->multi, fd, flags, &running);
+    drain(sh);
 }
 
 /* curl's socket callback: SOCKP is non-NULL once the reactor watches S. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *sockp)
 {
-    http_client_t *c = userp;
+    shard *sh = userp;
+    reactor_t *r = sh->c->r;
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
         if (sockp) {
-            reactor_del_fd(c->r, s);
-            curl_multi_assign(c->multi, s, NULL);
+            reactor_del_fd(r, s);
+            curl_multi_assign(sh->multi, s, NULL);
         }
         return 0;
     }
     int ev = (what & CURL_POLL_IN ? REACTOR_READ : 0) | (what & CURL_POLL_OUT ? REACTOR_WRITE : 0);
     if (sockp)
-        return reactor_mod_fd(c->r, s, ev) < 0 ? -1 : 0;
-    int rc = reactor_add_fd(c->r, s, ev, on_fd, c);
+        return reactor_mod_fd(r, s, ev) < 0 ? -1 : 0;
+    int rc = reactor_add_fd(r, s, ev, on_fd, sh);
     if (rc == -EEXIST) {
         /* a descriptor curl closed without telling us, its number reused */
-        reactor_del_fd(c->r, s);
-        rc = reactor_add_fd(c->r, s, ev, on_fd, c);
+        reactor_del_fd(r, s);
+        rc = reactor_add_fd(r, s, ev, on_fd, sh);
     }
     if (rc < 0)
         return -1;
-    curl_multi_assign(c->multi, s, c);
+    curl_multi_assign(sh->multi, s, sh);
     return 0;
 }
 
 static void on_timer(reactor_t *r, reactor_timer_t *t, void *ud)
 {
-    http_client_t *c = ud;
+    shard *sh = ud;
     int running;
     (void)r;
     (void)t;
-    c->timer = NULL;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    drain(c);
+    sh->timer = NULL;
+    curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    drain(sh);
 }
 
 /* curl's timer callback: wake curl in MS milliseconds (-1: never). */
 static int on_curl_timer(CURLM *multi, long ms, void *userp)
 {
-    http_client_t *c = userp;
+    shard *sh = userp;
     (void)multi;
-    if (c->timer) {
-        reactor_timer_cancel(c->r, c->timer);
-        c->timer = NULL;
+    if (sh->timer) {
+        reactor_timer_cancel(sh->c->r, sh->timer);
+        sh->timer = NULL;
     }
     if (ms < 0)
         return 0;
-    c->timer = reactor_timer_add(c->r, (uint64_t)ms * REACTOR_MSEC, on_timer, c);
-    return c->timer ? 0 : -1;
+    sh->timer = reactor_timer_add(sh->c->r, (uint64_t)ms * REACTOR_MSEC, on_timer, sh);
+    return sh->timer ? 0 : -1;
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
@@ -180,13 +201,6 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-static void headers_clear(http_call_t *call)
-{
-    for (size_t i = 0; i < call->nheaders; i++)
-        free((char *)call->headers[i].name); /* the value lives in the same block */
-    call->nheaders = 0;
-}
-
 /* One header line, "Name: value\r\n", or a status line (which starts a new
  * response: a 100 Continue's headers are not the answer's). */
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -202,7 +216,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         }
     }
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        headers_clear(call);
+        call->hlen = call->nheaders = 0;
         return len;
     }
     const char *colon = memchr(p, ':', len);
@@ -214,25 +228,24 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
-    if (call->nheaders == call->hcap) {
-        size_t cap = call->hcap ? call->hcap * 2 : 16;
-        loom_header *h = realloc(call->headers, cap * sizeof *h);
-        if (!h)
+    size_t vlen = (size_t)(end - v), need = call->hlen + nlen + vlen + 2;
+    if (need > call->hcap) {
+        size_t cap = call->hcap ? call->hcap : 512;
+        while (cap < need)
+            cap *= 2;
+        char *b = realloc(call->hbuf, cap);
+        if (!b)
             return 0;
-        call->headers = h;
+        call->hbuf = b;
         call->hcap = cap;
     }
-    size_t vlen = (size_t)(end - v);
-    char *blk = malloc(nlen + vlen + 2);
-    if (!blk)
-        return 0;
+    char *blk = call->hbuf + call->hlen;
     for (size_t i = 0; i < nlen; i++)
         blk[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32 : p[i]);
     blk[nlen] = '\0';
     memcpy(blk + nlen + 1, v, vlen);
     blk[nlen + 1 + vlen] = '\0';
-    call->headers[call->nheaders].name = blk;
-    call->headers[call->nheaders].value = blk + nlen + 1;
+    call->hlen = need;
     call->nheaders++;
     return len;
 }
@@ -252,7 +265,7 @@ static void call_free(http_call_t *call)
         reactor_timer_cancel(c->r, call->fb_timer);
     if (call->easy) {
         if (call->added)
-            curl_multi_remove_handle(c->multi, call->easy);
+            curl_multi_remove_handle(call->sh->multi, call->easy);
         if (c->nidle < HTTP_IDLE_MAX) {
             curl_easy_reset(call->easy);
             c->idle[c->nidle++] = call->easy;
@@ -260,11 +273,12 @@ static void call_free(http_call_t *call)
             curl_easy_cleanup(call->easy);
         }
     }
-    if (call->added)
+    if (call->added) {
         c->in_flight--;
+        call->sh->in_flight--;
+    }
     curl_slist_free_all(call->req_headers);
-    headers_clear(call);
-    free(call->headers);
+    free(call->hbuf);
     free(call->method);
     free(call->url);
     free(call->body);
@@ -316,11 +330,24 @@ static void call_end(http_call_t *call, http_outcome outcome, const char *msg)
     long status = 0;
     if (call->easy && call->added)
         curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+    /* the header list points into hbuf, which is complete now */
+    loom_header few[32], *hs = few;
+    if (call->nheaders > 32 && !(hs = malloc(call->nheaders * sizeof *hs))) {
+        hs = few;
+        call->nheaders = 32;
+    }
+    const char *hp = call->hbuf;
+    for (size_t i = 0; i < call->nheaders; i++) {
+        hs[i].name = hp;
+        hp += strlen(hp) + 1;
+        hs[i].value = hp;
+        hp += strlen(hp) + 1;
+    }
     http_response resp = {
         .outcome = outcome,
         .error = outcome == HTTP_OK ? NULL : msg,
         .status = (int)status,
-        .headers = call->headers,
+        .headers = hs,
         .nheaders = call->nheaders,
         .body = call->buf ? call->buf : "",
         .body_len = call->len,
@@ -330,19 +357,22 @@ static void call_end(http_call_t *call, http_outcome outcome, const char *msg)
     /* the transfer leaves the multi handle before the callback, so that the
      * callback may start new calls on a connection this one freed */
     if (call->easy && call->added) {
-        curl_multi_remove_handle(call->c->multi, call->easy);
+        curl_multi_remove_handle(call->sh->multi, call->easy);
         call->added = false;
         call->c->in_flight--;
+        call->sh->in_flight--;
     }
     call->done(call, &resp, call->ud);
+    if (hs != few)
+        free(hs);
     call_free(call);
 }
 
-static void drain(http_client_t *c)
+static void drain(shard *sh)
 {
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(c->multi, &left))) {
+    while ((m = curl_multi_info_read(sh->multi, &left))) {
         if (m->msg != CURLMSG_DONE)
             continue;
         http_call_t *call = NULL;
@@ -371,7 +401,7 @@ static void on_early_failure(reactor_t *r, void *ud)
     call_end(call, call->failed, http_outcome_name(call->failed));
 }
 
-static int setup_easy(http_call_t *call, const http_timeouts *t)
+static int setup_easy(http_call_t *call, const http_call_opts *t)
 {
     CURL *e = call->easy;
     CURLcode rc = CURLE_OK;
@@ -388,7 +418,9 @@ static int setup_easy(http_call_t *call, const http_timeouts *t)
     SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     SET(CURLOPT_PIPEWAIT, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
-    SET(CURLOPT_BUFFERSIZE, (long)HTTP_RECV_BUFFER);
+    long rb = t && t->recv_buffer ? (long)t->recv_buffer : HTTP_RECV_BUFFER_MIN;
+    SET(CURLOPT_BUFFERSIZE, rb < HTTP_RECV_BUFFER_MIN   ? HTTP_RECV_BUFFER_MIN
+                            : rb > HTTP_RECV_BUFFER_MAX ? HTTP_RECV_BUFFER_MAX : rb);
     if (t && t->connect_ms)
         SET(CURLOPT_CONNECTTIMEOUT_MS, (long)t->connect_ms);
     if (t && t->total_ms)
@@ -448,7 +480,28 @@ static int take_request(http_call_t *call, loom_http_request *req)
     return rc;
 }
 
-http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_timeouts *t,
+/* Where a new call goes: shards are filled in order up to HTTP_SHARD_FILL
+ * calls each, preferring one that likely has an idle connection to reuse
+ * (fewer in flight than it once had), so a shard's load, and so its set
+ * of connections, stays steady; past that, the least loaded. */
+static shard *pick_shard(http_client_t *c)
+{
+    shard *least = &c->shards[0], *open = NULL;
+    for (size_t i = 0; i < HTTP_SHARDS; i++) {
+        shard *sh = &c->shards[i];
+        if (sh->in_flight < HTTP_SHARD_FILL) {
+            if (sh->in_flight < sh->peak)
+                return sh;
+            if (!open)
+                open = sh;
+        }
+        if (sh->in_flight < least->in_flight)
+            least = sh;
+    }
+    return open ? open : least;
+}
+
+http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call_opts *t,
                        http_done_fn done, void *ud)
 {
     http_call_t *call = calloc(1, sizeof *call);
@@ -490,9 +543,13 @@ http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_time
                                            on_first_byte_timeout, call);
         ok = call->fb_timer != NULL;
     }
-    if (ok && curl_multi_add_handle(c->multi, call->easy) == CURLM_OK) {
+    if (ok)
+        call->sh = pick_shard(c);
+    if (ok && curl_multi_add_handle(call->sh->multi, call->easy) == CURLM_OK) {
         call->added = true;
         c->in_flight++;
+        if (++call->sh->in_flight > call->sh->peak)
+            call->sh->peak = call->sh->in_flight;
         return call;
     }
     /* report the failure on a later pass, as promised */
@@ -520,6 +577,23 @@ size_t http_in_flight(const http_client_t *c)
 
 /* ---- the client */
 
+/* Closes every shard's connections and multi handle. */
+static void shards_cleanup(http_client_t *c)
+{
+    for (size_t i = 0; i < HTTP_SHARDS; i++) {
+        shard *sh = &c->shards[i];
+        if (!sh->multi)
+            continue;
+        /* curl may still ask for timers while closing connections */
+        curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, NULL);
+        if (sh->timer)
+            reactor_timer_cancel(c->r, sh->timer);
+        sh->timer = NULL;
+        curl_multi_cleanup(sh->multi);
+        sh->multi = NULL;
+    }
+}
+
 http_client_t *http_client_new(reactor_t *r, const http_options *opt)
 {
     http_client_t *c = calloc(1, sizeof *c);
@@ -535,17 +609,29 @@ http_client_t *http_client_new(reactor_t *r, const http_options *opt)
     /* reference counted by curl; a no-op after the first call */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         goto io;
-    if (!(c->multi = curl_multi_init())) {
-        curl_global_cleanup();
-        goto io;
+    /* each shard may hold its share of the connections */
+    long per_shard = c->opt.max_connections > 0
+                         ? (c->opt.max_connections + HTTP_SHARDS - 1) / HTTP_SHARDS : 0;
+    for (size_t i = 0; i < HTTP_SHARDS; i++) {
+        shard *sh = &c->shards[i];
+        sh->c = c;
+        if (!(sh->multi = curl_multi_init())) {
+            shards_cleanup(c);
+            curl_global_cleanup();
+            goto io;
+        }
+        curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
+        curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+        curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh);
+        curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+        if (per_shard > 0)
+            curl_multi_setopt(sh->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, per_shard);
+        /* keep what a full shard uses: curl's default (4 x the transfers
+         * now in the handle) closes idle connections when a load dips */
+        curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS,
+                          per_shard > 0 ? per_shard : (long)(4 * HTTP_SHARD_FILL));
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    if (c->opt.max_connections > 0)
-        curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, c->opt.max_connections);
     return c;
 io:
     free(c->idle);
@@ -568,12 +654,7 @@ void http_client_free(http_client_t *c)
         reactor_post_cancel(c->r, &c->calls->post);
         call_free(c->calls);
     }
-    /* curl may still ask for timers while closing connections */
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, NULL);
-    if (c->timer)
-        reactor_timer_cancel(c->r, c->timer);
-    c->timer = NULL;
-    curl_multi_cleanup(c->multi);
+    shards_cleanup(c);
     for (size_t i = 0; i < c->nidle; i++)
         curl_easy_cleanup(c->idle[i]);
     free(c->idle);

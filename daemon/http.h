@@ -36,11 +36,16 @@ typedef struct http_options {
     size_t max_body;
 } http_options;
 
-typedef struct http_timeouts {
+typedef struct http_call_opts {
     uint64_t connect_ms;       /* 0: no limit */
     uint64_t first_byte_ms;    /* 0: no limit */
     uint64_t total_ms;         /* 0: no limit */
-} http_timeouts;
+    /* curl's receive buffer for the call (0: 1 KiB, its minimum). At
+     * 10,000 calls in flight its default of 16 KiB would be most of the
+     * memory; chat answers fit in a few reads of 1 KiB, while a large
+     * answer (a batch of embeddings) reads faster with more. */
+    size_t recv_buffer;
+} http_call_opts;
 
 typedef enum http_outcome {
     HTTP_OK = 0,               /* a response arrived (any status) */
@@ -81,7 +86,7 @@ void http_client_free(http_client_t *c);
  * response, UD) runs once, on a later reactor pass, unless the call is
  * cancelled first. Returns the call handle (valid until DONE returns or
  * http_cancel), or NULL with errno ENOMEM / EINVAL (no method or URL). */
-http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_timeouts *t,
+http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call_opts *t,
                        http_done_fn done, void *ud);
 
 /* Abandons CALL: DONE never runs and the connection is closed or reused as

@@ -18,8 +18,12 @@
 #include <string.h>
 #include <time.h>
 
-/* Burst tolerance: one second of budget (see ratelimit.h for why). */
-#define RL_BURST_US ((int64_t)REACTOR_SEC)
+/* Burst tolerance: one second of budget (see ratelimit.h for why), less a
+ * margin for jitter: a server with the same one-second bucket sees our
+ * requests after a variable delay, and two that travel closer together than
+ * they were sent would find its bucket one short. 100 ms costs a tenth of
+ * the first second's burst and nothing of the rate after it. */
+#define RL_BURST_US ((int64_t)REACTOR_SEC - 100 * (int64_t)REACTOR_MSEC)
 /* Larger costs are refused: no real call costs that much, and the
  * cost * 60e6 products below must not overflow. */
 #define RL_MAX_COST INT64_C(100000000000)
@@ -409,13 +413,18 @@ void rl_sync(rl_t *rl, int64_t remaining_requests, int64_t reset_requests_ms,
              int64_t remaining_tokens, int64_t reset_tokens_ms)
 {
     int64_t now = now_us(rl);
-    if (remaining_requests == 0 && reset_requests_ms > 0)
+    /* "reset" is when the bucket is full again, far longer than the wait
+     * for the next request: with a known limit, an empty bucket is the
+     * exact state (the next grant waits one interval); without one, wait
+     * for the reset, the only figure there is. */
+    bool tok_known = rl->dim[DIM_TOK].limit || rl->dim[DIM_IN].limit || rl->dim[DIM_OUT].limit;
+    if (remaining_requests == 0 && reset_requests_ms > 0 && !rl->dim[DIM_REQ].limit)
         rl_pause(rl, (uint64_t)reset_requests_ms);
-    if (remaining_tokens == 0 && reset_tokens_ms > 0)
+    if (remaining_tokens == 0 && reset_tokens_ms > 0 && !tok_known)
         rl_pause(rl, (uint64_t)reset_tokens_ms);
-    if (remaining_requests > 0)
+    if (remaining_requests >= 0)
         dim_clamp(&rl->dim[DIM_REQ], remaining_requests, now);
-    if (remaining_tokens > 0)
+    if (remaining_tokens >= 0)
         for (int i = DIM_TOK; i <= DIM_OUT; i++)
             dim_clamp(&rl->dim[i], remaining_tokens, now);
     pump(rl);

@@ -8,7 +8,8 @@
  *
  * Model: each rate dimension is a GCRA (one "theoretical arrival time" per
  * dimension, the exact equivalent of a token bucket). The burst tolerance is
- * one second of budget (rpm 600 admits 10 at once, then 10/s), because
+ * one second of budget less 100 ms for network jitter (rpm 600 admits 9 at
+ * once, then 10/s), because
  * providers quantise per-minute limits to sub-minute windows and penalise
  * ramps; a single request costing more than one second of budget is admitted
  * when its bucket is full and leaves it in debt, so it is never starved.
@@ -113,8 +114,9 @@ void rl_pause(rl_t *rl, uint64_t ms);
 
 /* The server's view from response headers; a negative value is "unknown".
  * Local state is pulled so that what this limiter would grant at once never
- * exceeds what the server says remains; a remaining of 0 pauses the provider
- * until that bucket's reset. Token figures apply to every configured token
+ * exceeds what the server says remains: a remaining of 0 empties the bucket
+ * (the next grant waits one interval) when the limit is configured, and
+ * pauses the provider until the bucket's reset when it is not. Token figures apply to every configured token
  * dimension (conservative for Anthropic's "most restrictive" tokens header).
  * Never loosens the configured limits. */
 void rl_sync(rl_t *rl, int64_t remaining_requests, int64_t reset_requests_ms,

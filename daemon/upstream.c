@@ -379,7 +379,10 @@ static void on_grant(rl_ticket *t, void *ud)
             xfer_free(x);
         return;
     }
-    x->http = http_call(u->http, &x->enc, &u->opt.timeouts, on_http, x);
+    http_call_opts o = u->opt.timeouts;
+    if (x->kind == LOOM_CALL_EMBED)
+        o.recv_buffer = 64 * 1024; /* vectors: kilobytes per input */
+    x->http = http_call(u->http, &x->enc, &o, on_http, x);
     if (!x->http) {
         rl_cancel(x->ticket);
         x->ticket = NULL;

@@ -38,7 +38,7 @@ typedef struct upstream upstream_t;
 typedef struct upstream_call upstream_call_t;
 
 typedef struct upstream_options {
-    http_timeouts timeouts;       /* per HTTP request */
+    http_call_opts timeouts;       /* per HTTP request */
     /* Embedding inputs per request: 0 = the provider's max_batch (no
      * batching if it declares none), < 0 = no batching. Capped by the
      * provider's max_batch when it declares one. */

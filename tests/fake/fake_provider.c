@@ -107,6 +107,7 @@ typedef struct {
     unsigned long ids;
     long requests, chat, embeddings, embedding_inputs, messages, r429, in_flight, max_in_flight;
     long connections;           /* accepted since start or the last reset */
+    long tokens;                /* charged to admitted requests (prompt + answer) */
 } server;
 
 static double now_s(void)
@@ -538,15 +539,16 @@ static bool handle_stats(server *s, conn *c, bool reset)
          * against a shared server sees the same first request. */
         s->requests = s->chat = s->embeddings = s->embedding_inputs = s->messages = s->r429 = 0;
         s->connections = 0;
+        s->tokens = 0;
         s->max_in_flight = s->in_flight;
         s->rq.tat = s->tk.tat = 0;
         s->fault_seq = 0;
     }
-    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "requests", (json_int_t)s->requests,
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "requests", (json_int_t)s->requests,
                           "chat", (json_int_t)s->chat, "embeddings", (json_int_t)s->embeddings, "embedding_inputs",
                           (json_int_t)s->embedding_inputs, "messages", (json_int_t)s->messages, "r429",
                           (json_int_t)s->r429, "max_in_flight", (json_int_t)s->max_in_flight, "in_flight",
-                          (json_int_t)s->in_flight, "connections", (json_int_t)s->connections,
+                          (json_int_t)s->in_flight, "connections", (json_int_t)s->connections, "tokens", (json_int_t)s->tokens,
                           "fault", fault_names[s->fault]);
     char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -777,6 +779,7 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
     }
     gcra_take(&s->rq, t, 1);
     gcra_take(&s->tk, t, cost);
+    s->tokens += in_tok + out_tok;
     bool faulty = false;
     if (s->fault != F_NONE) {
         s->fault_seq++;

@@ -89,7 +89,7 @@ static void chat_request(loom_http_request *q, int port, const char *text)
     q->body_len = strlen(q->body);
 }
 
-static http_call_t *start_chat(const char *text, const http_timeouts *t, got *g)
+static http_call_t *start_chat(const char *text, const http_call_opts *t, got *g)
 {
     loom_http_request q;
     chat_request(&q, srv.port, text);
@@ -207,7 +207,7 @@ Test(http, connect_timeout, .fini = teardown)
     loom_http_request q;
     chat_request(&q, ntohs(a.sin_port), "x");
     got g = { 0 };
-    http_timeouts t = { .connect_ms = 300, .first_byte_ms = 5000, .total_ms = 10000 };
+    http_call_opts t = { .connect_ms = 300, .first_byte_ms = 5000, .total_ms = 10000 };
     cr_assert(http_call(hc, &q, &t, on_done, &g));
     run_until(&g.n, 1, 8000);
     cr_assert_eq(g.n, 1);
@@ -223,7 +223,7 @@ Test(http, first_byte_timeout, .fini = teardown)
 {
     setup_with((const char *const[]){ "--latency", "100", "--fault", "slow_first_byte", NULL }, NULL);
     got g = { 0 };
-    http_timeouts t = { .connect_ms = 2000, .first_byte_ms = 300, .total_ms = 10000 };
+    http_call_opts t = { .connect_ms = 2000, .first_byte_ms = 300, .total_ms = 10000 };
     start_chat("x", &t, &g);
     run_until(&g.n, 1, 5000);
     cr_assert_eq(g.outcome, HTTP_E_TIMEOUT_FIRST_BYTE, "%s", http_outcome_name(g.outcome));
@@ -236,7 +236,7 @@ Test(http, total_timeout_on_a_stalled_body, .fini = teardown)
 {
     setup_with((const char *const[]){ "--fault", "stall_body", NULL }, NULL);
     got g = { 0 };
-    http_timeouts t = { .connect_ms = 2000, .first_byte_ms = 2000, .total_ms = 400 };
+    http_call_opts t = { .connect_ms = 2000, .first_byte_ms = 2000, .total_ms = 400 };
     start_chat("x", &t, &g);
     run_until(&g.n, 1, 5000);
     cr_assert_eq(g.outcome, HTTP_E_TIMEOUT_TOTAL, "%s", http_outcome_name(g.outcome));

@@ -114,22 +114,22 @@ Test(ratelimit, rpm_burst_then_steady_rate)
         acq(&e, i, 0, 0);
     cr_assert(eq(int, e.n, 0), "a grant callback ran inside rl_acquire");
     drain(&e);
-    cr_assert(eq(int, e.n, 10), "one second of budget at once");
+    cr_assert(eq(int, e.n, 9), "one second of budget, less the jitter margin, at once");
     step_ms(&e, 99);
-    cr_assert(eq(int, e.n, 10));
+    cr_assert(eq(int, e.n, 9));
     step_ms(&e, 1);
-    cr_assert(eq(int, e.n, 11));
+    cr_assert(eq(int, e.n, 10));
     for (int i = 0; i < 9; i++) {
         step_ms(&e, 100);
-        cr_assert(eq(int, e.n, 12 + i), "10 per second");
+        cr_assert(eq(int, e.n, 11 + i), "10 per second");
     }
     for (int i = 0; i < e.n; i++)
         cr_assert(eq(int, e.log[i], i), "FIFO");
     rl_stats_t st;
     rl_stats(e.rl, &st);
-    cr_assert(eq(i64, st.in_flight, 20));
-    cr_assert(eq(i64, st.queued, 20));
-    cr_assert(eq(u64, st.granted, 20));
+    cr_assert(eq(i64, st.in_flight, 19));
+    cr_assert(eq(i64, st.queued, 21));
+    cr_assert(eq(u64, st.granted, 19));
     teardown(&e);
 }
 
@@ -141,7 +141,7 @@ Test(ratelimit, idle_time_refills_only_one_burst)
     for (int i = 0; i < 30; i++)
         acq(&e, i, 0, 0);
     drain(&e);
-    cr_assert(eq(int, e.n, 10));
+    cr_assert(eq(int, e.n, 9));
     teardown(&e);
 }
 
@@ -206,10 +206,10 @@ Test(ratelimit, tpm_charges_underestimate)
     drain(&e);
     rl_usage u = {.input_tokens = 1000, .output_tokens = 1200}; /* +2000 */
     rl_release(e.t[0], &u);
-    acq(&e, 1, 100, 0); /* tat is now 2.2 s ahead: 1.3 s to wait */
+    acq(&e, 1, 100, 0); /* tat is now 2.2 s ahead: 2.2 + 0.1 - 0.9 = 1.4 s to wait */
     drain(&e);
     cr_assert(eq(int, e.n, 1));
-    step_ms(&e, 1299);
+    step_ms(&e, 1399);
     cr_assert(eq(int, e.n, 1));
     step_ms(&e, 1);
     cr_assert(eq(int, e.n, 2));
@@ -234,13 +234,13 @@ Test(ratelimit, input_and_output_tpm_apart)
 Test(ratelimit, oversized_cost_goes_when_full_and_blocks_fifo)
 {
     env e;
-    setup(&e, lim(0, 6000, 0, 0, 0)); /* burst 100 tokens, 10 ms each */
+    setup(&e, lim(0, 6000, 0, 0, 0)); /* burst 90 tokens, 10 ms each */
     acq(&e, 0, 1000, 0);              /* ten bursts' worth: not starved */
     acq(&e, 1, 10, 0);
     acq(&e, 2, 0, 0); /* free, but behind ticket 1: no overtaking */
     drain(&e);
     cr_assert(eq(int, e.n, 1));
-    step_ms(&e, 9099);
+    step_ms(&e, 9199); /* 10 s of debt, + 0.1 s for its own cost, - 0.9 s burst */
     cr_assert(eq(int, e.n, 1));
     step_ms(&e, 1);
     cr_assert(eq(int, e.n, 3));
@@ -337,20 +337,36 @@ Test(ratelimit, sync_tokens_and_exhaustion)
 {
     env e;
     setup(&e, lim(0, 60000, 0, 0, 0));
-    rl_sync(e.rl, -1, -1, 300, 5000); /* 300 of a 1000 burst remain */
+    rl_sync(e.rl, -1, -1, 300, 5000); /* 300 of a 900 burst remain */
     acq(&e, 0, 200, 100);
     acq(&e, 1, 1, 0);
     drain(&e);
     cr_assert(eq(int, e.n, 1));
     step_ms(&e, 1);
     cr_assert(eq(int, e.n, 2));
-    rl_sync(e.rl, -1, -1, 0, 2000); /* exhausted: nothing until the reset */
-    acq(&e, 2, 0, 0);
+    /* exhausted, with the limit known: the bucket is empty, so 10 tokens
+     * wait their own 10 ms, not the 2 s until the bucket is full again */
+    rl_sync(e.rl, -1, -1, 0, 2000);
+    acq(&e, 2, 10, 0);
     drain(&e);
-    step_ms(&e, 1999);
+    step_ms(&e, 9);
     cr_assert(eq(int, e.n, 2));
     step_ms(&e, 1);
     cr_assert(eq(int, e.n, 3));
+    teardown(&e);
+}
+
+Test(ratelimit, sync_exhaustion_without_a_limit_waits_for_the_reset)
+{
+    env e;
+    setup(&e, lim(0, 0, 0, 0, 0));
+    rl_sync(e.rl, 0, 2000, -1, -1); /* the server's only figure is the reset */
+    acq(&e, 0, 0, 0);
+    drain(&e);
+    step_ms(&e, 1999);
+    cr_assert(eq(int, e.n, 0));
+    step_ms(&e, 1);
+    cr_assert(eq(int, e.n, 1));
     teardown(&e);
 }
 
