@@ -18,8 +18,10 @@
 #define CONFIG_MAX_FILE ((size_t)16 << 20)
 
 static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "plugins", "state",
-                                        "workers", "log", "providers", NULL };
-static const char *const log_keys[] = { "level", "format", NULL };
+                                        "workers", "log", "providers", "retention",
+                                        "shutdown_grace", "max_running_jobs", "max_connections",
+                                        NULL };
+static const char *const log_keys[] = { "level", "format", "payloads", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
                                           NULL };
 static const char *const batch_keys[] = { "max_inputs", "max_tokens", "window", NULL };
@@ -40,6 +42,10 @@ config *config_default(void)
         return NULL;
     c->socket = strdup("./loom.sock");
     c->socket_mode = 0660;
+    c->retention_ms = 7ull * 24 * 3600 * 1000;
+    c->shutdown_grace_ms = 30000;
+    c->max_running_jobs = 1024;
+    c->max_connections = 4096;
     c->workflows = strdup("./workflows");
     c->plugin_dirs = calloc(1, sizeof *c->plugin_dirs);
     c->state = strdup("./loom-state");
@@ -156,6 +162,13 @@ static void parse_log(dsl_diags *d, const dsl_ynode *y, config *c)
             c->log_format = CONFIG_LOG_JSON;
         else
             dsl_error(d, x->line, x->col, "'format' must be text or json");
+    }
+    if ((x = dsl_ymap_get(y, "payloads"))) {
+        int on;
+        if (x->kind != DSL_Y_SCALAR || dsl_yscalar_bool(x, &on) < 0)
+            dsl_error(d, x->line, x->col, "'payloads' must be true or false");
+        else
+            c->log_payloads = on;
     }
 }
 
@@ -370,6 +383,14 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
     }
     if ((y = dsl_ymap_get(root, "log")))
         parse_log(diags, y, c);
+    if ((y = dsl_ymap_get(root, "retention")))
+        get_duration(diags, y, "retention", &c->retention_ms);
+    if ((y = dsl_ymap_get(root, "shutdown_grace")))
+        get_duration(diags, y, "shutdown_grace", &c->shutdown_grace_ms);
+    if ((y = dsl_ymap_get(root, "max_running_jobs")))
+        get_int(diags, y, "max_running_jobs", 1, 1000000, &c->max_running_jobs);
+    if ((y = dsl_ymap_get(root, "max_connections")))
+        get_int(diags, y, "max_connections", 1, 1000000, &c->max_connections);
     if ((y = dsl_ymap_get(root, "providers")))
         parse_providers(diags, y, c);
 out:

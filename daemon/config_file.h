@@ -52,6 +52,11 @@ typedef struct config {
     int workers;         /* 0 = online cores */
     int log_level;       /* LOOM_LOG_* of include/loom/plugin.h */
     config_log_format log_format;
+    int log_payloads;    /* log prompts and outputs (off: never) */
+    uint64_t retention_ms;      /* finished jobs kept this long (default 7 days) */
+    uint64_t shutdown_grace_ms; /* SIGTERM: how long running calls may finish (30 s) */
+    int64_t max_running_jobs;   /* jobs running at once; more wait, by priority (1024) */
+    int64_t max_connections;    /* socket clients at once (4096) */
     config_provider *providers;
     size_t nproviders;
 } config;
