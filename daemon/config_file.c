@@ -256,6 +256,27 @@ static void get_duration(dsl_diags *d, const dsl_ynode *y, const char *key, uint
         dsl_error(d, y->line, y->col, "'%s' must be a duration such as 5ms or 30s", key);
 }
 
+/* retention is counted in days, past the 7-day cap of workflow durations:
+ * "30d", "12h", "90m"; at least a minute. */
+static void get_retention(dsl_diags *d, const dsl_ynode *y, uint64_t *ms)
+{
+    char *end = NULL;
+    unsigned long long v = 0;
+    if (y->kind == DSL_Y_SCALAR && y->u.scalar.str[0] >= '0' && y->u.scalar.str[0] <= '9') {
+        errno = 0;
+        v = strtoull(y->u.scalar.str, &end, 10);
+    }
+    uint64_t unit = !end || errno ? 0
+                    : !strcmp(end, "d") ? 86400000ull
+                    : !strcmp(end, "h") ? 3600000ull
+                    : !strcmp(end, "m") ? 60000ull : 0;
+    if (!unit || v == 0 || v > 36500)
+        dsl_error(d, y->line, y->col, "'retention' must be a duration in days, hours or minutes "
+                                      "such as 30d, 12h or 90m");
+    else
+        *ms = v * unit;
+}
+
 static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y, config_provider *p)
 {
     const dsl_ynode *x;
@@ -384,7 +405,7 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
     if ((y = dsl_ymap_get(root, "log")))
         parse_log(diags, y, c);
     if ((y = dsl_ymap_get(root, "retention")))
-        get_duration(diags, y, "retention", &c->retention_ms);
+        get_retention(diags, y, &c->retention_ms);
     if ((y = dsl_ymap_get(root, "shutdown_grace")))
         get_duration(diags, y, "shutdown_grace", &c->shutdown_grace_ms);
     if ((y = dsl_ymap_get(root, "max_running_jobs")))

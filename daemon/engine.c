@@ -136,7 +136,7 @@ void job_trace(engine_job_t *job, const act_t *a, engine_trace_event ev, const c
         .time_us = reactor_now_us(job->eng->r), .attempt = a->attempt,
         .provider = n->kind == DSL_CALL ? n->u.call.provider
                     : n->kind == DSL_EMBED ? n->u.embed.provider : NULL,
-        .code = code, .cached = a->cached,
+        .code = code, .cached = a->cached, .replayed = a->replayed,
     };
     job->trace(job->trace_ud, &t);
 }
@@ -166,6 +166,7 @@ act_t *act_new(engine_job_t *job, act_t *parent, const dsl_node *node, json_t *i
     a->role = role;
     a->slot = slot;
     a->attempt = 1;
+    a->rheap = RHEAP_NONE;
     if (parent)
         elist_add_tail(&parent->kids, &a->sib);
     return a;
@@ -218,6 +219,7 @@ void act_free(act_t *a)
     act_cancel_kids(a);
     call_cancel(a);
     leaf_release(a);
+    replay_forget(a);
     reactor_t *r = a->job->eng->r;
     if (a->timeout)
         reactor_timer_cancel(r, a->timeout);
@@ -234,6 +236,8 @@ void act_free(act_t *a)
     json_decref(a->a);
     json_decref(a->b);
     json_decref(a->c);
+    json_decref(a->rrec);
+    free(a->key);
     eerr_free(a->err);
     eerr_free(a->fb_err);
     frame_free(a->own_frame);
@@ -295,6 +299,8 @@ void act_attempt_done(act_t *a, json_t *res, eerr *err)
         a->timeout = NULL;
     }
     leaf_release(a);
+    bool leaf = is_leaf(a->node);
+    json_t *raw = leaf ? json_incref(res) : NULL; /* what a checkpoint records */
     if (!err && a->node->output) {
         char msg[256];
         json_t *shaped = eval_tvalue(a, a->node->output, res, msg, sizeof msg);
@@ -305,15 +311,21 @@ void act_attempt_done(act_t *a, json_t *res, eerr *err)
                            "output: %s", msg);
     }
     if (!err) {
+        /* only now: an attempt whose `output:` fails is not a success */
+        if (leaf && raw)
+            checkpoint_leaf(a, raw, NULL);
+        json_decref(raw);
         act_finish(a, res, NULL);
         return;
     }
+    json_decref(raw);
     act_cancel_kids(a);
     call_cancel(a);
     nodes_reset(a);
     const dsl_retry *rt = a->node->retry;
     dsl_error_class cls = err->pub.cls;
-    if (cls != DSL_ERR_CANCELLED && rt && a->attempt < rt->max_attempts &&
+    /* a replayed failure is final: the attempts it took are behind it */
+    if (!a->replayed && cls != DSL_ERR_CANCELLED && rt && a->attempt < rt->max_attempts &&
         (rt->on & (1u << cls))) {
         uint64_t ms = retry_delay_ms(a, err);
         job_trace(a->job, a, ENGINE_TRACE_ERROR, err->pub.code);
@@ -323,11 +335,15 @@ void act_attempt_done(act_t *a, json_t *res, eerr *err)
             return;
         }
     }
+    /* recorded too: a fallback or a partial map may absorb it */
+    if (leaf && cls != DSL_ERR_CANCELLED)
+        checkpoint_leaf(a, NULL, err);
     if (cls != DSL_ERR_CANCELLED && a->node->fallback) {
         json_t *ej = engine_error_json(&err->pub);
         act_t *fb = ej ? act_new(a->job, a, a->node->fallback, a->input, ROLE_FALLBACK, 0) : NULL;
         if (fb) {
             job_trace(a->job, a, ENGINE_TRACE_ERROR, err->pub.code);
+            a->replayed = false; /* what finishes A now is the fallback's */
             fb->bind_kind = BIND_ERROR;
             fb->bind = ej;
             a->in_fallback = true;
@@ -354,7 +370,10 @@ static void leaf_grant(act_t *a)
 void leaf_request(act_t *a)
 {
     engine_job_t *job = a->job;
-    if (job->inflight < job->max_in_flight && elist_empty(&job->waitq)) {
+    /* While recorded steps wait to be replayed, a live leaf waits too: what
+     * they decide may cancel it (a vote that had stopped early), and a call
+     * cancelled before it starts costs nothing. */
+    if (job->inflight < job->max_in_flight && elist_empty(&job->waitq) && !replay_pending(job)) {
         leaf_grant(a);
         return;
     }
@@ -385,6 +404,7 @@ static void job_free(engine_job_t *job)
     json_decref(job->output);
     json_decref(job->usage);
     eerr_free(job->error);
+    replay_job_fini(job);
     scope_fini(&job->scope);
     free(job);
 }
@@ -457,6 +477,10 @@ bool job_pump(engine_job_t *job)
             job_end(job, NULL, err ? err : eerr_oom(NULL));
         } else if (!elist_empty(&job->doneq)) {
             deliver(job, ELINK_OWNER(job->doneq.next, act_t, q));
+        } else if (replay_pending(job)) {
+            /* one at a time and only when nothing else is queued, so that
+             * recorded steps reach their parents in their first order */
+            replay_release(job);
         } else if (!elist_empty(&job->waitq) && job->inflight < job->max_in_flight) {
             act_t *a = ELINK_OWNER(job->waitq.next, act_t, q);
             elist_del(&a->q);
@@ -525,6 +549,8 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     job->trace_ud = o && o->trace ? o->trace_ud : e->opt.trace_ud;
     uint64_t seed = o && o->seed ? o->seed : (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)job;
     job->rng = seed ? seed : 0x9E3779B97F4A7C15u;
+    if (replay_job_init(job, o) < 0)
+        goto fail;
     char msg[512];
     dsl_error_class cls = DSL_ERR_FAILED;
     if (scope_init(&job->scope, g, input, msg, sizeof msg, &cls) < 0) {
@@ -542,6 +568,7 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     return job;
 fail:
     eerr_free(job->error);
+    replay_job_fini(job);
     scope_fini(&job->scope);
     free(job);
     return NULL;

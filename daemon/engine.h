@@ -58,6 +58,8 @@ typedef struct engine_trace {
     const char *code;      /* ERROR/RETRY: the error code, else NULL */
     bool cached;           /* FINISH (or ERROR from `output:`) of a leaf answered
                               from the engine's cache: no provider or lambda ran */
+    bool replayed;         /* FINISH or ERROR of a leaf answered from the job's
+                              replay (a checkpoint of an earlier run): nothing ran */
 } engine_trace;
 
 typedef void (*engine_trace_fn)(void *ud, const engine_trace *t);
@@ -70,6 +72,49 @@ typedef void (*engine_done_fn)(engine_job_t *job, void *ud);
 /* `use`: the graph named NAME, or NULL when there is none. Returns a
  * borrowed graph; the engine takes its own reference. */
 typedef dsl_graph *(*engine_workflow_lookup_fn)(void *ud, const char *name);
+
+/* Checkpoints: what a daemon stores so that a job cut short by a crash can
+ * resume without paying again for the leaf steps (call, embed, lambda) that
+ * had finished.
+ *
+ * Every leaf activation has a STEP KEY: a string that is the same for the
+ * same step in two runs of the same workflow version over the same input,
+ * and different for different steps of one run. Treat it as opaque (its
+ * format is described in engine_replay.c, for people reading a store); it is
+ * stable across runs and daemon restarts, but not across versions: it names
+ * the workflow's version, so checkpoints of one version never replay into
+ * another (nor into another version of a `use`d workflow). The attempts of
+ * one leaf share its key; a step re-run because an enclosing node retried
+ * gets a new key (it carries the enclosing attempt), so a run reports each
+ * key at most once.
+ *
+ * When a leaf step ends for good (a success, or a failure it will not
+ * retry) the job calls engine_checkpoint_fn with its key and a RECORD
+ * (borrowed; keep a reference or a copy): a JSON object
+ *     {"output": V, "attempts": N, "seq": S}     on success, or
+ *     {"error": {code, message, node, attempts}, "attempts": N, "seq": S}
+ * where V is what the leaf produced before its `output:` template (after
+ * `json: true` parsing; cache hits included), N the attempts it took and S
+ * the order of the step's end in the job. Failures are recorded too because
+ * a fallback or a partial map may have absorbed them; S lets a replay hand
+ * steps to order-sensitive nodes (vote tallies, ties, judges) in the order
+ * they first arrived, whatever order the store returns them in.
+ *
+ * A later run of the same job passes every record it kept as `replay`
+ * ({KEY: RECORD}). A leaf whose key is there ends with that record instead
+ * of running: no provider call, no lambda, no in-flight or rate-limit slot,
+ * no checkpoint again; its trace FINISH (or ERROR) says `replayed`. Recorded
+ * steps end in their S order, each as soon as the run reaches it and before
+ * any live leaf starts (a vote that had stopped early stops again before
+ * sending the samples it had cancelled), so templates, `steps.ID` (attempts
+ * included), `output:`, map slots, vote tallies and route choices see what
+ * they saw the first time; the nodes above the leaves are simply
+ * recomputed. Entries whose key the run never reaches, and values that are
+ * not records, are ignored; each entry is used at most once. What replay
+ * does not restore: usage (only live calls are counted) and time (timeouts
+ * start afresh). */
+typedef void (*engine_checkpoint_fn)(void *ud, engine_job_t *job, const char *key,
+                                     json_t *record);
 
 typedef struct engine_options {
     size_t max_in_flight;      /* default per-job cap on leaf calls in flight (0: 1024) */
@@ -84,6 +129,13 @@ typedef struct engine_job_options {
     uint64_t seed;             /* PRNG seed for retry jitter (0: from the clock) */
     engine_trace_fn trace;     /* overrides the engine's when set */
     void *trace_ud;
+    engine_checkpoint_fn checkpoint; /* optional: called on the reactor thread as
+                                        each leaf step ends for good (above); it may
+                                        cancel the job, not free the engine */
+    void *checkpoint_ud;
+    json_t *replay;            /* optional {KEY: RECORD} of an earlier run (borrowed:
+                                  the job keeps its own shallow copy, so it may be
+                                  dropped after engine_submit); not an object: none */
 } engine_job_options;
 
 /* A new engine over R, POOL and PLUGINS (all borrowed, must outlive it).
@@ -109,6 +161,12 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
 struct config_provider; /* daemon/config_file.h */
 int engine_add_configured_provider(engine_t *e, const struct config_provider *cp, char *err,
                                    size_t errlen);
+
+/* Counters of every provider instance as {NAME: {plugin, in_flight, queued,
+ * requests, succeeded, failed, rate_limited, batches, input_tokens,
+ * output_tokens, latency_ms, concurrency, disabled}} (HTTP providers; an
+ * invoke provider has only its plugin). A new reference. */
+json_t *engine_provider_stats(engine_t *e);
 
 /* For `use` nodes. */
 void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud);

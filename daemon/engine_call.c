@@ -625,28 +625,36 @@ fail:
 
 /* ---- dispatch */
 
+eerr *call_apply_input(act_t *a)
+{
+    const dsl_node *n = a->node;
+    /* `input:` overrides what the node receives, `prev` included. */
+    const dsl_tvalue *over = n->kind == DSL_LAMBDA ? n->u.lambda.input
+                             : n->kind == DSL_CALL ? n->u.call.input : NULL;
+    if (!over)
+        return NULL;
+    char msg[256];
+    /* every attempt evaluates the override over what the node received */
+    if (!a->orig_input)
+        a->orig_input = json_incref(a->input);
+    json_decref(a->input);
+    a->input = json_incref(a->orig_input);
+    json_t *in = eval_tvalue(a, over, NULL, msg, sizeof msg);
+    if (!in)
+        return eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt, "input: %s", msg);
+    json_decref(a->input);
+    a->input = in;
+    return NULL;
+}
+
 void call_start(act_t *a)
 {
     const dsl_node *n = a->node;
     a->cached = false;
-    /* `input:` overrides what the node receives, `prev` included. */
-    const dsl_tvalue *over = n->kind == DSL_LAMBDA ? n->u.lambda.input
-                             : n->kind == DSL_CALL ? n->u.call.input : NULL;
-    if (over) {
-        char msg[256];
-        /* every attempt evaluates the override over what the node received */
-        if (!a->orig_input)
-            a->orig_input = json_incref(a->input);
-        json_decref(a->input);
-        a->input = json_incref(a->orig_input);
-        json_t *in = eval_tvalue(a, over, NULL, msg, sizeof msg);
-        if (!in) {
-            act_attempt_done(a, NULL, eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt,
-                                               "input: %s", msg));
-            return;
-        }
-        json_decref(a->input);
-        a->input = in;
+    eerr *err = call_apply_input(a);
+    if (err) {
+        act_attempt_done(a, NULL, err);
+        return;
     }
     if (n->kind == DSL_LAMBDA)
         lambda_start(a);
@@ -811,4 +819,34 @@ void call_free_providers(engine_t *e)
         free(pi->name);
         free(pi);
     }
+}
+
+json_t *engine_provider_stats(engine_t *e)
+{
+    json_t *all = json_object();
+    for (pinst_t *pi = e->providers; all && pi; pi = pi->next) {
+        json_t *o;
+        if (pi->up) {
+            upstream_stats_t st;
+            upstream_stats(pi->up, &st);
+            o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:b}",
+                          "plugin", pi->prov->def->name,
+                          "in_flight", (json_int_t)st.limiter.in_flight,
+                          "queued", (json_int_t)st.limiter.queued,
+                          "requests", (json_int_t)st.requests,
+                          "succeeded", (json_int_t)st.succeeded,
+                          "failed", (json_int_t)st.failed,
+                          "rate_limited", (json_int_t)st.rate_limited,
+                          "batches", (json_int_t)st.batches,
+                          "input_tokens", (json_int_t)st.input_tokens,
+                          "output_tokens", (json_int_t)st.output_tokens,
+                          "latency_ms", st.latency_ewma_us / 1000.0,
+                          "concurrency", (json_int_t)st.limiter.effective_concurrency,
+                          "disabled", st.disabled);
+        } else {
+            o = json_pack("{s:s}", "plugin", pi->prov->def->name);
+        }
+        json_object_set_new(all, pi->name, o);
+    }
+    return all;
 }

@@ -82,6 +82,11 @@ struct act {
     int call_kind;             /* which of the two */
     bool holds_slot;           /* counts toward the job's in-flight leaves */
     bool cached;               /* this attempt was answered from the cache */
+    bool replayed;             /* this attempt was answered from the job's replay */
+    char *key;                 /* owned: the step key of a leaf, made when first needed */
+    json_t *rrec;              /* owned: the replay record waiting to be released */
+    uint64_t rseq;             /* its order (the record's seq) */
+    size_t rheap;              /* its place in the job's replay heap, or RHEAP_NONE */
     /* result waiting for delivery to the parent */
     json_t *res;               /* owned */
     eerr *err;                 /* owned */
@@ -92,6 +97,7 @@ struct act {
 };
 
 enum { Q_NONE, Q_DONE, Q_WAIT };
+#define RHEAP_NONE ((size_t)-1)
 
 struct engine_job {
     engine_t *eng;
@@ -111,6 +117,14 @@ struct engine_job {
     json_t *output;            /* owned */
     json_t *usage;             /* owned: {provider: {calls, input_tokens, output_tokens}} */
     eerr *error;               /* owned */
+    /* checkpoints and replay (engine_replay.c) */
+    engine_checkpoint_fn checkpoint;
+    void *checkpoint_ud;
+    json_t *replay;            /* owned shallow copy {KEY: RECORD}; used entries removed */
+    act_t **rheap;             /* started leaves whose record waits, min-heap on rseq */
+    size_t nrheap, caprheap;
+    uint64_t next_seq;         /* the seq of the next checkpoint */
+    uint64_t rstarts;          /* tie-break of records without a seq: start order */
 };
 
 typedef struct pinst pinst_t;
@@ -196,8 +210,30 @@ json_t *eval_filters(json_t *v, char *const *names, size_t n, char *msg, size_t 
 /* ---- leaf calls (engine_call.c) */
 /* Starts the call of leaf A (it holds a slot); finishes via act_attempt_done. */
 void call_start(act_t *a);
+/* Applies leaf A's `input:` override (each attempt, over what A received).
+ * NULL, or the error that ends the attempt (new). */
+eerr *call_apply_input(act_t *a);
 /* Cancels A's call in flight, if any. */
 void call_cancel(act_t *a);
 void call_free_providers(engine_t *e);
+
+/* ---- checkpoints and replay (engine_replay.c) */
+/* Sets up JOB's checkpoint callback and its copy of O's replay. -1 when out
+ * of memory. */
+int replay_job_init(engine_job_t *job, const engine_job_options *o);
+void replay_job_fini(engine_job_t *job);
+/* Leaf A is starting: when its key has a record, A is queued to end with it
+ * (replay_release) and true is returned; false: run it. */
+bool replay_take(act_t *a);
+/* Whether a replayed leaf waits to be released. */
+bool replay_pending(const engine_job_t *job);
+/* Ends the waiting replayed leaf with the lowest seq with its record. */
+void replay_release(engine_job_t *job);
+/* Drops A from the replay queue (A is being freed). */
+void replay_forget(act_t *a);
+/* Leaf A ended for good: with RAW (borrowed; before `output:`) or ERR. */
+void checkpoint_leaf(act_t *a, json_t *raw, const eerr *err);
+/* The step key of leaf A (borrowed: A owns it), or NULL when out of memory. */
+const char *step_key(act_t *a);
 
 #endif

@@ -538,7 +538,10 @@ void nodes_start(act_t *a)
     case DSL_CALL:
     case DSL_EMBED:
     case DSL_LAMBDA:
-        leaf_request(a);
+        a->replayed = false;
+        /* a step an earlier run finished ends with its record, taking no slot */
+        if (!replay_take(a))
+            leaf_request(a);
         return;
     case DSL_CHAIN:
         a->i = 0;

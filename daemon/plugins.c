@@ -563,7 +563,8 @@ int plugins_load_dir(plugins_t *p, const char *dir)
         }
         n++;
     }
-    qsort(names, n, sizeof *names, compare_names);
+    if (n > 1) /* qsort wants a non-NULL array even for nothing */
+        qsort(names, n, sizeof *names, compare_names);
     loaded = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(dir) + 1 + strlen(names[i]) + 1;

@@ -49,7 +49,7 @@ void plugins_free(plugins_t *p);
  * Returns 0, or -1 when it was refused (reported through the log). */
 int plugins_add(plugins_t *p, const loom_plugin *desc, const char *origin, json_t *config);
 
-/* Registers the built-in plugins (std, mock). 0, or -1. */
+/* Registers the built-in plugins (std, mock, openai, anthropic). 0, or -1. */
 int plugins_add_builtins(plugins_t *p);
 
 /* Loads one shared object. 0, or -1 when refused (reported). */

@@ -1,0 +1,386 @@
+/* loomd.c -- the daemon: start, signals, reload, stop.
+ *
+ *   loomd [--config FILE] [--foreground] [--check] [--version] [--help]
+ *
+ * Start-up order matters: the config is checked before anything is touched;
+ * the store is opened (and locked) before the socket listens, so a second
+ * daemon on the same state directory fails before it could take a job; the
+ * unfinished jobs are queued before the first new one. Without --foreground
+ * the process forks first (threads do not survive a fork) and the parent
+ * exits only when the child is ready, with the child's status.
+ *
+ * Signals arrive through a signalfd on the reactor, so handlers do nothing
+ * behind the loop's back: SIGTERM/SIGINT stop taking jobs and wait for the
+ * running ones up to shutdown_grace (a second one stops at once; the jobs
+ * resume at the next start), SIGHUP reloads the config and the workflows. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/http.h"
+#include "daemon/loomd.h"
+#include "dsl/dsl.h"
+
+#define PURGE_EVERY_US (10 * 60 * REACTOR_SEC)
+
+static const char usage_text[] =
+    "usage: loomd [--config FILE] [--foreground] [--check]\n"
+    "       loomd --version | --help\n"
+    "\n"
+    "  -c, --config FILE  the configuration (default: built-in defaults: ./loom.sock,\n"
+    "                     ./workflows, ./loom-state, the mock provider `default`)\n"
+    "  -f, --foreground   stay attached to the terminal (what systemd runs)\n"
+    "  --check            check the config and the workflows, then exit\n"
+    "\n"
+    "Signals: TERM/INT stop after running jobs (twice: at once), HUP reloads.\n"
+    "See loomd(8) and docs/operations.md.\n";
+
+/* ---- logging glue */
+
+static void log_plugins(void *ud, const char *line)
+{
+    log_write(&((loomd *)ud)->log, LOOM_LOG_WARN, NULL, "%s", line);
+}
+
+static void log_server(void *ud, int level, const char *line)
+{
+    log_write(&((loomd *)ud)->log, level, NULL, "%s", line);
+}
+
+static void log_wfdir(void *ud, wfdir_log_level level, const char *msg)
+{
+    int l = level == WFDIR_LOG_ERROR ? LOOM_LOG_ERROR
+            : level == WFDIR_LOG_WARNING ? LOOM_LOG_WARN : LOOM_LOG_INFO;
+    log_write(&((loomd *)ud)->log, l, NULL, "%s", msg);
+}
+
+static void on_workflow_change(void *ud, wfdir *w, const wfdir_change *c)
+{
+    loomd *d = ud;
+    (void)w;
+    if (!c->new_version)
+        log_write(&d->log, LOOM_LOG_INFO, json_pack("{s:s, s:s}", "workflow", c->name, "file", c->file),
+                  "workflow removed");
+    else
+        log_write(&d->log, LOOM_LOG_INFO,
+                  json_pack("{s:s, s:s, s:s}", "workflow", c->name, "file", c->file, "version",
+                            c->new_version->hash),
+                  "workflow v%llu loaded", (unsigned long long)c->new_version->load);
+}
+
+/* ---- stop and reload */
+
+void loomd_check_stop(loomd *d)
+{
+    if (d->stopping && d->nrunning == 0 && d->njobs == d->nqueue)
+        reactor_stop(d->r);
+}
+
+static void on_grace_over(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    loomd *d = ud;
+    (void)r;
+    (void)t;
+    d->grace_timer = NULL;
+    log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:I}", "jobs", (json_int_t)d->nrunning),
+              "grace period over: stopping now; unfinished jobs resume at the next start");
+    jobs_abandon(d);
+    reactor_stop(d->r);
+}
+
+static void begin_stop(loomd *d, const char *why)
+{
+    if (d->stopping) {
+        log_write(&d->log, LOOM_LOG_WARN, NULL, "%s again: stopping now", why);
+        jobs_abandon(d);
+        reactor_stop(d->r);
+        return;
+    }
+    d->stopping = true;
+    log_write(&d->log, LOOM_LOG_INFO,
+              json_pack("{s:I, s:I}", "running", (json_int_t)d->nrunning, "grace_ms",
+                        (json_int_t)d->cfg->shutdown_grace_ms),
+              "%s: taking no new jobs, waiting for the running ones", why);
+    d->grace_timer = reactor_timer_add(d->r, d->cfg->shutdown_grace_ms * REACTOR_MSEC,
+                                       on_grace_over, d);
+    loomd_check_stop(d);
+}
+
+static void reload(loomd *d)
+{
+    log_write(&d->log, LOOM_LOG_INFO, NULL, "reloading");
+    if (d->config_path) {
+        dsl_diags diags;
+        dsl_diags_init(&diags, d->config_path);
+        config *c = config_load(d->config_path, &diags);
+        for (size_t i = 0; i < diags.n; i++) {
+            char *s = dsl_diag_format(&diags, i);
+            log_write(&d->log, LOOM_LOG_ERROR, NULL, "%s", s ? s : "out of memory");
+            free(s);
+        }
+        dsl_diags_free(&diags);
+        if (!c) {
+            log_write(&d->log, LOOM_LOG_ERROR, NULL, "the config has errors: the old one stays");
+        } else if (gen_start(d, c) < 0) {
+            config_free(c);
+            log_write(&d->log, LOOM_LOG_ERROR, NULL, "the new providers failed: the old ones stay");
+        } else {
+            if (strcmp(c->socket, d->cfg->socket) || strcmp(c->state, d->cfg->state) ||
+                strcmp(c->workflows, d->cfg->workflows))
+                log_write(&d->log, LOOM_LOG_WARN, NULL,
+                          "socket, state and workflows take effect at the next start");
+            config_free(d->cfg);
+            d->cfg = c;
+            d->log.level = c->log_level;
+            d->log.json = c->log_format == CONFIG_LOG_JSON;
+            gen_registry(d);
+        }
+    } else if (gen_start(d, d->cfg) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "the providers failed to start again");
+    }
+    gen_collect(d);
+    wfdir_rescan(d->wf);
+}
+
+static void on_signal(reactor_t *r, int fd, int events, void *ud)
+{
+    loomd *d = ud;
+    struct signalfd_siginfo si;
+    (void)r;
+    (void)events;
+    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP)
+            reload(d);
+        else
+            begin_stop(d, si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+    }
+}
+
+static void on_purge_done(void *ud, const store_result_t *res)
+{
+    loomd *d = ud;
+    if (res->status < 0)
+        log_write(&d->log, LOOM_LOG_WARN, NULL, "purging old jobs failed: %s", res->error);
+    else if (res->count > 0)
+        log_write(&d->log, LOOM_LOG_INFO, json_pack("{s:I}", "jobs", (json_int_t)res->count),
+                  "purged jobs past their retention");
+}
+
+static void on_purge(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    loomd *d = ud;
+    (void)t;
+    int64_t before = store_now_ms() - (int64_t)d->cfg->retention_ms;
+    (void)store_purge_finished(d->store, before, on_purge_done, d);
+    d->purge_timer = reactor_timer_add(r, PURGE_EVERY_US, on_purge, d);
+    gen_collect(d);
+}
+
+/* ---- start */
+
+/* Forks; the parent waits for the child to say it is ready (a byte on a
+ * pipe) and exits with its status. Returns the pipe's write end in the
+ * child, or -1 when it could not fork (and then runs in the foreground). */
+static int detach(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    if (pid > 0) {
+        close(p[1]);
+        char c = 1;
+        ssize_t n = read(p[0], &c, 1);
+        _exit(n == 1 && c == 0 ? 0 : 1);
+    }
+    close(p[0]);
+    setsid();
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (nul >= 0) {
+        dup2(nul, 0);
+        close(nul);
+    }
+    return p[1];
+}
+
+static int open_signals(loomd *d)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    d->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return d->sigfd < 0 ? -1 : 0;
+}
+
+static config *load_config(const char *path)
+{
+    if (!path)
+        return config_default();
+    dsl_diags diags;
+    dsl_diags_init(&diags, path);
+    config *c = config_load(path, &diags);
+    dsl_diags_print(&diags, stderr);
+    dsl_diags_free(&diags);
+    return c;
+}
+
+/* Every part, in order. 0, or -1 with the reason logged. */
+static int start(loomd *d, bool check)
+{
+    char err[512];
+    if (!(d->r = reactor_new()) || !(d->pool = pool_new(d->r, d->cfg->workers)) ||
+        !(d->plugins = plugins_new(log_plugins, d)) || plugins_add_builtins(d->plugins) < 0 ||
+        jobs_init(d) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; d->cfg->plugin_dirs && d->cfg->plugin_dirs[i]; i++)
+        if (plugins_load_dir(d->plugins, d->cfg->plugin_dirs[i]) < 0)
+            log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot read plugin directory %s: %s",
+                      d->cfg->plugin_dirs[i], strerror(errno));
+    if (gen_registry(d) < 0)
+        return -1;
+    wfdir_options wo = { .create = d->config_path == NULL };
+    wfdir_callbacks wc = { .log = log_wfdir, .changed = check ? NULL : on_workflow_change, .ud = d };
+    if (!(d->wf = wfdir_new(d->r, d->cfg->workflows, &d->reg, &wo, &wc, err, sizeof err))) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "workflows: %s", err);
+        return -1;
+    }
+    if (check)
+        return 0;
+    long nofile = http_raise_nofile();
+    if (nofile > 0 && nofile < 4096)
+        log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:I}", "limit", (json_int_t)nofile),
+                  "the open-file limit is low: raise LimitNOFILE= for many calls in flight");
+    if (gen_start(d, d->cfg) < 0)
+        return -1;
+    if (!(d->store = store_open(d->cfg->state, d->r, NULL, err, sizeof err))) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "state: %s", err);
+        return -1;
+    }
+    server_options so = {
+        .path = d->cfg->socket, .mode = d->cfg->socket_mode,
+        .max_connections = (size_t)d->cfg->max_connections,
+        .on_close = ops_conn_closed, .log = log_server, .log_ud = d,
+    };
+    if (!(d->srv = server_new(d->r, &so, ops_handle, d, err, sizeof err))) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "socket: %s", err);
+        return -1;
+    }
+    if (open_signals(d) < 0 || reactor_add_fd(d->r, d->sigfd, REACTOR_READ, on_signal, d) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot watch signals: %s", strerror(errno));
+        return -1;
+    }
+    d->purge_timer = reactor_timer_add(d->r, 0, on_purge, d);
+    return jobs_resume(d);
+}
+
+static void stop(loomd *d)
+{
+    if (d->grace_timer)
+        reactor_timer_cancel(d->r, d->grace_timer);
+    if (d->purge_timer)
+        reactor_timer_cancel(d->r, d->purge_timer);
+    jobs_abandon(d);
+    /* the store's last completions answer waiters: let the server send them */
+    store_close(d->store);
+    for (int i = 0; d->srv && i < 20 && reactor_run_once(d->r, 5) > 0; i++)
+        ;
+    server_free(d->srv);
+    jobs_fini(d);
+    gen_free_all(d);
+    wfdir_free(d->wf);
+    pool_free(d->pool);
+    plugins_free(d->plugins);
+    if (d->sigfd > 0) {
+        reactor_del_fd(d->r, d->sigfd);
+        close(d->sigfd);
+    }
+    reactor_free(d->r);
+    free(d->provider_names);
+    config_free(d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "config", required_argument, NULL, 'c' }, { "foreground", no_argument, NULL, 'f' },
+        { "check", no_argument, NULL, 'k' },        { "version", no_argument, NULL, 'V' },
+        { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
+    };
+    bool foreground = false, check = false;
+    loomd d = { .log = { .level = LOOM_LOG_INFO, .fd = 2 }, .sigfd = -1 };
+    int c;
+    while ((c = getopt_long(argc, argv, "c:fh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': d.config_path = optarg; break;
+        case 'f': foreground = true; break;
+        case 'k': check = true; break;
+        case 'V': printf("loomd %s\n", PACKAGE_VERSION); return 0;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "loomd: unexpected argument '%s'\n%s", argv[optind], usage_text);
+        return 2;
+    }
+    if (!(d.cfg = load_config(d.config_path)))
+        return 1;
+    d.log.level = d.cfg->log_level;
+    d.log.json = d.cfg->log_format == CONFIG_LOG_JSON;
+    int ready_fd = !foreground && !check ? detach() : -1;
+    d.started_ms = store_now_ms();
+    if (start(&d, check) < 0) {
+        stop(&d);
+        return 1;
+    }
+    if (check) {
+        size_t bad = 0;
+        wfdir_entry *v = NULL;
+        size_t n = 0;
+        if (wfdir_list(d.wf, &v, &n) == 0)
+            for (size_t i = 0; i < n; i++)
+                bad += v[i].error != NULL;
+        wfdir_list_free(v, n);
+        printf("loomd: config %s, %zu workflows, %zu with errors\n",
+               d.config_path ? d.config_path : "(defaults)", wfdir_count(d.wf), bad);
+        stop(&d);
+        return bad ? 1 : 0;
+    }
+    log_write(&d.log, LOOM_LOG_INFO,
+              json_pack("{s:s, s:s, s:I, s:I}", "socket", d.cfg->socket, "state", d.cfg->state,
+                        "workflows", (json_int_t)wfdir_count(d.wf), "resumed",
+                        (json_int_t)(d.nqueue + d.nrunning)),
+              "loomd %s ready", PACKAGE_VERSION);
+    if (ready_fd >= 0) {
+        char ok = 0;
+        (void)!write(ready_fd, &ok, 1);
+        close(ready_fd);
+    }
+    int rc = reactor_run(d.r);
+    if (rc < 0)
+        log_write(&d.log, LOOM_LOG_ERROR, NULL, "the event loop failed: %s", strerror(-rc));
+    log_write(&d.log, LOOM_LOG_INFO, NULL, "stopped");
+    stop(&d);
+    return rc < 0 ? 1 : 0;
+}

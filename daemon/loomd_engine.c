@@ -1,0 +1,86 @@
+/* loomd_engine.c -- engine generations (see loomd.h) and the compiler's
+ * registry of what exists where workflows run. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/loomd.h"
+
+static void gen_free(lgen *g)
+{
+    engine_free(g->eng);
+    free(g);
+}
+
+int gen_start(loomd *d, const config *cfg)
+{
+    char err[512];
+    lgen *g = calloc(1, sizeof *g);
+    if (!g) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "out of memory");
+        return -1;
+    }
+    if (!(g->eng = engine_new(d->r, d->pool, d->plugins, NULL))) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start the engine: out of memory");
+        gen_free(g);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const config_provider *p = &cfg->providers[i];
+        if (engine_add_configured_provider(g->eng, p, err, sizeof err) == 0)
+            continue;
+        if (cfg->file)
+            log_write(&d->log, LOOM_LOG_ERROR, NULL, "%s:%d:%d: error: provider '%s': %s", cfg->file,
+                      p->line, p->col, p->name, err);
+        else
+            log_write(&d->log, LOOM_LOG_ERROR, NULL, "provider '%s': %s", p->name, err);
+        gen_free(g);
+        return -1;
+    }
+    engine_set_workflow_lookup(g->eng, wfdir_engine_lookup, d->wf);
+    g->next = d->gens;
+    d->gens = g;
+    return 0;
+}
+
+void gen_collect(loomd *d)
+{
+    if (!d->gens)
+        return;
+    for (lgen **p = &d->gens->next; *p;) {
+        lgen *g = *p;
+        if (g->jobs == 0) {
+            *p = g->next;
+            gen_free(g);
+        } else {
+            p = &g->next;
+        }
+    }
+}
+
+void gen_free_all(loomd *d)
+{
+    while (d->gens) {
+        lgen *g = d->gens;
+        d->gens = g->next;
+        gen_free(g);
+    }
+}
+
+json_t *gen_provider_stats(loomd *d)
+{
+    return d->gens ? engine_provider_stats(d->gens->eng) : json_object();
+}
+
+int gen_registry(loomd *d)
+{
+    const char **names = config_provider_names(d->cfg);
+    if (!names)
+        return -1;
+    free(d->provider_names);
+    d->provider_names = names;
+    d->reg.providers = names;
+    d->reg.lambdas = plugins_lambda_names(d->plugins);
+    d->reg.workflows = NULL;
+    return 0;
+}

@@ -1,0 +1,810 @@
+/* loomd_jobs.c -- jobs in the daemon: accepted durably, queued by priority,
+ * run on the engine, checkpointed step by step, finished in the store, and
+ * the replies owed to clients waiting for them.
+ *
+ * The order of things is what makes a job safe:
+ *   submit -> store insert -> (committed) -> reply "queued", queue it
+ *   start  -> store set running (async) -> engine, with every finished leaf
+ *             checkpointed as it finishes
+ *   end    -> store finish -> (committed) -> replies to waiters, then free
+ * so a reply never claims more than the disk holds, and a crash at any point
+ * leaves a job either unacknowledged or resumable. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/loomd.h"
+
+#include "dsl/dsl.h"
+
+struct lwaiter {
+    lwaiter *next;
+    loomd *d;
+    ljob *job;
+    server_conn_t *conn;       /* reference */
+    json_t *id;                /* the request's id (reference) or NULL */
+    reactor_timer_t *timer;    /* the wait's timeout, or NULL */
+    int kind;                  /* W_WAIT, W_SUBMIT or W_CANCEL */
+};
+
+enum { W_WAIT, W_SUBMIT, W_CANCEL };
+
+/* ---- the table of live jobs (by id) */
+
+static size_t hash_id(const char *s, size_t size)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return (size_t)h & (size - 1);
+}
+
+static int table_grow(loomd *d)
+{
+    size_t size = d->table_size ? d->table_size * 2 : 1024;
+    ljob **t = calloc(size, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    for (size_t i = 0; i < d->table_size; i++)
+        for (ljob *j = d->table[i], *next; j; j = next) {
+            next = j->hnext;
+            size_t h = hash_id(j->id, size);
+            j->hnext = t[h];
+            t[h] = j;
+        }
+    free(d->table);
+    d->table = t;
+    d->table_size = size;
+    return 0;
+}
+
+ljob *jobs_find(loomd *d, const char *id)
+{
+    if (!d->table_size)
+        return NULL;
+    for (ljob *j = d->table[hash_id(id, d->table_size)]; j; j = j->hnext)
+        if (strcmp(j->id, id) == 0)
+            return j;
+    return NULL;
+}
+
+static int table_add(loomd *d, ljob *j)
+{
+    if ((d->njobs + 1) * 4 > d->table_size * 3 && table_grow(d) < 0)
+        return -ENOMEM;
+    size_t h = hash_id(j->id, d->table_size);
+    j->hnext = d->table[h];
+    d->table[h] = j;
+    d->njobs++;
+    return 0;
+}
+
+static void table_del(loomd *d, ljob *j)
+{
+    ljob **p = &d->table[hash_id(j->id, d->table_size)];
+    while (*p && *p != j)
+        p = &(*p)->hnext;
+    if (*p) {
+        *p = j->hnext;
+        d->njobs--;
+    }
+}
+
+/* ---- the queue: a binary heap, highest priority then oldest first */
+
+static bool before(const ljob *a, const ljob *b)
+{
+    return a->priority != b->priority ? a->priority > b->priority : a->seq < b->seq;
+}
+
+static void heap_set(loomd *d, size_t i, ljob *j)
+{
+    d->queue[i] = j;
+    j->heap_at = i;
+}
+
+static void heap_up(loomd *d, size_t i)
+{
+    ljob *j = d->queue[i];
+    while (i > 0 && before(j, d->queue[(i - 1) / 2])) {
+        heap_set(d, i, d->queue[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(d, i, j);
+}
+
+static void heap_down(loomd *d, size_t i)
+{
+    ljob *j = d->queue[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= d->nqueue)
+            break;
+        if (c + 1 < d->nqueue && before(d->queue[c + 1], d->queue[c]))
+            c++;
+        if (!before(d->queue[c], j))
+            break;
+        heap_set(d, i, d->queue[c]);
+        i = c;
+    }
+    heap_set(d, i, j);
+}
+
+static int queue_push(loomd *d, ljob *j)
+{
+    if (d->nqueue == d->queue_cap) {
+        size_t cap = d->queue_cap ? d->queue_cap * 2 : 256;
+        ljob **q = realloc(d->queue, cap * sizeof *q);
+        if (!q)
+            return -ENOMEM;
+        d->queue = q;
+        d->queue_cap = cap;
+    }
+    heap_set(d, d->nqueue++, j);
+    heap_up(d, d->nqueue - 1);
+    return 0;
+}
+
+static void queue_remove(loomd *d, ljob *j)
+{
+    size_t i = j->heap_at;
+    ljob *last = d->queue[--d->nqueue];
+    if (i < d->nqueue) {
+        heap_set(d, i, last);
+        heap_down(d, i);
+        heap_up(d, last->heap_at);
+    }
+}
+
+/* ---- events */
+
+static int subs_add(server_conn_t ***v, size_t *n, size_t *cap, server_conn_t *conn)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 4;
+        server_conn_t **nv = realloc(*v, c * sizeof *nv);
+        if (!nv)
+            return -ENOMEM;
+        *v = nv;
+        *cap = c;
+    }
+    (*v)[(*n)++] = server_conn_ref(conn);
+    return 0;
+}
+
+static void subs_drop(server_conn_t **v, size_t *n, server_conn_t *conn)
+{
+    for (size_t i = 0; i < *n;)
+        if (!conn || v[i] == conn) {
+            server_conn_unref(v[i]);
+            v[i] = v[--*n];
+        } else {
+            i++;
+        }
+}
+
+/* Sends EV (stolen) to J's subscribers and to those of every job. */
+static void emit(loomd *d, ljob *j, json_t *ev)
+{
+    if (!ev)
+        return;
+    json_object_set_new(ev, "job", json_string(j->id));
+    json_object_set_new(ev, "time_ms", json_integer(store_now_ms()));
+    for (size_t i = 0; i < j->nsubs; i++)
+        server_send(j->subs[i], json_incref(ev));
+    for (size_t i = 0; i < d->nsubs; i++)
+        server_send(d->subs[i], json_incref(ev));
+    json_decref(ev);
+}
+
+static bool watched(loomd *d, ljob *j)
+{
+    return j->nsubs || d->nsubs;
+}
+
+/* ---- replies */
+
+/* J's job object from the store (new reference), or NULL. */
+static json_t *job_object(loomd *d, const char *id)
+{
+    json_t *o = NULL;
+    char err[256];
+    if (store_get_job(d->store, id, &o, err, sizeof err) < 0)
+        return NULL;
+    return o;
+}
+
+static void waiter_free(lwaiter *w)
+{
+    if (w->timer)
+        reactor_timer_cancel(w->d->r, w->timer);
+    server_conn_unref(w->conn);
+    json_decref(w->id);
+    free(w);
+}
+
+/* Answers W (taken off its job by the caller) now, from OBJ (borrowed: the
+ * job object, or NULL when it could not be read). */
+static void waiter_answer(lwaiter *w, json_t *obj, bool timed_out)
+{
+    const char *state = json_string_value(json_object_get(obj, "state"));
+    json_t *body;
+    if (!obj) {
+        server_reply_error(w->conn, w->id, "store_error", "the job could not be read back");
+        waiter_free(w);
+        return;
+    }
+    if (w->kind == W_CANCEL)
+        body = json_pack("{s:s, s:s}", "job", w->job->id, "state", state ? state : "cancelled");
+    else if (w->kind == W_SUBMIT)
+        body = timed_out ? json_pack("{s:s, s:s, s:b}", "job", w->job->id, "state", state,
+                                     "timed_out", 1)
+                         : json_pack("{s:s, s:s, s:O, s:b}", "job", w->job->id, "state", state,
+                                     "result", obj, "timed_out", 0);
+    else
+        body = json_pack("{s:O, s:b}", "job", obj, "timed_out", timed_out);
+    server_reply(w->conn, w->id, body);
+    waiter_free(w);
+}
+
+static void on_wait_timeout(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    lwaiter *w = ud;
+    (void)r;
+    (void)t;
+    w->timer = NULL;
+    lwaiter **p = &w->job->waiters;
+    while (*p && *p != w)
+        p = &(*p)->next;
+    if (*p)
+        *p = w->next;
+    json_t *obj = job_object(w->d, w->job->id);
+    waiter_answer(w, obj, true);
+    json_decref(obj);
+}
+
+static int add_waiter(loomd *d, ljob *j, server_conn_t *conn, json_t *id, int kind, double timeout_s)
+{
+    lwaiter *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->d = d;
+    w->job = j;
+    w->conn = server_conn_ref(conn);
+    w->id = json_incref(id);
+    w->kind = kind;
+    if (timeout_s >= 0) {
+        w->timer = reactor_timer_add(d->r, (uint64_t)(timeout_s * 1e6), on_wait_timeout, w);
+        if (!w->timer) {
+            waiter_free(w);
+            return -ENOMEM;
+        }
+    }
+    w->next = j->waiters;
+    j->waiters = w;
+    return 0;
+}
+
+/* ---- the life of a job */
+
+static void job_free(loomd *d, ljob *j)
+{
+    while (j->waiters) {
+        lwaiter *w = j->waiters;
+        j->waiters = w->next;
+        server_reply_error(w->conn, w->id, "shutting_down",
+                           "the daemon stopped before the job ended; it resumes at the next start");
+        waiter_free(w);
+    }
+    subs_drop(j->subs, &j->nsubs, NULL);
+    free(j->subs);
+    table_del(d, j);
+    if (j->g)
+        dsl_graph_unref(j->g);
+    free(j->workflow);
+    json_decref(j->input);
+    json_decref(j->replay);
+    free(j);
+}
+
+static ljob *job_new(loomd *d, const char *id, dsl_graph *g, const char *workflow, json_t *input,
+                     int64_t priority)
+{
+    ljob *j = calloc(1, sizeof *j);
+    if (!j || !(j->workflow = strdup(workflow))) {
+        free(j);
+        return NULL;
+    }
+    snprintf(j->id, sizeof j->id, "%s", id);
+    j->d = d;
+    j->g = g ? dsl_graph_ref(g) : NULL;
+    j->input = json_incref(input);
+    j->priority = priority;
+    j->seq = d->seq++;
+    j->state = LJ_QUEUED;
+    if (table_add(d, j) < 0 || queue_push(d, j) < 0) {
+        table_del(d, j);
+        if (j->g)
+            dsl_graph_unref(j->g);
+        json_decref(j->input);
+        free(j->workflow);
+        free(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* The store has J's end: answer everyone and forget J. */
+static void on_finished(void *ud, const store_result_t *res)
+{
+    ljob *j = ud;
+    loomd *d = j->d;
+    if (res->status < 0 && res->status != -EALREADY)
+        log_write(&d->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
+                  "cannot record the end of a job: %s", res->error);
+    json_t *obj = job_object(d, j->id);
+    const char *state = json_string_value(json_object_get(obj, "state"));
+    emit(d, j, json_pack("{s:s, s:s}", "event", "job_finished", "state", state ? state : "unknown"));
+    while (j->waiters) {
+        lwaiter *w = j->waiters;
+        j->waiters = w->next;
+        waiter_answer(w, obj, false);
+    }
+    json_decref(obj);
+    job_free(d, j);
+    gen_collect(d); /* here, not in the engine's callback, which must not free it */
+    loomd_check_stop(d);
+}
+
+/* Records J's end in the store; replies follow from on_finished. */
+static void job_end(loomd *d, ljob *j, const store_outcome_t *out)
+{
+    j->state = LJ_ENDING;
+    if (store_finish_job(d->store, j->id, out, on_finished, j) < 0) {
+        store_result_t res = { .status = -EIO, .job_id = j->id, .error = "the store is closed" };
+        on_finished(j, &res);
+    }
+}
+
+
+/* ---- running */
+
+static const char *trace_event_name(engine_trace_event ev)
+{
+    switch (ev) {
+    case ENGINE_TRACE_START: return "step_started";
+    case ENGINE_TRACE_FINISH: return "step_finished";
+    case ENGINE_TRACE_RETRY: return "step_retry";
+    default: return "step_failed";
+    }
+}
+
+/* A trace event of J's engine job: to subscribers, and to the debug log. */
+static void on_trace(void *ud, const engine_trace *t)
+{
+    ljob *j = ud;
+    loomd *d = j->d;
+    bool dbg = log_enabled(&d->log, LOOM_LOG_DEBUG);
+    if (!watched(d, j) && !dbg)
+        return;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:i}", "event", trace_event_name(t->event), "node",
+                           t->node, "kind", dsl_kind_name(t->kind), "attempt", t->attempt);
+    if (!ev)
+        return;
+    if (t->provider)
+        json_object_set_new(ev, "provider", json_string(t->provider));
+    if (t->code)
+        json_object_set_new(ev, "code", json_string(t->code));
+    if (t->event == ENGINE_TRACE_FINISH)
+        json_object_set_new(ev, "cached", json_boolean(t->cached));
+    if (dbg)
+        log_write(&d->log, LOOM_LOG_DEBUG, json_pack("{s:s, s:s, s:s}", "job", j->id, "node", t->node,
+                                                     "event", trace_event_name(t->event)),
+                  "step");
+    if (watched(d, j))
+        emit(d, j, ev);
+    else
+        json_decref(ev);
+}
+
+static void on_checkpoint(void *ud, engine_job_t *ej, const char *key, json_t *output)
+{
+    ljob *j = ud;
+    (void)ej;
+    /* no callback: a lost checkpoint only costs a call again after a crash */
+    if (store_checkpoint_step(j->d->store, j->id, key, output, NULL, 0, NULL, NULL) < 0)
+        log_write(&j->d->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", j->id),
+                  "cannot queue a checkpoint");
+}
+
+static void running_del(loomd *d, ljob *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        d->running = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+    d->nrunning--;
+}
+
+static void on_job_done(engine_job_t *ej, void *ud)
+{
+    ljob *j = ud;
+    loomd *d = j->d;
+    running_del(d, j);
+    j->gen->jobs--;
+    j->gen = NULL;
+    j->ej = NULL;
+    if (d->hard_stop) {
+        /* abandoned at shutdown: the store still says running, so it
+         * resumes from its checkpoints at the next start */
+        job_free(d, j);
+        loomd_check_stop(d);
+        return;
+    }
+    const engine_error *err = engine_job_error(ej);
+    json_t *errj = engine_error_json(err);
+    store_outcome_t out = {
+        .state = !err ? STORE_SUCCEEDED
+                 : strcmp(err->code, "cancelled") == 0 ? STORE_CANCELLED : STORE_FAILED,
+        .output = engine_job_output(ej), .error = errj, .usage = engine_job_usage(ej),
+    };
+    if (out.state == STORE_SUCCEEDED)
+        d->done_ok++;
+    else if (out.state == STORE_CANCELLED)
+        d->done_cancelled++;
+    else
+        d->done_failed++;
+    log_write(&d->log, LOOM_LOG_INFO,
+              json_pack("{s:s, s:s, s:s}", "job", j->id, "workflow", j->workflow, "state",
+                        store_state_name(out.state)),
+              "job finished%s%s", err ? ": " : "", err ? err->code : "");
+    job_end(d, j, &out);
+    json_decref(errj);
+}
+
+/* Starts J (just taken off the queue) on the current engine. */
+static void job_start(loomd *d, ljob *j)
+{
+    lgen *gen = d->gens;
+    engine_job_options jo = {
+        .trace = on_trace, .trace_ud = j,
+        .checkpoint = on_checkpoint, .checkpoint_ud = j,
+        .replay = j->replay,
+    };
+    (void)store_set_running(d->store, j->id, 0, NULL, NULL);
+    j->state = LJ_RUNNING;
+    j->gen = gen;
+    j->next = d->running;
+    if (d->running)
+        d->running->prev = j;
+    d->running = j;
+    d->nrunning++;
+    gen->jobs++;
+    emit(d, j, json_pack("{s:s, s:s}", "event", "job_started", "workflow", j->workflow));
+    j->ej = engine_submit(gen->eng, j->g, j->input, &jo, on_job_done, j);
+    if (!j->ej) {
+        running_del(d, j);
+        gen->jobs--;
+        j->gen = NULL;
+        json_t *e = json_pack("{s:s, s:s}", "code", "internal", "message", "out of memory");
+        store_outcome_t out = { .state = STORE_FAILED, .error = e };
+        d->done_failed++;
+        job_end(d, j, &out);
+        json_decref(e);
+    }
+}
+
+void jobs_pump(loomd *d)
+{
+    while (!d->stopping && d->nqueue && d->gens &&
+           (int64_t)d->nrunning < d->cfg->max_running_jobs) {
+        ljob *j = d->queue[0];
+        queue_remove(d, j);
+        job_start(d, j);
+    }
+}
+
+/* ---- submit */
+
+typedef struct psubmit {
+    loomd *d;
+    server_conn_t *conn;       /* reference */
+    json_t *id;                /* reference */
+    dsl_graph *g;              /* reference */
+    char *workflow;
+    json_t *input;             /* reference */
+    int64_t priority;
+    bool wait;
+    double wait_s;             /* < 0: no limit */
+} psubmit;
+
+static void psubmit_free(psubmit *p)
+{
+    server_conn_unref(p->conn);
+    json_decref(p->id);
+    dsl_graph_unref(p->g);
+    free(p->workflow);
+    json_decref(p->input);
+    free(p);
+}
+
+static void on_inserted(void *ud, const store_result_t *res)
+{
+    psubmit *p = ud;
+    loomd *d = p->d;
+    if (res->status < 0) {
+        server_reply_error(p->conn, p->id, "store_error", "the job was not accepted: %s", res->error);
+        psubmit_free(p);
+        return;
+    }
+    ljob *j = jobs_find(d, res->job_id);
+    if (!j && !res->existed) {
+        j = job_new(d, res->job_id, p->g, p->workflow, p->input, p->priority);
+        if (!j) {
+            /* committed but not queued: it runs at the next start */
+            server_reply_error(p->conn, p->id, "internal",
+                               "out of memory; job %s is stored and runs at the next start",
+                               res->job_id);
+            psubmit_free(p);
+            return;
+        }
+        d->submitted++;
+        log_write(&d->log, LOOM_LOG_INFO,
+                  json_pack("{s:s, s:s}", "job", j->id, "workflow", j->workflow), "job queued");
+    }
+    if (p->wait && j && add_waiter(d, j, p->conn, p->id, W_SUBMIT, p->wait_s) == 0) {
+        jobs_pump(d);
+        psubmit_free(p);
+        return;
+    }
+    json_t *obj = j ? NULL : job_object(d, res->job_id);
+    const char *state = j ? (j->state == LJ_QUEUED ? "queued" : "running")
+                          : json_string_value(json_object_get(obj, "state"));
+    if (p->wait && !j && obj)
+        server_reply(p->conn, p->id, json_pack("{s:s, s:s, s:b, s:O, s:b}", "job", res->job_id,
+                                               "state", state, "existed", res->existed, "result",
+                                               obj, "timed_out", 0));
+    else
+        server_reply(p->conn, p->id, json_pack("{s:s, s:s, s:b}", "job", res->job_id, "state",
+                                               state ? state : "unknown", "existed", res->existed));
+    json_decref(obj);
+    jobs_pump(d);
+    psubmit_free(p);
+}
+
+void jobs_submit(loomd *d, server_conn_t *conn, json_t *req)
+{
+    json_t *id = json_object_get(req, "id");
+    const char *name = json_string_value(json_object_get(req, "workflow"));
+    json_t *input = json_object_get(req, "input");
+    json_t *wait = json_object_get(req, "wait");
+    wfdir_version ver;
+    dsl_graph *g = wfdir_get(d->wf, name, &ver);
+    if (!g) {
+        server_reply_error(conn, id, "unknown_workflow", "no workflow '%s' is loaded", name);
+        return;
+    }
+    psubmit *p = calloc(1, sizeof *p);
+    if (!p || !(p->workflow = strdup(name))) {
+        free(p);
+        dsl_graph_unref(g);
+        server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
+    p->d = d;
+    p->conn = server_conn_ref(conn);
+    p->id = json_incref(id);
+    p->g = g;
+    p->input = input ? json_incref(input) : json_object();
+    p->priority = json_integer_value(json_object_get(req, "priority"));
+    p->wait = json_is_true(wait) || json_is_number(wait);
+    p->wait_s = json_is_number(wait) ? json_number_value(wait) : -1;
+    const server_peer *peer = server_conn_peer(conn);
+    store_job_spec_t spec = {
+        .workflow = name, .version = ver.hash, .input = p->input, .priority = p->priority,
+        .idempotency_key = json_string_value(json_object_get(req, "idempotency_key")),
+        .has_peer = peer != NULL,
+        .peer_uid = peer ? peer->uid : 0, .peer_gid = peer ? peer->gid : 0,
+        .peer_pid = peer ? peer->pid : 0,
+    };
+    int rc = store_insert_job(d->store, &spec, on_inserted, p);
+    if (rc < 0) {
+        server_reply_error(conn, id, rc == -ESHUTDOWN ? "shutting_down" : "store_error",
+                           "the job was not accepted: %s", strerror(-rc));
+        psubmit_free(p);
+    }
+}
+
+/* ---- wait, cancel, events */
+
+void jobs_wait(loomd *d, server_conn_t *conn, json_t *id, const char *job, double timeout_s,
+               bool as_submit)
+{
+    ljob *j = jobs_find(d, job);
+    if (j) {
+        if (add_waiter(d, j, conn, id, as_submit ? W_SUBMIT : W_WAIT, timeout_s) < 0)
+            server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
+    json_t *obj = job_object(d, job);
+    if (!obj) {
+        server_reply_error(conn, id, "not_found", "no job %s", job);
+        return;
+    }
+    server_reply(conn, id, json_pack("{s:o, s:b}", "job", obj, "timed_out", 0));
+}
+
+void jobs_cancel(loomd *d, server_conn_t *conn, json_t *id, const char *job)
+{
+    ljob *j = jobs_find(d, job);
+    if (!j) {
+        json_t *obj = job_object(d, job);
+        if (!obj)
+            server_reply_error(conn, id, "not_found", "no job %s", job);
+        else
+            server_reply(conn, id, json_pack("{s:s, s:O}", "job", job, "state",
+                                             json_object_get(obj, "state")));
+        json_decref(obj);
+        return;
+    }
+    if (add_waiter(d, j, conn, id, W_CANCEL, -1) < 0) {
+        server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
+    if (j->state == LJ_QUEUED) {
+        queue_remove(d, j);
+        d->done_cancelled++;
+        json_t *e = json_pack("{s:s, s:s}", "code", "cancelled", "message", "cancelled before it started");
+        store_outcome_t out = { .state = STORE_CANCELLED, .error = e };
+        job_end(d, j, &out);
+        json_decref(e);
+    } else if (j->state == LJ_RUNNING) {
+        engine_cancel(j->ej); /* on_job_done runs from inside */
+    } /* LJ_ENDING: the reply comes with the end already on its way */
+}
+
+void jobs_subscribe(loomd *d, server_conn_t *conn, json_t *id, const char *job)
+{
+    int rc;
+    if (job) {
+        ljob *j = jobs_find(d, job);
+        if (!j) {
+            json_t *obj = job_object(d, job);
+            if (!obj) {
+                server_reply_error(conn, id, "not_found", "no job %s", job);
+                return;
+            }
+            /* already over: say so, as the stream would have */
+            server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
+            server_send(conn, json_pack("{s:s, s:s, s:O, s:I}", "event", "job_finished", "job", job,
+                                        "state", json_object_get(obj, "state"), "time_ms",
+                                        (json_int_t)store_now_ms()));
+            json_decref(obj);
+            return;
+        }
+        rc = subs_add(&j->subs, &j->nsubs, &j->subs_cap, conn);
+    } else {
+        rc = subs_add(&d->subs, &d->nsubs, &d->subs_cap, conn);
+    }
+    if (rc < 0)
+        server_reply_error(conn, id, "internal", "out of memory");
+    else
+        server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
+}
+
+void jobs_conn_closed(loomd *d, server_conn_t *conn)
+{
+    subs_drop(d->subs, &d->nsubs, conn);
+    for (size_t i = 0; i < d->table_size; i++)
+        for (ljob *j = d->table[i]; j; j = j->hnext) {
+            subs_drop(j->subs, &j->nsubs, conn);
+            for (lwaiter **p = &j->waiters; *p;) {
+                lwaiter *w = *p;
+                if (w->conn == conn) {
+                    *p = w->next;
+                    waiter_free(w);
+                } else {
+                    p = &w->next;
+                }
+            }
+        }
+}
+
+/* ---- start and stop */
+
+int jobs_resume(loomd *d)
+{
+    json_t *jobs = NULL;
+    char err[256];
+    if (store_unfinished_jobs(d->store, &jobs, err, sizeof err) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot read unfinished jobs: %s", err);
+        return -1;
+    }
+    size_t i, resumed = 0;
+    json_t *o;
+    json_array_foreach(jobs, i, o) {
+        const char *id = json_string_value(json_object_get(o, "id"));
+        const char *name = json_string_value(json_object_get(o, "workflow"));
+        const char *was = json_string_value(json_object_get(o, "version"));
+        wfdir_version ver;
+        dsl_graph *g = name ? wfdir_get(d->wf, name, &ver) : NULL;
+        ljob *j = g ? job_new(d, id, g, name, json_object_get(o, "input"),
+                              json_integer_value(json_object_get(o, "priority")))
+                    : NULL;
+        if (g)
+            dsl_graph_unref(g);
+        if (!g) {
+            /* cannot run: end it with a reason rather than retry forever */
+            json_t *e = json_pack("{s:s, s:s+}", "code", "unknown_workflow", "message",
+                                  "its workflow is no longer loaded: ", name ? name : "?");
+            store_outcome_t out = { .state = STORE_FAILED, .error = e };
+            (void)store_finish_job(d->store, id, &out, NULL, NULL);
+            json_decref(e);
+            log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id),
+                      "not resumed: workflow %s is not loaded", name ? name : "?");
+            continue;
+        }
+        if (!j) {
+            json_decref(jobs);
+            return -1;
+        }
+        if (was && strcmp(was, ver.hash) != 0)
+            log_write(&d->log, LOOM_LOG_WARN,
+                      json_pack("{s:s, s:s, s:s}", "job", id, "was", was, "now", ver.hash),
+                      "resumed on a newer version of its workflow");
+        json_t *steps = NULL;
+        if (store_load_steps(d->store, id, &steps, err, sizeof err) == 0 && json_object_size(steps)) {
+            j->replay = json_object();
+            const char *key;
+            json_t *st;
+            json_object_foreach(steps, key, st) {
+                json_t *out = json_object_get(st, "output");
+                if (j->replay && out)
+                    json_object_set(j->replay, key, out);
+            }
+        }
+        json_decref(steps);
+        resumed++;
+    }
+    json_decref(jobs);
+    if (resumed)
+        log_write(&d->log, LOOM_LOG_INFO, json_pack("{s:I}", "jobs", (json_int_t)resumed),
+                  "resuming unfinished jobs from their checkpoints");
+    jobs_pump(d);
+    return 0;
+}
+
+void jobs_abandon(loomd *d)
+{
+    d->hard_stop = true;
+    while (d->running)
+        engine_cancel(d->running->ej); /* on_job_done frees it, unrecorded */
+    while (d->nqueue) {
+        ljob *j = d->queue[0];
+        queue_remove(d, j);
+        job_free(d, j);
+    }
+}
+
+int jobs_init(loomd *d)
+{
+    return table_grow(d);
+}
+
+void jobs_fini(loomd *d)
+{
+    jobs_abandon(d);
+    for (size_t i = 0; i < d->table_size; i++)
+        while (d->table[i])
+            job_free(d, d->table[i]); /* ending jobs whose store write never came back */
+    subs_drop(d->subs, &d->nsubs, NULL);
+    free(d->subs);
+    free(d->table);
+    free(d->queue);
+    d->table = NULL;
+    d->queue = NULL;
+}

@@ -1,0 +1,46 @@
+/* loomd_harness.h -- a real loomd in a temporary directory, for integration
+ * tests: its config, its workflows directory, a fake provider server, and a
+ * line-JSON client for its socket.
+ *
+ * Everything is bounded: starting waits at most 10 s for the socket, every
+ * read has a deadline. Functions fail the test (cr_assert) on setup errors;
+ * the client returns NULL on a timeout so tests can assert on it. */
+#ifndef LOOM_TESTS_LOOMD_HARNESS_H
+#define LOOM_TESTS_LOOMD_HARNESS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "tests/unit/fake_server.h"
+
+typedef struct lh_daemon {
+    char dir[256];             /* the temporary directory */
+    char sock[320], cfg[320], wf[320], state[320];
+    pid_t pid;
+    fake_server fake;          /* started when the config asks for it */
+} lh_daemon;
+
+/* Makes DIR with workflows/ and a config whose extra provider lines are
+ * PROVIDERS (YAML under `providers:`, may be NULL; "@FAKE@" is replaced by
+ * the fake server's base URL, which is then started with FAKE_ARGS). */
+void lh_setup(lh_daemon *d, const char *providers, const char *const *fake_args);
+/* Writes workflows/NAME.yaml with TEXT (atomically: temp file + rename). */
+void lh_workflow(lh_daemon *d, const char *name, const char *text);
+/* Starts loomd --foreground on the config and waits for its socket. */
+void lh_start(lh_daemon *d);
+/* Sends SIG and waits for the exit; returns the exit status (or 128+signal). */
+int lh_stop(lh_daemon *d, int sig);
+/* Kills everything and removes the directory. */
+void lh_teardown(lh_daemon *d);
+
+/* A client connection; -1 on failure. */
+int lh_connect(lh_daemon *d);
+/* Sends one line (adds the newline). */
+void lh_send(int fd, const char *line);
+/* The next line as JSON (new reference), or NULL after TIMEOUT_MS or EOF. */
+json_t *lh_recv(int fd, int timeout_ms);
+/* Sends REQ (JSON text) on a new connection and returns the reply. */
+json_t *lh_call(lh_daemon *d, const char *req, int timeout_ms);
+
+#endif

@@ -1,0 +1,287 @@
+/* test_loomd.c -- a real loomd in a temporary directory, over its socket:
+ * every op, errors with stable codes, hot reload of workflows, durability
+ * across a kill -9, graceful stop, many clients at once. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tests/unit/loomd_harness.h"
+
+static lh_daemon D;
+
+static void teardown(void)
+{
+    lh_teardown(&D);
+}
+
+#define ECHO_WF "loom: 1\nname: echo\ndo: { call: 'echo {{ input.text }}' }\n"
+#define SLOW_WF "loom: 1\nname: slow\ndefaults: { provider: slow }\ndo: { call: 'slowly {{ input.text }}' }\n"
+
+static void start_default(void)
+{
+    lh_setup(&D, NULL, NULL);
+    lh_workflow(&D, "echo", ECHO_WF);
+    lh_workflow(&D, "slow", SLOW_WF);
+    lh_start(&D);
+}
+
+static const char *code_of(json_t *r)
+{
+    return json_string_value(json_object_get(json_object_get(r, "error"), "code"));
+}
+
+static json_t *submit_wait(const char *wf, const char *input)
+{
+    char req[1024];
+    snprintf(req, sizeof req, "{\"id\":7,\"op\":\"submit\",\"workflow\":\"%s\",\"input\":%s,\"wait\":true}",
+             wf, input);
+    return lh_call(&D, req, 15000);
+}
+
+Test(loomd, submit_and_wait_for_the_result, .fini = teardown)
+{
+    start_default();
+    json_t *r = submit_wait("echo", "{\"text\":\"hi\"}");
+    cr_assert(r, "no reply");
+    cr_assert(json_is_true(json_object_get(r, "ok")), "%s", json_dumps(r, 0));
+    cr_assert_eq(json_integer_value(json_object_get(r, "id")), 7, "the id is echoed");
+    json_t *res = json_object_get(r, "result");
+    cr_assert_str_eq(json_string_value(json_object_get(res, "state")), "succeeded");
+    cr_assert(strstr(json_string_value(json_object_get(res, "output")), "echo hi"));
+    cr_assert(json_is_integer(json_object_get(json_object_get(res, "peer"), "pid")),
+              "the submitter is recorded");
+    json_decref(r);
+}
+
+Test(loomd, submit_then_get_wait_and_list, .fini = teardown)
+{
+    start_default();
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"echo\",\"input\":{\"text\":\"x\"}}", 5000);
+    cr_assert(json_is_true(json_object_get(r, "ok")));
+    char job[64];
+    snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")));
+    cr_assert_eq(strlen(job), 26);
+    json_decref(r);
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":10}", job);
+    r = lh_call(&D, req, 12000);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "job"), "state")), "succeeded");
+    json_decref(r);
+    snprintf(req, sizeof req, "{\"op\":\"get\",\"job\":\"%s\"}", job);
+    r = lh_call(&D, req, 5000);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "job"), "workflow")), "echo");
+    json_decref(r);
+    r = lh_call(&D, "{\"op\":\"list\",\"workflow\":\"echo\"}", 5000);
+    cr_assert_eq(json_array_size(json_object_get(r, "jobs")), 1);
+    json_decref(r);
+}
+
+Test(loomd, errors_have_stable_codes, .fini = teardown)
+{
+    start_default();
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"nope\"}", 5000);
+    cr_assert_str_eq(code_of(r), "unknown_workflow");
+    json_decref(r);
+    r = lh_call(&D, "{\"op\":\"get\",\"job\":\"01ARZ3NDEKTSV4RRFFQ69G5FAV\"}", 5000);
+    cr_assert_str_eq(code_of(r), "not_found");
+    json_decref(r);
+    r = lh_call(&D, "{\"op\":\"sumbit\"}", 5000);
+    cr_assert_str_eq(code_of(r), "unknown_op");
+    cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "error"), "message")), "submit"));
+    json_decref(r);
+    r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":3}", 5000);
+    cr_assert_str_eq(code_of(r), "invalid_request");
+    json_decref(r);
+    r = lh_call(&D, "{not json", 5000);
+    cr_assert_str_eq(code_of(r), "invalid_json");
+    json_decref(r);
+}
+
+Test(loomd, idempotency_key_returns_the_same_job, .fini = teardown)
+{
+    start_default();
+    const char *req = "{\"op\":\"submit\",\"workflow\":\"echo\",\"input\":{\"text\":\"a\"},\"idempotency_key\":\"k1\"}";
+    json_t *a = lh_call(&D, req, 5000), *b = lh_call(&D, req, 5000);
+    cr_assert_str_eq(json_string_value(json_object_get(a, "job")), json_string_value(json_object_get(b, "job")));
+    cr_assert(json_is_false(json_object_get(a, "existed")));
+    cr_assert(json_is_true(json_object_get(b, "existed")));
+    json_decref(a);
+    json_decref(b);
+}
+
+Test(loomd, cancel_a_running_job, .fini = teardown)
+{
+    start_default();
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"x\"}}", 5000);
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"cancel\",\"job\":\"%s\"}", json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    usleep(200000);
+    r = lh_call(&D, req, 5000);
+    cr_assert(json_is_true(json_object_get(r, "ok")), "%s", json_dumps(r, 0));
+    cr_assert_str_eq(json_string_value(json_object_get(r, "state")), "cancelled");
+    json_decref(r);
+}
+
+Test(loomd, workflows_validate_and_stats, .fini = teardown)
+{
+    start_default();
+    json_t *r = lh_call(&D, "{\"op\":\"workflows\"}", 5000);
+    cr_assert_eq(json_array_size(json_object_get(r, "workflows")), 2);
+    json_decref(r);
+    r = lh_call(&D, "{\"op\":\"validate\",\"yaml\":\"loom: 1\\nname: v\\ndo: { call: { prompt: x, provider: nowhere } }\\n\",\"file\":\"v.yaml\"}", 5000);
+    cr_assert(json_is_false(json_object_get(r, "valid")));
+    cr_assert(strstr(json_string_value(json_array_get(json_object_get(r, "diagnostics"), 0)), "v.yaml:"));
+    json_decref(r);
+    json_decref(submit_wait("echo", "{\"text\":\"s\"}"));
+    r = lh_call(&D, "{\"op\":\"stats\"}", 5000);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "jobs"), "succeeded")), 1);
+    cr_assert(json_object_get(json_object_get(r, "providers"), "default"));
+    json_decref(r);
+}
+
+Test(loomd, events_of_one_job, .fini = teardown)
+{
+    start_default();
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"x\"}}", 5000);
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"events\",\"job\":\"%s\"}", json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    int fd = lh_connect(&D);
+    lh_send(fd, req);
+    r = lh_recv(fd, 5000);
+    cr_assert(json_is_true(json_object_get(r, "subscribed")));
+    json_decref(r);
+    bool finished = false;
+    int n = 0;
+    while (!finished && (r = lh_recv(fd, 10000))) {
+        n++;
+        finished = strcmp(json_string_value(json_object_get(r, "event")), "job_finished") == 0;
+        json_decref(r);
+    }
+    cr_assert(finished, "the stream ends with job_finished (%d events)", n);
+    close(fd);
+}
+
+Test(loomd, hot_reload_of_workflows, .fini = teardown)
+{
+    start_default();
+    lh_workflow(&D, "fresh", "loom: 1\nname: fresh\ndo: { call: 'v1' }\n");
+    usleep(300000);
+    json_t *r = submit_wait("fresh", "{}");
+    cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "result"), "output")), "v1"));
+    json_decref(r);
+    lh_workflow(&D, "fresh", "loom: 1\nname: fresh\ndo: { call: 'v1' \n"); /* broken */
+    usleep(300000);
+    r = lh_call(&D, "{\"op\":\"workflows\"}", 5000);
+    size_t i;
+    json_t *w;
+    bool shown = false;
+    json_array_foreach(json_object_get(r, "workflows"), i, w)
+        if (json_string_value(json_object_get(w, "error")) &&
+            strstr(json_string_value(json_object_get(w, "file")), "fresh"))
+            shown = true;
+    cr_assert(shown, "the error is shown beside the workflow");
+    json_decref(r);
+    r = submit_wait("fresh", "{}");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "result"), "state")),
+                     "succeeded", "the last good version is still served");
+    json_decref(r);
+    char path[400];
+    snprintf(path, sizeof path, "%s/fresh.yaml", D.wf);
+    unlink(path);
+    usleep(300000);
+    r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"fresh\"}", 5000);
+    cr_assert_str_eq(code_of(r), "unknown_workflow");
+    json_decref(r);
+}
+
+Test(loomd, a_job_survives_kill_9, .fini = teardown)
+{
+    start_default();
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"durable\"}}", 5000);
+    char job[64];
+    snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    usleep(300000);
+    cr_assert_eq(lh_stop(&D, SIGKILL), 128 + SIGKILL);
+    lh_start(&D);
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":10}", job);
+    r = lh_call(&D, req, 12000);
+    json_t *o = json_object_get(r, "job");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "state")), "succeeded", "%s", json_dumps(r, 0));
+    cr_assert(strstr(json_string_value(json_object_get(o, "output")), "durable"));
+    json_decref(r);
+}
+
+Test(loomd, sigterm_lets_running_jobs_finish, .fini = teardown)
+{
+    start_default();
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"x\"}}", 5000);
+    char job[64];
+    snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    usleep(200000);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+    lh_start(&D);
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"get\",\"job\":\"%s\"}", job);
+    r = lh_call(&D, req, 5000);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "job"), "state")), "succeeded");
+    json_decref(r);
+}
+
+Test(loomd, a_thousand_clients_at_once, .fini = teardown, .timeout = 120)
+{
+    start_default();
+    enum { N = 1000 };
+    static int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = lh_connect(&D);
+        cr_assert(fds[i] >= 0, "connection %d", i);
+    }
+    for (int i = 0; i < N; i++) {
+        char req[200];
+        snprintf(req, sizeof req, "{\"id\":%d,\"op\":\"submit\",\"workflow\":\"echo\",\"input\":{\"text\":\"c%d\"},\"wait\":true}", i, i);
+        lh_send(fds[i], req);
+    }
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        json_t *r = lh_recv(fds[i], 60000);
+        ok += r && json_is_true(json_object_get(r, "ok")) &&
+              json_integer_value(json_object_get(r, "id")) == i;
+        json_decref(r);
+        close(fds[i]);
+    }
+    cr_assert_eq(ok, N);
+}
+
+Test(loomd, socket_mode_is_0660, .fini = teardown)
+{
+    start_default();
+    struct stat st;
+    cr_assert_eq(stat(D.sock, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0660);
+}
+
+Test(loomd, http_provider_through_the_daemon, .fini = teardown)
+{
+    lh_setup(&D, "  llm: { plugin: openai, base_url: \"@FAKE@\", limits: { concurrency: 4 } }\n",
+             (const char *const[]){ "--latency", "20", NULL });
+    lh_workflow(&D, "remote", "loom: 1\nname: remote\ndefaults: { provider: llm, model: m }\n"
+                              "do: { map: { over: '{{ input }}', do: { call: 'r{{ item }}' } } }\n");
+    lh_start(&D);
+    json_t *r = submit_wait("remote", "[1,2,3,4,5,6,7,8]");
+    json_t *res = json_object_get(r, "result");
+    cr_assert_str_eq(json_string_value(json_object_get(res, "state")), "succeeded", "%s", json_dumps(r, 0));
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(json_object_get(res, "usage"), "llm"), "calls")), 8);
+    cr_assert_leq(fake_server_stat(&D.fake, "max_in_flight"), 4);
+    json_decref(r);
+}
