@@ -141,6 +141,18 @@ void job_trace(engine_job_t *job, const act_t *a, engine_trace_event ev, const c
     job->trace(job->trace_ud, &t);
 }
 
+void job_trace_progress(engine_job_t *job, const act_t *a, size_t done, size_t total)
+{
+    if (!job->trace)
+        return;
+    engine_trace t = {
+        .job = job, .node = a->node->path, .kind = a->node->kind,
+        .event = ENGINE_TRACE_PROGRESS, .time_us = reactor_now_us(job->eng->r),
+        .attempt = a->attempt, .done = done, .total = total,
+    };
+    job->trace(job->trace_ud, &t);
+}
+
 static bool is_leaf(const dsl_node *n)
 {
     return n->kind == DSL_CALL || n->kind == DSL_EMBED || n->kind == DSL_LAMBDA;

@@ -43,7 +43,8 @@ typedef enum {
     ENGINE_TRACE_START,
     ENGINE_TRACE_FINISH,
     ENGINE_TRACE_RETRY,
-    ENGINE_TRACE_ERROR
+    ENGINE_TRACE_ERROR,
+    ENGINE_TRACE_PROGRESS      /* a map's item ended: `done` of `total` */
 } engine_trace_event;
 
 /* One trace event; every pointer is borrowed for the callback's duration. */
@@ -58,6 +59,7 @@ typedef struct engine_trace {
     const char *code;      /* ERROR/RETRY: the error code, else NULL */
     bool cached;           /* FINISH (or ERROR from `output:`) of a leaf answered
                               from the engine's cache: no provider or lambda ran */
+    size_t done, total;    /* PROGRESS: items of the map ended, and all of them */
     bool replayed;         /* FINISH or ERROR of a leaf answered from the job's
                               replay (a checkpoint of an earlier run): nothing ran */
 } engine_trace;

@@ -175,6 +175,8 @@ void act_free(act_t *a);
 /* Per-job pseudo-random numbers (xorshift64*). */
 uint64_t job_rand(engine_job_t *job);
 void job_trace(engine_job_t *job, const act_t *a, engine_trace_event ev, const char *code);
+/* A map's progress: DONE of its TOTAL items have ended. */
+void job_trace_progress(engine_job_t *job, const act_t *a, size_t done, size_t total);
 /* Runs the job's queued completions until idle; may end (and free) the job.
  * Returns false when the job is gone. */
 bool job_pump(engine_job_t *job);

@@ -285,6 +285,7 @@ static void map_done(act_t *a, size_t slot, json_t *res, eerr *err)
     const dsl_map *m = &a->node->u.map;
     a->running--;
     a->ndone++;
+    job_trace_progress(a->job, a, a->ndone, a->n);
     if (err) {
         if (m->on_error == DSL_ON_ERROR_FAIL) {
             act_attempt_done(a, NULL, err);

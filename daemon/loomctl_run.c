@@ -69,6 +69,7 @@ static const char *trace_name(engine_trace_event ev)
     case ENGINE_TRACE_FINISH: return "finish";
     case ENGINE_TRACE_RETRY: return "retry";
     case ENGINE_TRACE_ERROR: return "error";
+    case ENGINE_TRACE_PROGRESS: return "progress";
     }
     return "?";
 }
@@ -77,6 +78,8 @@ static const char *trace_name(engine_trace_event ev)
 static void on_trace(void *ud, const engine_trace *t)
 {
     run_state *st = ud;
+    if (t->event == ENGINE_TRACE_PROGRESS)
+        return; /* every start and finish is printed already */
     if (!st->t0)
         st->t0 = t->time_us;
     double at = (double)(t->time_us - st->t0) / 1000.0;

@@ -91,6 +91,13 @@ typedef struct loomd {
     int exit_code;
 } loomd;
 
+/* ---- loomd_queue.c */
+int jobs_table_grow(loomd *d);
+int jobs_table_add(loomd *d, ljob *j);
+void jobs_table_del(loomd *d, ljob *j);
+int jobs_queue_push(loomd *d, ljob *j);
+void jobs_queue_remove(loomd *d, ljob *j);
+
 /* ---- loomd_jobs.c */
 int jobs_init(loomd *d);
 void jobs_fini(loomd *d);

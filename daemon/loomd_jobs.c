@@ -30,133 +30,6 @@ struct lwaiter {
 
 enum { W_WAIT, W_SUBMIT, W_CANCEL };
 
-/* ---- the table of live jobs (by id) */
-
-static size_t hash_id(const char *s, size_t size)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return (size_t)h & (size - 1);
-}
-
-static int table_grow(loomd *d)
-{
-    size_t size = d->table_size ? d->table_size * 2 : 1024;
-    ljob **t = calloc(size, sizeof *t);
-    if (!t)
-        return -ENOMEM;
-    for (size_t i = 0; i < d->table_size; i++)
-        for (ljob *j = d->table[i], *next; j; j = next) {
-            next = j->hnext;
-            size_t h = hash_id(j->id, size);
-            j->hnext = t[h];
-            t[h] = j;
-        }
-    free(d->table);
-    d->table = t;
-    d->table_size = size;
-    return 0;
-}
-
-ljob *jobs_find(loomd *d, const char *id)
-{
-    if (!d->table_size)
-        return NULL;
-    for (ljob *j = d->table[hash_id(id, d->table_size)]; j; j = j->hnext)
-        if (strcmp(j->id, id) == 0)
-            return j;
-    return NULL;
-}
-
-static int table_add(loomd *d, ljob *j)
-{
-    if ((d->njobs + 1) * 4 > d->table_size * 3 && table_grow(d) < 0)
-        return -ENOMEM;
-    size_t h = hash_id(j->id, d->table_size);
-    j->hnext = d->table[h];
-    d->table[h] = j;
-    d->njobs++;
-    return 0;
-}
-
-static void table_del(loomd *d, ljob *j)
-{
-    ljob **p = &d->table[hash_id(j->id, d->table_size)];
-    while (*p && *p != j)
-        p = &(*p)->hnext;
-    if (*p) {
-        *p = j->hnext;
-        d->njobs--;
-    }
-}
-
-/* ---- the queue: a binary heap, highest priority then oldest first */
-
-static bool before(const ljob *a, const ljob *b)
-{
-    return a->priority != b->priority ? a->priority > b->priority : a->seq < b->seq;
-}
-
-static void heap_set(loomd *d, size_t i, ljob *j)
-{
-    d->queue[i] = j;
-    j->heap_at = i;
-}
-
-static void heap_up(loomd *d, size_t i)
-{
-    ljob *j = d->queue[i];
-    while (i > 0 && before(j, d->queue[(i - 1) / 2])) {
-        heap_set(d, i, d->queue[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    heap_set(d, i, j);
-}
-
-static void heap_down(loomd *d, size_t i)
-{
-    ljob *j = d->queue[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= d->nqueue)
-            break;
-        if (c + 1 < d->nqueue && before(d->queue[c + 1], d->queue[c]))
-            c++;
-        if (!before(d->queue[c], j))
-            break;
-        heap_set(d, i, d->queue[c]);
-        i = c;
-    }
-    heap_set(d, i, j);
-}
-
-static int queue_push(loomd *d, ljob *j)
-{
-    if (d->nqueue == d->queue_cap) {
-        size_t cap = d->queue_cap ? d->queue_cap * 2 : 256;
-        ljob **q = realloc(d->queue, cap * sizeof *q);
-        if (!q)
-            return -ENOMEM;
-        d->queue = q;
-        d->queue_cap = cap;
-    }
-    heap_set(d, d->nqueue++, j);
-    heap_up(d, d->nqueue - 1);
-    return 0;
-}
-
-static void queue_remove(loomd *d, ljob *j)
-{
-    size_t i = j->heap_at;
-    ljob *last = d->queue[--d->nqueue];
-    if (i < d->nqueue) {
-        heap_set(d, i, last);
-        heap_down(d, i);
-        heap_up(d, last->heap_at);
-    }
-}
-
 /* ---- events */
 
 static int subs_add(server_conn_t ***v, size_t *n, size_t *cap, server_conn_t *conn)
@@ -299,7 +172,7 @@ static void job_free(loomd *d, ljob *j)
     }
     subs_drop(j->subs, &j->nsubs, NULL);
     free(j->subs);
-    table_del(d, j);
+    jobs_table_del(d, j);
     if (j->g)
         dsl_graph_unref(j->g);
     free(j->workflow);
@@ -323,8 +196,8 @@ static ljob *job_new(loomd *d, const char *id, dsl_graph *g, const char *workflo
     j->priority = priority;
     j->seq = d->seq++;
     j->state = LJ_QUEUED;
-    if (table_add(d, j) < 0 || queue_push(d, j) < 0) {
-        table_del(d, j);
+    if (jobs_table_add(d, j) < 0 || jobs_queue_push(d, j) < 0) {
+        jobs_table_del(d, j);
         if (j->g)
             dsl_graph_unref(j->g);
         json_decref(j->input);
@@ -376,6 +249,7 @@ static const char *trace_event_name(engine_trace_event ev)
     case ENGINE_TRACE_START: return "step_started";
     case ENGINE_TRACE_FINISH: return "step_finished";
     case ENGINE_TRACE_RETRY: return "step_retry";
+    case ENGINE_TRACE_PROGRESS: return "map_progress";
     default: return "step_failed";
     }
 }
@@ -388,6 +262,12 @@ static void on_trace(void *ud, const engine_trace *t)
     bool dbg = log_enabled(&d->log, LOOM_LOG_DEBUG);
     if (!watched(d, j) && !dbg)
         return;
+    if (t->event == ENGINE_TRACE_PROGRESS) {
+        if (watched(d, j))
+            emit(d, j, json_pack("{s:s, s:s, s:I, s:I}", "event", "map_progress", "node", t->node,
+                                 "done", (json_int_t)t->done, "total", (json_int_t)t->total));
+        return;
+    }
     json_t *ev = json_pack("{s:s, s:s, s:s, s:i}", "event", trace_event_name(t->event), "node",
                            t->node, "kind", dsl_kind_name(t->kind), "attempt", t->attempt);
     if (!ev)
@@ -396,8 +276,10 @@ static void on_trace(void *ud, const engine_trace *t)
         json_object_set_new(ev, "provider", json_string(t->provider));
     if (t->code)
         json_object_set_new(ev, "code", json_string(t->code));
-    if (t->event == ENGINE_TRACE_FINISH)
+    if (t->event == ENGINE_TRACE_FINISH) {
         json_object_set_new(ev, "cached", json_boolean(t->cached));
+        json_object_set_new(ev, "replayed", json_boolean(t->replayed));
+    }
     if (dbg)
         log_write(&d->log, LOOM_LOG_DEBUG, json_pack("{s:s, s:s, s:s}", "job", j->id, "node", t->node,
                                                      "event", trace_event_name(t->event)),
@@ -503,7 +385,7 @@ void jobs_pump(loomd *d)
     while (!d->stopping && d->nqueue && d->gens &&
            (int64_t)d->nrunning < d->cfg->max_running_jobs) {
         ljob *j = d->queue[0];
-        queue_remove(d, j);
+        jobs_queue_remove(d, j);
         job_start(d, j);
     }
 }
@@ -656,7 +538,7 @@ void jobs_cancel(loomd *d, server_conn_t *conn, json_t *id, const char *job)
         return;
     }
     if (j->state == LJ_QUEUED) {
-        queue_remove(d, j);
+        jobs_queue_remove(d, j);
         d->done_cancelled++;
         json_t *e = json_pack("{s:s, s:s}", "code", "cancelled", "message", "cancelled before it started");
         store_outcome_t out = { .state = STORE_CANCELLED, .error = e };
@@ -785,14 +667,14 @@ void jobs_abandon(loomd *d)
         engine_cancel(d->running->ej); /* on_job_done frees it, unrecorded */
     while (d->nqueue) {
         ljob *j = d->queue[0];
-        queue_remove(d, j);
+        jobs_queue_remove(d, j);
         job_free(d, j);
     }
 }
 
 int jobs_init(loomd *d)
 {
-    return table_grow(d);
+    return jobs_table_grow(d);
 }
 
 void jobs_fini(loomd *d)
