@@ -779,7 +779,7 @@ int engine_add_configured_provider(engine_t *e, const config_provider *cp, char 
         hctx h;
         hctx_init(&h);
         if (pp->def->init(&h.base, pp->plugin_state, cfg, &pi->state) < 0) {
-            snprintf(err, errlen, "provider '%s': %s", instance_name, h.msg[0] ? h.msg : "init failed");
+            snprintf(err, errlen, "%s", h.msg[0] ? h.msg : "init failed");
             goto fail;
         }
     }
