@@ -285,3 +285,75 @@ Test(loomd, http_provider_through_the_daemon, .fini = teardown)
     cr_assert_leq(fake_server_stat(&D.fake, "max_in_flight"), 4);
     json_decref(r);
 }
+
+Test(loomd, oversize_line_refused_connection_lives, .fini = teardown, .timeout = 60)
+{
+    start_default();
+    int fd = lh_connect(&D);
+    size_t n = (size_t)17 << 20;
+    char *big = malloc(n + 64);
+    cr_assert(big);
+    strcpy(big, "{\"op\":\"validate\",\"yaml\":\"");
+    memset(big + strlen(big), 'x', n);
+    strcpy(big + 26 + n, "\"}");
+    lh_send(fd, big);
+    free(big);
+    json_t *r = lh_recv(fd, 20000);
+    cr_assert_str_eq(code_of(r), "line_too_long");
+    json_decref(r);
+    lh_send(fd, "{\"id\":2,\"op\":\"workflows\"}");
+    r = lh_recv(fd, 5000);
+    cr_assert(json_is_true(json_object_get(r, "ok")), "the connection still serves");
+    json_decref(r);
+    close(fd);
+}
+
+Test(loomd, a_half_closed_client_still_gets_its_answer, .fini = teardown)
+{
+    start_default();
+    int fd = lh_connect(&D);
+    lh_send(fd, "{\"id\":1,\"op\":\"submit\",\"workflow\":\"echo\",\"input\":{\"text\":\"hc\"},\"wait\":true}");
+    shutdown(fd, SHUT_WR);
+    json_t *r = lh_recv(fd, 10000);
+    cr_assert(json_is_true(json_object_get(r, "ok")));
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "result"), "state")), "succeeded");
+    json_decref(r);
+    close(fd);
+}
+
+Test(loomd, a_client_gone_mid_wait_loses_nothing, .fini = teardown)
+{
+    start_default();
+    int fd = lh_connect(&D);
+    lh_send(fd, "{\"id\":1,\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"gone\"},\"idempotency_key\":\"g1\",\"wait\":true}");
+    usleep(300000);
+    close(fd); /* the job was acknowledged only by the wait's reply: ask again */
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"gone\"},\"idempotency_key\":\"g1\",\"wait\":10}", 12000);
+    cr_assert(json_is_true(json_object_get(r, "existed")) || json_is_true(json_object_get(r, "ok")));
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "result"), "state")), "succeeded",
+                     "%s", json_dumps(r, 0));
+    json_decref(r);
+    r = lh_call(&D, "{\"op\":\"list\"}", 5000);
+    cr_assert_eq(json_array_size(json_object_get(r, "jobs")), 1, "one job, not two");
+    json_decref(r);
+}
+
+Test(loomd, hot_reload_while_jobs_run, .fini = teardown)
+{
+    start_default();
+    lh_workflow(&D, "two", "loom: 1\nname: two\ndefaults: { provider: slow }\ndo: { call: 'first' }\n");
+    usleep(300000);
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"two\"}", 5000);
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":10}", json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    /* while it runs, a new version: the running job keeps the one it started with */
+    lh_workflow(&D, "two", "loom: 1\nname: two\ndo: { call: 'second' }\n");
+    r = lh_call(&D, req, 12000);
+    cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "job"), "output")), "first"),
+              "%s", json_dumps(r, 0));
+    json_decref(r);
+    r = submit_wait("two", "{}");
+    cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "result"), "output")), "second"));
+    json_decref(r);
+}
