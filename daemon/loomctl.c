@@ -3,7 +3,8 @@
  *
  * Exit statuses follow the usual convention (and LOOMCTL_* in loomctl.h): 0
  * success, 1 when the command ran but the answer is "no", 2 for a command
- * line that cannot be understood. */
+ * line that cannot be understood; the commands that talk to loomd add 3
+ * (cannot reach it), 4 (it refused) and 5 (timed out). */
 #include "config.h"
 
 #include "daemon/loomctl.h"
@@ -16,6 +17,12 @@
 #include "dsl/suggest.h"
 
 static int cmd_help(int argc, char **argv);
+
+/* The options of every command that asks loomd one question. */
+#define LOOMCTL_HELP_COMMON                                                                    \
+    "  --socket PATH      loomd's socket (default: $LOOM_SOCKET, else ./loom.sock)\n"         \
+    "  --timeout SECONDS  how long to wait for loomd's answer (default 30)\n"                 \
+    "  --json             print loomd's reply line as is, for scripts\n"
 
 static const loomctl_command commands[] = {
     { "validate", loomctl_cmd_validate, "check workflow files for errors",
@@ -52,6 +59,102 @@ static const loomctl_command commands[] = {
       "\n"
       "Exit status: 0 the job succeeded, 1 it failed (its typed error on stderr)\n"
       "or the workflow, input or config is invalid, 2 usage error.\n" },
+    { "submit", loomctl_cmd_submit, "submit a job to loomd",
+      "submit [--input FILE|-] [--key KEY] [--priority N] [--wait [SECONDS]] [--socket PATH]\n"
+      "              [--timeout SECONDS] [--json] WORKFLOW",
+      "Submits one job of the loaded workflow named WORKFLOW and prints its id\n"
+      "alone on stdout (job=$(loomctl submit summarize) works). With --wait, waits\n"
+      "for the job to end and prints its output JSON instead, or its typed error\n"
+      "on stderr when it fails.\n"
+      "\n"
+      "  -i, --input FILE   the job input as JSON (- for stdin; default: {})\n"
+      "  --key KEY          idempotency key: the same key again returns the first job\n"
+      "  --priority N       higher starts first when jobs queue (default 0)\n"
+      "  --wait [SECONDS]   wait for the job to end (at most SECONDS when given)\n"
+      LOOMCTL_HELP_COMMON
+      "(--timeout is for the submission itself: with --wait, the wait sets the limit.)\n"
+      "\n"
+      "Exit status: 0 submitted (with --wait: the job succeeded), 1 the job failed\n"
+      "or was cancelled, 2 usage error or unreadable input, 3 loomd unreachable,\n"
+      "4 loomd refused the request, 5 --wait timed out (the job goes on).\n" },
+    { "get", loomctl_cmd_get, "show a job's state, usage and output",
+      "get [--socket PATH] [--timeout SECONDS] [--json] JOB",
+      "Prints a summary of job JOB (state, workflow, version, times, usage per\n"
+      "provider, error), then its output JSON.\n"
+      "\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 the job was found (whatever its state), 2 usage error,\n"
+      "3 loomd unreachable, 4 refused (not_found: no such job), 5 no answer in time.\n" },
+    { "wait", loomctl_cmd_wait, "wait for a job to end and show it",
+      "wait [--socket PATH] [--timeout SECONDS] [--json] JOB",
+      "Waits until job JOB has ended, then prints it as `loomctl get` does.\n"
+      "\n"
+      "  --timeout SECONDS  give up after SECONDS (default: wait as long as it takes)\n"
+      "  --socket PATH      loomd's socket (default: $LOOM_SOCKET, else ./loom.sock)\n"
+      "  --json             print loomd's reply line as is\n"
+      "\n"
+      "Exit status: 0 the job succeeded, 1 it failed or was cancelled, 2 usage error,\n"
+      "3 loomd unreachable or the connection broke, 4 refused, 5 timed out (the job\n"
+      "goes on).\n" },
+    { "cancel", loomctl_cmd_cancel, "cancel a job",
+      "cancel [--socket PATH] [--timeout SECONDS] [--json] JOB",
+      "Cancels job JOB: every call and timer of it is dropped. Prints the job id\n"
+      "and its final state; a job that had already ended keeps its state.\n"
+      "\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 the job is cancelled or had ended, 2 usage error,\n"
+      "3 loomd unreachable, 4 refused (not_found: no such job), 5 no answer in time.\n" },
+    { "list", loomctl_cmd_list, "list jobs, newest first",
+      "list [--state STATE] [--workflow NAME] [--limit N] [--after CURSOR] [--oldest]\n"
+      "            [--socket PATH] [--timeout SECONDS] [--json]",
+      "Prints a table of jobs: id, state, workflow, creation time, duration. When\n"
+      "there are more, the option for the next page is shown on stderr.\n"
+      "\n"
+      "  --state STATE      only jobs in STATE: queued, running, succeeded, failed, cancelled\n"
+      "  --workflow NAME    only jobs of workflow NAME\n"
+      "  --limit N          at most N jobs (1 to 1000; default 100)\n"
+      "  --after CURSOR     the page after CURSOR (the `next` of the previous page)\n"
+      "  --oldest           oldest first\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 listed, 2 usage error, 3 loomd unreachable, 4 refused,\n"
+      "5 no answer in time.\n" },
+    { "workflows", loomctl_cmd_workflows, "list the workflows loomd has loaded",
+      "workflows [--socket PATH] [--timeout SECONDS] [--json]",
+      "Prints each workflow loomd knows: name, load number, version hash and file.\n"
+      "Under a file that failed to compile come its FILE:LINE:COL: error: lines\n"
+      "(its last good version, if any, is still served).\n"
+      "\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 listed (even if some file has errors), 2 usage error,\n"
+      "3 loomd unreachable, 4 refused, 5 no answer in time.\n" },
+    { "stats", loomctl_cmd_stats, "show loomd's job counts and provider load",
+      "stats [--socket PATH] [--timeout SECONDS] [--json]",
+      "Prints loomd's uptime, jobs by state, and per provider the calls in flight\n"
+      "(of its concurrency), queued, requests, errors, 429s, tokens and latency.\n"
+      "\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 printed, 2 usage error, 3 loomd unreachable, 4 refused,\n"
+      "5 no answer in time.\n" },
+    { "watch", loomctl_cmd_watch, "follow a job's progress live",
+      "watch [--socket PATH] [--timeout SECONDS] [--json] JOB",
+      "Follows job JOB until it ends. On a terminal, one line redrawn in place:\n"
+      "state, elapsed time, steps done, map items done of total, calls in flight.\n"
+      "Otherwise one line per event (time since the job started, event, node,\n"
+      "details); with --json the event lines as loomd sends them. A job that has\n"
+      "already ended is shown at once.\n"
+      "\n"
+      "  --timeout SECONDS  stop watching after SECONDS (the job goes on)\n"
+      "  --socket PATH      loomd's socket (default: $LOOM_SOCKET, else ./loom.sock)\n"
+      "  --json             print loomd's event lines as they come\n"
+      "\n"
+      "Exit status: 0 the job succeeded, 1 it failed or was cancelled, 2 usage error,\n"
+      "3 loomd unreachable or the connection broke, 4 refused (not_found: no such\n"
+      "job), 5 timed out (the job goes on).\n" },
     { "help", cmd_help, "show help for a command", "help [COMMAND]", "" },
 };
 
