@@ -340,10 +340,15 @@ static void on_job_done(engine_job_t *ej, void *ud)
         d->done_cancelled++;
     else
         d->done_failed++;
-    log_write(&d->log, LOOM_LOG_INFO,
-              json_pack("{s:s, s:s, s:s}", "job", j->id, "workflow", j->workflow, "state",
-                        store_state_name(out.state)),
-              "job finished%s%s", err ? ": " : "", err ? err->code : "");
+    json_t *fields = json_pack("{s:s, s:s, s:s}", "job", j->id, "workflow", j->workflow, "state",
+                               store_state_name(out.state));
+    if (fields && d->cfg->log_payloads) { /* asked for: inputs and outputs hold user data */
+        json_object_set(fields, "input", j->input);
+        if (out.output)
+            json_object_set(fields, "output", (json_t *)out.output);
+    }
+    log_write(&d->log, LOOM_LOG_INFO, fields, "job finished%s%s", err ? ": " : "",
+              err ? err->code : "");
     job_end(d, j, &out);
     json_decref(errj);
 }
