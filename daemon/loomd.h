@@ -51,6 +51,7 @@ struct ljob {
     uint64_t seq;              /* arrival order, for FIFO within a priority */
     size_t heap_at;            /* index in the queue while queued */
     int state;
+    bool was_running;          /* resumed: the store already says running */
     lgen *gen;                 /* while running */
     engine_job_t *ej;          /* while running */
     lwaiter *waiters;          /* replies owed when it ends */

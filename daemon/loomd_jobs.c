@@ -362,7 +362,8 @@ static void job_start(loomd *d, ljob *j)
         .checkpoint = on_checkpoint, .checkpoint_ud = j,
         .replay = j->replay,
     };
-    (void)store_set_running(d->store, j->id, 0, NULL, NULL);
+    if (!j->was_running) /* a resumed job's row says so already: no write to wait behind */
+        (void)store_set_running(d->store, j->id, 0, NULL, NULL);
     j->state = LJ_RUNNING;
     j->gen = gen;
     j->next = d->running;
@@ -639,6 +640,8 @@ int jobs_resume(loomd *d)
             json_decref(jobs);
             return -1;
         }
+        const char *state = json_string_value(json_object_get(o, "state"));
+        j->was_running = state && strcmp(state, "running") == 0;
         if (was && strcmp(was, ver.hash) != 0)
             log_write(&d->log, LOOM_LOG_WARN,
                       json_pack("{s:s, s:s, s:s}", "job", id, "was", was, "now", ver.hash),

@@ -15,27 +15,38 @@
 /* Integrity lives in the schema, not only in the code: states are checked,
  * finished_ms is set exactly when the state is terminal, steps cannot
  * outlive their job. TEXT primary keys say NOT NULL because SQLite would
- * otherwise allow NULL in them. */
-static const char store_schema_v1[] =
-    "CREATE TABLE jobs ("
-    " id TEXT PRIMARY KEY NOT NULL,"
-    " workflow TEXT NOT NULL,"
-    " version TEXT,"
-    " input TEXT NOT NULL,"
-    " state TEXT NOT NULL"
-    "  CHECK (state IN ('queued','running','succeeded','failed','cancelled')),"
-    " priority INTEGER NOT NULL DEFAULT 0,"
-    " idempotency_key TEXT UNIQUE,"
-    " peer_uid INTEGER, peer_gid INTEGER, peer_pid INTEGER,"
-    " created_ms INTEGER NOT NULL,"
-    " started_ms INTEGER,"
-    " finished_ms INTEGER,"
-    " output TEXT, error TEXT, usage TEXT,"
-    " CHECK ((state IN ('succeeded','failed','cancelled')) = (finished_ms IS NOT NULL))"
+ * otherwise allow NULL in them.
+ *
+ * The state checks are written with OR, not IN (...): SQLite evaluates a
+ * CHECK's IN list by building a temporary b-tree for every row written,
+ * which made each write of a job cost a fresh page cache (v1). */
+#define JOBS_TABLE(name)                                                                          \
+    "CREATE TABLE " name " ("                                                                     \
+    " id TEXT PRIMARY KEY NOT NULL,"                                                              \
+    " workflow TEXT NOT NULL,"                                                                    \
+    " version TEXT,"                                                                              \
+    " input TEXT NOT NULL,"                                                                       \
+    " state TEXT NOT NULL"                                                                        \
+    "  CHECK (state = 'queued' OR state = 'running' OR state = 'succeeded'"                       \
+    "         OR state = 'failed' OR state = 'cancelled'),"                                       \
+    " priority INTEGER NOT NULL DEFAULT 0,"                                                       \
+    " idempotency_key TEXT UNIQUE,"                                                               \
+    " peer_uid INTEGER, peer_gid INTEGER, peer_pid INTEGER,"                                      \
+    " created_ms INTEGER NOT NULL,"                                                               \
+    " started_ms INTEGER,"                                                                        \
+    " finished_ms INTEGER,"                                                                       \
+    " output TEXT, error TEXT, usage TEXT,"                                                       \
+    " CHECK ((state = 'queued' OR state = 'running') = (finished_ms IS NULL))"                    \
     ");"
-    "CREATE INDEX jobs_by_state ON jobs (state, id);"
-    "CREATE INDEX jobs_by_workflow ON jobs (workflow, id);"
+
+#define JOBS_INDEXES                                                                              \
+    "CREATE INDEX jobs_by_state ON jobs (state, id);"                                             \
+    "CREATE INDEX jobs_by_workflow ON jobs (workflow, id);"                                       \
     "CREATE INDEX jobs_by_finished ON jobs (finished_ms) WHERE finished_ms IS NOT NULL;"
+
+static const char store_schema[] =
+    JOBS_TABLE("jobs")
+    JOBS_INDEXES
     "CREATE TABLE steps ("
     " job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
     " key TEXT NOT NULL,"
@@ -43,6 +54,18 @@ static const char store_schema_v1[] =
     " finished_ms INTEGER NOT NULL,"
     " PRIMARY KEY (job_id, key)"
     ");";
+
+/* v1 -> v2: the jobs table rebuilt with the OR checks (SQLite cannot alter
+ * a CHECK in place). Runs with foreign keys off, so dropping the old table
+ * does not cascade into steps. */
+static const char store_migrate_v2[] =
+    JOBS_TABLE("jobs_v2")
+    "INSERT INTO jobs_v2 SELECT id, workflow, version, input, state, priority, idempotency_key,"
+    " peer_uid, peer_gid, peer_pid, created_ms, started_ms, finished_ms, output, error, usage"
+    " FROM jobs;"
+    "DROP TABLE jobs;"
+    "ALTER TABLE jobs_v2 RENAME TO jobs;"
+    JOBS_INDEXES;
 
 int store_errno_of(int rc)
 {
@@ -135,7 +158,11 @@ static int store_db_int(sqlite3 *db, const char *sql, int64_t *out)
 static int store_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
     int64_t app = 0, version = 0, tables = 0;
-    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    /* a migration drops and renames tables: foreign keys stay off until the
+     * schema is settled (this pragma is a no-op inside a transaction) */
+    int rc = sqlite3_exec(db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return store_db_open_error(db, rc, path, "lock", err, errlen);
     if ((rc = store_db_int(db, "PRAGMA application_id", &app)) != SQLITE_OK ||
@@ -162,17 +189,27 @@ static int store_db_schema(sqlite3 *db, const char *path, char *err, size_t errl
         char pragmas[128];
         snprintf(pragmas, sizeof pragmas, "PRAGMA application_id = %d; PRAGMA user_version = %d;",
                  STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
-        if ((rc = sqlite3_exec(db, store_schema_v1, NULL, NULL, NULL)) != SQLITE_OK ||
+        if ((rc = sqlite3_exec(db, store_schema, NULL, NULL, NULL)) != SQLITE_OK ||
             (rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL)) != SQLITE_OK) {
             rc = store_db_open_error(db, rc, path, "create the schema of", err, errlen);
             goto fail;
         }
     }
-    /* Versions between 1 and the current one would be migrated here. */
+    if (version == 1) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d;", STORE_SCHEMA_VERSION);
+        if ((rc = sqlite3_exec(db, store_migrate_v2, NULL, NULL, NULL)) != SQLITE_OK ||
+            (rc = sqlite3_exec(db, pragma, NULL, NULL, NULL)) != SQLITE_OK) {
+            rc = store_db_open_error(db, rc, path, "migrate (v1 to v2) the schema of", err, errlen);
+            goto fail;
+        }
+    }
     if ((rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK) {
         rc = store_db_open_error(db, rc, path, "write", err, errlen);
         goto fail;
     }
+    if ((rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL)) != SQLITE_OK)
+        return store_db_open_error(db, rc, path, "configure", err, errlen);
     return 0;
 fail:
     if (!sqlite3_get_autocommit(db))

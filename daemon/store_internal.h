@@ -15,7 +15,7 @@
 #include "daemon/store.h"
 
 /* Bumped with every change to the schema in store_db.c. */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 /* PRAGMA application_id: "LOOM", so another program's database is refused. */
 #define STORE_APPLICATION_ID 0x4C4F4F4D
 

@@ -226,7 +226,7 @@ Test(store, open_creates_directory_and_reopens)
     snprintf(path, sizeof path, "%s/loom.db", state);
     sqlite3 *db = NULL;
     cr_assert(eq(int, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK));
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 1));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 2));
     sqlite3_stmt *q = NULL;
     cr_assert(eq(int, sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK));
     cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
@@ -265,6 +265,56 @@ Test(store, newer_schema_is_refused_with_a_clear_message)
     cr_assert(eq(int, errno, ENOTSUP));
     cr_assert(strstr(err, "schema version 99") != NULL, "%s", err);
     cr_assert(strstr(err, "newer") != NULL, "%s", err);
+}
+
+/* A v1 database (the state checks written with IN) is rebuilt as v2 at
+ * open, its jobs and steps kept. */
+Test(store, v1_database_is_migrated)
+{
+    char err[512] = "";
+    sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    raw_exec(db,
+             "PRAGMA journal_mode = WAL;"
+             "CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, workflow TEXT NOT NULL, version TEXT,"
+             " input TEXT NOT NULL, state TEXT NOT NULL"
+             "  CHECK (state IN ('queued','running','succeeded','failed','cancelled')),"
+             " priority INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT UNIQUE,"
+             " peer_uid INTEGER, peer_gid INTEGER, peer_pid INTEGER, created_ms INTEGER NOT NULL,"
+             " started_ms INTEGER, finished_ms INTEGER, output TEXT, error TEXT, usage TEXT,"
+             " CHECK ((state IN ('succeeded','failed','cancelled')) = (finished_ms IS NOT NULL)));"
+             "CREATE INDEX jobs_by_state ON jobs (state, id);"
+             "CREATE INDEX jobs_by_workflow ON jobs (workflow, id);"
+             "CREATE INDEX jobs_by_finished ON jobs (finished_ms) WHERE finished_ms IS NOT NULL;"
+             "CREATE TABLE steps (job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+             " key TEXT NOT NULL, output TEXT, error TEXT, finished_ms INTEGER NOT NULL,"
+             " PRIMARY KEY (job_id, key));"
+             "INSERT INTO jobs (id, workflow, input, state, created_ms)"
+             " VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV', 'wf', '{}', 'running', 1);"
+             "INSERT INTO steps VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV', 'k', '1', NULL, 2);"
+             "PRAGMA application_id = 1280266061; PRAGMA user_version = 1;");
+    sqlite3_close(db);
+    store_t *s = store_open(g_dir, g_r, NULL, err, sizeof err);
+    cr_assert(s != NULL, "%s", err);
+    json_t *steps = NULL;
+    cr_assert(eq(int, store_load_steps(s, "01ARZ3NDEKTSV4RRFFQ69G5FAV", &steps, err, sizeof err), 0));
+    cr_assert(json_object_get(steps, "k") != NULL, "the step survived the rebuild");
+    json_decref(steps);
+    json_t *job = get_job(s, "01ARZ3NDEKTSV4RRFFQ69G5FAV");
+    cr_assert(eq(str, (char *)job_str(job, "state"), "running"));
+    json_decref(job);
+    store_close(s);
+    db = raw_open(SQLITE_OPEN_READONLY);
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 2));
+    /* no temporary b-tree per written row any more */
+    sqlite3_stmt *q = NULL;
+    cr_assert(eq(int, sqlite3_prepare_v2(db, "EXPLAIN UPDATE jobs SET state = 'failed', finished_ms = 3",
+                                         -1, &q, NULL), SQLITE_OK));
+    int ephemeral = 0;
+    while (sqlite3_step(q) == SQLITE_ROW)
+        ephemeral += strcmp((const char *)sqlite3_column_text(q, 1), "OpenEphemeral") == 0;
+    sqlite3_finalize(q);
+    cr_assert(eq(int, ephemeral, 0));
+    sqlite3_close(db);
 }
 
 Test(store, foreign_database_is_refused)
