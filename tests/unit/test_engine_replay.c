@@ -154,7 +154,7 @@ static json_t *keys_with(const json_t *recs, const char *needle, bool with)
 static void check_subset(dsl_graph *g, const char *input, const run_t *first, json_t *subset,
                          int calls)
 {
-    run_t r;
+    run_t r = { 0 };
     size_t nsub = json_object_size(subset);
     cr_assert(nsub > 0 && nsub < json_object_size(first->recs), "not a proper subset");
     run_wf(&r, g, input, subset);
@@ -179,7 +179,7 @@ static void check_subset(dsl_graph *g, const char *input, const run_t *first, js
  * FIRST (filled) is the first run. */
 static void check_full(dsl_graph *g, const char *input, run_t *first)
 {
-    run_t again, re;
+    run_t again = { 0 }, re = { 0 };
     run_wf(first, g, input, NULL);
     cr_assert(first->r.output, "job failed: %s", dump(first->r.error));
     cr_assert_gt(first->nck, 0);
@@ -226,7 +226,7 @@ static const char *const chain_wf = HDR
 Test(replay, chain_with_steps)
 {
     dsl_graph *g = et_compile(chain_wf);
-    run_t first;
+    run_t first = { 0 };
     check_full(g, "1", &first);
     cr_assert_eq(first.calls, 4);
     cr_assert_eq(first.nck, 5);
@@ -241,7 +241,7 @@ Test(replay, chain_with_steps)
 Test(replay, record_shape)
 {
     dsl_graph *g = et_compile(HDR "do: { chain: [ { call: 'x {{ input }}', output: '{{ output }}?' }, { lambda: t.garbage } ] }\n");
-    run_t r;
+    run_t r = { 0 };
     run_wf(&r, g, "1", NULL);
     cr_assert_str_eq(et_code(&r.r), "lambda_failed");
     cr_assert_eq(r.nck, 2);
@@ -268,7 +268,7 @@ Test(replay, record_shape)
     cr_assert_eq(outputs, 1);
     cr_assert_eq(errors, 1);
     /* the replayed failure fails the job the same way, without running */
-    run_t re;
+    run_t re = { 0 };
     run_wf(&re, g, "1", r.recs);
     cr_assert_str_eq(et_code(&re.r), "lambda_failed");
     cr_assert_eq(re.calls, 0);
@@ -286,7 +286,7 @@ Test(replay, map_of_20_with_max_concurrency)
     dsl_graph *g = et_compile(HDR "do: { map: { over: '{{ input }}', max_concurrency: 4, index_as: i,\n"
                                   "  do: { chain: [ { call: 'item {{ item }}' }, { lambda: { fn: t.echo, args: { i: '{{ i }}' } } } ] } } }\n");
     const char *in = "[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19]";
-    run_t first;
+    run_t first = { 0 };
     check_full(g, in, &first);
     cr_assert_eq(first.calls, 20);
     cr_assert_eq(first.nck, 40);
@@ -314,7 +314,7 @@ Test(replay, parallel_branches)
     dsl_graph *g = et_compile(HDR "do: { parallel: { a: { call: 'a {{ input }}' },\n"
                                   "  b: { chain: [ { call: b }, { lambda: t.noop } ] }, c: { lambda: t.inc },\n"
                                   "  d: { embed: 'e {{ input }}' } } }\n");
-    run_t first;
+    run_t first = { 0 };
     check_full(g, "1", &first);
     cr_assert_eq(first.calls, 3);
     cr_assert_eq(first.nck, 5);
@@ -335,7 +335,7 @@ Test(replay, vote_sees_first_arrival_order)
     ET.prov.latency_ms = 60;
     ET.prov.latency_step = -10;
     dsl_graph *g = et_compile(HDR "do: { vote: { n: 5, strategy: plurality, do: { call: q } } }\n");
-    run_t first;
+    run_t first = { 0 };
     check_full(g, "1", &first);
     cr_assert_str_eq(json_string_value(json_object_get(first.r.output, "winner")), "B");
     char *s = dump(json_object_get(first.r.output, "tally"));
@@ -347,7 +347,7 @@ Test(replay, vote_sees_first_arrival_order)
         json_t *v;
         json_object_foreach(first.recs, k, v) if (seq_of(v) == q) json_object_set(rev, k, v);
     }
-    run_t re;
+    run_t re = { 0 };
     ET.prov.script = NULL; /* a call now would answer "q" */
     run_wf(&re, g, "1", rev);
     same_output(&first, &re);
@@ -367,7 +367,7 @@ Test(replay, vote_early_stop_starts_nothing)
     ET.prov.latency_ms = 10;
     ET.prov.latency_step = 10;
     dsl_graph *g = et_compile(HDR "do: { vote: { n: 5, do: { call: q } } }\n");
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     cr_assert_eq(json_integer_value(json_object_get(first.r.output, "votes")), 3);
     cr_assert_eq(first.nck, 3);
@@ -385,7 +385,7 @@ Test(replay, vote_with_judge)
     static const char *const script[] = { "A", "B", "A", NULL };
     ET.prov.script = script;
     dsl_graph *g = et_compile(HDR "do: { vote: { n: 3, strategy: { judge: { lambda: { fn: t.noop, input: '{{ candidates[1] }}' } } }, do: { call: q } } }\n");
-    run_t first;
+    run_t first = { 0 };
     check_full(g, "1", &first);
     cr_assert_str_eq(json_string_value(json_object_get(first.r.output, "winner")), "B");
     cr_assert_eq(first.nck, 4);
@@ -400,7 +400,7 @@ Test(replay, route_on_a_call)
     static const char *const second[] = { "answer", NULL };
     ET.prov.script = script;
     dsl_graph *g = et_compile(HDR "do: { route: { on: { call: pick }, cases: { yes: { call: 'y {{ input }}' }, no: { lambda: t.inc } } } }\n");
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     cr_assert_str_eq(json_string_value(first.r.output), "answer");
     cr_assert_eq(first.nck, 2);
@@ -425,7 +425,7 @@ Test(replay, retry_then_success_keeps_attempts)
     ET.prov.fail_code = LOOM_E_UPSTREAM;
     dsl_graph *g = et_compile(HDR "do: { chain: [ { id: x, call: q, retry: { max_attempts: 3, initial_delay: 1ms } },\n"
                                   "  { lambda: { fn: t.echo, args: { n: '{{ steps.x.attempts }}' } } } ] }\n");
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     cr_assert_eq(first.calls, 3);
     cr_assert_eq(first.nck, 2); /* the failed attempts are not recorded */
@@ -446,7 +446,7 @@ Test(replay, fallback_and_its_failure)
                                   "    fallback: { call: 'fb {{ error.code }}' } },\n"
                                   "  { lambda: { fn: t.echo, args: { m: '{{ steps.m.output }}', e: '{{ steps.m.error.code }}' } } },\n"
                                   "  { lambda: t.fail, fallback: { lambda: t.noop } } ] }\n");
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     cr_assert(first.r.output, "%s", dump(first.r.error));
     cr_assert_eq(first.calls, 2);
@@ -475,7 +475,7 @@ Test(replay, composite_retry_gets_new_keys)
     ET.prov.fail_code = LOOM_E_UPSTREAM;
     dsl_graph *g = et_compile(HDR "do: { chain: [ { lambda: t.inc }, { call: '{{ prev }}', retry: { max_attempts: 1 } } ],\n"
                                   "  retry: { max_attempts: 2, initial_delay: 1ms } }\n");
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     cr_assert_str_eq(json_string_value(first.r.output), "2");
     cr_assert_eq(first.calls, 2);
@@ -505,7 +505,7 @@ Test(replay, use_of_another_workflow)
     const char *const wfs[] = { "sub", NULL };
     dsl_graph *g = compile_uses(HDR "do: { chain: [ { use: { workflow: sub, input: { n: '{{ input }}' } } },\n"
                                     "  { use: { workflow: sub, input: { n: 7 } } }, { call: 'end {{ prev }}' } ] }\n", wfs);
-    run_t first;
+    run_t first = { 0 };
     check_full(g, "1", &first);
     cr_assert_eq(first.nck, 5);
     json_t *inside = keys_with(first.recs, ">sub:", true);
@@ -519,7 +519,7 @@ Test(replay, use_of_another_workflow)
     dsl_graph *sub2 = et_compile("loom: 1\nname: sub\ninput: { n: integer }\n"
                                  "do: { chain: [ { call: 's {{ input.n }}' }, { lambda: t.noop } ] }\n# v2\n");
     engine_set_workflow_lookup(ET.eng, lookup_sub, sub2);
-    run_t re;
+    run_t re = { 0 };
     run_wf(&re, g, "1", first.recs);
     same_output(&first, &re);
     cr_assert_eq(re.calls, 2);
@@ -535,7 +535,7 @@ Test(replay, lambdas_on_the_pool_and_inline)
 {
     dsl_graph *g = et_compile(HDR "do: { map: { over: '{{ input }}', do: { chain: [ { lambda: t.inc },\n"
                                   "  { lambda: { fn: t.slow, args: { ms: 1 } } }, { lambda: t.inc, cache: true } ] } } }\n");
-    run_t first;
+    run_t first = { 0 };
     check_full(g, "[1,2,3]", &first);
     cr_assert_eq(first.lambdas, 3);
     cr_assert_eq(first.nck, 9);
@@ -551,7 +551,7 @@ Test(replay, lambdas_on_the_pool_and_inline)
 Test(replay, unknown_keys_and_bad_records_are_ignored)
 {
     dsl_graph *g = et_compile(chain_wf);
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     json_t *rp = json_deep_copy(first.recs);
     json_object_set_new(rp, "no such step", json_pack("{s:s, s:i}", "output", "junk", "seq", 0));
@@ -591,7 +591,7 @@ Test(replay, unknown_keys_and_bad_records_are_ignored)
 Test(replay, seq_continues_after_replayed_records)
 {
     dsl_graph *g = et_compile(chain_wf);
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     json_t *sub = first_n(first.recs, 3);
     run_wf(&re, g, "1", sub);
@@ -607,7 +607,7 @@ Test(replay, seq_continues_after_replayed_records)
 Test(replay, caller_may_drop_replay_after_submit)
 {
     dsl_graph *g = et_compile(chain_wf);
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     json_t *rp = json_deep_copy(first.recs);
     run_start(&re, g, "1", rp);
@@ -627,7 +627,7 @@ Test(replay, cancel_inside_replay_is_clean)
     ET.prov.latency_ms = 5;
     dsl_graph *g = et_compile(HDR "do: { map: { over: '{{ input }}', max_concurrency: 8, do: { chain: [ { call: 'i {{ item }}' }, { lambda: { fn: t.slow, args: { ms: 1 } } } ] } } }\n");
     const char *in = "[0,1,2,3,4,5,6,7,8,9,10,11]";
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, in, NULL);
     cr_assert(first.r.output);
     /* every step recorded: cancelled from a replayed step's trace event */
@@ -661,7 +661,7 @@ Test(replay, cancel_inside_replay_is_clean)
 Test(replay, engine_free_before_a_replayed_job_starts)
 {
     dsl_graph *g = et_compile(chain_wf);
-    run_t first, re;
+    run_t first = { 0 }, re = { 0 };
     run_wf(&first, g, "1", NULL);
     run_start(&re, g, "1", first.recs);
     engine_free(ET.eng); /* before the job's first pass */
