@@ -12,9 +12,11 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dsl/suggest.h"
+#include "dsl/util.h"
 
 static int cmd_help(int argc, char **argv);
 
@@ -321,4 +323,23 @@ int main(int argc, char **argv)
         return LOOMCTL_FAILED;
     }
     return rc;
+}
+
+json_t *loomctl_read_input(const char *cmd, const char *path)
+{
+    size_t len;
+    bool in = strcmp(path, "-") == 0;
+    char *buf = dsl_read_file(in ? "/dev/stdin" : path, LOOMCTL_MAX_INPUT, &len);
+    if (!buf) {
+        fprintf(stderr, "loomctl %s: cannot read input %s: %s\n", cmd, path,
+                errno == EFBIG ? "larger than 256 MiB" : strerror(errno));
+        return NULL;
+    }
+    json_error_t err;
+    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY, &err);
+    free(buf);
+    if (!v)
+        fprintf(stderr, "%s:%d:%d: error: invalid JSON input: %s\n", in ? "<stdin>" : path,
+                err.line, err.column, err.text);
+    return v;
 }

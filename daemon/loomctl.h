@@ -168,4 +168,10 @@ void loomctl_print_json(const json_t *v, bool pretty);
  * "loomctl: job ID failed: CODE at NODE after N attempts: MESSAGE". */
 void loomctl_print_job_error(const char *job, const json_t *error);
 
+/* The job input of command CMD from PATH ("-": stdin), at most
+ * LOOMCTL_MAX_INPUT bytes of JSON. A new reference, or NULL after printing
+ * why (FILE:LINE:COL for bad JSON). */
+#define LOOMCTL_MAX_INPUT ((size_t)256 << 20)
+json_t *loomctl_read_input(const char *cmd, const char *path);
+
 #endif

@@ -19,7 +19,6 @@
 
 #include "dsl/util.h"
 
-#define MAX_INPUT ((size_t)256 << 20)
 /* How much longer than the daemon's own wait limit we wait for its reply. */
 #define WAIT_GRACE_MS 5000
 
@@ -292,24 +291,6 @@ static void print_job(const json_t *job)
 
 /* ---- submit ---- */
 
-static json_t *read_input(const char *path)
-{
-    size_t len;
-    char *buf = dsl_read_file(strcmp(path, "-") == 0 ? "/dev/stdin" : path, MAX_INPUT, &len);
-    if (!buf) {
-        fprintf(stderr, "loomctl submit: cannot read input %s: %s\n", path,
-                errno == EFBIG ? "larger than 256 MiB" : strerror(errno));
-        return NULL;
-    }
-    json_error_t err;
-    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY, &err);
-    free(buf);
-    if (!v)
-        fprintf(stderr, "%s:%d:%d: error: invalid JSON input: %s\n",
-                strcmp(path, "-") == 0 ? "<stdin>" : path, err.line, err.column, err.text);
-    return v;
-}
-
 /* Takes "--wait", "--wait SECONDS" and "--wait=SECONDS" out of ARGV (the
  * shared parser has no options with optional values): SECONDS is the next
  * argument only when it is a number. Returns the new ARGC. */
@@ -382,7 +363,7 @@ int loomctl_cmd_submit(int argc, char **argv)
     if (wait)
         timeout = wait_ms < 0 ? -1 : wait_ms + WAIT_GRACE_MS;
 
-    json_t *input = input_path ? read_input(input_path) : json_object();
+    json_t *input = input_path ? loomctl_read_input("submit", input_path) : json_object();
     if (!input)
         return LOOMCTL_USAGE;
     json_t *req = request("submit");

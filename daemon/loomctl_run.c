@@ -22,7 +22,6 @@
 #include "daemon/reactor.h"
 #include "dsl/util.h"
 
-#define RUN_MAX_INPUT ((size_t)256 << 20)
 
 typedef struct run_state {
     reactor_t *r;
@@ -95,25 +94,6 @@ static void on_trace(void *ud, const engine_trace *t)
             dsl_kind_name(t->kind), t->node, t->attempt, t->provider ? "  provider " : "",
             t->provider ? t->provider : "", t->code ? "  code " : "", t->code ? t->code : "", took,
             t->cached ? "  (cached)" : "");
-}
-
-/* The job input from PATH ("-" for stdin). New reference, or NULL (reported). */
-static json_t *read_input(const char *path)
-{
-    size_t len;
-    char *buf = dsl_read_file(strcmp(path, "-") == 0 ? "/dev/stdin" : path, RUN_MAX_INPUT, &len);
-    if (!buf) {
-        fprintf(stderr, "loomctl run: cannot read input %s: %s\n", path,
-                errno == EFBIG ? "larger than 256 MiB" : strerror(errno));
-        return NULL;
-    }
-    json_error_t err;
-    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY, &err);
-    free(buf);
-    if (!v)
-        fprintf(stderr, "%s:%d:%d: error: invalid JSON input: %s\n",
-                strcmp(path, "-") == 0 ? "<stdin>" : path, err.line, err.column, err.text);
-    return v;
 }
 
 /* Creates every provider instance of CFG. Errors name the config entry. */
@@ -205,7 +185,7 @@ int loomctl_cmd_run(int argc, char **argv)
                     cfg->plugin_dirs[i], strerror(errno));
     if (loomctl_compile(argv[1], cfg, plugins_lambda_names(plugins), &wf) < 0)
         goto out;
-    if (!(input = input_path ? read_input(input_path) : json_object()))
+    if (!(input = input_path ? loomctl_read_input("run", input_path) : json_object()))
         goto out;
 
     if (!(st.r = reactor_new()) || !(pool = pool_new(st.r, cfg->workers)))

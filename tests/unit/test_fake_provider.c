@@ -22,64 +22,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/unit/fake_server.h"
+
 /* ---- the server process */
 
-typedef struct {
-    pid_t pid;
-    int port;
-} server;
-
-static server srv; /* one per test: Criterion runs each test in its own process */
+static fake_server srv; /* one per test: Criterion runs each test in its own process */
 
 static void start(const char *const *args)
 {
-    const char *bd = getenv("LOOM_BUILDDIR");
-    cr_assert(bd, "LOOM_BUILDDIR must point at the build tree");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tests/fake/fake_provider", bd);
-    const char *argv[32] = { path, "--port", "0", "--max-seconds", "60" };
-    int n = 5;
-    for (int i = 0; args && args[i] && n < 31; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        close(p[1]);
-        execv(path, (char *const *)argv);
-        _exit(127);
-    }
-    close(p[1]);
-    char line[32] = { 0 };
-    size_t got = 0;
-    /* the port line comes first and is flushed at once */
-    for (int i = 0; i < 50 && got < sizeof line - 1 && !memchr(line, '\n', got); i++) {
-        struct pollfd pf = { .fd = p[0], .events = POLLIN };
-        if (poll(&pf, 1, 100) <= 0)
-            continue;
-        ssize_t r = read(p[0], line + got, sizeof line - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(p[0]);
-    srv.pid = pid;
-    srv.port = atoi(line);
-    cr_assert(srv.port > 0, "server printed no port: '%s'", line);
+    cr_assert(getenv("LOOM_BUILDDIR"), "LOOM_BUILDDIR must point at the build tree");
+    cr_assert_eq(fake_server_start(&srv, args), 0, "the server did not start");
 }
 
 static void stop(void)
 {
-    if (srv.pid <= 0)
-        return;
-    kill(srv.pid, SIGTERM);
-    int st;
-    waitpid(srv.pid, &st, 0);
-    srv.pid = 0;
+    fake_server_stop(&srv);
 }
 
 /* ---- a tiny HTTP client */
