@@ -129,6 +129,33 @@ struct engine_job {
 
 typedef struct pinst pinst_t;
 
+/* The host side of a loom_ctx: collects the error a plugin reports. */
+typedef struct hctx {
+    loom_ctx base;             /* first: plugins see only this */
+    int magic;
+    loom_errcode code;
+    bool failed;
+    bool has_ra;
+    uint64_t ra_ms;
+    char msg[512];
+} hctx;
+
+/* A host context ready for one plugin call (init, encode...). */
+void hctx_init(hctx *h);
+
+struct pinst {
+    pinst_t *next;
+    char *name;
+    const plugins_provider *prov;
+    void *state;
+    struct upstream *up;            /* HTTP providers: owned */
+    int64_t max_conns;         /* HTTP providers: what it may hold open */
+};
+
+
+/* The provider instance called NAME, or NULL. */
+pinst_t *pinst_find(engine_t *e, const char *name);
+
 struct engine {
     reactor_t *r;
     pool_t *pool;
