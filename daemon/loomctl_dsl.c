@@ -145,15 +145,6 @@ static int set_add(ctl_set *s, const char *path, bool given, const struct stat *
     return dsl_diags_init(&f->diags, path);
 }
 
-static bool is_workflow_name(const char *name)
-{
-    size_t len = strlen(name);
-    if (name[0] == '.') /* hidden files, editors' lock files (.#x.yaml) */
-        return false;
-    return (len > 5 && strcmp(name + len - 5, ".yaml") == 0) ||
-           (len > 4 && strcmp(name + len - 4, ".yml") == 0);
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -183,7 +174,7 @@ static int add_siblings(ctl_set *s, const char *path)
     ids_sort(&s->dirs);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (!is_workflow_name(e->d_name))
+        if (!dsl_is_workflow_file(e->d_name))
             continue;
         if (dsl_vec_reserve(&names, n, &cap, sizeof *names, 64) < 0)
             goto out;
@@ -221,19 +212,7 @@ static char *salvage_name(const char *path)
 {
     size_t len;
     char *buf = dsl_read_file(path, CTL_MAX_FILE, &len);
-    char *name = NULL;
-    dsl_diags d;
-    if (!buf)
-        return NULL;
-    if (dsl_diags_init(&d, path) == 0) {
-        dsl_ydoc *doc = dsl_yaml_load(buf, len, NULL, &d);
-        const dsl_ynode *v = doc && doc->root ? dsl_ymap_get(doc->root, "name") : NULL;
-        if (v && v->kind == DSL_Y_SCALAR && v->u.scalar.len > 0 &&
-            strlen(v->u.scalar.str) == v->u.scalar.len)
-            name = strdup(v->u.scalar.str);
-        dsl_ydoc_free(doc);
-    }
-    dsl_diags_free(&d);
+    char *name = buf ? dsl_declared_name(path, buf, len, NULL) : NULL;
     free(buf);
     return name;
 }

@@ -34,19 +34,6 @@
 
 /* ---- files */
 
-/* Whether NAME is a workflow file's name. The suffix rule alone leaves out
- * foo.yaml~, foo.yaml.swp, foo.yaml.tmp, #foo.yaml# and vim's 4913; the dot
- * rule leaves out hidden files, .foo.yaml.swp and emacs's .#foo.yaml locks.
- * Same rule as loomctl's siblings (loomctl_dsl.c), plus '#'. */
-static bool is_workflow_name(const char *name)
-{
-    size_t len = strlen(name);
-    if (name[0] == '.' || name[0] == '#')
-        return false;
-    return (len > 5 && strcmp(name + len - 5, ".yaml") == 0) ||
-           (len > 4 && strcmp(name + len - 4, ".yml") == 0);
-}
-
 /* Where BASE is, or would be inserted, in the sorted file array. */
 static size_t file_pos(const wfdir *w, const char *base, bool *found)
 {
@@ -174,24 +161,6 @@ fail:
     return rc;
 }
 
-/* The `name:` of a file that does not compile, for wfdir_list. New string or
- * NULL. The same salvage as loomctl_dsl.c's salvage_name, from a buffer. */
-static char *salvage_name(const wfdir *w, const char *path, const char *buf, size_t len)
-{
-    dsl_diags d;
-    char *name = NULL;
-    if (dsl_diags_init(&d, path) == 0) {
-        dsl_ydoc *doc = dsl_yaml_load(buf, len, &w->copt.limits, &d);
-        const dsl_ynode *v = doc && doc->root ? dsl_ymap_get(doc->root, "name") : NULL;
-        if (v && v->kind == DSL_Y_SCALAR && v->u.scalar.len > 0 &&
-            strlen(v->u.scalar.str) == v->u.scalar.len)
-            name = strdup(v->u.scalar.str);
-        dsl_ydoc_free(doc);
-    }
-    dsl_diags_free(&d);
-    return name;
-}
-
 static void replace_text(char **slot, char *text)
 {
     free(*slot);
@@ -271,7 +240,7 @@ static void process_file(wfdir *w, wfdir_file *f)
         replace_text(&f->compile_error, NULL);
         replace_text(&f->pending_error, NULL);
     } else {
-        replace_text(&f->declared, salvage_name(w, f->path, buf, len));
+        replace_text(&f->declared, dsl_declared_name(f->path, buf, len, &w->copt.limits));
         file_failed(w, f, wfdir_diags_text(&d));
     }
     dsl_diags_free(&d);
@@ -295,7 +264,7 @@ static int mark_dir(wfdir *w)
     struct dirent *e;
     errno = 0;
     while ((e = readdir(d)) != NULL) {
-        if (!is_workflow_name(e->d_name))
+        if (!dsl_is_workflow_file(e->d_name))
             continue;
         wfdir_file *f = file_get(w, e->d_name);
         if (!f) {
@@ -387,7 +356,7 @@ static void on_event(wfdir *w, const struct inotify_event *ev)
         schedule(w, w->debounce_us);
         return;
     }
-    if (!ev->len || (ev->mask & IN_ISDIR) || !is_workflow_name(ev->name))
+    if (!ev->len || (ev->mask & IN_ISDIR) || !dsl_is_workflow_file(ev->name))
         return;
     wfdir_ev state;
     if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {

@@ -74,4 +74,15 @@ void dsl_error_suggest(dsl_diags *d, int line, int col, const char *name, size_t
  * milliseconds. Returns 0, or -1 with a reason in WHY (static string). */
 int dsl_parse_duration(const char *s, size_t len, uint64_t *ms, const char **why);
 
+/* Whether NAME (a file name, no directory) names a workflow file: *.yaml or
+ * *.yml, neither hidden nor an editor's file. The suffix rule leaves out
+ * foo.yaml~, foo.yaml.swp, foo.yaml.tmp, #foo.yaml# and vim's 4913; the first
+ * character leaves out hidden files, .foo.yaml.swp and emacs's .#foo.yaml. */
+bool dsl_is_workflow_file(const char *name);
+
+/* The `name:` that the text BUF (LEN bytes, named FILE) declares, even when
+ * it does not compile, so that a broken file can still be named (and a `use`
+ * of it not reported as unknown). A new string, or NULL. LIMITS may be NULL. */
+char *dsl_declared_name(const char *file, const char *buf, size_t len, const dsl_ylimits *limits);
+
 #endif

@@ -257,3 +257,28 @@ out:
     free(c.target);
     return c.errors;
 }
+
+bool dsl_is_workflow_file(const char *name)
+{
+    size_t len = strlen(name);
+    if (name[0] == '.' || name[0] == '#')
+        return false;
+    return (len > 5 && strcmp(name + len - 5, ".yaml") == 0) ||
+           (len > 4 && strcmp(name + len - 4, ".yml") == 0);
+}
+
+char *dsl_declared_name(const char *file, const char *buf, size_t len, const dsl_ylimits *limits)
+{
+    dsl_diags d;
+    char *name = NULL;
+    if (dsl_diags_init(&d, file) < 0)
+        return NULL;
+    dsl_ydoc *doc = dsl_yaml_load(buf, len, limits, &d);
+    const dsl_ynode *v = doc && doc->root ? dsl_ymap_get(doc->root, "name") : NULL;
+    if (v && v->kind == DSL_Y_SCALAR && v->u.scalar.len > 0 &&
+        strlen(v->u.scalar.str) == v->u.scalar.len)
+        name = strdup(v->u.scalar.str);
+    dsl_ydoc_free(doc);
+    dsl_diags_free(&d);
+    return name;
+}
