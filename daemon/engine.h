@@ -167,7 +167,8 @@ int engine_add_configured_provider(engine_t *e, const struct config_provider *cp
 /* Counters of every provider instance as {NAME: {plugin, in_flight, queued,
  * requests, succeeded, failed, rate_limited, batches, input_tokens,
  * output_tokens, latency_ms, concurrency, disabled}} (HTTP providers; an
- * invoke provider has only its plugin). A new reference. */
+ * invoke provider has plugin, requests, succeeded and failed). A new
+ * reference. */
 json_t *engine_provider_stats(engine_t *e);
 
 /* For `use` nodes. */

@@ -341,6 +341,10 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
     char *key = pc->cache_key; /* kept past the pcall: stored once the answer is final */
     pc->cache_key = NULL;
     a->call = NULL;
+    if (err)
+        pc->inst->failed++;
+    else
+        pc->inst->succeeded++;
     pcall_free(pc, job->eng->r);
     job->busy++;
     if (!err && a->node->kind == DSL_CALL && a->node->u.call.json) {

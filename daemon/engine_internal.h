@@ -149,6 +149,7 @@ struct pinst {
     const plugins_provider *prov;
     void *state;
     struct upstream *up;            /* HTTP providers: owned */
+    uint64_t succeeded, failed;    /* calls ended, as the engine saw them */
     int64_t max_conns;         /* HTTP providers: what it may hold open */
 };
 

@@ -182,7 +182,11 @@ json_t *engine_provider_stats(engine_t *e)
                           "concurrency", (json_int_t)st.limiter.effective_concurrency,
                           "disabled", st.disabled);
         } else {
-            o = json_pack("{s:s}", "plugin", pi->prov->def->name);
+            /* an invoke provider (the mock, an in-process model) has no
+             * limiter or HTTP counters: what the engine saw */
+            o = json_pack("{s:s, s:I, s:I, s:I}", "plugin", pi->prov->def->name, "requests",
+                          (json_int_t)(pi->succeeded + pi->failed), "succeeded",
+                          (json_int_t)pi->succeeded, "failed", (json_int_t)pi->failed);
         }
         json_object_set_new(all, pi->name, o);
     }

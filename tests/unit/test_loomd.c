@@ -142,7 +142,9 @@ Test(loomd, workflows_validate_and_stats, .fini = teardown)
     json_decref(submit_wait("echo", "{\"text\":\"s\"}"));
     r = lh_call(&D, "{\"op\":\"stats\"}", 5000);
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "jobs"), "succeeded")), 1);
-    cr_assert(json_object_get(json_object_get(r, "providers"), "default"));
+    json_t *mock = json_object_get(json_object_get(r, "providers"), "default");
+    cr_assert(mock);
+    cr_assert_eq(json_integer_value(json_object_get(mock, "succeeded")), 1, "the mock's call is counted");
     json_decref(r);
 }
 
