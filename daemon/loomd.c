@@ -265,8 +265,8 @@ static int start(loomd *d, bool check)
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "workflows: %s", err);
         return -1;
     }
-    if (check)
-        return 0;
+    if (check) /* the providers too: plugin names, options, keys readable */
+        return gen_start(d, d->cfg);
     long nofile = http_raise_nofile();
     if (nofile > 0 && nofile < 4096)
         log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:I}", "limit", (json_int_t)nofile),
@@ -351,6 +351,8 @@ int main(int argc, char **argv)
     int ready_fd = !foreground && !check ? detach() : -1;
     d.started_ms = store_now_ms();
     if (start(&d, check) < 0) {
+        if (check)
+            printf("loomd: config %s has errors\n", d.config_path ? d.config_path : "(defaults)");
         stop(&d);
         return 1;
     }
