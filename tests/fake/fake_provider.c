@@ -188,8 +188,10 @@ static double gcra_wait(const gcra *g, double t, double cost)
     double x = g->tat > t ? g->tat : t;
     double need = cost * g->T;
     double allow = need > 1.0 ? need : 1.0;
-    double w = x + need - t - allow;
-    return w > 0 ? w : 0;
+    /* differences first: t is seconds since boot, and x + need - t - allow
+     * left a rounding residue that refused a request exactly one bucket big */
+    double w = (x - t) + (need - allow);
+    return w > 1e-9 ? w : 0;
 }
 
 static void gcra_take(gcra *g, double t, double cost)
