@@ -17,6 +17,7 @@
 #include "daemon/loomd.h"
 
 #include "dsl/dsl.h"
+#include "dsl/util.h"
 
 struct lwaiter {
     lwaiter *next;
@@ -34,14 +35,8 @@ enum { W_WAIT, W_SUBMIT, W_CANCEL };
 
 static int subs_add(server_conn_t ***v, size_t *n, size_t *cap, server_conn_t *conn)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? *cap * 2 : 4;
-        server_conn_t **nv = realloc(*v, c * sizeof *nv);
-        if (!nv)
-            return -ENOMEM;
-        *v = nv;
-        *cap = c;
-    }
+    if (dsl_vec_reserve(v, *n, cap, sizeof **v, 4) < 0)
+        return -ENOMEM;
     (*v)[(*n)++] = server_conn_ref(conn);
     return 0;
 }

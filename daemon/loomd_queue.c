@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "daemon/loomd.h"
+#include "dsl/util.h"
 
 /* ---- the table of live jobs (by id) */
 
@@ -110,14 +111,8 @@ static void heap_down(loomd *d, size_t i)
 
 int jobs_queue_push(loomd *d, ljob *j)
 {
-    if (d->nqueue == d->queue_cap) {
-        size_t cap = d->queue_cap ? d->queue_cap * 2 : 256;
-        ljob **q = realloc(d->queue, cap * sizeof *q);
-        if (!q)
-            return -ENOMEM;
-        d->queue = q;
-        d->queue_cap = cap;
-    }
+    if (dsl_vec_reserve(&d->queue, d->nqueue, &d->queue_cap, sizeof *d->queue, 256) < 0)
+        return -ENOMEM;
     heap_set(d, d->nqueue++, j);
     heap_up(d, d->nqueue - 1);
     return 0;

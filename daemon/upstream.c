@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "daemon/upstream_internal.h"
+#include "dsl/util.h"
 
 #define DEFAULT_RATE_LIMIT_WAITS 10
 #define DEFAULT_429_PAUSE_MS 1000
@@ -187,22 +188,9 @@ void xfer_free(xfer *x)
 
 int xfer_add_part(xfer *x, upstream_call_t *c, size_t call_off, size_t n)
 {
-    if (x->nparts == x->pcap) {
-        size_t cap = x->pcap ? x->pcap * 2 : 1;
-        part *p = realloc(x->parts, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        x->parts = p;
-        x->pcap = cap;
-    }
-    if (c->nlinks == c->lcap) {
-        size_t cap = c->lcap ? c->lcap * 2 : 1;
-        plink *l = realloc(c->links, cap * sizeof *l);
-        if (!l)
-            return -ENOMEM;
-        c->links = l;
-        c->lcap = cap;
-    }
+    if (dsl_vec_reserve(&x->parts, x->nparts, &x->pcap, sizeof *x->parts, 1) < 0 ||
+        dsl_vec_reserve(&c->links, c->nlinks, &c->lcap, sizeof *c->links, 1) < 0)
+        return -ENOMEM;
     x->parts[x->nparts] = (part){ .call = c, .call_off = call_off, .n = n,
                                   .batch_off = x->ninputs };
     c->links[c->nlinks++] = (plink){ .x = x, .idx = x->nparts };
