@@ -179,3 +179,24 @@ Test(config, load_missing_file)
     free(s);
     dsl_diags_free(&d);
 }
+
+Test(config, daemon_keys_and_their_errors)
+{
+    parsed p = parse("retention: 30d\nshutdown_grace: 5s\nmax_running_jobs: 8\n"
+                     "providers:\n  x: { plugin: openai, batch: false,"
+                     " timeouts: { connect: 2s, first_byte: 10s, total: 1m } }\n");
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_expect(eq(u64, p.c->retention_ms, 30ull * 86400000ull));
+    cr_expect(eq(u64, p.c->shutdown_grace_ms, 5000));
+    cr_expect(eq(i64, p.c->max_running_jobs, 8));
+    cr_expect(eq(i64, p.c->providers[0].batch_max_inputs, -1));
+    cr_expect(eq(u64, p.c->providers[0].timeout_first_byte_ms, 10000));
+    done(&p);
+    p = parse("retention: 7 days\nproviders:\n  x: { plugin: openai, timeouts: { connect: soon, idle: 1s } }\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p),
+                 "1:12: error: 'retention' must be a duration in days, hours or minutes such as 30d, 12h or 90m\n"
+                 "3:45: error: 'connect' must be a duration such as 5ms or 30s\n"
+                 "3:51: error: unknown key 'idle' in timeouts\n"), "%s", dump(&p));
+    done(&p);
+}
