@@ -20,8 +20,8 @@
 
 #include "bench/bench_util.h"
 #include "daemon/config_file.h"
-#include "daemon/engine.h"
-#include "daemon/http.h"
+#include "daemon/engine/engine.h"
+#include "daemon/core/http.h"
 #include "dsl/dsl.h"
 #include "tests/unit/fake_server.h"
 

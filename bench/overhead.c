@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "daemon/engine.h"
+#include "daemon/engine/engine.h"
 #include "bench/bench_util.h"
 #include "dsl/dsl.h"
 #include "loom/plugin.h"

@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/http.h"
+#include "daemon/core/http.h"
 #include "daemon/loomd.h"
 #include "dsl/dsl.h"
 

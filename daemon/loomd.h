@@ -17,14 +17,14 @@
 #include <stdint.h>
 
 #include "daemon/config_file.h"
-#include "daemon/engine.h"
-#include "daemon/log.h"
-#include "daemon/plugins.h"
-#include "daemon/pool.h"
-#include "daemon/reactor.h"
-#include "daemon/server.h"
-#include "daemon/store.h"
-#include "daemon/wfdir.h"
+#include "daemon/engine/engine.h"
+#include "daemon/core/log.h"
+#include "daemon/plugins/plugins.h"
+#include "daemon/core/pool.h"
+#include "daemon/core/reactor.h"
+#include "daemon/server/server.h"
+#include "daemon/store/store.h"
+#include "daemon/wfdir/wfdir.h"
 
 typedef struct ljob ljob;
 typedef struct lwaiter lwaiter;

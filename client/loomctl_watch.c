@@ -1,0 +1,416 @@
+/* loomctl_watch.c -- `loomctl watch JOB`: follow one job's events live.
+ *
+ * Events are not stored (docs/protocol.md), so the order matters: get the
+ * job first (it may have ended already: then its final state is all there is
+ * to show), subscribe, then get it once more, because it may have ended
+ * between the first get and the subscription, and then no job_finished would
+ * ever come. That second reply is read among the events, which are shown as
+ * they come, until job_finished.
+ *
+ * On a terminal the display is one line redrawn in place with \r; anywhere
+ * else (a pipe, a log file) each event is one plain line, and with --json
+ * the raw event lines. */
+#include "config.h"
+
+#include "client/loomctl.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* How often the terminal line is redrawn to move its clock, and at most how
+ * often it is redrawn for events. */
+#define TICK_MS 250
+#define REDRAW_MS 100
+
+typedef struct watch_state {
+    const char *job;     /* as given (argv), then as loomd spells it (id_copy); borrowed */
+    char *id_copy;       /* owned */
+    bool tty, json;
+    bool live;           /* the terminal line may be drawn (not during requests) */
+    bool drawn;          /* the terminal line is on screen */
+    int64_t base_ms;     /* the job's start (or creation) time, for elapsed times; -1: unknown */
+    int64_t last_draw;   /* monotonic ms */
+    const char *state;   /* the job's state as last known (static strings or borrowed) */
+    char *final;         /* the state job_finished gave (owned), NULL while running */
+    long steps_done;
+    json_t *in_flight;   /* leaf node path -> attempts started and not ended (a map's
+                          * items share one path, so it is a count) */
+    long calls;          /* the sum of IN_FLIGHT */
+    json_t *maps;        /* map node -> [done, total] of its last map_progress */
+    char *last_failure;  /* "CODE at NODE" of the last step_failed (owned) */
+    bool catching;       /* SIGINT is caught; OLD_SIGINT is what to restore */
+    struct sigaction old_sigint;
+} watch_state;
+
+/* Set by SIGINT: the one thing a signal handler may touch. */
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static bool is_terminal(const char *state)
+{
+    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+                     strcmp(state, "cancelled") == 0);
+}
+
+static bool is_leaf(const char *kind)
+{
+    return kind && (strcmp(kind, "call") == 0 || strcmp(kind, "embed") == 0 ||
+                    strcmp(kind, "lambda") == 0);
+}
+
+static const char *str(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+/* The terminal line: state, counts, elapsed time. */
+static void draw(watch_state *st)
+{
+    long done = 0, total = 0;
+    const char *node;
+    json_t *m;
+    json_object_foreach(st->maps, node, m) {
+        done += (long)json_integer_value(json_array_get(m, 0));
+        total += (long)json_integer_value(json_array_get(m, 1));
+    }
+    printf("\r\033[K%s", st->final ? st->final : st->state);
+    if (st->base_ms >= 0) {
+        int64_t ms = loomctl_wall_ms() - st->base_ms;
+        printf(" %lld.%lds", (long long)(ms / 1000), (long)(ms % 1000 / 100));
+    }
+    printf("  %ld step%s done", st->steps_done, st->steps_done == 1 ? "" : "s");
+    if (json_object_size(st->maps))
+        printf("  map %ld/%ld", done, total);
+    printf("  %ld call%s in flight", st->calls, st->calls == 1 ? "" : "s");
+    fflush(stdout);
+    st->drawn = true;
+    st->last_draw = loomctl_now_ms();
+}
+
+/* Ends the terminal line so that what follows starts on a fresh one. */
+static void end_line(watch_state *st)
+{
+    if (st->drawn)
+        fputc('\n', stdout);
+    st->drawn = false;
+    fflush(stdout);
+}
+
+/* One event as a plain line: time since the job started, event, node, details. */
+static void print_plain(const watch_state *st, const json_t *ev, const char *name)
+{
+    int64_t t = (int64_t)json_number_value(json_object_get(ev, "time_ms"));
+    if (st->base_ms >= 0 && t > 0)
+        printf("%9.3fs  ", (double)(t - st->base_ms) / 1000.0);
+    else
+        printf("%10s  ", "-");
+    printf("%-14s", name);
+    const char *node = str(ev, "node");
+    if (node)
+        printf(" %s", node);
+    if (strcmp(name, "job_started") == 0 && str(ev, "workflow"))
+        printf(" workflow %s", str(ev, "workflow"));
+    if (strcmp(name, "map_progress") == 0)
+        printf(" %lld/%lld", (long long)json_integer_value(json_object_get(ev, "done")),
+               (long long)json_integer_value(json_object_get(ev, "total")));
+    if (str(ev, "kind"))
+        printf(" (%s)", str(ev, "kind"));
+    if (str(ev, "code"))
+        printf(" code %s", str(ev, "code"));
+    if (json_integer_value(json_object_get(ev, "attempt")) > 1)
+        printf(" attempt %lld", (long long)json_integer_value(json_object_get(ev, "attempt")));
+    if (json_is_true(json_object_get(ev, "cached")))
+        printf(" cached");
+    if (strcmp(name, "job_finished") == 0)
+        printf(" %s", str(ev, "state") ? str(ev, "state") : "?");
+    putchar('\n');
+    fflush(stdout);
+}
+
+/* One more (DELTA 1) or one fewer (-1) attempt of the leaf NODE in flight.
+ * An end nobody saw start (it started before the subscription; a step with
+ * a fallback ends twice) counts nothing. */
+static void count_call(watch_state *st, const char *node, const json_t *ev, int delta)
+{
+    if (!node || !is_leaf(str(ev, "kind")))
+        return;
+    json_int_t n = json_integer_value(json_object_get(st->in_flight, node));
+    if (n + delta < 0)
+        return;
+    if (n + delta == 0)
+        json_object_del(st->in_flight, node);
+    else
+        json_object_set_new(st->in_flight, node, json_integer(n + delta));
+    st->calls += delta;
+}
+
+/* Counts one event into ST and shows it. A loomctl_message_fn. */
+static void on_event(json_t *ev, void *ud)
+{
+    watch_state *st = ud;
+    const char *name = str(ev, "event"), *job = str(ev, "job"), *node = str(ev, "node");
+    if (!name || (job && strcmp(job, st->job) != 0) || st->final)
+        return;
+    if (strcmp(name, "job_started") == 0) {
+        st->state = "running";
+        if (st->base_ms < 0 && json_is_number(json_object_get(ev, "time_ms")))
+            st->base_ms = (int64_t)json_number_value(json_object_get(ev, "time_ms"));
+    } else if (strcmp(name, "step_started") == 0) {
+        st->state = "running";
+        count_call(st, node, ev, 1);
+    } else if (strcmp(name, "step_retry") == 0) { /* the next attempt of a failed step */
+        count_call(st, node, ev, 1);
+    } else if (strcmp(name, "step_finished") == 0) {
+        st->steps_done++;
+        count_call(st, node, ev, -1);
+    } else if (strcmp(name, "step_failed") == 0) {
+        count_call(st, node, ev, -1);
+        free(st->last_failure);
+        if (asprintf(&st->last_failure, "%s at %s", str(ev, "code") ? str(ev, "code") : "failed",
+                     node ? node : "?") < 0)
+            st->last_failure = NULL;
+    } else if (strcmp(name, "map_progress") == 0 && node) {
+        json_object_set_new(st->maps, node,
+                            json_pack("[II]", json_integer_value(json_object_get(ev, "done")),
+                                      json_integer_value(json_object_get(ev, "total"))));
+    } else if (strcmp(name, "job_finished") == 0) {
+        st->final = strdup(str(ev, "state") ? str(ev, "state") : "failed");
+    }
+    if (st->json) {
+        loomctl_print_json(ev, false);
+        fflush(stdout);
+    } else if (!st->tty) {
+        print_plain(st, ev, name);
+    } else if (st->live && !st->final && loomctl_now_ms() - st->last_draw >= REDRAW_MS) {
+        draw(st);
+    }
+}
+
+/* The state, elapsed time and error of a job that had ended already. */
+static int show_ended(watch_state *st, const json_t *reply)
+{
+    const json_t *job = json_object_get(reply, "job");
+    const char *state = str(job, "state");
+    if (st->json) {
+        loomctl_print_json(reply, false);
+    } else {
+        int64_t started = (int64_t)json_number_value(json_object_get(job, "started_ms"));
+        int64_t finished = (int64_t)json_number_value(json_object_get(job, "finished_ms"));
+        printf("%s %s", st->job, state);
+        if (started > 0 && finished >= started)
+            printf(" after %.1fs", (double)(finished - started) / 1000.0);
+        printf(" (it had ended before watching began)\n");
+        if (strcmp(state, "failed") == 0 && json_is_object(json_object_get(job, "error")))
+            loomctl_print_job_error(st->job, json_object_get(job, "error"));
+    }
+    return strcmp(state, "succeeded") == 0 ? LOOMCTL_OK : LOOMCTL_FAILED;
+}
+
+/* Sends a get for the job. LOOMCTL_OK with the reply in *REPLY, or the
+ * failure's status (printed). */
+static int get_job(loomctl_conn *c, watch_state *st, int64_t timeout, json_t **reply)
+{
+    json_t *req = json_pack("{ssss}", "op", "get", "job", st->job);
+    if (!req) {
+        fprintf(stderr, "loomctl: out of memory\n");
+        return LOOMCTL_UNREACHABLE;
+    }
+    int rc = loomctl_request(c, req, timeout, on_event, st, reply);
+    json_decref(req);
+    if (rc == LOOMCTL_REFUSED && st->json)
+        loomctl_print_json(*reply, false);
+    return rc;
+}
+
+/* The reply to the get sent after subscribing (GET, borrowed): the job may
+ * have ended before the subscription, and then no job_finished will come.
+ * -1 to go on, or the exit status. */
+static int second_look(watch_state *st, const json_t *get)
+{
+    if (!json_is_true(json_object_get(get, "ok"))) {
+        end_line(st);
+        loomctl_print_error_reply(get);
+        if (st->json)
+            loomctl_print_json(get, false);
+        return LOOMCTL_REFUSED;
+    }
+    if (st->final || !is_terminal(str(json_object_get(get, "job"), "state")))
+        return -1;
+    if (st->drawn && !st->json)
+        fputs("\r\033[K", stdout); /* the progress line gives way to the outcome */
+    st->drawn = false;
+    return show_ended(st, get);
+}
+
+/* Shows events from C until the job ends, DEADLINE (monotonic ms, -1: none)
+ * passes or the user interrupts; GET_ID is the pending get's. -1 after an
+ * interrupt, else the exit status. */
+static int follow_events(loomctl_conn *c, watch_state *st, json_int_t get_id, int64_t deadline)
+{
+    /* From here on Ctrl-C ends the line cleanly before the process dies of
+     * it (unless SIGINT is ignored, as for a background job: then it stays
+     * so). Before, nothing is drawn and the default is as good. */
+    struct sigaction sa = { .sa_handler = on_sigint };
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, NULL, &st->old_sigint) == 0 && st->old_sigint.sa_handler != SIG_IGN)
+        st->catching = sigaction(SIGINT, &sa, NULL) == 0;
+    st->live = true;
+    if (st->tty && !st->json)
+        draw(st);
+    while (!st->final && !interrupted) {
+        json_t *msg;
+        int64_t wait = deadline < 0 ? TICK_MS : deadline - loomctl_now_ms();
+        int rc = loomctl_read(c, wait > TICK_MS ? TICK_MS : wait < 0 ? 0 : wait, &msg);
+        if (rc == LOOMCTL_OK) {
+            if (get_id && loomctl_is_reply(msg, get_id)) {
+                get_id = 0;
+                rc = second_look(st, msg);
+            } else {
+                on_event(msg, st);
+                rc = -1;
+            }
+            json_decref(msg);
+            if (rc >= 0)
+                return rc;
+            continue;
+        }
+        if (rc != LOOMCTL_TIMEOUT) {
+            end_line(st);
+            fprintf(stderr, "loomctl: %s\n", loomctl_conn_error(c));
+            return rc;
+        }
+        if (deadline >= 0 && loomctl_now_ms() >= deadline) {
+            end_line(st);
+            fprintf(stderr, "loomctl: timed out watching job %s (still %s; it goes on)\n", st->job,
+                    st->state);
+            return LOOMCTL_TIMEOUT;
+        }
+        if (st->tty && !st->json)
+            draw(st);
+    }
+    if (interrupted) {
+        end_line(st);
+        fprintf(stderr, "loomctl: stopped watching job %s (it goes on)\n", st->job);
+        return -1;
+    }
+    if (st->tty && !st->json) {
+        draw(st);
+        end_line(st);
+    }
+    if (strcmp(st->final, "succeeded") == 0)
+        return LOOMCTL_OK;
+    if (!st->json)
+        fprintf(stderr, "loomctl: job %s %s%s%s\n", st->job, st->final,
+                st->last_failure ? ": last failed step: " : "",
+                st->last_failure ? st->last_failure : "");
+    return LOOMCTL_FAILED;
+}
+
+/* Gets the job, subscribes to its events and follows them (see the top of
+ * the file for why in this order). -1 after an interrupt, else the exit
+ * status. */
+static int follow(loomctl_conn *c, watch_state *st, int64_t quick, int64_t deadline)
+{
+    json_t *reply = NULL;
+    int rc = get_job(c, st, quick, &reply);
+    if (rc != LOOMCTL_OK)
+        goto out;
+    const json_t *job = json_object_get(reply, "job");
+    if (is_terminal(str(job, "state"))) {
+        rc = show_ended(st, reply);
+        goto out;
+    }
+    /* events name the job by the id loomd uses, which is what get returned */
+    if (str(job, "id") && (st->id_copy = strdup(str(job, "id"))))
+        st->job = st->id_copy;
+    const char *state = str(job, "state");
+    st->state = state && strcmp(state, "running") == 0 ? "running" : "queued";
+    int64_t started = (int64_t)json_number_value(json_object_get(job, "started_ms"));
+    int64_t created = (int64_t)json_number_value(json_object_get(job, "created_ms"));
+    st->base_ms = started > 0 ? started : created > 0 ? created : loomctl_wall_ms();
+    json_decref(reply);
+    reply = NULL;
+
+    json_t *req = json_pack("{ssss}", "op", "events", "job", st->job);
+    rc = req ? loomctl_request(c, req, quick, on_event, st, &reply) : LOOMCTL_UNREACHABLE;
+    json_decref(req);
+    if (rc == LOOMCTL_REFUSED && st->json)
+        loomctl_print_json(reply, false);
+    if (rc != LOOMCTL_OK)
+        goto out;
+    json_decref(reply);
+    reply = NULL;
+    /* its reply is read among the events, which are shown meanwhile */
+    req = json_pack("{ssss}", "op", "get", "job", st->job);
+    json_int_t get_id = req ? loomctl_send(c, req, quick, &reply) : -LOOMCTL_UNREACHABLE;
+    json_decref(req);
+    if (get_id < 0) {
+        rc = (int)-get_id;
+        if (reply && st->json)
+            loomctl_print_json(reply, false);
+        goto out;
+    }
+    rc = follow_events(c, st, get_id, deadline);
+out:
+    json_decref(reply);
+    return rc;
+}
+
+int loomctl_cmd_watch(int argc, char **argv)
+{
+    const loomctl_command *self = loomctl_command_find("watch");
+    const char *socket = NULL, *timeout_text = NULL;
+    bool json = false;
+    const loomctl_option opts[] = {
+        { "socket", 0, &socket, NULL },
+        { "timeout", 0, &timeout_text, NULL },
+        { "json", 0, NULL, &json },
+        { NULL, 0, NULL, NULL },
+    };
+    int nop;
+    int rc = loomctl_parse_options(self, argc, argv, opts, &nop);
+    if (rc >= 0)
+        return rc;
+    if (nop != 1 || !*argv[1])
+        return loomctl_usage_error(self, nop > 1 ? "expected one job id" : "no job id given");
+    int64_t limit = -1;
+    if (timeout_text && loomctl_parse_seconds(timeout_text, &limit) < 0)
+        return loomctl_usage_error(self, "--timeout takes a number of seconds");
+    int64_t deadline = limit < 0 ? -1 : loomctl_now_ms() + limit;
+    int64_t quick = LOOMCTL_REPLY_TIMEOUT_MS;
+    if (limit >= 0 && limit < quick)
+        quick = limit;
+
+    watch_state st = { .job = argv[1], .tty = isatty(STDOUT_FILENO), .json = json, .base_ms = -1,
+                       .state = "queued", .in_flight = json_object(), .maps = json_object() };
+    if (!st.in_flight || !st.maps) {
+        fprintf(stderr, "loomctl: out of memory\n");
+        rc = LOOMCTL_UNREACHABLE;
+        goto out;
+    }
+    loomctl_conn *c = loomctl_connect(loomctl_socket_path(socket), quick);
+    rc = c ? follow(c, &st, quick, deadline) : LOOMCTL_UNREACHABLE;
+    loomctl_close(c);
+    if (st.catching)
+        sigaction(SIGINT, &st.old_sigint, NULL);
+    if (rc < 0) { /* interrupted: die of it, as the caller expects */
+        fflush(stdout);
+        raise(SIGINT);
+        rc = 130;
+    }
+out:
+    json_decref(st.in_flight);
+    json_decref(st.maps);
+    free(st.final);
+    free(st.last_failure);
+    free(st.id_copy);
+    return rc;
+}

@@ -1,0 +1,106 @@
+/* http.h -- the HTTP client: libcurl's multi interface driven by the reactor.
+ *
+ * One curl multi handle per client, fed by the reactor's epoll through
+ * CURLMOPT_SOCKETFUNCTION and CURLMOPT_TIMERFUNCTION (curl's multi_socket
+ * model): no thread per request, thousands of transfers on one thread.
+ * Connections are kept alive and reused; HTTP/2 is negotiated over TLS and
+ * multiplexed when the server offers it; TLS verifies against the system CA
+ * store; proxies come from the environment (http_proxy, https_proxy,
+ * no_proxy), as curl reads them.
+ *
+ * Three timeouts per call: connect (TCP and TLS handshake), first byte (from
+ * the start of the call to the first byte of the response's status line) and
+ * total. Each ends the call with its own outcome, so a user can tell a dead
+ * server from a slow model.
+ *
+ * Threads: reactor thread only. Callbacks run on it, never from inside the
+ * function that started or cancelled the call. */
+#ifndef LOOM_DAEMON_HTTP_H
+#define LOOM_DAEMON_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/core/reactor.h"
+#include "loom/plugin.h"
+
+typedef struct http_client http_client_t;
+typedef struct http_call http_call_t;
+
+typedef struct http_options {
+    /* Most connections open at once (0: no cap). Calls beyond it wait inside
+     * curl for a connection instead of failing with EMFILE. */
+    long max_connections;
+    /* Most response body bytes kept (0: 64 MiB); more ends the call with
+     * HTTP_E_TOO_LARGE. */
+    size_t max_body;
+} http_options;
+
+typedef struct http_call_opts {
+    uint64_t connect_ms;       /* 0: no limit */
+    uint64_t first_byte_ms;    /* 0: no limit */
+    uint64_t total_ms;         /* 0: no limit */
+    /* curl's receive buffer for the call (0: 1 KiB, its minimum). At
+     * 10,000 calls in flight its default of 16 KiB would be most of the
+     * memory; chat answers fit in a few reads of 1 KiB, while a large
+     * answer (a batch of embeddings) reads faster with more. */
+    size_t recv_buffer;
+} http_call_opts;
+
+typedef enum http_outcome {
+    HTTP_OK = 0,               /* a response arrived (any status) */
+    HTTP_E_CONNECT,            /* DNS, refused, unreachable, TLS handshake */
+    HTTP_E_TIMEOUT_CONNECT,
+    HTTP_E_TIMEOUT_FIRST_BYTE,
+    HTTP_E_TIMEOUT_TOTAL,
+    HTTP_E_TRANSFER,           /* dropped mid-response, malformed HTTP */
+    HTTP_E_TOO_LARGE,          /* the body passed http_options.max_body */
+    HTTP_E_NOMEM
+} http_outcome;
+
+/* What a finished call gives its callback; every pointer is borrowed for
+ * the callback's duration. Header names are lower-case. */
+typedef struct http_response {
+    http_outcome outcome;
+    const char *error;         /* for people, when outcome != HTTP_OK */
+    int status;                /* 0 when no status line arrived */
+    const loom_header *headers;
+    size_t nheaders;
+    const char *body;          /* NUL-terminated for convenience */
+    size_t body_len;
+    uint64_t first_byte_us;    /* from the start of the call; 0 if none */
+    uint64_t total_us;
+} http_response;
+
+typedef void (*http_done_fn)(http_call_t *call, const http_response *resp, void *ud);
+
+/* A client on R (borrowed; must outlive it). OPT may be NULL. NULL with
+ * errno set (ENOMEM, or EIO when curl cannot start). */
+http_client_t *http_client_new(reactor_t *r, const http_options *opt);
+
+/* Cancels every call without calling back and frees C. NULL is a no-op. */
+void http_client_free(http_client_t *c);
+
+/* Starts REQ (its strings, headers and body are stolen, whatever the
+ * outcome, and REQ is left empty) under T (NULL: no limits). DONE(call,
+ * response, UD) runs once, on a later reactor pass, unless the call is
+ * cancelled first. Returns the call handle (valid until DONE returns or
+ * http_cancel), or NULL with errno ENOMEM / EINVAL (no method or URL). */
+http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call_opts *t,
+                       http_done_fn done, void *ud);
+
+/* Abandons CALL: DONE never runs and the connection is closed or reused as
+ * curl sees fit. Must not be called from CALL's own DONE. */
+void http_cancel(http_call_t *call);
+
+/* Calls started and not yet finished. */
+size_t http_in_flight(const http_client_t *c);
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit (the daemon calls it once
+ * at start) and returns the soft limit now in force, or -errno. */
+long http_raise_nofile(void);
+
+/* A name for an outcome: "connect", "timeout_connect", ... */
+const char *http_outcome_name(http_outcome o);
+
+#endif

@@ -1,0 +1,288 @@
+/* pool.c -- worker threads fed from one FIFO, completions handed back to the
+ * reactor thread.
+ *
+ * One mutex guards both queues: the pending FIFO the workers take from, and
+ * the done list the reactor thread delivers from. Completions reach the
+ * reactor through a single post entry embedded in the pool and armed at most
+ * once at a time: a burst of finished items costs one post and one wakeup,
+ * and handing a result back never allocates, so it cannot fail.
+ *
+ * Lock order is pool, then the reactor's post lock (a post is made while
+ * holding the pool lock, so "armed" and "queued in the reactor" never
+ * disagree, which lets pool_free take the entry back safely). Worker threads
+ * block every signal so that signals reach the daemon's own thread. */
+#include "daemon/core/pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define POOL_MAX_THREADS 1024
+
+enum pool_state { POOL_PENDING, POOL_RUNNING, POOL_DONE };
+
+struct pool_work {
+    pool_work_t *prev, *next;
+    pool_work_fn work;
+    pool_done_fn done;
+    void *ud;
+    int status;
+    enum pool_state state;
+};
+
+typedef struct pool_list {
+    pool_work_t *head, *tail;
+} pool_list;
+
+struct pool {
+    reactor_t *reactor;
+    pthread_t *threads;
+    int nthreads;
+
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* signalled when work arrives or the pool stops */
+    pool_list pending;
+    pool_list done;
+    bool stopping;
+    bool posted;          /* DELIVER is queued in the reactor */
+    reactor_post_t deliver;
+};
+
+static void pool_list_push(pool_list *l, pool_work_t *w)
+{
+    w->next = NULL;
+    w->prev = l->tail;
+    if (l->tail)
+        l->tail->next = w;
+    else
+        l->head = w;
+    l->tail = w;
+}
+
+static void pool_list_remove(pool_list *l, pool_work_t *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        l->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        l->tail = w->prev;
+    w->prev = w->next = NULL;
+}
+
+/* Appends list B to A, leaving B empty. */
+static void pool_list_splice(pool_list *a, pool_list *b)
+{
+    if (!b->head)
+        return;
+    if (a->tail) {
+        a->tail->next = b->head;
+        b->head->prev = a->tail;
+    } else {
+        a->head = b->head;
+    }
+    a->tail = b->tail;
+    b->head = b->tail = NULL;
+}
+
+static void pool_on_deliver(reactor_t *r, void *ud);
+
+/* Moves W to the done list and makes sure a delivery is on its way. Called
+ * with the lock held. */
+static void pool_finish_locked(pool_t *p, pool_work_t *w, int status)
+{
+    w->status = status;
+    w->state = POOL_DONE;
+    pool_list_push(&p->done, w);
+    if (!p->posted) {
+        p->posted = true;
+        (void)reactor_post_embedded(p->reactor, &p->deliver, pool_on_deliver, p);
+    }
+}
+
+/* Calls the done_fn of every item in L, in order, and frees them. */
+static void pool_deliver_list(pool_list *l)
+{
+    pool_work_t *w = l->head;
+    while (w) {
+        pool_work_t *next = w->next;
+        w->done(w->ud, w->status);
+        free(w);
+        w = next;
+    }
+    l->head = l->tail = NULL;
+}
+
+/* The reactor-side half: takes the whole done list at once, so items that
+ * finish meanwhile arm a fresh delivery instead of waiting on this one. */
+static void pool_on_deliver(reactor_t *r, void *ud)
+{
+    pool_t *p = ud;
+    pool_list batch = {0};
+    pthread_mutex_lock(&p->lock);
+    pool_list_splice(&batch, &p->done);
+    p->posted = false;
+    pthread_mutex_unlock(&p->lock);
+    pool_deliver_list(&batch);
+}
+
+static void *pool_worker(void *arg)
+{
+    pool_t *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->stopping && !p->pending.head)
+            pthread_cond_wait(&p->wake, &p->lock);
+        if (p->stopping)
+            break;
+        pool_work_t *w = p->pending.head;
+        pool_list_remove(&p->pending, w);
+        w->state = POOL_RUNNING;
+        pthread_mutex_unlock(&p->lock);
+        w->work(w->ud);
+        pthread_mutex_lock(&p->lock);
+        pool_finish_locked(p, w, 0);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Tells the first N threads to stop and waits for them. */
+static void pool_join(pool_t *p, int n)
+{
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < n; i++)
+        pthread_join(p->threads[i], NULL);
+}
+
+pool_t *pool_new(reactor_t *r, int nthreads)
+{
+    int err = 0, started = 0;
+    bool lock_ready = false, cond_ready = false;
+    sigset_t all, old;
+    if (!r || nthreads < 0 || nthreads > POOL_MAX_THREADS) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (nthreads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = cores < 1 ? 1 : cores > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)cores;
+    }
+    pool_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->reactor = r;
+    p->threads = calloc((size_t)nthreads, sizeof *p->threads);
+    if (!p->threads) {
+        err = ENOMEM;
+        goto fail;
+    }
+    if ((err = pthread_mutex_init(&p->lock, NULL)))
+        goto fail;
+    lock_ready = true;
+    if ((err = pthread_cond_init(&p->wake, NULL)))
+        goto fail;
+    cond_ready = true;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    for (; started < nthreads; started++) {
+        if ((err = pthread_create(&p->threads[started], NULL, pool_worker, p)))
+            break;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err)
+        goto fail;
+    p->nthreads = nthreads;
+    return p;
+fail:
+    if (started > 0)
+        pool_join(p, started);
+    if (cond_ready)
+        pthread_cond_destroy(&p->wake);
+    if (lock_ready)
+        pthread_mutex_destroy(&p->lock);
+    free(p->threads);
+    free(p);
+    errno = err;
+    return NULL;
+}
+
+void pool_free(pool_t *p)
+{
+    if (!p)
+        return;
+    pool_join(p, p->nthreads);
+    /* No worker is left, so the lists are ours; the lock is still taken
+     * because a done_fn below may call pool_submit, which must see STOPPING. */
+    pool_list batch = {0};
+    pthread_mutex_lock(&p->lock);
+    if (p->posted)
+        reactor_post_cancel(p->reactor, &p->deliver);
+    p->posted = false;
+    for (pool_work_t *w = p->pending.head; w; w = w->next) {
+        w->status = -ECANCELED;
+        w->state = POOL_DONE;
+    }
+    pool_list_splice(&batch, &p->done);
+    pool_list_splice(&batch, &p->pending);
+    pthread_mutex_unlock(&p->lock);
+    pool_deliver_list(&batch);
+
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->lock);
+    free(p->threads);
+    free(p);
+}
+
+int pool_submit(pool_t *p, pool_work_fn work, pool_done_fn done, void *ud, pool_work_t **handle)
+{
+    if (!p || !work || !done)
+        return -EINVAL;
+    pool_work_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->work = work;
+    w->done = done;
+    w->ud = ud;
+    w->state = POOL_PENDING;
+    pthread_mutex_lock(&p->lock);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->lock);
+        free(w);
+        return -ESHUTDOWN;
+    }
+    pool_list_push(&p->pending, w);
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    if (handle)
+        *handle = w;
+    return 0;
+}
+
+int pool_cancel(pool_t *p, pool_work_t *w)
+{
+    if (!p || !w)
+        return -EINVAL;
+    int rc = -EBUSY;
+    pthread_mutex_lock(&p->lock);
+    if (w->state == POOL_PENDING) {
+        pool_list_remove(&p->pending, w);
+        pool_finish_locked(p, w, -ECANCELED);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+int pool_nthreads(const pool_t *p)
+{
+    return p->nthreads;
+}

@@ -1,0 +1,207 @@
+/* engine.h -- runs compiled workflow graphs to their output on the reactor thread.
+ *
+ * A job is one run of one graph over one input. Every node run is an
+ * "activation" driven by callbacks on the reactor thread: lambdas complete
+ * from the worker pool (or inline when PURE|FAST), provider calls complete
+ * through the host API of include/loom/plugin.h, timers fire for timeouts and
+ * retry back-off. Job state is touched only on the reactor thread, so there
+ * are no locks on it.
+ *
+ * Threads: every function here is for the reactor thread only.
+ *
+ * Ownership, in short: the engine borrows the reactor, the pool and the
+ * plugin registry (they must outlive it); a job holds a reference to its
+ * graph; results handed to callbacks are borrowed for the callback's
+ * duration. A job is freed by the engine right after its done callback
+ * returns, so the job pointer is valid from engine_submit until then. */
+#ifndef LOOM_DAEMON_ENGINE_H
+#define LOOM_DAEMON_ENGINE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/plugins/plugins.h"
+#include "daemon/core/pool.h"
+#include "daemon/core/reactor.h"
+#include "dsl/graph.h"
+
+typedef struct engine engine_t;
+typedef struct engine_job engine_job_t;
+
+/* Why a job (or a node) failed: the typed error users see. */
+typedef struct engine_error {
+    dsl_error_class cls;   /* the class (a custom `fail` code maps to DSL_ERR_FAILED) */
+    const char *code;      /* the stable code: dsl_error_class_name(cls) or a `fail` node's code */
+    const char *message;   /* human text */
+    const char *node;      /* path of the node that failed ("do.chain[1]") */
+    int attempts;          /* attempts made by that node */
+} engine_error;
+
+typedef enum {
+    ENGINE_TRACE_START,
+    ENGINE_TRACE_FINISH,
+    ENGINE_TRACE_RETRY,
+    ENGINE_TRACE_ERROR,
+    ENGINE_TRACE_PROGRESS      /* a map's item ended: `done` of `total` */
+} engine_trace_event;
+
+/* One trace event; every pointer is borrowed for the callback's duration. */
+typedef struct engine_trace {
+    const engine_job_t *job;
+    const char *node;      /* node path */
+    dsl_kind kind;
+    engine_trace_event event;
+    uint64_t time_us;      /* reactor clock */
+    int attempt;           /* 1-based */
+    const char *provider;  /* provider instance for call/embed, else NULL */
+    const char *code;      /* ERROR/RETRY: the error code, else NULL */
+    bool cached;           /* FINISH (or ERROR from `output:`) of a leaf answered
+                              from the engine's cache: no provider or lambda ran */
+    size_t done, total;    /* PROGRESS: items of the map ended, and all of them */
+    bool replayed;         /* FINISH or ERROR of a leaf answered from the job's
+                              replay (a checkpoint of an earlier run): nothing ran */
+} engine_trace;
+
+typedef void (*engine_trace_fn)(void *ud, const engine_trace *t);
+
+/* Called once when a job ends (success, failure or cancel). The job, its
+ * output and error are valid only during the call; the engine frees the job
+ * when it returns. */
+typedef void (*engine_done_fn)(engine_job_t *job, void *ud);
+
+/* `use`: the graph named NAME, or NULL when there is none. Returns a
+ * borrowed graph; the engine takes its own reference. */
+typedef dsl_graph *(*engine_workflow_lookup_fn)(void *ud, const char *name);
+
+/* Checkpoints: what a daemon stores so that a job cut short by a crash can
+ * resume without paying again for the leaf steps (call, embed, lambda) that
+ * had finished.
+ *
+ * Every leaf activation has a STEP KEY: a string that is the same for the
+ * same step in two runs of the same workflow version over the same input,
+ * and different for different steps of one run. Treat it as opaque (its
+ * format is described in engine_replay.c, for people reading a store); it is
+ * stable across runs and daemon restarts, but not across versions: it names
+ * the workflow's version, so checkpoints of one version never replay into
+ * another (nor into another version of a `use`d workflow). The attempts of
+ * one leaf share its key; a step re-run because an enclosing node retried
+ * gets a new key (it carries the enclosing attempt), so a run reports each
+ * key at most once.
+ *
+ * When a leaf step ends for good (a success, or a failure it will not
+ * retry) the job calls engine_checkpoint_fn with its key and a RECORD
+ * (borrowed; keep a reference or a copy): a JSON object
+ *     {"output": V, "attempts": N, "seq": S}     on success, or
+ *     {"error": {code, message, node, attempts}, "attempts": N, "seq": S}
+ * where V is what the leaf produced before its `output:` template (after
+ * `json: true` parsing; cache hits included), N the attempts it took and S
+ * the order of the step's end in the job. Failures are recorded too because
+ * a fallback or a partial map may have absorbed them; S lets a replay hand
+ * steps to order-sensitive nodes (vote tallies, ties, judges) in the order
+ * they first arrived, whatever order the store returns them in.
+ *
+ * A later run of the same job passes every record it kept as `replay`
+ * ({KEY: RECORD}). A leaf whose key is there ends with that record instead
+ * of running: no provider call, no lambda, no in-flight or rate-limit slot,
+ * no checkpoint again; its trace FINISH (or ERROR) says `replayed`. Recorded
+ * steps end in their S order, each as soon as the run reaches it and before
+ * any live leaf starts (a vote that had stopped early stops again before
+ * sending the samples it had cancelled), so templates, `steps.ID` (attempts
+ * included), `output:`, map slots, vote tallies and route choices see what
+ * they saw the first time; the nodes above the leaves are simply
+ * recomputed. Entries whose key the run never reaches, and values that are
+ * not records, are ignored; each entry is used at most once. What replay
+ * does not restore: usage (only live calls are counted) and time (timeouts
+ * start afresh). */
+typedef void (*engine_checkpoint_fn)(void *ud, engine_job_t *job, const char *key,
+                                     json_t *record);
+
+typedef struct engine_options {
+    size_t max_in_flight;      /* default per-job cap on leaf calls in flight (0: 1024) */
+    engine_trace_fn trace;     /* optional, for every job */
+    void *trace_ud;
+    size_t cache_entries;      /* bound of the `cache: true` memo shared by all jobs,
+                                  least recently used evicted first (0: 10,000) */
+} engine_options;
+
+typedef struct engine_job_options {
+    size_t max_in_flight;      /* 0: the engine's default */
+    uint64_t seed;             /* PRNG seed for retry jitter (0: from the clock) */
+    engine_trace_fn trace;     /* overrides the engine's when set */
+    void *trace_ud;
+    engine_checkpoint_fn checkpoint; /* optional: called on the reactor thread as
+                                        each leaf step ends for good (above); it may
+                                        cancel the job, not free the engine */
+    void *checkpoint_ud;
+    json_t *replay;            /* optional {KEY: RECORD} of an earlier run (borrowed:
+                                  the job keeps its own shallow copy, so it may be
+                                  dropped after engine_submit); not an object: none */
+} engine_job_options;
+
+/* A new engine over R, POOL and PLUGINS (all borrowed, must outlive it).
+ * OPT may be NULL. NULL when out of memory. */
+engine_t *engine_new(reactor_t *r, pool_t *pool, const plugins_t *plugins,
+                     const engine_options *opt);
+/* Cancels every live job (their done callbacks run with `cancelled`), runs
+ * every provider instance's fini and frees E. NULL is a no-op. Pool work of
+ * cancelled lambdas that is still running keeps only its own memory, which
+ * the pool's done callback frees; so free the pool after the engine. */
+void engine_free(engine_t *e);
+
+/* Adds provider instance INSTANCE_NAME using plugin provider PROVIDER_NAME
+ * with CONFIG (borrowed; may be NULL = {}): checks the config against the
+ * provider's options and runs its init. 0, or -1 with a message in ERR. */
+int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
+                        json_t *config, char *err, size_t errlen);
+
+/* The same for an entry of the config file, with its limits, batching and
+ * timeouts (used only by HTTP providers, whose calls go through a rate
+ * limiter and curl; the first one raises the open-file limit and refuses a
+ * concurrency that cannot fit in it). CP is borrowed. */
+struct config_provider; /* daemon/config_file.h */
+int engine_add_configured_provider(engine_t *e, const struct config_provider *cp, char *err,
+                                   size_t errlen);
+
+/* Counters of every provider instance as {NAME: {plugin, in_flight, queued,
+ * requests, succeeded, failed, rate_limited, batches, input_tokens,
+ * output_tokens, latency_ms, concurrency, disabled}} (HTTP providers; an
+ * invoke provider has plugin, requests, succeeded and failed). A new
+ * reference. */
+json_t *engine_provider_stats(engine_t *e);
+
+/* For `use` nodes. */
+void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud);
+
+/* Starts a job running G (a reference is taken) over INPUT (borrowed; the job
+ * keeps its own reference after defaults are applied). The job starts on a
+ * later reactor pass, so DONE never runs from inside engine_submit. Input
+ * that does not match G's declared inputs ends the job with `invalid_input`.
+ * O may be NULL. NULL when out of memory. */
+engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
+                            const engine_job_options *o, engine_done_fn done, void *ud);
+
+/* Cancels JOB: every timer, provider call and queued lambda is dropped and
+ * the job ends with `cancelled` (its done callback runs from inside this
+ * call). A no-op once the job is ending. */
+void engine_cancel(engine_job_t *job);
+
+/* The job's output (borrowed), or NULL when it failed or has not ended. */
+json_t *engine_job_output(const engine_job_t *job);
+/* Provider usage of the job so far, {NAME: {calls, input_tokens,
+ * output_tokens}} (borrowed), or NULL when it made no provider call. */
+json_t *engine_job_usage(const engine_job_t *job);
+/* The job's error (borrowed), or NULL when it succeeded or has not ended. */
+const engine_error *engine_job_error(const engine_job_t *job);
+/* The job's error as {code, message, node, attempts}: a new reference, or NULL. */
+json_t *engine_error_json(const engine_error *err);
+/* The wait before retrying after attempt ATTEMPT (1-based) under RT: full
+ * jitter, uniform in [0, min(initial * multiplier^(ATTEMPT-1), max)] ms,
+ * drawn from the xorshift64* state *RNG (a job's is seeded with its seed).
+ * A provider's Retry-After replaces it. */
+uint64_t engine_backoff_ms(const dsl_retry *rt, int attempt, uint64_t *rng);
+/* How many jobs are alive in E. */
+size_t engine_job_count(const engine_t *e);
+
+#endif

@@ -1,0 +1,659 @@
+/* engine_call.c -- leaf calls: lambdas (pool or inline) and invoke providers.
+ *
+ * A lambda flagged PURE|FAST runs inline on the reactor; any other goes to
+ * the worker pool, and its completion comes back on the reactor. A cancelled
+ * pool call is orphaned, not freed: the pool's done callback owns and frees
+ * it, so a lambda still running on a worker never writes into freed memory.
+ * Provider calls go through the plugin's invoke hook (this file is the host
+ * side of loom_ctx and loom_call: errors, Retry-After, complete, fail,
+ * timers), or, for HTTP providers (encode/decode), through the provider
+ * instance's upstream (daemon/upstream.h: limiter, batching, curl).
+ *
+ * `cache: true`: once the request is rendered, its key is looked up in the
+ * engine's cache (engine_cache.h). A hit ends the attempt inline, the way a
+ * PURE|FAST lambda does, without calling anything; a miss carries the key
+ * in its lcall/pcall and stores the result only when the call succeeds, so
+ * errors and cancelled calls (whose lcall/pcall is freed) leave no entry. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/engine/engine_internal.h"
+#include "daemon/upstream/upstream.h"
+
+enum { MAGIC_CTX = 0x4c43, MAGIC_CALL = 0x4c4c };
+enum { CK_LAMBDA = 1, CK_PROVIDER };
+
+typedef struct lcall {
+    int ck;                    /* CK_LAMBDA */
+    act_t *act;                /* NULL once orphaned by a cancel */
+    const plugins_lambda *lam;
+    json_t *input, *args;      /* owned */
+    json_t *result;            /* owned, set by the worker */
+    char *cache_key;           /* owned: store the result under it, or NULL */
+    hctx ctx;
+    pool_work_t *handle;
+} lcall;
+
+typedef struct pcall {
+    loom_call base;            /* first: the plugin's handle */
+    int magic;                 /* MAGIC_CALL: retry_after may be given on the call */
+    int ck;                    /* CK_PROVIDER */
+    act_t *act;
+    pinst_t *inst;
+    elink timers;
+    bool in_invoke, finished;
+    json_t *out;               /* a completion that arrived inside invoke */
+    hctx ctx;                  /* a failure that arrived inside invoke, and Retry-After */
+    bool single;               /* EMBED of one string: answer its vector */
+    char *cache_key;           /* owned: store the answer under it, or NULL */
+    upstream_call_t *uc;       /* HTTP providers: the call in the upstream */
+} pcall;
+
+typedef struct ptimer {
+    elink link;
+    reactor_timer_t *t;
+    pcall *pc;
+    void (*cb)(void *ud);
+    void *ud;
+} ptimer;
+
+static dsl_error_class class_of(loom_errcode c)
+{
+    switch (c) {
+    case LOOM_E_TIMEOUT: return DSL_ERR_TIMEOUT;
+    case LOOM_E_RATE_LIMITED: return DSL_ERR_RATE_LIMITED;
+    case LOOM_E_INVALID_OUTPUT: return DSL_ERR_INVALID_OUTPUT;
+    case LOOM_E_LAMBDA_FAILED: return DSL_ERR_LAMBDA_FAILED;
+    case LOOM_E_QUOTA: return DSL_ERR_QUOTA;
+    case LOOM_E_INVALID_REQUEST:
+    case LOOM_E_CONFIG: return DSL_ERR_INVALID_REQUEST;
+    default: return DSL_ERR_UPSTREAM;
+    }
+}
+
+/* ---- the host API */
+
+static void h_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
+{
+    hctx *h = (hctx *)ctx;
+    if (h->magic == MAGIC_CALL)
+        h = &((pcall *)(void *)ctx)->ctx;
+    h->failed = true;
+    h->code = code;
+    vsnprintf(h->msg, sizeof h->msg, fmt, ap);
+}
+
+static void h_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap) { }
+
+/* An invoke provider may also pass its loom_call (cast) before calling fail. */
+static void h_retry_after(loom_ctx *ctx, uint64_t ms)
+{
+    hctx *h = (hctx *)ctx;
+    if (h->magic == MAGIC_CALL)
+        h = &((pcall *)(void *)ctx)->ctx;
+    h->has_ra = true;
+    h->ra_ms = ms;
+}
+
+static void pcall_finish(pcall *pc, json_t *out, eerr *err);
+static void h_complete(loom_call *call, json_t *output, const loom_usage *usage);
+static void h_fail(loom_call *call, loom_errcode code, const char *message);
+static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud);
+static void h_timer_cancel(loom_call *call, void *timer);
+
+static const loom_host_api host_api = {
+    .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after,
+    .complete = h_complete, .fail = h_fail, .timer_add = h_timer_add,
+    .timer_cancel = h_timer_cancel,
+};
+
+void hctx_init(hctx *h)
+{
+    memset(h, 0, sizeof *h);
+    h->base.api = &host_api;
+    h->magic = MAGIC_CTX;
+}
+
+static eerr *err_from_ctx(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt)
+{
+    eerr *e = eerr_new(cls, NULL, a->node->path, a->attempt, "%s", h->msg[0] ? h->msg : dflt);
+    if (e && h->has_ra) {
+        e->has_retry_after = true;
+        e->retry_after_ms = h->ra_ms;
+    }
+    return e;
+}
+
+/* ---- the cache */
+
+/* The cache key of A's rendered REQUEST (borrowed) when A's node caches,
+ * else NULL. Out of memory also gives NULL: the call then just runs
+ * uncached, since the cache is only an optimisation. */
+static char *cache_key_of(const act_t *a, const char *name, const char *model, json_t *request)
+{
+    if (!a->node->cache || !request)
+        return NULL;
+    return engine_cache_key(dsl_kind_name(a->node->kind), name, model, request);
+}
+
+/* Ends A's attempt with the result cached under KEY, if there is one. The
+ * hit completes inline like a PURE|FAST lambda: call_start runs only where
+ * an inline completion is allowed (inside the job's pump or a callback). */
+static bool cache_try_hit(act_t *a, const char *key)
+{
+    json_t *hit = key ? engine_cache_get(a->job->eng->cache, key) : NULL;
+    if (!hit)
+        return false;
+    a->cached = true;
+    act_attempt_done(a, json_incref(hit), NULL);
+    return true;
+}
+
+/* Remembers RES (borrowed) under KEY (may be NULL). A failed store only
+ * costs a later miss. */
+static void cache_store(const act_t *a, const char *key, json_t *res)
+{
+    if (key && res)
+        (void)engine_cache_put(a->job->eng->cache, key, res);
+}
+
+/* ---- lambdas */
+
+static void lambda_finish(act_t *a, json_t *r, const hctx *h)
+{
+    if (!r) {
+        act_attempt_done(a, NULL, err_from_ctx(a, h, DSL_ERR_LAMBDA_FAILED,
+                                               h->failed ? "failed" : "returned no value"));
+        return;
+    }
+    act_attempt_done(a, r, NULL);
+}
+
+static void lambda_work(void *ud)
+{
+    lcall *lc = ud;
+    lc->result = lc->lam->def->fn(&lc->ctx.base, lc->lam->state, lc->input, lc->args);
+}
+
+static void lcall_free(lcall *lc)
+{
+    free(lc->cache_key);
+    json_decref(lc->input);
+    json_decref(lc->args);
+    json_decref(lc->result);
+    free(lc);
+}
+
+static void lambda_done(void *ud, int status)
+{
+    lcall *lc = ud;
+    act_t *a = lc->act;
+    if (!a) { /* orphaned by a cancel: nobody waits for it */
+        lcall_free(lc);
+        return;
+    }
+    engine_job_t *job = a->job;
+    a->call = NULL;
+    job->busy++;
+    if (status < 0) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path,
+                                           a->attempt, "the worker pool refused the call"));
+    } else {
+        json_t *r = lc->result;
+        lc->result = NULL;
+        cache_store(a, lc->cache_key, r);
+        lambda_finish(a, r, &lc->ctx);
+    }
+    lcall_free(lc);
+    job->busy--;
+    job_pump(job);
+}
+
+static void lambda_start(act_t *a)
+{
+    const dsl_lambda *l = &a->node->u.lambda;
+    engine_t *e = a->job->eng;
+    char msg[256];
+    const plugins_lambda *lam = plugins_lambda_find(e->plugins, l->fn);
+    if (!lam) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                           "no lambda '%s'", l->fn));
+        return;
+    }
+    json_t *args = l->args ? eval_tvalue(a, l->args, NULL, msg, sizeof msg) : json_object();
+    if (!args) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                           "args: %s", msg));
+        return;
+    }
+    char *key = NULL;
+    if (a->node->cache) {
+        json_t *req = json_pack("{s:O, s:O}", "input", a->input, "args", args);
+        key = cache_key_of(a, l->fn, NULL, req);
+        json_decref(req);
+        if (cache_try_hit(a, key)) {
+            free(key);
+            json_decref(args);
+            return;
+        }
+    }
+    unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
+    if ((lam->def->flags & inline_flags) == inline_flags) {
+        hctx h;
+        hctx_init(&h);
+        json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
+        json_decref(args);
+        cache_store(a, key, r);
+        free(key);
+        lambda_finish(a, r, &h);
+        return;
+    }
+    lcall *lc = calloc(1, sizeof *lc);
+    if (!lc)
+        goto oom;
+    lc->ck = CK_LAMBDA;
+    lc->act = a;
+    lc->lam = lam;
+    lc->input = json_incref(a->input);
+    lc->args = args;
+    lc->cache_key = key; /* from here on the lcall owns it */
+    key = NULL;
+    hctx_init(&lc->ctx);
+    int rc = pool_submit(e->pool, lambda_work, lambda_done, lc, &lc->handle);
+    if (rc < 0) {
+        lc->args = NULL;
+        lcall_free(lc);
+        goto oom;
+    }
+    a->call = lc;
+    a->call_kind = CK_LAMBDA;
+    return;
+oom:
+    free(key);
+    json_decref(args);
+    act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                       "cannot queue the call"));
+}
+
+/* ---- providers */
+
+
+static void ptimer_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    ptimer *pt = ud;
+    void (*cb)(void *) = pt->cb;
+    void *cud = pt->ud;
+    elist_del(&pt->link);
+    free(pt);
+    cb(cud);
+}
+
+static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
+{
+    pcall *pc = (pcall *)call;
+    ptimer *pt = calloc(1, sizeof *pt);
+    if (!pt)
+        return NULL;
+    pt->pc = pc;
+    pt->cb = cb;
+    pt->ud = ud;
+    pt->t = reactor_timer_add(pc->act->job->eng->r, delay_ms * REACTOR_MSEC, ptimer_fired, pt);
+    if (!pt->t) {
+        free(pt);
+        return NULL;
+    }
+    elist_add_tail(&pc->timers, &pt->link);
+    return pt;
+}
+
+static void ptimer_cancel(reactor_t *r, ptimer *pt)
+{
+    reactor_timer_cancel(r, pt->t);
+    elist_del(&pt->link);
+    free(pt);
+}
+
+static void h_timer_cancel(loom_call *call, void *timer)
+{
+    pcall *pc = (pcall *)call;
+    if (timer)
+        ptimer_cancel(pc->act->job->eng->r, timer);
+}
+
+/* Frees PC and any timer its plugin left behind. */
+static void pcall_free(pcall *pc, reactor_t *r)
+{
+    while (!elist_empty(&pc->timers))
+        ptimer_cancel(r, ELINK_OWNER(pc->timers.next, ptimer, link));
+    free(pc->cache_key);
+    json_decref(pc->out);
+    free(pc);
+}
+
+/* The answer as the node wants it: parsed JSON, or one vector of a batch. */
+static void pcall_finish(pcall *pc, json_t *out, eerr *err)
+{
+    act_t *a = pc->act;
+    engine_job_t *job = a->job;
+    bool single = pc->single;
+    char *key = pc->cache_key; /* kept past the pcall: stored once the answer is final */
+    pc->cache_key = NULL;
+    a->call = NULL;
+    if (err)
+        pc->inst->failed++;
+    else
+        pc->inst->succeeded++;
+    pcall_free(pc, job->eng->r);
+    job->busy++;
+    if (!err && a->node->kind == DSL_CALL && a->node->u.call.json) {
+        json_error_t je;
+        json_t *parsed = json_is_string(out)
+                             ? json_loadb(json_string_value(out), json_string_length(out),
+                                          JSON_DECODE_ANY, &je)
+                             : NULL;
+        json_decref(out);
+        out = parsed;
+        if (!parsed)
+            err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
+                           "the answer is not JSON");
+    } else if (!err && single) {
+        json_t *v = json_is_array(out) ? json_incref(json_array_get(out, 0)) : NULL;
+        json_decref(out);
+        out = v;
+        if (!v)
+            err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
+                           "no embedding in the answer");
+    }
+    if (!err)
+        cache_store(a, key, out);
+    free(key);
+    act_attempt_done(a, err ? NULL : out, err);
+    job->busy--;
+    job_pump(job);
+}
+
+/* Adds USAGE (may be NULL) of one call of provider NAME to the job's. */
+static void job_add_usage(engine_job_t *job, const char *name, const loom_usage *usage)
+{
+    if (!job->usage && !(job->usage = json_object()))
+        return;
+    json_t *u = json_object_get(job->usage, name);
+    if (!u) {
+        u = json_pack("{s:i, s:i, s:i}", "calls", 0, "input_tokens", 0, "output_tokens", 0);
+        if (!u || json_object_set_new(job->usage, name, u) < 0)
+            return;
+    }
+    json_object_set_new(u, "calls", json_integer(json_integer_value(json_object_get(u, "calls")) + 1));
+    if (usage && usage->input_tokens > 0)
+        json_object_set_new(u, "input_tokens",
+                            json_integer(json_integer_value(json_object_get(u, "input_tokens")) +
+                                         usage->input_tokens));
+    if (usage && usage->output_tokens > 0)
+        json_object_set_new(u, "output_tokens",
+                            json_integer(json_integer_value(json_object_get(u, "output_tokens")) +
+                                         usage->output_tokens));
+}
+
+static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
+{
+    pcall *pc = (pcall *)call;
+    job_add_usage(pc->act->job, pc->inst->name, usage);
+    if (pc->in_invoke) {
+        pc->finished = true;
+        pc->out = output;
+        return;
+    }
+    pcall_finish(pc, output ? output : json_null(), NULL);
+}
+
+static void h_fail(loom_call *call, loom_errcode code, const char *message)
+{
+    pcall *pc = (pcall *)call;
+    pc->ctx.failed = true;
+    pc->ctx.code = code;
+    snprintf(pc->ctx.msg, sizeof pc->ctx.msg, "%s", message ? message : "failed");
+    if (pc->in_invoke) {
+        pc->finished = true;
+        return;
+    }
+    pcall_finish(pc, NULL, err_from_ctx(pc->act, &pc->ctx, class_of(code), "failed"));
+}
+
+/* The request of leaf A: CHAT messages and params, or EMBED inputs. */
+static int build_request(act_t *a, loom_request *req, bool *single, char *msg, size_t len)
+{
+    const dsl_node *n = a->node;
+    const dsl_graph *g = a->scope->g;
+    memset(req, 0, sizeof *req);
+    if (n->kind == DSL_EMBED) {
+        req->kind = LOOM_CALL_EMBED;
+        req->model = n->u.embed.model ? n->u.embed.model : g->defaults.model;
+        json_t *in = n->u.embed.input ? eval_tvalue(a, n->u.embed.input, NULL, msg, len)
+                                      : json_incref(a->input);
+        if (!in)
+            return -1;
+        *single = json_is_string(in);
+        if (*single) {
+            req->inputs = json_pack("[o]", in);
+        } else {
+            req->inputs = in;
+            size_t i;
+            json_t *x;
+            json_array_foreach(in, i, x) if (!json_is_string(x)) break;
+            if (!json_is_array(in) || i < json_array_size(in)) {
+                snprintf(msg, len, "embed input must be a string or a list of strings");
+                return -1;
+            }
+        }
+        return req->inputs ? 0 : -1;
+    }
+    const dsl_call *c = &n->u.call;
+    req->kind = LOOM_CALL_CHAT;
+    req->model = c->model ? c->model : g->defaults.model;
+    req->json_mode = c->json;
+    if (!(req->messages = json_array()))
+        return -1;
+    for (size_t i = 0; i < c->nmessages + 2; i++) {
+        const char *role;
+        const dsl_tvalue *tv;
+        if (i < c->nmessages) {
+            role = c->messages[i].role;
+            tv = c->messages[i].content;
+        } else if (i == c->nmessages) {
+            role = "system";
+            tv = c->system;
+        } else {
+            role = "user";
+            tv = c->prompt;
+        }
+        if (!tv)
+            continue;
+        json_t *v = eval_tvalue(a, tv, NULL, msg, len);
+        char *text = v ? dsl_value_to_text(v) : NULL;
+        json_decref(v);
+        if (!text)
+            return -1;
+        json_t *m = json_pack("{s:s, s:s}", "role", role, "content", text);
+        free(text);
+        if (!m)
+            return -1;
+        /* system goes first even though it is looked at after `messages` */
+        int rc = i == c->nmessages ? json_array_insert_new(req->messages, 0, m)
+                                   : json_array_append_new(req->messages, m);
+        if (rc < 0)
+            return -1;
+    }
+    req->params = json_is_object(g->defaults.params) ? json_copy(g->defaults.params) : json_object();
+    if (!req->params || (c->params && json_object_update(req->params, c->params) < 0))
+        return -1;
+    return 0;
+}
+
+/* An HTTP provider's answer (or typed failure) from the upstream. */
+static void upstream_done(upstream_call_t *uc, upstream_result *res, void *ud)
+{
+    pcall *pc = ud;
+    pc->uc = NULL;
+    job_add_usage(pc->act->job, pc->inst->name, &res->usage);
+    if (res->output) {
+        pcall_finish(pc, res->output, NULL);
+        return;
+    }
+    eerr *e = eerr_new(class_of(res->code), NULL, pc->act->node->path, pc->act->attempt, "%s",
+                       res->message && *res->message ? res->message : "failed");
+    if (e && res->has_retry_after) {
+        e->has_retry_after = true;
+        e->retry_after_ms = res->retry_after_ms;
+    }
+    pcall_finish(pc, NULL, e);
+}
+
+static void provider_start(act_t *a)
+{
+    const dsl_node *n = a->node;
+    engine_t *e = a->job->eng;
+    const char *name = n->kind == DSL_CALL ? n->u.call.provider : n->u.embed.provider;
+    char msg[512] = "out of memory";
+    pinst_t *pi = pinst_find(e, name);
+    if (!pi) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt,
+                                           "no provider '%s'", name));
+        return;
+    }
+    loom_request req;
+    bool single = false;
+    pcall *pc = NULL;
+    char *key = NULL;
+    if (build_request(a, &req, &single, msg, sizeof msg) < 0)
+        goto fail;
+    if (n->cache) {
+        /* everything the answer depends on; `single` because one string
+         * answers a vector and a list of one answers a list */
+        json_t *rq = n->kind == DSL_EMBED
+                         ? json_pack("{s:O, s:b}", "inputs", req.inputs, "single", single)
+                         : json_pack("{s:O, s:O, s:b}", "messages", req.messages, "params",
+                                     req.params, "json", req.json_mode);
+        key = cache_key_of(a, name, req.model, rq);
+        json_decref(rq);
+        if (cache_try_hit(a, key)) {
+            free(key);
+            json_decref(req.messages);
+            json_decref(req.params);
+            json_decref(req.inputs);
+            return;
+        }
+    }
+    if (!(pc = calloc(1, sizeof *pc)))
+        goto fail;
+    pc->cache_key = key; /* from here on the pcall owns it */
+    key = NULL;
+    pc->base.api = &host_api;
+    pc->magic = MAGIC_CALL;
+    pc->ck = CK_PROVIDER;
+    pc->act = a;
+    pc->inst = pi;
+    pc->single = single;
+    elist_init(&pc->timers);
+    hctx_init(&pc->ctx);
+    a->call = pc;
+    a->call_kind = CK_PROVIDER;
+    if (pi->up) {
+        pc->uc = upstream_call(pi->up, &req, upstream_done, pc);
+        json_decref(req.messages);
+        json_decref(req.params);
+        json_decref(req.inputs);
+        if (!pc->uc)
+            pcall_finish(pc, NULL, eerr_new(DSL_ERR_UPSTREAM, NULL, n->path, a->attempt,
+                                            "out of memory"));
+        return;
+    }
+    pc->in_invoke = true;
+    hctx ctx;
+    hctx_init(&ctx);
+    int rc = pi->prov->def->invoke(&ctx.base, pi->state, &req, &pc->base);
+    pc->in_invoke = false;
+    json_decref(req.messages);
+    json_decref(req.params);
+    json_decref(req.inputs);
+    if (rc < 0) {
+        if (!ctx.failed && pc->ctx.failed)
+            ctx = pc->ctx;
+        pcall_finish(pc, NULL, err_from_ctx(a, &ctx, class_of(ctx.code), "the call did not start"));
+        return;
+    }
+    if (pc->finished) {
+        json_t *out = pc->out;
+        pc->out = NULL;
+        pcall_finish(pc, out, pc->ctx.failed ? err_from_ctx(a, &pc->ctx, class_of(pc->ctx.code),
+                                                            "failed")
+                                             : NULL);
+    }
+    return;
+fail:
+    free(key);
+    json_decref(req.messages);
+    json_decref(req.params);
+    json_decref(req.inputs);
+    act_attempt_done(a, NULL, eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt, "%s",
+                                       msg));
+}
+
+/* ---- dispatch */
+
+eerr *call_apply_input(act_t *a)
+{
+    const dsl_node *n = a->node;
+    /* `input:` overrides what the node receives, `prev` included. */
+    const dsl_tvalue *over = n->kind == DSL_LAMBDA ? n->u.lambda.input
+                             : n->kind == DSL_CALL ? n->u.call.input : NULL;
+    if (!over)
+        return NULL;
+    char msg[256];
+    /* every attempt evaluates the override over what the node received */
+    if (!a->orig_input)
+        a->orig_input = json_incref(a->input);
+    json_decref(a->input);
+    a->input = json_incref(a->orig_input);
+    json_t *in = eval_tvalue(a, over, NULL, msg, sizeof msg);
+    if (!in)
+        return eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt, "input: %s", msg);
+    json_decref(a->input);
+    a->input = in;
+    return NULL;
+}
+
+void call_start(act_t *a)
+{
+    const dsl_node *n = a->node;
+    a->cached = false;
+    eerr *err = call_apply_input(a);
+    if (err) {
+        act_attempt_done(a, NULL, err);
+        return;
+    }
+    if (n->kind == DSL_LAMBDA)
+        lambda_start(a);
+    else
+        provider_start(a);
+}
+
+void call_cancel(act_t *a)
+{
+    if (!a->call)
+        return;
+    if (a->call_kind == CK_LAMBDA) {
+        lcall *lc = a->call;
+        lc->act = NULL; /* the pool's done callback frees it */
+        pool_cancel(a->job->eng->pool, lc->handle);
+    } else {
+        pcall *pc = a->call;
+        if (pc->uc)
+            upstream_cancel(pc->uc);
+        else if (pc->inst->prov->def->cancel)
+            pc->inst->prov->def->cancel(pc->inst->state, &pc->base);
+        pcall_free(pc, a->job->eng->r);
+    }
+    a->call = NULL;
+}

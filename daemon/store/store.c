@@ -1,0 +1,536 @@
+/* store.c -- the store's write queue, its thread, and the hand-back of
+ * completions to the reactor thread.
+ *
+ * Writers append to one FIFO under a mutex and signal the store thread,
+ * which never holds the mutex while it talks to SQLite: it takes the whole
+ * queue (or max_batch of it), applies it in one transaction (store_db.c),
+ * then moves the finished requests to the done list. Completions reach the
+ * reactor through one post entry embedded in the store and armed at most
+ * once at a time, as in pool.c: a burst of commits costs one wakeup, and
+ * handing results back never allocates, so it cannot fail.
+ *
+ * Lock order is store, then the reactor's post lock, so "posted" and "queued
+ * in the reactor" never disagree and store_close can take the entry back. */
+#include "daemon/store/store_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STORE_DEFAULT_BUSY_MS 5000
+
+static const char *const store_state_names[] = {"queued", "running", "succeeded", "failed",
+                                                "cancelled"};
+
+const char *store_state_name(store_state_t state)
+{
+    if ((unsigned)state >= sizeof store_state_names / sizeof *store_state_names)
+        return NULL;
+    return store_state_names[state];
+}
+
+int store_state_parse(const char *name, store_state_t *out)
+{
+    for (size_t i = 0; name && i < sizeof store_state_names / sizeof *store_state_names; i++) {
+        if (strcmp(name, store_state_names[i]) == 0) {
+            *out = (store_state_t)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+void store_set_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- lists and requests */
+
+static void store_list_push(store_list_t *l, store_req_t *q)
+{
+    q->next = NULL;
+    if (l->tail)
+        l->tail->next = q;
+    else
+        l->head = q;
+    l->tail = q;
+}
+
+/* Appends B to A, leaving B empty. */
+static void store_list_splice(store_list_t *a, store_list_t *b)
+{
+    if (!b->head)
+        return;
+    if (a->tail)
+        a->tail->next = b->head;
+    else
+        a->head = b->head;
+    a->tail = b->tail;
+    b->head = b->tail = NULL;
+}
+
+static void store_req_free(store_req_t *q)
+{
+    free(q->workflow);
+    free(q->version);
+    free(q->idempotency_key);
+    free(q->step_key);
+    free(q->input);
+    free(q->output);
+    free(q->error);
+    free(q->usage);
+    free(q);
+}
+
+/* Copies S (NULL stays NULL) into *OUT; false when out of memory. */
+static bool store_copy(const char *s, char **out)
+{
+    *out = NULL;
+    if (!s)
+        return true;
+    *out = strdup(s);
+    return *out != NULL;
+}
+
+/* Serialises V (NULL stays NULL) into *OUT; false when that fails. */
+static bool store_dump(const json_t *v, char **out)
+{
+    *out = NULL;
+    if (!v)
+        return true;
+    *out = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    return *out != NULL;
+}
+
+static store_req_t *store_req_new(enum store_op op, store_done_cb cb, void *ud)
+{
+    store_req_t *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->op = op;
+    q->cb = cb;
+    q->ud = ud;
+    return q;
+}
+
+/* Queues Q, or frees it and refuses once closing has begun. */
+static int store_enqueue(store_t *s, store_req_t *q)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->lock);
+        store_req_free(q);
+        return -ESHUTDOWN;
+    }
+    store_list_push(&s->queue, q);
+    s->queued++;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+/* ---- completions */
+
+/* Runs the callback of every request of L, in order, and frees them. */
+static void store_deliver_list(store_list_t *l)
+{
+    store_req_t *q = l->head;
+    while (q) {
+        store_req_t *next = q->next;
+        if (q->cb) {
+            store_result_t res = {
+                .status = q->status,
+                .job_id = q->op == STORE_OP_PURGE ? NULL
+                          : q->op == STORE_OP_INSERT && q->status == 0 ? q->result_id
+                                                                       : q->job_id,
+                .existed = q->existed,
+                .count = q->count,
+                .error = q->status < 0 ? q->error_text : "",
+            };
+            q->cb(q->ud, &res);
+        }
+        store_req_free(q);
+        q = next;
+    }
+    l->head = l->tail = NULL;
+}
+
+/* The reactor-side half: takes the whole done list at once, so requests
+ * that finish meanwhile arm a fresh delivery instead of waiting on this. */
+static void store_on_deliver(reactor_t *r, void *ud)
+{
+    (void)r;
+    store_t *s = ud;
+    store_list_t batch = {0};
+    pthread_mutex_lock(&s->lock);
+    store_list_splice(&batch, &s->done);
+    s->posted = false;
+    pthread_mutex_unlock(&s->lock);
+    store_deliver_list(&batch);
+}
+
+/* ---- the store thread */
+
+static void *store_thread_main(void *arg)
+{
+    store_t *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->queue.head && !s->closing)
+            pthread_cond_wait(&s->wake, &s->lock);
+        if (!s->queue.head)
+            break; /* closing, and everything queued is done */
+        store_list_t batch = {0};
+        size_t n = 0;
+        while (s->queue.head && (s->max_batch == 0 || n < s->max_batch)) {
+            store_req_t *q = s->queue.head;
+            s->queue.head = q->next;
+            store_list_push(&batch, q);
+            n++;
+        }
+        if (!s->queue.head)
+            s->queue.tail = NULL;
+        s->queued -= n;
+        pthread_mutex_unlock(&s->lock);
+
+        store_db_apply(s, &batch);
+
+        pthread_mutex_lock(&s->lock);
+        for (store_req_t *q = batch.head; q; q = q->next) {
+            if (q->status == 0)
+                s->completed++;
+            else
+                s->failed++;
+        }
+        store_list_splice(&s->done, &batch);
+        if (!s->posted) {
+            s->posted = true;
+            (void)reactor_post_embedded(s->reactor, &s->deliver, store_on_deliver, s);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* ---- opening and closing */
+
+static char *store_join_path(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + 1 + strlen(name) + 1;
+    char *path = malloc(len);
+    if (path)
+        snprintf(path, len, "%s/%s", dir, name);
+    return path;
+}
+
+/* Creates DIR if needed and takes its lock file. */
+static int store_prepare_dir(store_t *s, char *err, size_t errlen)
+{
+    struct stat st;
+    char *lock_path = NULL;
+    int rc = 0;
+    if (mkdir(s->dir, 0700) != 0 && errno != EEXIST) {
+        rc = -errno;
+        store_set_error(err, errlen, "cannot create state directory %s: %s", s->dir,
+                        strerror(-rc));
+        return rc;
+    }
+    if (stat(s->dir, &st) != 0) {
+        rc = -errno;
+        store_set_error(err, errlen, "cannot use state directory %s: %s", s->dir,
+                        strerror(-rc));
+        return rc;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        store_set_error(err, errlen, "state directory %s is not a directory", s->dir);
+        return -ENOTDIR;
+    }
+    lock_path = store_join_path(s->dir, "loom.lock");
+    if (!lock_path) {
+        store_set_error(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    s->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (s->lock_fd < 0) {
+        rc = -errno;
+        store_set_error(err, errlen, "cannot open lock file %s: %s", lock_path, strerror(-rc));
+        goto out;
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        store_set_error(err, errlen, "state directory %s is in use by another store "
+                        "(is another loomd running?)", s->dir);
+        goto out;
+    }
+out:
+    free(lock_path);
+    return rc;
+}
+
+/* Frees what store_open built; the thread must not be running. */
+static void store_destroy(store_t *s)
+{
+    store_db_finalize(s->wstmt, STORE_W_COUNT);
+    store_db_finalize(s->rstmt, STORE_R_COUNT);
+    sqlite3_close(s->wdb);
+    sqlite3_close(s->rdb);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* releases the flock */
+    free(s->db_path);
+    free(s->dir);
+    free(s);
+}
+
+store_t *store_open(const char *dir, reactor_t *r, const store_options_t *options,
+                    char *err, size_t errlen)
+{
+    int rc = 0;
+    bool lock_ready = false, cond_ready = false;
+    sigset_t all, old;
+    if (!dir || !*dir || !r) {
+        store_set_error(err, errlen, "store_open: no directory or reactor");
+        errno = EINVAL;
+        return NULL;
+    }
+    store_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        store_set_error(err, errlen, "out of memory");
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->lock_fd = -1;
+    s->reactor = r;
+    s->busy_timeout_ms = options && options->busy_timeout_ms > 0 ? options->busy_timeout_ms
+                                                                 : STORE_DEFAULT_BUSY_MS;
+    s->max_batch = options ? options->max_batch : 0;
+    atomic_init(&s->transactions, 0);
+    atomic_init(&s->batch_retries, 0);
+    s->dir = strdup(dir);
+    s->db_path = store_join_path(dir, "loom.db");
+    if (!s->dir || !s->db_path) {
+        rc = -ENOMEM;
+        store_set_error(err, errlen, "out of memory");
+        goto fail;
+    }
+    if ((rc = store_prepare_dir(s, err, errlen)) < 0)
+        goto fail;
+    if ((rc = store_db_open_writer(s->db_path, s->busy_timeout_ms, &s->wdb, err, errlen)) < 0)
+        goto fail;
+    if ((rc = store_db_open_reader(s->db_path, s->busy_timeout_ms, &s->rdb, err, errlen)) < 0)
+        goto fail;
+
+    if ((rc = -pthread_mutex_init(&s->lock, NULL)) < 0)
+        goto fail_thread;
+    lock_ready = true;
+    if ((rc = -pthread_cond_init(&s->wake, NULL)) < 0)
+        goto fail_thread;
+    cond_ready = true;
+    /* Signals are for the daemon's own thread, never the store's. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = -pthread_create(&s->thread, NULL, store_thread_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc < 0)
+        goto fail_thread;
+    return s;
+
+fail_thread:
+    store_set_error(err, errlen, "cannot start the store thread: %s", strerror(-rc));
+fail:
+    if (cond_ready)
+        pthread_cond_destroy(&s->wake);
+    if (lock_ready)
+        pthread_mutex_destroy(&s->lock);
+    store_destroy(s);
+    errno = -rc;
+    return NULL;
+}
+
+void store_close(store_t *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->closing = true;
+    pthread_cond_broadcast(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+
+    /* The thread drained the queue before it left; hand back what it did
+     * here rather than through a post that would outlive S. */
+    store_list_t batch = {0};
+    pthread_mutex_lock(&s->lock);
+    if (s->posted)
+        reactor_post_cancel(s->reactor, &s->deliver);
+    s->posted = false;
+    store_list_splice(&batch, &s->done);
+    pthread_mutex_unlock(&s->lock);
+    store_deliver_list(&batch); /* writes from these callbacks see CLOSING */
+
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
+    store_destroy(s);
+}
+
+/* ---- writes */
+
+/* Checks and copies a job id argument; false if it is malformed. */
+static bool store_take_id(store_req_t *q, const char *job_id)
+{
+    if (!store_id_valid(job_id))
+        return false;
+    memcpy(q->job_id, job_id, STORE_ID_SIZE);
+    return true;
+}
+
+static int64_t store_time_or_now(int64_t ms)
+{
+    return ms != 0 ? ms : store_now_ms();
+}
+
+int store_insert_job(store_t *s, const store_job_spec_t *spec, store_done_cb cb, void *ud)
+{
+    if (!s || !spec || !spec->workflow || !*spec->workflow)
+        return -EINVAL;
+    store_req_t *q = store_req_new(STORE_OP_INSERT, cb, ud);
+    if (!q)
+        return -ENOMEM;
+    int rc = -EINVAL;
+    if (spec->id) {
+        if (!store_take_id(q, spec->id))
+            goto fail;
+    } else if ((rc = store_new_job_id(s, q->job_id)) < 0) {
+        goto fail;
+    }
+    rc = -ENOMEM;
+    if (!store_copy(spec->workflow, &q->workflow) || !store_copy(spec->version, &q->version) ||
+        !store_copy(spec->idempotency_key, &q->idempotency_key))
+        goto fail;
+    if (spec->input ? !store_dump(spec->input, &q->input) : !store_copy("null", &q->input))
+        goto fail;
+    q->priority = spec->priority;
+    q->has_peer = spec->has_peer;
+    q->peer_uid = spec->peer_uid;
+    q->peer_gid = spec->peer_gid;
+    q->peer_pid = spec->peer_pid;
+    q->time_ms = store_time_or_now(spec->created_ms);
+    return store_enqueue(s, q);
+fail:
+    store_req_free(q);
+    return rc;
+}
+
+int store_set_running(store_t *s, const char *job_id, int64_t started_ms,
+                      store_done_cb cb, void *ud)
+{
+    if (!s)
+        return -EINVAL;
+    store_req_t *q = store_req_new(STORE_OP_RUNNING, cb, ud);
+    if (!q)
+        return -ENOMEM;
+    if (!store_take_id(q, job_id)) {
+        store_req_free(q);
+        return -EINVAL;
+    }
+    q->time_ms = store_time_or_now(started_ms);
+    return store_enqueue(s, q);
+}
+
+int store_checkpoint_step(store_t *s, const char *job_id, const char *key,
+                          const json_t *output, const json_t *error,
+                          int64_t finished_ms, store_done_cb cb, void *ud)
+{
+    if (!s || !key)
+        return -EINVAL;
+    store_req_t *q = store_req_new(STORE_OP_STEP, cb, ud);
+    if (!q)
+        return -ENOMEM;
+    int rc = -EINVAL;
+    if (!store_take_id(q, job_id))
+        goto fail;
+    rc = -ENOMEM;
+    if (!store_copy(key, &q->step_key) || !store_dump(output, &q->output) ||
+        !store_dump(error, &q->error))
+        goto fail;
+    q->time_ms = store_time_or_now(finished_ms);
+    return store_enqueue(s, q);
+fail:
+    store_req_free(q);
+    return rc;
+}
+
+int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outcome,
+                     store_done_cb cb, void *ud)
+{
+    if (!s || !outcome ||
+        (outcome->state != STORE_SUCCEEDED && outcome->state != STORE_FAILED &&
+         outcome->state != STORE_CANCELLED))
+        return -EINVAL;
+    store_req_t *q = store_req_new(STORE_OP_FINISH, cb, ud);
+    if (!q)
+        return -ENOMEM;
+    int rc = -EINVAL;
+    if (!store_take_id(q, job_id))
+        goto fail;
+    rc = -ENOMEM;
+    if (!store_dump(outcome->output, &q->output) || !store_dump(outcome->error, &q->error) ||
+        !store_dump(outcome->usage, &q->usage))
+        goto fail;
+    q->state = outcome->state;
+    q->time_ms = store_time_or_now(outcome->finished_ms);
+    return store_enqueue(s, q);
+fail:
+    store_req_free(q);
+    return rc;
+}
+
+int store_cancel_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
+{
+    store_outcome_t outcome = {.state = STORE_CANCELLED};
+    return store_finish_job(s, job_id, &outcome, cb, ud);
+}
+
+int store_purge_finished(store_t *s, int64_t finished_before_ms, store_done_cb cb, void *ud)
+{
+    if (!s)
+        return -EINVAL;
+    store_req_t *q = store_req_new(STORE_OP_PURGE, cb, ud);
+    if (!q)
+        return -ENOMEM;
+    q->time_ms = finished_before_ms;
+    return store_enqueue(s, q);
+}
+
+/* ---- ids and counters */
+
+int store_new_job_id(store_t *s, char out[STORE_ID_SIZE])
+{
+    pthread_mutex_lock(&s->lock);
+    int rc = store_id_next(&s->ids, (uint64_t)store_now_ms(), out);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+void store_get_stats(store_t *s, store_stats_t *out)
+{
+    pthread_mutex_lock(&s->lock);
+    out->completed = s->completed;
+    out->failed = s->failed;
+    out->queued = s->queued;
+    pthread_mutex_unlock(&s->lock);
+    out->transactions = atomic_load(&s->transactions);
+    out->batch_retries = atomic_load(&s->batch_retries);
+}

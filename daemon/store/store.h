@@ -1,0 +1,258 @@
+/* store.h -- the durable job store: jobs and finished steps in SQLite.
+ *
+ * Why it looks like this: a submit may be acknowledged only once its job row
+ * is on disk, and every finished step is checkpointed, yet the reactor thread
+ * must never wait for an fsync. So writes are queued (from any thread) and
+ * applied by one store thread, which takes everything queued and commits it
+ * in one transaction: many records, one fsync. Each write's completion then
+ * runs on the reactor thread, after its transaction has committed, so a
+ * completion with status 0 means "it is on disk". Reads are quick synchronous
+ * queries on a second, read-only connection, made from the reactor thread;
+ * WAL lets them run beside the writer and they see every committed write.
+ *
+ * On disk: DIR/loom.db (+ its -wal and -shm files) and DIR/loom.lock, which
+ * an open store holds with flock, so two daemons never resume the same jobs.
+ *
+ * Conventions:
+ * - Functions returning int return 0 or a negative errno.
+ * - Strings and json_t given to the store are borrowed for the call only:
+ *   they are copied (JSON is serialised) before it returns.
+ * - json_t handed back through an out-parameter is a new reference.
+ * - Times are milliseconds since the Unix epoch (CLOCK_REALTIME); where a
+ *   time argument is 0, the store uses the time of the call.
+ * - ERR/ERRLEN, where present, receive one line for people on failure; ERR
+ *   may be NULL. The store logs nothing and stores only what it is given.
+ */
+#ifndef LOOM_DAEMON_STORE_H
+#define LOOM_DAEMON_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon/core/reactor.h"
+
+typedef struct store store_t;
+
+/* ---- job ids
+ *
+ * 26 characters of Crockford base32: 48 bits of milliseconds, then 80 bits
+ * from getrandom (ULID layout). Ids sort as text in the order they were
+ * made: within one millisecond the random part is incremented instead of
+ * redrawn, and a clock that steps back reuses the last time. */
+
+#define STORE_ID_LEN 26
+#define STORE_ID_SIZE (STORE_ID_LEN + 1)
+
+/* The state of a monotonic generator. The fields are private; a zeroed
+ * struct is ready for use. */
+typedef struct store_id_gen {
+    bool used;
+    uint64_t last_ms;
+    uint8_t last_random[10];
+} store_id_gen_t;
+
+/* Writes the next id after NOW_MS into OUT (NUL-terminated). Not thread-safe:
+ * one generator per thread, or a lock around it. 0, -EOVERFLOW past the year
+ * 10889, or the errno of a failing getrandom. */
+int store_id_next(store_id_gen_t *gen, uint64_t now_ms, char out[STORE_ID_SIZE]);
+
+/* Whether ID is a well-formed id, as store_id_next writes them. */
+bool store_id_valid(const char *id);
+
+/* A fresh id from S's own generator and the real-time clock. Any thread. */
+int store_new_job_id(store_t *s, char out[STORE_ID_SIZE]);
+
+/* CLOCK_REALTIME in milliseconds. */
+int64_t store_now_ms(void);
+
+/* ---- job states */
+
+typedef enum store_state {
+    STORE_QUEUED,
+    STORE_RUNNING,
+    STORE_SUCCEEDED,
+    STORE_FAILED,
+    STORE_CANCELLED
+} store_state_t;
+
+/* "queued", "running", "succeeded", "failed", "cancelled" (static strings),
+ * or NULL for a value out of range. */
+const char *store_state_name(store_state_t state);
+
+/* Parses one of those names into *OUT: 0 or -EINVAL. */
+int store_state_parse(const char *name, store_state_t *out);
+
+/* ---- opening and closing */
+
+typedef struct store_options {
+    int busy_timeout_ms; /* how long a write or read waits for a lock held by
+                          * another process (a sqlite3 shell, a backup);
+                          * 0: 5000 */
+    size_t max_batch;    /* most requests in one transaction; 0: no limit */
+} store_options_t;
+
+/* Opens the store in DIR, creating DIR (mode 0700, parent must exist) and
+ * DIR/loom.db as needed, and starts the store thread. It does its disk
+ * work on the calling thread: call it at startup. Completions are
+ * delivered through R (borrowed; it must outlive the store). OPTIONS may be
+ * NULL for the defaults. Returns a store to close with store_close, or NULL
+ * with errno set and the reason in ERR:
+ *   EBUSY    another open store (in any process) holds DIR
+ *   ENOTSUP  loom.db has a newer schema version than this code knows
+ *   EINVAL   loom.db is not a Loom state database (or bad arguments)
+ *   EACCES, ENOTDIR, ENOSPC, EROFS, EIO ...  the directory or file is unusable */
+store_t *store_open(const char *dir, reactor_t *r, const store_options_t *options,
+                    char *err, size_t errlen);
+
+/* Stops and frees S. Reactor thread, never from inside a store callback.
+ * Every write already queued is committed (or fails) and its callback runs
+ * before this returns, inside this call. A write queued from one of those
+ * callbacks, or from any thread once closing has begun, is refused with
+ * -ESHUTDOWN and its callback never runs. No other thread may use S after
+ * this returns. NULL is a no-op. */
+void store_close(store_t *s);
+
+/* ---- writes: queued from any thread while S is open; committed by the
+ * store thread; completed on the reactor thread
+ *
+ * Each write function returns 0 when the request was queued: CB then runs
+ * exactly once, on the reactor thread, after the transaction holding the
+ * request has committed (or failed). Otherwise it returns -EINVAL (bad
+ * arguments: a missing field, a malformed job id, a state that is not
+ * terminal), -ENOMEM (also for JSON that cannot be serialised) or
+ * -ESHUTDOWN (store_close has begun), and CB never runs. CB may be NULL.
+ * Writes are applied in the order they were queued.
+ *
+ * The status a callback sees:
+ *   0          committed
+ *   -ENOENT    no such job (set running, checkpoint, finish, cancel)
+ *   -EALREADY  the job had already finished; nothing was changed
+ *   -EEXIST    insert: a job with that id exists
+ *   -EINVAL    a constraint of the schema refused the row
+ *   -EBUSY     another process held the database locked past busy_timeout
+ *   -E2BIG     a value is larger than SQLite allows (1 GB by default)
+ *   -ENOSPC, -EIO, -ENOMEM, -EROFS  the transaction failed
+ * A transaction that fails is rolled back and, when more than one request
+ * was in it, each is retried in a transaction of its own, so one bad
+ * request does not fail the others. */
+
+typedef struct store_result {
+    int status;         /* as above */
+    const char *job_id; /* the job the request was about; for an insert, the
+                         * new job's id or, when EXISTED, the existing job's;
+                         * NULL for a purge. Borrowed for the callback. */
+    bool existed;       /* insert: the idempotency key was already taken;
+                         * nothing was inserted */
+    int64_t count;      /* purge: how many jobs were deleted */
+    const char *error;  /* when status < 0, one line for people; else "".
+                         * Borrowed for the callback. */
+} store_result_t;
+
+/* UD is the caller's pointer, RES is borrowed for the call. */
+typedef void (*store_done_cb)(void *ud, const store_result_t *res);
+
+typedef struct store_job_spec {
+    const char *id;              /* NULL: a fresh id from S's generator */
+    const char *workflow;        /* required, non-empty */
+    const char *version;         /* NULL: none */
+    const json_t *input;         /* any JSON value; NULL: null */
+    int64_t priority;
+    const char *idempotency_key; /* NULL: none. Unique across all jobs. */
+    bool has_peer;               /* the submitter's credentials are known */
+    uid_t peer_uid;
+    gid_t peer_gid;
+    pid_t peer_pid;
+    int64_t created_ms;          /* 0: now */
+} store_job_spec_t;
+
+/* Inserts a queued job. If SPEC's idempotency key is already taken, nothing
+ * is inserted and the result carries the existing job's id with EXISTED set
+ * (the existing job's other fields are not compared). */
+int store_insert_job(store_t *s, const store_job_spec_t *spec, store_done_cb cb, void *ud);
+
+/* Marks a queued (or, after a restart, running) job running. STARTED_MS is
+ * kept only if the job never started before. */
+int store_set_running(store_t *s, const char *job_id, int64_t started_ms,
+                      store_done_cb cb, void *ud);
+
+/* Records (or replaces) the result of the step KEY of a job: KEY is opaque
+ * to the store (the engine's node path, map index...). OUTPUT and ERROR
+ * (either may be NULL) are any JSON values. Allowed in any job state. */
+int store_checkpoint_step(store_t *s, const char *job_id, const char *key,
+                          const json_t *output, const json_t *error,
+                          int64_t finished_ms, store_done_cb cb, void *ud);
+
+typedef struct store_outcome {
+    store_state_t state;  /* STORE_SUCCEEDED, STORE_FAILED or STORE_CANCELLED */
+    const json_t *output; /* NULL: none */
+    const json_t *error;  /* NULL: none; a typed error object by convention */
+    const json_t *usage;  /* NULL: none; token usage per provider */
+    int64_t finished_ms;  /* 0: now */
+} store_outcome_t;
+
+/* Finishes a queued or running job. A finished job never changes again:
+ * finishing it twice gives -EALREADY. */
+int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outcome,
+                     store_done_cb cb, void *ud);
+
+/* store_finish_job with STORE_CANCELLED, no output or error, now. */
+int store_cancel_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
+
+/* Deletes every job that finished strictly before FINISHED_BEFORE_MS, with
+ * its steps. The result's COUNT says how many jobs went. */
+int store_purge_finished(store_t *s, int64_t finished_before_ms, store_done_cb cb, void *ud);
+
+/* ---- reads: synchronous, reactor thread only (one thread at a time)
+ *
+ * A job object has the members id, workflow, version, input, state,
+ * priority, idempotency_key, peer ({uid, gid, pid} or null), created_ms,
+ * started_ms, finished_ms, output, error and usage; a member with no value
+ * is null. A job summary (from store_list_jobs) has only id, workflow,
+ * version, state, priority, created_ms, started_ms and finished_ms.
+ * Errors: -ENOENT (store_get_job: no such job), -EBUSY, -EIO (including a
+ * stored value that is no longer valid JSON), -ENOMEM. */
+
+/* *JOB receives the job object (new reference). */
+int store_get_job(store_t *s, const char *job_id, json_t **job, char *err, size_t errlen);
+
+typedef struct store_list_query {
+    const char *state;    /* NULL: any; else a state name (-EINVAL if not) */
+    const char *workflow; /* NULL: any */
+    const char *after;    /* NULL: from the start; else a cursor: the last id
+                           * of the previous page */
+    size_t limit;         /* 0: 100; at most 1000 (larger is clamped) */
+    bool oldest_first;    /* default (false): newest first */
+} store_list_query_t;
+
+/* *JOBS receives an array (new reference) of at most LIMIT job summaries
+ * matching Q, ordered by id: newest first, so AFTER selects ids below it,
+ * or, with OLDEST_FIRST, oldest first and ids above AFTER. */
+int store_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, char *err,
+                    size_t errlen);
+
+/* *STEPS receives an object (new reference) mapping each checkpointed step
+ * key of JOB_ID to {output, error, finished_ms}; empty when there are none
+ * (also when there is no such job). */
+int store_load_steps(store_t *s, const char *job_id, json_t **steps, char *err, size_t errlen);
+
+/* *JOBS receives an array (new reference) of the full job objects of every
+ * queued or running job, oldest first: what to resume after a restart. */
+int store_unfinished_jobs(store_t *s, json_t **jobs, char *err, size_t errlen);
+
+/* ---- counters */
+
+typedef struct store_stats {
+    uint64_t transactions;  /* transactions committed */
+    uint64_t completed;     /* requests completed with status 0 */
+    uint64_t failed;        /* requests completed with an error */
+    uint64_t batch_retries; /* transactions rolled back and split up */
+    size_t queued;          /* requests waiting for the store thread */
+} store_stats_t;
+
+/* A snapshot of S's counters. Any thread while S is open. */
+void store_get_stats(store_t *s, store_stats_t *out);
+
+#endif

@@ -1,0 +1,130 @@
+/* store_internal.h -- the store's private structures, shared by store*.c.
+ *
+ * store.c owns the queue, the thread and the hand-back to the reactor;
+ * store_db.c owns SQLite (opening, schema, the write statements run by the
+ * store thread); store_read.c the reactor thread's reads; store_id.c ids.
+ * Each connection and its statement cache belongs to one thread: the writer
+ * to the store thread (after store_open), the reader to the reactor thread. */
+#ifndef LOOM_DAEMON_STORE_INTERNAL_H
+#define LOOM_DAEMON_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+
+#include "daemon/store/store.h"
+
+/* Bumped with every change to the schema in store_db.c. */
+#define STORE_SCHEMA_VERSION 2
+/* PRAGMA application_id: "LOOM", so another program's database is refused. */
+#define STORE_APPLICATION_ID 0x4C4F4F4D
+
+enum store_op { STORE_OP_INSERT, STORE_OP_RUNNING, STORE_OP_STEP, STORE_OP_FINISH, STORE_OP_PURGE };
+
+/* Write statements, prepared once on the writer connection. */
+enum store_wstmt {
+    STORE_W_BEGIN,
+    STORE_W_COMMIT,
+    STORE_W_ROLLBACK,
+    STORE_W_FIND_KEY,
+    STORE_W_INSERT,
+    STORE_W_RUNNING,
+    STORE_W_STEP,
+    STORE_W_FINISH,
+    STORE_W_STATE,
+    STORE_W_PURGE,
+    STORE_W_COUNT
+};
+
+/* Read statements: the fixed ones, then the list variants, one per filter
+ * (none, state, workflow, both) and order (newest, oldest first). */
+enum store_rstmt {
+    STORE_R_GET,
+    STORE_R_STEPS,
+    STORE_R_UNFINISHED,
+    STORE_R_LIST,
+    STORE_R_COUNT = STORE_R_LIST + 8
+};
+
+/* One queued write. Strings are owned copies; JSON is already serialised. */
+typedef struct store_req {
+    struct store_req *next;
+    enum store_op op;
+    store_done_cb cb;
+    void *ud;
+
+    char job_id[STORE_ID_SIZE];
+    char *workflow, *version, *idempotency_key, *step_key;
+    char *input, *output, *error, *usage;
+    int64_t priority;
+    bool has_peer;
+    int64_t peer_uid, peer_gid, peer_pid;
+    int64_t time_ms; /* created, started, finished, or the purge cut-off */
+    store_state_t state;
+
+    /* the result, written by the store thread */
+    int status;
+    bool existed;
+    int64_t count;
+    char result_id[STORE_ID_SIZE];
+    char error_text[200];
+} store_req_t;
+
+typedef struct store_list {
+    store_req_t *head, *tail;
+} store_list_t;
+
+struct store {
+    reactor_t *reactor;
+    char *dir;
+    char *db_path;
+    int lock_fd;
+    size_t max_batch;
+    int busy_timeout_ms;
+
+    sqlite3 *wdb; /* store thread */
+    sqlite3_stmt *wstmt[STORE_W_COUNT];
+    sqlite3 *rdb; /* reactor thread */
+    sqlite3_stmt *rstmt[STORE_R_COUNT];
+
+    pthread_t thread;
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* signalled when work arrives or closing begins */
+    store_list_t queue;
+    size_t queued;
+    store_list_t done;
+    bool closing;
+    bool posted; /* DELIVER is queued in the reactor */
+    reactor_post_t deliver;
+    store_id_gen_t ids;
+    uint64_t completed, failed;
+
+    /* written by the store thread, read by anyone */
+    atomic_uint_fast64_t transactions, batch_retries;
+};
+
+/* Formats one line into ERR (if any). */
+void store_set_error(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A negative errno for a SQLite (extended) result code. */
+int store_errno_of(int sqlite_rc);
+
+/* store_db.c: opens DB_PATH read-write, sets the pragmas and creates or
+ * checks the schema. *DB is set even on failure (close it). */
+int store_db_open_writer(const char *db_path, int busy_timeout_ms, sqlite3 **db,
+                         char *err, size_t errlen);
+/* Opens the read-only connection (after the writer made the schema). */
+int store_db_open_reader(const char *db_path, int busy_timeout_ms, sqlite3 **db,
+                         char *err, size_t errlen);
+/* The cached statement IDX of CACHE, prepared from SQL on first use; NULL
+ * with the SQLite code in *RC on failure. */
+sqlite3_stmt *store_db_stmt(sqlite3 *db, sqlite3_stmt **cache, int idx, const char *sql,
+                            int *rc);
+/* Finalises N cached statements. */
+void store_db_finalize(sqlite3_stmt **cache, size_t n);
+/* Store thread: applies the requests of LIST, grouped into as few
+ * transactions as it can, and fills in each one's result. */
+void store_db_apply(store_t *s, store_list_t *list);
+
+#endif

@@ -1,0 +1,595 @@
+/* ratelimit.c -- the per-provider rate limiter (see ratelimit.h).
+ *
+ * State per rate dimension is one GCRA timestamp (tat, the theoretical
+ * arrival time, on the limiter's clock in microseconds). A cost C costs
+ * C * T microseconds where T = 60 s / limit; the call fits at NOW when
+ * max(tat, NOW) + C*T - tau <= NOW, tau being the burst tolerance. Everything
+ * else (queue, timer, AIMD) is bookkeeping around that test. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* timegm, strptime */
+#endif
+
+#include "daemon/upstream/ratelimit.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Burst tolerance: one second of budget (see ratelimit.h for why), less a
+ * margin for jitter: a server with the same one-second bucket sees our
+ * requests after a variable delay, and two that travel closer together than
+ * they were sent would find its bucket one short. 100 ms costs a tenth of
+ * the first second's burst and nothing of the rate after it. */
+#define RL_BURST_US ((int64_t)REACTOR_SEC - 100 * (int64_t)REACTOR_MSEC)
+/* Larger costs are refused: no real call costs that much, and the
+ * cost * 60e6 products below must not overflow. */
+#define RL_MAX_COST INT64_C(100000000000)
+#define RL_MINUTE_US INT64_C(60000000)
+/* The latency baseline is trusted only after this many samples. */
+#define RL_BASELINE_MIN 5
+#define RL_DECREASE_HOLDOFF_US ((int64_t)REACTOR_SEC)
+
+enum { DIM_REQ, DIM_TOK, DIM_IN, DIM_OUT, DIM_N };
+
+typedef struct rl_dim {
+    int64_t limit; /* per minute; 0 = unlimited */
+    int64_t tat;   /* theoretical arrival time, us */
+} rl_dim;
+
+typedef enum { T_QUEUED, T_GRANTED, T_DELIVERED } ticket_state;
+
+struct rl_ticket {
+    rl_t *rl;
+    rl_ticket *prev, *next; /* in rl->queue or rl->granted */
+    ticket_state state;
+    rl_cost cost;
+    rl_grant_fn cb;
+    void *ud;
+    reactor_post_t post; /* announces the grant; embedded so it cannot fail */
+};
+
+typedef struct ticket_list {
+    rl_ticket *head, *tail;
+    int64_t n;
+} ticket_list;
+
+struct rl {
+    reactor_t *r;
+    config_limits limits;
+    rl_dim dim[DIM_N];
+    rl_clock_fn clock;
+    void *clock_ud;
+    ticket_list queue;   /* waiting, FIFO */
+    ticket_list granted; /* granted or delivered, not yet released */
+    reactor_timer_t *wake; /* serves the queue head; at most one */
+    reactor_post_t kick;   /* fallback when a timer cannot be allocated */
+    int64_t paused_until;
+    uint64_t n_granted;
+    /* AIMD */
+    int64_t cap, ceiling, successes;
+    int64_t last_decrease;
+    bool decreased;
+    double baseline_ms;
+    int64_t samples;
+};
+
+static void pump(rl_t *rl);
+
+/* ---- small helpers */
+
+static uint64_t default_clock(void *ud)
+{
+    (void)ud;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * REACTOR_SEC + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int64_t now_us(const rl_t *rl)
+{
+    return (int64_t)rl->clock(rl->clock_ud);
+}
+
+static void list_push(ticket_list *l, rl_ticket *t)
+{
+    t->next = NULL;
+    t->prev = l->tail;
+    if (l->tail)
+        l->tail->next = t;
+    else
+        l->head = t;
+    l->tail = t;
+    l->n++;
+}
+
+static void list_remove(ticket_list *l, rl_ticket *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        l->head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        l->tail = t->prev;
+    t->prev = t->next = NULL;
+    l->n--;
+}
+
+/* Microseconds of budget that COST units of a dimension with LIMIT per
+ * minute use up; rounded up so rounding never admits more than the limit. */
+static int64_t interval(int64_t limit, int64_t cost)
+{
+    return (cost * RL_MINUTE_US + limit - 1) / limit;
+}
+
+/* The cost of T in each dimension. */
+static void dim_costs(const rl_cost *c, int64_t out[DIM_N])
+{
+    out[DIM_REQ] = c->requests;
+    out[DIM_TOK] = c->est_input_tokens + c->est_output_tokens;
+    out[DIM_IN] = c->est_input_tokens;
+    out[DIM_OUT] = c->est_output_tokens;
+}
+
+/* How long from NOW until COST fits in D (0: it fits now). A cost above the
+ * burst fits when the bucket is full, so no request waits forever. */
+static int64_t dim_wait(const rl_dim *d, int64_t cost, int64_t now)
+{
+    if (d->limit == 0 || cost <= 0)
+        return 0;
+    int64_t inc = interval(d->limit, cost);
+    int64_t tau = inc > RL_BURST_US ? inc : RL_BURST_US;
+    int64_t tat = d->tat > now ? d->tat : now;
+    int64_t w = tat + inc - tau - now;
+    return w > 0 ? w : 0;
+}
+
+static void dim_charge(rl_dim *d, int64_t cost, int64_t now)
+{
+    if (d->limit == 0 || cost == 0)
+        return;
+    if (cost > 0) {
+        int64_t tat = d->tat > now ? d->tat : now;
+        d->tat = tat + interval(d->limit, cost);
+    } else if (d->tat > now) {
+        /* A refund: give budget back, but never more than a full bucket
+         * (a tat in the past already means "full"). */
+        int64_t back = interval(d->limit, -cost);
+        d->tat = d->tat - back > now ? d->tat - back : now;
+    }
+}
+
+/* ---- granting */
+
+static void deliver(reactor_t *r, void *ud)
+{
+    (void)r;
+    rl_ticket *t = ud;
+    t->state = T_DELIVERED;
+    t->cb(t, t->ud);
+}
+
+static void kick_cb(reactor_t *r, void *ud)
+{
+    (void)r;
+    pump(ud);
+}
+
+static void wake_cb(reactor_t *r, reactor_timer_t *tm, void *ud)
+{
+    (void)r;
+    (void)tm;
+    rl_t *rl = ud;
+    rl->wake = NULL;
+    pump(rl);
+}
+
+static void arm(rl_t *rl, int64_t delay)
+{
+    if (delay < 1)
+        delay = 1;
+    rl->wake = reactor_timer_add(rl->r, (uint64_t)delay, wake_cb, rl);
+    if (!rl->wake)
+        /* No memory for a timer: look again on the next pass rather than
+         * stall the queue. An embedded post cannot fail (-EBUSY means one
+         * is already queued, which is as good). */
+        (void)reactor_post_embedded(rl->r, &rl->kick, kick_cb, rl);
+}
+
+/* Grants queued tickets from the head while they fit, then arms the one
+ * timer for the head's earliest fit. A head blocked only by concurrency needs
+ * no timer: a release or a raised cap calls pump again. */
+static void pump(rl_t *rl)
+{
+    if (rl->wake) {
+        reactor_timer_cancel(rl->r, rl->wake);
+        rl->wake = NULL;
+    }
+    while (rl->queue.head) {
+        int64_t now = now_us(rl);
+        if (now < rl->paused_until) {
+            arm(rl, rl->paused_until - now);
+            return;
+        }
+        if (rl->granted.n >= rl->cap)
+            return;
+        rl_ticket *t = rl->queue.head;
+        int64_t c[DIM_N], wait = 0;
+        dim_costs(&t->cost, c);
+        for (int i = 0; i < DIM_N; i++) {
+            int64_t w = dim_wait(&rl->dim[i], c[i], now);
+            if (w > wait)
+                wait = w;
+        }
+        if (wait > 0) {
+            arm(rl, wait);
+            return;
+        }
+        for (int i = 0; i < DIM_N; i++)
+            dim_charge(&rl->dim[i], c[i], now);
+        list_remove(&rl->queue, t);
+        list_push(&rl->granted, t);
+        t->state = T_GRANTED;
+        rl->n_granted++;
+        /* Cannot fail: the entry is fresh (never queued before). */
+        (void)reactor_post_embedded(rl->r, &t->post, deliver, t);
+    }
+}
+
+/* ---- the public interface */
+
+rl_t *rl_new(reactor_t *r, const config_limits *limits)
+{
+    if (!r || !limits || limits->rpm < 0 || limits->tpm < 0 || limits->input_tpm < 0 ||
+        limits->output_tpm < 0 || limits->concurrency < 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rl_t *rl = calloc(1, sizeof *rl);
+    if (!rl) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    rl->r = r;
+    rl->limits = *limits;
+    rl->dim[DIM_REQ].limit = limits->rpm;
+    rl->dim[DIM_TOK].limit = limits->tpm;
+    rl->dim[DIM_IN].limit = limits->input_tpm;
+    rl->dim[DIM_OUT].limit = limits->output_tpm;
+    rl->clock = default_clock;
+    rl->ceiling = limits->concurrency > 0 ? limits->concurrency : RL_DEFAULT_CEILING;
+    rl->cap = rl->ceiling;
+    return rl;
+}
+
+static void free_list(rl_t *rl, ticket_list *l)
+{
+    while (l->head) {
+        rl_ticket *t = l->head;
+        list_remove(l, t);
+        if (t->state == T_GRANTED)
+            reactor_post_cancel(rl->r, &t->post);
+        free(t);
+    }
+}
+
+void rl_free(rl_t *rl)
+{
+    if (!rl)
+        return;
+    if (rl->wake)
+        reactor_timer_cancel(rl->r, rl->wake);
+    reactor_post_cancel(rl->r, &rl->kick);
+    free_list(rl, &rl->queue);
+    free_list(rl, &rl->granted);
+    free(rl);
+}
+
+void rl_set_clock(rl_t *rl, rl_clock_fn fn, void *ud)
+{
+    rl->clock = fn ? fn : default_clock;
+    rl->clock_ud = fn ? ud : NULL;
+}
+
+void rl_kick(rl_t *rl)
+{
+    pump(rl);
+}
+
+rl_ticket *rl_acquire(rl_t *rl, const rl_cost *cost, rl_grant_fn cb, void *ud)
+{
+    if (!rl || !cost || !cb || cost->requests < 0 || cost->est_input_tokens < 0 ||
+        cost->est_output_tokens < 0 || cost->requests > RL_MAX_COST ||
+        cost->est_input_tokens > RL_MAX_COST || cost->est_output_tokens > RL_MAX_COST) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rl_ticket *t = calloc(1, sizeof *t);
+    if (!t) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    t->rl = rl;
+    t->cost = *cost;
+    t->cb = cb;
+    t->ud = ud;
+    t->state = T_QUEUED;
+    list_push(&rl->queue, t);
+    /* Only the head can be granted, so a ticket behind others needs no
+     * look; otherwise pump grants it (announced on a later pass) or arms. */
+    if (rl->queue.head == t)
+        pump(rl);
+    return t;
+}
+
+/* Gives back T's slot and corrects its charges by DELTA per dimension. */
+static void settle(rl_ticket *t, const int64_t delta[DIM_N])
+{
+    rl_t *rl = t->rl;
+    int64_t now = now_us(rl);
+    if (t->state == T_GRANTED)
+        reactor_post_cancel(rl->r, &t->post);
+    for (int i = 0; i < DIM_N; i++)
+        dim_charge(&rl->dim[i], delta[i], now);
+    list_remove(&rl->granted, t);
+    free(t);
+    pump(rl);
+}
+
+static int64_t clamp_cost(int64_t v)
+{
+    return v < 0 ? 0 : v > RL_MAX_COST ? RL_MAX_COST : v;
+}
+
+void rl_release(rl_ticket *t, const rl_usage *actual)
+{
+    if (!t)
+        return;
+    if (t->state == T_QUEUED) {
+        rl_cancel(t);
+        return;
+    }
+    int64_t delta[DIM_N] = {0};
+    if (actual) {
+        int64_t in = clamp_cost(actual->input_tokens);
+        int64_t out = clamp_cost(actual->output_tokens);
+        delta[DIM_TOK] = in + out - (t->cost.est_input_tokens + t->cost.est_output_tokens);
+        delta[DIM_IN] = in - t->cost.est_input_tokens;
+        delta[DIM_OUT] = out - t->cost.est_output_tokens;
+    }
+    settle(t, delta);
+}
+
+void rl_cancel(rl_ticket *t)
+{
+    if (!t)
+        return;
+    rl_t *rl = t->rl;
+    if (t->state == T_QUEUED) {
+        bool was_head = rl->queue.head == t;
+        list_remove(&rl->queue, t);
+        free(t);
+        if (was_head)
+            pump(rl);
+        return;
+    }
+    int64_t c[DIM_N];
+    dim_costs(&t->cost, c);
+    for (int i = 0; i < DIM_N; i++)
+        c[i] = -c[i];
+    settle(t, c);
+}
+
+void rl_pause(rl_t *rl, uint64_t ms)
+{
+    if (ms > UINT64_C(1) << 40)
+        ms = UINT64_C(1) << 40; /* keeps the microsecond sum in range */
+    int64_t until = now_us(rl) + (int64_t)ms * (int64_t)REACTOR_MSEC;
+    if (until > rl->paused_until)
+        rl->paused_until = until;
+    pump(rl);
+}
+
+/* Makes D grant at once no more than REMAINING units: its bucket then holds
+ * at most REMAINING, i.e. tat >= now + tau - REMAINING * T. */
+static void dim_clamp(rl_dim *d, int64_t remaining, int64_t now)
+{
+    if (d->limit == 0)
+        return;
+    /* A minute's worth is more than a burst holds: nothing to clamp (and
+     * the product below stays in range). */
+    if (remaining >= d->limit || remaining > RL_MAX_COST)
+        return;
+    int64_t floor_tat = now + RL_BURST_US - interval(d->limit, remaining);
+    if (d->tat < floor_tat)
+        d->tat = floor_tat;
+}
+
+void rl_sync(rl_t *rl, int64_t remaining_requests, int64_t reset_requests_ms,
+             int64_t remaining_tokens, int64_t reset_tokens_ms)
+{
+    int64_t now = now_us(rl);
+    /* "reset" is when the bucket is full again, far longer than the wait
+     * for the next request: with a known limit, an empty bucket is the
+     * exact state (the next grant waits one interval); without one, wait
+     * for the reset, the only figure there is. */
+    bool tok_known = rl->dim[DIM_TOK].limit || rl->dim[DIM_IN].limit || rl->dim[DIM_OUT].limit;
+    if (remaining_requests == 0 && reset_requests_ms > 0 && !rl->dim[DIM_REQ].limit)
+        rl_pause(rl, (uint64_t)reset_requests_ms);
+    if (remaining_tokens == 0 && reset_tokens_ms > 0 && !tok_known)
+        rl_pause(rl, (uint64_t)reset_tokens_ms);
+    if (remaining_requests >= 0)
+        dim_clamp(&rl->dim[DIM_REQ], remaining_requests, now);
+    if (remaining_tokens >= 0)
+        for (int i = DIM_TOK; i <= DIM_OUT; i++)
+            dim_clamp(&rl->dim[i], remaining_tokens, now);
+    pump(rl);
+}
+
+void rl_observe(rl_t *rl, rl_outcome outcome, uint64_t latency_ms)
+{
+    int64_t now = now_us(rl);
+    bool slow = rl->samples >= RL_BASELINE_MIN && (double)latency_ms > 2.0 * rl->baseline_ms;
+    if (outcome == RL_OK) {
+        /* Every answer moves the baseline (slowly), so a lasting change in
+         * latency becomes the new normal instead of halving forever. */
+        rl->baseline_ms = rl->samples == 0
+                              ? (double)latency_ms
+                              : rl->baseline_ms + ((double)latency_ms - rl->baseline_ms) / 8.0;
+        rl->samples++;
+    }
+    if (outcome == RL_OVERLOADED || slow) {
+        int64_t hold = RL_DECREASE_HOLDOFF_US;
+        int64_t base = (int64_t)(rl->baseline_ms * (double)REACTOR_MSEC);
+        if (base > hold)
+            hold = base;
+        rl->successes = 0;
+        /* One burst of failures reports one overload, not one per call. */
+        if (rl->decreased && now - rl->last_decrease < hold)
+            return;
+        rl->cap = rl->cap / 2 > 1 ? rl->cap / 2 : 1;
+        rl->decreased = true;
+        rl->last_decrease = now;
+        return;
+    }
+    if (++rl->successes >= rl->cap && rl->cap < rl->ceiling) {
+        rl->cap++;
+        rl->successes = 0;
+        pump(rl);
+    }
+}
+
+void rl_stats(const rl_t *rl, rl_stats_t *out)
+{
+    int64_t now = now_us(rl);
+    out->in_flight = rl->granted.n;
+    out->queued = rl->queue.n;
+    out->granted = rl->n_granted;
+    out->paused_until_us = rl->paused_until > now ? (uint64_t)rl->paused_until : 0;
+    out->effective_concurrency = rl->cap;
+}
+
+/* ---- header parsing */
+
+/* A decimal number at *P (digits, optional fraction), advanced past it. */
+static bool parse_number(const char **p, double *v)
+{
+    const char *s = *p;
+    double x = 0;
+    int digits = 0;
+    while (isdigit((unsigned char)*s)) {
+        x = x * 10 + (*s++ - '0');
+        digits++;
+    }
+    if (*s == '.') {
+        double scale = 0.1;
+        s++;
+        while (isdigit((unsigned char)*s)) {
+            x += (*s++ - '0') * scale;
+            scale /= 10;
+            digits++;
+        }
+    }
+    if (digits == 0)
+        return false;
+    *p = s;
+    *v = x;
+    return true;
+}
+
+int rl_parse_duration(const char *s, uint64_t *ms)
+{
+    /* Parsed by hand: strtod would follow the locale's decimal point. */
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"ms", 1}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"ns", 1e-6},
+                 {"h", 3600e3}, {"m", 60e3}, {"s", 1e3}};
+    if (!s || !ms)
+        return -EINVAL;
+    while (isspace((unsigned char)*s))
+        s++;
+    double total = 0;
+    bool any = false;
+    while (*s && !isspace((unsigned char)*s)) {
+        double v;
+        if (!parse_number(&s, &v))
+            return -EINVAL;
+        if (!*s || isspace((unsigned char)*s)) {
+            if (any)
+                return -EINVAL; /* "1m30": a unit is missing */
+            total = v * 1e3;    /* a bare number is seconds */
+            any = true;
+            break;
+        }
+        size_t k = 0, n = sizeof units / sizeof units[0];
+        for (; k < n; k++) {
+            size_t len = strlen(units[k].unit);
+            if (strncmp(s, units[k].unit, len) == 0) {
+                s += len;
+                break;
+            }
+        }
+        if (k == n)
+            return -EINVAL;
+        total += v * units[k].ms;
+        any = true;
+    }
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!any || *s)
+        return -EINVAL;
+    if (total > 1e15)
+        return -ERANGE;
+    /* Up to whole ms, but forgive the binary fuzz of "0.1s"-style input. */
+    uint64_t whole = (uint64_t)total;
+    *ms = total - (double)whole > 1e-6 ? whole + 1 : whole;
+    return 0;
+}
+
+int rl_parse_retry_after(const char *value, int64_t now_unix, uint64_t *ms)
+{
+    if (!value || !ms)
+        return -EINVAL;
+    const char *p = value;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (isdigit((unsigned char)*p)) {
+        /* delay-seconds; only digits and a point, so "30s" is refused here
+         * (it is not Retry-After syntax). */
+        const char *q = p;
+        while (isdigit((unsigned char)*q) || *q == '.')
+            q++;
+        while (isspace((unsigned char)*q))
+            q++;
+        if (*q)
+            return -EINVAL;
+        return rl_parse_duration(p, ms);
+    }
+    /* HTTP-date: IMF-fixdate, then the obsolete RFC 850 and asctime forms
+     * that RFC 9110 says a recipient must accept. Always GMT. */
+    static const char *const fmts[] = {"%a, %d %b %Y %H:%M:%S GMT",
+                                       "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(p, fmts[i], &tm);
+        if (!end)
+            continue;
+        while (isspace((unsigned char)*end))
+            end++;
+        if (*end)
+            continue;
+        time_t when = timegm(&tm);
+        if (when == (time_t)-1)
+            return -EINVAL;
+        int64_t d = (int64_t)when - now_unix;
+        *ms = d > 0 ? (uint64_t)d * 1000u : 0;
+        return 0;
+    }
+    return -EINVAL;
+}

@@ -1,0 +1,144 @@
+/* ratelimit.h -- a per-provider rate limiter: requests/min, tokens/min (or
+ * input and output tokens/min separately) and concurrency, corrected by what
+ * the provider says (429 / Retry-After, x-ratelimit-* headers, overload).
+ *
+ * Why: providers enforce continuously refilled buckets and punish bursts, and
+ * a job daemon would rather delay a call than waste it on a 429. So every call
+ * asks the limiter first, and waits (without blocking anything) until it fits.
+ *
+ * Model: each rate dimension is a GCRA (one "theoretical arrival time" per
+ * dimension, the exact equivalent of a token bucket). The burst tolerance is
+ * one second of budget less 100 ms for network jitter (rpm 600 admits 9 at
+ * once, then 10/s), because
+ * providers quantise per-minute limits to sub-minute windows and penalise
+ * ramps; a single request costing more than one second of budget is admitted
+ * when its bucket is full and leaves it in debt, so it is never starved.
+ * Token dimensions are charged up front from the estimate (input estimate +
+ * max_tokens), then corrected from real usage on release.
+ *
+ * Concurrency is a counting semaphore whose cap moves by AIMD: overload halves
+ * it (floor 1), a cap's worth of healthy answers adds one, up to the configured
+ * concurrency, or RL_DEFAULT_CEILING when concurrency is unlimited (0): a
+ * provider with no configured cap still gets at most that many calls in flight,
+ * so that halving on overload has something to halve.
+ *
+ * Waiting tickets are served first in, first out. The queue head is served by
+ * one reactor timer at the earliest time it fits; grants are announced through
+ * reactor posts, so a grant callback never runs inside the call that caused it.
+ *
+ * Conventions: reactor thread only; no I/O. Functions returning int return 0
+ * or a negative errno; constructors return NULL and set errno. Times given in
+ * milliseconds are durations; clock values are microseconds. */
+#ifndef LOOM_DAEMON_RATELIMIT_H
+#define LOOM_DAEMON_RATELIMIT_H
+
+#include <stdint.h>
+
+#include "daemon/config_file.h"
+#include "daemon/core/reactor.h"
+
+typedef struct rl rl_t;
+typedef struct rl_ticket rl_ticket;
+
+/* Most calls in flight per provider when its concurrency is unlimited. */
+#define RL_DEFAULT_CEILING 64
+
+/* What one call is expected to cost. */
+typedef struct rl_cost {
+    int64_t requests;          /* normally 1 */
+    int64_t est_input_tokens;  /* estimate of the prompt */
+    int64_t est_output_tokens; /* max_tokens: providers reserve it up front */
+} rl_cost;
+
+/* What one call really cost (from the response's usage). */
+typedef struct rl_usage {
+    int64_t input_tokens;
+    int64_t output_tokens;
+} rl_usage;
+
+typedef enum { RL_OK, RL_OVERLOADED } rl_outcome;
+
+/* A snapshot (rl_stats_t, since rl_stats names the function). */
+typedef struct rl_stats {
+    int64_t in_flight;        /* granted, not yet released */
+    int64_t queued;           /* waiting for a grant */
+    uint64_t granted;         /* grants since rl_new */
+    uint64_t paused_until_us; /* on the limiter's clock; 0 when not paused */
+    int64_t effective_concurrency; /* the current AIMD cap */
+} rl_stats_t;
+
+/* Called once when T is granted (on a later reactor pass). T stays valid
+ * until rl_release or rl_cancel, one of which the owner must call. */
+typedef void (*rl_grant_fn)(rl_ticket *t, void *ud);
+
+/* A monotonic clock in microseconds, for tests (see rl_set_clock). */
+typedef uint64_t (*rl_clock_fn)(void *ud);
+
+/* A limiter for LIMITS (copied) whose timers and posts use R (borrowed; it
+ * must outlive the limiter). NULL with errno EINVAL (negative limits) or
+ * ENOMEM. */
+rl_t *rl_new(reactor_t *r, const config_limits *limits);
+
+/* Frees RL and every ticket it still holds, queued or granted, without
+ * calling any callback; handles the caller still has dangle. Not from inside
+ * a grant callback of RL. NULL is a no-op. */
+void rl_free(rl_t *rl);
+
+/* Replaces the clock (CLOCK_MONOTONIC by default) with FN(UD), so tests can
+ * check the arithmetic without sleeping. Timers still come from the reactor:
+ * after moving an injected clock, call rl_kick. */
+void rl_set_clock(rl_t *rl, rl_clock_fn fn, void *ud);
+
+/* Re-examines the queue now (after an injected clock moved). */
+void rl_kick(rl_t *rl);
+
+/* Asks for COST. Returns a ticket owned by RL (the caller holds a handle
+ * until rl_release / rl_cancel); CB(ticket, UD) runs when it is granted, at
+ * once on the next pass if it fits, else when the queue reaches it and it
+ * fits. NULL with errno EINVAL (negative or absurd cost) or ENOMEM. */
+rl_ticket *rl_acquire(rl_t *rl, const rl_cost *cost, rl_grant_fn cb, void *ud);
+
+/* Ends a granted call: frees its concurrency slot and corrects its token
+ * reservation to ACTUAL (refunding or charging the difference; NULL keeps the
+ * estimate as the charge). Frees T. A ticket not yet granted is cancelled. */
+void rl_release(rl_ticket *t, const rl_usage *actual);
+
+/* Withdraws T, whose call was not sent: a queued ticket is removed and never
+ * granted; a granted one gives back its whole reservation (requests and
+ * tokens) and its slot. Frees T. NULL is a no-op. */
+void rl_cancel(rl_ticket *t);
+
+/* A 429 / Retry-After: grants nothing for MS milliseconds from now (never
+ * shortens a pause already in force). */
+void rl_pause(rl_t *rl, uint64_t ms);
+
+/* The server's view from response headers; a negative value is "unknown".
+ * Local state is pulled so that what this limiter would grant at once never
+ * exceeds what the server says remains: a remaining of 0 empties the bucket
+ * (the next grant waits one interval) when the limit is configured, and
+ * pauses the provider until the bucket's reset when it is not. Token figures apply to every configured token
+ * dimension (conservative for Anthropic's "most restrictive" tokens header).
+ * Never loosens the configured limits. */
+void rl_sync(rl_t *rl, int64_t remaining_requests, int64_t reset_requests_ms,
+             int64_t remaining_tokens, int64_t reset_tokens_ms);
+
+/* Feedback from one finished call: RL_OVERLOADED (503, 529) or a latency
+ * above twice the moving baseline halves the concurrency cap (at most once
+ * per max(1 s, baseline latency), so one burst of failures halves it once);
+ * healthy answers raise it by one per cap's worth. */
+void rl_observe(rl_t *rl, rl_outcome outcome, uint64_t latency_ms);
+
+void rl_stats(const rl_t *rl, rl_stats_t *out);
+
+/* Parses a Go-style duration as in x-ratelimit-reset-*: "6m0s", "12ms",
+ * "1.5s", "2m59.56s", "1h"; a bare number is seconds ("30"). Rounds up to
+ * whole milliseconds, so a wait is never short. 0 or -EINVAL (garbage, empty,
+ * negative) or -ERANGE. */
+int rl_parse_duration(const char *s, uint64_t *ms);
+
+/* Parses a Retry-After value: delay-seconds ("120", leniently "1.5") or an
+ * HTTP-date ("Sun, 06 Nov 1994 08:49:37 GMT", RFC 850 and asctime forms too),
+ * turned into a delay from NOW_UNIX (0 when the date is past). 0 or -EINVAL. */
+int rl_parse_retry_after(const char *value, int64_t now_unix, uint64_t *ms);
+
+#endif

@@ -1,0 +1,649 @@
+/* upstream.c -- calls to one HTTP provider: limiter, encode, send, decode.
+ *
+ * The token estimate reserved before a request is the encoded body's bytes
+ * / 4 (a prompt's JSON is longer than its tokens, so this errs high) plus
+ * max_tokens, which providers also reserve up front; the response's usage
+ * then corrects it. An error's class comes from the plugin's decode; the
+ * transport's own failures are classed here: timeouts as `timeout`,
+ * everything else as `upstream` (retryable). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "daemon/upstream/upstream_internal.h"
+#include "dsl/util.h"
+
+#define DEFAULT_RATE_LIMIT_WAITS 10
+#define DEFAULT_429_PAUSE_MS 1000
+
+/* ---- the plugin's context for encode and decode */
+
+typedef struct uctx {
+    loom_ctx base;             /* first: plugins see only this */
+    bool failed, has_ra;
+    loom_errcode code;
+    uint64_t ra_ms;
+    char msg[256];
+} uctx;
+
+static void u_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
+{
+    uctx *c = (uctx *)ctx;
+    c->failed = true;
+    c->code = code;
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+}
+
+static void u_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap)
+{
+    (void)ctx;
+    (void)level;
+    (void)fmt;
+    (void)ap;
+}
+
+static void u_retry_after(loom_ctx *ctx, uint64_t ms)
+{
+    uctx *c = (uctx *)ctx;
+    c->has_ra = true;
+    c->ra_ms = ms;
+}
+
+static const loom_host_api u_api = { .verror = u_verror, .vlog = u_vlog,
+                                     .retry_after = u_retry_after };
+
+static void uctx_init(uctx *c)
+{
+    memset(c, 0, sizeof *c);
+    c->base.api = &u_api;
+}
+
+/* ---- calls */
+
+static void call_maybe_free(upstream_call_t *c)
+{
+    if (!c->finished || c->pending)
+        return;
+    upstream_t *u = c->u;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        u->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    json_decref(c->inputs);
+    json_decref(c->vectors);
+    free(c->links);
+    free(c);
+}
+
+/* Ends C (if its caller still waits) with OUTPUT (stolen) or an error. */
+static void call_finish(upstream_call_t *c, json_t *output, loom_errcode code, const char *msg,
+                        bool has_ra, uint64_t ra_ms)
+{
+    if (c->finished) {
+        json_decref(output);
+        return;
+    }
+    c->finished = true;
+    upstream_result res = {
+        .output = output, .usage = c->usage, .code = output ? LOOM_OK : code,
+        .message = msg, .has_retry_after = has_ra, .retry_after_ms = ra_ms,
+    };
+    if (output)
+        c->u->st.succeeded++;
+    else
+        c->u->st.failed++;
+    c->done(c, &res, c->ud);
+}
+
+static void on_early_end(reactor_t *r, void *ud)
+{
+    upstream_call_t *c = ud;
+    (void)r;
+    /* LOOM_OK: an embedding of nothing, answered without asking anyone */
+    call_finish(c, c->early_code == LOOM_OK ? json_array() : NULL, c->early_code, c->early_msg,
+                false, 0);
+    call_maybe_free(c);
+}
+
+/* Ends C on a later pass with CODE (LOOM_OK: an empty list of vectors). */
+void call_end_later(upstream_call_t *c, loom_errcode code, const char *msg)
+{
+    c->early_code = code;
+    snprintf(c->early_msg, sizeof c->early_msg, "%s", msg);
+    reactor_post_embedded(c->u->r, &c->post, on_early_end, c);
+}
+
+/* ---- xfers */
+
+xfer *xfer_new(upstream_t *u, loom_call_kind kind, const char *model)
+{
+    xfer *x = calloc(1, sizeof *x);
+    if (!x || (model && !(x->model = strdup(model)))) {
+        free(x);
+        return NULL;
+    }
+    x->u = u;
+    x->kind = kind;
+    x->next = u->xfers;
+    if (u->xfers)
+        u->xfers->prev = x;
+    u->xfers = x;
+    return x;
+}
+
+static void enc_clear(loom_http_request *q)
+{
+    for (size_t i = 0; i < q->nheaders; i++) {
+        if (q->headers[i].value) /* may be a key */
+            explicit_bzero((char *)q->headers[i].value, strlen(q->headers[i].value));
+        free((char *)q->headers[i].name);
+        free((char *)q->headers[i].value);
+    }
+    free(q->headers);
+    free(q->method);
+    free(q->url);
+    free(q->body);
+    memset(q, 0, sizeof *q);
+}
+
+/* Frees X, which no longer holds a ticket or an HTTP call. Parts still
+ * attached are detached from their calls (which may then be freed). */
+void xfer_free(xfer *x)
+{
+    upstream_t *u = x->u;
+    if (u->open_batch == x)
+        u->open_batch = NULL;
+    if (x->window)
+        reactor_timer_cancel(u->r, x->window);
+    reactor_post_cancel(u->r, &x->post);
+    for (size_t i = 0; i < x->nparts; i++) {
+        upstream_call_t *c = x->parts[i].call;
+        if (!c)
+            continue;
+        for (size_t k = 0; k < c->nlinks; k++)
+            if (c->links[k].x == x && c->links[k].idx == i)
+                c->links[k].x = NULL;
+        c->pending--;
+        call_maybe_free(c);
+    }
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        u->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    enc_clear(&x->enc);
+    json_decref(x->messages);
+    json_decref(x->params);
+    json_decref(x->inputs);
+    free(x->parts);
+    free(x->model);
+    free(x);
+}
+
+int xfer_add_part(xfer *x, upstream_call_t *c, size_t call_off, size_t n)
+{
+    if (dsl_vec_reserve(&x->parts, x->nparts, &x->pcap, sizeof *x->parts, 1) < 0 ||
+        dsl_vec_reserve(&c->links, c->nlinks, &c->lcap, sizeof *c->links, 1) < 0)
+        return -ENOMEM;
+    x->parts[x->nparts] = (part){ .call = c, .call_off = call_off, .n = n,
+                                  .batch_off = x->ninputs };
+    c->links[c->nlinks++] = (plink){ .x = x, .idx = x->nparts };
+    x->nparts++;
+    x->ninputs += n;
+    c->pending++;
+    return 0;
+}
+
+/* Ends every part of X with an error, then frees X. */
+static void xfer_fail(xfer *x, loom_errcode code, const char *msg, bool has_ra, uint64_t ra_ms)
+{
+    x->busy = true; /* a callback cancelling another part must not free X */
+    for (size_t i = 0; i < x->nparts; i++)
+        if (x->parts[i].call)
+            call_finish(x->parts[i].call, NULL, code, msg, has_ra, ra_ms);
+    xfer_free(x);
+}
+
+/* Hands each part its share of a successful answer, then frees X. */
+static void xfer_deliver(xfer *x, json_t *out, const loom_usage *usage)
+{
+    size_t total = x->ninputs ? x->ninputs : 1;
+    x->busy = true; /* a callback cancelling another part must not free X */
+    for (size_t i = 0; i < x->nparts; i++) {
+        part *p = &x->parts[i];
+        upstream_call_t *c = p->call;
+        if (!c || c->finished)
+            continue;
+        /* usage is shared out by inputs; a chat call has the whole of it */
+        for (int k = 0; k < 2; k++) {
+            int64_t v = k ? usage->output_tokens : usage->input_tokens;
+            int64_t *dst = k ? &c->usage.output_tokens : &c->usage.input_tokens;
+            if (v >= 0)
+                *dst = (*dst < 0 ? 0 : *dst) + v * (int64_t)p->n / (int64_t)total;
+        }
+        if (x->kind == LOOM_CALL_CHAT || !c->vectors) {
+            c->pending--; /* this is the call's only part */
+            p->call = NULL;
+            for (size_t k = 0; k < c->nlinks; k++)
+                if (c->links[k].x == x && c->links[k].idx == i)
+                    c->links[k].x = NULL;
+            call_finish(c, json_incref(out), LOOM_OK, NULL, false, 0);
+            call_maybe_free(c);
+            continue;
+        }
+        for (size_t j = 0; j < p->n; j++)
+            json_array_set(c->vectors, p->call_off + j, json_array_get(out, p->batch_off + j));
+        if (c->pending == 1) { /* the last part: xfer_free below drops it */
+            json_t *v = c->vectors;
+            c->vectors = NULL;
+            call_finish(c, v, LOOM_OK, NULL, false, 0);
+        }
+    }
+    json_decref(out);
+    xfer_free(x);
+}
+
+/* X's request. With REBUILD (before encoding), the EMBED inputs of a batch
+ * are gathered from its live parts, so a withdrawn call's inputs are left
+ * out; after sending they must stay as sent, for decode to match them. */
+static int xfer_request(xfer *x, loom_request *req, bool rebuild)
+{
+    memset(req, 0, sizeof *req);
+    req->kind = x->kind;
+    req->model = x->model;
+    req->messages = x->messages;
+    req->params = x->params;
+    req->json_mode = x->json_mode;
+    if (rebuild && x->kind == LOOM_CALL_EMBED && x->batch) {
+        json_t *in = json_array();
+        if (!in)
+            return -ENOMEM;
+        size_t off = 0;
+        for (size_t i = 0; i < x->nparts; i++) {
+            part *p = &x->parts[i];
+            if (!p->call)
+                continue;
+            p->batch_off = off;
+            for (size_t j = 0; j < p->n; j++)
+                if (json_array_append(in, json_array_get(p->call->inputs, p->call_off + j)) < 0) {
+                    json_decref(in);
+                    return -ENOMEM;
+                }
+            off += p->n;
+        }
+        x->ninputs = off;
+        json_decref(x->inputs);
+        x->inputs = in;
+    }
+    req->inputs = x->inputs;
+    return 0;
+}
+
+static void on_grant(rl_ticket *t, void *ud);
+static void on_http(http_call_t *hc, const http_response *resp, void *ud);
+
+static bool xfer_has_live_parts(const xfer *x)
+{
+    for (size_t i = 0; i < x->nparts; i++)
+        if (x->parts[i].call && !x->parts[i].call->finished)
+            return true;
+    return false;
+}
+
+/* Encodes X into x->enc. 0, or -1 after failing X's parts. */
+static int xfer_encode(xfer *x)
+{
+    loom_request req;
+    uctx ctx;
+    uctx_init(&ctx);
+    enc_clear(&x->enc);
+    if (xfer_request(x, &req, true) < 0) {
+        xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
+        return -1;
+    }
+    if (x->u->def->encode(&ctx.base, x->u->state, &req, &x->enc) < 0) {
+        enc_clear(&x->enc);
+        xfer_fail(x, ctx.failed ? ctx.code : LOOM_E_INVALID_REQUEST,
+                  ctx.msg[0] ? ctx.msg : "the provider could not encode the request", false, 0);
+        return -1;
+    }
+    return 0;
+}
+
+void xfer_submit(xfer *x)
+{
+    upstream_t *u = x->u;
+    if (!xfer_has_live_parts(x)) {
+        xfer_free(x);
+        return;
+    }
+    if (u->disabled) {
+        xfer_fail(x, LOOM_E_QUOTA, u->disabled_msg, false, 0);
+        return;
+    }
+    if (xfer_encode(x) < 0)
+        return;
+    rl_cost cost = { .requests = 1, .est_input_tokens = (int64_t)(x->enc.body_len / 4) + 1 };
+    json_t *mt = x->params ? json_object_get(x->params, "max_tokens") : NULL;
+    if (json_is_integer(mt) && json_integer_value(mt) > 0)
+        cost.est_output_tokens = json_integer_value(mt);
+    x->ticket = rl_acquire(u->rl, &cost, on_grant, x);
+    if (!x->ticket)
+        xfer_fail(x, errno == EINVAL ? LOOM_E_INVALID_REQUEST : LOOM_E_NOMEM,
+                  errno == EINVAL ? "the request is larger than the provider's limits allow"
+                                  : "out of memory",
+                  false, 0);
+}
+
+static void on_submit(reactor_t *r, void *ud)
+{
+    (void)r;
+    xfer_submit(ud);
+}
+
+void xfer_submit_later(xfer *x)
+{
+    if (reactor_post_embedded(x->u->r, &x->post, on_submit, x) < 0)
+        xfer_submit(x); /* already queued: cannot happen, but never lose X */
+}
+
+static void on_grant(rl_ticket *t, void *ud)
+{
+    xfer *x = ud;
+    upstream_t *u = x->u;
+    (void)t;
+    if (u->disabled || !xfer_has_live_parts(x)) {
+        rl_cancel(x->ticket);
+        x->ticket = NULL;
+        if (u->disabled)
+            xfer_fail(x, LOOM_E_QUOTA, u->disabled_msg, false, 0);
+        else
+            xfer_free(x);
+        return;
+    }
+    http_call_opts o = u->opt.timeouts;
+    if (x->kind == LOOM_CALL_EMBED)
+        o.recv_buffer = 64 * 1024; /* vectors: kilobytes per input */
+    x->http = http_call(u->http, &x->enc, &o, on_http, x);
+    if (!x->http) {
+        rl_cancel(x->ticket);
+        x->ticket = NULL;
+        xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
+        return;
+    }
+    u->st.requests++;
+}
+
+static void disable(upstream_t *u, const char *msg)
+{
+    if (u->disabled)
+        return;
+    u->disabled = true;
+    u->st.disabled = true;
+    snprintf(u->disabled_msg, sizeof u->disabled_msg,
+             "provider '%.60s' is disabled until reload: %.150s", u->name, msg);
+    /* fail everything not yet on the wire; from the head each time, since
+     * callbacks may withdraw (and free) other xfers */
+    for (;;) {
+        xfer *x = u->xfers;
+        while (x && (x->http || x->busy))
+            x = x->next;
+        if (!x)
+            break;
+        if (x->ticket) {
+            rl_cancel(x->ticket);
+            x->ticket = NULL;
+        }
+        xfer_fail(x, LOOM_E_QUOTA, u->disabled_msg, false, 0);
+    }
+}
+
+static void on_http(http_call_t *hc, const http_response *resp, void *ud)
+{
+    xfer *x = ud;
+    upstream_t *u = x->u;
+    (void)hc;
+    x->http = NULL;
+    uint64_t ms = resp->total_us / 1000;
+    u->st.latency_ewma_us = u->st.latency_ewma_us
+                                ? (u->st.latency_ewma_us * 7 + resp->total_us) / 8
+                                : resp->total_us;
+    if (resp->outcome != HTTP_OK) {
+        bool timeout = resp->outcome == HTTP_E_TIMEOUT_CONNECT ||
+                       resp->outcome == HTTP_E_TIMEOUT_FIRST_BYTE ||
+                       resp->outcome == HTTP_E_TIMEOUT_TOTAL;
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s (%s)", resp->error ? resp->error : "HTTP failed",
+                 http_outcome_name(resp->outcome));
+        rl_release(x->ticket, NULL);
+        x->ticket = NULL;
+        rl_observe(u->rl, RL_OK, ms);
+        xfer_fail(x, timeout ? LOOM_E_TIMEOUT : LOOM_E_UPSTREAM, msg, false, 0);
+        return;
+    }
+    upstream_sync_headers(u->rl, resp->headers, resp->nheaders, (int64_t)time(NULL));
+    loom_request req;
+    loom_result out = { .output = NULL, .usage = { -1, -1 } };
+    uctx ctx;
+    uctx_init(&ctx);
+    loom_http_response hr = { .status = resp->status, .headers = resp->headers,
+                              .nheaders = resp->nheaders, .body = resp->body,
+                              .body_len = resp->body_len };
+    int rc = xfer_request(x, &req, false);
+    if (rc == 0)
+        rc = u->def->decode(&ctx.base, u->state, &req, &hr, &out);
+    else
+        ctx.code = LOOM_E_NOMEM, ctx.failed = true;
+    if (rc == 0) {
+        rl_usage use = { out.usage.input_tokens, out.usage.output_tokens };
+        rl_release(x->ticket, out.usage.input_tokens >= 0 ? &use : NULL);
+        x->ticket = NULL;
+        rl_observe(u->rl, RL_OK, ms);
+        if (out.usage.input_tokens > 0)
+            u->st.input_tokens += out.usage.input_tokens;
+        if (out.usage.output_tokens > 0)
+            u->st.output_tokens += out.usage.output_tokens;
+        xfer_deliver(x, out.output, &out.usage);
+        return;
+    }
+    json_decref(out.output);
+    loom_errcode code = ctx.failed ? ctx.code : LOOM_E_UPSTREAM;
+    const char *msg = ctx.msg[0] ? ctx.msg : "the provider's answer could not be read";
+    if (!ctx.has_ra) {
+        /* the plugin may not read HTTP dates; the limiter's parser does */
+        for (size_t i = 0; i < resp->nheaders; i++)
+            if (strcmp(resp->headers[i].name, "retry-after") == 0 &&
+                rl_parse_retry_after(resp->headers[i].value, (int64_t)time(NULL), &ctx.ra_ms) == 0)
+                ctx.has_ra = true;
+    }
+    rl_release(x->ticket, NULL);
+    x->ticket = NULL;
+    if (code == LOOM_E_RATE_LIMITED) {
+        u->st.rate_limited++;
+        rl_pause(u->rl, ctx.has_ra ? ctx.ra_ms : DEFAULT_429_PAUSE_MS);
+        if (x->waits < u->opt.max_rate_limit_waits) {
+            x->waits++;
+            xfer_submit(x); /* back in the queue, behind the pause */
+            return;
+        }
+        xfer_fail(x, code, msg, ctx.has_ra, ctx.ra_ms);
+        return;
+    }
+    bool overloaded = resp->status == 503 || resp->status == 529 ||
+                      (code == LOOM_E_UPSTREAM && strstr(msg, "overload"));
+    rl_observe(u->rl, overloaded ? RL_OVERLOADED : RL_OK, ms);
+    if (code == LOOM_E_QUOTA) {
+        xfer_fail(x, code, msg, false, 0);
+        disable(u, msg); /* msg is in ctx, which outlives both */
+        return;
+    }
+    xfer_fail(x, code, msg, ctx.has_ra, ctx.ra_ms);
+}
+
+/* ---- the public side */
+
+upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
+                         const loom_provider *def, void *state, const config_limits *limits,
+                         const upstream_options *opt)
+{
+    if (!def || !def->encode || !def->decode) {
+        errno = EINVAL;
+        return NULL;
+    }
+    upstream_t *u = calloc(1, sizeof *u);
+    if (!u || !(u->name = strdup(name)))
+        goto nomem;
+    u->r = r;
+    u->http = http;
+    u->def = def;
+    u->state = state;
+    if (opt)
+        u->opt = *opt;
+    if (!u->opt.max_rate_limit_waits)
+        u->opt.max_rate_limit_waits = DEFAULT_RATE_LIMIT_WAITS;
+    if (!u->opt.batch_max_tokens)
+        u->opt.batch_max_tokens = 300000;
+    if (!u->opt.batch_window_ms)
+        u->opt.batch_window_ms = 5;
+    /* batching is on by default where the plugin declares a batch size;
+     * without one, only where the config asks for it */
+    if (u->opt.batch_max_inputs < 0)
+        u->opt.batch_max_inputs = 0;
+    else if (def->max_batch && (u->opt.batch_max_inputs == 0 ||
+                                u->opt.batch_max_inputs > (int64_t)def->max_batch))
+        u->opt.batch_max_inputs = (int64_t)def->max_batch;
+    config_limits none = { 0 };
+    if (!(u->rl = rl_new(r, limits ? limits : &none))) {
+        int e = errno;
+        free(u->name);
+        free(u);
+        errno = e;
+        return NULL;
+    }
+    return u;
+nomem:
+    free(u);
+    errno = ENOMEM;
+    return NULL;
+}
+
+void upstream_free(upstream_t *u)
+{
+    if (!u)
+        return;
+    for (upstream_call_t *c = u->calls; c; c = c->next) {
+        c->finished = true; /* nobody is called back any more */
+        reactor_post_cancel(u->r, &c->post);
+    }
+    while (u->xfers) {
+        xfer *x = u->xfers;
+        if (x->http)
+            http_cancel(x->http);
+        x->http = NULL;
+        x->ticket = NULL; /* rl_free below drops every ticket */
+        xfer_free(x);
+    }
+    while (u->calls) {
+        upstream_call_t *c = u->calls;
+        c->pending = 0;
+        call_maybe_free(c);
+    }
+    rl_free(u->rl);
+    free(u->name);
+    free(u);
+}
+
+upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, upstream_done_fn done,
+                               void *ud)
+{
+    upstream_call_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    c->u = u;
+    c->done = done;
+    c->ud = ud;
+    c->kind = req->kind;
+    c->usage.input_tokens = c->usage.output_tokens = -1;
+    c->next = u->calls;
+    if (u->calls)
+        u->calls->prev = c;
+    u->calls = c;
+    u->st.calls++;
+    if (u->disabled) {
+        call_end_later(c, LOOM_E_QUOTA, u->disabled_msg);
+        return c;
+    }
+    if (req->kind == LOOM_CALL_EMBED) {
+        if (!json_is_array(req->inputs)) {
+            call_end_later(c, LOOM_E_INVALID_REQUEST, "embedding inputs must be a list");
+            return c;
+        }
+        c->inputs = json_incref(req->inputs);
+        if (u->opt.batch_max_inputs > 0) {
+            if (batch_add(u, c, req->model) < 0)
+                call_end_later(c, LOOM_E_NOMEM, "out of memory");
+            return c;
+        }
+    }
+    xfer *x = xfer_new(u, req->kind, req->model);
+    if (!x || xfer_add_part(x, c, 0, req->kind == LOOM_CALL_EMBED ?
+                                           json_array_size(req->inputs) : 1) < 0) {
+        if (x)
+            xfer_free(x);
+        call_end_later(c, LOOM_E_NOMEM, "out of memory");
+        return c;
+    }
+    x->messages = json_incref(req->messages);
+    x->params = json_incref(req->params);
+    x->json_mode = req->json_mode;
+    x->inputs = json_incref(req->inputs);
+    xfer_submit_later(x);
+    return c;
+}
+
+void upstream_cancel(upstream_call_t *c)
+{
+    upstream_t *u = c->u;
+    reactor_post_cancel(u->r, &c->post);
+    c->finished = true;
+    for (size_t k = 0; k < c->nlinks; k++) {
+        xfer *x = c->links[k].x;
+        if (!x)
+            continue;
+        c->links[k].x = NULL;
+        x->parts[c->links[k].idx].call = NULL;
+        c->pending--;
+        if (x->busy || x->open || xfer_has_live_parts(x))
+            continue; /* being delivered, still filling, or serving others */
+        /* nobody else waits for this request */
+        if (x->http) {
+            http_cancel(x->http);
+            x->http = NULL;
+            rl_release(x->ticket, NULL);
+        } else if (x->ticket) {
+            rl_cancel(x->ticket);
+        }
+        x->ticket = NULL;
+        xfer_free(x);
+    }
+    call_maybe_free(c);
+}
+
+void upstream_stats(const upstream_t *u, upstream_stats_t *out)
+{
+    *out = u->st;
+    rl_stats(u->rl, &out->limiter);
+}
+
+const char *upstream_name(const upstream_t *u)
+{
+    return u->name;
+}
