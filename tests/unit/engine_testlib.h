@@ -11,7 +11,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "daemon/engine.h"
+#include "daemon/engine/engine.h"
 
 typedef struct et_provider_state {
     int inflight, max_inflight;

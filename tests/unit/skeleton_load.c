@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "daemon/plugins.h"
+#include "daemon/plugins/plugins.h"
 
 static void print_line(void *ud, const char *line)
 {

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/engine_cache.h"
-#include "daemon/engine_internal.h"
+#include "daemon/engine/engine_cache.h"
+#include "daemon/engine/engine_internal.h"
 #include "dsl/dsl.h"
 #include "tests/unit/engine_testlib.h"
 

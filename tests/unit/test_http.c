@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "daemon/http.h"
+#include "daemon/core/http.h"
 #include "tests/unit/fake_server.h"
 
 static fake_server srv;

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "daemon/reactor.h"
+#include "daemon/core/reactor.h"
 #include "loom/plugin.h"
 #include "plugins/mock/mock.h"
 

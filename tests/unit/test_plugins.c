@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/plugins.h"
+#include "daemon/plugins/plugins.h"
 
 /* ---- helpers */
 

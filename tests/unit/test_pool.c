@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "daemon/pool.h"
+#include "daemon/core/pool.h"
 
 /* ---- helpers */
 

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "daemon/ratelimit.h"
+#include "daemon/upstream/ratelimit.h"
 
 /* ---- fixture: a reactor, a limiter on a fake clock, a grant log */
 

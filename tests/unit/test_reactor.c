@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "daemon/reactor.h"
+#include "daemon/core/reactor.h"
 
 /* ---- helpers */
 

@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/reactor.h"
-#include "daemon/server.h"
+#include "daemon/core/reactor.h"
+#include "daemon/server/server.h"
 
 #define WAIT_SECONDS 20
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "daemon/upstream.h"
+#include "daemon/upstream/upstream.h"
 #include "plugins/anthropic/anthropic.h"
 #include "plugins/openai/openai.h"
 #include "tests/unit/fake_server.h"

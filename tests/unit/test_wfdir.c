@@ -20,8 +20,8 @@
 #include <unistd.h>
 #include <dirent.h>
 
-#include "daemon/reactor.h"
-#include "daemon/wfdir.h"
+#include "daemon/core/reactor.h"
+#include "daemon/wfdir/wfdir.h"
 
 /* Criterion's cr_assert takes a plain expression only when its first token,
  * after macro expansion, is an identifier: a function call to THAT wraps the
