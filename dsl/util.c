@@ -1,6 +1,8 @@
 /* util.c -- growing arrays and reading files, written once. */
 #include "dsl/util.h"
 
+#include "common/containers.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,20 +11,7 @@
 
 int dsl_vec_reserve(void *vp, size_t n, size_t *cap, size_t elem, size_t first)
 {
-    if (n < *cap)
-        return 0;
-    size_t c = *cap ? *cap * 2 : first;
-    if (c < *cap || c > SIZE_MAX / elem)
-        return -1;
-    void *v;
-    /* vp points at a T *: copy the pointer in and out, whatever T is */
-    memcpy(&v, vp, sizeof v);
-    void *nv = realloc(v, c * elem);
-    if (!nv)
-        return -1;
-    memcpy(vp, &nv, sizeof nv);
-    *cap = c;
-    return 0;
+    return vec_reserve(vp, n, cap, elem, first);
 }
 
 char *dsl_read_file(const char *path, size_t max, size_t *len)

@@ -560,7 +560,7 @@ static void provider_start(act_t *a)
     a->call = pc;
     a->call_kind = CK_PROVIDER;
     if (pi->up) {
-        pc->uc = upstream_call(pi->up, &req, upstream_done, pc);
+        pc->uc = upstream_call(pi->up, &req, step_key(a), upstream_done, pc);
         json_decref(req.messages);
         json_decref(req.params);
         json_decref(req.inputs);

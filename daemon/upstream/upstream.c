@@ -559,9 +559,10 @@ void upstream_free(upstream_t *u)
     free(u);
 }
 
-upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, upstream_done_fn done,
-                               void *ud)
+upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, const char *step_key,
+                               upstream_done_fn done, void *ud)
 {
+    (void)step_key; /* not sent yet */
     upstream_call_t *c = calloc(1, sizeof *c);
     if (!c) {
         errno = ENOMEM;

@@ -84,11 +84,13 @@ upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
 /* Drops every call without calling back and frees U. NULL is a no-op. */
 void upstream_free(upstream_t *u);
 
-/* Starts REQ (borrowed: what is needed is copied or referenced). DONE(call,
- * result, UD) runs once, later, unless upstream_cancel comes first. NULL
- * with errno ENOMEM. */
-upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, upstream_done_fn done,
-                               void *ud);
+/* Starts REQ (borrowed: what is needed is copied or referenced) for the
+ * step STEP_KEY (copied; may be NULL), which the request carries in a
+ * `Loom-Step-Key` header so that an operator (or a test) can tell which step
+ * paid for which request. DONE(call, result, UD) runs once, later, unless
+ * upstream_cancel comes first. NULL with errno ENOMEM. */
+upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, const char *step_key,
+                               upstream_done_fn done, void *ud);
 
 /* Withdraws CALL: DONE never runs. Not yet sent: its place in the queue and
  * its reservation are given back (or its inputs leave the batch). Already

@@ -97,7 +97,7 @@ static upstream_call_t *chat(const char *text, got *g)
     json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", text);
     json_t *params = json_object();
     loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .params = params };
-    upstream_call_t *c = upstream_call(up, &req, on_done, g);
+    upstream_call_t *c = upstream_call(up, &req, NULL, on_done, g);
     json_decref(msgs);
     json_decref(params);
     cr_assert(c);
@@ -107,7 +107,7 @@ static upstream_call_t *chat(const char *text, got *g)
 static upstream_call_t *embed(json_t *inputs, got *g)
 {
     loom_request req = { .kind = LOOM_CALL_EMBED, .inputs = inputs };
-    upstream_call_t *c = upstream_call(up, &req, on_done, g);
+    upstream_call_t *c = upstream_call(up, &req, NULL, on_done, g);
     cr_assert(c);
     return c;
 }
