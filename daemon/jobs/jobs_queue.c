@@ -1,4 +1,4 @@
-/* loomd_queue.c -- the daemon's live jobs: a hash table by id, and the
+/* jobs_queue.c -- the daemon's live jobs: a hash table by id, and the
  * queue of jobs waiting to start (a binary heap: highest priority first,
  * then first come), so that 100,000 queued jobs cost O(log n) each. */
 #include <errno.h>

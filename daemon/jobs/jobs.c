@@ -1,4 +1,4 @@
-/* loomd_jobs.c -- jobs in the daemon: accepted durably, queued by priority,
+/* jobs.c -- jobs in the daemon: accepted durably, queued by priority,
  * run on the engine, checkpointed step by step, finished in the store, and
  * the replies owed to clients waiting for them.
  *
