@@ -95,6 +95,19 @@ static inline list_link *list_first(const list_link *h)
     return h->next == h ? NULL : h->next;
 }
 
+/* Moves every link of FROM, in order, to the end of TO; FROM is left empty.
+ * O(1): how a queue is handed from one thread's lock to another's. */
+static inline void list_splice_tail(list_link *to, list_link *from)
+{
+    if (list_empty(from))
+        return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
+    list_init(from);
+}
+
 /* ---- growable array */
 
 /* Makes room for element number N in the array *VP (ELEM bytes each, *CAP
