@@ -79,10 +79,37 @@ static void on_workflow_change(void *ud, wfdir *w, const wfdir_change *c)
 
 /* ---- stop and reload */
 
-void loomd_check_stop(loomd *d)
+/* Stops the reactor once a stop was asked for and no job is running or
+ * being recorded. */
+static void check_stop(loomd *d)
 {
-    if (d->stopping && d->nrunning == 0 && d->njobs == d->nqueue)
+    if (d->stopping && jobs_idle(&d->jobs))
         reactor_stop(d->r);
+}
+
+/* ---- the jobs' hooks: engine generations and "a job is gone" */
+
+static engine_t *gen_acquire(void *ud, void **token)
+{
+    loomd *d = ud;
+    if (!d->gens)
+        return NULL;
+    d->gens->jobs++;
+    *token = d->gens;
+    return d->gens->eng;
+}
+
+static void gen_release(void *ud, void *token)
+{
+    (void)ud;
+    ((lgen *)token)->jobs--;
+}
+
+static void jobs_settled(void *ud)
+{
+    loomd *d = ud;
+    gen_collect(d);
+    check_stop(d);
 }
 
 static void on_grace_over(reactor_t *r, reactor_timer_t *t, void *ud)
@@ -91,9 +118,9 @@ static void on_grace_over(reactor_t *r, reactor_timer_t *t, void *ud)
     (void)r;
     (void)t;
     d->grace_timer = NULL;
-    log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:I}", "jobs", (json_int_t)d->nrunning),
+    log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:I}", "jobs", (json_int_t)d->jobs.nrunning),
               "grace period over: stopping now; unfinished jobs resume at the next start");
-    jobs_abandon(d);
+    jobs_abandon(&d->jobs);
     reactor_stop(d->r);
 }
 
@@ -101,18 +128,19 @@ static void begin_stop(loomd *d, const char *why)
 {
     if (d->stopping) {
         log_write(&d->log, LOOM_LOG_WARN, NULL, "%s again: stopping now", why);
-        jobs_abandon(d);
+        jobs_abandon(&d->jobs);
         reactor_stop(d->r);
         return;
     }
     d->stopping = true;
+    jobs_stop_starting(&d->jobs);
     log_write(&d->log, LOOM_LOG_INFO,
-              json_pack("{s:I, s:I}", "running", (json_int_t)d->nrunning, "grace_ms",
+              json_pack("{s:I, s:I}", "running", (json_int_t)d->jobs.nrunning, "grace_ms",
                         (json_int_t)d->cfg->shutdown_grace_ms),
               "%s: taking no new jobs, waiting for the running ones", why);
     d->grace_timer = reactor_timer_add(d->r, d->cfg->shutdown_grace_ms * REACTOR_MSEC,
                                        on_grace_over, d);
-    loomd_check_stop(d);
+    check_stop(d);
 }
 
 static void reload(loomd *d)
@@ -142,6 +170,7 @@ static void reload(loomd *d)
             d->cfg = c;
             d->log.level = c->log_level;
             d->log.json = c->log_format == CONFIG_LOG_JSON;
+            jobs_set_limits(&d->jobs, c->max_running_jobs, c->log_payloads);
             gen_registry(d);
         }
     } else if (gen_start(d, d->cfg) < 0) {
@@ -238,7 +267,9 @@ static config *load_config(const char *path)
     dsl_diags diags;
     dsl_diags_init(&diags, path);
     config *c = config_load(path, &diags);
-    dsl_diags_print(&diags, stderr);
+    char *text = dsl_diags_text(&diags, NULL);
+    fputs(text ? text : "loomd: out of memory while reporting errors\n", stderr);
+    free(text);
     dsl_diags_free(&diags);
     return c;
 }
@@ -248,8 +279,7 @@ static int start(loomd *d, bool check)
 {
     char err[512];
     if (!(d->r = reactor_new()) || !(d->pool = pool_new(d->r, d->cfg->workers)) ||
-        !(d->plugins = plugins_new(log_plugins, d)) || plugins_add_builtins(d->plugins) < 0 ||
-        jobs_init(d) < 0) {
+        !(d->plugins = plugins_new(log_plugins, d)) || plugins_add_builtins(d->plugins) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(errno));
         return -1;
     }
@@ -277,6 +307,14 @@ static int start(loomd *d, bool check)
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "state: %s", err);
         return -1;
     }
+    jobs_hooks hooks = { .ud = d, .engine_acquire = gen_acquire, .engine_release = gen_release,
+                         .settled = jobs_settled };
+    if (jobs_init(&d->jobs, d->r, d->store, d->wf, &d->log, &hooks) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(ENOMEM));
+        return -1;
+    }
+    d->jobs_ready = true;
+    jobs_set_limits(&d->jobs, d->cfg->max_running_jobs, d->cfg->log_payloads);
     server_options so = {
         .path = d->cfg->socket, .mode = d->cfg->socket_mode,
         .max_connections = (size_t)d->cfg->max_connections,
@@ -291,7 +329,7 @@ static int start(loomd *d, bool check)
         return -1;
     }
     d->purge_timer = reactor_timer_add(d->r, 0, on_purge, d);
-    return jobs_resume(d);
+    return jobs_resume(&d->jobs);
 }
 
 static void stop(loomd *d)
@@ -300,13 +338,15 @@ static void stop(loomd *d)
         reactor_timer_cancel(d->r, d->grace_timer);
     if (d->purge_timer)
         reactor_timer_cancel(d->r, d->purge_timer);
-    jobs_abandon(d);
+    if (d->jobs_ready)
+        jobs_abandon(&d->jobs);
     /* the store's last completions answer waiters: let the server send them */
     store_close(d->store);
     for (int i = 0; d->srv && i < 20 && reactor_run_once(d->r, 5) > 0; i++)
         ;
     server_free(d->srv);
-    jobs_fini(d);
+    if (d->jobs_ready)
+        jobs_fini(&d->jobs);
     gen_free_all(d);
     wfdir_free(d->wf);
     pool_free(d->pool);
@@ -372,7 +412,7 @@ int main(int argc, char **argv)
     log_write(&d.log, LOOM_LOG_INFO,
               json_pack("{s:s, s:s, s:I, s:I}", "socket", d.cfg->socket, "state", d.cfg->state,
                         "workflows", (json_int_t)wfdir_count(d.wf), "resumed",
-                        (json_int_t)(d.nqueue + d.nrunning)),
+                        (json_int_t)(d.jobs.nqueue + d.jobs.nrunning)),
               "loomd %s ready", PACKAGE_VERSION);
     if (ready_fd >= 0) {
         char ok = 0;

@@ -51,7 +51,7 @@ static void op_submit(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         server_reply_error(conn, id, "shutting_down", "the daemon is stopping and takes no new jobs");
         return;
     }
-    jobs_submit(d, conn, req);
+    jobs_submit(&d->jobs, conn, req);
 }
 
 static void op_get(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
@@ -75,14 +75,14 @@ static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         !field_ok(conn, req, id, "timeout", "number", false))
         return;
     json_t *t = json_object_get(req, "timeout");
-    jobs_wait(d, conn, id, json_string_value(json_object_get(req, "job")),
+    jobs_wait(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")),
               t ? json_number_value(t) : -1, false);
 }
 
 static void op_cancel(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     if (field_ok(conn, req, id, "job", "string", true))
-        jobs_cancel(d, conn, id, json_string_value(json_object_get(req, "job")));
+        jobs_cancel(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
 }
 
 static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
@@ -175,12 +175,14 @@ static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     server_stats_t ss;
     server_stats(d->srv, &ss);
+    jobs_counts jc;
+    jobs_counts_get(&d->jobs, &jc);
     json_t *o = json_pack(
         "{s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:o, s:I, s:I}",
         "uptime_s", (json_int_t)((store_now_ms() - d->started_ms) / 1000),
-        "jobs", "queued", (json_int_t)d->nqueue, "running", (json_int_t)d->nrunning,
-        "succeeded", (json_int_t)d->done_ok, "failed", (json_int_t)d->done_failed,
-        "cancelled", (json_int_t)d->done_cancelled, "submitted", (json_int_t)d->submitted,
+        "jobs", "queued", (json_int_t)jc.queued, "running", (json_int_t)jc.running,
+        "succeeded", (json_int_t)jc.succeeded, "failed", (json_int_t)jc.failed,
+        "cancelled", (json_int_t)jc.cancelled, "submitted", (json_int_t)jc.submitted,
         "providers", gen_provider_stats(d),
         "connections", (json_int_t)ss.connections, "workflows", (json_int_t)wfdir_count(d->wf));
     server_reply(conn, id, o);
@@ -189,7 +191,7 @@ static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 static void op_events(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     if (field_ok(conn, req, id, "job", "string", false))
-        jobs_subscribe(d, conn, id, json_string_value(json_object_get(req, "job")));
+        jobs_subscribe(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
 }
 
 static const struct {
@@ -222,5 +224,5 @@ void ops_handle(server_conn_t *conn, json_t *req, void *ud)
 
 void ops_conn_closed(server_conn_t *conn, void *ud)
 {
-    jobs_conn_closed(ud, conn);
+    jobs_conn_closed(&((loomd *)ud)->jobs, conn);
 }

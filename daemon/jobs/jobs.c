@@ -14,14 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/loomd.h"
+#include "daemon/jobs/jobs.h"
 
 #include "dsl/dsl.h"
-#include "dsl/util.h"
 
 struct lwaiter {
     lwaiter *next;
-    loomd *d;
+    jobs_t *js;
     ljob *job;
     server_conn_t *conn;       /* reference */
     json_t *id;                /* the request's id (reference) or NULL */
@@ -35,7 +34,7 @@ enum { W_WAIT, W_SUBMIT, W_CANCEL };
 
 static int subs_add(server_conn_t ***v, size_t *n, size_t *cap, server_conn_t *conn)
 {
-    if (dsl_vec_reserve(v, *n, cap, sizeof **v, 4) < 0)
+    if (vec_reserve(v, *n, cap, sizeof **v, 4) < 0)
         return -ENOMEM;
     (*v)[(*n)++] = server_conn_ref(conn);
     return 0;
@@ -53,7 +52,7 @@ static void subs_drop(server_conn_t **v, size_t *n, server_conn_t *conn)
 }
 
 /* Sends EV (stolen) to J's subscribers and to those of every job. */
-static void emit(loomd *d, ljob *j, json_t *ev)
+static void emit(jobs_t *js, ljob *j, json_t *ev)
 {
     if (!ev)
         return;
@@ -61,24 +60,24 @@ static void emit(loomd *d, ljob *j, json_t *ev)
     json_object_set_new(ev, "time_ms", json_integer(store_now_ms()));
     for (size_t i = 0; i < j->nsubs; i++)
         server_send(j->subs[i], json_incref(ev));
-    for (size_t i = 0; i < d->nsubs; i++)
-        server_send(d->subs[i], json_incref(ev));
+    for (size_t i = 0; i < js->nsubs; i++)
+        server_send(js->subs[i], json_incref(ev));
     json_decref(ev);
 }
 
-static bool watched(loomd *d, ljob *j)
+static bool watched(jobs_t *js, ljob *j)
 {
-    return j->nsubs || d->nsubs;
+    return j->nsubs || js->nsubs;
 }
 
 /* ---- replies */
 
 /* J's job object from the store (new reference), or NULL. */
-static json_t *job_object(loomd *d, const char *id)
+static json_t *job_object(jobs_t *js, const char *id)
 {
     json_t *o = NULL;
     char err[256];
-    if (store_get_job(d->store, id, &o, err, sizeof err) < 0)
+    if (store_get_job(js->store, id, &o, err, sizeof err) < 0)
         return NULL;
     return o;
 }
@@ -86,7 +85,7 @@ static json_t *job_object(loomd *d, const char *id)
 static void waiter_free(lwaiter *w)
 {
     if (w->timer)
-        reactor_timer_cancel(w->d->r, w->timer);
+        reactor_timer_cancel(w->js->r, w->timer);
     server_conn_unref(w->conn);
     json_decref(w->id);
     free(w);
@@ -127,23 +126,23 @@ static void on_wait_timeout(reactor_t *r, reactor_timer_t *t, void *ud)
         p = &(*p)->next;
     if (*p)
         *p = w->next;
-    json_t *obj = job_object(w->d, w->job->id);
+    json_t *obj = job_object(w->js, w->job->id);
     waiter_answer(w, obj, true);
     json_decref(obj);
 }
 
-static int add_waiter(loomd *d, ljob *j, server_conn_t *conn, json_t *id, int kind, double timeout_s)
+static int add_waiter(jobs_t *js, ljob *j, server_conn_t *conn, json_t *id, int kind, double timeout_s)
 {
     lwaiter *w = calloc(1, sizeof *w);
     if (!w)
         return -ENOMEM;
-    w->d = d;
+    w->js = js;
     w->job = j;
     w->conn = server_conn_ref(conn);
     w->id = json_incref(id);
     w->kind = kind;
     if (timeout_s >= 0) {
-        w->timer = reactor_timer_add(d->r, (uint64_t)(timeout_s * 1e6), on_wait_timeout, w);
+        w->timer = reactor_timer_add(js->r, (uint64_t)(timeout_s * 1e6), on_wait_timeout, w);
         if (!w->timer) {
             waiter_free(w);
             return -ENOMEM;
@@ -156,7 +155,7 @@ static int add_waiter(loomd *d, ljob *j, server_conn_t *conn, json_t *id, int ki
 
 /* ---- the life of a job */
 
-static void job_free(loomd *d, ljob *j)
+static void job_free(jobs_t *js, ljob *j)
 {
     while (j->waiters) {
         lwaiter *w = j->waiters;
@@ -167,7 +166,7 @@ static void job_free(loomd *d, ljob *j)
     }
     subs_drop(j->subs, &j->nsubs, NULL);
     free(j->subs);
-    jobs_table_del(d, j);
+    jobs_table_del(js, j);
     if (j->g)
         dsl_graph_unref(j->g);
     free(j->workflow);
@@ -176,7 +175,7 @@ static void job_free(loomd *d, ljob *j)
     free(j);
 }
 
-static ljob *job_new(loomd *d, const char *id, dsl_graph *g, const char *workflow, json_t *input,
+static ljob *job_new(jobs_t *js, const char *id, dsl_graph *g, const char *workflow, json_t *input,
                      int64_t priority)
 {
     ljob *j = calloc(1, sizeof *j);
@@ -185,14 +184,14 @@ static ljob *job_new(loomd *d, const char *id, dsl_graph *g, const char *workflo
         return NULL;
     }
     snprintf(j->id, sizeof j->id, "%s", id);
-    j->d = d;
+    j->js = js;
     j->g = g ? dsl_graph_ref(g) : NULL;
     j->input = json_incref(input);
     j->priority = priority;
-    j->seq = d->seq++;
+    j->seq = js->seq++;
     j->state = LJ_QUEUED;
-    if (jobs_table_add(d, j) < 0 || jobs_queue_push(d, j) < 0) {
-        jobs_table_del(d, j);
+    if (jobs_table_add(js, j) < 0 || jobs_queue_push(js, j) < 0) {
+        jobs_table_del(js, j);
         if (j->g)
             dsl_graph_unref(j->g);
         json_decref(j->input);
@@ -207,29 +206,29 @@ static ljob *job_new(loomd *d, const char *id, dsl_graph *g, const char *workflo
 static void on_finished(void *ud, const store_result_t *res)
 {
     ljob *j = ud;
-    loomd *d = j->d;
+    jobs_t *js = j->js;
     if (res->status < 0 && res->status != -EALREADY)
-        log_write(&d->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
+        log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
                   "cannot record the end of a job: %s", res->error);
-    json_t *obj = job_object(d, j->id);
+    json_t *obj = job_object(js, j->id);
     const char *state = json_string_value(json_object_get(obj, "state"));
-    emit(d, j, json_pack("{s:s, s:s}", "event", "job_finished", "state", state ? state : "unknown"));
+    emit(js, j, json_pack("{s:s, s:s}", "event", "job_finished", "state", state ? state : "unknown"));
     while (j->waiters) {
         lwaiter *w = j->waiters;
         j->waiters = w->next;
         waiter_answer(w, obj, false);
     }
     json_decref(obj);
-    job_free(d, j);
-    gen_collect(d); /* here, not in the engine's callback, which must not free it */
-    loomd_check_stop(d);
+    job_free(js, j);
+    /* here, not in the engine's callback, which must not free the engine */
+    js->hooks.settled(js->hooks.ud);
 }
 
 /* Records J's end in the store; replies follow from on_finished. */
-static void job_end(loomd *d, ljob *j, const store_outcome_t *out)
+static void job_end(jobs_t *js, ljob *j, const store_outcome_t *out)
 {
     j->state = LJ_ENDING;
-    if (store_finish_job(d->store, j->id, out, on_finished, j) < 0) {
+    if (store_finish_job(js->store, j->id, out, on_finished, j) < 0) {
         store_result_t res = { .status = -EIO, .job_id = j->id, .error = "the store is closed" };
         on_finished(j, &res);
     }
@@ -253,13 +252,13 @@ static const char *trace_event_name(engine_trace_event ev)
 static void on_trace(void *ud, const engine_trace *t)
 {
     ljob *j = ud;
-    loomd *d = j->d;
-    bool dbg = log_enabled(&d->log, LOOM_LOG_DEBUG);
-    if (!watched(d, j) && !dbg)
+    jobs_t *js = j->js;
+    bool dbg = log_enabled(js->log, LOOM_LOG_DEBUG);
+    if (!watched(js, j) && !dbg)
         return;
     if (t->event == ENGINE_TRACE_PROGRESS) {
-        if (watched(d, j))
-            emit(d, j, json_pack("{s:s, s:s, s:I, s:I}", "event", "map_progress", "node", t->node,
+        if (watched(js, j))
+            emit(js, j, json_pack("{s:s, s:s, s:I, s:I}", "event", "map_progress", "node", t->node,
                                  "done", (json_int_t)t->done, "total", (json_int_t)t->total));
         return;
     }
@@ -276,11 +275,11 @@ static void on_trace(void *ud, const engine_trace *t)
         json_object_set_new(ev, "replayed", json_boolean(t->replayed));
     }
     if (dbg)
-        log_write(&d->log, LOOM_LOG_DEBUG, json_pack("{s:s, s:s, s:s}", "job", j->id, "node", t->node,
+        log_write(js->log, LOOM_LOG_DEBUG, json_pack("{s:s, s:s, s:s}", "job", j->id, "node", t->node,
                                                      "event", trace_event_name(t->event)),
                   "step");
-    if (watched(d, j))
-        emit(d, j, ev);
+    if (watched(js, j))
+        emit(js, j, ev);
     else
         json_decref(ev);
 }
@@ -290,36 +289,31 @@ static void on_checkpoint(void *ud, engine_job_t *ej, const char *key, json_t *o
     ljob *j = ud;
     (void)ej;
     /* no callback: a lost checkpoint only costs a call again after a crash */
-    if (store_checkpoint_step(j->d->store, j->id, key, output, NULL, 0, NULL, NULL) < 0)
-        log_write(&j->d->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", j->id),
+    if (store_checkpoint_step(j->js->store, j->id, key, output, NULL, 0, NULL, NULL) < 0)
+        log_write(j->js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", j->id),
                   "cannot queue a checkpoint");
 }
 
-static void running_del(loomd *d, ljob *j)
+/* Takes J off the running list and gives its engine back. */
+static void running_del(jobs_t *js, ljob *j)
 {
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        d->running = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    j->prev = j->next = NULL;
-    d->nrunning--;
+    list_del(&j->run);
+    js->nrunning--;
+    js->hooks.engine_release(js->hooks.ud, j->gen);
+    j->gen = NULL;
 }
 
 static void on_job_done(engine_job_t *ej, void *ud)
 {
     ljob *j = ud;
-    loomd *d = j->d;
-    running_del(d, j);
-    j->gen->jobs--;
-    j->gen = NULL;
+    jobs_t *js = j->js;
+    running_del(js, j);
     j->ej = NULL;
-    if (d->hard_stop) {
+    if (js->hard_stop) {
         /* abandoned at shutdown: the store still says running, so it
          * resumes from its checkpoints at the next start */
-        job_free(d, j);
-        loomd_check_stop(d);
+        job_free(js, j);
+        js->hooks.settled(js->hooks.ud);
         return;
     }
     const engine_error *err = engine_job_error(ej);
@@ -330,71 +324,67 @@ static void on_job_done(engine_job_t *ej, void *ud)
         .output = engine_job_output(ej), .error = errj, .usage = engine_job_usage(ej),
     };
     if (out.state == STORE_SUCCEEDED)
-        d->done_ok++;
+        js->counts.succeeded++;
     else if (out.state == STORE_CANCELLED)
-        d->done_cancelled++;
+        js->counts.cancelled++;
     else
-        d->done_failed++;
+        js->counts.failed++;
     json_t *fields = json_pack("{s:s, s:s, s:s}", "job", j->id, "workflow", j->workflow, "state",
                                store_state_name(out.state));
-    if (fields && d->cfg->log_payloads) { /* asked for: inputs and outputs hold user data */
+    if (fields && js->log_payloads) { /* asked for: inputs and outputs hold user data */
         json_object_set(fields, "input", j->input);
         if (out.output)
             json_object_set(fields, "output", (json_t *)out.output);
     }
-    log_write(&d->log, LOOM_LOG_INFO, fields, "job finished%s%s", err ? ": " : "",
+    log_write(js->log, LOOM_LOG_INFO, fields, "job finished%s%s", err ? ": " : "",
               err ? err->code : "");
-    job_end(d, j, &out);
+    job_end(js, j, &out);
     json_decref(errj);
 }
 
-/* Starts J (just taken off the queue) on the current engine. */
-static void job_start(loomd *d, ljob *j)
+/* Starts J (just taken off the queue) on ENG, acquired as GEN. */
+static void job_start(jobs_t *js, ljob *j, engine_t *eng, void *gen)
 {
-    lgen *gen = d->gens;
     engine_job_options jo = {
         .trace = on_trace, .trace_ud = j,
         .checkpoint = on_checkpoint, .checkpoint_ud = j,
         .replay = j->replay,
     };
     if (!j->was_running) /* a resumed job's row says so already: no write to wait behind */
-        (void)store_set_running(d->store, j->id, 0, NULL, NULL);
+        (void)store_set_running(js->store, j->id, 0, NULL, NULL);
     j->state = LJ_RUNNING;
     j->gen = gen;
-    j->next = d->running;
-    if (d->running)
-        d->running->prev = j;
-    d->running = j;
-    d->nrunning++;
-    gen->jobs++;
-    emit(d, j, json_pack("{s:s, s:s}", "event", "job_started", "workflow", j->workflow));
-    j->ej = engine_submit(gen->eng, j->g, j->input, &jo, on_job_done, j);
+    list_add_tail(&js->running, &j->run);
+    js->nrunning++;
+    emit(js, j, json_pack("{s:s, s:s}", "event", "job_started", "workflow", j->workflow));
+    j->ej = engine_submit(eng, j->g, j->input, &jo, on_job_done, j);
     if (!j->ej) {
-        running_del(d, j);
-        gen->jobs--;
-        j->gen = NULL;
+        running_del(js, j);
         json_t *e = json_pack("{s:s, s:s}", "code", "internal", "message", "out of memory");
         store_outcome_t out = { .state = STORE_FAILED, .error = e };
-        d->done_failed++;
-        job_end(d, j, &out);
+        js->counts.failed++;
+        job_end(js, j, &out);
         json_decref(e);
     }
 }
 
-void jobs_pump(loomd *d)
+void jobs_pump(jobs_t *js)
 {
-    while (!d->stopping && d->nqueue && d->gens &&
-           (int64_t)d->nrunning < d->cfg->max_running_jobs) {
-        ljob *j = d->queue[0];
-        jobs_queue_remove(d, j);
-        job_start(d, j);
+    while (!js->stopping && js->nqueue && (int64_t)js->nrunning < js->max_running) {
+        void *gen = NULL;
+        engine_t *eng = js->hooks.engine_acquire(js->hooks.ud, &gen);
+        if (!eng)
+            return;
+        ljob *j = js->queue[0];
+        jobs_queue_remove(js, j);
+        job_start(js, j, eng, gen);
     }
 }
 
 /* ---- submit */
 
 typedef struct psubmit {
-    loomd *d;
+    jobs_t *js;
     server_conn_t *conn;       /* reference */
     json_t *id;                /* reference */
     dsl_graph *g;              /* reference */
@@ -418,15 +408,15 @@ static void psubmit_free(psubmit *p)
 static void on_inserted(void *ud, const store_result_t *res)
 {
     psubmit *p = ud;
-    loomd *d = p->d;
+    jobs_t *js = p->js;
     if (res->status < 0) {
         server_reply_error(p->conn, p->id, "store_error", "the job was not accepted: %s", res->error);
         psubmit_free(p);
         return;
     }
-    ljob *j = jobs_find(d, res->job_id);
+    ljob *j = jobs_find(js, res->job_id);
     if (!j && !res->existed) {
-        j = job_new(d, res->job_id, p->g, p->workflow, p->input, p->priority);
+        j = job_new(js, res->job_id, p->g, p->workflow, p->input, p->priority);
         if (!j) {
             /* committed but not queued: it runs at the next start */
             server_reply_error(p->conn, p->id, "internal",
@@ -435,16 +425,16 @@ static void on_inserted(void *ud, const store_result_t *res)
             psubmit_free(p);
             return;
         }
-        d->submitted++;
-        log_write(&d->log, LOOM_LOG_INFO,
+        js->counts.submitted++;
+        log_write(js->log, LOOM_LOG_INFO,
                   json_pack("{s:s, s:s}", "job", j->id, "workflow", j->workflow), "job queued");
     }
-    if (p->wait && j && add_waiter(d, j, p->conn, p->id, W_SUBMIT, p->wait_s) == 0) {
-        jobs_pump(d);
+    if (p->wait && j && add_waiter(js, j, p->conn, p->id, W_SUBMIT, p->wait_s) == 0) {
+        jobs_pump(js);
         psubmit_free(p);
         return;
     }
-    json_t *obj = j ? NULL : job_object(d, res->job_id);
+    json_t *obj = j ? NULL : job_object(js, res->job_id);
     const char *state = j ? (j->state == LJ_QUEUED ? "queued" : "running")
                           : json_string_value(json_object_get(obj, "state"));
     if (p->wait && !j && obj)
@@ -455,18 +445,18 @@ static void on_inserted(void *ud, const store_result_t *res)
         server_reply(p->conn, p->id, json_pack("{s:s, s:s, s:b}", "job", res->job_id, "state",
                                                state ? state : "unknown", "existed", res->existed));
     json_decref(obj);
-    jobs_pump(d);
+    jobs_pump(js);
     psubmit_free(p);
 }
 
-void jobs_submit(loomd *d, server_conn_t *conn, json_t *req)
+void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
 {
     json_t *id = json_object_get(req, "id");
     const char *name = json_string_value(json_object_get(req, "workflow"));
     json_t *input = json_object_get(req, "input");
     json_t *wait = json_object_get(req, "wait");
     wfdir_version ver;
-    dsl_graph *g = wfdir_get(d->wf, name, &ver);
+    dsl_graph *g = wfdir_get(js->wf, name, &ver);
     if (!g) {
         server_reply_error(conn, id, "unknown_workflow", "no workflow '%s' is loaded", name);
         return;
@@ -478,7 +468,7 @@ void jobs_submit(loomd *d, server_conn_t *conn, json_t *req)
         server_reply_error(conn, id, "internal", "out of memory");
         return;
     }
-    p->d = d;
+    p->js = js;
     p->conn = server_conn_ref(conn);
     p->id = json_incref(id);
     p->g = g;
@@ -494,7 +484,7 @@ void jobs_submit(loomd *d, server_conn_t *conn, json_t *req)
         .peer_uid = peer ? peer->uid : 0, .peer_gid = peer ? peer->gid : 0,
         .peer_pid = peer ? peer->pid : 0,
     };
-    int rc = store_insert_job(d->store, &spec, on_inserted, p);
+    int rc = store_insert_job(js->store, &spec, on_inserted, p);
     if (rc < 0) {
         server_reply_error(conn, id, rc == -ESHUTDOWN ? "shutting_down" : "store_error",
                            "the job was not accepted: %s", strerror(-rc));
@@ -504,16 +494,16 @@ void jobs_submit(loomd *d, server_conn_t *conn, json_t *req)
 
 /* ---- wait, cancel, events */
 
-void jobs_wait(loomd *d, server_conn_t *conn, json_t *id, const char *job, double timeout_s,
+void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, double timeout_s,
                bool as_submit)
 {
-    ljob *j = jobs_find(d, job);
+    ljob *j = jobs_find(js, job);
     if (j) {
-        if (add_waiter(d, j, conn, id, as_submit ? W_SUBMIT : W_WAIT, timeout_s) < 0)
+        if (add_waiter(js, j, conn, id, as_submit ? W_SUBMIT : W_WAIT, timeout_s) < 0)
             server_reply_error(conn, id, "internal", "out of memory");
         return;
     }
-    json_t *obj = job_object(d, job);
+    json_t *obj = job_object(js, job);
     if (!obj) {
         server_reply_error(conn, id, "not_found", "no job %s", job);
         return;
@@ -521,11 +511,11 @@ void jobs_wait(loomd *d, server_conn_t *conn, json_t *id, const char *job, doubl
     server_reply(conn, id, json_pack("{s:o, s:b}", "job", obj, "timed_out", 0));
 }
 
-void jobs_cancel(loomd *d, server_conn_t *conn, json_t *id, const char *job)
+void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
 {
-    ljob *j = jobs_find(d, job);
+    ljob *j = jobs_find(js, job);
     if (!j) {
-        json_t *obj = job_object(d, job);
+        json_t *obj = job_object(js, job);
         if (!obj)
             server_reply_error(conn, id, "not_found", "no job %s", job);
         else
@@ -534,29 +524,29 @@ void jobs_cancel(loomd *d, server_conn_t *conn, json_t *id, const char *job)
         json_decref(obj);
         return;
     }
-    if (add_waiter(d, j, conn, id, W_CANCEL, -1) < 0) {
+    if (add_waiter(js, j, conn, id, W_CANCEL, -1) < 0) {
         server_reply_error(conn, id, "internal", "out of memory");
         return;
     }
     if (j->state == LJ_QUEUED) {
-        jobs_queue_remove(d, j);
-        d->done_cancelled++;
+        jobs_queue_remove(js, j);
+        js->counts.cancelled++;
         json_t *e = json_pack("{s:s, s:s}", "code", "cancelled", "message", "cancelled before it started");
         store_outcome_t out = { .state = STORE_CANCELLED, .error = e };
-        job_end(d, j, &out);
+        job_end(js, j, &out);
         json_decref(e);
     } else if (j->state == LJ_RUNNING) {
         engine_cancel(j->ej); /* on_job_done runs from inside */
     } /* LJ_ENDING: the reply comes with the end already on its way */
 }
 
-void jobs_subscribe(loomd *d, server_conn_t *conn, json_t *id, const char *job)
+void jobs_subscribe(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
 {
     int rc;
     if (job) {
-        ljob *j = jobs_find(d, job);
+        ljob *j = jobs_find(js, job);
         if (!j) {
-            json_t *obj = job_object(d, job);
+            json_t *obj = job_object(js, job);
             if (!obj) {
                 server_reply_error(conn, id, "not_found", "no job %s", job);
                 return;
@@ -571,7 +561,7 @@ void jobs_subscribe(loomd *d, server_conn_t *conn, json_t *id, const char *job)
         }
         rc = subs_add(&j->subs, &j->nsubs, &j->subs_cap, conn);
     } else {
-        rc = subs_add(&d->subs, &d->nsubs, &d->subs_cap, conn);
+        rc = subs_add(&js->subs, &js->nsubs, &js->subs_cap, conn);
     }
     if (rc < 0)
         server_reply_error(conn, id, "internal", "out of memory");
@@ -579,11 +569,11 @@ void jobs_subscribe(loomd *d, server_conn_t *conn, json_t *id, const char *job)
         server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
 }
 
-void jobs_conn_closed(loomd *d, server_conn_t *conn)
+void jobs_conn_closed(jobs_t *js, server_conn_t *conn)
 {
-    subs_drop(d->subs, &d->nsubs, conn);
-    for (size_t i = 0; i < d->table_size; i++)
-        for (ljob *j = d->table[i]; j; j = j->hnext) {
+    subs_drop(js->subs, &js->nsubs, conn);
+    for (size_t i = 0; i < js->table_size; i++)
+        for (ljob *j = js->table[i]; j; j = j->hnext) {
             subs_drop(j->subs, &j->nsubs, conn);
             for (lwaiter **p = &j->waiters; *p;) {
                 lwaiter *w = *p;
@@ -599,12 +589,12 @@ void jobs_conn_closed(loomd *d, server_conn_t *conn)
 
 /* ---- start and stop */
 
-int jobs_resume(loomd *d)
+int jobs_resume(jobs_t *js)
 {
     json_t *jobs = NULL;
     char err[256];
-    if (store_unfinished_jobs(d->store, &jobs, err, sizeof err) < 0) {
-        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot read unfinished jobs: %s", err);
+    if (store_unfinished_jobs(js->store, &jobs, err, sizeof err) < 0) {
+        log_write(js->log, LOOM_LOG_ERROR, NULL, "cannot read unfinished jobs: %s", err);
         return -1;
     }
     size_t i, resumed = 0;
@@ -614,8 +604,8 @@ int jobs_resume(loomd *d)
         const char *name = json_string_value(json_object_get(o, "workflow"));
         const char *was = json_string_value(json_object_get(o, "version"));
         wfdir_version ver;
-        dsl_graph *g = name ? wfdir_get(d->wf, name, &ver) : NULL;
-        ljob *j = g ? job_new(d, id, g, name, json_object_get(o, "input"),
+        dsl_graph *g = name ? wfdir_get(js->wf, name, &ver) : NULL;
+        ljob *j = g ? job_new(js, id, g, name, json_object_get(o, "input"),
                               json_integer_value(json_object_get(o, "priority")))
                     : NULL;
         if (g)
@@ -625,9 +615,9 @@ int jobs_resume(loomd *d)
             json_t *e = json_pack("{s:s, s:s+}", "code", "unknown_workflow", "message",
                                   "its workflow is no longer loaded: ", name ? name : "?");
             store_outcome_t out = { .state = STORE_FAILED, .error = e };
-            (void)store_finish_job(d->store, id, &out, NULL, NULL);
+            (void)store_finish_job(js->store, id, &out, NULL, NULL);
             json_decref(e);
-            log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id),
+            log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id),
                       "not resumed: workflow %s is not loaded", name ? name : "?");
             continue;
         }
@@ -638,11 +628,11 @@ int jobs_resume(loomd *d)
         const char *state = json_string_value(json_object_get(o, "state"));
         j->was_running = state && strcmp(state, "running") == 0;
         if (was && strcmp(was, ver.hash) != 0)
-            log_write(&d->log, LOOM_LOG_WARN,
+            log_write(js->log, LOOM_LOG_WARN,
                       json_pack("{s:s, s:s, s:s}", "job", id, "was", was, "now", ver.hash),
                       "resumed on a newer version of its workflow");
         json_t *steps = NULL;
-        if (store_load_steps(d->store, id, &steps, err, sizeof err) == 0 && json_object_size(steps)) {
+        if (store_load_steps(js->store, id, &steps, err, sizeof err) == 0 && json_object_size(steps)) {
             j->replay = json_object();
             const char *key;
             json_t *st;
@@ -657,39 +647,66 @@ int jobs_resume(loomd *d)
     }
     json_decref(jobs);
     if (resumed)
-        log_write(&d->log, LOOM_LOG_INFO, json_pack("{s:I}", "jobs", (json_int_t)resumed),
+        log_write(js->log, LOOM_LOG_INFO, json_pack("{s:I}", "jobs", (json_int_t)resumed),
                   "resuming unfinished jobs from their checkpoints");
-    jobs_pump(d);
+    jobs_pump(js);
     return 0;
 }
 
-void jobs_abandon(loomd *d)
+void jobs_abandon(jobs_t *js)
 {
-    d->hard_stop = true;
-    while (d->running)
-        engine_cancel(d->running->ej); /* on_job_done frees it, unrecorded */
-    while (d->nqueue) {
-        ljob *j = d->queue[0];
-        jobs_queue_remove(d, j);
-        job_free(d, j);
+    js->hard_stop = true;
+    while (!list_empty(&js->running)) /* on_job_done frees it, unrecorded */
+        engine_cancel(LIST_OWNER(js->running.next, ljob, run)->ej);
+    while (js->nqueue) {
+        ljob *j = js->queue[0];
+        jobs_queue_remove(js, j);
+        job_free(js, j);
     }
 }
 
-int jobs_init(loomd *d)
+int jobs_init(jobs_t *js, reactor_t *r, store_t *store, wfdir *wf, log_sink *log,
+              const jobs_hooks *hooks)
 {
-    return jobs_table_grow(d);
+    *js = (jobs_t){ .r = r, .store = store, .wf = wf, .log = log, .hooks = *hooks,
+                    .max_running = 1 };
+    list_init(&js->running);
+    return jobs_table_grow(js);
 }
 
-void jobs_fini(loomd *d)
+void jobs_set_limits(jobs_t *js, int64_t max_running, bool log_payloads)
 {
-    jobs_abandon(d);
-    for (size_t i = 0; i < d->table_size; i++)
-        while (d->table[i])
-            job_free(d, d->table[i]); /* ending jobs whose store write never came back */
-    subs_drop(d->subs, &d->nsubs, NULL);
-    free(d->subs);
-    free(d->table);
-    free(d->queue);
-    d->table = NULL;
-    d->queue = NULL;
+    js->max_running = max_running;
+    js->log_payloads = log_payloads;
+}
+
+void jobs_stop_starting(jobs_t *js)
+{
+    js->stopping = true;
+}
+
+bool jobs_idle(const jobs_t *js)
+{
+    return js->nrunning == 0 && js->njobs == js->nqueue;
+}
+
+void jobs_counts_get(const jobs_t *js, jobs_counts *out)
+{
+    *out = js->counts;
+    out->queued = js->nqueue;
+    out->running = js->nrunning;
+}
+
+void jobs_fini(jobs_t *js)
+{
+    jobs_abandon(js);
+    for (size_t i = 0; i < js->table_size; i++)
+        while (js->table[i])
+            job_free(js, js->table[i]); /* ending jobs whose store write never came back */
+    subs_drop(js->subs, &js->nsubs, NULL);
+    free(js->subs);
+    free(js->table);
+    free(js->queue);
+    js->table = NULL;
+    js->queue = NULL;
 }

@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/loomd.h"
-#include "dsl/util.h"
+#include "daemon/jobs/jobs.h"
 
 /* ---- the table of live jobs (by id) */
 
@@ -18,54 +17,54 @@ static size_t hash_id(const char *s, size_t size)
     return (size_t)h & (size - 1);
 }
 
-int jobs_table_grow(loomd *d)
+int jobs_table_grow(jobs_t *js)
 {
-    size_t size = d->table_size ? d->table_size * 2 : 1024;
+    size_t size = js->table_size ? js->table_size * 2 : 1024;
     ljob **t = calloc(size, sizeof *t);
     if (!t)
         return -ENOMEM;
-    for (size_t i = 0; i < d->table_size; i++)
-        for (ljob *j = d->table[i], *next; j; j = next) {
+    for (size_t i = 0; i < js->table_size; i++)
+        for (ljob *j = js->table[i], *next; j; j = next) {
             next = j->hnext;
             size_t h = hash_id(j->id, size);
             j->hnext = t[h];
             t[h] = j;
         }
-    free(d->table);
-    d->table = t;
-    d->table_size = size;
+    free(js->table);
+    js->table = t;
+    js->table_size = size;
     return 0;
 }
 
-ljob *jobs_find(loomd *d, const char *id)
+ljob *jobs_find(jobs_t *js, const char *id)
 {
-    if (!d->table_size)
+    if (!js->table_size)
         return NULL;
-    for (ljob *j = d->table[hash_id(id, d->table_size)]; j; j = j->hnext)
+    for (ljob *j = js->table[hash_id(id, js->table_size)]; j; j = j->hnext)
         if (strcmp(j->id, id) == 0)
             return j;
     return NULL;
 }
 
-int jobs_table_add(loomd *d, ljob *j)
+int jobs_table_add(jobs_t *js, ljob *j)
 {
-    if ((d->njobs + 1) * 4 > d->table_size * 3 && jobs_table_grow(d) < 0)
+    if ((js->njobs + 1) * 4 > js->table_size * 3 && jobs_table_grow(js) < 0)
         return -ENOMEM;
-    size_t h = hash_id(j->id, d->table_size);
-    j->hnext = d->table[h];
-    d->table[h] = j;
-    d->njobs++;
+    size_t h = hash_id(j->id, js->table_size);
+    j->hnext = js->table[h];
+    js->table[h] = j;
+    js->njobs++;
     return 0;
 }
 
-void jobs_table_del(loomd *d, ljob *j)
+void jobs_table_del(jobs_t *js, ljob *j)
 {
-    ljob **p = &d->table[hash_id(j->id, d->table_size)];
+    ljob **p = &js->table[hash_id(j->id, js->table_size)];
     while (*p && *p != j)
         p = &(*p)->hnext;
     if (*p) {
         *p = j->hnext;
-        d->njobs--;
+        js->njobs--;
     }
 }
 
@@ -76,55 +75,55 @@ static bool before(const ljob *a, const ljob *b)
     return a->priority != b->priority ? a->priority > b->priority : a->seq < b->seq;
 }
 
-static void heap_set(loomd *d, size_t i, ljob *j)
+static void heap_set(jobs_t *js, size_t i, ljob *j)
 {
-    d->queue[i] = j;
+    js->queue[i] = j;
     j->heap_at = i;
 }
 
-static void heap_up(loomd *d, size_t i)
+static void heap_up(jobs_t *js, size_t i)
 {
-    ljob *j = d->queue[i];
-    while (i > 0 && before(j, d->queue[(i - 1) / 2])) {
-        heap_set(d, i, d->queue[(i - 1) / 2]);
+    ljob *j = js->queue[i];
+    while (i > 0 && before(j, js->queue[(i - 1) / 2])) {
+        heap_set(js, i, js->queue[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
-    heap_set(d, i, j);
+    heap_set(js, i, j);
 }
 
-static void heap_down(loomd *d, size_t i)
+static void heap_down(jobs_t *js, size_t i)
 {
-    ljob *j = d->queue[i];
+    ljob *j = js->queue[i];
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= d->nqueue)
+        if (c >= js->nqueue)
             break;
-        if (c + 1 < d->nqueue && before(d->queue[c + 1], d->queue[c]))
+        if (c + 1 < js->nqueue && before(js->queue[c + 1], js->queue[c]))
             c++;
-        if (!before(d->queue[c], j))
+        if (!before(js->queue[c], j))
             break;
-        heap_set(d, i, d->queue[c]);
+        heap_set(js, i, js->queue[c]);
         i = c;
     }
-    heap_set(d, i, j);
+    heap_set(js, i, j);
 }
 
-int jobs_queue_push(loomd *d, ljob *j)
+int jobs_queue_push(jobs_t *js, ljob *j)
 {
-    if (dsl_vec_reserve(&d->queue, d->nqueue, &d->queue_cap, sizeof *d->queue, 256) < 0)
+    if (vec_reserve(&js->queue, js->nqueue, &js->queue_cap, sizeof *js->queue, 256) < 0)
         return -ENOMEM;
-    heap_set(d, d->nqueue++, j);
-    heap_up(d, d->nqueue - 1);
+    heap_set(js, js->nqueue++, j);
+    heap_up(js, js->nqueue - 1);
     return 0;
 }
 
-void jobs_queue_remove(loomd *d, ljob *j)
+void jobs_queue_remove(jobs_t *js, ljob *j)
 {
     size_t i = j->heap_at;
-    ljob *last = d->queue[--d->nqueue];
-    if (i < d->nqueue) {
-        heap_set(d, i, last);
-        heap_down(d, i);
-        heap_up(d, last->heap_at);
+    ljob *last = js->queue[--js->nqueue];
+    if (i < js->nqueue) {
+        heap_set(js, i, last);
+        heap_down(js, i);
+        heap_up(js, last->heap_at);
     }
 }
