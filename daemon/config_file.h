@@ -18,12 +18,11 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "daemon/upstream/ratelimit.h"
 #include "dsl/diag.h"
 
-typedef struct config_limits {
-    int64_t rpm, tpm, input_tpm, output_tpm; /* per minute; 0 = unlimited */
-    int64_t concurrency;                     /* 0 = unlimited */
-} config_limits;
+/* A provider's limits are the limiter's own structure (daemon/upstream). */
+typedef rl_limits config_limits;
 
 typedef struct config_provider {
     char *name;          /* the instance name workflows use */

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE /* timegm, strptime */
 #endif
 
+#include "common/containers.h"
 #include "daemon/upstream/ratelimit.h"
 
 #include <ctype.h>
@@ -43,7 +44,7 @@ typedef enum { T_QUEUED, T_GRANTED, T_DELIVERED } ticket_state;
 
 struct rl_ticket {
     rl_t *rl;
-    rl_ticket *prev, *next; /* in rl->queue or rl->granted */
+    list_link link;      /* in rl->queue or rl->granted */
     ticket_state state;
     rl_cost cost;
     rl_grant_fn cb;
@@ -52,13 +53,13 @@ struct rl_ticket {
 };
 
 typedef struct ticket_list {
-    rl_ticket *head, *tail;
+    list_link h;
     int64_t n;
 } ticket_list;
 
 struct rl {
     reactor_t *r;
-    config_limits limits;
+    rl_limits limits;
     rl_dim dim[DIM_N];
     rl_clock_fn clock;
     void *clock_ud;
@@ -93,30 +94,23 @@ static int64_t now_us(const rl_t *rl)
     return (int64_t)rl->clock(rl->clock_ud);
 }
 
-static void list_push(ticket_list *l, rl_ticket *t)
+static void tlist_push(ticket_list *l, rl_ticket *t)
 {
-    t->next = NULL;
-    t->prev = l->tail;
-    if (l->tail)
-        l->tail->next = t;
-    else
-        l->head = t;
-    l->tail = t;
+    list_add_tail(&l->h, &t->link);
     l->n++;
 }
 
-static void list_remove(ticket_list *l, rl_ticket *t)
+static void tlist_remove(ticket_list *l, rl_ticket *t)
 {
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        l->head = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    else
-        l->tail = t->prev;
-    t->prev = t->next = NULL;
+    list_del(&t->link);
     l->n--;
+}
+
+/* The first ticket of L, or NULL. */
+static rl_ticket *tlist_head(const ticket_list *l)
+{
+    list_link *f = list_first(&l->h);
+    return f ? LIST_OWNER(f, rl_ticket, link) : NULL;
 }
 
 /* Microseconds of budget that COST units of a dimension with LIMIT per
@@ -209,7 +203,8 @@ static void pump(rl_t *rl)
         reactor_timer_cancel(rl->r, rl->wake);
         rl->wake = NULL;
     }
-    while (rl->queue.head) {
+    rl_ticket *t;
+    while ((t = tlist_head(&rl->queue))) {
         int64_t now = now_us(rl);
         if (now < rl->paused_until) {
             arm(rl, rl->paused_until - now);
@@ -217,7 +212,6 @@ static void pump(rl_t *rl)
         }
         if (rl->granted.n >= rl->cap)
             return;
-        rl_ticket *t = rl->queue.head;
         int64_t c[DIM_N], wait = 0;
         dim_costs(&t->cost, c);
         for (int i = 0; i < DIM_N; i++) {
@@ -231,8 +225,8 @@ static void pump(rl_t *rl)
         }
         for (int i = 0; i < DIM_N; i++)
             dim_charge(&rl->dim[i], c[i], now);
-        list_remove(&rl->queue, t);
-        list_push(&rl->granted, t);
+        tlist_remove(&rl->queue, t);
+        tlist_push(&rl->granted, t);
         t->state = T_GRANTED;
         rl->n_granted++;
         /* Cannot fail: the entry is fresh (never queued before). */
@@ -242,7 +236,7 @@ static void pump(rl_t *rl)
 
 /* ---- the public interface */
 
-rl_t *rl_new(reactor_t *r, const config_limits *limits)
+rl_t *rl_new(reactor_t *r, const rl_limits *limits)
 {
     if (!r || !limits || limits->rpm < 0 || limits->tpm < 0 || limits->input_tpm < 0 ||
         limits->output_tpm < 0 || limits->concurrency < 0) {
@@ -255,6 +249,8 @@ rl_t *rl_new(reactor_t *r, const config_limits *limits)
         return NULL;
     }
     rl->r = r;
+    list_init(&rl->queue.h);
+    list_init(&rl->granted.h);
     rl->limits = *limits;
     rl->dim[DIM_REQ].limit = limits->rpm;
     rl->dim[DIM_TOK].limit = limits->tpm;
@@ -268,9 +264,9 @@ rl_t *rl_new(reactor_t *r, const config_limits *limits)
 
 static void free_list(rl_t *rl, ticket_list *l)
 {
-    while (l->head) {
-        rl_ticket *t = l->head;
-        list_remove(l, t);
+    rl_ticket *t;
+    while ((t = tlist_head(l))) {
+        tlist_remove(l, t);
         if (t->state == T_GRANTED)
             reactor_post_cancel(rl->r, &t->post);
         free(t);
@@ -318,10 +314,10 @@ rl_ticket *rl_acquire(rl_t *rl, const rl_cost *cost, rl_grant_fn cb, void *ud)
     t->cb = cb;
     t->ud = ud;
     t->state = T_QUEUED;
-    list_push(&rl->queue, t);
+    tlist_push(&rl->queue, t);
     /* Only the head can be granted, so a ticket behind others needs no
      * look; otherwise pump grants it (announced on a later pass) or arms. */
-    if (rl->queue.head == t)
+    if (tlist_head(&rl->queue) == t)
         pump(rl);
     return t;
 }
@@ -335,7 +331,7 @@ static void settle(rl_ticket *t, const int64_t delta[DIM_N])
         reactor_post_cancel(rl->r, &t->post);
     for (int i = 0; i < DIM_N; i++)
         dim_charge(&rl->dim[i], delta[i], now);
-    list_remove(&rl->granted, t);
+    tlist_remove(&rl->granted, t);
     free(t);
     pump(rl);
 }
@@ -370,8 +366,8 @@ void rl_cancel(rl_ticket *t)
         return;
     rl_t *rl = t->rl;
     if (t->state == T_QUEUED) {
-        bool was_head = rl->queue.head == t;
-        list_remove(&rl->queue, t);
+        bool was_head = tlist_head(&rl->queue) == t;
+        tlist_remove(&rl->queue, t);
         free(t);
         if (was_head)
             pump(rl);

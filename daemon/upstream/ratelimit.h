@@ -34,10 +34,15 @@
 
 #include <stdint.h>
 
-#include "daemon/config_file.h"
 #include "daemon/core/reactor.h"
 
 typedef struct rl rl_t;
+
+/* A provider's limits, as the config file states them. */
+typedef struct rl_limits {
+    int64_t rpm, tpm, input_tpm, output_tpm; /* per minute; 0 = unlimited */
+    int64_t concurrency;                     /* 0 = unlimited */
+} rl_limits;
 typedef struct rl_ticket rl_ticket;
 
 /* Most calls in flight per provider when its concurrency is unlimited. */
@@ -77,7 +82,7 @@ typedef uint64_t (*rl_clock_fn)(void *ud);
 /* A limiter for LIMITS (copied) whose timers and posts use R (borrowed; it
  * must outlive the limiter). NULL with errno EINVAL (negative limits) or
  * ENOMEM. */
-rl_t *rl_new(reactor_t *r, const config_limits *limits);
+rl_t *rl_new(reactor_t *r, const rl_limits *limits);
 
 /* Frees RL and every ticket it still holds, queued or granted, without
  * calling any callback; handles the caller still has dangle. Not from inside

@@ -14,7 +14,6 @@
 #include <time.h>
 
 #include "daemon/upstream/upstream_internal.h"
-#include "dsl/util.h"
 
 #define DEFAULT_RATE_LIMIT_WAITS 10
 #define DEFAULT_429_PAUSE_MS 1000
@@ -67,16 +66,11 @@ static void call_maybe_free(upstream_call_t *c)
 {
     if (!c->finished || c->pending)
         return;
-    upstream_t *u = c->u;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        u->calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    list_del(&c->link);
     json_decref(c->inputs);
     json_decref(c->vectors);
     free(c->links);
+    free(c->step_key);
     free(c);
 }
 
@@ -129,26 +123,8 @@ xfer *xfer_new(upstream_t *u, loom_call_kind kind, const char *model)
     }
     x->u = u;
     x->kind = kind;
-    x->next = u->xfers;
-    if (u->xfers)
-        u->xfers->prev = x;
-    u->xfers = x;
+    list_add_head(&u->xfers, &x->link);
     return x;
-}
-
-static void enc_clear(loom_http_request *q)
-{
-    for (size_t i = 0; i < q->nheaders; i++) {
-        if (q->headers[i].value) /* may be a key */
-            explicit_bzero((char *)q->headers[i].value, strlen(q->headers[i].value));
-        free((char *)q->headers[i].name);
-        free((char *)q->headers[i].value);
-    }
-    free(q->headers);
-    free(q->method);
-    free(q->url);
-    free(q->body);
-    memset(q, 0, sizeof *q);
 }
 
 /* Frees X, which no longer holds a ticket or an HTTP call. Parts still
@@ -171,13 +147,8 @@ void xfer_free(xfer *x)
         c->pending--;
         call_maybe_free(c);
     }
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        u->xfers = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    enc_clear(&x->enc);
+    list_del(&x->link);
+    http_request_free(&x->enc);
     json_decref(x->messages);
     json_decref(x->params);
     json_decref(x->inputs);
@@ -188,8 +159,8 @@ void xfer_free(xfer *x)
 
 int xfer_add_part(xfer *x, upstream_call_t *c, size_t call_off, size_t n)
 {
-    if (dsl_vec_reserve(&x->parts, x->nparts, &x->pcap, sizeof *x->parts, 1) < 0 ||
-        dsl_vec_reserve(&c->links, c->nlinks, &c->lcap, sizeof *c->links, 1) < 0)
+    if (vec_reserve(&x->parts, x->nparts, &x->pcap, sizeof *x->parts, 1) < 0 ||
+        vec_reserve(&c->links, c->nlinks, &c->lcap, sizeof *c->links, 1) < 0)
         return -ENOMEM;
     x->parts[x->nparts] = (part){ .call = c, .call_off = call_off, .n = n,
                                   .batch_off = x->ninputs };
@@ -302,15 +273,20 @@ static int xfer_encode(xfer *x)
     loom_request req;
     uctx ctx;
     uctx_init(&ctx);
-    enc_clear(&x->enc);
+    http_request_free(&x->enc);
     if (xfer_request(x, &req, true) < 0) {
         xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
         return -1;
     }
     if (x->u->def->encode(&ctx.base, x->u->state, &req, &x->enc) < 0) {
-        enc_clear(&x->enc);
+        http_request_free(&x->enc);
         xfer_fail(x, ctx.failed ? ctx.code : LOOM_E_INVALID_REQUEST,
                   ctx.msg[0] ? ctx.msg : "the provider could not encode the request", false, 0);
+        return -1;
+    }
+    if (xfer_add_step_keys(x, &x->enc) < 0) {
+        http_request_free(&x->enc);
+        xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
         return -1;
     }
     return 0;
@@ -391,9 +367,14 @@ static void disable(upstream_t *u, const char *msg)
     /* fail everything not yet on the wire; from the head each time, since
      * callbacks may withdraw (and free) other xfers */
     for (;;) {
-        xfer *x = u->xfers;
-        while (x && (x->http || x->busy))
-            x = x->next;
+        xfer *x = NULL;
+        LIST_EACH_SAFE(l, nx, &u->xfers) {
+            xfer *y = LIST_OWNER(l, xfer, link);
+            if (!y->http && !y->busy) {
+                x = y;
+                break;
+            }
+        }
         if (!x)
             break;
         if (x->ticket) {
@@ -489,7 +470,7 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
 /* ---- the public side */
 
 upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
-                         const loom_provider *def, void *state, const config_limits *limits,
+                         const loom_provider *def, void *state, const rl_limits *limits,
                          const upstream_options *opt)
 {
     if (!def || !def->encode || !def->decode) {
@@ -500,6 +481,8 @@ upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
     if (!u || !(u->name = strdup(name)))
         goto nomem;
     u->r = r;
+    list_init(&u->xfers);
+    list_init(&u->calls);
     u->http = http;
     u->def = def;
     u->state = state;
@@ -518,7 +501,7 @@ upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
     else if (def->max_batch && (u->opt.batch_max_inputs == 0 ||
                                 u->opt.batch_max_inputs > (int64_t)def->max_batch))
         u->opt.batch_max_inputs = (int64_t)def->max_batch;
-    config_limits none = { 0 };
+    rl_limits none = { 0 };
     if (!(u->rl = rl_new(r, limits ? limits : &none))) {
         int e = errno;
         free(u->name);
@@ -537,20 +520,22 @@ void upstream_free(upstream_t *u)
 {
     if (!u)
         return;
-    for (upstream_call_t *c = u->calls; c; c = c->next) {
+    LIST_EACH_SAFE(l, nx, &u->calls) {
+        upstream_call_t *c = LIST_OWNER(l, upstream_call_t, link);
         c->finished = true; /* nobody is called back any more */
         reactor_post_cancel(u->r, &c->post);
     }
-    while (u->xfers) {
-        xfer *x = u->xfers;
+    /* freeing an xfer may free calls, never other xfers */
+    LIST_EACH_SAFE(l, nx, &u->xfers) {
+        xfer *x = LIST_OWNER(l, xfer, link);
         if (x->http)
             http_cancel(x->http);
         x->http = NULL;
         x->ticket = NULL; /* rl_free below drops every ticket */
         xfer_free(x);
     }
-    while (u->calls) {
-        upstream_call_t *c = u->calls;
+    while (!list_empty(&u->calls)) {
+        upstream_call_t *c = LIST_OWNER(list_first(&u->calls), upstream_call_t, link);
         c->pending = 0;
         call_maybe_free(c);
     }
@@ -562,9 +547,9 @@ void upstream_free(upstream_t *u)
 upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, const char *step_key,
                                upstream_done_fn done, void *ud)
 {
-    (void)step_key; /* not sent yet */
     upstream_call_t *c = calloc(1, sizeof *c);
-    if (!c) {
+    if (!c || (step_key && !(c->step_key = strdup(step_key)))) {
+        free(c);
         errno = ENOMEM;
         return NULL;
     }
@@ -573,10 +558,7 @@ upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, const cha
     c->ud = ud;
     c->kind = req->kind;
     c->usage.input_tokens = c->usage.output_tokens = -1;
-    c->next = u->calls;
-    if (u->calls)
-        u->calls->prev = c;
-    u->calls = c;
+    list_add_head(&u->calls, &c->link);
     u->st.calls++;
     if (u->disabled) {
         call_end_later(c, LOOM_E_QUOTA, u->disabled_msg);

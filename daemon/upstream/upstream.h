@@ -28,7 +28,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "daemon/config_file.h"
 #include "daemon/core/http.h"
 #include "daemon/upstream/ratelimit.h"
 #include "daemon/core/reactor.h"
@@ -78,7 +77,7 @@ typedef struct upstream_stats_t {
  * LIMITS (copied), sending through HTTP (borrowed). OPT may be NULL. R and
  * HTTP must outlive it. NULL with errno (ENOMEM, EINVAL). */
 upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
-                         const loom_provider *def, void *state, const config_limits *limits,
+                         const loom_provider *def, void *state, const rl_limits *limits,
                          const upstream_options *opt);
 
 /* Drops every call without calling back and frees U. NULL is a no-op. */

@@ -53,7 +53,7 @@ static void on_grant_count(rl_ticket *t, void *ud)
     ++*(int *)ud;
 }
 
-static void setup(env *e, config_limits lim)
+static void setup(env *e, rl_limits lim)
 {
     memset(e, 0, sizeof *e);
     for (int i = 0; i < MAXLOG; i++) {
@@ -97,9 +97,9 @@ static rl_ticket *acq(env *e, int id, int64_t in, int64_t out)
     return t;
 }
 
-static config_limits lim(int64_t rpm, int64_t tpm, int64_t in, int64_t out, int64_t conc)
+static rl_limits lim(int64_t rpm, int64_t tpm, int64_t in, int64_t out, int64_t conc)
 {
-    config_limits l = {.rpm = rpm, .tpm = tpm, .input_tpm = in, .output_tpm = out,
+    rl_limits l = {.rpm = rpm, .tpm = tpm, .input_tpm = in, .output_tpm = out,
                        .concurrency = conc};
     return l;
 }
@@ -297,7 +297,7 @@ Test(ratelimit, pause_blocks_and_resumes)
 Test(ratelimit, pause_resumes_on_its_own_timer)
 {
     /* The real clock and a real timer: only the order of events is checked. */
-    config_limits l = lim(0, 0, 0, 0, 0);
+    rl_limits l = lim(0, 0, 0, 0, 0);
     reactor_t *r = reactor_new();
     cr_assert(not(eq(ptr, r, NULL)));
     rl_t *rl = rl_new(r, &l);
@@ -463,7 +463,7 @@ Test(ratelimit, bad_arguments)
 {
     env e;
     setup(&e, lim(0, 0, 0, 0, 0));
-    config_limits bad = lim(-1, 0, 0, 0, 0);
+    rl_limits bad = lim(-1, 0, 0, 0, 0);
     errno = 0;
     cr_assert(eq(ptr, rl_new(e.r, &bad), NULL));
     cr_assert(eq(int, errno, EINVAL));

@@ -61,7 +61,7 @@ static const loom_host_api t_api = { .verror = t_verror, .vlog = t_vlog };
 
 /* A provider PLUGIN ("openai" or "anthropic") at the fake server started
  * with ARGS, limited by LIMITS, with OPT. */
-static void setup(const char *plugin, const char *const *args, const config_limits *limits,
+static void setup(const char *plugin, const char *const *args, const rl_limits *limits,
                   const upstream_options *opt)
 {
     cr_assert_eq(fake_server_start(&srv, args), 0);
@@ -200,7 +200,7 @@ Test(upstream, a_429_pauses_the_whole_provider, .fini = teardown)
 Test(upstream, configured_limits_send_no_429, .fini = teardown)
 {
     setup("openai", (const char *const[]){ "--rpm", "600", NULL },
-          &(config_limits){ .rpm = 600 }, NULL);
+          &(rl_limits){ .rpm = 600 }, NULL);
     enum { N = 25 };
     got g[N];
     memset(g, 0, sizeof g);
@@ -220,7 +220,7 @@ Test(upstream, configured_limits_send_no_429, .fini = teardown)
 Test(upstream, concurrency_cap_holds, .fini = teardown)
 {
     setup("openai", (const char *const[]){ "--latency", "100", NULL },
-          &(config_limits){ .concurrency = 5 }, NULL);
+          &(rl_limits){ .concurrency = 5 }, NULL);
     enum { N = 20 };
     got g[N];
     memset(g, 0, sizeof g);
@@ -264,7 +264,7 @@ Test(upstream, server_errors_are_typed, .fini = teardown)
 Test(upstream, overload_halves_concurrency, .fini = teardown)
 {
     setup("openai", (const char *const[]){ "--fault", "503", NULL },
-          &(config_limits){ .concurrency = 16 }, NULL);
+          &(rl_limits){ .concurrency = 16 }, NULL);
     got g = { 0 };
     chat("x", &g);
     run_until_all(&g, 1, 5000);
@@ -382,7 +382,7 @@ Test(upstream, a_withdrawn_call_leaves_its_batch, .fini = teardown)
 Test(upstream, withdrawn_calls_never_call_back, .fini = teardown)
 {
     setup("openai", (const char *const[]){ "--latency", "100", NULL },
-          &(config_limits){ .concurrency = 2 }, NULL);
+          &(rl_limits){ .concurrency = 2 }, NULL);
     enum { N = 6 };
     got g[N];
     upstream_call_t *c[N];
@@ -406,7 +406,7 @@ Test(upstream, free_with_calls_everywhere, .fini = teardown)
 {
     upstream_options o = { .batch_max_inputs = 10, .batch_window_ms = 50 };
     setup("openai", (const char *const[]){ "--latency", "200", NULL },
-          &(config_limits){ .concurrency = 1 }, &o);
+          &(rl_limits){ .concurrency = 1 }, &o);
     got g[3];
     memset(g, 0, sizeof g);
     chat("x", &g[0]);
@@ -424,7 +424,7 @@ Test(upstream, free_with_calls_everywhere, .fini = teardown)
 Test(upstream_sync, headers_pause_an_exhausted_provider)
 {
     reactor_t *rr = reactor_new();
-    rl_t *rl = rl_new(rr, &(config_limits){ 0 }); /* no limit of our own: the reset is all we know */
+    rl_t *rl = rl_new(rr, &(rl_limits){ 0 }); /* no limit of our own: the reset is all we know */
     loom_header h[] = { { "x-ratelimit-remaining-requests", "0" },
                         { "x-ratelimit-reset-requests", "2s" } };
     upstream_sync_headers(rl, h, 2, (int64_t)time(NULL));
@@ -438,7 +438,7 @@ Test(upstream_sync, headers_pause_an_exhausted_provider)
 Test(upstream_sync, anthropic_reset_times)
 {
     reactor_t *rr = reactor_new();
-    rl_t *rl = rl_new(rr, &(config_limits){ 0 });
+    rl_t *rl = rl_new(rr, &(rl_limits){ 0 });
     char reset[64];
     time_t at = time(NULL) + 3;
     strftime(reset, sizeof reset, "%Y-%m-%dT%H:%M:%SZ", gmtime(&at));
