@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dsl/util.h"
+#include "common/containers.h"
 
 /* Defined by plugins/std and plugins/mock, built with LOOM_BUILTIN_PLUGIN. */
 extern const loom_plugin *loom_builtin_std_entry(void);
@@ -156,8 +156,8 @@ plugins_t *plugins_new(plugins_log_fn log, void *ud)
     p->ud = ud;
     /* The name arrays always exist, so an empty registry lists no names
      * rather than returning NULL. */
-    if (dsl_vec_reserve(&p->lambda_names, 0, &p->cap_lambda_names, sizeof(char *), 16) < 0 ||
-        dsl_vec_reserve(&p->provider_names, 0, &p->cap_provider_names, sizeof(char *), 8) < 0)
+    if (vec_reserve(&p->lambda_names, 0, &p->cap_lambda_names, sizeof(char *), 16) < 0 ||
+        vec_reserve(&p->provider_names, 0, &p->cap_provider_names, sizeof(char *), 8) < 0)
         goto fail;
     p->lambda_names[0] = NULL;
     p->provider_names[0] = NULL;
@@ -391,15 +391,18 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
     nl = d->nlambdas;
     nv = d->nproviders;
 
-    /* Reserve every byte registration needs, before init. */
-    if (dsl_vec_reserve(&p->plugins, p->nplugins, &p->cap_plugins, sizeof(void *), 8) < 0 ||
-        dsl_vec_reserve(&p->lambdas, p->nlambdas + nl, &p->cap_lambdas, sizeof(void *), 32) < 0 ||
-        dsl_vec_reserve(&p->lambda_names, p->nlambdas + nl + 1, &p->cap_lambda_names,
-                        sizeof(char *), 16) < 0 ||
-        dsl_vec_reserve(&p->providers, p->nproviders + nv, &p->cap_providers, sizeof(void *),
-                        8) < 0 ||
-        dsl_vec_reserve(&p->provider_names, p->nproviders + nv + 1, &p->cap_provider_names,
-                        sizeof(char *), 8) < 0)
+    /* Reserve every byte registration needs, before init. vec_reserve takes
+     * the last index wanted, however far past the capacity: index N + NL is
+     * the NULL after the N + NL lambda names (likewise for providers); the
+     * pointer arrays get the same, one spare, so an empty plugin needs no
+     * special case. */
+    if (vec_reserve(&p->plugins, p->nplugins, &p->cap_plugins, sizeof(void *), 8) < 0 ||
+        vec_reserve(&p->lambdas, p->nlambdas + nl, &p->cap_lambdas, sizeof(void *), 32) < 0 ||
+        vec_reserve(&p->lambda_names, p->nlambdas + nl, &p->cap_lambda_names, sizeof(char *),
+                    16) < 0 ||
+        vec_reserve(&p->providers, p->nproviders + nv, &p->cap_providers, sizeof(void *), 8) < 0 ||
+        vec_reserve(&p->provider_names, p->nproviders + nv, &p->cap_provider_names,
+                    sizeof(char *), 8) < 0)
         goto nomem;
     slot = calloc(1, sizeof *slot);
     lambdas = calloc(nl ? nl : 1, sizeof *lambdas);
@@ -556,7 +559,7 @@ int plugins_load_dir(plugins_t *p, const char *dir)
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.' || !has_so_suffix(e->d_name))
             continue;
-        if (dsl_vec_reserve(&names, n, &cap, sizeof *names, 16) < 0 ||
+        if (vec_reserve(&names, n, &cap, sizeof *names, 16) < 0 ||
             !(names[n] = strdup(e->d_name))) {
             report(p, dir, "out of memory while listing plugins");
             goto out;

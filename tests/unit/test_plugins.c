@@ -453,6 +453,46 @@ Test(plugins, builtins_register_std_and_mock)
               "%s", dump(&logs));
 }
 
+/* many.so declares 1,000 lambdas and 100 providers: each array of the
+ * registry grows far past its capacity in one load. (The loader once grew
+ * by doubling once and wrote past the name arrays from 19 lambdas on.) */
+Test(plugins, a_plugin_with_a_thousand_lambdas_is_found_whole)
+{
+    char name[64];
+
+    /* good.so first, so the arrays are not empty when they grow */
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("good"), NULL), 0), "%s", dump(&logs));
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("many"), NULL), 0), "%s", dump(&logs));
+    for (int i = 0; i < 1000; i++) {
+        snprintf(name, sizeof name, "many.l%d", i);
+        const plugins_lambda *l = plugins_lambda_find(reg, name);
+        cr_assert(l != NULL, "%s not found", name);
+        cr_assert(eq(str, (char *)l->name, name));
+        cr_assert(eq(str, (char *)l->def->name, name + 5));
+    }
+    for (int i = 0; i < 100; i++) {
+        snprintf(name, sizeof name, "many_p%d", i);
+        const plugins_provider *p = plugins_provider_find(reg, name);
+        cr_assert(p != NULL, "%s not found", name);
+        cr_assert(eq(str, (char *)p->def->name, name));
+    }
+    cr_assert(plugins_lambda_find(reg, "good.echo") != NULL);
+    cr_assert(plugins_provider_find(reg, "good_local") != NULL);
+
+    /* the name lists hold everything, sorted, then NULL */
+    size_t n = 0;
+    const char *const *ln = plugins_lambda_names(reg);
+    for (; ln[n]; n++)
+        if (n > 0)
+            cr_assert(lt(int, strcmp(ln[n - 1], ln[n]), 0), "%s before %s", ln[n - 1], ln[n]);
+    cr_assert(eq(sz, n, 1002));
+    const char *const *pn = plugins_provider_names(reg);
+    for (n = 0; pn[n]; n++)
+        if (n > 0)
+            cr_assert(lt(int, strcmp(pn[n - 1], pn[n]), 0), "%s before %s", pn[n - 1], pn[n]);
+    cr_assert(eq(sz, n, 101));
+}
+
 /* ---- config maps */
 
 static const loom_option opts[] = {
