@@ -19,22 +19,20 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "common/containers.h"
+
 #define POOL_MAX_THREADS 1024
 
 enum pool_state { POOL_PENDING, POOL_RUNNING, POOL_DONE };
 
 struct pool_work {
-    pool_work_t *prev, *next;
+    list_link link;       /* in PENDING or DONE */
     pool_work_fn work;
     pool_done_fn done;
     void *ud;
     int status;
     enum pool_state state;
 };
-
-typedef struct pool_list {
-    pool_work_t *head, *tail;
-} pool_list;
 
 struct pool {
     reactor_t *reactor;
@@ -43,51 +41,12 @@ struct pool {
 
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;  /* signalled when work arrives or the pool stops */
-    pool_list pending;
-    pool_list done;
+    list_link pending;    /* pool_work_t.link, in submission order */
+    list_link done;
     bool stopping;
     bool posted;          /* DELIVER is queued in the reactor */
     reactor_post_t deliver;
 };
-
-static void pool_list_push(pool_list *l, pool_work_t *w)
-{
-    w->next = NULL;
-    w->prev = l->tail;
-    if (l->tail)
-        l->tail->next = w;
-    else
-        l->head = w;
-    l->tail = w;
-}
-
-static void pool_list_remove(pool_list *l, pool_work_t *w)
-{
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        l->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        l->tail = w->prev;
-    w->prev = w->next = NULL;
-}
-
-/* Appends list B to A, leaving B empty. */
-static void pool_list_splice(pool_list *a, pool_list *b)
-{
-    if (!b->head)
-        return;
-    if (a->tail) {
-        a->tail->next = b->head;
-        b->head->prev = a->tail;
-    } else {
-        a->head = b->head;
-    }
-    a->tail = b->tail;
-    b->head = b->tail = NULL;
-}
 
 static void pool_on_deliver(reactor_t *r, void *ud);
 
@@ -97,7 +56,7 @@ static void pool_finish_locked(pool_t *p, pool_work_t *w, int status)
 {
     w->status = status;
     w->state = POOL_DONE;
-    pool_list_push(&p->done, w);
+    list_add_tail(&p->done, &w->link);
     if (!p->posted) {
         p->posted = true;
         (void)reactor_post_embedded(p->reactor, &p->deliver, pool_on_deliver, p);
@@ -105,16 +64,14 @@ static void pool_finish_locked(pool_t *p, pool_work_t *w, int status)
 }
 
 /* Calls the done_fn of every item in L, in order, and frees them. */
-static void pool_deliver_list(pool_list *l)
+static void pool_deliver_list(list_link *l)
 {
-    pool_work_t *w = l->head;
-    while (w) {
-        pool_work_t *next = w->next;
+    LIST_EACH_SAFE(it, nx, l) {
+        pool_work_t *w = LIST_OWNER(it, pool_work_t, link);
+        list_del(it);
         w->done(w->ud, w->status);
         free(w);
-        w = next;
     }
-    l->head = l->tail = NULL;
 }
 
 /* The reactor-side half: takes the whole done list at once, so items that
@@ -122,9 +79,10 @@ static void pool_deliver_list(pool_list *l)
 static void pool_on_deliver(reactor_t *r, void *ud)
 {
     pool_t *p = ud;
-    pool_list batch = {0};
+    list_link batch;
+    list_init(&batch);
     pthread_mutex_lock(&p->lock);
-    pool_list_splice(&batch, &p->done);
+    list_splice_tail(&batch, &p->done);
     p->posted = false;
     pthread_mutex_unlock(&p->lock);
     pool_deliver_list(&batch);
@@ -135,12 +93,12 @@ static void *pool_worker(void *arg)
     pool_t *p = arg;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->stopping && !p->pending.head)
+        while (!p->stopping && list_empty(&p->pending))
             pthread_cond_wait(&p->wake, &p->lock);
         if (p->stopping)
             break;
-        pool_work_t *w = p->pending.head;
-        pool_list_remove(&p->pending, w);
+        pool_work_t *w = LIST_OWNER(list_first(&p->pending), pool_work_t, link);
+        list_del(&w->link);
         w->state = POOL_RUNNING;
         pthread_mutex_unlock(&p->lock);
         w->work(w->ud);
@@ -179,6 +137,8 @@ pool_t *pool_new(reactor_t *r, int nthreads)
     if (!p)
         return NULL;
     p->reactor = r;
+    list_init(&p->pending);
+    list_init(&p->done);
     p->threads = calloc((size_t)nthreads, sizeof *p->threads);
     if (!p->threads) {
         err = ENOMEM;
@@ -222,17 +182,19 @@ void pool_free(pool_t *p)
     pool_join(p, p->nthreads);
     /* No worker is left, so the lists are ours; the lock is still taken
      * because a done_fn below may call pool_submit, which must see STOPPING. */
-    pool_list batch = {0};
+    list_link batch;
+    list_init(&batch);
     pthread_mutex_lock(&p->lock);
     if (p->posted)
         reactor_post_cancel(p->reactor, &p->deliver);
     p->posted = false;
-    for (pool_work_t *w = p->pending.head; w; w = w->next) {
+    LIST_EACH_SAFE(l, nx, &p->pending) {
+        pool_work_t *w = LIST_OWNER(l, pool_work_t, link);
         w->status = -ECANCELED;
         w->state = POOL_DONE;
     }
-    pool_list_splice(&batch, &p->done);
-    pool_list_splice(&batch, &p->pending);
+    list_splice_tail(&batch, &p->done);
+    list_splice_tail(&batch, &p->pending);
     pthread_mutex_unlock(&p->lock);
     pool_deliver_list(&batch);
 
@@ -259,7 +221,7 @@ int pool_submit(pool_t *p, pool_work_fn work, pool_done_fn done, void *ud, pool_
         free(w);
         return -ESHUTDOWN;
     }
-    pool_list_push(&p->pending, w);
+    list_add_tail(&p->pending, &w->link);
     pthread_cond_signal(&p->wake);
     pthread_mutex_unlock(&p->lock);
     if (handle)
@@ -274,7 +236,7 @@ int pool_cancel(pool_t *p, pool_work_t *w)
     int rc = -EBUSY;
     pthread_mutex_lock(&p->lock);
     if (w->state == POOL_PENDING) {
-        pool_list_remove(&p->pending, w);
+        list_del(&w->link);
         pool_finish_locked(p, w, -ECANCELED);
         rc = 0;
     }

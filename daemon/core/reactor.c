@@ -82,7 +82,7 @@ struct reactor {
     reactor_timer_t *firing;
 
     pthread_mutex_t post_lock; /* guards the fields below */
-    reactor_post_t *post_head, *post_tail;
+    list_link posts;           /* reactor_post_t.link, in posting order */
     size_t post_count;
     bool wake_signalled;
 
@@ -105,6 +105,7 @@ reactor_t *reactor_new(void)
     r->epfd = -1;
     r->wakefd = -1;
     atomic_init(&r->stop, false);
+    list_init(&r->posts);
     err = pthread_mutex_init(&r->post_lock, NULL);
     if (err) {
         free(r);
@@ -140,15 +141,13 @@ void reactor_free(reactor_t *r)
         free(r->heap[i]);
     free(r->heap);
     free(r->fds);
-    reactor_post_t *e = r->post_head;
-    while (e) {
-        reactor_post_t *next = e->next;
-        e->prev = e->next = NULL;
+    LIST_EACH_SAFE(l, nx, &r->posts) {
+        reactor_post_t *e = LIST_OWNER(l, reactor_post_t, link);
+        list_del(l);
         if (e->flags & POST_OWNED)
             free(e);
         else
             e->flags = 0;
-        e = next;
     }
     pthread_mutex_destroy(&r->post_lock);
     if (r->wakefd >= 0)
@@ -181,21 +180,13 @@ void reactor_stop(reactor_t *r)
 
 /* ---- file events */
 
+/* Grows the table to hold FD; new slots are zero (not registered). */
 static int reactor_fd_reserve(reactor_t *r, int fd)
 {
-    if ((size_t)fd < r->nfds)
-        return 0;
-    size_t n = r->nfds ? r->nfds : 64;
-    while (n <= (size_t)fd)
-        n *= 2;
-    if (n > SIZE_MAX / sizeof(reactor_fd_slot))
+    size_t old = r->nfds;
+    if (vec_reserve(&r->fds, (size_t)fd, &r->nfds, sizeof *r->fds, 64) < 0)
         return -ENOMEM;
-    reactor_fd_slot *p = realloc(r->fds, n * sizeof *p);
-    if (!p)
-        return -ENOMEM;
-    memset(p + r->nfds, 0, (n - r->nfds) * sizeof *p);
-    r->fds = p;
-    r->nfds = n;
+    memset(r->fds + old, 0, (r->nfds - old) * sizeof *r->fds);
     return 0;
 }
 
@@ -360,18 +351,9 @@ reactor_timer_t *reactor_timer_at(reactor_t *r, uint64_t deadline_us, reactor_ti
      * every timer already due, so the pass boundary rule holds. */
     if (deadline_us < r->now_us)
         deadline_us = r->now_us;
-    if (r->heap_len == r->heap_cap) {
-        size_t cap = r->heap_cap ? r->heap_cap * 2 : 64;
-        reactor_timer_t **heap = realloc(r->heap, cap * sizeof *heap);
-        if (!heap) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        r->heap = heap;
-        r->heap_cap = cap;
-    }
-    reactor_timer_t *t = malloc(sizeof *t);
-    if (!t) {
+    reactor_timer_t *t = NULL;
+    if (vec_reserve(&r->heap, r->heap_len, &r->heap_cap, sizeof *r->heap, 64) < 0 ||
+        !(t = malloc(sizeof *t))) {
         errno = ENOMEM;
         return NULL;
     }
@@ -435,15 +417,7 @@ static int reactor_fire_timers(reactor_t *r, uint64_t seq_limit)
 
 static void reactor_post_unlink(reactor_t *r, reactor_post_t *e)
 {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        r->post_head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        r->post_tail = e->prev;
-    e->prev = e->next = NULL;
+    list_del(&e->link);
     e->flags &= ~(unsigned)POST_QUEUED;
     r->post_count--;
 }
@@ -460,13 +434,7 @@ int reactor_post_embedded(reactor_t *r, reactor_post_t *e, reactor_post_cb cb, v
     e->cb = cb;
     e->ud = ud;
     e->flags |= POST_QUEUED;
-    e->next = NULL;
-    e->prev = r->post_tail;
-    if (r->post_tail)
-        r->post_tail->next = e;
-    else
-        r->post_head = e;
-    r->post_tail = e;
+    list_add_tail(&r->posts, &e->link);
     r->post_count++;
     bool wake = !r->wake_signalled;
     r->wake_signalled = true;
@@ -517,11 +485,12 @@ static int reactor_drain_posts(reactor_t *r)
     int ran = 0;
     while (n-- > 0) {
         pthread_mutex_lock(&r->post_lock);
-        reactor_post_t *e = r->post_head;
-        if (!e) {
+        list_link *l = list_first(&r->posts);
+        if (!l) {
             pthread_mutex_unlock(&r->post_lock);
             break;
         }
+        reactor_post_t *e = LIST_OWNER(l, reactor_post_t, link);
         reactor_post_unlink(r, e);
         reactor_post_cb cb = e->cb;
         void *ud = e->ud;

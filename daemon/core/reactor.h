@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/containers.h"
+
 typedef struct reactor reactor_t;
 typedef struct reactor_timer reactor_timer_t;
 
@@ -48,7 +50,7 @@ typedef void (*reactor_post_cb)(reactor_t *r, void *ud);
  * result back can never fail for lack of memory. The fields are private; a
  * zeroed entry is ready for use. */
 typedef struct reactor_post {
-    struct reactor_post *prev, *next;
+    list_link link;    /* in the reactor's queue while POST_QUEUED */
     reactor_post_cb cb;
     void *ud;
     unsigned flags;
