@@ -294,13 +294,27 @@ static void on_checkpoint(void *ud, engine_job_t *ej, const char *key, json_t *o
                   "cannot queue a checkpoint");
 }
 
-/* Takes J off the running list and gives its engine back. */
+static void on_pump(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    jobs_t *js = ud;
+    (void)r;
+    (void)t;
+    js->pump_timer = NULL;
+    jobs_pump(js);
+}
+
+/* Takes J off the running list and gives its engine back. The slot it held
+ * goes to the next queued job on the next reactor pass: whatever ended J
+ * (success, failure, cancel, timeout), the queue moves without waiting for
+ * a later submit, and not from inside the engine's callback. */
 static void running_del(jobs_t *js, ljob *j)
 {
     list_del(&j->run);
     js->nrunning--;
     js->hooks.engine_release(js->hooks.ud, j->gen);
     j->gen = NULL;
+    if (js->nqueue && !js->pump_timer && !js->hard_stop)
+        js->pump_timer = reactor_timer_add(js->r, 0, on_pump, js);
 }
 
 static void on_job_done(engine_job_t *ej, void *ud)
@@ -655,6 +669,10 @@ int jobs_resume(jobs_t *js)
 
 void jobs_abandon(jobs_t *js)
 {
+    if (js->pump_timer) {
+        reactor_timer_cancel(js->r, js->pump_timer);
+        js->pump_timer = NULL;
+    }
     js->hard_stop = true;
     while (!list_empty(&js->running)) /* on_job_done frees it, unrecorded */
         engine_cancel(LIST_OWNER(js->running.next, ljob, run)->ej);

@@ -87,6 +87,7 @@ struct jobs {
     bool log_payloads;         /* a finished job's line carries its input and output */
     bool stopping;             /* no new job starts (SIGTERM) */
     bool hard_stop;            /* running jobs are abandoned, unrecorded */
+    reactor_timer_t *pump_timer; /* a freed slot's queued job starts on the next pass */
     /* live jobs */
     ljob **table;              /* hash of live jobs by id */
     size_t table_size, njobs;
