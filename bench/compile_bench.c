@@ -113,7 +113,9 @@ static double bench(size_t nodes, int runs)
         ms[r] = (bench_now_us() / 1e3) - t0;
         if (!g) {
             fprintf(stderr, "compile_bench: the generated %zu-node workflow does not compile:\n", nodes);
-            dsl_diags_print(&diags, stderr);
+            char *text = dsl_diags_text(&diags, NULL);
+            fputs(text ? text : "out of memory\n", stderr);
+            free(text);
             dsl_diags_free(&diags);
             free(ms);
             free(t.s);

@@ -100,7 +100,9 @@ static dsl_graph *compile(const char *yaml)
     dsl_diags_init(&d, "bench.yaml");
     dsl_graph *g = dsl_compile("bench.yaml", yaml, strlen(yaml), NULL, &d);
     if (!g) {
-        dsl_diags_print(&d, stderr);
+        char *text = dsl_diags_text(&d, NULL);
+        fputs(text ? text : "out of memory\n", stderr);
+        free(text);
         die("the workflow does not compile");
     }
     dsl_diags_free(&d);

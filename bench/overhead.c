@@ -71,7 +71,9 @@ static dsl_graph *compile(const char *name, const bench_text *t)
     double ms = (bench_now_us() - t0) / 1e3;
     if (!g) {
         fprintf(stderr, "overhead: the generated %s workflow does not compile:\n", name);
-        dsl_diags_print(&d, stderr);
+        char *text = dsl_diags_text(&d, NULL);
+        fputs(text ? text : "out of memory\n", stderr);
+        free(text);
     } else {
         printf("%-10s compiled: %zu nodes, %zu bytes of YAML, %.1f ms\n", name, g->nnodes, t->n, ms);
     }

@@ -16,7 +16,8 @@
 #include <string.h>
 
 #include "dsl/suggest.h"
-#include "dsl/util.h"
+#include "common/file.h"
+#include "dsl/diag.h"
 
 static int cmd_help(int argc, char **argv);
 
@@ -325,11 +326,20 @@ int main(int argc, char **argv)
     return rc;
 }
 
+void loomctl_print_diags(const dsl_diags *d)
+{
+    if (!d->n && !d->oom)
+        return;
+    char *text = dsl_diags_text(d, NULL);
+    fputs(text ? text : "loomctl: out of memory while reporting errors\n", stderr);
+    free(text);
+}
+
 json_t *loomctl_read_input(const char *cmd, const char *path)
 {
     size_t len;
     bool in = strcmp(path, "-") == 0;
-    char *buf = dsl_read_file(in ? "/dev/stdin" : path, LOOMCTL_MAX_INPUT, &len);
+    char *buf = file_read_all(in ? "/dev/stdin" : path, LOOMCTL_MAX_INPUT, &len);
     if (!buf) {
         fprintf(stderr, "loomctl %s: cannot read input %s: %s\n", cmd, path,
                 errno == EFBIG ? "larger than 256 MiB" : strerror(errno));

@@ -161,6 +161,9 @@ int64_t loomctl_wall_ms(void);
  * *MS. 0, or -1 when it is not one. */
 int loomctl_parse_seconds(const char *text, int64_t *ms);
 
+/* Prints D's diagnostics on stderr (the compiler only formats them). */
+void loomctl_print_diags(const dsl_diags *d);
+
 /* Prints V on stdout: compact on one line (--json), or indented. */
 void loomctl_print_json(const json_t *v, bool pretty);
 

@@ -20,10 +20,10 @@
 
 #include "daemon/config_file.h"
 #include "dsl/dsl.h"
-#include "dsl/util.h"
+#include "common/containers.h"
+#include "common/file.h"
 
 /* The compiler refuses larger workflows; configs get the same bound. */
-#define CTL_MAX_FILE ((size_t)64 << 20)
 
 typedef struct ctl_file {
     char *path;          /* owned */
@@ -89,7 +89,7 @@ static int load_config(ctl_set *s, const char *path)
     }
     rc = 0;
 out:
-    dsl_diags_print(&d, stderr);
+    loomctl_print_diags(&d);
     dsl_diags_free(&d);
     return rc;
 }
@@ -108,7 +108,7 @@ static int id_cmp(const void *a, const void *b)
  * or -1 when out of memory. */
 static int ids_push(ctl_ids *ids, const struct stat *st)
 {
-    if (dsl_vec_reserve(&ids->v, ids->n, &ids->cap, sizeof *ids->v, 64) < 0)
+    if (vec_reserve(&ids->v, ids->n, &ids->cap, sizeof *ids->v, 64) < 0)
         return -1;
     ids->v[ids->n++] = (ctl_fileid){ st->st_dev, st->st_ino };
     return 0;
@@ -133,7 +133,7 @@ static int set_add(ctl_set *s, const char *path, bool given, const struct stat *
 {
     if (st && ids_push(&s->files, st) < 0)
         return -1;
-    if (dsl_vec_reserve(&s->v, s->n, &s->cap, sizeof *s->v, 16) < 0)
+    if (vec_reserve(&s->v, s->n, &s->cap, sizeof *s->v, 16) < 0)
         return -1;
     ctl_file *f = &s->v[s->n];
     memset(f, 0, sizeof *f);
@@ -176,7 +176,7 @@ static int add_siblings(ctl_set *s, const char *path)
     while ((e = readdir(d)) != NULL) {
         if (!dsl_is_workflow_file(e->d_name))
             continue;
-        if (dsl_vec_reserve(&names, n, &cap, sizeof *names, 64) < 0)
+        if (vec_reserve(&names, n, &cap, sizeof *names, 64) < 0)
             goto out;
         /* a bare file name keeps bare sibling names: messages show what the user typed */
         char *p = NULL;
@@ -211,10 +211,25 @@ out:
 static char *salvage_name(const char *path)
 {
     size_t len;
-    char *buf = dsl_read_file(path, CTL_MAX_FILE, &len);
+    char *buf = file_read_all(path, DSL_DEFAULT_MAX_FILE, &len);
     char *name = buf ? dsl_declared_name(path, buf, len, NULL) : NULL;
     free(buf);
     return name;
+}
+
+/* Reads PATH and compiles it with OPT; an unreadable file is one error in
+ * DIAGS. A new graph (caller unrefs), or NULL. */
+static dsl_graph *compile_path(const char *path, const dsl_options *opt, dsl_diags *diags)
+{
+    size_t len;
+    char *buf = file_read_all(path, dsl_max_file_size(opt), &len);
+    if (!buf) {
+        dsl_error_unreadable(diags, errno, opt);
+        return NULL;
+    }
+    dsl_graph *g = dsl_compile(path, buf, len, opt, diags);
+    free(buf);
+    return g;
 }
 
 /* Compiles every file of S and checks `use` across them. Returns 0, or -1
@@ -233,7 +248,7 @@ static int set_compile(ctl_set *s)
     }
     for (size_t i = 0; i < s->n; i++) {
         ctl_file *f = &s->v[i];
-        f->graph = dsl_compile_file(f->path, &opt, &f->diags);
+        f->graph = compile_path(f->path, &opt, &f->diags);
         if (!f->graph)
             f->name = salvage_name(f->path);
         graphs[i] = f->graph;
@@ -273,8 +288,7 @@ oom:
 /* Prints F's diagnostics (warnings too) and says whether F is valid. */
 static bool report_file(const ctl_file *f)
 {
-    if (f->diags.n || f->diags.oom)
-        dsl_diags_print(&f->diags, stderr);
+    loomctl_print_diags(&f->diags);
     return f->graph && f->diags.nerrors == 0 && !f->diags.oom;
 }
 
@@ -317,8 +331,17 @@ out:
 
 static int write_graph(const dsl_graph *g, bool dot, FILE *out)
 {
-    if (dot)
-        return dsl_emit_dot(g, out);
+    if (dot) {
+        size_t len;
+        char *text = dsl_emit_dot(g, &len);
+        if (!text) {
+            errno = ENOMEM;
+            return -1;
+        }
+        int rc = fwrite(text, 1, len, out) == len ? 0 : -1;
+        free(text);
+        return rc;
+    }
     json_t *doc = dsl_emit_json(g);
     if (!doc) {
         errno = ENOMEM;

@@ -170,7 +170,7 @@ int loomctl_cmd_run(int argc, char **argv)
         dsl_diags d;
         dsl_diags_init(&d, config_path);
         cfg = config_load(config_path, &d);
-        dsl_diags_print(&d, stderr);
+        loomctl_print_diags(&d);
         dsl_diags_free(&d);
     } else {
         cfg = config_default();

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "dsl/dsl.h"
+#include "common/file.h"
 #include "dsl/util.h"
 #include "loom/plugin.h"
 
@@ -429,7 +430,7 @@ fail:
 config *config_load(const char *path, dsl_diags *diags)
 {
     size_t len;
-    char *buf = dsl_read_file(path, CONFIG_MAX_FILE, &len);
+    char *buf = file_read_all(path, CONFIG_MAX_FILE, &len);
     if (!buf) {
         dsl_error(diags, 0, 0, "cannot read: %s", errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
         return NULL;

@@ -6,7 +6,6 @@
  * the file is known (a forward reference is then a clear "runs after this
  * point", not an "unknown step"). */
 #include "dsl/compile.h"
-#include "dsl/util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -278,9 +277,17 @@ fail:
     return NULL;
 }
 
-static size_t max_file_size(const dsl_options *opt)
+size_t dsl_max_file_size(const dsl_options *opt)
 {
-    return opt && opt->max_file_size ? opt->max_file_size : (size_t)64 << 20;
+    return opt && opt->max_file_size ? opt->max_file_size : DSL_DEFAULT_MAX_FILE;
+}
+
+void dsl_error_unreadable(dsl_diags *diags, int errnum, const dsl_options *opt)
+{
+    if (errnum == EFBIG)
+        dsl_error(diags, 0, 0, "file is larger than the %zu MiB limit", dsl_max_file_size(opt) >> 20);
+    else
+        dsl_error(diags, 0, 0, "cannot read: %s", strerror(errnum));
 }
 
 dsl_graph *dsl_compile(const char *file, const char *buf, size_t len, const dsl_options *opt,
@@ -289,7 +296,7 @@ dsl_graph *dsl_compile(const char *file, const char *buf, size_t len, const dsl_
     dsl_cc cc = { .opt = opt, .d = diags };
     dsl_ydoc *doc = NULL;
     size_t errors_before = diags->nerrors;
-    size_t max_file = max_file_size(opt);
+    size_t max_file = dsl_max_file_size(opt);
     if (len > max_file) {
         dsl_error(diags, 0, 0, "file is larger than the %zu MiB limit", max_file >> 20);
         return NULL;
@@ -333,20 +340,4 @@ fail:
     dsl_ydoc_free(doc);
     dsl_graph_unref(cc.g);
     return NULL;
-}
-
-dsl_graph *dsl_compile_file(const char *path, const dsl_options *opt, dsl_diags *diags)
-{
-    size_t len, max_file = max_file_size(opt);
-    char *buf = dsl_read_file(path, max_file, &len);
-    if (!buf) {
-        if (errno == EFBIG)
-            dsl_error(diags, 0, 0, "file is larger than the %zu MiB limit", max_file >> 20);
-        else
-            dsl_error(diags, 0, 0, "cannot read: %s", strerror(errno));
-        return NULL;
-    }
-    dsl_graph *g = dsl_compile(path, buf, len, opt, diags);
-    free(buf);
-    return g;
 }

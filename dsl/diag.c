@@ -1,6 +1,8 @@
-/* diag.c -- collecting and printing compiler diagnostics. */
+/* diag.c -- collecting and formatting compiler diagnostics (printing them is
+ * the caller's business: dsl/ does no I/O). */
 #include "dsl/diag.h"
-#include "dsl/util.h"
+
+#include "common/containers.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +31,7 @@ void dsl_diags_free(dsl_diags *d)
 
 static int diag_push(dsl_diags *d, dsl_severity sev, int line, int col, char *msg)
 {
-    if (dsl_vec_reserve(&d->v, d->n, &d->cap, sizeof *d->v, 8) < 0)
+    if (vec_reserve(&d->v, d->n, &d->cap, sizeof *d->v, 8) < 0)
         return -1;
     d->v[d->n++] = (dsl_diag){ sev, line, col, msg };
     return 0;
@@ -143,15 +145,20 @@ char *dsl_diag_format(const dsl_diags *d, size_t i)
     return r < 0 ? NULL : s;
 }
 
-void dsl_diags_print(const dsl_diags *d, FILE *out)
+char *dsl_diags_text(const dsl_diags *d, size_t *len)
 {
+    sbuf b = SBUF_INIT;
     for (size_t i = 0; i < d->n; i++) {
         char *s = dsl_diag_format(d, i);
-        if (s) {
-            fprintf(out, "%s\n", s);
-            free(s);
+        if (!s) {
+            sbuf_free(&b);
+            return NULL;
         }
+        sbuf_adds(&b, s);
+        sbuf_addc(&b, '\n');
+        free(s);
     }
     if (d->oom)
-        fprintf(out, "%s: error: out of memory while reporting errors\n", d->file);
+        sbuf_addf(&b, "%s: error: out of memory while reporting errors\n", d->file);
+    return sbuf_steal(&b, len);
 }

@@ -44,7 +44,7 @@ void dsl_diags_free(dsl_diags *d);
 
 /* Appends one diagnostic. Notes attach to the error before them; a note after
  * a dropped error is dropped too. Never fails visibly: out of memory sets
- * d->oom, which dsl_diags_print reports. */
+ * d->oom, which dsl_diags_text reports. */
 void dsl_diag_add(dsl_diags *d, dsl_severity sev, int line, int col,
                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void dsl_diag_vadd(dsl_diags *d, dsl_severity sev, int line, int col,
@@ -58,11 +58,14 @@ void dsl_diag_vadd(dsl_diags *d, dsl_severity sev, int line, int col,
  * reads top to bottom. */
 void dsl_diags_sort(dsl_diags *d);
 
-/* Prints every diagnostic, one per line, to OUT. */
-void dsl_diags_print(const dsl_diags *d, FILE *out);
+/* Every diagnostic as text, one line each ending in a newline, then a line
+ * saying so when some could not be recorded (d->oom). Returns a new string
+ * ("" when there is nothing to say; caller frees, *LEN gets its length, LEN
+ * may be NULL), or NULL when out of memory. */
+char *dsl_diags_text(const dsl_diags *d, size_t *len);
 
-/* Formats one diagnostic as the line dsl_diags_print would print, without the
- * newline. Returns a new string (caller frees) or NULL when out of memory. */
+/* Formats one diagnostic as its line in dsl_diags_text, without the newline.
+ * Returns a new string (caller frees) or NULL when out of memory. */
 char *dsl_diag_format(const dsl_diags *d, size_t i);
 
 #endif

@@ -29,8 +29,18 @@ typedef struct dsl_registry {
 typedef struct dsl_options {
     const dsl_registry *registry;   /* may be NULL */
     dsl_ylimits limits;             /* zero fields take the defaults */
-    size_t max_file_size;           /* default 64 MiB */
+    size_t max_file_size;           /* default DSL_DEFAULT_MAX_FILE */
 } dsl_options;
+
+#define DSL_DEFAULT_MAX_FILE ((size_t)64 << 20)
+
+/* The longest text dsl_compile accepts with OPT (may be NULL): the limit a
+ * caller reading the file should read up to. */
+size_t dsl_max_file_size(const dsl_options *opt);
+
+/* Reports, as the compiler words it, that the caller could not read the
+ * file: ERRNUM is the errno of the read (EFBIG: over dsl_max_file_size). */
+void dsl_error_unreadable(dsl_diags *diags, int errnum, const dsl_options *opt);
 
 /* Compiles the workflow in BUF (LEN bytes; borrowed) named FILE in messages.
  * Every error found is added to DIAGS (sorted by position). Returns a new
@@ -38,9 +48,6 @@ typedef struct dsl_options {
  * NULL. OPT may be NULL. */
 dsl_graph *dsl_compile(const char *file, const char *buf, size_t len,
                        const dsl_options *opt, dsl_diags *diags);
-
-/* Reads PATH and compiles it. An unreadable file is one error in DIAGS. */
-dsl_graph *dsl_compile_file(const char *path, const dsl_options *opt, dsl_diags *diags);
 
 /* Checks `use` across a set of compiled workflows: every `use` names a graph
  * of the set (or a registry workflow), and no chain of uses leads back to its
@@ -53,9 +60,10 @@ size_t dsl_check_uses(dsl_graph *const *graphs, const char *const *names, size_t
 /* The graph as a JSON document (new reference), for `loomctl graph`. */
 json_t *dsl_emit_json(const dsl_graph *g);
 
-/* Writes the graph as Graphviz DOT to OUT: chains left to right, parallel,
- * vote and map as clusters. Returns 0, or -1 on a write error. */
-int dsl_emit_dot(const dsl_graph *g, FILE *out);
+/* The graph as Graphviz DOT text: chains left to right, parallel, vote and
+ * map as clusters. Returns a new NUL-terminated string (caller frees; *LEN
+ * gets its length, LEN may be NULL), or NULL when out of memory. */
+char *dsl_emit_dot(const dsl_graph *g, size_t *len);
 
 /* Checks of YAML shared by every file Loom reads (workflows, the daemon's
  * config): each reports at the node at fault, in the compiler's words. */

@@ -16,6 +16,8 @@
  * entry/exit points, "f<index>" for a fallback join, "cluster_<index>". */
 #include "dsl/dsl.h"
 
+#include "common/containers.h"
+
 #include <stdbool.h>
 #include <string.h>
 
@@ -30,7 +32,7 @@ typedef struct dot_ends {
  * spaces. With MAX > 0 it is a snippet: whitespace runs become one space (a
  * snippet stays one line) and it is cut after MAX characters (code points,
  * never inside a UTF-8 sequence) with "...". */
-static void put_escaped(FILE *out, const char *s, size_t max)
+static void put_escaped(sbuf *out, const char *s, size_t max)
 {
     size_t chars = 0;
     bool space = false;
@@ -41,29 +43,29 @@ static void put_escaped(FILE *out, const char *s, size_t max)
         }
         if (space) {
             if (chars == max) {
-                fputs("...", out);
+                sbuf_adds(out, "...");
                 return;
             }
-            fputc(' ', out);
+            sbuf_addc(out, ' ');
             chars++;
             space = false;
         }
         if ((*p & 0xC0) != 0x80) { /* the first byte of a character */
             if (max && chars == max) {
-                fputs("...", out);
+                sbuf_adds(out, "...");
                 return;
             }
             chars++;
         }
         if (*p == '"' || *p == '\\') {
-            fputc('\\', out);
-            fputc(*p, out);
+            sbuf_addc(out, '\\');
+            sbuf_addc(out, *p);
         } else if (*p == '\n') {
-            fputs("\\n", out);
+            sbuf_adds(out, "\\n");
         } else if (*p < 0x20 || *p == 0x7F) {
-            fputc(' ', out);
+            sbuf_addc(out, ' ');
         } else {
-            fputc(*p, out);
+            sbuf_addc(out, *p);
         }
     }
 }
@@ -87,16 +89,16 @@ static const char *tvalue_text(const dsl_tvalue *tv)
 }
 
 /* The first line of every label: the kind and, when set, the id. */
-static void put_head(FILE *out, const dsl_node *n, const char *kind)
+static void put_head(sbuf *out, const dsl_node *n, const char *kind)
 {
     put_escaped(out, kind, 0);
     if (n->id) {
-        fputc(' ', out);
+        sbuf_addc(out, ' ');
         put_escaped(out, n->id, 0);
     }
 }
 
-static void leaf_label(FILE *out, const dsl_node *n)
+static void leaf_label(sbuf *out, const dsl_node *n)
 {
     put_head(out, n, dsl_kind_name(n->kind));
     switch (n->kind) {
@@ -104,31 +106,31 @@ static void leaf_label(FILE *out, const dsl_node *n)
     case DSL_EMBED: {
         const char *provider = n->kind == DSL_CALL ? n->u.call.provider : n->u.embed.provider;
         const char *model = n->kind == DSL_CALL ? n->u.call.model : n->u.embed.model;
-        fputs("\\n", out);
+        sbuf_adds(out, "\\n");
         put_escaped(out, provider ? provider : "default", 0);
         if (model) {
-            fputc('/', out);
+            sbuf_addc(out, '/');
             put_escaped(out, model, 0);
         }
         if (n->kind == DSL_CALL) {
-            fputs("\\n", out);
+            sbuf_adds(out, "\\n");
             if (n->u.call.messages)
-                fprintf(out, "messages (%zu)", n->u.call.nmessages);
+                sbuf_addf(out, "messages (%zu)", n->u.call.nmessages);
             else
                 put_escaped(out, tvalue_text(n->u.call.prompt), SNIPPET_CHARS);
         }
         break;
     }
     case DSL_LAMBDA:
-        fputs("\\n", out);
+        sbuf_adds(out, "\\n");
         put_escaped(out, n->u.lambda.fn ? n->u.lambda.fn : "", 0);
         break;
     case DSL_USE:
-        fputs("\\n", out);
+        sbuf_adds(out, "\\n");
         put_escaped(out, n->u.use.workflow ? n->u.use.workflow : "", 0);
         break;
     case DSL_FAIL:
-        fputs("\\n", out);
+        sbuf_adds(out, "\\n");
         put_escaped(out, tvalue_text(n->u.fail.message), SNIPPET_CHARS);
         break;
     default:
@@ -136,31 +138,31 @@ static void leaf_label(FILE *out, const dsl_node *n)
     }
 }
 
-static void edge(FILE *out, const char *from, const char *to, const char *label, const char *style)
+static void edge(sbuf *out, const char *from, const char *to, const char *label, const char *style)
 {
-    fprintf(out, "  \"%s\" -> \"%s\"", from, to);
+    sbuf_addf(out, "  \"%s\" -> \"%s\"", from, to);
     if (label || style) {
-        fputs(" [", out);
+        sbuf_adds(out, " [");
         if (label) {
-            fputs("label=\"", out);
+            sbuf_adds(out, "label=\"");
             put_escaped(out, label, SNIPPET_CHARS);
-            fputc('"', out);
+            sbuf_addc(out, '"');
         }
         if (style)
-            fprintf(out, "%s%s", label ? ", " : "", style);
-        fputc(']', out);
+            sbuf_addf(out, "%s%s", label ? ", " : "", style);
+        sbuf_addc(out, ']');
     }
-    fputc('\n', out);
+    sbuf_addc(out, '\n');
 }
 
-static void point(FILE *out, const char *name)
+static void point(sbuf *out, const char *name)
 {
-    fprintf(out, "  \"%s\" [shape=point, width=0.08]\n", name);
+    sbuf_addf(out, "  \"%s\" [shape=point, width=0.08]\n", name);
 }
 
-static void cluster_open(FILE *out, const dsl_node *n)
+static void cluster_open(sbuf *out, const dsl_node *n)
 {
-    fprintf(out, "  subgraph \"cluster_%u\" {\n  label=\"", (unsigned)n->index);
+    sbuf_addf(out, "  subgraph \"cluster_%u\" {\n  label=\"", (unsigned)n->index);
 }
 
 static void set_ends(dot_ends *e, char entry, char exit, uint32_t index)
@@ -170,10 +172,10 @@ static void set_ends(dot_ends *e, char entry, char exit, uint32_t index)
 }
 
 /* Nesting is bounded by the YAML loader's depth limit, so recursion is shallow. */
-static dot_ends emit_node(FILE *out, const dsl_node *n);
+static dot_ends emit_node(sbuf *out, const dsl_node *n);
 
 /* Draws a node inside a cluster between entry and exit points: map and vote. */
-static dot_ends emit_boxed_body(FILE *out, const dsl_node *n, const dsl_node *body,
+static dot_ends emit_boxed_body(sbuf *out, const dsl_node *n, const dsl_node *body,
                                 const dsl_node *judge)
 {
     dot_ends e;
@@ -198,18 +200,18 @@ static dot_ends emit_boxed_body(FILE *out, const dsl_node *n, const dsl_node *bo
     return e;
 }
 
-static dot_ends emit_route(FILE *out, const dsl_node *n)
+static dot_ends emit_route(sbuf *out, const dsl_node *n)
 {
     const dsl_route *r = &n->u.route;
     dot_ends e;
     set_ends(&e, 'n', 'o', n->index);
-    fprintf(out, "  \"%s\" [shape=diamond, label=\"", e.entry);
+    sbuf_addf(out, "  \"%s\" [shape=diamond, label=\"", e.entry);
     put_head(out, n, "route");
     if (!r->on_node) {
-        fputs("\\n", out);
+        sbuf_adds(out, "\\n");
         put_escaped(out, tpl_src(r->on_tpl), SNIPPET_CHARS);
     }
-    fputs("\"]\n", out);
+    sbuf_adds(out, "\"]\n");
     point(out, e.exit);
     if (r->on_node) {
         /* the `on` node sees the route's input first, the diamond its value */
@@ -232,18 +234,18 @@ static dot_ends emit_route(FILE *out, const dsl_node *n)
     return e;
 }
 
-static dot_ends emit_gate(FILE *out, const dsl_node *n)
+static dot_ends emit_gate(sbuf *out, const dsl_node *n)
 {
     const dsl_gate *g = &n->u.gate;
     dot_ends e;
     set_ends(&e, 'n', 'n', n->index);
-    fprintf(out, "  \"%s\" [shape=hexagon, label=\"", e.entry);
+    sbuf_addf(out, "  \"%s\" [shape=hexagon, label=\"", e.entry);
     put_head(out, n, "gate");
     if (!g->check_node) {
-        fputs("\\n", out);
+        sbuf_adds(out, "\\n");
         put_escaped(out, tpl_src(g->check_tpl), SNIPPET_CHARS);
     }
-    fputs("\"]\n", out);
+    sbuf_adds(out, "\"]\n");
     if (g->check_node) {
         dot_ends c = emit_node(out, g->check_node);
         edge(out, e.entry, c.entry, "check", "style=dotted, arrowhead=none");
@@ -252,10 +254,10 @@ static dot_ends emit_gate(FILE *out, const dsl_node *n)
         dot_ends f = emit_node(out, g->fail_node);
         edge(out, e.entry, f.entry, "fail", "color=red, style=dotted");
     } else if (g->fail_message) {
-        fprintf(out, "  \"x%u\" [shape=note, color=red, fontsize=10, label=\"",
+        sbuf_addf(out, "  \"x%u\" [shape=note, color=red, fontsize=10, label=\"",
                 (unsigned)n->index);
         put_escaped(out, tvalue_text(g->fail_message), SNIPPET_CHARS);
-        fputs("\"]\n", out);
+        sbuf_adds(out, "\"]\n");
         char note[24];
         snprintf(note, sizeof note, "x%u", (unsigned)n->index);
         edge(out, e.entry, note, "fail", "color=red, style=dotted");
@@ -264,7 +266,7 @@ static dot_ends emit_gate(FILE *out, const dsl_node *n)
 }
 
 /* The shape of N itself, without its fallback. */
-static dot_ends emit_body(FILE *out, const dsl_node *n)
+static dot_ends emit_body(sbuf *out, const dsl_node *n)
 {
     dot_ends e;
     switch (n->kind) {
@@ -274,12 +276,12 @@ static dot_ends emit_body(FILE *out, const dsl_node *n)
     case DSL_USE:
     case DSL_FAIL:
         set_ends(&e, 'n', 'n', n->index);
-        fprintf(out, "  \"%s\" [shape=box%s, label=\"", e.entry,
+        sbuf_addf(out, "  \"%s\" [shape=box%s, label=\"", e.entry,
                 n->kind == DSL_USE ? ", peripheries=2"
                 : n->kind == DSL_FAIL ? ", color=red, fontcolor=red"
                 : n->kind == DSL_LAMBDA ? ", style=rounded" : "");
         leaf_label(out, n);
-        fputs("\"]\n", out);
+        sbuf_adds(out, "\"]\n");
         return e;
     case DSL_GATE:
         return emit_gate(out, n);
@@ -290,7 +292,7 @@ static dot_ends emit_body(FILE *out, const dsl_node *n)
         if (n->id) {
             cluster_open(out, n);
             put_head(out, n, "chain");
-            fputs("\"\n  style=dotted\n", out);
+            sbuf_adds(out, "\"\n  style=dotted\n");
         }
         dot_ends prev = { "", "" };
         for (size_t i = 0; i < c->n; i++) {
@@ -303,7 +305,7 @@ static dot_ends emit_body(FILE *out, const dsl_node *n)
         }
         memcpy(e.exit, prev.exit, sizeof e.exit);
         if (n->id)
-            fputs("  }\n", out);
+            sbuf_adds(out, "  }\n");
         if (c->n == 0) { /* rejected by the compiler; drawn anyway as a point */
             set_ends(&e, 'i', 'i', n->index);
             point(out, e.entry);
@@ -314,7 +316,7 @@ static dot_ends emit_body(FILE *out, const dsl_node *n)
         const dsl_parallel *p = &n->u.parallel;
         cluster_open(out, n);
         put_head(out, n, "parallel");
-        fprintf(out, "%s\"\n", p->on_error == DSL_ON_ERROR_PARTIAL ? " (partial)" : "");
+        sbuf_addf(out, "%s\"\n", p->on_error == DSL_ON_ERROR_PARTIAL ? " (partial)" : "");
         set_ends(&e, 'i', 'o', n->index);
         point(out, e.entry);
         point(out, e.exit);
@@ -323,7 +325,7 @@ static dot_ends emit_body(FILE *out, const dsl_node *n)
             edge(out, e.entry, b.entry, p->names[i], NULL);
             edge(out, b.exit, e.exit, NULL, NULL);
         }
-        fputs("  }\n", out);
+        sbuf_adds(out, "  }\n");
         return e;
     }
     case DSL_VOTE: {
@@ -335,41 +337,41 @@ static dot_ends emit_body(FILE *out, const dsl_node *n)
         };
         cluster_open(out, n);
         put_head(out, n, "vote");
-        fprintf(out, " n=%d %s", v->n,
+        sbuf_addf(out, " n=%d %s", v->n,
                 (unsigned)v->strategy <= DSL_VOTE_JUDGE ? names[v->strategy] : "?");
         if (v->strategy == DSL_VOTE_AT_LEAST)
-            fprintf(out, " %d", v->at_least);
-        fputs("\"\n", out);
+            sbuf_addf(out, " %d", v->at_least);
+        sbuf_adds(out, "\"\n");
         e = emit_boxed_body(out, n, v->body,
                             v->strategy == DSL_VOTE_JUDGE ? v->judge : NULL);
-        fputs("  }\n", out);
+        sbuf_adds(out, "  }\n");
         return e;
     }
     case DSL_MAP: {
         const dsl_map *m = &n->u.map;
         cluster_open(out, n);
         put_head(out, n, "map");
-        fputs(" over ", out);
+        sbuf_adds(out, " over ");
         put_escaped(out, tpl_src(m->over), SNIPPET_CHARS);
-        fprintf(out, " \xC3\x97%d", m->max_concurrency); /* U+00D7 MULTIPLICATION SIGN */
+        sbuf_addf(out, " \xC3\x97%d", m->max_concurrency); /* U+00D7 MULTIPLICATION SIGN */
         if (m->on_error == DSL_ON_ERROR_PARTIAL)
-            fputs(" (partial)", out);
+            sbuf_adds(out, " (partial)");
         else if (m->on_error == DSL_ON_ERROR_TOLERATE)
-            fprintf(out, " (tolerate %g%%)", m->tolerate * 100.0);
-        fputs("\"\n", out);
+            sbuf_addf(out, " (tolerate %g%%)", m->tolerate * 100.0);
+        sbuf_adds(out, "\"\n");
         e = emit_boxed_body(out, n, m->body, NULL);
-        fputs("  }\n", out);
+        sbuf_adds(out, "  }\n");
         return e;
     }
     case DSL_KIND_COUNT:
         break;
     }
     set_ends(&e, 'n', 'n', n->index);
-    fprintf(out, "  \"%s\" [label=\"?\"]\n", e.entry);
+    sbuf_addf(out, "  \"%s\" [label=\"?\"]\n", e.entry);
     return e;
 }
 
-static dot_ends emit_node(FILE *out, const dsl_node *n)
+static dot_ends emit_node(sbuf *out, const dsl_node *n)
 {
     dot_ends e = emit_body(out, n);
     if (!n->fallback)
@@ -386,28 +388,28 @@ static dot_ends emit_node(FILE *out, const dsl_node *n)
     return e;
 }
 
-int dsl_emit_dot(const dsl_graph *g, FILE *out)
+char *dsl_emit_dot(const dsl_graph *g, size_t *len)
 {
-    fputs("digraph \"", out);
+    sbuf b = SBUF_INIT, *out = &b;
+    sbuf_adds(out, "digraph \"");
     put_escaped(out, g->name ? g->name : "workflow", 0);
-    fputs("\" {\n"
-          "  rankdir=LR\n"
-          "  labelloc=t\n"
-          "  fontname=\"Helvetica\"\n"
-          "  node [fontname=\"Helvetica\", fontsize=11]\n"
-          "  edge [fontname=\"Helvetica\", fontsize=9]\n"
-          "  label=\"",
-          out);
+    sbuf_adds(out, "\" {\n"
+                   "  rankdir=LR\n"
+                   "  labelloc=t\n"
+                   "  fontname=\"Helvetica\"\n"
+                   "  node [fontname=\"Helvetica\", fontsize=11]\n"
+                   "  edge [fontname=\"Helvetica\", fontsize=9]\n"
+                   "  label=\"");
     put_escaped(out, g->name ? g->name : "workflow", 0);
-    fputs("\"\n", out);
-    fputs("  \"input\" [shape=circle, label=\"in\", width=0.3, fixedsize=true]\n"
-          "  \"output\" [shape=doublecircle, label=\"out\", width=0.3, fixedsize=true]\n",
-          out);
+    sbuf_adds(out, "\"\n");
+    sbuf_adds(out, "  \"input\" [shape=circle, label=\"in\", width=0.3, fixedsize=true]\n"
+                   "  \"output\" [shape=doublecircle, label=\"out\", width=0.3, fixedsize=true]\n");
     if (g->root) {
         dot_ends e = emit_node(out, g->root);
         edge(out, "input", e.entry, NULL, NULL);
         edge(out, e.exit, "output", NULL, NULL);
     }
-    fputs("}\n", out);
-    return ferror(out) ? -1 : 0;
+    sbuf_adds(out, "}\n");
+    /* the buffer's failure is sticky: one check covers every append */
+    return sbuf_steal(out, len);
 }

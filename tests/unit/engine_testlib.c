@@ -237,8 +237,11 @@ dsl_graph *et_compile(const char *yaml)
     dsl_diags d;
     dsl_diags_init(&d, "t.yaml");
     dsl_graph *g = dsl_compile("t.yaml", yaml, strlen(yaml), NULL, &d);
-    if (!g)
-        dsl_diags_print(&d, stderr);
+    if (!g) {
+        char *text = dsl_diags_text(&d, NULL);
+        fputs(text ? text : "out of memory\n", stderr);
+        free(text);
+    }
     dsl_diags_free(&d);
     cr_assert(g, "workflow does not compile");
     return g;

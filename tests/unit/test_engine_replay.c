@@ -204,8 +204,11 @@ static dsl_graph *compile_uses(const char *text, const char *const *wfs)
     dsl_registry reg = { .workflows = wfs };
     dsl_options opt = { .registry = &reg };
     dsl_graph *g = dsl_compile("t.yaml", text, strlen(text), &opt, &d);
-    if (!g)
-        dsl_diags_print(&d, stderr);
+    if (!g) {
+        char *diag = dsl_diags_text(&d, NULL);
+        fputs(diag ? diag : "out of memory\n", stderr);
+        free(diag);
+    }
     dsl_diags_free(&d);
     cr_assert(g);
     return g;
