@@ -2,14 +2,10 @@
  * reactor thread.
  *
  * One mutex guards both queues: the pending FIFO the workers take from, and
- * the done list the reactor thread delivers from. Completions reach the
- * reactor through a single post entry embedded in the pool and armed at most
- * once at a time: a burst of finished items costs one post and one wakeup,
- * and handing a result back never allocates, so it cannot fail.
- *
- * Lock order is pool, then the reactor's post lock (a post is made while
- * holding the pool lock, so "armed" and "queued in the reactor" never
- * disagree, which lets pool_free take the entry back safely). Worker threads
+ * the done list of a reactor hand-back (reactor.h), which delivers finished
+ * items in batches through one embedded post: a burst of finished items
+ * costs one wakeup, and handing a result back never allocates, so it cannot
+ * fail. Lock order is pool, then the reactor's post lock. Worker threads
  * block every signal so that signals reach the daemon's own thread. */
 #include "daemon/core/pool.h"
 
@@ -35,57 +31,35 @@ struct pool_work {
 };
 
 struct pool {
-    reactor_t *reactor;
     pthread_t *threads;
     int nthreads;
 
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;  /* signalled when work arrives or the pool stops */
     list_link pending;    /* pool_work_t.link, in submission order */
-    list_link done;
+    reactor_handback_t done;
     bool stopping;
-    bool posted;          /* DELIVER is queued in the reactor */
-    reactor_post_t deliver;
 };
 
-static void pool_on_deliver(reactor_t *r, void *ud);
-
-/* Moves W to the done list and makes sure a delivery is on its way. Called
+/* Moves W to the done list, from which it reaches the reactor thread. Called
  * with the lock held. */
 static void pool_finish_locked(pool_t *p, pool_work_t *w, int status)
 {
     w->status = status;
     w->state = POOL_DONE;
-    list_add_tail(&p->done, &w->link);
-    if (!p->posted) {
-        p->posted = true;
-        (void)reactor_post_embedded(p->reactor, &p->deliver, pool_on_deliver, p);
-    }
+    reactor_handback_add_locked(&p->done, &w->link);
 }
 
 /* Calls the done_fn of every item in L, in order, and frees them. */
-static void pool_deliver_list(list_link *l)
+static void pool_deliver_list(list_link *l, void *ud)
 {
+    (void)ud;
     LIST_EACH_SAFE(it, nx, l) {
         pool_work_t *w = LIST_OWNER(it, pool_work_t, link);
         list_del(it);
         w->done(w->ud, w->status);
         free(w);
     }
-}
-
-/* The reactor-side half: takes the whole done list at once, so items that
- * finish meanwhile arm a fresh delivery instead of waiting on this one. */
-static void pool_on_deliver(reactor_t *r, void *ud)
-{
-    pool_t *p = ud;
-    list_link batch;
-    list_init(&batch);
-    pthread_mutex_lock(&p->lock);
-    list_splice_tail(&batch, &p->done);
-    p->posted = false;
-    pthread_mutex_unlock(&p->lock);
-    pool_deliver_list(&batch);
 }
 
 static void *pool_worker(void *arg)
@@ -136,9 +110,7 @@ pool_t *pool_new(reactor_t *r, int nthreads)
     pool_t *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    p->reactor = r;
     list_init(&p->pending);
-    list_init(&p->done);
     p->threads = calloc((size_t)nthreads, sizeof *p->threads);
     if (!p->threads) {
         err = ENOMEM;
@@ -147,6 +119,7 @@ pool_t *pool_new(reactor_t *r, int nthreads)
     if ((err = pthread_mutex_init(&p->lock, NULL)))
         goto fail;
     lock_ready = true;
+    reactor_handback_init(&p->done, r, &p->lock, pool_deliver_list, p);
     if ((err = pthread_cond_init(&p->wake, NULL)))
         goto fail;
     cond_ready = true;
@@ -185,18 +158,15 @@ void pool_free(pool_t *p)
     list_link batch;
     list_init(&batch);
     pthread_mutex_lock(&p->lock);
-    if (p->posted)
-        reactor_post_cancel(p->reactor, &p->deliver);
-    p->posted = false;
+    reactor_handback_take_locked(&p->done, &batch);
     LIST_EACH_SAFE(l, nx, &p->pending) {
         pool_work_t *w = LIST_OWNER(l, pool_work_t, link);
         w->status = -ECANCELED;
         w->state = POOL_DONE;
     }
-    list_splice_tail(&batch, &p->done);
     list_splice_tail(&batch, &p->pending);
     pthread_mutex_unlock(&p->lock);
-    pool_deliver_list(&batch);
+    pool_deliver_list(&batch, p);
 
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);

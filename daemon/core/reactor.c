@@ -504,6 +504,50 @@ static int reactor_drain_posts(reactor_t *r)
     return ran;
 }
 
+/* ---- hand-backs */
+
+/* The reactor-side half: takes the whole done list at once, so items that
+ * finish meanwhile arm a fresh delivery instead of waiting on this one. */
+static void reactor_handback_run(reactor_t *r, void *ud)
+{
+    reactor_handback_t *h = ud;
+    list_link batch;
+    (void)r;
+    list_init(&batch);
+    pthread_mutex_lock(h->lock);
+    list_splice_tail(&batch, &h->done);
+    h->posted = false;
+    pthread_mutex_unlock(h->lock);
+    h->deliver(&batch, h->ud);
+}
+
+void reactor_handback_init(reactor_handback_t *h, reactor_t *r, pthread_mutex_t *lock,
+                           reactor_handback_fn deliver, void *ud)
+{
+    *h = (reactor_handback_t){.r = r, .lock = lock, .deliver = deliver, .ud = ud};
+    list_init(&h->done);
+}
+
+void reactor_handback_add_locked(reactor_handback_t *h, list_link *item)
+{
+    list_add_tail(&h->done, item);
+    if (!h->posted) {
+        /* Posted under the owner's lock, so "posted" and "queued in the
+         * reactor" never disagree and take_locked can cancel it. The entry
+         * is embedded and not queued: this cannot fail. */
+        h->posted = true;
+        (void)reactor_post_embedded(h->r, &h->post, reactor_handback_run, h);
+    }
+}
+
+void reactor_handback_take_locked(reactor_handback_t *h, list_link *batch)
+{
+    if (h->posted)
+        reactor_post_cancel(h->r, &h->post);
+    h->posted = false;
+    list_splice_tail(batch, &h->done);
+}
+
 /* ---- the loop */
 
 /* Waits up to WAIT_US microseconds (negative: no limit). */

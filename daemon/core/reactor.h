@@ -21,6 +21,7 @@
 #ifndef LOOM_DAEMON_REACTOR_H
 #define LOOM_DAEMON_REACTOR_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -136,5 +137,41 @@ int reactor_post_embedded(reactor_t *r, reactor_post_t *e, reactor_post_cb cb, v
 /* Takes E off the queue if its callback has not started yet. Returns whether
  * it did, in which case the callback will not run. Any thread. */
 bool reactor_post_cancel(reactor_t *r, reactor_post_t *e);
+
+/* ---- hand-backs: results made on other threads, delivered on this one */
+
+/* Delivers BATCH (a list of the owner's items, in the order they were
+ * added; the callee unlinks and frees them) on the reactor thread. */
+typedef void (*reactor_handback_fn)(list_link *batch, void *ud);
+
+/* A done list for a module whose own threads finish work (the pool's
+ * workers, the store's writer): items are added under the owner's mutex and
+ * reach the reactor thread in batches through one embedded post, armed at
+ * most once at a time, so a burst costs one wakeup and handing back never
+ * allocates. Lock order: the owner's mutex, then the reactor's post lock.
+ * The fields are private. */
+typedef struct reactor_handback {
+    reactor_t *r;
+    pthread_mutex_t *lock;         /* the owner's (borrowed): guards the rest */
+    list_link done;
+    bool posted;                   /* POST is queued in the reactor */
+    reactor_post_t post;
+    reactor_handback_fn deliver;
+    void *ud;
+} reactor_handback_t;
+
+/* Sets H up to deliver through R (borrowed) with DELIVER(batch, UD); LOCK
+ * (borrowed) is the mutex the owner holds around every other call. */
+void reactor_handback_init(reactor_handback_t *h, reactor_t *r, pthread_mutex_t *lock,
+                           reactor_handback_fn deliver, void *ud);
+
+/* Appends ITEM (not in any list; the owner's until delivered) and arms the
+ * delivery. Any thread, with the lock held. */
+void reactor_handback_add_locked(reactor_handback_t *h, list_link *item);
+
+/* Disarms the delivery and moves every item not yet delivered to the end of
+ * BATCH, for an owner closing down (it then delivers BATCH itself, so no post
+ * outlives it). Reactor thread, with the lock held. */
+void reactor_handback_take_locked(reactor_handback_t *h, list_link *batch);
 
 #endif

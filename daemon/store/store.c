@@ -4,13 +4,10 @@
  * Writers append to one FIFO under a mutex and signal the store thread,
  * which never holds the mutex while it talks to SQLite: it takes the whole
  * queue (or max_batch of it), applies it in one transaction (store_db.c),
- * then moves the finished requests to the done list. Completions reach the
- * reactor through one post entry embedded in the store and armed at most
- * once at a time, as in pool.c: a burst of commits costs one wakeup, and
- * handing results back never allocates, so it cannot fail.
- *
- * Lock order is store, then the reactor's post lock, so "posted" and "queued
- * in the reactor" never disagree and store_close can take the entry back. */
+ * then moves the finished requests to the done list of a reactor hand-back
+ * (reactor.h), as pool.c does: a burst of commits costs one wakeup, and
+ * handing results back never allocates, so it cannot fail. Lock order is
+ * store, then the reactor's post lock. */
 #include "daemon/store/store_internal.h"
 
 #include <errno.h>
@@ -57,30 +54,7 @@ void store_set_error(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- lists and requests */
-
-static void store_list_push(store_list_t *l, store_req_t *q)
-{
-    q->next = NULL;
-    if (l->tail)
-        l->tail->next = q;
-    else
-        l->head = q;
-    l->tail = q;
-}
-
-/* Appends B to A, leaving B empty. */
-static void store_list_splice(store_list_t *a, store_list_t *b)
-{
-    if (!b->head)
-        return;
-    if (a->tail)
-        a->tail->next = b->head;
-    else
-        a->head = b->head;
-    a->tail = b->tail;
-    b->head = b->tail = NULL;
-}
+/* ---- requests */
 
 static void store_req_free(store_req_t *q)
 {
@@ -135,7 +109,7 @@ static int store_enqueue(store_t *s, store_req_t *q)
         store_req_free(q);
         return -ESHUTDOWN;
     }
-    store_list_push(&s->queue, q);
+    list_add_tail(&s->queue, &q->link);
     s->queued++;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
@@ -145,11 +119,12 @@ static int store_enqueue(store_t *s, store_req_t *q)
 /* ---- completions */
 
 /* Runs the callback of every request of L, in order, and frees them. */
-static void store_deliver_list(store_list_t *l)
+static void store_deliver_list(list_link *l, void *ud)
 {
-    store_req_t *q = l->head;
-    while (q) {
-        store_req_t *next = q->next;
+    (void)ud;
+    LIST_EACH_SAFE(it, nx, l) {
+        store_req_t *q = LIST_OWNER(it, store_req_t, link);
+        list_del(it);
         if (q->cb) {
             store_result_t res = {
                 .status = q->status,
@@ -163,23 +138,7 @@ static void store_deliver_list(store_list_t *l)
             q->cb(q->ud, &res);
         }
         store_req_free(q);
-        q = next;
     }
-    l->head = l->tail = NULL;
-}
-
-/* The reactor-side half: takes the whole done list at once, so requests
- * that finish meanwhile arm a fresh delivery instead of waiting on this. */
-static void store_on_deliver(reactor_t *r, void *ud)
-{
-    (void)r;
-    store_t *s = ud;
-    store_list_t batch = {0};
-    pthread_mutex_lock(&s->lock);
-    store_list_splice(&batch, &s->done);
-    s->posted = false;
-    pthread_mutex_unlock(&s->lock);
-    store_deliver_list(&batch);
 }
 
 /* ---- the store thread */
@@ -189,36 +148,32 @@ static void *store_thread_main(void *arg)
     store_t *s = arg;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->queue.head && !s->closing)
+        while (list_empty(&s->queue) && !s->closing)
             pthread_cond_wait(&s->wake, &s->lock);
-        if (!s->queue.head)
+        if (list_empty(&s->queue))
             break; /* closing, and everything queued is done */
-        store_list_t batch = {0};
+        list_link batch;
+        list_init(&batch);
         size_t n = 0;
-        while (s->queue.head && (s->max_batch == 0 || n < s->max_batch)) {
-            store_req_t *q = s->queue.head;
-            s->queue.head = q->next;
-            store_list_push(&batch, q);
+        list_link *l;
+        while ((l = list_first(&s->queue)) && (s->max_batch == 0 || n < s->max_batch)) {
+            list_del(l);
+            list_add_tail(&batch, l);
             n++;
         }
-        if (!s->queue.head)
-            s->queue.tail = NULL;
         s->queued -= n;
         pthread_mutex_unlock(&s->lock);
 
         store_db_apply(s, &batch);
 
         pthread_mutex_lock(&s->lock);
-        for (store_req_t *q = batch.head; q; q = q->next) {
-            if (q->status == 0)
+        LIST_EACH_SAFE(it, nx, &batch) {
+            if (LIST_OWNER(it, store_req_t, link)->status == 0)
                 s->completed++;
             else
                 s->failed++;
-        }
-        store_list_splice(&s->done, &batch);
-        if (!s->posted) {
-            s->posted = true;
-            (void)reactor_post_embedded(s->reactor, &s->deliver, store_on_deliver, s);
+            list_del(it);
+            reactor_handback_add_locked(&s->done, it);
         }
     }
     pthread_mutex_unlock(&s->lock);
@@ -312,7 +267,7 @@ store_t *store_open(const char *dir, reactor_t *r, const store_options_t *option
         return NULL;
     }
     s->lock_fd = -1;
-    s->reactor = r;
+    list_init(&s->queue);
     s->busy_timeout_ms = options && options->busy_timeout_ms > 0 ? options->busy_timeout_ms
                                                                  : STORE_DEFAULT_BUSY_MS;
     s->max_batch = options ? options->max_batch : 0;
@@ -335,6 +290,7 @@ store_t *store_open(const char *dir, reactor_t *r, const store_options_t *option
     if ((rc = -pthread_mutex_init(&s->lock, NULL)) < 0)
         goto fail_thread;
     lock_ready = true;
+    reactor_handback_init(&s->done, r, &s->lock, store_deliver_list, s);
     if ((rc = -pthread_cond_init(&s->wake, NULL)) < 0)
         goto fail_thread;
     cond_ready = true;
@@ -371,14 +327,12 @@ void store_close(store_t *s)
 
     /* The thread drained the queue before it left; hand back what it did
      * here rather than through a post that would outlive S. */
-    store_list_t batch = {0};
+    list_link batch;
+    list_init(&batch);
     pthread_mutex_lock(&s->lock);
-    if (s->posted)
-        reactor_post_cancel(s->reactor, &s->deliver);
-    s->posted = false;
-    store_list_splice(&batch, &s->done);
+    reactor_handback_take_locked(&s->done, &batch);
     pthread_mutex_unlock(&s->lock);
-    store_deliver_list(&batch); /* writes from these callbacks see CLOSING */
+    store_deliver_list(&batch, s); /* writes from these callbacks see CLOSING */
 
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);

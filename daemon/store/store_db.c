@@ -493,12 +493,13 @@ static bool store_db_run_request(store_t *s, store_req_t *q)
     return (rc & 0xff) == SQLITE_CONSTRAINT && !sqlite3_get_autocommit(s->wdb);
 }
 
-/* Fails every request from HEAD on (all of them up to, not including,
+/* Fails every request from FIRST on (all of them up to, not including,
  * STOP), except SKIP, which keeps the status it has. */
-static void store_db_fail_all(store_req_t *head, store_req_t *stop, store_req_t *skip,
+static void store_db_fail_all(list_link *first, list_link *stop, store_req_t *skip,
                               int status, const char *why)
 {
-    for (store_req_t *q = head; q != stop; q = q->next) {
+    for (list_link *l = first; l != stop; l = l->next) {
+        store_req_t *q = LIST_OWNER(l, store_req_t, link);
         if (q == skip)
             continue;
         q->status = status;
@@ -508,12 +509,13 @@ static void store_db_fail_all(store_req_t *head, store_req_t *stop, store_req_t 
     }
 }
 
-/* Runs the requests from HEAD up to STOP in one transaction. Returns false
- * when the transaction failed after requests ran, so that running them one
- * by one could save some; every request has a result either way. */
-static bool store_db_transaction(store_t *s, store_req_t *head, store_req_t *stop)
+/* Runs the requests from FIRST up to (not including) STOP in one
+ * transaction. Returns false when the transaction failed after requests ran,
+ * so that running them one by one could save some; every request has a
+ * result either way. */
+static bool store_db_transaction(store_t *s, list_link *first, list_link *stop)
 {
-    char why[sizeof head->error_text];
+    char why[sizeof ((store_req_t *)0)->error_text];
     int rc;
     sqlite3_stmt *st = store_db_w(s, STORE_W_BEGIN, NULL, &rc);
     if (st)
@@ -521,11 +523,12 @@ static bool store_db_transaction(store_t *s, store_req_t *head, store_req_t *sto
     if (rc != SQLITE_OK) {
         /* Nothing ran: no request is to blame, so splitting cannot help. */
         snprintf(why, sizeof why, "cannot begin a transaction: %s", sqlite3_errmsg(s->wdb));
-        store_db_fail_all(head, stop, NULL, store_errno_of(rc), why);
+        store_db_fail_all(first, stop, NULL, store_errno_of(rc), why);
         return true;
     }
     store_req_t *bad = NULL;
-    for (store_req_t *q = head; q != stop; q = q->next) {
+    for (list_link *l = first; l != stop; l = l->next) {
+        store_req_t *q = LIST_OWNER(l, store_req_t, link);
         if (!store_db_run_request(s, q)) {
             bad = q;
             break;
@@ -540,11 +543,11 @@ static bool store_db_transaction(store_t *s, store_req_t *head, store_req_t *sto
             return true;
         }
         snprintf(why, sizeof why, "commit failed: %s", sqlite3_errmsg(s->wdb));
-        store_db_fail_all(head, stop, NULL, store_errno_of(rc), why);
+        store_db_fail_all(first, stop, NULL, store_errno_of(rc), why);
     } else {
         /* Precision keeps the compiler sure the copy fits; "why" is cut anyway. */
         snprintf(why, sizeof why, "rolled back with another request: %.160s", bad->error_text);
-        store_db_fail_all(head, stop, bad, bad->status, why);
+        store_db_fail_all(first, stop, bad, bad->status, why);
     }
     if (!sqlite3_get_autocommit(s->wdb)) {
         st = store_db_w(s, STORE_W_ROLLBACK, NULL, &rc);
@@ -554,11 +557,12 @@ static bool store_db_transaction(store_t *s, store_req_t *head, store_req_t *sto
     return false;
 }
 
-void store_db_apply(store_t *s, store_list_t *list)
+void store_db_apply(store_t *s, list_link *list)
 {
-    if (!list->head || store_db_transaction(s, list->head, NULL) || !list->head->next)
+    if (list_empty(list) || store_db_transaction(s, list->next, list) ||
+        list->next->next == list)
         return;
     atomic_fetch_add(&s->batch_retries, 1);
-    for (store_req_t *q = list->head; q; q = q->next)
-        store_db_transaction(s, q, q->next);
+    for (list_link *l = list->next; l != list; l = l->next)
+        store_db_transaction(s, l, l->next);
 }

@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 
+#include "common/containers.h"
 #include "daemon/store/store.h"
 
 /* Bumped with every change to the schema in store_db.c. */
@@ -48,7 +49,7 @@ enum store_rstmt {
 
 /* One queued write. Strings are owned copies; JSON is already serialised. */
 typedef struct store_req {
-    struct store_req *next;
+    list_link link;  /* in the queue, a batch, or the done list */
     enum store_op op;
     store_done_cb cb;
     void *ud;
@@ -70,12 +71,7 @@ typedef struct store_req {
     char error_text[200];
 } store_req_t;
 
-typedef struct store_list {
-    store_req_t *head, *tail;
-} store_list_t;
-
 struct store {
-    reactor_t *reactor;
     char *dir;
     char *db_path;
     int lock_fd;
@@ -90,12 +86,10 @@ struct store {
     pthread_t thread;
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;  /* signalled when work arrives or closing begins */
-    store_list_t queue;
+    list_link queue; /* store_req_t.link, oldest first */
     size_t queued;
-    store_list_t done;
+    reactor_handback_t done;
     bool closing;
-    bool posted; /* DELIVER is queued in the reactor */
-    reactor_post_t deliver;
     store_id_gen_t ids;
     uint64_t completed, failed;
 
@@ -123,8 +117,8 @@ sqlite3_stmt *store_db_stmt(sqlite3 *db, sqlite3_stmt **cache, int idx, const ch
                             int *rc);
 /* Finalises N cached statements. */
 void store_db_finalize(sqlite3_stmt **cache, size_t n);
-/* Store thread: applies the requests of LIST, grouped into as few
- * transactions as it can, and fills in each one's result. */
-void store_db_apply(store_t *s, store_list_t *list);
+/* Store thread: applies the requests of LIST (store_req_t.link), grouped
+ * into as few transactions as it can, and fills in each one's result. */
+void store_db_apply(store_t *s, list_link *list);
 
 #endif

@@ -747,3 +747,89 @@ Test(reactor_loop, free_drops_pending_timers_and_posts, .timeout = 30)
     close(fds[1]);
     reactor_free(NULL);
 }
+
+/* ---- hand-backs */
+
+typedef struct hb_item {
+    list_link link;
+    int value;
+} hb_item;
+
+typedef struct hb_test {
+    pthread_mutex_t lock;
+    reactor_handback_t hb;
+    hb_item items[1000];
+    int delivered[1000];
+    int ndelivered, batches;
+} hb_test;
+
+static void hb_deliver(list_link *batch, void *ud)
+{
+    hb_test *t = ud;
+    t->batches++;
+    LIST_EACH_SAFE(l, nx, batch) {
+        list_del(l);
+        t->delivered[t->ndelivered++] = LIST_OWNER(l, hb_item, link)->value;
+    }
+}
+
+static void *hb_producer(void *arg)
+{
+    hb_test *t = arg;
+    for (int i = 0; i < 1000; i++) {
+        pthread_mutex_lock(&t->lock);
+        reactor_handback_add_locked(&t->hb, &t->items[i].link);
+        pthread_mutex_unlock(&t->lock);
+    }
+    return NULL;
+}
+
+Test(reactor_handback, another_threads_items_arrive_once_in_order, .timeout = 30)
+{
+    reactor_t *r = reactor_new();
+    hb_test *t = calloc(1, sizeof *t);
+    pthread_t th;
+    cr_assert(r != NULL && t != NULL);
+    pthread_mutex_init(&t->lock, NULL);
+    reactor_handback_init(&t->hb, r, &t->lock, hb_deliver, t);
+    for (int i = 0; i < 1000; i++)
+        t->items[i].value = i;
+    cr_assert(eq(int, pthread_create(&th, NULL, hb_producer, t), 0));
+    while (t->ndelivered < 1000) /* the test's timeout is the deadline */
+        cr_assert(ge(int, reactor_run_once(r, -1), 0));
+    pthread_join(th, NULL);
+    for (int i = 0; i < 1000; i++)
+        cr_assert(eq(int, t->delivered[i], i));
+    cr_expect(le(int, t->batches, 1000));
+    cr_assert(eq(int, reactor_run_once(r, 0), 0), "no delivery left armed");
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+    reactor_free(r);
+}
+
+Test(reactor_handback, take_disarms_and_keeps_the_order, .timeout = 30)
+{
+    reactor_t *r = reactor_new();
+    hb_test *t = calloc(1, sizeof *t);
+    list_link batch;
+    cr_assert(r != NULL && t != NULL);
+    pthread_mutex_init(&t->lock, NULL);
+    reactor_handback_init(&t->hb, r, &t->lock, hb_deliver, t);
+    list_init(&batch);
+    pthread_mutex_lock(&t->lock);
+    for (int i = 0; i < 3; i++) {
+        t->items[i].value = i;
+        reactor_handback_add_locked(&t->hb, &t->items[i].link);
+    }
+    reactor_handback_take_locked(&t->hb, &batch);
+    pthread_mutex_unlock(&t->lock);
+    cr_assert(eq(int, reactor_run_once(r, 0), 0), "the post was taken back");
+    cr_assert(eq(int, t->batches, 0));
+    hb_deliver(&batch, t);
+    cr_assert(eq(int, t->ndelivered, 3));
+    for (int i = 0; i < 3; i++)
+        cr_assert(eq(int, t->delivered[i], i));
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+    reactor_free(r);
+}
