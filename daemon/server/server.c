@@ -292,6 +292,7 @@ server_t *server_new(reactor_t *r, const server_options *opt, server_request_fn 
         goto fail;
     }
     s->r = r;
+    list_init(&s->conns);
     s->handler = handler;
     s->ud = ud;
     s->on_close = opt->on_close;
@@ -346,8 +347,8 @@ void server_free(server_t *s)
     s->accept_timer = NULL;
     server_close_listener(s);
     /* on_close callbacks may condemn others: they are still on the list. */
-    while (s->conns)
-        server_conn_close_now(s->conns);
+    while (!list_empty(&s->conns))
+        server_conn_close_now(LIST_OWNER(list_first(&s->conns), server_conn_t, link));
     s->reap_head = NULL;
     server_unlink(s);
     free(s->path);

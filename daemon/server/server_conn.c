@@ -93,19 +93,12 @@ static void conn_settle(server_conn_t *c)
 static void conn_read(server_conn_t *c)
 {
     server_t *s = c->server;
-    if (c->in_cap - c->in_len < CONN_READ_CHUNK) {
-        size_t cap = c->in_cap ? c->in_cap : CONN_READ_CHUNK;
-        while (cap - c->in_len < CONN_READ_CHUNK)
-            cap *= 2;
-        char *in = realloc(c->in, cap);
-        if (!in) {
-            server_log(s, LOOM_LOG_ERROR, "server: connection %llu: out of memory",
-                       (unsigned long long)c->id);
-            server_conn_condemn(c);
-            return;
-        }
-        c->in = in;
-        c->in_cap = cap;
+    /* room for a whole chunk: index in_len + CHUNK - 1 */
+    if (vec_reserve(&c->in, c->in_len + CONN_READ_CHUNK - 1, &c->in_cap, 1, CONN_READ_CHUNK) < 0) {
+        server_log(s, LOOM_LOG_ERROR, "server: connection %llu: out of memory",
+                   (unsigned long long)c->id);
+        server_conn_condemn(c);
+        return;
     }
     ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
     if (n < 0) {
@@ -164,16 +157,8 @@ static int conn_reserve(server_conn_t *c, size_t extra)
     }
     if (extra > SIZE_MAX / 2 - c->out_len)
         return -ENOMEM;
-    size_t need = c->out_len + extra;
-    size_t cap = c->out_cap ? c->out_cap : 4096;
-    while (cap < need)
-        cap *= 2;
-    char *out = realloc(c->out, cap);
-    if (!out)
-        return -ENOMEM;
-    c->out = out;
-    c->out_cap = cap;
-    return 0;
+    /* EXTRA > 0 here: the check at the top lets nothing smaller through */
+    return vec_reserve(&c->out, c->out_len + extra - 1, &c->out_cap, 1, 4096) < 0 ? -ENOMEM : 0;
 }
 
 static int conn_dump_cb(const char *buf, size_t size, void *data)
@@ -390,10 +375,7 @@ int server_conn_open(server_t *s, int fd)
     if (rc < 0)
         goto fail;
     c->interest = REACTOR_READ;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    list_add_head(&s->conns, &c->link);
     s->stats.connections++;
     s->stats.accepted++;
     return 0;
@@ -414,13 +396,7 @@ void server_conn_close_now(server_conn_t *c)
     (void)reactor_del_fd(s->r, c->fd);
     close(c->fd);
     c->fd = -1;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+    list_del(&c->link);
     s->stats.connections--;
     free(c->in);
     free(c->out);

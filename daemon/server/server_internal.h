@@ -15,12 +15,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/containers.h"
 #include "daemon/core/reactor.h"
 #include "daemon/server/server.h"
 
 struct server_conn {
     server_t *server;            /* NULL once closed */
-    struct server_conn *prev, *next; /* the server's open connections */
+    list_link link;              /* in the server's open connections */
     struct server_conn *reap_next;   /* queued for the reaper */
     int fd;
     int refs;                    /* one is the server's while open */
@@ -66,7 +67,7 @@ struct server {
     ino_t ino;
     reactor_timer_t *accept_timer; /* pending while accepting is paused */
 
-    server_conn_t *conns;        /* open (and condemned) connections */
+    list_link conns;             /* open (and condemned) connections, newest first */
     server_conn_t *reap_head;
     reactor_post_t reap_post;
     bool reaping, freeing;
