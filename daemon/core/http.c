@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "common/containers.h"
 #include "daemon/core/http.h"
 
 #define HTTP_DEFAULT_MAX_BODY (64u << 20)
@@ -53,13 +54,13 @@ struct http_client {
     size_t in_flight;
     CURL **idle;
     size_t nidle;
-    http_call_t *calls;        /* every live call (curl 7.88 cannot list them) */
+    list_link calls;           /* every live call (curl 7.88 cannot list them) */
 };
 
 struct http_call {
     http_client_t *c;
     shard *sh;
-    http_call_t *prev, *next;  /* in c->calls */
+    list_link link;            /* in c->calls */
     CURL *easy;
     struct curl_slist *req_headers;
     char *method, *url, *body;
@@ -255,12 +256,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 static void call_free(http_call_t *call)
 {
     http_client_t *c = call->c;
-    if (call->prev)
-        call->prev->next = call->next;
-    else
-        c->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
+    list_del(&call->link);
     if (call->fb_timer)
         reactor_timer_cancel(c->r, call->fb_timer);
     if (call->easy) {
@@ -439,6 +435,21 @@ static int setup_easy(http_call_t *call, const http_call_opts *t)
     return rc == CURLE_OK ? 0 : -1;
 }
 
+void http_request_free(loom_http_request *req)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (req->headers[i].value) /* may be a key */
+            explicit_bzero((char *)req->headers[i].value, strlen(req->headers[i].value));
+        free((char *)req->headers[i].name);
+        free((char *)req->headers[i].value);
+    }
+    free(req->headers);
+    free(req->method);
+    free(req->url);
+    free(req->body);
+    memset(req, 0, sizeof *req);
+}
+
 /* Moves REQ's allocations into CALL (stolen whatever happens). */
 static int take_request(http_call_t *call, loom_http_request *req)
 {
@@ -446,30 +457,25 @@ static int take_request(http_call_t *call, loom_http_request *req)
     call->method = req->method;
     call->url = req->url;
     call->body = req->body;
+    req->method = req->url = req->body = NULL;
     call->body_len = req->body_len;
-    for (size_t i = 0; i < req->nheaders; i++) {
+    for (size_t i = 0; i < req->nheaders && rc == 0; i++) {
         const loom_header *h = &req->headers[i];
         char *line = NULL;
-        if (rc == 0 && h->name && h->value &&
-            asprintf(&line, "%s: %s", h->name, h->value) >= 0) {
-            struct curl_slist *l = curl_slist_append(call->req_headers, line);
-            if (l)
-                call->req_headers = l;
-            else
-                rc = -1;
-            /* the line may hold an API key: wipe it before freeing */
-            explicit_bzero(line, strlen(line));
-            free(line);
-        } else if (rc == 0) {
+        if (!h->name || !h->value || asprintf(&line, "%s: %s", h->name, h->value) < 0) {
             rc = -1;
+            break;
         }
-        if (h->value)
-            explicit_bzero((char *)h->value, strlen(h->value));
-        free((char *)h->name);
-        free((char *)h->value);
+        struct curl_slist *l = curl_slist_append(call->req_headers, line);
+        if (l)
+            call->req_headers = l;
+        else
+            rc = -1;
+        /* the line may hold an API key: wipe it before freeing */
+        explicit_bzero(line, strlen(line));
+        free(line);
     }
-    free(req->headers);
-    memset(req, 0, sizeof *req);
+    http_request_free(req);
     if (rc == 0) {
         /* curl would wait for a 100 Continue before sending a large body */
         struct curl_slist *l = curl_slist_append(call->req_headers, "Expect:");
@@ -506,26 +512,12 @@ http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call
 {
     http_call_t *call = calloc(1, sizeof *call);
     if (!call) {
-        loom_http_request copy = *req;
-        for (size_t i = 0; i < copy.nheaders; i++) {
-            if (copy.headers[i].value)
-                explicit_bzero((char *)copy.headers[i].value, strlen(copy.headers[i].value));
-            free((char *)copy.headers[i].name);
-            free((char *)copy.headers[i].value);
-        }
-        free(copy.headers);
-        free(copy.method);
-        free(copy.url);
-        free(copy.body);
-        memset(req, 0, sizeof *req);
+        http_request_free(req);
         errno = ENOMEM;
         return NULL;
     }
     call->c = c;
-    call->next = c->calls;
-    if (c->calls)
-        c->calls->prev = call;
-    c->calls = call;
+    list_add_head(&c->calls, &call->link);
     call->done = done;
     call->ud = ud;
     call->start_us = reactor_now_us(c->r);
@@ -600,6 +592,7 @@ http_client_t *http_client_new(reactor_t *r, const http_options *opt)
     if (!c)
         goto nomem;
     c->r = r;
+    list_init(&c->calls);
     if (opt)
         c->opt = *opt;
     if (!c->opt.max_body)
@@ -650,9 +643,10 @@ void http_client_free(http_client_t *c)
 {
     if (!c)
         return;
-    while (c->calls) {
-        reactor_post_cancel(c->r, &c->calls->post);
-        call_free(c->calls);
+    LIST_EACH_SAFE(l, nx, &c->calls) {
+        http_call_t *call = LIST_OWNER(l, http_call_t, link);
+        reactor_post_cancel(c->r, &call->post);
+        call_free(call);
     }
     shards_cleanup(c);
     for (size_t i = 0; i < c->nidle; i++)

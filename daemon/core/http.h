@@ -89,6 +89,12 @@ void http_client_free(http_client_t *c);
 http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call_opts *t,
                        http_done_fn done, void *ud);
 
+/* Frees what REQ holds (method, URL, body, headers: each header value is
+ * wiped first, as it may hold an API key) and leaves REQ empty. The one
+ * place an encoded request is thrown away, whether by the client or by a
+ * caller that never sent it. */
+void http_request_free(loom_http_request *req);
+
 /* Abandons CALL: DONE never runs and the connection is closed or reused as
  * curl sees fit. Must not be called from CALL's own DONE. */
 void http_cancel(http_call_t *call);

@@ -10,6 +10,7 @@
 #ifndef LOOM_DAEMON_UPSTREAM_INTERNAL_H
 #define LOOM_DAEMON_UPSTREAM_INTERNAL_H
 
+#include "common/containers.h"
 #include "daemon/upstream/upstream.h"
 
 typedef struct xfer xfer;
@@ -29,7 +30,7 @@ typedef struct plink {
 
 struct xfer {
     upstream_t *u;
-    xfer *prev, *next;         /* in u->xfers */
+    list_link link;            /* in u->xfers */
     loom_call_kind kind;
     char *model;               /* owned, or NULL */
     json_t *messages, *params; /* CHAT: references */
@@ -51,7 +52,8 @@ struct xfer {
 
 struct upstream_call {
     upstream_t *u;
-    upstream_call_t *prev, *next; /* in u->calls */
+    list_link link;            /* in u->calls */
+    char *step_key;            /* owned, or NULL: sent in Loom-Step-Key */
     upstream_done_fn done;
     void *ud;
     bool finished;             /* the callback ran or the caller cancelled */
@@ -75,8 +77,8 @@ struct upstream {
     void *state;
     rl_t *rl;
     upstream_options opt;
-    xfer *xfers;               /* every live xfer */
-    upstream_call_t *calls;    /* every live call */
+    list_link xfers;           /* every live xfer */
+    list_link calls;           /* every live call */
     xfer *open_batch;          /* the batch now filling (one model at a time) */
     bool disabled;
     char disabled_msg[256];
@@ -95,6 +97,11 @@ void xfer_submit(xfer *x);
 void xfer_submit_later(xfer *x);
 /* Ends C on a later pass with CODE (LOOM_OK: an empty list of vectors). */
 void call_end_later(upstream_call_t *c, loom_errcode code, const char *msg);
+
+/* upstream_key.c */
+/* Adds the Loom-Step-Key header of X's live parts to ENC (whose headers
+ * array is malloc'd, as encode leaves it). 0 or -ENOMEM. */
+int xfer_add_step_keys(const xfer *x, loom_http_request *enc);
 
 /* upstream_batch.c */
 /* Puts CALL's inputs into open batches, flushing full ones. 0 or -ENOMEM. */
