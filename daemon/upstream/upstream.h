@@ -89,8 +89,8 @@ void upstream_free(upstream_t *u);
  * paid for which request. A batch of embeddings lists the keys of all its
  * calls, comma-separated, in the order of its inputs; bytes that could break
  * the header or the list are %XX-escaped, and a list too long for a header
- * ends with "+N" for the keys left out (upstream_key.c). DONE(call, result, UD) runs once, later, unless
- * upstream_cancel comes first. NULL with errno ENOMEM. */
+ * ends with "+N" for the keys left out (upstream_key.c). DONE(call,
+ * result, UD) runs once, later, unless upstream_cancel comes first. NULL with errno ENOMEM. */
 upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, const char *step_key,
                                upstream_done_fn done, void *ud);
 

@@ -1,7 +1,7 @@
 /* fake_provider.c -- a fake OpenAI / Anthropic server for tests, on 127.0.0.1 only.
  *
  *   fake_provider [--port N] [--latency MS] [--rpm N] [--tpm N]
- *                 [--fault MODE] [--fault-every K] [--max-seconds S]
+ *                 [--fault MODE] [--fault-every K] [--max-seconds S] [--log FILE]
  *
  * POST /v1/chat/completions  echoes the last user message, usage ~ bytes / 4
  * POST /v1/embeddings        string or array input, deterministic 8-dim vectors
@@ -15,7 +15,8 @@
  * second of burst, the way providers quantise their per-minute limits. Faults
  * (500, 503, 529, slow_first_byte, stall_body, drop, malformed_json,
  * huge_body, quota) hit every K-th admitted API request. Port 0 picks a free
- * port, printed on stdout's first line so a test can read it. */
+ * port, printed on stdout's first line so a test can read it. --log FILE
+ * records every API answer with its step key and times (fake_log.h). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -33,12 +34,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "tests/fake/fake_log.h"
 
 enum {
     MAX_HEADER = 64 * 1024,          /* larger header blocks get 431 */
@@ -84,6 +88,13 @@ typedef struct {
     action act;
     char *resp;         /* full HTTP response */
     size_t len, send_len;
+    /* for the log */
+    int status;
+    const char *path;   /* static */
+    char *key;          /* Loom-Step-Key, or NULL */
+    size_t key_len;
+    char *echo;         /* chat answer, or NULL */
+    int64_t received_us;
 } pend;
 
 /* GCRA: tat is the theoretical arrival time; T the emission interval per unit. */
@@ -108,6 +119,7 @@ typedef struct {
     long requests, chat, embeddings, embedding_inputs, messages, r429, in_flight, max_in_flight;
     long connections;           /* accepted since start or the last reset */
     long tokens;                /* charged to admitted requests (prompt + answer) */
+    int log_fd;                 /* --log, or -1 */
 } server;
 
 static double now_s(void)
@@ -508,7 +520,12 @@ typedef struct {
     char path[256];
     bool has_key, has_version, close;
     size_t body_len;
+    const char *step_key;       /* Loom-Step-Key, in the input buffer; or NULL */
+    size_t step_key_len;
+    int64_t received_us;
 } req_head;
+
+static const char *const ep_paths[] = { "/v1/chat/completions", "/v1/embeddings", "/v1/messages" };
 
 static unsigned long next_id(server *s)
 {
@@ -532,6 +549,15 @@ static bool reply_error_now(server *s, conn *c, api_kind api, int code, const ch
     bool ok = reply_now(c, code, extra, b, close);
     free(b);
     return ok;
+}
+
+/* Logs an API answer given at once (an error or a 429). */
+static void log_now(server *s, endpoint ep, const req_head *h, int status)
+{
+    fake_log_entry e = { .received_us = h->received_us, .answered_us = fake_log_now_us(),
+                         .status = status, .delivered = true, .path = ep_paths[ep],
+                         .key = h->step_key, .key_len = h->step_key_len };
+    (void)fake_log_write(s->log_fd, &e);
 }
 
 static bool handle_stats(server *s, conn *c, bool reset)
@@ -622,9 +648,10 @@ static json_t *success_body(server *s, endpoint ep, json_t *req, const buf *answ
 }
 
 /* Queues the answer (normal or faulty) for an admitted API request. */
-static bool queue_answer(server *s, conn *c, api_kind api, json_t *body, bool faulty, bool close,
-                         double t)
+static bool queue_answer(server *s, conn *c, api_kind api, json_t *body, bool faulty, const req_head *h,
+                         endpoint ep, const char *echo, double t)
 {
+    bool close = h->close;
     buf extra = { 0 };
     buf resp = { 0 };
     char *text = NULL;
@@ -634,7 +661,8 @@ static bool queue_answer(server *s, conn *c, api_kind api, json_t *body, bool fa
     snprintf(rid, sizeof rid, "%s: req_%lu\r\n", api == API_ANTHROPIC ? "request-id" : "x-request-id", id);
     if (!buf_add(&extra, rid, strlen(rid)) || !add_ratelimit_headers(s, &extra, api, t))
         goto out;
-    pend p = { .due = t + s->latency, .fd = c->fd, .gen = s->gens[c->fd], .act = ACT_SEND };
+    pend p = { .due = t + s->latency, .fd = c->fd, .gen = s->gens[c->fd], .act = ACT_SEND,
+               .path = ep_paths[ep], .received_us = h->received_us };
     fault_mode f = faulty ? s->fault : F_NONE;
     int code = 200;
     const char *etype = NULL, *ecode = NULL, *emsg = NULL;
@@ -694,8 +722,21 @@ static bool queue_answer(server *s, conn *c, api_kind api, json_t *body, bool fa
     p.len = resp.len;
     p.send_len = f == F_STALL ? resp.len - blen / 2 : resp.len;
     p.resp = resp.p;
-    if (!heap_push(s, p))
+    p.status = f == F_DROP ? 0 : code;
+    if (s->log_fd >= 0) {
+        if (h->step_key && !(p.key = strndup(h->step_key, h->step_key_len)))
+            goto out;
+        p.key_len = h->step_key_len;
+        if (echo && !(p.echo = strdup(echo))) {
+            free(p.key);
+            goto out;
+        }
+    }
+    if (!heap_push(s, p)) {
+        free(p.key);
+        free(p.echo);
         goto out;
+    }
     resp.p = NULL;
     c->busy = true;
     if (close)
@@ -716,14 +757,17 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
     api_kind api = ep == EP_MSG ? API_ANTHROPIC : API_OPENAI;
     double t = now_s();
     s->requests++;
-    if (ep == EP_MSG && (!h->has_key || !h->has_version))
+    if (ep == EP_MSG && (!h->has_key || !h->has_version)) {
+        log_now(s, ep, h, 401);
         return reply_error_now(s, c, api, 401, "authentication_error", NULL,
                                !h->has_key ? "x-api-key header is required" : "anthropic-version header is required",
                                NULL, h->close);
+    }
     json_error_t jerr;
     json_t *req = json_loadb(body, h->body_len, 0, &jerr);
     if (!json_is_object(req)) {
         json_decref(req);
+        log_now(s, ep, h, 400);
         return reply_error_now(s, c, api, 400, "invalid_request_error", NULL, "body is not a JSON object", NULL,
                                h->close);
     }
@@ -736,6 +780,7 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
         s->embeddings++;
         json_t *input = json_object_get(req, "input");
         if (!json_is_string(input) && !(json_is_array(input) && json_array_size(input) > 0)) {
+            log_now(s, ep, h, 400);
             ok = reply_error_now(s, c, api, 400, "invalid_request_error", NULL, "input must be a string or array",
                                  NULL, h->close);
             goto out;
@@ -751,6 +796,7 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
         else
             s->messages++;
         if (!chat_answer(req, &answer, &prompt_bytes)) {
+            log_now(s, ep, h, 400);
             ok = reply_error_now(s, c, api, 400, "invalid_request_error", NULL, "messages must end with a user turn",
                                  NULL, h->close);
             goto out;
@@ -771,6 +817,7 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
                               (long)ceil(w * 1000)) &&
                    add_ratelimit_headers(s, &extra, api, t);
         s->r429++;
+        log_now(s, ep, h, 429);
         if (hok)
             ok = reply_error_now(s, c, api, 429, api == API_ANTHROPIC ? "rate_limit_error" : wr > 0 ? "requests" : "tokens",
                                  api == API_ANTHROPIC ? NULL : "rate_limit_exceeded",
@@ -787,7 +834,7 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
         s->fault_seq++;
         faulty = s->fault_seq % (unsigned long)s->fault_every == 0;
     }
-    ok = queue_answer(s, c, api, resp, faulty, h->close, t);
+    ok = queue_answer(s, c, api, resp, faulty, h, ep, ep == EP_EMB ? NULL : answer.p, t);
 out:
     json_decref(resp);
     json_decref(req);
@@ -849,6 +896,9 @@ static int parse_head(const char *p, size_t hl, req_head *h)
             have_len = true;
         } else if (nl == 17 && !strncasecmp(l, "transfer-encoding", 17)) {
             return 411; /* chunked bodies are not supported: ask for a length */
+        } else if (nl == 13 && !strncasecmp(l, "loom-step-key", 13)) {
+            h->step_key = v;
+            h->step_key_len = vl;
         } else if (nl == 9 && !strncasecmp(l, "x-api-key", 9)) {
             h->has_key = vl > 0;
         } else if (nl == 17 && !strncasecmp(l, "anthropic-version", 17)) {
@@ -895,6 +945,7 @@ static void conn_process(server *s, conn *c)
         }
         req_head h;
         int bad = parse_head(c->in.p, hl, &h);
+        h.received_us = fake_log_now_us();
         if (bad) {
             if (!refuse(s, c, bad))
                 goto fail;
@@ -975,6 +1026,26 @@ static void conn_read(server *s, conn *c)
     conn_process(s, c);
 }
 
+/* Logs P's answer, about to be written to C (NULL: its connection is gone).
+ * The time is read before looking at the connection: when the client is
+ * still there after it, the answer was written while the client lived, so
+ * a test comparing it with the time it killed the client is never misled. */
+static void log_answer(server *s, const pend *p, conn *c)
+{
+    if (s->log_fd < 0)
+        return;
+    fake_log_entry e = { .received_us = p->received_us, .answered_us = fake_log_now_us(),
+                         .status = p->status, .path = p->path, .key = p->key,
+                         .key_len = p->key_len, .echo = p->echo };
+    if (c) {
+        /* a peer that closed (or died) has sent its FIN by now: the answer
+         * would be written into a socket nobody reads */
+        struct pollfd pf = { .fd = c->fd, .events = POLLRDHUP };
+        e.delivered = poll(&pf, 1, 0) == 0 || !(pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+    }
+    (void)fake_log_write(s->log_fd, &e);
+}
+
 static void fire(server *s)
 {
     double t = now_s();
@@ -983,7 +1054,12 @@ static void fire(server *s)
         pend p = heap_pop(s);
         s->in_flight--;
         conn *c = s->conns[p.fd];
-        if (!c || s->gens[p.fd] != p.gen) {
+        if (c && s->gens[p.fd] != p.gen)
+            c = NULL;
+        log_answer(s, &p, c);
+        free(p.key);
+        free(p.echo);
+        if (!c) {
             free(p.resp);
             continue;
         }
@@ -1050,7 +1126,7 @@ static void sweep(server *s, double t)
 static void usage(void)
 {
     fprintf(stderr, "usage: fake_provider [--port N] [--latency MS] [--rpm N] [--tpm N] [--fault MODE]\n"
-                    "                     [--fault-every K] [--max-seconds S]\n"
+                    "                     [--fault-every K] [--max-seconds S] [--log FILE]\n"
                     "faults: 500 503 529 slow_first_byte stall_body drop malformed_json huge_body quota\n");
 }
 
@@ -1070,6 +1146,7 @@ int main(int argc, char **argv)
     static server S; /* the one server this process is */
     server *s = &S;
     double port = 0, latency_ms = 0, rpm = 0, tpm = 0, every = 1, max_s = 300;
+    s->log_fd = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool ok = v != NULL;
@@ -1083,7 +1160,15 @@ int main(int argc, char **argv)
             ok = parse_num(v, 0, 1e12, &tpm);
         else if (ok && !strcmp(a, "--fault-every"))
             ok = parse_num(v, 1, 1e9, &every);
-        else if (ok && !strcmp(a, "--max-seconds"))
+        else if (ok && !strcmp(a, "--log")) {
+            if (s->log_fd >= 0)
+                close(s->log_fd);
+            s->log_fd = fake_log_open(v);
+            if (s->log_fd < 0) {
+                fprintf(stderr, "fake_provider: cannot open %s: %s\n", v, strerror(errno));
+                return 1;
+            }
+        } else if (ok && !strcmp(a, "--max-seconds"))
             ok = parse_num(v, 0.001, 86400 * 7, &max_s);
         else if (ok && !strcmp(a, "--fault")) {
             ok = false;
