@@ -17,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "dsl/util.h"
 
 /* How much longer than the daemon's own wait limit we wait for its reply. */
 #define WAIT_GRACE_MS 5000

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "dsl/suggest.h"
-#include "dsl/util.h"
+#include "common/containers.h"
 
 const char *const cc_kind_keys[] = { "call", "embed", "lambda", "chain", "parallel", "route",
                                      "vote", "map", "gate", "use", "fail", NULL };
@@ -32,8 +32,8 @@ static const char *const reserved_roots[] = { "input", "vars", "steps", "prev", 
 
 static int register_node(dsl_cc *cc, dsl_node *n)
 {
-    if (dsl_vec_reserve(&cc->nodes, cc->nnodes, &cc->capnodes, sizeof *cc->nodes, 64) < 0 ||
-        dsl_vec_reserve(&cc->info, cc->nnodes, &cc->capinfo, sizeof *cc->info, 64) < 0)
+    if (vec_reserve(&cc->nodes, cc->nnodes, &cc->capnodes, sizeof *cc->nodes, 64) < 0 ||
+        vec_reserve(&cc->info, cc->nnodes, &cc->capinfo, sizeof *cc->info, 64) < 0)
         return -1;
     n->index = (uint32_t)cc->nnodes;
     cc->nodes[cc->nnodes] = n;

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "dsl/suggest.h"
-#include "dsl/util.h"
+#include "common/containers.h"
 
 void cc_oom(dsl_cc *cc)
 {
@@ -391,7 +391,7 @@ json_t *cc_json(dsl_cc *cc, const dsl_ynode *y)
 
 static int push_tpl(dsl_cc *cc, dsl_template *t, const dsl_ynode *y, dsl_node *node, cc_site site)
 {
-    if (dsl_vec_reserve(&cc->tpls, cc->ntpls, &cc->captpls, sizeof *cc->tpls, 64) < 0)
+    if (vec_reserve(&cc->tpls, cc->ntpls, &cc->captpls, sizeof *cc->tpls, 64) < 0)
         return -1;
     cc->tpls[cc->ntpls++] = (cc_tpl_use){ t, y, node, site };
     return 0;

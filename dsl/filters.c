@@ -9,6 +9,8 @@
  * lengths, slices and truncation count code points and never cut one. */
 #include "dsl/template.h"
 
+#include "common/containers.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -47,45 +49,13 @@ static json_t *ok(json_t *v, dsl_eval_error *err)
 
 /* ---- helpers: text buffer, UTF-8, numbers, comparison ---- */
 
-/* Text being built, capped at DSL_MAX_TEXT_BYTES. */
-typedef struct fbuf {
-    char *p;
-    size_t n, cap;
-    int too_big;
-} fbuf;
-
-static int fbuf_add(const char *s, size_t n, void *data)
-{
-    fbuf *b = data;
-    if (n > DSL_MAX_TEXT_BYTES - b->n) {
-        b->too_big = 1;
-        return -1;
-    }
-    if (b->cap - b->n < n) {
-        size_t cap = b->cap ? b->cap : 128;
-        while (cap - b->n < n) {
-            if (cap > SIZE_MAX / 2)
-                return -1;
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-
 /* The buffer as a new string value for filter F; frees the buffer. */
-static json_t *fbuf_finish(fbuf *b, int failed, const char *f, dsl_eval_error *err)
+static json_t *text_finish(sbuf *b, int failed, const char *f, dsl_eval_error *err)
 {
-    json_t *v = failed ? NULL : json_stringn(b->n ? b->p : "", b->n);
-    free(b->p);
-    if (b->too_big)
+    json_t *v = failed || b->failed ? NULL : json_stringn(b->n ? b->p : "", b->n);
+    bool too_big = b->too_big;
+    sbuf_free(b);
+    if (too_big)
         return ferr(err, "filter '%s': the result is longer than %u MiB", f, DSL_MAX_TEXT_BYTES >> 20);
     return ok(v, err);
 }
@@ -93,9 +63,10 @@ static json_t *fbuf_finish(fbuf *b, int failed, const char *f, dsl_eval_error *e
 /* IN as JSON text (a new string value), through the capped buffer. */
 static json_t *dump_text(const char *f, const json_t *in, size_t flags, dsl_eval_error *err)
 {
-    fbuf b = { 0 };
-    int bad = json_dump_callback(in, fbuf_add, &b, flags) < 0;
-    return fbuf_finish(&b, bad, f, err);
+    sbuf b;
+    sbuf_init(&b, DSL_MAX_TEXT_BYTES);
+    int bad = json_dump_callback(in, dsl_sbuf_dump_cb, &b, flags) < 0;
+    return text_finish(&b, bad, f, err);
 }
 
 static size_t cp_count(const char *s, size_t n)
@@ -442,14 +413,15 @@ static json_t *f_replace(json_t *in, const json_t *args, dsl_eval_error *err)
     if (!fn)
         return ferr(err, "filter 'replace': the text to replace is empty");
     const char *s = json_string_value(in), *end = s + n, *hit;
-    fbuf b = { 0 };
+    sbuf b;
+    sbuf_init(&b, DSL_MAX_TEXT_BYTES);
     int bad = 0;
     while (!bad && (hit = memmem(s, (size_t)(end - s), json_string_value(from), fn))) {
-        bad = fbuf_add(s, (size_t)(hit - s), &b) < 0 || fbuf_add(json_string_value(to), tn, &b) < 0;
+        bad = sbuf_add(&b, s, (size_t)(hit - s)) < 0 || sbuf_add(&b, json_string_value(to), tn) < 0;
         s = hit + fn;
     }
-    bad = bad || fbuf_add(s, (size_t)(end - s), &b) < 0;
-    return fbuf_finish(&b, bad, "replace", err);
+    bad = bad || sbuf_add(&b, s, (size_t)(end - s)) < 0;
+    return text_finish(&b, bad, "replace", err);
 }
 
 static json_t *affix(const char *f, json_t *in, const json_t *args, int at_end, dsl_eval_error *err)
@@ -639,17 +611,18 @@ static json_t *f_join(json_t *in, const json_t *args, dsl_eval_error *err)
     const char *sp = sep ? json_string_value(sep) : ", ";
     size_t sn = sep ? json_string_length(sep) : 2, i;
     json_t *v;
-    fbuf b = { 0 };
+    sbuf b;
+    sbuf_init(&b, DSL_MAX_TEXT_BYTES);
     int bad = 0;
     json_array_foreach(in, i, v) {
         if (i)
-            bad = bad || fbuf_add(sp, sn, &b) < 0;
+            bad = bad || sbuf_add(&b, sp, sn) < 0;
         if (json_is_string(v))
-            bad = bad || fbuf_add(json_string_value(v), json_string_length(v), &b) < 0;
+            bad = bad || sbuf_add(&b, json_string_value(v), json_string_length(v)) < 0;
         else if (!json_is_null(v))
-            bad = bad || json_dump_callback(v, fbuf_add, &b, DSL_TEXT_JSON_FLAGS) < 0;
+            bad = bad || json_dump_callback(v, dsl_sbuf_dump_cb, &b, DSL_TEXT_JSON_FLAGS) < 0;
     }
-    return fbuf_finish(&b, bad, "join", err);
+    return text_finish(&b, bad, "join", err);
 }
 
 static json_t *f_default(json_t *in, const json_t *args, dsl_eval_error *err)

@@ -5,7 +5,7 @@
  * values and parsed templates). Freeing is therefore one walk over three lists,
  * however many nodes the workflow has. */
 #include "dsl/compile.h"
-#include "dsl/util.h"
+#include "common/containers.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -31,7 +31,7 @@ dsl_arena *dsl_arena_new(void)
 
 static int push_ptr(void ***v, size_t *n, size_t *cap, void *p)
 {
-    if (dsl_vec_reserve(v, *n, cap, sizeof **v, 16) < 0)
+    if (vec_reserve(v, *n, cap, sizeof **v, 16) < 0)
         return -1;
     (*v)[(*n)++] = p;
     return 0;

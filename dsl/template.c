@@ -9,7 +9,6 @@
  * whatever it holds. Errors stop the parse at the first problem and carry
  * the byte offset of the offending token. */
 #include "dsl/template.h"
-#include "dsl/util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -20,48 +19,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/containers.h"
 #include "dsl/suggest.h"
-
-/* A growing byte buffer: one for escaped text, one for decoded strings. */
-typedef struct buf {
-    char *p;
-    size_t n, cap;
-} buf;
 
 typedef struct parser {
     const char *s;
     size_t len, pos;
     size_t open;          /* offset of the "{{" of the expression being read */
     dsl_tpl_error *err;
-    buf text, str;
+    sbuf text, str;      /* escaped text pending a part; a decoded string */
 } parser;
-
-static int buf_reserve(buf *b, size_t extra)
-{
-    if (b->cap - b->n > extra)
-        return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap - b->n <= extra) {
-        if (cap > SIZE_MAX / 2)
-            return -1;
-        cap *= 2;
-    }
-    char *p = realloc(b->p, cap);
-    if (!p)
-        return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_add(buf *b, const char *s, size_t n)
-{
-    if (buf_reserve(b, n) < 0)
-        return -1;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
 
 /* Records an error at OFF; always returns -1 so callers can `return fail(...)`. */
 static int fail(parser *p, size_t off, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -181,7 +148,7 @@ static int hex4(const char *s, unsigned *out)
     return 0;
 }
 
-static int put_utf8(buf *b, unsigned c)
+static int put_utf8(sbuf *b, unsigned c)
 {
     char u[4];
     size_t n;
@@ -196,7 +163,7 @@ static int put_utf8(buf *b, unsigned c)
         u[0] = (char)(0xF0 | (c >> 18)), u[1] = (char)(0x80 | ((c >> 12) & 0x3F));
         u[2] = (char)(0x80 | ((c >> 6) & 0x3F)), u[3] = (char)(0x80 | (c & 0x3F)), n = 4;
     }
-    return buf_add(b, u, n);
+    return sbuf_add(b, u, n);
 }
 
 /* Reads a quoted string at p->pos into p->str (decoded, not NUL-terminated).
@@ -206,12 +173,12 @@ static int read_string(parser *p)
 {
     size_t qoff = p->pos;
     char q = p->s[p->pos++];
-    p->str.n = 0;
+    sbuf_reset(&p->str);
     for (;;) {
         size_t run = p->pos;
         while (p->pos < p->len && p->s[p->pos] != q && p->s[p->pos] != '\\')
             p->pos++;
-        if (buf_add(&p->str, p->s + run, p->pos - run) < 0)
+        if (sbuf_add(&p->str, p->s + run, p->pos - run) < 0)
             return oom(p);
         if (p->pos >= p->len)
             return fail(p, qoff, "unterminated string");
@@ -253,7 +220,7 @@ static int read_string(parser *p)
                 return fail(p, eoff, "unknown escape in string");
             return fail(p, eoff, "unknown escape '\\%c' in string", e);
         }
-        if (buf_add(&p->str, &c, 1) < 0)
+        if (sbuf_add(&p->str, &c, 1) < 0)
             return oom(p);
     }
 }
@@ -317,8 +284,8 @@ static int read_number(parser *p, json_t **out)
     if (i < n && (is_ident_char(s[i]) || s[i] == '.'))
         goto bad;
     /* strtod/strtoll need a terminated copy; the token may be long. */
-    p->str.n = 0;
-    if (buf_add(&p->str, s + off, i - off) < 0 || buf_add(&p->str, "", 1) < 0)
+    sbuf_reset(&p->str);
+    if (sbuf_add(&p->str, s + off, i - off) < 0) /* sbuf keeps a NUL after the bytes */
         return oom(p);
     p->pos = i;
     errno = 0;
@@ -383,7 +350,7 @@ static void expr_free(dsl_expr *e)
 static int add_seg(parser *p, dsl_expr *e, size_t *cap, dsl_seg_kind kind, char *name,
                    long index, size_t off)
 {
-    if (dsl_vec_reserve(&e->segs, e->nsegs, cap, sizeof *e->segs, 4) < 0) {
+    if (vec_reserve(&e->segs, e->nsegs, cap, sizeof *e->segs, 4) < 0) {
         free(name);
         return oom(p);
     }
@@ -445,7 +412,7 @@ static int read_filters(parser *p, dsl_expr *e)
         const dsl_filter_def *def = dsl_filter_find(p->s + off, n);
         if (!def)
             return unknown_filter(p, off, n);
-        if (dsl_vec_reserve(&e->filters, e->nfilters, &cap, sizeof *e->filters, 4) < 0)
+        if (vec_reserve(&e->filters, e->nfilters, &cap, sizeof *e->filters, 4) < 0)
             return oom(p);
         json_t *args = json_array();
         if (!args)
@@ -587,7 +554,7 @@ fail:
 
 static int add_part(parser *p, dsl_template *t, size_t *cap, dsl_tpl_part part)
 {
-    if (dsl_vec_reserve(&t->parts, t->nparts, cap, sizeof *t->parts, 4) < 0)
+    if (vec_reserve(&t->parts, t->nparts, cap, sizeof *t->parts, 4) < 0)
         return oom(p);
     t->parts[t->nparts++] = part;
     return 0;
@@ -609,7 +576,7 @@ static int flush_text(parser *p, dsl_template *t, size_t *cap, size_t off, const
     if (n)
         memcpy(s + p->text.n, run, n);
     s[total] = '\0';
-    p->text.n = 0;
+    sbuf_reset(&p->text);
     if (add_part(p, t, cap, (dsl_tpl_part){ .text = s, .len = total, .offset = off }) < 0) {
         free(s);
         return -1;
@@ -646,7 +613,7 @@ dsl_template *dsl_template_parse(const char *s, size_t len, dsl_tpl_error *err)
             continue;
         }
         if (esc) {
-            if (buf_add(&p.text, s + run, p.pos - run) < 0 || buf_add(&p.text, "{{", 2) < 0) {
+            if (sbuf_add(&p.text, s + run, p.pos - run) < 0 || sbuf_add(&p.text, "{{", 2) < 0) {
                 oom(&p);
                 goto fail;
             }
@@ -670,12 +637,12 @@ dsl_template *dsl_template_parse(const char *s, size_t len, dsl_tpl_error *err)
     if (flush_text(&p, t, &cap, text_off, s + run, len - run) < 0)
         goto fail;
     t->whole = t->nparts == 1 && t->parts[0].expr != NULL;
-    free(p.text.p);
-    free(p.str.p);
+    sbuf_free(&p.text);
+    sbuf_free(&p.str);
     return t;
 fail:
-    free(p.text.p);
-    free(p.str.p);
+    sbuf_free(&p.text);
+    sbuf_free(&p.str);
     dsl_template_free(t);
     return NULL;
 }

@@ -126,6 +126,10 @@ json_t *dsl_expr_eval(const dsl_expr *e, dsl_root_lookup_fn lookup, void *ud,
 #define DSL_MAX_TEXT_BYTES (64u << 20) /* one string */
 #define DSL_MAX_ITEMS (1u << 20)       /* one array made by split or lines */
 
+/* A json_dump_callback appending to the sbuf (common/containers.h) DATA;
+ * the sbuf's max is what caps the text. */
+int dsl_sbuf_dump_cb(const char *s, size_t n, void *data);
+
 /* Renders V as template text would show it: strings raw, null as "", other
  * values as compact JSON (DSL_TEXT_JSON_FLAGS). Returns a new string (caller
  * frees) or NULL. */

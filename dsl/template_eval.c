@@ -7,6 +7,8 @@
  * may evaluate the same one at once. */
 #include "dsl/template.h"
 
+#include "common/containers.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -104,47 +106,19 @@ json_t *dsl_expr_eval(const dsl_expr *e, dsl_root_lookup_fn lookup, void *ud, ds
     return cur;
 }
 
-/* The rendered text, capped at DSL_MAX_TEXT_BYTES. */
-typedef struct tbuf {
-    char *p;
-    size_t n, cap;
-    int too_big;
-} tbuf;
-
-static int tbuf_add(const char *s, size_t n, void *data)
+int dsl_sbuf_dump_cb(const char *s, size_t n, void *b)
 {
-    tbuf *b = data;
-    if (n > DSL_MAX_TEXT_BYTES - b->n) {
-        b->too_big = 1;
-        return -1;
-    }
-    if (b->cap - b->n < n) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->n < n) {
-            if (cap > SIZE_MAX / 2)
-                return -1;
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
+    return sbuf_add(b, s, n);
 }
 
 /* Appends V as template text: strings raw, null as nothing, others compact JSON. */
-static int render(tbuf *b, const json_t *v)
+static int render(sbuf *b, const json_t *v)
 {
     if (json_is_string(v))
-        return tbuf_add(json_string_value(v), json_string_length(v), b);
+        return sbuf_add(b, json_string_value(v), json_string_length(v));
     if (json_is_null(v))
         return 0;
-    return json_dump_callback(v, tbuf_add, b, DSL_TEXT_JSON_FLAGS);
+    return json_dump_callback(v, dsl_sbuf_dump_cb, b, DSL_TEXT_JSON_FLAGS);
 }
 
 json_t *dsl_template_eval(const dsl_template *t, dsl_root_lookup_fn lookup, void *ud,
@@ -154,12 +128,13 @@ json_t *dsl_template_eval(const dsl_template *t, dsl_root_lookup_fn lookup, void
         err->msg[0] = '\0';
     if (t->whole)
         return dsl_expr_eval(t->parts[0].expr, lookup, ud, err);
-    tbuf b = { 0 };
+    sbuf b;
+    sbuf_init(&b, DSL_MAX_TEXT_BYTES);
     json_t *out = NULL;
     for (size_t i = 0; i < t->nparts; i++) {
         const dsl_tpl_part *part = &t->parts[i];
         if (part->text) {
-            if (tbuf_add(part->text, part->len, &b) < 0)
+            if (sbuf_add(&b, part->text, part->len) < 0)
                 goto oom;
             continue;
         }
@@ -176,7 +151,7 @@ json_t *dsl_template_eval(const dsl_template *t, dsl_root_lookup_fn lookup, void
     out = json_stringn(b.n ? b.p : "", b.n);
     if (!out)
         goto oom;
-    free(b.p);
+    sbuf_free(&b);
     return out;
 oom:
     if (b.too_big)
@@ -184,7 +159,7 @@ oom:
     else
         set_err(err, "out of memory rendering a template");
 fail:
-    free(b.p);
+    sbuf_free(&b);
     return NULL;
 }
 

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "common/containers.h"
+
 /* ---- arena ---------------------------------------------------------------- */
 
 #define ARENA_CHUNK ((size_t)64 * 1024)
@@ -126,29 +128,6 @@ static int same_scalar(const dsl_ynode *a, const dsl_ynode *b)
 {
     return a->u.scalar.len == b->u.scalar.len &&
            memcmp(a->u.scalar.str, b->u.scalar.str, a->u.scalar.len) == 0;
-}
-
-/* Grows the array whose pointer is at PP (elements of SIZE bytes, capacity
- * *CAP) to hold at least NEED. PP is any T ** (copied with memcpy, so no
- * type punning through void **). */
-static int grow(void *pp, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) {
-        if (c > SIZE_MAX / 2 / size)
-            return -1;
-        c *= 2;
-    }
-    void *old, *p;
-    memcpy(&old, pp, sizeof old);
-    p = realloc(old, c * size);
-    if (!p)
-        return -1;
-    memcpy(pp, &p, sizeof p);
-    *cap = c;
-    return 0;
 }
 
 /* ---- builder state -------------------------------------------------------- */
@@ -319,7 +298,7 @@ static anchor_rec *anchor_find(builder *b, const char *name)
  * later anchors win). Returns 1 + the record's index, or 0 when out of memory. */
 static size_t anchor_define(builder *b, const char *name, dsl_ynode *node)
 {
-    if (grow(&b->anchors, &b->anchors_cap, b->nanchors + 1, sizeof *b->anchors) < 0)
+    if (vec_reserve(&b->anchors, b->nanchors, &b->anchors_cap, sizeof *b->anchors, 16) < 0)
         return 0;
     if ((b->nanchors + 1) * 2 > b->anchor_slots_cap) {
         size_t cap = b->anchor_slots_cap ? b->anchor_slots_cap * 2 : 64;
@@ -425,7 +404,7 @@ static int key_seen(builder *b, frame *f, dsl_ynode *key, dsl_ynode **first)
 
 static int push_kid(builder *b, dsl_ynode *n)
 {
-    if (grow(&b->kids, &b->kids_cap, b->nkids + 1, sizeof *b->kids) < 0)
+    if (vec_reserve(&b->kids, b->nkids, &b->kids_cap, sizeof *b->kids, 16) < 0)
         return oom(b);
     b->kids[b->nkids++] = n;
     return 0;
@@ -534,7 +513,7 @@ static int on_start(builder *b, const yaml_event_t *ev, dsl_ykind kind)
         return -1;
     check_tag(b, tag, &ev->start_mark);
     dsl_ynode *n = new_node(b, kind, ev);
-    if (!n || grow(&b->stack, &b->stack_cap, b->depth + 1, sizeof *b->stack) < 0)
+    if (!n || vec_reserve(&b->stack, b->depth, &b->stack_cap, sizeof *b->stack, 16) < 0)
         return oom(b);
     frame *f = &b->stack[b->depth++];
     *f = (frame){ .node = n, .base = b->nkids, .size = 1 };
