@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dsl/util.h"
+#include "common/containers.h"
 
 #define WFDIR_DEBOUNCE_US (30 * REACTOR_MSEC)
 #define WFDIR_RETRY_US (500 * REACTOR_MSEC)
@@ -69,8 +69,8 @@ static wfdir_file *file_get(wfdir *w, const char *base)
     }
     /* the index of served files gets room for every file now, so that
      * rebuilding it after a swap cannot fail */
-    if (dsl_vec_reserve(&w->files, w->nfiles, &w->capfiles, sizeof *w->files, 16) < 0 ||
-        dsl_vec_reserve(&w->index, w->nfiles, &w->capindex, sizeof *w->index, 16) < 0)
+    if (vec_reserve(&w->files, w->nfiles, &w->capfiles, sizeof *w->files, 16) < 0 ||
+        vec_reserve(&w->index, w->nfiles, &w->capindex, sizeof *w->index, 16) < 0)
         goto fail;
     memmove(w->files + at + 1, w->files + at, (w->nfiles - at) * sizeof *w->files);
     w->files[at] = f;
@@ -132,7 +132,7 @@ static int read_workflow(const char *path, size_t max, char **out, size_t *len)
         goto fail;
     }
     for (;;) {
-        if (cap - n < 4096 && dsl_vec_reserve(&buf, n + 4096, &cap, 1, 8192) < 0) {
+        if (cap - n < 4096 && vec_reserve(&buf, n + 4096, &cap, 1, 8192) < 0) {
             rc = -ENOMEM;
             goto fail;
         }

@@ -22,7 +22,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "dsl/util.h"
 
 /* One workflow of the set being checked. */
 typedef struct member {
@@ -488,35 +487,14 @@ void wfdir_log_text(wfdir *w, wfdir_log_level level, const char *text)
 
 char *wfdir_diags_text(const dsl_diags *d)
 {
-    char *out = NULL;
-    size_t len = 0, cap = 0;
-    for (size_t i = 0; i <= d->n; i++) {
-        char *line = NULL;
-        if (i < d->n)
-            line = dsl_diag_format(d, i);
-        else if (d->oom && asprintf(&line, "%s: error: out of memory while reporting errors",
-                                    d->file ? d->file : "?") < 0)
-            line = NULL;
-        if (!line) {
-            if (i < d->n)
-                goto oom;
-            continue;
-        }
-        size_t ll = strlen(line);
-        /* dsl_vec_reserve grows by doubling once; a long line may need more */
-        while (cap < len + ll + 2)
-            if (dsl_vec_reserve(&out, cap, &cap, 1, 256) < 0) {
-                free(line);
-                goto oom;
-            }
-        if (len)
-            out[len++] = '\n';
-        memcpy(out + len, line, ll + 1);
-        len += ll;
-        free(line);
+    size_t len;
+    char *text = dsl_diags_text(d, &len);
+    if (text && len == 0) {
+        free(text);
+        return NULL;
     }
-    return out;
-oom:
-    free(out);
-    return NULL;
+    /* dsl ends every line; ours are joined, the last one unterminated */
+    if (text && text[len - 1] == '\n')
+        text[len - 1] = '\0';
+    return text;
 }
