@@ -20,7 +20,6 @@
 #include "daemon/plugins/plugins.h"
 #include "daemon/core/pool.h"
 #include "daemon/core/reactor.h"
-#include "dsl/util.h"
 
 
 typedef struct run_state {

@@ -13,7 +13,6 @@
 
 #include "dsl/dsl.h"
 #include "common/file.h"
-#include "dsl/util.h"
 #include "loom/plugin.h"
 
 #define CONFIG_MAX_FILE ((size_t)16 << 20)
