@@ -9,36 +9,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/containers.h"
 #include "loom/plugin.h"
 #include "plugins/std/std.h"
 
-/* ---- a growable byte buffer, owned by its user; freed with free(b.data) ---- */
+/* ---- building a result: appends to an sbuf are checked once, here ---- */
 
-typedef struct strbuf {
-    char *data;
-    size_t len, cap;
-} strbuf;
-
-static int sb_add(strbuf *b, const char *s, size_t n)
+/* B's bytes as a new JSON string, or NULL after reporting that memory ran
+ * out (during an append or now). B is freed either way. */
+static json_t *text_result(loom_ctx *ctx, const char *name, sbuf *b)
 {
-    if (n > SIZE_MAX - b->len - 1)
-        return -1;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        char *p;
+    json_t *out = b->failed ? NULL : json_stringn(b->p ? b->p : "", b->n);
 
-        while (cap < b->len + n + 1)
-            cap = cap > SIZE_MAX / 2 ? b->len + n + 1 : cap * 2;
-        if (!(p = realloc(b->data, cap)))
-            return -1;
-        b->data = p;
-        b->cap = cap;
+    sbuf_free(b);
+    return out ? out : std_nomem(ctx, name);
+}
+
+/* Appends the JSON text of V, dumped with FLAGS (and JSON_ENCODE_ANY). */
+static void add_json(sbuf *b, json_t *v, size_t flags)
+{
+    char *text = json_dumps(v, JSON_ENCODE_ANY | flags);
+
+    if (!text) {
+        b->failed = true; /* reported by text_result */
+        return;
     }
-    if (n)
-        memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
+    sbuf_adds(b, text);
+    free(text);
 }
 
 /* ---- UTF-8 ---- */
@@ -202,21 +199,16 @@ nomem:
 
 /* ---- join ---- */
 
-/* Appends the text of a scalar V; -2 for a value that has no text form. */
-static int add_scalar(strbuf *b, json_t *v)
+/* Appends the text of a scalar V; -1 for a value that has no text form. */
+static int add_scalar(sbuf *b, json_t *v)
 {
-    char *text;
-    int rc;
-
     if (json_is_string(v))
-        return sb_add(b, json_string_value(v), json_string_length(v));
-    if (!json_is_number(v) && !json_is_boolean(v))
-        return -2;
-    if (!(text = json_dumps(v, JSON_ENCODE_ANY)))
+        sbuf_add(b, json_string_value(v), json_string_length(v));
+    else if (json_is_number(v) || json_is_boolean(v))
+        add_json(b, v, 0);
+    else
         return -1;
-    rc = sb_add(b, text, strlen(text));
-    free(text);
-    return rc;
+    return 0;
 }
 
 json_t *std_join(loom_ctx *ctx, void *state, json_t *input, json_t *args)
@@ -224,50 +216,38 @@ json_t *std_join(loom_ctx *ctx, void *state, json_t *input, json_t *args)
     static const char name[] = "std.join";
     const char *sep;
     size_t seplen, i;
-    strbuf b = { 0 };
-    json_t *v, *out = NULL;
+    sbuf b = SBUF_INIT;
+    json_t *v;
 
     if (std_args_check(ctx, name, args) < 0 ||
         std_arg_string(ctx, name, args, "separator", "", &sep, &seplen) < 0)
         return NULL;
     if (!json_is_array(input))
         return std_bad_input(ctx, name, "a list", input);
-    if (sb_add(&b, "", 0) < 0)
-        goto nomem;
     json_array_foreach(input, i, v) {
-        int rc;
-
-        if (i > 0 && sb_add(&b, sep, seplen) < 0)
-            goto nomem;
-        if ((rc = add_scalar(&b, v)) == -2) {
+        if (i > 0)
+            sbuf_add(&b, sep, seplen);
+        if (add_scalar(&b, v) < 0) {
             loom_error(ctx, LOOM_E_LAMBDA_FAILED,
                        "%s: input[%zu] must be a string, a number or a boolean, got %s", name,
                        i, std_type_name(v));
-            goto fail;
+            sbuf_free(&b);
+            return NULL;
         }
-        if (rc < 0)
-            goto nomem;
     }
-    if (!(out = json_stringn(b.data, b.len)))
-        goto nomem;
-    free(b.data);
-    return out;
-nomem:
-    std_nomem(ctx, name);
-fail:
-    free(b.data);
-    return NULL;
+    return text_result(ctx, name, &b);
 }
 
 /* ---- text_template ---- */
 
-/* Appends the value of placeholder NAME[0..N) looked up in INPUT. */
-static int fill(loom_ctx *ctx, const char *lname, strbuf *b, json_t *input, const char *name,
+/* Appends the value of placeholder NAME[0..N) looked up in INPUT. -1 after
+ * reporting; running out of memory while appending is left to
+ * text_result. */
+static int fill(loom_ctx *ctx, const char *lname, sbuf *b, json_t *input, const char *name,
                 size_t n)
 {
     char *key;
     json_t *v = NULL;
-    int rc;
 
     if (n == 0) {
         loom_error(ctx, LOOM_E_LAMBDA_FAILED, "%s: empty placeholder {} in args.template "
@@ -297,17 +277,11 @@ static int fill(loom_ctx *ctx, const char *lname, strbuf *b, json_t *input, cons
     }
     free(key);
     /* Strings go in as they are; anything else as compact JSON. */
-    if (json_is_string(v)) {
-        rc = sb_add(b, json_string_value(v), json_string_length(v));
-    } else {
-        char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-
-        rc = text ? sb_add(b, text, strlen(text)) : -1;
-        free(text);
-    }
-    if (rc < 0)
-        std_nomem(ctx, lname);
-    return rc;
+    if (json_is_string(v))
+        sbuf_add(b, json_string_value(v), json_string_length(v));
+    else
+        add_json(b, v, JSON_COMPACT);
+    return 0;
 }
 
 json_t *std_text_template(loom_ctx *ctx, void *state, json_t *input, json_t *args)
@@ -315,20 +289,16 @@ json_t *std_text_template(loom_ctx *ctx, void *state, json_t *input, json_t *arg
     static const char name[] = "std.text_template";
     const char *t;
     size_t n, i = 0;
-    strbuf b = { 0 };
-    json_t *out;
+    sbuf b = SBUF_INIT;
 
     if (std_args_check(ctx, name, args) < 0 ||
         std_arg_string(ctx, name, args, "template", NULL, &t, &n) < 0)
         return NULL;
-    if (sb_add(&b, "", 0) < 0)
-        goto nomem;
     while (i < n) {
         const char *close;
 
         if ((t[i] == '{' || t[i] == '}') && i + 1 < n && t[i + 1] == t[i]) {
-            if (sb_add(&b, t + i, 1) < 0)
-                goto nomem;
+            sbuf_add(&b, t + i, 1);
             i += 2;
         } else if (t[i] == '{') {
             if (!(close = memchr(t + i + 1, '}', n - i - 1))) {
@@ -345,18 +315,12 @@ json_t *std_text_template(loom_ctx *ctx, void *state, json_t *input, json_t *arg
 
             while (j < n && t[j] != '{' && t[j] != '}')
                 j++;
-            if (sb_add(&b, t + i, j - i) < 0)
-                goto nomem;
+            sbuf_add(&b, t + i, j - i);
             i = j;
         }
     }
-    if (!(out = json_stringn(b.data, b.len)))
-        goto nomem;
-    free(b.data);
-    return out;
-nomem:
-    std_nomem(ctx, name);
+    return text_result(ctx, name, &b);
 fail:
-    free(b.data);
+    sbuf_free(&b);
     return NULL;
 }
