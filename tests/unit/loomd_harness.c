@@ -40,7 +40,21 @@ void lh_setup(lh_daemon *d, const char *providers, const char *const *fake_args)
     char *prov = strdup(providers ? providers : "");
     char *at = strstr(prov, "@FAKE@");
     if (at) {
-        cr_assert_eq(fake_server_start(&d->fake, fake_args), 0);
+        /* "@DIR@" at the start of an argument is the temporary directory,
+         * which the caller cannot know before this call */
+        const char *args[32] = { NULL };
+        char *owned[32] = { NULL };
+        for (int i = 0; fake_args && fake_args[i] && i < 31; i++) {
+            args[i] = fake_args[i];
+            if (strncmp(fake_args[i], "@DIR@", 5) == 0) {
+                cr_assert(asprintf(&owned[i], "%s%s", d->dir, fake_args[i] + 5) > 0);
+                args[i] = owned[i];
+            }
+        }
+        int rc = fake_server_start(&d->fake, args);
+        for (int i = 0; i < 32; i++)
+            free(owned[i]);
+        cr_assert_eq(rc, 0);
         char url[64], *full = NULL;
         fake_server_base_url(&d->fake, url, sizeof url);
         *at = '\0';

@@ -23,7 +23,8 @@ typedef struct lh_daemon {
 
 /* Makes DIR with workflows/ and a config whose extra provider lines are
  * PROVIDERS (YAML under `providers:`, may be NULL; "@FAKE@" is replaced by
- * the fake server's base URL, which is then started with FAKE_ARGS). */
+ * the fake server's base URL, which is then started with FAKE_ARGS, where an
+ * argument starting with "@DIR@" has it replaced by DIR). */
 void lh_setup(lh_daemon *d, const char *providers, const char *const *fake_args);
 /* Writes workflows/NAME.yaml with TEXT (atomically: temp file + rename). */
 void lh_workflow(lh_daemon *d, const char *name, const char *text);
