@@ -1,5 +1,10 @@
 /* log.h -- the daemon's log: one line per event on stderr.
  *
+ * Owns: nothing but the line it is formatting; the sink is the caller's.
+ * May call: libc and jansson; the plugin ABI header for its log levels only.
+ * Must never call: any other module of Loom: every module may log through
+ * it, so it depends on none of them.
+ *
  * Text by default ("2026-11-23T07:50:00.123Z info job finished job=01JD...
  * state=succeeded"), or one JSON object per line ({"time", "level", "msg",
  * ...fields}) for machines. stderr because journald (or whoever started the

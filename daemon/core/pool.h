@@ -1,5 +1,10 @@
 /* pool.h -- a fixed set of worker threads for blocking or CPU-heavy work.
  *
+ * Owns: its threads and the queued work items (not the items' user data).
+ * May call: the reactor (to hand results back), libc and pthreads.
+ * Must never call: anything above daemon/core (the engine, plugins, store,
+ * server, wfdir, jobs, loomd); work and done functions are the callers'.
+ *
  * Modelled on libuv's uv_queue_work: work_fn runs on a worker thread, then
  * done_fn runs on the reactor thread, where the rest of the daemon's state
  * lives, so results are handed back without locks on the caller's side.

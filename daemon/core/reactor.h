@@ -1,5 +1,12 @@
 /* reactor.h -- the event loop: file events, timers and cross-thread posts.
  *
+ * Owns: the epoll instance and its wakeup eventfd, the timers, the post
+ * queue, and nothing of its callers (descriptors and user data are
+ * borrowed).
+ * May call: libc, pthreads and common/ (containers.h) only.
+ * Must never call: any other module of Loom; it is the bottom of the daemon
+ * (docs/architecture.md) and everything above is built on it.
+ *
  * One reactor runs on one thread (the "reactor thread") and everything it
  * calls back runs there, so state touched only from callbacks needs no locks.
  * The module knows nothing of jobs, sockets or HTTP; it is the small loop that

@@ -1,5 +1,13 @@
 /* plugins.h -- the plugin loader and the registry of lambdas and providers.
  *
+ * Owns: the dlopen handles, every loaded plugin's state (from init until
+ * fini) and the registry's arrays and names.
+ * May call: the plugin ABI (include/loom), the plugins themselves, dsl/ (for
+ * duration parsing and "did you mean" suggestions), common/ and libc.
+ * Must never call: the engine, upstream, the store, the server, wfdir, jobs
+ * or loomd: the engine looks lambdas and providers up here, not the other
+ * way round.
+ *
  * The registry holds every loaded plugin: the built-ins linked into the
  * program (std, mock) and every `*.so` found in the configured plugin
  * directories. Loading checks the ABI version first (major equal, minor not

@@ -1,6 +1,13 @@
 /* server.h -- the transport of the daemon's Unix-socket protocol: the
  * listening socket, connections, line framing and output back-pressure.
  *
+ * Owns: the listening socket (and its file, when it made it), the
+ * connections and their buffers.
+ * May call: daemon/core (the reactor), common/, libc and jansson; the plugin
+ * ABI header for its log levels only.
+ * Must never call: the engine, the store, wfdir, jobs or loomd: the ops
+ * behind it come in as the handler callback.
+ *
  * Every line a client sends is one JSON object; every line the server sends
  * back is one too. The server knows nothing of jobs: each request whose shape
  * is right (an object with a string "op") goes to one handler callback, which

@@ -1,5 +1,12 @@
 /* store.h -- the durable job store: jobs and finished steps in SQLite.
  *
+ * Owns: the SQLite database in its directory (two connections, the
+ * statement caches), the lock file, the store thread and its write queue.
+ * May call: daemon/core (the reactor, to hand completions back), common/,
+ * libc, pthreads, SQLite and jansson.
+ * Must never call: the engine, the server, wfdir, jobs or loomd: it stores
+ * what it is given and knows nothing of who asks.
+ *
  * Why it looks like this: a submit may be acknowledged only once its job row
  * is on disk, and every finished step is checkpointed, yet the reactor thread
  * must never wait for an fsync. So writes are queued (from any thread) and

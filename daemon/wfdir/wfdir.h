@@ -1,6 +1,13 @@
 /* wfdir.h -- the drop-in workflows directory: every workflow file of one
  * directory compiled, watched with inotify and swapped in when it changes.
  *
+ * Owns: the inotify descriptor and its timers, one entry per workflow file,
+ * and a reference to every graph it serves or holds waiting.
+ * May call: dsl/ (compiling and checking), daemon/core (the reactor),
+ * common/ and libc.
+ * Must never call: the engine, the store, the server, jobs or loomd: what it
+ * has to say goes out through its callbacks.
+ *
  * A workflow is served under the `name:` its file declares (not the file
  * name). A lookup hands out a graph reference, so a job keeps the version it
  * started with however often the file changes afterwards.
