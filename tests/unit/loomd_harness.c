@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,4 +230,92 @@ json_t *lh_call(lh_daemon *d, const char *req, int timeout_ms)
     json_t *r = lh_recv(fd, timeout_ms);
     close(fd);
     return r;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+int lh_log_count(const lh_daemon *d, const char *needle, const char *and_too)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/loomd.log", d->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int n = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0)
+        n += strstr(line, needle) && (!and_too || strstr(line, and_too));
+    free(line);
+    fclose(f);
+    return n;
+}
+
+void lh_wait_log(const lh_daemon *d, const char *needle, const char *and_too, int n,
+                 int timeout_ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int got;
+    while ((got = lh_log_count(d, needle, and_too)) < n) {
+        cr_assert(ms_since(&t0) < timeout_ms, "%d of %d lines '%s'%s%s%s in %s/loomd.log after %d ms",
+                  got, n, needle, and_too ? " with '" : "", and_too ? and_too : "",
+                  and_too ? "'" : "", d->dir, timeout_ms);
+        poll(NULL, 0, 10); /* the interval of a loop that tests the log itself */
+    }
+}
+
+int lh_subscribe(lh_daemon *d)
+{
+    int fd = lh_connect(d);
+    cr_assert(fd >= 0, "cannot connect to loomd");
+    lh_send(fd, "{\"op\":\"events\"}");
+    json_t *r = lh_recv(fd, 5000);
+    cr_assert(r && json_is_true(json_object_get(r, "subscribed")), "the events op did not subscribe");
+    json_decref(r);
+    return fd;
+}
+
+json_t *lh_wait_event(int fd, const char *event, const char *job, int timeout_ms)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        long left = timeout_ms - ms_since(&t0);
+        json_t *e = left > 0 ? lh_recv(fd, (int)left) : NULL;
+        if (!e)
+            return NULL;
+        const char *name = json_string_value(json_object_get(e, "event"));
+        const char *id = json_string_value(json_object_get(e, "job"));
+        if (name && strcmp(name, event) == 0 && (!job || (id && strcmp(id, job) == 0)))
+            return e;
+        json_decref(e);
+    }
+}
+
+long lh_store_steps(const lh_daemon *d, const char *job)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/loom.db", d->state);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long n = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_busy_timeout(db, 5000); /* the daemon may hold a write lock briefly */
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM steps WHERE job_id = ?1", -1, &st, NULL) !=
+            SQLITE_OK ||
+        sqlite3_bind_text(st, 1, job, -1, SQLITE_STATIC) != SQLITE_OK)
+        goto out;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(st, 0);
+out:
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
 }

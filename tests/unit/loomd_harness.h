@@ -44,4 +44,25 @@ json_t *lh_recv(int fd, int timeout_ms);
 /* Sends REQ (JSON text) on a new connection and returns the reply. */
 json_t *lh_call(lh_daemon *d, const char *req, int timeout_ms);
 
+/* ---- waiting for events, each with a deadline (tests never sleep) */
+
+/* Lines of loomd's log (every start appends) holding NEEDLE and, unless
+ * NULL, AND_TOO. loomd writes each line with one write(2). */
+int lh_log_count(const lh_daemon *d, const char *needle, const char *and_too);
+/* Waits until lh_log_count reaches N; fails the test after TIMEOUT_MS. */
+void lh_wait_log(const lh_daemon *d, const char *needle, const char *and_too, int n,
+                 int timeout_ms);
+
+/* A connection subscribed to the events of every job (the `events` op);
+ * events are not stored, so subscribe before causing them. */
+int lh_subscribe(lh_daemon *d);
+/* The next event named EVENT (of JOB unless NULL) on FD, as a new
+ * reference, skipping others; NULL after TIMEOUT_MS or at EOF. */
+json_t *lh_wait_event(int fd, const char *event, const char *job, int timeout_ms);
+
+/* The steps the job store has committed for JOB, read from its database
+ * (read-only, beside a running loomd or after it died); -1 when the
+ * database cannot be read. */
+long lh_store_steps(const lh_daemon *d, const char *job);
+
 #endif

@@ -2,6 +2,7 @@
  * every op, errors with stable codes, hot reload of workflows, durability
  * across a kill -9, graceful stop, many clients at once. */
 #include <criterion/criterion.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,15 +116,33 @@ Test(loomd, idempotency_key_returns_the_same_job, .fini = teardown)
     json_decref(b);
 }
 
+/* Submits to WF with INPUT (JSON text) and returns the job id (static
+ * storage: one at a time) once the job has started, seen on EV (lh_subscribe
+ * before the submit: events are not stored). */
+static const char *submit_started(int ev, const char *wf, const char *input)
+{
+    static char job[64];
+    char req[1024];
+    snprintf(req, sizeof req, "{\"op\":\"submit\",\"workflow\":\"%s\",\"input\":%s}", wf, input);
+    json_t *r = lh_call(&D, req, 5000);
+    cr_assert(json_is_string(json_object_get(r, "job")), "submit failed: %s", r ? json_dumps(r, 0) : "no reply");
+    snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    json_t *e = lh_wait_event(ev, "job_started", job, 10000);
+    cr_assert(e, "job %s did not start within 10 s", job);
+    json_decref(e);
+    return job;
+}
+
 Test(loomd, cancel_a_running_job, .fini = teardown)
 {
     start_default();
-    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"x\"}}", 5000);
+    int ev = lh_subscribe(&D);
+    const char *job = submit_started(ev, "slow", "{\"text\":\"x\"}");
+    close(ev);
     char req[256];
-    snprintf(req, sizeof req, "{\"op\":\"cancel\",\"job\":\"%s\"}", json_string_value(json_object_get(r, "job")));
-    json_decref(r);
-    usleep(200000);
-    r = lh_call(&D, req, 5000);
+    snprintf(req, sizeof req, "{\"op\":\"cancel\",\"job\":\"%s\"}", job);
+    json_t *r = lh_call(&D, req, 5000);
     cr_assert(json_is_true(json_object_get(r, "ok")), "%s", json_dumps(r, 0));
     cr_assert_str_eq(json_string_value(json_object_get(r, "state")), "cancelled");
     json_decref(r);
@@ -175,12 +194,12 @@ Test(loomd, hot_reload_of_workflows, .fini = teardown)
 {
     start_default();
     lh_workflow(&D, "fresh", "loom: 1\nname: fresh\ndo: { call: 'v1' }\n");
-    usleep(300000);
+    lh_wait_log(&D, "loaded", "workflow=fresh ", 1, 10000);
     json_t *r = submit_wait("fresh", "{}");
     cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "result"), "output")), "v1"));
     json_decref(r);
     lh_workflow(&D, "fresh", "loom: 1\nname: fresh\ndo: { call: 'v1' \n"); /* broken */
-    usleep(300000);
+    lh_wait_log(&D, "fresh.yaml: note: not loaded", NULL, 1, 10000);
     r = lh_call(&D, "{\"op\":\"workflows\"}", 5000);
     size_t i;
     json_t *w;
@@ -198,23 +217,49 @@ Test(loomd, hot_reload_of_workflows, .fini = teardown)
     char path[400];
     snprintf(path, sizeof path, "%s/fresh.yaml", D.wf);
     unlink(path);
-    usleep(300000);
+    lh_wait_log(&D, "workflow removed", "workflow=fresh ", 1, 10000);
     r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"fresh\"}", 5000);
     cr_assert_str_eq(code_of(r), "unknown_workflow");
     json_decref(r);
 }
 
+/* A quick step, then a slow one: the kill comes between them. */
+#define TWO_STEP_WF                                                                               \
+    "loom: 1\nname: durable\n"                                                                    \
+    "do:\n  chain:\n    - call: 'fast {{ input.text }}'\n"                                         \
+    "    - call: { prompt: 'slowly {{ prev }}', provider: slow }\n"
+
 Test(loomd, a_job_survives_kill_9, .fini = teardown)
 {
     start_default();
-    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"durable\"}}", 5000);
+    lh_workflow(&D, "durable", TWO_STEP_WF);
+    lh_wait_log(&D, "loaded", "workflow=durable ", 1, 10000);
+    int ev = lh_subscribe(&D);
     char job[64];
-    snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")));
-    json_decref(r);
-    usleep(300000);
-    cr_assert_eq(lh_stop(&D, SIGKILL), 128 + SIGKILL);
-    lh_start(&D);
+    snprintf(job, sizeof job, "%s", submit_started(ev, "durable", "{\"text\":\"durable\"}"));
+    /* the first step's checkpoint is committed: read from the store itself,
+     * since a step_finished event may come before its commit */
+    json_t *e = lh_wait_event(ev, "step_finished", job, 10000);
+    cr_assert(e, "the first step did not finish within 10 s");
+    json_decref(e);
+    close(ev);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long steps;
+    while ((steps = lh_store_steps(&D, job)) < 1) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        cr_assert(t.tv_sec - t0.tv_sec < 10, "the first step was not committed within 10 s (%ld)", steps);
+        poll(NULL, 0, 10); /* the interval of a loop that tests the store itself */
+    }
     char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"get\",\"job\":\"%s\"}", job);
+    json_t *r = lh_call(&D, req, 5000);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "job"), "state")), "running",
+                     "killed mid-job: %s", json_dumps(r, 0));
+    json_decref(r);
+    cr_assert_eq(lh_stop(&D, SIGKILL), 128 + SIGKILL);
+    cr_assert_geq(lh_store_steps(&D, job), 1, "the checkpoint is in the store after the kill");
+    lh_start(&D);
     snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":10}", job);
     r = lh_call(&D, req, 12000);
     json_t *o = json_object_get(r, "job");
@@ -226,16 +271,15 @@ Test(loomd, a_job_survives_kill_9, .fini = teardown)
 Test(loomd, sigterm_lets_running_jobs_finish, .fini = teardown)
 {
     start_default();
-    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"x\"}}", 5000);
+    int ev = lh_subscribe(&D);
     char job[64];
-    snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")));
-    json_decref(r);
-    usleep(200000);
+    snprintf(job, sizeof job, "%s", submit_started(ev, "slow", "{\"text\":\"x\"}"));
+    close(ev);
     cr_assert_eq(lh_stop(&D, SIGTERM), 0);
     lh_start(&D);
     char req[256];
     snprintf(req, sizeof req, "{\"op\":\"get\",\"job\":\"%s\"}", job);
-    r = lh_call(&D, req, 5000);
+    json_t *r = lh_call(&D, req, 5000);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "job"), "state")), "succeeded");
     json_decref(r);
 }
@@ -326,9 +370,13 @@ Test(loomd, a_half_closed_client_still_gets_its_answer, .fini = teardown)
 Test(loomd, a_client_gone_mid_wait_loses_nothing, .fini = teardown)
 {
     start_default();
+    int ev = lh_subscribe(&D);
     int fd = lh_connect(&D);
     lh_send(fd, "{\"id\":1,\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"gone\"},\"idempotency_key\":\"g1\",\"wait\":true}");
-    usleep(300000);
+    json_t *e = lh_wait_event(ev, "job_started", NULL, 10000);
+    cr_assert(e, "the job did not start within 10 s");
+    json_decref(e);
+    close(ev);
     close(fd); /* the job was acknowledged only by the wait's reply: ask again */
     json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"gone\"},\"idempotency_key\":\"g1\",\"wait\":10}", 12000);
     cr_assert(json_is_true(json_object_get(r, "existed")) || json_is_true(json_object_get(r, "ok")));
@@ -344,14 +392,15 @@ Test(loomd, hot_reload_while_jobs_run, .fini = teardown)
 {
     start_default();
     lh_workflow(&D, "two", "loom: 1\nname: two\ndefaults: { provider: slow }\ndo: { call: 'first' }\n");
-    usleep(300000);
-    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"two\"}", 5000);
+    lh_wait_log(&D, "loaded", "workflow=two ", 1, 10000);
+    int ev = lh_subscribe(&D);
     char req[256];
-    snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":10}", json_string_value(json_object_get(r, "job")));
-    json_decref(r);
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":10}", submit_started(ev, "two", "{}"));
+    close(ev);
     /* while it runs, a new version: the running job keeps the one it started with */
     lh_workflow(&D, "two", "loom: 1\nname: two\ndo: { call: 'second' }\n");
-    r = lh_call(&D, req, 12000);
+    lh_wait_log(&D, "loaded", "workflow=two ", 2, 10000);
+    json_t *r = lh_call(&D, req, 12000);
     cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "job"), "output")), "first"),
               "%s", json_dumps(r, 0));
     json_decref(r);
