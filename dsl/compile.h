@@ -4,7 +4,8 @@
  *   compile_node.c   nodes: common keys and the composite kinds
  *   compile_leaf.c   the leaves: call, embed, lambda
  *   compile_refs.c   template names and `steps.X` visibility, once every id is known
- *   compile_util.c   key tables, typed scalars, durations, template values, the id map
+ *   compile_util.c   key tables, messages, typed scalars, durations, the id map
+ *   compile_value.c  JSON and template values, retry, filter lists, generation parameters
  *   graph.c          the arena that owns a graph, and enum names */
 #ifndef LOOM_DSL_COMPILE_H
 #define LOOM_DSL_COMPILE_H
@@ -81,7 +82,12 @@ typedef struct dsl_cc {
     const dsl_ynode *vars_y;
 } dsl_cc;
 
-/* ---- compile_util.c ---- */
+/* ---- compile_util.c, compile_value.c ---- */
+
+/* Names longer than this are cut in messages: a 1 MB key must not make a
+ * 1 MB error line. */
+#define CC_NAME_SHOWN 64
+
 void cc_oom(dsl_cc *cc);
 /* Reports every key of map Y not in ALLOWED (NULL-terminated) as unknown,
  * with a "did you mean" from ALLOWED. WHAT names the construct ("call"). */

@@ -5,7 +5,7 @@
  * depth limit. Children of every open collection pile up on one shared
  * scratch vector and are copied into the document's arena when their
  * collection ends; nodes, strings and arrays all live in that arena, so a
- * document is freed in one pass over a few big chunks. */
+ * document is freed in one pass over a few big chunks (yaml_doc.c). */
 #include "dsl/yaml_tree.h"
 #include "dsl/yaml_internal.h"
 
@@ -16,87 +16,6 @@
 #include <yaml.h>
 
 #include "common/containers.h"
-
-/* ---- arena ---------------------------------------------------------------- */
-
-#define ARENA_CHUNK ((size_t)64 * 1024)
-#define ARENA_BIG (ARENA_CHUNK / 8) /* larger requests get their own block */
-
-typedef struct arena_blk {
-    struct arena_blk *next;
-    size_t used, cap;
-} arena_blk;
-
-#define BLK_HDR ((sizeof(arena_blk) + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1))
-
-typedef struct {
-    arena_blk *cur; /* chunk being filled; older chunks follow it */
-    arena_blk *big; /* separately allocated large objects */
-} yarena;
-
-/* N bytes aligned to ALIGN (a power of two), owned by A; NULL when out of memory. */
-static void *arena_alloc(yarena *a, size_t n, size_t align)
-{
-    if (n >= ARENA_BIG) {
-        if (n > SIZE_MAX - BLK_HDR)
-            return NULL;
-        arena_blk *b = malloc(BLK_HDR + n);
-        if (!b)
-            return NULL;
-        b->next = a->big;
-        b->used = b->cap = n;
-        a->big = b;
-        return (char *)b + BLK_HDR;
-    }
-    if (a->cur) {
-        size_t at = (a->cur->used + align - 1) & ~(align - 1);
-        if (at <= a->cur->cap && n <= a->cur->cap - at) {
-            a->cur->used = at + n;
-            return (char *)a->cur + BLK_HDR + at;
-        }
-    }
-    arena_blk *b = malloc(BLK_HDR + ARENA_CHUNK);
-    if (!b)
-        return NULL;
-    b->next = a->cur;
-    b->cap = ARENA_CHUNK;
-    b->used = n;
-    a->cur = b;
-    return (char *)b + BLK_HDR;
-}
-
-static void arena_free(yarena *a)
-{
-    arena_blk *lists[2] = { a->cur, a->big };
-    for (int i = 0; i < 2; i++)
-        for (arena_blk *b = lists[i], *next; b; b = next) {
-            next = b->next;
-            free(b);
-        }
-    a->cur = a->big = NULL;
-}
-
-/* The document and its arena in one allocation: dsl_ydoc_free frees both. */
-typedef struct {
-    dsl_ydoc doc; /* first, so a dsl_ydoc * is the box */
-    yarena arena;
-} ydoc_box;
-
-void dsl_ydoc_free(dsl_ydoc *doc)
-{
-    if (!doc)
-        return;
-    ydoc_box *box = (ydoc_box *)doc;
-    arena_free(&box->arena);
-    free(box);
-}
-
-void dsl_ylimits_default(dsl_ylimits *l)
-{
-    l->max_depth = 256;
-    l->max_nodes = 2000000;
-    l->max_input = (size_t)64 * 1024 * 1024;
-}
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -162,7 +81,7 @@ typedef struct {
     size_t ci_start[2], ci_end[2]; /* {char index, byte} cursors for marks */
     dsl_ylimits lim;
     dsl_diags *diags;
-    yarena *ar;
+    dsl_yarena *ar;
     uint64_t seed;
     frame *stack;
     size_t depth, stack_cap;
@@ -262,7 +181,7 @@ static int check_tag(builder *b, const yaml_char_t *tag, const yaml_mark_t *at)
 
 static dsl_ynode *new_node(builder *b, dsl_ykind kind, const yaml_event_t *ev)
 {
-    dsl_ynode *n = arena_alloc(b->ar, sizeof *n, _Alignof(dsl_ynode));
+    dsl_ynode *n = dsl_yarena_alloc(b->ar, sizeof *n, _Alignof(dsl_ynode));
     if (!n)
         return NULL;
     memset(n, 0, sizeof *n);
@@ -314,7 +233,7 @@ static size_t anchor_define(builder *b, const char *name, dsl_ynode *node)
         free(old);
     }
     size_t nlen = strlen(name);
-    char *copy = arena_alloc(b->ar, nlen + 1, 1);
+    char *copy = dsl_yarena_alloc(b->ar, nlen + 1, 1);
     if (!copy)
         return 0;
     memcpy(copy, name, nlen + 1);
@@ -468,7 +387,7 @@ static int on_scalar(builder *b, const yaml_event_t *ev)
     int as_string = check_tag(b, ev->data.scalar.tag, &ev->start_mark);
     dsl_ynode *n = new_node(b, DSL_Y_SCALAR, ev);
     size_t len = ev->data.scalar.length;
-    char *s = n && len < SIZE_MAX ? arena_alloc(b->ar, len + 1, 1) : NULL;
+    char *s = n && len < SIZE_MAX ? dsl_yarena_alloc(b->ar, len + 1, 1) : NULL;
     if (!s)
         return oom(b);
     memcpy(s, ev->data.scalar.value, len);
@@ -532,13 +451,13 @@ static int on_end(builder *b, const yaml_event_t *ev)
     free(f->keyset);
     f->keyset = NULL;
     if (n->kind == DSL_Y_SEQ && k > 0) {
-        n->u.seq.items = arena_alloc(b->ar, k * sizeof *kids, _Alignof(dsl_ynode *));
+        n->u.seq.items = dsl_yarena_alloc(b->ar, k * sizeof *kids, _Alignof(dsl_ynode *));
         if (!n->u.seq.items)
             return oom(b);
         memcpy(n->u.seq.items, kids, k * sizeof *kids);
         n->u.seq.n = k;
     } else if (n->kind == DSL_Y_MAP && k > 0) {
-        dsl_ypair *p = arena_alloc(b->ar, k / 2 * sizeof *p, _Alignof(dsl_ypair));
+        dsl_ypair *p = dsl_yarena_alloc(b->ar, k / 2 * sizeof *p, _Alignof(dsl_ypair));
         if (!p)
             return oom(b);
         for (size_t i = 0; i < k / 2; i++)
@@ -681,7 +600,7 @@ dsl_ydoc *dsl_yaml_load(const char *buf, size_t len, const dsl_ylimits *limits,
     builder b = { .diags = diags };
     yaml_parser_t p;
     int have_parser = 0;
-    ydoc_box *box = NULL;
+    dsl_ydoc *doc = NULL;
 
     dsl_ylimits_default(&b.lim);
     if (limits) {
@@ -706,16 +625,13 @@ dsl_ydoc *dsl_yaml_load(const char *buf, size_t len, const dsl_ylimits *limits,
                  b.lim.max_input);
         return NULL;
     }
-    box = calloc(1, sizeof *box);
-    if (!box) {
+    doc = dsl_ydoc_new(buf, len);
+    if (!doc) {
         oom(&b);
         return NULL;
     }
-    box->doc.src = buf;
-    box->doc.src_len = len;
-    box->doc.arena = &box->arena;
-    b.ar = &box->arena;
-    b.seed = (uint64_t)(uintptr_t)box;
+    b.ar = doc->arena;
+    b.seed = (uint64_t)(uintptr_t)doc;
 
     /* libyaml does not count a BOM in its marks: hide it and add it back to
      * offsets. Forcing UTF-8 keeps marks and bytes comparable. */
@@ -756,29 +672,15 @@ dsl_ydoc *dsl_yaml_load(const char *buf, size_t len, const dsl_ylimits *limits,
     if (root && root->kind == DSL_Y_SCALAR && root->u.scalar.style == DSL_YS_PLAIN &&
         root->u.scalar.len == 0 && root->offset == root->end_offset)
         root = NULL;
-    box->doc.root = root;
+    doc->root = root;
     yaml_parser_delete(&p);
     builder_free(&b);
-    return &box->doc;
+    return doc;
 
 fail:
     if (have_parser)
         yaml_parser_delete(&p);
     builder_free(&b);
-    dsl_ydoc_free(&box->doc);
-    return NULL;
-}
-
-dsl_ynode *dsl_ymap_get(const dsl_ynode *map, const char *key)
-{
-    if (!map || map->kind != DSL_Y_MAP || !key)
-        return NULL;
-    size_t kl = strlen(key);
-    for (size_t i = 0; i < map->u.map.n; i++) {
-        const dsl_ynode *k = map->u.map.pairs[i].key;
-        if (k->kind == DSL_Y_SCALAR && k->u.scalar.len == kl &&
-            memcmp(k->u.scalar.str, key, kl) == 0)
-            return map->u.map.pairs[i].value;
-    }
+    dsl_ydoc_free(doc);
     return NULL;
 }
