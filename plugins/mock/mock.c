@@ -44,7 +44,7 @@
 
 /* One call in flight: what invoke computed, waiting for its timer. */
 struct mock_pending {
-    mock_pending *prev, *next;
+    list_link link;              /* in the instance's PENDING */
     mock_instance *inst;
     loom_call *call;
     void *timer;
@@ -89,9 +89,10 @@ static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
 /* ---- requests */
 
 /* The text of a message's content: a string, or the "text" parts of an
- * array (as multimodal APIs write it), appended to *BUF. Returns the number
- * of bytes of text, or -1 when out of memory (BUF NULL: only counts). */
-static long content_text(json_t *content, char **buf, size_t *len)
+ * array (as multimodal APIs write it), appended to BUF (NULL: only counts;
+ * running out of memory is left in BUF's failure flag). Returns the number
+ * of bytes of text. */
+static long content_text(json_t *content, sbuf *buf)
 {
     json_t *one;
     size_t i;
@@ -99,23 +100,12 @@ static long content_text(json_t *content, char **buf, size_t *len)
 
     if (json_is_string(content)) {
         size_t n = json_string_length(content);
-        if (buf) {
-            char *grown = realloc(*buf, *len + n + 1);
-            if (!grown)
-                return -1;
-            memcpy(grown + *len, json_string_value(content), n);
-            *len += n;
-            grown[*len] = '\0';
-            *buf = grown;
-        }
+        if (buf)
+            sbuf_add(buf, json_string_value(content), n);
         return (long)n;
     }
-    json_array_foreach(content, i, one) {
-        long n = content_text(json_object_get(one, "text"), buf, len);
-        if (n < 0)
-            return -1;
-        total += n;
-    }
+    json_array_foreach(content, i, one)
+        total += content_text(json_object_get(one, "text"), buf);
     return total;
 }
 
@@ -123,23 +113,17 @@ static long content_text(json_t *content, char **buf, size_t *len)
  * there is none), or NULL when out of memory. */
 static char *prompt_text(json_t *messages)
 {
-    char *buf = calloc(1, 1);
-    size_t len = 0;
+    sbuf b = SBUF_INIT;
 
-    if (!buf)
-        return NULL;
     for (size_t i = json_array_size(messages); i-- > 0;) {
         json_t *m = json_array_get(messages, i);
         const char *role = json_string_value(json_object_get(m, "role"));
         if (role && strcmp(role, "user") == 0) {
-            if (content_text(json_object_get(m, "content"), &buf, &len) < 0) {
-                free(buf);
-                return NULL;
-            }
+            content_text(json_object_get(m, "content"), &b);
             break;
         }
     }
-    return buf;
+    return sbuf_steal(&b, NULL);
 }
 
 static int64_t tokens_of(uint64_t bytes)
@@ -210,16 +194,6 @@ fail:
 
 /* ---- the call in flight */
 
-static void pending_unlink(mock_instance *in, mock_pending *p)
-{
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        in->pending = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-}
-
 /* The timer: the latency is over. The pending record is freed before the
  * host hears of it, because complete may start new calls at once. */
 static void mock_fire(void *ud)
@@ -232,7 +206,7 @@ static void mock_fire(void *ud)
     loom_errcode code = p->fail_code;
 
     pthread_mutex_lock(&in->lock);
-    pending_unlink(in, p);
+    list_del(&p->link);
     in->stats.in_flight--;
     if (code == LOOM_OK)
         in->stats.completed++;
@@ -290,7 +264,7 @@ static int mock_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom
         if (!prompt)
             goto nomem;
         json_array_foreach(req->messages, i, m)
-            in_bytes += (uint64_t)content_text(json_object_get(m, "content"), NULL, NULL);
+            in_bytes += (uint64_t)content_text(json_object_get(m, "content"), NULL);
         hash = fnv1a(FNV_BASIS ^ in->seed, prompt, strlen(prompt));
     } else {
         json_t *s;
@@ -345,10 +319,7 @@ static int mock_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom
     in->stats.calls++;
     if (++in->stats.in_flight > in->stats.max_in_flight)
         in->stats.max_in_flight = in->stats.in_flight;
-    p->next = in->pending;
-    if (p->next)
-        p->next->prev = p;
-    in->pending = p;
+    list_add_head(&in->pending, &p->link);
     pthread_mutex_unlock(&in->lock);
     free(prompt);
     return 0;
@@ -369,13 +340,17 @@ nomem:
 static void mock_cancel(void *state, loom_call *call)
 {
     mock_instance *in = state;
-    mock_pending *p;
+    mock_pending *p = NULL;
 
     pthread_mutex_lock(&in->lock);
-    for (p = in->pending; p && p->call != call; p = p->next)
-        ;
+    LIST_EACH_SAFE(l, nx, &in->pending) {
+        if (LIST_OWNER(l, mock_pending, link)->call == call) {
+            p = LIST_OWNER(l, mock_pending, link);
+            break;
+        }
+    }
     if (p) {
-        pending_unlink(in, p);
+        list_del(&p->link);
         in->stats.in_flight--;
         in->stats.cancelled++;
     }
@@ -397,6 +372,7 @@ static int mock_init(loom_ctx *ctx, void *plugin_state, json_t *config, void **s
         return -1;
     }
     pthread_mutex_init(&in->lock, NULL);
+    list_init(&in->pending);
     if (mock_config_read(ctx, config, in) < 0) {
         mock_instance_free(in);
         return -1;
@@ -430,9 +406,9 @@ static void mock_fini(void *state)
         pthread_mutex_unlock(&in->registry->lock);
     }
 
-    while (in->pending) {
-        mock_pending *p = in->pending;
-        in->pending = p->next;
+    LIST_EACH_SAFE(l, nx, &in->pending) {
+        mock_pending *p = LIST_OWNER(l, mock_pending, link);
+        list_del(l);
         p->call->api->timer_cancel(p->call, p->timer);
         json_decref(p->output);
         free(p);

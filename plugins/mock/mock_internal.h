@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/containers.h"
 #include "loom/plugin.h"
 
 #include "mock.h"
@@ -46,7 +47,7 @@ typedef struct mock_instance {
     mock_stats stats;
     uint64_t sequence;           /* calls started: drives failure injection */
     uint64_t script_next;        /* next script entry (before the modulo) */
-    mock_pending *pending;       /* calls in flight, most recent first */
+    list_link pending;           /* mock_pending.link: calls in flight, newest first */
 
     struct mock_instance *next_live;  /* the registry's list */
     struct mock_registry *registry;   /* the plugin's state, or NULL */
