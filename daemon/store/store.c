@@ -355,6 +355,33 @@ static int64_t store_time_or_now(int64_t ms)
     return ms != 0 ? ms : store_now_ms();
 }
 
+/* A new request OP about the existing job JOB_ID, or NULL with *RC set:
+ * -ENOMEM, or -EINVAL when JOB_ID is malformed. */
+static store_req_t *store_job_req(enum store_op op, const char *job_id, store_done_cb cb,
+                                  void *ud, int *rc)
+{
+    store_req_t *q = store_req_new(op, cb, ud);
+    *rc = -ENOMEM;
+    if (q && !store_take_id(q, job_id)) {
+        store_req_free(q);
+        q = NULL;
+        *rc = -EINVAL;
+    }
+    return q;
+}
+
+/* Stamps Q (owned; freed on failure) with TIME_MS (0: now) and queues it,
+ * unless FILLED says copying its arguments ran out of memory. */
+static int store_submit(store_t *s, store_req_t *q, bool filled, int64_t time_ms)
+{
+    if (!filled) {
+        store_req_free(q);
+        return -ENOMEM;
+    }
+    q->time_ms = store_time_or_now(time_ms);
+    return store_enqueue(s, q);
+}
+
 int store_insert_job(store_t *s, const store_job_spec_t *spec, store_done_cb cb, void *ud)
 {
     if (!s || !spec || !spec->workflow || !*spec->workflow)
@@ -390,40 +417,27 @@ fail:
 int store_set_running(store_t *s, const char *job_id, int64_t started_ms,
                       store_done_cb cb, void *ud)
 {
+    int rc;
     if (!s)
         return -EINVAL;
-    store_req_t *q = store_req_new(STORE_OP_RUNNING, cb, ud);
-    if (!q)
-        return -ENOMEM;
-    if (!store_take_id(q, job_id)) {
-        store_req_free(q);
-        return -EINVAL;
-    }
-    q->time_ms = store_time_or_now(started_ms);
-    return store_enqueue(s, q);
+    store_req_t *q = store_job_req(STORE_OP_RUNNING, job_id, cb, ud, &rc);
+    return q ? store_submit(s, q, true, started_ms) : rc;
 }
 
 int store_checkpoint_step(store_t *s, const char *job_id, const char *key,
                           const json_t *output, const json_t *error,
                           int64_t finished_ms, store_done_cb cb, void *ud)
 {
+    int rc;
     if (!s || !key)
         return -EINVAL;
-    store_req_t *q = store_req_new(STORE_OP_STEP, cb, ud);
+    store_req_t *q = store_job_req(STORE_OP_STEP, job_id, cb, ud, &rc);
     if (!q)
-        return -ENOMEM;
-    int rc = -EINVAL;
-    if (!store_take_id(q, job_id))
-        goto fail;
-    rc = -ENOMEM;
-    if (!store_copy(key, &q->step_key) || !store_dump(output, &q->output) ||
-        !store_dump(error, &q->error))
-        goto fail;
-    q->time_ms = store_time_or_now(finished_ms);
-    return store_enqueue(s, q);
-fail:
-    store_req_free(q);
-    return rc;
+        return rc;
+    return store_submit(s, q,
+                        store_copy(key, &q->step_key) && store_dump(output, &q->output) &&
+                            store_dump(error, &q->error),
+                        finished_ms);
 }
 
 int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outcome,
@@ -433,22 +447,16 @@ int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outc
         (outcome->state != STORE_SUCCEEDED && outcome->state != STORE_FAILED &&
          outcome->state != STORE_CANCELLED))
         return -EINVAL;
-    store_req_t *q = store_req_new(STORE_OP_FINISH, cb, ud);
+    int rc;
+    store_req_t *q = store_job_req(STORE_OP_FINISH, job_id, cb, ud, &rc);
     if (!q)
-        return -ENOMEM;
-    int rc = -EINVAL;
-    if (!store_take_id(q, job_id))
-        goto fail;
-    rc = -ENOMEM;
-    if (!store_dump(outcome->output, &q->output) || !store_dump(outcome->error, &q->error) ||
-        !store_dump(outcome->usage, &q->usage))
-        goto fail;
+        return rc;
     q->state = outcome->state;
-    q->time_ms = store_time_or_now(outcome->finished_ms);
-    return store_enqueue(s, q);
-fail:
-    store_req_free(q);
-    return rc;
+    return store_submit(s, q,
+                        store_dump(outcome->output, &q->output) &&
+                            store_dump(outcome->error, &q->error) &&
+                            store_dump(outcome->usage, &q->usage),
+                        outcome->finished_ms);
 }
 
 int store_cancel_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
