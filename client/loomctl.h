@@ -167,6 +167,27 @@ void loomctl_print_diags(const dsl_diags *d);
 /* Prints V on stdout: compact on one line (--json), or indented. */
 void loomctl_print_json(const json_t *v, bool pretty);
 
+/* (loomctl_table.c) A table for people: fill it with rows, then print it
+ * (and free it) at once, with columns as wide as their widest cell. Set
+ * ncols (at most LOOMCTL_TABLE_MAX_COLS) and align, zero the rest. */
+#define LOOMCTL_TABLE_MAX_COLS 11
+
+typedef struct loomctl_table {
+    size_t ncols, nrows, cap, notes_cap;
+    const char *align;   /* 'l' or 'r' per column */
+    char **cells;        /* nrows * ncols, owned */
+    char **notes;        /* per row: lines printed under it, or NULL; owned */
+    bool oom;
+} loomctl_table;
+
+/* Adds a row of T->ncols cells (const char *, copied; NULL prints as ""). */
+void loomctl_table_row(loomctl_table *t, ...);
+/* Lines to print under the last row (copied). */
+void loomctl_table_note(loomctl_table *t, const char *text);
+/* Prints T on stdout ("out of memory" on stderr instead if a row or note
+ * could not be kept) and frees what it holds. */
+void loomctl_table_print_free(loomctl_table *t);
+
 /* (loomctl_jobs.c) Prints a job's typed error (docs/protocol.md) on stderr as
  * "loomctl: job ID failed: CODE at NODE after N attempts: MESSAGE". */
 void loomctl_print_job_error(const char *job, const json_t *error);

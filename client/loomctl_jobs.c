@@ -104,86 +104,6 @@ void loomctl_print_job_error(const char *job, const json_t *error)
     fputc('\n', stderr);
 }
 
-/* ---- tables: columns as wide as their widest cell ---- */
-
-#define TABLE_MAX_COLS 11
-
-typedef struct table {
-    size_t ncols, nrows, cap;
-    const char *align;   /* 'l' or 'r' per column */
-    char **cells;        /* nrows * ncols, owned */
-    char **notes;        /* per row: lines printed under it, or NULL; owned */
-    bool oom;
-} table;
-
-static void table_row(table *t, ...)
-{
-    if (t->nrows == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16;
-        char **cells = realloc(t->cells, cap * t->ncols * sizeof *cells);
-        if (cells)
-            t->cells = cells;
-        char **notes = realloc(t->notes, cap * sizeof *notes);
-        if (notes)
-            t->notes = notes;
-        if (!cells || !notes) {
-            t->oom = true;
-            return;
-        }
-        t->cap = cap;
-    }
-    va_list ap;
-    va_start(ap, t);
-    for (size_t i = 0; i < t->ncols; i++) {
-        const char *s = va_arg(ap, const char *);
-        char *copy = strdup(s ? s : "");
-        t->oom |= !copy;
-        t->cells[t->nrows * t->ncols + i] = copy;
-    }
-    va_end(ap);
-    t->notes[t->nrows++] = NULL;
-}
-
-/* Lines to print under the last row (copied). */
-static void table_note(table *t, const char *text)
-{
-    if (t->nrows && !(t->notes[t->nrows - 1] = strdup(text)))
-        t->oom = true;
-}
-
-static void table_print_free(table *t)
-{
-    size_t width[TABLE_MAX_COLS] = { 0 };
-    for (size_t r = 0; r < t->nrows; r++)
-        for (size_t i = 0; i < t->ncols; i++) {
-            const char *s = t->cells[r * t->ncols + i];
-            if (s && strlen(s) > width[i])
-                width[i] = strlen(s);
-        }
-    for (size_t r = 0; r < t->nrows && !t->oom; r++) {
-        for (size_t i = 0; i < t->ncols; i++) {
-            const char *s = t->cells[r * t->ncols + i];
-            bool last = i + 1 == t->ncols;
-            if (t->align[i] == 'r')
-                printf("%*s", (int)width[i], s);
-            else
-                printf("%-*s", last ? 0 : (int)width[i], s);
-            fputs(last ? "\n" : "  ", stdout);
-        }
-        if (t->notes[r])
-            printf("%s\n", t->notes[r]);
-    }
-    if (t->oom)
-        fprintf(stderr, "loomctl: out of memory\n");
-    for (size_t r = 0; r < t->nrows; r++) {
-        for (size_t i = 0; i < t->ncols; i++)
-            free(t->cells[r * t->ncols + i]);
-        free(t->notes[r]);
-    }
-    free(t->cells);
-    free(t->notes);
-}
-
 /* ---- requests ---- */
 
 /* A request object for OP (new), or NULL (reported). */
@@ -564,9 +484,9 @@ int loomctl_cmd_list(int argc, char **argv)
     if (rc != LOOMCTL_OK || o.json)
         goto out;
     const json_t *jobs = json_object_get(reply, "jobs");
-    table t = { .ncols = 5, .align = "lllll" };
+    loomctl_table t = { .ncols = 5, .align = "lllll" };
     if (json_array_size(jobs))
-        table_row(&t, "ID", "STATE", "WORKFLOW", "CREATED", "DURATION");
+        loomctl_table_row(&t, "ID", "STATE", "WORKFLOW", "CREATED", "DURATION");
     else
         fprintf(stderr, "loomctl: no jobs\n");
     int64_t now = loomctl_wall_ms();
@@ -577,10 +497,10 @@ int loomctl_cmd_list(int argc, char **argv)
         int64_t started = ms_of(j, "started_ms"), finished = ms_of(j, "finished_ms");
         fmt_duration(took, sizeof took,
                      started < 0 ? -1 : (finished >= 0 ? finished : now) - started);
-        table_row(&t, str_or(j, "id", "?"), str_or(j, "state", "?"), str_or(j, "workflow", "?"),
+        loomctl_table_row(&t, str_or(j, "id", "?"), str_or(j, "state", "?"), str_or(j, "workflow", "?"),
                   fmt_time(created, sizeof created, ms_of(j, "created_ms"), false), took);
     }
-    table_print_free(&t);
+    loomctl_table_print_free(&t);
     const char *next = str_or(reply, "next", NULL);
     if (next)
         fprintf(stderr, "loomctl: more jobs: loomctl list --after %s%s%s%s%s%s%s%s\n", next,
@@ -619,9 +539,9 @@ int loomctl_cmd_workflows(int argc, char **argv)
     if (rc != LOOMCTL_OK || o.json)
         goto out;
     const json_t *list = json_object_get(reply, "workflows");
-    table t = { .ncols = 4, .align = "lrll" };
+    loomctl_table t = { .ncols = 4, .align = "lrll" };
     if (json_array_size(list))
-        table_row(&t, "NAME", "LOAD", "VERSION", "FILE");
+        loomctl_table_row(&t, "NAME", "LOAD", "VERSION", "FILE");
     else
         fprintf(stderr, "loomctl: no workflows loaded\n");
     size_t i;
@@ -631,7 +551,7 @@ int loomctl_cmd_workflows(int argc, char **argv)
         const json_t *served = json_object_get(w, "served");
         if (json_is_number(json_object_get(w, "load")) && !json_is_false(served))
             snprintf(load, sizeof load, "%lld", int_of(w, "load"));
-        table_row(&t, str_or(w, "name", "-"), load, str_or(w, "version", "-"),
+        loomctl_table_row(&t, str_or(w, "name", "-"), load, str_or(w, "version", "-"),
                   str_or(w, "file", "?"));
         /* the compiler's lines, as one string or an array of them */
         const json_t *err = json_object_get(w, "error");
@@ -658,11 +578,11 @@ int loomctl_cmd_workflows(int argc, char **argv)
         fclose(f);
         if (len) {
             text[len - 1] = 0; /* table_note adds the last newline */
-            table_note(&t, text);
+            loomctl_table_note(&t, text);
         }
         free(text);
     }
-    table_print_free(&t);
+    loomctl_table_print_free(&t);
 out:
     json_decref(reply);
     return rc;
@@ -695,8 +615,8 @@ int loomctl_cmd_stats(int argc, char **argv)
     if (!json_object_size(providers))
         goto out;
     putchar('\n');
-    table t = { .ncols = 11, .align = "llrrrrrrrrl" };
-    table_row(&t, "PROVIDER", "PLUGIN", "IN FLIGHT", "QUEUED", "REQUESTS", "ERRORS", "429S",
+    loomctl_table t = { .ncols = 11, .align = "llrrrrrrrrl" };
+    loomctl_table_row(&t, "PROVIDER", "PLUGIN", "IN FLIGHT", "QUEUED", "REQUESTS", "ERRORS", "429S",
               "INPUT TOKENS", "OUTPUT TOKENS", "LATENCY", "STATUS");
     const char *name;
     const json_t *p;
@@ -727,10 +647,10 @@ int loomctl_cmd_stats(int argc, char **argv)
                      fmt_duration(a, sizeof a, int_of(p, "paused_ms")));
         else
             snprintf(c[8], sizeof c[8], "ok");
-        table_row(&t, name, str_or(p, "plugin", "-"), c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+        loomctl_table_row(&t, name, str_or(p, "plugin", "-"), c[0], c[1], c[2], c[3], c[4], c[5], c[6],
                   c[7], c[8]);
     }
-    table_print_free(&t);
+    loomctl_table_print_free(&t);
 out:
     json_decref(reply);
     return rc;
