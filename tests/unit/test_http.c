@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,7 +205,18 @@ Test(http, connect_timeout, .fini = teardown)
         fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
         (void)connect(fill[i], (struct sockaddr *)&a, sizeof a);
     }
-    usleep(100000);
+    /* the accept queue of a backlog-0 listener is full once one connection
+     * is established (it is never accepted): wait for that, not for a time */
+    bool full = false;
+    for (int tries = 0; !full && tries < 500; tries++) {
+        struct pollfd pf[4];
+        for (int i = 0; i < 4; i++)
+            pf[i] = (struct pollfd){ .fd = fill[i], .events = POLLOUT };
+        cr_assert_geq(poll(pf, 4, 10), 0);
+        for (int i = 0; i < 4; i++)
+            full = full || ((pf[i].revents & POLLOUT) && !(pf[i].revents & (POLLERR | POLLHUP)));
+    }
+    cr_assert(full, "no connection to the listener was established within 5 s");
     loom_http_request q;
     chat_request(&q, ntohs(a.sin_port), "x");
     got g = { 0 };

@@ -9,7 +9,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/core/pool.h"
@@ -313,18 +316,32 @@ typedef struct probe {
     counters *c;
     gate g;
     atomic_int extra;
+    atomic_bool gave_up;       /* pool_free never began within the deadline */
 } probe;
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 static void probe_work(void *ud)
 {
     probe *pr = ud;
     gate_enter(&pr->g);
-    for (;;) {
+    /* polls for the refusal itself; the pause between tries only keeps the
+     * number of extra items small */
+    for (int64_t until = mono_ms() + 10000;;) {
         int rc = pool_submit(pr->p, count_work, count_done, pr->c, NULL);
         if (rc == -ESHUTDOWN)
             break;
         if (rc == 0)
             atomic_fetch_add(&pr->extra, 1);
+        if (mono_ms() > until) {
+            atomic_store(&pr->gave_up, true);
+            break;
+        }
         usleep(200);
     }
 }
@@ -344,11 +361,13 @@ Test(pool, free_cancels_pending_items, .timeout = 30)
     cr_assert(pr.p != NULL);
     gate_init(&pr.g);
     atomic_init(&pr.extra, 0);
+    atomic_init(&pr.gave_up, false);
     cr_assert(eq(int, pool_submit(pr.p, probe_work, probe_done, &pr, NULL), 0));
     for (int i = 0; i < N; i++)
         cr_assert(eq(int, pool_submit(pr.p, count_work, count_done, &c, NULL), 0));
     gate_wait_entered(&pr.g);
     pool_free(pr.p);
+    cr_assert(eq(int, atomic_load(&pr.gave_up) ? 1 : 0, 0), "pool_free did not refuse submits within 10 s");
     int extra = atomic_load(&pr.extra);
     cr_assert(eq(int, pr.g.done_calls, 1));
     cr_assert(eq(int, pr.g.done_status, 0), "the running item finished");
@@ -396,8 +415,13 @@ Test(pool, free_delivers_finished_items, .timeout = 30)
     cr_assert(rs.p != NULL);
     for (int i = 0; i < N; i++)
         cr_assert(eq(int, pool_submit(rs.p, resubmit_work, resubmit_done, &rs, NULL), 0));
-    while (atomic_load(&c.work_ran) < N)
-        usleep(1000); /* the reactor is not run: nothing is delivered */
+    /* waits for the work itself; nothing can be delivered meanwhile, however
+     * long it takes, since deliveries run only inside reactor_run*, which
+     * this test has not called */
+    for (int64_t until = mono_ms() + 10000; atomic_load(&c.work_ran) < N;) {
+        cr_assert(lt(i64, mono_ms(), until), "%d of %d items ran within 10 s", atomic_load(&c.work_ran), N);
+        usleep(1000);
+    }
     cr_assert(eq(int, counters_done(&c), 0));
     pool_free(rs.p);
     cr_assert(eq(int, c.done_ok, N));

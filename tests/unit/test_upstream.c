@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon/upstream/upstream.h"
 #include "plugins/anthropic/anthropic.h"
@@ -92,24 +93,34 @@ static void teardown(void)
     fake_server_stop(&srv);
 }
 
-static upstream_call_t *chat(const char *text, got *g)
+static upstream_call_t *chat_key(const char *text, const char *key, got *g)
 {
     json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", text);
     json_t *params = json_object();
     loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .params = params };
-    upstream_call_t *c = upstream_call(up, &req, NULL, on_done, g);
+    upstream_call_t *c = upstream_call(up, &req, key, on_done, g);
     json_decref(msgs);
     json_decref(params);
     cr_assert(c);
     return c;
 }
 
-static upstream_call_t *embed(json_t *inputs, got *g)
+static upstream_call_t *chat(const char *text, got *g)
+{
+    return chat_key(text, NULL, g);
+}
+
+static upstream_call_t *embed_key(json_t *inputs, const char *key, got *g)
 {
     loom_request req = { .kind = LOOM_CALL_EMBED, .inputs = inputs };
-    upstream_call_t *c = upstream_call(up, &req, NULL, on_done, g);
+    upstream_call_t *c = upstream_call(up, &req, key, on_done, g);
     cr_assert(c);
     return c;
+}
+
+static upstream_call_t *embed(json_t *inputs, got *g)
+{
+    return embed_key(inputs, NULL, g);
 }
 
 static int count(const got *g, int n)
@@ -128,11 +139,34 @@ static void run_until_all(got *g, int n, int ms)
     cr_assert_eq(count(g, n), n, "%d of %d calls finished", count(g, n), n);
 }
 
-static void run_for(int ms)
+/* Runs the reactor until the calls numbered in IDX (-1 ends the list) have
+ * finished, failing after MS. */
+static void run_until_these(const got *g, const int *idx, int ms)
 {
     uint64_t end = reactor_now_us(r) + (uint64_t)ms * 1000;
-    while (reactor_now_us(r) < end)
+    for (;;) {
+        int left = 0;
+        for (int i = 0; idx[i] >= 0; i++)
+            left += g[idx[i]].n == 0;
+        if (!left)
+            return;
+        cr_assert(reactor_now_us(r) < end, "%d calls still unfinished after %d ms", left, ms);
         reactor_run_once(r, 10);
+    }
+}
+
+/* Runs the reactor until the limiter shows SENT requests sent and QUEUED
+ * waiting, failing after MS. */
+static void run_until_sent(uint64_t sent, int64_t queued, int ms)
+{
+    uint64_t end = reactor_now_us(r) + (uint64_t)ms * 1000;
+    upstream_stats_t st;
+    for (upstream_stats(up, &st); st.requests < sent || st.limiter.queued != queued;
+         upstream_stats(up, &st)) {
+        cr_assert(reactor_now_us(r) < end, "%llu sent, %lld queued after %d ms",
+                  (unsigned long long)st.requests, (long long)st.limiter.queued, ms);
+        reactor_run_once(r, 10);
+    }
 }
 
 static void free_all(got *g, int n)
@@ -363,7 +397,12 @@ Test(upstream, a_withdrawn_call_leaves_its_batch, .fini = teardown)
     upstream_call_t *cb = embed(b, &g[1]);
     embed(c, &g[2]);
     upstream_cancel(cb);
-    run_for(300);
+    run_until_these(g, (const int[]){ 0, 2, -1 }, 5000);
+    /* the batch that held b1 was answered and freed: nothing is left that
+     * could still call it back */
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_assert_eq(st.limiter.in_flight + st.limiter.queued, 0);
     cr_assert_eq(g[0].n, 1);
     cr_assert_eq(g[1].n, 0);
     cr_assert_eq(g[2].n, 1);
@@ -379,6 +418,74 @@ Test(upstream, a_withdrawn_call_leaves_its_batch, .fini = teardown)
     json_decref(g[2].out);
 }
 
+/* The fake server's log (--log) as an array of its lines. */
+static json_t *read_log(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no log at %s", path);
+    json_t *all = json_array();
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(j, "a bad log line: %s", line);
+        json_array_append_new(all, j);
+    }
+    free(line);
+    fclose(f);
+    return all;
+}
+
+Test(upstream, step_keys_ride_in_a_header, .fini = teardown)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/loom-upstream-log-XXXXXX", P_tmpdir);
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    upstream_options o = { .batch_max_inputs = 100, .batch_window_ms = 20 };
+    setup("openai", (const char *const[]){ "--log", path, NULL }, NULL, &o);
+    got g[5];
+    memset(g, 0, sizeof g);
+    chat_key("plain", "v1/0 do.call", &g[0]);
+    /* a key that would end the header and add one of its own */
+    chat_key("hostile", "k\r\nX-Injected: 1", &g[1]);
+    json_t *a = json_pack("[s]", "a"), *b = json_pack("[s,s]", "b1", "b2");
+    embed_key(a, "e1", &g[2]);
+    embed_key(b, "e,2%", &g[3]);
+    chat("no key", &g[4]);
+    run_until_all(g, 5, 5000);
+    json_t *log = read_log(path);
+    unlink(path);
+    cr_assert_eq(json_array_size(log), 4, "two chats, one batch, one chat without a key");
+    int seen = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(log, i, e) {
+        const char *key = json_string_value(json_object_get(e, "key"));
+        const char *echo = json_string_value(json_object_get(e, "echo"));
+        const char *p = json_string_value(json_object_get(e, "path"));
+        if (strcmp(p, "/v1/embeddings") == 0) {
+            cr_assert_str_eq(key, "e1,e%2C2%25", "the batch lists both callers' keys, escaped");
+            seen |= 1;
+        } else if (strcmp(echo, "plain") == 0) {
+            cr_assert_str_eq(key, "v1/0 do.call");
+            seen |= 2;
+        } else if (strcmp(echo, "hostile") == 0) {
+            cr_assert_str_eq(key, "k%0D%0AX-Injected: 1");
+            seen |= 4;
+        } else {
+            cr_assert_null(key, "a call without a key sends no header");
+            seen |= 8;
+        }
+    }
+    cr_assert_eq(seen, 15);
+    json_decref(log);
+    json_decref(a);
+    json_decref(b);
+    free_all(g, 5);
+}
+
 Test(upstream, withdrawn_calls_never_call_back, .fini = teardown)
 {
     setup("openai", (const char *const[]){ "--latency", "100", NULL },
@@ -389,10 +496,12 @@ Test(upstream, withdrawn_calls_never_call_back, .fini = teardown)
     memset(g, 0, sizeof g);
     for (int i = 0; i < N; i++)
         c[i] = chat("x", &g[i]);
-    run_for(30); /* two on the wire, four queued */
+    run_until_sent(2, 4, 5000); /* two on the wire, four queued */
     upstream_cancel(c[0]); /* sent */
     upstream_cancel(c[4]); /* queued */
-    run_for(1000);
+    run_until_these(g, (const int[]){ 1, 2, 3, 5, -1 }, 5000);
+    /* the limiter is empty (asserted below): no request is left that could
+     * answer the two withdrawn calls */
     for (int i = 0; i < N; i++)
         cr_assert_eq(g[i].n, i == 0 || i == 4 ? 0 : 1, "call %d", i);
     upstream_stats_t st;
@@ -414,10 +523,18 @@ Test(upstream, free_with_calls_everywhere, .fini = teardown)
     json_t *in = json_pack("[s]", "z");
     embed(in, &g[2]);
     json_decref(in);
-    run_for(20);
+    run_until_sent(1, 1, 5000); /* one on the wire, one queued, one in the open batch */
     upstream_free(up);
     up = NULL;
-    run_for(300);
+    /* the one answer that could come is the request on the wire: once the
+     * server holds no answer, it was written (or dropped); then the reactor
+     * is run until it has nothing left to do */
+    for (uint64_t end = reactor_now_us(r) + 5000000; fake_server_stat(&srv, "in_flight") != 0;) {
+        cr_assert(reactor_now_us(r) < end, "the fake server still holds the answer after 5 s");
+        reactor_run_once(r, 10);
+    }
+    for (int i = 0; i < 100 && reactor_run_once(r, 10) > 0; i++)
+        ;
     cr_assert_eq(count(g, 3), 0);
 }
 
