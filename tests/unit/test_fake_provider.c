@@ -409,6 +409,74 @@ Test(fake_provider, fault_quota_is_429_insufficient_quota)
     expect_error_fault("quota", 429, "insufficient_quota");
 }
 
+static int64_t mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* The lines of the request log at PATH. */
+static json_t *read_log(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no log at %s", path);
+    json_t *all = json_array();
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert(j, "a bad log line: %s", line);
+        json_array_append_new(all, j);
+    }
+    free(line);
+    fclose(f);
+    return all;
+}
+
+Test(fake_provider, the_log_has_each_answer_with_its_step_key_and_times)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/loom-fake-log-XXXXXX", P_tmpdir);
+    int tmp = mkstemp(path);
+    cr_assert(tmp >= 0);
+    close(tmp);
+    start((const char *const[]){ "--latency", "50", "--log", path, NULL });
+    int64_t t0 = mono_us();
+    resp r;
+    call("POST", "/v1/chat/completions", "Loom-Step-Key: v1/0 do.call\r\n", CHAT, &r);
+    cr_assert_eq(r.status, 200);
+    resp_free(&r);
+    int64_t t1 = mono_us();
+    /* a client that leaves before its answer: the answer is read by nobody */
+    int fd = dial();
+    send_req(fd, "POST", "/v1/chat/completions", "Loom-Step-Key: gone\r\n", CHAT);
+    for (int64_t until = mono_us() + 5000000; fake_server_stat(&srv, "in_flight") == 0;)
+        cr_assert_lt(mono_us(), until, "the request never arrived");
+    close(fd);
+    for (int64_t until = mono_us() + 5000000; fake_server_stat(&srv, "in_flight") != 0;)
+        cr_assert_lt(mono_us(), until, "the answer never fell due");
+    call("POST", "/v1/chat/completions", NULL, CHAT, &r);
+    resp_free(&r);
+    json_t *log = read_log(path);
+    unlink(path);
+    cr_assert_eq(json_array_size(log), 3, "one line per answer");
+    json_t *a = json_array_get(log, 0), *b = json_array_get(log, 1), *c = json_array_get(log, 2);
+    cr_assert_str_eq(json_string_value(json_object_get(a, "key")), "v1/0 do.call");
+    cr_assert_eq(json_integer_value(json_object_get(a, "status")), 200);
+    cr_assert(json_is_true(json_object_get(a, "delivered")));
+    cr_assert_str_eq(json_string_value(json_object_get(a, "echo")), "hello there, echo me");
+    int64_t rx = json_integer_value(json_object_get(a, "received_us"));
+    int64_t ans = json_integer_value(json_object_get(a, "answered_us"));
+    cr_assert(t0 <= rx && rx + 50000 <= ans && ans <= t1,
+              "the times are this machine's monotonic clock: %lld <= %lld < %lld <= %lld",
+              (long long)t0, (long long)rx, (long long)ans, (long long)t1);
+    cr_assert_str_eq(json_string_value(json_object_get(b, "key")), "gone");
+    cr_assert(json_is_false(json_object_get(b, "delivered")), "the client had gone");
+    cr_assert_null(json_object_get(c, "key"), "no header, no key");
+    json_decref(log);
+}
+
 Test(fake_provider, fault_drop_closes_without_answer)
 {
     start((const char *const[]){ "--fault", "drop", NULL });
