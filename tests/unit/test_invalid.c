@@ -10,7 +10,11 @@
  * The test compiles the file and asserts that no graph is returned and that
  * the diagnostics are exactly those lines: every error and note, nothing
  * more, so each case pins a file's whole output in one pass. Adding a case
- * is adding a file. */
+ * is adding a file.
+ *
+ * A file that compiles then has its `use` nodes checked as loomctl and
+ * loomd check them, against the names in `served` below (as if a workflows
+ * directory served them), so an unknown workflow is a case too. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <dirent.h>
@@ -23,6 +27,9 @@
 #define CASES_DIR "tests/data/invalid"
 #define MIN_CASES 70
 #define EXPECT_PREFIX "# expect: "
+
+/* The workflows a case's `use` may name besides itself. */
+static const char *const served[] = { "summarize", "translate", "classify-ticket", NULL };
 
 /* One parameter: Criterion runs each in a child process, so the name lives
  * inside the struct rather than behind a pointer. */
@@ -159,6 +166,7 @@ ParameterizedTest(inv_case *c, invalid, file)
     const char **want;
     size_t nwant = read_expectations(copy, &want);
     tu_result *r = tu_compile_len(text, len, NULL);
+    tu_check_uses(r, served);
 
     /* decide and describe, then free, then assert: a failed assertion leaves
      * the test at once, and must not leave leaks behind to report */

@@ -5,20 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-tu_result *tu_compile_len(const char *text, size_t len, const dsl_options *opt)
+/* Adds D's diagnostics to R's lines. */
+static void add_lines(tu_result *r, const dsl_diags *d)
 {
-    tu_result *r = calloc(1, sizeof *r);
-    if (!r)
+    char **lines = realloc(r->lines, (r->nlines + d->n + 1) * sizeof *lines);
+    if (!lines)
         abort();
-    dsl_diags d;
-    dsl_diags_init(&d, "t.yaml");
-    r->graph = dsl_compile("t.yaml", text, len, opt, &d);
-    r->nerrors = d.nerrors;
-    r->lines = calloc(d.n + 1, sizeof *r->lines);
-    if (!r->lines)
-        abort();
-    for (size_t i = 0; i < d.n; i++) {
-        char *s = dsl_diag_format(&d, i);
+    r->lines = lines;
+    r->nerrors += d->nerrors;
+    for (size_t i = 0; i < d->n; i++) {
+        char *s = dsl_diag_format(d, i);
         if (!s)
             abort();
         /* drop the "t.yaml:" prefix (or "t.yaml: " for whole-file messages) */
@@ -28,8 +24,36 @@ tu_result *tu_compile_len(const char *text, size_t len, const dsl_options *opt)
         r->lines[r->nlines++] = strdup(p);
         free(s);
     }
+    r->lines[r->nlines] = NULL;
+}
+
+tu_result *tu_compile_len(const char *text, size_t len, const dsl_options *opt)
+{
+    tu_result *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    dsl_diags d;
+    dsl_diags_init(&d, "t.yaml");
+    r->graph = dsl_compile("t.yaml", text, len, opt, &d);
+    add_lines(r, &d);
     dsl_diags_free(&d);
     return r;
+}
+
+void tu_check_uses(tu_result *r, const char *const *workflows)
+{
+    if (!r->graph)
+        return;
+    dsl_registry reg = { .workflows = workflows };
+    dsl_diags d, *dp = &d;
+    dsl_diags_init(&d, "t.yaml");
+    dsl_graph *g = r->graph;
+    if (dsl_check_uses(&g, NULL, 1, &reg, &dp) > 0) {
+        dsl_graph_unref(r->graph);
+        r->graph = NULL;
+    }
+    add_lines(r, &d);
+    dsl_diags_free(&d);
 }
 
 tu_result *tu_compile(const char *text, const dsl_options *opt)

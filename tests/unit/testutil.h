@@ -21,6 +21,11 @@ tu_result *tu_compile(const char *text, const dsl_options *opt);
 tu_result *tu_compile_len(const char *text, size_t len, const dsl_options *opt);
 void tu_result_free(tu_result *r);
 
+/* When R compiled, checks its `use` nodes as loomctl and loomd do, against
+ * the workflow names in WORKFLOWS (NULL-terminated) and its own name: the
+ * errors join R's lines and the graph is dropped when there are any. */
+void tu_check_uses(tu_result *r, const char *const *workflows);
+
 /* 1 if some diagnostic line equals WANT exactly. */
 int tu_has(const tu_result *r, const char *want);
 
