@@ -13,19 +13,114 @@
 
 #include "http_common.h"
 
-int loom_hc_config_string(loom_ctx *ctx, const char *prov, json_t *config, const char *key,
-                          const char *def, const char **out)
-{
-    json_t *v = json_object_get(config, key);
+/* ---- the config */
 
-    *out = def;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_string(v)) {
-        loom_error(ctx, LOOM_E_CONFIG, "%s: %s must be a string", prov, key);
+static const loom_option *option_find(const loom_option *opts, const char *name)
+{
+    for (; opts && opts->name; opts++)
+        if (strcmp(opts->name, name) == 0)
+            return opts;
+    return NULL;
+}
+
+/* The value of string option NAME: CONFIG's (borrowed from it), else the
+ * default in OPTS, else NULL. The type was checked by loom_hc_conf_init. */
+static const char *option_value(const loom_option *opts, json_t *config, const char *name)
+{
+    const loom_option *o = option_find(opts, name);
+    json_t *v = json_object_get(config, name);
+
+    if (json_is_string(v))
+        return json_string_value(v);
+    return o ? o->default_value : NULL;
+}
+
+/* Every string option OPTS declares must be a string in CONFIG when set. */
+static int check_strings(loom_ctx *ctx, const char *prov, const loom_option *opts,
+                         json_t *config)
+{
+    if (config && !json_is_object(config)) {
+        loom_error(ctx, LOOM_E_CONFIG, "%s: the config must be a mapping", prov);
         return -1;
     }
-    *out = json_string_value(v);
+    for (; opts && opts->name; opts++) {
+        json_t *v = json_object_get(config, opts->name);
+
+        if (opts->type == LOOM_OPT_STRING && v && !json_is_null(v) && !json_is_string(v)) {
+            loom_error(ctx, LOOM_E_CONFIG, "%s: %s must be a string", prov, opts->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int loom_hc_conf_init(loom_ctx *ctx, const char *prov, const loom_option *opts, json_t *config,
+                      const char *no_key, loom_hc_conf *conf)
+{
+    const char *env;
+
+    if (check_strings(ctx, prov, opts, config) < 0)
+        return -1;
+    env = option_value(opts, config, "api_key_env");
+    if (!(conf->base = loom_hc_base_url(ctx, prov, option_value(opts, config, "base_url"))))
+        return -1;
+    if (loom_hc_option_string(ctx, prov, opts, config, "model", &conf->model) < 0)
+        return -1;
+    if (loom_hc_read_key(ctx, prov, env, option_value(opts, config, "api_key_file"),
+                         &conf->key) < 0)
+        return -1;
+    if (conf->key)
+        return 0;
+    if (!no_key) {
+        loom_error(ctx, LOOM_E_CONFIG, "%s: no API key (set %s or api_key_file)", prov,
+                   env ? env : "api_key_env");
+        return -1;
+    }
+    loom_log(ctx, LOOM_LOG_INFO, "%s: no API key (%s unset): %s", prov,
+             env ? env : "api_key_env", no_key);
+    return 0;
+}
+
+void loom_hc_conf_fini(loom_hc_conf *conf)
+{
+    free(conf->base);
+    free(conf->model);
+    loom_hc_secret_free(conf->key);
+    memset(conf, 0, sizeof *conf);
+}
+
+int loom_hc_option_string(loom_ctx *ctx, const char *prov, const loom_option *opts,
+                          json_t *config, const char *name, char **out)
+{
+    const char *v = option_value(opts, config, name);
+
+    *out = NULL;
+    if (v && !(*out = strdup(v))) {
+        loom_error(ctx, LOOM_E_NOMEM, "%s: out of memory", prov);
+        return -1;
+    }
+    return 0;
+}
+
+int loom_hc_option_positive(loom_ctx *ctx, const char *prov, const loom_option *opts,
+                            json_t *config, const char *name, json_int_t *out)
+{
+    const loom_option *o = option_find(opts, name);
+    json_t *v = json_object_get(config, name);
+    char *end = NULL;
+
+    if (v && !json_is_null(v)) {
+        *out = json_is_integer(v) ? json_integer_value(v) : 0;
+    } else {
+        /* the default is written as in YAML: a decimal string */
+        *out = o && o->default_value ? strtoll(o->default_value, &end, 10) : 0;
+        if (end && *end)
+            *out = 0;
+    }
+    if (*out <= 0) {
+        loom_error(ctx, LOOM_E_CONFIG, "%s: %s must be a positive integer", prov, name);
+        return -1;
+    }
     return 0;
 }
 
@@ -55,11 +150,29 @@ static int key_clean(char *key)
     return 0;
 }
 
+/* Accepts *OUT, the key just copied from WHERE NAME (NULL: the copy failed),
+ * or frees it. 0, or -1 after loom_error with *OUT NULL. */
+static int key_accept(loom_ctx *ctx, const char *prov, const char *where, const char *name,
+                      char **out)
+{
+    if (!*out) {
+        loom_error(ctx, LOOM_E_NOMEM, "%s: out of memory", prov);
+        return -1;
+    }
+    if (key_clean(*out) < 0) {
+        loom_error(ctx, LOOM_E_CONFIG, "%s: %s %s holds no usable key", prov, where, name);
+        loom_hc_secret_free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int loom_hc_read_key(loom_ctx *ctx, const char *prov, const char *env, const char *file,
                      char **out)
 {
     char buf[4096];
-    FILE *f = NULL;
+    FILE *f;
     size_t n;
     const char *v;
 
@@ -78,33 +191,13 @@ int loom_hc_read_key(loom_ctx *ctx, const char *prov, const char *env, const cha
         *out = strdup(buf);
         for (volatile char *p = buf; p < buf + sizeof buf; p++)
             *p = '\0';
-        if (!*out)
-            goto nomem;
-        if (key_clean(*out) < 0) {
-            loom_error(ctx, LOOM_E_CONFIG, "%s: api_key_file %s holds no usable key", prov,
-                       file);
-            goto fail;
-        }
-        return 0;
+        return key_accept(ctx, prov, "api_key_file", file, out);
     }
     v = env && *env ? getenv(env) : NULL;
     if (!v || !*v)
         return 0;
     *out = strdup(v);
-    if (!*out)
-        goto nomem;
-    if (key_clean(*out) < 0) {
-        loom_error(ctx, LOOM_E_CONFIG, "%s: environment variable %s holds no usable key", prov,
-                   env);
-        goto fail;
-    }
-    return 0;
-nomem:
-    loom_error(ctx, LOOM_E_NOMEM, "%s: out of memory", prov);
-fail:
-    loom_hc_secret_free(*out);
-    *out = NULL;
-    return -1;
+    return key_accept(ctx, prov, "environment variable", env, out);
 }
 
 char *loom_hc_base_url(loom_ctx *ctx, const char *prov, const char *url)
@@ -128,6 +221,88 @@ char *loom_hc_base_url(loom_ctx *ctx, const char *prov, const char *url)
 }
 
 /* ---- requests */
+
+json_t *loom_hc_body_new(loom_ctx *ctx, const char *prov, const loom_hc_conf *conf,
+                         const loom_request *req)
+{
+    const char *model = req->model && *req->model ? req->model : conf->model;
+    json_t *body;
+
+    if (!model) {
+        loom_error(ctx, LOOM_E_INVALID_REQUEST, "%s: no model (set the provider's model)", prov);
+        return NULL;
+    }
+    body = json_object();
+    if (!body || json_object_set_new(body, "model", json_string(model)) < 0) {
+        loom_error(ctx, LOOM_E_NOMEM, "%s: out of memory", prov);
+        json_decref(body);
+        return NULL;
+    }
+    return body;
+}
+
+/* V as parameter TYPE: a new reference to what the body gets, or NULL with
+ * *WANT naming the type V should have had (else out of memory). */
+static json_t *param_value(json_t *v, loom_hc_param_type type, const char **want)
+{
+    json_t *one;
+    size_t i;
+    int ok;
+
+    switch (type) {
+    case LOOM_HC_NUMBER:
+        *want = "a number";
+        return json_is_number(v) ? json_incref(v) : NULL;
+    case LOOM_HC_INTEGER:
+        *want = "an integer";
+        return json_is_integer(v) ? json_incref(v) : NULL;
+    case LOOM_HC_POSITIVE:
+        *want = "a positive integer";
+        return json_is_integer(v) && json_integer_value(v) > 0 ? json_incref(v) : NULL;
+    case LOOM_HC_STRINGS:
+    case LOOM_HC_STRING_LIST:
+        *want = "a string or strings";
+        ok = json_is_string(v) || json_is_array(v);
+        json_array_foreach(v, i, one) ok = ok && json_is_string(one);
+        if (!ok)
+            return NULL;
+        *want = NULL;
+        if (type == LOOM_HC_STRING_LIST && json_is_string(v))
+            return json_pack("[O]", v);
+        return json_incref(v);
+    }
+    *want = "known to this provider";
+    return NULL;
+}
+
+int loom_hc_put_params(loom_ctx *ctx, const char *prov, const loom_hc_param *table,
+                       json_t *params, json_t *fallback, json_t *body)
+{
+    if (params && !json_is_null(params) && !json_is_object(params)) {
+        loom_error(ctx, LOOM_E_INVALID_REQUEST, "%s: params must be a mapping", prov);
+        return -1;
+    }
+    for (; table->name; table++) {
+        json_t *v = json_object_get(params, table->name), *put;
+        const char *want = NULL;
+
+        if (!v || json_is_null(v))
+            v = json_object_get(fallback, table->name);
+        if (!v || json_is_null(v))
+            continue;
+        put = param_value(v, table->type, &want);
+        if (!put && want) {
+            loom_error(ctx, LOOM_E_INVALID_REQUEST, "%s: %s must be %s", prov, table->name, want);
+            return -1;
+        }
+        /* set_new consumes PUT even when it fails */
+        if (!put || json_object_set_new(body, table->field, put) < 0) {
+            loom_error(ctx, LOOM_E_NOMEM, "%s: out of memory", prov);
+            return -1;
+        }
+    }
+    return 0;
+}
 
 int loom_hc_add_header(loom_http_request *out, const char *name, const char *value)
 {
@@ -162,7 +337,7 @@ int loom_hc_set_post(loom_http_request *out, const char *base, const char *path,
     memcpy(out->url, base, nb);
     memcpy(out->url + nb, path, np + 1);
     out->body_len = strlen(out->body);
-    return 0;
+    return loom_hc_add_header(out, "content-type", "application/json");
 }
 
 void loom_hc_request_clear(loom_http_request *out)
@@ -180,6 +355,13 @@ void loom_hc_request_clear(loom_http_request *out)
 }
 
 /* ---- responses */
+
+json_t *loom_hc_decode_start(const loom_http_response *resp, loom_result *out)
+{
+    out->output = NULL;
+    out->usage.input_tokens = out->usage.output_tokens = -1;
+    return loom_hc_parse_body(resp);
+}
 
 const char *loom_hc_header(const loom_http_response *resp, const char *name)
 {
@@ -326,7 +508,59 @@ void loom_hc_server_message(char *buf, size_t size, const char *msg, const char 
     buf[o] = '\0';
 }
 
-int64_t loom_hc_usage_field(json_t *usage, const char *key)
+int loom_hc_is_one_of(const char *s, const char *const *set)
+{
+    for (; s && *set; set++)
+        if (strcmp(s, *set) == 0)
+            return 1;
+    return 0;
+}
+
+/* The class a failed status stands for when the body named none. */
+static loom_errcode status_class(int status)
+{
+    if (status == 402)
+        return LOOM_E_QUOTA;
+    if (status == 429)
+        return LOOM_E_RATE_LIMITED;
+    if (status == 408 || status == 409 || status >= 500 || status < 300)
+        return LOOM_E_UPSTREAM;
+    return LOOM_E_INVALID_REQUEST;
+}
+
+int loom_hc_fail(loom_ctx *ctx, const char *prov, const loom_http_response *resp,
+                 const loom_hc_error *e, const char *secret)
+{
+    loom_errcode ec = e->code != LOOM_OK ? e->code : status_class(e->status);
+    int64_t wait = loom_hc_retry_after_ms(resp);
+    const char *msg = e->message ? e->message : e->parsed ? "" : "(body is not JSON)";
+    char quoted[LOOM_HC_MSG_MAX + 1];
+    const char *what;
+
+    loom_hc_server_message(quoted, sizeof quoted, msg, secret);
+    switch (ec) {
+    case LOOM_E_QUOTA:
+        what = "quota exhausted";
+        break;
+    case LOOM_E_RATE_LIMITED:
+        what = "rate limited";
+        break;
+    case LOOM_E_UPSTREAM:
+        what = "server error";
+        break;
+    default:
+        what = "request refused";
+        break;
+    }
+    if (wait >= 0 && (ec == LOOM_E_RATE_LIMITED || ec == LOOM_E_UPSTREAM))
+        ctx->api->retry_after(ctx, (uint64_t)wait);
+    loom_error(ctx, ec, "%s: %s (HTTP %d %s): %s", prov, what, e->status,
+               e->label ? e->label : "-", quoted);
+    return -1;
+}
+
+/* Usage field KEY of USAGE as a count, or -1 when absent or not one. */
+static int64_t usage_field(json_t *usage, const char *key)
 {
     json_t *v = json_object_get(usage, key);
 
@@ -335,12 +569,58 @@ int64_t loom_hc_usage_field(json_t *usage, const char *key)
     return json_integer_value(v);
 }
 
-char *loom_hc_content_text(json_t *content, int *bad)
+void loom_hc_usage(json_t *body, const char *in_key, const char *out_key, loom_usage *usage)
 {
-    char *buf;
-    size_t len = 0;
+    json_t *u = json_object_get(body, "usage");
+
+    usage->input_tokens = usage_field(u, in_key);
+    usage->output_tokens = usage_field(u, out_key);
+}
+
+/* ---- text */
+
+int loom_hc_text_add(loom_hc_text *t, const char *sep, const char *s, size_t n)
+{
+    size_t ns = t->len > 0 && sep ? strlen(sep) : 0;
+    char *grown = realloc(t->s, t->len + ns + n + 1);
+
+    if (!grown)
+        return -1;
+    t->s = grown;
+    if (ns > 0)
+        memcpy(t->s + t->len, sep, ns);
+    memcpy(t->s + t->len + ns, s, n);
+    t->len += ns + n;
+    t->s[t->len] = '\0';
+    return 0;
+}
+
+char *loom_hc_parts_text(json_t *parts, const char *type, size_t *len)
+{
+    loom_hc_text t = { calloc(1, 1), 0 };
     json_t *part;
     size_t i;
+
+    if (!t.s)
+        return NULL;
+    json_array_foreach(parts, i, part) {
+        json_t *text = json_object_get(part, "text");
+        const char *ptype = json_string_value(json_object_get(part, "type"));
+
+        if (!json_is_string(text) || (type && (!ptype || strcmp(ptype, type) != 0)))
+            continue;
+        if (loom_hc_text_add(&t, NULL, json_string_value(text), json_string_length(text)) < 0) {
+            free(t.s);
+            return NULL;
+        }
+    }
+    *len = t.len;
+    return t.s;
+}
+
+char *loom_hc_content_text(json_t *content, int *bad)
+{
+    size_t len;
 
     *bad = 0;
     if (json_is_string(content))
@@ -349,26 +629,5 @@ char *loom_hc_content_text(json_t *content, int *bad)
         *bad = 1;
         return NULL;
     }
-    buf = calloc(1, 1);
-    if (!buf)
-        return NULL;
-    json_array_foreach(content, i, part) {
-        json_t *t = json_object_get(part, "text");
-        size_t n;
-        char *grown;
-
-        if (!json_is_string(t))
-            continue;
-        n = json_string_length(t);
-        grown = realloc(buf, len + n + 1);
-        if (!grown) {
-            free(buf);
-            return NULL;
-        }
-        buf = grown;
-        memcpy(buf + len, json_string_value(t), n);
-        len += n;
-        buf[len] = '\0';
-    }
-    return buf;
+    return loom_hc_parts_text(content, NULL, &len);
 }

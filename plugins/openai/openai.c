@@ -38,10 +38,29 @@
 /* OpenAI documents at most 2048 inputs per embeddings request. */
 #define OPENAI_MAX_BATCH 2048
 
+/* Read by init (loom_hc_conf_init follows these defaults) and shown by the
+ * host. */
+static const loom_option openai_options[] = {
+    LOOM_HC_OPTIONS("https://api.openai.com/v1",
+                    "API root; /chat/completions and /embeddings are appended",
+                    "OPENAI_API_KEY",
+                    "environment variable holding the API key (unset: no Authorization header)"),
+    { "organization", LOOM_OPT_STRING, NULL, 0, "sent as the OpenAI-Organization header" },
+    { 0 }
+};
+
+/* The chat parameters OpenAI knows, under their own names. */
+static const loom_hc_param openai_params[] = {
+    { "temperature", "temperature", LOOM_HC_NUMBER },
+    { "top_p", "top_p", LOOM_HC_NUMBER },
+    { "max_tokens", "max_tokens", LOOM_HC_POSITIVE },
+    { "seed", "seed", LOOM_HC_INTEGER },
+    { "stop", "stop", LOOM_HC_STRINGS },
+    { 0 }
+};
+
 typedef struct openai_state {
-    char *base;                  /* owned; no trailing slash */
-    char *model;                 /* owned; NULL: the request must name one */
-    char *key;                   /* owned secret, or NULL */
+    loom_hc_conf conf;           /* owned; the key may be NULL: local servers need none */
     char *org;                   /* owned, or NULL */
 } openai_state;
 
@@ -51,129 +70,56 @@ static void openai_fini(void *state)
 
     if (!st)
         return;
-    free(st->base);
-    free(st->model);
-    loom_hc_secret_free(st->key);
+    loom_hc_conf_fini(&st->conf);
     free(st->org);
     free(st);
 }
 
 static int openai_init(loom_ctx *ctx, void *plugin_state, json_t *config, void **state)
 {
-    openai_state *st = NULL;
-    const char *base, *model, *env, *file, *org;
+    openai_state *st = calloc(1, sizeof *st);
 
-    if (config && !json_is_object(config)) {
-        loom_error(ctx, LOOM_E_CONFIG, PROV ": the config must be a mapping");
+    if (!st) {
+        loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
         return -1;
     }
-    if (loom_hc_config_string(ctx, PROV, config, "base_url", "https://api.openai.com/v1",
-                              &base) < 0 ||
-        loom_hc_config_string(ctx, PROV, config, "model", NULL, &model) < 0 ||
-        loom_hc_config_string(ctx, PROV, config, "api_key_env", "OPENAI_API_KEY", &env) < 0 ||
-        loom_hc_config_string(ctx, PROV, config, "api_key_file", NULL, &file) < 0 ||
-        loom_hc_config_string(ctx, PROV, config, "organization", NULL, &org) < 0)
+    if (loom_hc_conf_init(ctx, PROV, openai_options, config, "no Authorization header",
+                          &st->conf) < 0 ||
+        loom_hc_option_string(ctx, PROV, openai_options, config, "organization", &st->org) < 0) {
+        openai_fini(st);
         return -1;
-    st = calloc(1, sizeof *st);
-    if (!st)
-        goto nomem;
-    if (!(st->base = loom_hc_base_url(ctx, PROV, base)))
-        goto fail;
-    if ((model && !(st->model = strdup(model))) || (org && !(st->org = strdup(org))))
-        goto nomem;
-    if (loom_hc_read_key(ctx, PROV, env, file, &st->key) < 0)
-        goto fail;
-    if (!st->key)
-        loom_log(ctx, LOOM_LOG_INFO, PROV ": no API key (%s unset): no Authorization header",
-                 env ? env : "api_key_env");
+    }
     *state = st;
     return 0;
-nomem:
-    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
-fail:
-    openai_fini(st);
-    return -1;
 }
 
 /* ---- encode */
 
-/* Copies the chat parameters OpenAI knows from PARAMS into BODY, checking
- * their types. 0, -1 after loom_error. */
-static int put_params(loom_ctx *ctx, json_t *params, json_t *body)
+/* Adds "authorization: Bearer KEY" (KEY borrowed) to OUT; the copy made is
+ * wiped. 0, or -1 when out of memory. */
+static int add_bearer(loom_http_request *out, const char *key)
 {
-    json_t *v;
+    size_t n = strlen(key) + sizeof "Bearer ";
+    char *auth = malloc(n);
+    int rc;
 
-    if (params && !json_is_null(params) && !json_is_object(params)) {
-        loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": params must be a mapping");
+    if (!auth)
         return -1;
-    }
-    if ((v = json_object_get(params, "temperature")) && !json_is_null(v)) {
-        if (!json_is_number(v))
-            goto bad_number;
-        if (json_object_set(body, "temperature", v) < 0)
-            goto nomem;
-    }
-    if ((v = json_object_get(params, "top_p")) && !json_is_null(v)) {
-        if (!json_is_number(v))
-            goto bad_number;
-        if (json_object_set(body, "top_p", v) < 0)
-            goto nomem;
-    }
-    if ((v = json_object_get(params, "max_tokens")) && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-            loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": max_tokens must be a positive integer");
-            return -1;
-        }
-        if (json_object_set(body, "max_tokens", v) < 0)
-            goto nomem;
-    }
-    if ((v = json_object_get(params, "seed")) && !json_is_null(v)) {
-        if (!json_is_integer(v)) {
-            loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": seed must be an integer");
-            return -1;
-        }
-        if (json_object_set(body, "seed", v) < 0)
-            goto nomem;
-    }
-    if ((v = json_object_get(params, "stop")) && !json_is_null(v)) {
-        json_t *one;
-        size_t i;
-        int ok = json_is_string(v) || json_is_array(v);
-
-        json_array_foreach(v, i, one) ok = ok && json_is_string(one);
-        if (!ok) {
-            loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": stop must be a string or strings");
-            return -1;
-        }
-        if (json_object_set(body, "stop", v) < 0)
-            goto nomem;
-    }
-    return 0;
-bad_number:
-    loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": temperature and top_p must be numbers");
-    return -1;
-nomem:
-    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
-    return -1;
+    snprintf(auth, n, "Bearer %s", key);
+    rc = loom_hc_add_header(out, "authorization", auth);
+    loom_hc_secret_free(auth);
+    return rc;
 }
 
 static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
                          loom_http_request *out)
 {
     openai_state *st = state;
-    const char *model = req->model && *req->model ? req->model : st->model;
     const char *path;
-    json_t *body = json_object();
-    char *auth = NULL;
+    json_t *body = loom_hc_body_new(ctx, PROV, &st->conf, req);
 
     if (!body)
-        goto nomem;
-    if (!model) {
-        loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": no model (set the provider's model)");
-        goto fail;
-    }
-    if (json_object_set_new(body, "model", json_string(model)) < 0)
-        goto nomem;
+        return -1;
     if (req->kind == LOOM_CALL_EMBED) {
         json_t *one;
         size_t i;
@@ -196,7 +142,7 @@ static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
         }
         if (json_object_set(body, "messages", req->messages) < 0)
             goto nomem;
-        if (put_params(ctx, req->params, body) < 0)
+        if (loom_hc_put_params(ctx, PROV, openai_params, req->params, NULL, body) < 0)
             goto fail;
         if (req->json_mode &&
             json_object_set_new(body, "response_format", json_pack("{s:s}", "type",
@@ -204,26 +150,15 @@ static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
             goto nomem;
         path = "/chat/completions";
     }
-    if (loom_hc_set_post(out, st->base, path, body) < 0 ||
-        loom_hc_add_header(out, "content-type", "application/json") < 0)
+    if (loom_hc_set_post(out, st->conf.base, path, body) < 0 ||
+        (st->conf.key && add_bearer(out, st->conf.key) < 0) ||
+        (st->org && loom_hc_add_header(out, "openai-organization", st->org) < 0))
         goto nomem;
-    if (st->key) {
-        size_t n = strlen(st->key) + sizeof "Bearer ";
-        if (!(auth = malloc(n)))
-            goto nomem;
-        snprintf(auth, n, "Bearer %s", st->key);
-        if (loom_hc_add_header(out, "authorization", auth) < 0)
-            goto nomem;
-    }
-    if (st->org && loom_hc_add_header(out, "openai-organization", st->org) < 0)
-        goto nomem;
-    loom_hc_secret_free(auth);
     json_decref(body);
     return 0;
 nomem:
     loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
 fail:
-    loom_hc_secret_free(auth);
     json_decref(body);
     loom_hc_request_clear(out);
     return -1;
@@ -231,54 +166,36 @@ fail:
 
 /* ---- decode */
 
-static int is_quota_signal(const char *s)
-{
-    static const char *const quota[] = {
-        "insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
-        "project_spend_limit_exceeded", "organization_usage_limit_exceeded", "billing_error",
-    };
-    for (size_t i = 0; s && i < sizeof quota / sizeof quota[0]; i++)
-        if (strcmp(s, quota[i]) == 0)
-            return 1;
-    return 0;
-}
+/* The error codes that mean the money ran out, not the rate. */
+static const char *const openai_quota_codes[] = {
+    "insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded", "organization_usage_limit_exceeded", "billing_error", NULL,
+};
 
-/* A failed status: classify, quote the server, pass on its wait. Always -1.
- * BODY (borrowed, may be NULL) is the parsed answer. Servers differ in
- * where they put the error: OpenAI {"error":{type,code,message}}, vLLM
- * {"object":"error",type,code,message}, Ollama {"error":"text"}. */
+/* A failed call reported with STATUS: classify, quote the server, pass on
+ * its wait. Always -1. BODY (borrowed, may be NULL) is the parsed answer.
+ * Servers differ in where they put the error: OpenAI
+ * {"error":{type,code,message}}, vLLM {"object":"error",type,code,message},
+ * Ollama {"error":"text"}. */
 static int fail_status(loom_ctx *ctx, openai_state *st, const loom_http_response *resp,
-                       json_t *body)
+                       int status, json_t *body)
 {
     json_t *err = json_object_get(body, "error");
     json_t *where = json_is_object(err) ? err : body;
     const char *type = json_string_value(json_object_get(where, "type"));
     const char *code = json_string_value(json_object_get(where, "code"));
-    const char *msg = json_is_string(err) ? json_string_value(err)
-                                          : json_string_value(json_object_get(where, "message"));
-    const char *label = code ? code : type ? type : "-";
-    int status = resp->status;
-    int64_t wait = loom_hc_retry_after_ms(resp);
-    loom_errcode ec;
-    const char *what;
-    char quoted[LOOM_HC_MSG_MAX + 1];
+    loom_hc_error e = {
+        .status = status,
+        .label = code ? code : type,
+        .message = json_is_string(err) ? json_string_value(err)
+                                       : json_string_value(json_object_get(where, "message")),
+        .parsed = body != NULL,
+    };
 
-    if (!msg)
-        msg = body ? "" : "(body is not JSON)";
-    loom_hc_server_message(quoted, sizeof quoted, msg, st->key);
-    if (status == 402 || (status == 429 && (is_quota_signal(type) || is_quota_signal(code)))) {
-        ec = LOOM_E_QUOTA, what = "quota exhausted";
-    } else if (status == 429) {
-        ec = LOOM_E_RATE_LIMITED, what = "rate limited";
-    } else if (status == 408 || status == 409 || status >= 500 || status < 100) {
-        ec = LOOM_E_UPSTREAM, what = "server error";
-    } else {
-        ec = LOOM_E_INVALID_REQUEST, what = "request refused";
-    }
-    if (wait >= 0 && (ec == LOOM_E_RATE_LIMITED || ec == LOOM_E_UPSTREAM))
-        ctx->api->retry_after(ctx, (uint64_t)wait);
-    loom_error(ctx, ec, PROV ": %s (HTTP %d %s): %s", what, status, label, quoted);
-    return -1;
+    if (status == 429 && (loom_hc_is_one_of(type, openai_quota_codes) ||
+                          loom_hc_is_one_of(code, openai_quota_codes)))
+        e.code = LOOM_E_QUOTA;
+    return loom_hc_fail(ctx, PROV, resp, &e, st->conf.key);
 }
 
 static int decode_chat(loom_ctx *ctx, openai_state *st, json_t *body, loom_result *out)
@@ -296,7 +213,7 @@ static int decode_chat(loom_ctx *ctx, openai_state *st, json_t *body, loom_resul
         return -1;
     }
     if (refusal) {
-        loom_hc_server_message(quoted, sizeof quoted, refusal, st->key);
+        loom_hc_server_message(quoted, sizeof quoted, refusal, st->conf.key);
         loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": the model refused: %s", quoted);
         return -1;
     }
@@ -322,22 +239,24 @@ static int decode_chat(loom_ctx *ctx, openai_state *st, json_t *body, loom_resul
     return 0;
 }
 
-/* data[] placed by its index; every input must get exactly one vector. */
+/* data[] placed by its index; every input must get exactly one vector. The
+ * answer starts as N nulls, so a null left over is an index given twice. */
 static int decode_embed(loom_ctx *ctx, const loom_request *req, json_t *body, loom_result *out)
 {
     json_t *data = json_object_get(body, "data");
     size_t n = json_array_size(req->inputs), i;
-    json_t *one, *vecs = NULL, **slot = NULL;
+    json_t *one, *vecs = NULL;
 
     if (!json_is_array(data) || json_array_size(data) != n) {
         loom_error(ctx, LOOM_E_UPSTREAM, PROV ": %zu embeddings for %zu inputs",
                    json_array_size(data), n);
         return -1;
     }
-    slot = calloc(n ? n : 1, sizeof *slot);
-    vecs = json_array();
-    if (!slot || !vecs)
+    if (!(vecs = json_array()))
         goto nomem;
+    for (i = 0; i < n; i++)
+        if (json_array_append_new(vecs, json_null()) < 0)
+            goto nomem;
     json_array_foreach(data, i, one) {
         json_t *index = json_object_get(one, "index");
         json_t *vec = json_object_get(one, "embedding");
@@ -348,22 +267,18 @@ static int decode_embed(loom_ctx *ctx, const loom_request *req, json_t *body, lo
         int ok = json_array_size(vec) > 0;
 
         json_array_foreach(vec, k, x) ok = ok && json_is_number(x);
-        if (at < 0 || (size_t)at >= n || slot[at] || !ok) {
+        if (at < 0 || (size_t)at >= n || !json_is_null(json_array_get(vecs, at)) || !ok) {
             loom_error(ctx, LOOM_E_UPSTREAM, PROV ": malformed embedding at data[%zu]", i);
             goto fail;
         }
-        slot[at] = vec;
-    }
-    for (i = 0; i < n; i++)
-        if (json_array_append(vecs, slot[i]) < 0)
+        if (json_array_set(vecs, at, vec) < 0)
             goto nomem;
-    free(slot);
+    }
     out->output = vecs;
     return 0;
 nomem:
     loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
 fail:
-    free(slot);
     json_decref(vecs);
     return -1;
 }
@@ -372,55 +287,30 @@ static int openai_decode(loom_ctx *ctx, void *state, const loom_request *req,
                          const loom_http_response *resp, loom_result *out)
 {
     openai_state *st = state;
-    json_t *body = loom_hc_parse_body(resp);
-    json_t *usage;
-    int rc;
+    json_t *body = loom_hc_decode_start(resp, out);
+    int rc = -1;
 
-    out->output = NULL;
-    out->usage.input_tokens = out->usage.output_tokens = -1;
     if (resp->status < 200 || resp->status > 299) {
-        fail_status(ctx, st, resp, body);
-        json_decref(body);
-        return -1;
-    }
-    if (!json_is_object(body)) {
+        fail_status(ctx, st, resp, resp->status, body);
+    } else if (!json_is_object(body)) {
         loom_error(ctx, LOOM_E_UPSTREAM, PROV ": HTTP %d with a body that is not a JSON object",
                    resp->status);
-        json_decref(body);
-        return -1;
-    }
-    if (json_object_get(body, "error") && !json_object_get(body, "choices") &&
-        !json_object_get(body, "data")) {
-        /* an error reported with a success status, as some proxies do */
-        loom_http_response as_error = *resp;
-        as_error.status = 502;
-        fail_status(ctx, st, &as_error, body);
-        json_decref(body);
-        return -1;
-    }
-    rc = req->kind == LOOM_CALL_EMBED ? decode_embed(ctx, req, body, out)
-                                      : decode_chat(ctx, st, body, out);
-    if (rc == 0) {
-        usage = json_object_get(body, "usage");
-        out->usage.input_tokens = loom_hc_usage_field(usage, "prompt_tokens");
-        out->usage.output_tokens = loom_hc_usage_field(usage, "completion_tokens");
+    } else if (json_object_get(body, "error") && !json_object_get(body, "choices") &&
+               !json_object_get(body, "data")) {
+        /* an error reported with a success status, as some proxies do:
+         * reported as the bad gateway it is */
+        fail_status(ctx, st, resp, 502, body);
+    } else {
+        rc = req->kind == LOOM_CALL_EMBED ? decode_embed(ctx, req, body, out)
+                                          : decode_chat(ctx, st, body, out);
+        if (rc == 0)
+            loom_hc_usage(body, "prompt_tokens", "completion_tokens", &out->usage);
     }
     json_decref(body);
     return rc;
 }
 
 /* ---- the descriptor */
-
-static const loom_option openai_options[] = {
-    { "base_url", LOOM_OPT_STRING, "https://api.openai.com/v1", 0,
-      "API root; /chat/completions and /embeddings are appended" },
-    { "model", LOOM_OPT_STRING, NULL, 0, "model used when a call names none" },
-    { "api_key_env", LOOM_OPT_STRING, "OPENAI_API_KEY", 0,
-      "environment variable holding the API key (unset: no Authorization header)" },
-    { "api_key_file", LOOM_OPT_STRING, NULL, 0, "file whose first line is the API key" },
-    { "organization", LOOM_OPT_STRING, NULL, 0, "sent as the OpenAI-Organization header" },
-    { 0 }
-};
 
 static const loom_provider openai_providers[] = { {
     .name = "openai",

@@ -550,3 +550,164 @@ Test(providers, durations_and_waits)
     loom_hc_server_message(buf, sizeof buf, "a\nb\x01" "c", NULL);
     cr_assert(eq(str, buf, "a b c"));
 }
+
+/* ---- the shared pieces, as an out-of-tree provider would use them */
+
+static const loom_option test_options[] = {
+    LOOM_HC_OPTIONS("https://example.com/v1/", "root", "LOOM_TEST_KEY", "key variable"),
+    { "limit", LOOM_OPT_INT, "7", 0, "a positive count" },
+    { "label", LOOM_OPT_STRING, "plain", 0, "a string with a default" },
+    { 0 }
+};
+
+Test(providers, conf_follows_the_option_table)
+{
+    fake_ctx c;
+    loom_hc_conf conf = { 0 };
+    json_t *config = json_object();
+    json_int_t limit = 0;
+    char *label = NULL;
+
+    setenv("LOOM_TEST_KEY", TEST_KEY, 1);
+    ctx_reset(&c);
+    cr_assert(eq(int, loom_hc_conf_init(&c.base, "t", test_options, config, NULL, &conf), 0),
+              "%s", c.message);
+    cr_assert(eq(str, conf.base, "https://example.com/v1"));
+    cr_assert(conf.model == NULL);
+    cr_assert(eq(str, conf.key, TEST_KEY));
+    cr_assert(eq(int, loom_hc_option_string(&c.base, "t", test_options, config, "label",
+                                            &label), 0));
+    cr_assert(eq(str, label, "plain"));
+    free(label);
+    cr_assert(eq(int, loom_hc_option_positive(&c.base, "t", test_options, config, "limit",
+                                              &limit), 0));
+    cr_assert(eq(i64, limit, 7));
+    loom_hc_conf_fini(&conf);
+    cr_assert(conf.base == NULL && conf.key == NULL);
+
+    /* a declared string option of another type, wherever it is in the table */
+    json_object_set_new(config, "label", json_integer(1));
+    cr_assert(eq(int, loom_hc_conf_init(&c.base, "t", test_options, config, NULL, &conf), -1));
+    cr_assert(eq(int, c.code, LOOM_E_CONFIG));
+    cr_assert(eq(str, c.message, "t: label must be a string"));
+    loom_hc_conf_fini(&conf);
+    json_object_set_new(config, "label", json_null());
+    json_object_set_new(config, "limit", json_integer(0));
+    cr_assert(eq(int, loom_hc_option_positive(&c.base, "t", test_options, config, "limit",
+                                              &limit), -1));
+    cr_assert(eq(str, c.message, "t: limit must be a positive integer"));
+
+    /* without a key: an error when it is required, a note when it is not */
+    json_object_set_new(config, "api_key_env", json_string("LOOM_TEST_UNSET_KEY"));
+    unsetenv("LOOM_TEST_UNSET_KEY");
+    cr_assert(eq(int, loom_hc_conf_init(&c.base, "t", test_options, config, NULL, &conf), -1));
+    cr_assert(eq(str, c.message, "t: no API key (set LOOM_TEST_UNSET_KEY or api_key_file)"));
+    loom_hc_conf_fini(&conf);
+    ctx_reset(&c);
+    cr_assert(eq(int, loom_hc_conf_init(&c.base, "t", test_options, config, "sent bare", &conf),
+                 0));
+    cr_assert(conf.key == NULL);
+    loom_hc_conf_fini(&conf);
+    json_decref(config);
+}
+
+Test(providers, params_follow_the_param_table)
+{
+    static const loom_hc_param table[] = {
+        { "temperature", "temperature", LOOM_HC_NUMBER },
+        { "max_tokens", "max_tokens", LOOM_HC_POSITIVE },
+        { "seed", "seed", LOOM_HC_INTEGER },
+        { "stop", "stop_sequences", LOOM_HC_STRING_LIST },
+        { "tags", "tags", LOOM_HC_STRINGS },
+        { 0 }
+    };
+    static const struct { const char *params, *message; } bad[] = {
+        { "[1]", "t: params must be a mapping" },
+        { "{\"temperature\":\"hot\"}", "t: temperature must be a number" },
+        { "{\"max_tokens\":0}", "t: max_tokens must be a positive integer" },
+        { "{\"seed\":1.5}", "t: seed must be an integer" },
+        { "{\"stop\":[\"a\",2]}", "t: stop must be a string or strings" },
+        { "{\"tags\":{}}", "t: tags must be a string or strings" },
+    };
+    json_t *params = json_loads("{\"temperature\":0.5,\"max_tokens\":null,\"stop\":\"END\","
+                                "\"tags\":\"x\",\"other\":1}", 0, NULL);
+    json_t *fallback = json_loads("{\"max_tokens\":9,\"seed\":4}", 0, NULL);
+    json_t *body = json_object(), *want;
+    fake_ctx c;
+
+    ctx_reset(&c);
+    cr_assert(eq(int, loom_hc_put_params(&c.base, "t", table, params, fallback, body), 0), "%s",
+              c.message);
+    want = json_loads("{\"temperature\":0.5,\"max_tokens\":9,\"seed\":4,"
+                      "\"stop_sequences\":[\"END\"],\"tags\":\"x\"}", 0, NULL);
+    cr_assert(json_equal(body, want), "got %s", json_dumps(body, JSON_COMPACT));
+    json_decref(want);
+    json_decref(params);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        params = json_loads(bad[i].params, 0, NULL);
+        ctx_reset(&c);
+        cr_assert(eq(int, loom_hc_put_params(&c.base, "t", table, params, NULL, body), -1));
+        cr_assert(eq(int, c.code, LOOM_E_INVALID_REQUEST));
+        cr_assert(eq(str, c.message, (char *)bad[i].message));
+        json_decref(params);
+    }
+    json_decref(fallback);
+    json_decref(body);
+}
+
+Test(providers, failures_classified_by_status)
+{
+    static const struct { int status; loom_errcode code; } cases[] = {
+        { 402, LOOM_E_QUOTA }, { 429, LOOM_E_RATE_LIMITED }, { 408, LOOM_E_UPSTREAM },
+        { 409, LOOM_E_UPSTREAM }, { 503, LOOM_E_UPSTREAM }, { 200, LOOM_E_UPSTREAM },
+        { 0, LOOM_E_UPSTREAM }, { 302, LOOM_E_INVALID_REQUEST }, { 404, LOOM_E_INVALID_REQUEST },
+    };
+    loom_header h[] = { { "retry-after", "2" } };
+    loom_http_response resp = { .headers = h, .nheaders = 1 };
+    loom_hc_error e = { 0 };
+    fake_ctx c;
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        e.status = cases[i].status;
+        ctx_reset(&c);
+        cr_assert(eq(int, loom_hc_fail(&c.base, "t", &resp, &e, NULL), -1));
+        cr_assert(eq(int, c.code, cases[i].code), "HTTP %d: %s", e.status, c.message);
+        /* the wait only where trying again may help */
+        cr_assert(eq(i64, c.retry_ms, c.code == LOOM_E_RATE_LIMITED ||
+                                      c.code == LOOM_E_UPSTREAM ? 2000 : -1));
+    }
+    cr_assert(eq(str, c.message, "t: request refused (HTTP 404 -): (body is not JSON)"));
+
+    /* the body's class wins; the message is quoted with the key redacted */
+    e = (loom_hc_error){ .status = 400, .code = LOOM_E_QUOTA, .label = "billing",
+                         .message = "key " TEST_KEY, .parsed = 1 };
+    ctx_reset(&c);
+    loom_hc_fail(&c.base, "t", &resp, &e, TEST_KEY);
+    cr_assert(eq(int, c.code, LOOM_E_QUOTA));
+    cr_assert(eq(str, c.message, "t: quota exhausted (HTTP 400 billing): key [redacted]"));
+}
+
+Test(providers, text_joins_with_separators)
+{
+    loom_hc_text t = { 0 };
+    json_t *parts = json_loads("[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"thinking\","
+                               "\"text\":\"no\"},{\"text\":\"b\"},{\"type\":\"text\"}]", 0, NULL);
+    char *s;
+    size_t len;
+
+    cr_assert(eq(int, loom_hc_text_add(&t, "\n\n", "", 0), 0));
+    cr_assert(eq(str, t.s, ""));
+    cr_assert(eq(int, loom_hc_text_add(&t, "\n\n", "one", 3), 0));
+    cr_assert(eq(int, loom_hc_text_add(&t, "\n\n", "two", 3), 0));
+    cr_assert(eq(str, t.s, "one\n\ntwo"));
+    cr_assert(eq(sz, t.len, 8));
+    free(t.s);
+    s = loom_hc_parts_text(parts, "text", &len);
+    cr_assert(eq(str, s, "a"));
+    free(s);
+    s = loom_hc_parts_text(parts, NULL, &len);
+    cr_assert(eq(str, s, "anob"));
+    cr_assert(eq(sz, len, 4));
+    free(s);
+    json_decref(parts);
+}
