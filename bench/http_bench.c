@@ -20,6 +20,7 @@
 
 #include "bench/bench_util.h"
 #include "daemon/config_file.h"
+#include "daemon/providers.h"
 #include "daemon/engine/engine.h"
 #include "daemon/core/http.h"
 #include "dsl/dsl.h"
@@ -30,6 +31,7 @@ typedef struct world {
     pool_t *pool;
     plugins_t *plugins;
     engine_t *eng;
+    providers_t *prov;
     reactor_timer_t *sampler;
     long rss_peak_kib;
     int done;
@@ -77,7 +79,9 @@ static void world_init(world *w, int port, const config_limits *lim, const char 
     json_t *opts = json_pack("{s:s, s:s}", "base_url", url, "api_key_env", "LOOM_BENCH_KEY");
     config_provider cp = { .name = "llm", .plugin = "openai", .options = opts, .limits = *lim };
     (void)provider_extra;
-    if (engine_add_configured_provider(w->eng, &cp, err, sizeof err) < 0) {
+    if (!(w->prov = providers_new(w->r)))
+        die("cannot start the providers");
+    if (providers_add(w->prov, w->eng, &cp, err, sizeof err) < 0) {
         fprintf(stderr, "http_bench: %s\n", err);
         exit(1);
     }
@@ -89,6 +93,7 @@ static void world_fini(world *w)
     if (w->sampler)
         reactor_timer_cancel(w->r, w->sampler);
     engine_free(w->eng);
+    providers_free(w->prov); /* after the engine: its upstreams use the client */
     pool_free(w->pool);
     plugins_free(w->plugins);
     reactor_free(w->r);

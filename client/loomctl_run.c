@@ -18,6 +18,7 @@
 #include "daemon/config_file.h"
 #include "daemon/engine/engine.h"
 #include "daemon/plugins/plugins.h"
+#include "daemon/providers.h"
 #include "daemon/core/pool.h"
 #include "daemon/core/reactor.h"
 
@@ -96,13 +97,13 @@ static void on_trace(void *ud, const engine_trace *t)
 }
 
 /* Creates every provider instance of CFG. Errors name the config entry. */
-static int add_providers(engine_t *e, const config *cfg)
+static int add_providers(providers_t *prov, engine_t *e, const config *cfg)
 {
     char err[512];
     int rc = 0;
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const config_provider *p = &cfg->providers[i];
-        if (engine_add_configured_provider(e, p, err, sizeof err) == 0)
+        if (providers_add(prov, e, p, err, sizeof err) == 0)
             continue;
         if (cfg->file)
             fprintf(stderr, "%s:%d:%d: error: provider '%s': %s\n", cfg->file, p->line, p->col,
@@ -163,6 +164,7 @@ int loomctl_cmd_run(int argc, char **argv)
     json_t *input = NULL;
     pool_t *pool = NULL;
     engine_t *engine = NULL;
+    providers_t *prov = NULL;
     rc = LOOMCTL_FAILED;
 
     if (config_path) {
@@ -193,9 +195,9 @@ int loomctl_cmd_run(int argc, char **argv)
     if (trace && !(st.starts = json_object()))
         goto oom;
     engine_options eo = { .trace = trace ? on_trace : NULL, .trace_ud = &st };
-    if (!(engine = engine_new(st.r, pool, plugins, &eo)))
+    if (!(engine = engine_new(st.r, pool, plugins, &eo)) || !(prov = providers_new(st.r)))
         goto oom;
-    if (add_providers(engine, cfg) < 0)
+    if (add_providers(prov, engine, cfg) < 0)
         goto out;
     engine_set_workflow_lookup(engine, lookup_workflow, &st);
     engine_job_options jo = { .seed = seed };
@@ -224,6 +226,7 @@ oom:
     fprintf(stderr, "loomctl run: out of memory or a system limit: %s\n", strerror(errno));
 out:
     engine_free(engine);
+    providers_free(prov); /* after the engine: its upstreams use the client */
     pool_free(pool);
     reactor_free(st.r);
     plugins_free(plugins);

@@ -31,6 +31,7 @@
 typedef struct lgen {
     struct lgen *next;
     engine_t *eng;             /* owned */
+    struct providers *prov;    /* owned: the HTTP client of eng's upstreams; freed after eng */
     size_t jobs;               /* running on it */
 } lgen;
 

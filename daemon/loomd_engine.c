@@ -5,10 +5,12 @@
 #include <string.h>
 
 #include "daemon/loomd.h"
+#include "daemon/providers.h"
 
 static void gen_free(lgen *g)
 {
     engine_free(g->eng);
+    providers_free(g->prov); /* after the engine: its upstreams use the client */
     free(g);
 }
 
@@ -20,14 +22,15 @@ int gen_start(loomd *d, const config *cfg)
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "out of memory");
         return -1;
     }
-    if (!(g->eng = engine_new(d->r, d->pool, d->plugins, NULL))) {
+    if (!(g->eng = engine_new(d->r, d->pool, d->plugins, NULL)) ||
+        !(g->prov = providers_new(d->r))) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start the engine: out of memory");
         gen_free(g);
         return -1;
     }
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const config_provider *p = &cfg->providers[i];
-        if (engine_add_configured_provider(g->eng, p, err, sizeof err) == 0)
+        if (providers_add(g->prov, g->eng, p, err, sizeof err) == 0)
             continue;
         if (cfg->file)
             log_write(&d->log, LOOM_LOG_ERROR, NULL, "%s:%d:%d: error: provider '%s': %s", cfg->file,

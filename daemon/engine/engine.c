@@ -14,29 +14,8 @@
 #include <time.h>
 
 #include "daemon/engine/engine_internal.h"
-#include "daemon/core/http.h"
 
 #define DEFAULT_MAX_IN_FLIGHT 1024
-
-/* ---- lists */
-
-void elist_init(elink *h) { h->prev = h->next = h; }
-bool elist_empty(const elink *h) { return h->next == h; }
-
-void elist_add_tail(elink *h, elink *n)
-{
-    n->prev = h->prev;
-    n->next = h;
-    h->prev->next = n;
-    h->prev = n;
-}
-
-void elist_del(elink *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->prev = n->next = n;
-}
 
 /* ---- errors: one allocation holding the strings */
 
@@ -169,9 +148,9 @@ act_t *act_new(engine_job_t *job, act_t *parent, const dsl_node *node, json_t *i
     a->node = node;
     a->parent = parent;
     a->job = job;
-    elist_init(&a->kids);
-    elist_init(&a->sib);
-    elist_init(&a->q);
+    list_init(&a->kids);
+    list_init(&a->sib);
+    list_init(&a->q);
     a->scope = parent ? parent->scope : &job->scope;
     a->frame = parent ? parent->frame : &job->scope.top;
     a->input = json_incref(input ? input : json_null());
@@ -180,7 +159,7 @@ act_t *act_new(engine_job_t *job, act_t *parent, const dsl_node *node, json_t *i
     a->attempt = 1;
     a->rheap = RHEAP_NONE;
     if (parent)
-        elist_add_tail(&parent->kids, &a->sib);
+        list_add_tail(&parent->kids, &a->sib);
     return a;
 }
 
@@ -220,8 +199,8 @@ void act_start(act_t *a)
 
 void act_cancel_kids(act_t *a)
 {
-    while (!elist_empty(&a->kids))
-        act_free(ELINK_OWNER(a->kids.next, act_t, sib));
+    while (!list_empty(&a->kids))
+        act_free(LIST_OWNER(a->kids.next, act_t, sib));
 }
 
 void act_free(act_t *a)
@@ -238,8 +217,8 @@ void act_free(act_t *a)
     if (a->retry_timer)
         reactor_timer_cancel(r, a->retry_timer);
     if (a->inq)
-        elist_del(&a->q);
-    elist_del(&a->sib);
+        list_del(&a->q);
+    list_del(&a->sib);
     json_decref(a->input);
     json_decref(a->orig_input);
     json_decref(a->bind);
@@ -277,8 +256,8 @@ static void act_finish(act_t *a, json_t *res, eerr *err)
     a->res = res;
     a->err = err;
     if (a->inq)
-        elist_del(&a->q);
-    elist_add_tail(&a->job->doneq, &a->q);
+        list_del(&a->q);
+    list_add_tail(&a->job->doneq, &a->q);
     a->inq = Q_DONE;
 }
 
@@ -385,11 +364,11 @@ void leaf_request(act_t *a)
     /* While recorded steps wait to be replayed, a live leaf waits too: what
      * they decide may cancel it (a vote that had stopped early), and a call
      * cancelled before it starts costs nothing. */
-    if (job->inflight < job->max_in_flight && elist_empty(&job->waitq) && !replay_pending(job)) {
+    if (job->inflight < job->max_in_flight && list_empty(&job->waitq) && !replay_pending(job)) {
         leaf_grant(a);
         return;
     }
-    elist_add_tail(&job->waitq, &a->q);
+    list_add_tail(&job->waitq, &a->q);
     a->inq = Q_WAIT;
 }
 
@@ -411,7 +390,7 @@ static void job_free(engine_job_t *job)
         reactor_timer_cancel(e->r, job->start_timer);
     if (job->job_timer)
         reactor_timer_cancel(e->r, job->job_timer);
-    elist_del(&job->link);
+    list_del(&job->link);
     e->njobs--;
     json_decref(job->output);
     json_decref(job->usage);
@@ -452,7 +431,7 @@ static void job_finalize(engine_job_t *job)
 
 static void deliver(engine_job_t *job, act_t *k)
 {
-    elist_del(&k->q);
+    list_del(&k->q);
     k->inq = Q_NONE;
     json_t *res = k->res;
     eerr *err = k->err;
@@ -487,15 +466,15 @@ bool job_pump(engine_job_t *job)
             eerr *err = eerr_new(DSL_ERR_CANCELLED, NULL, job->scope.g->root->path, 0,
                                  "the job was cancelled");
             job_end(job, NULL, err ? err : eerr_oom(NULL));
-        } else if (!elist_empty(&job->doneq)) {
-            deliver(job, ELINK_OWNER(job->doneq.next, act_t, q));
+        } else if (!list_empty(&job->doneq)) {
+            deliver(job, LIST_OWNER(job->doneq.next, act_t, q));
         } else if (replay_pending(job)) {
             /* one at a time and only when nothing else is queued, so that
              * recorded steps reach their parents in their first order */
             replay_release(job);
-        } else if (!elist_empty(&job->waitq) && job->inflight < job->max_in_flight) {
-            act_t *a = ELINK_OWNER(job->waitq.next, act_t, q);
-            elist_del(&a->q);
+        } else if (!list_empty(&job->waitq) && job->inflight < job->max_in_flight) {
+            act_t *a = LIST_OWNER(job->waitq.next, act_t, q);
+            list_del(&a->q);
             a->inq = Q_NONE;
             leaf_grant(a);
         } else {
@@ -554,8 +533,8 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     job->eng = e;
     job->done = done;
     job->ud = ud;
-    elist_init(&job->doneq);
-    elist_init(&job->waitq);
+    list_init(&job->doneq);
+    list_init(&job->waitq);
     job->max_in_flight = o && o->max_in_flight ? o->max_in_flight : e->opt.max_in_flight;
     job->trace = o && o->trace ? o->trace : e->opt.trace;
     job->trace_ud = o && o->trace ? o->trace_ud : e->opt.trace_ud;
@@ -575,7 +554,7 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     job->start_timer = reactor_timer_add(e->r, 0, job_start_fired, job);
     if (!job->start_timer)
         goto fail;
-    elist_add_tail(&e->jobs, &job->link);
+    list_add_tail(&e->jobs, &job->link);
     e->njobs++;
     return job;
 fail:
@@ -622,7 +601,7 @@ engine_t *engine_new(reactor_t *r, pool_t *pool, const plugins_t *plugins,
         e->opt = *opt;
     if (!e->opt.max_in_flight)
         e->opt.max_in_flight = DEFAULT_MAX_IN_FLIGHT;
-    elist_init(&e->jobs);
+    list_init(&e->jobs);
     if (!(e->cache = engine_cache_new(e->opt.cache_entries)))
         goto fail;
     return e;
@@ -641,18 +620,17 @@ void engine_free(engine_t *e)
 {
     if (!e)
         return;
-    while (!elist_empty(&e->jobs)) {
-        engine_job_t *job = ELINK_OWNER(e->jobs.next, engine_job_t, link);
+    while (!list_empty(&e->jobs)) {
+        engine_job_t *job = LIST_OWNER(e->jobs.next, engine_job_t, link);
         if (job->ending) { /* freed by the callback that is running it */
-            elist_del(&job->link);
+            list_del(&job->link);
             continue;
         }
         engine_cancel(job);
-        if (!elist_empty(&e->jobs) && ELINK_OWNER(e->jobs.next, engine_job_t, link) == job)
-            elist_del(&job->link); /* busy: engine_free from its callback is not allowed */
+        if (!list_empty(&e->jobs) && LIST_OWNER(e->jobs.next, engine_job_t, link) == job)
+            list_del(&job->link); /* busy: engine_free from its callback is not allowed */
     }
     call_free_providers(e);
-    http_client_free(e->http);
     engine_cache_free(e->cache); /* after the jobs: none can store into it now */
     free(e);
 }

@@ -25,6 +25,7 @@
 #include "daemon/plugins/plugins.h"
 #include "daemon/core/pool.h"
 #include "daemon/core/reactor.h"
+#include "daemon/upstream/upstream.h"
 #include "dsl/graph.h"
 
 typedef struct engine engine_t;
@@ -150,19 +151,24 @@ engine_t *engine_new(reactor_t *r, pool_t *pool, const plugins_t *plugins,
  * the pool's done callback frees; so free the pool after the engine. */
 void engine_free(engine_t *e);
 
+/* Builds the upstream of a new HTTP provider instance NAME of plugin
+ * provider DEF, whose init made STATE (all borrowed; the engine frees the
+ * upstream before it runs fini on STATE). Returns an upstream the engine
+ * then owns, or NULL with a message in ERR. */
+typedef upstream_t *(*engine_upstream_fn)(void *ud, const char *name, const loom_provider *def,
+                                          void *state, char *err, size_t errlen);
+
 /* Adds provider instance INSTANCE_NAME using plugin provider PROVIDER_NAME
  * with CONFIG (borrowed; may be NULL = {}): checks the config against the
- * provider's options and runs its init. 0, or -1 with a message in ERR. */
+ * provider's options and runs its init. An invoke provider is then ready;
+ * an HTTP provider (encode and decode, no invoke) also needs MAKE_UPSTREAM,
+ * called once with UD before this returns, to build the upstream its calls
+ * go through (limits, batching, curl: daemon/providers.c makes them from
+ * the config file). MAKE_UPSTREAM may be NULL when no HTTP provider is
+ * expected. 0, or -1 with a message in ERR (nothing added). */
 int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
-                        json_t *config, char *err, size_t errlen);
-
-/* The same for an entry of the config file, with its limits, batching and
- * timeouts (used only by HTTP providers, whose calls go through a rate
- * limiter and curl; the first one raises the open-file limit and refuses a
- * concurrency that cannot fit in it). CP is borrowed. */
-struct config_provider; /* daemon/config_file.h */
-int engine_add_configured_provider(engine_t *e, const struct config_provider *cp, char *err,
-                                   size_t errlen);
+                        json_t *config, engine_upstream_fn make_upstream, void *ud, char *err,
+                        size_t errlen);
 
 /* Counters of every provider instance as {NAME: {plugin, in_flight, queued,
  * requests, succeeded, failed, rate_limited, batches, input_tokens,

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "daemon/engine/engine_cache.h"
-#include "daemon/engine/engine_internal.h"
+#include "common/containers.h"
 
 /* Beyond this the buckets stop growing with the bound and chains get longer
  * instead: a huge configured bound should not cost memory up front. */
@@ -17,7 +17,7 @@
 
 typedef struct centry {
     struct centry *hnext;      /* in its bucket */
-    elink lru;                 /* in the cache's recency list, oldest first */
+    list_link lru;            /* in the cache's recency list, oldest first */
     uint64_t hash;
     json_t *value;             /* reference */
     size_t keylen;
@@ -28,7 +28,7 @@ struct engine_cache {
     centry **buckets;          /* owned array of chains */
     size_t nbuckets;           /* a power of two */
     size_t count, max;
-    elink lru;                 /* head: next is the oldest */
+    list_link lru;            /* head: next is the oldest */
 };
 
 uint64_t engine_cache_hash(const char *s, size_t n)
@@ -63,7 +63,7 @@ engine_cache *engine_cache_new(size_t max_entries)
     c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
     if (!c->buckets)
         goto fail;
-    elist_init(&c->lru);
+    list_init(&c->lru);
     return c;
 fail:
     free(c);
@@ -77,7 +77,7 @@ static void centry_drop(engine_cache *c, centry *e)
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    elist_del(&e->lru);
+    list_del(&e->lru);
     json_decref(e->value);
     free(e);
     c->count--;
@@ -87,8 +87,8 @@ void engine_cache_free(engine_cache *c)
 {
     if (!c)
         return;
-    while (!elist_empty(&c->lru))
-        centry_drop(c, ELINK_OWNER(c->lru.next, centry, lru));
+    while (!list_empty(&c->lru))
+        centry_drop(c, LIST_OWNER(c->lru.next, centry, lru));
     free(c->buckets);
     free(c);
 }
@@ -107,8 +107,8 @@ json_t *engine_cache_get(engine_cache *c, const char *key)
     centry *e = find(c, key, len, engine_cache_hash(key, len));
     if (!e)
         return NULL;
-    elist_del(&e->lru);
-    elist_add_tail(&c->lru, &e->lru);
+    list_del(&e->lru);
+    list_add_tail(&c->lru, &e->lru);
     return e->value;
 }
 
@@ -121,8 +121,8 @@ int engine_cache_put(engine_cache *c, const char *key, json_t *value)
         json_t *old = e->value;
         e->value = json_incref(value);
         json_decref(old);
-        elist_del(&e->lru);
-        elist_add_tail(&c->lru, &e->lru);
+        list_del(&e->lru);
+        list_add_tail(&c->lru, &e->lru);
         return 0;
     }
     if (!(e = malloc(sizeof *e + len + 1)))
@@ -131,13 +131,13 @@ int engine_cache_put(engine_cache *c, const char *key, json_t *value)
     e->keylen = len;
     e->hash = h;
     e->value = json_incref(value);
-    elist_init(&e->lru);
+    list_init(&e->lru);
     if (c->count >= c->max)
-        centry_drop(c, ELINK_OWNER(c->lru.next, centry, lru));
+        centry_drop(c, LIST_OWNER(c->lru.next, centry, lru));
     size_t b = h & (c->nbuckets - 1);
     e->hnext = c->buckets[b];
     c->buckets[b] = e;
-    elist_add_tail(&c->lru, &e->lru);
+    list_add_tail(&c->lru, &e->lru);
     c->count++;
     return 0;
 }

@@ -42,7 +42,7 @@ typedef struct pcall {
     int ck;                    /* CK_PROVIDER */
     act_t *act;
     pinst_t *inst;
-    elink timers;
+    list_link timers;
     bool in_invoke, finished;
     json_t *out;               /* a completion that arrived inside invoke */
     hctx ctx;                  /* a failure that arrived inside invoke, and Retry-After */
@@ -52,7 +52,7 @@ typedef struct pcall {
 } pcall;
 
 typedef struct ptimer {
-    elink link;
+    list_link link;
     reactor_timer_t *t;
     pcall *pc;
     void (*cb)(void *ud);
@@ -285,7 +285,7 @@ static void ptimer_fired(reactor_t *r, reactor_timer_t *t, void *ud)
     ptimer *pt = ud;
     void (*cb)(void *) = pt->cb;
     void *cud = pt->ud;
-    elist_del(&pt->link);
+    list_del(&pt->link);
     free(pt);
     cb(cud);
 }
@@ -304,14 +304,14 @@ static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud
         free(pt);
         return NULL;
     }
-    elist_add_tail(&pc->timers, &pt->link);
+    list_add_tail(&pc->timers, &pt->link);
     return pt;
 }
 
 static void ptimer_cancel(reactor_t *r, ptimer *pt)
 {
     reactor_timer_cancel(r, pt->t);
-    elist_del(&pt->link);
+    list_del(&pt->link);
     free(pt);
 }
 
@@ -325,8 +325,8 @@ static void h_timer_cancel(loom_call *call, void *timer)
 /* Frees PC and any timer its plugin left behind. */
 static void pcall_free(pcall *pc, reactor_t *r)
 {
-    while (!elist_empty(&pc->timers))
-        ptimer_cancel(r, ELINK_OWNER(pc->timers.next, ptimer, link));
+    while (!list_empty(&pc->timers))
+        ptimer_cancel(r, LIST_OWNER(pc->timers.next, ptimer, link));
     free(pc->cache_key);
     json_decref(pc->out);
     free(pc);
@@ -555,7 +555,7 @@ static void provider_start(act_t *a)
     pc->act = a;
     pc->inst = pi;
     pc->single = single;
-    elist_init(&pc->timers);
+    list_init(&pc->timers);
     hctx_init(&pc->ctx);
     a->call = pc;
     a->call_kind = CK_PROVIDER;

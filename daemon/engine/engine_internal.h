@@ -12,15 +12,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/containers.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_cache.h"
 
 typedef struct act act_t;
-
-/* An intrusive doubly linked list node and head. */
-typedef struct elink {
-    struct elink *prev, *next;
-} elink;
 
 /* The internal error: the public part plus what retry needs. */
 typedef struct eerr {
@@ -57,9 +53,9 @@ struct act {
     const dsl_node *node;
     act_t *parent;
     engine_job_t *job;
-    elink sib;                 /* in parent's kids */
-    elink kids;                /* head */
-    elink q;                   /* in the job's done queue or leaf wait queue */
+    list_link sib;            /* in parent's kids */
+    list_link kids;           /* head */
+    list_link q;              /* in the job's done queue or leaf wait queue */
     int inq;                   /* 0, Q_DONE or Q_WAIT */
     scope_t *scope;            /* borrowed (the job's or a `use` ancestor's) */
     frame_t *frame;            /* where steps of this node record */
@@ -101,10 +97,10 @@ enum { Q_NONE, Q_DONE, Q_WAIT };
 
 struct engine_job {
     engine_t *eng;
-    elink link;                /* in the engine's jobs */
+    list_link link;           /* in the engine's jobs */
     scope_t scope;
     act_t *root;
-    elink doneq, waitq;
+    list_link doneq, waitq;
     size_t inflight, max_in_flight;
     uint64_t rng;
     engine_trace_fn trace;
@@ -148,9 +144,8 @@ struct pinst {
     char *name;
     const plugins_provider *prov;
     void *state;
-    struct upstream *up;            /* HTTP providers: owned */
-    uint64_t succeeded, failed;    /* calls ended, as the engine saw them */
-    int64_t max_conns;         /* HTTP providers: what it may hold open */
+    upstream_t *up;            /* HTTP providers: owned, freed before fini */
+    uint64_t succeeded, failed; /* calls ended, as the engine saw them */
 };
 
 
@@ -162,23 +157,13 @@ struct engine {
     pool_t *pool;
     const plugins_t *plugins;
     engine_options opt;
-    elink jobs;
+    list_link jobs;
     size_t njobs;
     pinst_t *providers;        /* singly linked */
     engine_workflow_lookup_fn wf_lookup;
     void *wf_ud;
     engine_cache *cache;       /* owned: results of `cache: true` leaves */
-    struct http_client *http;  /* owned: made with the first HTTP provider */
-    long nofile;               /* the open-file limit then in force */
-    int64_t http_conns;        /* sum of what HTTP providers may hold open */
 };
-
-/* ---- lists */
-void elist_init(elink *h);
-void elist_add_tail(elink *h, elink *n);
-void elist_del(elink *n);
-bool elist_empty(const elink *h);
-#define ELINK_OWNER(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 /* ---- errors (engine.c) */
 /* A new error for NODE (borrowed) with ATTEMPTS; code NULL = the class name. */

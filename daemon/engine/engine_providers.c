@@ -1,14 +1,12 @@
-/* engine_providers.c -- provider instances: each configured provider made
- * from its plugin (options checked, init run) and, for HTTP providers, its
- * upstream (limiter, batching, curl) and the open-file budget it needs. */
-#include <errno.h>
+/* engine_providers.c -- provider instances: each made from its plugin
+ * (options checked, init run), with the upstream an HTTP provider's calls go
+ * through handed in ready-made by the caller (daemon/providers.c builds it
+ * from the config file); their counters for stats. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/config_file.h"
 #include "daemon/engine/engine_internal.h"
-#include "daemon/core/http.h"
 #include "daemon/upstream/upstream.h"
 
 pinst_t *pinst_find(engine_t *e, const char *name)
@@ -21,62 +19,16 @@ pinst_t *pinst_find(engine_t *e, const char *name)
 
 /* ---- provider instances */
 
-/* The HTTP side of a new instance PI of CP: the client (made with the first
- * HTTP provider), the open-file check and the upstream. */
-static int add_upstream(engine_t *e, pinst_t *pi, const config_provider *cp, char *err,
+int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
+                        json_t *config, engine_upstream_fn make_upstream, void *ud, char *err,
                         size_t errlen)
 {
-    /* sockets the daemon needs besides provider connections: clients,
-     * the store, plugins' files */
-    enum { FD_RESERVE = 256 };
-    if (!e->http) {
-        e->nofile = http_raise_nofile();
-        if (e->nofile < 0)
-            e->nofile = 1024;
-        http_options ho = { .max_connections = e->nofile > 2 * FD_RESERVE
-                                                   ? e->nofile - FD_RESERVE : e->nofile / 2 };
-        if (!(e->http = http_client_new(e->r, &ho))) {
-            snprintf(err, errlen, "cannot start the HTTP client: %s", strerror(errno));
-            return -1;
-        }
-    }
-    int64_t conns = cp->limits.concurrency > 0 ? cp->limits.concurrency : RL_DEFAULT_CEILING;
-    if (e->http_conns + conns + FD_RESERVE > e->nofile) {
-        snprintf(err, errlen,
-                 "limits.concurrency allows %lld calls in flight (%lld over all HTTP providers) "
-                 "but the open-file limit is %ld, of which %d are kept for the daemon: raise "
-                 "the limit (LimitNOFILE= in the unit, ulimit -n) or lower the concurrency",
-                 (long long)conns, (long long)(e->http_conns + conns), e->nofile, FD_RESERVE);
-        return -1;
-    }
-    upstream_options uo = {
-        .timeouts = { .connect_ms = cp->timeout_connect_ms ? cp->timeout_connect_ms : 10000,
-                      .first_byte_ms = cp->timeout_first_byte_ms ? cp->timeout_first_byte_ms
-                                                                 : 120000,
-                      .total_ms = cp->timeout_total_ms ? cp->timeout_total_ms : 600000 },
-        .batch_max_inputs = cp->batch_max_inputs,
-        .batch_max_tokens = cp->batch_max_tokens,
-        .batch_window_ms = cp->batch_window_ms,
-    };
-    if (!(pi->up = upstream_new(e->r, e->http, pi->name, pi->prov->def, pi->state, &cp->limits,
-                                &uo))) {
-        snprintf(err, errlen, "%s", errno == EINVAL ? "negative limits" : "out of memory");
-        return -1;
-    }
-    pi->max_conns = conns;
-    e->http_conns += conns;
-    return 0;
-}
-
-int engine_add_configured_provider(engine_t *e, const config_provider *cp, char *err,
-                                   size_t errlen)
-{
-    const char *instance_name = cp->name;
-    const plugins_provider *pp = plugins_provider_find(e->plugins, cp->plugin);
+    const plugins_provider *pp = plugins_provider_find(e->plugins, provider_name);
     json_t *cfg = NULL;
     pinst_t *pi = NULL;
+    bool inited = false;
     if (!pp) {
-        snprintf(err, errlen, "no provider plugin '%s'", cp->plugin);
+        snprintf(err, errlen, "no provider plugin '%s'", provider_name);
         return -1;
     }
     if (pinst_find(e, instance_name)) {
@@ -85,11 +37,11 @@ int engine_add_configured_provider(engine_t *e, const config_provider *cp, char 
     }
     if (!pp->def->invoke && (!pp->def->encode || !pp->def->decode)) {
         snprintf(err, errlen, "provider plugin '%s' has neither invoke nor encode and decode",
-                 cp->plugin);
+                 provider_name);
         return -1;
     }
     /* a deep copy: the check adds defaults and normalises durations in place */
-    cfg = cp->options ? json_deep_copy(cp->options) : json_object();
+    cfg = config ? json_deep_copy(config) : json_object();
     if (!cfg || !json_is_object(cfg)) {
         snprintf(err, errlen, cfg ? "the config of '%s' must be a mapping" : "out of memory",
                  instance_name);
@@ -121,29 +73,30 @@ int engine_add_configured_provider(engine_t *e, const config_provider *cp, char 
             goto fail;
         }
     }
-    if (!pp->def->invoke && add_upstream(e, pi, cp, err, errlen) < 0) {
-        if (pp->def->fini)
-            pp->def->fini(pi->state);
-        goto fail;
+    inited = true;
+    /* last: nothing after it can fail, so the upstream is never dropped
+     * half counted by whoever made it */
+    if (!pp->def->invoke) {
+        if (!make_upstream) {
+            snprintf(err, errlen, "provider plugin '%s' speaks HTTP: it needs an upstream",
+                     provider_name);
+            goto fail;
+        }
+        if (!(pi->up = make_upstream(ud, pi->name, pp->def, pi->state, err, errlen)))
+            goto fail;
     }
     json_decref(cfg);
     pi->next = e->providers;
     e->providers = pi;
     return 0;
 fail:
+    if (inited && pp->def->fini)
+        pp->def->fini(pi->state);
     if (pi)
         free(pi->name);
     free(pi);
     json_decref(cfg);
     return -1;
-}
-
-int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
-                        json_t *options, char *err, size_t errlen)
-{
-    config_provider cp = { .name = (char *)instance_name, .plugin = (char *)provider_name,
-                           .options = options };
-    return engine_add_configured_provider(e, &cp, err, errlen);
 }
 
 void call_free_providers(engine_t *e)

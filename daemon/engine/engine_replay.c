@@ -19,7 +19,6 @@
  * first run's order exactly; with any other subset it still ends every
  * recorded leaf at the first moment the run is otherwise idle. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,44 +51,6 @@
  * text, cut at 64 characters). A leaf's own attempts share its key; a
  * fallback runs once per activation, so its parent's attempt is left out. */
 
-typedef struct kbuf {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} kbuf;
-
-static void kb_add(kbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void kb_add(kbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = true;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 static bool is_instance(const act_t *x)
 {
     return x->parent && x->role == ROLE_MAIN &&
@@ -107,31 +68,27 @@ static char *make_key(const act_t *leaf)
     size_t i = depth;
     for (const act_t *x = leaf; x; x = x->parent)
         chain[--i] = x;
-    kbuf b = { 0 };
-    kb_add(&b, "%s", leaf->job->scope.g->version);
+    sbuf b = SBUF_INIT;
+    sbuf_addf(&b, "%s", leaf->job->scope.g->version);
     for (i = 0; i < depth; i++) {
         const act_t *x = chain[i], *below = i + 1 < depth ? chain[i + 1] : NULL;
         const act_t *p = x->parent;
         if (p && p->node->kind == DSL_USE && x->role == ROLE_MAIN)
-            kb_add(&b, "/%" PRIu32 ">%s:%s", p->node->index, p->node->u.use.workflow,
+            sbuf_addf(&b, "/%" PRIu32 ">%s:%s", p->node->index, p->node->u.use.workflow,
                    x->scope->g->version);
         bool inst = is_instance(x);
         bool again = below && below->role != ROLE_FALLBACK && x->attempt > 1;
         if (!below || inst || again) {
-            kb_add(&b, "/%" PRIu32, x->node->index);
+            sbuf_addf(&b, "/%" PRIu32, x->node->index);
             if (inst)
-                kb_add(&b, "#%zu", x->slot);
+                sbuf_addf(&b, "#%zu", x->slot);
             if (again)
-                kb_add(&b, "@%d", x->attempt);
+                sbuf_addf(&b, "@%d", x->attempt);
         }
     }
-    kb_add(&b, " %s", leaf->node->path);
+    sbuf_addf(&b, " %s", leaf->node->path);
     free(chain);
-    if (b.oom) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    return sbuf_steal(&b, NULL); /* NULL when an append failed */
 }
 
 const char *step_key(act_t *a)
@@ -253,14 +210,8 @@ static void rheap_down(engine_job_t *job, size_t i)
 
 static int rheap_push(engine_job_t *job, act_t *a)
 {
-    if (job->nrheap == job->caprheap) {
-        size_t cap = job->caprheap ? job->caprheap * 2 : 16;
-        act_t **h = realloc(job->rheap, cap * sizeof *h);
-        if (!h)
-            return -1;
-        job->rheap = h;
-        job->caprheap = cap;
-    }
+    if (vec_reserve(&job->rheap, job->nrheap, &job->caprheap, sizeof *job->rheap, 16) < 0)
+        return -1;
     rheap_set(job, job->nrheap++, a);
     rheap_up(job, job->nrheap - 1);
     return 0;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "dsl/dsl.h"
+#include "daemon/providers.h"
 #include "tests/unit/engine_testlib.h"
 
 et_world ET;
@@ -219,13 +220,16 @@ void et_setup(void)
     cr_assert_eq(plugins_add(ET.plugins, &tplugin, "test", NULL), 0);
     ET.eng = engine_new(ET.r, ET.pool, ET.plugins, NULL);
     cr_assert(ET.eng);
+    ET.providers = providers_new(ET.r);
+    cr_assert(ET.providers);
     char err[256];
-    cr_assert_eq(engine_add_provider(ET.eng, "default", "tprov", NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(engine_add_provider(ET.eng, "default", "tprov", NULL, NULL, NULL, err, sizeof err), 0, "%s", err);
 }
 
 void et_teardown(void)
 {
     engine_free(ET.eng); /* NULL when a test freed it */
+    providers_free(ET.providers); /* after the engine: its upstreams use the client */
     pool_free(ET.pool);
     plugins_free(ET.plugins);
     reactor_free(ET.r);

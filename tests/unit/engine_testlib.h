@@ -32,6 +32,7 @@ typedef struct et_world {
     pool_t *pool;
     plugins_t *plugins;
     engine_t *eng;
+    struct providers *providers; /* for config entries: providers_add (daemon/providers.h) */
     et_provider_state prov;
     int lambda_calls;  /* atomically counted */
 } et_world;

@@ -10,6 +10,7 @@
 
 #include "dsl/dsl.h"
 #include "daemon/config_file.h"
+#include "daemon/providers.h"
 #include "tests/unit/engine_testlib.h"
 
 TestSuite(engine, .init = et_setup, .fini = et_teardown);
@@ -348,15 +349,19 @@ Test(engine, embed_single_string)
 Test(engine, http_provider_concurrency_must_fit_the_open_file_limit)
 {
     char err[512];
-    cr_assert_eq(engine_add_provider(ET.eng, "h", "thttp", NULL, err, sizeof err), 0, "%s", err);
+    config_provider h = { .name = "h", .plugin = "thttp" };
+    cr_assert_eq(providers_add(ET.providers, ET.eng, &h, err, sizeof err), 0, "%s", err);
     config_provider big = { .name = "h2", .plugin = "thttp",
                             .limits = { .concurrency = 100000000 } };
-    cr_assert_eq(engine_add_configured_provider(ET.eng, &big, err, sizeof err), -1);
+    cr_assert_eq(providers_add(ET.providers, ET.eng, &big, err, sizeof err), -1);
     cr_assert(strstr(err, "open-file limit"), "%s", err);
-    cr_assert_eq(engine_add_provider(ET.eng, "h", "thttp", NULL, err, sizeof err), -1);
+    cr_assert_eq(providers_add(ET.providers, ET.eng, &h, err, sizeof err), -1);
     cr_assert_str_eq(err, "provider 'h' is defined twice");
+    /* the engine alone cannot reach an HTTP provider: it needs an upstream */
+    cr_assert_eq(engine_add_provider(ET.eng, "h3", "thttp", NULL, NULL, NULL, err, sizeof err), -1);
+    cr_assert(strstr(err, "needs an upstream"), "%s", err);
     json_t *cfg = json_pack("{s:i}", "nope", 1);
-    cr_assert_eq(engine_add_provider(ET.eng, "p2", "tprov", cfg, err, sizeof err), -1);
+    cr_assert_eq(engine_add_provider(ET.eng, "p2", "tprov", cfg, NULL, NULL, err, sizeof err), -1);
     cr_assert(strstr(err, "unknown option 'nope'"));
     json_decref(cfg);
 }

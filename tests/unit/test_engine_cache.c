@@ -63,7 +63,7 @@ static void engine_with_bound(size_t n)
     ET.eng = engine_new(ET.r, ET.pool, ET.plugins, &eo);
     cr_assert(ET.eng);
     char err[256];
-    cr_assert_eq(engine_add_provider(ET.eng, "default", "tprov", NULL, err, sizeof err), 0, "%s",
+    cr_assert_eq(engine_add_provider(ET.eng, "default", "tprov", NULL, NULL, NULL, err, sizeof err), 0, "%s",
                  err);
 }
 

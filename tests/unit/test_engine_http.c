@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon/config_file.h"
+#include "daemon/providers.h"
 #include "tests/unit/engine_testlib.h"
 #include "tests/unit/fake_server.h"
 
@@ -34,7 +35,7 @@ static void setup(const char *const *args, const config_limits *limits)
                            .batch_window_ms = 10 };
     if (limits)
         cp.limits = *limits;
-    cr_assert_eq(engine_add_configured_provider(ET.eng, &cp, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(providers_add(ET.providers, ET.eng, &cp, err, sizeof err), 0, "%s", err);
     json_decref(opts);
 }
 

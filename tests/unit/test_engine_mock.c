@@ -32,7 +32,7 @@ static void add_mock(const char *name, const char *config)
     char err[256];
     json_t *cfg = json_loads(config, 0, NULL);
     cr_assert(cfg);
-    cr_assert_eq(engine_add_provider(ET.eng, name, "mock", cfg, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(engine_add_provider(ET.eng, name, "mock", cfg, NULL, NULL, err, sizeof err), 0, "%s", err);
     json_decref(cfg);
 }
 
