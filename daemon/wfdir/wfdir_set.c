@@ -22,6 +22,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/containers.h"
+
 
 /* One workflow of the set being checked. */
 typedef struct member {
@@ -308,13 +310,10 @@ int wfdir_settle(wfdir *w)
         npending += w->files[i]->pending != NULL;
     if (!old || !mv)
         goto out;
-    if (w->caploads < w->nloads + npending) {
-        wfdir_loads *nl = realloc(w->loads, (w->nloads + npending) * sizeof *nl);
-        if (!nl)
-            goto out;
-        w->loads = nl;
-        w->caploads = w->nloads + npending;
-    }
+    /* room for every pending file's load now: recording them below cannot fail */
+    if (npending && vec_reserve(&w->loads, w->nloads + npending - 1, &w->caploads,
+                                sizeof *w->loads, 8) < 0)
+        goto out;
     for (size_t i = 0; i < nold; i++)
         old[i] = (before){ dsl_graph_ref(w->index[i]->graph), w->index[i]->version };
 
