@@ -466,6 +466,67 @@ Test(client, submit_prints_the_id_alone)
     run_free(&r);
 }
 
+#define WORKFLOWS_SERVED                                                                       \
+    "{\"ok\":true,\"workflows\":["                                                          \
+    "{\"name\":\"summarize\",\"file\":\"workflows/summarize.yaml\",\"version\":\"3f2a9c01d4e5b6a7\"," \
+    "\"load\":1,\"loaded_ms\":1795000000000,\"served\":true,\"error\":null},"                    \
+    "{\"name\":\"summary\",\"file\":\"workflows/summary.yaml\",\"version\":null,"              \
+    "\"load\":0,\"loaded_ms\":0,\"served\":false,\"error\":\"x\"}]}"
+
+#define UNKNOWN_WORKFLOW(name)                                                                 \
+    "{\"ok\":false,\"error\":{\"code\":\"unknown_workflow\",\"message\":\"no workflow '" name \
+    "' is loaded\"}}"
+
+/* A daemon that names no near miss itself: loomctl asks for the served
+ * workflows and suggests the nearest. */
+Test(client, submit_unknown_workflow_suggests_the_nearest)
+{
+    static const fake_case cases[] = {
+        REPLY("submit", UNKNOWN_WORKFLOW("sumarize")),
+        REPLY("workflows", WORKFLOWS_SERVED),
+        END };
+    fake_start(cases);
+    run_result r = RUN("submit", "sumarize");
+    cr_expect(eq(int, r.status, 4), "stderr: %s", r.err);
+    cr_expect(eq(str, r.out, ""));
+    cr_expect(eq(str, r.err, "loomctl: unknown_workflow: no workflow 'sumarize' is loaded\n"
+                             "loomctl: did you mean 'summarize'?\n"));
+    cr_expect(eq(str, req_str(1, "op"), "workflows"));
+    run_free(&r);
+}
+
+/* Only served workflows are suggested, and nothing when none is near. */
+Test(client, submit_unknown_workflow_without_a_near_one)
+{
+    static const fake_case cases[] = {
+        REPLY("submit", UNKNOWN_WORKFLOW("summry")),
+        REPLY("workflows", WORKFLOWS_SERVED),
+        END };
+    fake_start(cases);
+    /* 'summary' is one edit away but not served */
+    run_result r = RUN("submit", "summry");
+    cr_expect(eq(int, r.status, 4), "stderr: %s", r.err);
+    cr_expect(eq(str, r.err, "loomctl: unknown_workflow: no workflow 'summry' is loaded\n"));
+    cr_expect(eq(sz, fake_nrequests(), 2));
+    run_free(&r);
+}
+
+/* A daemon whose message has the suggestion already is not asked again. */
+Test(client, submit_unknown_workflow_suggested_by_the_daemon)
+{
+    static const fake_case cases[] = {
+        REPLY("submit", "{\"ok\":false,\"error\":{\"code\":\"unknown_workflow\",\"message\":"
+                        "\"no workflow 'sumarize' is loaded; did you mean 'summarize'?\"}}"),
+        END };
+    fake_start(cases);
+    run_result r = RUN("submit", "sumarize");
+    cr_expect(eq(int, r.status, 4), "stderr: %s", r.err);
+    cr_expect(eq(str, r.err, "loomctl: unknown_workflow: no workflow 'sumarize' is loaded; "
+                             "did you mean 'summarize'?\n"));
+    cr_expect(fake_request(1) == NULL);
+    run_free(&r);
+}
+
 Test(client, submit_sends_input_key_and_priority)
 {
     static const fake_case cases[] = {
