@@ -65,12 +65,11 @@ struct http_call {
     struct curl_slist *req_headers;
     char *method, *url, *body;
     size_t body_len;
-    char *buf;                 /* response body */
-    size_t len, cap;
-    char *hbuf;                /* response headers: name\0value\0 pairs, the
+    sbuf resp_body;            /* response body, capped at max_body */
+    sbuf hbuf;                 /* response headers: name\0value\0 pairs, the
                                   names lower-case; one buffer, not one
                                   allocation per header */
-    size_t hlen, hcap, nheaders;
+    size_t nheaders;
     bool first_byte, too_large, added;
     http_outcome failed;       /* set before posting an early failure */
     reactor_timer_t *fb_timer;
@@ -182,23 +181,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     http_call_t *call = ud;
     size_t len = size * n;
-    if (call->len + len > call->c->opt.max_body) {
-        call->too_large = true;
+    if (sbuf_add(&call->resp_body, p, len) < 0) {
+        call->too_large = call->resp_body.too_big;
         return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
     }
-    if (call->len + len + 1 > call->cap) {
-        size_t cap = call->cap ? call->cap : 1024;
-        while (cap < call->len + len + 1)
-            cap *= 2;
-        char *b = realloc(call->buf, cap);
-        if (!b)
-            return 0;
-        call->buf = b;
-        call->cap = cap;
-    }
-    memcpy(call->buf + call->len, p, len);
-    call->len += len;
-    call->buf[call->len] = '\0';
     return len;
 }
 
@@ -217,7 +203,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         }
     }
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        call->hlen = call->nheaders = 0;
+        sbuf_reset(&call->hbuf);
+        call->nheaders = 0;
         return len;
     }
     const char *colon = memchr(p, ':', len);
@@ -229,24 +216,16 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
-    size_t vlen = (size_t)(end - v), need = call->hlen + nlen + vlen + 2;
-    if (need > call->hcap) {
-        size_t cap = call->hcap ? call->hcap : 512;
-        while (cap < need)
-            cap *= 2;
-        char *b = realloc(call->hbuf, cap);
-        if (!b)
-            return 0;
-        call->hbuf = b;
-        call->hcap = cap;
-    }
-    char *blk = call->hbuf + call->hlen;
+    size_t vlen = (size_t)(end - v);
+    if (sbuf_grow(&call->hbuf, nlen + vlen + 2) < 0)
+        return 0;
+    char *blk = call->hbuf.p + call->hbuf.n;
     for (size_t i = 0; i < nlen; i++)
         blk[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32 : p[i]);
     blk[nlen] = '\0';
     memcpy(blk + nlen + 1, v, vlen);
     blk[nlen + 1 + vlen] = '\0';
-    call->hlen = need;
+    call->hbuf.n += nlen + vlen + 2;
     call->nheaders++;
     return len;
 }
@@ -274,11 +253,11 @@ static void call_free(http_call_t *call)
         call->sh->in_flight--;
     }
     curl_slist_free_all(call->req_headers);
-    free(call->hbuf);
+    sbuf_free(&call->hbuf);
     free(call->method);
     free(call->url);
     free(call->body);
-    free(call->buf);
+    sbuf_free(&call->resp_body);
     free(call);
 }
 
@@ -332,7 +311,7 @@ static void call_end(http_call_t *call, http_outcome outcome, const char *msg)
         hs = few;
         call->nheaders = 32;
     }
-    const char *hp = call->hbuf;
+    const char *hp = call->hbuf.p;
     for (size_t i = 0; i < call->nheaders; i++) {
         hs[i].name = hp;
         hp += strlen(hp) + 1;
@@ -345,8 +324,8 @@ static void call_end(http_call_t *call, http_outcome outcome, const char *msg)
         .status = (int)status,
         .headers = hs,
         .nheaders = call->nheaders,
-        .body = call->buf ? call->buf : "",
-        .body_len = call->len,
+        .body = call->resp_body.p ? call->resp_body.p : "",
+        .body_len = call->resp_body.n,
         .first_byte_us = call->first_byte ? call->first_us : 0,
         .total_us = reactor_now_us(call->c->r) - call->start_us,
     };
@@ -517,6 +496,8 @@ http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call
         return NULL;
     }
     call->c = c;
+    sbuf_init(&call->resp_body, c->opt.max_body);
+    sbuf_init(&call->hbuf, 0);
     list_add_head(&c->calls, &call->link);
     call->done = done;
     call->ud = ud;
