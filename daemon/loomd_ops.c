@@ -36,6 +36,60 @@ static bool field_ok(server_conn_t *conn, json_t *req, json_t *id, const char *f
     return ok;
 }
 
+/* The served workflows' names from the snapshot V (N entries), as a
+ * NULL-terminated array borrowing V's strings (caller frees the array
+ * only). NULL when out of memory. */
+static const char **served_names(const wfdir_entry *v, size_t n)
+{
+    const char **names = calloc(n + 1, sizeof *names);
+    if (!names)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].served && v[i].name)
+            names[k++] = v[i].name;
+    return names;
+}
+
+/* Answers unknown_workflow for NAME, with the served name nearest to it when
+ * one is a plausible typo: the code stays stable, the message helps. */
+static void reply_unknown_workflow(loomd *d, server_conn_t *conn, json_t *id, const char *name)
+{
+    wfdir_entry *v = NULL;
+    size_t n = 0;
+    const char **names = NULL;
+    const char *near = NULL;
+    if (wfdir_list(d->wf, &v, &n) == 0 && (names = served_names(v, n)))
+        near = dsl_suggest(name, strlen(name), names, (size_t)-1);
+    if (near)
+        server_reply_error(conn, id, "unknown_workflow", "no workflow '%s' is loaded; did you mean '%s'?",
+                           name, near);
+    else
+        server_reply_error(conn, id, "unknown_workflow", "no workflow '%s' is loaded", name);
+    free(names);
+    wfdir_list_free(v, n);
+}
+
+/* Checks G's `use` nodes against the served workflows, adding an error (with
+ * "did you mean") to DIAGS for each name not served. The number of errors,
+ * or 0 when the list could not be made (out of memory: not checked). */
+static size_t check_uses_served(loomd *d, dsl_graph *g, dsl_diags *diags)
+{
+    if (!g->nuses)
+        return 0;
+    wfdir_entry *v = NULL;
+    size_t n = 0, errors = 0;
+    const char **names = NULL;
+    if (wfdir_list(d->wf, &v, &n) == 0 && (names = served_names(v, n))) {
+        dsl_registry reg = d->reg;
+        reg.workflows = names;
+        errors = dsl_check_uses(&g, NULL, 1, &reg, &diags);
+    }
+    free(names);
+    wfdir_list_free(v, n);
+    return errors;
+}
+
 static void op_submit(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     json_t *wait = json_object_get(req, "wait");
@@ -49,6 +103,12 @@ static void op_submit(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     }
     if (d->stopping) {
         server_reply_error(conn, id, "shutting_down", "the daemon is stopping and takes no new jobs");
+        return;
+    }
+    const char *name = json_string_value(json_object_get(req, "workflow"));
+    /* jobs_submit checks this too; the answer here names the near miss */
+    if (!wfdir_engine_lookup(d->wf, name)) {
+        reply_unknown_workflow(d, conn, id, name);
         return;
     }
     jobs_submit(&d->jobs, conn, req);
@@ -157,6 +217,10 @@ static void op_validate(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     }
     dsl_options opt = { .registry = &d->reg };
     dsl_graph *g = dsl_compile(file, json_string_value(y), json_string_length(y), &opt, &diags);
+    if (g && check_uses_served(d, g, &diags) > 0) {
+        dsl_graph_unref(g);
+        g = NULL;
+    }
     json_t *lines = json_array();
     for (size_t i = 0; lines && i < diags.n; i++) {
         char *s = dsl_diag_format(&diags, i);
