@@ -1,13 +1,26 @@
 /* dsl.h -- the workflow compiler's public interface.
  *
+ * Owns: the language. Turning a workflow's text (a buffer the caller read)
+ * into a checked, immutable, reference-counted dsl_graph; the diagnostics
+ * of that text (dsl_diags, formatted as FILE:LINE:COL lines); templates and
+ * their filters, which the engine evaluates through template.h; the `use`
+ * check across files; a graph as JSON or DOT text.
+ * May call: libc, libyaml, jansson, and common/containers.h (header-only).
+ * Must never call: the daemon or the client (dsl/ knows nothing of them),
+ * common/file.h or any other I/O -- no file, socket, stream or terminal;
+ * reading files and printing diagnostics or emitted text are the callers'
+ * business -- and no threads, locks, clocks or signals. A compiled graph is
+ * immutable, so any number of threads may read it; everything else here is
+ * used by one thread at a time.
+ *
  * The pipeline, one stage a file (as jq splits lexer/parser/compile):
- *   yaml_tree.c   YAML text -> positioned tree (libyaml events; limits)
- *   template.c    "{{ ... }}" strings -> expression ASTs (filters.c: the filters)
+ *   yaml_tree.c   YAML text -> positioned tree (libyaml events; limits);
+ *                 yaml_doc.c its memory, yaml_scalar.c scalar types
+ *   template.c    "{{ ... }}" strings -> expression ASTs; template_eval.c
+ *                 evaluates them, filters*.c are the filters by family
  *   compile*.c    tree -> checked, immutable dsl_graph (keys, types, references)
  *   uses.c        across files: `use` targets exist and form no cycle
- *   emit_*.c      a graph as JSON or Graphviz DOT
- * dsl/ does no I/O except reading the file it is asked to compile, and runs
- * no threads. */
+ *   emit_*.c      a graph as JSON or Graphviz DOT text */
 #ifndef LOOM_DSL_DSL_H
 #define LOOM_DSL_DSL_H
 
