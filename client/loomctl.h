@@ -143,6 +143,12 @@ bool loomctl_is_reply(const json_t *msg, json_int_t id);
 /* Prints an error reply as "loomctl: CODE: MESSAGE" on stderr. */
 void loomctl_print_error_reply(const json_t *reply);
 
+/* After loomd refused REQ with unknown_workflow (REPLY), prints on stderr the
+ * served workflow nearest to the name REQ gave, when one is a plausible
+ * typo, asking loomd on C for the list. Says nothing when loomd's message
+ * already has a suggestion, or when anything else goes wrong: it is a hint. */
+void loomctl_hint_workflow(loomctl_conn *c, const json_t *req, const json_t *reply);
+
 /* Reads the next line as JSON into *MSG (new reference). Returns LOOMCTL_OK,
  * LOOMCTL_TIMEOUT when nothing came within TIMEOUT_MS, or LOOMCTL_UNREACHABLE.
  * Unlike the other functions it prints nothing (the caller may just be

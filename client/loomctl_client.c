@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dsl/suggest.h"
+
 #define READ_CHUNK ((size_t)64 << 10)
 
 struct loomctl_conn {
@@ -426,4 +428,49 @@ int loomctl_request(loomctl_conn *c, json_t *request, int64_t timeout_ms, loomct
             other(msg, ud);
         json_decref(msg);
     }
+}
+
+void loomctl_hint_workflow(loomctl_conn *c, const json_t *req, const json_t *reply)
+{
+    const json_t *e = json_object_get(reply, "error");
+    const char *code = json_string_value(json_object_get(e, "code"));
+    const char *msg = json_string_value(json_object_get(e, "message"));
+    const char *name = json_string_value(json_object_get(req, "workflow"));
+    if (!code || strcmp(code, "unknown_workflow") != 0 || !name || (msg && strstr(msg, "did you mean")))
+        return;
+    json_t *list = json_pack("{ss}", "op", "workflows"), *ans = NULL;
+    json_int_t id = list ? loomctl_send(c, list, LOOMCTL_REPLY_TIMEOUT_MS, &ans) : -1;
+    json_decref(ans);
+    ans = NULL;
+    if (id < 0)
+        goto out;
+    int64_t deadline = loomctl_now_ms() + LOOMCTL_REPLY_TIMEOUT_MS;
+    while (!ans) {
+        int64_t left = deadline - loomctl_now_ms();
+        json_t *m;
+        if (left <= 0 || loomctl_read(c, left, &m) != LOOMCTL_OK)
+            goto out;
+        if (loomctl_is_reply(m, id))
+            ans = m;
+        else
+            json_decref(m);
+    }
+    const json_t *ws = json_object_get(ans, "workflows");
+    size_t n = json_array_size(ws), k = 0;
+    const char **names = calloc(n + 1, sizeof *names);
+    if (!names)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *w = json_array_get(ws, i);
+        const char *wn = json_string_value(json_object_get(w, "name"));
+        if (wn && json_is_true(json_object_get(w, "served")))
+            names[k++] = wn;
+    }
+    const char *near = dsl_suggest(name, strlen(name), names, k);
+    if (near)
+        fprintf(stderr, "loomctl: did you mean '%s'?\n", near);
+    free(names);
+out:
+    json_decref(list);
+    json_decref(ans);
 }

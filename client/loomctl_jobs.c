@@ -17,8 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "dsl/suggest.h"
-
 
 /* How much longer than the daemon's own wait limit we wait for its reply. */
 #define WAIT_GRACE_MS 5000
@@ -129,55 +127,6 @@ static int64_t quick_timeout(const loomctl_command *self, const common_opts *o)
     return ms;
 }
 
-/* After loomd refused REQ with unknown_workflow (REPLY), prints on stderr the
- * served workflow nearest to the name REQ gave, when one is a plausible
- * typo, asking loomd on C for the list. Says nothing when loomd's message
- * already has a suggestion, or when anything else goes wrong: it is a hint. */
-static void hint_workflow(loomctl_conn *c, const json_t *req, const json_t *reply)
-{
-    const json_t *e = json_object_get(reply, "error");
-    const char *code = json_string_value(json_object_get(e, "code"));
-    const char *msg = json_string_value(json_object_get(e, "message"));
-    const char *name = json_string_value(json_object_get(req, "workflow"));
-    if (!code || strcmp(code, "unknown_workflow") != 0 || !name || (msg && strstr(msg, "did you mean")))
-        return;
-    json_t *list = json_pack("{ss}", "op", "workflows"), *ans = NULL;
-    json_int_t id = list ? loomctl_send(c, list, LOOMCTL_REPLY_TIMEOUT_MS, &ans) : -1;
-    json_decref(ans);
-    ans = NULL;
-    if (id < 0)
-        goto out;
-    int64_t deadline = loomctl_now_ms() + LOOMCTL_REPLY_TIMEOUT_MS;
-    while (!ans) {
-        int64_t left = deadline - loomctl_now_ms();
-        json_t *m;
-        if (left <= 0 || loomctl_read(c, left, &m) != LOOMCTL_OK)
-            goto out;
-        if (loomctl_is_reply(m, id))
-            ans = m;
-        else
-            json_decref(m);
-    }
-    const json_t *ws = json_object_get(ans, "workflows");
-    size_t n = json_array_size(ws), k = 0;
-    const char **names = calloc(n + 1, sizeof *names);
-    if (!names)
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *w = json_array_get(ws, i);
-        const char *wn = json_string_value(json_object_get(w, "name"));
-        if (wn && json_is_true(json_object_get(w, "served")))
-            names[k++] = wn;
-    }
-    const char *near = dsl_suggest(name, strlen(name), names, k);
-    if (near)
-        fprintf(stderr, "loomctl: did you mean '%s'?\n", near);
-    free(names);
-out:
-    json_decref(list);
-    json_decref(ans);
-}
-
 /* Connects, sends REQ (stolen; NULL: out of memory, reported) and gets the
  * reply into *REPLY. With --json the reply, ok or not, goes to stdout. */
 static int call(const common_opts *o, json_t *req, int64_t timeout_ms, json_t **reply)
@@ -190,7 +139,7 @@ static int call(const common_opts *o, json_t *req, int64_t timeout_ms, json_t **
     if (c)
         rc = loomctl_request(c, req, timeout_ms, NULL, NULL, reply);
     if (rc == LOOMCTL_REFUSED && !o->json)
-        hint_workflow(c, req, *reply);
+        loomctl_hint_workflow(c, req, *reply);
     loomctl_close(c);
     json_decref(req);
     if (o->json && *reply)

@@ -42,7 +42,7 @@ typedef struct dsl_registry {
 typedef struct dsl_options {
     const dsl_registry *registry;   /* may be NULL */
     dsl_ylimits limits;             /* zero fields take the defaults */
-    size_t max_file_size;           /* default DSL_DEFAULT_MAX_FILE */
+    size_t max_file_size;           /* 0: DSL_DEFAULT_MAX_FILE bytes */
 } dsl_options;
 
 #define DSL_DEFAULT_MAX_FILE ((size_t)64 << 20)

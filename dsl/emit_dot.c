@@ -160,7 +160,7 @@ static void point(sbuf *out, const char *name)
     sbuf_addf(out, "  \"%s\" [shape=point, width=0.08]\n", name);
 }
 
-static void cluster_open(sbuf *out, const dsl_node *n)
+static void cluster_begin(sbuf *out, const dsl_node *n)
 {
     sbuf_addf(out, "  subgraph \"cluster_%u\" {\n  label=\"", (unsigned)n->index);
 }
@@ -290,7 +290,7 @@ static dot_ends emit_body(sbuf *out, const dsl_node *n)
     case DSL_CHAIN: {
         const dsl_chain *c = &n->u.chain;
         if (n->id) {
-            cluster_open(out, n);
+            cluster_begin(out, n);
             put_head(out, n, "chain");
             sbuf_adds(out, "\"\n  style=dotted\n");
         }
@@ -314,7 +314,7 @@ static dot_ends emit_body(sbuf *out, const dsl_node *n)
     }
     case DSL_PARALLEL: {
         const dsl_parallel *p = &n->u.parallel;
-        cluster_open(out, n);
+        cluster_begin(out, n);
         put_head(out, n, "parallel");
         sbuf_addf(out, "%s\"\n", p->on_error == DSL_ON_ERROR_PARTIAL ? " (partial)" : "");
         set_ends(&e, 'i', 'o', n->index);
@@ -335,7 +335,7 @@ static dot_ends emit_body(sbuf *out, const dsl_node *n)
             [DSL_VOTE_AT_LEAST] = "at_least", [DSL_VOTE_PLURALITY] = "plurality",
             [DSL_VOTE_JUDGE] = "judge",
         };
-        cluster_open(out, n);
+        cluster_begin(out, n);
         put_head(out, n, "vote");
         sbuf_addf(out, " n=%d %s", v->n,
                 (unsigned)v->strategy <= DSL_VOTE_JUDGE ? names[v->strategy] : "?");
@@ -349,7 +349,7 @@ static dot_ends emit_body(sbuf *out, const dsl_node *n)
     }
     case DSL_MAP: {
         const dsl_map *m = &n->u.map;
-        cluster_open(out, n);
+        cluster_begin(out, n);
         put_head(out, n, "map");
         sbuf_adds(out, " over ");
         put_escaped(out, tpl_src(m->over), SNIPPET_CHARS);
