@@ -436,7 +436,8 @@ void loomctl_hint_workflow(loomctl_conn *c, const json_t *req, const json_t *rep
     const char *code = json_string_value(json_object_get(e, "code"));
     const char *msg = json_string_value(json_object_get(e, "message"));
     const char *name = json_string_value(json_object_get(req, "workflow"));
-    if (!code || strcmp(code, "unknown_workflow") != 0 || !name || (msg && strstr(msg, "did you mean")))
+    if (!code || strcmp(code, "unknown_workflow") != 0 || !name ||
+        (msg && strstr(msg, "did you mean")))
         return;
     json_t *list = json_pack("{ss}", "op", "workflows"), *ans = NULL;
     json_int_t id = list ? loomctl_send(c, list, LOOMCTL_REPLY_TIMEOUT_MS, &ans) : -1;

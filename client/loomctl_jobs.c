@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/containers.h"
+
 
 /* How much longer than the daemon's own wait limit we wait for its reply. */
 #define WAIT_GRACE_MS 5000
@@ -499,8 +501,9 @@ int loomctl_cmd_list(int argc, char **argv)
         int64_t started = ms_of(j, "started_ms"), finished = ms_of(j, "finished_ms");
         fmt_duration(took, sizeof took,
                      started < 0 ? -1 : (finished >= 0 ? finished : now) - started);
-        loomctl_table_row(&t, str_or(j, "id", "?"), str_or(j, "state", "?"), str_or(j, "workflow", "?"),
-                  fmt_time(created, sizeof created, ms_of(j, "created_ms"), false), took);
+        loomctl_table_row(&t, str_or(j, "id", "?"), str_or(j, "state", "?"),
+                          str_or(j, "workflow", "?"),
+                          fmt_time(created, sizeof created, ms_of(j, "created_ms"), false), took);
     }
     loomctl_table_print_free(&t);
     const char *next = str_or(reply, "next", NULL);
@@ -554,35 +557,30 @@ int loomctl_cmd_workflows(int argc, char **argv)
         if (json_is_number(json_object_get(w, "load")) && !json_is_false(served))
             snprintf(load, sizeof load, "%lld", int_of(w, "load"));
         loomctl_table_row(&t, str_or(w, "name", "-"), load, str_or(w, "version", "-"),
-                  str_or(w, "file", "?"));
+                          str_or(w, "file", "?"));
         /* the compiler's lines, as one string or an array of them */
         const json_t *err = json_object_get(w, "error");
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        if (!f) {
-            t.oom = true;
-            continue;
-        }
+        sbuf text = SBUF_INIT;
         if (!json_is_null(err) && err && !json_is_true(json_object_get(w, "served")))
-            fprintf(f, "    (not served: no version of it compiled)\n");
+            sbuf_adds(&text, "    (not served: no version of it compiled)\n");
         const char *line = json_string_value(err);
         size_t k;
         const json_t *item;
         json_array_foreach(err, k, item)
-            fprintf(f, "    %s\n", json_string_value(item) ? json_string_value(item) : "?");
+            sbuf_addf(&text, "    %s\n", json_string_value(item) ? json_string_value(item) : "?");
         for (const char *p = line; p && *p;) {
             const char *nl = strchr(p, '\n');
             int n = nl ? (int)(nl - p) : (int)strlen(p);
-            fprintf(f, "    %.*s\n", n, p);
+            sbuf_addf(&text, "    %.*s\n", n, p);
             p = nl ? nl + 1 : p + n;
         }
-        fclose(f);
-        if (len) {
-            text[len - 1] = 0; /* table_note adds the last newline */
-            loomctl_table_note(&t, text);
+        if (text.failed) {
+            t.oom = true;
+        } else if (text.n) {
+            text.p[text.n - 1] = 0; /* loomctl_table_note adds the last newline */
+            loomctl_table_note(&t, text.p);
         }
-        free(text);
+        sbuf_free(&text);
     }
     loomctl_table_print_free(&t);
 out:
@@ -618,8 +616,8 @@ int loomctl_cmd_stats(int argc, char **argv)
         goto out;
     putchar('\n');
     loomctl_table t = { .ncols = 11, .align = "llrrrrrrrrl" };
-    loomctl_table_row(&t, "PROVIDER", "PLUGIN", "IN FLIGHT", "QUEUED", "REQUESTS", "ERRORS", "429S",
-              "INPUT TOKENS", "OUTPUT TOKENS", "LATENCY", "STATUS");
+    loomctl_table_row(&t, "PROVIDER", "PLUGIN", "IN FLIGHT", "QUEUED", "REQUESTS", "ERRORS",
+                      "429S", "INPUT TOKENS", "OUTPUT TOKENS", "LATENCY", "STATUS");
     const char *name;
     const json_t *p;
     json_object_foreach((json_t *)providers, name, p) {
@@ -649,8 +647,8 @@ int loomctl_cmd_stats(int argc, char **argv)
                      fmt_duration(a, sizeof a, int_of(p, "paused_ms")));
         else
             snprintf(c[8], sizeof c[8], "ok");
-        loomctl_table_row(&t, name, str_or(p, "plugin", "-"), c[0], c[1], c[2], c[3], c[4], c[5], c[6],
-                  c[7], c[8]);
+        loomctl_table_row(&t, name, str_or(p, "plugin", "-"), c[0], c[1], c[2], c[3], c[4], c[5],
+                          c[6], c[7], c[8]);
     }
     loomctl_table_print_free(&t);
 out:
