@@ -1,11 +1,26 @@
 /* engine.h -- runs compiled workflow graphs to their output on the reactor thread.
  *
- * A job is one run of one graph over one input. Every node run is an
- * "activation" driven by callbacks on the reactor thread: lambdas complete
- * from the worker pool (or inline when PURE|FAST), provider calls complete
- * through the host API of include/loom/plugin.h, timers fire for timeouts and
- * retry back-off. Job state is touched only on the reactor thread, so there
- * are no locks on it.
+ * Owns: jobs (one run of one graph over one input) and their tree of
+ * activations (one per node run: retries, timeouts, fallbacks, `output:`,
+ * `steps.ID`), the per-job in-flight cap on leaf calls, checkpoints and
+ * replay of leaf steps, the `cache: true` memo, and the provider instances
+ * added to it (their plugin state, and the upstream of an HTTP provider,
+ * handed in ready-made).
+ * May call: dsl/ (graphs, templates, filters: read only), daemon/core (the
+ * reactor's timers, the worker pool), daemon/plugins (the registry of
+ * lambdas and providers, the plugin API), daemon/upstream (an HTTP
+ * provider's calls), common/.
+ * Must never call: the daemon around it -- the config file, the HTTP client
+ * (daemon/providers.c builds what needs them), the store, the server, the
+ * workflow directory, the jobs module, loomd -- nor block: no I/O of its own,
+ * no waiting. Everything it learns from outside comes through this header
+ * (options, providers, the workflow lookup, callbacks).
+ *
+ * Every node run is driven by callbacks on the reactor thread: lambdas
+ * complete from the worker pool (or inline when PURE|FAST), provider calls
+ * complete through the host API of include/loom/plugin.h, timers fire for
+ * timeouts and retry back-off. Job state is touched only on the reactor
+ * thread, so there are no locks on it.
  *
  * Threads: every function here is for the reactor thread only.
  *

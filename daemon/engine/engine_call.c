@@ -1,20 +1,13 @@
-/* engine_call.c -- leaf calls: lambdas (pool or inline) and invoke providers.
+/* engine_call.c -- a call or embed leaf's provider call, and the host side
+ * of the plugin API (loom_ctx and loom_call: errors, Retry-After, complete,
+ * fail, timers).
  *
- * A lambda flagged PURE|FAST runs inline on the reactor; any other goes to
- * the worker pool, and its completion comes back on the reactor. A cancelled
- * pool call is orphaned, not freed: the pool's done callback owns and frees
- * it, so a lambda still running on a worker never writes into freed memory.
- * Provider calls go through the plugin's invoke hook (this file is the host
- * side of loom_ctx and loom_call: errors, Retry-After, complete, fail,
- * timers), or, for HTTP providers (encode/decode), through the provider
- * instance's upstream (daemon/upstream.h: limiter, batching, curl).
- *
- * `cache: true`: once the request is rendered, its key is looked up in the
- * engine's cache (engine_cache.h). A hit ends the attempt inline, the way a
- * PURE|FAST lambda does, without calling anything; a miss carries the key
- * in its lcall/pcall and stores the result only when the call succeeds, so
- * errors and cancelled calls (whose lcall/pcall is freed) leave no entry. */
-#include <errno.h>
+ * An invoke provider is called through its invoke hook; an HTTP provider
+ * (encode/decode) through its instance's upstream (daemon/upstream:
+ * limiter, batching, curl), which the engine was handed ready-made. With
+ * `cache: true`, the rendered request is looked up first (engine_leaf.c); a
+ * miss carries its key in the pcall and stores the answer only when the
+ * call succeeds, so errors and cancelled calls leave no entry. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,23 +16,10 @@
 #include "daemon/upstream/upstream.h"
 
 enum { MAGIC_CTX = 0x4c43, MAGIC_CALL = 0x4c4c };
-enum { CK_LAMBDA = 1, CK_PROVIDER };
-
-typedef struct lcall {
-    int ck;                    /* CK_LAMBDA */
-    act_t *act;                /* NULL once orphaned by a cancel */
-    const plugins_lambda *lam;
-    json_t *input, *args;      /* owned */
-    json_t *result;            /* owned, set by the worker */
-    char *cache_key;           /* owned: store the result under it, or NULL */
-    hctx ctx;
-    pool_work_t *handle;
-} lcall;
 
 typedef struct pcall {
     loom_call base;            /* first: the plugin's handle */
     int magic;                 /* MAGIC_CALL: retry_after may be given on the call */
-    int ck;                    /* CK_PROVIDER */
     act_t *act;
     pinst_t *inst;
     list_link timers;
@@ -116,7 +96,7 @@ void hctx_init(hctx *h)
     h->magic = MAGIC_CTX;
 }
 
-static eerr *err_from_ctx(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt)
+eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt)
 {
     eerr *e = eerr_new(cls, NULL, a->node->path, a->attempt, "%s", h->msg[0] ? h->msg : dflt);
     if (e && h->has_ra) {
@@ -124,157 +104,6 @@ static eerr *err_from_ctx(const act_t *a, const hctx *h, dsl_error_class cls, co
         e->retry_after_ms = h->ra_ms;
     }
     return e;
-}
-
-/* ---- the cache */
-
-/* The cache key of A's rendered REQUEST (borrowed) when A's node caches,
- * else NULL. Out of memory also gives NULL: the call then just runs
- * uncached, since the cache is only an optimisation. */
-static char *cache_key_of(const act_t *a, const char *name, const char *model, json_t *request)
-{
-    if (!a->node->cache || !request)
-        return NULL;
-    return engine_cache_key(dsl_kind_name(a->node->kind), name, model, request);
-}
-
-/* Ends A's attempt with the result cached under KEY, if there is one. The
- * hit completes inline like a PURE|FAST lambda: call_start runs only where
- * an inline completion is allowed (inside the job's pump or a callback). */
-static bool cache_try_hit(act_t *a, const char *key)
-{
-    json_t *hit = key ? engine_cache_get(a->job->eng->cache, key) : NULL;
-    if (!hit)
-        return false;
-    a->cached = true;
-    act_attempt_done(a, json_incref(hit), NULL);
-    return true;
-}
-
-/* Remembers RES (borrowed) under KEY (may be NULL). A failed store only
- * costs a later miss. */
-static void cache_store(const act_t *a, const char *key, json_t *res)
-{
-    if (key && res)
-        (void)engine_cache_put(a->job->eng->cache, key, res);
-}
-
-/* ---- lambdas */
-
-static void lambda_finish(act_t *a, json_t *r, const hctx *h)
-{
-    if (!r) {
-        act_attempt_done(a, NULL, err_from_ctx(a, h, DSL_ERR_LAMBDA_FAILED,
-                                               h->failed ? "failed" : "returned no value"));
-        return;
-    }
-    act_attempt_done(a, r, NULL);
-}
-
-static void lambda_work(void *ud)
-{
-    lcall *lc = ud;
-    lc->result = lc->lam->def->fn(&lc->ctx.base, lc->lam->state, lc->input, lc->args);
-}
-
-static void lcall_free(lcall *lc)
-{
-    free(lc->cache_key);
-    json_decref(lc->input);
-    json_decref(lc->args);
-    json_decref(lc->result);
-    free(lc);
-}
-
-static void lambda_done(void *ud, int status)
-{
-    lcall *lc = ud;
-    act_t *a = lc->act;
-    if (!a) { /* orphaned by a cancel: nobody waits for it */
-        lcall_free(lc);
-        return;
-    }
-    engine_job_t *job = a->job;
-    a->call = NULL;
-    job->busy++;
-    if (status < 0) {
-        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path,
-                                           a->attempt, "the worker pool refused the call"));
-    } else {
-        json_t *r = lc->result;
-        lc->result = NULL;
-        cache_store(a, lc->cache_key, r);
-        lambda_finish(a, r, &lc->ctx);
-    }
-    lcall_free(lc);
-    job->busy--;
-    job_pump(job);
-}
-
-static void lambda_start(act_t *a)
-{
-    const dsl_lambda *l = &a->node->u.lambda;
-    engine_t *e = a->job->eng;
-    char msg[256];
-    const plugins_lambda *lam = plugins_lambda_find(e->plugins, l->fn);
-    if (!lam) {
-        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
-                                           "no lambda '%s'", l->fn));
-        return;
-    }
-    json_t *args = l->args ? eval_tvalue(a, l->args, NULL, msg, sizeof msg) : json_object();
-    if (!args) {
-        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
-                                           "args: %s", msg));
-        return;
-    }
-    char *key = NULL;
-    if (a->node->cache) {
-        json_t *req = json_pack("{s:O, s:O}", "input", a->input, "args", args);
-        key = cache_key_of(a, l->fn, NULL, req);
-        json_decref(req);
-        if (cache_try_hit(a, key)) {
-            free(key);
-            json_decref(args);
-            return;
-        }
-    }
-    unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
-    if ((lam->def->flags & inline_flags) == inline_flags) {
-        hctx h;
-        hctx_init(&h);
-        json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
-        json_decref(args);
-        cache_store(a, key, r);
-        free(key);
-        lambda_finish(a, r, &h);
-        return;
-    }
-    lcall *lc = calloc(1, sizeof *lc);
-    if (!lc)
-        goto oom;
-    lc->ck = CK_LAMBDA;
-    lc->act = a;
-    lc->lam = lam;
-    lc->input = json_incref(a->input);
-    lc->args = args;
-    lc->cache_key = key; /* from here on the lcall owns it */
-    key = NULL;
-    hctx_init(&lc->ctx);
-    int rc = pool_submit(e->pool, lambda_work, lambda_done, lc, &lc->handle);
-    if (rc < 0) {
-        lc->args = NULL;
-        lcall_free(lc);
-        goto oom;
-    }
-    a->call = lc;
-    a->call_kind = CK_LAMBDA;
-    return;
-oom:
-    free(key);
-    json_decref(args);
-    act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
-                                       "cannot queue the call"));
 }
 
 /* ---- providers */
@@ -340,7 +169,7 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
     bool single = pc->single;
     char *key = pc->cache_key; /* kept past the pcall: stored once the answer is final */
     pc->cache_key = NULL;
-    a->call = NULL;
+    a->k.leaf.call = NULL;
     if (err)
         pc->inst->failed++;
     else
@@ -367,7 +196,7 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
                            "no embedding in the answer");
     }
     if (!err)
-        cache_store(a, key, out);
+        leaf_cache_store(a, key, out);
     free(key);
     act_attempt_done(a, err ? NULL : out, err);
     job->busy--;
@@ -418,7 +247,7 @@ static void h_fail(loom_call *call, loom_errcode code, const char *message)
         pc->finished = true;
         return;
     }
-    pcall_finish(pc, NULL, err_from_ctx(pc->act, &pc->ctx, class_of(code), "failed"));
+    pcall_finish(pc, NULL, hctx_error(pc->act, &pc->ctx, class_of(code), "failed"));
 }
 
 /* The request of leaf A: CHAT messages and params, or EMBED inputs. */
@@ -510,7 +339,7 @@ static void upstream_done(upstream_call_t *uc, upstream_result *res, void *ud)
     pcall_finish(pc, NULL, e);
 }
 
-static void provider_start(act_t *a)
+void provider_start(act_t *a)
 {
     const dsl_node *n = a->node;
     engine_t *e = a->job->eng;
@@ -535,9 +364,9 @@ static void provider_start(act_t *a)
                          ? json_pack("{s:O, s:b}", "inputs", req.inputs, "single", single)
                          : json_pack("{s:O, s:O, s:b}", "messages", req.messages, "params",
                                      req.params, "json", req.json_mode);
-        key = cache_key_of(a, name, req.model, rq);
+        key = leaf_cache_key(a, name, req.model, rq);
         json_decref(rq);
-        if (cache_try_hit(a, key)) {
+        if (leaf_cache_hit(a, key)) {
             free(key);
             json_decref(req.messages);
             json_decref(req.params);
@@ -551,14 +380,13 @@ static void provider_start(act_t *a)
     key = NULL;
     pc->base.api = &host_api;
     pc->magic = MAGIC_CALL;
-    pc->ck = CK_PROVIDER;
     pc->act = a;
     pc->inst = pi;
     pc->single = single;
     list_init(&pc->timers);
     hctx_init(&pc->ctx);
-    a->call = pc;
-    a->call_kind = CK_PROVIDER;
+    a->k.leaf.call = pc;
+    a->k.leaf.call_kind = LEAF_PROVIDER;
     if (pi->up) {
         pc->uc = upstream_call(pi->up, &req, step_key(a), upstream_done, pc);
         json_decref(req.messages);
@@ -580,13 +408,13 @@ static void provider_start(act_t *a)
     if (rc < 0) {
         if (!ctx.failed && pc->ctx.failed)
             ctx = pc->ctx;
-        pcall_finish(pc, NULL, err_from_ctx(a, &ctx, class_of(ctx.code), "the call did not start"));
+        pcall_finish(pc, NULL, hctx_error(a, &ctx, class_of(ctx.code), "the call did not start"));
         return;
     }
     if (pc->finished) {
         json_t *out = pc->out;
         pc->out = NULL;
-        pcall_finish(pc, out, pc->ctx.failed ? err_from_ctx(a, &pc->ctx, class_of(pc->ctx.code),
+        pcall_finish(pc, out, pc->ctx.failed ? hctx_error(a, &pc->ctx, class_of(pc->ctx.code),
                                                             "failed")
                                              : NULL);
     }
@@ -600,60 +428,14 @@ fail:
                                        msg));
 }
 
-/* ---- dispatch */
 
-eerr *call_apply_input(act_t *a)
+void provider_cancel(act_t *a)
 {
-    const dsl_node *n = a->node;
-    /* `input:` overrides what the node receives, `prev` included. */
-    const dsl_tvalue *over = n->kind == DSL_LAMBDA ? n->u.lambda.input
-                             : n->kind == DSL_CALL ? n->u.call.input : NULL;
-    if (!over)
-        return NULL;
-    char msg[256];
-    /* every attempt evaluates the override over what the node received */
-    if (!a->orig_input)
-        a->orig_input = json_incref(a->input);
-    json_decref(a->input);
-    a->input = json_incref(a->orig_input);
-    json_t *in = eval_tvalue(a, over, NULL, msg, sizeof msg);
-    if (!in)
-        return eerr_new(DSL_ERR_INVALID_REQUEST, NULL, n->path, a->attempt, "input: %s", msg);
-    json_decref(a->input);
-    a->input = in;
-    return NULL;
-}
-
-void call_start(act_t *a)
-{
-    const dsl_node *n = a->node;
-    a->cached = false;
-    eerr *err = call_apply_input(a);
-    if (err) {
-        act_attempt_done(a, NULL, err);
-        return;
-    }
-    if (n->kind == DSL_LAMBDA)
-        lambda_start(a);
-    else
-        provider_start(a);
-}
-
-void call_cancel(act_t *a)
-{
-    if (!a->call)
-        return;
-    if (a->call_kind == CK_LAMBDA) {
-        lcall *lc = a->call;
-        lc->act = NULL; /* the pool's done callback frees it */
-        pool_cancel(a->job->eng->pool, lc->handle);
-    } else {
-        pcall *pc = a->call;
-        if (pc->uc)
-            upstream_cancel(pc->uc);
-        else if (pc->inst->prov->def->cancel)
-            pc->inst->prov->def->cancel(pc->inst->state, &pc->base);
-        pcall_free(pc, a->job->eng->r);
-    }
-    a->call = NULL;
+    pcall *pc = a->k.leaf.call;
+    if (pc->uc)
+        upstream_cancel(pc->uc);
+    else if (pc->inst->prov->def->cancel)
+        pc->inst->prov->def->cancel(pc->inst->state, &pc->base);
+    pcall_free(pc, a->job->eng->r);
+    a->k.leaf.call = NULL;
 }

@@ -166,7 +166,7 @@ static json_t *lookup(void *ud, const dsl_expr *e)
         default:
             return NULL;
         }
-        if (x->own_scope)
+        if (act_own_scope(x))
             break; /* a `use` boundary: the outer workflow's names end here */
     }
     return NULL;

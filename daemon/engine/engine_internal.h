@@ -1,11 +1,38 @@
 /* engine_internal.h -- the engine's private structures, shared by engine*.c.
  *
- * A job owns a tree of activations (one per node run). Completions never
- * call up into the parent directly: a finished activation is queued on the
- * job's done queue and the job's pump delivers it, so a chain of 100,000
- * inline lambdas runs in a loop instead of 100,000 nested calls. Only entry
- * points from the reactor (timers, pool completions, provider completions,
- * the job's start) run the pump. */
+ * A job owns a tree of activations, one per node run. The life of one
+ * activation always goes the same way, and each step has one home:
+ *
+ *   act_new          (engine.c)  a kid of its parent, or the job's root
+ *   act_start        (engine.c)  trace START, arm the node's timeout, then
+ *     ops->start     (the kind)  start kids, ask for a slot, or end at once
+ *   ops->run         (leaves)    the job granted an in-flight slot: call
+ *   ops->child_done  (the kind)  a kid's outcome, delivered by the pump
+ *   act_attempt_done (engine.c)  the attempt ended: `output:`, then retry
+ *                                (ops->cancel, ops->reset, a timer, start
+ *                                again), fallback (a ROLE_FALLBACK kid whose
+ *                                outcome is A's) or finish
+ *   act_finish       (engine.c)  `steps.ID` recorded, trace, queued on the
+ *                                job's done queue for the parent
+ *   act_free         (engine.c)  kids, ops->cancel, ops->reset, ops->fini
+ *
+ * Control only goes down: the generic lifecycle calls a kind through its
+ * act_ops (kind_ops, engine.c), and a kind reports back only through
+ * act_attempt_done (or by failing with act_fail). Completions never call up
+ * into the parent directly: a finished activation is queued and the job's
+ * pump (job_pump) delivers it, so a chain of 100,000 inline lambdas runs in
+ * a loop instead of 100,000 nested calls. Only entry points from the reactor
+ * (timers, pool completions, provider completions, the job's start) run the
+ * pump. The pump also grants leaves their in-flight slots and releases
+ * replayed leaves (engine_replay.c) in their recorded order.
+ *
+ * Files: engine.c (activations, the pump, slots, retry, timeouts),
+ * engine_job.c (jobs and the engine object), engine_error.c, one file per
+ * kind or family (engine_flow.c: chain, route, gate, fail; engine_parallel.c;
+ * engine_map.c; engine_vote.c; engine_use.c; engine_leaf.c: call, embed,
+ * lambda, with engine_lambda.c and engine_call.c doing the calls),
+ * engine_eval.c (template roots, frames, scopes), engine_replay.c (step
+ * keys, checkpoints, replay), engine_providers.c, engine_cache.c. */
 #ifndef LOOM_DAEMON_ENGINE_INTERNAL_H
 #define LOOM_DAEMON_ENGINE_INTERNAL_H
 
@@ -45,24 +72,102 @@ typedef struct scope {
     frame_t top;
 } scope_t;
 
+/* Names a parent binds for a kid's templates (item, error, candidates). */
 enum { BIND_NONE, BIND_ITEM, BIND_ERROR, BIND_CANDIDATES };
+/* Why a parent started a kid: child_done tells its kids apart by it. */
 enum { ROLE_MAIN, ROLE_FALLBACK, ROLE_ON, ROLE_CASE, ROLE_CHECK, ROLE_FAILNODE,
        ROLE_JUDGE };
 
+/* ---- per-kind state of an activation: the member of act.k named after
+ * the node's kind. Zero when an attempt starts; what it holds is owned by
+ * the activation and dropped by the kind's reset (or fini). Route, gate and
+ * fail keep nothing: what they decide is done at once. */
+
+struct act_chain {
+    size_t step;               /* the step running; each gets the one before's output */
+};
+
+struct act_parallel {
+    json_t *out;               /* {BRANCH: result or null} in file order, filled as
+                                  branches end */
+    size_t ndone;              /* branches ended */
+};
+
+struct act_map {
+    json_t *items;             /* the array mapped over */
+    json_t *out;               /* results by item index, null until the item ends */
+    size_t n;                  /* items */
+    size_t next;               /* the next item to start */
+    size_t running;            /* items started and not yet ended */
+    size_t ndone, nfail;       /* items ended; of them, failed (partial, tolerate) */
+};
+
+struct act_vote {
+    json_t *tally;             /* {TEXT: count}, in the order answers first came */
+    json_t *first;             /* {TEXT: the first answer with that text} */
+    size_t ndone;              /* samples counted */
+};
+
+struct act_use {
+    scope_t *scope;            /* the used workflow's input, vars and steps; set even
+                                  half built, so reset frees it */
+};
+
+/* Leaves (call, embed, lambda). Unlike the others, some of it lasts across
+ * attempts (the key, the input before `input:`), so leaves reset nothing and
+ * free it in fini. */
+struct act_leaf {
+    void *call;                /* lcall or pcall in flight, owned by its file */
+    int call_kind;             /* which of the two: LEAF_LAMBDA or LEAF_PROVIDER */
+    json_t *orig_input;        /* the input before the `input:` override */
+    char *key;                 /* the step key, made when first needed */
+    json_t *rrec;              /* the replay record waiting to be released */
+    uint64_t rseq;             /* its order (the record's seq) */
+    size_t rheap;              /* 1 + its place in the job's replay heap; 0: not there */
+};
+
+enum { LEAF_NONE, LEAF_LAMBDA, LEAF_PROVIDER };
+
+/* What a kind does at each step of the lifecycle (above). Only start is
+ * required. */
+typedef struct act_ops {
+    /* Begins an attempt of A; ends it (now or later) through act_attempt_done. */
+    void (*start)(act_t *a);
+    /* Leaves: the job granted A an in-flight slot; make the call. */
+    void (*run)(act_t *a);
+    /* A kid (started with ROLE and SLOT, already freed) ended with RES or ERR
+     * (both stolen). NULL: the kid's outcome is A's. */
+    void (*child_done)(act_t *a, int role, size_t slot, json_t *res, eerr *err);
+    /* Drops what the attempt has in flight besides kids (a leaf's call). */
+    void (*cancel)(act_t *a);
+    /* Drops the attempt's state: before a retry, and when A is freed. */
+    void (*reset)(act_t *a);
+    /* Drops what lasts across attempts, when A is freed. */
+    void (*fini)(act_t *a);
+    /* A's outcome is final: RAW (borrowed; before `output:`) or ERR, not a
+     * cancel. Leaves record a checkpoint. */
+    void (*settled)(act_t *a, json_t *raw, const eerr *err);
+    /* Arms its own timeout (a leaf: once it holds a slot, so waiting for one
+     * does not count); otherwise act_start arms it over the whole node. */
+    bool own_timeout;
+} act_ops;
+
+extern const act_ops engine_chain_ops, engine_route_ops, engine_gate_ops, engine_fail_ops,
+    engine_parallel_ops, engine_map_ops, engine_vote_ops, engine_use_ops, engine_leaf_ops;
+
 struct act {
     const dsl_node *node;
+    const act_ops *ops;        /* node->kind's */
     act_t *parent;
     engine_job_t *job;
-    list_link sib;            /* in parent's kids */
-    list_link kids;           /* head */
-    list_link q;              /* in the job's done queue or leaf wait queue */
-    int inq;                   /* 0, Q_DONE or Q_WAIT */
+    list_link sib;             /* in parent's kids */
+    list_link kids;            /* head */
+    list_link q;               /* in the job's done queue or leaf wait queue */
+    int inq;                   /* Q_NONE, Q_DONE or Q_WAIT */
     scope_t *scope;            /* borrowed (the job's or a `use` ancestor's) */
     frame_t *frame;            /* where steps of this node record */
-    frame_t *own_frame;        /* created by this activation (owned) */
-    scope_t *own_scope;        /* `use`: owned */
+    frame_t *own_frame;        /* created for this activation by its parent (owned) */
     json_t *input;             /* owned */
-    json_t *orig_input;        /* owned: a leaf's input before its `input:` override */
     int bind_kind;
     json_t *bind;              /* owned: item, error object or candidates */
     json_t *bind_index;        /* owned: map index */
@@ -70,34 +175,41 @@ struct act {
     int role;
     size_t slot;
     int attempt;               /* 1-based */
-    bool in_fallback;
     eerr *fb_err;              /* the error the fallback replaces (owned) */
     reactor_timer_t *timeout;
     reactor_timer_t *retry_timer;
-    void *call;                /* lcall or pcall in flight */
-    int call_kind;             /* which of the two */
     bool holds_slot;           /* counts toward the job's in-flight leaves */
     bool cached;               /* this attempt was answered from the cache */
     bool replayed;             /* this attempt was answered from the job's replay */
-    char *key;                 /* owned: the step key of a leaf, made when first needed */
-    json_t *rrec;              /* owned: the replay record waiting to be released */
-    uint64_t rseq;             /* its order (the record's seq) */
-    size_t rheap;              /* its place in the job's replay heap, or RHEAP_NONE */
     /* result waiting for delivery to the parent */
     json_t *res;               /* owned */
     eerr *err;                 /* owned */
-    /* per-kind state */
-    size_t i, n, running, ndone, nfail;
-    int phase;
-    json_t *a, *b, *c;         /* owned */
+    union {
+        struct act_chain chain;
+        struct act_parallel parallel;
+        struct act_map map;
+        struct act_vote vote;
+        struct act_use use;
+        struct act_leaf leaf;
+    } k;                       /* per kind, by node->kind (above) */
 };
 
 enum { Q_NONE, Q_DONE, Q_WAIT };
-#define RHEAP_NONE ((size_t)-1)
+
+/* The scope A made for the workflow it runs (a `use`), or NULL. */
+static inline scope_t *act_own_scope(const act_t *a)
+{
+    return a->node->kind == DSL_USE ? a->k.use.scope : NULL;
+}
+
+static inline bool act_is_leaf(const act_t *a)
+{
+    return a->ops == &engine_leaf_ops;
+}
 
 struct engine_job {
     engine_t *eng;
-    list_link link;           /* in the engine's jobs */
+    list_link link;            /* in the engine's jobs */
     scope_t scope;
     act_t *root;
     list_link doneq, waitq;
@@ -136,9 +248,6 @@ typedef struct hctx {
     char msg[512];
 } hctx;
 
-/* A host context ready for one plugin call (init, encode...). */
-void hctx_init(hctx *h);
-
 struct pinst {
     pinst_t *next;
     char *name;
@@ -147,10 +256,6 @@ struct pinst {
     upstream_t *up;            /* HTTP providers: owned, freed before fini */
     uint64_t succeeded, failed; /* calls ended, as the engine saw them */
 };
-
-
-/* The provider instance called NAME, or NULL. */
-pinst_t *pinst_find(engine_t *e, const char *name);
 
 struct engine {
     reactor_t *r;
@@ -165,12 +270,17 @@ struct engine {
     engine_cache *cache;       /* owned: results of `cache: true` leaves */
 };
 
-/* ---- errors (engine.c) */
+/* ---- errors (engine_error.c) */
 /* A new error for NODE (borrowed) with ATTEMPTS; code NULL = the class name. */
 eerr *eerr_new(dsl_error_class cls, const char *code, const char *node, int attempts,
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-eerr *eerr_dup(const eerr *e);
 void eerr_free(eerr *e);
+/* The fallback of last resort when memory runs out while failing; A may
+ * be NULL. */
+eerr *eerr_oom(const act_t *a);
+/* {"error": {code, message}}: a failed slot of a partial parallel or map.
+ * A new reference, or NULL. */
+json_t *eerr_slot_json(const eerr *err);
 
 /* ---- activations (engine.c) */
 /* A new child of PARENT (NULL for a job's root) running NODE over INPUT
@@ -179,32 +289,39 @@ act_t *act_new(engine_job_t *job, act_t *parent, const dsl_node *node, json_t *i
                size_t slot);
 /* Starts A's first attempt (timers, trace). */
 void act_start(act_t *a);
+/* A new kid of A running NODE over INPUT (borrowed), not yet started.
+ * NULL after failing A (out of memory). */
+act_t *act_spawn(act_t *a, const dsl_node *node, json_t *input, int role, size_t slot);
+/* act_spawn, then act_start. False when A failed instead. */
+bool act_spawn_start(act_t *a, const dsl_node *node, json_t *input, int role, size_t slot);
 /* Ends the current attempt of A with RES (stolen) or ERR (stolen). */
 void act_attempt_done(act_t *a, json_t *res, eerr *err);
+/* act_attempt_done with a new error of A's node. */
+void act_fail(act_t *a, dsl_error_class cls, const char *code, const char *msg);
+void act_fail_oom(act_t *a);
 /* Cancels everything under A (kids, timers, calls) without delivering. */
 void act_cancel_kids(act_t *a);
 /* Frees A and its subtree. */
 void act_free(act_t *a);
-/* Per-job pseudo-random numbers (xorshift64*). */
-uint64_t job_rand(engine_job_t *job);
+/* Leaves: arm the node's timeout (see act_ops.own_timeout). */
+void act_arm_timeout(act_t *a);
+/* The job's trace of A's event EV (CODE: the error's, or NULL). */
 void job_trace(engine_job_t *job, const act_t *a, engine_trace_event ev, const char *code);
 /* A map's progress: DONE of its TOTAL items have ended. */
 void job_trace_progress(engine_job_t *job, const act_t *a, size_t done, size_t total);
 /* Runs the job's queued completions until idle; may end (and free) the job.
  * Returns false when the job is gone. */
 bool job_pump(engine_job_t *job);
-/* Leaves: ask for an in-flight slot; the kind's call starts now or later. */
-void leaf_request(act_t *a);
-void leaf_release(act_t *a);
+/* Leaves: ask for an in-flight slot; ops->run runs now or from the pump. */
+void job_slot_request(act_t *a);
+/* Gives A's slot back, if it holds one. */
+void job_slot_release(act_t *a);
 
-/* ---- per kind (engine_nodes.c) */
-/* Starts an attempt of A's kind. Finishes through act_attempt_done. */
-void nodes_start(act_t *a);
-/* A kid of A (started with ROLE and SLOT, already freed) finished with RES
- * (stolen) or ERR (stolen). */
-void nodes_child_done(act_t *a, int role, size_t slot, json_t *res, eerr *err);
-/* Drops per-kind state between attempts. */
-void nodes_reset(act_t *a);
+/* ---- jobs (engine_job.c) */
+/* Ends JOB now with RES or ERR (stolen), dropping whatever still runs. */
+void job_end(engine_job_t *job, json_t *res, eerr *err);
+/* Runs the done callback and frees the job. */
+void job_finalize(engine_job_t *job);
 
 /* ---- evaluation (engine_eval.c) */
 /* Evaluates V for A, with OUTPUT (borrowed, may be NULL) as the `output`
@@ -222,15 +339,34 @@ void scope_fini(scope_t *s);
 /* Applies the filters named in NAMES to V (stolen). New reference or NULL. */
 json_t *eval_filters(json_t *v, char *const *names, size_t n, char *msg, size_t msglen);
 
-/* ---- leaf calls (engine_call.c) */
-/* Starts the call of leaf A (it holds a slot); finishes via act_attempt_done. */
-void call_start(act_t *a);
+/* ---- leaves (engine_leaf.c), their calls (engine_lambda.c, engine_call.c) */
 /* Applies leaf A's `input:` override (each attempt, over what A received).
  * NULL, or the error that ends the attempt (new). */
-eerr *call_apply_input(act_t *a);
-/* Cancels A's call in flight, if any. */
-void call_cancel(act_t *a);
-void call_free_providers(engine_t *e);
+eerr *leaf_apply_input(act_t *a);
+/* The cache key of A's rendered REQUEST (borrowed) when A's node caches,
+ * else NULL (also when out of memory: the call then just runs uncached).
+ * The caller frees it. */
+char *leaf_cache_key(const act_t *a, const char *name, const char *model, json_t *request);
+/* Ends A's attempt with the result cached under KEY (may be NULL), if there
+ * is one: inline, like a PURE|FAST lambda. */
+bool leaf_cache_hit(act_t *a, const char *key);
+/* Remembers RES (borrowed) under KEY (may be NULL). */
+void leaf_cache_store(const act_t *a, const char *key, json_t *res);
+/* Start leaf A's call (it holds a slot); they end via act_attempt_done. */
+void lambda_start(act_t *a);
+void provider_start(act_t *a);
+/* Drop A's call in flight (A->k.leaf.call is then NULL). */
+void lambda_cancel(act_t *a);
+void provider_cancel(act_t *a);
+/* A host context ready for one plugin call (init, encode...). */
+void hctx_init(hctx *h);
+/* The error a plugin reported in H for leaf A (DFLT when it gave no text). */
+eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt);
+
+/* ---- provider instances (engine_providers.c) */
+/* The provider instance called NAME, or NULL. */
+pinst_t *pinst_find(engine_t *e, const char *name);
+void pinst_free_all(engine_t *e);
 
 /* ---- checkpoints and replay (engine_replay.c) */
 /* Sets up JOB's checkpoint callback and its copy of O's replay. -1 when out

@@ -99,7 +99,7 @@ fail:
     return -1;
 }
 
-void call_free_providers(engine_t *e)
+void pinst_free_all(engine_t *e)
 {
     while (e->providers) {
         pinst_t *pi = e->providers;

@@ -93,9 +93,9 @@ static char *make_key(const act_t *leaf)
 
 const char *step_key(act_t *a)
 {
-    if (!a->key)
-        a->key = make_key(a);
-    return a->key;
+    if (!a->k.leaf.key)
+        a->k.leaf.key = make_key(a);
+    return a->k.leaf.key;
 }
 
 /* ---- checkpoints */
@@ -175,7 +175,7 @@ void replay_job_fini(engine_job_t *job)
 static void rheap_set(engine_job_t *job, size_t i, act_t *a)
 {
     job->rheap[i] = a;
-    a->rheap = i;
+    a->k.leaf.rheap = i + 1;
 }
 
 static void rheap_up(engine_job_t *job, size_t i)
@@ -183,7 +183,7 @@ static void rheap_up(engine_job_t *job, size_t i)
     act_t *a = job->rheap[i];
     while (i > 0) {
         size_t up = (i - 1) / 2;
-        if (job->rheap[up]->rseq <= a->rseq)
+        if (job->rheap[up]->k.leaf.rseq <= a->k.leaf.rseq)
             break;
         rheap_set(job, i, job->rheap[up]);
         i = up;
@@ -198,9 +198,9 @@ static void rheap_down(engine_job_t *job, size_t i)
         size_t l = 2 * i + 1, m = l + 1, min = l;
         if (l >= job->nrheap)
             break;
-        if (m < job->nrheap && job->rheap[m]->rseq < job->rheap[l]->rseq)
+        if (m < job->nrheap && job->rheap[m]->k.leaf.rseq < job->rheap[l]->k.leaf.rseq)
             min = m;
-        if (a->rseq <= job->rheap[min]->rseq)
+        if (a->k.leaf.rseq <= job->rheap[min]->k.leaf.rseq)
             break;
         rheap_set(job, i, job->rheap[min]);
         i = min;
@@ -219,14 +219,14 @@ static int rheap_push(engine_job_t *job, act_t *a)
 
 static void rheap_remove(engine_job_t *job, act_t *a)
 {
-    size_t i = a->rheap;
-    a->rheap = RHEAP_NONE;
+    size_t i = a->k.leaf.rheap - 1;
+    a->k.leaf.rheap = 0;
     act_t *last = job->rheap[--job->nrheap];
     if (last == a)
         return;
     rheap_set(job, i, last);
     rheap_up(job, i);
-    rheap_down(job, last->rheap);
+    rheap_down(job, last->k.leaf.rheap - 1);
 }
 
 bool replay_take(act_t *a)
@@ -239,10 +239,10 @@ bool replay_take(act_t *a)
     if (!rec || !rec_valid(rec))
         return false;
     uint64_t seq = rec_seq(rec);
-    a->rseq = seq != SEQ_NONE ? seq : SEQ_NONE + job->rstarts++;
+    a->k.leaf.rseq = seq != SEQ_NONE ? seq : SEQ_NONE + job->rstarts++;
     if (rheap_push(job, a) < 0)
         return false; /* out of memory: run it */
-    a->rrec = json_incref(rec);
+    a->k.leaf.rrec = json_incref(rec);
     /* used once: if an enclosing retry runs this step again, it runs live */
     json_object_del(job->replay, key);
     return true;
@@ -252,7 +252,7 @@ bool replay_pending(const engine_job_t *job) { return job->nrheap > 0; }
 
 void replay_forget(act_t *a)
 {
-    if (a->rheap != RHEAP_NONE)
+    if (a->k.leaf.rheap)
         rheap_remove(a->job, a);
 }
 
@@ -271,13 +271,13 @@ void replay_release(engine_job_t *job)
 {
     act_t *a = job->rheap[0];
     rheap_remove(job, a);
-    json_t *rec = a->rrec;
-    a->rrec = NULL;
+    json_t *rec = a->k.leaf.rrec;
+    a->k.leaf.rrec = NULL;
     a->replayed = true;
     json_int_t n = json_integer_value(json_object_get(rec, "attempts"));
     a->attempt = n > 0 && n < INT32_MAX ? (int)n : 1; /* steps.ID.attempts as it was */
     /* `prev` in `output:` is the overridden input, as when the leaf ran */
-    eerr *err = call_apply_input(a);
+    eerr *err = leaf_apply_input(a);
     json_t *res = NULL, *e = json_object_get(rec, "error");
     if (!err) {
         if (e)

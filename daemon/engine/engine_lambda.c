@@ -1,0 +1,146 @@
+/* engine_lambda.c -- a lambda leaf's call: inline or on the worker pool.
+ *
+ * A lambda flagged PURE|FAST runs inline on the reactor; any other goes to
+ * the worker pool, and its completion comes back on the reactor. A cancelled
+ * pool call is orphaned, not freed: the pool's done callback owns and frees
+ * it, so a lambda still running on a worker never writes into freed memory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/engine/engine_internal.h"
+
+/* One lambda call on the pool: owned by the leaf until a cancel orphans it,
+ * then by the pool's done callback. */
+typedef struct lcall {
+    act_t *act;                /* NULL once orphaned by a cancel */
+    const plugins_lambda *lam;
+    json_t *input, *args;      /* owned */
+    json_t *result;            /* owned, set by the worker */
+    char *cache_key;           /* owned: store the result under it, or NULL */
+    hctx ctx;
+    pool_work_t *handle;
+} lcall;
+
+static void lambda_finish(act_t *a, json_t *r, const hctx *h)
+{
+    if (!r) {
+        act_attempt_done(a, NULL, hctx_error(a, h, DSL_ERR_LAMBDA_FAILED,
+                                               h->failed ? "failed" : "returned no value"));
+        return;
+    }
+    act_attempt_done(a, r, NULL);
+}
+
+static void lambda_work(void *ud)
+{
+    lcall *lc = ud;
+    lc->result = lc->lam->def->fn(&lc->ctx.base, lc->lam->state, lc->input, lc->args);
+}
+
+static void lcall_free(lcall *lc)
+{
+    free(lc->cache_key);
+    json_decref(lc->input);
+    json_decref(lc->args);
+    json_decref(lc->result);
+    free(lc);
+}
+
+static void lambda_done(void *ud, int status)
+{
+    lcall *lc = ud;
+    act_t *a = lc->act;
+    if (!a) { /* orphaned by a cancel: nobody waits for it */
+        lcall_free(lc);
+        return;
+    }
+    engine_job_t *job = a->job;
+    a->k.leaf.call = NULL;
+    job->busy++;
+    if (status < 0) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path,
+                                           a->attempt, "the worker pool refused the call"));
+    } else {
+        json_t *r = lc->result;
+        lc->result = NULL;
+        leaf_cache_store(a, lc->cache_key, r);
+        lambda_finish(a, r, &lc->ctx);
+    }
+    lcall_free(lc);
+    job->busy--;
+    job_pump(job);
+}
+
+void lambda_start(act_t *a)
+{
+    const dsl_lambda *l = &a->node->u.lambda;
+    engine_t *e = a->job->eng;
+    char msg[256];
+    const plugins_lambda *lam = plugins_lambda_find(e->plugins, l->fn);
+    if (!lam) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                           "no lambda '%s'", l->fn));
+        return;
+    }
+    json_t *args = l->args ? eval_tvalue(a, l->args, NULL, msg, sizeof msg) : json_object();
+    if (!args) {
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                           "args: %s", msg));
+        return;
+    }
+    char *key = NULL;
+    if (a->node->cache) {
+        json_t *req = json_pack("{s:O, s:O}", "input", a->input, "args", args);
+        key = leaf_cache_key(a, l->fn, NULL, req);
+        json_decref(req);
+        if (leaf_cache_hit(a, key)) {
+            free(key);
+            json_decref(args);
+            return;
+        }
+    }
+    unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
+    if ((lam->def->flags & inline_flags) == inline_flags) {
+        hctx h;
+        hctx_init(&h);
+        json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
+        json_decref(args);
+        leaf_cache_store(a, key, r);
+        free(key);
+        lambda_finish(a, r, &h);
+        return;
+    }
+    lcall *lc = calloc(1, sizeof *lc);
+    if (!lc)
+        goto oom;
+    lc->act = a;
+    lc->lam = lam;
+    lc->input = json_incref(a->input);
+    lc->args = args;
+    lc->cache_key = key; /* from here on the lcall owns it */
+    key = NULL;
+    hctx_init(&lc->ctx);
+    int rc = pool_submit(e->pool, lambda_work, lambda_done, lc, &lc->handle);
+    if (rc < 0) {
+        lc->args = NULL;
+        lcall_free(lc);
+        goto oom;
+    }
+    a->k.leaf.call = lc;
+    a->k.leaf.call_kind = LEAF_LAMBDA;
+    return;
+oom:
+    free(key);
+    json_decref(args);
+    act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
+                                       "cannot queue the call"));
+}
+
+void lambda_cancel(act_t *a)
+{
+    lcall *lc = a->k.leaf.call;
+    lc->act = NULL; /* the pool's done callback frees it */
+    pool_cancel(a->job->eng->pool, lc->handle);
+    a->k.leaf.call = NULL;
+}
