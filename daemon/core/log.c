@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/containers.h"
 #include "daemon/core/log.h"
 
 const char *log_level_name(int level)
@@ -52,41 +53,35 @@ void log_write(const log_sink *l, int level, json_t *fields, const char *fmt, ..
     size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", ts.tv_nsec / 1000000);
 
-    char *line = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&line, &len);
-    if (!f) {
-        json_decref(fields);
-        return;
-    }
+    sbuf line = SBUF_INIT;
     if (l->json) {
         json_t *o = json_pack("{s:s, s:s, s:s}", "time", stamp, "level", log_level_name(level),
                               "msg", msg);
         if (o && fields)
             json_object_update_missing(o, fields);
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        fputs(s ? s : "{\"level\":\"error\",\"msg\":\"out of memory while logging\"}", f);
+        sbuf_adds(&line, s ? s : "{\"level\":\"error\",\"msg\":\"out of memory while logging\"}");
         free(s);
         json_decref(o);
     } else {
-        fprintf(f, "%s %-5s %s", stamp, log_level_name(level), msg);
+        sbuf_addf(&line, "%s %-5s %s", stamp, log_level_name(level), msg);
         const char *k;
         json_t *v;
         json_object_foreach(fields, k, v) {
             char *t = text_value(v);
-            fprintf(f, " %s=%s", k, t ? t : "?");
+            sbuf_addf(&line, " %s=%s", k, t ? t : "?");
             free(t);
         }
     }
-    fputc('\n', f);
-    fclose(f);
-    /* one write: lines from several threads never interleave */
-    for (size_t off = 0; line && off < len;) {
-        ssize_t w = write(l->fd, line + off, len - off);
+    sbuf_addc(&line, '\n');
+    /* one write: lines from several threads never interleave; a line cut
+     * short by a failed allocation is not written at all */
+    for (size_t off = 0; !line.failed && off < line.n;) {
+        ssize_t w = write(l->fd, line.p + off, line.n - off);
         if (w <= 0)
             break;
         off += (size_t)w;
     }
-    free(line);
+    sbuf_free(&line);
     json_decref(fields);
 }

@@ -1,7 +1,8 @@
 /* log.h -- the daemon's log: one line per event on stderr.
  *
  * Owns: nothing but the line it is formatting; the sink is the caller's.
- * May call: libc and jansson; the plugin ABI header for its log levels only.
+ * May call: libc, jansson and common/; the plugin ABI header for its log
+ * levels only.
  * Must never call: any other module of Loom: every module may log through
  * it, so it depends on none of them.
  *
