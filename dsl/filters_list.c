@@ -4,14 +4,9 @@
  * flatten. */
 #include "dsl/filters_internal.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <limits.h>
-#include <math.h> /* isfinite, a macro: no -lm */
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "common/containers.h"
 

@@ -7,10 +7,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h> /* isfinite, a macro: no -lm */
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "common/containers.h"
 
