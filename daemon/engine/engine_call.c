@@ -415,7 +415,7 @@ void provider_start(act_t *a)
         json_t *out = pc->out;
         pc->out = NULL;
         pcall_finish(pc, out, pc->ctx.failed ? hctx_error(a, &pc->ctx, class_of(pc->ctx.code),
-                                                            "failed")
+                                                          "failed")
                                              : NULL);
     }
     return;

@@ -202,11 +202,6 @@ static inline scope_t *act_own_scope(const act_t *a)
     return a->node->kind == DSL_USE ? a->k.use.scope : NULL;
 }
 
-static inline bool act_is_leaf(const act_t *a)
-{
-    return a->ops == &engine_leaf_ops;
-}
-
 struct engine_job {
     engine_t *eng;
     list_link link;            /* in the engine's jobs */

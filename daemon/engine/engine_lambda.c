@@ -26,7 +26,7 @@ static void lambda_finish(act_t *a, json_t *r, const hctx *h)
 {
     if (!r) {
         act_attempt_done(a, NULL, hctx_error(a, h, DSL_ERR_LAMBDA_FAILED,
-                                               h->failed ? "failed" : "returned no value"));
+                                             h->failed ? "failed" : "returned no value"));
         return;
     }
     act_attempt_done(a, r, NULL);

@@ -14,7 +14,7 @@
  * store keyed by step does not keep; so each record carries a sequence
  * number and a started replayed leaf waits in a min-heap on it: the pump
  * releases the lowest one whenever nothing else is queued, and live leaves
- * wait for the heap to empty (engine.c, leaf_request). With the records
+ * wait for the heap to empty (engine.c, job_slot_request). With the records
  * of a crashed run (a prefix of its ends, in seq order) this reproduces the
  * first run's order exactly; with any other subset it still ends every
  * recorded leaf at the first moment the run is otherwise idle. */
