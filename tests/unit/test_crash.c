@@ -549,6 +549,38 @@ static void count_paid(const answer *a, size_t n, paid *p)
     }
 }
 
+/* Every step the store held at a kill had an answer the daemon read before
+ * it died. Besides being a durability rule of its own, this proves the
+ * store's keys and the header's are the same strings: were they not, no
+ * repeat could ever be found committed and the count above would prove
+ * nothing. Returns the steps checked. */
+static long check_committed_were_answered(const answer *a, size_t n)
+{
+    long checked = 0;
+    for (int k = 0; k < NKILLS; k++) {
+        const kill_rec *kr = &R.kills[k];
+        for (size_t i = 0; i < kr->ncommitted; i++) {
+            const char *step = kr->committed[i];
+            /* the first answer of STEP: answers are sorted by step, then time */
+            size_t lo = 0, hi = n;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (strcmp(a[mid].step, step) < 0)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            bool ok = false;
+            for (size_t j = lo; j < n && strcmp(a[j].step, step) == 0 && !ok; j++)
+                ok = a[j].delivered && a[j].answered_us < kr->dead_us;
+            cr_assert(ok, "step '%s' was in the store at kill %d with no answer read before it", step,
+                      k + 1);
+            checked++;
+        }
+    }
+    return checked;
+}
+
 /* Waits until the fake server holds no answer, so its log is complete. */
 static void wait_server_idle(int timeout_ms)
 {
@@ -686,6 +718,8 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
     size_t nans = read_answers(&ans);
     paid p;
     count_paid(ans, nans, &p);
+    long committed_checked = check_committed_were_answered(ans, nans);
+    cr_assert_gt(committed_checked, 0, "no kill found a step in the store: nothing was proven");
     for (size_t i = 0; i < nans; i++)
         free(ans[i].step);
     free(ans);
@@ -713,6 +747,7 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
              "  steps                %d answered (%d once), %d never answered\n"
              "  unjustified          %d steps paid again without a kill to explain it%s%s\n"
              "  per kill             answered-not-committed/paid-again/unread: %s\n"
+             "  store at kills       %ld steps committed in all, each answered before its kill\n"
              "  seed                 %" PRIu64 " (LOOM_CRASH_SEED)\n"
              "  elapsed              %.1f s (all acknowledged at %.1f s, all done at %.1f s)\n"
              "  loomd's log          %s/loomd.log (kept with LOOM_KEEP_TMP=1)\n",
@@ -720,7 +755,7 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
              kills, kills_while_submitting, (double)restart_ms_total / (kills ? kills : 1), expected,
              NJOBS, CALLS_PER_JOB, chat, nans, extra, p.twice, p.more, p.orphaned, p.steps, p.once,
              p.unanswered + (NSTEPS - p.steps), p.unjustified, p.unjustified ? ": " : "", p.first_bad,
-             per_kill, seed, elapsed,
+             per_kill, committed_checked, seed, elapsed,
              (double)(t_acked - t_start) / 1000.0, (double)(t_done - t_start) / 1000.0, R.d.dir);
     fputs(block, stderr);
     cr_log_info("%s", block);
