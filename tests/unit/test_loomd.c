@@ -266,6 +266,14 @@ Test(loomd, a_job_survives_kill_9, .fini = teardown)
     cr_assert_str_eq(json_string_value(json_object_get(o, "state")), "succeeded", "%s", json_dumps(r, 0));
     cr_assert(strstr(json_string_value(json_object_get(o, "output")), "durable"));
     json_decref(r);
+    /* the new daemon took the first step from its checkpoint: its quick
+     * provider was never called */
+    r = lh_call(&D, "{\"op\":\"stats\"}", 5000);
+    json_t *prov = json_object_get(r, "providers");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(prov, "default"), "succeeded")), 0,
+                 "the checkpointed step was called again: %s", json_dumps(r, 0));
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(prov, "slow"), "succeeded")), 1);
+    json_decref(r);
 }
 
 Test(loomd, sigterm_lets_running_jobs_finish, .fini = teardown)
