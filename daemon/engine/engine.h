@@ -160,10 +160,12 @@ typedef struct engine_job_options {
  * OPT may be NULL. NULL when out of memory. */
 engine_t *engine_new(reactor_t *r, pool_t *pool, const plugins_t *plugins,
                      const engine_options *opt);
-/* Cancels every live job (their done callbacks run with `cancelled`), runs
- * every provider instance's fini and frees E. NULL is a no-op. Pool work of
- * cancelled lambdas that is still running keeps only its own memory, which
- * the pool's done callback frees; so free the pool after the engine. */
+/* Cancels every live job (their done callbacks run with `cancelled`), frees
+ * every provider instance (its upstream first, then its fini) and frees E.
+ * NULL is a no-op. Pool work of cancelled lambdas that is still running
+ * keeps only its own memory, which the pool's done callback frees; so free
+ * the pool after the engine, and whatever the upstreams send through (the
+ * HTTP client of daemon/providers.c) after it too. */
 void engine_free(engine_t *e);
 
 /* Builds the upstream of a new HTTP provider instance NAME of plugin
