@@ -83,6 +83,33 @@ Test(reactor_fd, pipe_readable, .timeout = 30)
     close(fds[1]);
 }
 
+/* A descriptor number far past the table grows it in one step; the slots
+ * in between must read as unregistered, and the low one must keep working. */
+Test(reactor_fd, high_descriptor_grows_the_table, .timeout = 30)
+{
+    reactor_t *r = reactor_new();
+    cr_assert(r != NULL);
+    int fds[2];
+    make_pipe(fds);
+    int high = fcntl(fds[0], F_DUPFD_CLOEXEC, 900);
+    cr_assert(ge(int, high, 900));
+    fd_probe lo = {0}, hi = {0};
+    cr_assert(eq(int, reactor_add_fd(r, fds[1], 0, on_fd, &lo), 0));
+    cr_assert(eq(int, reactor_add_fd(r, high, REACTOR_READ, on_fd, &hi), 0));
+    cr_assert(eq(int, reactor_mod_fd(r, high - 1, REACTOR_READ), -ENOENT));
+    cr_assert(eq(int, reactor_del_fd(r, high - 100), -ENOENT));
+    cr_assert(eq(int, reactor_add_fd(r, fds[1], 0, on_fd, &lo), -EEXIST));
+    put_byte(fds[1]);
+    while (hi.calls == 0)
+        reactor_run_once(r, 100);
+    cr_assert(eq(int, hi.last_fd, high));
+    cr_assert(eq(int, lo.calls, 0));
+    reactor_free(r);
+    close(high);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 Test(reactor_fd, socketpair_write_then_read, .timeout = 30)
 {
     reactor_t *r = reactor_new();
