@@ -31,7 +31,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/unit/crash_count.h"
 #include "tests/unit/loomd_harness.h"
 
 enum {
@@ -61,6 +61,8 @@ enum {
     "    - call: 'b {{ prev }}'\n"                                             \
     "    - call: 'c {{ prev }}'\n"
 
+_Static_assert(NKILLS <= CRASH_MAX_KILLS, "crash_paid holds CRASH_MAX_KILLS kills");
+
 enum { K_NEW, K_SENT, K_ACKED };
 
 typedef struct key_state {
@@ -78,19 +80,9 @@ typedef struct client {
     int pending;
 } client;
 
-/* One kill: the times around it (CLOCK_MONOTONIC, microseconds) and the
- * steps the store held when the daemon died ("JOB\tKEY", sorted). */
-typedef struct kill_rec {
-    int64_t sent_us;       /* read right before kill(SIGKILL) */
-    int64_t dead_us;       /* read right after waitpid saw the death */
-    int64_t restart_us;    /* read right before the next loomd was forked */
-    char **committed;
-    size_t ncommitted;
-} kill_rec;
-
 typedef struct crash_run {
     lh_daemon d;
-    kill_rec kills[NKILLS];
+    crash_kill kills[NKILLS];
     key_state keys[NJOBS];
     client conns[NCONNS];
     int first_sent;        /* keys sent at least once */
@@ -104,11 +96,8 @@ static crash_run R;
 
 static void teardown(void)
 {
-    for (int k = 0; k < NKILLS; k++) {
-        for (size_t i = 0; i < R.kills[k].ncommitted; i++)
-            free(R.kills[k].committed[i]);
-        free(R.kills[k].committed);
-    }
+    for (int k = 0; k < NKILLS; k++)
+        crash_kill_free(&R.kills[k]);
     for (int c = 0; c < NCONNS; c++) {
         if (R.conns[c].fd >= 0)
             close(R.conns[c].fd);
@@ -372,215 +361,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Records in K the steps the store holds: read after the daemon died and
- * before the next one starts, so nobody writes meanwhile and this is what
- * was committed at the kill. Read-only: SQLite replays the WAL the dead
- * daemon left into its own view, and writes nothing. */
-static void record_committed(kill_rec *k)
-{
-    char path[400];
-    snprintf(path, sizeof path, "%s/loom.db", R.d.state);
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
-    cr_assert_eq(rc, SQLITE_OK, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "?");
-    rc = sqlite3_prepare_v2(db, "SELECT job_id, key FROM steps", -1, &st, NULL);
-    cr_assert_eq(rc, SQLITE_OK, "cannot read the steps: %s", sqlite3_errmsg(db));
-    size_t cap = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (k->ncommitted == cap) {
-            cap = cap ? cap * 2 : 1024;
-            k->committed = realloc(k->committed, cap * sizeof *k->committed);
-            cr_assert(k->committed);
-        }
-        char *e = NULL;
-        cr_assert(asprintf(&e, "%s\t%s", (const char *)sqlite3_column_text(st, 0),
-                           (const char *)sqlite3_column_text(st, 1)) > 0);
-        k->committed[k->ncommitted++] = e;
-    }
-    cr_assert_eq(rc, SQLITE_DONE, "reading the steps: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    qsort(k->committed, k->ncommitted, sizeof *k->committed, cmp_str);
-}
-
-static bool committed_at(const kill_rec *k, const char *step)
-{
-    return bsearch(&step, k->committed, k->ncommitted, sizeof *k->committed, cmp_str) != NULL;
-}
-
-/* One chat answer of the fake server's log. */
-typedef struct answer {
-    char *step;            /* "JOB\tKEY" */
-    int64_t received_us, answered_us;
-    bool delivered;
-} answer;
-
-static int cmp_answer(const void *a, const void *b)
-{
-    const answer *x = a, *y = b;
-    int c = strcmp(x->step, y->step);
-    if (c)
-        return c;
-    return (x->answered_us > y->answered_us) - (x->answered_us < y->answered_us);
-}
-
-/* The fake server's log of successful chat answers, sorted by step and
- * time, into *OUT. The job is the key index the prompt echoes at its end. */
-static size_t read_answers(answer **out)
-{
-    char path[400];
-    snprintf(path, sizeof path, "%s/fake.log", R.d.dir);
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "no fake server log at %s", path);
-    answer *a = NULL;
-    size_t n = 0, cap = 0;
-    char *line = NULL;
-    size_t lcap = 0;
-    while (getline(&line, &lcap, f) > 0) {
-        json_t *j = json_loads(line, 0, NULL);
-        cr_assert(j, "an unparsable fake log line: %s", line);
-        const char *key = json_string_value(json_object_get(j, "key"));
-        const char *echo = json_string_value(json_object_get(j, "echo"));
-        int status = (int)json_integer_value(json_object_get(j, "status"));
-        cr_assert(key && echo, "a request without a step key: %s", line);
-        cr_assert_eq(status, 200, "an answer that was not a success: %s", line);
-        size_t el = strlen(echo);
-        int k = el >= 5 && echo[el - 5] == 'k' ? atoi(echo + el - 4) : -1;
-        cr_assert(k >= 0 && k < NJOBS && R.keys[k].job[0], "no job for the answer %s", line);
-        if (n == cap) {
-            cap = cap ? cap * 2 : 4096;
-            a = realloc(a, cap * sizeof *a);
-            cr_assert(a);
-        }
-        a[n] = (answer){ .received_us = json_integer_value(json_object_get(j, "received_us")),
-                         .answered_us = json_integer_value(json_object_get(j, "answered_us")),
-                         .delivered = json_is_true(json_object_get(j, "delivered")) };
-        cr_assert(asprintf(&a[n].step, "%s\t%s", R.keys[k].job, key) > 0);
-        n++;
-        json_decref(j);
-    }
-    free(line);
-    fclose(f);
-    qsort(a, n, sizeof *a, cmp_answer);
-    *out = a;
-    return n;
-}
-
-/* The kill a delivered answer at T may have been lost to: the first whose
- * death came after T, or -1. */
-static int kill_after(int64_t t)
-{
-    for (int k = 0; k < NKILLS; k++)
-        if (R.kills[k].dead_us > t)
-            return k;
-    return -1;
-}
-
-/* The figures of the exact count. */
-typedef struct paid {
-    int steps;                 /* distinct steps answered */
-    int once, twice, more;     /* steps by delivered answers */
-    int unanswered;            /* steps never answered (must be 0) */
-    int orphaned;              /* answers written after the daemon died */
-    int unjustified;
-    char first_bad[512];
-    int resent_at[NKILLS];     /* second answers justified by each kill */
-    int inflight_at[NKILLS];   /* answered before the kill, not committed at it */
-    int orphaned_at[NKILLS];   /* received before the kill, answered after it */
-} paid;
-
-/* Goes through the answers of each step (sorted) and justifies every
- * answer after the first by a kill, as the header says. */
-static void count_paid(const answer *a, size_t n, paid *p)
-{
-    memset(p, 0, sizeof *p);
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && strcmp(a[j].step, a[i].step) == 0)
-            j++;
-        p->steps++;
-        const answer *prev = NULL;
-        int delivered = 0;
-        for (size_t m = i; m < j; m++) {
-            const answer *x = &a[m];
-            if (!x->delivered) {
-                /* nobody read it: the request was in flight at a kill */
-                p->orphaned++;
-                int k = kill_after(x->received_us);
-                cr_assert(k >= 0 && x->answered_us >= R.kills[k].sent_us,
-                          "an answer nobody read, with no kill to explain it: %s", x->step);
-                p->orphaned_at[k]++;
-                continue;
-            }
-            delivered++;
-            if (prev) {
-                int k = kill_after(prev->answered_us);
-                bool ok = k >= 0 && !committed_at(&R.kills[k], x->step) &&
-                          x->received_us > R.kills[k].restart_us;
-                if (ok) {
-                    p->resent_at[k]++;
-                } else if (!p->unjustified++) {
-                    snprintf(p->first_bad, sizeof p->first_bad,
-                             "step '%s' answered at %" PRId64 " and again (asked at %" PRId64
-                             ") with %s", x->step, prev->answered_us, x->received_us,
-                             k < 0 ? "no kill between"
-                             : committed_at(&R.kills[k], x->step) ? "the step committed at the kill"
-                                                                  : "the request before the restart");
-                }
-            }
-            prev = x;
-        }
-        p->once += delivered == 1;
-        p->twice += delivered == 2;
-        p->more += delivered > 2;
-        p->unanswered += delivered == 0;
-        i = j;
-    }
-    /* in flight at each kill: answered since the last restart, before the
-     * death, and not in the store */
-    for (size_t i = 0; i < n; i++) {
-        if (!a[i].delivered)
-            continue;
-        int k = kill_after(a[i].answered_us);
-        if (k >= 0 && (k == 0 || a[i].answered_us > R.kills[k - 1].restart_us) &&
-            !committed_at(&R.kills[k], a[i].step))
-            p->inflight_at[k]++;
-    }
-}
-
-/* Every step the store held at a kill had an answer the daemon read before
- * it died. Besides being a durability rule of its own, this proves the
- * store's keys and the header's are the same strings: were they not, no
- * repeat could ever be found committed and the count above would prove
- * nothing. Returns the steps checked. */
-static long check_committed_were_answered(const answer *a, size_t n)
-{
-    long checked = 0;
-    for (int k = 0; k < NKILLS; k++) {
-        const kill_rec *kr = &R.kills[k];
-        for (size_t i = 0; i < kr->ncommitted; i++) {
-            const char *step = kr->committed[i];
-            /* the first answer of STEP: answers are sorted by step, then time */
-            size_t lo = 0, hi = n;
-            while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                if (strcmp(a[mid].step, step) < 0)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            bool ok = false;
-            for (size_t j = lo; j < n && strcmp(a[j].step, step) == 0 && !ok; j++)
-                ok = a[j].delivered && a[j].answered_us < kr->dead_us;
-            cr_assert(ok, "step '%s' was in the store at kill %d with no answer read before it", step,
-                      k + 1);
-            checked++;
-        }
-    }
-    return checked;
-}
-
 /* Waits until the fake server holds no answer, so its log is complete. */
 static void wait_server_idle(int timeout_ms)
 {
@@ -621,7 +401,7 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
     int kills = 0, kills_while_submitting = 0;
     int64_t restart_ms_total = 0;
     for (; kills < NKILLS; kills++) {
-        kill_rec *kr = &R.kills[kills];
+        crash_kill *kr = &R.kills[kills];
         int64_t delay = KILL_MIN_MS + (int64_t)(rng_next(&rng) % (KILL_MAX_MS - KILL_MIN_MS + 1));
         pump(now_ms() + delay, false);
         kills_while_submitting += R.acked < NJOBS;
@@ -629,7 +409,9 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
         cr_assert_eq(lh_stop(&R.d, SIGKILL), 128 + SIGKILL, "loomd did not die of the SIGKILL");
         kr->dead_us = now_us();
         R.up = false;
-        record_committed(kr);
+        char db[400];
+        snprintf(db, sizeof db, "%s/loom.db", R.d.state);
+        crash_record_committed(kr, db);
         drain_dead();
         kr->restart_us = now_us();
         lh_start(&R.d);
@@ -714,15 +496,18 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
     /* ---- what the provider was paid, step by step */
     wait_server_idle(10000); /* answers orphaned by the last kill are logged when they fall due */
     long chat = fake_server_stat(&R.d.fake, "chat");
-    answer *ans = NULL;
-    size_t nans = read_answers(&ans);
-    paid p;
-    count_paid(ans, nans, &p);
-    long committed_checked = check_committed_were_answered(ans, nans);
+    static const char *jobs[NJOBS];
+    for (int k = 0; k < NJOBS; k++)
+        jobs[k] = R.keys[k].job;
+    char log_path[400];
+    snprintf(log_path, sizeof log_path, "%s/fake.log", R.d.dir);
+    crash_answer *ans = NULL;
+    size_t nans = crash_read_answers(log_path, jobs, NJOBS, &ans);
+    crash_paid p;
+    crash_count_paid(ans, nans, R.kills, kills, &p);
+    long committed_checked = crash_check_committed(ans, nans, R.kills, kills);
     cr_assert_gt(committed_checked, 0, "no kill found a step in the store: nothing was proven");
-    for (size_t i = 0; i < nans; i++)
-        free(ans[i].step);
-    free(ans);
+    crash_answers_free(ans, nans);
     long expected = (long)NSTEPS;
     double elapsed = (double)(now_ms() - t_start) / 1000.0;
     long extra = chat - expected;
