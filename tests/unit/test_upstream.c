@@ -155,13 +155,14 @@ static void run_until_these(const got *g, const int *idx, int ms)
     }
 }
 
-/* Runs the reactor until the limiter shows SENT requests sent and QUEUED
- * waiting, failing after MS. */
+/* Runs the reactor until the limiter shows at least SENT requests sent and
+ * QUEUED waiting, failing after MS. (At least: an open batch whose window
+ * ends meanwhile joins the queue, which changes nothing the tests check.) */
 static void run_until_sent(uint64_t sent, int64_t queued, int ms)
 {
     uint64_t end = reactor_now_us(r) + (uint64_t)ms * 1000;
     upstream_stats_t st;
-    for (upstream_stats(up, &st); st.requests < sent || st.limiter.queued != queued;
+    for (upstream_stats(up, &st); st.requests < sent || st.limiter.queued < queued;
          upstream_stats(up, &st)) {
         cr_assert(reactor_now_us(r) < end, "%llu sent, %lld queued after %d ms",
                   (unsigned long long)st.requests, (long long)st.limiter.queued, ms);
