@@ -366,3 +366,19 @@ Test(engine, http_provider_concurrency_must_fit_the_open_file_limit)
     json_decref(cfg);
 }
 
+
+Test(engine, config_entries_of_invoke_providers_need_no_http)
+{
+    char err[512];
+    json_t *opts = json_pack("{}");
+    config_provider p = { .name = "p2", .plugin = "tprov", .options = opts };
+    cr_assert_eq(providers_add(ET.providers, ET.eng, &p, err, sizeof err), 0, "%s", err);
+    config_provider none = { .name = "p3", .plugin = "nope" };
+    cr_assert_eq(providers_add(ET.providers, ET.eng, &none, err, sizeof err), -1);
+    cr_assert_str_eq(err, "no provider plugin 'nope'");
+    json_t *stats = engine_provider_stats(ET.eng);
+    cr_assert(json_object_get(stats, "p2"));
+    cr_assert_null(json_object_get(stats, "p3"));
+    json_decref(stats);
+    json_decref(opts);
+}
