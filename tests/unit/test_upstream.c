@@ -487,6 +487,49 @@ Test(upstream, step_keys_ride_in_a_header, .fini = teardown)
     free_all(g, 5);
 }
 
+Test(upstream, a_long_list_of_step_keys_is_capped, .fini = teardown)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/loom-upstream-log-XXXXXX", P_tmpdir);
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    upstream_options o = { .batch_max_inputs = 256, .batch_window_ms = 20 };
+    setup("openai", (const char *const[]){ "--log", path, NULL }, NULL, &o);
+    enum { N = 200 };
+    got g[N];
+    json_t *in[N];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "v1/%03d a rather long path of a step.do.call[3]", i);
+        in[i] = json_pack("[s]", "x");
+        embed_key(in[i], key, &g[i]);
+    }
+    run_until_all(g, N, 10000);
+    json_t *log = read_log(path);
+    unlink(path);
+    cr_assert_eq(json_array_size(log), 1, "one batch");
+    const char *v = json_string_value(json_object_get(json_array_get(log, 0), "key"));
+    cr_assert(v);
+    cr_assert_leq(strlen(v), 4096, "the header stays short enough for any server");
+    /* the keys that fit, in order, then "+N" for the rest */
+    int listed = 0;
+    const char *p = v, *comma;
+    for (; (comma = strchr(p, ',')); p = comma + 1, listed++) {
+        char want[64];
+        snprintf(want, sizeof want, "v1/%03d ", listed);
+        cr_assert(strncmp(p, want, strlen(want)) == 0, "key %d in order: %.40s", listed, p);
+    }
+    cr_assert_eq(p[0], '+', "the last entry counts the keys left out: %s", p);
+    cr_assert_eq(listed + atoi(p + 1), N);
+    cr_assert_gt(listed, 0);
+    json_decref(log);
+    for (int i = 0; i < N; i++)
+        json_decref(in[i]);
+    free_all(g, N);
+}
+
 Test(upstream, withdrawn_calls_never_call_back, .fini = teardown)
 {
     setup("openai", (const char *const[]){ "--latency", "100", NULL },
