@@ -1,5 +1,6 @@
-/* containers.h -- the three small containers every part of Loom uses: an
- * intrusive doubly linked list, a growable array and a string buffer.
+/* containers.h -- the small containers every part of Loom uses: an
+ * intrusive doubly linked list, a growable array, a binary heap and a
+ * string buffer.
  *
  * Owns: nothing but the memory a vector or a buffer allocates.
  * May call: libc only. Header-only (static inline), so dsl/, the daemon's
@@ -17,6 +18,10 @@
  * element index N (so N + 1 elements), however far past the capacity N is:
  * the capacity doubles until it fits (from FIRST when it was 0), so growing
  * one element at a time stays amortised O(1).
+ *
+ * Heaps: a `void **` vector kept in heap order by heap_ops (the order, and
+ * how each element records its slot), for timers and queues that remove
+ * from the middle.
  *
  * String buffers: `sbuf` holds bytes with a NUL kept after the last one (so
  * `b.p` is a C string once anything was added), an optional cap on the
@@ -138,6 +143,65 @@ static inline int vec_reserve(void *vp, size_t n, size_t *cap, size_t elem, size
     memcpy(vp, &nv, sizeof nv);
     *cap = c;
     return 0;
+}
+
+/* ---- binary min-heap of elements that know their slot */
+
+/* How a heap orders its elements and tells each one where it now sits, so
+ * that any element (a cancelled timer) is removed in O(log n). The array is
+ * a plain `void **` grown with vec_reserve; a push is `h[n] = e;
+ * heap_up(h, n++, ops)`. */
+typedef struct heap_ops {
+    bool (*before)(const void *a, const void *b); /* A comes out first */
+    void (*moved)(void *elem, size_t slot);       /* ELEM now sits at SLOT */
+} heap_ops;
+
+static inline void heap_place(void **h, size_t i, void *e, const heap_ops *ops)
+{
+    h[i] = e;
+    ops->moved(e, i);
+}
+
+/* Moves the element at slot I up to where it belongs. */
+static inline void heap_up(void **h, size_t i, const heap_ops *ops)
+{
+    void *e = h[i];
+    while (i > 0 && ops->before(e, h[(i - 1) / 2])) {
+        heap_place(h, i, h[(i - 1) / 2], ops);
+        i = (i - 1) / 2;
+    }
+    heap_place(h, i, e, ops);
+}
+
+/* Moves the element at slot I of the N in H down to where it belongs. */
+static inline void heap_down(void **h, size_t n, size_t i, const heap_ops *ops)
+{
+    void *e = h[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && ops->before(h[c + 1], h[c]))
+            c++;
+        if (!ops->before(h[c], e))
+            break;
+        heap_place(h, i, h[c], ops);
+        i = c;
+    }
+    heap_place(h, i, e, ops);
+}
+
+/* Takes the element at slot I out of the *N in H (not freed; *N shrinks). */
+static inline void heap_remove(void **h, size_t *n, size_t i, const heap_ops *ops)
+{
+    void *last = h[--*n];
+    if (i == *n)
+        return;
+    heap_place(h, i, last, ops);
+    if (i > 0 && ops->before(last, h[(i - 1) / 2]))
+        heap_up(h, i, ops);
+    else
+        heap_down(h, *n, i, ops);
 }
 
 /* ---- string buffer */

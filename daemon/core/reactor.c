@@ -76,7 +76,7 @@ struct reactor {
     reactor_fd_slot *fds; /* indexed by fd */
     size_t nfds;
 
-    reactor_timer_t **heap;
+    void **heap;          /* reactor_timer_t *, a heap by timer_heap_ops */
     size_t heap_len, heap_cap;
     uint64_t timer_seq;
     reactor_timer_t *firing;
@@ -288,57 +288,23 @@ static int reactor_dispatch_fd(reactor_t *r, const struct epoll_event *ev)
 
 /* ---- timers */
 
-static bool reactor_timer_before(const reactor_timer_t *a, const reactor_timer_t *b)
+static bool reactor_timer_before(const void *va, const void *vb)
 {
+    const reactor_timer_t *a = va, *b = vb;
     return a->deadline_us < b->deadline_us || (a->deadline_us == b->deadline_us && a->seq < b->seq);
 }
 
-static void reactor_heap_set(reactor_t *r, size_t i, reactor_timer_t *t)
+static void reactor_timer_moved(void *t, size_t slot)
 {
-    r->heap[i] = t;
-    t->index = i;
+    ((reactor_timer_t *)t)->index = slot;
 }
 
-static void reactor_heap_up(reactor_t *r, size_t i)
-{
-    reactor_timer_t *t = r->heap[i];
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!reactor_timer_before(t, r->heap[parent]))
-            break;
-        reactor_heap_set(r, i, r->heap[parent]);
-        i = parent;
-    }
-    reactor_heap_set(r, i, t);
-}
+static const heap_ops timer_heap_ops = {reactor_timer_before, reactor_timer_moved};
 
-static void reactor_heap_down(reactor_t *r, size_t i)
+/* The timer due first (the heap must not be empty). */
+static reactor_timer_t *reactor_timer_first(const reactor_t *r)
 {
-    reactor_timer_t *t = r->heap[i];
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= r->heap_len)
-            break;
-        if (child + 1 < r->heap_len && reactor_timer_before(r->heap[child + 1], r->heap[child]))
-            child++;
-        if (!reactor_timer_before(r->heap[child], t))
-            break;
-        reactor_heap_set(r, i, r->heap[child]);
-        i = child;
-    }
-    reactor_heap_set(r, i, t);
-}
-
-static void reactor_heap_remove(reactor_t *r, size_t i)
-{
-    reactor_timer_t *last = r->heap[--r->heap_len];
-    if (i < r->heap_len) {
-        reactor_heap_set(r, i, last);
-        if (i > 0 && reactor_timer_before(last, r->heap[(i - 1) / 2]))
-            reactor_heap_up(r, i);
-        else
-            reactor_heap_down(r, i);
-    }
+    return r->heap[0];
 }
 
 reactor_timer_t *reactor_timer_at(reactor_t *r, uint64_t deadline_us, reactor_timer_cb cb, void *ud)
@@ -361,8 +327,8 @@ reactor_timer_t *reactor_timer_at(reactor_t *r, uint64_t deadline_us, reactor_ti
     t->seq = r->timer_seq++;
     t->cb = cb;
     t->ud = ud;
-    r->heap[r->heap_len++] = t;
-    reactor_heap_up(r, r->heap_len - 1);
+    r->heap[r->heap_len] = t;
+    heap_up(r->heap, r->heap_len++, &timer_heap_ops);
     return t;
 }
 
@@ -379,7 +345,7 @@ void reactor_timer_cancel(reactor_t *r, reactor_timer_t *t)
         return;
     if (t->index >= r->heap_len || r->heap[t->index] != t)
         return; /* not a pending timer: a caller bug, but not worth a crash */
-    reactor_heap_remove(r, t->index);
+    heap_remove(r->heap, &r->heap_len, t->index, &timer_heap_ops);
     free(t);
 }
 
@@ -399,10 +365,10 @@ static int reactor_fire_timers(reactor_t *r, uint64_t seq_limit)
 {
     int ran = 0;
     while (r->heap_len > 0) {
-        reactor_timer_t *t = r->heap[0];
+        reactor_timer_t *t = reactor_timer_first(r);
         if (t->deadline_us > r->now_us || t->seq >= seq_limit)
             break;
-        reactor_heap_remove(r, 0);
+        heap_remove(r->heap, &r->heap_len, 0, &timer_heap_ops);
         t->index = REACTOR_TIMER_FIRING;
         r->firing = t;
         t->cb(r, t, t->ud);
@@ -576,7 +542,7 @@ int reactor_run_once(reactor_t *r, int timeout_ms)
     int64_t wait_us = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000;
     if (r->heap_len > 0) {
         uint64_t now = reactor_clock_us();
-        uint64_t deadline = r->heap[0]->deadline_us;
+        uint64_t deadline = reactor_timer_first(r)->deadline_us;
         uint64_t until = deadline > now ? deadline - now : 0;
         if (until > (uint64_t)INT64_MAX / 2)
             until = (uint64_t)INT64_MAX / 2;

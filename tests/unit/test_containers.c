@@ -1,5 +1,6 @@
 /* test_containers.c -- common/containers.h on its own: the intrusive list,
- * vec_reserve and the string buffer, including the ways each can refuse. */
+ * vec_reserve, the heap and the string buffer, including the ways each can
+ * refuse. */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <stdint.h>
@@ -192,6 +193,56 @@ Test(vec, overflow_is_refused_with_the_array_unchanged)
     cap = 0;
     cr_expect(eq(int, vec_reserve(&v, 0, &cap, 0, 4), -1), "zero-sized elements");
     cr_expect(eq(ptr, v, NULL));
+}
+
+/* ---- heap */
+
+typedef struct hitem {
+    int key;
+    size_t slot;
+} hitem;
+
+static bool hitem_before(const void *a, const void *b)
+{
+    return ((const hitem *)a)->key < ((const hitem *)b)->key;
+}
+
+static void hitem_moved(void *e, size_t slot)
+{
+    ((hitem *)e)->slot = slot;
+}
+
+static const heap_ops hops = {hitem_before, hitem_moved};
+
+Test(heap, pops_in_order_after_removals_anywhere)
+{
+    enum { N = 1000 };
+    static hitem items[N];
+    void **h = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t x = 88172645463325252u; /* xorshift: a reproducible order */
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        items[i].key = (int)(x % 5000); /* with ties */
+        cr_assert(eq(int, vec_reserve(&h, n, &cap, sizeof *h, 4), 0));
+        h[n] = &items[i];
+        heap_up(h, n++, &hops);
+    }
+    for (size_t i = 0; i < n; i++)
+        cr_assert(eq(sz, ((hitem *)h[i])->slot, i), "every element knows its slot");
+    /* every third item out, wherever it sits */
+    for (int i = 0; i < N; i += 3)
+        heap_remove(h, &n, items[i].slot, &hops);
+    cr_assert(eq(sz, n, N - (N + 2) / 3));
+    int last = -1;
+    while (n > 0) {
+        hitem *top = h[0];
+        cr_assert(ge(int, top->key, last));
+        cr_assert(eq(sz, top->slot, 0));
+        last = top->key;
+        heap_remove(h, &n, 0, &hops);
+    }
+    free(h);
 }
 
 /* ---- sbuf */
