@@ -150,31 +150,31 @@ static inline int vec_reserve(void *vp, size_t n, size_t *cap, size_t elem, size
 /* How a heap orders its elements and tells each one where it now sits, so
  * that any element (a cancelled timer) is removed in O(log n). The array is
  * a plain `void **` grown with vec_reserve; a push is `h[n] = e;
- * heap_up(h, n++, ops)`. */
+ * heap_sift_up(h, n++, ops)`. */
 typedef struct heap_ops {
     bool (*before)(const void *a, const void *b); /* A comes out first */
     void (*moved)(void *elem, size_t slot);       /* ELEM now sits at SLOT */
 } heap_ops;
 
-static inline void heap_place(void **h, size_t i, void *e, const heap_ops *ops)
+static inline void heap_put(void **h, size_t i, void *e, const heap_ops *ops)
 {
     h[i] = e;
     ops->moved(e, i);
 }
 
 /* Moves the element at slot I up to where it belongs. */
-static inline void heap_up(void **h, size_t i, const heap_ops *ops)
+static inline void heap_sift_up(void **h, size_t i, const heap_ops *ops)
 {
     void *e = h[i];
     while (i > 0 && ops->before(e, h[(i - 1) / 2])) {
-        heap_place(h, i, h[(i - 1) / 2], ops);
+        heap_put(h, i, h[(i - 1) / 2], ops);
         i = (i - 1) / 2;
     }
-    heap_place(h, i, e, ops);
+    heap_put(h, i, e, ops);
 }
 
 /* Moves the element at slot I of the N in H down to where it belongs. */
-static inline void heap_down(void **h, size_t n, size_t i, const heap_ops *ops)
+static inline void heap_sift_down(void **h, size_t n, size_t i, const heap_ops *ops)
 {
     void *e = h[i];
     for (;;) {
@@ -185,23 +185,23 @@ static inline void heap_down(void **h, size_t n, size_t i, const heap_ops *ops)
             c++;
         if (!ops->before(h[c], e))
             break;
-        heap_place(h, i, h[c], ops);
+        heap_put(h, i, h[c], ops);
         i = c;
     }
-    heap_place(h, i, e, ops);
+    heap_put(h, i, e, ops);
 }
 
 /* Takes the element at slot I out of the *N in H (not freed; *N shrinks). */
-static inline void heap_remove(void **h, size_t *n, size_t i, const heap_ops *ops)
+static inline void heap_take(void **h, size_t *n, size_t i, const heap_ops *ops)
 {
     void *last = h[--*n];
     if (i == *n)
         return;
-    heap_place(h, i, last, ops);
+    heap_put(h, i, last, ops);
     if (i > 0 && ops->before(last, h[(i - 1) / 2]))
-        heap_up(h, i, ops);
+        heap_sift_up(h, i, ops);
     else
-        heap_down(h, *n, i, ops);
+        heap_sift_down(h, *n, i, ops);
 }
 
 /* ---- string buffer */

@@ -328,7 +328,7 @@ reactor_timer_t *reactor_timer_at(reactor_t *r, uint64_t deadline_us, reactor_ti
     t->cb = cb;
     t->ud = ud;
     r->heap[r->heap_len] = t;
-    heap_up(r->heap, r->heap_len++, &timer_heap_ops);
+    heap_sift_up(r->heap, r->heap_len++, &timer_heap_ops);
     return t;
 }
 
@@ -345,7 +345,7 @@ void reactor_timer_cancel(reactor_t *r, reactor_timer_t *t)
         return;
     if (t->index >= r->heap_len || r->heap[t->index] != t)
         return; /* not a pending timer: a caller bug, but not worth a crash */
-    heap_remove(r->heap, &r->heap_len, t->index, &timer_heap_ops);
+    heap_take(r->heap, &r->heap_len, t->index, &timer_heap_ops);
     free(t);
 }
 
@@ -368,7 +368,7 @@ static int reactor_fire_timers(reactor_t *r, uint64_t seq_limit)
         reactor_timer_t *t = reactor_timer_first(r);
         if (t->deadline_us > r->now_us || t->seq >= seq_limit)
             break;
-        heap_remove(r->heap, &r->heap_len, 0, &timer_heap_ops);
+        heap_take(r->heap, &r->heap_len, 0, &timer_heap_ops);
         t->index = REACTOR_TIMER_FIRING;
         r->firing = t;
         t->cb(r, t, t->ud);

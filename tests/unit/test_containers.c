@@ -226,13 +226,13 @@ Test(heap, pops_in_order_after_removals_anywhere)
         items[i].key = (int)(x % 5000); /* with ties */
         cr_assert(eq(int, vec_reserve(&h, n, &cap, sizeof *h, 4), 0));
         h[n] = &items[i];
-        heap_up(h, n++, &hops);
+        heap_sift_up(h, n++, &hops);
     }
     for (size_t i = 0; i < n; i++)
         cr_assert(eq(sz, ((hitem *)h[i])->slot, i), "every element knows its slot");
     /* every third item out, wherever it sits */
     for (int i = 0; i < N; i += 3)
-        heap_remove(h, &n, items[i].slot, &hops);
+        heap_take(h, &n, items[i].slot, &hops);
     cr_assert(eq(sz, n, N - (N + 2) / 3));
     int last = -1;
     while (n > 0) {
@@ -240,7 +240,7 @@ Test(heap, pops_in_order_after_removals_anywhere)
         cr_assert(ge(int, top->key, last));
         cr_assert(eq(sz, top->slot, 0));
         last = top->key;
-        heap_remove(h, &n, 0, &hops);
+        heap_take(h, &n, 0, &hops);
     }
     free(h);
 }
