@@ -167,6 +167,8 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
     act_t *a = pc->act;
     engine_job_t *job = a->job;
     bool single = pc->single;
+    char name[128];
+    snprintf(name, sizeof name, "%s", pc->inst->name);
     char *key = pc->cache_key; /* kept past the pcall: stored once the answer is final */
     pc->cache_key = NULL;
     a->k.leaf.call = NULL;
@@ -195,12 +197,33 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
             err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
                            "no embedding in the answer");
     }
+    char msg[512];
+    if (!err && output_check(out, msg, sizeof msg) < 0) {
+        json_decref(out);
+        out = NULL;
+        err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt, "provider '%s': %s",
+                       name, msg);
+    }
     if (!err)
         leaf_cache_store(a, key, out);
     free(key);
     act_attempt_done(a, err ? NULL : out, err);
     job->busy--;
     job_pump(job);
+}
+
+/* A plugin's token count as one the job may add up: counts are clamped to
+ * [0, 2^40], so a bogus one can neither subtract nor overflow the total. */
+static json_int_t usage_clamp(int64_t n)
+{
+    const int64_t max = (int64_t)1 << 40;
+    return n < 0 ? 0 : n > max ? max : n;
+}
+
+static void usage_add(json_t *u, const char *key, int64_t n)
+{
+    json_int_t sum = json_integer_value(json_object_get(u, key)) + usage_clamp(n);
+    json_object_set_new(u, key, json_integer(sum));
 }
 
 /* Adds USAGE (may be NULL) of one call of provider NAME to the job's. */
@@ -215,14 +238,10 @@ static void job_add_usage(engine_job_t *job, const char *name, const loom_usage 
             return;
     }
     json_object_set_new(u, "calls", json_integer(json_integer_value(json_object_get(u, "calls")) + 1));
-    if (usage && usage->input_tokens > 0)
-        json_object_set_new(u, "input_tokens",
-                            json_integer(json_integer_value(json_object_get(u, "input_tokens")) +
-                                         usage->input_tokens));
-    if (usage && usage->output_tokens > 0)
-        json_object_set_new(u, "output_tokens",
-                            json_integer(json_integer_value(json_object_get(u, "output_tokens")) +
-                                         usage->output_tokens));
+    if (usage) {
+        usage_add(u, "input_tokens", usage->input_tokens);
+        usage_add(u, "output_tokens", usage->output_tokens);
+    }
 }
 
 static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
@@ -234,7 +253,7 @@ static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
         pc->out = output;
         return;
     }
-    pcall_finish(pc, output ? output : json_null(), NULL);
+    pcall_finish(pc, output, NULL); /* no output is invalid_output there */
 }
 
 static void h_fail(loom_call *call, loom_errcode code, const char *message)

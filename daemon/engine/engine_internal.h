@@ -348,6 +348,11 @@ bool leaf_cache_hit(act_t *a, const char *key);
 /* Remembers RES (borrowed) under KEY (may be NULL). */
 void leaf_cache_store(const act_t *a, const char *key, json_t *res);
 /* Start leaf A's call (it holds a slot); they end via act_attempt_done. */
+/* engine_output.c: 0 when V (borrowed, may be NULL) may enter a job: valid
+ * UTF-8, finite reals, bounded depth and size; else -1 with what is wrong and
+ * its JSON path in MSG. */
+int output_check(const json_t *v, char *msg, size_t msglen);
+
 void lambda_start(act_t *a);
 void provider_start(act_t *a);
 /* Drop A's call in flight (A->k.leaf.call is then NULL). */

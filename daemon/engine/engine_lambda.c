@@ -22,13 +22,24 @@ typedef struct lcall {
     pool_work_t *handle;
 } lcall;
 
-static void lambda_finish(act_t *a, json_t *r, const hctx *h)
+/* Ends the attempt with R (owned, may be NULL), stored under KEY (borrowed,
+ * may be NULL) only once it passed the output check. */
+static void lambda_finish(act_t *a, json_t *r, const hctx *h, const char *key)
 {
+    char msg[512];
     if (!r) {
         act_attempt_done(a, NULL, hctx_error(a, h, DSL_ERR_LAMBDA_FAILED,
                                              h->failed ? "failed" : "returned no value"));
         return;
     }
+    if (output_check(r, msg, sizeof msg) < 0) {
+        json_decref(r);
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path,
+                                           a->attempt, "lambda '%s': %s",
+                                           a->node->u.lambda.fn, msg));
+        return;
+    }
+    leaf_cache_store(a, key, r);
     act_attempt_done(a, r, NULL);
 }
 
@@ -64,8 +75,7 @@ static void lambda_done(void *ud, int status)
     } else {
         json_t *r = lc->result;
         lc->result = NULL;
-        leaf_cache_store(a, lc->cache_key, r);
-        lambda_finish(a, r, &lc->ctx);
+        lambda_finish(a, r, &lc->ctx, lc->cache_key);
     }
     lcall_free(lc);
     job->busy--;
@@ -106,9 +116,8 @@ void lambda_start(act_t *a)
         hctx_init(&h);
         json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
         json_decref(args);
-        leaf_cache_store(a, key, r);
+        lambda_finish(a, r, &h, key);
         free(key);
-        lambda_finish(a, r, &h);
         return;
     }
     lcall *lc = calloc(1, sizeof *lc);

@@ -5,6 +5,7 @@
  * Provider "tprov": invoke-based, answers after reactor timers. */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,7 +58,46 @@ static json_t *l_slow(loom_ctx *ctx, void *st, json_t *in, json_t *args)
     return json_incref(in);
 }
 
+json_t *et_bad_value(const char *kind)
+{
+    if (!strcmp(kind, "utf8")) /* what json_string would refuse: a stray byte */
+        return json_pack("{s:[i, o]}", "a", 1, json_stringn_nocheck("ok\xff", 3));
+    if (!strcmp(kind, "key")) {
+        json_t *o = json_object();
+        json_object_set_new_nocheck(o, "k\xfe", json_true());
+        return o;
+    }
+    if (!strcmp(kind, "nan")) /* jansson refuses NaN, so this is NULL */
+        return json_real(NAN);
+    if (!strcmp(kind, "deep")) {
+        json_t *v = json_integer(0);
+        for (int i = 0; i < 1000; i++)
+            v = json_pack("[o]", v);
+        return v;
+    }
+    if (!strcmp(kind, "bigint"))
+        return json_integer((json_int_t)1 << 60);
+    if (!strcmp(kind, "huge")) { /* 65 MiB as JSON from one shared 1 MiB string */
+        char *buf = malloc((size_t)1 << 20);
+        memset(buf, 'x', (size_t)1 << 20);
+        json_t *str = json_stringn(buf, (size_t)1 << 20), *arr = json_array();
+        free(buf);
+        for (int i = 0; i < 65; i++)
+            json_array_append(arr, str);
+        json_decref(str);
+        return arr;
+    }
+    return json_null();
+}
+
+static json_t *l_bad(loom_ctx *ctx, void *st, json_t *in, json_t *args)
+{
+    return et_bad_value(json_string_value(json_object_get(args, "kind")));
+}
+
 static const loom_lambda lambdas[] = {
+    { "bad", l_bad, 0, NULL, "a bad value of args.kind" },
+    { "bad_inline", l_bad, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "the same, inline" },
     { "noop", l_noop, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input as is" },
     { "echo", l_echo, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input and args" },
     { "inc", l_inc, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input + 1" },
@@ -138,6 +178,8 @@ static int p_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom_ca
         tc->answer = json_array();
         for (size_t i = 0; i < json_array_size(req->inputs); i++)
             json_array_append_new(tc->answer, json_pack("[f,f]", (double)i, 1.0));
+    } else if (s->bad_kind) {
+        tc->answer = et_bad_value(s->bad_kind);
     } else if (s->script) {
         size_t n = 0;
         while (s->script[n])

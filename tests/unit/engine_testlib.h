@@ -24,6 +24,7 @@ typedef struct et_provider_state {
     loom_errcode fail_code; /* ...with this code */
     uint64_t retry_after_ms; /* and this Retry-After when set */
     const char *const *script; /* answers in call order (NULL-terminated, cycled), or NULL: echo the prompt */
+    const char *bad_kind;      /* answer et_bad_value(bad_kind) instead */
     json_t *last_request;      /* the last request: {model, messages, params, json_mode, inputs} */
 } et_provider_state;
 
@@ -51,6 +52,10 @@ typedef struct et_result {
 
 void et_setup(void);
 void et_teardown(void);
+/* A value no job may take, by KIND: "utf8" (a string at $.a[1]), "key" (an
+ * object key), "nan" (NULL: jansson refuses NaN), "deep" (1000 levels),
+ * "huge" (65 MiB as JSON), or one it may: "bigint" (2^60). New reference. */
+json_t *et_bad_value(const char *kind);
 /* Compiles YAML (fails the test on errors). Caller unrefs. */
 dsl_graph *et_compile(const char *yaml);
 /* Runs YAML over INPUT (JSON text, may be NULL) to the end. O may be NULL. */

@@ -81,6 +81,50 @@ Test(engine, lambda_garbage_is_lambda_failed)
     et_result_free(&r);
 }
 
+/* Runs lambda FN with args {kind: KIND} and expects CODE with WHAT in the message. */
+static void expect_bad(const char *fn, const char *kind, const char *code, const char *what)
+{
+    char yaml[256];
+    et_result r;
+    snprintf(yaml, sizeof yaml, HDR "do: { lambda: { fn: %s, args: { kind: %s } } }\n", fn, kind);
+    et_run(yaml, "1", NULL, &r);
+    cr_assert_str_eq(et_code(&r), code, "%s %s", fn, kind);
+    cr_assert(strstr(err_field(&r, "message"), what), "%s %s: %s", fn, kind,
+              err_field(&r, "message"));
+    et_result_free(&r);
+}
+
+Test(engine, bad_lambda_output_is_invalid_output)
+{
+    const char *fns[] = { "t.bad", "t.bad_inline" };
+    for (int i = 0; i < 2; i++) {
+        expect_bad(fns[i], "utf8", "invalid_output", "at $.a[1]: a string that is not valid UTF-8");
+        expect_bad(fns[i], "key", "invalid_output", "a key that is not valid UTF-8");
+        expect_bad(fns[i], "deep", "invalid_output", "nested deeper than");
+        expect_bad(fns[i], "huge", "invalid_output", "more than 64 MiB");
+        expect_bad(fns[i], "nan", "lambda_failed", "returned no value");
+    }
+    et_result r;
+    et_run(HDR "do: { lambda: { fn: t.bad, args: { kind: bigint } } }\n", "1", NULL, &r);
+    cr_assert_eq(out_int(&r), (json_int_t)1 << 60);
+    et_result_free(&r);
+}
+
+Test(engine, bad_provider_output_is_invalid_output)
+{
+    const char *kinds[] = { "utf8", "nan", "deep" };
+    const char *what[] = { "not valid UTF-8", "no value", "nested deeper" };
+    for (int i = 0; i < 3; i++) {
+        ET.prov.bad_kind = kinds[i];
+        et_result r;
+        et_run(HDR "do: { call: hi }\n", NULL, NULL, &r);
+        cr_assert_str_eq(et_code(&r), "invalid_output", "%s", kinds[i]);
+        cr_assert(strstr(err_field(&r, "message"), what[i]), "%s", err_field(&r, "message"));
+        cr_assert(strstr(err_field(&r, "message"), "provider 'default'"));
+        et_result_free(&r);
+    }
+}
+
 Test(engine, pool_lambda_runs)
 {
     et_result r;
