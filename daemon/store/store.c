@@ -7,7 +7,13 @@
  * then moves the finished requests to the done list of a reactor hand-back
  * (reactor.h), as pool.c does: a burst of commits costs one wakeup, and
  * handing results back never allocates, so it cannot fail. Lock order is
- * store, then the reactor's post lock. */
+ * store, then the reactor's post lock.
+ *
+ * Held writes (store.h): when a start, checkpoint or finish fails for want
+ * of the disk, it and every such write after it in its batch go back to the
+ * head of the queue, in order, and the thread waits out a backoff before
+ * it tries again; whatever was queued meanwhile joins the retry behind
+ * them. Nothing recording finished work is reported until it commits. */
 #include "daemon/store/store_internal.h"
 
 #include <errno.h>
@@ -19,9 +25,12 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define STORE_DEFAULT_BUSY_MS 5000
+#define STORE_BACKOFF_FIRST_MS 50
+#define STORE_BACKOFF_MAX_MS 5000
 
 static const char *const store_state_names[] = {"queued", "running", "succeeded", "failed",
                                                 "cancelled"};
@@ -79,14 +88,19 @@ static bool store_copy(const char *s, char **out)
     return *out != NULL;
 }
 
-/* Serialises V (NULL stays NULL) into *OUT; false when that fails. */
-static bool store_dump(const json_t *v, char **out)
+/* Serialises V (NULL stays NULL) into *OUT: 0, -EILSEQ when V cannot be
+ * written as JSON text (a string that is not UTF-8: jansson's unchecked
+ * constructors let one in), or -ENOMEM. */
+static int store_dump(const json_t *v, char **out)
 {
     *out = NULL;
     if (!v)
-        return true;
+        return 0;
     *out = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    return *out != NULL;
+    if (*out)
+        return 0;
+    /* Measuring needs no buffer: if even that fails, the value is to blame. */
+    return json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY) == 0 ? -EILSEQ : -ENOMEM;
 }
 
 static store_req_t *store_req_new(enum store_op op, store_done_cb cb, void *ud)
@@ -143,6 +157,72 @@ static void store_deliver_list(list_link *l, void *ud)
 
 /* ---- the store thread */
 
+static int64_t store_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether Q records finished work and so must wait for the disk. */
+static bool store_req_holds(const store_req_t *q)
+{
+    return (q->op == STORE_OP_RUNNING || q->op == STORE_OP_STEP || q->op == STORE_OP_FINISH) &&
+           store_status_transient(q->status);
+}
+
+/* Store thread, lock held: moves the writes of BATCH that must be held back
+ * to the head of the queue, in order, and sets the backoff; or, when none
+ * is held, clears it. Closing: nothing is held any more. */
+static void store_hold_locked(store_t *s, list_link *batch)
+{
+    list_link held;
+    list_init(&held);
+    size_t n = 0;
+    LIST_EACH_SAFE(it, nx, batch) {
+        store_req_t *q = LIST_OWNER(it, store_req_t, link);
+        if (s->closing || !store_req_holds(q))
+            continue;
+        if (n++ == 0) {
+            s->held_status = q->status;
+            snprintf(s->held_error, sizeof s->held_error, "%s", q->error_text);
+        }
+        list_del(it);
+        list_add_tail(&held, it);
+    }
+    if (n == 0) {
+        s->held = 0;
+        s->backoff_ms = 0;
+        return;
+    }
+    /* back in front of everything queued meanwhile */
+    while (!list_empty(&held)) {
+        list_link *l = held.prev;
+        list_del(l);
+        list_add_head(&s->queue, l);
+    }
+    s->held = n;
+    s->queued += n;
+    s->held_tries++;
+    s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : STORE_BACKOFF_FIRST_MS;
+    if (s->backoff_ms > STORE_BACKOFF_MAX_MS)
+        s->backoff_ms = STORE_BACKOFF_MAX_MS;
+    s->retry_at_ms = store_mono_ms() + s->backoff_ms;
+}
+
+/* Store thread, lock held: waits until the held writes may go again (or
+ * closing begins, which gives them one last try). */
+static void store_backoff_locked(store_t *s)
+{
+    while (s->held && !s->closing) {
+        int64_t at = s->retry_at_ms;
+        if (store_mono_ms() >= at)
+            return;
+        struct timespec ts = {.tv_sec = at / 1000, .tv_nsec = (at % 1000) * 1000000};
+        pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+    }
+}
+
 static void *store_thread_main(void *arg)
 {
     store_t *s = arg;
@@ -152,6 +232,7 @@ static void *store_thread_main(void *arg)
             pthread_cond_wait(&s->wake, &s->lock);
         if (list_empty(&s->queue))
             break; /* closing, and everything queued is done */
+        store_backoff_locked(s);
         list_link batch;
         list_init(&batch);
         size_t n = 0;
@@ -167,6 +248,7 @@ static void *store_thread_main(void *arg)
         store_db_apply(s, &batch);
 
         pthread_mutex_lock(&s->lock);
+        store_hold_locked(s, &batch);
         LIST_EACH_SAFE(it, nx, &batch) {
             if (LIST_OWNER(it, store_req_t, link)->status == 0)
                 s->completed++;
@@ -242,6 +324,7 @@ static void store_destroy(store_t *s)
     store_db_finalize(s->rstmt, STORE_R_COUNT);
     sqlite3_close(s->wdb);
     sqlite3_close(s->rdb);
+    store_vfs_unregister(s->vfs); /* after its last connection */
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
     free(s->db_path);
@@ -282,16 +365,29 @@ store_t *store_open(const char *dir, reactor_t *r, const store_options_t *option
     }
     if ((rc = store_prepare_dir(s, err, errlen)) < 0)
         goto fail;
-    if ((rc = store_db_open_writer(s->db_path, s->busy_timeout_ms, &s->wdb, err, errlen)) < 0)
+    if (options && options->faults &&
+        (rc = store_vfs_register(options->faults, &s->vfs, err, errlen)) < 0)
         goto fail;
-    if ((rc = store_db_open_reader(s->db_path, s->busy_timeout_ms, &s->rdb, err, errlen)) < 0)
+    if ((rc = store_db_open_writer(s->db_path, store_vfs_name(s->vfs), s->busy_timeout_ms,
+                                   &s->wdb, err, errlen)) < 0)
+        goto fail;
+    if ((rc = store_db_open_reader(s->db_path, store_vfs_name(s->vfs), s->busy_timeout_ms,
+                                   &s->rdb, err, errlen)) < 0)
         goto fail;
 
     if ((rc = -pthread_mutex_init(&s->lock, NULL)) < 0)
         goto fail_thread;
     lock_ready = true;
     reactor_handback_init(&s->done, r, &s->lock, store_deliver_list, s);
-    if ((rc = -pthread_cond_init(&s->wake, NULL)) < 0)
+    pthread_condattr_t ca;
+    if ((rc = -pthread_condattr_init(&ca)) < 0)
+        goto fail_thread;
+    /* the backoff must not stretch or shrink when the wall clock steps */
+    rc = -pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = -pthread_cond_init(&s->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc < 0)
         goto fail_thread;
     cond_ready = true;
     /* Signals are for the daemon's own thread, never the store's. */
@@ -371,12 +467,12 @@ static store_req_t *store_job_req(enum store_op op, const char *job_id, store_do
 }
 
 /* Stamps Q (owned; freed on failure) with TIME_MS (0: now) and queues it,
- * unless FILLED says copying its arguments ran out of memory. */
-static int store_submit(store_t *s, store_req_t *q, bool filled, int64_t time_ms)
+ * unless FILLED (0 or a negative errno) says copying its arguments failed. */
+static int store_submit(store_t *s, store_req_t *q, int filled, int64_t time_ms)
 {
-    if (!filled) {
+    if (filled < 0) {
         store_req_free(q);
-        return -ENOMEM;
+        return filled;
     }
     q->time_ms = store_time_or_now(time_ms);
     return store_enqueue(s, q);
@@ -400,7 +496,8 @@ int store_insert_job(store_t *s, const store_job_spec_t *spec, store_done_cb cb,
     if (!store_copy(spec->workflow, &q->workflow) || !store_copy(spec->version, &q->version) ||
         !store_copy(spec->idempotency_key, &q->idempotency_key))
         goto fail;
-    if (spec->input ? !store_dump(spec->input, &q->input) : !store_copy("null", &q->input))
+    if (spec->input ? (rc = store_dump(spec->input, &q->input)) < 0
+                    : !store_copy("null", &q->input))
         goto fail;
     q->priority = spec->priority;
     q->has_peer = spec->has_peer;
@@ -421,7 +518,7 @@ int store_set_running(store_t *s, const char *job_id, int64_t started_ms,
     if (!s)
         return -EINVAL;
     store_req_t *q = store_job_req(STORE_OP_RUNNING, job_id, cb, ud, &rc);
-    return q ? store_submit(s, q, true, started_ms) : rc;
+    return q ? store_submit(s, q, 0, started_ms) : rc;
 }
 
 int store_checkpoint_step(store_t *s, const char *job_id, const char *key,
@@ -434,10 +531,11 @@ int store_checkpoint_step(store_t *s, const char *job_id, const char *key,
     store_req_t *q = store_job_req(STORE_OP_STEP, job_id, cb, ud, &rc);
     if (!q)
         return rc;
-    return store_submit(s, q,
-                        store_copy(key, &q->step_key) && store_dump(output, &q->output) &&
-                            store_dump(error, &q->error),
-                        finished_ms);
+    if (!store_copy(key, &q->step_key))
+        rc = -ENOMEM;
+    else if ((rc = store_dump(output, &q->output)) == 0)
+        rc = store_dump(error, &q->error);
+    return store_submit(s, q, rc, finished_ms);
 }
 
 int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outcome,
@@ -452,11 +550,10 @@ int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outc
     if (!q)
         return rc;
     q->state = outcome->state;
-    return store_submit(s, q,
-                        store_dump(outcome->output, &q->output) &&
-                            store_dump(outcome->error, &q->error) &&
-                            store_dump(outcome->usage, &q->usage),
-                        outcome->finished_ms);
+    if ((rc = store_dump(outcome->output, &q->output)) == 0 &&
+        (rc = store_dump(outcome->error, &q->error)) == 0)
+        rc = store_dump(outcome->usage, &q->usage);
+    return store_submit(s, q, rc, outcome->finished_ms);
 }
 
 int store_cancel_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
@@ -492,7 +589,27 @@ void store_get_stats(store_t *s, store_stats_t *out)
     out->completed = s->completed;
     out->failed = s->failed;
     out->queued = s->queued;
+    out->held = s->held;
+    out->held_tries = s->held_tries;
+    out->held_status = s->held ? s->held_status : 0;
+    out->retry_ms = s->held ? s->backoff_ms : 0;
+    snprintf(out->held_error, sizeof out->held_error, "%s", s->held ? s->held_error : "");
     pthread_mutex_unlock(&s->lock);
     out->transactions = atomic_load(&s->transactions);
     out->batch_retries = atomic_load(&s->batch_retries);
+}
+
+bool store_unavailable(store_t *s, int64_t *retry_after_ms, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&s->lock);
+    bool held = s->held > 0;
+    if (held && retry_after_ms) {
+        int64_t left = s->retry_at_ms - store_mono_ms();
+        /* a hint: at least the next try, and never "now" */
+        *retry_after_ms = left > STORE_BACKOFF_FIRST_MS ? left : STORE_BACKOFF_FIRST_MS;
+    }
+    if (held)
+        store_set_error(why, whylen, "%s", s->held_error);
+    pthread_mutex_unlock(&s->lock);
+    return held;
 }

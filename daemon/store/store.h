@@ -94,11 +94,18 @@ int store_state_parse(const char *name, store_state_t *out);
 
 /* ---- opening and closing */
 
+/* A schedule of injected I/O faults (store_vfs.c): tests only. */
+typedef struct store_faults store_faults_t;
+
 typedef struct store_options {
     int busy_timeout_ms; /* how long a write or read waits for a lock held by
                           * another process (a sqlite3 shell, a backup);
                           * 0: 5000 */
     size_t max_batch;    /* most requests in one transaction; 0: no limit */
+    store_faults_t *faults; /* tests only: the database's files go through a
+                             * VFS that fails writes and syncs as this
+                             * schedule says (borrowed; it must outlive the
+                             * store). NULL (always, in loomd): no faults. */
 } store_options_t;
 
 /* Opens the store in DIR, creating DIR (mode 0700, parent must exist) and
@@ -129,9 +136,22 @@ void store_close(store_t *s);
  * exactly once, on the reactor thread, after the transaction holding the
  * request has committed (or failed). Otherwise it returns -EINVAL (bad
  * arguments: a missing field, a malformed job id, a state that is not
- * terminal), -ENOMEM (also for JSON that cannot be serialised) or
- * -ESHUTDOWN (store_close has begun), and CB never runs. CB may be NULL.
- * Writes are applied in the order they were queued.
+ * terminal), -EILSEQ (a JSON value that cannot be written as JSON text: a
+ * string that is not valid UTF-8), -ENOMEM or -ESHUTDOWN (store_close has
+ * begun), and CB never runs. CB may be NULL. Writes are applied in the
+ * order they were queued.
+ *
+ * Held writes. A start, checkpoint or finish (the writes that record work
+ * already done) that fails for want of the disk (-ENOSPC, -EIO, -EROFS,
+ * -EBUSY, -ENOMEM, -EACCES: nothing about the request itself) is not
+ * reported: it stays queued, in order and ahead of everything queued after
+ * it, and is retried with backoff (50 ms doubling to 5 s) until it commits;
+ * only then does its callback run. Meanwhile the store is "unavailable"
+ * (store_unavailable). An insert or a purge failing that way is reported at
+ * once (its caller may say "retry later"); a write refused because of its
+ * own data (-E2BIG, -EINVAL, -ENOENT, -EEXIST, -EALREADY) is reported and
+ * never retried. At store_close, writes still held after one last try are
+ * reported with the status of that try.
  *
  * The status a callback sees:
  *   0          committed
@@ -142,9 +162,9 @@ void store_close(store_t *s);
  *   -EBUSY     another process held the database locked past busy_timeout
  *   -E2BIG     a value is larger than SQLite allows (1 GB by default)
  *   -ENOSPC, -EIO, -ENOMEM, -EROFS  the transaction failed
- * A transaction that fails is rolled back and, when more than one request
- * was in it, each is retried in a transaction of its own, so one bad
- * request does not fail the others. */
+ * A transaction that fails because of one request's data is rolled back
+ * and, when more than one request was in it, each is retried in a
+ * transaction of its own, so one bad request does not fail the others. */
 
 typedef struct store_result {
     int status;         /* as above */
@@ -257,9 +277,40 @@ typedef struct store_stats {
     uint64_t failed;        /* requests completed with an error */
     uint64_t batch_retries; /* transactions rolled back and split up */
     size_t queued;          /* requests waiting for the store thread */
+    size_t held;            /* held writes (see above); 0 when available */
+    uint64_t held_tries;    /* failed tries of held writes, ever */
+    int held_status;        /* while held: the last try's status (< 0) */
+    int64_t retry_ms;       /* while held: the wait before the next try */
+    char held_error[200];   /* while held: what the last try said */
 } store_stats_t;
 
 /* A snapshot of S's counters. Any thread while S is open. */
 void store_get_stats(store_t *s, store_stats_t *out);
+
+/* Whether S holds writes it cannot commit (disk full, I/O error, read-only);
+ * if so, *RETRY_AFTER_MS (when not NULL) receives a hint of when to try
+ * again and WHY (when not NULL) the last failure. Any thread while S is
+ * open. */
+bool store_unavailable(store_t *s, int64_t *retry_after_ms, char *why, size_t whylen);
+
+/* ---- injected faults (store_vfs.c), for tests
+ *
+ * A schedule is thread-safe and may change while a store uses it. Writes
+ * and syncs are counted across every file of the database (main, WAL). */
+
+typedef enum store_fault_on { STORE_FAULT_WRITE, STORE_FAULT_SYNC } store_fault_on_t;
+
+/* A schedule that injects nothing yet, or NULL (out of memory). Free it
+ * with store_faults_free after the store using it is closed. */
+store_faults_t *store_faults_new(void);
+void store_faults_free(store_faults_t *f);
+/* From the NTH write (or sync) from now on (1: the next), every one fails
+ * with the SQLite code SQLITE_RC (SQLITE_FULL, SQLITE_IOERR_WRITE,
+ * SQLITE_READONLY...) until store_faults_heal. */
+void store_faults_fail(store_faults_t *f, store_fault_on_t on, unsigned nth, int sqlite_rc);
+/* No more faults from now on. */
+void store_faults_heal(store_faults_t *f);
+/* How many faults were injected so far. */
+uint64_t store_faults_injected(store_faults_t *f);
 
 #endif

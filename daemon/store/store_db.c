@@ -217,13 +217,13 @@ fail:
     return rc;
 }
 
-int store_db_open_writer(const char *db_path, int busy_timeout_ms, sqlite3 **db,
-                         char *err, size_t errlen)
+int store_db_open_writer(const char *db_path, const char *vfs, int busy_timeout_ms,
+                         sqlite3 **db, char *err, size_t errlen)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_open_v2(db_path, db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+                             vfs);
     if (rc != SQLITE_OK)
         return store_db_open_error(*db, rc, db_path, "open", err, errlen);
     sqlite3_extended_result_codes(*db, 1);
@@ -261,10 +261,10 @@ int store_db_open_writer(const char *db_path, int busy_timeout_ms, sqlite3 **db,
     return store_db_schema(*db, db_path, err, errlen);
 }
 
-int store_db_open_reader(const char *db_path, int busy_timeout_ms, sqlite3 **db,
-                         char *err, size_t errlen)
+int store_db_open_reader(const char *db_path, const char *vfs, int busy_timeout_ms,
+                         sqlite3 **db, char *err, size_t errlen)
 {
-    int rc = sqlite3_open_v2(db_path, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(db_path, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, vfs);
     if (rc != SQLITE_OK)
         return store_db_open_error(*db, rc, db_path, "open (for reading)", err, errlen);
     sqlite3_extended_result_codes(*db, 1);
@@ -493,6 +493,8 @@ static bool store_db_run_request(store_t *s, store_req_t *q)
     return (rc & 0xff) == SQLITE_CONSTRAINT && !sqlite3_get_autocommit(s->wdb);
 }
 
+#define LOUT(l) LIST_OWNER((l), store_req_t, link)
+
 /* Fails every request from FIRST on (all of them up to, not including,
  * STOP), except SKIP, which keeps the status it has. */
 static void store_db_fail_all(list_link *first, list_link *stop, store_req_t *skip,
@@ -544,6 +546,10 @@ static bool store_db_transaction(store_t *s, list_link *first, list_link *stop)
         }
         snprintf(why, sizeof why, "commit failed: %s", sqlite3_errmsg(s->wdb));
         store_db_fail_all(first, stop, NULL, store_errno_of(rc), why);
+    } else if (store_status_transient(bad->status)) {
+        /* the disk, not the request: every request in it failed alike */
+        snprintf(why, sizeof why, "%s", bad->error_text);
+        store_db_fail_all(first, stop, NULL, bad->status, why);
     } else {
         /* Precision keeps the compiler sure the copy fits; "why" is cut anyway. */
         snprintf(why, sizeof why, "rolled back with another request: %.160s", bad->error_text);
@@ -554,7 +560,23 @@ static bool store_db_transaction(store_t *s, list_link *first, list_link *stop)
         if (!st || store_db_exec(s, st, NULL) != SQLITE_OK)
             sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     }
-    return false;
+    /* Splitting helps only when one request's data was to blame. */
+    return store_status_transient(LOUT(first)->status);
+}
+
+bool store_status_transient(int status)
+{
+    switch (status) {
+    case -ENOSPC:
+    case -EIO:
+    case -EROFS:
+    case -EBUSY:
+    case -ENOMEM:
+    case -EACCES:
+        return true;
+    default:
+        return false;
+    }
 }
 
 void store_db_apply(store_t *s, list_link *list)
@@ -563,6 +585,14 @@ void store_db_apply(store_t *s, list_link *list)
         list->next->next == list)
         return;
     atomic_fetch_add(&s->batch_retries, 1);
-    for (list_link *l = list->next; l != list; l = l->next)
+    for (list_link *l = list->next; l != list; l = l->next) {
         store_db_transaction(s, l, l->next);
+        store_req_t *q = LOUT(l);
+        if (store_status_transient(q->status) && l->next != list) {
+            /* the disk went meanwhile: what follows waits, untried, so that
+             * nothing commits ahead of a request queued before it */
+            store_db_fail_all(l->next, list, NULL, q->status, q->error_text);
+            return;
+        }
+    }
 }

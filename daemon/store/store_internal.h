@@ -77,6 +77,7 @@ struct store {
     int lock_fd;
     size_t max_batch;
     int busy_timeout_ms;
+    struct store_vfs *vfs; /* the fault VFS (tests), or NULL */
 
     sqlite3 *wdb; /* store thread */
     sqlite3_stmt *wstmt[STORE_W_COUNT];
@@ -85,13 +86,21 @@ struct store {
 
     pthread_t thread;
     pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t wake;  /* signalled when work arrives or closing begins */
+    pthread_cond_t wake;  /* signalled when work arrives or closing begins;
+                           * waits on CLOCK_MONOTONIC (the backoff) */
     list_link queue; /* store_req_t.link, oldest first */
     size_t queued;
     reactor_handback_t done;
     bool closing;
     store_id_gen_t ids;
     uint64_t completed, failed;
+    /* held writes (store.h): they are at the head of QUEUE */
+    size_t held;
+    uint64_t held_tries;
+    int held_status;
+    int64_t backoff_ms;   /* the current wait between tries; 0 when none held */
+    int64_t retry_at_ms;  /* CLOCK_MONOTONIC: when the held writes go again */
+    char held_error[200];
 
     /* written by the store thread, read by anyone */
     atomic_uint_fast64_t transactions, batch_retries;
@@ -106,11 +115,14 @@ int store_errno_of(int sqlite_rc);
 
 /* store_db.c: opens DB_PATH read-write, sets the pragmas and creates or
  * checks the schema. *DB is set even on failure (close it). */
-int store_db_open_writer(const char *db_path, int busy_timeout_ms, sqlite3 **db,
-                         char *err, size_t errlen);
-/* Opens the read-only connection (after the writer made the schema). */
-int store_db_open_reader(const char *db_path, int busy_timeout_ms, sqlite3 **db,
-                         char *err, size_t errlen);
+int store_db_open_writer(const char *db_path, const char *vfs, int busy_timeout_ms,
+                         sqlite3 **db, char *err, size_t errlen);
+/* Opens the read-only connection (after the writer made the schema). VFS:
+ * the name of the SQLite VFS to use, NULL for the default. */
+int store_db_open_reader(const char *db_path, const char *vfs, int busy_timeout_ms,
+                         sqlite3 **db, char *err, size_t errlen);
+/* Whether a request status means "not now" (the disk, not the request). */
+bool store_status_transient(int status);
 /* The cached statement IDX of CACHE, prepared from SQL on first use; NULL
  * with the SQLite code in *RC on failure. */
 sqlite3_stmt *store_db_stmt(sqlite3 *db, sqlite3_stmt **cache, int idx, const char *sql,
@@ -120,5 +132,13 @@ void store_db_finalize(sqlite3_stmt **cache, size_t n);
 /* Store thread: applies the requests of LIST (store_req_t.link), grouped
  * into as few transactions as it can, and fills in each one's result. */
 void store_db_apply(store_t *s, list_link *list);
+
+/* store_vfs.c: registers a VFS of its own over the default one, failing as
+ * FAULTS (borrowed) says; *OUT is freed by store_vfs_unregister. */
+struct store_vfs;
+int store_vfs_register(store_faults_t *faults, struct store_vfs **out, char *err, size_t errlen);
+/* Its registered name (NULL for NULL). */
+const char *store_vfs_name(const struct store_vfs *v);
+void store_vfs_unregister(struct store_vfs *v);
 
 #endif
