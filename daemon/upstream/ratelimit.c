@@ -29,6 +29,9 @@
  * cost * 60e6 products below must not overflow. */
 #define RL_MAX_COST INT64_C(100000000000)
 #define RL_MINUTE_US INT64_C(60000000)
+/* The furthest ahead of now a dimension's debt may run (about 35 years):
+ * a bound that keeps every microsecond sum in range. */
+#define RL_MAX_AHEAD_US (INT64_C(1) << 50)
 /* The latency baseline is trusted only after this many samples. */
 #define RL_BASELINE_MIN 5
 #define RL_DECREASE_HOLDOFF_US ((int64_t)REACTOR_SEC)
@@ -81,6 +84,11 @@ static void pump(rl_t *rl);
 
 /* ---- small helpers */
 
+static int64_t clamp_cost(int64_t v)
+{
+    return v < 0 ? 0 : v > RL_MAX_COST ? RL_MAX_COST : v;
+}
+
 static uint64_t default_clock(void *ud)
 {
     (void)ud;
@@ -117,7 +125,13 @@ static rl_ticket *tlist_head(const ticket_list *l)
  * minute use up; rounded up so rounding never admits more than the limit. */
 static int64_t interval(int64_t limit, int64_t cost)
 {
-    return (cost * RL_MINUTE_US + limit - 1) / limit;
+    /* split so no product overflows: limit <= RL_MAX_COST (rl_new) keeps
+     * rem * RL_MINUTE_US below 2^63, and a huge cost saturates */
+    int64_t q = cost / limit, rem = cost % limit;
+    if (q >= RL_MAX_AHEAD_US / RL_MINUTE_US)
+        return RL_MAX_AHEAD_US;
+    int64_t v = q * RL_MINUTE_US + (rem * RL_MINUTE_US + limit - 1) / limit;
+    return v < RL_MAX_AHEAD_US ? v : RL_MAX_AHEAD_US;
 }
 
 /* The cost of T in each dimension. */
@@ -148,7 +162,10 @@ static void dim_charge(rl_dim *d, int64_t cost, int64_t now)
         return;
     if (cost > 0) {
         int64_t tat = d->tat > now ? d->tat : now;
-        d->tat = tat + interval(d->limit, cost);
+        int64_t inc = interval(d->limit, cost);
+        /* the debt never runs further ahead than RL_MAX_AHEAD_US, however
+         * many absurd costs are charged, so the sum cannot overflow */
+        d->tat = inc > RL_MAX_AHEAD_US - (tat - now) ? now + RL_MAX_AHEAD_US : tat + inc;
     } else if (d->tat > now) {
         /* A refund: give budget back, but never more than a full bucket
          * (a tat in the past already means "full"). */
@@ -252,10 +269,12 @@ rl_t *rl_new(reactor_t *r, const rl_limits *limits)
     list_init(&rl->queue.h);
     list_init(&rl->granted.h);
     rl->limits = *limits;
-    rl->dim[DIM_REQ].limit = limits->rpm;
-    rl->dim[DIM_TOK].limit = limits->tpm;
-    rl->dim[DIM_IN].limit = limits->input_tpm;
-    rl->dim[DIM_OUT].limit = limits->output_tpm;
+    /* above 10^11 a minute a limit is as good as none, and capping it
+     * keeps interval()'s products in range */
+    rl->dim[DIM_REQ].limit = clamp_cost(limits->rpm);
+    rl->dim[DIM_TOK].limit = clamp_cost(limits->tpm);
+    rl->dim[DIM_IN].limit = clamp_cost(limits->input_tpm);
+    rl->dim[DIM_OUT].limit = clamp_cost(limits->output_tpm);
     rl->clock = default_clock;
     rl->ceiling = limits->concurrency > 0 ? limits->concurrency : RL_DEFAULT_CEILING;
     rl->cap = rl->ceiling;
@@ -336,11 +355,6 @@ static void settle(rl_ticket *t, const int64_t delta[DIM_N])
     pump(rl);
 }
 
-static int64_t clamp_cost(int64_t v)
-{
-    return v < 0 ? 0 : v > RL_MAX_COST ? RL_MAX_COST : v;
-}
-
 void rl_release(rl_ticket *t, const rl_usage *actual)
 {
     if (!t)
@@ -380,10 +394,19 @@ void rl_cancel(rl_ticket *t)
     settle(t, c);
 }
 
+uint64_t rl_cap_wait_ms(uint64_t ms)
+{
+    return ms > RL_MAX_WAIT_MS ? RL_MAX_WAIT_MS : ms;
+}
+
+int64_t rl_clamp_tokens(int64_t v)
+{
+    return v < 0 ? -1 : v > RL_MAX_TOKENS ? RL_MAX_TOKENS : v;
+}
+
 void rl_pause(rl_t *rl, uint64_t ms)
 {
-    if (ms > UINT64_C(1) << 40)
-        ms = UINT64_C(1) << 40; /* keeps the microsecond sum in range */
+    ms = rl_cap_wait_ms(ms);
     int64_t until = now_us(rl) + (int64_t)ms * (int64_t)REACTOR_MSEC;
     if (until > rl->paused_until)
         rl->paused_until = until;
@@ -539,8 +562,10 @@ int rl_parse_duration(const char *s, uint64_t *ms)
         s++;
     if (!any || *s)
         return -EINVAL;
-    if (total > 1e15)
-        return -ERANGE;
+    if (total > (double)RL_MAX_WAIT_MS) {
+        *ms = RL_MAX_WAIT_MS;
+        return 0;
+    }
     /* Up to whole ms, but forgive the binary fuzz of "0.1s"-style input. */
     uint64_t whole = (uint64_t)total;
     *ms = total - (double)whole > 1e-6 ? whole + 1 : whole;
@@ -584,8 +609,27 @@ int rl_parse_retry_after(const char *value, int64_t now_unix, uint64_t *ms)
         if (when == (time_t)-1)
             return -EINVAL;
         int64_t d = (int64_t)when - now_unix;
-        *ms = d > 0 ? (uint64_t)d * 1000u : 0;
+        *ms = d <= 0 ? 0 : d > (int64_t)(RL_MAX_WAIT_MS / 1000) ? RL_MAX_WAIT_MS
+                                                                 : (uint64_t)d * 1000u;
         return 0;
     }
     return -EINVAL;
+}
+
+int rl_parse_wait_headers(const loom_header *h, size_t n, int64_t now_unix, uint64_t *ms)
+{
+    const char *ra = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(h[i].name, "retry-after-ms") == 0) {
+            /* whole or fractional milliseconds; rl_parse_duration reads
+             * a bare number as seconds, so give it the unit */
+            char buf[64];
+            if (snprintf(buf, sizeof buf, "%sms", h[i].value) < (int)sizeof buf &&
+                isdigit((unsigned char)h[i].value[0]) && rl_parse_duration(buf, ms) == 0)
+                return 0;
+        } else if (strcmp(h[i].name, "retry-after") == 0) {
+            ra = h[i].value;
+        }
+    }
+    return ra && rl_parse_retry_after(ra, now_unix, ms) == 0 ? 0 : -ENOENT;
 }

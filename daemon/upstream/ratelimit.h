@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "daemon/core/reactor.h"
+#include "loom/plugin.h"
 
 typedef struct rl rl_t;
 
@@ -114,8 +115,22 @@ void rl_release(rl_ticket *t, const rl_usage *actual);
 void rl_cancel(rl_ticket *t);
 
 /* A 429 / Retry-After: grants nothing for MS milliseconds from now (never
- * shortens a pause already in force). */
+ * shortens a pause already in force); MS is capped at RL_MAX_WAIT_MS. */
 void rl_pause(rl_t *rl, uint64_t ms);
+
+/* The longest wait a provider can impose: one day. A server (or a plugin)
+ * asking for more is asking for something no job would sit out, and a
+ * figure of 10^15 ms would overflow the microsecond clock sums. */
+#define RL_MAX_WAIT_MS UINT64_C(86400000)
+
+/* MS capped at RL_MAX_WAIT_MS: every wait that comes from a provider passes
+ * through it (the parsers below, rl_pause, a plugin's loom_retry_after). */
+uint64_t rl_cap_wait_ms(uint64_t ms);
+
+/* A provider's count of tokens clamped to [0, RL_MAX_TOKENS] (negative stays
+ * -1: "unknown"), so that sums over many calls stay far from overflow. */
+#define RL_MAX_TOKENS (INT64_C(1) << 40)
+int64_t rl_clamp_tokens(int64_t v);
 
 /* The server's view from response headers; a negative value is "unknown".
  * Local state is pulled so that what this limiter would grant at once never
@@ -137,13 +152,20 @@ void rl_stats(const rl_t *rl, rl_stats_t *out);
 
 /* Parses a Go-style duration as in x-ratelimit-reset-*: "6m0s", "12ms",
  * "1.5s", "2m59.56s", "1h"; a bare number is seconds ("30"). Rounds up to
- * whole milliseconds, so a wait is never short. 0 or -EINVAL (garbage, empty,
- * negative) or -ERANGE. */
+ * whole milliseconds, so a wait is never short, and caps at RL_MAX_WAIT_MS.
+ * 0 or -EINVAL (garbage, empty, negative). */
 int rl_parse_duration(const char *s, uint64_t *ms);
 
 /* Parses a Retry-After value: delay-seconds ("120", leniently "1.5") or an
  * HTTP-date ("Sun, 06 Nov 1994 08:49:37 GMT", RFC 850 and asctime forms too),
- * turned into a delay from NOW_UNIX (0 when the date is past). 0 or -EINVAL. */
+ * turned into a delay from NOW_UNIX (0 when the date is past), capped at
+ * RL_MAX_WAIT_MS. 0 or -EINVAL. */
 int rl_parse_retry_after(const char *value, int64_t now_unix, uint64_t *ms);
+
+/* The wait a response asks for, from whichever header says it: retry-after-ms
+ * (milliseconds, as OpenAI and Azure send it), else Retry-After (seconds or
+ * an HTTP-date). H holds N headers, names lower-case. Capped at
+ * RL_MAX_WAIT_MS. 0, or -ENOENT when no header gives a valid wait. */
+int rl_parse_wait_headers(const loom_header *h, size_t n, int64_t now_unix, uint64_t *ms);
 
 #endif

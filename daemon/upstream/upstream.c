@@ -48,7 +48,7 @@ static void u_retry_after(loom_ctx *ctx, uint64_t ms)
 {
     uctx *c = (uctx *)ctx;
     c->has_ra = true;
-    c->ra_ms = ms;
+    c->ra_ms = rl_cap_wait_ms(ms);
 }
 
 static const loom_host_api u_api = { .verror = u_verror, .vlog = u_vlog,
@@ -181,6 +181,13 @@ static void xfer_fail(xfer *x, loom_errcode code, const char *msg, bool has_ra, 
     xfer_free(x);
 }
 
+/* Adds V (if positive) to the running total *SUM, saturating. */
+static void stat_add(int64_t *sum, int64_t v)
+{
+    if (v > 0)
+        *sum = *sum > INT64_MAX - v ? INT64_MAX : *sum + v;
+}
+
 /* Hands each part its share of a successful answer, then frees X. */
 static void xfer_deliver(xfer *x, json_t *out, const loom_usage *usage)
 {
@@ -195,8 +202,9 @@ static void xfer_deliver(xfer *x, json_t *out, const loom_usage *usage)
         for (int k = 0; k < 2; k++) {
             int64_t v = k ? usage->output_tokens : usage->input_tokens;
             int64_t *dst = k ? &c->usage.output_tokens : &c->usage.input_tokens;
-            if (v >= 0)
-                *dst = (*dst < 0 ? 0 : *dst) + v * (int64_t)p->n / (int64_t)total;
+            if (v >= 0) /* v <= 2^40 and p->n <= total: no overflow */
+                *dst = rl_clamp_tokens((*dst < 0 ? 0 : *dst) + v / (int64_t)total * (int64_t)p->n +
+                                       v % (int64_t)total * (int64_t)p->n / (int64_t)total);
         }
         if (x->kind == LOOM_CALL_CHAT || !c->vectors) {
             c->pending--; /* this is the call's only part */
@@ -422,14 +430,16 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
     else
         ctx.code = LOOM_E_NOMEM, ctx.failed = true;
     if (rc == 0) {
+        /* a provider's figures are not trusted to be sane: 2^62 tokens
+         * would overflow every sum they enter */
+        out.usage.input_tokens = rl_clamp_tokens(out.usage.input_tokens);
+        out.usage.output_tokens = rl_clamp_tokens(out.usage.output_tokens);
         rl_usage use = { out.usage.input_tokens, out.usage.output_tokens };
         rl_release(x->ticket, out.usage.input_tokens >= 0 ? &use : NULL);
         x->ticket = NULL;
         rl_observe(u->rl, RL_OK, ms);
-        if (out.usage.input_tokens > 0)
-            u->st.input_tokens += out.usage.input_tokens;
-        if (out.usage.output_tokens > 0)
-            u->st.output_tokens += out.usage.output_tokens;
+        stat_add(&u->st.input_tokens, out.usage.input_tokens);
+        stat_add(&u->st.output_tokens, out.usage.output_tokens);
         xfer_deliver(x, out.output, &out.usage);
         return;
     }
@@ -438,10 +448,8 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
     const char *msg = ctx.msg[0] ? ctx.msg : "the provider's answer could not be read";
     if (!ctx.has_ra) {
         /* the plugin may not read HTTP dates; the limiter's parser does */
-        for (size_t i = 0; i < resp->nheaders; i++)
-            if (strcmp(resp->headers[i].name, "retry-after") == 0 &&
-                rl_parse_retry_after(resp->headers[i].value, (int64_t)time(NULL), &ctx.ra_ms) == 0)
-                ctx.has_ra = true;
+        ctx.has_ra = rl_parse_wait_headers(resp->headers, resp->nheaders, (int64_t)time(NULL),
+                                           &ctx.ra_ms) == 0;
     }
     rl_release(x->ticket, NULL);
     x->ticket = NULL;

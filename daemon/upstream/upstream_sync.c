@@ -110,7 +110,7 @@ static int64_t reset_ms(const char *v, int64_t now_unix)
         return (int64_t)d;
     if (upstream_parse_rfc3339(v, &at) == 0) {
         int64_t left = at - now_unix * 1000;
-        return left > 0 ? left : 0;
+        return left > 0 ? (int64_t)rl_cap_wait_ms((uint64_t)left) : 0;
     }
     return -1;
 }

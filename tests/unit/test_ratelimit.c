@@ -530,3 +530,66 @@ Test(ratelimit, parse_retry_after)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert(lt(int, rl_parse_retry_after(bad[i], date, &ms), 0), "'%s' accepted", bad[i]);
 }
+
+/* ---- numbers at the edges */
+
+Test(ratelimit, every_wait_is_capped_at_a_day)
+{
+    const uint64_t day = 24 * 3600 * UINT64_C(1000);
+    cr_assert(eq(u64, RL_MAX_WAIT_MS, day));
+    uint64_t ms = 0;
+    cr_assert(eq(int, rl_parse_duration("1000000000000000h", &ms), 0));
+    cr_assert(eq(u64, ms, day));
+    cr_assert(eq(int, rl_parse_retry_after("1000000000000", 0, &ms), 0));
+    cr_assert(eq(u64, ms, day), "10^12 s is honoured as one day");
+    cr_assert(eq(int, rl_parse_retry_after("Fri, 01 Jan 9999 00:00:00 GMT", 0, &ms), 0));
+    cr_assert(eq(u64, ms, day), "a date centuries away is one day");
+    loom_header h[] = { { "retry-after", "7" }, { "retry-after-ms", "1000000000000000" } };
+    cr_assert(eq(int, rl_parse_wait_headers(h, 2, 0, &ms), 0));
+    cr_assert(eq(u64, ms, day), "retry-after-ms of 10^15 is one day");
+    loom_header h2[] = { { "retry-after-ms", "1500.5" } };
+    cr_assert(eq(int, rl_parse_wait_headers(h2, 1, 0, &ms), 0));
+    cr_assert(eq(u64, ms, 1501), "rounded up, never short");
+    loom_header h3[] = { { "retry-after-ms", "-4" }, { "retry-after", "7" } };
+    cr_assert(eq(int, rl_parse_wait_headers(h3, 2, 0, &ms), 0));
+    cr_assert(eq(u64, ms, 7000), "a bad retry-after-ms falls back to Retry-After");
+    cr_assert(eq(int, rl_parse_wait_headers(h3, 1, 0, &ms), -ENOENT));
+    cr_assert(eq(u64, rl_cap_wait_ms(UINT64_MAX), day));
+
+    env e;
+    setup(&e, lim(600, 0, 0, 0, 0));
+    rl_pause(e.rl, UINT64_C(1000000000000000));
+    rl_stats_t st;
+    rl_stats(e.rl, &st);
+    cr_assert(eq(u64, st.paused_until_us, e.now_us + day * REACTOR_MSEC));
+    teardown(&e);
+}
+
+Test(ratelimit, absurd_token_counts_do_not_overflow)
+{
+    env e;
+    /* one token a minute: the slowest dimension, the largest products;
+     * tickets of no tokens are granted at once, then each reports an
+     * absurd usage, so the debts pile up */
+    setup(&e, lim(0, 1, 0, 0, 0));
+    for (int i = 0; i < 8; i++)
+        acq(&e, i, 0, 0);
+    drain(&e);
+    cr_assert(eq(int, e.n, 8));
+    rl_usage u = {.input_tokens = INT64_C(1) << 62, .output_tokens = INT64_MAX};
+    for (int i = 0; i < 8; i++)
+        rl_release(e.t[i], &u);
+    acq(&e, 8, 1, 0);
+    step_ms(&e, 1000);
+    cr_assert(eq(int, e.n, 8), "a debt this large blocks the next call");
+    cr_assert(eq(i64, rl_clamp_tokens(INT64_C(1) << 62), RL_MAX_TOKENS));
+    cr_assert(eq(i64, rl_clamp_tokens(-7), -1));
+    teardown(&e);
+
+    /* a limit beyond any count still works as "nearly none" */
+    setup(&e, lim(INT64_MAX, INT64_MAX, 0, 0, 0));
+    acq(&e, 0, INT64_C(100000000000), 1);
+    drain(&e);
+    cr_assert(eq(int, e.n, 1));
+    teardown(&e);
+}

@@ -30,6 +30,7 @@ typedef struct got {
     char msg[256];
     loom_usage usage;
     bool has_ra;
+    uint64_t ra_ms;
 } got;
 
 static void on_done(upstream_call_t *c, upstream_result *res, void *ud)
@@ -41,6 +42,7 @@ static void on_done(upstream_call_t *c, upstream_result *res, void *ud)
     g->code = res->code;
     g->usage = res->usage;
     g->has_ra = res->has_retry_after;
+    g->ra_ms = res->retry_after_ms;
     snprintf(g->msg, sizeof g->msg, "%s", res->message ? res->message : "");
 }
 
@@ -627,4 +629,90 @@ Test(upstream_sync, rfc3339)
     cr_assert_lt(upstream_parse_rfc3339("yesterday", &ms), 0);
     cr_assert_lt(upstream_parse_rfc3339("2026-13-01T00:00:00Z", &ms), 0);
     cr_assert_lt(upstream_parse_rfc3339("2026-01-01T00:00:00", &ms), 0);
+}
+
+/* ---- numbers at the edges: what a provider says is clamped */
+
+static loom_provider wrapped;
+static int wrapped_mode; /* 0: usage of 2^62 tokens, 1: a 429 asking for 10^15 ms */
+
+static int huge_decode(loom_ctx *ctx, void *state, const loom_request *req,
+                       const loom_http_response *resp, loom_result *out)
+{
+    if (wrapped_mode == 1) {
+        ctx->api->retry_after(ctx, UINT64_C(1000000000000000));
+        loom_error(ctx, LOOM_E_RATE_LIMITED, "slow down");
+        return -1;
+    }
+    int rc = def->decode(ctx, state, req, resp, out);
+    out->usage.input_tokens = out->usage.output_tokens = INT64_C(1) << 62;
+    return rc;
+}
+
+/* The openai provider at the fake server, its decode wrapped in MODE. */
+static void setup_wrapped(int mode, const upstream_options *opt)
+{
+    setup("openai", NULL, NULL, NULL);
+    upstream_free(up);
+    wrapped = *def;
+    wrapped.decode = huge_decode;
+    wrapped_mode = mode;
+    cr_assert(up = upstream_new(r, hc, "fake", &wrapped, pstate, &(rl_limits){ .tpm = 1000000 },
+                                opt));
+}
+
+Test(upstream, token_counts_of_2_62_are_clamped, .fini = teardown)
+{
+    setup_wrapped(0, NULL);
+    enum { N = 4 };
+    got g[N];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++)
+        chat("x", &g[i]);
+    /* the first answer's usage puts the limiter years in debt, so only
+     * calls granted before it returns can finish: wait for the first */
+    run_until_these(g, (const int[]){ 0, -1 }, 5000);
+    cr_assert_eq(g[0].code, LOOM_OK, "%s", g[0].msg);
+    cr_assert_eq(g[0].usage.input_tokens, RL_MAX_TOKENS);
+    cr_assert_eq(g[0].usage.output_tokens, RL_MAX_TOKENS);
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_assert_geq(st.input_tokens, RL_MAX_TOKENS);
+    cr_assert_leq(st.input_tokens, N * RL_MAX_TOKENS);
+    free_all(g, N);
+}
+
+Test(upstream, a_plugin_retry_after_of_10_15_ms_is_one_day, .fini = teardown)
+{
+    setup_wrapped(1, &(upstream_options){ .max_rate_limit_waits = -1 });
+    got g;
+    memset(&g, 0, sizeof g);
+    chat("x", &g);
+    run_until_all(&g, 1, 5000);
+    cr_assert_eq(g.code, LOOM_E_RATE_LIMITED);
+    cr_assert(g.has_ra);
+    cr_assert_eq(g.ra_ms, RL_MAX_WAIT_MS);
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    uint64_t now = reactor_now_us(r);
+    cr_assert_gt(st.limiter.paused_until_us, now);
+    cr_assert_leq(st.limiter.paused_until_us, now + RL_MAX_WAIT_MS * REACTOR_MSEC + REACTOR_SEC);
+}
+
+Test(upstream_sync, reset_times_are_capped_at_a_day)
+{
+    reactor_t *rr = reactor_new();
+    rl_t *rl = rl_new(rr, &(rl_limits){ 0 });
+    loom_header h[] = { { "x-ratelimit-remaining-requests", "0" },
+                        { "x-ratelimit-reset-requests", "1000000000000000ms" },
+                        { "anthropic-ratelimit-tokens-remaining", "0" },
+                        { "anthropic-ratelimit-tokens-reset", "9999-01-01T00:00:00Z" } };
+    upstream_sync_headers(rl, h, 4, (int64_t)time(NULL));
+    rl_stats_t st;
+    rl_stats(rl, &st);
+    uint64_t now = reactor_now_us(rr);
+    cr_assert_gt(st.paused_until_us, now + (RL_MAX_WAIT_MS - 1000) * REACTOR_MSEC);
+    cr_assert_leq(st.paused_until_us, now + RL_MAX_WAIT_MS * REACTOR_MSEC + REACTOR_SEC);
+    rl_free(rl);
+    reactor_free(rr);
 }
