@@ -20,6 +20,7 @@
 static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "plugins", "state",
                                         "workers", "log", "providers", "retention",
                                         "shutdown_grace", "max_running_jobs", "max_connections",
+                                        "max_response_bytes_in_flight",
                                         NULL };
 static const char *const log_keys[] = { "level", "format", "payloads", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
@@ -46,6 +47,7 @@ config *config_default(void)
     c->shutdown_grace_ms = 30000;
     c->max_running_jobs = 1024;
     c->max_connections = 4096;
+    c->max_response_bytes_in_flight = (int64_t)512 << 20;
     c->workflows = strdup("./workflows");
     c->plugin_dirs = calloc(1, sizeof *c->plugin_dirs);
     c->state = strdup("./loom-state");
@@ -412,6 +414,9 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
         get_int(diags, y, "max_running_jobs", 1, 1000000, &c->max_running_jobs);
     if ((y = dsl_ymap_get(root, "max_connections")))
         get_int(diags, y, "max_connections", 1, 1000000, &c->max_connections);
+    if ((y = dsl_ymap_get(root, "max_response_bytes_in_flight")))
+        get_int(diags, y, "max_response_bytes_in_flight", (int64_t)1 << 20, (int64_t)1 << 40,
+                &c->max_response_bytes_in_flight);
     if ((y = dsl_ymap_get(root, "providers")))
         parse_providers(diags, y, c);
 out:

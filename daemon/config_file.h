@@ -56,6 +56,8 @@ typedef struct config {
     uint64_t shutdown_grace_ms; /* SIGTERM: how long running calls may finish (30 s) */
     int64_t max_running_jobs;   /* jobs running at once; more wait, by priority (1024) */
     int64_t max_connections;    /* socket clients at once (4096) */
+    /* provider answers buffered across all calls at once (512 MiB) */
+    int64_t max_response_bytes_in_flight;
     config_provider *providers;
     size_t nproviders;
 } config;

@@ -28,6 +28,7 @@ int gen_start(loomd *d, const config *cfg)
         gen_free(g);
         return -1;
     }
+    providers_set_response_budget(g->prov, (size_t)cfg->max_response_bytes_in_flight);
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const config_provider *p = &cfg->providers[i];
         if (providers_add(g->prov, g->eng, p, err, sizeof err) == 0)

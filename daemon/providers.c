@@ -19,6 +19,7 @@ struct providers {
     http_client_t *http;       /* owned: made with the first HTTP provider */
     long nofile;               /* the open-file limit then in force */
     int64_t http_conns;        /* sum of what the HTTP providers may hold open */
+    size_t response_budget;    /* for the client; 0: its default */
 };
 
 providers_t *providers_new(reactor_t *r)
@@ -27,6 +28,11 @@ providers_t *providers_new(reactor_t *r)
     if (p)
         p->r = r;
     return p;
+}
+
+void providers_set_response_budget(providers_t *p, size_t bytes)
+{
+    p->response_budget = bytes;
 }
 
 void providers_free(providers_t *p)
@@ -53,7 +59,8 @@ static http_client_t *client(providers_t *p, char *err, size_t errlen)
     if (p->nofile < 0)
         p->nofile = 1024;
     http_options ho = { .max_connections = p->nofile > 2 * FD_RESERVE ? p->nofile - FD_RESERVE
-                                                                      : p->nofile / 2 };
+                                                                      : p->nofile / 2,
+                      .max_bytes_in_flight = p->response_budget };
     if (!(p->http = http_client_new(p->r, &ho)))
         snprintf(err, errlen, "cannot start the HTTP client: %s", strerror(errno));
     return p->http;

@@ -28,6 +28,12 @@ struct config_provider; /* daemon/config_file.h */
 /* An empty set over R (borrowed, must outlive it). NULL when out of memory. */
 providers_t *providers_new(reactor_t *r);
 
+/* Caps the response bytes the set's HTTP client buffers across all calls
+ * (0: the client's default, HTTP_DEFAULT_BYTES_IN_FLIGHT); a call past it
+ * fails as `upstream` with "response_budget" in its message. Before the
+ * first providers_add. */
+void providers_set_response_budget(providers_t *p, size_t bytes);
+
 /* Frees the set and its HTTP client. Free it after every engine it added
  * providers to: their upstreams send through the client. NULL is a no-op. */
 void providers_free(providers_t *p);

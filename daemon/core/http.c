@@ -52,6 +52,7 @@ struct http_client {
     shard shards[HTTP_SHARDS];
     http_options opt;
     size_t in_flight;
+    size_t bytes;              /* response bytes buffered, all calls */
     CURL **idle;
     size_t nidle;
     list_link calls;           /* every live call (curl 7.88 cannot list them) */
@@ -70,7 +71,8 @@ struct http_call {
                                   names lower-case; one buffer, not one
                                   allocation per header */
     size_t nheaders;
-    bool first_byte, too_large, added;
+    size_t held;               /* this call's share of c->bytes */
+    bool first_byte, too_large, over_budget, added;
     http_outcome failed;       /* set before posting an early failure */
     reactor_timer_t *fb_timer;
     uint64_t start_us, first_us;
@@ -87,6 +89,7 @@ const char *http_outcome_name(http_outcome o)
         [HTTP_E_TIMEOUT_FIRST_BYTE] = "timeout_first_byte",
         [HTTP_E_TIMEOUT_TOTAL] = "timeout_total", [HTTP_E_TRANSFER] = "transfer",
         [HTTP_E_TOO_LARGE] = "too_large", [HTTP_E_NOMEM] = "out_of_memory",
+        [HTTP_E_BUDGET] = "response_budget",
     };
     return (unsigned)o < sizeof names / sizeof *names ? names[o] : "unknown";
 }
@@ -177,13 +180,36 @@ static int on_curl_timer(CURLM *multi, long ms, void *userp)
     return sh->timer ? 0 : -1;
 }
 
+/* Charges LEN more bytes of CALL to the client's budget: false (and the
+ * call marked) when they do not fit. */
+static bool charge(http_call_t *call, size_t len)
+{
+    http_client_t *c = call->c;
+    if (len > c->opt.max_bytes_in_flight - c->bytes) {
+        call->over_budget = true;
+        return false;
+    }
+    c->bytes += len;
+    call->held += len;
+    return true;
+}
+
+static void uncharge(http_call_t *call, size_t len)
+{
+    call->c->bytes -= len;
+    call->held -= len;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     http_call_t *call = ud;
     size_t len = size * n;
-    if (sbuf_add(&call->resp_body, p, len) < 0) {
-        call->too_large = call->resp_body.too_big;
+    if (!charge(call, len))
         return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+    if (sbuf_add(&call->resp_body, p, len) < 0) {
+        uncharge(call, len);
+        call->too_large = call->resp_body.too_big;
+        return 0;
     }
     return len;
 }
@@ -203,6 +229,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         }
     }
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        uncharge(call, call->held < call->hbuf.n ? call->held : call->hbuf.n);
         sbuf_reset(&call->hbuf);
         call->nheaders = 0;
         return len;
@@ -217,8 +244,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
     size_t vlen = (size_t)(end - v);
-    if (sbuf_grow(&call->hbuf, nlen + vlen + 2) < 0)
+    if (!charge(call, nlen + vlen + 2))
         return 0;
+    if (sbuf_grow(&call->hbuf, nlen + vlen + 2) < 0) {
+        uncharge(call, nlen + vlen + 2);
+        return 0;
+    }
     char *blk = call->hbuf.p + call->hbuf.n;
     for (size_t i = 0; i < nlen; i++)
         blk[i] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] + 32 : p[i]);
@@ -236,6 +267,7 @@ static void call_free(http_call_t *call)
 {
     http_client_t *c = call->c;
     list_del(&call->link);
+    uncharge(call, call->held);
     if (call->fb_timer)
         reactor_timer_cancel(c->r, call->fb_timer);
     if (call->easy) {
@@ -286,6 +318,10 @@ static http_outcome outcome_of(http_call_t *call, CURLcode rc, const char **msg)
     case CURLE_SSL_CACERT_BADFILE:
         return HTTP_E_CONNECT;
     case CURLE_WRITE_ERROR:
+        if (call->over_budget) {
+            *msg = "the responses in flight passed max_response_bytes_in_flight";
+            return HTTP_E_BUDGET;
+        }
         if (call->too_large) {
             *msg = "the response body is larger than the limit";
             return HTTP_E_TOO_LARGE;
@@ -548,6 +584,11 @@ size_t http_in_flight(const http_client_t *c)
     return c->in_flight;
 }
 
+size_t http_bytes_in_flight(const http_client_t *c)
+{
+    return c->bytes;
+}
+
 /* ---- the client */
 
 /* Closes every shard's connections and multi handle. */
@@ -578,6 +619,8 @@ http_client_t *http_client_new(reactor_t *r, const http_options *opt)
         c->opt = *opt;
     if (!c->opt.max_body)
         c->opt.max_body = HTTP_DEFAULT_MAX_BODY;
+    if (!c->opt.max_bytes_in_flight)
+        c->opt.max_bytes_in_flight = HTTP_DEFAULT_BYTES_IN_FLIGHT;
     if (!(c->idle = calloc(HTTP_IDLE_MAX, sizeof *c->idle)))
         goto nomem;
     /* reference counted by curl; a no-op after the first call */

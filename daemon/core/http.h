@@ -34,7 +34,16 @@ typedef struct http_options {
     /* Most response body bytes kept (0: 64 MiB); more ends the call with
      * HTTP_E_TOO_LARGE. */
     size_t max_body;
+    /* Most response bytes (bodies and headers) buffered across all calls
+     * at once (0: HTTP_DEFAULT_BYTES_IN_FLIGHT). The call whose next bytes
+     * would pass it ends with HTTP_E_BUDGET, so a burst of large answers
+     * costs a retry, never unbounded memory. Failing, not pausing: paused
+     * transfers each holding part of the budget could wait on one another
+     * forever. */
+    size_t max_bytes_in_flight;
 } http_options;
+
+#define HTTP_DEFAULT_BYTES_IN_FLIGHT ((size_t)512 << 20)
 
 typedef struct http_call_opts {
     uint64_t connect_ms;       /* 0: no limit */
@@ -55,7 +64,9 @@ typedef enum http_outcome {
     HTTP_E_TIMEOUT_TOTAL,
     HTTP_E_TRANSFER,           /* dropped mid-response, malformed HTTP */
     HTTP_E_TOO_LARGE,          /* the body passed http_options.max_body */
-    HTTP_E_NOMEM
+    HTTP_E_NOMEM,
+    HTTP_E_BUDGET              /* "response_budget": the client's bytes in
+                                  flight passed max_bytes_in_flight */
 } http_outcome;
 
 /* What a finished call gives its callback; every pointer is borrowed for
@@ -101,6 +112,9 @@ void http_cancel(http_call_t *call);
 
 /* Calls started and not yet finished. */
 size_t http_in_flight(const http_client_t *c);
+
+/* Response bytes now buffered across C's calls. */
+size_t http_bytes_in_flight(const http_client_t *c);
 
 /* Raises the soft RLIMIT_NOFILE to the hard limit (the daemon calls it once
  * at start) and returns the soft limit now in force, or -errno. */

@@ -350,3 +350,46 @@ Test(http, raises_the_open_file_limit)
     long n = http_raise_nofile();
     cr_assert_gt(n, 0);
 }
+
+/* The budget of response bytes across calls: HUGE answers of 20 MiB each
+ * (the fake server's huge_body) three at a time against a budget of one
+ * and a half of them. A call whose bytes would pass it ends with
+ * response_budget and gives its bytes back, so the last one standing
+ * always fits: at least one answer arrives whole, the client never holds
+ * more than the budget, and nothing stays charged at the end. */
+Test(http, response_bytes_in_flight_are_bounded, .fini = teardown)
+{
+    const size_t huge = 20u << 20, budget = huge + huge / 2;
+    http_options o = { .max_bytes_in_flight = budget };
+    setup_with((const char *const[]){ "--fault", "huge_body", NULL }, &o);
+    enum { N = 3 };
+    got g[N];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++)
+        start_chat("x", NULL, &g[i]);
+    size_t peak = 0;
+    uint64_t end = reactor_now_us(r) + 20 * REACTOR_SEC;
+    for (int done = 0; done < N && reactor_now_us(r) < end;) {
+        reactor_run_once(r, 10);
+        size_t b = http_bytes_in_flight(hc);
+        peak = b > peak ? b : peak;
+        done = 0;
+        for (int i = 0; i < N; i++)
+            done += g[i].n;
+    }
+    int whole = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(g[i].n, 1, "call %d did not finish", i);
+        whole += g[i].outcome == HTTP_OK;
+        refused += g[i].outcome == HTTP_E_BUDGET;
+        cr_assert(g[i].outcome == HTTP_OK || g[i].outcome == HTTP_E_BUDGET, "call %d: %s", i,
+                  http_outcome_name(g[i].outcome));
+        got_free(&g[i]);
+    }
+    cr_log_info("%d whole, %d over the budget, peak %zu of %zu bytes", whole, refused, peak,
+                budget);
+    cr_assert_geq(whole, 1);
+    cr_assert_leq(peak, budget);
+    cr_assert_eq(http_bytes_in_flight(hc), 0);
+    cr_assert_str_eq(http_outcome_name(HTTP_E_BUDGET), "response_budget");
+}
