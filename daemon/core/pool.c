@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/containers.h"
@@ -22,7 +23,8 @@
 enum pool_state { POOL_PENDING, POOL_RUNNING, POOL_DONE };
 
 struct pool_work {
-    list_link link;       /* in PENDING or DONE */
+    list_link link;       /* in PENDING, RUNNING or DONE */
+    const char *label;    /* borrowed from ud, for pool_stop's report */
     pool_work_fn work;
     pool_done_fn done;
     void *ud;
@@ -37,6 +39,10 @@ struct pool {
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t wake;  /* signalled when work arrives or the pool stops */
     list_link pending;    /* pool_work_t.link, in submission order */
+    list_link running;    /* pool_work_t.link of items inside their work_fn */
+    pthread_cond_t quit;  /* signalled as each worker leaves */
+    int nquit;            /* workers that left their loop */
+    bool joined;          /* every thread was joined */
     reactor_handback_t done;
     bool stopping;
 };
@@ -45,6 +51,8 @@ struct pool {
  * with the lock held. */
 static void pool_finish_locked(pool_t *p, pool_work_t *w, int status)
 {
+    if (w->state == POOL_RUNNING)
+        list_del(&w->link);
     w->status = status;
     w->state = POOL_DONE;
     reactor_handback_add_locked(&p->done, &w->link);
@@ -74,11 +82,14 @@ static void *pool_worker(void *arg)
         pool_work_t *w = LIST_OWNER(list_first(&p->pending), pool_work_t, link);
         list_del(&w->link);
         w->state = POOL_RUNNING;
+        list_add_tail(&p->running, &w->link);
         pthread_mutex_unlock(&p->lock);
         w->work(w->ud);
         pthread_mutex_lock(&p->lock);
         pool_finish_locked(p, w, 0);
     }
+    p->nquit++;
+    pthread_cond_broadcast(&p->quit);
     pthread_mutex_unlock(&p->lock);
     return NULL;
 }
@@ -97,7 +108,7 @@ static void pool_join(pool_t *p, int n)
 pool_t *pool_new(reactor_t *r, int nthreads)
 {
     int err = 0, started = 0;
-    bool lock_ready = false, cond_ready = false;
+    bool lock_ready = false, cond_ready = false, quit_ready = false;
     sigset_t all, old;
     if (!r || nthreads < 0 || nthreads > POOL_MAX_THREADS) {
         errno = EINVAL;
@@ -111,6 +122,7 @@ pool_t *pool_new(reactor_t *r, int nthreads)
     if (!p)
         return NULL;
     list_init(&p->pending);
+    list_init(&p->running);
     p->threads = calloc((size_t)nthreads, sizeof *p->threads);
     if (!p->threads) {
         err = ENOMEM;
@@ -123,6 +135,16 @@ pool_t *pool_new(reactor_t *r, int nthreads)
     if ((err = pthread_cond_init(&p->wake, NULL)))
         goto fail;
     cond_ready = true;
+    pthread_condattr_t ca;
+    if ((err = pthread_condattr_init(&ca)))
+        goto fail;
+    err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (!err)
+        err = pthread_cond_init(&p->quit, &ca);
+    pthread_condattr_destroy(&ca);
+    if (err)
+        goto fail;
+    quit_ready = true;
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -138,6 +160,8 @@ pool_t *pool_new(reactor_t *r, int nthreads)
 fail:
     if (started > 0)
         pool_join(p, started);
+    if (quit_ready)
+        pthread_cond_destroy(&p->quit);
     if (cond_ready)
         pthread_cond_destroy(&p->wake);
     if (lock_ready)
@@ -148,11 +172,53 @@ fail:
     return NULL;
 }
 
+int pool_stop(pool_t *p, int64_t timeout_ms, pool_report_fn report, void *ud)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    if (timeout_ms < 0)
+        timeout_ms = 0;
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->wake);
+    while (p->nquit < p->nthreads)
+        if (pthread_cond_timedwait(&p->quit, &p->lock, &until) == ETIMEDOUT)
+            break;
+    int stuck = p->nthreads - p->nquit;
+    if (stuck > 0 && report)
+        LIST_EACH_SAFE(l, nx, &p->running) {
+            pool_work_t *w = LIST_OWNER(l, pool_work_t, link);
+            (void)nx;
+            report(ud, w->label);
+        }
+    pthread_mutex_unlock(&p->lock);
+    if (stuck > 0)
+        return stuck;
+    for (int i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    p->joined = true;
+    return 0;
+}
+
+void pool_label(pool_t *p, pool_work_t *w, const char *label)
+{
+    pthread_mutex_lock(&p->lock);
+    w->label = label;
+    pthread_mutex_unlock(&p->lock);
+}
+
 void pool_free(pool_t *p)
 {
     if (!p)
         return;
-    pool_join(p, p->nthreads);
+    if (!p->joined)
+        pool_join(p, p->nthreads);
     /* No worker is left, so the lists are ours; the lock is still taken
      * because a done_fn below may call pool_submit, which must see STOPPING. */
     list_link batch;
@@ -168,6 +234,7 @@ void pool_free(pool_t *p)
     pthread_mutex_unlock(&p->lock);
     pool_deliver_list(&batch, p);
 
+    pthread_cond_destroy(&p->quit);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->lock);
     free(p->threads);

@@ -15,6 +15,8 @@
 #ifndef LOOM_DAEMON_POOL_H
 #define LOOM_DAEMON_POOL_H
 
+#include <stdint.h>
+
 #include "daemon/core/reactor.h"
 
 typedef struct pool pool_t;
@@ -37,6 +39,24 @@ pool_t *pool_new(reactor_t *r, int nthreads);
  * finished ones with 0, the rest with -ECANCELED, in submission order of each
  * group. NULL is a no-op. */
 void pool_free(pool_t *p);
+
+/* Called by pool_stop for each item still inside its work_fn, with the
+ * label pool_label gave it (NULL when none). */
+typedef void (*pool_report_fn)(void *ud, const char *label);
+
+/* Stops the pool within TIMEOUT_MS: takes no more items and waits for the
+ * workers to finish what they run. Returns 0 when every worker quit (then
+ * pool_free joins nothing and delivers the completions), or how many are
+ * still inside a work_fn, each reported to REPORT(UD, label) first. Such
+ * workers are abandoned: the pool and what they touch must then never be
+ * freed, and the caller should end the process (a work_fn that never
+ * returns cannot be taken back). Reactor thread, once. */
+int pool_stop(pool_t *p, int64_t timeout_ms, pool_report_fn report, void *ud);
+
+/* Names W (a handle from pool_submit whose DONE has not started) for
+ * pool_stop's report. LABEL is borrowed and must live as long as the item's
+ * user data: an abandoned item's is never freed. */
+void pool_label(pool_t *p, pool_work_t *w, const char *label);
 
 /* Queues WORK(UD) then DONE(UD, status). UD is borrowed until DONE. When
  * HANDLE is not NULL it receives the item's handle (owned by the pool, valid

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -523,6 +524,63 @@ Test(pool, bad_arguments, .timeout = 30)
     cr_assert(eq(int, pool_submit(p, count_work, NULL, &c, NULL), -EINVAL));
     cr_assert(eq(int, pool_submit(NULL, count_work, count_done, &c, NULL), -EINVAL));
     cr_assert(eq(int, pool_cancel(p, NULL), -EINVAL));
+    pool_free(p);
+    reactor_free(r);
+}
+
+/* ---- pool_stop */
+
+static void collect_label(void *ud, const char *label)
+{
+    char *out = ud;
+    snprintf(out, 64, "%s", label ? label : "(none)");
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A worker stuck in its work_fn is reported by label and abandoned once the
+ * timeout has passed, and pool_stop returns then, not when the work ends. */
+Test(pool, stop_abandons_a_stuck_worker_after_the_timeout, .timeout = 30)
+{
+    reactor_t *r = reactor_new();
+    pool_t *p = pool_new(r, 1);
+    cr_assert(p != NULL);
+    gate g;
+    gate_init(&g);
+    pool_work_t *h;
+    cr_assert(eq(int, pool_submit(p, gate_work, gate_done, &g, &h), 0));
+    pool_label(p, h, "stuck item");
+    gate_wait_entered(&g);
+    char label[64] = "";
+    int64_t t0 = now_ms();
+    cr_assert(eq(int, pool_stop(p, 100, collect_label, label), 1));
+    int64_t waited = now_ms() - t0;
+    cr_assert(waited >= 100, "returned after %lld ms", (long long)waited);
+    cr_assert(eq(str, label, "stuck item"));
+    cr_assert(eq(int, pool_submit(p, gate_work, gate_done, &g, NULL), -ESHUTDOWN));
+    /* the test can take the worker back; loomd could not */
+    gate_open(&g);
+    pool_free(p);
+    cr_assert(eq(int, g.done_calls, 1));
+    gate_destroy(&g);
+    reactor_free(r);
+}
+
+/* Idle workers quit at once: pool_stop returns 0, and pool_free after it
+ * still cancels what never started. */
+Test(pool, stop_of_idle_workers_returns_zero, .timeout = 30)
+{
+    reactor_t *r = reactor_new();
+    pool_t *p = pool_new(r, 3);
+    cr_assert(p != NULL);
+    char label[64] = "";
+    cr_assert(eq(int, pool_stop(p, 10000, collect_label, label), 0));
+    cr_assert(eq(str, label, ""));
     pool_free(p);
     reactor_free(r);
 }
