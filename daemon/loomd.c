@@ -31,6 +31,10 @@
 #include "dsl/dsl.h"
 
 #define PURGE_EVERY_US (10 * 60 * REACTOR_SEC)
+/* How long a stop waits for lambda calls the jobs' cancel left running
+ * (their jobs are gone already): enough for a call that was about to return,
+ * nothing like a stuck one. */
+#define STOP_WORKERS_MS 200
 
 static const char usage_text[] =
     "usage: loomd [--config FILE] [--foreground] [--check]\n"
@@ -46,9 +50,9 @@ static const char usage_text[] =
 
 /* ---- logging glue */
 
-static void log_plugins(void *ud, const char *line)
+static void log_plugins(void *ud, int level, const char *line)
 {
-    log_write(&((loomd *)ud)->log, LOOM_LOG_WARN, NULL, "%s", line);
+    log_write(&((loomd *)ud)->log, level, NULL, "%s", line);
 }
 
 static void log_server(void *ud, int level, const char *line)
@@ -279,14 +283,17 @@ static int start(loomd *d, bool check)
 {
     char err[512];
     if (!(d->r = reactor_new()) || !(d->pool = pool_new(d->r, d->cfg->workers)) ||
-        !(d->plugins = plugins_new(log_plugins, d)) || plugins_add_builtins(d->plugins) < 0) {
+        !(d->plugins = plugins_new(NULL, NULL))) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(errno));
         return -1;
     }
+    plugins_set_level_log(d->plugins, log_plugins, d);
+    plugins_set_trial_init(d->plugins, check);
+    if (plugins_add_builtins(d->plugins) < 0)
+        return -1;
+    /* a directory that cannot be read is reported by the loader */
     for (size_t i = 0; d->cfg->plugin_dirs && d->cfg->plugin_dirs[i]; i++)
-        if (plugins_load_dir(d->plugins, d->cfg->plugin_dirs[i]) < 0)
-            log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot read plugin directory %s: %s",
-                      d->cfg->plugin_dirs[i], strerror(errno));
+        (void)plugins_load_dir(d->plugins, d->cfg->plugin_dirs[i]);
     if (gen_registry(d) < 0)
         return -1;
     wfdir_options wo = { .create = d->config_path == NULL };
@@ -295,8 +302,10 @@ static int start(loomd *d, bool check)
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "workflows: %s", err);
         return -1;
     }
-    if (check) /* the providers too: plugin names, options, keys readable */
-        return gen_start(d, d->cfg);
+    if (check) { /* the providers too: plugin names, options, keys readable */
+        int rc = gen_start(d, d->cfg);
+        return rc < 0 || plugins_errors(d->plugins) > 0 ? -1 : 0;
+    }
     long nofile = http_raise_nofile();
     if (nofile > 0 && nofile < 4096)
         log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:I}", "limit", (json_int_t)nofile),
@@ -332,6 +341,30 @@ static int start(loomd *d, bool check)
     return jobs_resume(&d->jobs);
 }
 
+static void report_abandoned(void *ud, const char *label)
+{
+    loomd *d = ud;
+    log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:s?}", "call", label),
+              "abandoned a call still running: %s (its job resumes at the next start)",
+              label ? label : "(unnamed)");
+}
+
+/* Everything but the worker threads and what they may touch (the engines,
+ * the plugins) is stopped; the store is closed, so every row is durable. When
+ * a worker is stuck in a plugin call it cannot be taken back: the process
+ * ends here without freeing what that thread may still read. */
+static void stop_workers(loomd *d)
+{
+    if (!d->pool)
+        return;
+    int stuck = pool_stop(d->pool, STOP_WORKERS_MS, report_abandoned, d);
+    if (stuck == 0)
+        return;
+    log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:i}", "calls", stuck),
+              "stopped with %d call%s still running", stuck, stuck == 1 ? "" : "s");
+    _exit(d->exit_code);
+}
+
 static void stop(loomd *d)
 {
     if (d->grace_timer)
@@ -347,6 +380,7 @@ static void stop(loomd *d)
     server_free(d->srv);
     if (d->jobs_ready)
         jobs_fini(&d->jobs);
+    stop_workers(d);
     gen_free_all(d);
     wfdir_free(d->wf);
     pool_free(d->pool);
@@ -393,6 +427,7 @@ int main(int argc, char **argv)
     if (start(&d, check) < 0) {
         if (check)
             printf("loomd: config %s has errors\n", d.config_path ? d.config_path : "(defaults)");
+        d.exit_code = 1;
         stop(&d);
         return 1;
     }
@@ -423,6 +458,7 @@ int main(int argc, char **argv)
     if (rc < 0)
         log_write(&d.log, LOOM_LOG_ERROR, NULL, "the event loop failed: %s", strerror(-rc));
     log_write(&d.log, LOOM_LOG_INFO, NULL, "stopped");
+    d.exit_code = rc < 0 ? 1 : 0;
     stop(&d);
-    return rc < 0 ? 1 : 0;
+    return d.exit_code;
 }

@@ -151,6 +151,7 @@ typedef struct engine_job_options {
                                         each leaf step ends for good (above); it may
                                         cancel the job, not free the engine */
     void *checkpoint_ud;
+    const char *name;          /* optional: how logs name the job (copied) */
     json_t *replay;            /* optional {KEY: RECORD} of an earlier run (borrowed:
                                   the job keeps its own shallow copy, so it may be
                                   dropped after engine_submit); not an object: none */

@@ -204,6 +204,7 @@ static inline scope_t *act_own_scope(const act_t *a)
 
 struct engine_job {
     engine_t *eng;
+    char name[40];             /* engine_job_options.name, cut; "" when none */
     list_link link;            /* in the engine's jobs */
     scope_t scope;
     act_t *root;

@@ -112,6 +112,8 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     job->trace_ud = o && o->trace ? o->trace_ud : e->opt.trace_ud;
     uint64_t seed = o && o->seed ? o->seed : (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)job;
     job->rng = seed ? seed : 0x9E3779B97F4A7C15u;
+    if (o && o->name)
+        snprintf(job->name, sizeof job->name, "%s", o->name);
     if (replay_job_init(job, o) < 0)
         goto fail;
     char msg[512];

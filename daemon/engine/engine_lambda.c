@@ -20,6 +20,7 @@ typedef struct lcall {
     char *cache_key;           /* owned: store the result under it, or NULL */
     hctx ctx;
     pool_work_t *handle;
+    char label[256];           /* job, step and lambda, for a report at shutdown */
 } lcall;
 
 /* Ends the attempt with R (owned, may be NULL), stored under KEY (borrowed,
@@ -136,6 +137,9 @@ void lambda_start(act_t *a)
         lcall_free(lc);
         goto oom;
     }
+    snprintf(lc->label, sizeof lc->label, "job %s, step %s, lambda %s",
+             a->job->name[0] ? a->job->name : "(unnamed)", a->node->path, l->fn);
+    pool_label(e->pool, lc->handle, lc->label);
     a->k.leaf.call = lc;
     a->k.leaf.call_kind = LEAF_LAMBDA;
     return;

@@ -362,7 +362,7 @@ static void job_start(jobs_t *js, ljob *j, engine_t *eng, void *gen)
     engine_job_options jo = {
         .trace = on_trace, .trace_ud = j,
         .checkpoint = on_checkpoint, .checkpoint_ud = j,
-        .replay = j->replay,
+        .replay = j->replay, .name = j->id,
     };
     if (!j->was_running) /* a resumed job's row says so already: no write to wait behind */
         (void)store_set_running(js->store, j->id, 0, NULL, NULL);

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/containers.h"
 
@@ -45,7 +47,10 @@ typedef struct provider_slot {
 
 struct plugins {
     plugins_log_fn log;
+    plugins_level_log_fn level_log; /* takes precedence over log */
     void *ud;
+    bool trial_init;               /* run each init in a child first */
+    size_t errors;                 /* lines reported at LOOM_LOG_ERROR */
 
     plugin_slot **plugins;         /* in load order (fini runs in reverse) */
     size_t nplugins, cap_plugins;
@@ -61,22 +66,30 @@ struct plugins {
     size_t cap_provider_names;
 };
 
-static void report(plugins_t *p, const char *origin, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void report(plugins_t *p, const char *origin, const char *fmt, ...)
+static void report_at(plugins_t *p, int level, const char *origin, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void report_at(plugins_t *p, int level, const char *origin, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
 
-    if (!p->log)
+    if (level == LOOM_LOG_ERROR)
+        p->errors++;
+    if (!p->log && !p->level_log)
         return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     char line[1400];
     snprintf(line, sizeof line, "%s: %s", origin, msg);
-    p->log(p->ud, line);
+    if (p->level_log)
+        p->level_log(p->ud, level, line);
+    else
+        p->log(p->ud, line);
 }
+
+/* Every refusal is an error; the few other lines say their level. */
+#define report(p, ...) report_at((p), LOOM_LOG_ERROR, __VA_ARGS__)
 
 /* ---- the host side of a plugin's init: errors into a buffer, logs out ---- */
 
@@ -104,13 +117,14 @@ static void load_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap)
     char msg[1024];
 
     vsnprintf(msg, sizeof msg, fmt, ap);
-    report(lc->p, lc->origin, "%s", msg);
+    /* a plugin's own lines never count as the loader's errors */
+    report_at(lc->p, level <= LOOM_LOG_WARN ? LOOM_LOG_WARN : LOOM_LOG_INFO, lc->origin, "%s", msg);
 }
 
 static void load_retry_after(loom_ctx *ctx, uint64_t ms)
 {
     load_ctx *lc = (load_ctx *)ctx;
-    report(lc->p, lc->origin, "retry_after called during init (ignored)");
+    report_at(lc->p, LOOM_LOG_WARN, lc->origin, "retry_after called during init (ignored)");
 }
 
 /* The call-side hooks have no meaning at load: there is no call. They are
@@ -145,6 +159,26 @@ static const loom_host_api load_api = {
 };
 
 /* ---- the registry ---- */
+
+/* A child whose init came back exits with this: any other end is a crash
+ * (a sanitizer turns a signal into an exit status). */
+#define TRIAL_RETURNED 77
+
+void plugins_set_level_log(plugins_t *p, plugins_level_log_fn log, void *ud)
+{
+    p->level_log = log;
+    p->ud = ud;
+}
+
+void plugins_set_trial_init(plugins_t *p, bool on)
+{
+    p->trial_init = on;
+}
+
+size_t plugins_errors(const plugins_t *p)
+{
+    return p->errors;
+}
 
 plugins_t *plugins_new(plugins_log_fn log, void *ud)
 {
@@ -369,6 +403,43 @@ static int check_desc(plugins_t *p, const loom_plugin *d, const char *origin)
 }
 
 /* Inserts ITEM at AT in the array of N pointers (room already reserved). */
+/* Runs D's init in a forked child, so a plugin that dies in it is named
+ * instead of taking the checker down: 0 when the child's init returned
+ * (whatever it answered: the real run reports a refusal), -1 when it died.
+ * The child exits without fini or any cleanup: its memory is a copy. */
+static int trial_init(plugins_t *p, const loom_plugin *d, const char *origin, json_t *config)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        report(p, origin, "cannot check plugin '%s' in a child process: %s", d->name,
+               strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        p->log = NULL; /* the real run reports what init says */
+        p->level_log = NULL;
+        void *state = NULL;
+        load_ctx lc = { .base = { .api = &load_api }, .p = p, .origin = origin };
+        (void)d->init(&lc.base, config, &state);
+        _exit(TRIAL_RETURNED);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) {
+            report(p, origin, "cannot check plugin '%s': %s", d->name, strerror(errno));
+            return -1;
+        }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == TRIAL_RETURNED)
+        return 0;
+    if (WIFSIGNALED(st))
+        report(p, origin, "plugin '%s' crashed in init (signal %d)", d->name, WTERMSIG(st));
+    else
+        report(p, origin, "plugin '%s' crashed in init (exit status %d)", d->name,
+               WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return -1;
+}
+
 static void insert_at(void *arr, size_t n, size_t at, void *item)
 {
     void **a = arr;
@@ -430,8 +501,12 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
         providers[i]->origin = slot->origin;
     }
 
+    if (d->init && handle && p->trial_init && trial_init(p, d, origin, config) < 0)
+        goto refuse;
     if (d->init) {
         load_ctx lc = { .base = { .api = &load_api }, .p = p, .origin = origin };
+        if (handle && p->level_log) /* so a crash inside init is named in the log */
+            report_at(p, LOOM_LOG_INFO, origin, "loading plugin '%s'", d->name);
         if (d->init(&lc.base, config, &slot->state) < 0) {
             report(p, origin, "plugin '%s' failed to initialise: %s", d->name,
                    lc.has_error ? lc.error : "no reason given");

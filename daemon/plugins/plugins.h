@@ -22,6 +22,7 @@
 #define LOOM_DAEMON_PLUGINS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "loom/plugin.h"
@@ -47,8 +48,25 @@ typedef struct plugins_provider {
  * "FILE: message". UD is passed through. */
 typedef void (*plugins_log_fn)(void *ud, const char *line);
 
+/* The same lines with their level: LOOM_LOG_ERROR for a refusal or a failed
+ * init (what plugins_errors counts), LOOM_LOG_WARN or LOOM_LOG_INFO for the
+ * rest: a plugin's own log lines from its init (never errors) and "loading
+ * plugin FILE", said before a shared object's init runs so a crash in it is
+ * named. */
+typedef void (*plugins_level_log_fn)(void *ud, int level, const char *line);
+
 /* A new, empty registry (NULL when out of memory). */
 plugins_t *plugins_new(plugins_log_fn log, void *ud);
+/* Reports through LOG (with levels) instead of the plugins_new callback;
+ * UD replaces that callback's. Before loading anything. */
+void plugins_set_level_log(plugins_t *p, plugins_level_log_fn log, void *ud);
+/* When ON, each shared object's init first runs in a forked child (for checking a
+ * config): one that dies there is refused as "plugin FILE crashed in init
+ * (signal N)" instead of ending the caller. */
+void plugins_set_trial_init(plugins_t *p, bool on);
+/* How many LOOM_LOG_ERROR lines the loader reported so far. */
+size_t plugins_errors(const plugins_t *p);
+
 /* Runs every plugin's fini, unloads the shared objects, frees everything. */
 void plugins_free(plugins_t *p);
 

@@ -319,3 +319,56 @@ out:
     sqlite3_close(db);
     return n;
 }
+
+void lh_config_replace(lh_daemon *d, const char *old, const char *new_text)
+{
+    char buf[8192];
+    FILE *f = fopen(d->cfg, "r");
+    cr_assert(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *at = strstr(buf, old);
+    cr_assert(at, "the config has no '%s'", old);
+    char *text = NULL;
+    cr_assert(asprintf(&text, "%.*s%s%s", (int)(at - buf), buf, new_text, at + strlen(old)) > 0);
+    write_file(d->cfg, text);
+    free(text);
+}
+
+int lh_check(lh_daemon *d, char *out, size_t outlen)
+{
+    const char *bd = getenv("LOOM_BUILDDIR");
+    char exe[400], path[400];
+    snprintf(exe, sizeof exe, "%s/loomd", bd ? bd : ".");
+    snprintf(path, sizeof path, "%s/check.out", d->dir);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(exe, exe, "--check", "--config", d->cfg, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(out, 1, outlen - 1, f);
+        out[n] = '\0';
+        fclose(f);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+long lh_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

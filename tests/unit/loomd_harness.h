@@ -65,4 +65,12 @@ json_t *lh_wait_event(int fd, const char *event, const char *job, int timeout_ms
  * database cannot be read. */
 long lh_store_steps(const lh_daemon *d, const char *job);
 
+/* Replaces the first OLD in the config with NEW (the config must hold it). */
+void lh_config_replace(lh_daemon *d, const char *old, const char *new_text);
+/* Runs loomd --check on the config; returns its exit status (or 128+signal)
+ * and puts what it printed (stdout and stderr) in OUT (OUTLEN bytes). */
+int lh_check(lh_daemon *d, char *out, size_t outlen);
+/* The time since an arbitrary start, in milliseconds (monotonic). */
+long lh_now_ms(void);
+
 #endif

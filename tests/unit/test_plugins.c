@@ -610,3 +610,63 @@ Test(options, no_options_declared)
     json_decref(empty);
     json_decref(one);
 }
+
+/* ---- levels, errors counted, init tried in a child */
+
+typedef struct level_lines {
+    int n, levels[32];
+    char lines[32][512];
+} level_lines;
+
+static void collect_level(void *ud, int level, const char *line)
+{
+    level_lines *l = ud;
+    if (l->n < 32) {
+        l->levels[l->n] = level;
+        snprintf(l->lines[l->n++], sizeof l->lines[0], "%s", line);
+    }
+}
+
+/* The level of the first line holding NEEDLE, or -1. */
+static int level_of(const level_lines *l, const char *needle)
+{
+    for (int i = 0; i < l->n; i++)
+        if (strstr(l->lines[i], needle))
+            return l->levels[i];
+    return -1;
+}
+
+/* A refused init is one error; the plugin's own info line from init is not,
+ * and "loading plugin" is said before init runs. */
+Test(plugins, levels_and_error_count)
+{
+    level_lines ll = { 0 };
+    plugins_set_level_log(reg, collect_level, &ll);
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("init_fails"), NULL), -1));
+    cr_assert(eq(int, level_of(&ll, "loading plugin 'init_fails'"), LOOM_LOG_INFO));
+    cr_assert(eq(int, level_of(&ll, "checking the model file"), LOOM_LOG_INFO));
+    cr_assert(eq(int, level_of(&ll, "failed to initialise"), LOOM_LOG_ERROR));
+    cr_assert(eq(sz, plugins_errors(reg), 1));
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("good"), NULL), 0));
+    cr_assert(eq(sz, plugins_errors(reg), 1));
+    cr_assert(eq(int, plugins_load_dir(reg, "/nonexistent-plugin-dir"), -1));
+    cr_assert(eq(sz, plugins_errors(reg), 2));
+}
+
+/* With trial init, a plugin that dies in init is refused and named; the
+ * caller lives on and a good plugin still loads after it. */
+Test(plugins, trial_init_names_a_crash)
+{
+    level_lines ll = { 0 };
+    plugins_set_level_log(reg, collect_level, &ll);
+    plugins_set_trial_init(reg, true);
+    const char *path = plugin_path("init_crashes");
+    cr_assert(eq(int, plugins_load_file(reg, path, NULL), -1));
+    cr_assert(eq(int, level_of(&ll, "plugin 'init_crashes' crashed in init"), LOOM_LOG_ERROR));
+    cr_assert(level_of(&ll, path) >= 0);
+    cr_assert(eq(ptr, (void *)plugins_lambda_find(reg, "init_crashes.echo"), NULL));
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("good"), NULL), 0));
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("init_fails"), NULL), -1));
+    cr_assert(eq(int, level_of(&ll, "failed to initialise"), LOOM_LOG_ERROR));
+    cr_assert(eq(sz, plugins_errors(reg), 2));
+}

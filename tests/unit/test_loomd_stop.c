@@ -1,0 +1,177 @@
+/* test_loomd_stop.c -- a real loomd whose plugins misbehave: a lambda that
+ * never returns cannot hold a stop past its grace, a second signal cuts the
+ * grace short, bad output ends a job with invalid_output, and --check fails
+ * on every error it prints, naming a plugin that crashes in init.
+ *
+ * Bounds come from the config and from loomd's own: a stop ends within
+ * shutdown_grace, plus the 200 ms loomd gives calls it cancelled, plus the
+ * same again as the grace for closing the store and the socket on a loaded
+ * machine. */
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/unit/loomd_harness.h"
+
+static lh_daemon D;
+
+static void teardown(void)
+{
+    lh_teardown(&D);
+}
+
+/* Makes DIR/plugins holding a link to each test plugin named in NAMES and
+ * points the config at it, with shutdown_grace GRACE. */
+static void setup_with(const char *const *names, const char *grace)
+{
+    lh_setup(&D, NULL, NULL);
+    const char *bd = getenv("LOOM_BUILDDIR");
+    char dir[400], link[600], target[PATH_MAX], repl[600];
+    snprintf(dir, sizeof dir, "%s/plugins", D.dir);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    for (int i = 0; names && names[i]; i++) {
+        snprintf(link, sizeof link, "%s/%s.so", dir, names[i]);
+        snprintf(target, sizeof target, "%s/tests/plugins/.libs/%s.so", bd ? bd : ".", names[i]);
+        char *abs = realpath(target, NULL);
+        cr_assert(abs, "no %s", target);
+        cr_assert_eq(symlink(abs, link), 0);
+        free(abs);
+    }
+    snprintf(repl, sizeof repl, "shutdown_grace: %s\nplugins: [%s]\n", grace, dir);
+    lh_config_replace(&D, "shutdown_grace: 5s\n", repl);
+}
+
+static const char *const misbehave[] = { "misbehave", NULL };
+
+/* Submits a job whose lambda never returns and waits for its step's step to start; the job id is copied to JOB. */
+static void start_stuck_job(char *job, size_t len)
+{
+    lh_workflow(&D, "stuck", "loom: 1\nname: stuck\ndo: { lambda: misbehave.forever }\n");
+    lh_start(&D);
+    int ev = lh_subscribe(&D);
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"stuck\"}", 5000);
+    cr_assert(r && json_is_true(json_object_get(r, "ok")), "%s", r ? json_dumps(r, 0) : "no reply");
+    const char *id = json_string_value(json_object_get(r, "job"));
+    cr_assert(id, "%s", json_dumps(r, 0));
+    snprintf(job, len, "%s", id);
+    json_decref(r);
+    json_t *e = lh_wait_event(ev, "step_started", job, 10000);
+    cr_assert(e, "the stuck step did not start within 10 s");
+    json_decref(e);
+    close(ev);
+}
+
+static const char *job_state(const char *job)
+{
+    static char state[32];
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"get\",\"job\":\"%s\"}", job);
+    json_t *r = lh_call(&D, req, 5000);
+    cr_assert(r);
+    snprintf(state, sizeof state, "%s",
+             json_string_value(json_object_get(json_object_get(r, "job"), "state")) ?: "?");
+    json_decref(r);
+    return state;
+}
+
+Test(loomd_stop, sigterm_ends_within_the_grace_despite_a_stuck_lambda, .fini = teardown,
+     .timeout = 60)
+{
+    setup_with(misbehave, "1s");
+    char job[64];
+    start_stuck_job(job, sizeof job);
+    long t0 = lh_now_ms();
+    int rc = lh_stop(&D, SIGTERM);
+    long took = lh_now_ms() - t0;
+    cr_assert_eq(rc, 0, "exit status %d", rc);
+    const long grace = 1000, workers = 200;
+    cr_assert(took >= grace, "stopped after %ld ms, before the grace", took);
+    cr_assert(took < grace + workers + grace, "stopped after %ld ms", took);
+    cr_assert_eq(lh_log_count(&D, "abandoned a call still running", "lambda misbehave.forever"), 1);
+    cr_assert_eq(lh_log_count(&D, "abandoned a call still running", job), 1);
+    /* the job was left running in the store and resumes at the next start */
+    lh_start(&D);
+    lh_wait_log(&D, "ready", "resumed=1", 1, 10000);
+    cr_assert_str_eq(job_state(job), "running");
+}
+
+Test(loomd_stop, a_second_sigterm_ends_at_once, .fini = teardown, .timeout = 60)
+{
+    const long grace = 30000;
+    setup_with(misbehave, "30s");
+    char job[64];
+    start_stuck_job(job, sizeof job);
+    long t0 = lh_now_ms();
+    kill(D.pid, SIGTERM);
+    lh_wait_log(&D, "SIGTERM: taking no new jobs", NULL, 1, 10000);
+    int rc = lh_stop(&D, SIGINT);
+    long took = lh_now_ms() - t0;
+    cr_assert_eq(rc, 0, "exit status %d", rc);
+    cr_assert(took < grace / 2, "stopped after %ld ms of a %ld ms grace", took, grace);
+    cr_assert_eq(lh_log_count(&D, "SIGINT again: stopping now", NULL), 1);
+    lh_start(&D);
+    lh_wait_log(&D, "ready", "resumed=1", 1, 10000);
+}
+
+Test(loomd_stop, bad_output_fails_the_job_with_invalid_output, .fini = teardown, .timeout = 60)
+{
+    setup_with(misbehave, "5s");
+    lh_workflow(&D, "bad", "loom: 1\nname: bad\ndo: { lambda: misbehave.bad_utf8 }\n");
+    lh_workflow(&D, "none", "loom: 1\nname: none\ndo: { lambda: misbehave.nothing }\n");
+    lh_start(&D);
+    const char *wfs[] = { "bad", "none" }, *codes[] = { "invalid_output", "lambda_failed" };
+    for (int i = 0; i < 2; i++) {
+        char req[256];
+        snprintf(req, sizeof req, "{\"op\":\"submit\",\"workflow\":\"%s\",\"wait\":true}", wfs[i]);
+        json_t *r = lh_call(&D, req, 15000);
+        cr_assert(r, "no answer for %s", wfs[i]);
+        json_t *res = json_object_get(r, "result");
+        cr_assert_str_eq(json_string_value(json_object_get(res, "state")), "failed", "%s",
+                         json_dumps(r, 0));
+        json_t *err = json_object_get(res, "error");
+        cr_assert_str_eq(json_string_value(json_object_get(err, "code")), codes[i], "%s",
+                         json_dumps(r, 0));
+        if (i == 0)
+            cr_assert(strstr(json_string_value(json_object_get(err, "message")), "$.text"),
+                      "%s", json_dumps(r, 0));
+        char job[64];
+        snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")) ?: "");
+        json_decref(r);
+        cr_assert_str_eq(job_state(job), "failed"); /* the row is final */
+    }
+    cr_assert_eq(lh_log_count(&D, "the store is closed", NULL), 0);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+}
+
+Test(loomd_stop, check_fails_on_a_missing_plugin_directory, .fini = teardown)
+{
+    lh_setup(&D, NULL, NULL);
+    lh_config_replace(&D, "shutdown_grace: 5s\n", "shutdown_grace: 5s\nplugins: [/nonexistent-loom-plugins]\n");
+    char out[8192];
+    int rc = lh_check(&D, out, sizeof out);
+    cr_assert_neq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "cannot read the plugin directory"), "%s", out);
+}
+
+Test(loomd_stop, check_names_a_plugin_that_crashes_in_init, .fini = teardown)
+{
+    static const char *const names[] = { "init_crashes", "misbehave", NULL };
+    setup_with(names, "5s");
+    char out[8192];
+    int rc = lh_check(&D, out, sizeof out);
+    cr_assert_eq(rc, 1, "%s", out);
+    cr_assert(strstr(out, "init_crashes.so: plugin 'init_crashes' crashed in init"), "%s", out);
+}
+
+Test(loomd_stop, check_passes_a_clean_config, .fini = teardown)
+{
+    setup_with(misbehave, "5s");
+    char out[8192];
+    int rc = lh_check(&D, out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+}
