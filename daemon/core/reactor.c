@@ -80,6 +80,10 @@ struct reactor {
     size_t heap_len, heap_cap;
     uint64_t timer_seq;
     reactor_timer_t *firing;
+    /* the lateness of the last REACTOR_LAG_WINDOW timers, a ring */
+    uint64_t lag_us[REACTOR_LAG_WINDOW];
+    size_t lag_n, lag_next;
+    uint64_t lag_count;
 
     pthread_mutex_t post_lock; /* guards the fields below */
     list_link posts;           /* reactor_post_t.link, in posting order */
@@ -369,6 +373,14 @@ static int reactor_fire_timers(reactor_t *r, uint64_t seq_limit)
         if (t->deadline_us > r->now_us || t->seq >= seq_limit)
             break;
         heap_take(r->heap, &r->heap_len, 0, &timer_heap_ops);
+        /* read now, not the pass's time: callbacks run earlier in this
+         * pass are part of what made this timer late */
+        uint64_t now = reactor_clock_us();
+        r->lag_us[r->lag_next] = now > t->deadline_us ? now - t->deadline_us : 0;
+        r->lag_next = (r->lag_next + 1) % REACTOR_LAG_WINDOW;
+        if (r->lag_n < REACTOR_LAG_WINDOW)
+            r->lag_n++;
+        r->lag_count++;
         t->index = REACTOR_TIMER_FIRING;
         r->firing = t;
         t->cb(r, t, t->ud);
@@ -578,4 +590,28 @@ int reactor_run(reactor_t *r)
     }
     atomic_store(&r->stop, false);
     return rc;
+}
+
+/* ---- lag */
+
+static int reactor_u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void reactor_lag(const reactor_t *r, reactor_lag_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->samples = r->lag_n;
+    out->timers_fired = r->lag_count;
+    if (!r->lag_n)
+        return;
+    /* sorted on a copy: asked for now and then (stats), not per timer */
+    uint64_t v[REACTOR_LAG_WINDOW];
+    memcpy(v, r->lag_us, r->lag_n * sizeof *v);
+    qsort(v, r->lag_n, sizeof *v, reactor_u64_cmp);
+    out->p50_us = v[(r->lag_n - 1) / 2];
+    out->p99_us = v[(r->lag_n - 1) * 99 / 100];
+    out->max_us = v[r->lag_n - 1];
 }

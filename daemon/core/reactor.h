@@ -130,6 +130,21 @@ uint64_t reactor_timer_deadline_us(const reactor_timer_t *t);
 /* How many timers are pending. */
 size_t reactor_timer_count(const reactor_t *r);
 
+/* ---- lag: how late timers run, the measure of a blocked reactor thread */
+
+/* Timers whose lateness (from deadline to the start of the callback) the
+ * window keeps. */
+#define REACTOR_LAG_WINDOW 1024
+
+typedef struct reactor_lag_t {
+    uint64_t p50_us, p99_us, max_us; /* over the window */
+    size_t samples;                  /* in the window (<= REACTOR_LAG_WINDOW) */
+    uint64_t timers_fired;           /* since the reactor was made */
+} reactor_lag_t;
+
+/* The lag of the last REACTOR_LAG_WINDOW timers fired, into OUT. */
+void reactor_lag(const reactor_t *r, reactor_lag_t *out);
+
 /* ---- posts: handing work to the reactor thread from any thread */
 
 /* Queues CB(R, UD) to run on the reactor thread. Posts run in the order they

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/core/reactor.h"
@@ -858,5 +859,55 @@ Test(reactor_handback, take_disarms_and_keeps_the_order, .timeout = 30)
         cr_assert(eq(int, t->delivered[i], i));
     pthread_mutex_destroy(&t->lock);
     free(t);
+    reactor_free(r);
+}
+
+/* ---- lag */
+
+static void lag_busy(reactor_t *r, void *ud)
+{
+    /* holds the thread for *ud microseconds, as a long compile would */
+    uint64_t until = reactor_now_us(r) + *(uint64_t *)ud;
+    struct timespec ts;
+    do
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    while ((uint64_t)ts.tv_sec * REACTOR_SEC + (uint64_t)ts.tv_nsec / 1000u < until);
+}
+
+static void lag_count(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    (void)r;
+    (void)t;
+    ++*(int *)ud;
+}
+
+Test(reactor_lag, a_blocked_pass_shows_as_timer_lag, .timeout = 30)
+{
+    reactor_t *r = reactor_new();
+    cr_assert(not(eq(ptr, r, NULL)));
+    reactor_lag_t lag;
+    reactor_lag(r, &lag);
+    cr_assert(eq(sz, lag.samples, 0));
+    int fired = 0;
+    /* a timer due now, and a post in the same pass that holds the thread
+     * for BUSY: the timer runs at least BUSY late */
+    uint64_t busy = 30 * REACTOR_MSEC;
+    cr_assert(not(eq(ptr, reactor_timer_add(r, 0, lag_count, &fired), NULL)));
+    cr_assert(eq(int, reactor_post(r, lag_busy, &busy), 0));
+    while (fired < 1)
+        cr_assert(ge(int, reactor_run_once(r, -1), 0));
+    reactor_lag(r, &lag);
+    cr_assert(eq(sz, lag.samples, 1));
+    cr_assert(ge(u64, lag.max_us, busy));
+    cr_assert(eq(u64, lag.p99_us, lag.max_us));
+    /* the window keeps the last REACTOR_LAG_WINDOW timers only */
+    for (int i = 0; i < REACTOR_LAG_WINDOW + 10; i++)
+        cr_assert(not(eq(ptr, reactor_timer_add(r, 0, lag_count, &fired), NULL)));
+    while (fired < REACTOR_LAG_WINDOW + 11)
+        cr_assert(ge(int, reactor_run_once(r, -1), 0));
+    reactor_lag(r, &lag);
+    cr_assert(eq(sz, lag.samples, REACTOR_LAG_WINDOW));
+    cr_assert(eq(u64, lag.timers_fired, REACTOR_LAG_WINDOW + 11));
+    cr_assert(lt(u64, lag.p50_us, busy), "the busy pass left the window");
     reactor_free(r);
 }
