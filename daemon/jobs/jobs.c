@@ -102,6 +102,14 @@ static void waiter_answer(lwaiter *w, json_t *obj, bool timed_out)
         waiter_free(w);
         return;
     }
+    /* an answer that is not a time-out is the job's end: never an earlier state */
+    if (!timed_out && state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)) {
+        server_reply_error(w->conn, w->id, "store_error",
+                           "job %s ended but its end is not recorded (the store says %s); "
+                           "it resumes at the next start", w->job->id, state);
+        waiter_free(w);
+        return;
+    }
     if (w->kind == W_CANCEL)
         body = json_pack("{s:s, s:s}", "job", w->job->id, "state", state ? state : "cancelled");
     else if (w->kind == W_SUBMIT)
@@ -202,21 +210,71 @@ static ljob *job_new(jobs_t *js, const char *id, dsl_graph *g, const char *workf
     return j;
 }
 
-/* The store has J's end: answer everyone and forget J. */
+static void on_finished(void *ud, const store_result_t *res);
+
+/* The store refused J's end because of its data (WHY): J ends failed with
+ * store_rejected instead, an end that carries nothing of the refused data.
+ * 0, or the negative errno of queuing it. */
+static int job_end_rejected(jobs_t *js, ljob *j, const char *why)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg, "the job's end could not be stored as it was: %s", why);
+    json_t *e = json_pack("{s:s, s:s}", "code", "store_rejected", "message", msg);
+    if (!e)
+        return -ENOMEM;
+    store_outcome_t out = { .state = STORE_FAILED, .error = e };
+    j->end_rejected = true;
+    j->end_state = STORE_FAILED;
+    int rc = store_finish_job(js->store, j->id, &out, on_finished, j);
+    json_decref(e);
+    return rc;
+}
+
+/* The store has J's end on disk, or cannot take it at all: answer everyone
+ * and forget J. The store holds an end it cannot write for want of the disk
+ * and retries it, so this runs once the disk has it; the job counters of
+ * `stats` count here, what was committed. */
 static void on_finished(void *ud, const store_result_t *res)
 {
     ljob *j = ud;
     jobs_t *js = j->js;
-    if (res->status < 0 && res->status != -EALREADY)
+    if ((res->status == -E2BIG || res->status == -EINVAL) && !j->end_rejected) {
         log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
-                  "cannot record the end of a job: %s", res->error);
-    json_t *obj = job_object(js, j->id);
+                  "the store refused the end of a job because of its data (%s): the job ends "
+                  "failed with store_rejected instead", res->error);
+        if (job_end_rejected(js, j, res->error) == 0)
+            return;
+    }
+    bool recorded = res->status == 0 || res->status == -EALREADY;
+    if (!recorded)
+        log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
+                  "the end of a job was not recorded (%s): the store still says it is "
+                  "running, and it resumes at the next start", res->error);
+    if (res->status == 0) {
+        if (j->end_state == STORE_SUCCEEDED)
+            js->counts.succeeded++;
+        else if (j->end_state == STORE_CANCELLED)
+            js->counts.cancelled++;
+        else
+            js->counts.failed++;
+    }
+    json_t *obj = recorded ? job_object(js, j->id) : NULL;
     const char *state = json_string_value(json_object_get(obj, "state"));
-    emit(js, j, json_pack("{s:s, s:s}", "event", "job_finished", "state", state ? state : "unknown"));
+    if (recorded)
+        emit(js, j, json_pack("{s:s, s:s}", "event", "job_finished", "state",
+                              state ? state : "unknown"));
     while (j->waiters) {
         lwaiter *w = j->waiters;
         j->waiters = w->next;
-        waiter_answer(w, obj, false);
+        if (recorded) {
+            waiter_answer(w, obj, false);
+            continue;
+        }
+        server_reply_error(w->conn, w->id,
+                           js->stopping || js->hard_stop ? "shutting_down" : "store_error",
+                           "the end of job %s could not be recorded (%s); it resumes at the "
+                           "next start", j->id, res->error);
+        waiter_free(w);
     }
     json_decref(obj);
     job_free(js, j);
@@ -224,12 +282,24 @@ static void on_finished(void *ud, const store_result_t *res)
     js->hooks.settled(js->hooks.ud);
 }
 
-/* Records J's end in the store; replies follow from on_finished. */
+/* Records J's end in the store; replies follow from on_finished, once the
+ * end is on disk. */
 static void job_end(jobs_t *js, ljob *j, const store_outcome_t *out)
 {
     j->state = LJ_ENDING;
-    if (store_finish_job(js->store, j->id, out, on_finished, j) < 0) {
-        store_result_t res = { .status = -EIO, .job_id = j->id, .error = "the store is closed" };
+    j->end_state = out->state;
+    int rc = store_finish_job(js->store, j->id, out, on_finished, j);
+    if (rc == -EILSEQ) {
+        const char *why = "its output or error is not valid JSON text (a string that is not "
+                          "UTF-8)";
+        log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
+                  "the end of a job cannot be stored: %s; the job ends failed with "
+                  "store_rejected instead", why);
+        rc = job_end_rejected(js, j, why);
+    }
+    if (rc < 0) {
+        store_result_t res = { .status = rc, .job_id = j->id,
+                               .error = rc == -ESHUTDOWN ? "the store is closed" : strerror(-rc) };
         on_finished(j, &res);
     }
 }
@@ -284,14 +354,29 @@ static void on_trace(void *ud, const engine_trace *t)
         json_decref(ev);
 }
 
+/* A checkpoint's write came back. The store holds one it cannot write for
+ * want of the disk (ahead of its job's end) until it commits, so a failure
+ * here is a refusal of the data itself, or a store that closed first. */
+static void on_checkpointed(void *ud, const store_result_t *res)
+{
+    jobs_t *js = ud;
+    if (res->status < 0)
+        log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", res->job_id ? res->job_id : "?"),
+                  "a checkpoint was not stored, so its step runs again if the job resumes: %s",
+                  res->error);
+}
+
 static void on_checkpoint(void *ud, engine_job_t *ej, const char *key, json_t *output)
 {
     ljob *j = ud;
     (void)ej;
-    /* no callback: a lost checkpoint only costs a call again after a crash */
-    if (store_checkpoint_step(j->js->store, j->id, key, output, NULL, 0, NULL, NULL) < 0)
+    int rc = store_checkpoint_step(j->js->store, j->id, key, output, NULL, 0, on_checkpointed,
+                                   j->js);
+    if (rc < 0)
         log_write(j->js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", j->id),
-                  "cannot queue a checkpoint");
+                  "a checkpoint was not stored, so its step runs again if the job resumes: %s",
+                  rc == -EILSEQ ? "its output is not valid JSON text (a string that is not UTF-8)"
+                  : rc == -ESHUTDOWN ? "the store is closed" : strerror(-rc));
 }
 
 static void on_pump(reactor_t *r, reactor_timer_t *t, void *ud)
@@ -337,12 +422,6 @@ static void on_job_done(engine_job_t *ej, void *ud)
                  : strcmp(err->code, "cancelled") == 0 ? STORE_CANCELLED : STORE_FAILED,
         .output = engine_job_output(ej), .error = errj, .usage = engine_job_usage(ej),
     };
-    if (out.state == STORE_SUCCEEDED)
-        js->counts.succeeded++;
-    else if (out.state == STORE_CANCELLED)
-        js->counts.cancelled++;
-    else
-        js->counts.failed++;
     json_t *fields = json_pack("{s:s, s:s, s:s}", "job", j->id, "workflow", j->workflow, "state",
                                store_state_name(out.state));
     if (fields && js->log_payloads) { /* asked for: inputs and outputs hold user data */
@@ -376,7 +455,6 @@ static void job_start(jobs_t *js, ljob *j, engine_t *eng, void *gen)
         running_del(js, j);
         json_t *e = json_pack("{s:s, s:s}", "code", "internal", "message", "out of memory");
         store_outcome_t out = { .state = STORE_FAILED, .error = e };
-        js->counts.failed++;
         job_end(js, j, &out);
         json_decref(e);
     }
@@ -419,12 +497,54 @@ static void psubmit_free(psubmit *p)
     free(p);
 }
 
+/* The store started holding writes, or committed them all: say so once
+ * each way, since nothing else tells the operator while nobody submits. */
+static void on_store_health(void *ud, const store_health_t *h)
+{
+    jobs_t *js = ud;
+    if (h->unavailable && !js->store_down) {
+        js->store_down = true;
+        log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:I}", "held", (json_int_t)h->held),
+                  "the job store cannot write (%s): job starts, checkpoints and ends are kept "
+                  "in memory, in order, and retried until they commit; new submits are "
+                  "refused with store_unavailable", h->error);
+    } else if (!h->unavailable && js->store_down) {
+        js->store_down = false;
+        log_write(js->log, LOOM_LOG_INFO, NULL,
+                  "the job store writes again: every held write is committed, submits are "
+                  "accepted");
+    }
+}
+
+/* Refuses a submit while the store cannot write (WHY: what failed, or
+ * NULL for the store's own account): a stable code and a hint of when to
+ * try again (docs/protocol.md). */
+static void reply_store_unavailable(jobs_t *js, server_conn_t *conn, json_t *id, const char *why)
+{
+    int64_t after = 0;
+    char held[200] = "", msg[400];
+    if (!store_unavailable(js->store, &after, held, sizeof held))
+        after = 1000; /* the insert itself failed: nothing is being retried to time it by */
+    snprintf(msg, sizeof msg, "the job store cannot write (disk full?); retry later: %s",
+             why && *why ? why : held);
+    server_reply(conn, id, json_pack("{s:b, s:{s:s, s:s, s:I}}", "ok", 0, "error", "code",
+                                     "store_unavailable", "message", msg, "retry_after_ms",
+                                     (json_int_t)after));
+}
+
 static void on_inserted(void *ud, const store_result_t *res)
 {
     psubmit *p = ud;
     jobs_t *js = p->js;
     if (res->status < 0) {
-        server_reply_error(p->conn, p->id, "store_error", "the job was not accepted: %s", res->error);
+        if (store_status_transient(res->status)) {
+            log_write(js->log, LOOM_LOG_WARN, NULL,
+                      "a submit was refused: the job store cannot write: %s", res->error);
+            reply_store_unavailable(js, p->conn, p->id, res->error);
+        } else {
+            server_reply_error(p->conn, p->id, "store_error", "the job was not accepted: %s",
+                               res->error);
+        }
         psubmit_free(p);
         return;
     }
@@ -475,6 +595,12 @@ void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
         server_reply_error(conn, id, "unknown_workflow", "no workflow '%s' is loaded", name);
         return;
     }
+    /* held ends and checkpoints come first: no new work while they wait */
+    if (store_unavailable(js->store, NULL, NULL, 0)) {
+        dsl_graph_unref(g);
+        reply_store_unavailable(js, conn, id, NULL);
+        return;
+    }
     psubmit *p = calloc(1, sizeof *p);
     if (!p || !(p->workflow = strdup(name))) {
         free(p);
@@ -522,6 +648,15 @@ void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, dou
         server_reply_error(conn, id, "not_found", "no job %s", job);
         return;
     }
+    /* not live here yet not over: nothing in this daemon will end it */
+    const char *state = json_string_value(json_object_get(obj, "state"));
+    if (state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)) {
+        server_reply_error(conn, id, "store_error",
+                           "job %s is %s in the store but this daemon does not hold it (its "
+                           "end could not be recorded); it resumes at the next start", job, state);
+        json_decref(obj);
+        return;
+    }
     server_reply(conn, id, json_pack("{s:o, s:b}", "job", obj, "timed_out", 0));
 }
 
@@ -544,7 +679,6 @@ void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
     }
     if (j->state == LJ_QUEUED) {
         jobs_queue_remove(js, j);
-        js->counts.cancelled++;
         json_t *e = json_pack("{s:s, s:s}", "code", "cancelled", "message", "cancelled before it started");
         store_outcome_t out = { .state = STORE_CANCELLED, .error = e };
         job_end(js, j, &out);
@@ -607,6 +741,7 @@ int jobs_resume(jobs_t *js)
 {
     json_t *jobs = NULL;
     char err[256];
+    store_set_health_cb(js->store, on_store_health, js);
     if (store_unfinished_jobs(js->store, &jobs, err, sizeof err) < 0) {
         log_write(js->log, LOOM_LOG_ERROR, NULL, "cannot read unfinished jobs: %s", err);
         return -1;

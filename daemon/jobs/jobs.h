@@ -69,9 +69,11 @@ struct ljob {
     lwaiter *waiters;          /* replies owed when it ends */
     server_conn_t **subs;      /* `events` subscribers (references) */
     size_t nsubs, subs_cap;
+    store_state_t end_state;   /* the end being recorded (counted once on disk) */
+    bool end_rejected;         /* the store refused its end; a failed one replaces it */
 };
 
-/* The counters of `stats`. */
+/* The counters of `stats` (the ends: as committed to the store). */
 typedef struct jobs_counts {
     size_t queued, running;
     uint64_t submitted, succeeded, failed, cancelled;
@@ -99,6 +101,7 @@ struct jobs {
     jobs_counts counts;
     server_conn_t **subs;      /* `events` subscribers of every job (references) */
     size_t nsubs, subs_cap;
+    bool store_down;           /* the store holds writes (logged once each way) */
 };
 
 /* Sets up JS over R, STORE, WF and LOG (all borrowed; they must outlive it;

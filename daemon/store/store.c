@@ -132,13 +132,30 @@ static int store_enqueue(store_t *s, store_req_t *q)
 
 /* ---- completions */
 
+/* Runs S's health callback with the state of now. */
+static void store_deliver_health(store_t *s)
+{
+    char why[sizeof s->held_error];
+    pthread_mutex_lock(&s->lock);
+    store_health_t h = {.unavailable = s->held > 0, .held = s->held,
+                        .status = s->held ? s->held_status : 0, .error = why};
+    snprintf(why, sizeof why, "%s", s->held ? s->held_error : "");
+    pthread_mutex_unlock(&s->lock);
+    if (s->health_cb)
+        s->health_cb(s->health_ud, &h);
+}
+
 /* Runs the callback of every request of L, in order, and frees them. */
 static void store_deliver_list(list_link *l, void *ud)
 {
-    (void)ud;
+    store_t *s = ud;
     LIST_EACH_SAFE(it, nx, l) {
-        store_req_t *q = LIST_OWNER(it, store_req_t, link);
         list_del(it);
+        if (it == &s->health) {
+            store_deliver_health(s);
+            continue;
+        }
+        store_req_t *q = LIST_OWNER(it, store_req_t, link);
         if (q->cb) {
             store_result_t res = {
                 .status = q->status,
@@ -174,7 +191,7 @@ static bool store_req_holds(const store_req_t *q)
 /* Store thread, lock held: moves the writes of BATCH that must be held back
  * to the head of the queue, in order, and sets the backoff; or, when none
  * is held, clears it. Closing: nothing is held any more. */
-static void store_hold_locked(store_t *s, list_link *batch)
+static void store_hold_batch_locked(store_t *s, list_link *batch)
 {
     list_link held;
     list_init(&held);
@@ -208,6 +225,16 @@ static void store_hold_locked(store_t *s, list_link *batch)
     if (s->backoff_ms > STORE_BACKOFF_MAX_MS)
         s->backoff_ms = STORE_BACKOFF_MAX_MS;
     s->retry_at_ms = store_mono_ms() + s->backoff_ms;
+}
+
+/* The same, and a health call for the reactor thread when the store just
+ * started or stopped holding writes. */
+static void store_hold_locked(store_t *s, list_link *batch)
+{
+    bool was = s->held > 0;
+    store_hold_batch_locked(s, batch);
+    if (was != (s->held > 0) && !list_linked(&s->health))
+        reactor_handback_add_locked(&s->done, &s->health);
 }
 
 /* Store thread, lock held: waits until the held writes may go again (or
@@ -351,6 +378,7 @@ store_t *store_open(const char *dir, reactor_t *r, const store_options_t *option
     }
     s->lock_fd = -1;
     list_init(&s->queue);
+    list_init(&s->health);
     s->busy_timeout_ms = options && options->busy_timeout_ms > 0 ? options->busy_timeout_ms
                                                                  : STORE_DEFAULT_BUSY_MS;
     s->max_batch = options ? options->max_batch : 0;
@@ -612,4 +640,10 @@ bool store_unavailable(store_t *s, int64_t *retry_after_ms, char *why, size_t wh
         store_set_error(why, whylen, "%s", s->held_error);
     pthread_mutex_unlock(&s->lock);
     return held;
+}
+
+void store_set_health_cb(store_t *s, store_health_cb cb, void *ud)
+{
+    s->health_cb = cb;
+    s->health_ud = ud;
 }

@@ -166,6 +166,10 @@ void store_close(store_t *s);
  * and, when more than one request was in it, each is retried in a
  * transaction of its own, so one bad request does not fail the others. */
 
+/* Whether a write's STATUS means "not now": the disk, not the request
+ * (-ENOSPC, -EIO, -EROFS, -EBUSY, -ENOMEM, -EACCES). */
+bool store_status_transient(int status);
+
 typedef struct store_result {
     int status;         /* as above */
     const char *job_id; /* the job the request was about; for an insert, the
@@ -292,6 +296,23 @@ void store_get_stats(store_t *s, store_stats_t *out);
  * again and WHY (when not NULL) the last failure. Any thread while S is
  * open. */
 bool store_unavailable(store_t *s, int64_t *retry_after_ms, char *why, size_t whylen);
+
+/* What the store says of itself: whether it holds writes it cannot commit. */
+typedef struct store_health {
+    bool unavailable;
+    size_t held;        /* writes held */
+    int status;         /* while unavailable: the last try's status (< 0) */
+    const char *error;  /* while unavailable: what the last try said, else "";
+                         * borrowed for the call */
+} store_health_t;
+
+typedef void (*store_health_cb)(void *ud, const store_health_t *h);
+
+/* CB (NULL: none) runs on the reactor thread after S starts holding writes
+ * and after it has committed them all, with the state at the time it runs:
+ * at most one call is pending, so a brief flap may be seen once or not at
+ * all. Reactor thread; UD is the caller's, borrowed. */
+void store_set_health_cb(store_t *s, store_health_cb cb, void *ud);
 
 /* ---- injected faults (store_vfs.c), for tests
  *

@@ -101,6 +101,9 @@ struct store {
     int64_t backoff_ms;   /* the current wait between tries; 0 when none held */
     int64_t retry_at_ms;  /* CLOCK_MONOTONIC: when the held writes go again */
     char held_error[200];
+    list_link health;     /* in DONE while a health call is pending */
+    store_health_cb health_cb; /* reactor thread only */
+    void *health_ud;
 
     /* written by the store thread, read by anyone */
     atomic_uint_fast64_t transactions, batch_retries;
@@ -121,8 +124,7 @@ int store_db_open_writer(const char *db_path, const char *vfs, int busy_timeout_
  * the name of the SQLite VFS to use, NULL for the default. */
 int store_db_open_reader(const char *db_path, const char *vfs, int busy_timeout_ms,
                          sqlite3 **db, char *err, size_t errlen);
-/* Whether a request status means "not now" (the disk, not the request). */
-bool store_status_transient(int status);
+
 /* The cached statement IDX of CACHE, prepared from SQL on first use; NULL
  * with the SQLite code in *RC on failure. */
 sqlite3_stmt *store_db_stmt(sqlite3 *db, sqlite3_stmt **cache, int idx, const char *sql,

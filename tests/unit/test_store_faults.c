@@ -83,6 +83,31 @@ static void on_done(void *ud, const store_result_t *res)
     snprintf(s->id, sizeof s->id, "%s", res->job_id ? res->job_id : "");
 }
 
+/* Health calls: how many said "unavailable", how many "available". */
+typedef struct health {
+    int down, up;
+    char error[256];
+} health_t;
+
+static void on_health(void *ud, const store_health_t *h)
+{
+    health_t *t = ud;
+    if (h->unavailable) {
+        t->down++;
+        snprintf(t->error, sizeof t->error, "%s", h->error);
+    } else {
+        t->up++;
+    }
+}
+
+static void run_until_count(const int *counter, int n)
+{
+    double deadline = now_s() + 20;
+    while (*counter < n && now_s() < deadline)
+        cr_assert(reactor_run_once(g_r, 20) >= 0);
+    cr_assert(ge(int, *counter, n), "timed out waiting for a health call");
+}
+
 static void run_until_calls(const seen_t *s, int n)
 {
     double deadline = now_s() + 20;
@@ -169,6 +194,8 @@ static void held_then_healed(store_fault_on_t on, unsigned nth, int sqlite_rc, i
 {
     store_t *s = open_faulty(g_dir);
     char id[STORE_ID_SIZE], buf[32];
+    health_t h = {0};
+    store_set_health_cb(s, on_health, &h);
     insert_sync(s, id);
 
     sqlite3 *p = plug(); /* one batch: which write fails does not depend on timing */
@@ -184,6 +211,8 @@ static void held_then_healed(store_fault_on_t on, unsigned nth, int sqlite_rc, i
     unplug(p);
     run_until_held(s, 4, 2); /* two failed tries: the backoff did run */
     cr_assert(eq(int, d.calls, 0), "a held write was called back: %s", d.error);
+    run_until_count(&h.down, 1);
+    cr_assert(strlen(h.error) > 0);
 
     int64_t retry = 0;
     char why[256] = "";
@@ -205,6 +234,8 @@ static void held_then_healed(store_fault_on_t on, unsigned nth, int sqlite_rc, i
 
     store_faults_heal(g_f);
     run_until_calls(&d, 4);
+    run_until_count(&h.up, 1);
+    cr_assert(eq(int, h.down, 1), "one health call each way");
     cr_assert(eq(str, d.order, "r12f"));
     for (int i = 0; i < 4; i++)
         cr_assert(eq(int, d.status[i], 0));
