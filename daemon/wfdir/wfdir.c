@@ -96,71 +96,6 @@ void wfdir_file_free(wfdir_file *f)
     free(f);
 }
 
-static uint64_t fnv1a(const char *buf, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)buf[i]) * 1099511628211ULL;
-    return h;
-}
-
-static size_t max_file(const wfdir *w)
-{
-    return w->copt.max_file_size ? w->copt.max_file_size : WFDIR_MAX_FILE;
-}
-
-/* Reads PATH into a new NUL-terminated buffer. At most MAX + 1 bytes are
- * read, so the compiler sees the file is too large and says so in its own
- * words. O_NONBLOCK and the fstat keep a FIFO or device put there by mistake
- * from blocking the reactor: anything but a regular file is -EISDIR (a
- * directory) or -EINVAL. */
-static int read_workflow(const char *path, size_t max, char **out, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    int rc;
-    struct stat st;
-    if (fd < 0)
-        return -errno;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-        goto fail;
-    }
-    for (;;) {
-        if (cap - n < 4096 && vec_reserve(&buf, n + 4096, &cap, 1, 8192) < 0) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        size_t want = cap - n - 1;
-        if (want > max + 1 - n)
-            want = max + 1 - n;
-        ssize_t k = want ? read(fd, buf + n, want) : 0;
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0) {
-            rc = -errno;
-            goto fail;
-        }
-        if (k == 0)
-            break;
-        n += (size_t)k;
-    }
-    close(fd);
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-fail:
-    free(buf);
-    close(fd);
-    return rc;
-}
-
 static void replace_text(char **slot, char *text)
 {
     free(*slot);
@@ -184,67 +119,59 @@ static void file_failed(wfdir *w, wfdir_file *f, char *text)
                    f->version.hash);
 }
 
-/* Acts on what the last event or scan said of F: a file that is gone is
- * marked for the settle to drop; otherwise its bytes, when they changed, are
- * compiled into F->pending or their errors recorded. Never touches F->graph:
- * the settle compares the served set before and after. */
-static void process_file(wfdir *w, wfdir_file *f)
+/* Applies RES, what reading and compiling F's latest content found (its
+ * graph and texts are taken): a file that is gone is marked for the settle
+ * to drop; otherwise new bytes become F->pending or their errors are
+ * recorded. Never touches F->graph: the settle compares the served set
+ * before and after. */
+void wfdir_apply(wfdir *w, wfdir_file *f, wfdir_result *res)
 {
-    char *buf = NULL, *text = NULL;
-    size_t len = 0;
-    f->ev = WFDIR_EV_NONE;
     f->gone = false; /* marked gone by an earlier flush whose settle failed, and back */
-    int rc = read_workflow(f->path, max_file(w), &buf, &len);
-    if (rc == -ENOENT || rc == -ENOTDIR) {
+    if (res->rc == -ENOENT || res->rc == -ENOTDIR) {
         f->gone = true;
-        return;
-    }
-    if (rc == -EISDIR || rc == -EINVAL) {
+    } else if (res->rc == -EISDIR || res->rc == -EINVAL) {
         wfdir_logf(w, WFDIR_LOG_WARNING, "%s: warning: not a regular file; ignored", f->path);
         f->gone = true;
-        return;
-    }
-    if (rc < 0) {
+    } else if (res->rc < 0) {
         /* the same bytes must be compiled once the file is readable again */
+        char *text = NULL;
         f->hashed = false;
-        if (asprintf(&text, "%s: error: cannot read: %s", f->path, strerror(-rc)) < 0)
+        if (asprintf(&text, "%s: error: cannot read: %s", f->path, strerror(-res->rc)) < 0)
             text = NULL;
         file_failed(w, f, text);
-        return;
-    }
-    uint64_t h = fnv1a(buf, len);
-    if (f->hashed && f->hash == h) {
-        /* a save that changed nothing, or a rescan: same bytes, same outcome */
-        free(buf);
-        return;
-    }
-    f->hash = h;
-    f->hashed = true;
-
-    dsl_diags d;
-    dsl_graph *g = NULL;
-    if (dsl_diags_init(&d, f->path) == 0)
-        g = dsl_compile(f->path, buf, len, &w->copt, &d);
-    else
-        dsl_error(&d, 0, 0, "out of memory");
-    if (g) {
-        if (d.n) { /* warnings only: the file is good */
-            text = wfdir_diags_text(&d);
-            wfdir_log_text(w, WFDIR_LOG_WARNING, text);
-            free(text);
+    } else if (!res->unchanged) {
+        f->hash = res->hash;
+        f->hashed = true;
+        if (res->graph) {
+            if (res->text) { /* warnings only: the file is good */
+                wfdir_log_text(w, WFDIR_LOG_WARNING, res->text);
+                free(res->text);
+            }
+            dsl_graph_unref(f->pending);
+            f->pending = res->graph;
+            f->pending_claim = ++w->seq;
+            replace_text(&f->declared, strdup(res->graph->name));
+            replace_text(&f->compile_error, NULL);
+            replace_text(&f->pending_error, NULL);
+        } else {
+            replace_text(&f->declared, res->declared);
+            res->declared = NULL;
+            file_failed(w, f, res->text);
         }
-        dsl_graph_unref(f->pending);
-        f->pending = g;
-        f->pending_claim = ++w->seq;
-        replace_text(&f->declared, strdup(g->name));
-        replace_text(&f->compile_error, NULL);
-        replace_text(&f->pending_error, NULL);
-    } else {
-        replace_text(&f->declared, dsl_declared_name(f->path, buf, len, &w->copt.limits));
-        file_failed(w, f, wfdir_diags_text(&d));
+        res->graph = NULL;
+        res->text = NULL;
     }
-    dsl_diags_free(&d);
-    free(buf);
+    wfdir_result_clear(res);
+}
+
+/* Reads and compiles F here and now (the start, a rescan). */
+static void process_file(wfdir *w, wfdir_file *f)
+{
+    wfdir_result res;
+    f->ev = WFDIR_EV_NONE;
+    f->gen = ++w->gen_seq; /* a compile still out for F is older: dropped */
+    wfdir_work(f->path, wfdir_max_file(w), &w->copt, f->hashed, f->hash, &res);
+    wfdir_apply(w, f, &res);
 }
 
 /* ---- scans */
@@ -424,7 +351,7 @@ static void on_inotify(reactor_t *r, int fd, int events, void *ud)
  * the timer was armed is known to be WRITING before it is looked at), then
  * the watch, a rescan when one is due, each marked file, and the settle.
  * Returns 0, or the error of a rescan that could not read the directory. */
-static int flush(wfdir *w)
+static int flush(wfdir *w, bool async)
 {
     int rc = 0, watch_rc = 0;
     w->busy = true;
@@ -446,7 +373,13 @@ static int flush(wfdir *w)
     /* in file name order: at start, the first file of two with one name wins */
     for (size_t i = 0; i < w->nfiles; i++) {
         wfdir_file *f = w->files[i];
-        if (f->ev == WFDIR_EV_READY || f->ev == WFDIR_EV_GONE)
+        if (f->ev != WFDIR_EV_READY && f->ev != WFDIR_EV_GONE)
+            continue;
+        f->ev = WFDIR_EV_NONE;
+        /* a change seen by inotify compiles on the compile thread (the
+         * settle then runs when it is done); the start and a rescan, whose
+         * callers expect the set settled on return, compile here */
+        if (!async || wfdir_compile_later(w, f) < 0)
             process_file(w, f);
     }
     if (wfdir_settle(w) < 0) {
@@ -463,7 +396,35 @@ static void on_timer(reactor_t *r, reactor_timer_t *t, void *ud)
     (void)t;
     wfdir *w = ud;
     w->timer = NULL;
-    flush(w);
+    flush(w, true);
+}
+
+void wfdir_deliver(list_link *batch, void *ud)
+{
+    wfdir *w = ud;
+    w->busy = true;
+    LIST_EACH_SAFE(l, nx, batch) {
+        list_del(l);
+        wfdir_job *j = LIST_OWNER(l, wfdir_job, link);
+        bool found;
+        size_t i = file_pos(w, j->base, &found);
+        /* only the latest read of a file that is still known counts */
+        if (found && w->files[i]->gen == j->gen) {
+            wfdir_apply(w, w->files[i], &j->res);
+            w->unsettled = true;
+        }
+        w->outstanding--;
+        wfdir_job_release(j);
+    }
+    if (!w->unsettled || w->outstanding)
+        goto out;
+    w->unsettled = false;
+    if (wfdir_settle(w) < 0) {
+        wfdir_logf(w, WFDIR_LOG_ERROR, "%s: out of memory checking workflows; retrying", w->dir);
+        schedule(w, w->retry_us);
+    }
+out:
+    w->busy = false;
 }
 
 int wfdir_rescan(wfdir *w)
@@ -471,7 +432,7 @@ int wfdir_rescan(wfdir *w)
     if (w->busy)
         return -EBUSY;
     w->rescan_wanted = true;
-    return flush(w);
+    return flush(w, false);
 }
 
 /* ---- life */
@@ -535,6 +496,13 @@ wfdir *wfdir_new(reactor_t *r, const char *dir, const dsl_registry *registry,
         w->dir[n - 1] = 0;
     w->r = r;
     w->ifd = w->wd = -1;
+    if ((rc = wfdir_compiler_init(w)) < 0) {
+        set_err(err, errlen, "cannot start the workflow compiler: %s", strerror(-rc));
+        free(w->dir);
+        free(w);
+        w = NULL;
+        goto fail;
+    }
     w->registry = registry;
     w->copt = (dsl_options){ .registry = registry, .limits = o.limits,
                              .max_file_size = o.max_file_size };
@@ -562,7 +530,7 @@ wfdir *wfdir_new(reactor_t *r, const char *dir, const dsl_registry *registry,
         goto fail;
     }
     w->rescan_wanted = true;
-    if ((rc = flush(w)) < 0) {
+    if ((rc = flush(w, false)) < 0) {
         set_err(err, errlen, "cannot read the workflows directory %s: %s", w->dir,
                 strerror(-rc));
         goto fail;
@@ -578,6 +546,8 @@ void wfdir_free(wfdir *w)
 {
     if (!w)
         return;
+    if (w->r) /* its compiler was set up */
+        wfdir_compiler_fini(w);
     if (w->timer)
         reactor_timer_cancel(w->r, w->timer);
     if (w->ifd >= 0) {

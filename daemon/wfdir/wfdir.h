@@ -58,8 +58,13 @@
  *
  * Threads: everything here is for the reactor thread, including wfdir_get;
  * a graph obtained from it may be used from any thread (graphs are immutable,
- * their refcount atomic). Compiling runs on the reactor thread: workflows are
- * small and change rarely.
+ * their refcount atomic). A change inotify reports is read, hashed and
+ * compiled on the wfdir's own compile thread (started with the first such
+ * change, at a lower priority), so a workflow of tens of megabytes never
+ * holds the reactor; the result is applied on the reactor thread, and only
+ * if no newer change of that file was seen meanwhile. The settle waits for
+ * the last compile of a burst, so a rename swaps at once. wfdir_new and
+ * wfdir_rescan still compile before they return, as they promise.
  *
  * Ownership: a wfdir owns one reference to each graph it serves or holds
  * waiting; wfdir_get returns a new reference (caller unrefs); every string

@@ -4,6 +4,9 @@
 #ifndef LOOM_DAEMON_WFDIR_INTERNAL_H
 #define LOOM_DAEMON_WFDIR_INTERNAL_H
 
+#include <pthread.h>
+
+#include "common/containers.h"
 #include "daemon/wfdir/wfdir.h"
 
 /* What the last inotify event (or a rescan) said about a file, until the
@@ -25,6 +28,8 @@ typedef struct wfdir_file {
     bool gone;              /* no longer a workflow file: dropped by the next settle */
     bool seen;              /* scratch for a rescan */
     bool hashed;            /* HASH is of the bytes last read (compiled or failed) */
+    uint64_t gen;           /* of the latest read asked for: an older one's result is
+                               stale (unique across files, from wfdir.gen_seq) */
     uint64_t hash;
 
     dsl_graph *graph;       /* the served version (one reference), or NULL */
@@ -71,7 +76,74 @@ struct wfdir {
     wfdir_loads *loads;             /* sorted by name */
     size_t nloads, caploads;
     uint64_t seq;                   /* claim counter */
+    uint64_t gen_seq;               /* wfdir_file.gen counter */
+
+    /* The compile thread: reads, hashes and compiles the files a flush
+     * marked, so a 50 MB workflow never holds the reactor. Started with
+     * the first such file. LOCK guards QUEUE, STOPPING and DONE. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t thread;
+    bool thread_started, stopping;
+    list_link queue;                /* wfdir_job.link, oldest first */
+    reactor_handback_t done;        /* finished jobs, to wfdir_deliver */
+    size_t outstanding;             /* jobs queued and not yet delivered (reactor thread) */
+    bool unsettled;                 /* results applied, the settle not yet run: it
+                                       waits for the last job of the burst, so that a
+                                       rename (one file gone, one new) swaps at once */
 };
+
+/* What reading and compiling one file found. Every pointer owned. */
+typedef struct wfdir_result {
+    int rc;                 /* 0, or read_workflow's negative errno */
+    bool unchanged;         /* same hash as before: nothing to do */
+    uint64_t hash;
+    dsl_graph *graph;       /* compiled, or NULL */
+    char *text;             /* warnings (GRAPH) or errors (no GRAPH), or NULL */
+    char *declared;         /* no GRAPH: the name the bytes declare, if readable */
+} wfdir_result;
+
+/* One file for the compile thread. */
+typedef struct wfdir_job {
+    list_link link;         /* in wfdir.queue, then in the handback */
+    char *base, *path;      /* owned copies: the file may go meanwhile */
+    uint64_t gen;
+    bool hashed;
+    uint64_t hash;
+    dsl_options copt;       /* a copy; its registry borrowed from the wfdir */
+    size_t max_file;
+    wfdir_result res;
+} wfdir_job;
+
+/* ---- wfdir_compile.c */
+
+/* Reads PATH (at most MAX + 1 bytes) and, unless its hash is HASH (when
+ * HASHED), compiles it with COPT into OUT. Any thread: touches no wfdir. */
+void wfdir_work(const char *path, size_t max, const dsl_options *copt, bool hashed,
+                uint64_t hash, wfdir_result *out);
+/* Frees what RES still holds and zeroes it. */
+void wfdir_result_clear(wfdir_result *res);
+/* The most bytes a workflow file may have. */
+size_t wfdir_max_file(const wfdir *w);
+/* Sets up W's lock, queue and handback (the thread starts later). 0 or
+ * -errno. */
+int wfdir_compiler_init(wfdir *w);
+/* Stops and joins the thread, then frees every job not yet delivered. */
+void wfdir_compiler_fini(wfdir *w);
+/* Queues F's latest content for the thread (F->gen is bumped: a result
+ * for an older gen is dropped). 0 or -ENOMEM / -errno (the caller then
+ * compiles here). */
+int wfdir_compile_later(wfdir *w, wfdir_file *f);
+/* Frees J (handed back, out of every list) and what it holds. */
+void wfdir_job_release(wfdir_job *j);
+
+/* ---- wfdir.c */
+
+/* Takes RES into F (see process_file). Reactor thread. */
+void wfdir_apply(wfdir *w, wfdir_file *f, wfdir_result *res);
+/* The handback: applies each finished job that is still F's latest, then
+ * settles. */
+void wfdir_deliver(list_link *batch, void *ud);
 
 /* ---- wfdir_set.c */
 
