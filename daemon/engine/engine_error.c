@@ -25,6 +25,8 @@ static eerr *eerr_make(dsl_error_class cls, const char *code, const char *node, 
     memcpy(p + lc, node, ln);
     e->pub.node = p + lc;
     memcpy(p + lc + ln, msg, lm);
+    output_text_fix(p + lc + ln); /* a plugin's bytes, or a cut at 1024 */
+    output_text_fix(p + lc);      /* a workflow path holds keys */
     e->pub.message = p + lc + ln;
     e->pub.cls = cls;
     e->pub.attempts = attempts;

@@ -353,6 +353,9 @@ void leaf_cache_store(const act_t *a, const char *key, json_t *res);
  * UTF-8, finite reals, bounded depth and size; else -1 with what is wrong and
  * its JSON path in MSG. */
 int output_check(const json_t *v, char *msg, size_t msglen);
+/* Replaces each byte of S (a C string) that is not part of well-formed UTF-8
+ * with '?': plugins' messages and messages cut at a buffer's end. */
+void output_text_fix(char *s);
 
 void lambda_start(act_t *a);
 void provider_start(act_t *a);

@@ -92,6 +92,10 @@ json_t *et_bad_value(const char *kind)
 
 static json_t *l_bad(loom_ctx *ctx, void *st, json_t *in, json_t *args)
 {
+    if (!strcmp(json_string_value(json_object_get(args, "kind")), "errbytes")) {
+        loom_error(ctx, LOOM_E_LAMBDA_FAILED, "bad \xff byte");
+        return NULL;
+    }
     return et_bad_value(json_string_value(json_object_get(args, "kind")));
 }
 

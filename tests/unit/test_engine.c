@@ -103,6 +103,7 @@ Test(engine, bad_lambda_output_is_invalid_output)
         expect_bad(fns[i], "deep", "invalid_output", "nested deeper than");
         expect_bad(fns[i], "huge", "invalid_output", "more than 64 MiB");
         expect_bad(fns[i], "nan", "lambda_failed", "returned no value");
+        expect_bad(fns[i], "errbytes", "lambda_failed", "bad ? byte");
     }
     et_result r;
     et_run(HDR "do: { lambda: { fn: t.bad, args: { kind: bigint } } }\n", "1", NULL, &r);
