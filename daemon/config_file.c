@@ -20,8 +20,10 @@
 static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "plugins", "state",
                                         "workers", "log", "providers", "retention",
                                         "shutdown_grace", "max_running_jobs", "max_connections",
-                                        "max_response_bytes_in_flight",
-                                        NULL };
+                                        "max_output_bytes", "max_queued_jobs",
+                                        "max_pending_per_connection", "idle_timeout",
+                                        "max_connections_per_uid",
+                                        "max_response_bytes_in_flight", NULL };
 static const char *const log_keys[] = { "level", "format", "payloads", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
                                           NULL };
@@ -47,6 +49,11 @@ config *config_default(void)
     c->shutdown_grace_ms = 30000;
     c->max_running_jobs = 1024;
     c->max_connections = 4096;
+    c->max_output_bytes = CONFIG_DEFAULT_MAX_OUTPUT_BYTES;
+    c->max_queued_jobs = 100000;
+    c->max_pending_per_connection = 4096;
+    c->idle_timeout_ms = 300000;
+    c->max_connections_per_uid = 1024;
     c->max_response_bytes_in_flight = (int64_t)512 << 20;
     c->workflows = strdup("./workflows");
     c->plugin_dirs = calloc(1, sizeof *c->plugin_dirs);
@@ -414,6 +421,17 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
         get_int(diags, y, "max_running_jobs", 1, 1000000, &c->max_running_jobs);
     if ((y = dsl_ymap_get(root, "max_connections")))
         get_int(diags, y, "max_connections", 1, 1000000, &c->max_connections);
+    if ((y = dsl_ymap_get(root, "max_output_bytes")))
+        get_int(diags, y, "max_output_bytes", 1024, CONFIG_MAX_OUTPUT_BYTES, &c->max_output_bytes);
+    if ((y = dsl_ymap_get(root, "max_queued_jobs")))
+        get_int(diags, y, "max_queued_jobs", 1, 10000000, &c->max_queued_jobs);
+    if ((y = dsl_ymap_get(root, "max_pending_per_connection")))
+        get_int(diags, y, "max_pending_per_connection", 1, 1000000,
+                &c->max_pending_per_connection);
+    if ((y = dsl_ymap_get(root, "idle_timeout")))
+        get_duration(diags, y, "idle_timeout", &c->idle_timeout_ms);
+    if ((y = dsl_ymap_get(root, "max_connections_per_uid")))
+        get_int(diags, y, "max_connections_per_uid", 1, 1000000, &c->max_connections_per_uid);
     if ((y = dsl_ymap_get(root, "max_response_bytes_in_flight")))
         get_int(diags, y, "max_response_bytes_in_flight", (int64_t)1 << 20, (int64_t)1 << 40,
                 &c->max_response_bytes_in_flight);

@@ -21,6 +21,12 @@
 #include "daemon/upstream/ratelimit.h"
 #include "dsl/diag.h"
 
+/* max_output_bytes: the default, and the most it may be, so that a job's
+ * output and its input (a request line, 16 MiB at most) fit in one reply
+ * under the server's 64 MiB output limit. */
+#define CONFIG_DEFAULT_MAX_OUTPUT_BYTES ((int64_t)16 << 20)
+#define CONFIG_MAX_OUTPUT_BYTES ((int64_t)32 << 20)
+
 /* A provider's limits are the limiter's own structure (daemon/upstream). */
 typedef rl_limits config_limits;
 
@@ -56,6 +62,12 @@ typedef struct config {
     uint64_t shutdown_grace_ms; /* SIGTERM: how long running calls may finish (30 s) */
     int64_t max_running_jobs;   /* jobs running at once; more wait, by priority (1024) */
     int64_t max_connections;    /* socket clients at once (4096) */
+    /* What one client can make the daemon hold (docs/operations.md) */
+    int64_t max_output_bytes;   /* a job's output as JSON; over it the job fails (16 MiB) */
+    int64_t max_queued_jobs;    /* jobs waiting to start; more are refused (100,000) */
+    int64_t max_pending_per_connection; /* waits, subscriptions, submits in flight (4096) */
+    uint64_t idle_timeout_ms;   /* a connection with nothing pending closes (300 s; 0: never) */
+    int64_t max_connections_per_uid; /* socket clients of one uid at once (1024) */
     /* provider answers buffered across all calls at once (512 MiB) */
     int64_t max_response_bytes_in_flight;
     config_provider *providers;

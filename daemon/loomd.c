@@ -324,9 +324,13 @@ static int start(loomd *d, bool check)
     }
     d->jobs_ready = true;
     jobs_set_limits(&d->jobs, d->cfg->max_running_jobs, d->cfg->log_payloads);
+    d->jobs.max_queued = d->cfg->max_queued_jobs;
+    d->jobs.max_output_bytes = d->cfg->max_output_bytes;
     server_options so = {
         .path = d->cfg->socket, .mode = d->cfg->socket_mode,
         .max_connections = (size_t)d->cfg->max_connections,
+        .idle_timeout_us = d->cfg->idle_timeout_ms * REACTOR_MSEC,
+        .max_per_uid = (size_t)d->cfg->max_connections_per_uid,
         .on_close = ops_conn_closed, .log = log_server, .log_ud = d,
     };
     if (!(d->srv = server_new(d->r, &so, ops_handle, d, err, sizeof err))) {

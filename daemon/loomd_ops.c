@@ -1,14 +1,16 @@
 /* loomd_ops.c -- the socket protocol's ops (docs/protocol.md): each checks
  * its request's fields and answers, or hands over to loomd_jobs.c.
  *
- * A request with a field of the wrong type is refused as invalid_request
- * naming the field, before anything happens: a typo never half-submits. */
+ * Every request is checked against its op's table in ops_check.c (unknown
+ * fields, types, ranges) before the op runs: a typo never half-submits. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon/loomd.h"
+#include "daemon/ops_check.h"
 #include "dsl/dsl.h"
 #include "dsl/suggest.h"
 
@@ -90,17 +92,25 @@ static size_t check_uses_served(loomd *d, dsl_graph *g, dsl_diags *diags)
     return errors;
 }
 
+/* Whether CONN already holds max_pending_per_connection replies and streams
+ * owed (waits, subscriptions, submits not yet committed): then answers
+ * too_many_pending, so one client cannot grow the daemon without bound. */
+static bool conn_full(loomd *d, server_conn_t *conn, json_t *id)
+{
+    size_t held = server_conn_holds(conn);
+    if ((int64_t)held < d->cfg->max_pending_per_connection)
+        return false;
+    server_reply_error(conn, id, "too_many_pending",
+                       "this connection has %zu waits, subscriptions and submits pending, the "
+                       "most allowed (max_pending_per_connection); wait for some to end",
+                       held);
+    return true;
+}
+
 static void op_submit(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
-    json_t *wait = json_object_get(req, "wait");
-    if (!field_ok(conn, req, id, "workflow", "string", true) ||
-        !field_ok(conn, req, id, "idempotency_key", "string", false) ||
-        !field_ok(conn, req, id, "priority", "integer", false))
+    if (conn_full(d, conn, id))
         return;
-    if (wait && !json_is_boolean(wait) && !(json_is_number(wait) && json_number_value(wait) >= 0)) {
-        server_reply_error(conn, id, "invalid_request", "'wait' must be true, false or seconds");
-        return;
-    }
     if (d->stopping) {
         server_reply_error(conn, id, "shutting_down", "the daemon is stopping and takes no new jobs");
         return;
@@ -114,45 +124,84 @@ static void op_submit(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     jobs_submit(&d->jobs, conn, req);
 }
 
+/* What a reply may carry at most: the server cuts a connection off once
+ * more than SERVER_DEFAULT_MAX_OUTPUT bytes wait to be sent, and a request
+ * is only handled while little (read_pause) is waiting. */
+#define OPS_REPLY_MAX (SERVER_DEFAULT_MAX_OUTPUT - ((size_t)1 << 20))
+
+/* Makes the job object O (borrowed, changed in place) fit in a reply: a
+ * member too large to send (a row stored before max_output_bytes existed)
+ * is replaced by null and an explanation under "<member>_error", and the
+ * operator log says so. Members are given up output first, then input. */
+static void fit_job(loomd *d, json_t *o)
+{
+    static const char *const members[] = { "output", "input" };
+    for (size_t i = 0; i < 2 && ops_json_size(o, OPS_REPLY_MAX) > OPS_REPLY_MAX; i++) {
+        json_t *m = json_object_get(o, members[i]);
+        if (!m || json_is_null(m))
+            continue;
+        size_t n = ops_json_size(m, SIZE_MAX - 1);
+        char key[16];
+        snprintf(key, sizeof key, "%s_error", members[i]);
+        json_object_set_new(o, key, json_pack("{s:s, s:s+, s:I}", "code", "output_too_large",
+                                              "message", "this is too large for a reply: ",
+                                              members[i], "bytes", (json_int_t)n));
+        json_object_set_new(o, members[i], json_null());
+        log_write(&d->log, LOOM_LOG_WARN,
+                  json_pack("{s:s?, s:s, s:I, s:I}", "job",
+                            json_string_value(json_object_get(o, "id")), "member", members[i],
+                            "bytes", (json_int_t)n, "limit", (json_int_t)OPS_REPLY_MAX),
+                  "a stored job's %s is too large for a reply; sent without it", members[i]);
+    }
+}
+
 static void op_get(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
-    if (!field_ok(conn, req, id, "job", "string", true))
-        return;
     const char *job = json_string_value(json_object_get(req, "job"));
     json_t *o = NULL;
     char err[256];
     int rc = store_get_job(d->store, job, &o, err, sizeof err);
-    if (rc < 0)
+    if (rc < 0) {
         server_reply_error(conn, id, rc == -ENOENT ? "not_found" : "store_error", "%s",
                            rc == -ENOENT ? "no such job" : err);
-    else
-        server_reply(conn, id, json_pack("{s:o}", "job", o));
+        return;
+    }
+    fit_job(d, o);
+    server_reply(conn, id, json_pack("{s:o}", "job", o));
 }
 
 static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
-    if (!field_ok(conn, req, id, "job", "string", true) ||
-        !field_ok(conn, req, id, "timeout", "number", false))
-        return;
     json_t *t = json_object_get(req, "timeout");
-    jobs_wait(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")),
-              t ? json_number_value(t) : -1, false);
+    const char *job = json_string_value(json_object_get(req, "job"));
+    if (jobs_find(&d->jobs, job) && conn_full(d, conn, id))
+        return;
+    if (!jobs_find(&d->jobs, job)) { /* already over: the answer is the stored row */
+        json_t *o = NULL;
+        char err[256];
+        int rc = store_get_job(d->store, job, &o, err, sizeof err);
+        if (rc < 0) {
+            server_reply_error(conn, id, rc == -ENOENT ? "not_found" : "store_error", "%s",
+                               rc == -ENOENT ? "no such job" : err);
+            return;
+        }
+        fit_job(d, o);
+        server_reply(conn, id, json_pack("{s:o, s:b}", "job", o, "timed_out", 0));
+        return;
+    }
+    jobs_wait(&d->jobs, conn, id, job, t ? json_number_value(t) : -1, false);
 }
 
 static void op_cancel(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
-    if (field_ok(conn, req, id, "job", "string", true))
-        jobs_cancel(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
+    const char *job = json_string_value(json_object_get(req, "job"));
+    if (jobs_find(&d->jobs, job) && conn_full(d, conn, id))
+        return;
+    jobs_cancel(&d->jobs, conn, id, job);
 }
 
 static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
-    if (!field_ok(conn, req, id, "state", "string", false) ||
-        !field_ok(conn, req, id, "workflow", "string", false) ||
-        !field_ok(conn, req, id, "after", "string", false) ||
-        !field_ok(conn, req, id, "order", "string", false) ||
-        !field_ok(conn, req, id, "limit", "integer", false))
-        return;
     const char *order = json_string_value(json_object_get(req, "order"));
     if (order && strcmp(order, "newest") && strcmp(order, "oldest")) {
         server_reply_error(conn, id, "invalid_request", "'order' must be newest or oldest");
@@ -163,7 +212,7 @@ static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         .state = json_string_value(json_object_get(req, "state")),
         .workflow = json_string_value(json_object_get(req, "workflow")),
         .after = json_string_value(json_object_get(req, "after")),
-        .limit = limit > 0 ? (size_t)limit : 0,
+        .limit = (size_t)limit, /* 0 (absent): the store's default */
         .oldest_first = order && strcmp(order, "oldest") == 0,
     };
     json_t *jobs = NULL;
@@ -173,7 +222,7 @@ static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         server_reply_error(conn, id, rc == -EINVAL ? "invalid_request" : "store_error", "%s", err);
         return;
     }
-    size_t n = json_array_size(jobs), want = q.limit ? (q.limit > 1000 ? 1000 : q.limit) : 100;
+    size_t n = json_array_size(jobs), want = q.limit ? q.limit : 100;
     json_t *last = n ? json_object_get(json_array_get(jobs, n - 1), "id") : NULL;
     server_reply(conn, id, json_pack("{s:o, s:O}", "jobs", jobs, "next",
                                      n == want && last ? last : json_null()));
@@ -249,13 +298,24 @@ static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         "cancelled", (json_int_t)jc.cancelled, "submitted", (json_int_t)jc.submitted,
         "providers", gen_provider_stats(d),
         "connections", (json_int_t)ss.connections, "workflows", (json_int_t)wfdir_count(d->wf));
+    /* how late the reactor ran its last timers: the one figure that shows
+     * work blocking the thread every socket and call waits on */
+    reactor_lag_t lag;
+    reactor_lag(d->r, &lag);
+    if (o)
+        json_object_set_new(o, "reactor",
+                            json_pack("{s:f, s:f, s:f, s:I}", "lag_ms_p50", (double)lag.p50_us / 1e3,
+                                      "lag_ms_p99", (double)lag.p99_us / 1e3, "lag_ms_max",
+                                      (double)lag.max_us / 1e3, "timers",
+                                      (json_int_t)lag.samples));
     server_reply(conn, id, o);
 }
 
 static void op_events(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
-    if (field_ok(conn, req, id, "job", "string", false))
-        jobs_subscribe(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
+    if (conn_full(d, conn, id))
+        return;
+    jobs_subscribe(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
 }
 
 static const struct {
@@ -275,6 +335,9 @@ void ops_handle(server_conn_t *conn, json_t *req, void *ud)
     const char *names[sizeof ops / sizeof *ops + 1];
     for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
         if (strcmp(op, ops[i].name) == 0) {
+            const ops_field *fields = ops_fields(op);
+            if (fields && !ops_check(conn, req, id, fields))
+                return;
             ops[i].fn(d, conn, req, id);
             return;
         }

@@ -32,8 +32,13 @@ enum { W_WAIT, W_SUBMIT, W_CANCEL };
 
 /* ---- events */
 
+/* Adds CONN to the subscribers V once: 1 when it was there already (a
+ * repeated `events` must not double every event), 0 when added. */
 static int subs_add(server_conn_t ***v, size_t *n, size_t *cap, server_conn_t *conn)
 {
+    for (size_t i = 0; i < *n; i++)
+        if ((*v)[i] == conn)
+            return 1;
     if (vec_reserve(v, *n, cap, sizeof **v, 4) < 0)
         return -ENOMEM;
     (*v)[(*n)++] = server_conn_ref(conn);
@@ -402,6 +407,29 @@ static void running_del(jobs_t *js, ljob *j)
         js->pump_timer = reactor_timer_add(js->r, 0, on_pump, js);
 }
 
+/* json_dump_callback's counter for output_over: bytes so far against a cap
+ * (it stops the dump once past it, so a huge output is not walked whole). */
+typedef struct jobs_size_count {
+    size_t n, cap;
+} jobs_size_count;
+
+static int jobs_count_cb(const char *buf, size_t size, void *data)
+{
+    (void)buf;
+    jobs_size_count *c = data;
+    c->n += size;
+    return c->n > c->cap ? -1 : 0;
+}
+
+/* Whether OUT (borrowed) as compact JSON is over CAP bytes (0: no cap). */
+static bool output_over(const json_t *out, int64_t cap)
+{
+    if (!out || cap <= 0)
+        return false;
+    jobs_size_count c = { 0, (size_t)cap };
+    return json_dump_callback(out, jobs_count_cb, &c, JSON_COMPACT | JSON_ENCODE_ANY) < 0;
+}
+
 static void on_job_done(engine_job_t *ej, void *ud)
 {
     ljob *j = ud;
@@ -422,6 +450,20 @@ static void on_job_done(engine_job_t *ej, void *ud)
                  : strcmp(err->code, "cancelled") == 0 ? STORE_CANCELLED : STORE_FAILED,
         .output = engine_job_output(ej), .error = errj, .usage = engine_job_usage(ej),
     };
+    /* stored only if every reply can carry it (docs/operations.md) */
+    if (out.output && output_over(out.output, js->max_output_bytes)) {
+        json_decref(errj);
+        errj = json_pack("{s:s, s:s, s:I}", "code", "output_too_large", "message",
+                         "the job's output is over max_output_bytes and was not stored",
+                         "max_output_bytes", (json_int_t)js->max_output_bytes);
+        out.state = STORE_FAILED;
+        out.output = NULL;
+        out.error = errj;
+        err = NULL; /* the warning just below says why it failed */
+        log_write(js->log, LOOM_LOG_WARN,
+                  json_pack("{s:s, s:I}", "job", j->id, "limit", (json_int_t)js->max_output_bytes),
+                  "a job's output is over max_output_bytes: the job fails with output_too_large");
+    }
     json_t *fields = json_pack("{s:s, s:s, s:s}", "job", j->id, "workflow", j->workflow, "state",
                                store_state_name(out.state));
     if (fields && js->log_payloads) { /* asked for: inputs and outputs hold user data */
@@ -589,6 +631,13 @@ void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
     const char *name = json_string_value(json_object_get(req, "workflow"));
     json_t *input = json_object_get(req, "input");
     json_t *wait = json_object_get(req, "wait");
+    /* each queued job holds its input in memory: the queue is bounded */
+    if (js->max_queued > 0 && js->nqueue >= (size_t)js->max_queued) {
+        server_reply_error(conn, id, "queue_full",
+                           "%zu jobs are queued, the most allowed (max_queued_jobs); "
+                           "try again when some have started", js->nqueue);
+        return;
+    }
     wfdir_version ver;
     dsl_graph *g = wfdir_get(js->wf, name, &ver);
     if (!g) {

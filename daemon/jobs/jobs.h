@@ -101,6 +101,9 @@ struct jobs {
     jobs_counts counts;
     server_conn_t **subs;      /* `events` subscribers of every job (references) */
     size_t nsubs, subs_cap;
+    /* set by the daemon at start; 0: no limit */
+    int64_t max_queued;        /* a submit past it is refused with queue_full */
+    int64_t max_output_bytes;  /* a job's output past it fails the job (output_too_large) */
     bool store_down;           /* the store holds writes (logged once each way) */
 };
 

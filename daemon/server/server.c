@@ -147,6 +147,38 @@ static void server_reject(server_t *s, int fd)
                    s->stats.connections, (unsigned long long)s->stats.rejected);
 }
 
+/* The line sent to a connection beyond max_per_uid. */
+static const char server_too_many_uid[] =
+    "{\"ok\":false,\"error\":{\"code\":\"too_many_connections\","
+    "\"message\":\"this user has too many connections open; close some or try again later\"}}\n";
+
+/* Whether FD's peer already has max_per_uid connections open. A scan: the
+ * list is bounded by max_connections and this runs once per accept. */
+static bool server_uid_full(server_t *s, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (!s->max_per_uid || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        return false; /* server_conn_open reports a failing getsockopt */
+    size_t n = 0;
+    for (list_link *l = s->conns.next; l != &s->conns; l = l->next) {
+        const server_conn_t *c = LIST_OWNER(l, server_conn_t, link);
+        if (!c->doomed && c->peer.uid == cred.uid && ++n >= s->max_per_uid) {
+            (void)!send(fd, server_too_many_uid, sizeof server_too_many_uid - 1,
+                        MSG_NOSIGNAL | MSG_DONTWAIT);
+            close(fd);
+            s->stats.rejected_uid++;
+            if ((s->stats.rejected_uid & (s->stats.rejected_uid - 1)) == 0)
+                server_log(s, LOOM_LOG_WARN,
+                           "server: uid %ld has %zu connections open, the most allowed; "
+                           "turned away %llu so far",
+                           (long)cred.uid, n, (unsigned long long)s->stats.rejected_uid);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void server_on_listen(reactor_t *r, int fd, int events, void *ud)
 {
     (void)r;
@@ -167,6 +199,8 @@ static void server_on_listen(reactor_t *r, int fd, int events, void *ud)
             server_reject(s, cfd);
             continue;
         }
+        if (server_uid_full(s, cfd))
+            continue;
         int rc = server_conn_open(s, cfd);
         if (rc < 0)
             server_log(s, LOOM_LOG_WARN, "server: dropping a new connection: %s",
@@ -314,6 +348,8 @@ server_t *server_new(reactor_t *r, const server_options *opt, server_request_fn 
                                                              : (size_t)256 << 10;
     if (s->read_pause == 0)
         s->read_pause = 1;
+    s->idle_timeout_us = opt->idle_timeout_us;
+    s->max_per_uid = opt->max_per_uid;
 
     rc = server_clear_path(s->path, &addr, err, errlen);
     if (rc < 0)
@@ -321,6 +357,8 @@ server_t *server_new(reactor_t *r, const server_options *opt, server_request_fn 
     rc = server_listen(s, &addr, err, errlen);
     if (rc < 0)
         goto fail;
+    if (s->idle_timeout_us)
+        server_sweep_idle(s); /* nothing to close yet: schedules the first sweep */
     if (err && errlen)
         err[0] = '\0';
     return s;
@@ -345,6 +383,9 @@ void server_free(server_t *s)
     if (s->accept_timer)
         reactor_timer_cancel(s->r, s->accept_timer);
     s->accept_timer = NULL;
+    if (s->idle_timer)
+        reactor_timer_cancel(s->r, s->idle_timer);
+    s->idle_timer = NULL;
     server_close_listener(s);
     /* on_close callbacks may condemn others: they are still on the list. */
     while (!list_empty(&s->conns))

@@ -80,6 +80,12 @@ typedef struct server_options {
     size_t max_output;       /* unsent bytes before a cut-off; 0: default */
     size_t max_connections;  /* open at once; 0: default */
     uint64_t accept_pause_us; /* 0: SERVER_DEFAULT_ACCEPT_PAUSE_US */
+    /* A connection with no request for this long, nothing owed to it
+     * (server_conn_holds is 0) and no output left is closed; 0: never. */
+    uint64_t idle_timeout_us;
+    /* Connections of one peer uid open at once; one more is answered
+     * too_many_connections and closed. 0: no limit. */
+    size_t max_per_uid;
     server_close_fn on_close; /* optional; gets the handler's UD */
     server_log_fn log;       /* optional */
     void *log_ud;
@@ -100,6 +106,8 @@ typedef struct server_stats {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t dropped_slow;   /* cut off for exceeding max_output */
+    uint64_t rejected_uid;   /* turned away by max_per_uid */
+    uint64_t closed_idle;    /* closed by idle_timeout_us */
 } server_stats_t;
 
 /* ---- the server */
@@ -152,6 +160,10 @@ void server_conn_close(server_conn_t *conn);
 
 /* The peer's credentials (owned by CONN). */
 const server_peer *server_conn_peer(const server_conn_t *conn);
+
+/* The references held on CONN besides the server's own: the deferred
+ * replies and streams owed to it (a count its users may bound). */
+size_t server_conn_holds(const server_conn_t *conn);
 
 /* A number unique to CONN within its server (1, 2, ...), for logs. */
 uint64_t server_conn_id(const server_conn_t *conn);

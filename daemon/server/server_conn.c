@@ -261,6 +261,7 @@ static void conn_line(server_conn_t *c, const char *line, size_t len)
                            je.text);
         return;
     }
+    c->active_us = reactor_now_us(s->r);
     if (!json_is_object(req))
         server_reply_error(c, NULL, "invalid_request", "a request must be a JSON object");
     else if (!json_is_string(json_object_get(req, "op")))
@@ -371,6 +372,7 @@ int server_conn_open(server_t *s, int fd)
     c->refs = 1;
     c->id = ++s->next_conn_id;
     c->peer = (server_peer){.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+    c->active_us = reactor_now_us(s->r);
     rc = reactor_add_fd(s->r, fd, REACTOR_READ, conn_on_event, c);
     if (rc < 0)
         goto fail;
@@ -426,9 +428,13 @@ void server_conn_unref(server_conn_t *conn)
         free(conn);
         return;
     }
-    /* The last deferred reply of a half-closed client may just have gone. */
-    if (conn->refs == 1)
+    /* The last deferred reply of a half-closed client may just have gone;
+     * and an idle connection's time counts from its last answer. */
+    if (conn->refs == 1) {
+        if (conn->server)
+            conn->active_us = reactor_now_us(conn->server->r);
         conn_settle(conn);
+    }
 }
 
 bool server_conn_is_open(const server_conn_t *conn)
@@ -445,6 +451,45 @@ void server_conn_close(server_conn_t *conn)
 const server_peer *server_conn_peer(const server_conn_t *conn)
 {
     return &conn->peer;
+}
+
+size_t server_conn_holds(const server_conn_t *conn)
+{
+    return conn->refs > 1 ? (size_t)conn->refs - 1 : 0;
+}
+
+static void conn_on_sweep(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    (void)r;
+    (void)t;
+    server_t *s = ud;
+    s->idle_timer = NULL;
+    server_sweep_idle(s);
+}
+
+void server_sweep_idle(server_t *s)
+{
+    uint64_t now = reactor_now_us(s->r);
+    list_link *l, *next;
+    for (l = s->conns.next; l != &s->conns; l = next) {
+        next = l->next;
+        server_conn_t *c = LIST_OWNER(l, server_conn_t, link);
+        /* waiting for a reply or streaming events is not idle */
+        if (c->doomed || c->refs > 1 || c->backlog || conn_pending(c) > 0 ||
+            now - c->active_us < s->idle_timeout_us)
+            continue;
+        s->stats.closed_idle++;
+        server_log(s, LOOM_LOG_INFO,
+                   "server: connection %llu (pid %ld, uid %ld) idle for %llu s; closing it",
+                   (unsigned long long)c->id, (long)c->peer.pid, (long)c->peer.uid,
+                   (unsigned long long)((now - c->active_us) / REACTOR_SEC));
+        server_conn_condemn(c);
+    }
+    /* a quarter of the timeout between sweeps: closed within 1.25 times it */
+    uint64_t every = s->idle_timeout_us / 4 ? s->idle_timeout_us / 4 : 1;
+    s->idle_timer = reactor_timer_add(s->r, every, conn_on_sweep, s);
+    if (!s->idle_timer)
+        server_log(s, LOOM_LOG_ERROR, "server: out of memory: idle connections stay open");
 }
 
 uint64_t server_conn_id(const server_conn_t *conn)

@@ -27,6 +27,7 @@ struct server_conn {
     int refs;                    /* one is the server's while open */
     int interest;                /* REACTOR_* registered now */
     uint64_t id;
+    uint64_t active_us;          /* its last request (or last deferred reply) */
     server_peer peer;
     void *data;
 
@@ -60,6 +61,9 @@ struct server {
     size_t max_line, max_output, max_connections;
     size_t read_pause;           /* unsent bytes that stop request handling */
     uint64_t accept_pause_us;
+    uint64_t idle_timeout_us;
+    size_t max_per_uid;
+    reactor_timer_t *idle_timer; /* the next sweep for idle connections */
 
     int listen_fd;
     bool created;                /* the socket file is ours to unlink */
@@ -85,6 +89,10 @@ int server_conn_open(server_t *s, int fd);
 
 /* Queues C for the reaper (see the lifetime rule above). */
 void server_conn_condemn(server_conn_t *c);
+
+/* Closes the connections idle for idle_timeout_us, and schedules the next
+ * sweep (server_conn.c). */
+void server_sweep_idle(server_t *s);
 
 /* Closes C now: descriptor, buffers, on_close, the server's reference.
  * Only the reaper and server_free call it. */
