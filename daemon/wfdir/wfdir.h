@@ -186,4 +186,9 @@ void wfdir_list_free(wfdir_entry *v, size_t n);
  * -EBUSY from a wfdir callback. */
 int wfdir_rescan(wfdir *w);
 
+/* A copy of REG in one allocation (free with free()), for a compile on
+ * another thread while the original may be rebuilt; NULL when REG is NULL
+ * or out of memory. */
+dsl_registry *wfdir_registry_dup(const dsl_registry *reg);
+
 #endif

@@ -110,7 +110,7 @@ typedef struct wfdir_job {
     uint64_t gen;
     bool hashed;
     uint64_t hash;
-    dsl_options copt;       /* a copy; its registry borrowed from the wfdir */
+    dsl_options copt;       /* a copy, with its own copy of the registry (owned) */
     size_t max_file;
     wfdir_result res;
 } wfdir_job;
