@@ -250,38 +250,91 @@ static void op_workflows(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     server_reply(conn, id, json_pack("{s:o}", "workflows", a));
 }
 
+/* A `validate` compiled on the worker pool: a 16 MiB text takes seconds,
+ * which on the reactor thread would stall every client and call. */
+typedef struct validate_job {
+    loomd *d;
+    server_conn_t *conn;       /* a reference */
+    json_t *id, *yaml;         /* references */
+    char *file;                /* owned */
+    dsl_registry *reg;         /* owned copy: a reload may rebuild d->reg */
+    dsl_diags diags;
+    dsl_graph *g;              /* compiled, or NULL */
+} validate_job;
+
+static void validate_work(void *ud)
+{
+    validate_job *v = ud;
+    dsl_options opt = { .registry = v->reg };
+    v->g = dsl_compile(v->file, json_string_value(v->yaml), json_string_length(v->yaml), &opt,
+                       &v->diags);
+}
+
+/* Replies on the reactor thread. STATUS < 0: never compiled (the pool is
+ * stopping, or the item could not be queued). */
+static void validate_done(void *ud, int status)
+{
+    validate_job *v = ud;
+    /* a closed connection needs no answer, and at shutdown the workflows
+     * directory may be gone already */
+    if (status == -ECANCELED || status == -ESHUTDOWN) {
+        server_reply_error(v->conn, v->id, "shutting_down", "the daemon is stopping");
+    } else if (status < 0) {
+        server_reply_error(v->conn, v->id, "internal", "cannot queue the compile: %s",
+                           strerror(-status));
+    } else if (server_conn_is_open(v->conn)) {
+        if (v->g && check_uses_served(v->d, v->g, &v->diags) > 0) {
+            dsl_graph_unref(v->g);
+            v->g = NULL;
+        }
+        json_t *lines = json_array();
+        for (size_t i = 0; lines && i < v->diags.n; i++) {
+            char *s = dsl_diag_format(&v->diags, i);
+            if (s)
+                json_array_append_new(lines, json_string(s));
+            free(s);
+        }
+        server_reply(v->conn, v->id,
+                     json_pack("{s:b, s:s?, s:o}", "valid", v->g != NULL, "name",
+                               v->g ? v->g->name : NULL, "diagnostics",
+                               lines ? lines : json_array()));
+    }
+    if (v->g)
+        dsl_graph_unref(v->g);
+    dsl_diags_free(&v->diags);
+    server_conn_unref(v->conn);
+    json_decref(v->id);
+    json_decref(v->yaml);
+    free(v->reg);
+    free(v->file);
+    free(v);
+}
+
 static void op_validate(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     if (!field_ok(conn, req, id, "yaml", "string", true) ||
         !field_ok(conn, req, id, "file", "string", false))
         return;
-    json_t *y = json_object_get(req, "yaml");
     const char *file = json_string_value(json_object_get(req, "file"));
-    if (!file)
-        file = "<request>";
-    dsl_diags diags;
-    if (dsl_diags_init(&diags, file) < 0) {
+    validate_job *v = calloc(1, sizeof *v);
+    if (!v || !(v->file = strdup(file ? file : "<request>")) ||
+        !(v->reg = wfdir_registry_dup(&d->reg)) || dsl_diags_init(&v->diags, v->file) < 0) {
+        if (v) {
+            free(v->reg);
+            free(v->file);
+        }
+        free(v);
         server_reply_error(conn, id, "internal", "out of memory");
         return;
     }
-    dsl_options opt = { .registry = &d->reg };
-    dsl_graph *g = dsl_compile(file, json_string_value(y), json_string_length(y), &opt, &diags);
-    if (g && check_uses_served(d, g, &diags) > 0) {
-        dsl_graph_unref(g);
-        g = NULL;
-    }
-    json_t *lines = json_array();
-    for (size_t i = 0; lines && i < diags.n; i++) {
-        char *s = dsl_diag_format(&diags, i);
-        if (s)
-            json_array_append_new(lines, json_string(s));
-        free(s);
-    }
-    server_reply(conn, id, json_pack("{s:b, s:s?, s:o}", "valid", g != NULL, "name",
-                                     g ? g->name : NULL, "diagnostics", lines ? lines : json_array()));
-    if (g)
-        dsl_graph_unref(g);
-    dsl_diags_free(&diags);
+    v->d = d;
+    v->conn = server_conn_ref(conn);
+    v->id = json_incref(id);
+    /* the string is only read by the worker; its count changes here only */
+    v->yaml = json_incref(json_object_get(req, "yaml"));
+    int rc = pool_submit(d->pool, validate_work, validate_done, v, NULL);
+    if (rc < 0)
+        validate_done(v, rc);
 }
 
 static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
