@@ -7,6 +7,12 @@
  *                                              through in S seconds
  *   http_bench coalesce PORT N JOBS            JOBS concurrent jobs embedding
  *                                              N inputs in all, one per call
+ *   http_bench lag PORT INFLIGHT N RATE        the reactor's lag (how late a
+ *                                              1 ms probe timer runs, p50 /
+ *                                              p99 / max) while a map of N
+ *                                              calls keeps INFLIGHT in flight
+ *                                              and RATE one-call jobs a second
+ *                                              are submitted beside it
  *
  * Each prints one JSON line. The server's counters come from its /stats.
  * Peak RSS is sampled every 10 ms on the reactor (VmRSS), the baseline just
@@ -302,6 +308,104 @@ static int coalesce(int port, long n, long jobs)
     return jr.failed ? 1 : 0;
 }
 
+/* lag PORT INFLIGHT N RATE: see the top. */
+typedef struct lagprobe {
+    world *w;
+    double *v;                 /* every probe's lateness, ms */
+    size_t n, cap;
+    dsl_graph *one;            /* the one-call job */
+    json_t *one_in;
+    jobres *extra;
+    uint64_t rate_us;          /* between submits */
+    long submitted;
+    bool stop;
+} lagprobe;
+
+static void probe(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    lagprobe *p = ud;
+    double late = (bench_now_us() - (double)reactor_timer_deadline_us(t)) / 1e3;
+    if (p->n < p->cap)
+        p->v[p->n++] = late > 0 ? late : 0;
+    if (!p->stop && !reactor_timer_add(r, REACTOR_MSEC, probe, p))
+        die("out of memory");
+}
+
+static void submit_one(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    lagprobe *p = ud;
+    (void)t;
+    if (p->stop)
+        return;
+    if (engine_submit(p->w->eng, p->one, p->one_in, NULL, on_done, p->extra))
+        p->submitted++;
+    if (!reactor_timer_add(r, p->rate_us, submit_one, p))
+        die("out of memory");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int lag(int port, long inflight, long n, long rate)
+{
+    world w;
+    config_limits lim = { .concurrency = inflight };
+    world_init(&w, port, &lim, NULL);
+    char yaml[512];
+    snprintf(yaml, sizeof yaml,
+             "loom: 1\nname: bench\ndefaults: { provider: llm, model: fake }\n"
+             "do: { map: { over: '{{ input }}', max_concurrency: %ld, do: { call: '{{ item }}' } } }\n",
+             inflight);
+    dsl_graph *g = compile(yaml);
+    json_t *in = numbers(n, "item");
+    jobres jr = { .w = &w }, extra = { .w = &w };
+    lagprobe p = { .w = &w, .cap = 1 << 22, .extra = &extra,
+                   .rate_us = rate > 0 ? (uint64_t)(1e6 / (double)rate) : 0 };
+    if (!(p.v = malloc(p.cap * sizeof *p.v)))
+        die("out of memory");
+    p.one = compile("loom: 1\nname: one\ndefaults: { provider: llm, model: fake }\n"
+                    "do: { call: 'one {{ input }}' }\n");
+    p.one_in = json_string("x");
+    engine_job_options jo = { .max_in_flight = (size_t)inflight };
+    double t0 = bench_now_us();
+    if (!engine_submit(w.eng, g, in, &jo, on_done, &jr))
+        die("submit failed");
+    reactor_timer_add(w.r, REACTOR_MSEC, probe, &p);
+    if (p.rate_us)
+        reactor_timer_add(w.r, p.rate_us, submit_one, &p);
+    /* the map's job is the first to end; the one-call jobs then drain */
+    while (jr.ok + jr.failed == 0)
+        reactor_run_once(w.r, 100);
+    p.stop = true;
+    while (w.done < 1 + p.submitted)
+        reactor_run_once(w.r, 100);
+    double s = (bench_now_us() - t0) / 1e6;
+    reactor_lag_t rl;
+    reactor_lag(w.r, &rl);
+    qsort(p.v, p.n, sizeof *p.v, cmp_double);
+    double p50 = p.n ? p.v[(p.n - 1) / 2] : 0, p99 = p.n ? p.v[(p.n - 1) * 99 / 100] : 0,
+           mx = p.n ? p.v[p.n - 1] : 0;
+    printf("{\"peer\":\"loom\",\"mode\":\"lag\",\"concurrency\":%ld,\"items\":%ld,"
+           "\"jobs_per_s\":%ld,\"jobs_submitted\":%ld,\"errors\":%d,\"seconds\":%.3f,"
+           "\"server_max_in_flight\":%d,\"probes\":%zu,\"lag_ms_p50\":%.3f,"
+           "\"lag_ms_p99\":%.3f,\"lag_ms_max\":%.3f,\"reactor_window_ms_p99\":%.3f}\n",
+           inflight, n, rate, p.submitted, jr.failed + extra.failed, s,
+           server_stat(port, "max_in_flight"), p.n, p50, p99, mx, (double)rl.p99_us / 1e3);
+    if (jr.first_error[0] || extra.first_error[0])
+        fprintf(stderr, "http_bench: first error: %s\n",
+                jr.first_error[0] ? jr.first_error : extra.first_error);
+    free(p.v);
+    json_decref(p.one_in);
+    dsl_graph_unref(p.one);
+    json_decref(in);
+    dsl_graph_unref(g);
+    world_fini(&w);
+    return jr.failed + extra.failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 5 && strcmp(argv[1], "throughput") == 0)
@@ -310,8 +414,11 @@ int main(int argc, char **argv)
         return ratelimit(atoi(argv[2]), argv[3], atol(argv[4]), atof(argv[5]));
     if (argc >= 5 && strcmp(argv[1], "coalesce") == 0)
         return coalesce(atoi(argv[2]), atol(argv[3]), atol(argv[4]));
+    if (argc >= 6 && strcmp(argv[1], "lag") == 0)
+        return lag(atoi(argv[2]), atol(argv[3]), atol(argv[4]), atol(argv[5]));
     fprintf(stderr, "usage: http_bench throughput PORT INFLIGHT N\n"
                     "       http_bench ratelimit PORT rpm|tpm LIMIT SECONDS\n"
-                    "       http_bench coalesce PORT N JOBS\n");
+                    "       http_bench coalesce PORT N JOBS\n"
+                    "       http_bench lag PORT INFLIGHT N RATE\n");
     return 2;
 }
