@@ -22,6 +22,7 @@ static http_client_t *hc;
 static upstream_t *up;
 static const loom_provider *def;
 static void *pstate;
+static http_options http_opt; /* for the next setup */
 
 typedef struct got {
     int n;
@@ -69,7 +70,7 @@ static void setup(const char *plugin, const char *const *args, const rl_limits *
 {
     cr_assert_eq(fake_server_start(&srv, args), 0);
     cr_assert(r = reactor_new());
-    cr_assert(hc = http_client_new(r, NULL));
+    cr_assert(hc = http_client_new(r, &http_opt));
     const loom_plugin *p = strcmp(plugin, "openai") == 0 ? loom_builtin_openai_entry()
                                                          : loom_builtin_anthropic_entry();
     def = &p->providers[0];
@@ -715,4 +716,19 @@ Test(upstream_sync, reset_times_are_capped_at_a_day)
     cr_assert_leq(st.paused_until_us, now + RL_MAX_WAIT_MS * REACTOR_MSEC + REACTOR_SEC);
     rl_free(rl);
     reactor_free(rr);
+}
+
+Test(upstream, an_answer_past_the_response_budget_is_a_retryable_upstream_error, .fini = teardown)
+{
+    /* the fake server pads its answer to 20 MiB; the client holds 1 MiB */
+    http_opt = (http_options){ .max_bytes_in_flight = (size_t)1 << 20 };
+    setup("openai", (const char *const[]){ "--fault", "huge_body", NULL }, NULL, NULL);
+    http_opt = (http_options){ 0 };
+    got g;
+    memset(&g, 0, sizeof g);
+    chat("x", &g);
+    run_until_all(&g, 1, 10000);
+    cr_assert_eq(g.code, LOOM_E_UPSTREAM, "%s", g.msg);
+    cr_assert(strstr(g.msg, "response_budget"), "%s", g.msg);
+    cr_assert_eq(http_bytes_in_flight(hc), 0);
 }
