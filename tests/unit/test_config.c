@@ -200,3 +200,31 @@ Test(config, daemon_keys_and_their_errors)
                  "3:51: error: unknown key 'idle' in timeouts\n"), "%s", dump(&p));
     done(&p);
 }
+
+Test(config, client_limits_have_defaults_and_ranges)
+{
+    config *c = config_default();
+    cr_assert(c != NULL);
+    cr_expect(eq(i64, c->max_output_bytes, CONFIG_DEFAULT_MAX_OUTPUT_BYTES));
+    cr_expect(eq(i64, c->max_queued_jobs, 100000));
+    cr_expect(eq(i64, c->max_pending_per_connection, 4096));
+    cr_expect(eq(u64, c->idle_timeout_ms, 300000));
+    cr_expect(eq(i64, c->max_connections_per_uid, 1024));
+    config_free(c);
+    parsed p = parse("max_output_bytes: 1024\nmax_queued_jobs: 5\nmax_pending_per_connection: 2\n"
+                     "idle_timeout: 0s\nmax_connections_per_uid: 3\n");
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_expect(eq(i64, p.c->max_output_bytes, 1024));
+    cr_expect(eq(i64, p.c->max_queued_jobs, 5));
+    cr_expect(eq(i64, p.c->max_pending_per_connection, 2));
+    cr_expect(eq(u64, p.c->idle_timeout_ms, 0));
+    cr_expect(eq(i64, p.c->max_connections_per_uid, 3));
+    done(&p);
+    /* the output cap stays under what one reply can carry */
+    p = parse("max_output_bytes: 33554433\nmax_queued_jobs: 0\nmax_connections_per_uid: -1\n");
+    cr_assert(p.c == NULL);
+    cr_expect(strstr(dump(&p), "max_output_bytes") != NULL, "%s", dump(&p));
+    cr_expect(strstr(dump(&p), "max_queued_jobs") != NULL, "%s", dump(&p));
+    cr_expect(strstr(dump(&p), "max_connections_per_uid") != NULL, "%s", dump(&p));
+    done(&p);
+}
