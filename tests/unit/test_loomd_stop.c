@@ -143,6 +143,13 @@ Test(loomd_stop, bad_output_fails_the_job_with_invalid_output, .fini = teardown,
         snprintf(job, sizeof job, "%s", json_string_value(json_object_get(r, "job")) ?: "");
         json_decref(r);
         cr_assert_str_eq(job_state(job), "failed"); /* the row is final */
+        snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":5}", job);
+        r = lh_call(&D, req, 7000);
+        cr_assert(r, "no answer to wait");
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "job"), "state")),
+                         "failed", "%s", json_dumps(r, 0));
+        cr_assert(!json_is_true(json_object_get(r, "timed_out")));
+        json_decref(r);
     }
     cr_assert_eq(lh_log_count(&D, "the store is closed", NULL), 0);
     cr_assert_eq(lh_stop(&D, SIGTERM), 0);
