@@ -93,7 +93,7 @@ struct jobs {
     /* live jobs */
     ljob **table;              /* hash of live jobs by id */
     size_t table_size, njobs;
-    ljob **queue;              /* heap: highest priority, then oldest, first */
+    void **queue;              /* ljob heap: highest priority, then oldest, first */
     size_t nqueue, queue_cap;
     list_link running;         /* ljob.run */
     size_t nrunning;

@@ -70,60 +70,29 @@ void jobs_table_del(jobs_t *js, ljob *j)
 
 /* ---- the queue: a binary heap, highest priority then oldest first */
 
-static bool before(const ljob *a, const ljob *b)
+static bool before(const void *a, const void *b)
 {
-    return a->priority != b->priority ? a->priority > b->priority : a->seq < b->seq;
+    const ljob *x = a, *y = b;
+    return x->priority != y->priority ? x->priority > y->priority : x->seq < y->seq;
 }
 
-static void heap_set(jobs_t *js, size_t i, ljob *j)
+static void moved(void *e, size_t slot)
 {
-    js->queue[i] = j;
-    j->heap_at = i;
+    ((ljob *)e)->heap_at = slot;
 }
 
-static void heap_up(jobs_t *js, size_t i)
-{
-    ljob *j = js->queue[i];
-    while (i > 0 && before(j, js->queue[(i - 1) / 2])) {
-        heap_set(js, i, js->queue[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    heap_set(js, i, j);
-}
-
-static void heap_down(jobs_t *js, size_t i)
-{
-    ljob *j = js->queue[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= js->nqueue)
-            break;
-        if (c + 1 < js->nqueue && before(js->queue[c + 1], js->queue[c]))
-            c++;
-        if (!before(js->queue[c], j))
-            break;
-        heap_set(js, i, js->queue[c]);
-        i = c;
-    }
-    heap_set(js, i, j);
-}
+static const heap_ops queue_ops = { before, moved };
 
 int jobs_queue_push(jobs_t *js, ljob *j)
 {
     if (vec_reserve(&js->queue, js->nqueue, &js->queue_cap, sizeof *js->queue, 256) < 0)
         return -ENOMEM;
-    heap_set(js, js->nqueue++, j);
-    heap_up(js, js->nqueue - 1);
+    js->queue[js->nqueue] = j;
+    heap_sift_up(js->queue, js->nqueue++, &queue_ops);
     return 0;
 }
 
 void jobs_queue_remove(jobs_t *js, ljob *j)
 {
-    size_t i = j->heap_at;
-    ljob *last = js->queue[--js->nqueue];
-    if (i < js->nqueue) {
-        heap_set(js, i, last);
-        heap_down(js, i);
-        heap_up(js, last->heap_at);
-    }
+    heap_take(js->queue, &js->nqueue, j->heap_at, &queue_ops);
 }
