@@ -349,21 +349,31 @@ static int job_command(const char *name, int argc, char **argv, common_opts *o,
     return -1;
 }
 
-int loomctl_cmd_get(int argc, char **argv)
+/* The quick one-job commands (get, cancel): parses NAME's options and job
+ * id, sends {"op": NAME, "job": ID} and waits a short while for *REPLY (new
+ * reference, or NULL). Returns a LOOMCTL_* status. */
+static int job_request(const char *name, int argc, char **argv, common_opts *o, json_t **reply)
 {
     const loomctl_command *self;
-    common_opts o = { 0 };
-    int rc = job_command("get", argc, argv, &o, &self);
+    *reply = NULL;
+    int rc = job_command(name, argc, argv, o, &self);
     if (rc >= 0)
         return rc;
-    int64_t timeout = quick_timeout(self, &o);
+    int64_t timeout = quick_timeout(self, o);
     if (timeout < 0)
         return LOOMCTL_USAGE;
-    json_t *req = request("get"), *reply;
+    json_t *req = request(name);
     if (req)
         json_object_set_new(req, "job", json_string(argv[1]));
-    rc = call(&o, req, timeout, &reply);
-    if (rc == LOOMCTL_OK && !o.json)
+    return call(o, req, timeout, reply);
+}
+
+int loomctl_cmd_get(int argc, char **argv)
+{
+    common_opts o = { 0 };
+    json_t *reply;
+    int rc = job_request("get", argc, argv, &o, &reply);
+    if (rc == LOOMCTL_OK && reply && !o.json) /* no reply: --help was asked for */
         print_job(json_object_get(reply, "job"));
     json_decref(reply);
     return rc;
@@ -407,19 +417,10 @@ out:
 
 int loomctl_cmd_cancel(int argc, char **argv)
 {
-    const loomctl_command *self;
     common_opts o = { 0 };
-    int rc = job_command("cancel", argc, argv, &o, &self);
-    if (rc >= 0)
-        return rc;
-    int64_t timeout = quick_timeout(self, &o);
-    if (timeout < 0)
-        return LOOMCTL_USAGE;
-    json_t *req = request("cancel"), *reply;
-    if (req)
-        json_object_set_new(req, "job", json_string(argv[1]));
-    rc = call(&o, req, timeout, &reply);
-    if (rc == LOOMCTL_OK && !o.json) {
+    json_t *reply;
+    int rc = job_request("cancel", argc, argv, &o, &reply);
+    if (rc == LOOMCTL_OK && reply && !o.json) { /* no reply: --help was asked for */
         const char *state = str_or(reply, "state", "?");
         printf("%s %s%s\n", str_or(reply, "job", argv[1]), state,
                strcmp(state, "cancelled") == 0 ? "" : " (it had already ended)");
