@@ -929,7 +929,7 @@ Test(wfdir, a_50_mb_workflow_compiles_without_stalling_the_reactor, .timeout = 3
      * on the reactor thread would stall it for the whole compile, and the
      * worst lag stays far below that. */
     if (k.worst_us >= budget_us + quiet.worst_us)
-        cr_log_warn("worst lag %.2f ms is over %.0f ms plus the machine's own %.2f ms",
+        cr_log_info("worst lag %.2f ms is over %.0f ms plus the machine's own %.2f ms",
                     (double)k.worst_us / 1e3, (double)budget_us / 1e3,
                     (double)quiet.worst_us / 1e3);
     cr_assert(lt(u64, k.worst_us, took_us / 10));
