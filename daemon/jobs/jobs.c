@@ -15,156 +15,9 @@
 #include <string.h>
 
 #include "daemon/jobs/jobs.h"
+#include "daemon/jobs/jobs_internal.h"
 
 #include "dsl/dsl.h"
-
-struct lwaiter {
-    lwaiter *next;
-    jobs_t *js;
-    ljob *job;
-    server_conn_t *conn;       /* reference */
-    json_t *id;                /* the request's id (reference) or NULL */
-    reactor_timer_t *timer;    /* the wait's timeout, or NULL */
-    int kind;                  /* W_WAIT, W_SUBMIT or W_CANCEL */
-};
-
-enum { W_WAIT, W_SUBMIT, W_CANCEL };
-
-/* ---- events */
-
-/* Adds CONN to the subscribers V once: 1 when it was there already (a
- * repeated `events` must not double every event), 0 when added. */
-static int subs_add(server_conn_t ***v, size_t *n, size_t *cap, server_conn_t *conn)
-{
-    for (size_t i = 0; i < *n; i++)
-        if ((*v)[i] == conn)
-            return 1;
-    if (vec_reserve(v, *n, cap, sizeof **v, 4) < 0)
-        return -ENOMEM;
-    (*v)[(*n)++] = server_conn_ref(conn);
-    return 0;
-}
-
-static void subs_drop(server_conn_t **v, size_t *n, server_conn_t *conn)
-{
-    for (size_t i = 0; i < *n;)
-        if (!conn || v[i] == conn) {
-            server_conn_unref(v[i]);
-            v[i] = v[--*n];
-        } else {
-            i++;
-        }
-}
-
-/* Sends EV (stolen) to J's subscribers and to those of every job. */
-static void emit(jobs_t *js, ljob *j, json_t *ev)
-{
-    if (!ev)
-        return;
-    json_object_set_new(ev, "job", json_string(j->id));
-    json_object_set_new(ev, "time_ms", json_integer(store_now_ms()));
-    for (size_t i = 0; i < j->nsubs; i++)
-        server_send(j->subs[i], json_incref(ev));
-    for (size_t i = 0; i < js->nsubs; i++)
-        server_send(js->subs[i], json_incref(ev));
-    json_decref(ev);
-}
-
-static bool watched(jobs_t *js, ljob *j)
-{
-    return j->nsubs || js->nsubs;
-}
-
-/* ---- replies */
-
-/* J's job object from the store (new reference), or NULL. */
-static json_t *job_object(jobs_t *js, const char *id)
-{
-    json_t *o = NULL;
-    char err[256];
-    if (store_get_job(js->store, id, &o, err, sizeof err) < 0)
-        return NULL;
-    return o;
-}
-
-static void waiter_free(lwaiter *w)
-{
-    if (w->timer)
-        reactor_timer_cancel(w->js->r, w->timer);
-    server_conn_unref(w->conn);
-    json_decref(w->id);
-    free(w);
-}
-
-/* Answers W (taken off its job by the caller) now, from OBJ (borrowed: the
- * job object, or NULL when it could not be read). */
-static void waiter_answer(lwaiter *w, json_t *obj, bool timed_out)
-{
-    const char *state = json_string_value(json_object_get(obj, "state"));
-    json_t *body;
-    if (!obj) {
-        server_reply_error(w->conn, w->id, "store_error", "the job could not be read back");
-        waiter_free(w);
-        return;
-    }
-    /* an answer that is not a time-out is the job's end: never an earlier state */
-    if (!timed_out && state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)) {
-        server_reply_error(w->conn, w->id, "store_error",
-                           "job %s ended but its end is not recorded (the store says %s); "
-                           "it resumes at the next start", w->job->id, state);
-        waiter_free(w);
-        return;
-    }
-    if (w->kind == W_CANCEL)
-        body = json_pack("{s:s, s:s}", "job", w->job->id, "state", state ? state : "cancelled");
-    else if (w->kind == W_SUBMIT)
-        body = timed_out ? json_pack("{s:s, s:s, s:b}", "job", w->job->id, "state", state,
-                                     "timed_out", 1)
-                         : json_pack("{s:s, s:s, s:O, s:b}", "job", w->job->id, "state", state,
-                                     "result", obj, "timed_out", 0);
-    else
-        body = json_pack("{s:O, s:b}", "job", obj, "timed_out", timed_out);
-    server_reply(w->conn, w->id, body);
-    waiter_free(w);
-}
-
-static void on_wait_timeout(reactor_t *r, reactor_timer_t *t, void *ud)
-{
-    lwaiter *w = ud;
-    (void)r;
-    (void)t;
-    w->timer = NULL;
-    lwaiter **p = &w->job->waiters;
-    while (*p && *p != w)
-        p = &(*p)->next;
-    if (*p)
-        *p = w->next;
-    json_t *obj = job_object(w->js, w->job->id);
-    waiter_answer(w, obj, true);
-    json_decref(obj);
-}
-
-static int add_waiter(jobs_t *js, ljob *j, server_conn_t *conn, json_t *id, int kind, double timeout_s)
-{
-    lwaiter *w = calloc(1, sizeof *w);
-    if (!w)
-        return -ENOMEM;
-    w->js = js;
-    w->job = j;
-    w->conn = server_conn_ref(conn);
-    w->id = json_incref(id);
-    w->kind = kind;
-    if (timeout_s >= 0) {
-        w->timer = reactor_timer_add(js->r, (uint64_t)(timeout_s * 1e6), on_wait_timeout, w);
-        if (!w->timer) {
-            waiter_free(w);
-            return -ENOMEM;
-        }
-    }
-    w->next = j->waiters;
-    j->waiters = w;
-    return 0;
-}
 
 /* ---- the life of a job */
 
@@ -175,9 +28,9 @@ static void job_free(jobs_t *js, ljob *j)
         j->waiters = w->next;
         server_reply_error(w->conn, w->id, "shutting_down",
                            "the daemon stopped before the job ended; it resumes at the next start");
-        waiter_free(w);
+        jobs_waiter_free(w);
     }
-    subs_drop(j->subs, &j->nsubs, NULL);
+    jobs_subs_drop(j->subs, &j->nsubs, NULL);
     free(j->subs);
     jobs_table_del(js, j);
     if (j->g)
@@ -263,23 +116,23 @@ static void on_finished(void *ud, const store_result_t *res)
         else
             js->counts.failed++;
     }
-    json_t *obj = recorded ? job_object(js, j->id) : NULL;
+    json_t *obj = recorded ? jobs_job_object(js, j->id) : NULL;
     const char *state = json_string_value(json_object_get(obj, "state"));
     if (recorded)
-        emit(js, j, json_pack("{s:s, s:s}", "event", "job_finished", "state",
+        jobs_emit(js, j, json_pack("{s:s, s:s}", "event", "job_finished", "state",
                               state ? state : "unknown"));
     while (j->waiters) {
         lwaiter *w = j->waiters;
         j->waiters = w->next;
         if (recorded) {
-            waiter_answer(w, obj, false);
+            jobs_waiter_answer(w, obj, false);
             continue;
         }
         server_reply_error(w->conn, w->id,
                            js->stopping || js->hard_stop ? "shutting_down" : "store_error",
                            "the end of job %s could not be recorded (%s); it resumes at the "
                            "next start", j->id, res->error);
-        waiter_free(w);
+        jobs_waiter_free(w);
     }
     json_decref(obj);
     job_free(js, j);
@@ -309,7 +162,6 @@ static void job_end(jobs_t *js, ljob *j, const store_outcome_t *out)
     }
 }
 
-
 /* ---- running */
 
 static const char *trace_event_name(engine_trace_event ev)
@@ -329,11 +181,11 @@ static void on_trace(void *ud, const engine_trace *t)
     ljob *j = ud;
     jobs_t *js = j->js;
     bool dbg = log_enabled(js->log, LOOM_LOG_DEBUG);
-    if (!watched(js, j) && !dbg)
+    if (!jobs_watched(js, j) && !dbg)
         return;
     if (t->event == ENGINE_TRACE_PROGRESS) {
-        if (watched(js, j))
-            emit(js, j, json_pack("{s:s, s:s, s:I, s:I}", "event", "map_progress", "node", t->node,
+        if (jobs_watched(js, j))
+            jobs_emit(js, j, json_pack("{s:s, s:s, s:I, s:I}", "event", "map_progress", "node", t->node,
                                  "done", (json_int_t)t->done, "total", (json_int_t)t->total));
         return;
     }
@@ -353,8 +205,8 @@ static void on_trace(void *ud, const engine_trace *t)
         log_write(js->log, LOOM_LOG_DEBUG, json_pack("{s:s, s:s, s:s}", "job", j->id, "node", t->node,
                                                      "event", trace_event_name(t->event)),
                   "step");
-    if (watched(js, j))
-        emit(js, j, ev);
+    if (jobs_watched(js, j))
+        jobs_emit(js, j, ev);
     else
         json_decref(ev);
 }
@@ -491,7 +343,7 @@ static void job_start(jobs_t *js, ljob *j, engine_t *eng, void *gen)
     j->gen = gen;
     list_add_tail(&js->running, &j->run);
     js->nrunning++;
-    emit(js, j, json_pack("{s:s, s:s}", "event", "job_started", "workflow", j->workflow));
+    jobs_emit(js, j, json_pack("{s:s, s:s}", "event", "job_started", "workflow", j->workflow));
     j->ej = engine_submit(eng, j->g, j->input, &jo, on_job_done, j);
     if (!j->ej) {
         running_del(js, j);
@@ -605,12 +457,12 @@ static void on_inserted(void *ud, const store_result_t *res)
         log_write(js->log, LOOM_LOG_INFO,
                   json_pack("{s:s, s:s}", "job", j->id, "workflow", j->workflow), "job queued");
     }
-    if (p->wait && j && add_waiter(js, j, p->conn, p->id, W_SUBMIT, p->wait_s) == 0) {
+    if (p->wait && j && jobs_add_waiter(js, j, p->conn, p->id, W_SUBMIT, p->wait_s) == 0) {
         jobs_pump(js);
         psubmit_free(p);
         return;
     }
-    json_t *obj = j ? NULL : job_object(js, res->job_id);
+    json_t *obj = j ? NULL : jobs_job_object(js, res->job_id);
     const char *state = j ? (j->state == LJ_QUEUED ? "queued" : "running")
                           : json_string_value(json_object_get(obj, "state"));
     if (p->wait && !j && obj)
@@ -681,39 +533,13 @@ void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
     }
 }
 
-/* ---- wait, cancel, events */
-
-void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, double timeout_s,
-               bool as_submit)
-{
-    ljob *j = jobs_find(js, job);
-    if (j) {
-        if (add_waiter(js, j, conn, id, as_submit ? W_SUBMIT : W_WAIT, timeout_s) < 0)
-            server_reply_error(conn, id, "internal", "out of memory");
-        return;
-    }
-    json_t *obj = job_object(js, job);
-    if (!obj) {
-        server_reply_error(conn, id, "not_found", "no job %s", job);
-        return;
-    }
-    /* not live here yet not over: nothing in this daemon will end it */
-    const char *state = json_string_value(json_object_get(obj, "state"));
-    if (state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)) {
-        server_reply_error(conn, id, "store_error",
-                           "job %s is %s in the store but this daemon does not hold it (its "
-                           "end could not be recorded); it resumes at the next start", job, state);
-        json_decref(obj);
-        return;
-    }
-    server_reply(conn, id, json_pack("{s:o, s:b}", "job", obj, "timed_out", 0));
-}
+/* ---- cancel */
 
 void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
 {
     ljob *j = jobs_find(js, job);
     if (!j) {
-        json_t *obj = job_object(js, job);
+        json_t *obj = jobs_job_object(js, job);
         if (!obj)
             server_reply_error(conn, id, "not_found", "no job %s", job);
         else
@@ -722,7 +548,7 @@ void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
         json_decref(obj);
         return;
     }
-    if (add_waiter(js, j, conn, id, W_CANCEL, -1) < 0) {
+    if (jobs_add_waiter(js, j, conn, id, W_CANCEL, -1) < 0) {
         server_reply_error(conn, id, "internal", "out of memory");
         return;
     }
@@ -735,53 +561,6 @@ void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
     } else if (j->state == LJ_RUNNING) {
         engine_cancel(j->ej); /* on_job_done runs from inside */
     } /* LJ_ENDING: the reply comes with the end already on its way */
-}
-
-void jobs_subscribe(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
-{
-    int rc;
-    if (job) {
-        ljob *j = jobs_find(js, job);
-        if (!j) {
-            json_t *obj = job_object(js, job);
-            if (!obj) {
-                server_reply_error(conn, id, "not_found", "no job %s", job);
-                return;
-            }
-            /* already over: say so, as the stream would have */
-            server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
-            server_send(conn, json_pack("{s:s, s:s, s:O, s:I}", "event", "job_finished", "job", job,
-                                        "state", json_object_get(obj, "state"), "time_ms",
-                                        (json_int_t)store_now_ms()));
-            json_decref(obj);
-            return;
-        }
-        rc = subs_add(&j->subs, &j->nsubs, &j->subs_cap, conn);
-    } else {
-        rc = subs_add(&js->subs, &js->nsubs, &js->subs_cap, conn);
-    }
-    if (rc < 0)
-        server_reply_error(conn, id, "internal", "out of memory");
-    else
-        server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
-}
-
-void jobs_conn_closed(jobs_t *js, server_conn_t *conn)
-{
-    subs_drop(js->subs, &js->nsubs, conn);
-    for (size_t i = 0; i < js->table_size; i++)
-        for (ljob *j = js->table[i]; j; j = j->hnext) {
-            subs_drop(j->subs, &j->nsubs, conn);
-            for (lwaiter **p = &j->waiters; *p;) {
-                lwaiter *w = *p;
-                if (w->conn == conn) {
-                    *p = w->next;
-                    waiter_free(w);
-                } else {
-                    p = &w->next;
-                }
-            }
-        }
 }
 
 /* ---- start and stop */
@@ -905,7 +684,7 @@ void jobs_fini(jobs_t *js)
     for (size_t i = 0; i < js->table_size; i++)
         while (js->table[i])
             job_free(js, js->table[i]); /* ending jobs whose store write never came back */
-    subs_drop(js->subs, &js->nsubs, NULL);
+    jobs_subs_drop(js->subs, &js->nsubs, NULL);
     free(js->subs);
     free(js->table);
     free(js->queue);
