@@ -533,16 +533,25 @@ static int plain_command(const loomctl_command *self, int argc, char **argv, com
     return quick_timeout(self, o) < 0 ? LOOMCTL_USAGE : -1;
 }
 
-int loomctl_cmd_workflows(int argc, char **argv)
+/* The quick commands without arguments (workflows, stats): parses NAME's
+ * options, sends {"op": NAME} and waits a short while for *REPLY (new
+ * reference; NULL when --help was answered). Returns a LOOMCTL_* status. */
+static int plain_request(const char *name, int argc, char **argv, common_opts *o, json_t **reply)
 {
-    const loomctl_command *self = loomctl_command_find("workflows");
-    common_opts o = { 0 };
-    int rc = plain_command(self, argc, argv, &o);
+    const loomctl_command *self = loomctl_command_find(name);
+    *reply = NULL;
+    int rc = plain_command(self, argc, argv, o);
     if (rc >= 0)
         return rc;
+    return call(o, request(name), quick_timeout(self, o), reply);
+}
+
+int loomctl_cmd_workflows(int argc, char **argv)
+{
+    common_opts o = { 0 };
     json_t *reply;
-    rc = call(&o, request("workflows"), quick_timeout(self, &o), &reply);
-    if (rc != LOOMCTL_OK || o.json)
+    int rc = plain_request("workflows", argc, argv, &o, &reply);
+    if (rc != LOOMCTL_OK || !reply || o.json)
         goto out;
     const json_t *list = json_object_get(reply, "workflows");
     loomctl_table t = { .ncols = 4, .align = "lrll" };
@@ -591,14 +600,10 @@ out:
 
 int loomctl_cmd_stats(int argc, char **argv)
 {
-    const loomctl_command *self = loomctl_command_find("stats");
     common_opts o = { 0 };
-    int rc = plain_command(self, argc, argv, &o);
-    if (rc >= 0)
-        return rc;
     json_t *reply;
-    rc = call(&o, request("stats"), quick_timeout(self, &o), &reply);
-    if (rc != LOOMCTL_OK || o.json)
+    int rc = plain_request("stats", argc, argv, &o, &reply);
+    if (rc != LOOMCTL_OK || !reply || o.json)
         goto out;
     char a[64];
     long long uptime = int_of(reply, "uptime_s");

@@ -155,19 +155,27 @@ static void fit_job(loomd *d, json_t *o)
     }
 }
 
-static void op_get(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+/* The stored row of JOB, fitted to a reply (new reference); NULL once the
+ * error was answered to CONN. */
+static json_t *stored_job(loomd *d, server_conn_t *conn, json_t *id, const char *job)
 {
-    const char *job = json_string_value(json_object_get(req, "job"));
     json_t *o = NULL;
     char err[256];
     int rc = store_get_job(d->store, job, &o, err, sizeof err);
     if (rc < 0) {
         server_reply_error(conn, id, rc == -ENOENT ? "not_found" : "store_error", "%s",
                            rc == -ENOENT ? "no such job" : err);
-        return;
+        return NULL;
     }
     fit_job(d, o);
-    server_reply(conn, id, json_pack("{s:o}", "job", o));
+    return o;
+}
+
+static void op_get(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+{
+    json_t *o = stored_job(d, conn, id, json_string_value(json_object_get(req, "job")));
+    if (o)
+        server_reply(conn, id, json_pack("{s:o}", "job", o));
 }
 
 static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
@@ -177,16 +185,9 @@ static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     if (jobs_find(&d->jobs, job) && conn_full(d, conn, id))
         return;
     if (!jobs_find(&d->jobs, job)) { /* already over: the answer is the stored row */
-        json_t *o = NULL;
-        char err[256];
-        int rc = store_get_job(d->store, job, &o, err, sizeof err);
-        if (rc < 0) {
-            server_reply_error(conn, id, rc == -ENOENT ? "not_found" : "store_error", "%s",
-                               rc == -ENOENT ? "no such job" : err);
-            return;
-        }
-        fit_job(d, o);
-        server_reply(conn, id, json_pack("{s:o, s:b}", "job", o, "timed_out", 0));
+        json_t *o = stored_job(d, conn, id, job);
+        if (o)
+            server_reply(conn, id, json_pack("{s:o, s:b}", "job", o, "timed_out", 0));
         return;
     }
     jobs_wait(&d->jobs, conn, id, job, t ? json_number_value(t) : -1, false);
