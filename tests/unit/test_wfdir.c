@@ -897,7 +897,7 @@ static char *big_workflow(const char *name, size_t bytes)
     return p;
 }
 
-Test(wfdir, a_50_mb_workflow_compiles_without_stalling_the_reactor, .timeout = 300)
+Test(wfdir, a_50_mb_workflow_compiles_without_stalling_the_reactor)
 {
     /* the promise: timers run less than 10 ms late while it compiles. A
      * machine busy with other work delays the thread by itself, so that
@@ -920,17 +920,19 @@ Test(wfdir, a_50_mb_workflow_compiles_without_stalling_the_reactor, .timeout = 3
     cr_assert(reactor_timer_add(fx.r, REACTOR_MSEC, on_tick, &quiet) != NULL);
     k.ticks = -1000000; /* the first ticker goes on; only QUIET is read now */
     pump_for((int)(took_us / 1000 < 10000 ? took_us / 1000 : 10000));
-    cr_log_info("a 50 MB workflow compiled in %.0f ms; worst timer lag meanwhile %.2f ms, "
-                "%.2f ms with nothing compiling", (double)took_us / 1e3,
-                (double)k.worst_us / 1e3, (double)quiet.worst_us / 1e3);
+    /* figures on stderr rather than cr_log, and no .timeout on the test (the
+     * PUMP_UNTIL above is its deadline): with them, Criterion 2.4's runner
+     * kept a 48-byte allocation of its own that LeakSanitizer reported */
+    fprintf(stderr, "# a 50 MB workflow compiled in %.0f ms; worst timer lag meanwhile %.2f ms, "
+            "%.2f ms with nothing compiling\n", (double)took_us / 1e3,
+            (double)k.worst_us / 1e3, (double)quiet.worst_us / 1e3);
     /* On a quiet machine the worst lag stays under BUDGET_US. On a loaded
      * one (other builds sharing the cores) scheduling alone reaches tens of
      * milliseconds, so what is asserted is what holds anywhere: a compile
      * on the reactor thread would stall it for the whole compile, and the
      * worst lag stays far below that. */
     if (k.worst_us >= budget_us + quiet.worst_us)
-        cr_log_info("worst lag %.2f ms is over %.0f ms plus the machine's own %.2f ms",
-                    (double)k.worst_us / 1e3, (double)budget_us / 1e3,
-                    (double)quiet.worst_us / 1e3);
+        fprintf(stderr, "# worst lag %.2f ms is over %.0f ms plus the machine's own %.2f ms\n",
+                (double)k.worst_us / 1e3, (double)budget_us / 1e3, (double)quiet.worst_us / 1e3);
     cr_assert(lt(u64, k.worst_us, took_us / 10));
 }
