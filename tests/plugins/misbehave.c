@@ -1,5 +1,6 @@
 /* misbehave.c -- a test plugin whose lambdas break their contract: one never
- * returns, the others hand back values no job may take. */
+ * returns, one kills the process on a chosen input, the others hand back
+ * values no job may take. */
 #include <unistd.h>
 
 #include "loom/plugin.h"
@@ -22,10 +23,24 @@ static json_t *nothing(loom_ctx *ctx, void *state, json_t *input, json_t *args)
     return NULL;
 }
 
+/* A poison job: crashes the whole process (SIGSEGV) when its input has
+ * "crash": true, and answers its input otherwise. A real fault, not raise():
+ * the pool's threads block every signal, and a blocked raise() would wait. */
+static json_t *crash_on(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+{
+    if (json_is_true(json_object_get(input, "crash"))) {
+        volatile int *volatile nowhere = NULL;
+        *nowhere = 1;
+    }
+    return json_incref(input);
+}
+
 static const loom_lambda misbehave_lambdas[] = {
     { .name = "forever", .fn = forever, .summary = "never returns" },
     { .name = "bad_utf8", .fn = bad_utf8, .summary = "returns invalid UTF-8" },
     { .name = "nothing", .fn = nothing, .summary = "returns NULL without an error" },
+    { .name = "crash_on", .fn = crash_on,
+      .summary = "SIGSEGV when the input has \"crash\": true, else its input" },
 };
 
 static const loom_plugin misbehave_plugin = {
