@@ -322,6 +322,16 @@ dsl_graph *dsl_compile(const char *file, const char *buf, size_t len, const dsl_
     if (diags->nerrors != errors_before || cc.oom)
         goto fail;
     hash_version(cc.g, buf, len);
+    /* the text the version names: a job's record keeps it, so the job can be
+     * compiled again as it was after its file changed */
+    if (!(cc.g->source = dsl_arena_alloc(cc.a, len + 1))) {
+        dsl_error(diags, 0, 0, "out of memory");
+        goto fail;
+    }
+    if (len)
+        memcpy(cc.g->source, buf, len);
+    cc.g->source[len] = '\0';
+    cc.g->source_len = len;
     cc.g->nodes = cc.nodes;
     cc.g->nnodes = cc.nnodes;
     cc.nodes = NULL;

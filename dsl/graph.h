@@ -270,6 +270,9 @@ typedef struct dsl_graph {
     const char *name;
     const char *description;
     char version[17];            /* 16 hex digits: a hash of the source text */
+    char *source;                /* that source text (NUL-terminated), kept so a job's
+                                    record can hold the version it runs */
+    size_t source_len;
     uint64_t timeout_ms;         /* whole-job timeout, 0 = none */
     dsl_input_field *inputs;     /* declared input fields; NULL/0 = input not declared */
     size_t ninputs;

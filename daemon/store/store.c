@@ -75,6 +75,7 @@ static void store_req_free(store_req_t *q)
     free(q->output);
     free(q->error);
     free(q->usage);
+    free(q->source);
     free(q);
 }
 
@@ -184,8 +185,31 @@ static int64_t store_mono_ms(void)
 /* Whether Q records finished work and so must wait for the disk. */
 static bool store_req_holds(const store_req_t *q)
 {
-    return (q->op == STORE_OP_RUNNING || q->op == STORE_OP_STEP || q->op == STORE_OP_FINISH) &&
+    return (q->op == STORE_OP_RUNNING || q->op == STORE_OP_STEP || q->op == STORE_OP_FINISH ||
+            q->op == STORE_OP_CRASHES) &&
            store_status_transient(q->status);
+}
+
+/* Lock held: whether the source of workflow version HASH is known to be on
+ * disk. */
+static bool store_source_known_locked(const store_t *s, const char *hash)
+{
+    for (size_t i = 0; i < s->nknown_sources; i++)
+        if (strcmp(s->known_sources[i], hash) == 0)
+            return true;
+    return false;
+}
+
+/* Store thread, lock held: Q committed; remember the source it stored. */
+static void store_source_note_locked(store_t *s, const store_req_t *q)
+{
+    if (q->op != STORE_OP_INSERT || !q->source || q->status != 0 || !q->version ||
+        strlen(q->version) >= sizeof s->known_sources[0] ||
+        store_source_known_locked(s, q->version))
+        return;
+    size_t at = s->nknown_sources < STORE_KNOWN_SOURCES ? s->nknown_sources++ : s->next_known;
+    s->next_known = (at + 1) % STORE_KNOWN_SOURCES;
+    snprintf(s->known_sources[at], sizeof s->known_sources[at], "%s", q->version);
 }
 
 /* Store thread, lock held: moves the writes of BATCH that must be held back
@@ -277,6 +301,7 @@ static void *store_thread_main(void *arg)
         pthread_mutex_lock(&s->lock);
         store_hold_locked(s, &batch);
         LIST_EACH_SAFE(it, nx, &batch) {
+            store_source_note_locked(s, LIST_OWNER(it, store_req_t, link));
             if (LIST_OWNER(it, store_req_t, link)->status == 0)
                 s->completed++;
             else
@@ -527,6 +552,18 @@ int store_insert_job(store_t *s, const store_job_spec_t *spec, store_done_cb cb,
     if (spec->input ? (rc = store_dump(spec->input, &q->input)) < 0
                     : !store_copy("null", &q->input))
         goto fail;
+    if (spec->source && spec->version) {
+        pthread_mutex_lock(&s->lock);
+        bool known = store_source_known_locked(s, spec->version);
+        pthread_mutex_unlock(&s->lock);
+        if (!known) {
+            if (!(q->source = malloc(spec->source_len + 1)))
+                goto fail;
+            memcpy(q->source, spec->source, spec->source_len);
+            q->source[spec->source_len] = '\0';
+            q->source_len = spec->source_len;
+        }
+    }
     q->priority = spec->priority;
     q->has_peer = spec->has_peer;
     q->peer_uid = spec->peer_uid;
@@ -598,7 +635,35 @@ int store_purge_finished(store_t *s, int64_t finished_before_ms, store_done_cb c
     if (!q)
         return -ENOMEM;
     q->time_ms = finished_before_ms;
+    /* the purge may delete sources: inserts queued after it store theirs
+     * again (an insert queued before it made its source needed) */
+    pthread_mutex_lock(&s->lock);
+    s->nknown_sources = s->next_known = 0;
+    pthread_mutex_unlock(&s->lock);
     return store_enqueue(s, q);
+}
+
+int store_set_crashes(store_t *s, const char *job_id, int64_t crashes, const json_t *crash,
+                      store_done_cb cb, void *ud)
+{
+    int rc;
+    if (!s || crashes < 0)
+        return -EINVAL;
+    store_req_t *q = store_job_req(STORE_OP_CRASHES, job_id, cb, ud, &rc);
+    if (!q)
+        return rc;
+    q->priority = crashes;
+    rc = crashes > 0 ? store_dump(crash, &q->error) : 0;
+    return store_submit(s, q, rc, 0);
+}
+
+int store_retry_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
+{
+    int rc;
+    if (!s)
+        return -EINVAL;
+    store_req_t *q = store_job_req(STORE_OP_RETRY, job_id, cb, ud, &rc);
+    return q ? store_submit(s, q, 0, 0) : rc;
 }
 
 /* ---- ids and counters */

@@ -197,6 +197,12 @@ typedef struct store_job_spec {
     gid_t peer_gid;
     pid_t peer_pid;
     int64_t created_ms;          /* 0: now */
+    const char *source;          /* the text of workflow VERSION (its bytes, which
+                                  * VERSION hashes), stored once per version so a
+                                  * resumed job can compile the version it started
+                                  * with; NULL: none. Copied only when the store
+                                  * does not have it yet. */
+    size_t source_len;
 } store_job_spec_t;
 
 /* Inserts a queued job. If SPEC's idempotency key is already taken, nothing
@@ -232,16 +238,32 @@ int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outc
 /* store_finish_job with STORE_CANCELLED, no output or error, now. */
 int store_cancel_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
 
+/* Records that the daemon died CRASHES times in a row while the job JOB_ID
+ * was running plugin code, CRASH (may be NULL; any JSON) saying what ran at
+ * the last one ({step, function, signal} by convention). A held write, like
+ * a checkpoint; allowed while the job is queued or running (-EALREADY once
+ * it finished). CRASHES 0 clears both. */
+int store_set_crashes(store_t *s, const char *job_id, int64_t crashes, const json_t *crash,
+                      store_done_cb cb, void *ud);
+
+/* Makes a failed job queued again as a new attempt: its attempt number goes
+ * up by one, its output, error, usage, finished_ms and crashes are cleared,
+ * its checkpoints stay. -ENOENT: no such job; -EPERM: the job is not failed
+ * (the error text names its state). */
+int store_retry_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
+
 /* Deletes every job that finished strictly before FINISHED_BEFORE_MS, with
- * its steps. The result's COUNT says how many jobs went. */
+ * its steps, and the workflow sources no job refers to any more. The
+ * result's COUNT says how many jobs went. */
 int store_purge_finished(store_t *s, int64_t finished_before_ms, store_done_cb cb, void *ud);
 
 /* ---- reads: synchronous, reactor thread only (one thread at a time)
  *
  * A job object has the members id, workflow, version, input, state,
  * priority, idempotency_key, peer ({uid, gid, pid} or null), created_ms,
- * started_ms, finished_ms, output, error and usage; a member with no value
- * is null. A job summary (from store_list_jobs) has only id, workflow,
+ * started_ms, finished_ms, output, error, usage, attempt (1, then one more
+ * per store_retry_job), crashes and crash (store_set_crashes); a member with
+ * no value is null. A job summary (from store_list_jobs) has only id, workflow,
  * version, state, priority, created_ms, started_ms and finished_ms.
  * Errors: -ENOENT (store_get_job: no such job), -EBUSY, -EIO (including a
  * stored value that is no longer valid JSON), -ENOMEM. */
@@ -268,6 +290,13 @@ int store_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, char
  * key of JOB_ID to {output, error, finished_ms}; empty when there are none
  * (also when there is no such job). */
 int store_load_steps(store_t *s, const char *job_id, json_t **steps, char *err, size_t errlen);
+
+/* The source text of workflow version VERSION, as stored with its jobs:
+ * *TEXT (NUL-terminated, *LEN bytes before the NUL) and *WORKFLOW (the name
+ * it was stored under, may be NULL) are new allocations to free(). -ENOENT
+ * when the store does not have it. */
+int store_get_source(store_t *s, const char *version, char **text, size_t *len,
+                     char **workflow, char *err, size_t errlen);
 
 /* *JOBS receives an array (new reference) of the full job objects of every
  * queued or running job, oldest first: what to resume after a restart. */

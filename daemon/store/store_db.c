@@ -36,13 +36,31 @@
     " started_ms INTEGER,"                                                                        \
     " finished_ms INTEGER,"                                                                       \
     " output TEXT, error TEXT, usage TEXT,"                                                       \
+    " attempt INTEGER NOT NULL DEFAULT 1,"                                                        \
+    " crashes INTEGER NOT NULL DEFAULT 0,"                                                        \
+    " crash TEXT,"                                                                                \
     " CHECK ((state = 'queued' OR state = 'running') = (finished_ms IS NULL))"                    \
     ");"
 
 #define JOBS_INDEXES                                                                              \
     "CREATE INDEX jobs_by_state ON jobs (state, id);"                                             \
     "CREATE INDEX jobs_by_workflow ON jobs (workflow, id);"                                       \
-    "CREATE INDEX jobs_by_finished ON jobs (finished_ms) WHERE finished_ms IS NOT NULL;"
+    "CREATE INDEX jobs_by_finished ON jobs (finished_ms) WHERE finished_ms IS NOT NULL;"         \
+    JOBS_BY_VERSION
+
+/* Which jobs use a version: a purge deletes the sources no job needs. */
+#define JOBS_BY_VERSION "CREATE INDEX jobs_by_version ON jobs (version);"
+
+/* The text of every workflow version a job refers to, by its hash (jobs.version),
+ * so a job resumed after its file changed or vanished compiles the version it
+ * started with (v3). */
+#define SOURCES_TABLE                                                                             \
+    "CREATE TABLE sources ("                                                                      \
+    " hash TEXT PRIMARY KEY NOT NULL,"                                                            \
+    " workflow TEXT NOT NULL,"                                                                    \
+    " source BLOB NOT NULL,"                                                                      \
+    " created_ms INTEGER NOT NULL"                                                                \
+    ");"
 
 static const char store_schema[] =
     JOBS_TABLE("jobs")
@@ -53,19 +71,32 @@ static const char store_schema[] =
     " output TEXT, error TEXT,"
     " finished_ms INTEGER NOT NULL,"
     " PRIMARY KEY (job_id, key)"
-    ");";
+    ");"
+    SOURCES_TABLE;
 
-/* v1 -> v2: the jobs table rebuilt with the OR checks (SQLite cannot alter
- * a CHECK in place). Runs with foreign keys off, so dropping the old table
- * does not cascade into steps. */
-static const char store_migrate_v2[] =
+/* v1 -> v3: the jobs table rebuilt with the OR checks (SQLite cannot alter
+ * a CHECK in place) and the columns of v3. Runs with foreign keys off, so
+ * dropping the old table does not cascade into steps. */
+static const char store_migrate_v1[] =
     JOBS_TABLE("jobs_v2")
-    "INSERT INTO jobs_v2 SELECT id, workflow, version, input, state, priority, idempotency_key,"
+    "INSERT INTO jobs_v2 (id, workflow, version, input, state, priority, idempotency_key,"
+    " peer_uid, peer_gid, peer_pid, created_ms, started_ms, finished_ms, output, error, usage)"
+    " SELECT id, workflow, version, input, state, priority, idempotency_key,"
     " peer_uid, peer_gid, peer_pid, created_ms, started_ms, finished_ms, output, error, usage"
     " FROM jobs;"
     "DROP TABLE jobs;"
     "ALTER TABLE jobs_v2 RENAME TO jobs;"
-    JOBS_INDEXES;
+    JOBS_INDEXES
+    SOURCES_TABLE;
+
+/* v2 -> v3: attempts and crash counts (the poison-job quarantine), and the
+ * workflow sources (a job runs the version it started with). */
+static const char store_migrate_v2[] =
+    "ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN crash TEXT;"
+    JOBS_BY_VERSION
+    SOURCES_TABLE;
 
 int store_errno_of(int rc)
 {
@@ -195,12 +226,15 @@ static int store_db_schema(sqlite3 *db, const char *path, char *err, size_t errl
             goto fail;
         }
     }
-    if (version == 1) {
-        char pragma[64];
+    if (version == 1 || version == 2) {
+        char pragma[64], what[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d;", STORE_SCHEMA_VERSION);
-        if ((rc = sqlite3_exec(db, store_migrate_v2, NULL, NULL, NULL)) != SQLITE_OK ||
+        snprintf(what, sizeof what, "migrate (v%d to v%d) the schema of", (int)version,
+                 STORE_SCHEMA_VERSION);
+        if ((rc = sqlite3_exec(db, version == 1 ? store_migrate_v1 : store_migrate_v2, NULL, NULL,
+                               NULL)) != SQLITE_OK ||
             (rc = sqlite3_exec(db, pragma, NULL, NULL, NULL)) != SQLITE_OK) {
-            rc = store_db_open_error(db, rc, path, "migrate (v1 to v2) the schema of", err, errlen);
+            rc = store_db_open_error(db, rc, path, what, err, errlen);
             goto fail;
         }
     }
@@ -295,6 +329,17 @@ static const char *const store_wsql[STORE_W_COUNT] = {
         " WHERE id = ?1 AND state IN ('queued', 'running')",
     [STORE_W_STATE] = "SELECT state FROM jobs WHERE id = ?1",
     [STORE_W_PURGE] = "DELETE FROM jobs WHERE finished_ms IS NOT NULL AND finished_ms < ?1",
+    [STORE_W_SOURCE] =
+        "INSERT INTO sources (hash, workflow, source, created_ms) VALUES (?1, ?2, ?3, ?4)"
+        " ON CONFLICT (hash) DO NOTHING",
+    [STORE_W_PURGE_SOURCES] =
+        "DELETE FROM sources WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.version = sources.hash)",
+    [STORE_W_CRASHES] =
+        "UPDATE jobs SET crashes = ?2, crash = ?3 WHERE id = ?1 AND state IN ('queued', 'running')",
+    [STORE_W_RETRY] =
+        "UPDATE jobs SET state = 'queued', attempt = attempt + 1, output = NULL, error = NULL,"
+        " usage = NULL, finished_ms = NULL, crashes = 0, crash = NULL"
+        " WHERE id = ?1 AND state = 'failed'",
 };
 
 static const char *const store_op_names[] = {
@@ -303,6 +348,8 @@ static const char *const store_op_names[] = {
     [STORE_OP_STEP] = "checkpoint step of job",
     [STORE_OP_FINISH] = "finish job",
     [STORE_OP_PURGE] = "purge jobs",
+    [STORE_OP_CRASHES] = "record the crashes of job",
+    [STORE_OP_RETRY] = "retry job",
 };
 
 /* The cached write statement IDX, or NULL with the failure noted in Q. */
@@ -338,7 +385,8 @@ static int store_db_exec(store_t *s, sqlite3_stmt *st, store_req_t *q)
     return rc;
 }
 
-/* A RUNNING or FINISH update changed nothing: says why, in Q's result. */
+/* A RUNNING, FINISH, CRASHES or RETRY update changed nothing: says why, in
+ * Q's result. */
 static int store_db_unchanged(store_t *s, store_req_t *q)
 {
     int rc;
@@ -347,7 +395,12 @@ static int store_db_unchanged(store_t *s, store_req_t *q)
         return rc;
     store_bind_text(st, 1, q->job_id);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    if (rc == SQLITE_ROW && q->op == STORE_OP_RETRY) {
+        q->status = -EPERM;
+        store_set_error(q->error_text, sizeof q->error_text, "job %s is %s, not failed",
+                        q->job_id, (const char *)sqlite3_column_text(st, 0));
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_ROW) {
         q->status = -EALREADY;
         store_set_error(q->error_text, sizeof q->error_text, "job %s is already %s", q->job_id,
                         (const char *)sqlite3_column_text(st, 0));
@@ -387,6 +440,16 @@ static int store_db_insert(store_t *s, store_req_t *q)
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
         if (rc != SQLITE_OK || q->existed)
+            return rc;
+    }
+    if (q->source) {
+        if (!(st = store_db_w(s, STORE_W_SOURCE, q, &rc)))
+            return rc;
+        store_bind_text(st, 1, q->version);
+        store_bind_text(st, 2, q->workflow);
+        sqlite3_bind_blob64(st, 3, q->source, q->source_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, q->time_ms);
+        if ((rc = store_db_exec(s, st, q)) != SQLITE_OK)
             return rc;
     }
     if (!(st = store_db_w(s, STORE_W_INSERT, q, &rc)))
@@ -430,6 +493,23 @@ static int store_db_update(store_t *s, store_req_t *q)
     return sqlite3_changes(s->wdb) > 0 ? SQLITE_OK : store_db_unchanged(s, q);
 }
 
+static int store_db_mark(store_t *s, store_req_t *q)
+{
+    int rc;
+    bool retry = q->op == STORE_OP_RETRY;
+    sqlite3_stmt *st = store_db_w(s, retry ? STORE_W_RETRY : STORE_W_CRASHES, q, &rc);
+    if (!st)
+        return rc;
+    store_bind_text(st, 1, q->job_id);
+    if (!retry) {
+        sqlite3_bind_int64(st, 2, q->priority);
+        store_bind_text(st, 3, q->error);
+    }
+    if ((rc = store_db_exec(s, st, q)) != SQLITE_OK)
+        return rc;
+    return sqlite3_changes(s->wdb) > 0 ? SQLITE_OK : store_db_unchanged(s, q);
+}
+
 static int store_db_step(store_t *s, store_req_t *q)
 {
     int rc;
@@ -454,9 +534,14 @@ static int store_db_purge(store_t *s, store_req_t *q)
     if (!st)
         return rc;
     sqlite3_bind_int64(st, 1, q->time_ms);
-    if ((rc = store_db_exec(s, st, q)) == SQLITE_OK)
-        q->count = sqlite3_changes(s->wdb);
-    return rc;
+    if ((rc = store_db_exec(s, st, q)) != SQLITE_OK)
+        return rc;
+    q->count = sqlite3_changes(s->wdb);
+    if (q->count == 0)
+        return SQLITE_OK; /* no job went, so no source lost its last job */
+    if (!(st = store_db_w(s, STORE_W_PURGE_SOURCES, q, &rc)))
+        return rc;
+    return store_db_exec(s, st, q);
 }
 
 /* Runs Q inside the open transaction and sets its result. Returns whether
@@ -480,6 +565,10 @@ static bool store_db_run_request(store_t *s, store_req_t *q)
         break;
     case STORE_OP_STEP:
         rc = store_db_step(s, q);
+        break;
+    case STORE_OP_CRASHES:
+    case STORE_OP_RETRY:
+        rc = store_db_mark(s, q);
         break;
     default:
         rc = store_db_purge(s, q);

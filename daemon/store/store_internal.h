@@ -16,11 +16,21 @@
 #include "daemon/store/store.h"
 
 /* Bumped with every change to the schema in store_db.c. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
+/* How many workflow versions a store remembers as stored. */
+#define STORE_KNOWN_SOURCES 32
 /* PRAGMA application_id: "LOOM", so another program's database is refused. */
 #define STORE_APPLICATION_ID 0x4C4F4F4D
 
-enum store_op { STORE_OP_INSERT, STORE_OP_RUNNING, STORE_OP_STEP, STORE_OP_FINISH, STORE_OP_PURGE };
+enum store_op {
+    STORE_OP_INSERT,
+    STORE_OP_RUNNING,
+    STORE_OP_STEP,
+    STORE_OP_FINISH,
+    STORE_OP_PURGE,
+    STORE_OP_CRASHES,
+    STORE_OP_RETRY
+};
 
 /* Write statements, prepared once on the writer connection. */
 enum store_wstmt {
@@ -34,6 +44,10 @@ enum store_wstmt {
     STORE_W_FINISH,
     STORE_W_STATE,
     STORE_W_PURGE,
+    STORE_W_SOURCE,
+    STORE_W_PURGE_SOURCES,
+    STORE_W_CRASHES,
+    STORE_W_RETRY,
     STORE_W_COUNT
 };
 
@@ -43,6 +57,7 @@ enum store_rstmt {
     STORE_R_GET,
     STORE_R_STEPS,
     STORE_R_UNFINISHED,
+    STORE_R_SOURCE,
     STORE_R_LIST,
     STORE_R_COUNT = STORE_R_LIST + 8
 };
@@ -57,7 +72,10 @@ typedef struct store_req {
     char job_id[STORE_ID_SIZE];
     char *workflow, *version, *idempotency_key, *step_key;
     char *input, *output, *error, *usage;
-    int64_t priority;
+    char *source;    /* insert: the workflow version's text, when the store
+                      * may not have it yet; NULL otherwise */
+    size_t source_len;
+    int64_t priority; /* also: the crash count of STORE_OP_CRASHES */
     bool has_peer;
     int64_t peer_uid, peer_gid, peer_pid;
     int64_t time_ms; /* created, started, finished, or the purge cut-off */
@@ -101,6 +119,11 @@ struct store {
     int64_t backoff_ms;   /* the current wait between tries; 0 when none held */
     int64_t retry_at_ms;  /* CLOCK_MONOTONIC: when the held writes go again */
     char held_error[200];
+    /* workflow versions whose source is on disk (committed by the store
+     * thread), so a submit need not copy it again; emptied when a purge is
+     * queued, since that purge may delete them */
+    char known_sources[STORE_KNOWN_SOURCES][17];
+    size_t nknown_sources, next_known;
     list_link health;     /* in DONE while a health call is pending */
     store_health_cb health_cb; /* reactor thread only */
     void *health_ud;

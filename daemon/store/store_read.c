@@ -8,6 +8,7 @@
 #include "daemon/store/store_internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define STORE_LIST_DEFAULT 100
@@ -15,7 +16,8 @@
 
 #define STORE_JOB_COLUMNS                                                                     \
     "id, workflow, version, input, state, priority, idempotency_key, peer_uid, peer_gid, "  \
-    "peer_pid, created_ms, started_ms, finished_ms, output, error, usage"
+    "peer_pid, created_ms, started_ms, finished_ms, output, error, usage, attempt, crashes, " \
+    "crash"
 #define STORE_SUMMARY_COLUMNS \
     "id, workflow, version, state, priority, created_ms, started_ms, finished_ms"
 
@@ -25,6 +27,7 @@ static const char *const store_rsql[STORE_R_LIST] = {
                       " ORDER BY key",
     [STORE_R_UNFINISHED] = "SELECT " STORE_JOB_COLUMNS " FROM jobs"
                            " WHERE state IN ('queued', 'running') ORDER BY id",
+    [STORE_R_SOURCE] = "SELECT source, workflow FROM sources WHERE hash = ?1",
 };
 
 /* A read failed: the message, and the errno for the caller. */
@@ -81,7 +84,7 @@ static int store_row_job(sqlite3_stmt *st, json_t **out, char *err, size_t errle
     static const struct {
         int col;
         const char *name;
-    } json_cols[] = {{3, "input"}, {13, "output"}, {14, "error"}, {15, "usage"}};
+    } json_cols[] = {{3, "input"}, {13, "output"}, {14, "error"}, {15, "usage"}, {18, "crash"}};
     json_t *job = json_object(), *peer = NULL;
     int rc = -ENOMEM;
     if (!job)
@@ -94,7 +97,9 @@ static int store_row_job(sqlite3_stmt *st, json_t **out, char *err, size_t errle
         !store_set(job, "idempotency_key", store_col_text(st, 6)) ||
         !store_set(job, "created_ms", store_col_int(st, 10)) ||
         !store_set(job, "started_ms", store_col_int(st, 11)) ||
-        !store_set(job, "finished_ms", store_col_int(st, 12)))
+        !store_set(job, "finished_ms", store_col_int(st, 12)) ||
+        !store_set(job, "attempt", store_col_int(st, 16)) ||
+        !store_set(job, "crashes", store_col_int(st, 17)))
         goto fail;
     if (sqlite3_column_type(st, 7) == SQLITE_NULL) {
         peer = json_null();
@@ -287,4 +292,51 @@ int store_load_steps(store_t *s, const char *job_id, json_t **steps, char *err, 
     }
     *steps = all;
     return 0;
+}
+
+int store_get_source(store_t *s, const char *version, char **text, size_t *len,
+                     char **workflow, char *err, size_t errlen)
+{
+    int rc = 0, step;
+    if (!s || !version || !text || !len)
+        return -EINVAL;
+    *text = NULL;
+    *len = 0;
+    if (workflow)
+        *workflow = NULL;
+    sqlite3_stmt *st = store_read_stmt(s, STORE_R_SOURCE, store_rsql[STORE_R_SOURCE], err,
+                                       errlen, &rc);
+    if (!st)
+        return rc;
+    sqlite3_bind_text(st, 1, version, -1, SQLITE_STATIC);
+    step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(st, 0);
+        size_t n = (size_t)sqlite3_column_bytes(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        char *t = malloc(n + 1);
+        char *w = workflow && name ? strdup(name) : NULL;
+        if (!t || (workflow && name && !w)) {
+            free(t);
+            free(w);
+            store_set_error(err, errlen, "out of memory");
+            rc = -ENOMEM;
+        } else {
+            if (n)
+                memcpy(t, blob, n);
+            t[n] = '\0';
+            *text = t;
+            *len = n;
+            if (workflow)
+                *workflow = w;
+        }
+    } else if (step == SQLITE_DONE) {
+        store_set_error(err, errlen, "no stored source for workflow version %s", version);
+        rc = -ENOENT;
+    } else {
+        rc = store_read_fail(s, step, "cannot read a workflow source", err, errlen);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
 }

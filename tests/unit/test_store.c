@@ -226,7 +226,7 @@ Test(store, open_creates_directory_and_reopens)
     snprintf(path, sizeof path, "%s/loom.db", state);
     sqlite3 *db = NULL;
     cr_assert(eq(int, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK));
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 2));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 3));
     sqlite3_stmt *q = NULL;
     cr_assert(eq(int, sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK));
     cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
@@ -304,7 +304,9 @@ Test(store, v1_database_is_migrated)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 2));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 3));
+    cr_assert(eq(i64, raw_int(db, "SELECT attempt FROM jobs"), 1));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 0));
     /* no temporary b-tree per written row any more */
     sqlite3_stmt *q = NULL;
     cr_assert(eq(int, sqlite3_prepare_v2(db, "EXPLAIN UPDATE jobs SET state = 'failed', finished_ms = 3",
@@ -1108,4 +1110,147 @@ Test(store, id_validation)
     cr_assert(truth(!store_id_valid("01ARZ3NDEKTSV4RRFFQ69G5FAVV")));
     cr_assert(truth(!store_id_valid("")));
     cr_assert(truth(!store_id_valid(NULL)));
+}
+
+/* ---- v3: workflow sources, attempts and crash counts */
+
+static void insert_with_source(store_t *s, const char *version, const char *text,
+                               char id[STORE_ID_SIZE])
+{
+    done_t d;
+    done_init(&d);
+    store_job_spec_t spec = { .workflow = "wf", .version = version, .source = text,
+                              .source_len = strlen(text) };
+    cr_assert(eq(int, store_insert_job(s, &spec, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, 0), "%s", d.error);
+    snprintf(id, STORE_ID_SIZE, "%s", d.id);
+}
+
+Test(store, v2_database_is_migrated_to_v3)
+{
+    char err[512] = "";
+    store_t *s = open_store();
+    char id[STORE_ID_SIZE];
+    insert_sync(s, "wf", NULL, id);
+    store_close(s);
+    /* make it what a v2 daemon left: no v3 columns, no sources table */
+    sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE);
+    raw_exec(db, "DROP TABLE sources; DROP INDEX jobs_by_version;"
+                 "ALTER TABLE jobs DROP COLUMN attempt; ALTER TABLE jobs DROP COLUMN crashes;"
+                 "ALTER TABLE jobs DROP COLUMN crash; PRAGMA user_version = 2;");
+    sqlite3_close(db);
+    s = store_open(g_dir, g_r, NULL, err, sizeof err);
+    cr_assert(s != NULL, "%s", err);
+    json_t *job = get_job(s, id);
+    cr_assert(eq(i64, json_integer_value(json_object_get(job, "attempt")), 1));
+    cr_assert(eq(i64, json_integer_value(json_object_get(job, "crashes")), 0));
+    cr_assert(truth(json_is_null(json_object_get(job, "crash"))));
+    json_decref(job);
+    char id2[STORE_ID_SIZE];
+    insert_with_source(s, "00000000000000aa", "loom: 1", id2);
+    store_close(s);
+    db = raw_open(SQLITE_OPEN_READONLY);
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 3));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 1));
+    sqlite3_close(db);
+}
+
+Test(store, a_version_source_is_kept_once_and_purged_with_its_last_job)
+{
+    store_t *s = open_store();
+    const char *text = "loom: 1\nname: wf\ndo: { call: hi }\n";
+    char a[STORE_ID_SIZE], b[STORE_ID_SIZE], c[STORE_ID_SIZE];
+    insert_with_source(s, "00000000000000a1", text, a);
+    insert_with_source(s, "00000000000000a1", text, b);
+    insert_with_source(s, "00000000000000b2", "other", c);
+    char *got = NULL, *name = NULL, err[256];
+    size_t len = 0;
+    cr_assert(eq(int, store_get_source(s, "00000000000000a1", &got, &len, &name, err, sizeof err), 0),
+              "%s", err);
+    cr_assert(eq(str, got, (char *)text));
+    cr_assert(eq(sz, len, strlen(text)));
+    cr_assert(eq(str, name, "wf"));
+    free(got);
+    free(name);
+    cr_assert(eq(int, store_get_source(s, "ffffffffffffffff", &got, &len, NULL, err, sizeof err),
+                 -ENOENT));
+    /* one job of a1 purged: its source stays for the other */
+    cr_assert(eq(int, finish_sync(s, a, STORE_SUCCEEDED, 1000), 0));
+    cr_assert(eq(int, finish_sync(s, c, STORE_SUCCEEDED, 1000), 0));
+    done_t d;
+    done_init(&d);
+    cr_assert(eq(int, store_purge_finished(s, 2000, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(i64, d.count, 2));
+    cr_assert(eq(int, store_get_source(s, "00000000000000a1", &got, &len, NULL, err, sizeof err), 0));
+    free(got);
+    cr_assert(eq(int, store_get_source(s, "00000000000000b2", &got, &len, NULL, err, sizeof err),
+                 -ENOENT), "b2's only job went, and its source with it");
+    /* a submit after the purge stores the source again, even though the store
+     * had seen that version before */
+    char e[STORE_ID_SIZE];
+    insert_with_source(s, "00000000000000b2", "other", e);
+    cr_assert(eq(int, store_get_source(s, "00000000000000b2", &got, &len, NULL, err, sizeof err), 0));
+    free(got);
+    cr_assert(eq(int, finish_sync(s, b, STORE_SUCCEEDED, 1000), 0));
+    done_init(&d);
+    cr_assert(eq(int, store_purge_finished(s, 2000, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, store_get_source(s, "00000000000000a1", &got, &len, NULL, err, sizeof err),
+                 -ENOENT));
+    store_close(s);
+}
+
+Test(store, retry_makes_a_failed_job_a_new_attempt_keeping_its_steps)
+{
+    store_t *s = open_store();
+    char id[STORE_ID_SIZE], q[STORE_ID_SIZE];
+    insert_sync(s, "wf", NULL, id);
+    insert_sync(s, "wf", NULL, q);
+    done_t d;
+    done_init(&d);
+    json_t *v = json_string("kept");
+    cr_assert(eq(int, store_checkpoint_step(s, id, "k", v, NULL, 0, on_done, &d), 0));
+    json_decref(v);
+    json_t *crash = json_pack("{s:s}", "step", "do");
+    cr_assert(eq(int, store_set_crashes(s, id, 1, crash, on_done, &d), 0));
+    json_decref(crash);
+    run_until(&d.calls, 2);
+    cr_assert(eq(int, d.status, 0), "%s", d.error);
+    json_t *job = get_job(s, id);
+    cr_assert(eq(i64, json_integer_value(json_object_get(job, "crashes")), 1));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(json_object_get(job, "crash"), "step")),
+                 "do"));
+    json_decref(job);
+    /* only a failed job may be retried */
+    done_init(&d);
+    cr_assert(eq(int, store_retry_job(s, id, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, -EPERM));
+    cr_assert(strstr(d.error, "queued") != NULL, "%s", d.error);
+    cr_assert(eq(int, finish_sync(s, id, STORE_FAILED, 0), 0));
+    done_init(&d);
+    cr_assert(eq(int, store_retry_job(s, id, on_done, &d), 0));
+    cr_assert(eq(int, store_retry_job(s, "01ARZ3NDEKTSV4RRFFQ69G5FAV", on_done, &d), 0));
+    run_until(&d.calls, 2);
+    cr_assert(eq(int, d.status, -ENOENT));
+    job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "state"), "queued"));
+    cr_assert(eq(i64, json_integer_value(json_object_get(job, "attempt")), 2));
+    cr_assert(eq(i64, json_integer_value(json_object_get(job, "crashes")), 0));
+    cr_assert(truth(json_is_null(json_object_get(job, "finished_ms"))));
+    cr_assert(truth(json_is_null(json_object_get(job, "error"))));
+    json_decref(job);
+    json_t *steps = NULL;
+    cr_assert(eq(int, store_load_steps(s, id, &steps, NULL, 0), 0));
+    cr_assert(json_object_get(steps, "k") != NULL);
+    json_decref(steps);
+    /* crash counts of a finished job cannot change */
+    cr_assert(eq(int, finish_sync(s, q, STORE_SUCCEEDED, 0), 0));
+    done_init(&d);
+    cr_assert(eq(int, store_set_crashes(s, q, 2, NULL, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, -EALREADY));
+    store_close(s);
 }
