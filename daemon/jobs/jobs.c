@@ -520,6 +520,7 @@ void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
     const server_peer *peer = server_conn_peer(conn);
     store_job_spec_t spec = {
         .workflow = name, .version = ver.hash, .input = p->input, .priority = p->priority,
+        .source = g->source, .source_len = g->source_len,
         .idempotency_key = json_string_value(json_object_get(req, "idempotency_key")),
         .has_peer = peer != NULL,
         .peer_uid = peer ? peer->uid : 0, .peer_gid = peer ? peer->gid : 0,
@@ -565,6 +566,82 @@ void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
 
 /* ---- start and stop */
 
+void jobs_pinned_clear(jobs_t *js)
+{
+    for (size_t i = 0; i < js->npinned; i++)
+        dsl_graph_unref(js->pinned[i]);
+    free(js->pinned);
+    js->pinned = NULL;
+    js->npinned = 0;
+    js->resuming = false;
+}
+
+/* Keeps a reference to G (an old version compiled for a resumed job) while
+ * jobs_resume runs, so its other jobs do not compile it again. */
+static void jobs_pinned_add(jobs_t *js, dsl_graph *g)
+{
+    if (!js->resuming)
+        return;
+    dsl_graph **v = realloc(js->pinned, (js->npinned + 1) * sizeof *v);
+    if (!v)
+        return; /* only a cache */
+    js->pinned = v;
+    v[js->npinned++] = dsl_graph_ref(g);
+}
+
+dsl_graph *jobs_stored_graph(jobs_t *js, const json_t *stored_job, wfdir_version *ver, char *err,
+                             size_t errlen)
+{
+    const char *name = json_string_value(json_object_get(stored_job, "workflow"));
+    const char *want = json_string_value(json_object_get(stored_job, "version"));
+    memset(ver, 0, sizeof *ver);
+    if (!name) {
+        snprintf(err, errlen, "its record names no workflow");
+        return NULL;
+    }
+    dsl_graph *g = wfdir_get(js->wf, name, ver);
+    if (g && (!want || strcmp(ver->hash, want) == 0))
+        return g;
+    dsl_graph_unref(g);
+    memset(ver, 0, sizeof *ver);
+    if (!want) { /* a record from before versions were kept */
+        snprintf(err, errlen, "its workflow %s is no longer loaded", name);
+        return NULL;
+    }
+    for (size_t i = 0; i < js->npinned; i++)
+        if (strcmp(js->pinned[i]->version, want) == 0) {
+            snprintf(ver->hash, sizeof ver->hash, "%s", want);
+            return dsl_graph_ref(js->pinned[i]);
+        }
+    /* the file changed or went: compile the text the job started with */
+    char *text = NULL, label[300], why[400];
+    size_t len = 0;
+    if (store_get_source(js->store, want, &text, &len, NULL, why, sizeof why) < 0) {
+        snprintf(err, errlen, "version %s of workflow %s is not loaded and the store does not "
+                 "have its text (%s)", want, name, why);
+        return NULL;
+    }
+    snprintf(label, sizeof label, "%s@%s", name, want);
+    g = wfdir_compile_text(js->wf, label, text, len, why, sizeof why);
+    free(text);
+    if (!g) {
+        snprintf(err, errlen, "version %s of workflow %s no longer compiles: %s", want, name,
+                 why);
+        return NULL;
+    }
+    if (strcmp(g->version, want) != 0) { /* cannot happen unless the store was edited */
+        snprintf(err, errlen, "the stored text of workflow %s version %s hashes to %s", name,
+                 want, g->version);
+        dsl_graph_unref(g);
+        return NULL;
+    }
+    snprintf(ver->hash, sizeof ver->hash, "%s", want);
+    jobs_pinned_add(js, g);
+    log_write(js->log, LOOM_LOG_INFO, json_pack("{s:s, s:s}", "workflow", name, "version", want),
+              "compiled the stored version of a workflow for a job that started on it");
+    return g;
+}
+
 int jobs_resume(jobs_t *js)
 {
     json_t *jobs = NULL;
@@ -576,12 +653,13 @@ int jobs_resume(jobs_t *js)
     }
     size_t i, resumed = 0;
     json_t *o;
+    js->resuming = true;
     json_array_foreach(jobs, i, o) {
         const char *id = json_string_value(json_object_get(o, "id"));
         const char *name = json_string_value(json_object_get(o, "workflow"));
-        const char *was = json_string_value(json_object_get(o, "version"));
         wfdir_version ver;
-        dsl_graph *g = name ? wfdir_get(js->wf, name, &ver) : NULL;
+        char why[512];
+        dsl_graph *g = jobs_stored_graph(js, o, &ver, why, sizeof why);
         ljob *j = g ? job_new(js, id, g, name, json_object_get(o, "input"),
                               json_integer_value(json_object_get(o, "priority")))
                     : NULL;
@@ -589,25 +667,21 @@ int jobs_resume(jobs_t *js)
             dsl_graph_unref(g);
         if (!g) {
             /* cannot run: end it with a reason rather than retry forever */
-            json_t *e = json_pack("{s:s, s:s+}", "code", "unknown_workflow", "message",
-                                  "its workflow is no longer loaded: ", name ? name : "?");
+            json_t *e = json_pack("{s:s, s:s}", "code", "unknown_workflow", "message", why);
             store_outcome_t out = { .state = STORE_FAILED, .error = e };
             (void)store_finish_job(js->store, id, &out, NULL, NULL);
             json_decref(e);
-            log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id),
-                      "not resumed: workflow %s is not loaded", name ? name : "?");
+            log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id), "not resumed: %s",
+                      why);
             continue;
         }
         if (!j) {
+            jobs_pinned_clear(js);
             json_decref(jobs);
             return -1;
         }
         const char *state = json_string_value(json_object_get(o, "state"));
         j->was_running = state && strcmp(state, "running") == 0;
-        if (was && strcmp(was, ver.hash) != 0)
-            log_write(js->log, LOOM_LOG_WARN,
-                      json_pack("{s:s, s:s, s:s}", "job", id, "was", was, "now", ver.hash),
-                      "resumed on a newer version of its workflow");
         json_t *steps = NULL;
         if (store_load_steps(js->store, id, &steps, err, sizeof err) == 0 && json_object_size(steps)) {
             j->replay = json_object();
@@ -622,6 +696,7 @@ int jobs_resume(jobs_t *js)
         json_decref(steps);
         resumed++;
     }
+    jobs_pinned_clear(js);
     json_decref(jobs);
     if (resumed)
         log_write(js->log, LOOM_LOG_INFO, json_pack("{s:I}", "jobs", (json_int_t)resumed),
@@ -684,6 +759,7 @@ void jobs_fini(jobs_t *js)
     for (size_t i = 0; i < js->table_size; i++)
         while (js->table[i])
             job_free(js, js->table[i]); /* ending jobs whose store write never came back */
+    jobs_pinned_clear(js);
     jobs_subs_drop(js->subs, &js->nsubs, NULL);
     free(js->subs);
     free(js->table);

@@ -105,6 +105,10 @@ struct jobs {
     int64_t max_queued;        /* a submit past it is refused with queue_full */
     int64_t max_output_bytes;  /* a job's output past it fails the job (output_too_large) */
     bool store_down;           /* the store holds writes (logged once each way) */
+    /* old workflow versions compiled from the store while jobs_resume runs */
+    dsl_graph **pinned;
+    size_t npinned;
+    bool resuming;
 };
 
 /* Sets up JS over R, STORE, WF and LOG (all borrowed; they must outlive it;
@@ -118,6 +122,16 @@ void jobs_set_limits(jobs_t *js, int64_t max_running, bool log_payloads);
 
 /* Resumes every queued or running job of the store. 0 or -1 (logged). */
 int jobs_resume(jobs_t *js);
+/* The graph of the version the stored job STORED_JOB (a store job object)
+ * started with: the served graph when that is still the version, else the
+ * version's text from the store, compiled now (on this thread). A new
+ * reference, its version in *VER (load 0 for one not served); NULL with the
+ * reason in ERR when it can be neither. */
+dsl_graph *jobs_stored_graph(jobs_t *js, const json_t *stored_job, wfdir_version *ver, char *err,
+                             size_t errlen);
+/* Drops the old versions jobs_resume compiled (it calls this itself). */
+void jobs_pinned_clear(jobs_t *js);
+
 /* The live job ID (borrowed), or NULL. */
 ljob *jobs_find(jobs_t *js, const char *id);
 /* Starts queued jobs while there is room. */

@@ -564,3 +564,22 @@ void wfdir_free(wfdir *w)
     free(w->dir);
     free(w);
 }
+
+dsl_graph *wfdir_compile_text(const wfdir *w, const char *file, const char *buf, size_t len,
+                              char *err, size_t errlen)
+{
+    dsl_diags d;
+    if (dsl_diags_init(&d, file) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    dsl_graph *g = dsl_compile(file, buf, len, &w->copt, &d);
+    if (!g) {
+        char *text = dsl_diags_text(&d, NULL);
+        size_t n = text ? strcspn(text, "\n") : 0; /* the first error says enough */
+        snprintf(err, errlen, "%.*s", (int)n, text ? text : "out of memory");
+        free(text);
+    }
+    dsl_diags_free(&d);
+    return g;
+}

@@ -186,6 +186,13 @@ void wfdir_list_free(wfdir_entry *v, size_t n);
  * -EBUSY from a wfdir callback. */
 int wfdir_rescan(wfdir *w);
 
+/* Compiles BUF (LEN bytes, borrowed), named FILE in messages, with W's
+ * registry and limits, on the calling thread: for a job whose version is no
+ * longer served (its text comes from the job store). A new graph, or NULL
+ * with the first error in ERR (ERRLEN bytes). The graph is not served. */
+dsl_graph *wfdir_compile_text(const wfdir *w, const char *file, const char *buf, size_t len,
+                              char *err, size_t errlen);
+
 /* A copy of REG in one allocation (free with free()), for a compile on
  * another thread while the original may be rebuilt; NULL when REG is NULL
  * or out of memory. */
