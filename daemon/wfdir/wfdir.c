@@ -164,7 +164,8 @@ void wfdir_apply(wfdir *w, wfdir_file *f, wfdir_result *res)
     wfdir_result_clear(res);
 }
 
-/* Reads and compiles F here and now (the start, a rescan). */
+/* Reads and compiles F here and now: the first scan, or when the compile
+ * thread cannot take it. */
 static void process_file(wfdir *w, wfdir_file *f)
 {
     wfdir_result res;
@@ -376,13 +377,19 @@ static int flush(wfdir *w, bool async)
         if (f->ev != WFDIR_EV_READY && f->ev != WFDIR_EV_GONE)
             continue;
         f->ev = WFDIR_EV_NONE;
-        /* a change seen by inotify compiles on the compile thread (the
-         * settle then runs when it is done); the start and a rescan, whose
-         * callers expect the set settled on return, compile here */
+        /* a change seen by inotify or a rescan compiles on the compile
+         * thread (the settle then runs when the last one is delivered); the
+         * first scan, whose caller expects the set settled on return,
+         * compiles here */
         if (!async || wfdir_compile_later(w, f) < 0)
             process_file(w, f);
     }
-    if (wfdir_settle(w) < 0) {
+    /* With reads still out, the delivery of the last one settles: what a
+     * burst or a rescan changed is swapped in at once, in one round of
+     * `changed` in name order, and never from inside wfdir_rescan. */
+    if (w->outstanding) {
+        w->unsettled = true;
+    } else if (wfdir_settle(w) < 0) {
         wfdir_logf(w, WFDIR_LOG_ERROR, "%s: out of memory checking workflows; retrying", w->dir);
         schedule(w, w->retry_us);
     }
@@ -427,12 +434,21 @@ out:
     w->busy = false;
 }
 
+/* Only the directory is read here (names, no contents): every file goes to
+ * the compile thread, which hashes it and compiles it only when its bytes
+ * changed, so a SIGHUP over a directory holding a 50 MB workflow costs the
+ * reactor a readdir, never the compile. */
 int wfdir_rescan(wfdir *w)
 {
     if (w->busy)
         return -EBUSY;
     w->rescan_wanted = true;
-    return flush(w, false);
+    return flush(w, true);
+}
+
+size_t wfdir_compiling(const wfdir *w)
+{
+    return w->outstanding;
 }
 
 /* ---- life */

@@ -50,7 +50,8 @@
  *   them), the directory is looked for again every retry interval, and once
  *   it is back it is rescanned. So `mv new workflows` swaps a whole set.
  * - IN_Q_OVERFLOW (events lost) or wfdir_rescan (SIGHUP): the whole directory
- *   is read again and reconciled, compiling only what changed.
+ *   is read again and reconciled, compiling only what changed (by content
+ *   hash, on the compile thread like any other change).
  *
  * A missing directory at start is an error unless wfdir_options.create is
  * set: a typo in a config must not give a daemon that silently serves
@@ -63,8 +64,11 @@
  * change, at a lower priority), so a workflow of tens of megabytes never
  * holds the reactor; the result is applied on the reactor thread, and only
  * if no newer change of that file was seen meanwhile. The settle waits for
- * the last compile of a burst, so a rename swaps at once. wfdir_new and
- * wfdir_rescan still compile before they return, as they promise.
+ * the last compile of a burst, so a rename swaps at once. A rescan (SIGHUP,
+ * an overflow) reads the directory's names on the reactor and hands every
+ * file to that thread the same way. Only wfdir_new compiles on the calling
+ * thread, before it returns: at start the daemon is not serving yet, and
+ * its first answer must already see the workflows.
  *
  * Ownership: a wfdir owns one reference to each graph it serves or holds
  * waiting; wfdir_get returns a new reference (caller unrefs); every string
@@ -128,12 +132,14 @@ typedef struct wfdir_options {
 /* A watcher of DIR (copied) on R (borrowed, must outlive it). REGISTRY
  * (borrowed, must outlive it; may be NULL: nothing checked) lists the
  * providers, lambdas and extra workflows that exist. OPT and CB (may be
- * NULL) are copied. Scans and compiles DIR before returning; files that fail
- * are logged and listed, they do not fail the call. Returns a new wfdir (free
- * with wfdir_free), or NULL with errno set and a sentence in ERR (ERRLEN
- * bytes; ERR may be NULL): ENOENT or ENOTDIR for DIR (EINVAL: none given),
- * EACCES when it cannot be read, EMFILE/ENOSPC when no inotify instance or
- * watch is left, ENOMEM. */
+ * NULL) are copied. Scans and compiles DIR before returning, on the calling
+ * thread (synchronous by design: loomd calls it before it is ready, so no
+ * client waits on that reactor yet; every later change compiles on the
+ * compile thread); files that fail are logged and listed, they do not fail
+ * the call. Returns a new wfdir (free with wfdir_free), or NULL with errno
+ * set and a sentence in ERR (ERRLEN bytes; ERR may be NULL): ENOENT or
+ * ENOTDIR for DIR (EINVAL: none given), EACCES when it cannot be read,
+ * EMFILE/ENOSPC when no inotify instance or watch is left, ENOMEM. */
 wfdir *wfdir_new(reactor_t *r, const char *dir, const dsl_registry *registry,
                  const wfdir_options *opt, const wfdir_callbacks *cb, char *err, size_t errlen);
 
@@ -176,15 +182,26 @@ typedef struct wfdir_entry {
 int wfdir_list(const wfdir *w, wfdir_entry **out, size_t *n);
 void wfdir_list_free(wfdir_entry *v, size_t n);
 
-/* Reads the whole directory again now, as after an inotify overflow: new
- * files are compiled, changed ones recompiled (by content hash), vanished
- * ones removed, with no debounce; `changed` runs before it returns. A file
- * created and not yet closed is still left to its close. For SIGHUP, or for
- * what inotify cannot see (the target of a symlink changed, a network file
- * system). If the watch was lost it is set up again first. Returns 0;
- * -ENOENT etc. when DIR cannot be read (what is served is left alone);
- * -EBUSY from a wfdir callback. */
+/* Reads the whole directory again, as after an inotify overflow: new files
+ * are compiled, changed ones recompiled (by content hash), vanished ones
+ * removed, with no debounce. For SIGHUP, or for what inotify cannot see (the
+ * target of a symlink changed, a network file system). If the watch was lost
+ * it is set up again first. Asynchronous: only the directory's names are
+ * read before it returns; the files are read, hashed and compiled on the
+ * compile thread, and what changed is applied on the reactor thread once the
+ * last of them is done, with one round of `changed` in name order (the same
+ * set checks as a drop-in). Until then the set served is the one before the
+ * rescan; wfdir_compiling says when it is over. A file created and not yet
+ * closed is still left to its close. Only when the compile thread cannot be
+ * used (no memory, no thread) does it compile here, and then `changed` runs
+ * before it returns. Returns 0; -ENOENT etc. when DIR cannot be read (what
+ * is served is left alone); -EBUSY from a wfdir callback. */
 int wfdir_rescan(wfdir *w);
+
+/* How many files are being read or compiled off the reactor thread, their
+ * result not yet applied: 0 once every change seen so far (a rescan's too)
+ * is applied and its `changed` calls have run. */
+size_t wfdir_compiling(const wfdir *w);
 
 /* Compiles BUF (LEN bytes, borrowed), named FILE in messages, with W's
  * registry and limits, on the calling thread: for a job whose version is no

@@ -52,6 +52,15 @@ static int read_workflow(const char *path, size_t max, char **out, size_t *len)
         rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
         goto fail;
     }
+    /* room for the whole file at once: growing a 50 MB buffer by doubling
+     * copies and remaps it a dozen times, and every remap takes the
+     * process's memory map lock, which the reactor thread's own page
+     * faults and allocations wait on */
+    size_t want0 = (size_t)st.st_size < max ? (size_t)st.st_size + 4096 : max + 2;
+    if (vec_reserve(&buf, want0, &cap, 1, 8192) < 0) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     for (;;) {
         if (cap - n < 4096 && vec_reserve(&buf, n + 4096, &cap, 1, 8192) < 0) {
             rc = -ENOMEM;

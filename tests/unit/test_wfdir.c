@@ -322,6 +322,12 @@ static bool logged(const char *needle)
     return false;
 }
 
+/* A rescan (or any compile) is over: its `changed` calls have run. */
+static bool rescanned(void)
+{
+    return wfdir_compiling(fx.w) == 0;
+}
+
 static void print_latency(const char *what, uint64_t t0)
 {
     fprintf(stderr, "test_wfdir: %s visible after %.1f ms\n", what, (double)(now_us() - t0) / 1000.0);
@@ -777,16 +783,62 @@ Test(wfdir, rescan_picks_up_what_inotify_missed)
 
     size_t before = fx.nchanges;
     cr_assert(eq(int, wfdir_rescan(fx.w), 0));
-    cr_assert(that(hash_is_not("linked", v1.hash)), "a rescan is synchronous");
+    /* the files are read on the compile thread: nothing changes before the
+     * reactor runs the delivery */
+    cr_assert(eq(str, version_of("linked").hash, v1.hash), "a rescan does not compile inline");
+    cr_assert(eq(sz, fx.nchanges, before));
+    cr_assert(that(PUMP_UNTIL(rescanned(), DEADLINE_MS)));
+    cr_assert(that(hash_is_not("linked", v1.hash)));
     cr_assert(eq(u64, version_of("linked").load, (uint64_t)2));
     cr_assert(eq(sz, fx.nchanges, before + 1));
     cr_assert(eq(int, wfdir_rescan(fx.w), 0));
+    cr_assert(that(PUMP_UNTIL(rescanned(), DEADLINE_MS)));
     cr_assert(eq(sz, fx.nchanges, before + 1), "a rescan of unchanged files changes nothing");
 
     /* a file deleted behind the watcher's back goes too */
     cr_assert(eq(int, unlink(path_of("store/real.yaml")), 0));
     cr_assert(eq(int, wfdir_rescan(fx.w), 0));
+    cr_assert(that(PUMP_UNTIL(rescanned(), DEADLINE_MS)));
     cr_assert(that(!served("linked")));
+}
+
+Test(wfdir, rescan_applies_every_change_at_once_in_name_order)
+{
+    /* three workflows behind symlinks (invisible to inotify when their
+     * targets change), and one file half written when the rescan comes */
+    cr_assert(eq(int, mkdir(path_of("store"), 0755), 0));
+    put("store/c.yaml", wf("c", "1"));
+    put("store/a.yaml", wf("a", "1"));
+    put("store/b.yaml", wf("b", "1"));
+    cr_assert(eq(int, symlink("store/c.yaml", path_of("c.yaml")), 0));
+    cr_assert(eq(int, symlink("store/a.yaml", path_of("a.yaml")), 0));
+    cr_assert(eq(int, symlink("store/b.yaml", path_of("b.yaml")), 0));
+    start();
+    cr_assert(served("a") && served("b") && served("c"));
+    int fd = open(path_of("half.yaml"), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cr_assert(fd >= 0);
+    const char *text = wf("half", "written in two parts");
+    size_t half = strlen(text) / 2;
+    write_all(fd, text, half);
+    pump_for(QUIET_MS); /* its IN_CREATE is seen: WRITING */
+
+    put("store/c.yaml", wf("c", "2"));
+    put("store/a.yaml", wf("a", "2"));
+    cr_assert(eq(int, unlink(path_of("b.yaml")), 0)); /* an IN_DELETE: a drop-in */
+    size_t before = fx.nchanges;
+    cr_assert(eq(int, wfdir_rescan(fx.w), 0));
+    cr_assert(that(PUMP_UNTIL(rescanned() && fx.nchanges >= before + 3, DEADLINE_MS)));
+    cr_assert(eq(sz, fx.nchanges, before + 3), "one round: a, b, c");
+    cr_assert(eq(str, fx.changes[before].name, "a"));
+    cr_assert(eq(str, fx.changes[before + 1].name, "b"));
+    cr_assert(that(!fx.changes[before + 1].has_new));
+    cr_assert(eq(str, fx.changes[before + 2].name, "c"));
+    cr_assert(that(!served("half")), "a file still being written is left to its close");
+    cr_assert(that(!has_error("half.yaml")));
+
+    write_all(fd, text + half, strlen(text) - half);
+    cr_assert(eq(int, close(fd), 0));
+    cr_assert(that(PUMP_UNTIL(served("half"), DEADLINE_MS)));
 }
 
 Test(wfdir, event_queue_overflow_triggers_a_rescan)
@@ -863,21 +915,53 @@ Test(wfdir, rescan_from_a_callback_is_refused)
 
 /* ---- compiling off the reactor thread */
 
+/* A 1 ms timer that re-arms itself and records how late each run was (from
+ * its deadline to its callback, on CLOCK_MONOTONIC): what a reactor held by
+ * a compile would show. Its own samples, not the reactor's window, so one
+ * phase of a test is not mixed with the one before. */
 typedef struct ticker {
-    uint64_t worst_us;      /* the largest lag the reactor reported */
-    int ticks;
+    uint64_t due_us;
+    uint32_t *lag_us;
+    size_t n, cap;
+    bool stopped;
 } ticker;
 
 static void on_tick(reactor_t *r, reactor_timer_t *t, void *ud)
 {
     ticker *k = ud;
     (void)t;
-    reactor_lag_t lag;
-    reactor_lag(r, &lag);
-    if (lag.max_us > k->worst_us)
-        k->worst_us = lag.max_us;
-    k->ticks++;
+    if (k->stopped)
+        return;
+    uint64_t now = now_us();
+    if (k->n == k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 4096;
+        k->lag_us = realloc(k->lag_us, k->cap * sizeof *k->lag_us);
+        cr_assert(k->lag_us != NULL);
+    }
+    k->lag_us[k->n++] = (uint32_t)(now > k->due_us ? now - k->due_us : 0);
+    k->due_us = now_us() + REACTOR_MSEC;
     cr_assert(reactor_timer_add(r, REACTOR_MSEC, on_tick, k) != NULL);
+}
+
+static void ticker_start(ticker *k)
+{
+    *k = (ticker){ .due_us = now_us() + REACTOR_MSEC };
+    cr_assert(reactor_timer_add(fx.r, REACTOR_MSEC, on_tick, k) != NULL);
+}
+
+static int by_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The P-th percentile (0..100) of K's lags, in microseconds. */
+static uint64_t ticker_pct(ticker *k, int p)
+{
+    if (!k->n)
+        return 0;
+    qsort(k->lag_us, k->n, sizeof *k->lag_us, by_u32);
+    return k->lag_us[(k->n - 1) * (size_t)p / 100];
 }
 
 /* A workflow of about BYTES: a chain of calls with long prompts. */
@@ -897,42 +981,101 @@ static char *big_workflow(const char *name, size_t bytes)
     return p;
 }
 
-Test(wfdir, a_50_mb_workflow_compiles_without_stalling_the_reactor)
+/* Runs the reactor until DONE() (the compile that START began is applied),
+ * measuring the timers' lag meanwhile, then as long again (10 s at most)
+ * with nothing compiling, and checks the promise: timers run less than
+ * 10 ms late while it compiles. A machine busy with other work delays the
+ * thread by itself; the figures say how much. */
+static void lag_while_compiling(const char *what, void (*start_compile)(void), bool (*done)(void))
 {
-    /* the promise: timers run less than 10 ms late while it compiles. A
-     * machine busy with other work delays the thread by itself, so that
-     * delay, measured for as long with nothing compiling, is allowed on top */
     const uint64_t budget_us = 10 * REACTOR_MSEC;
-    char *text = big_workflow("big", (size_t)50 << 20);
-    start();
-    put_atomic("big.yaml", text);
-    free(text);
-    ticker k = { 0 };
-    reactor_timer_t *t = reactor_timer_add(fx.r, REACTOR_MSEC, on_tick, &k);
-    cr_assert(t != NULL);
+    ticker k, quiet;
+    ticker_start(&k);
     uint64_t t0 = now_us();
+    start_compile();
     /* no deadline tighter than the suite's: how long the compile takes
      * depends on the machine; what it must not do is hold the reactor */
-    cr_assert(that(PUMP_UNTIL(served("big") || has_error("big.yaml"), 240000)));
+    cr_assert(that(PUMP_UNTIL(done(), 240000)));
     uint64_t took_us = now_us() - t0;
+    k.stopped = true;
     cr_assert(that(served("big")), "the 50 MB workflow did not compile");
-    ticker quiet = { 0 };
-    cr_assert(reactor_timer_add(fx.r, REACTOR_MSEC, on_tick, &quiet) != NULL);
-    k.ticks = -1000000; /* the first ticker goes on; only QUIET is read now */
+    ticker_start(&quiet);
     pump_for((int)(took_us / 1000 < 10000 ? took_us / 1000 : 10000));
+    quiet.stopped = true;
     /* figures on stderr rather than cr_log, and no .timeout on the test (the
      * PUMP_UNTIL above is its deadline): with them, Criterion 2.4's runner
      * kept a 48-byte allocation of its own that LeakSanitizer reported */
-    fprintf(stderr, "# a 50 MB workflow compiled in %.0f ms; worst timer lag meanwhile %.2f ms, "
-            "%.2f ms with nothing compiling\n", (double)took_us / 1e3,
-            (double)k.worst_us / 1e3, (double)quiet.worst_us / 1e3);
+    uint64_t p50 = ticker_pct(&k, 50), p99 = ticker_pct(&k, 99), worst = ticker_pct(&k, 100);
+    uint64_t q99 = ticker_pct(&quiet, 99), qworst = ticker_pct(&quiet, 100);
+    fprintf(stderr,
+            "# %s: %.0f ms; timer lag meanwhile p50 %.2f ms, p99 %.2f ms, max %.2f ms "
+            "(%zu timers); with nothing compiling p99 %.2f ms, max %.2f ms\n",
+            what, (double)took_us / 1e3, (double)p50 / 1e3, (double)p99 / 1e3,
+            (double)worst / 1e3, k.n, (double)q99 / 1e3, (double)qworst / 1e3);
     /* On a quiet machine the worst lag stays under BUDGET_US. On a loaded
      * one (other builds sharing the cores) scheduling alone reaches tens of
      * milliseconds, so what is asserted is what holds anywhere: a compile
      * on the reactor thread would stall it for the whole compile, and the
      * worst lag stays far below that. */
-    if (k.worst_us >= budget_us + quiet.worst_us)
+    if (worst >= budget_us + qworst)
         fprintf(stderr, "# worst lag %.2f ms is over %.0f ms plus the machine's own %.2f ms\n",
-                (double)k.worst_us / 1e3, (double)budget_us / 1e3, (double)quiet.worst_us / 1e3);
-    cr_assert(lt(u64, k.worst_us, took_us / 10));
+                (double)worst / 1e3, (double)budget_us / 1e3, (double)qworst / 1e3);
+    cr_assert(lt(u64, worst, took_us / 10));
+    free(k.lag_us);
+    free(quiet.lag_us);
+}
+
+/* The file was written before the timers started (writing 50 MB is the
+ * test's own work on this thread); its rename is what wfdir sees. */
+static void drop_big(void)
+{
+    char from[256];
+    snprintf(from, sizeof from, "%s", path_of(".big.yaml.tmp"));
+    cr_assert(eq(int, rename(from, path_of("big.yaml")), 0));
+}
+
+static bool big_done(void)
+{
+    return served("big") || has_error("big.yaml");
+}
+
+Test(wfdir, a_50_mb_workflow_compiles_without_stalling_the_reactor)
+{
+    char *text = big_workflow("big", (size_t)50 << 20);
+    start();
+    put(".big.yaml.tmp", text); /* a dotfile: ignored */
+    free(text);
+    lag_while_compiling("a 50 MB workflow dropped in compiled", drop_big, big_done);
+}
+
+static wfdir_version small_big;
+
+static void rescan_big(void)
+{
+    cr_assert(eq(int, wfdir_rescan(fx.w), 0));
+}
+
+static bool big_rescanned(void)
+{
+    return rescanned() && (hash_is_not("big", small_big.hash) || has_error("big.yaml"));
+}
+
+Test(wfdir, a_50_mb_workflow_recompiled_by_a_rescan_does_not_stall_the_reactor)
+{
+    /* big.yaml is a symlink to a file in a subdirectory, which the watch
+     * does not cover: the 50 MB written there is seen only by the rescan,
+     * as SIGHUP makes loomd do */
+    cr_assert(eq(int, mkdir(path_of("store"), 0755), 0));
+    put("store/big.yaml", wf("big", "small at first"));
+    cr_assert(eq(int, symlink("store/big.yaml", path_of("big.yaml")), 0));
+    start();
+    small_big = version_of("big");
+    cr_assert(eq(u64, small_big.load, (uint64_t)1));
+    char *text = big_workflow("big", (size_t)50 << 20);
+    put("store/big.yaml", text);
+    free(text);
+    pump_for(QUIET_MS);
+    cr_assert(eq(str, version_of("big").hash, small_big.hash), "inotify said nothing");
+    lag_while_compiling("a 50 MB workflow recompiled by a rescan", rescan_big, big_rescanned);
+    cr_assert(eq(u64, version_of("big").load, (uint64_t)2));
 }
