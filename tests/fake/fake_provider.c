@@ -94,6 +94,7 @@ typedef struct {
     char *key;          /* Loom-Step-Key, or NULL */
     size_t key_len;
     char *echo;         /* chat answer, or NULL */
+    const char *fault;  /* static: the fault this answer carries, or NULL */
     int64_t received_us;
 } pend;
 
@@ -723,6 +724,7 @@ static bool queue_answer(server *s, conn *c, api_kind api, json_t *body, bool fa
     p.send_len = f == F_STALL ? resp.len - blen / 2 : resp.len;
     p.resp = resp.p;
     p.status = f == F_DROP ? 0 : code;
+    p.fault = f != F_NONE ? fault_names[f] : NULL;
     if (s->log_fd >= 0) {
         if (h->step_key && !(p.key = strndup(h->step_key, h->step_key_len)))
             goto out;
@@ -1036,7 +1038,7 @@ static void log_answer(server *s, const pend *p, conn *c)
         return;
     fake_log_entry e = { .received_us = p->received_us, .answered_us = fake_log_now_us(),
                          .status = p->status, .path = p->path, .key = p->key,
-                         .key_len = p->key_len, .echo = p->echo };
+                         .key_len = p->key_len, .echo = p->echo, .fault = p->fault };
     if (c) {
         /* a peer that closed (or died) has sent its FIN by now: the answer
          * would be written into a socket nobody reads */
