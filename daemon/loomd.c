@@ -28,6 +28,7 @@
 
 #include "daemon/core/http.h"
 #include "daemon/loomd.h"
+#include "daemon/store_faults_env.h"
 #include "dsl/dsl.h"
 
 #define PURGE_EVERY_US (10 * 60 * REACTOR_SEC)
@@ -312,10 +313,15 @@ static int start(loomd *d, bool check)
                   "the open-file limit is low: raise LimitNOFILE= for many calls in flight");
     if (gen_start(d, d->cfg) < 0)
         return -1;
-    if (!(d->store = store_open(d->cfg->state, d->r, NULL, err, sizeof err))) {
+    store_options_t store_opts = { 0 };
+    if (faults_env_new(d->r, &d->log, &store_opts, &d->test_faults) < 0)
+        return -1;
+    if (!(d->store = store_open(d->cfg->state, d->r, &store_opts, err, sizeof err))) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "state: %s", err);
         return -1;
     }
+    if (faults_env_start(d->test_faults) < 0)
+        return -1;
     jobs_hooks hooks = { .ud = d, .engine_acquire = gen_acquire, .engine_release = gen_release,
                          .settled = jobs_settled };
     if (jobs_init(&d->jobs, d->r, d->store, d->wf, &d->log, &hooks) < 0) {
@@ -379,6 +385,7 @@ static void stop(loomd *d)
         jobs_abandon(&d->jobs);
     /* the store's last completions answer waiters: let the server send them */
     store_close(d->store);
+    faults_env_free(d->test_faults); /* the schedule outlives the store */
     for (int i = 0; d->srv && i < 20 && reactor_run_once(d->r, 5) > 0; i++)
         ;
     server_free(d->srv);

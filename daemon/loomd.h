@@ -44,6 +44,7 @@ typedef struct loomd {
     plugins_t *plugins;
     lgen *gens;                /* current first */
     store_t *store;
+    struct faults_env *test_faults; /* LOOM_TEST_STORE_FAULTS (tests only), else NULL */
     wfdir *wf;
     server_t *srv;
     const char **provider_names;   /* from cfg, for the compiler */
