@@ -362,6 +362,15 @@ static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
                                       "lag_ms_p99", (double)lag.p99_us / 1e3, "lag_ms_max",
                                       (double)lag.max_us / 1e3, "timers",
                                       (json_int_t)lag.samples));
+    /* a disk that fails shows here before anyone is refused */
+    store_stats_t st;
+    store_get_stats(d->store, &st);
+    if (o)
+        json_object_set_new(o, "store",
+                            json_pack("{s:I, s:I, s:I, s:I}", "transactions",
+                                      (json_int_t)st.transactions, "queued", (json_int_t)st.queued,
+                                      "held", (json_int_t)st.held, "held_tries",
+                                      (json_int_t)st.held_tries));
     server_reply(conn, id, o);
 }
 
