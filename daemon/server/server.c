@@ -387,6 +387,7 @@ void server_free(server_t *s)
         reactor_timer_cancel(s->r, s->idle_timer);
     s->idle_timer = NULL;
     server_close_listener(s);
+    server_parse_stop(s); /* before the connections: its lines hold references to them */
     /* on_close callbacks may condemn others: they are still on the list. */
     while (!list_empty(&s->conns))
         server_conn_close_now(LIST_OWNER(list_first(&s->conns), server_conn_t, link));

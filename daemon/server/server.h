@@ -22,13 +22,18 @@
  * output past max_output, which only server-initiated streams and huge
  * replies can cause, cuts the connection off.
  *
+ * A line of 256 KiB or more (a big `submit` input, a `validate` of a big
+ * workflow) is parsed on a thread of the server's own, so that ~5 ms of
+ * parsing per MiB never holds the reactor; its connection waits for it, so
+ * each connection's requests still reach the handler in the order sent.
+ *
  * A client that shuts down its write side still gets answers to what it sent,
  * including deferred ones: the connection closes once its output is flushed
  * and nobody but the server holds a reference to it.
  *
  * Conventions:
- * - Reactor thread only. Callbacks run on it too and must not call
- *   server_free.
+ * - Reactor thread only (the parse thread is the server's business).
+ *   Callbacks run on the reactor too and must not call server_free.
  * - int functions return 0 or a negative errno; server_new returns NULL and
  *   sets errno. Messages for people go to caller buffers.
  * - Ownership, in jansson's words: JSON passed to the server is stolen

@@ -68,13 +68,13 @@ static void conn_settle(server_conn_t *c)
         return;
     server_t *s = c->server;
     size_t pending = conn_pending(c);
-    if (c->read_eof && !c->backlog && !c->need_parse && pending == 0 &&
+    if (c->read_eof && !c->backlog && !c->need_parse && !c->parsing && pending == 0 &&
         (c->peer_gone || c->refs <= 1)) {
         server_conn_condemn(c);
         return;
     }
     int want = 0;
-    if (!c->read_eof && !c->backlog && pending < s->read_pause)
+    if (!c->read_eof && !c->backlog && !c->parsing && pending < s->read_pause)
         want |= REACTOR_READ;
     if (pending > 0 || c->backlog)
         want |= REACTOR_WRITE;
@@ -254,11 +254,20 @@ static void conn_line(server_conn_t *c, const char *line, size_t len)
         conn_too_long(c);
         return;
     }
+    if (len >= SERVER_PARSE_OFFLOAD && server_parse_offload(c, line, len) == 0)
+        return;
     json_error_t je;
     json_t *req = json_loadb(line, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+    server_conn_dispatch(c, req, &je);
+    json_decref(req);
+}
+
+void server_conn_dispatch(server_conn_t *c, json_t *req, const json_error_t *je)
+{
+    server_t *s = c->server;
     if (!req) {
-        server_reply_error(c, NULL, "invalid_json", "invalid JSON at byte %d: %s", je.position,
-                           je.text);
+        server_reply_error(c, NULL, "invalid_json", "invalid JSON at byte %d: %s", je->position,
+                           je->text);
         return;
     }
     c->active_us = reactor_now_us(s->r);
@@ -269,7 +278,6 @@ static void conn_line(server_conn_t *c, const char *line, size_t len)
                            "a request needs an \"op\" string");
     else
         s->handler(c, req, s->ud);
-    json_decref(req);
 }
 
 /* Handles the complete lines in the input buffer, in order, until output
@@ -278,10 +286,12 @@ static void conn_parse(server_conn_t *c)
 {
     server_t *s = c->server;
     size_t start = 0, scan = c->in_scan;
+    if (c->parsing)
+        return; /* the rest waits for the line on the parse thread */
     c->need_parse = false;
     c->backlog = false;
     c->dispatching = true;
-    while (!c->doomed && scan < c->in_len) {
+    while (!c->doomed && !c->parsing && scan < c->in_len) {
         const char *nl = memchr(c->in + scan, '\n', c->in_len - scan);
         if (!nl) {
             scan = c->in_len;
@@ -299,7 +309,7 @@ static void conn_parse(server_conn_t *c)
         start = scan = end + 1;
     }
     size_t rest = c->in_len - start;
-    if (!c->doomed && !c->backlog && rest > 0) {
+    if (!c->doomed && !c->backlog && !c->parsing && rest > 0) {
         size_t limit = s->max_line + (c->in[c->in_len - 1] == '\r');
         if (c->discarding) {
             start = c->in_len;
@@ -350,6 +360,12 @@ static void conn_on_event(reactor_t *r, int fd, int events, void *ud)
             break;
     }
     conn_settle(c);
+}
+
+void server_conn_resume(server_conn_t *c)
+{
+    c->need_parse = true;
+    conn_on_event(c->server->r, c->fd, 0, c);
 }
 
 int server_conn_open(server_t *s, int fd)

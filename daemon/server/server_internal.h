@@ -10,6 +10,8 @@
 #ifndef LOOM_DAEMON_SERVER_INTERNAL_H
 #define LOOM_DAEMON_SERVER_INTERNAL_H
 
+#include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +42,8 @@ struct server_conn {
     bool read_eof;               /* the client shut down its write side */
     bool peer_gone;              /* nobody reads: output is discarded */
     bool dispatching;            /* inside the handler loop */
+    bool parsing;                /* a big line is on the parse thread: nothing else is
+                                  * handled or read until it is back (server_parse.c) */
 
     char *out;                   /* out[out_head..out_len) is unsent */
     size_t out_head, out_len, out_cap;
@@ -78,7 +82,18 @@ struct server {
 
     uint64_t next_conn_id;
     server_stats_t stats;
+
+    /* the parse thread (server_parse.c), started with the first big line */
+    bool parse_started, parse_stop;
+    pthread_t parse_thread;
+    pthread_mutex_t parse_lock;  /* guards the queue, parse_stop and the handback */
+    pthread_cond_t parse_wake;
+    list_link parse_queue;
+    reactor_handback_t parse_done;
 };
+
+/* Lines at least this long are parsed on the parse thread. */
+#define SERVER_PARSE_OFFLOAD ((size_t)256 << 10)
 
 /* A log line through the options' callback, if any. */
 void server_log(server_t *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -93,6 +108,18 @@ void server_conn_condemn(server_conn_t *c);
 /* Closes the connections idle for idle_timeout_us, and schedules the next
  * sweep (server_conn.c). */
 void server_sweep_idle(server_t *s);
+
+/* server_parse.c: hands LINE (LEN bytes, copied) of C to the parse thread
+ * and marks C parsing; 0, or a negative errno (then parse it inline). */
+int server_parse_offload(server_conn_t *c, const char *line, size_t len);
+/* Stops the parse thread and drops what it holds (server_free). */
+void server_parse_stop(server_t *s);
+
+/* server_conn.c: handles a parsed line: REQ (borrowed; NULL when the line
+ * was not JSON, JE then says why). */
+void server_conn_dispatch(server_conn_t *c, json_t *req, const json_error_t *je);
+/* Goes on with C's buffered lines, writes, and watches it again. */
+void server_conn_resume(server_conn_t *c);
 
 /* Closes C now: descriptor, buffers, on_close, the server's reference.
  * Only the reaper and server_free call it. */

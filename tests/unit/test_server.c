@@ -95,6 +95,9 @@ static void handler(server_conn_t *conn, json_t *req, void *ud)
         blob[n] = '\0';
         server_reply(conn, id, json_pack("{s:s}", "blob", blob));
         free(blob);
+    } else if (strcmp(op, "measure") == 0) { /* a big request, a small reply */
+        const char *pad = json_string_value(json_object_get(req, "pad"));
+        server_reply(conn, id, json_pack("{s:I}", "bytes", (json_int_t)(pad ? strlen(pad) : 0)));
     } else if (strcmp(op, "peer") == 0) {
         const server_peer *p = server_conn_peer(conn);
         server_reply(conn, id, json_pack("{s:I,s:I,s:I}", "uid", (json_int_t)p->uid, "gid",
@@ -991,4 +994,68 @@ Test(server, stats_count_bytes)
     cr_assert(eq(sz, st.connections, 1));
     free(text);
     client_free(c);
+}
+
+/* ---- big lines are parsed off the reactor thread (server_parse.c) */
+
+/* A line of LEN bytes: a measure request with id ID padded to that length,
+ * or, when BROKEN, JSON cut short. Caller frees. */
+static char *big_line(int id, size_t len, bool broken)
+{
+    char *s = malloc(len + 1);
+    cr_assert(s != NULL);
+    int head = snprintf(s, len, "{\"id\":%d,\"op\":\"measure\",\"pad\":\"", id);
+    memset(s + head, 'p', len - (size_t)head - 3);
+    memcpy(s + len - 3, broken ? "p,\n" : "\"}\n", 3);
+    s[len] = '\0';
+    return s;
+}
+
+Test(server, big_lines_keep_their_order_among_small_ones)
+{
+    start();
+    client *c = client_new();
+    size_t len = (size_t)1 << 20;
+    char *one = big_line(1, len, false), *three = big_line(3, (size_t)300 << 10, true);
+    client_puts(c, one);
+    client_puts(c, "{\"id\":2,\"op\":\"echo\"}\n");
+    client_puts(c, three);
+    client_puts(c, "{\"id\":4,\"op\":\"echo\"}\n");
+    json_t *r = client_recv(c);
+    cr_assert(eq(i64, reply_id(r), 1));
+    cr_assert(eq(i64, json_integer_value(json_object_get(r, "bytes")),
+                 (json_int_t)(len - strlen("{\"id\":1,\"op\":\"measure\",\"pad\":\"") - 3)));
+    json_decref(r);
+    r = client_recv(c);
+    cr_assert(eq(i64, reply_id(r), 2));
+    json_decref(r);
+    r = client_recv(c);
+    assert_error(r, "invalid_json");
+    json_decref(r);
+    r = client_recv(c);
+    cr_assert(eq(i64, reply_id(r), 4));
+    json_decref(r);
+    /* another client is served as before */
+    client *d = client_new();
+    roundtrip(d, 5);
+    client_free(d);
+    client_free(c);
+    free(one);
+    free(three);
+}
+
+Test(server, a_client_gone_while_its_big_line_parses_is_no_harm)
+{
+    start();
+    for (int i = 0; i < 3; i++) {
+        client *c = client_new();
+        char *line = big_line(i, (size_t)4 << 20, false);
+        client_puts(c, line);
+        free(line);
+        client_free(c); /* gone before (or while) the line is parsed */
+    }
+    client *d = client_new();
+    roundtrip(d, 9);
+    client_free(d);
+    /* the teardown frees the server, perhaps with a line still parsing */
 }
