@@ -76,8 +76,8 @@ int loom_hc_conf_init(loom_ctx *ctx, const char *prov, const loom_option *opts, 
                    env ? env : "api_key_env");
         return -1;
     }
-    loom_log(ctx, LOOM_LOG_INFO, "%s: no API key (%s unset): %s", prov,
-             env ? env : "api_key_env", no_key);
+    /* the host prefixes the plugin's name */
+    loom_log(ctx, LOOM_LOG_INFO, "no API key (%s unset): %s", env ? env : "api_key_env", no_key);
     return 0;
 }
 
@@ -553,7 +553,7 @@ int loom_hc_fail(loom_ctx *ctx, const char *prov, const loom_http_response *resp
         break;
     }
     if (wait >= 0 && (ec == LOOM_E_RATE_LIMITED || ec == LOOM_E_UPSTREAM))
-        ctx->api->retry_after(ctx, (uint64_t)wait);
+        loom_retry_after(ctx, (uint64_t)wait);
     loom_error(ctx, ec, "%s: %s (HTTP %d %s): %s", prov, what, e->status,
                e->label ? e->label : "-", quoted);
     return -1;

@@ -8,18 +8,17 @@
  * `cache: true`, the rendered request is looked up first (engine_leaf.c); a
  * miss carries its key in the pcall and stores the answer only when the
  * call succeeds, so errors and cancelled calls leave no entry. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/engine/engine_internal.h"
 #include "daemon/upstream/upstream.h"
 
-enum { MAGIC_CTX = 0x4c43, MAGIC_CALL = 0x4c4c };
-
 typedef struct pcall {
     loom_call base;            /* first: the plugin's handle */
-    int magic;                 /* MAGIC_CALL: retry_after may be given on the call */
     act_t *act;
     pinst_t *inst;
     list_link timers;
@@ -53,47 +52,107 @@ static dsl_error_class class_of(loom_errcode c)
     }
 }
 
-/* ---- the host API */
+/* ---- the host API
+ *
+ * Two tables: ctx_api for a loom_ctx (an hctx: lambda calls, invoke,
+ * provider init) and call_api for a loom_call (a pcall). Each entry is
+ * called with the handle of its own table: a plugin holding a loom_call
+ * reaches call_api, whose loom_ctx entries (verror, retry_after...) are
+ * no-ops, so a loom_call passed where a loom_ctx belongs (as 1.x invoke
+ * providers did for Retry-After) is never read as an hctx. Retry-After
+ * on a call goes through fail_after. */
+
+static hctx *hctx_of(loom_ctx *ctx)
+{
+    return (hctx *)(void *)((char *)ctx - offsetof(hctx, base));
+}
 
 static void h_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
 {
-    hctx *h = (hctx *)ctx;
-    if (h->magic == MAGIC_CALL)
-        h = &((pcall *)(void *)ctx)->ctx;
+    hctx *h = hctx_of(ctx);
     h->failed = true;
     h->code = code;
     vsnprintf(h->msg, sizeof h->msg, fmt, ap);
 }
 
-static void h_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap) { }
+/* Any thread: a lambda's ctx lives on its worker for the call's length. */
+static void h_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap)
+{
+    hctx *h = hctx_of(ctx);
+    plugins_vlog(h->plugins, h->plugin, level, fmt, ap);
+}
 
-/* An invoke provider may also pass its loom_call (cast) before calling fail. */
 static void h_retry_after(loom_ctx *ctx, uint64_t ms)
 {
-    hctx *h = (hctx *)ctx;
-    if (h->magic == MAGIC_CALL)
-        h = &((pcall *)(void *)ctx)->ctx;
+    hctx *h = hctx_of(ctx);
     h->has_ra = true;
     h->ra_ms = ms;
 }
 
+static uint64_t h_deadline_ms(loom_ctx *ctx)
+{
+    return hctx_of(ctx)->deadline_ms;
+}
+
+static int h_cancelled(loom_ctx *ctx)
+{
+    const atomic_bool *c = hctx_of(ctx)->cancelled;
+    return c && atomic_load(c);
+}
+
+/* A loom_ctx given to a loom_call entry (or the reverse): a plugin bug that
+ * must not corrupt memory. Nothing is read through the handle. */
+static void x_complete(loom_call *call, json_t *output, const loom_usage *usage)
+{
+    json_decref(output);
+}
+static void x_fail(loom_call *call, loom_errcode code, const char *message) { }
+static void x_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message) { }
+static void *x_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
+{
+    return NULL;
+}
+static void x_timer_cancel(loom_call *call, void *timer) { }
+static void x_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap) { }
+static void x_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap) { }
+static void x_retry_after(loom_ctx *ctx, uint64_t ms) { }
+static uint64_t x_deadline_ms(loom_ctx *ctx) { return 0; }
+static int x_cancelled(loom_ctx *ctx) { return 0; }
+
 static void pcall_finish(pcall *pc, json_t *out, eerr *err);
 static void h_complete(loom_call *call, json_t *output, const loom_usage *usage);
 static void h_fail(loom_call *call, loom_errcode code, const char *message);
+static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message);
 static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud);
 static void h_timer_cancel(loom_call *call, void *timer);
 
-static const loom_host_api host_api = {
+static const loom_host_api ctx_api = {
     .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after,
-    .complete = h_complete, .fail = h_fail, .timer_add = h_timer_add,
-    .timer_cancel = h_timer_cancel,
+    .complete = x_complete, .fail = x_fail, .timer_add = x_timer_add,
+    .timer_cancel = x_timer_cancel, .fail_after = x_fail_after,
+    .deadline_ms = h_deadline_ms, .cancelled = h_cancelled,
 };
 
-void hctx_init(hctx *h)
+static const loom_host_api call_api = {
+    .verror = x_verror, .vlog = x_vlog, .retry_after = x_retry_after,
+    .complete = h_complete, .fail = h_fail, .timer_add = h_timer_add,
+    .timer_cancel = h_timer_cancel, .fail_after = h_fail_after,
+    .deadline_ms = x_deadline_ms, .cancelled = x_cancelled,
+};
+
+void hctx_init(hctx *h, const plugins_t *plugins, const loom_plugin *plugin)
 {
     memset(h, 0, sizeof *h);
-    h->base.api = &host_api;
-    h->magic = MAGIC_CTX;
+    h->base.api = &ctx_api;
+    h->plugins = plugins;
+    h->plugin = plugin ? plugin->name : NULL;
+}
+
+uint64_t hctx_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt)
@@ -258,7 +317,16 @@ static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
 
 static void h_fail(loom_call *call, loom_errcode code, const char *message)
 {
+    h_fail_after(call, code, 0, message);
+}
+
+static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message)
+{
     pcall *pc = (pcall *)call;
+    if (ms) {
+        pc->ctx.has_ra = true;
+        pc->ctx.ra_ms = ms;
+    }
     pc->ctx.failed = true;
     pc->ctx.code = code;
     snprintf(pc->ctx.msg, sizeof pc->ctx.msg, "%s", message ? message : "failed");
@@ -397,13 +465,12 @@ void provider_start(act_t *a)
         goto fail;
     pc->cache_key = key; /* from here on the pcall owns it */
     key = NULL;
-    pc->base.api = &host_api;
-    pc->magic = MAGIC_CALL;
+    pc->base.api = &call_api;
     pc->act = a;
     pc->inst = pi;
     pc->single = single;
     list_init(&pc->timers);
-    hctx_init(&pc->ctx);
+    hctx_init(&pc->ctx, e->plugins, pi->prov->plugin);
     a->k.leaf.call = pc;
     a->k.leaf.call_kind = LEAF_PROVIDER;
     if (pi->up) {
@@ -418,7 +485,9 @@ void provider_start(act_t *a)
     }
     pc->in_invoke = true;
     hctx ctx;
-    hctx_init(&ctx);
+    hctx_init(&ctx, e->plugins, pi->prov->plugin);
+    if (n->timeout_ms)
+        ctx.deadline_ms = hctx_now_ms() + n->timeout_ms;
     int rc = pi->prov->def->invoke(&ctx.base, pi->state, &req, &pc->base);
     pc->in_invoke = false;
     json_decref(req.messages);

@@ -36,6 +36,7 @@
 #ifndef LOOM_DAEMON_ENGINE_INTERNAL_H
 #define LOOM_DAEMON_ENGINE_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -233,10 +234,16 @@ struct engine_job {
 
 typedef struct pinst pinst_t;
 
-/* The host side of a loom_ctx: collects the error a plugin reports. */
+/* The host side of a loom_ctx: collects the error a plugin reports, and
+ * knows where its log lines go and the call's deadline and cancel flag.
+ * Only ever a loom_ctx: a loom_call is a pcall (engine_call.c), with a
+ * table of its own, so neither is mistaken for the other. */
 typedef struct hctx {
-    loom_ctx base;             /* first: plugins see only this */
-    int magic;
+    loom_ctx base;             /* plugins see only this */
+    const plugins_t *plugins;  /* where loom_log goes (borrowed; may be NULL) */
+    const char *plugin;        /* the plugin's name: its lines' prefix (borrowed) */
+    uint64_t deadline_ms;      /* CLOCK_MONOTONIC ms, 0 = none */
+    const atomic_bool *cancelled; /* set by the reactor when the host gives up; NULL = never */
     loom_errcode code;
     bool failed;
     bool has_ra;
@@ -248,6 +255,7 @@ struct pinst {
     pinst_t *next;
     char *name;
     const plugins_provider *prov;
+    const plugins_t *plugins;  /* the engine's: where the instance's loom_log goes */
     void *state;
     upstream_t *up;            /* HTTP providers: owned, freed before fini */
     uint64_t succeeded, failed; /* calls ended, as the engine saw them */
@@ -362,8 +370,12 @@ void provider_start(act_t *a);
 /* Drop A's call in flight (A->k.leaf.call is then NULL). */
 void lambda_cancel(act_t *a);
 void provider_cancel(act_t *a);
-/* A host context ready for one plugin call (init, encode...). */
-void hctx_init(hctx *h);
+/* A host context ready for one call into plugin PLUGIN (its normalised
+ * descriptor, borrowed: for the name its log lines carry) of registry
+ * PLUGINS (borrowed). No deadline, never cancelled: callers set those. */
+void hctx_init(hctx *h, const plugins_t *plugins, const loom_plugin *plugin);
+/* CLOCK_MONOTONIC milliseconds. */
+uint64_t hctx_now_ms(void);
 /* The error a plugin reported in H for leaf A (DFLT when it gave no text). */
 eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt);
 

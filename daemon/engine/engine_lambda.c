@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/engine/engine_internal.h"
 
@@ -19,6 +20,7 @@ typedef struct lcall {
     json_t *result;            /* owned, set by the worker */
     char *cache_key;           /* owned: store the result under it, or NULL */
     hctx ctx;
+    atomic_bool cancelled;     /* set by lambda_cancel; the ctx points here */
     pool_work_t *handle;
     char label[256];           /* job, step and lambda, for a report at shutdown */
 } lcall;
@@ -114,8 +116,16 @@ void lambda_start(act_t *a)
     unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
     if ((lam->def->flags & inline_flags) == inline_flags) {
         hctx h;
-        hctx_init(&h);
+        hctx_init(&h, e->plugins, lam->plugin);
+        h.deadline_ms = a->node->timeout_ms ? hctx_now_ms() + a->node->timeout_ms : 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        /* on the reactor, every job waited for it: say which lambda */
+        int64_t us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+        if (us > PLUGINS_INLINE_BUDGET_US)
+            plugins_lambda_overran(e->plugins, lam, (uint64_t)us);
         json_decref(args);
         lambda_finish(a, r, &h, key);
         free(key);
@@ -130,7 +140,10 @@ void lambda_start(act_t *a)
     lc->args = args;
     lc->cache_key = key; /* from here on the lcall owns it */
     key = NULL;
-    hctx_init(&lc->ctx);
+    hctx_init(&lc->ctx, e->plugins, lam->plugin);
+    atomic_init(&lc->cancelled, false);
+    lc->ctx.cancelled = &lc->cancelled;
+    lc->ctx.deadline_ms = a->node->timeout_ms ? hctx_now_ms() + a->node->timeout_ms : 0;
     int rc = pool_submit(e->pool, lambda_work, lambda_done, lc, &lc->handle);
     if (rc < 0) {
         lc->args = NULL;
@@ -154,6 +167,7 @@ void lambda_cancel(act_t *a)
 {
     lcall *lc = a->k.leaf.call;
     lc->act = NULL; /* the pool's done callback frees it */
+    atomic_store(&lc->cancelled, true); /* a lambda still running may stop early */
     pool_cancel(a->job->eng->pool, lc->handle);
     a->k.leaf.call = NULL;
 }

@@ -2,6 +2,7 @@
  * (options checked, init run), with the upstream an HTTP provider's calls go
  * through handed in ready-made by the caller (daemon/providers.c builds it
  * from the config file); their counters for stats. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,13 @@ pinst_t *pinst_find(engine_t *e, const char *name)
 }
 
 /* ---- provider instances */
+
+/* upstream_log_fn: loom_log from the instance's encode and decode. */
+static void pinst_vlog(void *ud, int level, const char *fmt, va_list ap)
+{
+    const pinst_t *pi = ud;
+    plugins_vlog(pi->plugins, pi->prov->plugin->name, level, fmt, ap);
+}
 
 int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
                         json_t *config, engine_upstream_fn make_upstream, void *ud, char *err,
@@ -65,9 +73,10 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
         goto fail;
     }
     pi->prov = pp;
+    pi->plugins = e->plugins;
     if (pp->def->init) {
         hctx h;
-        hctx_init(&h);
+        hctx_init(&h, e->plugins, pp->plugin);
         if (pp->def->init(&h.base, pp->plugin_state, cfg, &pi->state) < 0) {
             snprintf(err, errlen, "%s", h.msg[0] ? h.msg : "init failed");
             goto fail;
@@ -84,6 +93,7 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
         }
         if (!(pi->up = make_upstream(ud, pi->name, pp->def, pi->state, err, errlen)))
             goto fail;
+        upstream_set_log(pi->up, pinst_vlog, pi);
     }
     json_decref(cfg);
     pi->next = e->providers;

@@ -1,7 +1,14 @@
 /* plugins.c -- the plugin loader and the registry of lambdas and providers.
  *
  * A plugin is checked completely before anything of it is kept: ABI version
- * first (the only fields whose layout we may trust before that), then names.
+ * and struct sizes first (the only fields whose layout we may trust before
+ * that), then names. Between the two, every descriptor the plugin hands us
+ * (the plugin, its lambdas, its providers, their option arrays) is copied
+ * into structs of the host's own size, walking each array with the plugin's
+ * stride and reading only the bytes the plugin's minor defines: this file is
+ * the only place that knows a plugin's memory layout, and everything else in
+ * the host reads the normalised copies, where a field newer than the plugin
+ * is zero.
  * Everything the registry will need is allocated before the plugin's init
  * runs, so once init has succeeded, registering cannot fail and no plugin is
  * ever left initialised but unregistered. Every refusal is one log line,
@@ -18,10 +25,13 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/containers.h"
@@ -32,14 +42,56 @@ extern const loom_plugin *loom_builtin_mock_entry(void);
 extern const loom_plugin *loom_builtin_openai_entry(void);
 extern const loom_plugin *loom_builtin_anthropic_entry(void);
 
+/* ---- what each minor of 2.x defines ----
+ *
+ * For each struct, the end of the fields minor M defines (index M): a
+ * plugin built against minor M is read up to there, or up to its own size
+ * if that is smaller (which only a corrupt descriptor has), never further,
+ * even when its sizeof is larger (padding, or a field a later minor put
+ * there). Index 0 is also the smallest size accepted. A new minor appends
+ * one entry to each (the offset of its first new field ends the previous
+ * minor), and the static assertions below keep the tables in step with
+ * LOOM_ABI_MINOR. */
+static const size_t plugin_ends[] = { offsetof(loom_plugin, reload), sizeof(loom_plugin) };
+static const size_t lambda_ends[] = { offsetof(loom_lambda, doc), sizeof(loom_lambda) };
+static const size_t provider_ends[] = { offsetof(loom_provider, doc), sizeof(loom_provider) };
+static const size_t option_ends[] = { sizeof(loom_option), sizeof(loom_option) };
+_Static_assert(sizeof plugin_ends / sizeof plugin_ends[0] == LOOM_ABI_MINOR + 1, "plugin_ends");
+_Static_assert(sizeof lambda_ends / sizeof lambda_ends[0] == LOOM_ABI_MINOR + 1, "lambda_ends");
+_Static_assert(sizeof provider_ends / sizeof provider_ends[0] == LOOM_ABI_MINOR + 1,
+               "provider_ends");
+_Static_assert(sizeof option_ends / sizeof option_ends[0] == LOOM_ABI_MINOR + 1, "option_ends");
+
+/* The six fields every 2.x descriptor starts with: read before anything
+ * else, through this struct rather than loom_plugin, so no more bytes of
+ * the plugin's memory are touched than these. */
+typedef struct plugin_header {
+    uint32_t abi_major, abi_minor;
+    uint32_t plugin_size, lambda_size, provider_size, option_size;
+} plugin_header;
+_Static_assert(offsetof(loom_plugin, option_size) == offsetof(plugin_header, option_size),
+               "the header fields lead loom_plugin");
+
 typedef struct plugin_slot {
-    const loom_plugin *desc;
+    loom_plugin desc;              /* the normalised copy: lambdas and providers
+                                      point at the arrays below */
+    loom_lambda *lambdas;          /* owned copies, nlambdas */
+    loom_provider *providers;      /* owned copies, nproviders */
+    loom_option **optsets;         /* owned copies of every option array */
+    size_t noptsets;
     void *state;                   /* from the plugin's init; the plugin's */
     void *handle;                  /* dlopen handle, NULL for built-ins */
     char *origin;                  /* the file, or "built-in" (owned) */
 } plugin_slot;
 
 /* The public struct first, so a lookup result converts back to its slot. */
+typedef struct lambda_slot {
+    plugins_lambda pub;
+    /* CLOCK_MONOTONIC ms of the last "too slow for the reactor" line, so a
+     * lambda that is always slow says so once a minute, not per call */
+    _Atomic uint64_t slow_logged_ms;
+} lambda_slot;
+
 typedef struct provider_slot {
     plugins_provider pub;
     const char *origin;            /* borrowed from the plugin's slot */
@@ -55,7 +107,7 @@ struct plugins {
     plugin_slot **plugins;         /* in load order (fini runs in reverse) */
     size_t nplugins, cap_plugins;
 
-    plugins_lambda **lambdas;      /* sorted by name */
+    lambda_slot **lambdas;         /* sorted by name */
     size_t nlambdas, cap_lambdas;
     const char **lambda_names;     /* same order, NULL-terminated */
     size_t cap_lambda_names;
@@ -65,6 +117,16 @@ struct plugins {
     const char **provider_names;
     size_t cap_provider_names;
 };
+
+/* One line to whichever callback there is; nothing counted. Any thread:
+ * it reads only what is set before loading. */
+static void emit(const plugins_t *p, int level, const char *line)
+{
+    if (p->level_log)
+        p->level_log(p->ud, level, line);
+    else if (p->log)
+        p->log(p->ud, line);
+}
 
 static void report_at(plugins_t *p, int level, const char *origin, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -82,28 +144,71 @@ static void report_at(plugins_t *p, int level, const char *origin, const char *f
     va_end(ap);
     char line[1400];
     snprintf(line, sizeof line, "%s: %s", origin, msg);
-    if (p->level_log)
-        p->level_log(p->ud, level, line);
-    else
-        p->log(p->ud, line);
+    emit(p, level, line);
 }
 
 /* Every refusal is an error; the few other lines say their level. */
 #define report(p, ...) report_at((p), LOOM_LOG_ERROR, __VA_ARGS__)
 
-/* ---- the host side of a plugin's init: errors into a buffer, logs out ---- */
+void plugins_vlog(const plugins_t *p, const char *plugin, int level, const char *fmt,
+                  va_list ap)
+{
+    char msg[1024], line[1200];
+
+    if (!p || (!p->log && !p->level_log))
+        return;
+    if (level < LOOM_LOG_ERROR)
+        level = LOOM_LOG_ERROR;
+    if (level > LOOM_LOG_DEBUG)
+        level = LOOM_LOG_DEBUG;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    snprintf(line, sizeof line, "%s: %s", plugin ? plugin : "plugin", msg);
+    emit(p, level, line);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void plugins_lambda_overran(const plugins_t *p, const plugins_lambda *l, uint64_t elapsed_us)
+{
+    /* the registry owns the slot; the timestamp is its one mutable field */
+    lambda_slot *s = (lambda_slot *)((char *)(uintptr_t)l - offsetof(lambda_slot, pub));
+    uint64_t now = mono_ms(), last = atomic_load(&s->slow_logged_ms);
+    char line[600];
+
+    if (!p || (last && now - last < PLUGINS_SLOW_LOG_EVERY_MS) ||
+        !atomic_compare_exchange_strong(&s->slow_logged_ms, &last, now ? now : 1))
+        return;
+    snprintf(line, sizeof line,
+             "%s: a PURE|FAST lambda took %.1f ms on the reactor thread (budget %.1f ms), "
+             "holding up every job meanwhile: drop LOOM_LAMBDA_FAST so it runs on the pool",
+             l->name, (double)elapsed_us / 1000.0, (double)PLUGINS_INLINE_BUDGET_US / 1000.0);
+    emit(p, LOOM_LOG_WARN, line);
+}
+
+/* ---- the host side of a plugin's init and reload: errors into a buffer,
+ * logs to the registry's log with the plugin's name ---- */
 
 typedef struct load_ctx {
     loom_ctx base;                 /* first: plugins see only this */
     plugins_t *p;
-    const char *origin;
+    const char *name;              /* the plugin's: prefixes its lines */
     int has_error;
     char error[512];
 } load_ctx;
 
+static load_ctx *load_ctx_of(loom_ctx *ctx)
+{
+    return (load_ctx *)(void *)((char *)ctx - offsetof(load_ctx, base));
+}
+
 static void load_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
 {
-    load_ctx *lc = (load_ctx *)ctx;
+    load_ctx *lc = load_ctx_of(ctx);
 
     if (lc->has_error)             /* the first error is the cause */
         return;
@@ -111,20 +216,18 @@ static void load_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_li
     vsnprintf(lc->error, sizeof lc->error, fmt, ap);
 }
 
+/* A plugin's own lines keep their level and never count as the loader's
+ * errors (those are refusals). */
 static void load_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap)
 {
-    load_ctx *lc = (load_ctx *)ctx;
-    char msg[1024];
-
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    /* a plugin's own lines never count as the loader's errors */
-    report_at(lc->p, level <= LOOM_LOG_WARN ? LOOM_LOG_WARN : LOOM_LOG_INFO, lc->origin, "%s", msg);
+    load_ctx *lc = load_ctx_of(ctx);
+    plugins_vlog(lc->p, lc->name, level, fmt, ap);
 }
 
 static void load_retry_after(loom_ctx *ctx, uint64_t ms)
 {
-    load_ctx *lc = (load_ctx *)ctx;
-    report_at(lc->p, LOOM_LOG_WARN, lc->origin, "retry_after called during init (ignored)");
+    load_ctx *lc = load_ctx_of(ctx);
+    report_at(lc->p, LOOM_LOG_WARN, lc->name, "retry_after called outside a call (ignored)");
 }
 
 /* The call-side hooks have no meaning at load: there is no call. They are
@@ -139,6 +242,10 @@ static void load_fail(loom_call *call, loom_errcode code, const char *message)
 {
 }
 
+static void load_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message)
+{
+}
+
 static void *load_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
 {
     return NULL;
@@ -146,6 +253,16 @@ static void *load_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void 
 
 static void load_timer_cancel(loom_call *call, void *timer)
 {
+}
+
+static uint64_t load_deadline_ms(loom_ctx *ctx)
+{
+    return 0;
+}
+
+static int load_cancelled(loom_ctx *ctx)
+{
+    return 0;
 }
 
 static const loom_host_api load_api = {
@@ -156,6 +273,9 @@ static const loom_host_api load_api = {
     .fail = load_fail,
     .timer_add = load_timer_add,
     .timer_cancel = load_timer_cancel,
+    .fail_after = load_fail_after,
+    .deadline_ms = load_deadline_ms,
+    .cancelled = load_cancelled,
 };
 
 /* ---- the registry ---- */
@@ -203,22 +323,35 @@ fail:
     return NULL;
 }
 
+/* Frees S and its copies (not the plugin's state: fini's business). */
+static void slot_free(plugin_slot *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->noptsets; i++)
+        free(s->optsets[i]);
+    free(s->optsets);
+    free(s->lambdas);
+    free(s->providers);
+    free(s->origin);
+    free(s);
+}
+
 void plugins_free(plugins_t *p)
 {
     if (!p)
         return;
     for (size_t i = p->nplugins; i-- > 0;) {
         plugin_slot *s = p->plugins[i];
-        if (s->desc->fini)
-            s->desc->fini(s->state);
-        /* After fini: the descriptor and the code live in the object. */
+        if (s->desc.fini)
+            s->desc.fini(s->state);
+        /* After fini: the descriptor's strings and the code live in the object. */
         if (s->handle)
             dlclose(s->handle);
-        free(s->origin);
-        free(s);
+        slot_free(s);
     }
     for (size_t i = 0; i < p->nlambdas; i++) {
-        free((char *)p->lambdas[i]->name);
+        free((char *)p->lambdas[i]->pub.name);
         free(p->lambdas[i]);
     }
     for (size_t i = 0; i < p->nproviders; i++)
@@ -256,7 +389,7 @@ static size_t search(const void *arr, size_t n, const char *name,
 
 static const char *lambda_name_at(const void *arr, size_t i)
 {
-    return ((plugins_lambda *const *)arr)[i]->name;
+    return ((lambda_slot *const *)arr)[i]->pub.name;
 }
 
 static const char *provider_name_at(const void *arr, size_t i)
@@ -272,7 +405,7 @@ const plugins_lambda *plugins_lambda_find(const plugins_t *p, const char *name)
     if (!p || !name)
         return NULL;
     i = search(p->lambdas, p->nlambdas, name, lambda_name_at, &found);
-    return found ? p->lambdas[i] : NULL;
+    return found ? &p->lambdas[i]->pub : NULL;
 }
 
 const plugins_provider *plugins_provider_find(const plugins_t *p, const char *name)
@@ -323,18 +456,134 @@ static int valid_member_name(const char *s)
 
 /* Every check that needs no allocation, in the order a reader would expect
  * the first problem to be named. 0, or -1 after reporting. */
-static int check_desc(plugins_t *p, const loom_plugin *d, const char *origin)
+/* The version and the sizes, read from RAW (the plugin's memory) into *H:
+ * 0, or -1 after reporting. The version is read first and alone: only the
+ * two version fields are at the same place in every major (1.x had them
+ * too), so a plugin of another major is refused before its sizes are read. */
+static int check_header(plugins_t *p, const void *raw, const char *origin, plugin_header *h)
 {
-    if (!d) {
+    uint32_t version[2];
+
+    if (!raw) {
         report(p, origin, "the plugin entry returned no descriptor");
         return -1;
     }
-    if (d->abi_major != LOOM_ABI_MAJOR || d->abi_minor > LOOM_ABI_MINOR) {
+    memcpy(version, raw, sizeof version);
+    if (version[0] != LOOM_ABI_MAJOR || version[1] > LOOM_ABI_MINOR) {
         report(p, origin, "built for plugin ABI %u.%u, this loomd has %u.%u%s",
-               (unsigned)d->abi_major, (unsigned)d->abi_minor, LOOM_ABI_MAJOR, LOOM_ABI_MINOR,
-               d->abi_major == LOOM_ABI_MAJOR ? " (a newer minor: rebuild it or upgrade loomd)" : "");
+               (unsigned)version[0], (unsigned)version[1], LOOM_ABI_MAJOR, LOOM_ABI_MINOR,
+               version[0] == LOOM_ABI_MAJOR ? " (a newer minor: rebuild it or upgrade loomd)"
+                                            : "");
         return -1;
     }
+    memcpy(h, raw, sizeof *h);
+    struct {
+        const char *what;
+        uint32_t size;
+        size_t need;
+    } sizes[] = {
+        { "loom_plugin", h->plugin_size, plugin_ends[h->abi_minor] },
+        { "loom_lambda", h->lambda_size, lambda_ends[h->abi_minor] },
+        { "loom_provider", h->provider_size, provider_ends[h->abi_minor] },
+        { "loom_option", h->option_size, option_ends[h->abi_minor] },
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        if (sizes[i].size < sizes[i].need) {
+            report(p, origin,
+                   "descriptor sizes do not match plugin ABI %u.%u: %s is %u bytes, at least "
+                   "%zu expected (start the descriptor with LOOM_PLUGIN_HEADER)",
+                   (unsigned)h->abi_major, (unsigned)h->abi_minor, sizes[i].what,
+                   (unsigned)sizes[i].size, sizes[i].need);
+            return -1;
+        }
+    return 0;
+}
+
+/* How many bytes of a struct of SIZE bytes from a plugin of minor MINOR the
+ * host reads, given ENDS (one of the tables above). */
+static size_t readable(uint32_t size, uint32_t minor, const size_t *ends)
+{
+    return size < ends[minor] ? size : ends[minor];
+}
+
+/* A host-owned copy of the NULL-name terminated option array RAW (the
+ * plugin's memory, H's stride), kept in S (so freed with it). NULL RAW
+ * gives NULL. 0, or -1 when out of memory. */
+static int copy_options(plugin_slot *s, const plugin_header *h, const void *raw,
+                        const loom_option **out)
+{
+    const unsigned char *base = raw;
+    size_t n = 0, len = readable(h->option_size, h->abi_minor, option_ends);
+    loom_option *copy, one;
+
+    *out = NULL;
+    if (!raw)
+        return 0;
+    for (;; n++) {
+        memset(&one, 0, sizeof one);
+        memcpy(&one, base + n * h->option_size, len);
+        if (!one.name)
+            break;
+    }
+    loom_option **sets = realloc(s->optsets, (s->noptsets + 1) * sizeof *sets);
+    if (!sets)
+        return -1;
+    s->optsets = sets;
+    if (!(copy = calloc(n + 1, sizeof *copy)))
+        return -1;
+    s->optsets[s->noptsets++] = copy;
+    for (size_t i = 0; i < n; i++)
+        memcpy(&copy[i], base + i * h->option_size, len);
+    *out = copy;
+    return 0;
+}
+
+/* Fills S->desc, S->lambdas and S->providers (and the option arrays they
+ * point to) from the plugin's descriptor RAW, read with H's sizes. 0, or -1
+ * when out of memory (S then holds what was made, for slot_free). */
+static int normalise(plugin_slot *s, const plugin_header *h, const void *raw)
+{
+    loom_plugin *d = &s->desc;
+
+    memset(d, 0, sizeof *d);
+    memcpy(d, raw, readable(h->plugin_size, h->abi_minor, plugin_ends));
+    /* what this copy is: the host's own layout from here on */
+    d->plugin_size = sizeof(loom_plugin);
+    d->lambda_size = sizeof(loom_lambda);
+    d->provider_size = sizeof(loom_provider);
+    d->option_size = sizeof(loom_option);
+    if (d->nlambdas && d->lambdas) {
+        const unsigned char *base = (const void *)d->lambdas;
+        size_t len = readable(h->lambda_size, h->abi_minor, lambda_ends);
+        if (!(s->lambdas = calloc(d->nlambdas, sizeof *s->lambdas)))
+            return -1;
+        for (size_t i = 0; i < d->nlambdas; i++) {
+            memcpy(&s->lambdas[i], base + i * h->lambda_size, len);
+            if (copy_options(s, h, s->lambdas[i].args, &s->lambdas[i].args) < 0)
+                return -1;
+        }
+        d->lambdas = s->lambdas;
+    }
+    if (d->nproviders && d->providers) {
+        const unsigned char *base = (const void *)d->providers;
+        size_t len = readable(h->provider_size, h->abi_minor, provider_ends);
+        if (!(s->providers = calloc(d->nproviders, sizeof *s->providers)))
+            return -1;
+        for (size_t i = 0; i < d->nproviders; i++) {
+            memcpy(&s->providers[i], base + i * h->provider_size, len);
+            if (copy_options(s, h, s->providers[i].options, &s->providers[i].options) < 0)
+                return -1;
+        }
+        d->providers = s->providers;
+    }
+    return 0;
+}
+
+/* Every check of the normalised descriptor D that needs no allocation, in
+ * the order a reader would expect the first problem to be named. 0, or -1
+ * after reporting. */
+static int check_desc(plugins_t *p, const loom_plugin *d, const char *origin)
+{
     if (!d->name) {
         report(p, origin, "the plugin has no name");
         return -1;
@@ -345,7 +594,7 @@ static int check_desc(plugins_t *p, const loom_plugin *d, const char *origin)
         return -1;
     }
     for (size_t i = 0; i < p->nplugins; i++)
-        if (strcmp(p->plugins[i]->desc->name, d->name) == 0) {
+        if (strcmp(p->plugins[i]->desc.name, d->name) == 0) {
             report(p, origin, "plugin name '%s' is already taken by %s", d->name,
                    p->plugins[i]->origin);
             return -1;
@@ -420,7 +669,7 @@ static int trial_init(plugins_t *p, const loom_plugin *d, const char *origin, js
         p->log = NULL; /* the real run reports what init says */
         p->level_log = NULL;
         void *state = NULL;
-        load_ctx lc = { .base = { .api = &load_api }, .p = p, .origin = origin };
+        load_ctx lc = { .base = { .api = &load_api }, .p = p, .name = d->name };
         (void)d->init(&lc.base, config, &state);
         _exit(TRIAL_RETURNED);
     }
@@ -448,17 +697,25 @@ static void insert_at(void *arr, size_t n, size_t at, void *item)
 }
 
 /* The whole registration, HANDLE (may be NULL) included: on success the
- * registry owns HANDLE; on refusal the caller still does. */
-static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, json_t *config,
+ * registry owns HANDLE; on refusal the caller still does. RAW is the
+ * plugin's descriptor, in the plugin's layout. */
+static int add_plugin(plugins_t *p, const loom_plugin *raw, const char *origin, json_t *config,
                       void *handle)
 {
     plugin_slot *slot = NULL;
-    plugins_lambda **lambdas = NULL;
+    lambda_slot **lambdas = NULL;
     provider_slot **providers = NULL;
-    size_t nl, nv;
+    plugin_header h;
+    const loom_plugin *d;
+    size_t nl = 0, nv = 0;
 
-    if (check_desc(p, d, origin) < 0)
+    if (check_header(p, raw, origin, &h) < 0)
         return -1;
+    if (!(slot = calloc(1, sizeof *slot)) || normalise(slot, &h, raw) < 0)
+        goto nomem;
+    d = &slot->desc;
+    if (check_desc(p, d, origin) < 0)
+        goto refuse;
     nl = d->nlambdas;
     nv = d->nproviders;
 
@@ -475,12 +732,10 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
         vec_reserve(&p->provider_names, p->nproviders + nv, &p->cap_provider_names,
                     sizeof(char *), 8) < 0)
         goto nomem;
-    slot = calloc(1, sizeof *slot);
     lambdas = calloc(nl ? nl : 1, sizeof *lambdas);
     providers = calloc(nv ? nv : 1, sizeof *providers);
-    if (!slot || !lambdas || !providers || !(slot->origin = strdup(origin)))
+    if (!lambdas || !providers || !(slot->origin = strdup(origin)))
         goto nomem;
-    slot->desc = d;
     slot->handle = handle;
     for (size_t i = 0; i < nl; i++) {
         size_t len = strlen(d->name) + 1 + strlen(d->lambdas[i].name) + 1;
@@ -488,9 +743,9 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
         if (!(lambdas[i] = calloc(1, sizeof **lambdas)) || !(name = malloc(len)))
             goto nomem;
         snprintf(name, len, "%s.%s", d->name, d->lambdas[i].name);
-        lambdas[i]->name = name;
-        lambdas[i]->def = &d->lambdas[i];
-        lambdas[i]->plugin = d;
+        lambdas[i]->pub.name = name;
+        lambdas[i]->pub.def = &d->lambdas[i];
+        lambdas[i]->pub.plugin = d;
     }
     for (size_t i = 0; i < nv; i++) {
         if (!(providers[i] = calloc(1, sizeof **providers)))
@@ -504,7 +759,7 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
     if (d->init && handle && p->trial_init && trial_init(p, d, origin, config) < 0)
         goto refuse;
     if (d->init) {
-        load_ctx lc = { .base = { .api = &load_api }, .p = p, .origin = origin };
+        load_ctx lc = { .base = { .api = &load_api }, .p = p, .name = d->name };
         if (handle && p->level_log) /* so a crash inside init is named in the log */
             report_at(p, LOOM_LOG_INFO, origin, "loading plugin '%s'", d->name);
         if (d->init(&lc.base, config, &slot->state) < 0) {
@@ -518,8 +773,8 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
     p->plugins[p->nplugins++] = slot;
     for (size_t i = 0; i < nl; i++) {
         int found;
-        size_t at = search(p->lambdas, p->nlambdas, lambdas[i]->name, lambda_name_at, &found);
-        lambdas[i]->state = slot->state;
+        size_t at = search(p->lambdas, p->nlambdas, lambdas[i]->pub.name, lambda_name_at, &found);
+        lambdas[i]->pub.state = slot->state;
         insert_at(p->lambdas, p->nlambdas++, at, lambdas[i]);
     }
     for (size_t i = 0; i < nv; i++) {
@@ -530,7 +785,7 @@ static int add_plugin(plugins_t *p, const loom_plugin *d, const char *origin, js
         insert_at(p->providers, p->nproviders++, at, providers[i]);
     }
     for (size_t i = 0; i < p->nlambdas; i++)
-        p->lambda_names[i] = p->lambdas[i]->name;
+        p->lambda_names[i] = p->lambdas[i]->pub.name;
     p->lambda_names[p->nlambdas] = NULL;
     for (size_t i = 0; i < p->nproviders; i++)
         p->provider_names[i] = p->providers[i]->pub.name;
@@ -544,16 +799,14 @@ nomem:
 refuse:
     for (size_t i = 0; lambdas && i < nl; i++) {
         if (lambdas[i])
-            free((char *)lambdas[i]->name);
+            free((char *)lambdas[i]->pub.name);
         free(lambdas[i]);
     }
     for (size_t i = 0; providers && i < nv; i++)
         free(providers[i]);
     free(lambdas);
     free(providers);
-    if (slot)
-        free(slot->origin);
-    free(slot);
+    slot_free(slot);
     return -1;
 }
 
@@ -662,4 +915,24 @@ out:
     free(names);
     closedir(d);
     return loaded;
+}
+
+int plugins_reload(plugins_t *p, json_t *configs)
+{
+    int failed = 0;
+
+    for (size_t i = 0; i < p->nplugins; i++) {
+        plugin_slot *s = p->plugins[i];
+        /* zero for a plugin of minor 0: its descriptor had no such field */
+        if (!s->desc.reload)
+            continue;
+        json_t *config = json_is_object(configs) ? json_object_get(configs, s->desc.name) : NULL;
+        load_ctx lc = { .base = { .api = &load_api }, .p = p, .name = s->desc.name };
+        if (s->desc.reload(&lc.base, s->state, config) < 0) {
+            report(p, s->origin, "plugin '%s' kept its configuration: %s", s->desc.name,
+                   lc.has_error ? lc.error : "reload failed");
+            failed++;
+        }
+    }
+    return failed;
 }

@@ -11,9 +11,26 @@
  * The registry holds every loaded plugin: the built-ins linked into the
  * program (std, mock) and every `*.so` found in the configured plugin
  * directories. Loading checks the ABI version first (major equal, minor not
- * newer than the host's), then names: a plugin or a lambda/provider name
+ * newer than the host's) and the struct sizes the plugin was built with (no
+ * smaller than 2.0's), then names: a plugin or a lambda/provider name
  * already taken is refused with a message naming both files, and loading goes
- * on with the others. Each plugin's init runs once, at load, with its config.
+ * on with the others. Each plugin's init runs once, at load, with its config;
+ * its reload (ABI 2.1) on plugins_reload.
+ *
+ * Normalised descriptors: the loader copies every descriptor of a plugin
+ * (loom_plugin, each loom_lambda and loom_provider, their option arrays)
+ * into structs of the host's size, walking the plugin's arrays with the
+ * plugin's own strides and zero-filling every field newer than the plugin.
+ * Every `def` and `plugin` pointer below is such a copy, owned by the
+ * registry: the rest of the host indexes them as ordinary C arrays and reads
+ * a field newer than a plugin as 0/NULL, and nothing outside this module
+ * reads a plugin's memory layout.
+ *
+ * Logging: plugins_vlog is where every loom_log of every context ends (the
+ * engine's calls, provider instances, upstream encode/decode, init and
+ * reload): one line "PLUGIN: message" at the plugin's level through the
+ * registry's log callback, from any thread, so that callback must be
+ * thread-safe (loomd's log sink is: one write(2) per line).
  *
  * Lookups are by "plugin.lambda" for lambdas and by plugin-provider name
  * ("openai", "mock") for providers. Registry contents do not change after
@@ -22,8 +39,10 @@
 #define LOOM_DAEMON_PLUGINS_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "loom/plugin.h"
 
@@ -32,17 +51,23 @@ typedef struct plugins plugins_t;
 /* A lambda ready to call: its descriptor and its plugin's state. */
 typedef struct plugins_lambda {
     const char *name;              /* "std.trim" (owned by the registry) */
-    const loom_lambda *def;
+    const loom_lambda *def;        /* the registry's normalised copy */
     void *state;                   /* the plugin's, from its init */
-    const loom_plugin *plugin;
+    const loom_plugin *plugin;     /* the registry's normalised copy */
 } plugins_lambda;
 
 typedef struct plugins_provider {
     const char *name;              /* "mock" */
-    const loom_provider *def;
-    const loom_plugin *plugin;
+    const loom_provider *def;      /* the registry's normalised copy */
+    const loom_plugin *plugin;     /* the registry's normalised copy */
     void *plugin_state;            /* the plugin's, from its init: for def->init */
 } plugins_provider;
+
+/* A PURE|FAST lambda runs inline on the reactor thread; one that takes
+ * longer than this holds every job up, and is logged. */
+#define PLUGINS_INLINE_BUDGET_US 1000
+/* ...at most once per lambda in this long. */
+#define PLUGINS_SLOW_LOG_EVERY_MS 60000
 
 /* Where the loader reports refusals and init failures: one line each,
  * "FILE: message". UD is passed through. */
@@ -50,9 +75,10 @@ typedef void (*plugins_log_fn)(void *ud, const char *line);
 
 /* The same lines with their level: LOOM_LOG_ERROR for a refusal or a failed
  * init (what plugins_errors counts), LOOM_LOG_WARN or LOOM_LOG_INFO for the
- * rest: a plugin's own log lines from its init (never errors) and "loading
- * plugin FILE", said before a shared object's init runs so a crash in it is
- * named. */
+ * rest: "loading plugin FILE", said before a shared object's init runs so
+ * a crash in it is named. A plugin's own lines (plugins_vlog) come through
+ * the same callback at the level the plugin gave, from any thread, and are
+ * never counted as errors. */
 typedef void (*plugins_level_log_fn)(void *ud, int level, const char *line);
 
 /* A new, empty registry (NULL when out of memory). */
@@ -84,6 +110,26 @@ int plugins_load_file(plugins_t *p, const char *path, json_t *config);
 /* Loads every `*.so` in DIR in name order; refusals are reported and skipped.
  * Returns how many were loaded, or -1 when DIR cannot be read. */
 int plugins_load_dir(plugins_t *p, const char *dir);
+
+/* Runs the reload hook of every plugin that has one (ABI 2.1; a plugin
+ * without one keeps its state as it is), on SIGHUP, on the reactor thread,
+ * with CONFIGS' member of the plugin's name (CONFIGS borrowed: an object
+ * {NAME: config}, or NULL for none). A refusal (-1) is logged as an error
+ * naming the plugin, which keeps its old configuration. Returns how many
+ * refused. */
+int plugins_reload(plugins_t *p, json_t *configs);
+
+/* A plugin's log line: "PLUGIN: message" (PLUGIN borrowed; may be NULL)
+ * at LEVEL (clamped to LOOM_LOG_ERROR..LOOM_LOG_DEBUG) through the log
+ * callback; never counted by plugins_errors. Any thread. P may be NULL
+ * (nothing is said). */
+void plugins_vlog(const plugins_t *p, const char *plugin, int level, const char *fmt,
+                  va_list ap) __attribute__((format(printf, 4, 0)));
+
+/* Says, at LOOM_LOG_WARN and at most once per PLUGINS_SLOW_LOG_EVERY_MS for
+ * each lambda, that L (a lookup result of P) took ELAPSED_US inline on the
+ * reactor thread, over PLUGINS_INLINE_BUDGET_US. The caller times it. */
+void plugins_lambda_overran(const plugins_t *p, const plugins_lambda *l, uint64_t elapsed_us);
 
 /* Lookups: borrowed pointers valid until plugins_free, or NULL. */
 const plugins_lambda *plugins_lambda_find(const plugins_t *p, const char *name);

@@ -8,6 +8,7 @@
  * everything else as `upstream` (retryable). */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +22,22 @@
 /* ---- the plugin's context for encode and decode */
 
 typedef struct uctx {
-    loom_ctx base;             /* first: plugins see only this */
+    loom_ctx base;             /* plugins see only this */
+    const upstream_t *u;       /* for its log */
     bool failed, has_ra;
     loom_errcode code;
     uint64_t ra_ms;
     char msg[256];
 } uctx;
 
+static uctx *uctx_of(loom_ctx *ctx)
+{
+    return (uctx *)(void *)((char *)ctx - offsetof(uctx, base));
+}
+
 static void u_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
 {
-    uctx *c = (uctx *)ctx;
+    uctx *c = uctx_of(ctx);
     c->failed = true;
     c->code = code;
     vsnprintf(c->msg, sizeof c->msg, fmt, ap);
@@ -38,26 +45,47 @@ static void u_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list 
 
 static void u_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap)
 {
-    (void)ctx;
-    (void)level;
-    (void)fmt;
-    (void)ap;
+    const upstream_t *u = uctx_of(ctx)->u;
+    if (u->log)
+        u->log(u->log_ud, level, fmt, ap);
 }
 
 static void u_retry_after(loom_ctx *ctx, uint64_t ms)
 {
-    uctx *c = (uctx *)ctx;
+    uctx *c = uctx_of(ctx);
     c->has_ra = true;
     c->ra_ms = rl_cap_wait_ms(ms);
 }
 
-static const loom_host_api u_api = { .verror = u_verror, .vlog = u_vlog,
-                                     .retry_after = u_retry_after };
+/* encode and decode have no call handle, deadline or cancellation: the
+ * entries for those do nothing (they are set so no plugin jumps through
+ * NULL). */
+static void u_complete(loom_call *call, json_t *output, const loom_usage *usage)
+{
+    json_decref(output);
+}
+static void u_fail(loom_call *call, loom_errcode code, const char *message) { }
+static void u_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message) { }
+static void *u_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
+{
+    return NULL;
+}
+static void u_timer_cancel(loom_call *call, void *timer) { }
+static uint64_t u_deadline_ms(loom_ctx *ctx) { return 0; }
+static int u_cancelled(loom_ctx *ctx) { return 0; }
 
-static void uctx_init(uctx *c)
+static const loom_host_api u_api = {
+    .verror = u_verror, .vlog = u_vlog, .retry_after = u_retry_after,
+    .complete = u_complete, .fail = u_fail, .timer_add = u_timer_add,
+    .timer_cancel = u_timer_cancel, .fail_after = u_fail_after,
+    .deadline_ms = u_deadline_ms, .cancelled = u_cancelled,
+};
+
+static void uctx_init(uctx *c, const upstream_t *u)
 {
     memset(c, 0, sizeof *c);
     c->base.api = &u_api;
+    c->u = u;
 }
 
 /* ---- calls */
@@ -280,7 +308,7 @@ static int xfer_encode(xfer *x)
 {
     loom_request req;
     uctx ctx;
-    uctx_init(&ctx);
+    uctx_init(&ctx, x->u);
     http_request_free(&x->enc);
     if (xfer_request(x, &req, true) < 0) {
         xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
@@ -420,7 +448,7 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
     loom_request req;
     loom_result out = { .output = NULL, .usage = { -1, -1 } };
     uctx ctx;
-    uctx_init(&ctx);
+    uctx_init(&ctx, u);
     loom_http_response hr = { .status = resp->status, .headers = resp->headers,
                               .nheaders = resp->nheaders, .body = resp->body,
                               .body_len = resp->body_len };
@@ -522,6 +550,12 @@ nomem:
     free(u);
     errno = ENOMEM;
     return NULL;
+}
+
+void upstream_set_log(upstream_t *u, upstream_log_fn log, void *ud)
+{
+    u->log = log;
+    u->log_ud = ud;
 }
 
 void upstream_free(upstream_t *u)

@@ -25,6 +25,7 @@
 #define LOOM_DAEMON_UPSTREAM_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -79,6 +80,11 @@ typedef struct upstream_stats_t {
 upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
                          const loom_provider *def, void *state, const rl_limits *limits,
                          const upstream_options *opt);
+
+/* Where the plugin's loom_log lines from encode and decode go: LOG(UD,
+ * level, fmt, ap), on the reactor thread. Without one they are dropped. */
+typedef void (*upstream_log_fn)(void *ud, int level, const char *fmt, va_list ap);
+void upstream_set_log(upstream_t *u, upstream_log_fn log, void *ud);
 
 /* Drops every call without calling back and frees U. NULL is a no-op. */
 void upstream_free(upstream_t *u);

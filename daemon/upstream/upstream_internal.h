@@ -75,6 +75,8 @@ struct upstream {
     char *name;
     const loom_provider *def;
     void *state;
+    upstream_log_fn log;       /* the plugin's loom_log lines, or NULL */
+    void *log_ud;
     rl_t *rl;
     upstream_options opt;
     list_link xfers;           /* every live xfer */

@@ -296,8 +296,7 @@ static const loom_provider anthropic_providers[] = { {
 } };
 
 static const loom_plugin anthropic_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "anthropic",
     .version = "1.0.0",
     .description = "provider for Anthropic's Messages API",

@@ -216,10 +216,10 @@ static void mock_fire(void *ud)
     free(p);
 
     if (code == LOOM_OK) {
-        call->api->complete(call, output, &usage);
+        loom_complete(call, output, &usage);
     } else {
         json_decref(output);
-        call->api->fail(call, code, "mock: injected failure");
+        loom_fail(call, code, "mock: injected failure");
     }
 }
 
@@ -531,8 +531,7 @@ static void mock_plugin_fini(void *state)
 }
 
 static const loom_plugin mock_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "mock",
     .version = "1.0",
     .description = "the offline mock provider",

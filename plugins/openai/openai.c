@@ -324,8 +324,7 @@ static const loom_provider openai_providers[] = { {
 } };
 
 static const loom_plugin openai_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "openai",
     .version = "1.0.0",
     .description = "provider for OpenAI-compatible APIs (OpenAI, vLLM, llama.cpp, Ollama)",

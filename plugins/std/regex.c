@@ -68,7 +68,7 @@ int std_init(loom_ctx *ctx, json_t *config, void **state)
     if (!st->utf8)
         st->utf8 = newlocale(LC_CTYPE_MASK, "en_US.UTF-8", (locale_t)0);
     if (!st->utf8)
-        loom_log(ctx, LOOM_LOG_WARN, "std: no UTF-8 locale; regexes match bytes");
+        loom_log(ctx, LOOM_LOG_WARN, "no UTF-8 locale; regexes match bytes");
     *state = st;
     return 0;
 }

@@ -166,31 +166,34 @@ static const loom_option const_args[] = {
 };
 
 #define PF (LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST)
+/* Designated, so the fields later minors add (doc, example) start NULL. */
+#define LAMBDA(n, f, fl, a, s) \
+    { .name = (n), .fn = (f), .flags = (fl), .args = (a), .summary = (s) }
 
 /* Regex lambdas are PURE but not FAST: they take the cache mutex and a
  * pattern's cost is not bounded, so they stay off the reactor thread. */
 static const loom_lambda std_lambdas[] = {
-    { "json_parse", std_json_parse, PF, no_args, "parse a JSON string into a value" },
-    { "json_stringify", std_json_stringify, PF, stringify_args, "encode a value as JSON text" },
-    { "json_pick", std_json_pick, PF, pick_args, "pick keys or one path out of the input" },
-    { "json_merge", std_json_merge, PF, merge_args,
-      "shallow-merge args (or args.objects) over the input object; later wins" },
-    { "text_template", std_text_template, PF, template_args,
-      "fill {name} placeholders of args.template from the input" },
-    { "trim", std_trim, PF, no_args, "strip leading and trailing (Unicode) whitespace" },
-    { "split", std_split, PF, split_args, "split a string into a list of strings" },
-    { "join", std_join, PF, join_args, "join a list of strings (or numbers) into one" },
-    { "regex_match", std_regex_match, LOOM_LAMBDA_PURE, match_args,
-      "whether the input string matches a POSIX ERE" },
-    { "regex_extract", std_regex_extract, LOOM_LAMBDA_PURE, extract_args,
-      "the first (or every) match or capture groups of a POSIX ERE, or null" },
-    { "const", std_const, PF, const_args, "return args.value, ignoring the input" },
-    { "length", std_length, PF, no_args, "characters of a string, items of an array or object" },
+    LAMBDA("json_parse", std_json_parse, PF, no_args, "parse a JSON string into a value"),
+    LAMBDA("json_stringify", std_json_stringify, PF, stringify_args, "encode a value as JSON text"),
+    LAMBDA("json_pick", std_json_pick, PF, pick_args, "pick keys or one path out of the input"),
+    LAMBDA("json_merge", std_json_merge, PF, merge_args,
+      "shallow-merge args (or args.objects) over the input object; later wins"),
+    LAMBDA("text_template", std_text_template, PF, template_args,
+      "fill {name} placeholders of args.template from the input"),
+    LAMBDA("trim", std_trim, PF, no_args, "strip leading and trailing (Unicode) whitespace"),
+    LAMBDA("split", std_split, PF, split_args, "split a string into a list of strings"),
+    LAMBDA("join", std_join, PF, join_args, "join a list of strings (or numbers) into one"),
+    LAMBDA("regex_match", std_regex_match, LOOM_LAMBDA_PURE, match_args,
+      "whether the input string matches a POSIX ERE"),
+    LAMBDA("regex_extract", std_regex_extract, LOOM_LAMBDA_PURE, extract_args,
+      "the first (or every) match or capture groups of a POSIX ERE, or null"),
+    LAMBDA("const", std_const, PF, const_args, "return args.value, ignoring the input"),
+    LAMBDA("length", std_length, PF, no_args,
+           "characters of a string, items of an array or object"),
 };
 
 static const loom_plugin std_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "std",
     .version = "1.0.0",
     .description = "Loom's standard lambdas: JSON shaping, text and POSIX regexes",

@@ -5,6 +5,10 @@
 static const loom_plugin minor_plugin = {
     .abi_major = LOOM_ABI_MAJOR,
     .abi_minor = LOOM_ABI_MINOR + 1,
+    .plugin_size = sizeof(loom_plugin),
+    .lambda_size = sizeof(loom_lambda),
+    .provider_size = sizeof(loom_provider),
+    .option_size = sizeof(loom_option),
     .name = "abi_minor_newer",
 };
 

@@ -11,8 +11,7 @@ static const loom_lambda dup_lambdas[] = {
 };
 
 static const loom_plugin dup_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "good",
     .lambdas = dup_lambdas,
     .nlambdas = 1,

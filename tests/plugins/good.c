@@ -61,8 +61,7 @@ static const loom_provider good_providers[] = {
 };
 
 static const loom_plugin good_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "good",
     .version = "1.0",
     .lambdas = good_lambdas,

@@ -20,8 +20,7 @@ static const loom_lambda crash_lambdas[] = {
 };
 
 static const loom_plugin crash_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "init_crashes",
     .lambdas = crash_lambdas,
     .nlambdas = 1,

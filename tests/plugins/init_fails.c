@@ -18,8 +18,7 @@ static const loom_lambda fails_lambdas[] = {
 };
 
 static const loom_plugin fails_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "init_fails",
     .lambdas = fails_lambdas,
     .nlambdas = 1,

@@ -37,8 +37,7 @@ static int many_decode(loom_ctx *ctx, void *state, const loom_request *req,
 }
 
 static const loom_plugin many_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "many",
     .version = "1.0",
     .description = "1,000 lambdas and 100 providers",

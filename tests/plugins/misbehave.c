@@ -44,8 +44,7 @@ static const loom_lambda misbehave_lambdas[] = {
 };
 
 static const loom_plugin misbehave_plugin = {
-    .abi_major = LOOM_ABI_MAJOR,
-    .abi_minor = LOOM_ABI_MINOR,
+    LOOM_PLUGIN_HEADER,
     .name = "misbehave",
     .lambdas = misbehave_lambdas,
     .nlambdas = sizeof misbehave_lambdas / sizeof misbehave_lambdas[0],

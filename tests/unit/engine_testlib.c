@@ -99,15 +99,16 @@ static json_t *l_bad(loom_ctx *ctx, void *st, json_t *in, json_t *args)
     return et_bad_value(json_string_value(json_object_get(args, "kind")));
 }
 
+#define PF (LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST)
 static const loom_lambda lambdas[] = {
-    { "bad", l_bad, 0, NULL, "a bad value of args.kind" },
-    { "bad_inline", l_bad, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "the same, inline" },
-    { "noop", l_noop, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input as is" },
-    { "echo", l_echo, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input and args" },
-    { "inc", l_inc, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input + 1" },
-    { "fail", l_fail, 0, NULL, "fails" },
-    { "garbage", l_garbage, 0, NULL, "returns nothing" },
-    { "slow", l_slow, 0, NULL, "sleeps" },
+    { .name = "bad", .fn = l_bad, .flags = 0, .summary = "a bad value of args.kind" },
+    { .name = "bad_inline", .fn = l_bad, .flags = PF, .summary = "the same, inline" },
+    { .name = "noop", .fn = l_noop, .flags = PF, .summary = "input as is" },
+    { .name = "echo", .fn = l_echo, .flags = PF, .summary = "input and args" },
+    { .name = "inc", .fn = l_inc, .flags = PF, .summary = "input + 1" },
+    { .name = "fail", .fn = l_fail, .flags = 0, .summary = "fails" },
+    { .name = "garbage", .fn = l_garbage, .flags = 0, .summary = "returns nothing" },
+    { .name = "slow", .fn = l_slow, .flags = 0, .summary = "sleeps" },
 };
 
 /* ---- provider */
@@ -152,11 +153,9 @@ static void tcall_fire(void *ud)
     calltab_take(call);
     s->inflight--;
     if (tc->fail) {
-        if (s->retry_after_ms)
-            call->api->retry_after((loom_ctx *)(void *)call, s->retry_after_ms);
         json_decref(tc->answer);
         free(tc);
-        call->api->fail(call, s->fail_code, "injected failure");
+        loom_fail_after(call, s->fail_code, s->retry_after_ms, "injected failure");
         return;
     }
     s->served++;
@@ -235,8 +234,9 @@ static const loom_provider providers[] = {
 };
 
 static const loom_plugin tplugin = {
-    LOOM_ABI_MAJOR, LOOM_ABI_MINOR, "t", "1", "engine tests",
-    lambdas, sizeof lambdas / sizeof lambdas[0], providers, 2, NULL, NULL,
+    LOOM_PLUGIN_HEADER, .name = "t", .version = "1", .description = "engine tests",
+    .lambdas = lambdas, .nlambdas = sizeof lambdas / sizeof lambdas[0],
+    .providers = providers, .nproviders = 2,
 };
 
 static void p_cancel(void *state, loom_call *call)

@@ -1,6 +1,9 @@
 /* test_plugins.c -- the plugin loader and registry: every refusal and its
  * message, loading going on after a bad file, lookups and name lists, init
- * once and fini in reverse order, and config maps.
+ * once and fini in reverse order, and config maps; ABI 2.x: sizes, plugins
+ * of an older minor, normalised copies, reload, and (in a real engine)
+ * loom_log from every context, fail_after, deadlines and cancellation, and
+ * the warning for a slow inline lambda.
  *
  * The shared objects are real ones, built from the sources in tests/plugins as libtool
  * modules, so dlopen, symbol lookup and RTLD_LOCAL are exercised for real.
@@ -10,13 +13,22 @@
 #include <criterion/new/assert.h>
 #include <dirent.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "daemon/core/http.h"
+#include "daemon/core/pool.h"
+#include "daemon/core/reactor.h"
+#include "daemon/engine/engine.h"
 #include "daemon/plugins/plugins.h"
+#include "daemon/upstream/upstream.h"
+#include "dsl/dsl.h"
 
 /* ---- helpers */
 
@@ -52,12 +64,17 @@ static const char *dump(const log_lines *l)
     return buf;
 }
 
-/* The path of test plugin NAME.so (static buffer). */
+/* The path of test plugin NAME.so (static buffer); NAME may start with a
+ * folder under tests/plugins ("abi/lambda_2_0"). */
 static const char *plugin_path(const char *name)
 {
     static char buf[PATH_MAX];
-    const char *b = getenv("LOOM_BUILDDIR");
-    snprintf(buf, sizeof buf, "%s/tests/plugins/.libs/%s.so", b ? b : ".", name);
+    const char *b = getenv("LOOM_BUILDDIR"), *slash = strrchr(name, '/');
+    if (slash)
+        snprintf(buf, sizeof buf, "%s/tests/plugins/%.*s/.libs/%s.so", b ? b : ".",
+                 (int)(slash - name), name, slash + 1);
+    else
+        snprintf(buf, sizeof buf, "%s/tests/plugins/.libs/%s.so", b ? b : ".", name);
     return buf;
 }
 
@@ -150,11 +167,11 @@ Test(plugins, init_runs_once_with_its_config)
 
 Test(plugins, abi_major_mismatch_is_refused)
 {
-    const char *path = plugin_path("abi_major_2");
+    const char *path = plugin_path("abi_major_3");
     char want[PATH_MAX + 100];
 
     cr_assert(eq(int, plugins_load_file(reg, path, NULL), -1));
-    snprintf(want, sizeof want, "%s: built for plugin ABI 2.0, this loomd has %d.%d", path,
+    snprintf(want, sizeof want, "%s: built for plugin ABI 3.0, this loomd has %d.%d", path,
              LOOM_ABI_MAJOR, LOOM_ABI_MINOR);
     cr_assert(logged(&logs, want), "%s", dump(&logs));
 }
@@ -219,9 +236,8 @@ Test(plugins, init_failure_refuses_with_its_message)
     snprintf(want, sizeof want,
              "%s: plugin 'init_fails' failed to initialise: model file model.bin not found", path);
     cr_assert(logged(&logs, want), "%s", dump(&logs));
-    /* Its log line went through too, attributed to the file. */
-    snprintf(want, sizeof want, "%s: checking the model file", path);
-    cr_assert(logged(&logs, want), "%s", dump(&logs));
+    /* Its log line went through too, attributed to the plugin. */
+    cr_assert(logged(&logs, "init_fails: checking the model file"), "%s", dump(&logs));
     cr_assert(eq(ptr, (void *)plugins_lambda_find(reg, "init_fails.echo"), NULL));
 }
 
@@ -274,14 +290,14 @@ static void remove_dir(const char *dir)
 
 Test(plugins, directory_loads_in_name_order_and_goes_on)
 {
-    static const char *const names[] = { "abi_major_2", "good", "init_fails", "no_entry",
+    static const char *const names[] = { "abi_major_3", "good", "init_fails", "no_entry",
                                          "zz_missing", NULL };
     const char *dir = make_dir(names);
 
     /* A dangling link: fails to open, and loading still goes on. */
     cr_assert(eq(int, plugins_load_dir(reg, dir), 1), "%s", dump(&logs));
     cr_assert(eq(int, logs.n, 5), "%s", dump(&logs)); /* 4 refusals + init's log line */
-    cr_assert(strstr(logs.lines[0], "abi_major_2.so: built for plugin ABI 2.0") != NULL, "%s", dump(&logs));
+    cr_assert(strstr(logs.lines[0], "abi_major_3.so: built for plugin ABI 3.0") != NULL, "%s", dump(&logs));
     cr_assert(strstr(logs.lines[3], "no_entry.so: no loom_plugin_entry") != NULL, "%s", dump(&logs));
     cr_assert(strstr(logs.lines[4], "zz_missing.so: ") != NULL, "%s", dump(&logs));
     cr_assert(plugins_lambda_find(reg, "good.echo") != NULL);
@@ -323,7 +339,7 @@ static int dec(loom_ctx *ctx, void *state, const loom_request *req,
 }
 
 #define PLUGIN(n, ls, nl, ps, np) \
-    { .abi_major = LOOM_ABI_MAJOR, .abi_minor = LOOM_ABI_MINOR, .name = (n), \
+    { LOOM_PLUGIN_HEADER, .name = (n), \
       .lambdas = (ls), .nlambdas = (nl), .providers = (ps), .nproviders = (np) }
 
 Test(plugins, bad_descriptors_are_refused)
@@ -418,11 +434,11 @@ static void named_fini(void *state)
 
 Test(plugins, fini_runs_in_reverse_load_order)
 {
-    static const loom_plugin p1 = { .abi_major = LOOM_ABI_MAJOR, .name = "one",
+    static const loom_plugin p1 = { LOOM_PLUGIN_HEADER, .name = "one",
                                     .init = named_init, .fini = named_fini };
-    static const loom_plugin p2 = { .abi_major = LOOM_ABI_MAJOR, .name = "two",
+    static const loom_plugin p2 = { LOOM_PLUGIN_HEADER, .name = "two",
                                     .init = named_init, .fini = named_fini };
-    static const loom_plugin p3 = { .abi_major = LOOM_ABI_MAJOR, .name = "three",
+    static const loom_plugin p3 = { LOOM_PLUGIN_HEADER, .name = "three",
                                     .init = named_init, .fini = named_fini };
     json_t *a = json_string("1"), *b = json_string("2"), *c = json_string("3");
 
@@ -669,4 +685,425 @@ Test(plugins, trial_init_names_a_crash)
     cr_assert(eq(int, plugins_load_file(reg, plugin_path("init_fails"), NULL), -1));
     cr_assert(eq(int, level_of(&ll, "failed to initialise"), LOOM_LOG_ERROR));
     cr_assert(eq(sz, plugins_errors(reg), 2));
+}
+
+/* ---- ABI 2.x: sizes, older minors, normalised copies, lifecycle, logs
+ *
+ * tests/plugins/abi/ holds plugins built against the frozen 2.0 header: a
+ * lambda plugin (abi20) and an invoke provider (abi20p). The tests below
+ * load them into this host and run them in a real engine. */
+
+/* A level_lines any thread may fill: plugin lines come from workers too. */
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void collect_shared(void *ud, int level, const char *line)
+{
+    pthread_mutex_lock(&shared_lock);
+    collect_level(ud, level, line);
+    pthread_mutex_unlock(&shared_lock);
+}
+
+/* The level of the line equal to WANT, or -1 (under the lock). */
+static int level_of_line(level_lines *l, const char *want)
+{
+    int level = -1;
+    pthread_mutex_lock(&shared_lock);
+    for (int i = 0; i < l->n && level < 0; i++)
+        if (strcmp(l->lines[i], want) == 0)
+            level = l->levels[i];
+    pthread_mutex_unlock(&shared_lock);
+    return level;
+}
+
+/* How many lines hold NEEDLE (under the lock). */
+static int count_lines(level_lines *l, const char *needle)
+{
+    int n = 0;
+    pthread_mutex_lock(&shared_lock);
+    for (int i = 0; i < l->n; i++)
+        n += strstr(l->lines[i], needle) != NULL;
+    pthread_mutex_unlock(&shared_lock);
+    return n;
+}
+
+static const char *dump_levels(level_lines *l)
+{
+    static char buf[32 * 600];
+    buf[0] = '\0';
+    pthread_mutex_lock(&shared_lock);
+    for (int i = 0; i < l->n; i++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "[%d] %s\n", l->levels[i],
+                 l->lines[i]);
+    pthread_mutex_unlock(&shared_lock);
+    return buf;
+}
+
+TestSuite(abi, .init = setup, .fini = teardown);
+
+Test(abi, old_minor_plugins_load_and_read_as_zero_beyond_their_size)
+{
+    level_lines ll = { 0 };
+    plugins_set_level_log(reg, collect_shared, &ll);
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("abi/lambda_2_0"), NULL), 0), "%s",
+              dump_levels(&ll));
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("abi/provider_2_0"), NULL), 0), "%s",
+              dump_levels(&ll));
+
+    /* four lambdas read with the 2.0 stride, names and functions intact */
+    static const char *const names[] = { "abi20.echo", "abi20.levels", "abi20.spin",
+                                         "abi20.watch" };
+    for (size_t i = 0; i < 4; i++) {
+        const plugins_lambda *l = plugins_lambda_find(reg, names[i]);
+        cr_assert(l != NULL, "%s not found", names[i]);
+        cr_assert(eq(str, (char *)l->name, (char *)names[i]));
+        cr_assert(l->def->fn != NULL);
+        cr_assert(l->def->summary != NULL);
+        /* 2.1 fields: the plugin has none, the copy says so */
+        cr_assert(eq(ptr, (void *)l->def->doc, NULL));
+        cr_assert(eq(ptr, (void *)l->def->example, NULL));
+    }
+    const plugins_lambda *echo_l = plugins_lambda_find(reg, "abi20.echo");
+    cr_assert(eq(u32, echo_l->def->flags, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST));
+    cr_assert(eq(u32, plugins_lambda_find(reg, "abi20.watch")->def->flags, 0));
+    /* the option array, copied with its own stride, ends where it did */
+    const loom_option *args = echo_l->def->args;
+    cr_assert(args != NULL);
+    cr_assert(eq(str, (char *)args[0].name, "x"));
+    cr_assert(eq(int, args[0].type, LOOM_OPT_INT));
+    cr_assert(eq(str, (char *)args[1].name, "y"));
+    cr_assert(eq(str, (char *)args[1].default_value, "why"));
+    cr_assert(eq(ptr, (void *)args[2].name, NULL));
+    /* the plugin descriptor: no reload (2.1), and the host's sizes now */
+    cr_assert(eq(ptr, (void *)(uintptr_t)echo_l->plugin->reload, NULL));
+    cr_assert(eq(u32, echo_l->plugin->abi_minor, 0));
+    cr_assert(eq(u32, echo_l->plugin->lambda_size, (uint32_t)sizeof(loom_lambda)));
+
+    const plugins_provider *v = plugins_provider_find(reg, "abi20_limited");
+    cr_assert(v != NULL);
+    cr_assert(v->def->invoke != NULL);
+    cr_assert(v->def->cancel != NULL);
+    cr_assert(v->def->init != NULL);
+    cr_assert(eq(ptr, (void *)v->def->doc, NULL));
+    cr_assert(eq(str, (char *)v->def->options[1].name, "retry_after"));
+    cr_assert(eq(ptr, (void *)v->def->options[2].name, NULL));
+
+    /* a call through the normalised copy reaches the plugin's code */
+    json_t *in = json_integer(7), *a = json_pack("{s:i}", "x", 1);
+    call_ctx ctx = { .base = { .api = &call_api } };
+    json_t *out = echo_l->def->fn(&ctx.base, echo_l->state, in, a);
+    cr_assert(eq(int, (int)json_integer_value(json_object_get(out, "input")), 7));
+    json_decref(out);
+    json_decref(in);
+    json_decref(a);
+
+    /* init's lines: the plugin's name, the level it gave, none counted */
+    cr_assert(eq(int, level_of_line(&ll, "abi20: init at error"), LOOM_LOG_ERROR), "%s",
+              dump_levels(&ll));
+    cr_assert(eq(int, level_of_line(&ll, "abi20: init at warn"), LOOM_LOG_WARN));
+    cr_assert(eq(int, level_of_line(&ll, "abi20: init at info"), LOOM_LOG_INFO));
+    cr_assert(eq(int, level_of_line(&ll, "abi20: init at debug"), LOOM_LOG_DEBUG));
+    cr_assert(eq(sz, plugins_errors(reg), 0));
+
+    /* SIGHUP: a 2.0 plugin has no reload, and nothing is called */
+    cr_assert(eq(int, plugins_reload(reg, NULL), 0));
+}
+
+Test(abi, descriptors_smaller_than_2_0_are_refused)
+{
+    static const loom_lambda one[] = { { .name = "f", .fn = echo } };
+    static loom_plugin small = PLUGIN("small", one, 1, NULL, 0);
+    small.lambda_size = (uint32_t)offsetof(loom_lambda, summary);
+    cr_assert(eq(int, plugins_add(reg, &small, "small.so", NULL), -1));
+    char want[300];
+    snprintf(want, sizeof want,
+             "small.so: descriptor sizes do not match plugin ABI %d.%d: loom_lambda is %zu "
+             "bytes, at least %zu expected (start the descriptor with LOOM_PLUGIN_HEADER)",
+             LOOM_ABI_MAJOR, LOOM_ABI_MINOR, offsetof(loom_lambda, summary), sizeof(loom_lambda));
+    cr_assert(logged(&logs, want), "%s", dump(&logs));
+
+    /* a 2.0 plugin may be smaller than ours, never smaller than 2.0 */
+    static loom_plugin tiny = PLUGIN("tiny", NULL, 0, NULL, 0);
+    tiny.abi_minor = 0;
+    tiny.plugin_size = (uint32_t)offsetof(loom_plugin, fini);
+    cr_assert(eq(int, plugins_add(reg, &tiny, "tiny.so", NULL), -1));
+    cr_assert(strstr(dump(&logs), "tiny.so: descriptor sizes do not match plugin ABI 2.0: "
+                                  "loom_plugin is") != NULL, "%s", dump(&logs));
+    cr_assert(eq(ptr, (void *)plugins_lambda_names(reg)[0], NULL));
+}
+
+/* A 2.1 descriptor with a larger stride than ours (as a plugin of a later
+ * minor would have, were it allowed): the host walks the plugin's stride. */
+typedef struct wide_lambda {
+    loom_lambda l;
+    const char *later;         /* a field this host does not know */
+} wide_lambda;
+
+Test(abi, arrays_are_walked_with_the_plugins_stride)
+{
+    static const wide_lambda wl[] = {
+        { { .name = "a", .fn = echo, .summary = "first" }, "x" },
+        { { .name = "b", .fn = echo, .summary = "second", .doc = "more" }, "y" },
+    };
+    static loom_plugin wide = PLUGIN("wide", (const loom_lambda *)(const void *)wl, 2, NULL, 0);
+    wide.lambda_size = (uint32_t)sizeof(wide_lambda);
+    cr_assert(eq(int, plugins_add(reg, &wide, NULL, NULL), 0), "%s", dump(&logs));
+    cr_assert(eq(str, (char *)plugins_lambda_find(reg, "wide.a")->def->summary, "first"));
+    cr_assert(eq(str, (char *)plugins_lambda_find(reg, "wide.b")->def->summary, "second"));
+    cr_assert(eq(str, (char *)plugins_lambda_find(reg, "wide.b")->def->doc, "more"));
+}
+
+/* reload (2.1): called with the plugin's new section; -1 is logged and the
+ * plugin keeps what it had. */
+static int reloads;
+
+static int counting_reload(loom_ctx *ctx, void *state, json_t *config)
+{
+    reloads++;
+    if (json_is_false(json_object_get(config, "ok"))) {
+        loom_error(ctx, LOOM_E_CONFIG, "not ok");
+        return -1;
+    }
+    loom_log(ctx, LOOM_LOG_INFO, "reloaded with ok=%d", json_is_true(json_object_get(config, "ok")));
+    return 0;
+}
+
+Test(abi, reload_gets_the_new_config)
+{
+    static const loom_plugin r = { LOOM_PLUGIN_HEADER, .name = "r", .reload = counting_reload };
+    level_lines ll = { 0 };
+    plugins_set_level_log(reg, collect_shared, &ll);
+    cr_assert(eq(int, plugins_add(reg, &r, "r.so", NULL), 0));
+    reloads = 0;
+    json_t *good = json_pack("{s:{s:b}}", "r", "ok", 1), *bad = json_pack("{s:{s:b}}", "r", "ok", 0);
+    cr_assert(eq(int, plugins_reload(reg, good), 0));
+    cr_assert(eq(int, level_of_line(&ll, "r: reloaded with ok=1"), LOOM_LOG_INFO), "%s",
+              dump_levels(&ll));
+    cr_assert(eq(int, plugins_reload(reg, bad), 1));
+    cr_assert(eq(int, level_of_line(&ll, "r.so: plugin 'r' kept its configuration: not ok"),
+                 LOOM_LOG_ERROR), "%s", dump_levels(&ll));
+    cr_assert(eq(int, plugins_reload(reg, NULL), 0));
+    cr_assert(eq(int, reloads, 3));
+    json_decref(good);
+    json_decref(bad);
+}
+
+/* ---- the 2.0 fixtures in a real engine */
+
+typedef struct world {
+    reactor_t *r;
+    pool_t *pool;
+    engine_t *eng;
+    level_lines ll;
+} world;
+
+static world W;
+
+static void world_setup(void)
+{
+    memset(&W, 0, sizeof W);
+    setup();
+    plugins_set_level_log(reg, collect_shared, &W.ll);
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("abi/lambda_2_0"), NULL), 0));
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("abi/provider_2_0"), NULL), 0));
+    W.r = reactor_new();
+    cr_assert(W.r != NULL);
+    W.pool = pool_new(W.r, 2);
+    cr_assert(W.pool != NULL);
+    W.eng = engine_new(W.r, W.pool, reg, NULL);
+    cr_assert(W.eng != NULL);
+}
+
+static void world_teardown(void)
+{
+    engine_free(W.eng);
+    pool_free(W.pool);
+    teardown();
+    reactor_free(W.r);
+}
+
+typedef struct run_result {
+    bool done;
+    json_t *output, *error;
+    uint64_t elapsed_ms;
+} run_result;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void run_done(engine_job_t *job, void *ud)
+{
+    run_result *res = ud;
+    json_t *o = engine_job_output(job);
+    res->done = true;
+    res->output = o ? json_incref(o) : NULL;
+    res->error = engine_error_json(engine_job_error(job));
+}
+
+/* Runs the workflow YAML over the input 1 to its end (a 20 s hang guard). */
+static void run(const char *yaml, run_result *res)
+{
+    dsl_diags d;
+    memset(res, 0, sizeof *res);
+    dsl_diags_init(&d, "t.yaml");
+    dsl_graph *g = dsl_compile("t.yaml", yaml, strlen(yaml), NULL, &d);
+    dsl_diags_free(&d);
+    cr_assert(g != NULL, "does not compile: %s", yaml);
+    json_t *in = json_integer(1);
+    uint64_t t0 = now_ms();
+    cr_assert(engine_submit(W.eng, g, in, NULL, run_done, res) != NULL);
+    json_decref(in);
+    dsl_graph_unref(g);
+    while (!res->done) {
+        reactor_run_once(W.r, 5);
+        cr_assert(now_ms() - t0 < 20000, "hang guard: the job did not end");
+    }
+    res->elapsed_ms = now_ms() - t0;
+}
+
+static void run_free(run_result *res)
+{
+    json_decref(res->output);
+    json_decref(res->error);
+}
+
+/* Turns the reactor until a line holding NEEDLE was logged (10 s at most). */
+static void wait_line(const char *needle)
+{
+    uint64_t t0 = now_ms();
+    while (!count_lines(&W.ll, needle)) {
+        reactor_run_once(W.r, 5);
+        cr_assert(now_ms() - t0 < 10000, "no line '%s' in:\n%s", needle, dump_levels(&W.ll));
+    }
+}
+
+#define HDR "loom: 1\nname: t\n"
+
+TestSuite(engine_abi, .init = world_setup, .fini = world_teardown);
+
+/* loom_log from a lambda on a worker thread: its level, the plugin's name. */
+Test(engine_abi, a_lambda_logs_from_a_worker_with_its_levels)
+{
+    run_result res;
+    run(HDR "do: { lambda: abi20.levels }\n", &res);
+    cr_assert(res.output != NULL, "%s", dump_levels(&W.ll));
+    cr_assert(eq(int, level_of_line(&W.ll, "abi20: call at error worker=1"), LOOM_LOG_ERROR),
+              "%s", dump_levels(&W.ll));
+    cr_assert(eq(int, level_of_line(&W.ll, "abi20: call at warn worker=1"), LOOM_LOG_WARN));
+    cr_assert(eq(int, level_of_line(&W.ll, "abi20: call at info worker=1"), LOOM_LOG_INFO));
+    cr_assert(eq(int, level_of_line(&W.ll, "abi20: call at debug worker=1"), LOOM_LOG_DEBUG));
+    run_free(&res);
+}
+
+/* fail_after: the invoke provider's 1500 ms reaches the retry, which waits
+ * that long rather than its 1 ms back-off; the instance's init and each
+ * invoke log under the plugin's name. */
+Test(engine_abi, fail_after_carries_retry_after_to_the_retry)
+{
+    char err[256];
+    cr_assert(eq(int, engine_add_provider(W.eng, "default", "abi20_limited", NULL, NULL, NULL, err,
+                                          sizeof err), 0), "%s", err);
+    cr_assert(eq(int, level_of_line(&W.ll, "abi20p: instance up: fail_first=1 retry_after=1500"),
+                 LOOM_LOG_WARN), "%s", dump_levels(&W.ll));
+    run_result res;
+    run(HDR "do: { call: x, retry: { max_attempts: 2, initial_delay: 1ms, max_delay: 1ms } }\n",
+        &res);
+    cr_assert(res.output != NULL, "%s", dump_levels(&W.ll));
+    cr_assert(eq(str, (char *)json_string_value(res.output), "ok after 2"));
+    cr_assert(ge(u64, res.elapsed_ms, 1500), "the retry came after %llu ms",
+              (unsigned long long)res.elapsed_ms);
+    cr_assert(eq(int, level_of_line(&W.ll, "abi20p: invoke #1"), LOOM_LOG_INFO));
+    cr_assert(eq(int, level_of_line(&W.ll, "abi20p: invoke #2"), LOOM_LOG_INFO));
+    run_free(&res);
+
+    /* without a retry, the failure says rate_limited and carries nothing else */
+    cr_assert(eq(int, engine_add_provider(W.eng, "always", "abi20_limited",
+                                          json_pack("{s:i}", "fail_first", 100), NULL, NULL, err,
+                                          sizeof err), 0), "%s", err);
+    run(HDR "do: { call: { prompt: x, provider: always } }\n", &res);
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(res.error, "code")),
+                 "rate_limited"));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(res.error, "message")),
+                 "slow down"));
+    run_free(&res);
+}
+
+/* A lambda on the pool sees its step's deadline, and loom_cancelled turns
+ * true when the step times out. */
+Test(engine_abi, a_lambda_sees_its_deadline_and_the_cancellation)
+{
+    run_result res;
+    run(HDR "do: { lambda: abi20.watch, timeout: 200ms }\n", &res);
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(res.error, "code")), "timeout"));
+    run_free(&res);
+    wait_line("abi20: watch: deadline +");
+    long long deadline = -1, cancelled = -1;
+    pthread_mutex_lock(&shared_lock);
+    for (int i = 0; i < W.ll.n; i++)
+        if (sscanf(W.ll.lines[i], "abi20: watch: deadline +%lld ms, cancelled at +%lld ms",
+                   &deadline, &cancelled) == 2)
+            break;
+    pthread_mutex_unlock(&shared_lock);
+    cr_assert(ge(i64, deadline, 150), "deadline +%lld ms", deadline);
+    cr_assert(le(i64, deadline, 200), "deadline +%lld ms", deadline);
+    cr_assert(ge(i64, cancelled, 150), "cancelled at +%lld ms", cancelled);
+    cr_assert(eq(int, count_lines(&W.ll, "never cancelled"), 0));
+}
+
+/* A PURE|FAST lambda that takes 5 ms on the reactor is named in a warning,
+ * once however often it runs. */
+Test(engine_abi, an_inline_lambda_over_budget_is_logged_once)
+{
+    run_result res;
+    run(HDR "do: { chain: [ { lambda: abi20.spin }, { lambda: abi20.spin } ] }\n", &res);
+    cr_assert(res.output != NULL);
+    run_free(&res);
+    const char *needle = "abi20.spin: a PURE|FAST lambda took ";
+    cr_assert(eq(int, count_lines(&W.ll, needle), 1), "%s", dump_levels(&W.ll));
+    pthread_mutex_lock(&shared_lock);
+    int level = -1;
+    for (int i = 0; i < W.ll.n; i++)
+        if (strstr(W.ll.lines[i], needle))
+            level = W.ll.levels[i];
+    pthread_mutex_unlock(&shared_lock);
+    cr_assert(eq(int, level, LOOM_LOG_WARN));
+    /* a quick one is not */
+    run(HDR "do: { lambda: abi20.echo }\n", &res);
+    run_free(&res);
+    cr_assert(eq(int, count_lines(&W.ll, "abi20.echo: a PURE|FAST"), 0));
+}
+
+/* The openai provider's "no API key" line, from its instance's init,
+ * reaches the log at info with the plugin's name. */
+static upstream_t *no_upstream(void *ud, const char *name, const loom_provider *def, void *state,
+                               char *err, size_t errlen)
+{
+    http_client_t **http = ud;
+    if (!*http && !(*http = http_client_new(W.r, &(http_options){ 0 }))) {
+        snprintf(err, errlen, "no HTTP client");
+        return NULL;
+    }
+    return upstream_new(W.r, *http, name, def, state, NULL, NULL);
+}
+
+Test(engine_abi, openai_without_a_key_says_so_at_info)
+{
+    cr_assert(eq(int, plugins_add_builtins(reg), 0));
+    http_client_t *http = NULL;
+    char err[256];
+    json_t *cfg = json_pack("{s:s, s:s}", "api_key_env", "LOOM_TEST_UNSET_KEY_4Q", "base_url",
+                            "http://127.0.0.1:9/v1");
+    unsetenv("LOOM_TEST_UNSET_KEY_4Q");
+    cr_assert(eq(int, engine_add_provider(W.eng, "local", "openai", cfg, no_upstream, &http, err,
+                                          sizeof err), 0), "%s", err);
+    json_decref(cfg);
+    cr_assert(eq(int, level_of_line(&W.ll, "openai: no API key (LOOM_TEST_UNSET_KEY_4Q unset): "
+                                           "no Authorization header"), LOOM_LOG_INFO),
+              "%s", dump_levels(&W.ll));
+    engine_free(W.eng); /* its upstreams before the client they use */
+    W.eng = NULL;
+    http_client_free(http);
 }
