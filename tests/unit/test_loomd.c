@@ -416,3 +416,17 @@ Test(loomd, hot_reload_while_jobs_run, .fini = teardown)
     cr_assert(strstr(json_string_value(json_object_get(json_object_get(r, "result"), "output")), "second"));
     json_decref(r);
 }
+
+/* A plugin's loom_log from a provider instance's init reaches loomd's log
+ * at the level the plugin gave, with the plugin's name (ABI 2.0: before,
+ * the host dropped every line but init's, and printed those as warn). */
+Test(loomd, a_provider_instance_logs_with_its_level_and_name, .fini = teardown)
+{
+    unsetenv("LOOM_TEST_UNSET_KEY_Q7");
+    lh_setup(&D, "  keyless: { plugin: openai, api_key_env: LOOM_TEST_UNSET_KEY_Q7, "
+                 "base_url: \"http://127.0.0.1:9/v1\" }\n", NULL);
+    lh_start(&D);
+    lh_wait_log(&D, " info  openai: no API key (LOOM_TEST_UNSET_KEY_Q7 unset): "
+                    "no Authorization header", NULL, 1, 10000);
+    cr_assert_eq(lh_log_count(&D, "warn  openai: no API key", NULL), 0);
+}
