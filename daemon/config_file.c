@@ -88,6 +88,7 @@ void config_free(config *c)
     }
     free(c->providers);
     strv_free(c->plugin_dirs);
+    config_isolate_free(c->isolate, c->nisolate);
     free(c->file);
     free(c->socket);
     free(c->workflows);
@@ -181,8 +182,20 @@ static void parse_log(dsl_diags *d, const dsl_ynode *y, config *c)
     }
 }
 
+/* `plugins: [DIR, ...]`, or the mapping `plugins: { dirs: [...], isolate:
+ * {...} }` (config_isolate.c). */
 static void parse_plugins(dsl_diags *d, const dsl_ynode *y, config *c)
 {
+    if (y->kind == DSL_Y_MAP) {
+        static const char *const plugins_keys[] = { "dirs", "isolate", NULL };
+        const dsl_ynode *x;
+        dsl_check_keys(d, y, plugins_keys, "plugins");
+        if ((x = dsl_ymap_get(y, "isolate")))
+            config_isolate_parse(d, x, &c->isolate, &c->nisolate);
+        if (!(x = dsl_ymap_get(y, "dirs")))
+            return;
+        y = x;
+    }
     if (y->kind != DSL_Y_SEQ) {
         dsl_type_error(d, y, "plugins", "a list of directories");
         return;

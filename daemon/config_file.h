@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "daemon/config_isolate.h"
 #include "daemon/upstream/ratelimit.h"
 #include "dsl/diag.h"
 
@@ -53,6 +54,8 @@ typedef struct config {
     unsigned socket_mode;
     char *workflows;
     char **plugin_dirs;  /* NULL-terminated */
+    config_isolate *isolate; /* plugins.isolate: plugins run in helpers */
+    size_t nisolate;
     char *state;
     int workers;         /* 0 = online cores */
     int log_level;       /* LOOM_LOG_* of include/loom/plugin.h */

@@ -296,6 +296,8 @@ static int start(loomd *d, bool check)
     /* a directory that cannot be read is reported by the loader */
     for (size_t i = 0; d->cfg->plugin_dirs && d->cfg->plugin_dirs[i]; i++)
         (void)plugins_load_dir(d->plugins, d->cfg->plugin_dirs[i]);
+    if (loomd_isolate_start(d, check) < 0)
+        return -1;
     if (gen_registry(d) < 0)
         return -1;
     wfdir_options wo = { .create = d->config_path == NULL };
@@ -394,6 +396,7 @@ static void stop(loomd *d)
         jobs_fini(&d->jobs);
     stop_workers(d);
     gen_free_all(d);
+    loomd_isolate_stop(d); /* after the engines: their calls are gone */
     wfdir_free(d->wf);
     pool_free(d->pool);
     plugins_free(d->plugins);

@@ -42,6 +42,7 @@ typedef struct loomd {
     reactor_t *r;
     pool_t *pool;
     plugins_t *plugins;
+    struct iso *iso;           /* isolated plugins' helpers (loomd_isolate.c), or NULL */
     lgen *gens;                /* current first */
     store_t *store;
     struct faults_env *test_faults; /* LOOM_TEST_STORE_FAULTS (tests only), else NULL */
@@ -74,5 +75,12 @@ void gen_free_all(loomd *d);
 json_t *gen_provider_stats(loomd *d);
 /* The compiler's registry from the current config and plugins. */
 int gen_registry(loomd *d);
+
+/* loomd_isolate.c: starts the helpers of the plugins the config isolates
+ * (with CHECK, only checks that each is loaded from a shared object).
+ * 0, or -1 with every problem logged. */
+int loomd_isolate_start(loomd *d, bool check);
+/* Kills and reaps every helper; after the engines are freed. */
+void loomd_isolate_stop(loomd *d);
 
 #endif

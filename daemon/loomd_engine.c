@@ -42,6 +42,7 @@ int gen_start(loomd *d, const config *cfg)
         return -1;
     }
     engine_set_workflow_lookup(g->eng, wfdir_engine_lookup, d->wf);
+    engine_set_isolate(g->eng, d->iso);
     g->next = d->gens;
     d->gens = g;
     return 0;

@@ -161,6 +161,7 @@ static const char *const class_names[DSL_ERR_CLASS_COUNT] = {
     [DSL_ERR_NO_ROUTE] = "no_route",
     [DSL_ERR_FAILED] = "failed",
     [DSL_ERR_CANCELLED] = "cancelled",
+    [DSL_ERR_PLUGIN_CRASHED] = "plugin_crashed",
 };
 
 const char *const *dsl_error_class_names(void)

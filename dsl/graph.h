@@ -66,6 +66,7 @@ typedef enum {
     DSL_ERR_NO_ROUTE,        /* a route with no matching case and no default */
     DSL_ERR_FAILED,          /* a `fail` node, or a child's failure in `fail` mode */
     DSL_ERR_CANCELLED,
+    DSL_ERR_PLUGIN_CRASHED,  /* an isolated plugin's helper died in the call */
     DSL_ERR_CLASS_COUNT
 } dsl_error_class;
 

@@ -198,6 +198,12 @@ json_t *engine_provider_stats(engine_t *e);
 /* For `use` nodes. */
 void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud);
 
+/* Lambdas of the plugins ISO isolates (borrowed; NULL: none, the default)
+ * run in its helper processes instead of the worker pool
+ * (engine_isolate.c). Before the first job. */
+struct iso;
+void engine_set_isolate(engine_t *e, struct iso *iso);
+
 /* Starts a job running G (a reference is taken) over INPUT (borrowed; the job
  * keeps its own reference after defaults are applied). The job starts on a
  * later reactor pass, so DONE never runs from inside engine_submit. Input

@@ -127,7 +127,7 @@ struct act_leaf {
     size_t rheap;              /* 1 + its place in the job's replay heap; 0: not there */
 };
 
-enum { LEAF_NONE, LEAF_LAMBDA, LEAF_PROVIDER };
+enum { LEAF_NONE, LEAF_LAMBDA, LEAF_PROVIDER, LEAF_ISOLATED };
 
 /* What a kind does at each step of the lifecycle (above). Only start is
  * required. */
@@ -272,6 +272,7 @@ struct engine {
     engine_workflow_lookup_fn wf_lookup;
     void *wf_ud;
     engine_cache *cache;       /* owned: results of `cache: true` leaves */
+    struct iso *iso;           /* borrowed: isolated plugins, or NULL */
 };
 
 /* ---- errors (engine_error.c) */
@@ -367,6 +368,10 @@ void output_text_fix(char *s);
 
 void lambda_start(act_t *a);
 void provider_start(act_t *a);
+/* engine_isolate.c: when LAM's plugin is isolated, starts the call in a
+ * helper, stealing ARGS and KEY, and returns true; false touches nothing. */
+bool isolated_start(act_t *a, const plugins_lambda *lam, json_t *args, char *key);
+void isolated_cancel(act_t *a);
 /* Drop A's call in flight (A->k.leaf.call is then NULL). */
 void lambda_cancel(act_t *a);
 void provider_cancel(act_t *a);

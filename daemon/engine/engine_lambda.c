@@ -113,6 +113,8 @@ void lambda_start(act_t *a)
             return;
         }
     }
+    if (isolated_start(a, lam, args, key))
+        return;
     unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
     if ((lam->def->flags & inline_flags) == inline_flags) {
         hctx h;

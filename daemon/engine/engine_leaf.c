@@ -95,6 +95,8 @@ static void leaf_cancel(act_t *a)
         return;
     if (a->k.leaf.call_kind == LEAF_LAMBDA)
         lambda_cancel(a);
+    else if (a->k.leaf.call_kind == LEAF_ISOLATED)
+        isolated_cancel(a);
     else
         provider_cancel(a);
 }

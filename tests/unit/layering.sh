@@ -16,7 +16,8 @@ plugins: common/ loom/ plugins/
 daemon/core: common/ loom/
 daemon/plugins: common/ loom/ dsl/ daemon/core/
 daemon/upstream: common/ loom/ daemon/core/
-daemon/engine: common/ loom/ dsl/ daemon/core/ daemon/plugins/ daemon/upstream/
+daemon/isolate: common/ loom/ daemon/core/ daemon/plugins/
+daemon/engine: common/ loom/ dsl/ daemon/core/ daemon/plugins/ daemon/upstream/ daemon/isolate/
 daemon/store: common/ daemon/core/
 daemon/server: common/ loom/ daemon/core/
 daemon/wfdir: common/ dsl/ daemon/core/

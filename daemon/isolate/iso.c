@@ -1,0 +1,796 @@
+/* iso.c -- the daemon's side of isolated plugins: starting helpers, handing
+ * them calls one at a time, deadlines, and what happens when one dies.
+ *
+ * A helper goes DOWN -> STARTING (spawned, plugin loading) -> READY (serving)
+ * -> EXITING (killed or lost, waiting to be reaped) -> DOWN, and a restart
+ * timer takes it back to STARTING. Its death is seen through a pidfd on the
+ * reactor (the process has exited and can be reaped), so loomd's signal
+ * handling needs no SIGCHLD and no other child of loomd is ever reaped by
+ * mistake; without pidfds (kernels before 5.3) a 5 ms timer polls
+ * waitpid(pid, WNOHANG) for the helpers that are exiting, and only them.
+ *
+ * Restarts after a crash wait 100 ms, doubling to 10 s, reset once a helper
+ * has lived a healthy minute; a helper loomd killed itself (a timeout, a
+ * cancelled call) restarts at once. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/containers.h"
+#include "daemon/isolate/iso.h"
+#include "loom/plugin.h"
+
+extern char **environ;
+
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 10000
+#define HEALTHY_US (60 * REACTOR_SEC)
+#define REAP_POLL_US (5 * REACTOR_MSEC)
+#define HELPER_FD 3
+
+typedef struct iso_plugin iso_plugin;
+
+enum hstate { H_DOWN, H_STARTING, H_READY, H_EXITING };
+
+typedef struct helper {
+    iso_t *iso;
+    iso_plugin *pl;
+    int index;
+    enum hstate state;
+    pid_t pid;                 /* 0: no process */
+    int fd, pidfd;             /* -1: none */
+    iso_reader rd;
+    iso_writer wr;
+    iso_call_t *call;          /* in flight, or NULL */
+    reactor_timer_t *deadline; /* of the call in flight, or of the start */
+    reactor_timer_t *restart;  /* waiting out the backoff */
+    reactor_timer_t *reap_poll;
+    const char *killed_for;    /* why loomd killed it ("timeout"), NULL: it died */
+    uint64_t started_us;
+    uint64_t backoff_ms;
+    unsigned starts;
+    bool was_ready;            /* this process said ready */
+} helper;
+
+struct iso_plugin {
+    list_link link;
+    char *name, *path;
+    iso_limits lim;
+    helper *h;                 /* lim.processes of them */
+    list_link queue;           /* iso_call_t waiting for an idle helper */
+    bool start_failed;         /* the last start died before it was ready */
+    char why[256];             /* what the last failed start or crash said */
+};
+
+struct iso_call {
+    list_link link;            /* in the plugin's queue while waiting */
+    iso_t *iso;
+    iso_plugin *pl;
+    helper *h;                 /* while in flight */
+    uint64_t id;
+    char *fn;                  /* owned */
+    json_t *input, *args;      /* owned references */
+    reactor_timer_t *later;    /* an answer given on a later pass */
+    iso_status later_status;
+    iso_done_fn done;
+    void *ud;
+};
+
+struct iso {
+    reactor_t *r;
+    char *host;
+    iso_log_fn log;
+    void *log_ud;
+    list_link plugins;
+    uint64_t next_id;
+    iso_stats st;
+};
+
+static void spawn(helper *h);
+static void helper_kill(helper *h, const char *why);
+static void dispatch(iso_plugin *pl);
+
+#define LOG(iso, lvl, data, ...) ((iso)->log ? (iso)->log((iso)->log_ud, lvl, data, __VA_ARGS__) \
+                                             : json_decref(data))
+
+/* ---- calls */
+
+static void call_free(iso_call_t *c)
+{
+    if (c->later)
+        reactor_timer_cancel(c->iso->r, c->later);
+    free(c->fn);
+    json_decref(c->input);
+    json_decref(c->args);
+    free(c);
+}
+
+static void call_end(iso_call_t *c, iso_result *res)
+{
+    iso_done_fn done = c->done;
+    void *ud = c->ud;
+    call_free(c);
+    done(ud, res);
+}
+
+static void call_fail(iso_call_t *c, iso_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void call_fail(iso_call_t *c, iso_status st, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    iso_result res = { .status = st, .message = msg };
+    call_end(c, &res);
+}
+
+static void later_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    iso_call_t *c = ud;
+    c->later = NULL;
+    call_fail(c, c->later_status, "plugin '%s' cannot run: %s", c->pl->name, c->pl->why);
+}
+
+/* ---- helpers */
+
+static bool any_ready(const iso_plugin *pl)
+{
+    for (int i = 0; i < pl->lim.processes; i++)
+        if (pl->h[i].state == H_READY)
+            return true;
+    return false;
+}
+
+/* Calls queued for a plugin none of whose helpers can start fail now
+ * instead of waiting for a start that keeps failing. */
+static void fail_queue(iso_plugin *pl)
+{
+    while (!list_empty(&pl->queue)) {
+        iso_call_t *c = LIST_OWNER(pl->queue.next, iso_call_t, link);
+        list_del(&c->link);
+        call_fail(c, ISO_CRASHED, "plugin '%s' cannot run: %s", pl->name, pl->why);
+    }
+}
+
+static void describe_status(int status, char *buf, size_t len)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else if (WIFEXITED(status))
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+    else
+        snprintf(buf, len, "ended (status 0x%x)", (unsigned)status);
+}
+
+static void close_conn(helper *h)
+{
+    iso_t *iso = h->iso;
+    if (h->fd >= 0) {
+        reactor_del_fd(iso->r, h->fd);
+        close(h->fd);
+        h->fd = -1;
+    }
+    if (h->pidfd >= 0) {
+        reactor_del_fd(iso->r, h->pidfd);
+        close(h->pidfd);
+        h->pidfd = -1;
+    }
+    if (h->deadline) {
+        reactor_timer_cancel(iso->r, h->deadline);
+        h->deadline = NULL;
+    }
+    if (h->reap_poll) {
+        reactor_timer_cancel(iso->r, h->reap_poll);
+        h->reap_poll = NULL;
+    }
+    iso_reader_free(&h->rd);
+    iso_writer_free(&h->wr);
+}
+
+static void restart_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    helper *h = ud;
+    h->restart = NULL;
+    spawn(h);
+}
+
+static void handle_frame(helper *h, const char *data, size_t len);
+
+/* The process is gone (STATUS from waitpid): answers its call, then
+ * schedules the restart. */
+static void reaped(helper *h, int status)
+{
+    iso_t *iso = h->iso;
+    iso_plugin *pl = h->pl;
+    char how[128];
+    bool was_starting = !h->was_ready;
+    h->state = H_EXITING; /* calls the answers' callbacks start go elsewhere */
+    /* an answer written just before the end still counts */
+    if (h->fd >= 0) {
+        const char *data;
+        size_t len;
+        while (iso_reader_fill(&h->rd, h->fd) > 0)
+            ;
+        while (h->fd >= 0 && iso_reader_next(&h->rd, &data, &len) == 1)
+            handle_frame(h, data, len);
+    }
+    close_conn(h);
+    h->pid = 0;
+    h->state = H_DOWN;
+    describe_status(status, how, sizeof how);
+    uint64_t now = reactor_now_us(iso->r);
+    uint64_t delay_ms = 0;
+    if (!h->killed_for) {
+        iso->st.crashes++;
+        h->backoff_ms = now - h->started_us >= HEALTHY_US || !h->backoff_ms
+                            ? BACKOFF_FIRST_MS
+                            : (h->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : h->backoff_ms * 2);
+        delay_ms = h->backoff_ms;
+        if (was_starting && !pl->why[0])
+            snprintf(pl->why, sizeof pl->why, "its helper %s before it was ready", how);
+        else if (!was_starting)
+            snprintf(pl->why, sizeof pl->why, "its helper %s", how);
+    }
+    if (h->call) {
+        iso_call_t *c = h->call;
+        h->call = NULL;
+        call_fail(c, ISO_CRASHED, "plugin '%s' crashed in %s: its helper %s", pl->name, c->fn, how);
+    }
+    if (h->killed_for)
+        LOG(iso, LOOM_LOG_INFO,
+            json_pack("{s:s, s:i, s:s}", "plugin", pl->name, "helper", h->index, "reason", h->killed_for),
+            "plugin %s helper %d stopped (%s): restarting it", pl->name, h->index, h->killed_for);
+    else
+        LOG(iso, LOOM_LOG_ERROR,
+            json_pack("{s:s, s:i, s:s, s:I}", "plugin", pl->name, "helper", h->index, "status", how,
+                      "restart_ms", (json_int_t)delay_ms),
+            "plugin %s helper %d %s%s: restarting it in %llu ms", pl->name, h->index, how,
+            was_starting ? " before it was ready" : "", (unsigned long long)delay_ms);
+    h->killed_for = NULL;
+    if (was_starting) {
+        pl->start_failed = true;
+        if (!any_ready(pl))
+            fail_queue(pl);
+    }
+    if (!(h->restart = reactor_timer_add(iso->r, delay_ms * REACTOR_MSEC, restart_fired, h)))
+        LOG(iso, LOOM_LOG_ERROR, NULL, "plugin %s helper %d: out of memory: not restarted",
+            pl->name, h->index);
+    dispatch(pl);
+}
+
+static void try_reap(helper *h)
+{
+    int status;
+    pid_t p;
+    do
+        p = waitpid(h->pid, &status, WNOHANG);
+    while (p < 0 && errno == EINTR);
+    if (p == h->pid)
+        reaped(h, status);
+    else if (p < 0) /* not our child any more (reaped elsewhere): count it as killed */
+        reaped(h, SIGKILL);
+}
+
+static void reap_poll_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    helper *h = ud;
+    h->reap_poll = NULL;
+    try_reap(h);
+    if (h->pid && !h->reap_poll)
+        h->reap_poll = reactor_timer_add(r, REAP_POLL_US, reap_poll_fired, h);
+}
+
+static void on_pidfd(reactor_t *r, int fd, int events, void *ud)
+{
+    try_reap(ud);
+}
+
+/* The connection is lost or the helper misbehaved: make sure the process
+ * ends (it may only have closed its socket) and wait to reap it. */
+static void helper_kill(helper *h, const char *why)
+{
+    iso_t *iso = h->iso;
+    if (h->state == H_EXITING || !h->pid)
+        return;
+    if (why && !h->killed_for)
+        h->killed_for = why;
+    h->state = H_EXITING;
+    kill(h->pid, SIGKILL);
+    if (h->deadline) {
+        reactor_timer_cancel(iso->r, h->deadline);
+        h->deadline = NULL;
+    }
+    if (h->fd >= 0)
+        reactor_mod_fd(iso->r, h->fd, 0);
+    if (h->pidfd < 0 && !h->reap_poll)
+        h->reap_poll = reactor_timer_add(iso->r, 0, reap_poll_fired, h);
+}
+
+static void deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    helper *h = ud;
+    iso_t *iso = h->iso;
+    h->deadline = NULL;
+    if (h->state == H_STARTING) {
+        snprintf(h->pl->why, sizeof h->pl->why, "its helper was not ready within %llu ms",
+                 (unsigned long long)h->pl->lim.timeout_ms);
+        helper_kill(h, NULL); /* a failed start: backoff */
+        return;
+    }
+    iso_call_t *c = h->call;
+    if (!c)
+        return;
+    h->call = NULL;
+    iso->st.timeouts++;
+    helper_kill(h, "timeout");
+    LOG(iso, LOOM_LOG_WARN,
+        json_pack("{s:s, s:s, s:I}", "plugin", h->pl->name, "lambda", c->fn, "timeout_ms",
+                  (json_int_t)h->pl->lim.timeout_ms),
+        "plugin %s: %s ran past its timeout of %llu ms: killing its helper %d", h->pl->name,
+        c->fn, (unsigned long long)h->pl->lim.timeout_ms, h->index);
+    call_fail(c, ISO_TIMEOUT, "%s ran past the isolated plugin's timeout of %llu ms", c->fn,
+              (unsigned long long)h->pl->lim.timeout_ms);
+}
+
+static void on_ready(helper *h)
+{
+    if (h->state != H_STARTING)
+        return;
+    h->state = H_READY;
+    h->was_ready = true;
+    h->pl->start_failed = false;
+    h->pl->why[0] = '\0';
+    if (h->deadline) {
+        reactor_timer_cancel(h->iso->r, h->deadline);
+        h->deadline = NULL;
+    }
+    LOG(h->iso, LOOM_LOG_INFO,
+        json_pack("{s:s, s:i, s:i}", "plugin", h->pl->name, "helper", h->index, "pid", (int)h->pid),
+        "plugin %s helper %d ready (pid %d)", h->pl->name, h->index, (int)h->pid);
+    dispatch(h->pl);
+}
+
+static void on_answer(helper *h, json_t *msg)
+{
+    iso_call_t *c = h->call;
+    json_t *id = json_object_get(msg, "id");
+    if (h->state == H_EXITING && !c)
+        return; /* the answer of a call given up on */
+    if (!c || !json_is_integer(id) || (uint64_t)json_integer_value(id) != c->id) {
+        helper_kill(h, NULL);
+        snprintf(h->pl->why, sizeof h->pl->why, "its helper answered a call it was not given");
+        return;
+    }
+    h->call = NULL;
+    if (h->deadline) {
+        reactor_timer_cancel(h->iso->r, h->deadline);
+        h->deadline = NULL;
+    }
+    json_t *out = json_object_get(msg, "output");
+    iso_result res = { .status = ISO_OK };
+    if (out) {
+        res.output = json_incref(out);
+    } else {
+        json_t *err = json_object_get(msg, "error");
+        res.status = ISO_FAILED;
+        res.code = json_string_value(json_object_get(err, "code"));
+        res.message = json_string_value(json_object_get(err, "message"));
+        if (!res.code)
+            res.code = "lambda_failed";
+        if (!res.message)
+            res.message = "failed";
+    }
+    iso_plugin *pl = h->pl;
+    call_end(c, &res);
+    dispatch(pl); /* the callback may have queued or dispatched already */
+}
+
+static void handle_frame(helper *h, const char *data, size_t len)
+{
+    iso_t *iso = h->iso;
+    json_error_t je;
+    json_t *msg = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    json_t *v;
+    if (!json_is_object(msg)) {
+        snprintf(h->pl->why, sizeof h->pl->why, "its helper sent a malformed message");
+        helper_kill(h, NULL);
+    } else if (json_object_get(msg, "id")) {
+        on_answer(h, msg);
+    } else if ((v = json_object_get(msg, "log"))) {
+        json_int_t lvl = json_integer_value(v);
+        if (lvl < LOOM_LOG_WARN) /* a plugin's line is never an error of loomd's */
+            lvl = LOOM_LOG_WARN;
+        if (lvl > LOOM_LOG_DEBUG)
+            lvl = LOOM_LOG_DEBUG;
+        const char *text = json_string_value(json_object_get(msg, "message"));
+        LOG(iso, (int)lvl, json_pack("{s:s, s:i}", "plugin", h->pl->name, "helper", h->index),
+            "plugin %s: %s", h->pl->name, text ? text : "");
+    } else if (json_object_get(msg, "ready")) {
+        on_ready(h);
+    } else if ((v = json_object_get(msg, "fatal"))) {
+        snprintf(h->pl->why, sizeof h->pl->why, "%s", json_string_value(v) ?: "cannot load");
+        LOG(iso, LOOM_LOG_ERROR, json_pack("{s:s, s:s}", "plugin", h->pl->name, "path", h->pl->path),
+            "plugin %s helper %d cannot start: %s", h->pl->name, h->index, h->pl->why);
+    }
+    json_decref(msg);
+}
+
+static void on_fd(reactor_t *r, int fd, int events, void *ud)
+{
+    helper *h = ud;
+    if (events & REACTOR_WRITE) {
+        int rc = iso_writer_flush(&h->wr, h->fd);
+        if (rc == 0)
+            reactor_mod_fd(r, h->fd, REACTOR_READ);
+        else if (rc < 0) {
+            helper_kill(h, NULL);
+            return;
+        }
+    }
+    if (!(events & (REACTOR_READ | REACTOR_ERROR)))
+        return;
+    ssize_t n = iso_reader_fill(&h->rd, h->fd);
+    if (n == -EAGAIN)
+        return;
+    const char *data;
+    size_t len;
+    int rc;
+    while (h->fd >= 0 && h->state != H_EXITING && (rc = iso_reader_next(&h->rd, &data, &len)) == 1)
+        handle_frame(h, data, len);
+    if (n <= 0 || rc < 0) { /* EOF, an error, or a frame too large */
+        if (rc < 0)
+            snprintf(h->pl->why, sizeof h->pl->why, "its helper sent a frame too large");
+        helper_kill(h, NULL);
+    }
+}
+
+/* Sends C to idle helper H. */
+static void send_call(helper *h, iso_call_t *c)
+{
+    iso_t *iso = h->iso;
+    json_t *req = json_pack("{s:I, s:s, s:O, s:O}", "id", (json_int_t)c->id, "lambda", c->fn,
+                            "input", c->input, "args", c->args);
+    int rc = req ? iso_writer_add_json(&h->wr, req) : -ENOMEM;
+    json_decref(req);
+    if (rc < 0) {
+        call_fail(c, ISO_NOMEM, "cannot send %s to its helper: %s", c->fn, strerror(-rc));
+        return;
+    }
+    h->call = c;
+    c->h = h;
+    iso->st.calls++;
+    h->deadline = reactor_timer_add(iso->r, h->pl->lim.timeout_ms * REACTOR_MSEC, deadline_fired, h);
+    rc = iso_writer_flush(&h->wr, h->fd);
+    if (rc == 1)
+        reactor_mod_fd(iso->r, h->fd, REACTOR_READ | REACTOR_WRITE);
+    else if (rc < 0)
+        helper_kill(h, NULL); /* the call fails as a crash once it is reaped */
+}
+
+static void dispatch(iso_plugin *pl)
+{
+    for (int i = 0; i < pl->lim.processes && !list_empty(&pl->queue); i++) {
+        helper *h = &pl->h[i];
+        if (h->state != H_READY || h->call)
+            continue;
+        iso_call_t *c = LIST_OWNER(pl->queue.next, iso_call_t, link);
+        list_del(&c->link);
+        send_call(h, c);
+    }
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ISO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ISO_ASAN 1
+#endif
+#endif
+
+/* The helper's environment: loomd's, and under ASan (where the helper sets no
+ * RLIMIT_AS: the shadow memory needs terabytes of address space) ASan's own
+ * memory limit instead. A new array of borrowed strings but for *EXTRA. */
+static char **helper_env(const iso_plugin *pl, char **extra)
+{
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc(n + 2, sizeof *env);
+    if (!env)
+        return NULL;
+    size_t k = 0;
+    *extra = NULL;
+#ifdef ISO_ASAN
+    const char *old = getenv("ASAN_OPTIONS");
+    if (pl->lim.memory_bytes &&
+        asprintf(extra, "ASAN_OPTIONS=%s%shard_rss_limit_mb=%llu", old ? old : "", old ? ":" : "",
+                 (unsigned long long)(pl->lim.memory_bytes >> 20)) < 0)
+        *extra = NULL;
+#endif
+    for (size_t i = 0; i < n; i++)
+        if (!*extra || strncmp(environ[i], "ASAN_OPTIONS=", 13) != 0)
+            env[k++] = environ[i];
+    if (*extra)
+        env[k++] = *extra;
+    env[k] = NULL;
+    return env;
+}
+
+static int pidfd_open_(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Starts H's process. Failing to, H waits out a backoff as after a crash. */
+static void spawn(helper *h)
+{
+    iso_t *iso = h->iso;
+    iso_plugin *pl = h->pl;
+    int sv[2] = { -1, -1 }, err = 0;
+    char fdarg[16], mem[32], cpu[32], *extra = NULL, **env = NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    bool fa_ok = false, at_ok = false;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        err = errno;
+        goto fail;
+    }
+    if (sv[1] == HELPER_FD) { /* dup2 onto itself would keep FD_CLOEXEC */
+        int moved = fcntl(sv[1], F_DUPFD_CLOEXEC, HELPER_FD + 1);
+        if (moved < 0) {
+            err = errno;
+            goto fail;
+        }
+        close(sv[1]);
+        sv[1] = moved;
+    }
+    snprintf(fdarg, sizeof fdarg, "%d", HELPER_FD);
+    snprintf(mem, sizeof mem, "%llu", (unsigned long long)pl->lim.memory_bytes);
+    snprintf(cpu, sizeof cpu, "%llu", (unsigned long long)pl->lim.cpu_seconds);
+    char *argv[] = { ISO_HOST_PROGRAM, "--fd", fdarg, "--plugin", pl->name, "--path", pl->path,
+                     "--memory", mem, "--cpu", cpu, NULL };
+    if ((err = posix_spawn_file_actions_init(&fa)))
+        goto fail;
+    fa_ok = true;
+    if ((err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) ||
+        (err = posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0)) ||
+        (err = posix_spawn_file_actions_adddup2(&fa, sv[1], HELPER_FD)))
+        goto fail;
+    if ((err = posix_spawnattr_init(&at)))
+        goto fail;
+    at_ok = true;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    /* loomd blocks the signals its signalfd reads and ignores SIGPIPE; the
+     * helper starts clean, in its own process group so a terminal's ^C
+     * reaches loomd alone and loomd decides what happens to helpers */
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setpgroup(&at, 0);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                      POSIX_SPAWN_SETPGROUP);
+    if (!(env = helper_env(pl, &extra))) {
+        err = ENOMEM;
+        goto fail;
+    }
+    pid_t pid;
+    if ((err = posix_spawn(&pid, iso->host, &fa, &at, argv, env)))
+        goto fail;
+    close(sv[1]);
+    sv[1] = -1;
+    h->pid = pid;
+    h->fd = sv[0];
+    h->state = H_STARTING;
+    h->was_ready = false;
+    h->started_us = reactor_now_us(iso->r);
+    if (h->starts++ > 0)
+        iso->st.restarts++;
+    fcntl(h->fd, F_SETFL, fcntl(h->fd, F_GETFL) | O_NONBLOCK);
+    h->pidfd = pidfd_open_(pid);
+    if (reactor_add_fd(iso->r, h->fd, REACTOR_READ, on_fd, h) < 0 ||
+        (h->pidfd >= 0 && reactor_add_fd(iso->r, h->pidfd, REACTOR_READ, on_pidfd, h) < 0)) {
+        if (h->pidfd >= 0) {
+            close(h->pidfd);
+            h->pidfd = -1;
+        }
+        helper_kill(h, NULL);
+    } else {
+        h->deadline = reactor_timer_add(iso->r, pl->lim.timeout_ms * REACTOR_MSEC, deadline_fired, h);
+    }
+    goto out;
+fail:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    snprintf(pl->why, sizeof pl->why, "cannot start %s: %s", iso->host, strerror(err));
+    LOG(iso, LOOM_LOG_ERROR, json_pack("{s:s, s:i}", "plugin", pl->name, "helper", h->index),
+        "plugin %s helper %d: %s", pl->name, h->index, pl->why);
+    pl->start_failed = true;
+    if (!any_ready(pl))
+        fail_queue(pl);
+    h->backoff_ms = h->backoff_ms ? (h->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                                        : h->backoff_ms * 2)
+                                  : BACKOFF_FIRST_MS;
+    h->restart = reactor_timer_add(iso->r, h->backoff_ms * REACTOR_MSEC, restart_fired, h);
+out:
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (at_ok)
+        posix_spawnattr_destroy(&at);
+    free(env);
+    free(extra);
+}
+
+/* ---- the module */
+
+iso_t *iso_new(reactor_t *r, const char *host, iso_log_fn log, void *ud)
+{
+    iso_t *iso = calloc(1, sizeof *iso);
+    if (!iso)
+        return NULL;
+    if (!(iso->host = strdup(host))) {
+        free(iso);
+        errno = ENOMEM;
+        return NULL;
+    }
+    iso->r = r;
+    iso->log = log;
+    iso->log_ud = ud;
+    iso->next_id = 1;
+    list_init(&iso->plugins);
+    return iso;
+}
+
+static iso_plugin *find(const iso_t *iso, const char *name)
+{
+    for (list_link *l = iso->plugins.next; l != &iso->plugins; l = l->next) {
+        iso_plugin *pl = LIST_OWNER(l, iso_plugin, link);
+        if (strcmp(pl->name, name) == 0)
+            return pl;
+    }
+    return NULL;
+}
+
+int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_limits *limits)
+{
+    if (find(iso, name))
+        return -EEXIST;
+    if (limits->processes < 1 || limits->processes > 64 || limits->timeout_ms == 0)
+        return -EINVAL;
+    iso_plugin *pl = calloc(1, sizeof *pl);
+    if (!pl)
+        return -ENOMEM;
+    pl->name = strdup(name);
+    pl->path = strdup(path);
+    pl->h = calloc((size_t)limits->processes, sizeof *pl->h);
+    if (!pl->name || !pl->path || !pl->h) {
+        free(pl->name);
+        free(pl->path);
+        free(pl->h);
+        free(pl);
+        return -ENOMEM;
+    }
+    pl->lim = *limits;
+    list_init(&pl->queue);
+    list_add_tail(&iso->plugins, &pl->link);
+    for (int i = 0; i < limits->processes; i++) {
+        helper *h = &pl->h[i];
+        h->iso = iso;
+        h->pl = pl;
+        h->index = i;
+        h->fd = h->pidfd = -1;
+        spawn(h);
+    }
+    return 0;
+}
+
+bool iso_isolated(const iso_t *iso, const char *name)
+{
+    return iso && find(iso, name) != NULL;
+}
+
+iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *input, json_t *args,
+                     iso_done_fn done, void *ud)
+{
+    iso_plugin *pl = find(iso, plugin);
+    iso_call_t *c = calloc(1, sizeof *c);
+    if (!pl || !c || !(c->fn = strdup(fn))) {
+        free(c);
+        return NULL;
+    }
+    c->iso = iso;
+    c->pl = pl;
+    c->id = iso->next_id++;
+    c->input = json_incref(input);
+    c->args = json_incref(args);
+    c->done = done;
+    c->ud = ud;
+    list_init(&c->link);
+    if (pl->start_failed && !any_ready(pl)) {
+        c->later_status = ISO_CRASHED;
+        if (!(c->later = reactor_timer_add(iso->r, 0, later_fired, c))) {
+            call_free(c);
+            return NULL;
+        }
+        return c;
+    }
+    list_add_tail(&pl->queue, &c->link);
+    dispatch(pl);
+    return c;
+}
+
+void iso_cancel(iso_t *iso, iso_call_t *c)
+{
+    if (c->h) {
+        helper *h = c->h;
+        h->call = NULL;
+        helper_kill(h, "cancelled call");
+    } else {
+        list_del(&c->link);
+    }
+    call_free(c);
+}
+
+void iso_get_stats(const iso_t *iso, iso_stats *out)
+{
+    *out = iso->st;
+    out->helpers_ready = 0;
+    for (list_link *l = iso->plugins.next; l != &iso->plugins; l = l->next) {
+        iso_plugin *pl = LIST_OWNER(l, iso_plugin, link);
+        for (int i = 0; i < pl->lim.processes; i++)
+            out->helpers_ready += pl->h[i].state == H_READY;
+    }
+}
+
+void iso_free(iso_t *iso)
+{
+    if (!iso)
+        return;
+    while (!list_empty(&iso->plugins)) {
+        iso_plugin *pl = LIST_OWNER(iso->plugins.next, iso_plugin, link);
+        list_del(&pl->link);
+        for (int i = 0; i < pl->lim.processes; i++) {
+            helper *h = &pl->h[i];
+            if (h->pid) {
+                kill(h->pid, SIGKILL);
+                while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)
+                    ;
+            }
+            close_conn(h);
+            if (h->restart)
+                reactor_timer_cancel(iso->r, h->restart);
+            if (h->call)
+                call_free(h->call);
+        }
+        while (!list_empty(&pl->queue)) {
+            iso_call_t *c = LIST_OWNER(pl->queue.next, iso_call_t, link);
+            list_del(&c->link);
+            call_free(c);
+        }
+        free(pl->h);
+        free(pl->name);
+        free(pl->path);
+        free(pl);
+    }
+    free(iso->host);
+    free(iso);
+}

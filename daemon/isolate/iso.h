@@ -1,0 +1,163 @@
+/* iso.h -- isolated plugins: lambdas run in helper processes
+ * (loom-plugin-host), one or more per plugin, watched from the reactor.
+ *
+ * Owns: the helper processes (their pids, sockets and pidfds), the calls
+ * queued for them and in flight, their timers, and the frame buffers of the
+ * protocol between loomd and a helper.
+ * May call: daemon/core (the reactor), common/, the plugin ABI's types and
+ * libc; the helper's main (iso_host.c) also uses daemon/plugins to load the
+ * plugin the same way loomd does.
+ * Must never call: the engine, jobs, the store, the server or loomd: the
+ * engine hands calls down here and gets an iso_result back.
+ *
+ * The protocol: one SOCK_STREAM socketpair per helper, carrying frames of a
+ * 4-byte little-endian length followed by that many bytes of JSON (at most
+ * ISO_FRAME_MAX). A stream, not SOCK_SEQPACKET: a lambda's input or output
+ * may be tens of MiB, far past what one packet carries, and a stream with a
+ * length prefix handles every size with one code path, lets a reader take
+ * several small frames in one read(2), and lets a non-blocking writer stop
+ * and resume anywhere in a frame. Messages (docs/plugins.md):
+ *   loomd -> helper  {"id": N, "lambda": "plugin.name", "input": V, "args": {..}}
+ *   helper -> loomd  {"ready": {"plugin": NAME, "lambdas": N}} once, after init
+ *                    {"fatal": TEXT} then exit, when the plugin cannot load
+ *                    {"id": N, "output": V}
+ *                    {"id": N, "error": {"code": CODE, "message": TEXT}}
+ *                    {"log": LEVEL, "message": TEXT}
+ * A helper runs one call at a time and loomd sends it the next only after the
+ * answer, so a crash costs exactly the call it was running.
+ *
+ * Everything here runs on the reactor thread. */
+#ifndef LOOM_DAEMON_ISO_H
+#define LOOM_DAEMON_ISO_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon/core/reactor.h"
+
+/* ---- framing (iso_frame.c), shared by both ends */
+
+/* The largest frame either end accepts: a 32 MiB output plus its escaping. */
+#define ISO_FRAME_MAX ((size_t)96 << 20)
+#define ISO_FRAME_HEADER 4
+
+/* Bytes read from a socket, cut into frames. Zeroed is ready. */
+typedef struct iso_reader {
+    char *buf;        /* owned */
+    size_t off, len, cap; /* unread bytes are buf[off, len) */
+} iso_reader;
+
+/* Frames waiting to be written. Zeroed is ready. */
+typedef struct iso_writer {
+    char *buf;        /* owned */
+    size_t off, len, cap; /* unwritten bytes are buf[off, len) */
+} iso_writer;
+
+void iso_reader_free(iso_reader *r);
+/* Reads what FD has into R (one read(2) of at least 64 KiB of room).
+ * Returns the bytes read, 0 at EOF, or a negative errno (-EAGAIN). */
+ssize_t iso_reader_fill(iso_reader *r, int fd);
+/* Appends LEN bytes of DATA as if read (for tests). 0 or -ENOMEM. */
+int iso_reader_feed(iso_reader *r, const void *data, size_t len);
+/* The next whole frame: 1 with *DATA (borrowed, valid until the next call on
+ * R) and *LEN, 0 when none is complete yet, -EMSGSIZE when the header
+ * announces more than ISO_FRAME_MAX (the stream is then unusable). */
+int iso_reader_next(iso_reader *r, const char **data, size_t *len);
+
+void iso_writer_free(iso_writer *w);
+/* Queues DATA (LEN bytes, copied) as one frame. 0, -EMSGSIZE or -ENOMEM. */
+int iso_writer_add(iso_writer *w, const void *data, size_t len);
+/* Queues V (borrowed) as one frame of compact JSON. 0, -EINVAL (V cannot
+ * be encoded: a NaN), -EMSGSIZE or -ENOMEM. */
+int iso_writer_add_json(iso_writer *w, const json_t *v);
+/* Writes what is queued to FD. 0 when all of it went, 1 when FD would block
+ * with some left (non-blocking FD), or a negative errno. */
+int iso_writer_flush(iso_writer *w, int fd);
+/* Bytes queued and not yet written. */
+static inline size_t iso_writer_pending(const iso_writer *w) { return w->len - w->off; }
+
+/* ---- the daemon's side (iso.c) */
+
+typedef struct iso iso_t;
+typedef struct iso_call iso_call_t;
+
+/* How one plugin's helpers run (docs/operations.md: plugins.isolate). */
+typedef struct iso_limits {
+    int processes;          /* helpers of the plugin (1..64) */
+    uint64_t memory_bytes;  /* RLIMIT_AS of each helper; 0: none */
+    uint64_t cpu_seconds;   /* RLIMIT_CPU of each call; 0: none */
+    uint64_t timeout_ms;    /* a call running longer is answered timeout */
+} iso_limits;
+
+/* How a call ended. */
+typedef enum iso_status {
+    ISO_OK = 0,
+    ISO_FAILED,             /* the plugin reported an error (code and message) */
+    ISO_CRASHED,            /* the helper died or cannot start: plugin_crashed */
+    ISO_TIMEOUT,            /* past the plugin's timeout: the helper was killed */
+    ISO_NOMEM               /* the call could not be encoded or queued */
+} iso_status;
+
+typedef struct iso_result {
+    iso_status status;
+    json_t *output;          /* ISO_OK: a new reference the callee steals */
+    const char *code;        /* ISO_FAILED: the plugin's code ("lambda_failed", ...) */
+    const char *message;     /* why, for the error message (borrowed) */
+} iso_result;
+
+/* The end of a call, on the reactor thread, exactly once unless the call
+ * was cancelled first. RES and its strings are borrowed for the call. */
+typedef void (*iso_done_fn)(void *ud, iso_result *res);
+
+/* Where the module logs: helper starts, crashes, restarts, and the lines a
+ * plugin logs in its helper. DATA (a new reference, may be NULL) is stolen. */
+typedef void (*iso_log_fn)(void *ud, int level, json_t *data, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* A new set of isolated plugins over R (borrowed; must outlive it) running
+ * HOST (the loom-plugin-host program, copied). NULL with errno set. */
+iso_t *iso_new(reactor_t *r, const char *host, iso_log_fn log, void *ud);
+
+/* Kills every helper (SIGKILL, then reaps it) and frees everything. Calls
+ * still queued or in flight are dropped without their done callback, so the
+ * engines must be gone first. NULL is a no-op. */
+void iso_free(iso_t *iso);
+
+/* Isolates plugin NAME, loaded from the shared object PATH, with LIMITS; its
+ * helpers start now. NAME and PATH are copied. 0, or a negative errno
+ * (-EEXIST when NAME is isolated already, -EINVAL for bad limits). */
+int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_limits *limits);
+
+/* Whether calls of plugin NAME go to helpers. */
+bool iso_isolated(const iso_t *iso, const char *name);
+
+/* Starts a call of lambda FN ("plugin.name") of PLUGIN with INPUT and ARGS
+ * (borrowed; encoded at once). DONE(UD, result) ends it later, never from
+ * inside this call. Returns the call's handle (owned by the module, valid
+ * until DONE starts or iso_cancel), or NULL when out of memory. */
+iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *input, json_t *args,
+                     iso_done_fn done, void *ud);
+
+/* Gives up on CALL: its DONE never runs. A call queued is dropped; a call
+ * running in a helper cannot be taken back, so that helper is killed and
+ * started again. */
+void iso_cancel(iso_t *iso, iso_call_t *call);
+
+/* Counts for `stats` and the bench. */
+typedef struct iso_stats {
+    uint64_t calls, crashes, timeouts, restarts;
+    size_t helpers_ready;
+} iso_stats;
+void iso_get_stats(const iso_t *iso, iso_stats *out);
+
+/* ---- the helper's environment */
+
+/* The helper's command line (what iso.c passes and iso_host.c reads):
+ *   loom-plugin-host --fd N --plugin NAME --path FILE
+ *                    [--memory BYTES] [--cpu SECONDS] */
+#define ISO_HOST_PROGRAM "loom-plugin-host"
+
+#endif

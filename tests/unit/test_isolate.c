@@ -1,0 +1,195 @@
+/* test_isolate.c -- a real loomd running the hostile test plugin isolated
+ * (plugins.isolate): a lambda that segfaults, one that calls exit(), one
+ * that allocates without bound, one that loops forever and one that writes
+ * to stdout each end as a typed error (or, for the last, a normal answer),
+ * while jobs of other plugins keep being served; after each, the helper is
+ * back and the next call works; a retry policy naming plugin_crashed retries
+ * a crash; the daemon never dies.
+ *
+ * Every wait has a deadline: a reply's, or the log's. */
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/unit/loomd_harness.h"
+
+static lh_daemon D;
+
+static void teardown(void)
+{
+    lh_teardown(&D);
+}
+
+/* DIR/plugins holding hostile.so, isolated with a 2 s timeout and 64 MiB. */
+static void setup_hostile(const char *extra_workflow_name, const char *extra_workflow)
+{
+    lh_setup(&D, NULL, NULL);
+    const char *bd = getenv("LOOM_BUILDDIR");
+    char dir[400], link[600], target[PATH_MAX], repl[1024];
+    snprintf(dir, sizeof dir, "%s/plugins", D.dir);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    snprintf(link, sizeof link, "%s/hostile.so", dir);
+    snprintf(target, sizeof target, "%s/tests/plugins/.libs/hostile.so", bd ? bd : ".");
+    char *abs = realpath(target, NULL);
+    cr_assert(abs, "no %s", target);
+    cr_assert_eq(symlink(abs, link), 0);
+    free(abs);
+    snprintf(repl, sizeof repl,
+             "shutdown_grace: 5s\n"
+             "plugins:\n"
+             "  dirs: [%s]\n"
+             "  isolate:\n"
+             "    hostile: { processes: 1, memory: 64MiB, cpu_seconds: 20, timeout: 2s }\n",
+             dir);
+    lh_config_replace(&D, "shutdown_grace: 5s\n", repl);
+    const char *fns[] = { "segv", "spin", "hog", "chatty", "bye", "ok", NULL };
+    for (int i = 0; fns[i]; i++) {
+        char name[32], text[256];
+        snprintf(name, sizeof name, "h_%s", fns[i]);
+        snprintf(text, sizeof text, "loom: 1\nname: %s\ndo: { lambda: hostile.%s }\n", name, fns[i]);
+        lh_workflow(&D, name, text);
+    }
+    lh_workflow(&D, "plain", "loom: 1\nname: plain\ndo: { lambda: std.length }\n");
+    if (extra_workflow)
+        lh_workflow(&D, extra_workflow_name, extra_workflow);
+}
+
+static void submit_line(char *req, size_t len, const char *wf)
+{
+    snprintf(req, len, "{\"op\":\"submit\",\"workflow\":\"%s\",\"input\":\"abc\",\"wait\":true}", wf);
+}
+
+/* The result object of a waited-for job (a new reference). */
+static json_t *run(const char *wf, int timeout_ms)
+{
+    char req[256];
+    submit_line(req, sizeof req, wf);
+    json_t *r = lh_call(&D, req, timeout_ms);
+    cr_assert(r, "no answer for %s within %d ms", wf, timeout_ms);
+    json_t *res = json_incref(json_object_get(r, "result"));
+    cr_assert(res, "%s", json_dumps(r, 0));
+    json_decref(r);
+    return res;
+}
+
+static const char *state_of(json_t *res)
+{
+    return json_string_value(json_object_get(res, "state"));
+}
+
+static const char *code_of(json_t *res)
+{
+    return json_string_value(json_object_get(json_object_get(res, "error"), "code"));
+}
+
+static const char *message_of(json_t *res)
+{
+    const char *m = json_string_value(json_object_get(json_object_get(res, "error"), "message"));
+    return m ? m : "";
+}
+
+/* The pid of the helper that ran hostile.ok. */
+static int ok_pid(void)
+{
+    json_t *res = run("h_ok", 20000);
+    cr_assert_str_eq(state_of(res), "succeeded", "%s", json_dumps(res, 0));
+    json_t *out = json_object_get(res, "output");
+    cr_assert_str_eq(json_string_value(json_object_get(out, "input")), "abc");
+    int pid = (int)json_integer_value(json_object_get(out, "pid"));
+    cr_assert(pid > 0);
+    json_decref(res);
+    return pid;
+}
+
+Test(isolate, each_hostile_lambda_is_a_typed_error_and_the_daemon_serves_others,
+     .fini = teardown)
+{
+    setup_hostile(NULL, NULL);
+    lh_start(&D);
+    lh_wait_log(&D, "plugin hostile helper 0 ready", NULL, 1, 10000);
+    int pid = ok_pid();
+    static const struct {
+        const char *wf, *code, *says;
+    } cases[] = {
+        { "h_segv", "plugin_crashed", "signal 11" },
+        { "h_bye", "plugin_crashed", "exited with status 3" },
+        { "h_hog", "plugin_crashed", "hostile.hog" },
+        { "h_spin", "timeout", "timeout of 2000 ms" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* the hostile job on one connection... */
+        int c = lh_connect(&D);
+        cr_assert(c >= 0);
+        char req[256];
+        submit_line(req, sizeof req, cases[i].wf);
+        lh_send(c, req);
+        /* ...while a job of another plugin is served */
+        json_t *plain = run("plain", 10000);
+        cr_assert_str_eq(state_of(plain), "succeeded", "%s", json_dumps(plain, 0));
+        cr_assert_eq(json_integer_value(json_object_get(plain, "output")), 3);
+        json_decref(plain);
+        json_t *r = lh_recv(c, 30000);
+        cr_assert(r, "no answer for %s", cases[i].wf);
+        json_t *res = json_object_get(r, "result");
+        cr_assert_str_eq(state_of(res), "failed", "%s", json_dumps(r, 0));
+        cr_assert_str_eq(code_of(res), cases[i].code, "%s", json_dumps(r, 0));
+        cr_assert(strstr(message_of(res), cases[i].says), "%s: %s", cases[i].wf, message_of(res));
+        json_decref(r);
+        close(c);
+        /* a new helper serves the next call */
+        int again = ok_pid();
+        cr_assert_neq(again, pid, "%s: the helper was not restarted", cases[i].wf);
+        pid = again;
+    }
+    /* stdout goes nowhere near the protocol: a normal answer, same helper */
+    json_t *res = run("h_chatty", 10000);
+    cr_assert_str_eq(state_of(res), "succeeded", "%s", json_dumps(res, 0));
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(res, "output"), "said")),
+                     "hello");
+    json_decref(res);
+    cr_assert_eq(ok_pid(), pid, "chatty must not cost the helper");
+    /* segv and hog (its malloc fails at the address-space limit and it
+     * writes through the NULL it was given) */
+    cr_assert_eq(lh_log_count(&D, "plugin hostile helper 0 killed by signal 11", "restarting"), 2);
+    cr_assert_eq(lh_log_count(&D, "plugin hostile helper 0 exited with status 3", "restarting"), 1);
+    cr_assert_eq(lh_log_count(&D, "ran past its timeout", "hostile.spin"), 1);
+    cr_assert_eq(kill(D.pid, 0), 0, "loomd died");
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+}
+
+Test(isolate, a_retry_policy_naming_plugin_crashed_retries_a_crash, .fini = teardown)
+{
+    setup_hostile("retried", "loom: 1\nname: retried\n"
+                             "do: { lambda: hostile.segv, retry: { max_attempts: 2, "
+                             "initial_delay: 10ms, on: [plugin_crashed] } }\n");
+    lh_start(&D);
+    json_t *res = run("retried", 30000);
+    cr_assert_str_eq(state_of(res), "failed", "%s", json_dumps(res, 0));
+    cr_assert_str_eq(code_of(res), "plugin_crashed");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(res, "error"), "attempts")), 2,
+                 "%s", json_dumps(res, 0));
+    json_decref(res);
+    /* and by default a crash is not retried */
+    res = run("h_segv", 30000);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(res, "error"), "attempts")), 1,
+                 "%s", json_dumps(res, 0));
+    json_decref(res);
+    lh_wait_log(&D, "plugin hostile helper 0 killed by signal 11", "restarting", 3, 10000);
+    cr_assert_gt(ok_pid(), 0);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+}
+
+Test(isolate, check_refuses_isolating_a_plugin_that_is_not_loaded, .fini = teardown)
+{
+    setup_hostile(NULL, NULL);
+    lh_config_replace(&D, "    hostile: {", "    nosuch: {");
+    char out[4096];
+    int rc = lh_check(&D, out, sizeof out);
+    cr_assert_neq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "plugins.isolate: no plugin of that name"), "%s", out);
+}
