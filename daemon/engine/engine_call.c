@@ -118,6 +118,7 @@ static void x_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap) { }
 static void x_retry_after(loom_ctx *ctx, uint64_t ms) { }
 static uint64_t x_deadline_ms(loom_ctx *ctx) { return 0; }
 static int x_cancelled(loom_ctx *ctx) { return 0; }
+static void x_call_vlog(loom_call *call, int level, const char *fmt, va_list ap) { }
 
 static void pcall_finish(pcall *pc, json_t *out, eerr *err);
 static void h_complete(loom_call *call, json_t *output, const loom_usage *usage);
@@ -125,19 +126,20 @@ static void h_fail(loom_call *call, loom_errcode code, const char *message);
 static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message);
 static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud);
 static void h_timer_cancel(loom_call *call, void *timer);
+static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap);
 
 static const loom_host_api ctx_api = {
     .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after,
     .complete = x_complete, .fail = x_fail, .timer_add = x_timer_add,
     .timer_cancel = x_timer_cancel, .fail_after = x_fail_after,
-    .deadline_ms = h_deadline_ms, .cancelled = h_cancelled,
+    .deadline_ms = h_deadline_ms, .cancelled = h_cancelled, .call_vlog = x_call_vlog,
 };
 
 static const loom_host_api call_api = {
     .verror = x_verror, .vlog = x_vlog, .retry_after = x_retry_after,
     .complete = h_complete, .fail = h_fail, .timer_add = h_timer_add,
     .timer_cancel = h_timer_cancel, .fail_after = h_fail_after,
-    .deadline_ms = x_deadline_ms, .cancelled = x_cancelled,
+    .deadline_ms = x_deadline_ms, .cancelled = x_cancelled, .call_vlog = h_call_vlog,
 };
 
 void hctx_init(hctx *h, const plugins_t *plugins, const loom_plugin *plugin)
@@ -313,6 +315,12 @@ static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
         return;
     }
     pcall_finish(pc, output, NULL); /* no output is invalid_output there */
+}
+
+static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap)
+{
+    pcall *pc = (pcall *)call;
+    plugins_vlog(pc->act->job->eng->plugins, pc->inst->prov->plugin->name, level, fmt, ap);
 }
 
 static void h_fail(loom_call *call, loom_errcode code, const char *message)

@@ -265,6 +265,10 @@ static int load_cancelled(loom_ctx *ctx)
     return 0;
 }
 
+static void load_call_vlog(loom_call *call, int level, const char *fmt, va_list ap)
+{
+}
+
 static const loom_host_api load_api = {
     .verror = load_verror,
     .vlog = load_vlog,
@@ -276,6 +280,7 @@ static const loom_host_api load_api = {
     .fail_after = load_fail_after,
     .deadline_ms = load_deadline_ms,
     .cancelled = load_cancelled,
+    .call_vlog = load_call_vlog,
 };
 
 /* ---- the registry ---- */

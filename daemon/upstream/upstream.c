@@ -73,12 +73,13 @@ static void *u_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud
 static void u_timer_cancel(loom_call *call, void *timer) { }
 static uint64_t u_deadline_ms(loom_ctx *ctx) { return 0; }
 static int u_cancelled(loom_ctx *ctx) { return 0; }
+static void u_call_vlog(loom_call *call, int level, const char *fmt, va_list ap) { }
 
 static const loom_host_api u_api = {
     .verror = u_verror, .vlog = u_vlog, .retry_after = u_retry_after,
     .complete = u_complete, .fail = u_fail, .timer_add = u_timer_add,
     .timer_cancel = u_timer_cancel, .fail_after = u_fail_after,
-    .deadline_ms = u_deadline_ms, .cancelled = u_cancelled,
+    .deadline_ms = u_deadline_ms, .cancelled = u_cancelled, .call_vlog = u_call_vlog,
 };
 
 static void uctx_init(uctx *c, const upstream_t *u)

@@ -32,8 +32,9 @@
  * one that takes over a millisecond. Providers' encode and decode are pure
  * functions (no I/O), so any thread may call them; an invoke provider runs
  * on the reactor thread. loom_log may be called from every context (init,
- * reload, calls, provider instances, worker threads): each line goes to
- * loomd's log at the level given, prefixed by the plugin's name.
+ * reload, calls, provider instances, worker threads; loom_call_log where
+ * an invoke provider holds a call but no ctx): each line goes to loomd's
+ * log at the level given, prefixed by the plugin's name.
  *
  * Lifecycle (the plugin's, then each provider instance's):
  *   init(ctx, config, &state)     once, at load, before any call: load
@@ -65,7 +66,9 @@
  *        deadline, and whether the host gave up on it); loom_log works from
  *        every context with its level.
  *   2.1  loom_lambda.doc and .example, loom_provider.doc (the longer text
- *        and an example for the generated reference); loom_plugin.reload.
+ *        and an example for the generated reference); loom_plugin.reload;
+ *        host API call_vlog (loom_call_log: an invoke provider logs from a
+ *        timer callback, where it has a call but no ctx).
  */
 #ifndef LOOM_PLUGIN_H
 #define LOOM_PLUGIN_H
@@ -152,6 +155,12 @@ typedef struct loom_host_api {
      * timeout): a long lambda on the pool polls it and returns early (its
      * result is dropped). Any thread. */
     int (*cancelled)(loom_ctx *ctx);
+
+    /* ---- 2.1 */
+    /* loom_log for an invoke provider's code that holds a call but no ctx
+     * (a timer callback, before it finishes the call): the line is the
+     * call's plugin's, at LEVEL. */
+    void (*call_vlog)(loom_call *call, int level, const char *fmt, va_list ap);
 } loom_host_api;
 
 struct loom_ctx {
@@ -184,6 +193,18 @@ static inline void loom_log(loom_ctx *ctx, int level, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     ctx->api->vlog(ctx, level, fmt, ap);
+    va_end(ap);
+}
+
+/* loom_log with a call instead of a ctx (2.1): an invoke provider's timer
+ * callback has only its loom_call. */
+static inline void loom_call_log(loom_call *call, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline void loom_call_log(loom_call *call, int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    call->api->call_vlog(call, level, fmt, ap);
     va_end(ap);
 }
 

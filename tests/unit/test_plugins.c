@@ -1107,3 +1107,42 @@ Test(engine_abi, openai_without_a_key_says_so_at_info)
     W.eng = NULL;
     http_client_free(http);
 }
+
+/* loom_call_log (2.1): an invoke provider's timer callback has a call and
+ * no ctx, and logs through the call. */
+static void timed_fire(void *ud)
+{
+    loom_call *call = ud;
+    loom_call_log(call, LOOM_LOG_WARN, "timer fired");
+    loom_complete(call, json_string("timed"), NULL);
+}
+
+static int timed_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom_call *call)
+{
+    if (!call->api->timer_add(call, 1, timed_fire, call)) {
+        loom_error(ctx, LOOM_E_NOMEM, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void timed_cancel(void *state, loom_call *call)
+{
+}
+
+Test(engine_abi, an_invoke_provider_logs_from_its_timer)
+{
+    static const loom_provider tp[] = { { .name = "timed", .invoke = timed_invoke,
+                                          .cancel = timed_cancel } };
+    static const loom_plugin timed = PLUGIN("timedp", NULL, 0, tp, 1);
+    char err[256];
+    cr_assert(eq(int, plugins_add(reg, &timed, NULL, NULL), 0));
+    cr_assert(eq(int, engine_add_provider(W.eng, "default", "timed", NULL, NULL, NULL, err,
+                                          sizeof err), 0), "%s", err);
+    run_result res;
+    run(HDR "do: { call: x }\n", &res);
+    cr_assert(eq(str, (char *)json_string_value(res.output), "timed"));
+    run_free(&res);
+    cr_assert(eq(int, level_of_line(&W.ll, "timedp: timer fired"), LOOM_LOG_WARN), "%s",
+              dump_levels(&W.ll));
+}
