@@ -500,7 +500,10 @@ static void dispatch(iso_plugin *pl)
 
 /* The helper's environment: loomd's, and under ASan (where the helper sets no
  * RLIMIT_AS: the shadow memory needs terabytes of address space) ASan's own
- * memory limit instead. A new array of borrowed strings but for *EXTRA. */
+ * memory limit instead, with crashes left to the kernel (a helper that
+ * segfaults dies of SIGSEGV, as without ASan, rather than exiting 1 after a
+ * report) and no leak check at a plugin's exit() (it would change the exit
+ * status). A new array of borrowed strings but for *EXTRA. */
 static char **helper_env(const iso_plugin *pl, char **extra)
 {
     size_t n = 0;
@@ -513,9 +516,12 @@ static char **helper_env(const iso_plugin *pl, char **extra)
     *extra = NULL;
 #ifdef ISO_ASAN
     const char *old = getenv("ASAN_OPTIONS");
-    if (pl->lim.memory_bytes &&
-        asprintf(extra, "ASAN_OPTIONS=%s%shard_rss_limit_mb=%llu", old ? old : "", old ? ":" : "",
-                 (unsigned long long)(pl->lim.memory_bytes >> 20)) < 0)
+    char rss[48] = "";
+    if (pl->lim.memory_bytes)
+        snprintf(rss, sizeof rss, ":hard_rss_limit_mb=%llu",
+                 (unsigned long long)(pl->lim.memory_bytes >> 20));
+    if (asprintf(extra, "ASAN_OPTIONS=%s%shandle_segv=0:detect_leaks=0%s", old ? old : "",
+                 old ? ":" : "", rss) < 0)
         *extra = NULL;
 #endif
     for (size_t i = 0; i < n; i++)

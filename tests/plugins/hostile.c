@@ -8,8 +8,16 @@
 
 #include "loom/plugin.h"
 
+/* Sanitizer builds instrument this file too: UBSan would report the faults
+ * below and exit 1 instead of letting them happen. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define HOSTILE_RAW __attribute__((no_sanitize_undefined))
+#else
+#define HOSTILE_RAW __attribute__((no_sanitize("undefined")))
+#endif
+
 /* A real fault, not raise(): what a buggy plugin does. */
-static json_t *segv(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+HOSTILE_RAW static json_t *segv(loom_ctx *ctx, void *state, json_t *input, json_t *args)
 {
     volatile int *volatile nowhere = NULL;
     *nowhere = 1;
@@ -29,7 +37,7 @@ static void *volatile hoard;
 
 /* Allocates and touches memory without bound and never checks for NULL,
  * like code that assumes malloc cannot fail. */
-static json_t *hog(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+HOSTILE_RAW static json_t *hog(loom_ctx *ctx, void *state, json_t *input, json_t *args)
 {
     for (;;) {
         size_t len = (size_t)64 << 20;
