@@ -107,10 +107,18 @@ static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud
     return NULL;
 }
 static void h_timer_cancel(loom_call *call, void *timer) { }
+static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message) { }
+static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap) { }
+/* ABI 2.0: a helper knows no deadline, and a call given up on ends with
+ * the helper's, so a lambda polling these here just runs to its end. */
+static uint64_t h_deadline_ms(loom_ctx *ctx) { return 0; }
+static int h_cancelled(loom_ctx *ctx) { return 0; }
 
 static const loom_host_api host_api = {
     .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after, .complete = h_complete,
     .fail = h_fail, .timer_add = h_timer_add, .timer_cancel = h_timer_cancel,
+    .fail_after = h_fail_after, .deadline_ms = h_deadline_ms, .cancelled = h_cancelled,
+    .call_vlog = h_call_vlog,
 };
 
 /* The loader's lines: errors are kept for the fatal message, the rest go to
