@@ -105,7 +105,8 @@ typedef struct store_options {
     store_faults_t *faults; /* tests only: the database's files go through a
                              * VFS that fails writes and syncs as this
                              * schedule says (borrowed; it must outlive the
-                             * store). NULL (always, in loomd): no faults. */
+                             * store). NULL: no faults; loomd sets it only under
+                             * LOOM_TEST_STORE_FAULTS (docs/operations.md). */
 } store_options_t;
 
 /* Opens the store in DIR, creating DIR (mode 0700, parent must exist) and
