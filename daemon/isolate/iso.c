@@ -1,5 +1,6 @@
-/* iso.c -- the daemon's side of isolated plugins: starting helpers, handing
- * them calls one at a time, deadlines, and what happens when one dies.
+/* iso.c -- the daemon's side of isolated plugins: handing helpers calls one
+ * at a time, their frames, deadlines, and what happens when one dies
+ * (iso_spawn.c starts, kills and reaps the processes).
  *
  * A helper goes DOWN -> STARTING (spawned, plugin loading) -> READY (serving)
  * -> EXITING (killed or lost, waiting to be reaped) -> DOWN, and a restart
@@ -13,94 +14,18 @@
  * has lived a healthy minute; a helper loomd killed itself (a timeout, a
  * cancelled call) restarts at once. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/containers.h"
-#include "daemon/isolate/iso.h"
+#include "daemon/isolate/iso_internal.h"
 #include "loom/plugin.h"
 
-extern char **environ;
-
-#define BACKOFF_FIRST_MS 100
-#define BACKOFF_MAX_MS 10000
-#define HEALTHY_US (60 * REACTOR_SEC)
-#define REAP_POLL_US (5 * REACTOR_MSEC)
-#define HELPER_FD 3
-
-typedef struct iso_plugin iso_plugin;
-
-enum hstate { H_DOWN, H_STARTING, H_READY, H_EXITING };
-
-typedef struct helper {
-    iso_t *iso;
-    iso_plugin *pl;
-    int index;
-    enum hstate state;
-    pid_t pid;                 /* 0: no process */
-    int fd, pidfd;             /* -1: none */
-    iso_reader rd;
-    iso_writer wr;
-    iso_call_t *call;          /* in flight, or NULL */
-    reactor_timer_t *deadline; /* of the call in flight, or of the start */
-    reactor_timer_t *restart;  /* waiting out the backoff */
-    reactor_timer_t *reap_poll;
-    const char *killed_for;    /* why loomd killed it ("timeout"), NULL: it died */
-    uint64_t started_us;
-    uint64_t backoff_ms;
-    unsigned starts;
-    bool was_ready;            /* this process said ready */
-} helper;
-
-struct iso_plugin {
-    list_link link;
-    char *name, *path;
-    iso_limits lim;
-    helper *h;                 /* lim.processes of them */
-    list_link queue;           /* iso_call_t waiting for an idle helper */
-    bool start_failed;         /* the last start died before it was ready */
-    char why[256];             /* what the last failed start or crash said */
-};
-
-struct iso_call {
-    list_link link;            /* in the plugin's queue while waiting */
-    iso_t *iso;
-    iso_plugin *pl;
-    helper *h;                 /* while in flight */
-    uint64_t id;
-    char *fn;                  /* owned */
-    json_t *input, *args;      /* owned references */
-    reactor_timer_t *later;    /* an answer given on a later pass */
-    iso_status later_status;
-    iso_done_fn done;
-    void *ud;
-};
-
-struct iso {
-    reactor_t *r;
-    char *host;
-    iso_log_fn log;
-    void *log_ud;
-    list_link plugins;
-    uint64_t next_id;
-    iso_stats st;
-};
-
-static void spawn(helper *h);
-static void helper_kill(helper *h, const char *why);
 static void dispatch(iso_plugin *pl);
-
-#define LOG(iso, lvl, data, ...) ((iso)->log ? (iso)->log((iso)->log_ud, lvl, data, __VA_ARGS__) \
-                                             : json_decref(data))
 
 /* ---- calls */
 
@@ -144,7 +69,7 @@ static void later_fired(reactor_t *r, reactor_timer_t *t, void *ud)
 
 /* ---- helpers */
 
-static bool any_ready(const iso_plugin *pl)
+bool iso_any_ready(const iso_plugin *pl)
 {
     for (int i = 0; i < pl->lim.processes; i++)
         if (pl->h[i].state == H_READY)
@@ -154,23 +79,13 @@ static bool any_ready(const iso_plugin *pl)
 
 /* Calls queued for a plugin none of whose helpers can start fail now
  * instead of waiting for a start that keeps failing. */
-static void fail_queue(iso_plugin *pl)
+void iso_fail_queue(iso_plugin *pl)
 {
     while (!list_empty(&pl->queue)) {
         iso_call_t *c = LIST_OWNER(pl->queue.next, iso_call_t, link);
         list_del(&c->link);
         call_fail(c, ISO_CRASHED, "plugin '%s' cannot run: %s", pl->name, pl->why);
     }
-}
-
-static void describe_status(int status, char *buf, size_t len)
-{
-    if (WIFSIGNALED(status))
-        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    else if (WIFEXITED(status))
-        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
-    else
-        snprintf(buf, len, "ended (status 0x%x)", (unsigned)status);
 }
 
 static void close_conn(helper *h)
@@ -198,18 +113,18 @@ static void close_conn(helper *h)
     iso_writer_free(&h->wr);
 }
 
-static void restart_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+void iso_restart_fired(reactor_t *r, reactor_timer_t *t, void *ud)
 {
     helper *h = ud;
     h->restart = NULL;
-    spawn(h);
+    iso_spawn(h);
 }
 
 static void handle_frame(helper *h, const char *data, size_t len);
 
 /* The process is gone (STATUS from waitpid): answers its call, then
  * schedules the restart. */
-static void reaped(helper *h, int status)
+void iso_reaped(helper *h, int status)
 {
     iso_t *iso = h->iso;
     iso_plugin *pl = h->pl;
@@ -228,7 +143,7 @@ static void reaped(helper *h, int status)
     close_conn(h);
     h->pid = 0;
     h->state = H_DOWN;
-    describe_status(status, how, sizeof how);
+    iso_describe_status(status, how, sizeof how);
     uint64_t now = reactor_now_us(iso->r);
     uint64_t delay_ms = 0;
     if (!h->killed_for) {
@@ -260,64 +175,16 @@ static void reaped(helper *h, int status)
     h->killed_for = NULL;
     if (was_starting) {
         pl->start_failed = true;
-        if (!any_ready(pl))
-            fail_queue(pl);
+        if (!iso_any_ready(pl))
+            iso_fail_queue(pl);
     }
-    if (!(h->restart = reactor_timer_add(iso->r, delay_ms * REACTOR_MSEC, restart_fired, h)))
+    if (!(h->restart = reactor_timer_add(iso->r, delay_ms * REACTOR_MSEC, iso_restart_fired, h)))
         LOG(iso, LOOM_LOG_ERROR, NULL, "plugin %s helper %d: out of memory: not restarted",
             pl->name, h->index);
     dispatch(pl);
 }
 
-static void try_reap(helper *h)
-{
-    int status;
-    pid_t p;
-    do
-        p = waitpid(h->pid, &status, WNOHANG);
-    while (p < 0 && errno == EINTR);
-    if (p == h->pid)
-        reaped(h, status);
-    else if (p < 0) /* not our child any more (reaped elsewhere): count it as killed */
-        reaped(h, SIGKILL);
-}
-
-static void reap_poll_fired(reactor_t *r, reactor_timer_t *t, void *ud)
-{
-    helper *h = ud;
-    h->reap_poll = NULL;
-    try_reap(h);
-    if (h->pid && !h->reap_poll)
-        h->reap_poll = reactor_timer_add(r, REAP_POLL_US, reap_poll_fired, h);
-}
-
-static void on_pidfd(reactor_t *r, int fd, int events, void *ud)
-{
-    try_reap(ud);
-}
-
-/* The connection is lost or the helper misbehaved: make sure the process
- * ends (it may only have closed its socket) and wait to reap it. */
-static void helper_kill(helper *h, const char *why)
-{
-    iso_t *iso = h->iso;
-    if (h->state == H_EXITING || !h->pid)
-        return;
-    if (why && !h->killed_for)
-        h->killed_for = why;
-    h->state = H_EXITING;
-    kill(h->pid, SIGKILL);
-    if (h->deadline) {
-        reactor_timer_cancel(iso->r, h->deadline);
-        h->deadline = NULL;
-    }
-    if (h->fd >= 0)
-        reactor_mod_fd(iso->r, h->fd, 0);
-    if (h->pidfd < 0 && !h->reap_poll)
-        h->reap_poll = reactor_timer_add(iso->r, 0, reap_poll_fired, h);
-}
-
-static void deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+void iso_deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
 {
     helper *h = ud;
     iso_t *iso = h->iso;
@@ -325,7 +192,7 @@ static void deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
     if (h->state == H_STARTING) {
         snprintf(h->pl->why, sizeof h->pl->why, "its helper was not ready within %llu ms",
                  (unsigned long long)h->pl->lim.timeout_ms);
-        helper_kill(h, NULL); /* a failed start: backoff */
+        iso_helper_kill(h, NULL); /* a failed start: backoff */
         return;
     }
     iso_call_t *c = h->call;
@@ -333,7 +200,7 @@ static void deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
         return;
     h->call = NULL;
     iso->st.timeouts++;
-    helper_kill(h, "timeout");
+    iso_helper_kill(h, "timeout");
     LOG(iso, LOOM_LOG_WARN,
         json_pack("{s:s, s:s, s:I}", "plugin", h->pl->name, "lambda", c->fn, "timeout_ms",
                   (json_int_t)h->pl->lim.timeout_ms),
@@ -368,7 +235,7 @@ static void on_answer(helper *h, json_t *msg)
     if (h->state == H_EXITING && !c)
         return; /* the answer of a call given up on */
     if (!c || !json_is_integer(id) || (uint64_t)json_integer_value(id) != c->id) {
-        helper_kill(h, NULL);
+        iso_helper_kill(h, NULL);
         snprintf(h->pl->why, sizeof h->pl->why, "its helper answered a call it was not given");
         return;
     }
@@ -404,7 +271,7 @@ static void handle_frame(helper *h, const char *data, size_t len)
     json_t *v;
     if (!json_is_object(msg)) {
         snprintf(h->pl->why, sizeof h->pl->why, "its helper sent a malformed message");
-        helper_kill(h, NULL);
+        iso_helper_kill(h, NULL);
     } else if (json_object_get(msg, "id")) {
         on_answer(h, msg);
     } else if ((v = json_object_get(msg, "log"))) {
@@ -426,7 +293,7 @@ static void handle_frame(helper *h, const char *data, size_t len)
     json_decref(msg);
 }
 
-static void on_fd(reactor_t *r, int fd, int events, void *ud)
+void iso_on_fd(reactor_t *r, int fd, int events, void *ud)
 {
     helper *h = ud;
     if (events & REACTOR_WRITE) {
@@ -434,7 +301,7 @@ static void on_fd(reactor_t *r, int fd, int events, void *ud)
         if (rc == 0)
             reactor_mod_fd(r, h->fd, REACTOR_READ);
         else if (rc < 0) {
-            helper_kill(h, NULL);
+            iso_helper_kill(h, NULL);
             return;
         }
     }
@@ -451,7 +318,7 @@ static void on_fd(reactor_t *r, int fd, int events, void *ud)
     if (n <= 0 || rc < 0) { /* EOF, an error, or a frame too large */
         if (rc < 0)
             snprintf(h->pl->why, sizeof h->pl->why, "its helper sent a frame too large");
-        helper_kill(h, NULL);
+        iso_helper_kill(h, NULL);
     }
 }
 
@@ -470,12 +337,12 @@ static void send_call(helper *h, iso_call_t *c)
     h->call = c;
     c->h = h;
     iso->st.calls++;
-    h->deadline = reactor_timer_add(iso->r, h->pl->lim.timeout_ms * REACTOR_MSEC, deadline_fired, h);
+    h->deadline = reactor_timer_add(iso->r, h->pl->lim.timeout_ms * REACTOR_MSEC, iso_deadline_fired, h);
     rc = iso_writer_flush(&h->wr, h->fd);
     if (rc == 1)
         reactor_mod_fd(iso->r, h->fd, REACTOR_READ | REACTOR_WRITE);
     else if (rc < 0)
-        helper_kill(h, NULL); /* the call fails as a crash once it is reaped */
+        iso_helper_kill(h, NULL); /* the call fails as a crash once it is reaped */
 }
 
 static void dispatch(iso_plugin *pl)
@@ -488,162 +355,6 @@ static void dispatch(iso_plugin *pl)
         list_del(&c->link);
         send_call(h, c);
     }
-}
-
-#if defined(__SANITIZE_ADDRESS__)
-#define ISO_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ISO_ASAN 1
-#endif
-#endif
-
-/* The helper's environment: loomd's, and under ASan (where the helper sets no
- * RLIMIT_AS: the shadow memory needs terabytes of address space) ASan's own
- * memory limit instead, with crashes left to the kernel (a helper that
- * segfaults dies of SIGSEGV, as without ASan, rather than exiting 1 after a
- * report) and no leak check at a plugin's exit() (it would change the exit
- * status). A new array of borrowed strings but for *EXTRA. */
-static char **helper_env(const iso_plugin *pl, char **extra)
-{
-    size_t n = 0;
-    while (environ[n])
-        n++;
-    char **env = calloc(n + 2, sizeof *env);
-    if (!env)
-        return NULL;
-    size_t k = 0;
-    *extra = NULL;
-#ifdef ISO_ASAN
-    const char *old = getenv("ASAN_OPTIONS");
-    char rss[48] = "";
-    if (pl->lim.memory_bytes)
-        snprintf(rss, sizeof rss, ":hard_rss_limit_mb=%llu",
-                 (unsigned long long)(pl->lim.memory_bytes >> 20));
-    if (asprintf(extra, "ASAN_OPTIONS=%s%shandle_segv=0:detect_leaks=0%s", old ? old : "",
-                 old ? ":" : "", rss) < 0)
-        *extra = NULL;
-#endif
-    for (size_t i = 0; i < n; i++)
-        if (!*extra || strncmp(environ[i], "ASAN_OPTIONS=", 13) != 0)
-            env[k++] = environ[i];
-    if (*extra)
-        env[k++] = *extra;
-    env[k] = NULL;
-    return env;
-}
-
-static int pidfd_open_(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    return (int)syscall(SYS_pidfd_open, pid, 0);
-#else
-    (void)pid;
-    errno = ENOSYS;
-    return -1;
-#endif
-}
-
-/* Starts H's process. Failing to, H waits out a backoff as after a crash. */
-static void spawn(helper *h)
-{
-    iso_t *iso = h->iso;
-    iso_plugin *pl = h->pl;
-    int sv[2] = { -1, -1 }, err = 0;
-    char fdarg[16], mem[32], cpu[32], *extra = NULL, **env = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    bool fa_ok = false, at_ok = false;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        err = errno;
-        goto fail;
-    }
-    if (sv[1] == HELPER_FD) { /* dup2 onto itself would keep FD_CLOEXEC */
-        int moved = fcntl(sv[1], F_DUPFD_CLOEXEC, HELPER_FD + 1);
-        if (moved < 0) {
-            err = errno;
-            goto fail;
-        }
-        close(sv[1]);
-        sv[1] = moved;
-    }
-    snprintf(fdarg, sizeof fdarg, "%d", HELPER_FD);
-    snprintf(mem, sizeof mem, "%llu", (unsigned long long)pl->lim.memory_bytes);
-    snprintf(cpu, sizeof cpu, "%llu", (unsigned long long)pl->lim.cpu_seconds);
-    char *argv[] = { ISO_HOST_PROGRAM, "--fd", fdarg, "--plugin", pl->name, "--path", pl->path,
-                     "--memory", mem, "--cpu", cpu, NULL };
-    if ((err = posix_spawn_file_actions_init(&fa)))
-        goto fail;
-    fa_ok = true;
-    if ((err = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)) ||
-        (err = posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0)) ||
-        (err = posix_spawn_file_actions_adddup2(&fa, sv[1], HELPER_FD)))
-        goto fail;
-    if ((err = posix_spawnattr_init(&at)))
-        goto fail;
-    at_ok = true;
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    /* loomd blocks the signals its signalfd reads and ignores SIGPIPE; the
-     * helper starts clean, in its own process group so a terminal's ^C
-     * reaches loomd alone and loomd decides what happens to helpers */
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    posix_spawnattr_setpgroup(&at, 0);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETPGROUP);
-    if (!(env = helper_env(pl, &extra))) {
-        err = ENOMEM;
-        goto fail;
-    }
-    pid_t pid;
-    if ((err = posix_spawn(&pid, iso->host, &fa, &at, argv, env)))
-        goto fail;
-    close(sv[1]);
-    sv[1] = -1;
-    h->pid = pid;
-    h->fd = sv[0];
-    h->state = H_STARTING;
-    h->was_ready = false;
-    h->started_us = reactor_now_us(iso->r);
-    if (h->starts++ > 0)
-        iso->st.restarts++;
-    fcntl(h->fd, F_SETFL, fcntl(h->fd, F_GETFL) | O_NONBLOCK);
-    h->pidfd = pidfd_open_(pid);
-    if (reactor_add_fd(iso->r, h->fd, REACTOR_READ, on_fd, h) < 0 ||
-        (h->pidfd >= 0 && reactor_add_fd(iso->r, h->pidfd, REACTOR_READ, on_pidfd, h) < 0)) {
-        if (h->pidfd >= 0) {
-            close(h->pidfd);
-            h->pidfd = -1;
-        }
-        helper_kill(h, NULL);
-    } else {
-        h->deadline = reactor_timer_add(iso->r, pl->lim.timeout_ms * REACTOR_MSEC, deadline_fired, h);
-    }
-    goto out;
-fail:
-    if (sv[0] >= 0)
-        close(sv[0]);
-    if (sv[1] >= 0)
-        close(sv[1]);
-    snprintf(pl->why, sizeof pl->why, "cannot start %s: %s", iso->host, strerror(err));
-    LOG(iso, LOOM_LOG_ERROR, json_pack("{s:s, s:i}", "plugin", pl->name, "helper", h->index),
-        "plugin %s helper %d: %s", pl->name, h->index, pl->why);
-    pl->start_failed = true;
-    if (!any_ready(pl))
-        fail_queue(pl);
-    h->backoff_ms = h->backoff_ms ? (h->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                                        : h->backoff_ms * 2)
-                                  : BACKOFF_FIRST_MS;
-    h->restart = reactor_timer_add(iso->r, h->backoff_ms * REACTOR_MSEC, restart_fired, h);
-out:
-    if (fa_ok)
-        posix_spawn_file_actions_destroy(&fa);
-    if (at_ok)
-        posix_spawnattr_destroy(&at);
-    free(env);
-    free(extra);
 }
 
 /* ---- the module */
@@ -704,7 +415,7 @@ int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_lim
         h->pl = pl;
         h->index = i;
         h->fd = h->pidfd = -1;
-        spawn(h);
+        iso_spawn(h);
     }
     return 0;
 }
@@ -731,7 +442,7 @@ iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *inp
     c->done = done;
     c->ud = ud;
     list_init(&c->link);
-    if (pl->start_failed && !any_ready(pl)) {
+    if (pl->start_failed && !iso_any_ready(pl)) {
         c->later_status = ISO_CRASHED;
         if (!(c->later = reactor_timer_add(iso->r, 0, later_fired, c))) {
             call_free(c);
@@ -749,7 +460,7 @@ void iso_cancel(iso_t *iso, iso_call_t *c)
     if (c->h) {
         helper *h = c->h;
         h->call = NULL;
-        helper_kill(h, "cancelled call");
+        iso_helper_kill(h, "cancelled call");
     } else {
         list_del(&c->link);
     }
