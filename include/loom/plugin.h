@@ -10,12 +10,12 @@
  *
  * Versioning. The host refuses a plugin whose major version differs from its
  * own, whose minor version is newer, or whose struct sizes are smaller than
- * the 2.0 sizes, with a message naming the file; the rest of the plugin
- * directory still loads. A plugin built against an older minor loads in a
- * newer host: the host walks the plugin's arrays with the plugin's own
- * sizes (never its own sizeof) and copies every descriptor into structs of
- * its own, where a field the plugin's minor does not define reads as zero
- * (NULL). So a field added by minor N is optional by construction: the host
+ * its minor defines (so never smaller than 2.0's), with a message naming
+ * the file; the rest of the plugin directory still loads. A plugin built
+ * against an older minor loads in a newer host: the host walks the
+ * plugin's arrays with the plugin's own sizes (never its own sizeof) and
+ * copies every descriptor into structs of its own, where a field the
+ * plugin's minor does not define reads as zero (NULL). So a field added by minor N is optional by construction: the host
  * treats 0/NULL as "not given". The host API table (loom_host_api) only
  * grows at its end, and a plugin is never newer than its host, so every
  * function of the plugin's minor is there to call.

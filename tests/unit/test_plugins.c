@@ -1020,9 +1020,10 @@ Test(engine_abi, fail_after_carries_retry_after_to_the_retry)
     run_free(&res);
 
     /* without a retry, the failure says rate_limited and carries nothing else */
-    cr_assert(eq(int, engine_add_provider(W.eng, "always", "abi20_limited",
-                                          json_pack("{s:i}", "fail_first", 100), NULL, NULL, err,
-                                          sizeof err), 0), "%s", err);
+    json_t *always = json_pack("{s:i}", "fail_first", 100);
+    cr_assert(eq(int, engine_add_provider(W.eng, "always", "abi20_limited", always, NULL, NULL,
+                                          err, sizeof err), 0), "%s", err);
+    json_decref(always);
     run(HDR "do: { call: { prompt: x, provider: always } }\n", &res);
     cr_assert(eq(str, (char *)json_string_value(json_object_get(res.error, "code")),
                  "rate_limited"));
