@@ -148,6 +148,38 @@ static void begin_stop(loomd *d, const char *why)
     check_stop(d);
 }
 
+static bool same_dirs(char **a, char **b)
+{
+    size_t i = 0;
+    for (; a && b && a[i] && b[i]; i++)
+        if (strcmp(a[i], b[i]))
+            return false;
+    return !(a && a[i]) && !(b && b[i]);
+}
+
+/* The keys a running loomd keeps until its next start (docs/operations.md):
+ * a reload that changes them says which. */
+static void warn_restart_keys(loomd *d, const config *c)
+{
+    const config *o = d->cfg;
+    char keys[160] = "";
+    const struct { bool changed; const char *name; } k[] = {
+        { strcmp(c->socket, o->socket) != 0, "socket" },
+        { c->socket_mode != o->socket_mode, "socket_mode" },
+        { strcmp(c->state, o->state) != 0, "state" },
+        { strcmp(c->workflows, o->workflows) != 0, "workflows" },
+        { !same_dirs(c->plugin_dirs, o->plugin_dirs), "plugins" },
+        { c->workers != o->workers, "workers" },
+    };
+    for (size_t i = 0; i < sizeof k / sizeof *k; i++)
+        if (k[i].changed)
+            snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", *keys ? ", " : "",
+                     k[i].name);
+    if (*keys)
+        log_write(&d->log, LOOM_LOG_WARN, NULL, "%s changed: only the next start applies %s",
+                  keys, strchr(keys, ',') ? "them" : "it");
+}
+
 static void reload(loomd *d)
 {
     log_write(&d->log, LOOM_LOG_INFO, NULL, "reloading");
@@ -167,23 +199,31 @@ static void reload(loomd *d)
             config_free(c);
             log_write(&d->log, LOOM_LOG_ERROR, NULL, "the new providers failed: the old ones stay");
         } else {
-            if (strcmp(c->socket, d->cfg->socket) || strcmp(c->state, d->cfg->state) ||
-                strcmp(c->workflows, d->cfg->workflows))
-                log_write(&d->log, LOOM_LOG_WARN, NULL,
-                          "socket, state and workflows take effect at the next start");
+            warn_restart_keys(d, c);
             config_free(d->cfg);
             d->cfg = c;
+            /* what can change live does, here (docs/operations.md lists
+             * the rest); max_pending_per_connection, retention and
+             * shutdown_grace are read from d->cfg where they are used */
             d->log.level = c->log_level;
             d->log.json = c->log_format == CONFIG_LOG_JSON;
             jobs_set_limits(&d->jobs, c->max_running_jobs, c->log_payloads);
+            d->jobs.max_queued = c->max_queued_jobs;
+            d->jobs.max_output_bytes = c->max_output_bytes;
+            server_set_limits(d->srv, (size_t)c->max_connections,
+                              c->idle_timeout_ms * REACTOR_MSEC,
+                              (size_t)c->max_connections_per_uid);
             gen_registry(d);
+            jobs_pump(&d->jobs); /* a higher max_running_jobs starts queued jobs now */
         }
     } else if (gen_start(d, d->cfg) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "the providers failed to start again");
     }
     plugins_reload(d->plugins, NULL); /* plugins' reload hooks; no per-plugin config yet */
     gen_collect(d);
-    wfdir_rescan(d->wf);
+    /* reads the directory's names only: what changed compiles on wfdir's
+     * thread and is swapped in when done (a failure is logged by wfdir) */
+    (void)wfdir_rescan(d->wf);
 }
 
 static void on_signal(reactor_t *r, int fd, int events, void *ud)

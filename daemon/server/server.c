@@ -397,6 +397,22 @@ void server_free(server_t *s)
     free(s);
 }
 
+void server_set_limits(server_t *s, size_t max_connections, uint64_t idle_timeout_us,
+                       size_t max_per_uid)
+{
+    s->max_connections = max_connections ? max_connections : SERVER_DEFAULT_MAX_CONNECTIONS;
+    s->max_per_uid = max_per_uid;
+    if (idle_timeout_us == s->idle_timeout_us)
+        return;
+    /* the pending sweep was timed for the old timeout */
+    if (s->idle_timer)
+        reactor_timer_cancel(s->r, s->idle_timer);
+    s->idle_timer = NULL;
+    s->idle_timeout_us = idle_timeout_us;
+    if (idle_timeout_us)
+        server_sweep_idle(s);
+}
+
 void server_stats(const server_t *s, server_stats_t *out)
 {
     *out = s->stats;

@@ -130,6 +130,15 @@ typedef struct server_stats {
 server_t *server_new(reactor_t *r, const server_options *opt, server_request_fn handler, void *ud,
                      char *err, size_t errlen);
 
+/* A reload's new limits on connections: MAX_CONNECTIONS, IDLE_TIMEOUT_US
+ * and MAX_PER_UID mean what they mean in server_options (0 included).
+ * Connections already open stay open: lower caps turn away only the next
+ * ones. A changed idle timeout sweeps at once (connections idle longer than
+ * it close now) and then every quarter of it. Not from one of the server's
+ * callbacks. */
+void server_set_limits(server_t *s, size_t max_connections, uint64_t idle_timeout_us,
+                       size_t max_per_uid);
+
 /* Closes every connection (on_close runs for each), stops listening and
  * removes the socket file if it is still the one this server created. Never
  * from one of the server's callbacks. References still held on connections

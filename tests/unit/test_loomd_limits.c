@@ -414,3 +414,60 @@ Test(limits, connections_per_uid_are_capped_with_a_final_line, .fini = teardown)
     for (int i = 0; i < CAP - 1; i++)
         close(fds[i]);
 }
+
+/* ---- limits changed by a reload */
+
+Test(limits, a_reload_lowers_max_queued_jobs_at_once, .fini = teardown)
+{
+    start_with("max_running_jobs: 1\nmax_queued_jobs: 5\n");
+    int ev = lh_subscribe(&D);
+    json_t *r = call("{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"1\"}}");
+    json_t *e = lh_wait_event(ev, "job_started", json_string_value(json_object_get(r, "job")), 10000);
+    cr_assert(e);
+    json_decref(e);
+    json_decref(r);
+    for (int i = 0; i < 2; i++) {
+        r = call("{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"q\"}}");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "state")), "queued", "%s",
+                         json_dumps(r, 0));
+        json_decref(r);
+    }
+    /* two queued of five allowed; a reload lowers it to two (and changes
+     * workers, which only a restart applies: the log says so) */
+    lh_config_replace(&D, "max_queued_jobs: 5\n", "max_queued_jobs: 2\nworkers: 3\n");
+    cr_assert_eq(kill(D.pid, SIGHUP), 0);
+    /* the reload runs whole in one turn of the reactor, so a request sent
+     * once its first line is logged is handled after it */
+    lh_wait_log(&D, "reloading", NULL, 1, 10000);
+    refused("{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"4\"}}", "queue_full",
+            (const char *const[]){ "max_queued_jobs", NULL });
+    lh_wait_log(&D, "workers changed", "next start", 1, 5000);
+    /* and raised again, it takes the submit */
+    lh_config_replace(&D, "max_queued_jobs: 2\n", "max_queued_jobs: 3\n");
+    cr_assert_eq(kill(D.pid, SIGHUP), 0);
+    lh_wait_log(&D, "reloading", NULL, 2, 10000);
+    r = call("{\"op\":\"submit\",\"workflow\":\"slow\",\"input\":{\"text\":\"5\"}}");
+    cr_assert_str_eq(json_string_value(json_object_get(r, "state")), "queued", "%s",
+                     json_dumps(r, 0));
+    json_decref(r);
+    close(ev);
+}
+
+Test(limits, a_reload_shortens_idle_timeout_for_open_connections, .fini = teardown)
+{
+    start_with("idle_timeout: 300s\n");
+    int idle = lh_connect(&D);
+    cr_assert(idle >= 0);
+    lh_send(idle, "{\"op\":\"stats\"}");
+    json_t *s = lh_recv(idle, 5000);
+    cr_assert(s);
+    json_decref(s);
+    cr_assert(!ends_within(idle, 300, NULL), "closed before the reload");
+    lh_config_replace(&D, "idle_timeout: 300s\n", "idle_timeout: 200ms\n");
+    cr_assert_eq(kill(D.pid, SIGHUP), 0);
+    /* idle for 300 ms already: closed by the sweep the reload starts, or
+     * the next one; the bound allows for a busy machine */
+    cr_assert(ends_within(idle, 200 * 20, NULL), "the new idle timeout was not applied");
+    lh_wait_log(&D, "idle for", NULL, 1, 5000);
+    close(idle);
+}
