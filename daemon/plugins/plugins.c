@@ -119,12 +119,14 @@ struct plugins {
 };
 
 /* One line to whichever callback there is; nothing counted. Any thread:
- * it reads only what is set before loading. */
+ * it reads only what is set before loading. The callback without levels
+ * (loomctl run's stderr) is spared plugins' debug lines: it cannot filter
+ * them itself. */
 static void emit(const plugins_t *p, int level, const char *line)
 {
     if (p->level_log)
         p->level_log(p->ud, level, line);
-    else if (p->log)
+    else if (p->log && level < LOOM_LOG_DEBUG)
         p->log(p->ud, line);
 }
 

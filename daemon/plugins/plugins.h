@@ -70,7 +70,8 @@ typedef struct plugins_provider {
 #define PLUGINS_SLOW_LOG_EVERY_MS 60000
 
 /* Where the loader reports refusals and init failures: one line each,
- * "FILE: message". UD is passed through. */
+ * "FILE: message"; plugins' own lines ("PLUGIN: message") come here too,
+ * from any thread, except LOOM_LOG_DEBUG ones. UD is passed through. */
 typedef void (*plugins_log_fn)(void *ud, const char *line);
 
 /* The same lines with their level: LOOM_LOG_ERROR for a refusal or a failed

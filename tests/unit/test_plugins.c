@@ -1147,3 +1147,14 @@ Test(engine_abi, an_invoke_provider_logs_from_its_timer)
     cr_assert(eq(int, level_of_line(&W.ll, "timedp: timer fired"), LOOM_LOG_WARN), "%s",
               dump_levels(&W.ll));
 }
+
+/* The callback without levels (loomctl run's) gets a plugin's lines but
+ * its debug ones. */
+Test(plugins, a_log_without_levels_gets_no_debug_lines)
+{
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("abi/lambda_2_0"), NULL), 0), "%s",
+              dump(&logs));
+    cr_assert(logged(&logs, "abi20: init at error"), "%s", dump(&logs));
+    cr_assert(logged(&logs, "abi20: init at info"), "%s", dump(&logs));
+    cr_assert(eq(int, logged(&logs, "abi20: init at debug"), 0), "%s", dump(&logs));
+}
