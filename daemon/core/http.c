@@ -74,6 +74,8 @@ struct http_call {
     size_t held;               /* this call's share of c->bytes */
     bool first_byte, too_large, over_budget, added;
     http_outcome failed;       /* set before posting an early failure */
+    const char *failed_msg;    /* static: curl's words for it, or NULL */
+    bool unusable;             /* curl kept the handle: never reuse it */
     reactor_timer_t *fb_timer;
     uint64_t start_us, first_us;
     http_done_fn done;
@@ -271,9 +273,12 @@ static void call_free(http_call_t *call)
     if (call->fb_timer)
         reactor_timer_cancel(c->r, call->fb_timer);
     if (call->easy) {
-        if (call->added)
-            curl_multi_remove_handle(call->sh->multi, call->easy);
-        if (c->nidle < HTTP_IDLE_MAX) {
+        /* a handle curl would not let go of must never be added again (its
+         * next add would fail with CURLM_ADDED_ALREADY): it is not reused */
+        bool reusable = !call->unusable &&
+                        (!call->added ||
+                         curl_multi_remove_handle(call->sh->multi, call->easy) == CURLM_OK);
+        if (reusable && c->nidle < HTTP_IDLE_MAX) {
             curl_easy_reset(call->easy);
             c->idle[c->nidle++] = call->easy;
         } else {
@@ -368,7 +373,8 @@ static void call_end(http_call_t *call, http_outcome outcome, const char *msg)
     /* the transfer leaves the multi handle before the callback, so that the
      * callback may start new calls on a connection this one freed */
     if (call->easy && call->added) {
-        curl_multi_remove_handle(call->sh->multi, call->easy);
+        if (curl_multi_remove_handle(call->sh->multi, call->easy) != CURLM_OK)
+            call->unusable = true;
         call->added = false;
         call->c->in_flight--;
         call->sh->in_flight--;
@@ -409,7 +415,8 @@ static void on_early_failure(reactor_t *r, void *ud)
 {
     http_call_t *call = ud;
     (void)r;
-    call_end(call, call->failed, http_outcome_name(call->failed));
+    call_end(call, call->failed,
+             call->failed_msg ? call->failed_msg : http_outcome_name(call->failed));
 }
 
 static int setup_easy(http_call_t *call, const http_call_opts *t)
@@ -554,15 +561,18 @@ http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call
     }
     if (ok)
         call->sh = pick_shard(c);
-    if (ok && curl_multi_add_handle(call->sh->multi, call->easy) == CURLM_OK) {
+    CURLMcode mrc = CURLM_OUT_OF_MEMORY;
+    if (ok && (mrc = curl_multi_add_handle(call->sh->multi, call->easy)) == CURLM_OK) {
         call->added = true;
         c->in_flight++;
         if (++call->sh->in_flight > call->sh->peak)
             call->sh->peak = call->sh->in_flight;
         return call;
     }
-    /* report the failure on a later pass, as promised */
-    call->failed = HTTP_E_NOMEM;
+    /* report the failure on a later pass, as promised; a refusal by the
+     * multi handle that is not about memory is curl's, and says so */
+    call->failed = mrc == CURLM_OUT_OF_MEMORY ? HTTP_E_NOMEM : HTTP_E_TRANSFER;
+    call->failed_msg = mrc == CURLM_OUT_OF_MEMORY ? NULL : curl_multi_strerror(mrc);
     if (reactor_post_embedded(c->r, &call->post, on_early_failure, call) < 0) {
         call_free(call);
         errno = ENOMEM;
