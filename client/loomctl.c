@@ -109,6 +109,19 @@ static const loomctl_command commands[] = {
       "\n"
       "Exit status: 0 the job is cancelled or had ended, 2 usage error,\n"
       "3 loomd unreachable, 4 refused (not_found: no such job), 5 no answer in time.\n" },
+    { "retry", loomctl_cmd_retry, "run a failed job again, keeping its checkpoints",
+      "retry [--socket PATH] [--timeout SECONDS] [--json] JOB",
+      "Queues the failed job JOB again as a new attempt: the same id, input and\n"
+      "workflow version, with its checkpoints, so the steps that succeeded are not\n"
+      "run again. A job quarantined for crashing loomd (error code crashed) is run\n"
+      "again this way once its cause is fixed. Prints the job id, `queued` and the\n"
+      "attempt number.\n"
+      "\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 queued again, 2 usage error, 3 loomd unreachable, 4 refused\n"
+      "(not_found: no such job; not_retryable: the job is not failed), 5 no answer\n"
+      "in time.\n" },
     { "list", loomctl_cmd_list, "list jobs, newest first",
       "list [--state STATE] [--workflow NAME] [--limit N] [--after CURSOR] [--oldest]\n"
       "            [--socket PATH] [--timeout SECONDS] [--json]",

@@ -180,6 +180,13 @@ static void print_job(const json_t *job)
         printf("priority:  %lld\n", int_of(job, "priority"));
     if (json_is_string(json_object_get(job, "idempotency_key")))
         printf("key:       %s\n", str_or(job, "idempotency_key", ""));
+    if (int_of(job, "attempt") > 1)
+        printf("attempt:   %lld\n", int_of(job, "attempt"));
+    if (int_of(job, "crashes") > 0) /* in a row, while it ran plugin code */
+        printf("crashes:   %lld (last: %s in %s, step %s)\n", int_of(job, "crashes"),
+               str_or(json_object_get(job, "crash"), "signal", "killed"),
+               str_or(json_object_get(job, "crash"), "function", "?"),
+               str_or(json_object_get(job, "crash"), "step", "?"));
     printf("created:   %s\n", fmt_time(a, sizeof a, created, true));
     if (started >= 0)
         printf("started:   %s (queued %s)\n", fmt_time(a, sizeof a, started, true),
@@ -425,6 +432,18 @@ int loomctl_cmd_cancel(int argc, char **argv)
         printf("%s %s%s\n", str_or(reply, "job", argv[1]), state,
                strcmp(state, "cancelled") == 0 ? "" : " (it had already ended)");
     }
+    json_decref(reply);
+    return rc;
+}
+
+int loomctl_cmd_retry(int argc, char **argv)
+{
+    common_opts o = { 0 };
+    json_t *reply;
+    int rc = job_request("retry", argc, argv, &o, &reply);
+    if (rc == LOOMCTL_OK && reply && !o.json) /* no reply: --help was asked for */
+        printf("%s %s (attempt %lld)\n", str_or(reply, "job", argv[1]), str_or(reply, "state", "?"),
+               int_of(reply, "attempt"));
     json_decref(reply);
     return rc;
 }

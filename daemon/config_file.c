@@ -22,7 +22,7 @@ static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "p
                                         "shutdown_grace", "max_running_jobs", "max_connections",
                                         "max_output_bytes", "max_queued_jobs",
                                         "max_pending_per_connection", "idle_timeout",
-                                        "max_connections_per_uid",
+                                        "max_connections_per_uid", "quarantine_after",
                                         "max_response_bytes_in_flight", NULL };
 static const char *const log_keys[] = { "level", "format", "payloads", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
@@ -54,6 +54,7 @@ config *config_default(void)
     c->max_pending_per_connection = 4096;
     c->idle_timeout_ms = 300000;
     c->max_connections_per_uid = 1024;
+    c->quarantine_after = 2;
     c->max_response_bytes_in_flight = (int64_t)512 << 20;
     c->workflows = strdup("./workflows");
     c->plugin_dirs = calloc(1, sizeof *c->plugin_dirs);
@@ -445,6 +446,8 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
         get_duration(diags, y, "idle_timeout", &c->idle_timeout_ms);
     if ((y = dsl_ymap_get(root, "max_connections_per_uid")))
         get_int(diags, y, "max_connections_per_uid", 1, 1000000, &c->max_connections_per_uid);
+    if ((y = dsl_ymap_get(root, "quarantine_after")))
+        get_int(diags, y, "quarantine_after", 1, 1000, &c->quarantine_after);
     if ((y = dsl_ymap_get(root, "max_response_bytes_in_flight")))
         get_int(diags, y, "max_response_bytes_in_flight", (int64_t)1 << 20, (int64_t)1 << 40,
                 &c->max_response_bytes_in_flight);

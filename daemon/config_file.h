@@ -71,6 +71,7 @@ typedef struct config {
     int64_t max_pending_per_connection; /* waits, subscriptions, submits in flight (4096) */
     uint64_t idle_timeout_ms;   /* a connection with nothing pending closes (300 s; 0: never) */
     int64_t max_connections_per_uid; /* socket clients of one uid at once (1024) */
+    int64_t quarantine_after;   /* crashes in a row that end a job (2; docs/operations.md) */
     /* provider answers buffered across all calls at once (512 MiB) */
     int64_t max_response_bytes_in_flight;
     config_provider *providers;

@@ -372,6 +372,13 @@ static int start(loomd *d, bool check)
         return -1;
     }
     d->jobs_ready = true;
+    /* under the store's lock: one process at a time owns the file */
+    if (inflight_open(d->cfg->state, (unsigned)pool_nthreads(d->pool) + 1, &d->crashed, err,
+                      sizeof err) < 0)
+        log_write(&d->log, LOOM_LOG_WARN, NULL,
+                  "poison-job quarantine is off until the next start: %s", err);
+    d->jobs.crashed = &d->crashed;
+    d->jobs.quarantine_after = d->cfg->quarantine_after;
     jobs_set_limits(&d->jobs, d->cfg->max_running_jobs, d->cfg->log_payloads);
     d->jobs.max_queued = d->cfg->max_queued_jobs;
     d->jobs.max_output_bytes = d->cfg->max_output_bytes;
@@ -415,6 +422,7 @@ static void stop_workers(loomd *d)
         return;
     log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:i}", "calls", stuck),
               "stopped with %d call%s still running", stuck, stuck == 1 ? "" : "s");
+    inflight_mark_clean(); /* a stop, not a crash: their jobs are not to blame */
     _exit(d->exit_code);
 }
 
@@ -439,6 +447,9 @@ static void stop(loomd *d)
     loomd_isolate_stop(d); /* after the engines: their calls are gone */
     wfdir_free(d->wf);
     pool_free(d->pool);
+    inflight_mark_clean(); /* every thread that ran plugin code is gone */
+    inflight_close();
+    inflight_prev_free(&d->crashed);
     plugins_free(d->plugins);
     if (d->sigfd > 0) {
         reactor_del_fd(d->r, d->sigfd);
@@ -478,6 +489,11 @@ int main(int argc, char **argv)
     d.log.level = d.cfg->log_level;
     d.log.json = d.cfg->log_format == CONFIG_LOG_JSON;
     int ready_fd = !foreground && !check ? detach() : -1;
+    /* a crash in plugin code is noted for the next start (inflight.h);
+     * the reactor's thread gets the alternate stack the pool's have */
+    (void)inflight_thread_init();
+    if (!check && inflight_install_crash_handlers() < 0)
+        fprintf(stderr, "loomd: cannot install the crash handlers: %s\n", strerror(errno));
     d.started_ms = store_now_ms();
     if (start(&d, check) < 0) {
         if (check)

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "daemon/config_file.h"
+#include "daemon/core/inflight.h"
 #include "daemon/engine/engine.h"
 #include "daemon/jobs/jobs.h"
 #include "daemon/core/log.h"
@@ -52,6 +53,7 @@ typedef struct loomd {
     dsl_registry reg;
     jobs_t jobs;
     bool jobs_ready;           /* jobs_init ran */
+    inflight_prev crashed;     /* what the previous process left in STATE/inflight */
     /* life */
     int sigfd;
     bool stopping;             /* SIGTERM: no new jobs */

@@ -201,6 +201,17 @@ static void op_cancel(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     jobs_cancel(&d->jobs, conn, id, job);
 }
 
+static void op_retry(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+{
+    if (conn_full(d, conn, id))
+        return;
+    if (d->stopping) {
+        server_reply_error(conn, id, "shutting_down", "the daemon is stopping and takes no new jobs");
+        return;
+    }
+    jobs_retry(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
+}
+
 static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     const char *order = json_string_value(json_object_get(req, "order"));
@@ -387,7 +398,7 @@ static const struct {
 } ops[] = {
     { "submit", op_submit }, { "get", op_get }, { "wait", op_wait }, { "cancel", op_cancel },
     { "list", op_list }, { "workflows", op_workflows }, { "validate", op_validate },
-    { "stats", op_stats }, { "events", op_events },
+    { "stats", op_stats }, { "events", op_events }, { "retry", op_retry },
 };
 
 void ops_handle(server_conn_t *conn, json_t *req, void *ud)

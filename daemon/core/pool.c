@@ -6,7 +6,9 @@
  * items in batches through one embedded post: a burst of finished items
  * costs one wakeup, and handing a result back never allocates, so it cannot
  * fail. Lock order is pool, then the reactor's post lock. Worker threads
- * block every signal so that signals reach the daemon's own thread. */
+ * block every signal so that signals reach the daemon's own thread, except
+ * the synchronous crash signals, which the crash handlers must see
+ * (inflight.h), on an alternate stack of their own. */
 #include "daemon/core/pool.h"
 
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/containers.h"
+#include "daemon/core/inflight.h"
 
 #define POOL_MAX_THREADS 1024
 
@@ -73,6 +76,9 @@ static void pool_deliver_list(list_link *l, void *ud)
 static void *pool_worker(void *arg)
 {
     pool_t *p = arg;
+    /* work items run plugin code: a crash in one must reach the crash
+     * handlers (inflight.h), which a blocked SIGSEGV never does */
+    void *alt = inflight_thread_init();
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->stopping && list_empty(&p->pending))
@@ -91,6 +97,7 @@ static void *pool_worker(void *arg)
     p->nquit++;
     pthread_cond_broadcast(&p->quit);
     pthread_mutex_unlock(&p->lock);
+    inflight_thread_fini(alt);
     return NULL;
 }
 

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "daemon/core/inflight.h"
 #include "daemon/engine/engine_internal.h"
 #include "daemon/upstream/upstream.h"
 
@@ -175,9 +176,14 @@ static void ptimer_fired(reactor_t *r, reactor_timer_t *t, void *ud)
     ptimer *pt = ud;
     void (*cb)(void *) = pt->cb;
     void *cud = pt->ud;
+    pcall *pc = pt->pc;
+    /* the plugin's own code, for its job, as much as invoke is */
+    inflight_slot *fl = inflight_enter(pc->act->job->name, pc->act->node->path,
+                                       pc->inst->prov->name, "timer");
     list_del(&pt->link);
     free(pt);
     cb(cud);
+    inflight_leave(fl);
 }
 
 static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
@@ -496,7 +502,9 @@ void provider_start(act_t *a)
     hctx_init(&ctx, e->plugins, pi->prov->plugin);
     if (n->timeout_ms)
         ctx.deadline_ms = hctx_now_ms() + n->timeout_ms;
+    inflight_slot *fl = inflight_enter(a->job->name, n->path, pi->prov->name, "invoke");
     int rc = pi->prov->def->invoke(&ctx.base, pi->state, &req, &pc->base);
+    inflight_leave(fl);
     pc->in_invoke = false;
     json_decref(req.messages);
     json_decref(req.params);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "daemon/core/inflight.h"
 #include "daemon/engine/engine_internal.h"
 
 /* One lambda call on the pool: owned by the leaf until a cancel orphans it,
@@ -23,6 +24,9 @@ typedef struct lcall {
     atomic_bool cancelled;     /* set by lambda_cancel; the ctx points here */
     pool_work_t *handle;
     char label[256];           /* job, step and lambda, for a report at shutdown */
+    /* for the record of plugin code in flight (inflight.h): copies, since
+     * the job and its graph may go while an orphaned call still runs */
+    char job[INFLIGHT_JOB_MAX], step[INFLIGHT_STEP_MAX];
 } lcall;
 
 /* Ends the attempt with R (owned, may be NULL), stored under KEY (borrowed,
@@ -49,7 +53,9 @@ static void lambda_finish(act_t *a, json_t *r, const hctx *h, const char *key)
 static void lambda_work(void *ud)
 {
     lcall *lc = ud;
+    inflight_slot *fl = inflight_enter(lc->job, lc->step, lc->lam->name, NULL);
     lc->result = lc->lam->def->fn(&lc->ctx.base, lc->lam->state, lc->input, lc->args);
+    inflight_leave(fl);
 }
 
 static void lcall_free(lcall *lc)
@@ -122,7 +128,9 @@ void lambda_start(act_t *a)
         h.deadline_ms = a->node->timeout_ms ? hctx_now_ms() + a->node->timeout_ms : 0;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
+        inflight_slot *fl = inflight_enter(a->job->name, a->node->path, lam->name, NULL);
         json_t *r = lam->def->fn(&h.base, lam->state, a->input, args);
+        inflight_leave(fl);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         /* on the reactor, every job waited for it: say which lambda */
         int64_t us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
@@ -146,6 +154,8 @@ void lambda_start(act_t *a)
     atomic_init(&lc->cancelled, false);
     lc->ctx.cancelled = &lc->cancelled;
     lc->ctx.deadline_ms = a->node->timeout_ms ? hctx_now_ms() + a->node->timeout_ms : 0;
+    snprintf(lc->job, sizeof lc->job, "%.*s", (int)sizeof lc->job - 1, a->job->name);
+    snprintf(lc->step, sizeof lc->step, "%.*s", (int)sizeof lc->step - 1, a->node->path);
     int rc = pool_submit(e->pool, lambda_work, lambda_done, lc, &lc->handle);
     if (rc < 0) {
         lc->args = NULL;

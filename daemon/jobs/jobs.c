@@ -68,6 +68,54 @@ static ljob *job_new(jobs_t *js, const char *id, dsl_graph *g, const char *workf
     return j;
 }
 
+int jobs_load_stored(jobs_t *js, const json_t *o, ljob **out, char *err, size_t errlen)
+{
+    const char *id = json_string_value(json_object_get(o, "id"));
+    const char *name = json_string_value(json_object_get(o, "workflow"));
+    const char *state = json_string_value(json_object_get(o, "state"));
+    wfdir_version ver;
+    char why[512];
+    if (out)
+        *out = NULL;
+    if (!id)
+        return -EINVAL;
+    dsl_graph *g = jobs_stored_graph(js, o, &ver, why, sizeof why);
+    if (!g) {
+        /* cannot run: end it with a reason rather than retry forever */
+        json_t *e = json_pack("{s:s, s:s}", "code", "unknown_workflow", "message", why);
+        store_outcome_t end = { .state = STORE_FAILED, .error = e };
+        (void)store_finish_job(js->store, id, &end, NULL, NULL);
+        json_decref(e);
+        log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id), "not resumed: %s", why);
+        snprintf(err, errlen, "%s", why);
+        return -ENOENT;
+    }
+    ljob *j = job_new(js, id, g, name ? name : "?", json_object_get(o, "input"),
+                      json_integer_value(json_object_get(o, "priority")));
+    dsl_graph_unref(g);
+    if (!j) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    j->was_running = state && strcmp(state, "running") == 0;
+    json_t *steps = NULL;
+    char serr[256];
+    if (store_load_steps(js->store, id, &steps, serr, sizeof serr) == 0 && json_object_size(steps)) {
+        j->replay = json_object();
+        const char *key;
+        json_t *st;
+        json_object_foreach(steps, key, st) {
+            json_t *v = json_object_get(st, "output");
+            if (j->replay && v)
+                json_object_set(j->replay, key, v);
+        }
+    }
+    json_decref(steps);
+    if (out)
+        *out = j;
+    return 0;
+}
+
 static void on_finished(void *ud, const store_result_t *res);
 
 /* The store refused J's end because of its data (WHY): J ends failed with
@@ -651,6 +699,7 @@ int jobs_resume(jobs_t *js)
         log_write(js->log, LOOM_LOG_ERROR, NULL, "cannot read unfinished jobs: %s", err);
         return -1;
     }
+    jobs_quarantine(js, jobs); /* poison jobs end here; blamed ones resume once counted */
     size_t i, resumed = 0;
     json_t *o;
     js->resuming = true;

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "common/containers.h"
+#include "daemon/core/inflight.h"
 #include "daemon/core/log.h"
 #include "daemon/core/reactor.h"
 #include "daemon/engine/engine.h"
@@ -105,6 +106,9 @@ struct jobs {
     int64_t max_queued;        /* a submit past it is refused with queue_full */
     int64_t max_output_bytes;  /* a job's output past it fails the job (output_too_large) */
     bool store_down;           /* the store holds writes (logged once each way) */
+    /* poison jobs (jobs_quarantine.c), set by the daemon before jobs_resume */
+    const inflight_prev *crashed; /* what the previous process left (borrowed), or NULL */
+    int64_t quarantine_after;  /* consecutive crashes that end a job (config) */
     /* old workflow versions compiled from the store while jobs_resume runs */
     dsl_graph **pinned;
     size_t npinned;
@@ -131,6 +135,27 @@ dsl_graph *jobs_stored_graph(jobs_t *js, const json_t *stored_job, wfdir_version
                              size_t errlen);
 /* Drops the old versions jobs_resume compiled (it calls this itself). */
 void jobs_pinned_clear(jobs_t *js);
+
+/* Loads the stored job STORED_JOB (borrowed: a queued or running job object
+ * of the store) into memory as a resumed job: the graph of the version it
+ * started with, its checkpoints as its replay (steps that finished are not
+ * run again), queued. *OUT (may be NULL) receives it (borrowed). 0;
+ * -ENOENT when it cannot run any more: it was ended failed in the store
+ * (unknown_workflow), with the reason in ERR, logged; -ENOMEM. */
+int jobs_load_stored(jobs_t *js, const json_t *stored_job, ljob **out, char *err, size_t errlen);
+
+/* ---- jobs_quarantine.c: poison jobs and `retry` */
+/* quarantine_after when the daemon sets none (the config's default) */
+#define JOBS_QUARANTINE_DEFAULT 2
+/* Before the unfinished jobs JOBS (an array of store job objects, changed
+ * in place) are resumed: blames the jobs js->crashed says were running
+ * plugin code when the previous process died, and ends failed (code
+ * crashed) those that reached quarantine_after crashes in a row. Every job
+ * whose crash count changes is taken out of JOBS and resumed here once its
+ * new count is on disk. */
+void jobs_quarantine(jobs_t *js, json_t *jobs);
+/* The `retry` op (already validated): see docs/protocol.md. */
+void jobs_retry(jobs_t *js, server_conn_t *conn, json_t *id, const char *job);
 
 /* The live job ID (borrowed), or NULL. */
 ljob *jobs_find(jobs_t *js, const char *id);
