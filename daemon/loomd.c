@@ -9,10 +9,12 @@
  * the process forks first (threads do not survive a fork) and the parent
  * exits only when the child is ready, with the child's status.
  *
- * Signals arrive through a signalfd on the reactor, so handlers do nothing
- * behind the loop's back: SIGTERM/SIGINT stop taking jobs and wait for the
- * running ones up to shutdown_grace (a second one stops at once; the jobs
- * resume at the next start), SIGHUP reloads the config and the workflows. */
+ * Signals are taken by a thread of their own and handed to the reactor
+ * (loomd_signals.c), so handlers do nothing behind the loop's back:
+ * SIGTERM/SIGINT stop taking jobs and wait for the running ones up to
+ * shutdown_grace (a second one stops at once; the jobs resume at the next
+ * start), SIGHUP reloads the config and the workflows. That thread also ends
+ * a stop the reactor cannot finish because it is stuck. */
 #include "config.h"
 
 #include <errno.h>
@@ -22,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,7 +130,7 @@ static void on_grace_over(reactor_t *r, reactor_timer_t *t, void *ud)
     reactor_stop(d->r);
 }
 
-static void begin_stop(loomd *d, const char *why)
+void loomd_begin_stop(loomd *d, const char *why)
 {
     if (d->stopping) {
         log_write(&d->log, LOOM_LOG_WARN, NULL, "%s again: stopping now", why);
@@ -180,7 +181,7 @@ static void warn_restart_keys(loomd *d, const config *c)
                   keys, strchr(keys, ',') ? "them" : "it");
 }
 
-static void reload(loomd *d)
+void loomd_reload(loomd *d)
 {
     log_write(&d->log, LOOM_LOG_INFO, NULL, "reloading");
     if (d->config_path) {
@@ -202,6 +203,7 @@ static void reload(loomd *d)
             warn_restart_keys(d, c);
             config_free(d->cfg);
             d->cfg = c;
+            loomd_signals_set_grace(d->signals, c->shutdown_grace_ms);
             /* what can change live does, here (docs/operations.md lists
              * the rest); max_pending_per_connection, retention and
              * shutdown_grace are read from d->cfg where they are used */
@@ -224,20 +226,6 @@ static void reload(loomd *d)
     /* reads the directory's names only: what changed compiles on wfdir's
      * thread and is swapped in when done (a failure is logged by wfdir) */
     (void)wfdir_rescan(d->wf);
-}
-
-static void on_signal(reactor_t *r, int fd, int events, void *ud)
-{
-    loomd *d = ud;
-    struct signalfd_siginfo si;
-    (void)r;
-    (void)events;
-    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
-        if (si.ssi_signo == SIGHUP)
-            reload(d);
-        else
-            begin_stop(d, si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
-    }
 }
 
 static void on_purge_done(void *ud, const store_result_t *res)
@@ -290,20 +278,6 @@ static int detach(void)
         close(nul);
     }
     return p[1];
-}
-
-static int open_signals(loomd *d)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    d->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    return d->sigfd < 0 ? -1 : 0;
 }
 
 static config *load_config(const char *path)
@@ -393,7 +367,7 @@ static int start(loomd *d, bool check)
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "socket: %s", err);
         return -1;
     }
-    if (open_signals(d) < 0 || reactor_add_fd(d->r, d->sigfd, REACTOR_READ, on_signal, d) < 0) {
+    if (!(d->signals = loomd_signals_start(d))) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot watch signals: %s", strerror(errno));
         return -1;
     }
@@ -451,10 +425,7 @@ static void stop(loomd *d)
     inflight_close();
     inflight_prev_free(&d->crashed);
     plugins_free(d->plugins);
-    if (d->sigfd > 0) {
-        reactor_del_fd(d->r, d->sigfd);
-        close(d->sigfd);
-    }
+    loomd_signals_detach(d->signals); /* nothing is posted to a freed reactor */
     reactor_free(d->r);
     free(d->provider_names);
     config_free(d->cfg);
@@ -468,7 +439,7 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
     };
     bool foreground = false, check = false;
-    loomd d = { .log = { .level = LOOM_LOG_INFO, .fd = 2 }, .sigfd = -1 };
+    loomd d = { .log = { .level = LOOM_LOG_INFO, .fd = 2 } };
     int c;
     while ((c = getopt_long(argc, argv, "c:fh", longopts, NULL)) != -1) {
         switch (c) {
@@ -489,6 +460,13 @@ int main(int argc, char **argv)
     d.log.level = d.cfg->log_level;
     d.log.json = d.cfg->log_format == CONFIG_LOG_JSON;
     int ready_fd = !foreground && !check ? detach() : -1;
+    /* before any thread starts, so that every thread inherits the mask and
+     * only the signal thread takes them (loomd_signals.c) */
+    sigset_t stop_signals;
+    if (loomd_signals_block(&stop_signals) < 0) {
+        fprintf(stderr, "loomd: cannot block signals: %s\n", strerror(errno));
+        return 1;
+    }
     /* a crash in plugin code is noted for the next start (inflight.h);
      * the reactor's thread gets the alternate stack the pool's have */
     (void)inflight_thread_init();

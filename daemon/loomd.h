@@ -1,8 +1,8 @@
 /* loomd.h -- the daemon's one context, shared by loomd*.c.
  *
  * Everything the daemon holds lives in one `loomd` struct made in main: no
- * global mutable state (the signal handler only writes a signalfd's pipe,
- * and signalfd needs none). All of it is touched on the reactor thread only,
+ * global mutable state but what crash handlers need (daemon/core/inflight.h);
+ * stop signals are taken by a thread of loomd's own. All of it is touched on the reactor thread only,
  * except what the store thread and the worker pool own themselves.
  *
  * Engines come in generations: SIGHUP builds a new engine from the new
@@ -55,12 +55,33 @@ typedef struct loomd {
     bool jobs_ready;           /* jobs_init ran */
     inflight_prev crashed;     /* what the previous process left in STATE/inflight */
     /* life */
-    int sigfd;
+    struct loomd_signals *signals; /* the signal thread (loomd_signals.c) */
     bool stopping;             /* SIGTERM: no new jobs */
     reactor_timer_t *grace_timer, *purge_timer;
     int64_t started_ms;
     int exit_code;
 } loomd;
+
+/* ---- loomd.c, for the signal thread's posts (reactor thread) */
+void loomd_reload(loomd *d);
+/* A stop signal WHY ("SIGTERM"): the first stops taking jobs and waits up
+ * to shutdown_grace, a second abandons the running jobs and stops. */
+void loomd_begin_stop(loomd *d, const char *why);
+
+/* ---- loomd_signals.c: SIGTERM, SIGINT and SIGHUP on a thread of their own */
+#include <signal.h>
+/* Blocks them in the calling thread (and every thread it starts from now
+ * on), ignores SIGPIPE; SET receives them. Call before any thread starts.
+ * 0 or -1 (errno). */
+int loomd_signals_block(sigset_t *set);
+/* Starts the thread that takes them for D (borrowed; its reactor, config
+ * and log must outlive every post), or NULL (errno). */
+struct loomd_signals *loomd_signals_start(loomd *d);
+/* A reload's new shutdown_grace, for the watchdog of a stuck stop. */
+void loomd_signals_set_grace(struct loomd_signals *s, uint64_t grace_ms);
+/* The reactor is about to go: signals are no longer posted to it (the
+ * watchdog keeps running until the process exits). NULL is a no-op. */
+void loomd_signals_detach(struct loomd_signals *s);
 
 /* ---- loomd_ops.c */
 void ops_handle(server_conn_t *conn, json_t *req, void *ud);

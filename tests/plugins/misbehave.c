@@ -39,10 +39,21 @@ static json_t *crash_on(loom_ctx *ctx, void *state, json_t *input, json_t *args)
     return json_incref(input);
 }
 
+/* Flagged PURE|FAST, so it runs on the reactor thread, and never returns:
+ * a daemon whose loop is stuck (the reactor blocks every signal). */
+static json_t *spin_inline(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+{
+    for (;;)
+        pause();
+    return NULL;
+}
+
 static const loom_lambda misbehave_lambdas[] = {
     { .name = "forever", .fn = forever, .summary = "never returns" },
     { .name = "bad_utf8", .fn = bad_utf8, .summary = "returns invalid UTF-8" },
     { .name = "nothing", .fn = nothing, .summary = "returns NULL without an error" },
+    { .name = "spin_inline", .fn = spin_inline, .flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST,
+      .summary = "claims to be pure and fast, and never returns (on the reactor)" },
     { .name = "crash_on", .fn = crash_on,
       .summary = "SIGSEGV when the input has \"crash\": true, else its input" },
 };

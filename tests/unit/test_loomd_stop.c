@@ -182,3 +182,49 @@ Test(loomd_stop, check_passes_a_clean_config, .fini = teardown)
     int rc = lh_check(&D, out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
 }
+
+/* A lambda flagged PURE|FAST runs on the reactor: one that never returns
+ * freezes the loop, so nothing on it can read a signal. Signals have a
+ * thread of their own (daemon/loomd_signals.c): the stop still ends, after
+ * shutdown_grace plus the margin loomd gives its close (5 s), or about a
+ * second after a second signal. */
+static long start_spinning_reactor(void)
+{
+    lh_workflow(&D, "spin", "loom: 1\nname: spin\ndo: { lambda: misbehave.spin_inline }\n");
+    lh_start(&D);
+    int ev = lh_subscribe(&D);
+    int fd = lh_connect(&D);
+    cr_assert(fd >= 0);
+    lh_send(fd, "{\"op\":\"submit\",\"workflow\":\"spin\"}");
+    json_t *e = lh_wait_event(ev, "step_started", NULL, 10000);
+    cr_assert(e, "the spinning step did not start within 10 s");
+    json_decref(e);
+    close(ev);
+    close(fd);
+    return lh_now_ms();
+}
+
+Test(loomd_stop, a_stuck_reactor_still_stops_after_the_grace, .fini = teardown)
+{
+    const long grace = 1000, margin = 5000, slack = 3000;
+    setup_with(misbehave, "1s");
+    long t0 = start_spinning_reactor();
+    int rc = lh_stop(&D, SIGTERM);
+    long took = lh_now_ms() - t0;
+    cr_assert_eq(rc, 1, "exit status %d", rc);
+    cr_assert(took >= grace && took < grace + margin + slack, "stopped after %ld ms", took);
+    cr_assert_eq(lh_log_count(&D, "the reactor is stuck", NULL), 1);
+}
+
+Test(loomd_stop, a_stuck_reactor_stops_soon_after_a_second_signal, .fini = teardown)
+{
+    const long second = 1000, slack = 3000;
+    setup_with(misbehave, "30s");
+    start_spinning_reactor();
+    kill(D.pid, SIGTERM);
+    long t0 = lh_now_ms();
+    int rc = lh_stop(&D, SIGINT);
+    long took = lh_now_ms() - t0;
+    cr_assert_eq(rc, 1, "exit status %d", rc);
+    cr_assert(took < second + slack, "stopped after %ld ms", took);
+}
