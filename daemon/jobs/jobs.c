@@ -704,46 +704,15 @@ int jobs_resume(jobs_t *js)
     json_t *o;
     js->resuming = true;
     json_array_foreach(jobs, i, o) {
-        const char *id = json_string_value(json_object_get(o, "id"));
-        const char *name = json_string_value(json_object_get(o, "workflow"));
-        wfdir_version ver;
         char why[512];
-        dsl_graph *g = jobs_stored_graph(js, o, &ver, why, sizeof why);
-        ljob *j = g ? job_new(js, id, g, name, json_object_get(o, "input"),
-                              json_integer_value(json_object_get(o, "priority")))
-                    : NULL;
-        if (g)
-            dsl_graph_unref(g);
-        if (!g) {
-            /* cannot run: end it with a reason rather than retry forever */
-            json_t *e = json_pack("{s:s, s:s}", "code", "unknown_workflow", "message", why);
-            store_outcome_t out = { .state = STORE_FAILED, .error = e };
-            (void)store_finish_job(js->store, id, &out, NULL, NULL);
-            json_decref(e);
-            log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id), "not resumed: %s",
-                      why);
-            continue;
-        }
-        if (!j) {
+        int rc = jobs_load_stored(js, o, NULL, why, sizeof why);
+        if (rc == -ENOMEM) {
+            log_write(js->log, LOOM_LOG_ERROR, NULL, "cannot resume jobs: %s", why);
             jobs_pinned_clear(js);
             json_decref(jobs);
             return -1;
         }
-        const char *state = json_string_value(json_object_get(o, "state"));
-        j->was_running = state && strcmp(state, "running") == 0;
-        json_t *steps = NULL;
-        if (store_load_steps(js->store, id, &steps, err, sizeof err) == 0 && json_object_size(steps)) {
-            j->replay = json_object();
-            const char *key;
-            json_t *st;
-            json_object_foreach(steps, key, st) {
-                json_t *out = json_object_get(st, "output");
-                if (j->replay && out)
-                    json_object_set(j->replay, key, out);
-            }
-        }
-        json_decref(steps);
-        resumed++;
+        resumed += rc == 0; /* else it was ended, with the reason logged */
     }
     jobs_pinned_clear(js);
     json_decref(jobs);
