@@ -49,12 +49,17 @@ static json_t *l_noop(loom_ctx *ctx, void *st, json_t *in, json_t *args)
 /* PURE|FAST so the engine runs it inline on the reactor thread: a pool
  * round trip per step would measure thread hand-off, not the engine. */
 static const loom_lambda bench_lambdas[] = {
-    { "noop", l_noop, LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST, NULL, "input as is" },
+    { .name = "noop", .fn = l_noop, .flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST,
+      .summary = "input as is" },
 };
 
 static const loom_plugin bench_plugin = {
-    LOOM_ABI_MAJOR, LOOM_ABI_MINOR, "bench", "1", "overhead benchmark",
-    bench_lambdas, 1, NULL, 0, NULL, NULL,
+    LOOM_PLUGIN_HEADER,
+    .name = "bench",
+    .version = "1",
+    .description = "overhead benchmark",
+    .lambdas = bench_lambdas,
+    .nlambdas = 1,
 };
 
 /* ---- YAML generation */
