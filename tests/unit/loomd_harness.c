@@ -372,3 +372,45 @@ long lh_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+bool lh_pipe_read(lh_pipe *p, void (*on_line)(void *ud, json_t *line), void *ud)
+{
+    for (;;) {
+        if (p->cap - p->len < 65536) {
+            p->cap = p->cap ? p->cap * 2 : 131072;
+            p->buf = realloc(p->buf, p->cap);
+            cr_assert(p->buf);
+        }
+        ssize_t n = recv(p->fd, p->buf + p->len, p->cap - p->len, MSG_DONTWAIT);
+        if (n == 0)
+            return false;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+        p->len += (size_t)n;
+        char *start = p->buf, *nl;
+        while ((nl = memchr(start, '\n', (size_t)(p->buf + p->len - start)))) {
+            json_error_t e;
+            json_t *r = json_loadb(start, (size_t)(nl - start), 0, &e);
+            cr_assert(r, "an unparsable reply line: %s", e.text);
+            on_line(ud, r);
+            json_decref(r);
+            start = nl + 1;
+        }
+        p->len -= (size_t)(start - p->buf);
+        memmove(p->buf, start, p->len);
+    }
+}
+
+bool lh_send_all(int fd, const char *data, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, data, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        data += w;
+        n -= (size_t)w;
+    }
+    return true;
+}

@@ -73,4 +73,23 @@ int lh_check(lh_daemon *d, char *out, size_t outlen);
 /* The time since an arbitrary start, in milliseconds (monotonic). */
 long lh_now_ms(void);
 
+/* ---- pipelining clients (the crash and chaos tests) */
+
+/* One connection's descriptor (-1: not connected), its unparsed input and
+ * the replies it still waits for. */
+typedef struct lh_pipe {
+    int fd;
+    char *buf;
+    size_t len, cap;
+    int pending;
+} lh_pipe;
+
+/* Reads what P's descriptor has without blocking and hands every complete
+ * line, parsed, to ON_LINE(UD, LINE) (LINE borrowed); a line that is not
+ * JSON fails the test. Returns false when the connection ended. */
+bool lh_pipe_read(lh_pipe *p, void (*on_line)(void *ud, json_t *line), void *ud);
+/* Sends all N bytes of DATA on FD (blocking); false when the connection
+ * failed. */
+bool lh_send_all(int fd, const char *data, size_t n);
+
 #endif

@@ -188,12 +188,7 @@ typedef struct key_state {
     char job[32];
 } key_state;
 
-typedef struct client {
-    int fd;
-    char *buf;
-    size_t len, cap;
-    int pending;
-} client;
+typedef lh_pipe client;
 
 typedef struct plan_event {
     int64_t at_ms;         /* from the start of the faults */
@@ -444,47 +439,15 @@ static void handle_reply(int c, json_t *r)
     redo_push((int)k, now_ms() + (after <= 0 ? 100 : after < 1000 ? after : 1000));
 }
 
-static bool client_read(int c)
+static void on_reply_line(void *ud, json_t *r)
 {
-    client *cl = &R.conns[c];
-    for (;;) {
-        if (cl->cap - cl->len < 65536) {
-            cl->cap = cl->cap ? cl->cap * 2 : 131072;
-            cl->buf = realloc(cl->buf, cl->cap);
-            cr_assert(cl->buf);
-        }
-        ssize_t n = recv(cl->fd, cl->buf + cl->len, cl->cap - cl->len, MSG_DONTWAIT);
-        if (n == 0)
-            return false;
-        if (n < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-        cl->len += (size_t)n;
-        char *start = cl->buf, *nl;
-        while ((nl = memchr(start, '\n', (size_t)(cl->buf + cl->len - start)))) {
-            json_error_t e;
-            json_t *r = json_loadb(start, (size_t)(nl - start), 0, &e);
-            cr_assert(r, "an unparsable reply line: %s", e.text);
-            handle_reply(c, r);
-            json_decref(r);
-            start = nl + 1;
-        }
-        cl->len -= (size_t)(start - cl->buf);
-        memmove(cl->buf, start, cl->len);
-    }
+    handle_reply((int)(intptr_t)ud, r);
 }
 
-static bool send_all(int fd, const char *p, size_t n)
+/* Reads what C has; returns false when the connection ended. */
+static bool client_read(int c)
 {
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
+    return lh_pipe_read(&R.conns[c], on_reply_line, (void *)(intptr_t)c);
 }
 
 /* The submit line of key K into BUF. */
@@ -548,7 +511,7 @@ static void fill_windows(void)
         if (!nt)
             continue;
         cl->pending += nt;
-        if (!send_all(cl->fd, batch, blen))
+        if (!lh_send_all(cl->fd, batch, blen))
             client_lost(c); /* the daemon died under us: sent again after the restart */
     }
 }

@@ -73,12 +73,7 @@ typedef struct key_state {
     char job[32];
 } key_state;
 
-typedef struct client {
-    int fd;                /* -1: not connected */
-    char *buf;
-    size_t len, cap;
-    int pending;
-} client;
+typedef lh_pipe client;
 
 typedef struct crash_run {
     lh_daemon d;
@@ -180,48 +175,15 @@ static void handle_reply(int c, json_t *r)
     ks->state = K_NEW;
 }
 
+static void on_reply_line(void *ud, json_t *r)
+{
+    handle_reply((int)(intptr_t)ud, r);
+}
+
 /* Reads what C has; returns false when the connection ended. */
 static bool client_read(int c)
 {
-    client *cl = &R.conns[c];
-    for (;;) {
-        if (cl->cap - cl->len < 65536) {
-            cl->cap = cl->cap ? cl->cap * 2 : 131072;
-            cl->buf = realloc(cl->buf, cl->cap);
-            cr_assert(cl->buf);
-        }
-        ssize_t n = recv(cl->fd, cl->buf + cl->len, cl->cap - cl->len, MSG_DONTWAIT);
-        if (n == 0)
-            return false;
-        if (n < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
-        cl->len += (size_t)n;
-        char *start = cl->buf, *nl;
-        while ((nl = memchr(start, '\n', (size_t)(cl->buf + cl->len - start)))) {
-            json_error_t e;
-            json_t *r = json_loadb(start, (size_t)(nl - start), 0, &e);
-            cr_assert(r, "an unparsable reply line: %s", e.text);
-            handle_reply(c, r);
-            json_decref(r);
-            start = nl + 1;
-        }
-        cl->len -= (size_t)(start - cl->buf);
-        memmove(cl->buf, start, cl->len);
-    }
-}
-
-static bool send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return false;
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
+    return lh_pipe_read(&R.conns[c], on_reply_line, (void *)(intptr_t)c);
 }
 
 /* Fills each live connection's window: retries first, then new keys as
@@ -263,7 +225,7 @@ static void fill_windows(void)
             R.sends++;
         }
         cl->pending += nt;
-        if (!send_all(cl->fd, batch, blen))
+        if (!lh_send_all(cl->fd, batch, blen))
             client_lost(c); /* the daemon died under us: retried after the restart */
     }
 }
@@ -320,7 +282,7 @@ static void call_many(char **reqs, json_t **out, int n, int timeout_ms)
     cr_assert(all);
     for (int i = 0; i < n; i++)
         p += sprintf(p, "%s\n", reqs[i]);
-    cr_assert(send_all(fd, all, total), "cannot send to loomd");
+    cr_assert(lh_send_all(fd, all, total), "cannot send to loomd");
     free(all);
     int got = 0;
     int64_t until = now_ms() + timeout_ms;
