@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -83,7 +84,7 @@ void lh_workflow(lh_daemon *d, const char *name, const char *text)
     write_file(path, text);
 }
 
-void lh_start(lh_daemon *d)
+void lh_spawn(lh_daemon *d)
 {
     const char *bd = getenv("LOOM_BUILDDIR");
     char exe[400], log[400];
@@ -93,6 +94,8 @@ void lh_start(lh_daemon *d)
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
+        struct rlimit no_core = { 0, 0 }; /* tests crash loomd on purpose */
+        setrlimit(RLIMIT_CORE, &no_core);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 2);
@@ -102,20 +105,34 @@ void lh_start(lh_daemon *d)
         _exit(127);
     }
     d->pid = pid;
-    for (int i = 0; i < 1000; i++) {
+}
+
+int lh_wait_listening(lh_daemon *d, long bound_ms)
+{
+    long until = lh_now_ms() + bound_ms;
+    for (;;) {
         int fd = lh_connect(d);
         if (fd >= 0) {
             close(fd);
-            return;
+            return 0;
         }
         int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
             d->pid = 0;
-            cr_assert_fail("loomd exited at start (status %d); see %s", st, log);
+            cr_assert(!WIFEXITED(st) || WEXITSTATUS(st) != 127, "cannot run loomd");
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
-        usleep(10000);
+        cr_assert(lh_now_ms() < until, "loomd did not listen within %ld ms; see %s/loomd.log",
+                  bound_ms, d->dir);
+        poll(NULL, 0, 10); /* the interval of a loop that tests the socket itself */
     }
-    cr_assert_fail("loomd did not listen within 10 s; see %s", log);
+}
+
+void lh_start(lh_daemon *d)
+{
+    lh_spawn(d);
+    int st = lh_wait_listening(d, 10000);
+    cr_assert(st == 0, "loomd exited at start (status %d); see %s/loomd.log", st, d->dir);
 }
 
 int lh_stop(lh_daemon *d, int sig)

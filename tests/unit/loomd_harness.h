@@ -28,8 +28,14 @@ typedef struct lh_daemon {
 void lh_setup(lh_daemon *d, const char *providers, const char *const *fake_args);
 /* Writes workflows/NAME.yaml with TEXT (atomically: temp file + rename). */
 void lh_workflow(lh_daemon *d, const char *name, const char *text);
-/* Starts loomd --foreground on the config and waits for its socket. */
+/* Starts loomd --foreground on the config (no core dumps, stderr to
+ * DIR/loomd.log) and waits for its socket; fails the test if it dies first. */
 void lh_start(lh_daemon *d);
+/* Starts it without waiting (it may die first: a supervisor loop). */
+void lh_spawn(lh_daemon *d);
+/* Waits up to BOUND_MS for the spawned loomd's socket: 0 once it listens,
+ * or its exit status (128+signal) when it died first (d->pid is then 0). */
+int lh_wait_listening(lh_daemon *d, long bound_ms);
 /* Sends SIG and waits for the exit; returns the exit status (or 128+signal). */
 int lh_stop(lh_daemon *d, int sig);
 /* Kills everything and removes the directory. */

@@ -279,40 +279,8 @@ static void teardown(void)
  * job resumed at once): the caller records that death. */
 static bool daemon_start(void)
 {
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char exe[400], log[400];
-    snprintf(exe, sizeof exe, "%s/loomd", bd ? bd : ".");
-    snprintf(log, sizeof log, "%s/loomd.log", R.d.dir);
-    unlink(R.d.sock);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-        execl(exe, exe, "--foreground", "--config", R.d.cfg, (char *)NULL);
-        _exit(127);
-    }
-    R.d.pid = pid;
-    int64_t until = now_ms() + START_BOUND_MS;
-    for (;;) {
-        int fd = lh_connect(&R.d);
-        if (fd >= 0) {
-            close(fd);
-            return true;
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            R.d.pid = 0;
-            cr_assert(!WIFEXITED(st) || WEXITSTATUS(st) != 127, "cannot run %s", exe);
-            return false;
-        }
-        cr_assert(now_ms() < until, "loomd did not listen within %d ms; see %s", START_BOUND_MS,
-                  log);
-        poll(NULL, 0, 10); /* the interval of a loop that tests the socket itself */
-    }
+    lh_spawn(&R.d);
+    return lh_wait_listening(&R.d, START_BOUND_MS) == 0;
 }
 
 /* Records what the store held at a death (steps that ended with an answer:

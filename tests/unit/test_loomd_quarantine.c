@@ -73,30 +73,6 @@ static void setup(void)
     lh_workflow(&D, "stuck", "loom: 1\nname: stuck\ndo: { lambda: misbehave.forever }\n");
 }
 
-/* Starts loomd without waiting for its socket (it may die first), with no
- * core dumps. */
-static void spawn(void)
-{
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char exe[400], log[400];
-    snprintf(exe, sizeof exe, "%s/loomd", bd ? bd : ".");
-    snprintf(log, sizeof log, "%s/loomd.log", D.dir);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        struct rlimit no_core = { 0, 0 };
-        setrlimit(RLIMIT_CORE, &no_core);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-        execl(exe, exe, "--foreground", "--config", D.cfg, (char *)NULL);
-        _exit(127);
-    }
-    D.pid = pid;
-}
-
 /* JOB's stored object (new reference), or NULL when loomd does not answer. */
 static json_t *get_job(const char *job, int timeout_ms)
 {
@@ -134,7 +110,7 @@ static int supervise(const char *job, int max)
             cr_assert(restarts < max, "loomd crashed again after %d restarts (see %s/loomd.log)",
                       restarts, D.dir);
             restarts++;
-            spawn();
+            lh_spawn(&D);
             continue;
         }
         json_t *o = get_job(job, 1000);
