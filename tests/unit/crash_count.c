@@ -16,16 +16,25 @@ static int cmp_str(const void *a, const void *b)
 
 /* Read-only: SQLite replays the WAL the dead daemon left into its own
  * view, and writes nothing. */
-void crash_record_committed(crash_kill *k, const char *path)
+void crash_record_committed(crash_kill *k, const char *path, bool answered_only)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
     cr_assert_eq(rc, SQLITE_OK, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "?");
-    rc = sqlite3_prepare_v2(db, "SELECT job_id, key FROM steps", -1, &st, NULL);
+    rc = sqlite3_prepare_v2(db, "SELECT job_id, key, output FROM steps", -1, &st, NULL);
     cr_assert_eq(rc, SQLITE_OK, "cannot read the steps: %s", sqlite3_errmsg(db));
     size_t cap = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (answered_only) {
+            const char *out = (const char *)sqlite3_column_text(st, 2);
+            json_t *rec = out ? json_loads(out, 0, NULL) : NULL;
+            bool answered = rec && json_object_get(rec, "output") &&
+                            !json_object_get(rec, "error");
+            json_decref(rec);
+            if (!answered)
+                continue;
+        }
         if (k->ncommitted == cap) {
             cap = cap ? cap * 2 : 1024;
             k->committed = realloc(k->committed, cap * sizeof *k->committed);

@@ -52,8 +52,10 @@ typedef struct crash_paid {
 
 /* Records in K the steps of the store's database at PATH, opened read-only:
  * called after the daemon died and before the next one starts, so nobody
- * writes meanwhile and this is what was committed at the kill. */
-void crash_record_committed(crash_kill *k, const char *path);
+ * writes meanwhile and this is what was committed at the kill. With
+ * ANSWERED_ONLY, only steps that ended with an answer (a failed step has
+ * none to pay twice). */
+void crash_record_committed(crash_kill *k, const char *path, bool answered_only);
 void crash_kill_free(crash_kill *k);
 
 /* The fake server's log at PATH into *OUT (owned: crash_answers_free),

@@ -283,47 +283,6 @@ static bool daemon_start(void)
     return lh_wait_listening(&R.d, START_BOUND_MS) == 0;
 }
 
-/* Records what the store held at a death (steps that ended with an answer:
- * a failed step has none to pay twice), as crash_record_committed does. */
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static void record_committed(crash_kill *k)
-{
-    char path[400];
-    snprintf(path, sizeof path, "%s/loom.db", R.d.state);
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
-    cr_assert_eq(rc, SQLITE_OK, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "?");
-    rc = sqlite3_prepare_v2(db, "SELECT job_id, key, output FROM steps", -1, &st, NULL);
-    cr_assert_eq(rc, SQLITE_OK, "cannot read the steps: %s", sqlite3_errmsg(db));
-    size_t cap = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *out = (const char *)sqlite3_column_text(st, 2);
-        json_t *rec = out ? json_loads(out, 0, NULL) : NULL;
-        bool answered = rec && json_object_get(rec, "output") && !json_object_get(rec, "error");
-        json_decref(rec);
-        if (!answered)
-            continue;
-        if (k->ncommitted == cap) {
-            cap = cap ? cap * 2 : 1024;
-            k->committed = realloc(k->committed, cap * sizeof *k->committed);
-            cr_assert(k->committed);
-        }
-        char *e = NULL;
-        cr_assert(asprintf(&e, "%s\t%s", (const char *)sqlite3_column_text(st, 0),
-                           (const char *)sqlite3_column_text(st, 1)) > 0);
-        k->committed[k->ncommitted++] = e;
-    }
-    cr_assert_eq(rc, SQLITE_DONE, "reading the steps: %s", sqlite3_errmsg(db));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    qsort(k->committed, k->ncommitted, sizeof *k->committed, cmp_str);
-}
-
 /* ---- the clients */
 
 static void redo_push(int k, int64_t due_ms)
@@ -508,7 +467,9 @@ static void record_death(int64_t sent_us, bool ours)
     kr->sent_us = sent_us;
     kr->dead_us = now_us();
     R.up = false;
-    record_committed(kr);
+    char db[400];
+    snprintf(db, sizeof db, "%s/loom.db", R.d.state);
+    crash_record_committed(kr, db, true); /* steps that ended with an answer */
     drain_dead();
 }
 

@@ -373,7 +373,7 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
         R.up = false;
         char db[400];
         snprintf(db, sizeof db, "%s/loom.db", R.d.state);
-        crash_record_committed(kr, db);
+        crash_record_committed(kr, db, false);
         drain_dead();
         kr->restart_us = now_us();
         lh_start(&R.d);
