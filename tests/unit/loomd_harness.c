@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -430,4 +431,20 @@ bool lh_send_all(int fd, const char *data, size_t n)
         n -= (size_t)w;
     }
     return true;
+}
+
+void lh_plugin_dir(lh_daemon *d, const char *const *names, char *out, size_t outlen)
+{
+    const char *bd = getenv("LOOM_BUILDDIR");
+    char link[600], target[PATH_MAX];
+    snprintf(out, outlen, "%s/plugins", d->dir);
+    cr_assert_eq(mkdir(out, 0755), 0);
+    for (int i = 0; names && names[i]; i++) {
+        snprintf(link, sizeof link, "%s/%s.so", out, names[i]);
+        snprintf(target, sizeof target, "%s/tests/plugins/.libs/%s.so", bd ? bd : ".", names[i]);
+        char *abs = realpath(target, NULL);
+        cr_assert(abs, "no %s", target);
+        cr_assert_eq(symlink(abs, link), 0);
+        free(abs);
+    }
 }

@@ -71,6 +71,11 @@ json_t *lh_wait_event(int fd, const char *event, const char *job, int timeout_ms
  * database cannot be read. */
 long lh_store_steps(const lh_daemon *d, const char *job);
 
+/* Makes DIR/plugins holding a link to each built test plugin named in NAMES
+ * (tests/plugins/NAME.la's shared object) and writes that directory's path
+ * into OUT (OUTLEN bytes), for the config's `plugins:`. */
+void lh_plugin_dir(lh_daemon *d, const char *const *names, char *out, size_t outlen);
+
 /* Replaces the first OLD in the config with NEW (the config must hold it). */
 void lh_config_replace(lh_daemon *d, const char *old, const char *new_text);
 /* Runs loomd --check on the config; returns its exit status (or 128+signal)

@@ -846,16 +846,8 @@ static void setup_daemon(const char *providers)
     snprintf(d->wf, sizeof d->wf, "%s/workflows", d->dir);
     snprintf(d->state, sizeof d->state, "%s/state", d->dir);
     cr_assert_eq(mkdir(d->wf, 0755), 0);
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char plugins[400], link[600], target[PATH_MAX];
-    snprintf(plugins, sizeof plugins, "%s/plugins", d->dir);
-    cr_assert_eq(mkdir(plugins, 0755), 0);
-    snprintf(link, sizeof link, "%s/misbehave.so", plugins);
-    snprintf(target, sizeof target, "%s/tests/plugins/.libs/misbehave.so", bd ? bd : ".");
-    char *abs = realpath(target, NULL);
-    cr_assert(abs, "no %s", target);
-    cr_assert_eq(symlink(abs, link), 0);
-    free(abs);
+    char plugins[400];
+    lh_plugin_dir(d, (const char *const[]){ "misbehave", NULL }, plugins, sizeof plugins);
     FILE *f = fopen(d->cfg, "w");
     cr_assert(f);
     fprintf(f,

@@ -29,16 +29,8 @@ static void teardown(void)
 static void setup_hostile(const char *extra_workflow_name, const char *extra_workflow)
 {
     lh_setup(&D, NULL, NULL);
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char dir[400], link[600], target[PATH_MAX], repl[1024];
-    snprintf(dir, sizeof dir, "%s/plugins", D.dir);
-    cr_assert_eq(mkdir(dir, 0755), 0);
-    snprintf(link, sizeof link, "%s/hostile.so", dir);
-    snprintf(target, sizeof target, "%s/tests/plugins/.libs/hostile.so", bd ? bd : ".");
-    char *abs = realpath(target, NULL);
-    cr_assert(abs, "no %s", target);
-    cr_assert_eq(symlink(abs, link), 0);
-    free(abs);
+    char dir[400], repl[1024];
+    lh_plugin_dir(&D, (const char *const[]){ "hostile", NULL }, dir, sizeof dir);
     snprintf(repl, sizeof repl,
              "shutdown_grace: 5s\n"
              "plugins:\n"

@@ -49,16 +49,8 @@ static void setup(void)
     snprintf(opts, sizeof opts, "%s%shandle_segv=0", old ? old : "", old && *old ? ":" : "");
     setenv("ASAN_OPTIONS", opts, 1);
     lh_setup(&D, "  warm: { plugin: mock, latency: 300ms }\n", NULL);
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char dir[400], link[600], target[PATH_MAX], repl[700];
-    snprintf(dir, sizeof dir, "%s/plugins", D.dir);
-    cr_assert_eq(mkdir(dir, 0755), 0);
-    snprintf(link, sizeof link, "%s/misbehave.so", dir);
-    snprintf(target, sizeof target, "%s/tests/plugins/.libs/misbehave.so", bd ? bd : ".");
-    char *abs = realpath(target, NULL);
-    cr_assert(abs, "no %s", target);
-    cr_assert_eq(symlink(abs, link), 0);
-    free(abs);
+    char dir[400], repl[700];
+    lh_plugin_dir(&D, (const char *const[]){ "misbehave", NULL }, dir, sizeof dir);
     snprintf(repl, sizeof repl, "shutdown_grace: 5s\nplugins: [%s]\nquarantine_after: %d\n", dir,
              QUARANTINE_AFTER);
     lh_config_replace(&D, "shutdown_grace: 5s\n", repl);

@@ -30,18 +30,8 @@ static void teardown(void)
 static void setup_with(const char *const *names, const char *grace)
 {
     lh_setup(&D, NULL, NULL);
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char dir[400], link[600], target[PATH_MAX], repl[600];
-    snprintf(dir, sizeof dir, "%s/plugins", D.dir);
-    cr_assert_eq(mkdir(dir, 0755), 0);
-    for (int i = 0; names && names[i]; i++) {
-        snprintf(link, sizeof link, "%s/%s.so", dir, names[i]);
-        snprintf(target, sizeof target, "%s/tests/plugins/.libs/%s.so", bd ? bd : ".", names[i]);
-        char *abs = realpath(target, NULL);
-        cr_assert(abs, "no %s", target);
-        cr_assert_eq(symlink(abs, link), 0);
-        free(abs);
-    }
+    char dir[400], repl[600];
+    lh_plugin_dir(&D, names, dir, sizeof dir);
     snprintf(repl, sizeof repl, "shutdown_grace: %s\nplugins: [%s]\n", grace, dir);
     lh_config_replace(&D, "shutdown_grace: 5s\n", repl);
 }
