@@ -76,6 +76,7 @@ static void store_req_free(store_req_t *q)
     free(q->error);
     free(q->usage);
     free(q->source);
+    free(q->crash);
     free(q);
 }
 
@@ -652,8 +653,8 @@ int store_set_crashes(store_t *s, const char *job_id, int64_t crashes, const jso
     store_req_t *q = store_job_req(STORE_OP_CRASHES, job_id, cb, ud, &rc);
     if (!q)
         return rc;
-    q->priority = crashes;
-    rc = crashes > 0 ? store_dump(crash, &q->error) : 0;
+    q->crashes = crashes;
+    rc = crashes > 0 ? store_dump(crash, &q->crash) : 0;
     return store_submit(s, q, rc, 0);
 }
 

@@ -502,8 +502,8 @@ static int store_db_mark(store_t *s, store_req_t *q)
         return rc;
     store_bind_text(st, 1, q->job_id);
     if (!retry) {
-        sqlite3_bind_int64(st, 2, q->priority);
-        store_bind_text(st, 3, q->error);
+        sqlite3_bind_int64(st, 2, q->crashes);
+        store_bind_text(st, 3, q->crash);
     }
     if ((rc = store_db_exec(s, st, q)) != SQLITE_OK)
         return rc;

@@ -75,7 +75,9 @@ typedef struct store_req {
     char *source;    /* insert: the workflow version's text, when the store
                       * may not have it yet; NULL otherwise */
     size_t source_len;
-    int64_t priority; /* also: the crash count of STORE_OP_CRASHES */
+    int64_t priority;
+    int64_t crashes;  /* STORE_OP_CRASHES: the count, and CRASH what ran at the last */
+    char *crash;
     bool has_peer;
     int64_t peer_uid, peer_gid, peer_pid;
     int64_t time_ms; /* created, started, finished, or the purge cut-off */
