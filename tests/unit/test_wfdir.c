@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1025,6 +1026,18 @@ static void lag_while_compiling(const char *what, void (*start_compile)(void), b
     free(quiet.lag_us);
 }
 
+/* The two 50 MB tests take turns: Criterion runs a suite's tests at once,
+ * and two 50 MB compiles on 2 cores measure each other, not the reactor.
+ * Waiting for the lock is waiting for the other test to end; its process
+ * exit releases it. Returns the descriptor to close at the end. */
+static int take_50mb_turn(void)
+{
+    int fd = open("/tmp/loom-test-wfdir-50mb.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    cr_assert(fd >= 0, "lock file: %s", strerror(errno));
+    cr_assert(eq(int, flock(fd, LOCK_EX), 0), "flock: %s", strerror(errno));
+    return fd;
+}
+
 /* The file was written before the timers started (writing 50 MB is the
  * test's own work on this thread); its rename is what wfdir sees. */
 static void drop_big(void)
@@ -1041,11 +1054,13 @@ static bool big_done(void)
 
 Test(wfdir, a_50_mb_workflow_compiles_without_stalling_the_reactor)
 {
+    int turn = take_50mb_turn();
     char *text = big_workflow("big", (size_t)50 << 20);
     start();
     put(".big.yaml.tmp", text); /* a dotfile: ignored */
     free(text);
     lag_while_compiling("a 50 MB workflow dropped in compiled", drop_big, big_done);
+    close(turn);
 }
 
 static wfdir_version small_big;
@@ -1065,6 +1080,7 @@ Test(wfdir, a_50_mb_workflow_recompiled_by_a_rescan_does_not_stall_the_reactor)
     /* big.yaml is a symlink to a file in a subdirectory, which the watch
      * does not cover: the 50 MB written there is seen only by the rescan,
      * as SIGHUP makes loomd do */
+    int turn = take_50mb_turn();
     cr_assert(eq(int, mkdir(path_of("store"), 0755), 0));
     put("store/big.yaml", wf("big", "small at first"));
     cr_assert(eq(int, symlink("store/big.yaml", path_of("big.yaml")), 0));
@@ -1078,4 +1094,5 @@ Test(wfdir, a_50_mb_workflow_recompiled_by_a_rescan_does_not_stall_the_reactor)
     cr_assert(eq(str, version_of("big").hash, small_big.hash), "inotify said nothing");
     lag_while_compiling("a 50 MB workflow recompiled by a rescan", rescan_big, big_rescanned);
     cr_assert(eq(u64, version_of("big").load, (uint64_t)2));
+    close(turn);
 }
