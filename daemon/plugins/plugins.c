@@ -559,6 +559,8 @@ static int normalise(plugin_slot *s, const plugin_header *h, const void *raw)
     d->lambda_size = sizeof(loom_lambda);
     d->provider_size = sizeof(loom_provider);
     d->option_size = sizeof(loom_option);
+    if (copy_options(s, h, d->options, &d->options) < 0)
+        return -1;
     if (d->nlambdas && d->lambdas) {
         const unsigned char *base = (const void *)d->lambdas;
         size_t len = readable(h->lambda_size, h->abi_minor, lambda_ends);

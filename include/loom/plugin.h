@@ -66,7 +66,8 @@
  *        deadline, and whether the host gave up on it); loom_log works from
  *        every context with its level.
  *   2.1  loom_lambda.doc and .example, loom_provider.doc (the longer text
- *        and an example for the generated reference); loom_plugin.reload;
+ *        and an example for the generated reference); loom_plugin.reload
+ *        and loom_plugin.options (the plugin's configuration map);
  *        host API call_vlog (loom_call_log: an invoke provider logs from a
  *        timer callback, where it has a call but no ctx).
  */
@@ -397,6 +398,12 @@ typedef struct loom_plugin {
      * may be running: see the lifecycle above). 0, or -1 after loom_error to
      * keep the old configuration (the line is logged). */
     int (*reload)(loom_ctx *ctx, void *state, json_t *config);
+    /* The plugin's own configuration map (NULL-name terminated), or NULL:
+     * the daemon config's `plugins: { config: { NAME: {...} } }` entry is
+     * checked against it (unknown keys, types, required ones, defaults
+     * added) before init and reload see it. A plugin that declares none
+     * gets its entry unchecked. */
+    const loom_option *options;
 } loom_plugin;
 
 /* The first members of every descriptor: the version and sizes this
