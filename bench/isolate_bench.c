@@ -77,7 +77,7 @@ static void iso_next(run *R)
     if (R->left > 0) {
         R->left--;
         R->in_flight++;
-        if (!iso_call(R->iso, "hostile", "hostile.ok", R->input, R->args, iso_done, R)) {
+        if (!iso_call(R->iso, "hostile", "hostile.ok", R->input, R->args, 0, iso_done, R)) {
             fprintf(stderr, "isolate_bench: out of memory\n");
             exit(1);
         }
@@ -197,7 +197,7 @@ int main(int argc, char **argv)
             return 1;
         }
         iso_limits lim = { .processes = procs, .timeout_ms = 30000 };
-        if (iso_add_plugin(R.iso, "hostile", so, &lim) < 0)
+        if (iso_add_plugin(R.iso, "hostile", so, &lim, NULL) < 0)
             return fprintf(stderr, "isolate_bench: cannot isolate %s\n", so), 1;
         wait_ready(&R, (size_t)procs);
         for (int k = 0; k < 2; k++) {

@@ -106,7 +106,7 @@ int loomd_isolate_start(loomd *d, bool check)
         iso_limits lim = { .processes = e->processes, .memory_bytes = e->memory_bytes,
                            .cpu_seconds = e->cpu_seconds, .timeout_ms = e->timeout_ms };
         (void)plugin_path(d, e->plugin, path, sizeof path);
-        int r = iso_add_plugin(d->iso, e->plugin, path, &lim);
+        int r = iso_add_plugin(d->iso, e->plugin, path, &lim, NULL);
         if (r < 0) {
             log_write(&d->log, LOOM_LOG_ERROR, json_pack("{s:s}", "plugin", e->plugin),
                       "cannot isolate plugin %s: %s", e->plugin, strerror(-r));

@@ -2,7 +2,9 @@
  * to a helper process (daemon/isolate) instead of the worker pool, and its
  * answer comes back on the reactor like a pool call's. A crashed helper is
  * the typed error plugin_crashed, a helper past the plugin's timeout is
- * timeout: both classes a step's retry policy can name. */
+ * timeout: both classes a step's retry policy can name. A step's timeout or
+ * a cancelled job gives the call up (isolated_cancel): the lambda sees
+ * loom_cancelled in its helper and has a grace to return. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,7 +79,11 @@ bool isolated_start(act_t *a, const plugins_lambda *lam, json_t *args, char *key
     if (ic) {
         ic->act = a;
         ic->cache_key = key;
-        ic->call = iso_call(e->iso, lam->plugin->name, lam->name, a->input, args, isolated_done, ic);
+        /* the step's deadline, as a pool call's ctx has it (the helper
+         * takes the earlier of it and the plugin's timeout) */
+        uint64_t deadline = a->node->timeout_ms ? hctx_now_ms() + a->node->timeout_ms : 0;
+        ic->call = iso_call(e->iso, lam->plugin->name, lam->name, a->input, args, deadline,
+                            isolated_done, ic);
     }
     json_decref(args);
     if (!ic || !ic->call) {

@@ -11,8 +11,15 @@
  * waitpid(pid, WNOHANG) for the helpers that are exiting, and only them.
  *
  * Restarts after a crash wait 100 ms, doubling to 10 s, reset once a helper
- * has lived a healthy minute; a helper loomd killed itself (a timeout, a
- * cancelled call) restarts at once. */
+ * has lived a healthy minute; a helper loomd killed itself (a call given up
+ * on that did not return within the grace) restarts at once.
+ *
+ * A call given up on while it runs (the plugin's timeout, or iso_cancel for
+ * a step's timeout or a cancelled job) stays the helper's, with no done
+ * callback, until the helper answers it (the answer is dropped) or the
+ * grace ends and the helper is killed: the helper is busy meanwhile, so it
+ * is never handed a second call while the first still runs. */
+#include <time.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -58,6 +65,15 @@ static void call_fail(iso_call_t *c, iso_status st, const char *fmt, ...)
     va_end(ap);
     iso_result res = { .status = st, .message = msg };
     call_end(c, &res);
+}
+
+/* CLOCK_MONOTONIC in ms: the clock of deadline_ms in the call frame (the
+ * helper reads the same one). */
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void later_fired(reactor_t *r, reactor_timer_t *t, void *ud)
@@ -147,7 +163,7 @@ void iso_reaped(helper *h, int status)
     uint64_t now = reactor_now_us(iso->r);
     uint64_t delay_ms = 0;
     if (!h->killed_for) {
-        iso->st.crashes++;
+        pl->st.crashes++;
         h->backoff_ms = now - h->started_us >= HEALTHY_US || !h->backoff_ms
                             ? BACKOFF_FIRST_MS
                             : (h->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : h->backoff_ms * 2);
@@ -160,7 +176,11 @@ void iso_reaped(helper *h, int status)
     if (h->call) {
         iso_call_t *c = h->call;
         h->call = NULL;
-        call_fail(c, ISO_CRASHED, "plugin '%s' crashed in %s: its helper %s", pl->name, c->fn, how);
+        if (c->given_up)
+            call_free(c); /* answered (or dropped) when it was given up on */
+        else
+            call_fail(c, ISO_CRASHED, "plugin '%s' crashed in %s: its helper %s", pl->name, c->fn,
+                      how);
     }
     if (h->killed_for)
         LOG(iso, LOOM_LOG_INFO,
@@ -184,6 +204,62 @@ void iso_reaped(helper *h, int status)
     dispatch(pl);
 }
 
+/* Queues MSG (stolen) for H. 0, or a negative errno (nothing queued). */
+static int queue_frame(helper *h, json_t *msg)
+{
+    int rc = msg ? iso_writer_add_json(&h->wr, msg) : -ENOMEM;
+    json_decref(msg);
+    return rc;
+}
+
+/* Writes what H has queued, as far as its socket takes it now; the rest
+ * goes when it is writable. A broken socket kills the helper (its call
+ * then fails as a crash once it is reaped). */
+static void flush_out(helper *h)
+{
+    if (h->fd < 0 || h->state == H_EXITING)
+        return;
+    int rc = iso_writer_flush(&h->wr, h->fd);
+    if (rc == 1)
+        reactor_mod_fd(h->iso->r, h->fd, REACTOR_READ | REACTOR_WRITE);
+    else if (rc < 0)
+        iso_helper_kill(h, NULL);
+}
+
+/* Drops C's done callback and tells H to stop running it; H stays busy
+ * with it until it answers or ISO_CANCEL_GRACE_MS ends (then it is killed,
+ * for WHY, static text). */
+static void give_up(helper *h, iso_call_t *c, const char *why)
+{
+    iso_t *iso = h->iso;
+    c->given_up = why;
+    c->done = NULL;
+    c->ud = NULL;
+    c->given_up_us = reactor_now_us(iso->r);
+    h->pl->st.cancels++;
+    if (h->state == H_EXITING || h->fd < 0)
+        return; /* already on its way out: reaping frees C */
+    if (h->deadline)
+        reactor_timer_cancel(iso->r, h->deadline);
+    h->deadline = reactor_timer_add(iso->r, (uint64_t)ISO_CANCEL_GRACE_MS * REACTOR_MSEC,
+                                    iso_deadline_fired, h);
+    if (queue_frame(h, json_pack("{s:I}", "cancel", (json_int_t)c->id)) < 0 || !h->deadline)
+        iso_helper_kill(h, why); /* it cannot be told, or cannot be timed */
+    else
+        flush_out(h);
+}
+
+void iso_send_init(helper *h)
+{
+    json_t *cfg = h->pl->config ? json_incref(h->pl->config) : json_null();
+    if (queue_frame(h, json_pack("{s:o}", "init", cfg)) < 0) {
+        snprintf(h->pl->why, sizeof h->pl->why, "out of memory sending its configuration");
+        iso_helper_kill(h, NULL);
+        return;
+    }
+    flush_out(h);
+}
+
 void iso_deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
 {
     helper *h = ud;
@@ -198,16 +274,30 @@ void iso_deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
     iso_call_t *c = h->call;
     if (!c)
         return;
-    h->call = NULL;
-    iso->st.timeouts++;
-    iso_helper_kill(h, "timeout");
+    if (c->given_up) { /* the grace is over */
+        h->pl->st.grace_kills++;
+        LOG(iso, LOOM_LOG_WARN,
+            json_pack("{s:s, s:s, s:s, s:i}", "plugin", h->pl->name, "lambda", c->fn, "reason",
+                      c->given_up, "grace_ms", ISO_CANCEL_GRACE_MS),
+            "plugin %s: %s did not return within %d ms of being given up on (%s): killing its "
+            "helper %d", h->pl->name, c->fn, ISO_CANCEL_GRACE_MS, c->given_up, h->index);
+        iso_helper_kill(h, c->given_up);
+        return;
+    }
+    h->pl->st.timeouts++;
     LOG(iso, LOOM_LOG_WARN,
         json_pack("{s:s, s:s, s:I}", "plugin", h->pl->name, "lambda", c->fn, "timeout_ms",
                   (json_int_t)h->pl->lim.timeout_ms),
-        "plugin %s: %s ran past its timeout of %llu ms: killing its helper %d", h->pl->name,
+        "plugin %s: %s ran past its timeout of %llu ms: cancelling it in its helper %d", h->pl->name,
         c->fn, (unsigned long long)h->pl->lim.timeout_ms, h->index);
-    call_fail(c, ISO_TIMEOUT, "%s ran past the isolated plugin's timeout of %llu ms", c->fn,
-              (unsigned long long)h->pl->lim.timeout_ms);
+    iso_done_fn done = c->done;
+    void *done_ud = c->ud;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s ran past the isolated plugin's timeout of %llu ms", c->fn,
+             (unsigned long long)h->pl->lim.timeout_ms);
+    give_up(h, c, "timeout");
+    iso_result res = { .status = ISO_TIMEOUT, .message = msg };
+    done(done_ud, &res);
 }
 
 static void on_ready(helper *h)
@@ -244,6 +334,19 @@ static void on_answer(helper *h, json_t *msg)
         reactor_timer_cancel(h->iso->r, h->deadline);
         h->deadline = NULL;
     }
+    iso_plugin *pl = h->pl;
+    if (c->given_up) {
+        LOG(h->iso, LOOM_LOG_INFO,
+            json_pack("{s:s, s:s, s:s, s:i}", "plugin", pl->name, "lambda", c->fn, "reason",
+                      c->given_up, "helper", h->index),
+            "plugin %s: %s returned %llu ms after it was given up on (%s): helper %d kept",
+            pl->name, c->fn,
+            (unsigned long long)((reactor_now_us(h->iso->r) - c->given_up_us) / REACTOR_MSEC),
+            c->given_up, h->index);
+        call_free(c);
+        dispatch(pl);
+        return;
+    }
     json_t *out = json_object_get(msg, "output");
     iso_result res = { .status = ISO_OK };
     if (out) {
@@ -258,7 +361,6 @@ static void on_answer(helper *h, json_t *msg)
         if (!res.message)
             res.message = "failed";
     }
-    iso_plugin *pl = h->pl;
     call_end(c, &res);
     dispatch(pl); /* the callback may have queued or dispatched already */
 }
@@ -326,23 +428,21 @@ void iso_on_fd(reactor_t *r, int fd, int events, void *ud)
 static void send_call(helper *h, iso_call_t *c)
 {
     iso_t *iso = h->iso;
-    json_t *req = json_pack("{s:I, s:s, s:O, s:O}", "id", (json_int_t)c->id, "lambda", c->fn,
-                            "input", c->input, "args", c->args);
-    int rc = req ? iso_writer_add_json(&h->wr, req) : -ENOMEM;
-    json_decref(req);
+    uint64_t deadline = mono_ms() + h->pl->lim.timeout_ms;
+    if (c->deadline_ms && c->deadline_ms < deadline)
+        deadline = c->deadline_ms;
+    int rc = queue_frame(h, json_pack("{s:I, s:s, s:O, s:O, s:I}", "id", (json_int_t)c->id,
+                                      "lambda", c->fn, "input", c->input, "args", c->args,
+                                      "deadline_ms", (json_int_t)deadline));
     if (rc < 0) {
         call_fail(c, ISO_NOMEM, "cannot send %s to its helper: %s", c->fn, strerror(-rc));
         return;
     }
     h->call = c;
     c->h = h;
-    iso->st.calls++;
+    h->pl->st.calls++;
     h->deadline = reactor_timer_add(iso->r, h->pl->lim.timeout_ms * REACTOR_MSEC, iso_deadline_fired, h);
-    rc = iso_writer_flush(&h->wr, h->fd);
-    if (rc == 1)
-        reactor_mod_fd(iso->r, h->fd, REACTOR_READ | REACTOR_WRITE);
-    else if (rc < 0)
-        iso_helper_kill(h, NULL); /* the call fails as a crash once it is reaped */
+    flush_out(h);
 }
 
 static void dispatch(iso_plugin *pl)
@@ -387,7 +487,8 @@ static iso_plugin *find(const iso_t *iso, const char *name)
     return NULL;
 }
 
-int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_limits *limits)
+int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_limits *limits,
+                   json_t *config)
 {
     if (find(iso, name))
         return -EEXIST;
@@ -399,7 +500,9 @@ int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_lim
     pl->name = strdup(name);
     pl->path = strdup(path);
     pl->h = calloc((size_t)limits->processes, sizeof *pl->h);
-    if (!pl->name || !pl->path || !pl->h) {
+    pl->config = config ? json_deep_copy(config) : NULL;
+    if (!pl->name || !pl->path || !pl->h || (config && !pl->config)) {
+        json_decref(pl->config);
         free(pl->name);
         free(pl->path);
         free(pl->h);
@@ -420,13 +523,40 @@ int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_lim
     return 0;
 }
 
+int iso_reload(iso_t *iso, const char *name, json_t *config)
+{
+    iso_plugin *pl = find(iso, name);
+    if (!pl)
+        return -ENOENT;
+    json_t *copy = config ? json_deep_copy(config) : NULL;
+    if (config && !copy)
+        return -ENOMEM;
+    json_decref(pl->config);
+    pl->config = copy;
+    for (int i = 0; i < pl->lim.processes; i++) {
+        helper *h = &pl->h[i];
+        /* a helper that is down or exiting starts again with the new init */
+        if (h->fd < 0 || (h->state != H_STARTING && h->state != H_READY))
+            continue;
+        json_t *cfg = copy ? json_incref(copy) : json_null();
+        if (queue_frame(h, json_pack("{s:o}", "reload", cfg)) < 0) {
+            /* it would keep the old configuration: a restart gives it the new */
+            snprintf(pl->why, sizeof pl->why, "out of memory sending its new configuration");
+            iso_helper_kill(h, "reload");
+            continue;
+        }
+        flush_out(h);
+    }
+    return 0;
+}
+
 bool iso_isolated(const iso_t *iso, const char *name)
 {
     return iso && find(iso, name) != NULL;
 }
 
 iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *input, json_t *args,
-                     iso_done_fn done, void *ud)
+                     uint64_t deadline_ms, iso_done_fn done, void *ud)
 {
     iso_plugin *pl = find(iso, plugin);
     iso_call_t *c = calloc(1, sizeof *c);
@@ -439,6 +569,7 @@ iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *inp
     c->id = iso->next_id++;
     c->input = json_incref(input);
     c->args = json_incref(args);
+    c->deadline_ms = deadline_ms;
     c->done = done;
     c->ud = ud;
     list_init(&c->link);
@@ -458,24 +589,62 @@ iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *inp
 void iso_cancel(iso_t *iso, iso_call_t *c)
 {
     if (c->h) {
-        helper *h = c->h;
-        h->call = NULL;
-        iso_helper_kill(h, "cancelled call");
-    } else {
-        list_del(&c->link);
+        if (!c->given_up)
+            give_up(c->h, c, "cancelled call");
+        return; /* the helper holds it until it answers or is killed */
     }
+    list_del(&c->link);
     call_free(c);
+}
+
+static void sum_stats(iso_stats *to, const iso_stats *from)
+{
+    to->calls += from->calls;
+    to->crashes += from->crashes;
+    to->timeouts += from->timeouts;
+    to->cancels += from->cancels;
+    to->grace_kills += from->grace_kills;
+    to->restarts += from->restarts;
+}
+
+static size_t ready_count(const iso_plugin *pl)
+{
+    size_t n = 0;
+    for (int i = 0; i < pl->lim.processes; i++)
+        n += pl->h[i].state == H_READY;
+    return n;
 }
 
 void iso_get_stats(const iso_t *iso, iso_stats *out)
 {
-    *out = iso->st;
-    out->helpers_ready = 0;
+    memset(out, 0, sizeof *out);
     for (list_link *l = iso->plugins.next; l != &iso->plugins; l = l->next) {
         iso_plugin *pl = LIST_OWNER(l, iso_plugin, link);
-        for (int i = 0; i < pl->lim.processes; i++)
-            out->helpers_ready += pl->h[i].state == H_READY;
+        sum_stats(out, &pl->st);
+        out->helpers_ready += ready_count(pl);
     }
+}
+
+json_t *iso_stats_json(const iso_t *iso)
+{
+    json_t *o = json_object();
+    if (!o || !iso)
+        return o;
+    for (list_link *l = iso->plugins.next; l != &iso->plugins; l = l->next) {
+        iso_plugin *pl = LIST_OWNER(l, iso_plugin, link);
+        json_t *p = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I}", "calls",
+                              (json_int_t)pl->st.calls, "crashes", (json_int_t)pl->st.crashes,
+                              "timeouts", (json_int_t)pl->st.timeouts, "cancels",
+                              (json_int_t)pl->st.cancels, "grace_kills",
+                              (json_int_t)pl->st.grace_kills, "restarts",
+                              (json_int_t)pl->st.restarts, "helpers", pl->lim.processes,
+                              "helpers_ready", (json_int_t)ready_count(pl));
+        if (!p || json_object_set_new(o, pl->name, p) < 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
 }
 
 void iso_free(iso_t *iso)
@@ -503,6 +672,7 @@ void iso_free(iso_t *iso)
             list_del(&c->link);
             call_free(c);
         }
+        json_decref(pl->config);
         free(pl->h);
         free(pl->name);
         free(pl->path);

@@ -17,14 +17,30 @@
  * length prefix handles every size with one code path, lets a reader take
  * several small frames in one read(2), and lets a non-blocking writer stop
  * and resume anywhere in a frame. Messages (docs/plugins.md):
- *   loomd -> helper  {"id": N, "lambda": "plugin.name", "input": V, "args": {..}}
+ *   loomd -> helper  {"init": CONFIG} first, on every start: the plugin's
+ *                    configuration (null for none) for its init
+ *                    {"id": N, "lambda": "plugin.name", "input": V, "args": {..},
+ *                     "deadline_ms": MS}
+ *                    {"cancel": N}   loomd gave up on call N (a step's timeout,
+ *                                    a cancelled job, the plugin's timeout)
+ *                    {"reload": CONFIG}  SIGHUP: run the plugin's reload hook
  *   helper -> loomd  {"ready": {"plugin": NAME, "lambdas": N}} once, after init
  *                    {"fatal": TEXT} then exit, when the plugin cannot load
  *                    {"id": N, "output": V}
  *                    {"id": N, "error": {"code": CODE, "message": TEXT}}
  *                    {"log": LEVEL, "message": TEXT}
+ * DEADLINE_MS is CLOCK_MONOTONIC milliseconds (both ends read the same
+ * machine's clock): the earlier of the step's deadline and the plugin's
+ * timeout. It is what loom_deadline_ms answers in the helper, and
+ * loom_cancelled there turns true once a cancel for the call has arrived (a
+ * thread of the helper reads the socket while the lambda runs).
  * A helper runs one call at a time and loomd sends it the next only after the
- * answer, so a crash costs exactly the call it was running.
+ * answer, so a crash costs exactly the call it was running. A call given up
+ * on is answered at once (timeout, or not at all when cancelled) and its
+ * helper gets ISO_CANCEL_GRACE_MS to return from it; one that does not is
+ * killed and started again. A reload reaches a busy helper after its call
+ * (frames are read in order); a helper that starts later gets the newest
+ * configuration in its init frame.
  *
  * Everything here runs on the reactor thread. */
 #ifndef LOOM_DAEMON_ISO_H
@@ -43,6 +59,12 @@
 /* The largest frame either end accepts: a 32 MiB output plus its escaping. */
 #define ISO_FRAME_MAX ((size_t)96 << 20)
 #define ISO_FRAME_HEADER 4
+
+/* How long a helper has to return from a call loomd gave up on (it sees
+ * loom_cancelled) before it is killed: long enough for a lambda that polls
+ * the flag between steps of work, short enough that a stuck one does not
+ * hold its helper. */
+#define ISO_CANCEL_GRACE_MS 1000
 
 /* Bytes read from a socket, cut into frames. Zeroed is ready. */
 typedef struct iso_reader {
@@ -127,37 +149,61 @@ iso_t *iso_new(reactor_t *r, const char *host, iso_log_fn log, void *ud);
 void iso_free(iso_t *iso);
 
 /* Isolates plugin NAME, loaded from the shared object PATH, with LIMITS; its
- * helpers start now. NAME and PATH are copied. 0, or a negative errno
- * (-EEXIST when NAME is isolated already, -EINVAL for bad limits). */
-int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_limits *limits);
+ * helpers start now, and each start's init gets CONFIG (the plugin's
+ * configuration, borrowed and copied; NULL for none). NAME and PATH are
+ * copied. 0, or a negative errno (-EEXIST when NAME is isolated already,
+ * -EINVAL for bad limits). */
+int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_limits *limits,
+                   json_t *config);
+
+/* SIGHUP: plugin NAME's configuration is now CONFIG (borrowed and copied;
+ * NULL for none). Every running helper of it runs the plugin's reload hook
+ * with it (a busy one after its call), and helpers started from now on get
+ * it in their init. 0, -ENOENT when NAME is not isolated, -ENOMEM. */
+int iso_reload(iso_t *iso, const char *name, json_t *config);
 
 /* Whether calls of plugin NAME go to helpers. */
 bool iso_isolated(const iso_t *iso, const char *name);
 
 /* Starts a call of lambda FN ("plugin.name") of PLUGIN with INPUT and ARGS
- * (borrowed; encoded at once). DONE(UD, result) ends it later, never from
- * inside this call. Returns the call's handle (owned by the module, valid
- * until DONE starts or iso_cancel), or NULL when out of memory. */
+ * (borrowed; encoded at once). DEADLINE_MS (CLOCK_MONOTONIC ms, 0 for none)
+ * is the step's: the lambda sees the earlier of it and the plugin's timeout
+ * as loom_deadline_ms. DONE(UD, result) ends it later, never from inside
+ * this call. Returns the call's handle (owned by the module, valid until
+ * DONE starts or iso_cancel), or NULL when out of memory. */
 iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *input, json_t *args,
-                     iso_done_fn done, void *ud);
+                     uint64_t deadline_ms, iso_done_fn done, void *ud);
 
 /* Gives up on CALL: its DONE never runs. A call queued is dropped; a call
- * running in a helper cannot be taken back, so that helper is killed and
- * started again. */
+ * running in a helper is sent a cancel (loom_cancelled turns true there)
+ * and the helper is killed and started again only when the lambda has not
+ * returned within ISO_CANCEL_GRACE_MS. */
 void iso_cancel(iso_t *iso, iso_call_t *call);
 
-/* Counts for `stats` and the bench. */
+/* Counts for `stats` and the bench: calls sent to helpers, helpers that
+ * died on their own (crashes), calls past the plugin's timeout, calls given
+ * up on while running (cancels: timeouts included), helpers killed because
+ * a call given up on did not return within the grace, restarts, and helpers
+ * serving now. */
 typedef struct iso_stats {
-    uint64_t calls, crashes, timeouts, restarts;
+    uint64_t calls, crashes, timeouts, cancels, grace_kills, restarts;
     size_t helpers_ready;
 } iso_stats;
+/* The sums over every isolated plugin. */
 void iso_get_stats(const iso_t *iso, iso_stats *out);
+/* Each isolated plugin's counts: {NAME: {"calls": N, "crashes": N,
+ * "timeouts": N, "cancels": N, "grace_kills": N, "restarts": N,
+ * "helpers": N, "helpers_ready": N}}, a new object ({} for a NULL ISO), or
+ * NULL when out of memory. */
+json_t *iso_stats_json(const iso_t *iso);
 
 /* ---- the helper's environment */
 
 /* The helper's command line (what iso.c passes and iso_host.c reads):
  *   loom-plugin-host --fd N --plugin NAME --path FILE
- *                    [--memory BYTES] [--cpu SECONDS] */
+ *                    [--memory BYTES] [--cpu SECONDS]
+ * (the configuration comes in the init frame, not on the command line,
+ * where every user of the machine could read it) */
 #define ISO_HOST_PROGRAM "loom-plugin-host"
 
 #endif

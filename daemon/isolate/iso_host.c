@@ -1,7 +1,14 @@
 /* iso_host.c -- loom-plugin-host, the helper process of an isolated plugin
  * (iso.h). loomd starts it with one end of a socketpair as fd 3; it locks
- * itself down, loads the one plugin with loomd's own loader, says ready, and
- * then runs the calls it is sent, one at a time, until the socket closes.
+ * itself down, reads its init frame (the plugin's configuration), loads the
+ * one plugin with loomd's own loader, says ready, and then runs the calls it
+ * is sent, one at a time, until the socket closes.
+ *
+ * Two threads. A reader thread reads every frame as it arrives and queues
+ * it for the main thread, which runs lambdas and hooks; a cancel frame also
+ * sets the flag loom_cancelled reads, so a lambda that polls it sees loomd
+ * give up while it runs. Frames go out from the main thread, and from
+ * whatever thread a plugin logs on, under a lock.
  *
  * It trusts nothing it loads: stdout goes to /dev/null (a plugin printing
  * cannot corrupt the frames on fd 3), every other descriptor is closed, no
@@ -12,7 +19,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,18 +43,38 @@
 #endif
 #endif
 
+/* The reader thread's stack: room for jansson's parser on a deeply nested
+ * frame (ASan's frames are several times larger). */
+#ifdef ISO_ASAN
+#define READER_STACK ((size_t)8 << 20)
+#else
+#define READER_STACK ((size_t)1 << 20)
+#endif
+
 typedef struct host {
     int fd;
+    const char *name;          /* the plugin's (argv) */
+    pthread_mutex_t wmu;       /* out: frames from the main thread and plugins' threads */
     iso_writer out;
+    bool ready;                /* said ready: loader errors go to loomd's log */
     char last_error[512];      /* the loader's last error line, for "fatal" */
     uint64_t cpu_seconds;
     rlim_t cpu_hard;
+    /* what the reader thread hands the main thread, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    json_t *inbox;             /* an array of messages, oldest first */
+    bool eof;                  /* the socket ended */
+    _Atomic uint64_t cancel_id; /* the newest call loomd gave up on (ids only grow) */
 } host;
 
-/* One call's context: what loom_error records. */
+/* One call's context: what loom_error records, and the call's id and
+ * deadline for loom_cancelled and loom_deadline_ms. */
 typedef struct hctx {
     loom_ctx base;
     host *h;
+    uint64_t id;
+    uint64_t deadline_ms;      /* CLOCK_MONOTONIC ms; 0: none */
     bool failed;
     loom_errcode code;
     char msg[1024];
@@ -59,19 +88,21 @@ static const char *const code_names[] = {
     [LOOM_E_CONFIG] = "config",          [LOOM_E_NOMEM] = "out_of_memory",
 };
 
-static void send_json(host *h, json_t *v)
+/* Sends V (stolen) as one frame now. Blocking: the only reader is loomd,
+ * and a loomd that is gone ends the helper. -1 when V cannot be encoded
+ * (nothing was sent). */
+static int send_json(host *h, json_t *v)
 {
-    if (v)
-        (void)iso_writer_add_json(&h->out, v);
+    int rc = -1;
+    pthread_mutex_lock(&h->wmu);
+    if (v && iso_writer_add_json(&h->out, v) == 0) {
+        rc = 0;
+        if (iso_writer_flush(&h->out, h->fd) != 0)
+            _exit(0);
+    }
+    pthread_mutex_unlock(&h->wmu);
     json_decref(v);
-}
-
-/* Blocking: the only reader is loomd, and there is nothing else to do. A
- * loomd that is gone ends the helper. */
-static void flush_or_die(host *h)
-{
-    if (iso_writer_flush(&h->out, h->fd) != 0)
-        _exit(0);
+    return rc;
 }
 
 static void send_log(host *h, int level, const char *text)
@@ -109,10 +140,21 @@ static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud
 static void h_timer_cancel(loom_call *call, void *timer) { }
 static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message) { }
 static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap) { }
-/* ABI 2.0: a helper knows no deadline, and a call given up on ends with
- * the helper's, so a lambda polling these here just runs to its end. */
-static uint64_t h_deadline_ms(loom_ctx *ctx) { return 0; }
-static int h_cancelled(loom_ctx *ctx) { return 0; }
+/* The call's deadline from its frame (0 outside a call: init, reload). */
+static uint64_t h_deadline_ms(loom_ctx *ctx)
+{
+    return ((hctx *)ctx)->deadline_ms;
+}
+
+/* loomd said it gave up on this call (its cancel frame came). Only that,
+ * as in loomd: past the deadline the host's own timer decides, and a
+ * lambda that returns a moment before it still has its answer taken. Any
+ * thread. */
+static int h_cancelled(loom_ctx *ctx)
+{
+    hctx *c = (hctx *)ctx;
+    return c->id && atomic_load(&c->h->cancel_id) >= c->id;
+}
 
 static const loom_host_api host_api = {
     .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after, .complete = h_complete,
@@ -126,7 +168,7 @@ static const loom_host_api host_api = {
 static void loader_log(void *ud, int level, const char *line)
 {
     host *h = ud;
-    if (level == LOOM_LOG_ERROR)
+    if (level == LOOM_LOG_ERROR && !h->ready)
         snprintf(h->last_error, sizeof h->last_error, "%s", line);
     else
         send_log(h, level, line);
@@ -204,23 +246,23 @@ static void cpu_budget(host *h)
     setrlimit(RLIMIT_CPU, &rl);
 }
 
-static void serve(host *h, plugins_t *p, const char *data, size_t len)
+/* Runs the lambda call REQ (borrowed) and answers it. */
+static void serve(host *h, plugins_t *p, json_t *req)
 {
-    json_error_t je;
-    json_t *req = json_loadb(data, len, JSON_ALLOW_NUL, &je);
     json_t *id = json_object_get(req, "id");
     const char *fn = json_string_value(json_object_get(req, "lambda"));
-    if (!json_is_integer(id) || !fn) {
-        json_decref(req);
+    if (!json_is_integer(id) || !fn)
         _exit(3); /* loomd sent what it never sends: start again clean */
-    }
     json_t *reply;
     const plugins_lambda *lam = plugins_lambda_find(p, fn);
     if (!lam) {
         reply = json_pack("{s:O, s:{s:s, s:s}}", "id", id, "error", "code", "lambda_failed",
                           "message", "no such lambda in the isolated plugin");
     } else {
-        hctx c = { .base.api = &host_api, .h = h };
+        hctx c = { .base.api = &host_api, .h = h, .id = (uint64_t)json_integer_value(id) };
+        json_t *dl = json_object_get(req, "deadline_ms");
+        if (json_is_integer(dl) && json_integer_value(dl) > 0)
+            c.deadline_ms = (uint64_t)json_integer_value(dl);
         json_t *args = json_object_get(req, "args");
         json_t *own_args = args ? NULL : json_object();
         cpu_budget(h);
@@ -237,17 +279,98 @@ static void serve(host *h, plugins_t *p, const char *data, size_t len)
                               c.failed ? c.msg : "returned no value");
         }
     }
-    if (!reply || iso_writer_add_json(&h->out, reply) < 0) {
+    if (send_json(h, reply) < 0) {
         /* an output JSON cannot carry (a NaN, bytes that are not UTF-8) */
-        json_decref(reply);
         reply = json_pack("{s:O, s:{s:s, s:s}}", "id", id, "error", "code", "invalid_output",
                           "message", "the output cannot be encoded as JSON");
-        if (!reply || iso_writer_add_json(&h->out, reply) < 0)
+        if (send_json(h, reply) < 0)
             _exit(4);
     }
-    json_decref(reply);
-    json_decref(req);
-    flush_or_die(h);
+}
+
+/* SIGHUP in loomd: the plugin's reload hook with CONFIG (borrowed; JSON
+ * null for none). A refusal is logged by the loader (to loomd's log). */
+static void reload(host *h, plugins_t *p, json_t *config)
+{
+    json_t *configs = json_is_null(config) ? NULL : json_pack("{s:O}", h->name, config);
+    if (!json_is_null(config) && !configs) {
+        send_log(h, LOOM_LOG_ERROR, "out of memory: the reload was not run");
+        return;
+    }
+    plugins_reload(p, configs);
+    json_decref(configs);
+}
+
+/* The reader thread: every frame, parsed, into the inbox; a cancel also
+ * sets cancel_id at once, for a lambda running meanwhile. A stream it cannot
+ * read ends the process: loomd starts a clean one. */
+static void *reader_main(void *ud)
+{
+    host *h = ud;
+    iso_reader rd = { 0 };
+    for (;;) {
+        ssize_t n = iso_reader_fill(&rd, h->fd);
+        if (n <= 0)
+            break; /* loomd closed its end */
+        const char *data;
+        size_t len;
+        int rc;
+        while ((rc = iso_reader_next(&rd, &data, &len)) == 1) {
+            json_error_t je;
+            json_t *msg = json_loadb(data, len, JSON_ALLOW_NUL, &je);
+            if (!json_is_object(msg))
+                _exit(3);
+            json_t *cancel = json_object_get(msg, "cancel");
+            if (json_is_integer(cancel)) {
+                uint64_t id = (uint64_t)json_integer_value(cancel);
+                uint64_t cur = atomic_load(&h->cancel_id);
+                while (cur < id && !atomic_compare_exchange_weak(&h->cancel_id, &cur, id))
+                    ;
+                json_decref(msg); /* nothing more to do with it: one call at a time */
+                continue;
+            }
+            pthread_mutex_lock(&h->mu);
+            if (json_array_append_new(h->inbox, msg) < 0)
+                _exit(3);
+            pthread_cond_signal(&h->cv);
+            pthread_mutex_unlock(&h->mu);
+        }
+        if (rc < 0)
+            _exit(3);
+    }
+    iso_reader_free(&rd);
+    pthread_mutex_lock(&h->mu);
+    h->eof = true;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+/* The next message (a new reference), waiting for it; NULL once the socket
+ * has ended and every message before that was taken. */
+static json_t *next_message(host *h)
+{
+    pthread_mutex_lock(&h->mu);
+    while (json_array_size(h->inbox) == 0 && !h->eof)
+        pthread_cond_wait(&h->cv, &h->mu);
+    json_t *msg = json_incref(json_array_get(h->inbox, 0));
+    if (msg)
+        json_array_remove(h->inbox, 0);
+    pthread_mutex_unlock(&h->mu);
+    return msg;
+}
+
+static int start_reader(host *h)
+{
+    pthread_attr_t at;
+    pthread_t t;
+    if (pthread_attr_init(&at))
+        return -1;
+    pthread_attr_setstacksize(&at, READER_STACK);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &at, reader_main, h);
+    pthread_attr_destroy(&at);
+    return rc ? -1 : 0;
 }
 
 static int usage(void)
@@ -278,33 +401,39 @@ int main(int argc, char **argv)
     }
     if (h.fd < 3 || !name || !path || fcntl(h.fd, F_GETFD) < 0)
         return usage();
+    h.name = name;
     lock_down(&h, memory);
-    plugins_t *p = plugins_new(NULL, NULL);
-    if (!p) {
+    pthread_mutex_init(&h.wmu, NULL);
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    plugins_t *p = NULL;
+    if (!(h.inbox = json_array()) || start_reader(&h) < 0 || !(p = plugins_new(NULL, NULL))) {
         send_json(&h, json_pack("{s:s}", "fatal", "out of memory"));
-        flush_or_die(&h);
         return 2;
     }
+    /* loomd's first frame: the plugin's configuration, for its init */
+    json_t *first = next_message(&h);
+    json_t *init = json_object_get(first, "init");
+    if (!init)
+        _exit(3);
     plugins_set_level_log(p, loader_log, &h);
-    if (plugins_load_file(p, path, NULL) < 0) {
+    if (plugins_load_file(p, path, json_is_null(init) ? NULL : init) < 0) {
         send_json(&h, json_pack("{s:s}", "fatal", h.last_error[0] ? h.last_error : "cannot load"));
-        flush_or_die(&h);
         return 2;
     }
+    json_decref(first);
+    h.ready = true;
     send_json(&h, json_pack("{s:{s:s, s:i}}", "ready", "plugin", name, "pid", (int)getpid()));
-    flush_or_die(&h);
-    iso_reader in = { 0 };
-    for (;;) {
-        ssize_t n = iso_reader_fill(&in, h.fd);
-        if (n == 0 || (n < 0 && n != -EINTR))
-            break; /* loomd closed its end */
-        const char *data;
-        size_t len;
-        int rc;
-        while ((rc = iso_reader_next(&in, &data, &len)) == 1)
-            serve(&h, p, data, len);
-        if (rc < 0)
-            _exit(3);
+    json_t *msg;
+    while ((msg = next_message(&h))) {
+        json_t *v;
+        if (json_object_get(msg, "id"))
+            serve(&h, p, msg);
+        else if ((v = json_object_get(msg, "reload")))
+            reload(&h, p, v);
+        else
+            _exit(3); /* loomd sent what it never sends */
+        json_decref(msg);
     }
     /* no fini, no frees: the process ends and a plugin's fini is not worth
      * trusting with the last word */

@@ -51,6 +51,8 @@ struct iso_plugin {
     list_link queue;           /* iso_call_t waiting for an idle helper */
     bool start_failed;         /* the last start died before it was ready */
     char why[256];             /* what the last failed start or crash said */
+    json_t *config;            /* owned copy: every start's init frame; NULL: none */
+    iso_stats st;              /* this plugin's counts (helpers_ready unused) */
 };
 
 struct iso_call {
@@ -61,6 +63,10 @@ struct iso_call {
     uint64_t id;
     char *fn;                  /* owned */
     json_t *input, *args;      /* owned references */
+    uint64_t deadline_ms;      /* the step's, CLOCK_MONOTONIC ms; 0: none */
+    const char *given_up;      /* in flight but given up on ("timeout", "cancelled
+                                  call"): done is gone, the helper has the grace */
+    uint64_t given_up_us;      /* when (reactor time) */
     reactor_timer_t *later;    /* an answer given on a later pass */
     iso_status later_status;
     iso_done_fn done;
@@ -74,7 +80,6 @@ struct iso {
     void *log_ud;
     list_link plugins;
     uint64_t next_id;
-    iso_stats st;
 };
 
 #define LOG(iso, lvl, data, ...) ((iso)->log ? (iso)->log((iso)->log_ud, lvl, data, __VA_ARGS__) \
@@ -88,6 +93,9 @@ void iso_fail_queue(iso_plugin *pl);
 /* H's process ended with STATUS (from waitpid): answers its call, logs,
  * schedules the restart. */
 void iso_reaped(helper *h, int status);
+/* Queues H's init frame (its plugin's configuration): the first thing a
+ * started helper reads. */
+void iso_send_init(helper *h);
 /* Reactor callbacks of a helper's socket, its deadline and its restart. */
 void iso_on_fd(reactor_t *r, int fd, int events, void *ud);
 void iso_deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud);

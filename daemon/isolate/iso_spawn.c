@@ -196,7 +196,7 @@ void iso_spawn(helper *h)
     h->was_ready = false;
     h->started_us = reactor_now_us(iso->r);
     if (h->starts++ > 0)
-        iso->st.restarts++;
+        pl->st.restarts++;
     fcntl(h->fd, F_SETFL, fcntl(h->fd, F_GETFL) | O_NONBLOCK);
     h->pidfd = pidfd_open_(pid);
     if (reactor_add_fd(iso->r, h->fd, REACTOR_READ, iso_on_fd, h) < 0 ||
@@ -208,6 +208,7 @@ void iso_spawn(helper *h)
         iso_helper_kill(h, NULL);
     } else {
         h->deadline = reactor_timer_add(iso->r, pl->lim.timeout_ms * REACTOR_MSEC, iso_deadline_fired, h);
+        iso_send_init(h);
     }
     goto out;
 fail:

@@ -1,9 +1,14 @@
 /* hostile.c -- a test plugin that breaks the process it runs in, for
  * isolated plugins (daemon/isolate): each lambda ends its helper a different
- * way, and `ok` shows the helper came back. Never load it in-process. */
+ * way, and `ok` shows the helper came back. The rest show what a helper
+ * gives a well-behaved plugin: `patient` waits for loom_cancelled, `deadline`
+ * reports loom_deadline_ms, `setting` answers from the configuration its
+ * init and reload were given. Never load it in-process. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "loom/plugin.h"
@@ -79,6 +84,85 @@ static json_t *fails(loom_ctx *ctx, void *state, json_t *input, json_t *args)
     return NULL;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Waits for the host to give up on the call, polling as a long lambda
+ * should, then returns (its answer is dropped). */
+static json_t *patient(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+{
+    uint64_t start = now_ms();
+    struct timespec tick = { 0, 1000000 };
+    while (!loom_cancelled(ctx))
+        nanosleep(&tick, NULL);
+    return json_pack("{s:I}", "waited_ms", (json_int_t)(now_ms() - start));
+}
+
+/* The call's deadline and the clock now, both CLOCK_MONOTONIC ms. */
+static json_t *deadline(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+{
+    return json_pack("{s:I, s:I}", "deadline_ms", (json_int_t)loom_deadline_ms(ctx), "now_ms",
+                     (json_int_t)now_ms());
+}
+
+/* The plugin's configuration: replaced whole by reload, read by setting. */
+typedef struct hostile_state {
+    pthread_mutex_t mu;
+    json_t *config;            /* owned copy, or NULL */
+} hostile_state;
+
+static int h_init(loom_ctx *ctx, json_t *config, void **state)
+{
+    hostile_state *st = calloc(1, sizeof *st);
+    if (!st || (config && !(st->config = json_deep_copy(config)))) {
+        free(st);
+        loom_error(ctx, LOOM_E_NOMEM, "hostile: out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&st->mu, NULL);
+    *state = st;
+    return 0;
+}
+
+static int h_reload(loom_ctx *ctx, void *state, json_t *config)
+{
+    hostile_state *st = state;
+    json_t *copy = config ? json_deep_copy(config) : NULL;
+    if (config && !copy) {
+        loom_error(ctx, LOOM_E_NOMEM, "hostile: out of memory");
+        return -1;
+    }
+    pthread_mutex_lock(&st->mu);
+    json_t *old = st->config;
+    st->config = copy;
+    pthread_mutex_unlock(&st->mu);
+    json_decref(old);
+    return 0;
+}
+
+static void h_fini(void *state)
+{
+    hostile_state *st = state;
+    json_decref(st->config);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+/* The configuration's "value" (null when it has none), with the pid. */
+static json_t *setting(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+{
+    hostile_state *st = state;
+    pthread_mutex_lock(&st->mu);
+    json_t *v = json_object_get(st->config, "value");
+    json_t *out = json_pack("{s:O, s:i}", "value", v ? v : json_null(), "pid", (int)getpid());
+    pthread_mutex_unlock(&st->mu);
+    return out;
+}
+
 static const loom_lambda hostile_lambdas[] = {
     { .name = "segv", .fn = segv, .summary = "SIGSEGV" },
     { .name = "spin", .fn = spin, .summary = "loops forever" },
@@ -87,6 +171,9 @@ static const loom_lambda hostile_lambdas[] = {
     { .name = "bye", .fn = bye, .summary = "exit(3)" },
     { .name = "ok", .fn = ok, .summary = "its input and the process id" },
     { .name = "fails", .fn = fails, .summary = "an upstream error" },
+    { .name = "patient", .fn = patient, .summary = "returns once loom_cancelled says so" },
+    { .name = "deadline", .fn = deadline, .summary = "loom_deadline_ms and the clock" },
+    { .name = "setting", .fn = setting, .summary = "the configuration's value, and the pid" },
 };
 
 static const loom_plugin hostile_plugin = {
@@ -99,6 +186,9 @@ static const loom_plugin hostile_plugin = {
     .name = "hostile",
     .lambdas = hostile_lambdas,
     .nlambdas = sizeof hostile_lambdas / sizeof hostile_lambdas[0],
+    .init = h_init,
+    .fini = h_fini,
+    .reload = h_reload,
 };
 
 LOOM_PLUGIN_DEFINE(hostile)

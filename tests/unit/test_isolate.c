@@ -39,7 +39,8 @@ static void setup_hostile(const char *extra_workflow_name, const char *extra_wor
              "    hostile: { processes: 1, memory: 64MiB, cpu_seconds: 20, timeout: 2s }\n",
              dir);
     lh_config_replace(&D, "shutdown_grace: 5s\n", repl);
-    const char *fns[] = { "segv", "spin", "hog", "chatty", "bye", "ok", NULL };
+    const char *fns[] = { "segv", "spin", "hog", "chatty", "bye", "ok", "patient", "deadline",
+                          "setting", NULL };
     for (int i = 0; fns[i]; i++) {
         char name[32], text[256];
         snprintf(name, sizeof name, "h_%s", fns[i]);
@@ -84,6 +85,9 @@ static const char *message_of(json_t *res)
     const char *m = json_string_value(json_object_get(json_object_get(res, "error"), "message"));
     return m ? m : "";
 }
+
+static json_t *iso_stats_of(const char *name);
+static json_int_t count_of(json_t *st, const char *key);
 
 /* The pid of the helper that ran hostile.ok. */
 static int ok_pid(void)
@@ -152,6 +156,14 @@ Test(isolate, each_hostile_lambda_is_a_typed_error_and_the_daemon_serves_others,
     cr_assert(segvs == 2 || segvs == 1, "%d", segvs);
     cr_assert_eq(lh_log_count(&D, "plugin hostile helper 0 exited with status 3", "restarting"), 1);
     cr_assert_eq(lh_log_count(&D, "ran past its timeout", "hostile.spin"), 1);
+    /* spin never polls loom_cancelled: killed once the grace was over */
+    cr_assert_eq(lh_log_count(&D, "hostile.spin did not return within", "killing its helper 0"), 1);
+    json_t *st = iso_stats_of("hostile");
+    cr_assert_eq(count_of(st, "timeouts"), 1, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "grace_kills"), 1, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "restarts"), 4, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "crashes"), 3, "%s", json_dumps(st, 0));
+    json_decref(st);
     cr_assert_eq(kill(D.pid, 0), 0, "loomd died");
     cr_assert_eq(lh_stop(&D, SIGTERM), 0);
 }
@@ -186,4 +198,95 @@ Test(isolate, check_refuses_isolating_a_plugin_that_is_not_loaded, .fini = teard
     int rc = lh_check(&D, out, sizeof out);
     cr_assert_neq(rc, 0, "%s", out);
     cr_assert(strstr(out, "plugins.isolate: no plugin of that name"), "%s", out);
+}
+
+/* The stats op's counts of isolated plugin NAME (a new reference). */
+static json_t *iso_stats_of(const char *name)
+{
+    json_t *r = lh_call(&D, "{\"op\":\"stats\"}", 10000);
+    cr_assert(r, "no answer to stats");
+    json_t *st = json_object_get(json_object_get(r, "isolate"), name);
+    cr_assert(json_is_object(st), "%s", json_dumps(r, 0));
+    json_incref(st);
+    json_decref(r);
+    return st;
+}
+
+static json_int_t count_of(json_t *st, const char *key)
+{
+    json_t *v = json_object_get(st, key);
+    cr_assert(json_is_integer(v), "%s: %s", key, json_dumps(st, 0));
+    return json_integer_value(v);
+}
+
+Test(isolate, a_lambda_in_a_helper_sees_its_deadline, .fini = teardown)
+{
+    setup_hostile("h_deadline_step", "loom: 1\nname: h_deadline_step\n"
+                                     "do: { lambda: hostile.deadline, timeout: 1500ms }\n");
+    lh_start(&D);
+    /* the step's timeout when it is the earlier, the plugin's (2 s) when
+     * the step has none */
+    static const struct {
+        const char *wf;
+        json_int_t bound_ms;
+    } cases[] = { { "h_deadline_step", 1500 }, { "h_deadline", 2000 } };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *res = run(cases[i].wf, 20000);
+        cr_assert_str_eq(state_of(res), "succeeded", "%s", json_dumps(res, 0));
+        json_t *out = json_object_get(res, "output");
+        json_int_t deadline = json_integer_value(json_object_get(out, "deadline_ms"));
+        json_int_t now = json_integer_value(json_object_get(out, "now_ms"));
+        cr_assert_gt(deadline, now, "%s: %s", cases[i].wf, json_dumps(out, 0));
+        cr_assert_leq(deadline - now, cases[i].bound_ms, "%s: %s", cases[i].wf, json_dumps(out, 0));
+        json_decref(res);
+    }
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+}
+
+Test(isolate, a_lambda_that_polls_loom_cancelled_returns_and_keeps_its_helper, .fini = teardown)
+{
+    setup_hostile("h_patient_step", "loom: 1\nname: h_patient_step\n"
+                                    "do: { lambda: hostile.patient, timeout: 300ms }\n");
+    lh_start(&D);
+    lh_wait_log(&D, "plugin hostile helper 0 ready", NULL, 1, 10000);
+    int pid = ok_pid();
+    /* given up on by the step's timeout, by the plugin's timeout, and by a
+     * cancelled job */
+    json_t *res = run("h_patient_step", 20000);
+    cr_assert_str_eq(state_of(res), "failed", "%s", json_dumps(res, 0));
+    cr_assert_str_eq(code_of(res), "timeout", "%s", json_dumps(res, 0));
+    json_decref(res);
+    lh_wait_log(&D, "hostile.patient returned", "(cancelled call): helper 0 kept", 1, 10000);
+    res = run("h_patient", 20000);
+    cr_assert_str_eq(code_of(res), "timeout", "%s", json_dumps(res, 0));
+    cr_assert(strstr(message_of(res), "timeout of 2000 ms"), "%s", message_of(res));
+    json_decref(res);
+    lh_wait_log(&D, "hostile.patient returned", "(timeout): helper 0 kept", 1, 10000);
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"h_patient\",\"input\":1}", 10000);
+    cr_assert(r);
+    const char *job = json_string_value(json_object_get(r, "job"));
+    cr_assert(job, "%s", json_dumps(r, 0));
+    /* the call is in its helper once the plugin counts it */
+    long until = lh_now_ms() + 10000;
+    json_t *st;
+    while ((st = iso_stats_of("hostile")), count_of(st, "calls") < 4 && lh_now_ms() < until)
+        json_decref(st), usleep(10000);
+    cr_assert_eq(count_of(st, "calls"), 4, "%s", json_dumps(st, 0));
+    json_decref(st);
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"cancel\",\"job\":\"%s\"}", job);
+    json_decref(lh_call(&D, req, 10000));
+    json_decref(r);
+    lh_wait_log(&D, "hostile.patient returned", "(cancelled call): helper 0 kept", 2, 10000);
+    /* the same process serves the next call: nothing was killed */
+    cr_assert_eq(ok_pid(), pid);
+    st = iso_stats_of("hostile");
+    cr_assert_eq(count_of(st, "cancels"), 3, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "timeouts"), 1, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "restarts"), 0, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "grace_kills"), 0, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "crashes"), 0, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "helpers_ready"), 1, "%s", json_dumps(st, 0));
+    json_decref(st);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
 }
