@@ -36,6 +36,13 @@
  * hundred calls each (see pick_shard): a few calls use only the first. */
 #define HTTP_SHARDS 64
 #define HTTP_SHARD_FILL 256
+/* New transfers handed to curl per reactor pass; the rest wait in the
+ * client's queue for the next pass. curl does a new transfer's first work
+ * (resolve, connect or reuse, send the request) in its next timeout action,
+ * all of a shard's at once: a map that starts thousands of calls in one
+ * callback made that one action, and so one timer callback, tens of
+ * milliseconds long, and every other timer of the daemon late by as much. */
+#define HTTP_ADDS_PER_PASS 32
 
 /* One curl multi handle and its share of the calls. */
 typedef struct shard {
@@ -56,6 +63,11 @@ struct http_client {
     CURL **idle;
     size_t nidle;
     list_link calls;           /* every live call (curl 7.88 cannot list them) */
+    list_link waiting;         /* http_call_t.wait_link: not yet given to curl */
+    size_t nwaiting;
+    reactor_post_t feed;       /* feed_curl, queued while calls wait */
+    uint64_t pass_us;          /* the pass adds_in_pass counts for */
+    size_t adds_in_pass;
 };
 
 struct http_call {
@@ -72,7 +84,8 @@ struct http_call {
                                   allocation per header */
     size_t nheaders;
     size_t held;               /* this call's share of c->bytes */
-    bool first_byte, too_large, over_budget, added;
+    bool first_byte, too_large, over_budget, added, waiting;
+    list_link wait_link;       /* in c->waiting while `waiting` */
     http_outcome failed;       /* set before posting an early failure */
     const char *failed_msg;    /* static: curl's words for it, or NULL */
     bool unusable;             /* curl kept the handle: never reuse it */
@@ -269,6 +282,10 @@ static void call_free(http_call_t *call)
 {
     http_client_t *c = call->c;
     list_del(&call->link);
+    if (call->waiting) {
+        list_del(&call->wait_link);
+        c->nwaiting--;
+    }
     uncharge(call, call->held);
     if (call->fb_timer)
         reactor_timer_cancel(c->r, call->fb_timer);
@@ -529,6 +546,52 @@ static shard *pick_shard(http_client_t *c)
     return open ? open : least;
 }
 
+/* Fails CALL with OUTCOME on a later pass, as promised (MSG static, or
+ * NULL). The call's memory is in hand, so this cannot fail. */
+static void fail_early(http_call_t *call, http_outcome outcome, const char *msg)
+{
+    call->failed = outcome;
+    call->failed_msg = msg;
+    (void)reactor_post_embedded(call->c->r, &call->post, on_early_failure, call);
+}
+
+/* Adds CALL's transfer to a shard's multi handle, or fails it. */
+static void hand_to_curl(http_call_t *call)
+{
+    http_client_t *c = call->c;
+    call->sh = pick_shard(c);
+    CURLMcode mrc = curl_multi_add_handle(call->sh->multi, call->easy);
+    if (mrc == CURLM_OK) {
+        call->added = true;
+        c->in_flight++;
+        if (++call->sh->in_flight > call->sh->peak)
+            call->sh->peak = call->sh->in_flight;
+        return;
+    }
+    /* a refusal that is not about memory is curl's, and says so */
+    fail_early(call, mrc == CURLM_OUT_OF_MEMORY ? HTTP_E_NOMEM : HTTP_E_TRANSFER,
+               mrc == CURLM_OUT_OF_MEMORY ? NULL : curl_multi_strerror(mrc));
+}
+
+/* A post, once per pass while calls wait: hands the next
+ * HTTP_ADDS_PER_PASS of them to curl, in the order they came. */
+static void feed_curl(reactor_t *r, void *ud)
+{
+    http_client_t *c = ud;
+    c->pass_us = reactor_now_us(r);
+    c->adds_in_pass = 0;
+    while (c->nwaiting > 0 && c->adds_in_pass < HTTP_ADDS_PER_PASS) {
+        http_call_t *call = LIST_OWNER(list_first(&c->waiting), http_call_t, wait_link);
+        list_del(&call->wait_link);
+        call->waiting = false;
+        c->nwaiting--;
+        c->adds_in_pass++;
+        hand_to_curl(call);
+    }
+    if (c->nwaiting > 0)
+        (void)reactor_post_embedded(r, &c->feed, feed_curl, c);
+}
+
 http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call_opts *t,
                        http_done_fn done, void *ud)
 {
@@ -559,25 +622,26 @@ http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call
                                            on_first_byte_timeout, call);
         ok = call->fb_timer != NULL;
     }
-    if (ok)
-        call->sh = pick_shard(c);
-    CURLMcode mrc = CURLM_OUT_OF_MEMORY;
-    if (ok && (mrc = curl_multi_add_handle(call->sh->multi, call->easy)) == CURLM_OK) {
-        call->added = true;
-        c->in_flight++;
-        if (++call->sh->in_flight > call->sh->peak)
-            call->sh->peak = call->sh->in_flight;
+    if (!ok) {
+        fail_early(call, HTTP_E_NOMEM, NULL);
         return call;
     }
-    /* report the failure on a later pass, as promised; a refusal by the
-     * multi handle that is not about memory is curl's, and says so */
-    call->failed = mrc == CURLM_OUT_OF_MEMORY ? HTTP_E_NOMEM : HTTP_E_TRANSFER;
-    call->failed_msg = mrc == CURLM_OUT_OF_MEMORY ? NULL : curl_multi_strerror(mrc);
-    if (reactor_post_embedded(c->r, &call->post, on_early_failure, call) < 0) {
-        call_free(call);
-        errno = ENOMEM;
-        return NULL;
+    /* this pass's share first; past it (or behind calls already waiting,
+     * to keep their order) the call waits for feed_curl */
+    uint64_t now = reactor_now_us(c->r);
+    if (now != c->pass_us) {
+        c->pass_us = now;
+        c->adds_in_pass = 0;
     }
+    if (c->nwaiting == 0 && c->adds_in_pass < HTTP_ADDS_PER_PASS) {
+        c->adds_in_pass++;
+        hand_to_curl(call);
+        return call;
+    }
+    list_add_tail(&c->waiting, &call->wait_link);
+    call->waiting = true;
+    c->nwaiting++;
+    (void)reactor_post_embedded(c->r, &c->feed, feed_curl, c); /* -EBUSY: queued already */
     return call;
 }
 
@@ -591,7 +655,7 @@ void http_cancel(http_call_t *call)
 
 size_t http_in_flight(const http_client_t *c)
 {
-    return c->in_flight;
+    return c->in_flight + c->nwaiting;
 }
 
 size_t http_bytes_in_flight(const http_client_t *c)
@@ -625,6 +689,7 @@ http_client_t *http_client_new(reactor_t *r, const http_options *opt)
         goto nomem;
     c->r = r;
     list_init(&c->calls);
+    list_init(&c->waiting);
     if (opt)
         c->opt = *opt;
     if (!c->opt.max_body)
@@ -677,6 +742,7 @@ void http_client_free(http_client_t *c)
 {
     if (!c)
         return;
+    reactor_post_cancel(c->r, &c->feed);
     LIST_EACH_SAFE(l, nx, &c->calls) {
         http_call_t *call = LIST_OWNER(l, http_call_t, link);
         reactor_post_cancel(c->r, &call->post);

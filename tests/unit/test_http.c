@@ -153,6 +153,40 @@ Test(http, many_calls_in_flight_on_one_thread, .fini = teardown)
     cr_assert_gt(peak, N / 2, "calls overlap at the server (peak %ld)", peak);
 }
 
+/* Calls started in one go beyond what one pass hands to curl wait in the
+ * client's queue: they count as in flight, keep their order, and one
+ * cancelled while it waits never calls back and never reaches the server. */
+Test(http, calls_waiting_for_curl_can_be_cancelled, .fini = teardown)
+{
+    setup_with(NULL, NULL);
+    enum { N = 200 };
+    got g[N];
+    http_call_t *c[N];
+    int done = 0;
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < N; i++)
+        c[i] = start_chat("x", NULL, &g[i]);
+    cr_assert_eq(http_in_flight(hc), N);
+    /* the last ones started are the ones surely still waiting */
+    http_cancel(c[N - 1]);
+    http_cancel(c[N - 2]);
+    cr_assert_eq(http_in_flight(hc), N - 2);
+    uint64_t t0 = reactor_now_us(r);
+    while (done < N - 2 && reactor_now_us(r) - t0 < 20 * 1000000ull) {
+        reactor_run_once(r, 10);
+        done = 0;
+        for (int i = 0; i < N; i++)
+            done += g[i].n;
+    }
+    cr_assert_eq(done, N - 2);
+    cr_assert_eq(g[N - 1].n, 0);
+    cr_assert_eq(g[N - 2].n, 0);
+    cr_assert_eq(http_in_flight(hc), 0);
+    for (int i = 0; i < N; i++)
+        got_free(&g[i]);
+    cr_assert_eq(fake_server_stat(&srv, "requests"), N - 2);
+}
+
 Test(http, connections_are_reused, .fini = teardown)
 {
     setup_with(NULL, NULL);

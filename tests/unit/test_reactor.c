@@ -881,6 +881,68 @@ static void lag_count(reactor_t *r, reactor_timer_t *t, void *ud)
     ++*(int *)ud;
 }
 
+/* A descriptor callback that holds the thread for a quarter of a
+ * millisecond and counts itself. */
+typedef struct slow_reader {
+    int *count;
+    int fd;
+} slow_reader;
+
+static void slow_read(reactor_t *r, int fd, int events, void *ud)
+{
+    slow_reader *s = ud;
+    char b;
+    (void)events;
+    (void)read(fd, &b, 1);
+    reactor_del_fd(r, fd);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t t = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    uint64_t until = t + 250;
+    while (t < until) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        t = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    }
+    (*s->count)++;
+}
+
+static void note_reads_seen(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    int **v = ud; /* {count of reads, where to note it} */
+    (void)r;
+    (void)t;
+    *v[1] = *v[0];
+}
+
+/* A pass with many ready descriptors fires the timers that are due once it
+ * has spent a slice on them: eight callbacks of 250 us each are two
+ * milliseconds, so a timer due before the pass runs after the eighth
+ * callback, not after all 64. */
+Test(reactor_lag, a_long_pass_lets_due_timers_in, .timeout = 30)
+{
+    enum { N = 64 };
+    reactor_t *r = reactor_new();
+    cr_assert(not(eq(ptr, r, NULL)));
+    int fds[N][2], reads = 0, seen = -1;
+    slow_reader sr[N];
+    for (int i = 0; i < N; i++) {
+        make_pipe(fds[i]);
+        put_byte(fds[i][1]);
+        sr[i] = (slow_reader){ .count = &reads, .fd = fds[i][0] };
+        cr_assert(eq(int, reactor_add_fd(r, fds[i][0], REACTOR_READ, slow_read, &sr[i]), 0));
+    }
+    int *v[2] = { &reads, &seen };
+    cr_assert(not(eq(ptr, reactor_timer_add(r, 0, note_reads_seen, v), NULL)));
+    while (reads < N || seen < 0)
+        cr_assert(ge(int, reactor_run_once(r, -1), 0));
+    cr_assert(eq(int, seen, 8), "the timer ran after %d of %d callbacks", seen, N);
+    for (int i = 0; i < N; i++) {
+        close(fds[i][0]);
+        close(fds[i][1]);
+    }
+    reactor_free(r);
+}
+
 Test(reactor_lag, a_blocked_pass_shows_as_timer_lag, .timeout = 30)
 {
     reactor_t *r = reactor_new();
