@@ -1,5 +1,6 @@
-/* providers.c -- config entries made into the engine's provider instances;
- * HTTP providers get their upstream and a share of the open-file budget. */
+/* providers.c -- config entries made into the engine's provider instances,
+ * each with its upstream and the entry's limits; HTTP providers also get a
+ * share of the open-file budget. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,15 +67,28 @@ static http_client_t *client(providers_t *p, char *err, size_t errlen)
     return p->http;
 }
 
-/* engine_upstream_fn: the upstream of HTTP provider NAME (DEF, STATE
- * borrowed), refused when its concurrency does not fit in the budget.
- * Returns an upstream the engine owns. */
+/* engine_upstream_fn: the upstream of provider NAME (DEF, STATE borrowed)
+ * with its entry's limits and batching. An invoke provider's runs in this
+ * process and holds no socket; an HTTP provider's is refused when its
+ * concurrency does not fit in the open-file budget. Returns an upstream the
+ * engine owns. */
 static upstream_t *make_upstream(void *ud, const char *name, const loom_provider *def,
                                  void *state, char *err, size_t errlen)
 {
     add_ctx *c = ud;
     providers_t *p = c->p;
     const config_provider *cp = c->cp;
+    if (def->invoke) {
+        upstream_options io = {
+            .batch_max_inputs = cp->batch_max_inputs,
+            .batch_max_tokens = cp->batch_max_tokens,
+            .batch_window_ms = cp->batch_window_ms,
+        };
+        upstream_t *up = upstream_new_invoke(p->r, name, def, state, &cp->limits, &io);
+        if (!up)
+            snprintf(err, errlen, "%s", errno == EINVAL ? "negative limits" : "out of memory");
+        return up;
+    }
     if (!client(p, err, errlen))
         return NULL;
     int64_t conns = cp->limits.concurrency > 0 ? cp->limits.concurrency : RL_DEFAULT_CEILING;

@@ -5,9 +5,10 @@
  * engine has no business knowing -- limits, batching, HTTP timeouts -- and
  * an HTTP provider needs things the engine must not make: the HTTP client
  * and a share of the process's open-file budget. This module turns an entry
- * into an instance the engine runs (engine_add_provider) and, for HTTP
- * providers, the upstream its calls go through. loomd (one set per engine
- * generation) and `loomctl run` use it alike.
+ * into an instance the engine runs (engine_add_provider) and the upstream
+ * its calls go through, whatever kind of provider it is (HTTP, or invoke in
+ * this process). loomd (one set per engine generation) and `loomctl run`
+ * use it alike.
  *
  * Owns: the HTTP client shared by the set's HTTP providers (made with the
  * first one), and the count of connections they may hold open.
@@ -39,11 +40,12 @@ void providers_set_response_budget(providers_t *p, size_t bytes);
 void providers_free(providers_t *p);
 
 /* Adds the instance of config entry CP (borrowed) to E: the plugin's
- * options checked and its init run by the engine, and, for an HTTP provider
- * (encode/decode), an upstream with CP's limits, batching and timeouts. The
- * first HTTP provider raises the open-file limit; one whose concurrency does
- * not fit in what is left of it is refused. 0, or -1 with a message in ERR
- * (E is then unchanged). */
+ * options checked and its init run by the engine, and an upstream with CP's
+ * limits and batching (and, for an HTTP provider, its timeouts). The first
+ * HTTP provider makes the HTTP client and raises the open-file limit; one
+ * whose concurrency does not fit in what is left of it is refused. Invoke
+ * providers hold no socket and count against neither. 0, or -1 with a
+ * message in ERR (E is then unchanged). */
 int providers_add(providers_t *p, engine_t *e, const struct config_provider *cp, char *err,
                   size_t errlen);
 

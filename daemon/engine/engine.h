@@ -169,30 +169,32 @@ engine_t *engine_new(reactor_t *r, pool_t *pool, const plugins_t *plugins,
  * HTTP client of daemon/providers.c) after it too. */
 void engine_free(engine_t *e);
 
-/* Builds the upstream of a new HTTP provider instance NAME of plugin
- * provider DEF, whose init made STATE (all borrowed; the engine frees the
- * upstream before it runs fini on STATE). Returns an upstream the engine
- * then owns, or NULL with a message in ERR. */
+/* Builds the upstream of a new provider instance NAME of plugin provider
+ * DEF, whose init made STATE (all borrowed; the engine frees the upstream
+ * before it runs fini on STATE): upstream_new for an HTTP provider,
+ * upstream_new_invoke for an invoke one (DEF->invoke set; it wins when a
+ * provider has both). Returns an upstream the engine then owns, or NULL with
+ * a message in ERR. */
 typedef upstream_t *(*engine_upstream_fn)(void *ud, const char *name, const loom_provider *def,
                                           void *state, char *err, size_t errlen);
 
 /* Adds provider instance INSTANCE_NAME using plugin provider PROVIDER_NAME
  * with CONFIG (borrowed; may be NULL = {}): checks the config against the
- * provider's options and runs its init. An invoke provider is then ready;
- * an HTTP provider (encode and decode, no invoke) also needs MAKE_UPSTREAM,
- * called once with UD before this returns, to build the upstream its calls
- * go through (limits, batching, curl: daemon/providers.c makes them from
- * the config file). MAKE_UPSTREAM may be NULL when no HTTP provider is
- * expected. 0, or -1 with a message in ERR (nothing added). */
+ * provider's options and runs its init, then calls MAKE_UPSTREAM once with
+ * UD before this returns, to build the upstream every call of the instance
+ * goes through (limits, batching, 429s; curl or the invoke transport:
+ * daemon/providers.c makes them from the config file). MAKE_UPSTREAM may be
+ * NULL: an invoke provider then gets an upstream without limits, an HTTP
+ * provider (encode and decode, no invoke) is refused. 0, or -1 with a
+ * message in ERR (nothing added). */
 int engine_add_provider(engine_t *e, const char *instance_name, const char *provider_name,
                         json_t *config, engine_upstream_fn make_upstream, void *ud, char *err,
                         size_t errlen);
 
-/* Counters of every provider instance as {NAME: {plugin, in_flight, queued,
- * requests, succeeded, failed, rate_limited, batches, input_tokens,
- * output_tokens, latency_ms, concurrency, disabled}} (HTTP providers; an
- * invoke provider has plugin, requests, succeeded and failed). A new
- * reference. */
+/* Counters of every provider instance, of every kind, from its upstream:
+ * {NAME: {plugin, in_flight, queued, requests, succeeded, failed,
+ * rate_limited, batches, input_tokens, output_tokens, latency_ms,
+ * concurrency, disabled}}. A new reference. */
 json_t *engine_provider_stats(engine_t *e);
 
 /* For `use` nodes. */

@@ -1,10 +1,11 @@
 /* engine_call.c -- a call or embed leaf's provider call, and the host side
- * of the plugin API (loom_ctx and loom_call: errors, Retry-After, complete,
- * fail, timers).
+ * of loom_ctx for the engine's own plugin calls (lambdas, provider init):
+ * errors, Retry-After, deadline, cancellation.
  *
- * An invoke provider is called through its invoke hook; an HTTP provider
- * (encode/decode) through its instance's upstream (daemon/upstream:
- * limiter, batching, curl), which the engine was handed ready-made. With
+ * Every provider is called through its instance's upstream (daemon/upstream:
+ * limiter, batching, 429s, quota, then HTTP or, for an invoke provider, the
+ * in-process transport that is the host side of loom_call), so its limits
+ * hold whatever kind it is. With
  * `cache: true`, the rendered request is looked up first (engine_leaf.c); a
  * miss carries its key in the pcall and stores the answer only when the
  * call succeeds, so errors and cancelled calls leave no entry. */
@@ -14,30 +15,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "daemon/core/inflight.h"
 #include "daemon/engine/engine_internal.h"
 #include "daemon/upstream/upstream.h"
 
+/* A leaf's call of a provider, waiting for its upstream. */
 typedef struct pcall {
-    loom_call base;            /* first: the plugin's handle */
     act_t *act;
     pinst_t *inst;
-    list_link timers;
-    bool in_invoke, finished;
-    json_t *out;               /* a completion that arrived inside invoke */
-    hctx ctx;                  /* a failure that arrived inside invoke, and Retry-After */
     bool single;               /* EMBED of one string: answer its vector */
     char *cache_key;           /* owned: store the answer under it, or NULL */
-    upstream_call_t *uc;       /* HTTP providers: the call in the upstream */
+    upstream_call_t *uc;       /* the call in the instance's upstream */
 } pcall;
-
-typedef struct ptimer {
-    list_link link;
-    reactor_timer_t *t;
-    pcall *pc;
-    void (*cb)(void *ud);
-    void *ud;
-} ptimer;
 
 static dsl_error_class class_of(loom_errcode c)
 {
@@ -55,13 +43,10 @@ static dsl_error_class class_of(loom_errcode c)
 
 /* ---- the host API
  *
- * Two tables: ctx_api for a loom_ctx (an hctx: lambda calls, invoke,
- * provider init) and call_api for a loom_call (a pcall). Each entry is
- * called with the handle of its own table: a plugin holding a loom_call
- * reaches call_api, whose loom_ctx entries (verror, retry_after...) are
- * no-ops, so a loom_call passed where a loom_ctx belongs (as 1.x invoke
- * providers did for Retry-After) is never read as an hctx. Retry-After
- * on a call goes through fail_after. */
+ * ctx_api is the table of a loom_ctx (an hctx: lambda calls, provider
+ * init). Its loom_call entries do nothing: a plugin that hands its ctx
+ * where a call belongs must not corrupt memory. The loom_call of an invoke
+ * provider is the upstream's (daemon/upstream/upstream_invoke.c). */
 
 static hctx *hctx_of(loom_ctx *ctx)
 {
@@ -101,8 +86,7 @@ static int h_cancelled(loom_ctx *ctx)
     return c && atomic_load(c);
 }
 
-/* A loom_ctx given to a loom_call entry (or the reverse): a plugin bug that
- * must not corrupt memory. Nothing is read through the handle. */
+/* A loom_ctx given to a loom_call entry: nothing is read through it. */
 static void x_complete(loom_call *call, json_t *output, const loom_usage *usage)
 {
     json_decref(output);
@@ -114,33 +98,13 @@ static void *x_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud
     return NULL;
 }
 static void x_timer_cancel(loom_call *call, void *timer) { }
-static void x_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap) { }
-static void x_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap) { }
-static void x_retry_after(loom_ctx *ctx, uint64_t ms) { }
-static uint64_t x_deadline_ms(loom_ctx *ctx) { return 0; }
-static int x_cancelled(loom_ctx *ctx) { return 0; }
 static void x_call_vlog(loom_call *call, int level, const char *fmt, va_list ap) { }
-
-static void pcall_finish(pcall *pc, json_t *out, eerr *err);
-static void h_complete(loom_call *call, json_t *output, const loom_usage *usage);
-static void h_fail(loom_call *call, loom_errcode code, const char *message);
-static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message);
-static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud);
-static void h_timer_cancel(loom_call *call, void *timer);
-static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap);
 
 static const loom_host_api ctx_api = {
     .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after,
     .complete = x_complete, .fail = x_fail, .timer_add = x_timer_add,
     .timer_cancel = x_timer_cancel, .fail_after = x_fail_after,
     .deadline_ms = h_deadline_ms, .cancelled = h_cancelled, .call_vlog = x_call_vlog,
-};
-
-static const loom_host_api call_api = {
-    .verror = x_verror, .vlog = x_vlog, .retry_after = x_retry_after,
-    .complete = h_complete, .fail = h_fail, .timer_add = h_timer_add,
-    .timer_cancel = h_timer_cancel, .fail_after = h_fail_after,
-    .deadline_ms = x_deadline_ms, .cancelled = x_cancelled, .call_vlog = h_call_vlog,
 };
 
 void hctx_init(hctx *h, const plugins_t *plugins, const loom_plugin *plugin)
@@ -170,61 +134,9 @@ eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char 
 
 /* ---- providers */
 
-
-static void ptimer_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+static void pcall_free(pcall *pc)
 {
-    ptimer *pt = ud;
-    void (*cb)(void *) = pt->cb;
-    void *cud = pt->ud;
-    pcall *pc = pt->pc;
-    /* the plugin's own code, for its job, as much as invoke is */
-    inflight_slot *fl = inflight_enter(pc->act->job->name, pc->act->node->path,
-                                       pc->inst->prov->name, "timer");
-    list_del(&pt->link);
-    free(pt);
-    cb(cud);
-    inflight_leave(fl);
-}
-
-static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
-{
-    pcall *pc = (pcall *)call;
-    ptimer *pt = calloc(1, sizeof *pt);
-    if (!pt)
-        return NULL;
-    pt->pc = pc;
-    pt->cb = cb;
-    pt->ud = ud;
-    pt->t = reactor_timer_add(pc->act->job->eng->r, delay_ms * REACTOR_MSEC, ptimer_fired, pt);
-    if (!pt->t) {
-        free(pt);
-        return NULL;
-    }
-    list_add_tail(&pc->timers, &pt->link);
-    return pt;
-}
-
-static void ptimer_cancel(reactor_t *r, ptimer *pt)
-{
-    reactor_timer_cancel(r, pt->t);
-    list_del(&pt->link);
-    free(pt);
-}
-
-static void h_timer_cancel(loom_call *call, void *timer)
-{
-    pcall *pc = (pcall *)call;
-    if (timer)
-        ptimer_cancel(pc->act->job->eng->r, timer);
-}
-
-/* Frees PC and any timer its plugin left behind. */
-static void pcall_free(pcall *pc, reactor_t *r)
-{
-    while (!list_empty(&pc->timers))
-        ptimer_cancel(r, LIST_OWNER(pc->timers.next, ptimer, link));
     free(pc->cache_key);
-    json_decref(pc->out);
     free(pc);
 }
 
@@ -239,11 +151,7 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
     char *key = pc->cache_key; /* kept past the pcall: stored once the answer is final */
     pc->cache_key = NULL;
     a->k.leaf.call = NULL;
-    if (err)
-        pc->inst->failed++;
-    else
-        pc->inst->succeeded++;
-    pcall_free(pc, job->eng->r);
+    pcall_free(pc);
     job->busy++;
     if (!err && a->node->kind == DSL_CALL && a->node->u.call.json) {
         json_error_t je;
@@ -309,46 +217,6 @@ static void job_add_usage(engine_job_t *job, const char *name, const loom_usage 
         usage_add(u, "input_tokens", usage->input_tokens);
         usage_add(u, "output_tokens", usage->output_tokens);
     }
-}
-
-static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
-{
-    pcall *pc = (pcall *)call;
-    job_add_usage(pc->act->job, pc->inst->name, usage);
-    if (pc->in_invoke) {
-        pc->finished = true;
-        pc->out = output;
-        return;
-    }
-    pcall_finish(pc, output, NULL); /* no output is invalid_output there */
-}
-
-static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap)
-{
-    pcall *pc = (pcall *)call;
-    plugins_vlog(pc->act->job->eng->plugins, pc->inst->prov->plugin->name, level, fmt, ap);
-}
-
-static void h_fail(loom_call *call, loom_errcode code, const char *message)
-{
-    h_fail_after(call, code, 0, message);
-}
-
-static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message)
-{
-    pcall *pc = (pcall *)call;
-    if (ms) {
-        pc->ctx.has_ra = true;
-        pc->ctx.ra_ms = ms;
-    }
-    pc->ctx.failed = true;
-    pc->ctx.code = code;
-    snprintf(pc->ctx.msg, sizeof pc->ctx.msg, "%s", message ? message : "failed");
-    if (pc->in_invoke) {
-        pc->finished = true;
-        return;
-    }
-    pcall_finish(pc, NULL, hctx_error(pc->act, &pc->ctx, class_of(code), "failed"));
 }
 
 /* The request of leaf A: CHAT messages and params, or EMBED inputs. */
@@ -421,7 +289,7 @@ static int build_request(act_t *a, loom_request *req, bool *single, char *msg, s
     return 0;
 }
 
-/* An HTTP provider's answer (or typed failure) from the upstream. */
+/* The provider's answer (or typed failure) from the upstream. */
 static void upstream_done(upstream_call_t *uc, upstream_result *res, void *ud)
 {
     pcall *pc = ud;
@@ -479,49 +347,23 @@ void provider_start(act_t *a)
         goto fail;
     pc->cache_key = key; /* from here on the pcall owns it */
     key = NULL;
-    pc->base.api = &call_api;
     pc->act = a;
     pc->inst = pi;
     pc->single = single;
-    list_init(&pc->timers);
-    hctx_init(&pc->ctx, e->plugins, pi->prov->plugin);
     a->k.leaf.call = pc;
     a->k.leaf.call_kind = LEAF_PROVIDER;
-    if (pi->up) {
-        pc->uc = upstream_call(pi->up, &req, step_key(a), upstream_done, pc);
-        json_decref(req.messages);
-        json_decref(req.params);
-        json_decref(req.inputs);
-        if (!pc->uc)
-            pcall_finish(pc, NULL, eerr_new(DSL_ERR_UPSTREAM, NULL, n->path, a->attempt,
-                                            "out of memory"));
-        return;
-    }
-    pc->in_invoke = true;
-    hctx ctx;
-    hctx_init(&ctx, e->plugins, pi->prov->plugin);
-    if (n->timeout_ms)
-        ctx.deadline_ms = hctx_now_ms() + n->timeout_ms;
-    inflight_slot *fl = inflight_enter(a->job->name, n->path, pi->prov->name, "invoke");
-    int rc = pi->prov->def->invoke(&ctx.base, pi->state, &req, &pc->base);
-    inflight_leave(fl);
-    pc->in_invoke = false;
+    /* the deadline an invoke provider reads with loom_deadline_ms: the
+     * step's timeout from now, which a wait in the queue eats into */
+    upstream_call_info info = { .step_key = step_key(a), .job = a->job->name, .step = n->path,
+                                .deadline_ms = n->timeout_ms ? hctx_now_ms() + n->timeout_ms
+                                                             : 0 };
+    pc->uc = upstream_call(pi->up, &req, &info, upstream_done, pc);
     json_decref(req.messages);
     json_decref(req.params);
     json_decref(req.inputs);
-    if (rc < 0) {
-        if (!ctx.failed && pc->ctx.failed)
-            ctx = pc->ctx;
-        pcall_finish(pc, NULL, hctx_error(a, &ctx, class_of(ctx.code), "the call did not start"));
-        return;
-    }
-    if (pc->finished) {
-        json_t *out = pc->out;
-        pc->out = NULL;
-        pcall_finish(pc, out, pc->ctx.failed ? hctx_error(a, &pc->ctx, class_of(pc->ctx.code),
-                                                          "failed")
-                                             : NULL);
-    }
+    if (!pc->uc)
+        pcall_finish(pc, NULL, eerr_new(DSL_ERR_UPSTREAM, NULL, n->path, a->attempt,
+                                        "out of memory"));
     return;
 fail:
     free(key);
@@ -533,13 +375,13 @@ fail:
 }
 
 
+/* The upstream withdraws the call: from its queue, or from the plugin
+ * through its cancel hook (an invoke provider), which never finishes it. */
 void provider_cancel(act_t *a)
 {
     pcall *pc = a->k.leaf.call;
     if (pc->uc)
         upstream_cancel(pc->uc);
-    else if (pc->inst->prov->def->cancel)
-        pc->inst->prov->def->cancel(pc->inst->state, &pc->base);
-    pcall_free(pc, a->job->eng->r);
+    pcall_free(pc);
     a->k.leaf.call = NULL;
 }

@@ -236,8 +236,9 @@ typedef struct pinst pinst_t;
 
 /* The host side of a loom_ctx: collects the error a plugin reports, and
  * knows where its log lines go and the call's deadline and cancel flag.
- * Only ever a loom_ctx: a loom_call is a pcall (engine_call.c), with a
- * table of its own, so neither is mistaken for the other. */
+ * Only ever a loom_ctx: a loom_call is the upstream's (an invoke
+ * provider's transport), with a table of its own, so neither is mistaken
+ * for the other. */
 typedef struct hctx {
     loom_ctx base;             /* plugins see only this */
     const plugins_t *plugins;  /* where loom_log goes (borrowed; may be NULL) */
@@ -257,8 +258,7 @@ struct pinst {
     const plugins_provider *prov;
     const plugins_t *plugins;  /* the engine's: where the instance's loom_log goes */
     void *state;
-    upstream_t *up;            /* HTTP providers: owned, freed before fini */
-    uint64_t succeeded, failed; /* calls ended, as the engine saw them */
+    upstream_t *up;            /* owned, freed before fini: every call goes through it */
 };
 
 struct engine {

@@ -1,7 +1,7 @@
 /* engine_providers.c -- provider instances: each made from its plugin
- * (options checked, init run), with the upstream an HTTP provider's calls go
- * through handed in ready-made by the caller (daemon/providers.c builds it
- * from the config file); their counters for stats. */
+ * (options checked, init run), with the upstream its calls go through
+ * handed in ready-made by the caller (daemon/providers.c builds it from the
+ * config file, with its limits); their counters for stats. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +20,8 @@ pinst_t *pinst_find(engine_t *e, const char *name)
 
 /* ---- provider instances */
 
-/* upstream_log_fn: loom_log from the instance's encode and decode. */
+/* upstream_log_fn: loom_log from the instance's encode and decode, or its
+ * invoke, timers and cancel. */
 static void pinst_vlog(void *ud, int level, const char *fmt, va_list ap)
 {
     const pinst_t *pi = ud;
@@ -85,16 +86,19 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
     inited = true;
     /* last: nothing after it can fail, so the upstream is never dropped
      * half counted by whoever made it */
-    if (!pp->def->invoke) {
-        if (!make_upstream) {
-            snprintf(err, errlen, "provider plugin '%s' speaks HTTP: it needs an upstream",
-                     provider_name);
-            goto fail;
-        }
+    if (make_upstream) {
         if (!(pi->up = make_upstream(ud, pi->name, pp->def, pi->state, err, errlen)))
             goto fail;
-        upstream_set_log(pi->up, pinst_vlog, pi);
+    } else if (!pp->def->invoke) {
+        snprintf(err, errlen, "provider plugin '%s' speaks HTTP: it needs an upstream",
+                 provider_name);
+        goto fail;
+    } else if (!(pi->up = upstream_new_invoke(e->r, pi->name, pp->def, pi->state, NULL, NULL))) {
+        /* no maker: an invoke provider without limits (tests, embedders) */
+        snprintf(err, errlen, "out of memory");
+        goto fail;
     }
+    upstream_set_log(pi->up, pinst_vlog, pi);
     json_decref(cfg);
     pi->next = e->providers;
     e->providers = pi;
@@ -126,31 +130,17 @@ json_t *engine_provider_stats(engine_t *e)
 {
     json_t *all = json_object();
     for (pinst_t *pi = e->providers; all && pi; pi = pi->next) {
-        json_t *o;
-        if (pi->up) {
-            upstream_stats_t st;
-            upstream_stats(pi->up, &st);
-            o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:b}",
-                          "plugin", pi->prov->def->name,
-                          "in_flight", (json_int_t)st.limiter.in_flight,
-                          "queued", (json_int_t)st.limiter.queued,
-                          "requests", (json_int_t)st.requests,
-                          "succeeded", (json_int_t)st.succeeded,
-                          "failed", (json_int_t)st.failed,
-                          "rate_limited", (json_int_t)st.rate_limited,
-                          "batches", (json_int_t)st.batches,
-                          "input_tokens", (json_int_t)st.input_tokens,
-                          "output_tokens", (json_int_t)st.output_tokens,
-                          "latency_ms", st.latency_ewma_us / 1000.0,
-                          "concurrency", (json_int_t)st.limiter.effective_concurrency,
-                          "disabled", st.disabled);
-        } else {
-            /* an invoke provider (the mock, an in-process model) has no
-             * limiter or HTTP counters: what the engine saw */
-            o = json_pack("{s:s, s:I, s:I, s:I}", "plugin", pi->prov->def->name, "requests",
-                          (json_int_t)(pi->succeeded + pi->failed), "succeeded",
-                          (json_int_t)pi->succeeded, "failed", (json_int_t)pi->failed);
-        }
+        upstream_stats_t st;
+        upstream_stats(pi->up, &st);
+        json_t *o = json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:b}", "plugin",
+            pi->prov->def->name, "in_flight", (json_int_t)st.limiter.in_flight, "queued",
+            (json_int_t)st.limiter.queued, "requests", (json_int_t)st.requests, "succeeded",
+            (json_int_t)st.succeeded, "failed", (json_int_t)st.failed, "rate_limited",
+            (json_int_t)st.rate_limited, "batches", (json_int_t)st.batches, "input_tokens",
+            (json_int_t)st.input_tokens, "output_tokens", (json_int_t)st.output_tokens,
+            "latency_ms", st.latency_ewma_us / 1000.0, "concurrency",
+            (json_int_t)st.limiter.effective_concurrency, "disabled", st.disabled);
         json_object_set_new(all, pi->name, o);
     }
     return all;

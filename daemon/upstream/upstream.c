@@ -1,11 +1,13 @@
-/* upstream.c -- calls to one HTTP provider: limiter, encode, send, decode.
+/* upstream.c -- calls to one provider: limiter, then encode, send, decode
+ * (HTTP) or a transport's send, then the answer's effect on the limiter.
  *
  * The token estimate reserved before a request is the encoded body's bytes
  * / 4 (a prompt's JSON is longer than its tokens, so this errs high) plus
  * max_tokens, which providers also reserve up front; the response's usage
- * then corrects it. An error's class comes from the plugin's decode; the
- * transport's own failures are classed here: timeouts as `timeout`,
- * everything else as `upstream` (retryable). */
+ * then corrects it. A transport's request has no body: its messages' (or
+ * inputs') compact JSON stands in for it. An error's class comes from the
+ * plugin's decode (or the transport); HTTP's own failures are classed here:
+ * timeouts as `timeout`, everything else as `upstream` (retryable). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -100,6 +102,8 @@ static void call_maybe_free(upstream_call_t *c)
     json_decref(c->vectors);
     free(c->links);
     free(c->step_key);
+    free(c->job);
+    free(c->step);
     free(c);
 }
 
@@ -304,6 +308,34 @@ static bool xfer_has_live_parts(const xfer *x)
     return false;
 }
 
+/* X is with the provider: an HTTP request, or a transport's send. */
+static bool xfer_on_wire(const xfer *x)
+{
+    return x->http || x->sending;
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A transport's stand-in for the body's bytes / 4: the compact JSON of
+ * what it will be handed, which is what an encoder would have written. */
+static int64_t request_est_tokens(const loom_request *req)
+{
+    if (req->kind == LOOM_CALL_EMBED) {
+        int64_t t = 0;
+        size_t i;
+        json_t *in;
+        json_array_foreach(req->inputs, i, in) t += batch_input_tokens(in);
+        return t;
+    }
+    size_t n = req->messages ? json_dumpb(req->messages, NULL, 0, JSON_COMPACT) : 0;
+    return (int64_t)(n / 4) + 1;
+}
+
 /* Encodes X into x->enc. 0, or -1 after failing X's parts. */
 static int xfer_encode(xfer *x)
 {
@@ -340,9 +372,19 @@ void xfer_submit(xfer *x)
         xfer_fail(x, LOOM_E_QUOTA, u->disabled_msg, false, 0);
         return;
     }
-    if (xfer_encode(x) < 0)
-        return;
-    rl_cost cost = { .requests = 1, .est_input_tokens = (int64_t)(x->enc.body_len / 4) + 1 };
+    rl_cost cost = { .requests = 1 };
+    if (u->tp) {
+        loom_request req;
+        if (xfer_request(x, &req, true) < 0) {
+            xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
+            return;
+        }
+        cost.est_input_tokens = request_est_tokens(&req);
+    } else {
+        if (xfer_encode(x) < 0)
+            return;
+        cost.est_input_tokens = (int64_t)(x->enc.body_len / 4) + 1;
+    }
     json_t *mt = x->params ? json_object_get(x->params, "max_tokens") : NULL;
     if (json_is_integer(mt) && json_integer_value(mt) > 0)
         cost.est_output_tokens = json_integer_value(mt);
@@ -366,6 +408,39 @@ void xfer_submit_later(xfer *x)
         xfer_submit(x); /* already queued: cannot happen, but never lose X */
 }
 
+/* Hands granted X to the transport. The send may end (and X be freed)
+ * before start returns. */
+static void xfer_start(xfer *x)
+{
+    upstream_t *u = x->u;
+    loom_request req;
+    /* again: calls withdrawn while X queued leave their inputs out */
+    if (xfer_request(x, &req, true) < 0) {
+        rl_cancel(x->ticket);
+        x->ticket = NULL;
+        xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
+        return;
+    }
+    upstream_send_info info = { .job = "", .step = "" };
+    bool first = true;
+    for (size_t i = 0; i < x->nparts; i++) {
+        const upstream_call_t *c = x->parts[i].call;
+        if (!c || c->finished)
+            continue;
+        if (first) {
+            info.job = c->job ? c->job : "";
+            info.step = c->step ? c->step : "";
+            first = false;
+        }
+        if (c->deadline_ms && (!info.deadline_ms || c->deadline_ms < info.deadline_ms))
+            info.deadline_ms = c->deadline_ms;
+    }
+    x->sending = true;
+    x->sent_us = mono_us();
+    u->st.requests++;
+    u->tp->start(u->tp_ud, x, &req, &info);
+}
+
 static void on_grant(rl_ticket *t, void *ud)
 {
     xfer *x = ud;
@@ -378,6 +453,10 @@ static void on_grant(rl_ticket *t, void *ud)
             xfer_fail(x, LOOM_E_QUOTA, u->disabled_msg, false, 0);
         else
             xfer_free(x);
+        return;
+    }
+    if (u->tp) {
+        xfer_start(x);
         return;
     }
     http_call_opts o = u->opt.timeouts;
@@ -407,7 +486,7 @@ static void disable(upstream_t *u, const char *msg)
         xfer *x = NULL;
         LIST_EACH_SAFE(l, nx, &u->xfers) {
             xfer *y = LIST_OWNER(l, xfer, link);
-            if (!y->http && !y->busy) {
+            if (!xfer_on_wire(y) && !y->busy) {
                 x = y;
                 break;
             }
@@ -420,6 +499,53 @@ static void disable(upstream_t *u, const char *msg)
         }
         xfer_fail(x, LOOM_E_QUOTA, u->disabled_msg, false, 0);
     }
+}
+
+/* What X's answer does: OUTPUT (stolen) with USAGE delivered, or the
+ * failure CODE (MSG borrowed, and it must outlive the callbacks) classed:
+ * a 429 pauses the provider and queues X again, quota disables it. X's
+ * ticket is released here; LATENCY_MS (0: none to report) and OVERLOADED
+ * feed the limiter. X is gone when this returns. */
+static void xfer_answer(xfer *x, json_t *output, const loom_usage *usage, loom_errcode code,
+                        const char *msg, bool has_ra, uint64_t ra_ms, bool overloaded,
+                        uint64_t latency_ms)
+{
+    upstream_t *u = x->u;
+    if (output) {
+        /* a provider's figures are not trusted to be sane: 2^62 tokens
+         * would overflow every sum they enter */
+        loom_usage use = { rl_clamp_tokens(usage ? usage->input_tokens : -1),
+                           rl_clamp_tokens(usage ? usage->output_tokens : -1) };
+        rl_usage rl_use = { use.input_tokens, use.output_tokens };
+        rl_release(x->ticket, use.input_tokens >= 0 ? &rl_use : NULL);
+        x->ticket = NULL;
+        rl_observe(u->rl, RL_OK, latency_ms);
+        stat_add(&u->st.input_tokens, use.input_tokens);
+        stat_add(&u->st.output_tokens, use.output_tokens);
+        xfer_deliver(x, output, &use);
+        return;
+    }
+    rl_release(x->ticket, NULL);
+    x->ticket = NULL;
+    if (code == LOOM_E_RATE_LIMITED) {
+        u->st.rate_limited++;
+        rl_pause(u->rl, has_ra ? ra_ms : DEFAULT_429_PAUSE_MS);
+        if (x->waits < u->opt.max_rate_limit_waits) {
+            x->waits++;
+            xfer_submit(x); /* back in the queue, behind the pause */
+            return;
+        }
+        xfer_fail(x, code, msg, has_ra, ra_ms);
+        return;
+    }
+    overloaded = overloaded || (code == LOOM_E_UPSTREAM && strstr(msg, "overload"));
+    rl_observe(u->rl, overloaded ? RL_OVERLOADED : RL_OK, latency_ms);
+    if (code == LOOM_E_QUOTA) {
+        xfer_fail(x, code, msg, false, 0);
+        disable(u, msg);
+        return;
+    }
+    xfer_fail(x, code, msg, has_ra, ra_ms);
 }
 
 static void on_http(http_call_t *hc, const http_response *resp, void *ud)
@@ -459,17 +585,7 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
     else
         ctx.code = LOOM_E_NOMEM, ctx.failed = true;
     if (rc == 0) {
-        /* a provider's figures are not trusted to be sane: 2^62 tokens
-         * would overflow every sum they enter */
-        out.usage.input_tokens = rl_clamp_tokens(out.usage.input_tokens);
-        out.usage.output_tokens = rl_clamp_tokens(out.usage.output_tokens);
-        rl_usage use = { out.usage.input_tokens, out.usage.output_tokens };
-        rl_release(x->ticket, out.usage.input_tokens >= 0 ? &use : NULL);
-        x->ticket = NULL;
-        rl_observe(u->rl, RL_OK, ms);
-        stat_add(&u->st.input_tokens, out.usage.input_tokens);
-        stat_add(&u->st.output_tokens, out.usage.output_tokens);
-        xfer_deliver(x, out.output, &out.usage);
+        xfer_answer(x, out.output, &out.usage, LOOM_OK, NULL, false, 0, false, ms);
         return;
     }
     json_decref(out.output);
@@ -480,47 +596,74 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
         ctx.has_ra = rl_parse_wait_headers(resp->headers, resp->nheaders, (int64_t)time(NULL),
                                            &ctx.ra_ms) == 0;
     }
-    rl_release(x->ticket, NULL);
-    x->ticket = NULL;
-    if (code == LOOM_E_RATE_LIMITED) {
-        u->st.rate_limited++;
-        rl_pause(u->rl, ctx.has_ra ? ctx.ra_ms : DEFAULT_429_PAUSE_MS);
-        if (x->waits < u->opt.max_rate_limit_waits) {
-            x->waits++;
-            xfer_submit(x); /* back in the queue, behind the pause */
-            return;
-        }
-        xfer_fail(x, code, msg, ctx.has_ra, ctx.ra_ms);
-        return;
+    /* msg is in ctx, which outlives the answer's handling */
+    xfer_answer(x, NULL, NULL, code, msg, ctx.has_ra, ctx.ra_ms,
+                resp->status == 503 || resp->status == 529, ms);
+}
+
+/* ---- transports */
+
+void upstream_send_set_data(upstream_send_t *s, void *data)
+{
+    s->tx = data;
+}
+
+void *upstream_send_data(const upstream_send_t *s)
+{
+    return s->tx;
+}
+
+void upstream_send_vlog(upstream_send_t *s, int level, const char *fmt, va_list ap)
+{
+    if (s->u->log)
+        s->u->log(s->u->log_ud, level, fmt, ap);
+}
+
+void upstream_send_done(upstream_send_t *x, upstream_result *res)
+{
+    upstream_t *u = x->u;
+    uint64_t us = mono_us() - x->sent_us;
+    x->sending = false;
+    x->tx = NULL;
+    u->st.latency_ewma_us = u->st.latency_ewma_us ? (u->st.latency_ewma_us * 7 + us) / 8 : us;
+    json_t *out = res->output;
+    loom_errcode code = res->code;
+    const char *msg = res->message && *res->message ? res->message : "failed";
+    char bad[160];
+    if (out && code == LOOM_OK && x->kind == LOOM_CALL_EMBED &&
+        (!json_is_array(out) || json_array_size(out) != x->ninputs)) {
+        json_decref(out);
+        out = NULL;
+        code = LOOM_E_INVALID_OUTPUT;
+        snprintf(bad, sizeof bad, "provider '%.60s': not one vector per input", u->name);
+        msg = bad;
+    } else if (!out && code == LOOM_OK) {
+        code = LOOM_E_INVALID_OUTPUT;
+        snprintf(bad, sizeof bad, "provider '%.60s': the call completed with no value", u->name);
+        msg = bad;
+    } else if (out && code != LOOM_OK) {
+        json_decref(out);
+        out = NULL;
     }
-    bool overloaded = resp->status == 503 || resp->status == 529 ||
-                      (code == LOOM_E_UPSTREAM && strstr(msg, "overload"));
-    rl_observe(u->rl, overloaded ? RL_OVERLOADED : RL_OK, ms);
-    if (code == LOOM_E_QUOTA) {
-        xfer_fail(x, code, msg, false, 0);
-        disable(u, msg); /* msg is in ctx, which outlives both */
-        return;
-    }
-    xfer_fail(x, code, msg, ctx.has_ra, ctx.ra_ms);
+    /* latency 0: an instance's own work time says nothing of a server's
+     * queue (upstream.h) */
+    xfer_answer(x, out, &res->usage, code, msg, res->has_retry_after,
+                rl_cap_wait_ms(res->retry_after_ms), false, 0);
 }
 
 /* ---- the public side */
 
-upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
-                         const loom_provider *def, void *state, const rl_limits *limits,
-                         const upstream_options *opt)
+/* The upstream without its way of sending (HTTP client or transport). */
+static upstream_t *upstream_alloc(reactor_t *r, const char *name, const loom_provider *def,
+                                  void *state, const rl_limits *limits,
+                                  const upstream_options *opt)
 {
-    if (!def || !def->encode || !def->decode) {
-        errno = EINVAL;
-        return NULL;
-    }
     upstream_t *u = calloc(1, sizeof *u);
     if (!u || !(u->name = strdup(name)))
         goto nomem;
     u->r = r;
     list_init(&u->xfers);
     list_init(&u->calls);
-    u->http = http;
     u->def = def;
     u->state = state;
     if (opt)
@@ -553,6 +696,41 @@ nomem:
     return NULL;
 }
 
+upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
+                         const loom_provider *def, void *state, const rl_limits *limits,
+                         const upstream_options *opt)
+{
+    if (!def || !def->encode || !def->decode || !http) {
+        errno = EINVAL;
+        return NULL;
+    }
+    upstream_t *u = upstream_alloc(r, name, def, state, limits, opt);
+    if (u)
+        u->http = http;
+    return u;
+}
+
+upstream_t *upstream_new_transport(reactor_t *r, const char *name, const loom_provider *def,
+                                   void *state, const upstream_transport *tp, void *tp_ud,
+                                   const rl_limits *limits, const upstream_options *opt)
+{
+    upstream_t *u = NULL;
+    if (!def || !tp || !tp->start || !tp->cancel)
+        errno = EINVAL;
+    else
+        u = upstream_alloc(r, name, def, state, limits, opt);
+    if (!u) {
+        int e = errno;
+        if (tp && tp->free)
+            tp->free(tp_ud);
+        errno = e;
+        return NULL;
+    }
+    u->tp = tp;
+    u->tp_ud = tp_ud;
+    return u;
+}
+
 void upstream_set_log(upstream_t *u, upstream_log_fn log, void *ud)
 {
     u->log = log;
@@ -574,6 +752,9 @@ void upstream_free(upstream_t *u)
         if (x->http)
             http_cancel(x->http);
         x->http = NULL;
+        if (x->sending)
+            u->tp->cancel(u->tp_ud, x);
+        x->sending = false;
         x->ticket = NULL; /* rl_free below drops every ticket */
         xfer_free(x);
     }
@@ -583,19 +764,31 @@ void upstream_free(upstream_t *u)
         call_maybe_free(c);
     }
     rl_free(u->rl);
+    if (u->tp && u->tp->free)
+        u->tp->free(u->tp_ud);
     free(u->name);
     free(u);
 }
 
-upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, const char *step_key,
-                               upstream_done_fn done, void *ud)
+upstream_call_t *upstream_call(upstream_t *u, const loom_request *req,
+                               const upstream_call_info *info, upstream_done_fn done, void *ud)
 {
+    upstream_call_info none = { 0 };
+    if (!info)
+        info = &none;
     upstream_call_t *c = calloc(1, sizeof *c);
-    if (!c || (step_key && !(c->step_key = strdup(step_key)))) {
+    if (!c || (info->step_key && !(c->step_key = strdup(info->step_key))) ||
+        (info->job && !(c->job = strdup(info->job))) ||
+        (info->step && !(c->step = strdup(info->step)))) {
+        if (c) {
+            free(c->step_key);
+            free(c->job);
+        }
         free(c);
         errno = ENOMEM;
         return NULL;
     }
+    c->deadline_ms = info->deadline_ms;
     c->u = u;
     c->done = done;
     c->ud = ud;
@@ -653,6 +846,10 @@ void upstream_cancel(upstream_call_t *c)
         if (x->http) {
             http_cancel(x->http);
             x->http = NULL;
+            rl_release(x->ticket, NULL);
+        } else if (x->sending) {
+            x->sending = false;
+            u->tp->cancel(u->tp_ud, x);
             rl_release(x->ticket, NULL);
         } else if (x->ticket) {
             rl_cancel(x->ticket);

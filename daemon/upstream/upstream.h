@@ -1,10 +1,17 @@
-/* upstream.h -- one provider instance reached over HTTP: the path of a call
- * from the engine to the wire and back.
+/* upstream.h -- one provider instance: the path of a call from the engine
+ * to the provider and back, whatever the provider speaks.
  *
  *   upstream_call -> [coalesce embeddings into batches] -> rate limiter
- *   (FIFO, waits on timers) -> plugin encode -> http (curl multi) -> plugin
- *   decode -> limiter corrected (usage, 429 pause, rate-limit headers,
- *   overload) -> the caller's callback
+ *   (FIFO, waits on timers) -> send -> limiter corrected (usage, 429 pause,
+ *   rate-limit headers, overload) -> the caller's callback
+ *
+ * "Send" is where providers differ. An HTTP provider (encode/decode) is sent
+ * by the upstream itself: plugin encode -> http (curl multi) -> plugin
+ * decode. Any other provider is sent through a transport (below): an invoke
+ * provider in this process (upstream_invoke.c, upstream_new_invoke), or one
+ * whose instance lives elsewhere. Everything around the send -- limits,
+ * batching, 429s, quota, usage, stats -- is the same for every kind, so a
+ * provider's `limits` mean the same whatever it is.
  *
  * Why a module of its own: the engine decides *what* to call and when to
  * retry; this decides *how* a call reaches one provider without breaking its
@@ -13,8 +20,9 @@
  *
  * What the caller sees: one callback per call with either the output or a
  * typed error (LOOM_E_*) with the server's wait, if it gave one. Rate-limit
- * answers (429) are not errors at this level: the provider is paused for as
- * long as the server said and the call waits in the queue again, up to
+ * answers (429, or LOOM_E_RATE_LIMITED from a transport) are not errors at
+ * this level: the provider is paused for as long as the answer said (1 s if
+ * it said nothing) and the call waits in the queue again, up to
  * `max_rate_limit_waits` times before it fails with LOOM_E_RATE_LIMITED. A
  * quota answer disables the whole provider until it is built again (reload):
  * every queued call and every later one fails with LOOM_E_QUOTA at once.
@@ -38,7 +46,7 @@ typedef struct upstream upstream_t;
 typedef struct upstream_call upstream_call_t;
 
 typedef struct upstream_options {
-    http_call_opts timeouts;       /* per HTTP request */
+    http_call_opts timeouts;       /* per HTTP request (HTTP providers only) */
     /* Embedding inputs per request: 0 = the provider's max_batch (no
      * batching if it declares none), < 0 = no batching. Capped by the
      * provider's max_batch when it declares one. */
@@ -63,47 +71,138 @@ typedef void (*upstream_done_fn)(upstream_call_t *call, upstream_result *res, vo
 
 typedef struct upstream_stats_t {
     rl_stats_t limiter;
-    uint64_t requests;            /* HTTP requests sent */
+    uint64_t requests;            /* requests sent (HTTP, or started through a transport) */
     uint64_t calls;               /* calls accepted */
     uint64_t succeeded, failed;   /* calls */
     uint64_t rate_limited;        /* 429 answers */
     uint64_t batches, batched_inputs;
     int64_t input_tokens, output_tokens; /* from usage */
-    uint64_t latency_ewma_us;     /* HTTP round trip, smoothed */
+    uint64_t latency_ewma_us;     /* send to answer, smoothed */
     bool disabled;                /* after a quota answer */
 } upstream_stats_t;
 
-/* A provider instance NAME (copied) of plugin provider DEF (borrowed) with
- * its STATE (borrowed: the caller runs fini after upstream_free), limited by
- * LIMITS (copied), sending through HTTP (borrowed). OPT may be NULL. R and
- * HTTP must outlive it. NULL with errno (ENOMEM, EINVAL). */
+/* An HTTP provider instance NAME (copied) of plugin provider DEF
+ * (borrowed; it has encode and decode) with its STATE (borrowed: the caller
+ * runs fini after upstream_free), limited by LIMITS (copied; NULL: none),
+ * sending through HTTP (borrowed). OPT may be NULL. R and HTTP must outlive
+ * it. NULL with errno (ENOMEM, EINVAL). */
 upstream_t *upstream_new(reactor_t *r, http_client_t *http, const char *name,
                          const loom_provider *def, void *state, const rl_limits *limits,
                          const upstream_options *opt);
 
-/* Where the plugin's loom_log lines from encode and decode go: LOG(UD,
- * level, fmt, ap), on the reactor thread. Without one they are dropped. */
+/* ---- transports
+ *
+ * A transport sends what the limiter granted to a provider that is not
+ * spoken to over HTTP. The upstream hands it one send at a time (a send is
+ * one request: a chat call, an embedding call, or a batch of embedding
+ * inputs from several calls, as max_batch and the batch options decide) and
+ * the transport ends each send exactly once with upstream_send_done, unless
+ * the upstream withdraws it first with cancel. Nothing else is the
+ * transport's business: a LOOM_E_RATE_LIMITED answer pauses the provider and
+ * queues the send again, LOOM_E_QUOTA disables the provider, usage corrects
+ * the token budget, all here.
+ *
+ * An instance's latency is its own work, not a server's queue, so a
+ * transport's answers do not move the concurrency cap by latency (HTTP's
+ * do); an answer of LOOM_E_UPSTREAM whose message says "overload" halves it
+ * as a 503 does.
+ *
+ * Every hook runs on the reactor thread. */
+
+typedef struct upstream_send upstream_send_t;
+
+/* Who asked, for a transport that records what it runs (crash attribution)
+ * or passes a deadline on. Borrowed for the duration of start. */
+typedef struct upstream_send_info {
+    const char *job;               /* the job of the send's first call; "" if unknown */
+    const char *step;              /* its step (node path); "" if unknown */
+    uint64_t deadline_ms;          /* CLOCK_MONOTONIC ms: the earliest deadline of the
+                                    * send's calls (loom_deadline_ms); 0: none */
+} upstream_send_info;
+
+typedef struct upstream_transport {
+    /* Sends REQ (borrowed for the duration of start: copy or reference
+     * what is kept) as S. The transport ends S with upstream_send_done once,
+     * later or before start returns; a failure to start is such an end
+     * (e.g. LOOM_E_NOMEM). UD is the transport's, from
+     * upstream_new_transport. */
+    void (*start)(void *ud, upstream_send_t *s, const loom_request *req,
+                  const upstream_send_info *info);
+    /* Withdraws S, started and not yet ended (a step's timeout, a cancelled
+     * job, upstream_free): the transport drops it and never ends it. */
+    void (*cancel)(void *ud, upstream_send_t *s);
+    /* Frees UD, from upstream_free after every send was withdrawn, or when
+     * upstream_new_transport fails. May be NULL. */
+    void (*free)(void *ud);
+} upstream_transport;
+
+/* A provider instance NAME (copied) of plugin provider DEF (borrowed) with
+ * STATE (borrowed: the caller runs fini after upstream_free), limited by
+ * LIMITS (copied; NULL: none), sending through TP (borrowed; it must
+ * outlive the upstream) with TP_UD, which the upstream owns from here on,
+ * even when this fails. OPT may be NULL; its timeouts are not used. NULL
+ * with errno (ENOMEM, EINVAL). */
+upstream_t *upstream_new_transport(reactor_t *r, const char *name, const loom_provider *def,
+                                   void *state, const upstream_transport *tp, void *tp_ud,
+                                   const rl_limits *limits, const upstream_options *opt);
+
+/* The transport's own pointer for S (NULL until set): where it keeps what
+ * it needs to finish or cancel S. */
+void upstream_send_set_data(upstream_send_t *s, void *data);
+void *upstream_send_data(const upstream_send_t *s);
+
+/* Ends S with RES: OUTPUT (stolen; NULL on failure; for EMBED a list with
+ * one vector per input of the request), USAGE ({-1, -1}: unknown), CODE,
+ * MESSAGE (borrowed for this call), and Retry-After. S is gone when this
+ * returns, and the callbacks of its calls may have run inside it. */
+void upstream_send_done(upstream_send_t *s, upstream_result *res);
+
+/* loom_log from the transport's provider, through the upstream's log. */
+void upstream_send_vlog(upstream_send_t *s, int level, const char *fmt, va_list ap);
+
+/* The in-process transport of an invoke provider (upstream_invoke.c): DEF's
+ * invoke and cancel hooks (DEF has invoke), run on the reactor with the
+ * host side of loom_call (complete, fail, fail_after, timers, call_vlog),
+ * each entry into plugin code recorded for crash attribution (inflight_enter
+ * with "invoke", "timer" and "cancel"). An upstream as upstream_new_transport
+ * makes it; NULL with errno. */
+upstream_t *upstream_new_invoke(reactor_t *r, const char *name, const loom_provider *def,
+                                void *state, const rl_limits *limits,
+                                const upstream_options *opt);
+
+/* Where the plugin's loom_log lines go (from encode and decode, or from a
+ * transport's provider): LOG(UD, level, fmt, ap), on the reactor thread.
+ * Without one they are dropped. */
 typedef void (*upstream_log_fn)(void *ud, int level, const char *fmt, va_list ap);
 void upstream_set_log(upstream_t *u, upstream_log_fn log, void *ud);
 
 /* Drops every call without calling back and frees U. NULL is a no-op. */
 void upstream_free(upstream_t *u);
 
-/* Starts REQ (borrowed: what is needed is copied or referenced) for the
- * step STEP_KEY (copied; may be NULL), which the request carries in a
- * `Loom-Step-Key` header so that an operator (or a test) can tell which step
- * paid for which request. A batch of embeddings lists the keys of all its
- * calls, comma-separated, in the order of its inputs; bytes that could break
- * the header or the list are %XX-escaped, and a list too long for a header
- * ends with "+N" for the keys left out (upstream_key.c). DONE(call,
- * result, UD) runs once, later, unless upstream_cancel comes first. NULL with errno ENOMEM. */
-upstream_call_t *upstream_call(upstream_t *u, const loom_request *req, const char *step_key,
-                               upstream_done_fn done, void *ud);
+/* Who a call is for. Every field may be NULL (or 0); strings are copied. */
+typedef struct upstream_call_info {
+    /* HTTP: sent in a `Loom-Step-Key` header so that an operator (or a test)
+     * can tell which step paid for which request. A batch of embeddings
+     * lists the keys of all its calls, comma-separated, in the order of its
+     * inputs; bytes that could break the header or the list are %XX-escaped,
+     * and a list too long for a header ends with "+N" for the keys left out
+     * (upstream_key.c). */
+    const char *step_key;
+    const char *job, *step;        /* transports: upstream_send_info */
+    uint64_t deadline_ms;          /* CLOCK_MONOTONIC ms; 0: none */
+} upstream_call_info;
+
+/* Starts REQ (borrowed: what is needed is copied or referenced) for INFO
+ * (may be NULL). DONE(call, result, UD) runs once, later, unless
+ * upstream_cancel comes first. NULL with errno ENOMEM. */
+upstream_call_t *upstream_call(upstream_t *u, const loom_request *req,
+                               const upstream_call_info *info, upstream_done_fn done, void *ud);
 
 /* Withdraws CALL: DONE never runs. Not yet sent: its place in the queue and
  * its reservation are given back (or its inputs leave the batch). Already
- * sent: the HTTP request is abandoned when CALL was alone in it, and the
- * limiter keeps the estimate as the charge (the server counted it too). */
+ * sent: the HTTP request is abandoned (a transport's send cancelled) when
+ * CALL was alone in it, and the limiter keeps the estimate as the charge
+ * (the server counted it too). */
 void upstream_cancel(upstream_call_t *call);
 
 void upstream_stats(const upstream_t *u, upstream_stats_t *out);

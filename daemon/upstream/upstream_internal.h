@@ -1,7 +1,8 @@
 /* upstream_internal.h -- structures shared by upstream.c and upstream_batch.c.
  *
  * A call (what the engine asked for) travels in one or more transfers
- * ("xfers": one HTTP request each). A chat call, or an embedding call on a
+ * ("xfers": one HTTP request, or one send through a transport, each; an xfer
+ * is what upstream.h calls an upstream_send_t). A chat call, or an embedding call on a
  * provider without batching, is the only part of its own xfer. With
  * batching, an embedding call's inputs are cut into parts that join open
  * batch xfers, so one xfer carries parts of many calls and one call may span
@@ -13,7 +14,7 @@
 #include "common/containers.h"
 #include "daemon/upstream/upstream.h"
 
-typedef struct xfer xfer;
+typedef struct upstream_send xfer;
 
 typedef struct part {
     upstream_call_t *call;     /* NULL once the call was withdrawn */
@@ -28,7 +29,7 @@ typedef struct plink {
     size_t idx;                /* in x->parts */
 } plink;
 
-struct xfer {
+struct upstream_send {
     upstream_t *u;
     list_link link;            /* in u->xfers */
     loom_call_kind kind;
@@ -47,6 +48,9 @@ struct xfer {
     rl_ticket *ticket;
     http_call_t *http;
     loom_http_request enc;     /* encoded, not yet sent (owned) */
+    bool sending;              /* started through the transport, not yet ended */
+    void *tx;                  /* the transport's (upstream_send_set_data) */
+    uint64_t sent_us;          /* when it was sent, CLOCK_MONOTONIC */
     int waits;                 /* 429s sat out */
 };
 
@@ -54,6 +58,8 @@ struct upstream_call {
     upstream_t *u;
     list_link link;            /* in u->calls */
     char *step_key;            /* owned, or NULL: sent in Loom-Step-Key */
+    char *job, *step;          /* owned, or NULL: upstream_send_info */
+    uint64_t deadline_ms;      /* 0: none */
     upstream_done_fn done;
     void *ud;
     bool finished;             /* the callback ran or the caller cancelled */
@@ -71,7 +77,9 @@ struct upstream_call {
 
 struct upstream {
     reactor_t *r;
-    http_client_t *http;
+    http_client_t *http;       /* HTTP providers; NULL with a transport */
+    const upstream_transport *tp; /* other providers; NULL for HTTP */
+    void *tp_ud;               /* owned: freed with tp->free */
     char *name;
     const loom_provider *def;
     void *state;

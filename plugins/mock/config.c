@@ -159,7 +159,7 @@ void mock_instance_free(mock_instance *in)
 int mock_config_read(loom_ctx *ctx, json_t *config, mock_instance *in)
 {
     const char *name = "mock", *mode = "echo", *fail_code = "upstream";
-    int64_t latency = 20, jitter = 0, seed = 0, dims = 8;
+    int64_t latency = 20, jitter = 0, seed = 0, dims = 8, every = 0, retry_after = 0;
     json_t *rate;
     size_t i;
 
@@ -173,8 +173,12 @@ int mock_config_read(loom_ctx *ctx, json_t *config, mock_instance *in)
         config_int(ctx, config, "latency", 0, INT64_C(86400000), &latency) < 0 ||
         config_int(ctx, config, "jitter", 0, INT64_C(86400000), &jitter) < 0 ||
         config_int(ctx, config, "seed", INT64_MIN, INT64_MAX, &seed) < 0 ||
-        config_int(ctx, config, "embed_dims", 1, 65536, &dims) < 0)
+        config_int(ctx, config, "embed_dims", 1, 65536, &dims) < 0 ||
+        config_int(ctx, config, "fail_every", 0, INT64_MAX, &every) < 0 ||
+        config_int(ctx, config, "retry_after", 0, INT64_C(86400000), &retry_after) < 0)
         return -1;
+    in->fail_every = (uint64_t)every;
+    in->retry_after_ms = (uint64_t)retry_after;
     in->latency_ms = (uint64_t)latency;
     in->jitter_ms = (uint64_t)jitter;
     in->seed = (uint64_t)seed;

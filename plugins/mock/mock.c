@@ -23,12 +23,17 @@
  * from a hash of the input alone, so equal strings embed equally.
  *
  * Failures: call number N of an instance (0-based, counting every call
- * started) fails with `fail_code` when splitmix64(seed, N) < fail_rate. A
- * failed call does not consume a script entry. Failures, like answers, are
- * delivered after the latency.
+ * started) fails with `fail_code` when splitmix64(seed, N) < fail_rate, or
+ * when `fail_every` is set and N is a multiple of it (so the first call
+ * fails, and a host that retries gets the next one through). A failure
+ * carries `retry_after` as its Retry-After when set (loom_fail_after), as a
+ * 429 with a Retry-After header would. A failed call does not consume a
+ * script entry. Failures, like answers, are delivered after the latency.
  *
  * Stats: every instance registers under its `name` option (the host sets it
- * to the instance name) and the lambda `mock.stats` reads its counters. The
+ * to the instance name) and the lambda `mock.stats` reads its counters;
+ * mock_stats_get also has when the first and the latest call started, which
+ * a test of the host's limits measures it by. The
  * registry is the plugin's state (made by the plugin's init, handed to every
  * provider instance's init and to the lambda), behind a mutex because init,
  * fini and lambdas may run on threads other than the reactor. */
@@ -37,6 +42,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "loom/plugin.h"
 
@@ -51,6 +57,7 @@ struct mock_pending {
     json_t *output;              /* owned; stolen by complete */
     loom_usage usage;
     loom_errcode fail_code;      /* LOOM_OK: complete, else fail */
+    uint64_t retry_after_ms;     /* with a failure: its Retry-After, 0: none */
 };
 
 /* The live instances by name: the plugin's state. */
@@ -192,6 +199,14 @@ fail:
     return NULL;
 }
 
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* ---- the call in flight */
 
 /* The timer: the latency is over. The pending record is freed before the
@@ -204,6 +219,7 @@ static void mock_fire(void *ud)
     json_t *output = p->output;
     loom_usage usage = p->usage;
     loom_errcode code = p->fail_code;
+    uint64_t retry_after = p->retry_after_ms;
 
     pthread_mutex_lock(&in->lock);
     list_del(&p->link);
@@ -219,7 +235,10 @@ static void mock_fire(void *ud)
         loom_complete(call, output, &usage);
     } else {
         json_decref(output);
-        loom_fail(call, code, "mock: injected failure");
+        if (retry_after)
+            loom_fail_after(call, code, retry_after, "mock: injected failure");
+        else
+            loom_fail(call, code, "mock: injected failure");
     }
 }
 
@@ -279,8 +298,12 @@ static int mock_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom
     pthread_mutex_lock(&in->lock);
     locked = 1;
     index = in->sequence;
-    if (in->fail_rate > 0 && unit_double(splitmix64(in->seed ^ splitmix64(index))) < in->fail_rate)
+    if ((in->fail_rate > 0 &&
+         unit_double(splitmix64(in->seed ^ splitmix64(index))) < in->fail_rate) ||
+        (in->fail_every > 0 && index % in->fail_every == 0)) {
         p->fail_code = in->fail_code;
+        p->retry_after_ms = in->retry_after_ms;
+    }
     if (p->fail_code == LOOM_OK) {
         if (req->kind == LOOM_CALL_CHAT) {
             p->output = chat_answer(ctx, in, req, prompt);
@@ -317,6 +340,9 @@ static int mock_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom
 
     in->sequence++;
     in->stats.calls++;
+    in->stats.last_start_us = now_us();
+    if (!in->stats.first_start_us)
+        in->stats.first_start_us = in->stats.last_start_us;
     if (++in->stats.in_flight > in->stats.max_in_flight)
         in->stats.max_in_flight = in->stats.in_flight;
     list_add_head(&in->pending, &p->link);
@@ -479,6 +505,10 @@ static const loom_option mock_options[] = {
     { "fail_rate", LOOM_OPT_DOUBLE, "0", 0, "share of calls that fail, 0 to 1" },
     { "fail_code", LOOM_OPT_STRING, "upstream", 0,
       "upstream, rate_limited, timeout, quota, invalid_request or invalid_output" },
+    { "fail_every", LOOM_OPT_INT, "0", 0,
+      "calls 0, N, 2N... fail with fail_code (0: off), counting every call started" },
+    { "retry_after", LOOM_OPT_DURATION, "0ms", 0,
+      "the Retry-After a failure carries (0: none), as a 429's header would" },
     { "seed", LOOM_OPT_INT, "0", 0, "seeds failures and jitter" },
     { "embed_dims", LOOM_OPT_INT, "8", 0, "length of embedding vectors" },
     { NULL, 0, NULL, 0, NULL }

@@ -21,6 +21,10 @@ typedef struct mock_stats {
     uint64_t cancelled;      /* dropped by the host's cancel */
     uint64_t in_flight;      /* started and not yet finished or cancelled */
     uint64_t max_in_flight;  /* the most in flight at once */
+    /* When the first and the latest call started (invoke returned 0), in
+     * CLOCK_MONOTONIC microseconds; 0 before any: what a test of a host's
+     * pacing (limits, Retry-After pauses) measures the host by. */
+    uint64_t first_start_us, last_start_us;
 } mock_stats;
 
 /* Copies the counters of the live instance named NAME (the most recently

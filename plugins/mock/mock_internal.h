@@ -37,7 +37,9 @@ typedef struct mock_instance {
     char **script;
     size_t nscript;
     double fail_rate;
+    uint64_t fail_every;         /* 0: off; N: calls 0, N, 2N... fail */
     loom_errcode fail_code;
+    uint64_t retry_after_ms;     /* a failure's Retry-After; 0: none */
     uint64_t seed;
     size_t embed_dims;
 

@@ -7,6 +7,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "daemon/config_file.h"
+#include "daemon/providers.h"
 #include "dsl/dsl.h"
 #include "plugins/mock/mock.h"
 #include "tests/unit/engine_testlib.h"
@@ -27,10 +29,10 @@ static void *mock_state(void)
     return l->state;
 }
 
-static void add_mock(const char *name, const char *config)
+static void add_mock(const char *name, const char *text)
 {
     char err[256];
-    json_t *cfg = json_loads(config, 0, NULL);
+    json_t *cfg = json_loads(text, 0, NULL);
     cr_assert(cfg);
     cr_assert_eq(engine_add_provider(ET.eng, name, "mock", cfg, NULL, NULL, err, sizeof err), 0, "%s", err);
     json_decref(cfg);
@@ -73,4 +75,34 @@ Test(engine_mock, vote_cancels_outstanding_samples)
     cr_assert_eq(s.cancelled, 4);
     cr_assert_eq(s.in_flight, 0);
     et_result_free(&r);
+}
+
+/* A config entry's limits hold for an invoke provider as for an HTTP one:
+ * at `concurrency: 1` the mock never sees two of the map's calls at once,
+ * though the map would run 6; `stats` shows the limiter's counters. */
+Test(engine_mock, config_limits_bound_the_mock)
+{
+    char err[256];
+    json_t *opts = json_pack("{s:s}", "latency", "5ms");
+    config_provider cp = { .name = "m4", .plugin = "mock", .options = opts,
+                           .limits = { .concurrency = 1 } };
+    cr_assert_eq(providers_add(ET.providers, ET.eng, &cp, err, sizeof err), 0, "%s", err);
+    json_decref(opts);
+    et_result r;
+    et_run("loom: 1\nname: t\ndo: { map: { over: '{{ input }}', max_concurrency: 6, do: { call: { provider: m4, prompt: '{{ item }}' } } } }\n",
+           "[1,2,3,4,5,6]", NULL, &r);
+    cr_assert(r.output);
+    et_result_free(&r);
+    mock_stats s;
+    cr_assert_eq(mock_stats_get(mock_state(), "m4", &s), 0);
+    cr_assert_eq(s.max_in_flight, 1);
+    cr_assert_eq(s.completed, 6);
+    json_t *all = engine_provider_stats(ET.eng);
+    json_t *st = json_object_get(all, "m4");
+    cr_assert_eq(json_integer_value(json_object_get(st, "requests")), 6);
+    cr_assert_eq(json_integer_value(json_object_get(st, "succeeded")), 6);
+    cr_assert_eq(json_integer_value(json_object_get(st, "concurrency")), 1);
+    cr_assert_eq(json_integer_value(json_object_get(st, "in_flight")), 0);
+    cr_assert_gt(json_integer_value(json_object_get(st, "input_tokens")), 0);
+    json_decref(all);
 }

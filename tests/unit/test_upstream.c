@@ -101,7 +101,7 @@ static upstream_call_t *chat_key(const char *text, const char *key, got *g)
     json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", text);
     json_t *params = json_object();
     loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .params = params };
-    upstream_call_t *c = upstream_call(up, &req, key, on_done, g);
+    upstream_call_t *c = upstream_call(up, &req, &(upstream_call_info){ .step_key = key }, on_done, g);
     json_decref(msgs);
     json_decref(params);
     cr_assert(c);
@@ -116,7 +116,7 @@ static upstream_call_t *chat(const char *text, got *g)
 static upstream_call_t *embed_key(json_t *inputs, const char *key, got *g)
 {
     loom_request req = { .kind = LOOM_CALL_EMBED, .inputs = inputs };
-    upstream_call_t *c = upstream_call(up, &req, key, on_done, g);
+    upstream_call_t *c = upstream_call(up, &req, &(upstream_call_info){ .step_key = key }, on_done, g);
     cr_assert(c);
     return c;
 }
