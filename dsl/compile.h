@@ -3,6 +3,7 @@
  *   compile.c        the workflow's top level: keys, input, vars, defaults
  *   compile_node.c   nodes: common keys and the composite kinds
  *   compile_leaf.c   the leaves: call, embed, lambda
+ *   compile_args.c   a lambda step's args against the lambda's declared arguments
  *   compile_refs.c   template names and `steps.X` visibility, once every id is known
  *   compile_util.c   key tables, messages, typed scalars, durations, the id map
  *   compile_value.c  JSON and template values, retry, filter lists, generation parameters
@@ -141,6 +142,14 @@ int cc_gen_params(dsl_cc *cc, const dsl_ynode *y, json_t *params);
 int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);
 int cc_build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);
 int cc_build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v);
+
+/* ---- compile_args.c ---- */
+/* Checks the `args` of a step calling lambda FN against the signature the
+ * registry gives for FN (none: nothing is checked). ARGS_Y is the `args`
+ * value, or NULL when the step has none; a missing required argument is
+ * reported at ARGS_Y, else at AT (the lambda's node). 0, or -1 after
+ * reporting every problem. */
+int cc_check_lambda_args(dsl_cc *cc, const char *fn, const dsl_ynode *args_y, const dsl_ynode *at);
 
 /* ---- compile_node.c ---- */
 /* Builds the node in Y (any YAML; errors if not a node) under PARENT, whose

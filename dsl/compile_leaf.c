@@ -192,9 +192,9 @@ int cc_build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     const dsl_ynode *y;
     int bad = 0;
     if (v->kind == DSL_Y_SCALAR) {
-        if (!(l->fn = cc_string(cc, v, "lambda")))
+        if (!(l->fn = cc_string(cc, v, "lambda")) || check_lambda_name(cc, v, l->fn) < 0)
             return -1;
-        return check_lambda_name(cc, v, l->fn);
+        return cc_check_lambda_args(cc, l->fn, NULL, v);
     }
     if (!cc_want_map(cc, v, "lambda"))
         return -1;
@@ -206,6 +206,9 @@ int cc_build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
         bad = 1;
     }
     if ((y = dsl_ymap_get(v, "args")) && !(l->args = cc_tvalue(cc, y, n, CC_SITE_NODE)))
+        bad = 1;
+    /* a name already reported leaves nothing to check the args against */
+    if (l->fn && !bad && cc_check_lambda_args(cc, l->fn, y, v) < 0)
         bad = 1;
     if ((y = dsl_ymap_get(v, "input")) && !(l->input = cc_tvalue(cc, y, n, CC_SITE_NODE)))
         bad = 1;

@@ -20,24 +20,71 @@
  *                 evaluates them, filters*.c are the filters by family
  *   compile*.c    tree -> checked, immutable dsl_graph (keys, types, references)
  *   uses.c        across files: `use` targets exist and form no cycle
+ *   registry.c    deep copies of a registry, for a compile on another thread
  *   emit_*.c      a graph as JSON or Graphviz DOT text */
 #ifndef LOOM_DSL_DSL_H
 #define LOOM_DSL_DSL_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "dsl/diag.h"
 #include "dsl/graph.h"
 #include "dsl/yaml_tree.h"
 
+/* The type a lambda declares for an argument, as the compiler checks a
+ * literal given for it: STRING a string, INT an integer, DOUBLE an integer
+ * or a real, BOOL a boolean, DURATION a duration text ("500ms") or integer
+ * milliseconds, JSON anything. */
+typedef enum dsl_arg_type {
+    DSL_ARG_STRING,
+    DSL_ARG_INT,
+    DSL_ARG_DOUBLE,
+    DSL_ARG_BOOL,
+    DSL_ARG_DURATION,
+    DSL_ARG_JSON
+} dsl_arg_type;
+
+/* One declared argument of a lambda. REQUIRED: the step must give it (an
+ * argument with a default is not required here, whatever the plugin says). */
+typedef struct dsl_arg {
+    const char *name;
+    dsl_arg_type type;
+    bool required;
+} dsl_arg;
+
+/* What a lambda accepts as `args`. ARGS is NULL-name terminated: an empty
+ * array means the lambda takes no arguments, while ARGS NULL means it
+ * declares none and accepts anything. */
+typedef struct dsl_lambda_sig {
+    const char *name;               /* "plugin.name" */
+    const dsl_arg *args;
+} dsl_lambda_sig;
+
 /* The names that exist where the workflow will run. When a list is given
  * (non-NULL), names missing from it are errors; a NULL list is not checked.
- * Lists are NULL-terminated arrays of borrowed strings. */
+ * Lists are NULL-terminated arrays of borrowed strings.
+ * LAMBDA_SIGS (NULL-name terminated, borrowed, may be NULL) gives the
+ * declared arguments of the lambdas it names: a step calling one of them
+ * has its `args` checked (unknown keys, literal types, required ones); a
+ * lambda missing from it, or every lambda when it is NULL, is not checked.
+ * It is independent of LAMBDAS, so arguments of known lambdas can be
+ * checked while lambda names are not. */
 typedef struct dsl_registry {
     const char *const *providers;
     const char *const *lambdas;     /* "plugin.name" */
     const char *const *workflows;   /* names `use` may refer to, beyond the files compiled together */
+    const dsl_lambda_sig *lambda_sigs;
 } dsl_registry;
+
+/* A deep copy of REG in one allocation (free with free()): every list, every
+ * signature and every string, so it can be read on another thread while the
+ * original goes away. NULL when REG is NULL or out of memory. */
+dsl_registry *dsl_registry_dup(const dsl_registry *reg);
+
+/* A deep copy of SIGS (NULL-name terminated) in one allocation (free with
+ * free()), or NULL when SIGS is NULL or out of memory. */
+dsl_lambda_sig *dsl_lambda_sigs_dup(const dsl_lambda_sig *sigs);
 
 typedef struct dsl_options {
     const dsl_registry *registry;   /* may be NULL */
