@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "daemon/loomd.h"
+#include "daemon/plugins/plugins_sigs.h"
 #include "daemon/providers.h"
 
 static void gen_free(lgen *g)
@@ -80,12 +81,20 @@ json_t *gen_provider_stats(loomd *d)
 int gen_registry(loomd *d)
 {
     const char **names = config_provider_names(d->cfg);
-    if (!names)
+    /* a copy that owns its strings: the compile threads copy it again */
+    dsl_lambda_sig *sigs = plugins_lambda_sigs(d->plugins);
+    if (!names || !sigs) {
+        free(names);
+        free(sigs);
         return -1;
+    }
     free(d->provider_names);
+    free(d->lambda_sigs);
     d->provider_names = names;
+    d->lambda_sigs = sigs;
     d->reg.providers = names;
     d->reg.lambdas = plugins_lambda_names(d->plugins);
     d->reg.workflows = NULL;
+    d->reg.lambda_sigs = sigs;
     return 0;
 }

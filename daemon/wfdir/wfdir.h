@@ -211,8 +211,10 @@ dsl_graph *wfdir_compile_text(const wfdir *w, const char *file, const char *buf,
                               char *err, size_t errlen);
 
 /* A copy of REG in one allocation (free with free()), for a compile on
- * another thread while the original may be rebuilt; NULL when REG is NULL
- * or out of memory. */
+ * another thread while the original may be rebuilt: dsl_registry_dup, so
+ * every list, lambda signature and string is copied and the compile never
+ * reads the daemon's or a plugin's memory. NULL when REG is NULL or out of
+ * memory. */
 dsl_registry *wfdir_registry_dup(const dsl_registry *reg);
 
 #endif

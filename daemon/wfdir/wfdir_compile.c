@@ -133,51 +133,11 @@ void wfdir_work(const char *path, size_t max, const dsl_options *copt, bool hash
     free(buf);
 }
 
-/* Copies the strings of one NULL-terminated list V into OUT (N + 1 slots)
- * and *AT; returns the next free byte. */
-static char *copy_names(const char *const *v, const char **out, char *at)
-{
-    size_t i = 0;
-    for (; v && v[i]; i++) {
-        size_t n = strlen(v[i]) + 1;
-        memcpy(at, v[i], n);
-        out[i] = at;
-        at += n;
-    }
-    out[i] = NULL;
-    return at;
-}
-
-static size_t count_names(const char *const *v, size_t *bytes)
-{
-    size_t n = 0;
-    for (; v && v[n]; n++)
-        *bytes += strlen(v[n]) + 1;
-    return n;
-}
-
 dsl_registry *wfdir_registry_dup(const dsl_registry *reg)
 {
-    if (!reg)
-        return NULL;
-    size_t bytes = 0;
-    size_t np = count_names(reg->providers, &bytes), nl = count_names(reg->lambdas, &bytes),
-           nw = count_names(reg->workflows, &bytes);
-    size_t ptrs = np + nl + nw + 3;
-    dsl_registry *d = malloc(sizeof *d + ptrs * sizeof(char *) + bytes);
-    if (!d)
-        return NULL;
-    const char **v = (const char **)(d + 1);
-    char *at = (char *)(v + ptrs);
-    at = copy_names(reg->providers, v, at);
-    d->providers = v;
-    v += np + 1;
-    at = copy_names(reg->lambdas, v, at);
-    d->lambdas = v;
-    v += nl + 1;
-    copy_names(reg->workflows, v, at);
-    d->workflows = v;
-    return d;
+    /* every list, lambda signature and string in one block, which keeps a
+     * NULL (unchecked) list NULL */
+    return dsl_registry_dup(reg);
 }
 
 static void job_free(wfdir_job *j)

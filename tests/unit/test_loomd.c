@@ -167,6 +167,37 @@ Test(loomd, workflows_validate_and_stats, .fini = teardown)
     json_decref(r);
 }
 
+/* A lambda's arguments are checked when the workflow compiles: a file
+ * dropped into the directory with a misspelt one is refused, its position in
+ * the log, and the `validate` op says the same. */
+Test(loomd, a_bad_lambda_argument_is_a_compile_error, .fini = teardown)
+{
+    start_default();
+    lh_workflow(&D, "picky", "loom: 1\nname: picky\ndo:\n  lambda: { fn: std.const, args: { valeu: 1 } }\n");
+    lh_wait_log(&D, "picky.yaml:4:36: error: unknown argument 'valeu' for lambda 'std.const'; "
+                    "did you mean 'value'?", NULL, 1, 10000);
+    json_t *r = lh_call(&D, "{\"op\":\"submit\",\"workflow\":\"picky\"}", 5000);
+    cr_assert_str_eq(code_of(r), "unknown_workflow", "the file was not loaded");
+    json_decref(r);
+
+    r = lh_call(&D, "{\"op\":\"validate\",\"file\":\"v.yaml\",\"yaml\":\"loom: 1\\nname: v\\ndo:\\n"
+                    "  lambda: { fn: std.regex_match, args: { pattern: 5 } }\\n\"}", 5000);
+    cr_assert(json_is_false(json_object_get(r, "valid")));
+    json_t *diags = json_object_get(r, "diagnostics");
+    cr_assert_eq(json_array_size(diags), 1);
+    cr_assert_str_eq(json_string_value(json_array_get(diags, 0)),
+                     "v.yaml:4:51: error: argument 'pattern' of lambda 'std.regex_match' must be a "
+                     "string, got an integer");
+    json_decref(r);
+
+    /* a fixed file is loaded and runs */
+    lh_workflow(&D, "picky", "loom: 1\nname: picky\ndo:\n  lambda: { fn: std.const, args: { value: 1 } }\n");
+    lh_wait_log(&D, "loaded", "workflow=picky ", 1, 10000);
+    r = submit_wait("picky", "{}");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(r, "result"), "output")), 1);
+    json_decref(r);
+}
+
 Test(loomd, events_of_one_job, .fini = teardown)
 {
     start_default();
