@@ -93,6 +93,8 @@ bool iso_any_ready(const iso_plugin *pl)
     return false;
 }
 
+static void fail_invoke_queue(iso_plugin *pl);
+
 /* Calls queued for a plugin none of whose helpers can start fail now
  * instead of waiting for a start that keeps failing. */
 void iso_fail_queue(iso_plugin *pl)
@@ -102,6 +104,7 @@ void iso_fail_queue(iso_plugin *pl)
         list_del(&c->link);
         call_fail(c, ISO_CRASHED, "plugin '%s' cannot run: %s", pl->name, pl->why);
     }
+    fail_invoke_queue(pl);
 }
 
 static void close_conn(helper *h)
@@ -182,6 +185,7 @@ void iso_reaped(helper *h, int status)
             call_fail(c, ISO_CRASHED, "plugin '%s' crashed in %s: its helper %s", pl->name, c->fn,
                       how);
     }
+    iso_fail_invokes(h, how);
     if (h->killed_for)
         LOG(iso, LOOM_LOG_INFO,
             json_pack("{s:s, s:i, s:s}", "plugin", pl->name, "helper", h->index, "reason", h->killed_for),
@@ -198,6 +202,7 @@ void iso_reaped(helper *h, int status)
         if (!iso_any_ready(pl))
             iso_fail_queue(pl);
     }
+    iso_dispatch_invokes(pl);
     if (!(h->restart = reactor_timer_add(iso->r, delay_ms * REACTOR_MSEC, iso_restart_fired, h)))
         LOG(iso, LOOM_LOG_ERROR, NULL, "plugin %s helper %d: out of memory: not restarted",
             pl->name, h->index);
@@ -257,7 +262,7 @@ void iso_send_init(helper *h)
         iso_helper_kill(h, NULL);
         return;
     }
-    flush_out(h);
+    iso_send_instances(h);
 }
 
 void iso_deadline_fired(reactor_t *r, reactor_timer_t *t, void *ud)
@@ -316,6 +321,7 @@ static void on_ready(helper *h)
         json_pack("{s:s, s:i, s:i}", "plugin", h->pl->name, "helper", h->index, "pid", (int)h->pid),
         "plugin %s helper %d ready (pid %d)", h->pl->name, h->index, (int)h->pid);
     dispatch(h->pl);
+    iso_dispatch_invokes(h->pl);
 }
 
 static void on_answer(helper *h, json_t *msg)
@@ -374,6 +380,8 @@ static void handle_frame(helper *h, const char *data, size_t len)
     if (!json_is_object(msg)) {
         snprintf(h->pl->why, sizeof h->pl->why, "its helper sent a malformed message");
         iso_helper_kill(h, NULL);
+    } else if (json_object_get(msg, "invoke_id")) {
+        iso_on_invoke_answer(h, msg);
     } else if (json_object_get(msg, "id")) {
         on_answer(h, msg);
     } else if ((v = json_object_get(msg, "log"))) {
@@ -511,6 +519,8 @@ int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_lim
     }
     pl->lim = *limits;
     list_init(&pl->queue);
+    list_init(&pl->invoke_queue);
+    list_init(&pl->instances);
     list_add_tail(&iso->plugins, &pl->link);
     for (int i = 0; i < limits->processes; i++) {
         helper *h = &pl->h[i];
@@ -518,6 +528,7 @@ int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_lim
         h->pl = pl;
         h->index = i;
         h->fd = h->pidfd = -1;
+        list_init(&h->invokes);
         iso_spawn(h);
     }
     return 0;
@@ -548,6 +559,14 @@ int iso_reload(iso_t *iso, const char *name, json_t *config)
         flush_out(h);
     }
     return 0;
+}
+
+const char *iso_nth_plugin(const iso_t *iso, size_t i)
+{
+    for (list_link *l = iso->plugins.next; l != &iso->plugins; l = l->next)
+        if (i-- == 0)
+            return LIST_OWNER(l, iso_plugin, link)->name;
+    return NULL;
 }
 
 bool iso_isolated(const iso_t *iso, const char *name)
@@ -605,6 +624,7 @@ static void sum_stats(iso_stats *to, const iso_stats *from)
     to->cancels += from->cancels;
     to->grace_kills += from->grace_kills;
     to->restarts += from->restarts;
+    to->invokes += from->invokes;
 }
 
 static size_t ready_count(const iso_plugin *pl)
@@ -632,8 +652,9 @@ json_t *iso_stats_json(const iso_t *iso)
         return o;
     for (list_link *l = iso->plugins.next; l != &iso->plugins; l = l->next) {
         iso_plugin *pl = LIST_OWNER(l, iso_plugin, link);
-        json_t *p = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I}", "calls",
-                              (json_int_t)pl->st.calls, "crashes", (json_int_t)pl->st.crashes,
+        json_t *p = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I}", "calls",
+                              (json_int_t)pl->st.calls, "invokes", (json_int_t)pl->st.invokes,
+                              "crashes", (json_int_t)pl->st.crashes,
                               "timeouts", (json_int_t)pl->st.timeouts, "cancels",
                               (json_int_t)pl->st.cancels, "grace_kills",
                               (json_int_t)pl->st.grace_kills, "restarts",
@@ -672,6 +693,7 @@ void iso_free(iso_t *iso)
             list_del(&c->link);
             call_free(c);
         }
+        iso_invokes_free(pl);
         json_decref(pl->config);
         free(pl->h);
         free(pl->name);
@@ -680,4 +702,328 @@ void iso_free(iso_t *iso)
     }
     free(iso->host);
     free(iso);
+}
+
+/* ---- invoke providers' calls */
+
+static void inv_free(iso_invoke_t *v)
+{
+    if (v->timer)
+        reactor_timer_cancel(v->inst->iso->r, v->timer);
+    json_decref(v->req);
+    free(v);
+}
+
+static void inv_end(iso_invoke_t *v, iso_invoke_result *res)
+{
+    iso_invoke_done_fn done = v->done;
+    void *ud = v->ud;
+    inv_free(v);
+    done(ud, res);
+}
+
+static void inv_fail(iso_invoke_t *v, iso_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void inv_fail(iso_invoke_t *v, iso_status st, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    iso_invoke_result res = { .status = st, .usage = { -1, -1 }, .message = msg };
+    inv_end(v, &res);
+}
+
+/* Takes V, in flight, off its helper. */
+static void inv_unlink(iso_invoke_t *v)
+{
+    list_del(&v->link);
+    list_init(&v->link);
+    v->h->ninvokes--;
+    v->h = NULL;
+}
+
+/* Tells H to drop invoke ID (the provider's cancel hook). */
+static void send_cancel_invoke(helper *h, uint64_t id)
+{
+    if (h->fd < 0 || h->state == H_EXITING)
+        return;
+    if (queue_frame(h, json_pack("{s:I}", "cancel_invoke", (json_int_t)id)) < 0)
+        iso_helper_kill(h, "cancelled call"); /* it would finish a call no one waits for */
+    else
+        flush_out(h);
+}
+
+static int send_instance(helper *h, const iso_instance_t *in)
+{
+    json_t *cfg = in->config ? json_incref(in->config) : json_null();
+    return queue_frame(h, json_pack("{s:I, s:s, s:s, s:o}", "instance", (json_int_t)in->id,
+                                    "provider", in->provider, "name", in->name, "config", cfg));
+}
+
+void iso_send_instances(helper *h)
+{
+    for (list_link *l = h->pl->instances.next; l != &h->pl->instances; l = l->next)
+        if (send_instance(h, LIST_OWNER(l, iso_instance_t, link)) < 0) {
+            snprintf(h->pl->why, sizeof h->pl->why, "out of memory sending its provider instances");
+            iso_helper_kill(h, NULL);
+            return;
+        }
+    flush_out(h);
+}
+
+/* Whether H has read its init and can be sent more (a frame for a helper
+ * that is down or exiting is never sent: its next start gets everything). */
+static bool reachable(const helper *h)
+{
+    return h->fd >= 0 && (h->state == H_STARTING || h->state == H_READY);
+}
+
+iso_instance_t *iso_instance_new(iso_t *iso, const char *plugin, const char *provider,
+                                 const char *name, json_t *config)
+{
+    iso_plugin *pl = find(iso, plugin);
+    if (!pl) {
+        errno = ENOENT;
+        return NULL;
+    }
+    iso_instance_t *in = calloc(1, sizeof *in);
+    if (!in || !(in->provider = strdup(provider)) || !(in->name = strdup(name)) ||
+        (config && !(in->config = json_deep_copy(config)))) {
+        if (in) {
+            free(in->provider);
+            free(in->name);
+        }
+        free(in);
+        errno = ENOMEM;
+        return NULL;
+    }
+    in->iso = iso;
+    in->pl = pl;
+    in->id = iso->next_id++;
+    list_add_tail(&pl->instances, &in->link);
+    for (int i = 0; i < pl->lim.processes; i++) {
+        helper *h = &pl->h[i];
+        if (!reachable(h))
+            continue;
+        if (send_instance(h, in) < 0)
+            iso_helper_kill(h, "instance"); /* its restart makes it */
+        else
+            flush_out(h);
+    }
+    return in;
+}
+
+void iso_instance_free(iso_instance_t *in)
+{
+    if (!in)
+        return;
+    iso_plugin *pl = in->pl;
+    for (int i = 0; i < pl->lim.processes; i++) {
+        helper *h = &pl->h[i];
+        if (!reachable(h))
+            continue;
+        if (queue_frame(h, json_pack("{s:I}", "instance_end", (json_int_t)in->id)) < 0)
+            iso_helper_kill(h, "instance"); /* it would keep an instance no one uses */
+        else
+            flush_out(h);
+    }
+    list_del(&in->link);
+    json_decref(in->config);
+    free(in->provider);
+    free(in->name);
+    free(in);
+}
+
+static void inv_timeout(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    iso_invoke_t *v = ud;
+    helper *h = v->h;
+    iso_plugin *pl = v->inst->pl;
+    v->timer = NULL;
+    inv_unlink(v);
+    pl->st.timeouts++;
+    pl->st.cancels++;
+    send_cancel_invoke(h, v->id);
+    LOG(v->inst->iso, LOOM_LOG_WARN,
+        json_pack("{s:s, s:s, s:I}", "plugin", pl->name, "provider", v->inst->name, "timeout_ms",
+                  (json_int_t)pl->lim.timeout_ms),
+        "plugin %s: a call of provider %s ran past its timeout of %llu ms: cancelled in its "
+        "helper %d", pl->name, v->inst->name, (unsigned long long)pl->lim.timeout_ms, h->index);
+    inv_fail(v, ISO_TIMEOUT, "provider %s ran past the isolated plugin's timeout of %llu ms",
+             v->inst->name, (unsigned long long)pl->lim.timeout_ms);
+}
+
+static void inv_later(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    iso_invoke_t *v = ud;
+    v->timer = NULL;
+    inv_fail(v, ISO_CRASHED, "plugin '%s' cannot run: %s", v->inst->pl->name, v->inst->pl->why);
+}
+
+static void send_invoke(helper *h, iso_invoke_t *v)
+{
+    iso_plugin *pl = h->pl;
+    uint64_t deadline = mono_ms() + pl->lim.timeout_ms;
+    if (v->deadline_ms && v->deadline_ms < deadline)
+        deadline = v->deadline_ms;
+    int rc = queue_frame(h, json_pack("{s:I, s:I, s:O, s:I}", "invoke_id", (json_int_t)v->id,
+                                      "instance", (json_int_t)v->inst->id, "request", v->req,
+                                      "deadline_ms", (json_int_t)deadline));
+    if (rc < 0) {
+        inv_fail(v, ISO_NOMEM, "cannot send a call of %s to its helper: %s", v->inst->name,
+                 strerror(-rc));
+        return;
+    }
+    v->h = h;
+    list_add_tail(&h->invokes, &v->link);
+    h->ninvokes++;
+    pl->st.invokes++;
+    v->timer = reactor_timer_add(h->iso->r, pl->lim.timeout_ms * REACTOR_MSEC, inv_timeout, v);
+    flush_out(h);
+}
+
+/* To the ready helper with the least work: its invoke calls, and its
+ * lambda call, which holds its main loop. */
+void iso_dispatch_invokes(iso_plugin *pl)
+{
+    while (!list_empty(&pl->invoke_queue)) {
+        helper *best = NULL;
+        size_t best_load = 0;
+        for (int i = 0; i < pl->lim.processes; i++) {
+            helper *h = &pl->h[i];
+            size_t load = h->ninvokes + (h->call ? 1 : 0);
+            if (h->state == H_READY && (!best || load < best_load)) {
+                best = h;
+                best_load = load;
+            }
+        }
+        if (!best)
+            return;
+        iso_invoke_t *v = LIST_OWNER(pl->invoke_queue.next, iso_invoke_t, link);
+        list_del(&v->link);
+        list_init(&v->link);
+        send_invoke(best, v);
+    }
+}
+
+static void fail_invoke_queue(iso_plugin *pl)
+{
+    while (!list_empty(&pl->invoke_queue)) {
+        iso_invoke_t *v = LIST_OWNER(pl->invoke_queue.next, iso_invoke_t, link);
+        list_del(&v->link);
+        inv_fail(v, ISO_CRASHED, "plugin '%s' cannot run: %s", pl->name, pl->why);
+    }
+}
+
+void iso_fail_invokes(helper *h, const char *how)
+{
+    while (!list_empty(&h->invokes)) {
+        iso_invoke_t *v = LIST_OWNER(h->invokes.next, iso_invoke_t, link);
+        inv_unlink(v);
+        inv_fail(v, ISO_CRASHED, "plugin '%s' crashed in provider %s: its helper %s",
+                 v->inst->pl->name, v->inst->name, how);
+    }
+}
+
+void iso_on_invoke_answer(helper *h, json_t *msg)
+{
+    json_t *idv = json_object_get(msg, "invoke_id");
+    uint64_t id = json_is_integer(idv) ? (uint64_t)json_integer_value(idv) : 0;
+    iso_invoke_t *v = NULL;
+    for (list_link *l = h->invokes.next; l != &h->invokes; l = l->next)
+        if (LIST_OWNER(l, iso_invoke_t, link)->id == id) {
+            v = LIST_OWNER(l, iso_invoke_t, link);
+            break;
+        }
+    if (!v)
+        return; /* given up on (timeout, cancel) before its answer came */
+    inv_unlink(v);
+    iso_invoke_result res = { .status = ISO_OK, .usage = { -1, -1 } };
+    json_t *out = json_object_get(msg, "output");
+    if (out) {
+        json_t *u = json_object_get(msg, "usage");
+        res.output = json_incref(out);
+        if (json_is_integer(json_object_get(u, "input_tokens")))
+            res.usage.input_tokens = json_integer_value(json_object_get(u, "input_tokens"));
+        if (json_is_integer(json_object_get(u, "output_tokens")))
+            res.usage.output_tokens = json_integer_value(json_object_get(u, "output_tokens"));
+    } else {
+        json_t *err = json_object_get(msg, "error");
+        json_t *ra = json_object_get(err, "retry_after_ms");
+        res.status = ISO_FAILED;
+        res.code = json_string_value(json_object_get(err, "code"));
+        res.message = json_string_value(json_object_get(err, "message"));
+        res.retry_after_ms = json_is_integer(ra) && json_integer_value(ra) > 0
+                                 ? (uint64_t)json_integer_value(ra) : 0;
+        if (!res.code)
+            res.code = "upstream";
+        if (!res.message)
+            res.message = "failed";
+    }
+    inv_end(v, &res);
+}
+
+iso_invoke_t *iso_invoke(iso_instance_t *in, const loom_request *req, uint64_t deadline_ms,
+                         iso_invoke_done_fn done, void *ud)
+{
+    iso_plugin *pl = in->pl;
+    iso_invoke_t *v = calloc(1, sizeof *v);
+    if (!v || !(v->req = iso_request_to_json(req))) {
+        free(v);
+        return NULL;
+    }
+    v->inst = in;
+    v->id = in->iso->next_id++;
+    v->deadline_ms = deadline_ms;
+    v->done = done;
+    v->ud = ud;
+    list_init(&v->link);
+    if (pl->start_failed && !iso_any_ready(pl)) {
+        if (!(v->timer = reactor_timer_add(in->iso->r, 0, inv_later, v))) {
+            inv_free(v);
+            return NULL;
+        }
+        return v;
+    }
+    list_add_tail(&pl->invoke_queue, &v->link);
+    iso_dispatch_invokes(pl);
+    return v;
+}
+
+void iso_invoke_cancel(iso_invoke_t *v)
+{
+    if (v->h) {
+        helper *h = v->h;
+        inv_unlink(v);
+        v->inst->pl->st.cancels++;
+        send_cancel_invoke(h, v->id);
+    } else {
+        list_del(&v->link); /* queued, or an answer on a later pass: its timer goes below */
+    }
+    inv_free(v);
+}
+
+void iso_invokes_free(iso_plugin *pl)
+{
+    for (int i = 0; i < pl->lim.processes; i++)
+        while (!list_empty(&pl->h[i].invokes)) {
+            iso_invoke_t *v = LIST_OWNER(pl->h[i].invokes.next, iso_invoke_t, link);
+            list_del(&v->link);
+            inv_free(v);
+        }
+    while (!list_empty(&pl->invoke_queue)) {
+        iso_invoke_t *v = LIST_OWNER(pl->invoke_queue.next, iso_invoke_t, link);
+        list_del(&v->link);
+        inv_free(v);
+    }
+    while (!list_empty(&pl->instances)) {
+        iso_instance_t *in = LIST_OWNER(pl->instances.next, iso_instance_t, link);
+        list_del(&in->link);
+        json_decref(in->config);
+        free(in->provider);
+        free(in->name);
+        free(in);
+    }
 }

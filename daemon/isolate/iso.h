@@ -24,11 +24,29 @@
  *                    {"cancel": N}   loomd gave up on call N (a step's timeout,
  *                                    a cancelled job, the plugin's timeout)
  *                    {"reload": CONFIG}  SIGHUP: run the plugin's reload hook
+ *                    {"instance": K, "provider": NAME, "config": CONFIG}
+ *                                    make provider instance K (its init); sent
+ *                                    after init to every start, so a restarted
+ *                                    helper has every instance again
+ *                    {"instance_end": K}  end instance K (its fini)
+ *                    {"invoke_id": N, "instance": K, "request": REQ,
+ *                     "deadline_ms": MS}  an invoke provider call (REQ:
+ *                                    iso_request_to_json)
+ *                    {"cancel_invoke": N}  loomd gave up on invoke N: the
+ *                                    provider's cancel hook; no answer follows
  *   helper -> loomd  {"ready": {"plugin": NAME, "lambdas": N}} once, after init
  *                    {"fatal": TEXT} then exit, when the plugin cannot load
  *                    {"id": N, "output": V}
  *                    {"id": N, "error": {"code": CODE, "message": TEXT}}
  *                    {"log": LEVEL, "message": TEXT}
+ *                    {"invoke_id": N, "output": V, "usage": {"input_tokens": I,
+ *                     "output_tokens": O}}
+ *                    {"invoke_id": N, "error": {"code": CODE, "message": TEXT,
+ *                     "retry_after_ms": MS}}
+ * Invoke calls are not lambda calls: a helper holds any number of them at
+ * once (a provider finishes them from its timers, which the helper's main
+ * loop runs between frames), they share helpers with the lambda calls, and
+ * an answer to an invoke loomd gave up on is dropped, not an error.
  * DEADLINE_MS is CLOCK_MONOTONIC milliseconds (both ends read the same
  * machine's clock): the earlier of the step's deadline and the plugin's
  * timeout. It is what loom_deadline_ms answers in the helper, and
@@ -53,6 +71,7 @@
 #include <sys/types.h>
 
 #include "daemon/core/reactor.h"
+#include "loom/plugin.h"
 
 /* ---- framing (iso_frame.c), shared by both ends */
 
@@ -100,6 +119,13 @@ int iso_writer_add_json(iso_writer *w, const json_t *v);
 int iso_writer_flush(iso_writer *w, int fd);
 /* Bytes queued and not yet written. */
 static inline size_t iso_writer_pending(const iso_writer *w) { return w->len - w->off; }
+
+/* The loom_request of an invoke call in a frame (both ends). A new object,
+ * or NULL when out of memory. */
+json_t *iso_request_to_json(const loom_request *req);
+/* The other way: OUT's pointers borrow from V (valid while V is). 0, or -1
+ * when V is not a request. */
+int iso_request_from_json(json_t *v, loom_request *out);
 
 /* ---- the daemon's side (iso.c) */
 
@@ -162,6 +188,10 @@ int iso_add_plugin(iso_t *iso, const char *name, const char *path, const iso_lim
  * it in their init. 0, -ENOENT when NAME is not isolated, -ENOMEM. */
 int iso_reload(iso_t *iso, const char *name, json_t *config);
 
+/* The name of the Ith isolated plugin (borrowed, valid until iso_free), or
+ * NULL past the last. */
+const char *iso_nth_plugin(const iso_t *iso, size_t i);
+
 /* Whether calls of plugin NAME go to helpers. */
 bool iso_isolated(const iso_t *iso, const char *name);
 
@@ -180,6 +210,51 @@ iso_call_t *iso_call(iso_t *iso, const char *plugin, const char *fn, json_t *inp
  * returned within ISO_CANCEL_GRACE_MS. */
 void iso_cancel(iso_t *iso, iso_call_t *call);
 
+/* ---- invoke providers in helpers
+ *
+ * A provider with an invoke hook (an in-process model, say) of an isolated
+ * plugin runs its instances in the plugin's helpers: each helper makes
+ * every instance (the provider's init with the instance's configuration)
+ * and runs the calls it is given; a crash fails the calls in flight in that
+ * helper with plugin_crashed, as for lambdas. */
+typedef struct iso_instance iso_instance_t;
+typedef struct iso_invoke iso_invoke_t;
+
+typedef struct iso_invoke_result {
+    iso_status status;       /* ISO_OK, ISO_FAILED (the provider's code), ISO_CRASHED,
+                                ISO_TIMEOUT (past the plugin's timeout), ISO_NOMEM */
+    json_t *output;          /* ISO_OK: a new reference the callee steals */
+    loom_usage usage;        /* -1 for what the provider did not say */
+    const char *code;        /* ISO_FAILED: "rate_limited", "upstream", ... (borrowed) */
+    const char *message;     /* why (borrowed) */
+    uint64_t retry_after_ms; /* ISO_FAILED: the wait the provider asked for; 0: none */
+} iso_invoke_result;
+
+/* The end of an invoke call, on the reactor thread, exactly once unless it
+ * was cancelled first. RES is borrowed for the call. */
+typedef void (*iso_invoke_done_fn)(void *ud, iso_invoke_result *res);
+
+/* Instance NAME (copied; for messages) of provider PROVIDER (copied) of
+ * isolated plugin PLUGIN, with CONFIG (borrowed and copied; NULL for none):
+ * every helper of the plugin makes it now, or as it starts. NULL with errno
+ * (ENOENT: PLUGIN is not isolated, ENOMEM). */
+iso_instance_t *iso_instance_new(iso_t *iso, const char *plugin, const char *provider,
+                                 const char *name, json_t *config);
+/* Ends INST in every helper (the provider's fini). Its calls must have
+ * ended or been cancelled. NULL is a no-op. */
+void iso_instance_free(iso_instance_t *inst);
+
+/* Starts REQ (borrowed; encoded at once) on INST. DEADLINE_MS
+ * (CLOCK_MONOTONIC ms, 0: none) is the caller's, for loom_deadline_ms; the
+ * plugin's timeout also ends the call (ISO_TIMEOUT). DONE(UD, result) ends
+ * it later, never from inside this call. The handle is the module's, valid
+ * until DONE starts or iso_invoke_cancel; NULL when out of memory. */
+iso_invoke_t *iso_invoke(iso_instance_t *inst, const loom_request *req, uint64_t deadline_ms,
+                         iso_invoke_done_fn done, void *ud);
+/* Gives up on INV: DONE never runs; the helper running it calls the
+ * provider's cancel hook. */
+void iso_invoke_cancel(iso_invoke_t *inv);
+
 /* Counts for `stats` and the bench: calls sent to helpers, helpers that
  * died on their own (crashes), calls past the plugin's timeout, calls given
  * up on while running (cancels: timeouts included), helpers killed because
@@ -187,11 +262,12 @@ void iso_cancel(iso_t *iso, iso_call_t *call);
  * serving now. */
 typedef struct iso_stats {
     uint64_t calls, crashes, timeouts, cancels, grace_kills, restarts;
+    uint64_t invokes;         /* invoke provider calls sent to helpers */
     size_t helpers_ready;
 } iso_stats;
 /* The sums over every isolated plugin. */
 void iso_get_stats(const iso_t *iso, iso_stats *out);
-/* Each isolated plugin's counts: {NAME: {"calls": N, "crashes": N,
+/* Each isolated plugin's counts: {NAME: {"calls": N, "invokes": N, "crashes": N,
  * "timeouts": N, "cancels": N, "grace_kills": N, "restarts": N,
  * "helpers": N, "helpers_ready": N}}, a new object ({} for a NULL ISO), or
  * NULL when out of memory. */

@@ -1,5 +1,7 @@
 /* iso_frame.c -- the frames between loomd and a helper: a 4-byte
- * little-endian length, then that many bytes (iso.h says why a stream). */
+ * little-endian length, then that many bytes (iso.h says why a stream),
+ * and the one structure both ends put in a frame field by field: an invoke
+ * call's loom_request. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,5 +179,38 @@ int iso_writer_flush(iso_writer *w, int fd)
         w->buf = NULL;
         w->cap = 0;
     }
+    return 0;
+}
+
+/* ---- an invoke call's request */
+
+json_t *iso_request_to_json(const loom_request *req)
+{
+    json_t *o = json_pack("{s:s, s:b}", "kind", req->kind == LOOM_CALL_EMBED ? "embed" : "chat",
+                          "json_mode", req->json_mode != 0);
+    if (!o)
+        return NULL;
+    if ((req->model && json_object_set_new(o, "model", json_string(req->model)) < 0) ||
+        (req->messages && json_object_set(o, "messages", req->messages) < 0) ||
+        (req->params && json_object_set(o, "params", req->params) < 0) ||
+        (req->inputs && json_object_set(o, "inputs", req->inputs) < 0)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+int iso_request_from_json(json_t *v, loom_request *out)
+{
+    const char *kind = json_string_value(json_object_get(v, "kind"));
+    if (!kind)
+        return -1;
+    memset(out, 0, sizeof *out);
+    out->kind = strcmp(kind, "embed") == 0 ? LOOM_CALL_EMBED : LOOM_CALL_CHAT;
+    out->model = json_string_value(json_object_get(v, "model"));
+    out->messages = json_object_get(v, "messages");
+    out->params = json_object_get(v, "params");
+    out->json_mode = json_is_true(json_object_get(v, "json_mode"));
+    out->inputs = json_object_get(v, "inputs");
     return 0;
 }

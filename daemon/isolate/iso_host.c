@@ -10,6 +10,11 @@
  * give up while it runs. Frames go out from the main thread, and from
  * whatever thread a plugin logs on, under a lock.
  *
+ * The main thread is also the "reactor" of the plugin's invoke providers:
+ * it waits for the next frame or the next timer a provider set, whichever
+ * comes first, so a provider finishes its calls from timer callbacks as it
+ * would in loomd. Its instances are made and ended as loomd says.
+ *
  * It trusts nothing it loads: stdout goes to /dev/null (a plugin printing
  * cannot corrupt the frames on fd 3), every other descriptor is closed, no
  * new privileges can be gained (setuid programs do not elevate), core dumps
@@ -29,6 +34,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/isolate/iso.h"
@@ -66,7 +72,40 @@ typedef struct host {
     json_t *inbox;             /* an array of messages, oldest first */
     bool eof;                  /* the socket ended */
     _Atomic uint64_t cancel_id; /* the newest call loomd gave up on (ids only grow) */
+    /* the main thread's alone: invoke providers' instances, calls, timers */
+    struct hinst *insts;
+    struct pcall *calls;
+    struct htimer *timers;
 } host;
+
+/* A provider instance, made by its init in this process. */
+typedef struct hinst {
+    struct hinst *next;
+    uint64_t id;
+    const plugins_provider *prov; /* NULL: no such invoke provider (why says) */
+    void *state;
+    bool ok;                   /* init succeeded: calls run, fini at the end */
+    char why[512];
+} hinst;
+
+/* An invoke call in flight: the loom_call the provider finishes. */
+typedef struct pcall {
+    loom_call base;            /* first: what the provider holds */
+    struct pcall *next;
+    host *h;
+    hinst *in;
+    uint64_t id;
+    bool in_invoke;            /* inside the provider's invoke: freed after it returns */
+    bool finished;             /* answered (complete, fail) */
+} pcall;
+
+/* A timer a provider set: runs on the main thread at AT (CLOCK_MONOTONIC ms). */
+typedef struct htimer {
+    struct htimer *next;
+    uint64_t at_ms;
+    void (*cb)(void *ud);
+    void *ud;
+} htimer;
 
 /* One call's context: what loom_error records, and the call's id and
  * deadline for loom_cancelled and loom_deadline_ms. */
@@ -107,7 +146,7 @@ static int send_json(host *h, json_t *v)
 
 static void send_log(host *h, int level, const char *text)
 {
-    send_json(h, json_pack("{s:i, s:s}", "log", level, text));
+    send_json(h, json_pack("{s:i, s:s}", "log", level, "message", text ? text : ""));
 }
 
 static void h_verror(loom_ctx *ctx, loom_errcode code, const char *fmt, va_list ap)
@@ -127,19 +166,108 @@ static void h_vlog(loom_ctx *ctx, int level, const char *fmt, va_list ap)
 }
 
 static void h_retry_after(loom_ctx *ctx, uint64_t ms) { }
-/* invoke providers do not run in a helper (docs/plugins.md) */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- invoke providers' side of loom_call */
+
+static void pcall_unlink_free(pcall *pc)
+{
+    for (pcall **pp = &pc->h->calls; *pp; pp = &(*pp)->next)
+        if (*pp == pc) {
+            *pp = pc->next;
+            break;
+        }
+    free(pc);
+}
+
+/* PC is answered: it goes, unless the provider's invoke is still running
+ * (then after it returns). */
+static void pcall_finished(pcall *pc)
+{
+    pc->finished = true;
+    if (!pc->in_invoke)
+        pcall_unlink_free(pc);
+}
+
+static void send_invoke_error(host *h, uint64_t id, loom_errcode code, uint64_t retry_after_ms,
+                              const char *message)
+{
+    const char *name = (unsigned)code < sizeof code_names / sizeof code_names[0] && code != LOOM_OK
+                           ? code_names[code] : "upstream";
+    send_json(h, json_pack("{s:I, s:{s:s, s:s, s:I}}", "invoke_id", (json_int_t)id, "error",
+                           "code", name, "message", message ? message : "failed",
+                           "retry_after_ms", (json_int_t)retry_after_ms));
+}
+
 static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
 {
-    json_decref(output);
+    pcall *pc = (pcall *)call;
+    if (pc->finished) { /* a second end: the first counts */
+        json_decref(output);
+        return;
+    }
+    json_t *msg = json_pack("{s:I, s:o, s:{s:I, s:I}}", "invoke_id", (json_int_t)pc->id, "output",
+                            output ? output : json_null(), "usage", "input_tokens",
+                            (json_int_t)(usage ? usage->input_tokens : -1), "output_tokens",
+                            (json_int_t)(usage ? usage->output_tokens : -1));
+    if (send_json(pc->h, msg) < 0)
+        send_invoke_error(pc->h, pc->id, LOOM_E_INVALID_OUTPUT, 0,
+                          "the output cannot be encoded as JSON");
+    pcall_finished(pc);
 }
-static void h_fail(loom_call *call, loom_errcode code, const char *message) { }
+
+static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message)
+{
+    pcall *pc = (pcall *)call;
+    if (pc->finished)
+        return;
+    send_invoke_error(pc->h, pc->id, code, ms, message);
+    pcall_finished(pc);
+}
+
+static void h_fail(loom_call *call, loom_errcode code, const char *message)
+{
+    h_fail_after(call, code, 0, message);
+}
+
 static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
 {
-    return NULL;
+    host *h = ((pcall *)call)->h;
+    htimer *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->at_ms = mono_ms() + delay_ms;
+    t->cb = cb;
+    t->ud = ud;
+    t->next = h->timers;
+    h->timers = t;
+    return t;
 }
-static void h_timer_cancel(loom_call *call, void *timer) { }
-static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message) { }
-static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap) { }
+
+static void h_timer_cancel(loom_call *call, void *timer)
+{
+    host *h = ((pcall *)call)->h;
+    for (htimer **pp = &h->timers; *pp; pp = &(*pp)->next)
+        if (*pp == timer) {
+            *pp = ((htimer *)timer)->next;
+            free(timer);
+            return;
+        }
+}
+
+static void h_call_vlog(loom_call *call, int level, const char *fmt, va_list ap)
+{
+    char line[1024];
+    vsnprintf(line, sizeof line, fmt, ap);
+    send_log(((pcall *)call)->h, level, line);
+}
+
 /* The call's deadline from its frame (0 outside a call: init, reload). */
 static uint64_t h_deadline_ms(loom_ctx *ctx)
 {
@@ -346,18 +474,166 @@ static void *reader_main(void *ud)
     return NULL;
 }
 
-/* The next message (a new reference), waiting for it; NULL once the socket
- * has ended and every message before that was taken. */
-static json_t *next_message(host *h)
+/* The next message (a new reference), waiting for it until UNTIL_MS
+ * (CLOCK_MONOTONIC; 0: for ever); NULL when that time came first, or, with
+ * *ENDED, once the socket has ended and every message before that was
+ * taken. */
+static json_t *next_message(host *h, uint64_t until_ms, bool *ended)
 {
     pthread_mutex_lock(&h->mu);
-    while (json_array_size(h->inbox) == 0 && !h->eof)
-        pthread_cond_wait(&h->cv, &h->mu);
+    while (json_array_size(h->inbox) == 0 && !h->eof) {
+        if (!until_ms) {
+            pthread_cond_wait(&h->cv, &h->mu);
+            continue;
+        }
+        struct timespec ts = { (time_t)(until_ms / 1000), (long)(until_ms % 1000) * 1000000 };
+        if (pthread_cond_timedwait(&h->cv, &h->mu, &ts) == ETIMEDOUT)
+            break;
+    }
     json_t *msg = json_incref(json_array_get(h->inbox, 0));
     if (msg)
         json_array_remove(h->inbox, 0);
+    *ended = !msg && h->eof;
     pthread_mutex_unlock(&h->mu);
     return msg;
+}
+
+/* ---- invoke providers: instances, calls, timers */
+
+static hinst *inst_find(host *h, uint64_t id)
+{
+    for (hinst *in = h->insts; in; in = in->next)
+        if (in->id == id)
+            return in;
+    return NULL;
+}
+
+/* {"instance": K, "provider": NAME, "name": NAME, "config": C}: the
+ * provider's init. A failure is logged and answers each call of it. */
+static void inst_new(host *h, plugins_t *p, json_t *msg)
+{
+    hinst *in = calloc(1, sizeof *in);
+    if (!in)
+        _exit(3); /* loomd restarts a clean helper, which makes it again */
+    in->id = (uint64_t)json_integer_value(json_object_get(msg, "instance"));
+    const char *pname = json_string_value(json_object_get(msg, "provider"));
+    const char *name = json_string_value(json_object_get(msg, "name"));
+    json_t *cfg = json_object_get(msg, "config");
+    in->next = h->insts;
+    h->insts = in;
+    in->prov = pname ? plugins_provider_find(p, pname) : NULL;
+    if (!in->prov || !in->prov->def->invoke) {
+        snprintf(in->why, sizeof in->why, "the isolated plugin has no invoke provider '%s'",
+                 pname ? pname : "");
+    } else if (in->prov->def->init) {
+        hctx c = { .base.api = &host_api, .h = h };
+        if (in->prov->def->init(&c.base, in->prov->plugin_state, json_is_null(cfg) ? NULL : cfg,
+                                &in->state) < 0)
+            snprintf(in->why, sizeof in->why, "provider instance %.64s: init failed: %.400s",
+                     name ? name : pname, c.failed ? c.msg : "no reason given");
+        else
+            in->ok = true;
+    } else {
+        in->ok = true;
+    }
+    if (!in->ok)
+        send_log(h, LOOM_LOG_ERROR, in->why);
+}
+
+static void inst_end(host *h, json_t *msg)
+{
+    uint64_t id = (uint64_t)json_integer_value(json_object_get(msg, "instance_end"));
+    for (hinst **pp = &h->insts; *pp; pp = &(*pp)->next) {
+        hinst *in = *pp;
+        if (in->id != id)
+            continue;
+        *pp = in->next;
+        if (in->ok && in->prov->def->fini)
+            in->prov->def->fini(in->state);
+        free(in);
+        return;
+    }
+}
+
+/* {"invoke_id": N, "instance": K, "request": R, "deadline_ms": D}. */
+static void invoke(host *h, json_t *msg)
+{
+    uint64_t id = (uint64_t)json_integer_value(json_object_get(msg, "invoke_id"));
+    hinst *in = inst_find(h, (uint64_t)json_integer_value(json_object_get(msg, "instance")));
+    loom_request req;
+    if (!in || !in->ok || iso_request_from_json(json_object_get(msg, "request"), &req) < 0) {
+        send_invoke_error(h, id, LOOM_E_CONFIG, 0,
+                          !in ? "no such provider instance in the helper"
+                          : !in->ok ? in->why : "a request the helper cannot read");
+        return;
+    }
+    pcall *pc = calloc(1, sizeof *pc);
+    if (!pc) {
+        send_invoke_error(h, id, LOOM_E_NOMEM, 0, "out of memory");
+        return;
+    }
+    pc->base.api = &host_api;
+    pc->h = h;
+    pc->in = in;
+    pc->id = id;
+    pc->in_invoke = true;
+    pc->next = h->calls;
+    h->calls = pc;
+    hctx c = { .base.api = &host_api, .h = h };
+    json_t *dl = json_object_get(msg, "deadline_ms");
+    if (json_is_integer(dl) && json_integer_value(dl) > 0)
+        c.deadline_ms = (uint64_t)json_integer_value(dl);
+    int rc = in->prov->def->invoke(&c.base, in->state, &req, &pc->base);
+    pc->in_invoke = false;
+    if (rc < 0 && !pc->finished) /* it could not start: the host finishes it */
+        send_invoke_error(h, id, c.failed ? c.code : LOOM_E_UPSTREAM, 0,
+                          c.failed ? c.msg : "the provider could not start the call");
+    if (rc < 0 || pc->finished)
+        pcall_unlink_free(pc);
+}
+
+/* {"cancel_invoke": N}: the provider's cancel hook; no answer. */
+static void cancel_invoke(host *h, json_t *msg)
+{
+    uint64_t id = (uint64_t)json_integer_value(json_object_get(msg, "cancel_invoke"));
+    for (pcall *pc = h->calls; pc; pc = pc->next)
+        if (pc->id == id) {
+            if (pc->in->prov->def->cancel)
+                pc->in->prov->def->cancel(pc->in->state, &pc->base);
+            pcall_unlink_free(pc);
+            return;
+        }
+}
+
+/* When the next provider timer is due (0: none). */
+static uint64_t timers_next(const host *h)
+{
+    uint64_t next = 0;
+    for (const htimer *t = h->timers; t; t = t->next)
+        if (!next || t->at_ms < next)
+            next = t->at_ms ? t->at_ms : 1;
+    return next;
+}
+
+/* Runs every provider timer that is due, one at a time (a callback may add
+ * or cancel others). */
+static void timers_run(host *h)
+{
+    for (;;) {
+        uint64_t now = mono_ms();
+        htimer **due = NULL;
+        for (htimer **pp = &h->timers; *pp; pp = &(*pp)->next)
+            if ((*pp)->at_ms <= now && (!due || (*pp)->at_ms < (*due)->at_ms))
+                due = pp;
+        if (!due)
+            return;
+        htimer *t = *due;
+        *due = t->next;
+        void (*cb)(void *) = t->cb;
+        void *ud = t->ud;
+        free(t);
+        cb(ud);
+    }
 }
 
 static int start_reader(host *h)
@@ -405,14 +681,19 @@ int main(int argc, char **argv)
     lock_down(&h, memory);
     pthread_mutex_init(&h.wmu, NULL);
     pthread_mutex_init(&h.mu, NULL);
-    pthread_cond_init(&h.cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the providers' timers' clock */
+    pthread_cond_init(&h.cv, &ca);
+    pthread_condattr_destroy(&ca);
     plugins_t *p = NULL;
     if (!(h.inbox = json_array()) || start_reader(&h) < 0 || !(p = plugins_new(NULL, NULL))) {
         send_json(&h, json_pack("{s:s}", "fatal", "out of memory"));
         return 2;
     }
     /* loomd's first frame: the plugin's configuration, for its init */
-    json_t *first = next_message(&h);
+    bool ended;
+    json_t *first = next_message(&h, 0, &ended);
     json_t *init = json_object_get(first, "init");
     if (!init)
         _exit(3);
@@ -424,16 +705,28 @@ int main(int argc, char **argv)
     json_decref(first);
     h.ready = true;
     send_json(&h, json_pack("{s:{s:s, s:i}}", "ready", "plugin", name, "pid", (int)getpid()));
-    json_t *msg;
-    while ((msg = next_message(&h))) {
-        json_t *v;
-        if (json_object_get(msg, "id"))
+    for (;;) {
+        json_t *msg = next_message(&h, timers_next(&h), &ended), *v;
+        if (ended)
+            break;
+        if (!msg) /* a timer is due */
+            ;
+        else if (json_object_get(msg, "id"))
             serve(&h, p, msg);
+        else if (json_object_get(msg, "invoke_id"))
+            invoke(&h, msg);
+        else if (json_object_get(msg, "cancel_invoke"))
+            cancel_invoke(&h, msg);
+        else if (json_object_get(msg, "instance"))
+            inst_new(&h, p, msg);
+        else if (json_object_get(msg, "instance_end"))
+            inst_end(&h, msg);
         else if ((v = json_object_get(msg, "reload")))
             reload(&h, p, v);
         else
             _exit(3); /* loomd sent what it never sends */
         json_decref(msg);
+        timers_run(&h);
     }
     /* no fini, no frees: the process ends and a plugin's fini is not worth
      * trusting with the last word */

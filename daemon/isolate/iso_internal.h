@@ -33,6 +33,8 @@ typedef struct helper {
     iso_reader rd;
     iso_writer wr;
     iso_call_t *call;          /* in flight, or NULL */
+    list_link invokes;         /* iso_invoke_t in flight here */
+    size_t ninvokes;
     reactor_timer_t *deadline; /* of the call in flight, or of the start */
     reactor_timer_t *restart;  /* waiting out the backoff */
     reactor_timer_t *reap_poll;
@@ -49,6 +51,8 @@ struct iso_plugin {
     iso_limits lim;
     helper *h;                 /* lim.processes of them */
     list_link queue;           /* iso_call_t waiting for an idle helper */
+    list_link invoke_queue;    /* iso_invoke_t waiting for a ready helper */
+    list_link instances;       /* iso_instance_t */
     bool start_failed;         /* the last start died before it was ready */
     char why[256];             /* what the last failed start or crash said */
     json_t *config;            /* owned copy: every start's init frame; NULL: none */
@@ -73,6 +77,27 @@ struct iso_call {
     void *ud;
 };
 
+struct iso_instance {
+    list_link link;            /* in the plugin's instances */
+    iso_t *iso;
+    iso_plugin *pl;
+    uint64_t id;
+    char *provider, *name;     /* owned */
+    json_t *config;            /* owned copy, or NULL */
+};
+
+struct iso_invoke {
+    list_link link;            /* in the plugin's invoke_queue, or its helper's invokes */
+    iso_instance_t *inst;
+    helper *h;                 /* while in flight */
+    uint64_t id;
+    json_t *req;               /* owned: the encoded request */
+    uint64_t deadline_ms;
+    reactor_timer_t *timer;    /* the plugin's timeout, in flight; or an answer on a later pass */
+    iso_invoke_done_fn done;
+    void *ud;
+};
+
 struct iso {
     reactor_t *r;
     char *host;
@@ -90,6 +115,17 @@ struct iso {
 bool iso_any_ready(const iso_plugin *pl);
 /* Fails every call queued for PL with plugin_crashed and PL's reason. */
 void iso_fail_queue(iso_plugin *pl);
+/* ---- iso_invoke, in iso.c too */
+/* Sends every instance of H's plugin to H (after its init frame). */
+void iso_send_instances(helper *h);
+/* Hands queued invoke calls of PL to ready helpers. */
+void iso_dispatch_invokes(iso_plugin *pl);
+/* H died: fails its invoke calls with plugin_crashed (WHY says how). */
+void iso_fail_invokes(helper *h, const char *how);
+/* An invoke answer from H. */
+void iso_on_invoke_answer(helper *h, json_t *msg);
+/* Frees everything of PL's invoke calls and instances (iso_free). */
+void iso_invokes_free(iso_plugin *pl);
 /* H's process ended with STATUS (from waitpid): answers its call, logs,
  * schedules the restart. */
 void iso_reaped(helper *h, int status);

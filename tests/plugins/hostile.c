@@ -3,7 +3,11 @@
  * way, and `ok` shows the helper came back. The rest show what a helper
  * gives a well-behaved plugin: `patient` waits for loom_cancelled, `deadline`
  * reports loom_deadline_ms, `setting` answers from the configuration its
- * init and reload were given. Never load it in-process. */
+ * init and reload were given. Its invoke provider `hostile_echo` does what
+ * the request's model says: answers later from a timer (the default),
+ * fails with a Retry-After ("limited"), never answers until cancelled
+ * ("never"), reports its deadline ("deadline") or segfaults ("segv").
+ * Never load it in-process. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,6 +167,126 @@ static json_t *setting(loom_ctx *ctx, void *state, json_t *input, json_t *args)
     return out;
 }
 
+/* ---- hostile_echo: an invoke provider */
+
+/* A call waiting for its timer. */
+typedef struct echo_pending {
+    struct echo_pending *next;
+    struct echo_state *st;
+    loom_call *call;
+    void *timer;
+    char *text;                /* the answer */
+} echo_pending;
+
+typedef struct echo_state {
+    char *prefix;
+    echo_pending *pending;
+} echo_state;
+
+static const loom_option echo_options[] = {
+    { .name = "prefix", .type = LOOM_OPT_STRING, .default_value = "", .description = "put before each answer" },
+    { .name = NULL },
+};
+
+static int echo_init(loom_ctx *ctx, void *plugin_state, json_t *config, void **state)
+{
+    echo_state *st = calloc(1, sizeof *st);
+    const char *prefix = json_string_value(json_object_get(config, "prefix"));
+    if (!st || !(st->prefix = strdup(prefix ? prefix : ""))) {
+        free(st);
+        loom_error(ctx, LOOM_E_NOMEM, "hostile_echo: out of memory");
+        return -1;
+    }
+    *state = st;
+    return 0;
+}
+
+static void echo_drop(echo_pending *pd)
+{
+    for (echo_pending **pp = &pd->st->pending; *pp; pp = &(*pp)->next)
+        if (*pp == pd) {
+            *pp = pd->next;
+            break;
+        }
+    free(pd->text);
+    free(pd);
+}
+
+static void echo_fini(void *state)
+{
+    echo_state *st = state;
+    while (st->pending)
+        echo_drop(st->pending);
+    free(st->prefix);
+    free(st);
+}
+
+static void echo_fire(void *ud)
+{
+    echo_pending *pd = ud;
+    loom_usage usage = { 3, 5 };
+    loom_complete(pd->call, json_string(pd->text), &usage);
+    echo_drop(pd);
+}
+
+HOSTILE_RAW static int echo_invoke(loom_ctx *ctx, void *state, const loom_request *req,
+                                   loom_call *call)
+{
+    echo_state *st = state;
+    const char *model = req->model ? req->model : "";
+    if (!strcmp(model, "segv")) {
+        volatile int *volatile nowhere = NULL;
+        *nowhere = 1;
+    }
+    if (!strcmp(model, "limited")) {
+        loom_fail_after(call, LOOM_E_RATE_LIMITED, 1500, "hostile_echo: slow down");
+        return 0;
+    }
+    echo_pending *pd = calloc(1, sizeof *pd);
+    json_t *last = json_array_get(req->messages, json_array_size(req->messages) - 1);
+    const char *content = json_string_value(json_object_get(last, "content"));
+    char text[512];
+    if (!strcmp(model, "deadline"))
+        snprintf(text, sizeof text, "%lld",
+                 (long long)loom_deadline_ms(ctx) - (long long)now_ms());
+    else
+        snprintf(text, sizeof text, "%s%s", st->prefix, content ? content : "");
+    if (!pd || !(pd->text = strdup(text))) {
+        free(pd);
+        loom_error(ctx, LOOM_E_NOMEM, "hostile_echo: out of memory");
+        return -1;
+    }
+    pd->st = st;
+    pd->call = call;
+    pd->next = st->pending;
+    st->pending = pd;
+    /* "never" waits an hour: only a cancel ends it */
+    if (!(pd->timer = call->api->timer_add(call, !strcmp(model, "never") ? 3600000 : 20,
+                                           echo_fire, pd))) {
+        echo_drop(pd);
+        loom_error(ctx, LOOM_E_NOMEM, "hostile_echo: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void echo_cancel(void *state, loom_call *call)
+{
+    echo_state *st = state;
+    for (echo_pending *pd = st->pending; pd; pd = pd->next)
+        if (pd->call == call) {
+            call->api->timer_cancel(call, pd->timer);
+            loom_call_log(call, LOOM_LOG_INFO, "hostile_echo: call cancelled");
+            echo_drop(pd);
+            return;
+        }
+}
+
+static const loom_provider hostile_providers[] = {
+    { .name = "hostile_echo", .options = echo_options, .init = echo_init, .fini = echo_fini,
+      .invoke = echo_invoke, .cancel = echo_cancel, .summary = "answers as its model says" },
+};
+
 static const loom_lambda hostile_lambdas[] = {
     { .name = "segv", .fn = segv, .summary = "SIGSEGV" },
     { .name = "spin", .fn = spin, .summary = "loops forever" },
@@ -186,6 +310,8 @@ static const loom_plugin hostile_plugin = {
     .name = "hostile",
     .lambdas = hostile_lambdas,
     .nlambdas = sizeof hostile_lambdas / sizeof hostile_lambdas[0],
+    .providers = hostile_providers,
+    .nproviders = sizeof hostile_providers / sizeof hostile_providers[0],
     .init = h_init,
     .fini = h_fini,
     .reload = h_reload,

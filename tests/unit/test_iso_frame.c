@@ -131,3 +131,52 @@ Test(iso_frame, large_frames_through_a_socket)
     close(sv[0]);
     close(sv[1]);
 }
+
+Test(iso_frame, an_invoke_request_survives_the_frame)
+{
+    json_t *messages = json_pack("[{s:s, s:s}]", "role", "user", "content", "h\xc3\xa9llo");
+    json_t *params = json_pack("{s:f, s:i}", "temperature", 0.5, "max_tokens", 64);
+    loom_request req = { .kind = LOOM_CALL_CHAT, .model = "m1", .messages = messages,
+                         .params = params, .json_mode = 1 };
+    json_t *v = iso_request_to_json(&req);
+    cr_assert(v != NULL);
+    /* through the bytes of a frame, as the helper gets it */
+    iso_writer w = { 0 };
+    iso_reader r = { 0 };
+    cr_assert_eq(iso_writer_add_json(&w, v), 0);
+    cr_assert_eq(iso_reader_feed(&r, w.buf + w.off, iso_writer_pending(&w)), 0);
+    const char *data;
+    size_t len;
+    cr_assert_eq(iso_reader_next(&r, &data, &len), 1);
+    json_t *back = json_loadb(data, len, 0, NULL);
+    cr_assert(back != NULL);
+    loom_request got;
+    cr_assert_eq(iso_request_from_json(back, &got), 0);
+    cr_assert_eq(got.kind, LOOM_CALL_CHAT);
+    cr_assert_str_eq(got.model, "m1");
+    cr_assert(json_equal(got.messages, messages));
+    cr_assert(json_equal(got.params, params));
+    cr_assert_eq(got.json_mode, 1);
+    cr_assert_null(got.inputs);
+    json_decref(back);
+    json_decref(v);
+    /* an embedding batch, no model */
+    json_t *inputs = json_pack("[s, s]", "a", "b");
+    loom_request emb = { .kind = LOOM_CALL_EMBED, .inputs = inputs };
+    v = iso_request_to_json(&emb);
+    cr_assert_eq(iso_request_from_json(v, &got), 0);
+    cr_assert_eq(got.kind, LOOM_CALL_EMBED);
+    cr_assert_null(got.model);
+    cr_assert(json_equal(got.inputs, inputs));
+    cr_assert_eq(got.json_mode, 0);
+    json_decref(v);
+    /* what is not a request */
+    json_t *junk = json_pack("{s:i}", "kind", 3);
+    cr_assert_eq(iso_request_from_json(junk, &got), -1);
+    json_decref(junk);
+    json_decref(inputs);
+    json_decref(messages);
+    json_decref(params);
+    iso_writer_free(&w);
+    iso_reader_free(&r);
+}
