@@ -162,7 +162,8 @@ static void add_lambda(sbuf *b, const json_t *l)
     else if (pure)
         add_para(b, "Flags: pure (runs on the worker pool).");
     else if (fast)
-        add_para(b, "Flags: fast (runs on the worker pool: only pure and fast lambdas run inline).");
+        add_para(b, "Flags: fast (runs on the worker pool: only pure and fast lambdas run "
+                    "inline).");
     else
         add_para(b, "Flags: none (runs on the worker pool).");
     add_options(b, json_object_get(l, "args"), "argument", "No arguments.",

@@ -59,11 +59,11 @@ static json_t *describe_lambda(const loom_plugin *d, const loom_lambda *l)
     json_t *flags = json_array(), *args = describe_declared(l->args);
 
     snprintf(name, sizeof name, "%s.%s", d->name, l->name);
-    if (flags && (l->flags & LOOM_LAMBDA_PURE) && json_array_append_new(flags, json_string("pure")) < 0)
-        goto fail;
-    if (flags && (l->flags & LOOM_LAMBDA_FAST) && json_array_append_new(flags, json_string("fast")) < 0)
-        goto fail;
     if (!flags || !args)
+        goto fail;
+    if ((l->flags & LOOM_LAMBDA_PURE) && json_array_append_new(flags, json_string("pure")) < 0)
+        goto fail;
+    if ((l->flags & LOOM_LAMBDA_FAST) && json_array_append_new(flags, json_string("fast")) < 0)
         goto fail;
     /* "o" steals flags and args, also when the pack fails */
     return json_pack("{s:s, s:s?, s:s?, s:s?, s:o, s:o}", "name", name, "summary", l->summary,
@@ -89,7 +89,8 @@ static json_t *describe_plugin(const loom_plugin *d, const char *origin, bool bu
                                bool isolated)
 {
     char abi[32];
-    json_t *lambdas = json_array(), *providers = json_array(), *opts = describe_declared(d->options);
+    json_t *lambdas = json_array(), *providers = json_array();
+    json_t *opts = describe_declared(d->options);
 
     if (!lambdas || !providers || !opts)
         goto fail;

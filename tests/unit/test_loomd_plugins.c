@@ -171,7 +171,8 @@ Test(loomd_plugins, list_and_markdown, .fini = teardown)
     cr_assert(strstr(out, "| `times` | int | no | `1` | how often to repeat \\| the text |\n"),
               "%s", out);
     cr_assert(strstr(out, "| `voice` | string | yes |  | who shouts |\n"), "%s", out);
-    cr_assert(strstr(out, "```yaml\n- lambda: { fn: described.shout, args: { voice: bob } }\n```\n"),
+    cr_assert(strstr(out, "```yaml\n- lambda: { fn: described.shout, args: { voice: bob } }\n"
+                          "```\n"),
               "%s", out);
     cr_assert(strstr(out, "isolated (runs in a helper process)"), "%s", out);
     cr_assert(strstr(out, "### `described.anything`\n\ntakes any args\n\nFlags: none (runs on the "
