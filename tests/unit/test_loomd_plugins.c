@@ -108,6 +108,31 @@ static void check_document(const json_t *doc, const char *text)
     cr_assert(json_is_true(json_object_get(voice, "required")), "%s", text);
 }
 
+/* Every member name of every object in V (but the reply's own "id" and
+ * "ok") must appear in SECTION, docs/protocol.md's text of the op, as
+ * `NAME` or as the last part of a path (`plugins[].NAME`): the document is
+ * a public interface, so a member added without a word fails here. */
+static void check_documented(const json_t *v, const char *section)
+{
+    size_t i;
+    const char *key;
+    json_t *e;
+    if (json_is_array(v))
+        json_array_foreach((json_t *)v, i, e)
+            check_documented(e, section);
+    if (!json_is_object(v))
+        return;
+    json_object_foreach((json_t *)v, key, e) {
+        char plain[128], path[128];
+        snprintf(plain, sizeof plain, "`%s`", key);
+        snprintf(path, sizeof path, ".%s`", key);
+        if (strcmp(key, "id") && strcmp(key, "ok"))
+            cr_assert(strstr(section, plain) || strstr(section, path),
+                      "docs/protocol.md does not describe the member %s of the plugins op", key);
+        check_documented(e, section);
+    }
+}
+
 Test(loomd_plugins, op_and_json, .fini = teardown)
 {
     start();
@@ -117,6 +142,23 @@ Test(loomd_plugins, op_and_json, .fini = teardown)
     cr_assert(json_is_true(json_object_get(r, "ok")), "%s", json_dumps(r, 0));
     cr_assert_eq(json_integer_value(json_object_get(r, "id")), 3);
     check_document(r, "the op's reply");
+
+    /* documented, member by member */
+    const char *src = getenv("LOOM_SRCDIR");
+    char path[600];
+    snprintf(path, sizeof path, "%s/docs/protocol.md", src ? src : ".");
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "cannot read %s", path);
+    static char text[1 << 18];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *section = strstr(text, "\n### plugins\n");
+    cr_assert(section, "docs/protocol.md has no section for the plugins op");
+    char *next = strstr(section + 1, "\n### ");
+    if (next)
+        *next = '\0';
+    check_documented(r, section);
     json_decref(r);
     /* it takes no fields */
     r = lh_call(&D, "{\"op\":\"plugins\",\"verbose\":true}", 5000);
