@@ -17,6 +17,7 @@
 
 #include "common/containers.h"
 #include "daemon/config_file.h"
+#include "daemon/config_plugins.h"
 #include "daemon/plugins/plugins.h"
 
 #define BUILTIN_TITLE "Built-in lambdas and providers"
@@ -59,6 +60,10 @@ static int describe_offline(const char *config_path, json_t **doc)
             return LOOMCTL_FAILED;
     }
     if (!(plugins = plugins_new(log_line, NULL)))
+        goto oom;
+    /* as loomd loads them: each with its entry of plugins.config, and an
+     * isolated one's init left to its helper (there is none here) */
+    if (cfg && config_plugins_attach(cfg, plugins, 0) < 0)
         goto oom;
     plugins_add_builtins(plugins); /* a refusal is counted and said already */
     for (size_t i = 0; cfg && cfg->plugin_dirs && cfg->plugin_dirs[i]; i++)
