@@ -90,6 +90,7 @@ void config_free(config *c)
     free(c->providers);
     strv_free(c->plugin_dirs);
     config_isolate_free(c->isolate, c->nisolate);
+    config_plugins_free(&c->plugin_configs);
     free(c->file);
     free(c->socket);
     free(c->workflows);
@@ -184,15 +185,17 @@ static void parse_log(dsl_diags *d, const dsl_ynode *y, config *c)
 }
 
 /* `plugins: [DIR, ...]`, or the mapping `plugins: { dirs: [...], isolate:
- * {...} }` (config_isolate.c). */
+ * {...}, config: {...} }` (config_isolate.c, config_plugins.c). */
 static void parse_plugins(dsl_diags *d, const dsl_ynode *y, config *c)
 {
     if (y->kind == DSL_Y_MAP) {
-        static const char *const plugins_keys[] = { "dirs", "isolate", NULL };
+        static const char *const plugins_keys[] = { "dirs", "isolate", "config", NULL };
         const dsl_ynode *x;
         dsl_check_keys(d, y, plugins_keys, "plugins");
         if ((x = dsl_ymap_get(y, "isolate")))
             config_isolate_parse(d, x, &c->isolate, &c->nisolate);
+        if ((x = dsl_ymap_get(y, "config")))
+            config_plugins_parse(d, x, &c->plugin_configs);
         if (!(x = dsl_ymap_get(y, "dirs")))
             return;
         y = x;
@@ -249,6 +252,11 @@ static json_t *to_json(const dsl_ynode *y)
         return v;
     }
     return NULL;
+}
+
+json_t *config_yaml_json(const dsl_ynode *y)
+{
+    return to_json(y);
 }
 
 static void parse_limits(dsl_diags *d, const dsl_ynode *y, config_limits *l)

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "daemon/config_isolate.h"
+#include "daemon/config_plugins.h"
 #include "daemon/upstream/ratelimit.h"
 #include "dsl/diag.h"
 
@@ -56,6 +57,7 @@ typedef struct config {
     char **plugin_dirs;  /* NULL-terminated */
     config_isolate *isolate; /* plugins.isolate: plugins run in helpers */
     size_t nisolate;
+    config_plugins plugin_configs; /* plugins.config: each plugin's own (config_plugins.h) */
     char *state;
     int workers;         /* 0 = online cores */
     int log_level;       /* LOOM_LOG_* of include/loom/plugin.h */
@@ -89,6 +91,10 @@ config *config_load(const char *path, dsl_diags *diags);
 config *config_parse(const char *buf, size_t len, dsl_diags *diags);
 
 void config_free(config *c);
+
+/* A YAML value as JSON, scalars by their YAML type (a new reference, or
+ * NULL when out of memory): what plugins get of the config. */
+json_t *config_yaml_json(const struct dsl_ynode *y);
 
 /* The provider instance called NAME, or NULL (borrowed). */
 const config_provider *config_find_provider(const config *c, const char *name);

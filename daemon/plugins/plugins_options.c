@@ -176,19 +176,36 @@ static int unknown_key(const loom_option *opts, const char *key, char *err, size
     return -1;
 }
 
+/* The option a problem is about into KEY (KEYLEN bytes; "" for the whole
+ * configuration), so a caller can point at it. */
+static void blame(char *key, size_t keylen, const char *name)
+{
+    if (key && keylen)
+        snprintf(key, keylen, "%s", name ? name : "");
+}
+
 int plugins_check_options(const loom_option *opts, json_t *config, char *err, size_t errlen)
+{
+    return plugins_check_options_at(opts, config, err, errlen, NULL, 0);
+}
+
+int plugins_check_options_at(const loom_option *opts, json_t *config, char *err, size_t errlen,
+                             char *bad_key, size_t keylen)
 {
     const char *key;
     json_t *v;
 
     if (err && errlen)
         err[0] = '\0';
+    blame(bad_key, keylen, NULL);
     if (config && !json_is_object(config))
         return fail(err, errlen, "the configuration must be a mapping, not %s",
                     type_given(config));
     json_object_foreach(config, key, v) {
-        if (!find_option(opts, key))
+        if (!find_option(opts, key)) {
+            blame(bad_key, keylen, key);
             return unknown_key(opts, key, err, errlen);
+        }
     }
     /* Walk the declarations, not the object, so replacing values cannot
      * disturb an iteration. */
@@ -214,6 +231,8 @@ int plugins_check_options(const loom_option *opts, json_t *config, char *err, si
         }
         if (!out) {
             int rc;
+            if (!made) /* a default of the plugin's own is no key of the user's */
+                blame(bad_key, keylen, o->name);
             if (made)
                 rc = fail(err, errlen, "option '%s': its default '%s' is not %s%s%s", o->name,
                           o->default_value, type_wanted(o->type), why ? ": " : "",

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "daemon/config_file.h"
+#include "daemon/plugins/plugins.h"
 #include "loom/plugin.h"
 
 typedef struct {
@@ -227,4 +228,145 @@ Test(config, client_limits_have_defaults_and_ranges)
     cr_expect(strstr(dump(&p), "max_queued_jobs") != NULL, "%s", dump(&p));
     cr_expect(strstr(dump(&p), "max_connections_per_uid") != NULL, "%s", dump(&p));
     done(&p);
+}
+
+/* ---- plugins.config: each plugin's own configuration, kept as JSON with
+ * the positions of its entry and keys; checked against the plugin's
+ * options by the loader, with messages placed in this file */
+
+static const char plugin_cfg[] =
+    "plugins:\n"
+    "  dirs: [/a]\n"
+    "  config:\n"
+    "    greeter:\n"
+    "      greeting: Hi\n"
+    "      shout: true\n"
+    "    bare:\n";
+
+Test(config, plugin_entries_are_kept_with_their_positions)
+{
+    parsed p = parse(plugin_cfg);
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_expect(eq(str, p.c->plugin_dirs[0], "/a"));
+    char *text = json_dumps(p.c->plugin_configs.configs, JSON_SORT_KEYS | JSON_COMPACT);
+    cr_expect(eq(str, text, "{\"bare\":{},\"greeter\":{\"greeting\":\"Hi\",\"shout\":true}}"));
+    free(text);
+    p.c->file = strdup("c.yaml");
+    cr_assert(p.c->file != NULL);
+    char pos[64];
+    config_plugins_where(p.c, "greeter", "shout", pos, sizeof pos);
+    cr_expect(eq(str, pos, "c.yaml:6:7"));
+    config_plugins_where(p.c, "greeter", NULL, pos, sizeof pos);
+    cr_expect(eq(str, pos, "c.yaml:4:5"));
+    config_plugins_where(p.c, "greeter", "nope", pos, sizeof pos);
+    cr_expect(eq(str, pos, "c.yaml:4:5"));
+    config_plugins_where(p.c, "bare", "x", pos, sizeof pos);
+    cr_expect(eq(str, pos, "c.yaml:7:5"));
+    config_plugins_where(p.c, "absent", NULL, pos, sizeof pos);
+    cr_expect(eq(str, pos, "c.yaml"));
+    done(&p);
+}
+
+Test(config, plugins_list_form_still_works)
+{
+    parsed p = parse("plugins: [/a, /b]\n");
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_expect(eq(str, p.c->plugin_dirs[1], "/b"));
+    cr_expect(eq(sz, p.c->plugin_configs.n, 0));
+    cr_expect(eq(ptr, p.c->plugin_configs.configs, NULL));
+    done(&p);
+}
+
+Test(config, plugin_config_shapes)
+{
+    parsed p = parse("plugins:\n  confg: {}\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p), "2:3: error: unknown key 'confg' in plugins; did you mean 'config'?\n"));
+    done(&p);
+    p = parse("plugins:\n  config: [a]\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p),
+                 "2:11: error: 'config' must be a mapping of plugin names to their options, got a sequence\n"));
+    done(&p);
+    p = parse("plugins:\n  config:\n    greeter: 5\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p),
+                 "3:14: error: 'greeter' must be a mapping of the plugin's options, got a number\n"));
+    done(&p);
+}
+
+/* The loader's side: a registry given the parsed config reports each
+ * problem at its place in the file. */
+typedef struct cfg_lines {
+    char v[8][600];
+    int n;
+} cfg_lines;
+
+static void cfg_collect(void *ud, const char *line)
+{
+    cfg_lines *l = ud;
+    if (l->n < 8)
+        snprintf(l->v[l->n++], sizeof l->v[0], "%s", line);
+}
+
+static const loom_option greeter_opts[] = {
+    { .name = "greeting", .type = LOOM_OPT_STRING, .default_value = "Hello" },
+    { .name = "shout", .type = LOOM_OPT_BOOL },
+    { .name = "model", .type = LOOM_OPT_STRING, .required = 1 },
+    { .name = NULL },
+};
+static const loom_plugin greeter_desc = { LOOM_PLUGIN_HEADER, .name = "greeter",
+                                          .options = greeter_opts };
+
+/* Loads the greeter with the config TEXT: 0 or -1, its lines in *L. */
+static int load_greeter(const char *text, cfg_lines *l, int *unused)
+{
+    parsed p = parse(text);
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    p.c->file = strdup("c.yaml");
+    cr_assert(p.c->file != NULL);
+    plugins_t *reg = plugins_new(cfg_collect, l);
+    cr_assert(reg != NULL);
+    cr_assert(eq(int, config_plugins_attach(p.c, reg, 1), 0));
+    int rc = plugins_add(reg, &greeter_desc, "built-in", NULL);
+    *unused = plugins_check_unused_configs(reg);
+    plugins_free(reg);
+    done(&p);
+    return rc;
+}
+
+Test(config, plugin_entries_are_checked_at_their_positions)
+{
+    cfg_lines l = { 0 };
+    int unused;
+    cr_expect(eq(int, load_greeter("plugins:\n  config:\n    greeter:\n      model: m\n", &l,
+                                   &unused), 0));
+    cr_expect(eq(int, l.n, 0), "%s", l.v[0]);
+
+    memset(&l, 0, sizeof l);
+    cr_expect(eq(int, load_greeter("plugins:\n  config:\n    greeter:\n      model: m\n"
+                                   "      gretting: Hi\n", &l, &unused), -1));
+    cr_expect(eq(str, l.v[0], "c.yaml:5:7: error: plugins.config.greeter: unknown option "
+                              "'gretting'; did you mean 'greeting'?"));
+
+    memset(&l, 0, sizeof l);
+    cr_expect(eq(int, load_greeter("plugins:\n  config:\n    greeter:\n      model: m\n"
+                                   "      shout: loud\n", &l, &unused), -1));
+    cr_expect(eq(str, l.v[0], "c.yaml:5:7: error: plugins.config.greeter: option 'shout' must be "
+                              "true or false, not a string"));
+
+    memset(&l, 0, sizeof l);
+    cr_expect(eq(int, load_greeter("plugins:\n  config:\n    greeter:\n      shout: true\n", &l,
+                                   &unused), -1));
+    cr_expect(eq(str, l.v[0], "c.yaml:3:5: error: plugins.config.greeter: missing required "
+                              "option 'model' (a string)"));
+
+    /* an entry for a plugin nobody loads, and none at all for greeter */
+    memset(&l, 0, sizeof l);
+    cr_expect(eq(int, load_greeter("plugins:\n  config:\n    gretter: {}\n", &l, &unused), -1));
+    cr_expect(eq(int, unused, 1));
+    cr_expect(eq(str, l.v[0], "c.yaml: error: plugins.config.greeter: missing required option "
+                              "'model' (a string)"));
+    cr_expect(eq(str, l.v[1], "c.yaml:3:5: error: plugins.config.gretter: no plugin 'gretter' is "
+                              "loaded; did you mean 'greeter'?"));
 }
