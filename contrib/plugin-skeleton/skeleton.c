@@ -3,15 +3,19 @@
  *
  * Copy this directory, rename the plugin, and build it with `make`: it needs
  * only <loom/plugin.h> and jansson, found through pkg-config (loom-plugin).
- * The greeting comes from the plugin's configuration, read in init and
- * again, on SIGHUP, in reload:
+ * The plugin declares its options (skeleton_options below); loomd checks the
+ * configuration against them, fills in the defaults, and hands it to init,
+ * and again, on SIGHUP, to reload:
  *
  *   plugins:
- *     skeleton:
- *       greeting: "good morning"
+ *     dirs: [/usr/lib/loom/plugins]
+ *     config:
+ *       skeleton: { greeting: "good morning", shout: true }
  */
 #define _POSIX_C_SOURCE 200809L /* strdup under -std=c11 */
 
+#include <ctype.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +23,18 @@
 
 typedef struct skeleton_state {
     char *greeting;            /* owned; freed by fini */
+    bool shout;                /* answer in capitals */
 } skeleton_state;
+
+/* The configuration map: a misspelt or mistyped key is refused by loomd,
+ * with its FILE:LINE:COL, before init runs. */
+static const loom_option skeleton_options[] = {
+    { .name = "greeting", .type = LOOM_OPT_STRING, .default_value = "hello",
+      .description = "what greet says before the name" },
+    { .name = "shout", .type = LOOM_OPT_BOOL, .default_value = "false",
+      .description = "answer in capitals" },
+    { .name = NULL },
+};
 
 /* INPUT is borrowed; the string returned is a new reference the host steals. */
 static json_t *skeleton_greet(loom_ctx *ctx, void *state, json_t *input, json_t *args)
@@ -31,30 +46,41 @@ static json_t *skeleton_greet(loom_ctx *ctx, void *state, json_t *input, json_t 
         loom_error(ctx, LOOM_E_LAMBDA_FAILED, "skeleton.greet needs an input {\"name\": \"...\"}");
         return NULL;
     }
-    json_t *out = json_sprintf("%s, %s", s->greeting, name);
+    char *text = NULL;
+    size_t len = strlen(s->greeting) + 2 + strlen(name) + 1;
+    json_t *out = NULL;
+
+    if ((text = malloc(len))) {
+        strcpy(text, s->greeting);
+        strcat(text, ", ");
+        strcat(text, name);
+        for (char *c = text; s->shout && *c; c++)
+            *c = (char)toupper((unsigned char)*c);
+        out = json_string(text);
+    }
+    free(text);
     if (!out)
-        loom_error(ctx, LOOM_E_NOMEM, "out of memory");
+        loom_error(ctx, LOOM_E_NOMEM, "out of memory (or the name is not UTF-8)");
     return out;
 }
 
-/* The greeting CONFIG (borrowed, may be NULL) asks for, as a new string in
- * *OUT (the caller's to free). 0, or -1 after loom_error. */
-static int read_greeting(loom_ctx *ctx, json_t *config, char **out)
+/* Reads CONFIG (borrowed; checked by loomd against skeleton_options, so
+ * greeting is a string and shout a boolean, defaults filled in) into *S:
+ * the greeting as a new string (the caller's to free). 0, or -1 after
+ * loom_error. */
+static int read_config(loom_ctx *ctx, json_t *config, skeleton_state *s)
 {
-    json_t *g = config ? json_object_get(config, "greeting") : NULL;
+    const char *g = json_string_value(json_object_get(config, "greeting"));
 
-    if (g && !json_is_string(g)) {
-        loom_error(ctx, LOOM_E_CONFIG, "greeting must be a string");
-        return -1;
-    }
-    if (!(*out = strdup(g ? json_string_value(g) : "hello"))) {
+    if (!(s->greeting = strdup(g ? g : "hello"))) {
         loom_error(ctx, LOOM_E_NOMEM, "out of memory");
         return -1;
     }
+    s->shout = json_is_true(json_object_get(config, "shout"));
     return 0;
 }
 
-/* Runs once, at load. CONFIG (borrowed) is this plugin's section, or NULL. */
+/* Runs once, at load, with this plugin's configuration (borrowed). */
 static int skeleton_init(loom_ctx *ctx, json_t *config, void **state)
 {
     skeleton_state *s = calloc(1, sizeof *s);
@@ -63,7 +89,7 @@ static int skeleton_init(loom_ctx *ctx, json_t *config, void **state)
         loom_error(ctx, LOOM_E_NOMEM, "out of memory");
         return -1;
     }
-    if (read_greeting(ctx, config, &s->greeting) < 0) {
+    if (read_config(ctx, config, s) < 0) {
         free(s);
         return -1;
     }
@@ -71,20 +97,21 @@ static int skeleton_init(loom_ctx *ctx, json_t *config, void **state)
     return 0;
 }
 
-/* On SIGHUP, with the new section. greet is PURE|FAST, so it runs on the
- * reactor thread, as reload does: no call can be reading the old greeting
- * while it is swapped. (A plugin whose lambdas run on the pool would swap
- * under a lock, or atomically.) -1 keeps the old greeting. */
+/* On SIGHUP, with the new configuration (checked like init's). greet is
+ * PURE|FAST, so it runs on the reactor thread, as reload does: no call can
+ * be reading the old greeting while it is swapped. (A plugin whose lambdas
+ * run on the pool would swap under a lock, or atomically.) -1 keeps the old
+ * configuration. */
 static int skeleton_reload(loom_ctx *ctx, void *state, json_t *config)
 {
-    skeleton_state *s = state;
-    char *greeting;
+    skeleton_state *s = state, next = { 0 };
 
-    if (read_greeting(ctx, config, &greeting) < 0)
+    if (read_config(ctx, config, &next) < 0)
         return -1;
     free(s->greeting);
-    s->greeting = greeting;
-    loom_log(ctx, LOOM_LOG_INFO, "greeting is now \"%s\"", greeting);
+    *s = next;
+    loom_log(ctx, LOOM_LOG_INFO, "greeting is now \"%s\"%s", s->greeting,
+             s->shout ? ", shouted" : "");
     return 0;
 }
 
@@ -105,7 +132,8 @@ static const loom_lambda skeleton_lambdas[] = {
         .flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST,
         .summary = "\"hello, NAME\" for an input {\"name\": NAME}",
         .doc = "The greeting comes from the plugin's configuration (`greeting`, "
-               "\"hello\" by default) and is read again on SIGHUP.",
+               "\"hello\" by default; `shout: true` answers in capitals) and is read "
+               "again on SIGHUP.",
         .example = "lambda: skeleton.greet",
     },
 };
@@ -120,6 +148,7 @@ static const loom_plugin skeleton_plugin = {
     .init = skeleton_init,
     .fini = skeleton_fini,
     .reload = skeleton_reload,
+    .options = skeleton_options,
 };
 
 LOOM_PLUGIN_DEFINE(skeleton)

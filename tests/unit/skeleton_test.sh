@@ -3,12 +3,14 @@
 # plugin header and loom-plugin.pc into a scratch DESTDIR, build
 # contrib/plugin-skeleton with its own Makefile through pkg-config, load the
 # result with the daemon's loader and call skeleton.greet, then use it from a
-# workflow with `loomctl run`, the plugin directory named in a config. Prints TAP.
+# workflow with `loomctl run`, the plugin directory named in a config, and
+# configure it there (plugins.config), a misspelt option being refused at its
+# line and column. Prints TAP.
 srcdir=${LOOM_SRCDIR:-.}
 builddir=${LOOM_BUILDDIR:-.}
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/loom-skeleton-XXXXXX") || exit 1
 trap 'rm -rf "$scratch"' EXIT
-echo "1..5"
+echo "1..8"
 failed=0
 ok() { echo "ok $1 - $2"; }
 not_ok() { echo "not ok $1 - $2"; failed=1; }
@@ -60,5 +62,34 @@ if [ "$out" = '"hello, workflow"' ]; then
     ok 5 "a workflow calls skeleton.greet through loomctl run"
 else
     echo "$out" | sed 's/^/# /'; not_ok 5 "a workflow calls skeleton.greet through loomctl run"
+fi
+
+out=$("$builddir/tests/unit/skeleton_load" "$scratch/skeleton.so" skeleton.greet '{"name": "Ada"}' \
+      '{"shout": true}' 2>&1)
+if [ "$out" = '"HELLO, ADA"' ]; then
+    ok 6 "shout is read, and greeting gets its declared default"
+else
+    echo "$out" | sed 's/^/# /'; not_ok 6 "shout is read, and greeting gets its declared default"
+fi
+
+# The configuration in the daemon's config file, as a user writes it.
+printf 'plugins:\n  dirs: [%s]\n  config:\n    skeleton:\n      greeting: hi\n      shout: true\n' \
+    "$scratch/plugins" >"$scratch/configured.yaml"
+out=$(echo '{"name": "config"}' | "$builddir/loomctl" run "$scratch/wf/greet.yaml" --input - \
+      --config "$scratch/configured.yaml" 2>&1)
+if [ "$out" = '"HI, CONFIG"' ]; then
+    ok 7 "plugins.config reaches the plugin's init"
+else
+    echo "$out" | sed 's/^/# /'; not_ok 7 "plugins.config reaches the plugin's init"
+fi
+
+sed 's/greeting: hi/gretting: hi/' "$scratch/configured.yaml" >"$scratch/misspelt.yaml"
+out=$("$builddir/loomctl" validate --config "$scratch/misspelt.yaml" "$scratch/wf/greet.yaml" 2>&1)
+rc=$?
+want="$scratch/misspelt.yaml:5:7: error: plugins.config.skeleton: unknown option 'gretting'; did you mean 'greeting'?"
+if [ $rc -ne 0 ] && echo "$out" | grep -qxF "$want"; then
+    ok 8 "a misspelt option is refused at its line and column"
+else
+    echo "$out" | sed 's/^/# /'; not_ok 8 "a misspelt option is refused at its line and column"
 fi
 exit $failed

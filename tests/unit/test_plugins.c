@@ -1158,3 +1158,215 @@ Test(plugins, a_log_without_levels_gets_no_debug_lines)
     cr_assert(logged(&logs, "abi20: init at info"), "%s", dump(&logs));
     cr_assert(eq(int, logged(&logs, "abi20: init at debug"), 0), "%s", dump(&logs));
 }
+
+/* ---- per-plugin configuration: checked against the plugin's options
+ * before init and reload see it; isolated plugins' init runs elsewhere */
+
+static const loom_option greeter_options[] = {
+    { .name = "greeting", .type = LOOM_OPT_STRING, .default_value = "Hello" },
+    { .name = "shout", .type = LOOM_OPT_BOOL },
+    { .name = "pause", .type = LOOM_OPT_DURATION, .default_value = "2s" },
+    { .name = NULL },
+};
+
+/* What the greeter's hooks saw: how often each ran and the last config. */
+typedef struct greeter_seen {
+    int inits, reloads, finis;
+    char config[256];
+} greeter_seen;
+static greeter_seen seen;
+
+static void remember(json_t *config)
+{
+    char *s = config ? json_dumps(config, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
+    snprintf(seen.config, sizeof seen.config, "%s", s ? s : "NULL");
+    free(s);
+}
+
+static int greeter_init(loom_ctx *ctx, json_t *config, void **state)
+{
+    seen.inits++;
+    remember(config);
+    *state = &seen;
+    return 0;
+}
+
+static int greeter_reload(loom_ctx *ctx, void *state, json_t *config)
+{
+    seen.reloads++;
+    remember(config);
+    return 0;
+}
+
+static void greeter_fini(void *state)
+{
+    seen.finis++;
+}
+
+static json_t *greeter_echo(loom_ctx *ctx, void *state, json_t *input, json_t *args)
+{
+    return json_incref(input);
+}
+
+static const loom_lambda greeter_lambdas[] = { { .name = "echo", .fn = greeter_echo } };
+
+static const loom_plugin greeter = {
+    LOOM_PLUGIN_HEADER, .name = "greeter", .lambdas = greeter_lambdas, .nlambdas = 1,
+    .init = greeter_init, .reload = greeter_reload, .fini = greeter_fini,
+    .options = greeter_options,
+};
+
+/* Its twin without a reload hook, and one that declares no options. */
+static const loom_plugin fixed = {
+    LOOM_PLUGIN_HEADER, .name = "fixed", .init = greeter_init, .options = greeter_options,
+};
+static const loom_plugin loose = { LOOM_PLUGIN_HEADER, .name = "loose", .init = greeter_init };
+
+/* A where callback that says which entry and key it was asked for. */
+static void where_names(void *ud, const char *plugin, const char *key, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s:%s:%s", (const char *)ud, plugin, key ? key : "-");
+}
+
+static json_t *configs_of(const char *text)
+{
+    json_t *v = json_loads(text, 0, NULL);
+    cr_assert(v != NULL, "bad test JSON %s", text);
+    return v;
+}
+
+Test(plugins, the_config_reaches_init_checked_with_defaults)
+{
+    memset(&seen, 0, sizeof seen);
+    json_t *c = configs_of("{\"greeter\": {\"greeting\": \"Hi\", \"pause\": \"500ms\"},"
+                           " \"loose\": {\"anything\": [1]}}");
+    cr_assert(eq(int, plugins_set_configs(reg, c, NULL, NULL), 0));
+    json_decref(c); /* the registry keeps its own reference */
+    cr_assert(eq(int, plugins_add(reg, &greeter, "built-in", NULL), 0), "%s", dump(&logs));
+    cr_assert(eq(str, seen.config, "{\"greeting\":\"Hi\",\"pause\":500}"));
+    json_t *applied = plugins_config(reg, "greeter");
+    cr_assert(eq(int, (int)json_integer_value(json_object_get(applied, "pause")), 500));
+    /* no options declared: the entry as it is */
+    cr_assert(eq(int, plugins_add(reg, &loose, "built-in", NULL), 0), "%s", dump(&logs));
+    cr_assert(eq(str, seen.config, "{\"anything\":[1]}"));
+    /* options but no entry: the defaults */
+    cr_assert(eq(int, plugins_add(reg, &fixed, "built-in", NULL), 0), "%s", dump(&logs));
+    cr_assert(eq(str, seen.config, "{\"greeting\":\"Hello\",\"pause\":2000}"));
+    cr_assert(eq(int, seen.inits, 3));
+    cr_assert(eq(int, plugins_check_unused_configs(reg), 0), "%s", dump(&logs));
+    cr_assert(eq(sz, plugins_errors(reg), 0), "%s", dump(&logs));
+    cr_assert(eq(ptr, plugins_config(reg, "nobody"), NULL));
+}
+
+Test(plugins, a_bad_config_refuses_the_plugin_at_its_position)
+{
+    memset(&seen, 0, sizeof seen);
+    json_t *c = configs_of("{\"greeter\": {\"gretting\": \"Hi\"}, \"fixed\": {\"shout\": 1}}");
+    cr_assert(eq(int, plugins_set_configs(reg, c, where_names, "f.yaml"), 0));
+    cr_assert(eq(int, plugins_add(reg, &greeter, "built-in", NULL), -1));
+    cr_assert(logged(&logs, "f.yaml:greeter:gretting: error: plugins.config.greeter: unknown option "
+                            "'gretting'; did you mean 'greeting'?"), "%s", dump(&logs));
+    cr_assert(eq(int, plugins_add(reg, &fixed, "built-in", NULL), -1));
+    cr_assert(logged(&logs, "f.yaml:fixed:shout: error: plugins.config.fixed: option 'shout' must "
+                            "be true or false, not an integer"), "%s", dump(&logs));
+    cr_assert(eq(int, seen.inits, 0));
+    cr_assert(eq(ptr, (void *)plugins_lambda_find(reg, "greeter.echo"), NULL));
+    cr_assert(eq(sz, plugins_errors(reg), 2));
+    /* refused, but not "no such plugin" as well */
+    cr_assert(eq(int, plugins_check_unused_configs(reg), 0), "%s", dump(&logs));
+    json_decref(c);
+}
+
+Test(plugins, a_missing_required_option_is_placed_at_the_entry)
+{
+    static const loom_option need[] = { { .name = "model", .type = LOOM_OPT_STRING, .required = 1 },
+                                        { .name = NULL } };
+    static const loom_plugin needy = { LOOM_PLUGIN_HEADER, .name = "needy", .options = need };
+    json_t *c = configs_of("{\"needy\": {}}");
+    cr_assert(eq(int, plugins_set_configs(reg, c, where_names, "f.yaml"), 0));
+    cr_assert(eq(int, plugins_add(reg, &needy, "built-in", NULL), -1));
+    cr_assert(logged(&logs, "f.yaml:needy:-: error: plugins.config.needy: missing required option "
+                            "'model' (a string)"), "%s", dump(&logs));
+    json_decref(c);
+}
+
+Test(plugins, an_entry_for_no_plugin_is_an_error_with_a_suggestion)
+{
+    json_t *c = configs_of("{\"gretter\": {}, \"zzz\": {}}");
+    cr_assert(eq(int, plugins_set_configs(reg, c, where_names, "f.yaml"), 0));
+    cr_assert(eq(int, plugins_add(reg, &greeter, "built-in", NULL), 0), "%s", dump(&logs));
+    cr_assert(eq(int, plugins_check_unused_configs(reg), 2));
+    cr_assert(logged(&logs, "f.yaml:gretter:-: error: plugins.config.gretter: no plugin 'gretter' "
+                            "is loaded; did you mean 'greeter'?"), "%s", dump(&logs));
+    cr_assert(logged(&logs, "f.yaml:zzz:-: error: plugins.config.zzz: no plugin 'zzz' is loaded"),
+              "%s", dump(&logs));
+    json_decref(c);
+}
+
+Test(plugins, reload_checks_the_new_config_and_applies_it)
+{
+    memset(&seen, 0, sizeof seen);
+    level_lines ll = { 0 };
+    plugins_set_level_log(reg, collect_shared, &ll);
+    json_t *c = configs_of("{\"greeter\": {\"greeting\": \"Hi\"}}");
+    cr_assert(eq(int, plugins_set_configs(reg, c, NULL, NULL), 0));
+    json_decref(c);
+    cr_assert(eq(int, plugins_add(reg, &greeter, "built-in", NULL), 0), "%s", dump_levels(&ll));
+    cr_assert(eq(int, plugins_add(reg, &fixed, "built-in", NULL), 0), "%s", dump_levels(&ll));
+
+    /* a good new config: reload sees it checked, plugins_config answers it;
+     * fixed, without a hook, is unchanged and says nothing */
+    c = configs_of("{\"greeter\": {\"greeting\": \"Yo\", \"shout\": true}}");
+    cr_assert(eq(int, plugins_reload_at(reg, c, where_names, "g.yaml"), 0), "%s", dump_levels(&ll));
+    json_decref(c);
+    cr_assert(eq(int, seen.reloads, 1));
+    cr_assert(eq(str, seen.config, "{\"greeting\":\"Yo\",\"pause\":2000,\"shout\":true}"));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(plugins_config(reg, "greeter"),
+                                                                 "greeting")), "Yo"));
+    cr_assert(eq(int, count_lines(&ll, "no reload hook"), 0), "%s", dump_levels(&ll));
+
+    /* a bad one: logged at its position, the old config stays; fixed's
+     * change cannot be applied without a restart, and is said so */
+    c = configs_of("{\"greeter\": {\"greeting\": 5}, \"fixed\": {\"greeting\": \"New\"}}");
+    cr_assert(eq(int, plugins_reload_at(reg, c, where_names, "g.yaml"), 1), "%s", dump_levels(&ll));
+    json_decref(c);
+    cr_assert(eq(int, seen.reloads, 1));
+    cr_assert(eq(int, level_of_line(&ll, "g.yaml:greeter:greeting: error: plugins.config.greeter: "
+                                         "option 'greeting' must be a string, not an integer "
+                                         "(the plugin keeps its configuration)"),
+                 LOOM_LOG_ERROR), "%s", dump_levels(&ll));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(plugins_config(reg, "greeter"),
+                                                                 "greeting")), "Yo"));
+    cr_assert(eq(int, level_of_line(&ll, "built-in: plugin 'fixed' has no reload hook: its "
+                                         "configuration change needs a restart"),
+                 LOOM_LOG_WARN), "%s", dump_levels(&ll));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(plugins_config(reg, "fixed"),
+                                                                 "greeting")), "Hello"));
+}
+
+Test(plugins, plugins_run_elsewhere_are_registered_without_init)
+{
+    memset(&seen, 0, sizeof seen);
+    json_t *c = configs_of("{\"greeter\": {\"greeting\": \"Hi\"}}");
+    cr_assert(eq(int, plugins_set_configs(reg, c, NULL, NULL), 0));
+    json_decref(c);
+    cr_assert(eq(int, plugins_set_init_elsewhere(reg, (const char *const[]){ "greeter", NULL }), 0));
+    cr_assert(eq(int, plugins_add(reg, &greeter, "built-in", NULL), 0), "%s", dump(&logs));
+    cr_assert(plugins_lambda_find(reg, "greeter.echo") != NULL);
+    cr_assert(eq(int, seen.inits, 0));
+    /* its checked config is there for its helper */
+    cr_assert(eq(int, (int)json_integer_value(json_object_get(plugins_config(reg, "greeter"),
+                                                               "pause")), 2000));
+    /* a plugin not named still runs its init here */
+    cr_assert(eq(int, plugins_add(reg, &fixed, "built-in", NULL), 0), "%s", dump(&logs));
+    cr_assert(eq(int, seen.inits, 1));
+    c = configs_of("{\"greeter\": {\"greeting\": \"Yo\"}}");
+    cr_assert(eq(int, plugins_reload(reg, c), 0), "%s", dump(&logs));
+    json_decref(c);
+    cr_assert(eq(int, seen.reloads, 0));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(plugins_config(reg, "greeter"),
+                                                                 "greeting")), "Yo"));
+    plugins_free(reg);
+    reg = NULL;
+    cr_assert(eq(int, seen.finis, 0)); /* fixed has no fini; greeter's runs elsewhere */
+}
