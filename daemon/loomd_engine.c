@@ -30,6 +30,8 @@ int gen_start(loomd *d, const config *cfg)
         return -1;
     }
     providers_set_response_budget(g->prov, (size_t)cfg->max_response_bytes_in_flight);
+    /* before the providers: an isolated plugin's invoke provider runs in its helpers */
+    engine_set_isolate(g->eng, d->iso);
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const config_provider *p = &cfg->providers[i];
         if (providers_add(g->prov, g->eng, p, err, sizeof err) == 0)
@@ -43,7 +45,6 @@ int gen_start(loomd *d, const config *cfg)
         return -1;
     }
     engine_set_workflow_lookup(g->eng, wfdir_engine_lookup, d->wf);
-    engine_set_isolate(g->eng, d->iso);
     g->next = d->gens;
     d->gens = g;
     return 0;

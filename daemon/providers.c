@@ -47,6 +47,7 @@ void providers_free(providers_t *p)
 /* What the engine's upstream callback needs of one providers_add. */
 typedef struct add_ctx {
     providers_t *p;
+    engine_t *e;
     const config_provider *cp; /* borrowed */
 } add_ctx;
 
@@ -84,7 +85,11 @@ static upstream_t *make_upstream(void *ud, const char *name, const loom_provider
             .batch_max_tokens = cp->batch_max_tokens,
             .batch_window_ms = cp->batch_window_ms,
         };
-        upstream_t *up = upstream_new_invoke(p->r, name, def, state, &cp->limits, &io);
+        /* an isolated plugin's: STATE is the transport's, sending to its helpers */
+        upstream_t *up = engine_provider_isolated(c->e, cp->plugin)
+                             ? upstream_new_transport(p->r, name, def, NULL, &engine_iso_transport,
+                                                      state, &cp->limits, &io)
+                             : upstream_new_invoke(p->r, name, def, state, &cp->limits, &io);
         if (!up)
             snprintf(err, errlen, "%s", errno == EINVAL ? "negative limits" : "out of memory");
         return up;
@@ -122,7 +127,7 @@ static upstream_t *make_upstream(void *ud, const char *name, const loom_provider
 int providers_add(providers_t *p, engine_t *e, const config_provider *cp, char *err,
                   size_t errlen)
 {
-    add_ctx c = { p, cp };
+    add_ctx c = { p, e, cp };
     return engine_add_provider(e, cp->name, cp->plugin, cp->options, make_upstream, &c, err,
                                errlen);
 }

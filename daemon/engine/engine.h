@@ -191,6 +191,19 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
                         json_t *config, engine_upstream_fn make_upstream, void *ud, char *err,
                         size_t errlen);
 
+/* An invoke provider of an isolated plugin (engine_set_isolate) runs in the
+ * plugin's helpers: engine_add_provider then makes its instance there (the
+ * provider's init runs in each helper, never here) and calls MAKE_UPSTREAM
+ * with STATE the transport's UD, for an upstream_new_transport through
+ * engine_iso_transport (the upstream owns that UD from then on). Whether
+ * provider plugin PROVIDER_NAME is such a provider: */
+bool engine_provider_isolated(const engine_t *e, const char *provider_name);
+extern const upstream_transport engine_iso_transport;
+/* The code engine_iso_transport ends a send with when the helper died in
+ * it: the step fails with plugin_crashed. Not an ABI code: plugins never
+ * see it. */
+#define ENGINE_E_PLUGIN_CRASHED ((loom_errcode)64)
+
 /* Counters of every provider instance, of every kind, from its upstream:
  * {NAME: {plugin, in_flight, queued, requests, succeeded, failed,
  * rate_limited, batches, input_tokens, output_tokens, latency_ms,

@@ -29,6 +29,8 @@ typedef struct pcall {
 
 static dsl_error_class class_of(loom_errcode c)
 {
+    if (c == ENGINE_E_PLUGIN_CRASHED) /* an isolated provider's helper died */
+        return DSL_ERR_PLUGIN_CRASHED;
     switch (c) {
     case LOOM_E_TIMEOUT: return DSL_ERR_TIMEOUT;
     case LOOM_E_RATE_LIMITED: return DSL_ERR_RATE_LIMITED;

@@ -259,6 +259,7 @@ struct pinst {
     const plugins_t *plugins;  /* the engine's: where the instance's loom_log goes */
     void *state;
     upstream_t *up;            /* owned, freed before fini: every call goes through it */
+    bool isolated;             /* its instance lives in helpers: no init or fini here */
 };
 
 struct engine {
@@ -372,6 +373,11 @@ void provider_start(act_t *a);
  * helper, stealing ARGS and KEY, and returns true; false touches nothing. */
 bool isolated_start(act_t *a, const plugins_lambda *lam, json_t *args, char *key);
 void isolated_cancel(act_t *a);
+/* The transport UD of instance NAME of PP (an invoke provider of an isolated
+ * plugin) with its checked CFG (borrowed): the instance is made in the
+ * plugin's helpers. NULL with a message in ERR. */
+void *isolated_transport_new(engine_t *e, const plugins_provider *pp, const char *name,
+                             json_t *cfg, char *err, size_t errlen);
 /* Drop A's call in flight (A->k.leaf.call is then NULL). */
 void lambda_cancel(act_t *a);
 void provider_cancel(act_t *a);

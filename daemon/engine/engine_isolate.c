@@ -4,7 +4,13 @@
  * the typed error plugin_crashed, a helper past the plugin's timeout is
  * timeout: both classes a step's retry policy can name. A step's timeout or
  * a cancelled job gives the call up (isolated_cancel): the lambda sees
- * loom_cancelled in its helper and has a grace to return. */
+ * loom_cancelled in its helper and has a grace to return.
+ *
+ * An invoke provider of an isolated plugin runs in the plugin's helpers
+ * too: its upstream (limits, batching, 429s, as for every provider) sends
+ * through engine_iso_transport, whose sends are iso_invoke calls. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,3 +112,102 @@ void isolated_cancel(act_t *a)
     free(ic);
     a->k.leaf.call = NULL;
 }
+
+/* ---- an isolated plugin's invoke provider: the upstream's transport */
+
+typedef struct itransport {
+    iso_instance_t *inst;      /* owned: ended with the transport */
+} itransport;
+
+bool engine_provider_isolated(const engine_t *e, const char *provider_name)
+{
+    const plugins_provider *pp = e->iso ? plugins_provider_find(e->plugins, provider_name) : NULL;
+    return pp && pp->def->invoke && iso_isolated(e->iso, pp->plugin->name);
+}
+
+void *isolated_transport_new(engine_t *e, const plugins_provider *pp, const char *name,
+                             json_t *cfg, char *err, size_t errlen)
+{
+    itransport *t = calloc(1, sizeof *t);
+    if (!t || !(t->inst = iso_instance_new(e->iso, pp->plugin->name, pp->def->name, name, cfg))) {
+        snprintf(err, errlen, "cannot make the instance in its plugin's helpers: %s",
+                 strerror(t ? errno : ENOMEM));
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* The stable code's name, as the helper sends it, back to its code. */
+static loom_errcode errcode_of(const char *name)
+{
+    static const struct {
+        const char *name;
+        loom_errcode code;
+    } codes[] = {
+        { "timeout", LOOM_E_TIMEOUT },         { "rate_limited", LOOM_E_RATE_LIMITED },
+        { "invalid_output", LOOM_E_INVALID_OUTPUT }, { "lambda_failed", LOOM_E_LAMBDA_FAILED },
+        { "quota", LOOM_E_QUOTA },             { "invalid_request", LOOM_E_INVALID_REQUEST },
+        { "config", LOOM_E_CONFIG },           { "out_of_memory", LOOM_E_NOMEM },
+    };
+    for (size_t i = 0; name && i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(codes[i].name, name) == 0)
+            return codes[i].code;
+    return LOOM_E_UPSTREAM;
+}
+
+static void it_done(void *ud, iso_invoke_result *r)
+{
+    upstream_result res = { .output = r->output, .usage = r->usage, .message = r->message };
+    r->output = NULL;
+    switch (r->status) {
+    case ISO_OK:
+        res.code = LOOM_OK;
+        break;
+    case ISO_FAILED:
+        res.code = errcode_of(r->code);
+        res.has_retry_after = r->retry_after_ms > 0;
+        res.retry_after_ms = r->retry_after_ms;
+        break;
+    case ISO_CRASHED:
+        res.code = ENGINE_E_PLUGIN_CRASHED;
+        break;
+    case ISO_TIMEOUT:
+        res.code = LOOM_E_TIMEOUT;
+        break;
+    default:
+        res.code = LOOM_E_NOMEM;
+        break;
+    }
+    upstream_send_done(ud, &res);
+}
+
+static void it_start(void *ud, upstream_send_t *s, const loom_request *req,
+                     const upstream_send_info *info)
+{
+    itransport *t = ud;
+    iso_invoke_t *v = iso_invoke(t->inst, req, info ? info->deadline_ms : 0, it_done, s);
+    if (!v) {
+        upstream_result res = { .usage = { -1, -1 }, .code = LOOM_E_NOMEM,
+                                .message = "out of memory sending the call to its helper" };
+        upstream_send_done(s, &res);
+        return;
+    }
+    upstream_send_set_data(s, v);
+}
+
+static void it_cancel(void *ud, upstream_send_t *s)
+{
+    iso_invoke_cancel(upstream_send_data(s));
+}
+
+static void it_free(void *ud)
+{
+    itransport *t = ud;
+    iso_instance_free(t->inst);
+    free(t);
+}
+
+const upstream_transport engine_iso_transport = {
+    .start = it_start, .cancel = it_cancel, .free = it_free,
+};

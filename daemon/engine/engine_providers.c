@@ -75,6 +75,26 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
     }
     pi->prov = pp;
     pi->plugins = e->plugins;
+    pi->isolated = engine_provider_isolated(e, provider_name);
+    if (pi->isolated) {
+        /* its instance lives in the plugin's helpers; the upstream (its
+         * limits) is here, sending through them */
+        void *tud = isolated_transport_new(e, pp, pi->name, cfg, err, errlen);
+        if (!tud)
+            goto fail;
+        if (!make_upstream) {
+            engine_iso_transport.free(tud);
+            snprintf(err, errlen, "an isolated provider needs an upstream");
+            goto fail;
+        }
+        if (!(pi->up = make_upstream(ud, pi->name, pp->def, tud, err, errlen)))
+            goto fail;
+        upstream_set_log(pi->up, pinst_vlog, pi);
+        json_decref(cfg);
+        pi->next = e->providers;
+        e->providers = pi;
+        return 0;
+    }
     if (pp->def->init) {
         hctx h;
         hctx_init(&h, e->plugins, pp->plugin);
@@ -119,7 +139,7 @@ void pinst_free_all(engine_t *e)
         pinst_t *pi = e->providers;
         e->providers = pi->next;
         upstream_free(pi->up); /* before fini: its calls use the state */
-        if (pi->prov->def->fini)
+        if (pi->prov->def->fini && !pi->isolated)
             pi->prov->def->fini(pi->state);
         free(pi->name);
         free(pi);

@@ -25,10 +25,12 @@ static void teardown(void)
     lh_teardown(&D);
 }
 
-/* DIR/plugins holding hostile.so, isolated with a 2 s timeout and 64 MiB. */
-static void setup_hostile(const char *extra_workflow_name, const char *extra_workflow)
+/* DIR/plugins holding hostile.so, isolated with a 2 s timeout and 64 MiB,
+ * with PROVIDERS (config lines, or NULL) besides the harness's. */
+static void setup_hostile_with(const char *providers, const char *extra_workflow_name,
+                               const char *extra_workflow)
 {
-    lh_setup(&D, NULL, NULL);
+    lh_setup(&D, providers, NULL);
     char dir[400], repl[1024];
     lh_plugin_dir(&D, (const char *const[]){ "hostile", NULL }, dir, sizeof dir);
     snprintf(repl, sizeof repl,
@@ -50,6 +52,11 @@ static void setup_hostile(const char *extra_workflow_name, const char *extra_wor
     lh_workflow(&D, "plain", "loom: 1\nname: plain\ndo: { lambda: std.length }\n");
     if (extra_workflow)
         lh_workflow(&D, extra_workflow_name, extra_workflow);
+}
+
+static void setup_hostile(const char *extra_workflow_name, const char *extra_workflow)
+{
+    setup_hostile_with(NULL, extra_workflow_name, extra_workflow);
 }
 
 static void submit_line(char *req, size_t len, const char *wf)
@@ -288,5 +295,56 @@ Test(isolate, a_lambda_that_polls_loom_cancelled_returns_and_keeps_its_helper, .
     cr_assert_eq(count_of(st, "crashes"), 0, "%s", json_dumps(st, 0));
     cr_assert_eq(count_of(st, "helpers_ready"), 1, "%s", json_dumps(st, 0));
     json_decref(st);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+}
+
+Test(isolate, an_isolated_plugins_invoke_provider_answers_from_its_helper, .fini = teardown)
+{
+    setup_hostile_with("  echo: { plugin: hostile_echo, prefix: 'P:' }\n", "p_echo",
+                       "loom: 1\nname: p_echo\ndo: { call: { prompt: 'hi {{ input }}', "
+                       "provider: echo } }\n");
+    lh_workflow(&D, "p_segv", "loom: 1\nname: p_segv\n"
+                              "do: { call: { prompt: x, provider: echo, model: segv } }\n");
+    lh_workflow(&D, "p_never", "loom: 1\nname: p_never\n"
+                               "do: { call: { prompt: x, provider: echo, model: never }, "
+                               "timeout: 300ms }\n");
+    lh_start(&D);
+    json_t *res = run("p_echo", 20000);
+    cr_assert_str_eq(state_of(res), "succeeded", "%s", json_dumps(res, 0));
+    cr_assert_str_eq(json_string_value(json_object_get(res, "output")), "P:hi abc", "%s",
+                     json_dumps(res, 0));
+    json_decref(res);
+    /* a segfault in the provider: plugin_crashed, while other jobs are served */
+    int c = lh_connect(&D);
+    cr_assert(c >= 0);
+    char req[256];
+    submit_line(req, sizeof req, "p_segv");
+    lh_send(c, req);
+    json_t *plain = run("plain", 10000);
+    cr_assert_str_eq(state_of(plain), "succeeded", "%s", json_dumps(plain, 0));
+    json_decref(plain);
+    json_t *r = lh_recv(c, 30000);
+    cr_assert(r != NULL, "no answer for p_segv");
+    res = json_object_get(r, "result");
+    cr_assert_str_eq(state_of(res), "failed", "%s", json_dumps(r, 0));
+    cr_assert_str_eq(code_of(res), "plugin_crashed", "%s", json_dumps(r, 0));
+    cr_assert(strstr(message_of(res), "signal 11"), "%s", message_of(res));
+    json_decref(r);
+    close(c);
+    /* a step's timeout cancels the call in the helper (its cancel hook) */
+    res = run("p_never", 20000);
+    cr_assert_str_eq(code_of(res), "timeout", "%s", json_dumps(res, 0));
+    json_decref(res);
+    lh_wait_log(&D, "hostile_echo: call cancelled", NULL, 1, 10000);
+    /* the restarted helper has the instance again */
+    res = run("p_echo", 20000);
+    cr_assert_str_eq(json_string_value(json_object_get(res, "output")), "P:hi abc", "%s",
+                     json_dumps(res, 0));
+    json_decref(res);
+    json_t *st = iso_stats_of("hostile");
+    cr_assert_eq(count_of(st, "crashes"), 1, "%s", json_dumps(st, 0));
+    cr_assert_eq(count_of(st, "invokes"), 4, "%s", json_dumps(st, 0));
+    json_decref(st);
+    cr_assert_eq(kill(D.pid, 0), 0, "loomd died");
     cr_assert_eq(lh_stop(&D, SIGTERM), 0);
 }
