@@ -50,6 +50,7 @@ typedef struct loomd {
     wfdir *wf;
     server_t *srv;
     const char **provider_names;   /* from cfg, for the compiler */
+    dsl_lambda_sig *lambda_sigs;   /* the plugins' lambda arguments, for the compiler (owned) */
     dsl_registry reg;
     jobs_t jobs;
     bool jobs_ready;           /* jobs_init ran */
