@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -356,6 +357,67 @@ Test(loomctl, config_providers)
     /* without a registry, no provider is checked */
     r = RUN("validate", "w.yaml");
     cr_expect(eq(int, r.status, 0), "stderr: %s", r.err);
+    run_free(&r);
+}
+
+/* A built-in lambda's args are checked with or without a config (the
+ * built-ins are always there); lambda names only with one, since without
+ * it a workflow may call a plugin that is not loaded here. */
+#define WF_BAD_ARG \
+    "loom: 1\nname: w\ndo:\n  chain:\n" \
+    "    - lambda: { fn: std.regex_match, args: { pattern: a, flag: i } }\n" \
+    "    - lambda: { fn: std.json_merge, args: { anything: 1 } }\n" \
+    "    - lambda: { fn: other.fn, args: { anything: 1 } }\n"
+
+Test(loomctl, lambda_args_are_checked)
+{
+#define WANT "w.yaml:5:58: error: unknown argument 'flag' for lambda 'std.regex_match'; " \
+             "did you mean 'flags'?\n"
+    write_file("w.yaml", WF_BAD_ARG);
+    run_result r = RUN("validate", "w.yaml");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(eq(str, r.err, WANT));
+    cr_expect(eq(str, r.out, ""));
+    run_free(&r);
+
+    write_file("loomd.conf", "socket: ./x.sock\nproviders:\n  default: { plugin: mock }\n");
+    r = RUN("validate", "--config", "loomd.conf", "w.yaml");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(eq(str, r.err, WANT "w.yaml:7:21: error: unknown lambda 'other.fn'\n"));
+    run_free(&r);
+
+    write_file("w.yaml", "loom: 1\nname: w\ndo:\n  lambda: { fn: std.const, args: { value: 1 } }\n");
+    r = RUN("validate", "--config", "loomd.conf", "w.yaml");
+    cr_expect(eq(int, r.status, 0), "stderr: %s", r.err);
+    cr_expect(eq(str, r.err, ""));
+    run_free(&r);
+#undef WANT
+}
+
+/* A shared-object plugin of the config's plugin directory (built against
+ * the frozen 2.0 header, so its declarations go through the loader's
+ * copies) has its lambdas' args checked offline, without its init. */
+Test(loomctl, lambda_args_of_a_plugin_directory)
+{
+    char *dir = tmp_path("plugins"), *link = tmp_path("plugins/lambda_2_0.so");
+    char *so = realpath(tu_buildpath("tests/plugins/abi/.libs/lambda_2_0.so"), NULL);
+    cr_assert(so != NULL, "no test plugin at %s", tu_buildpath("tests/plugins/abi/.libs/lambda_2_0.so"));
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    cr_assert_eq(symlink(so, link), 0);
+    free(so);
+    free(link);
+    free(dir);
+    write_file("loomd.conf", "socket: ./x.sock\nplugins: [./plugins]\n"
+                             "providers:\n  default: { plugin: mock }\n");
+    write_file("w.yaml", "loom: 1\nname: w\ndo:\n  chain:\n"
+                         "    - lambda: { fn: abi20.echo, args: { x: seven, zzz: 1 } }\n"
+                         "    - lambda: { fn: abi20.levels, args: { anything: 1 } }\n");
+    run_result r = RUN("validate", "--config", "loomd.conf", "w.yaml");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(eq(str, r.err,
+                 "w.yaml:5:44: error: argument 'x' of lambda 'abi20.echo' must be an integer, got a string\n"
+                 "w.yaml:5:51: error: unknown argument 'zzz' for lambda 'abi20.echo'\n"));
+    cr_expect(eq(str, r.out, ""));
     run_free(&r);
 }
 
@@ -709,6 +771,16 @@ Test(run, unknown_lambda_is_a_compile_error)
     run_result r = RUN("run", "w.yaml");
     cr_expect(eq(int, r.status, 1));
     cr_expect(eq(str, r.err, "w.yaml:4:11: error: unknown lambda 'std.trimm'; did you mean 'std.trim'?\n"));
+    run_free(&r);
+}
+
+Test(run, a_missing_lambda_argument_is_a_compile_error)
+{
+    write_file("w.yaml", "loom: 1\nname: w\ndo:\n  lambda: std.const\n");
+    run_result r = RUN("run", "w.yaml");
+    cr_expect(eq(int, r.status, 1));
+    cr_expect(eq(str, r.err, "w.yaml:4:11: error: missing required argument 'value' for lambda 'std.const'\n"));
+    cr_expect(eq(str, r.out, ""));
     run_free(&r);
 }
 

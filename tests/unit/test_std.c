@@ -152,7 +152,12 @@ Test(std, descriptor)
         const loom_lambda *l = find(names[i]);
 
         cr_assert_not_null(l->fn);
-        cr_assert_not_null(l->args);
+        /* json_merge's args are the object it merges, any keys at all, so
+         * it declares none: the compiler checks nothing there */
+        if (strcmp(names[i], "json_merge") == 0)
+            cr_assert_null(l->args);
+        else
+            cr_assert_not_null(l->args, "%s declares its args", names[i]);
         cr_assert_not_null(l->summary);
         cr_assert(l->flags & LOOM_LAMBDA_PURE, "%s should be pure", names[i]);
     }
