@@ -104,6 +104,9 @@ int gen_registry(loomd *d);
  * (with CHECK, only checks that each is loaded from a shared object).
  * 0, or -1 with every problem logged. */
 int loomd_isolate_start(loomd *d, bool check);
+/* SIGHUP: every isolated plugin's helpers run its reload hook with its
+ * configuration as plugins_reload left it (plugins_config). */
+void loomd_isolate_reload(loomd *d);
 /* Kills and reaps every helper; after the engines are freed. */
 void loomd_isolate_stop(loomd *d);
 

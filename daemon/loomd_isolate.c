@@ -1,6 +1,7 @@
 /* loomd_isolate.c -- from plugins.isolate in the config to running helpers:
  * finds each isolated plugin's shared object, the loom-plugin-host program,
- * and hands both to daemon/isolate. */
+ * and hands both to daemon/isolate with the plugin's checked configuration
+ * (plugins_config), which its helpers' init and, on SIGHUP, reload get. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -106,7 +107,7 @@ int loomd_isolate_start(loomd *d, bool check)
         iso_limits lim = { .processes = e->processes, .memory_bytes = e->memory_bytes,
                            .cpu_seconds = e->cpu_seconds, .timeout_ms = e->timeout_ms };
         (void)plugin_path(d, e->plugin, path, sizeof path);
-        int r = iso_add_plugin(d->iso, e->plugin, path, &lim, NULL);
+        int r = iso_add_plugin(d->iso, e->plugin, path, &lim, plugins_config(d->plugins, e->plugin));
         if (r < 0) {
             log_write(&d->log, LOOM_LOG_ERROR, json_pack("{s:s}", "plugin", e->plugin),
                       "cannot isolate plugin %s: %s", e->plugin, strerror(-r));
@@ -121,6 +122,18 @@ int loomd_isolate_start(loomd *d, bool check)
                   e->processes == 1 ? "" : "s");
     }
     return 0;
+}
+
+void loomd_isolate_reload(loomd *d)
+{
+    /* the plugins isolated at start: the section is not re-read */
+    const char *plugin;
+    for (size_t i = 0; d->iso && (plugin = iso_nth_plugin(d->iso, i)); i++) {
+        int r = iso_reload(d->iso, plugin, plugins_config(d->plugins, plugin));
+        if (r < 0)
+            log_write(&d->log, LOOM_LOG_ERROR, json_pack("{s:s}", "plugin", plugin),
+                      "plugin %s: its helpers keep their configuration: %s", plugin, strerror(-r));
+    }
 }
 
 void loomd_isolate_stop(loomd *d)
