@@ -298,6 +298,54 @@ Test(isolate, a_lambda_that_polls_loom_cancelled_returns_and_keeps_its_helper, .
     cr_assert_eq(lh_stop(&D, SIGTERM), 0);
 }
 
+/* hostile.setting's answer: its configured value (a new reference), and
+ * the pid of the helper that ran it in *PID. */
+static json_t *setting(int *pid)
+{
+    json_t *res = run("h_setting", 20000);
+    cr_assert_str_eq(state_of(res), "succeeded", "%s", json_dumps(res, 0));
+    json_t *out = json_object_get(res, "output");
+    *pid = (int)json_integer_value(json_object_get(out, "pid"));
+    json_t *v = json_incref(json_object_get(out, "value"));
+    json_decref(res);
+    return v;
+}
+
+Test(isolate, an_isolated_plugin_gets_its_configuration_and_reloads_it, .fini = teardown)
+{
+    setup_hostile(NULL, NULL);
+    lh_config_replace(&D, "  isolate:\n", "  config:\n    hostile: { value: first }\n  isolate:\n");
+    lh_start(&D);
+    int pid, again;
+    json_t *v = setting(&pid);
+    cr_assert_str_eq(json_string_value(v), "first", "%s", json_dumps(v, JSON_ENCODE_ANY));
+    json_decref(v);
+    /* SIGHUP: the helper runs the plugin's reload with the new value */
+    lh_config_replace(&D, "value: first", "value: second");
+    cr_assert_eq(kill(D.pid, SIGHUP), 0);
+    long until = lh_now_ms() + 10000;
+    for (;;) {
+        v = setting(&again);
+        if (json_is_string(v) && !strcmp(json_string_value(v), "second"))
+            break;
+        cr_assert_str_eq(json_string_value(v), "first", "%s", json_dumps(v, JSON_ENCODE_ANY));
+        cr_assert_lt(lh_now_ms(), until, "the reload did not reach the helper");
+        json_decref(v);
+        usleep(20000);
+    }
+    json_decref(v);
+    cr_assert_eq(again, pid, "a reload must not restart the helper");
+    /* a helper started after the reload gets the new value for its init */
+    json_t *res = run("h_segv", 20000);
+    cr_assert_str_eq(code_of(res), "plugin_crashed", "%s", json_dumps(res, 0));
+    json_decref(res);
+    v = setting(&again);
+    cr_assert_neq(again, pid);
+    cr_assert_str_eq(json_string_value(v), "second", "%s", json_dumps(v, JSON_ENCODE_ANY));
+    json_decref(v);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+}
+
 Test(isolate, an_isolated_plugins_invoke_provider_answers_from_its_helper, .fini = teardown)
 {
     setup_hostile_with("  echo: { plugin: hostile_echo, prefix: 'P:' }\n", "p_echo",
