@@ -171,6 +171,29 @@ static const loomctl_command commands[] = {
       "Exit status: 0 the job succeeded, 1 it failed or was cancelled, 2 usage error,\n"
       "3 loomd unreachable or the connection broke, 4 refused (not_found: no such\n"
       "job), 5 timed out (the job goes on).\n" },
+    { "plugins", loomctl_cmd_plugins, "list the plugins, their lambdas and providers",
+      "plugins [--json|--markdown] [--builtin|--config FILE] [--socket PATH]\n"
+      "               [--timeout SECONDS]",
+      "Prints every plugin loomd has loaded: its version, plugin ABI, file (or\n"
+      "built-in) and whether it runs isolated, then its lambdas with their flags\n"
+      "and declared arguments and its providers with their options (a required\n"
+      "one is marked *, a default shown as =VALUE). With --builtin or --config no\n"
+      "daemon is asked: the plugins are loaded in this process, as `loomctl run`\n"
+      "does.\n"
+      "\n"
+      "  --json             print the document as JSON, on one line (from loomd: its\n"
+      "                     reply line as is)\n"
+      "  --markdown         print a Markdown reference page of the plugins (what\n"
+      "                     docs/lambdas.md is made with, from --builtin)\n"
+      "  --builtin          the plugins built into loomd only, without a daemon\n"
+      "  -c, --config FILE  the built-ins and the plugins of the plugin directories\n"
+      "                     of the daemon's config FILE, without a daemon\n"
+      "  --socket PATH      loomd's socket (default: $LOOM_SOCKET, else ./loom.sock)\n"
+      "  --timeout SECONDS  how long to wait for loomd's answer (default 30)\n"
+      "\n"
+      "Exit status: 0 printed, 1 a plugin was refused (--builtin, --config: the\n"
+      "others are printed), 2 usage error, 3 loomd unreachable, 4 refused, 5 no\n"
+      "answer in time.\n" },
     { "help", cmd_help, "show help for a command", "help [COMMAND]", "" },
 };
 

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "daemon/config_file.h"
+#include "daemon/plugins/plugins.h"
 #include "dsl/graph.h"
 
 /* Exit statuses, the same for every command. */
@@ -78,6 +79,12 @@ int loomctl_cmd_list(int argc, char **argv);
 int loomctl_cmd_workflows(int argc, char **argv);
 int loomctl_cmd_stats(int argc, char **argv);
 int loomctl_cmd_watch(int argc, char **argv);
+int loomctl_cmd_plugins(int argc, char **argv);
+
+/* (loomctl_markdown.c) DOC, the document of the `plugins` op (borrowed), as
+ * a Markdown reference page headed TITLE: a new string, or NULL when out of
+ * memory. The same document always gives the same bytes. */
+char *loomctl_plugins_markdown(const json_t *doc, const char *title);
 
 /* A workflow compiled for running, with the workflows `use` can reach. */
 typedef struct loomctl_compiled {
@@ -87,9 +94,9 @@ typedef struct loomctl_compiled {
 } loomctl_compiled;
 
 /* Compiles FILE with its sibling files, checking provider names against CFG
- * and lambda names against LAMBDAS (NULL-terminated, borrowed; NULL: not
- * checked). Errors are printed. 0, or -1 when FILE is not valid. */
-int loomctl_compile(const char *file, const config *cfg, const char *const *lambdas,
+ * and lambda names and arguments against the lambdas of PLUGINS (borrowed).
+ * Errors are printed. 0, or -1 when FILE is not valid. */
+int loomctl_compile(const char *file, const config *cfg, const plugins_t *plugins,
                     loomctl_compiled *out);
 void loomctl_compiled_free(loomctl_compiled *c);
 

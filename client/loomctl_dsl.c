@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 
 #include "daemon/config_file.h"
+#include "daemon/plugins/plugins_sigs.h"
+#include "daemon/plugins/plugins.h"
 #include "dsl/dsl.h"
 #include "common/containers.h"
 #include "common/file.h"
@@ -52,7 +54,7 @@ typedef struct ctl_set {
     ctl_ids files;       /* of every file in V that could be stat'ed */
     ctl_ids dirs;        /* directories scanned for siblings */
     const char **providers; /* NULL-terminated, borrowed from CONFIG; NULL: unchecked */
-    const char *const *lambdas; /* NULL-terminated, borrowed; NULL: unchecked */
+    dsl_registry *plugin_reg; /* owned: the lambdas' names (NULL: unchecked) and arguments */
     config *config;
 } ctl_set;
 
@@ -68,13 +70,44 @@ static void set_free(ctl_set *s)
     free(s->files.v);
     free(s->dirs.v);
     free(s->providers);
+    free(s->plugin_reg);
     config_free(s->config);
 }
 
 /* ---- the daemon config: the provider names workflows may use ---- */
 
-/* Loads the config at PATH into S, printing its errors. Returns 0, or -1
- * when the config is unusable. */
+static void print_plugin_line(void *ud, const char *line)
+{
+    (void)ud;
+    fprintf(stderr, "%s\n", line);
+}
+
+/* C's plugins.config entries, checked as loomd checks them: against the
+ * options each plugin declares. The plugins are registered without running
+ * their init (nothing of a plugin runs here but its entry point). 0, or -1
+ * after printing the errors (FILE:LINE:COL for an entry). */
+static int check_plugin_configs(const config *c)
+{
+    plugins_t *p = plugins_new(print_plugin_line, NULL);
+    int rc = -1;
+
+    if (!p || config_plugins_attach(c, p, 1) < 0) {
+        fprintf(stderr, "loomctl: out of memory\n");
+        goto out;
+    }
+    plugins_set_no_init(p, true);
+    (void)plugins_add_builtins(p);
+    for (size_t i = 0; c->plugin_dirs && c->plugin_dirs[i]; i++)
+        (void)plugins_load_dir(p, c->plugin_dirs[i]);
+    (void)plugins_check_unused_configs(p);
+    rc = plugins_errors(p) ? -1 : 0;
+out:
+    plugins_free(p);
+    return rc;
+}
+
+/* Loads the config at PATH into S, printing its errors (a plugin's entry in
+ * plugins.config too). Returns 0, or -1 when the config is unusable. */
 static int load_config(ctl_set *s, const char *path)
 {
     dsl_diags d;
@@ -90,8 +123,68 @@ static int load_config(ctl_set *s, const char *path)
     rc = 0;
 out:
     loomctl_print_diags(&d);
+    /* only a config with plugin entries loads plugins: checking the rest
+     * needs none */
+    if (rc == 0 && s->config->plugin_configs.n && check_plugin_configs(s->config) < 0)
+        rc = -1;
     dsl_diags_free(&d);
     return rc;
+}
+
+/* ---- the plugins: the lambdas workflows may call, and their arguments ---- */
+
+/* What P's lambdas add to the compiler's registry, in one block that
+ * outlives P (free with free()): their arguments always, their names only
+ * when NAMES (else a lambda of a plugin not loaded here is not an error).
+ * NULL when out of memory. */
+static dsl_registry *plugin_registry(const plugins_t *p, bool names)
+{
+    dsl_lambda_sig *sigs = plugins_lambda_sigs(p);
+    if (!sigs)
+        return NULL;
+    dsl_registry view = { .lambdas = names ? plugins_lambda_names(p) : NULL, .lambda_sigs = sigs };
+    dsl_registry *reg = dsl_registry_dup(&view);
+    free(sigs);
+    return reg;
+}
+
+static void say_plugin_line(void *ud, const char *line)
+{
+    (void)ud;
+    fprintf(stderr, "loomctl: %s\n", line);
+}
+
+static void drop_plugin_line(void *ud, const char *line)
+{
+    (void)ud;
+    (void)line;
+}
+
+/* Registers the plugins loomd would load (the built-ins, and with a config
+ * the shared objects of its plugin directories, each with its entry of
+ * plugins.config) into S's registry, running none of their code but the
+ * entry point: lambda names are checked only with a config, since without
+ * one a workflow may call plugins not registered here; the arguments of
+ * every lambda registered are checked either way. 0, or -1 when out of
+ * memory. */
+static int load_plugins(ctl_set *s)
+{
+    /* a config with plugin entries had its plugins loaded and every
+     * loader line printed by check_plugin_configs already */
+    bool said = s->config && s->config->plugin_configs.n;
+    plugins_t *p = plugins_new(said ? drop_plugin_line : say_plugin_line, NULL);
+    if (!p || (s->config && config_plugins_attach(s->config, p, 1) < 0)) {
+        plugins_free(p);
+        return -1;
+    }
+    plugins_set_no_init(p, true);
+    (void)plugins_add_builtins(p); /* a refusal is printed */
+    /* a directory that cannot be read is reported by the loader */
+    for (size_t i = 0; s->config && s->config->plugin_dirs && s->config->plugin_dirs[i]; i++)
+        (void)plugins_load_dir(p, s->config->plugin_dirs[i]);
+    s->plugin_reg = plugin_registry(p, s->config != NULL);
+    plugins_free(p);
+    return s->plugin_reg ? 0 : -1;
 }
 
 /* ---- the set of files compiled together ---- */
@@ -236,7 +329,11 @@ static dsl_graph *compile_path(const char *path, const dsl_options *opt, dsl_dia
  * when out of memory (reported). */
 static int set_compile(ctl_set *s)
 {
-    dsl_registry reg = { .providers = s->providers, .lambdas = s->lambdas, .workflows = NULL };
+    dsl_registry reg = { .providers = s->providers, .workflows = NULL };
+    if (s->plugin_reg) {
+        reg.lambdas = s->plugin_reg->lambdas;
+        reg.lambda_sigs = s->plugin_reg->lambda_sigs;
+    }
     dsl_options opt = { .registry = &reg };
     dsl_graph **graphs = calloc(s->n + 1, sizeof *graphs);
     const char **names = calloc(s->n + 1, sizeof *names);
@@ -270,6 +367,8 @@ static int set_build(ctl_set *s, char **files, int nfiles, const char *config_pa
 {
     if (config_path && load_config(s, config_path) < 0)
         return -1;
+    if (!s->plugin_reg && load_plugins(s) < 0)
+        goto oom;
     for (int i = 0; i < nfiles; i++) {
         struct stat st;
         if (set_add(s, files[i], true, stat(files[i], &st) == 0 ? &st : NULL) < 0)
@@ -404,13 +503,16 @@ out:
     return rc;
 }
 
-int loomctl_compile(const char *file, const config *cfg, const char *const *lambdas,
+int loomctl_compile(const char *file, const config *cfg, const plugins_t *plugins,
                     loomctl_compiled *out)
 {
     ctl_set s = { 0 };
     int rc = -1;
     memset(out, 0, sizeof *out);
-    s.lambdas = lambdas;
+    if (!(s.plugin_reg = plugin_registry(plugins, true))) {
+        fprintf(stderr, "loomctl: out of memory\n");
+        goto out;
+    }
     if (!(s.providers = config_provider_names(cfg))) {
         fprintf(stderr, "loomctl: out of memory\n");
         goto out;

@@ -178,13 +178,18 @@ int loomctl_cmd_run(int argc, char **argv)
     }
     if (!cfg)
         goto out;
-    if (!(plugins = plugins_new(log_line, NULL)) || plugins_add_builtins(plugins) < 0)
+    /* isolated plugins run in this process too: there is no helper here */
+    if (!(plugins = plugins_new(log_line, NULL)) || config_plugins_attach(cfg, plugins, 1) < 0)
         goto oom;
+    if (plugins_add_builtins(plugins) < 0) /* the refusal is printed */
+        goto out;
     for (size_t i = 0; cfg->plugin_dirs && cfg->plugin_dirs[i]; i++)
         if (plugins_load_dir(plugins, cfg->plugin_dirs[i]) < 0)
             fprintf(stderr, "loomctl run: cannot read plugin directory %s: %s\n",
                     cfg->plugin_dirs[i], strerror(errno));
-    if (loomctl_compile(argv[1], cfg, plugins_lambda_names(plugins), &wf) < 0)
+    if (plugins_check_unused_configs(plugins) > 0)
+        goto out;
+    if (loomctl_compile(argv[1], cfg, plugins, &wf) < 0)
         goto out;
     if (!(input = input_path ? loomctl_read_input("run", input_path) : json_object()))
         goto out;

@@ -221,7 +221,10 @@ void loomd_reload(loomd *d)
     } else if (gen_start(d, d->cfg) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "the providers failed to start again");
     }
-    plugins_reload(d->plugins, NULL); /* plugins' reload hooks; no per-plugin config yet */
+    /* each plugin's configuration (the new config's, or the old one's
+     * again when the new one was refused), checked against its options */
+    plugins_reload_at(d->plugins, d->cfg->plugin_configs.configs, config_plugins_where, d->cfg);
+    loomd_isolate_reload(d); /* the same configurations, to isolated plugins' helpers */
     gen_collect(d);
     /* reads the directory's names only: what changed compiles on wfdir's
      * thread and is swapped in when done (a failure is logged by wfdir) */
@@ -305,11 +308,18 @@ static int start(loomd *d, bool check)
     }
     plugins_set_level_log(d->plugins, log_plugins, d);
     plugins_set_trial_init(d->plugins, check);
+    /* each plugin's configuration; isolated plugins' init runs in their
+     * helpers (loomd_isolate.c), not here */
+    if (config_plugins_attach(d->cfg, d->plugins, 0) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(ENOMEM));
+        return -1;
+    }
     if (plugins_add_builtins(d->plugins) < 0)
         return -1;
     /* a directory that cannot be read is reported by the loader */
     for (size_t i = 0; d->cfg->plugin_dirs && d->cfg->plugin_dirs[i]; i++)
         (void)plugins_load_dir(d->plugins, d->cfg->plugin_dirs[i]);
+    (void)plugins_check_unused_configs(d->plugins); /* errors: --check fails on them */
     if (loomd_isolate_start(d, check) < 0)
         return -1;
     if (gen_registry(d) < 0)
@@ -428,6 +438,7 @@ static void stop(loomd *d)
     loomd_signals_detach(d->signals); /* nothing is posted to a freed reactor */
     reactor_free(d->r);
     free(d->provider_names);
+    free(d->lambda_sigs);
     config_free(d->cfg);
 }
 

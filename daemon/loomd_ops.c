@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/isolate/iso.h"
 #include "daemon/loomd.h"
 #include "daemon/ops_check.h"
 #include "dsl/dsl.h"
@@ -382,7 +383,28 @@ static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
                                       (json_int_t)st.transactions, "queued", (json_int_t)st.queued,
                                       "held", (json_int_t)st.held, "held_tries",
                                       (json_int_t)st.held_tries));
+    /* isolated plugins: crashes (plugin_crashed), timeouts and restarts of
+     * their helpers, by plugin ({} when none is isolated) */
+    if (o)
+        json_object_set_new(o, "isolate", iso_stats_json(d->iso));
     server_reply(conn, id, o);
+}
+
+static bool plugin_isolated(void *ud, const char *name)
+{
+    return iso_isolated(((loomd *)ud)->iso, name);
+}
+
+/* Read-only and a few kilobytes: built on the reactor thread from the
+ * registry, which does not change after loading. */
+static void op_plugins(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+{
+    json_t *doc = plugins_describe(d->plugins, plugin_isolated, d);
+    if (!doc) {
+        server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
+    server_reply(conn, id, doc);
 }
 
 static void op_events(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
@@ -399,6 +421,7 @@ static const struct {
     { "submit", op_submit }, { "get", op_get }, { "wait", op_wait }, { "cancel", op_cancel },
     { "list", op_list }, { "workflows", op_workflows }, { "validate", op_validate },
     { "stats", op_stats }, { "events", op_events }, { "retry", op_retry },
+    { "plugins", op_plugins },
 };
 
 void ops_handle(server_conn_t *conn, json_t *req, void *ud)

@@ -55,6 +55,7 @@ static const struct {
     { "submit", f_submit }, { "get", f_job }, { "wait", f_wait }, { "cancel", f_job },
     { "list", f_list }, { "workflows", f_none }, { "validate", f_validate },
     { "stats", f_none }, { "events", f_events }, { "retry", f_job },
+    { "plugins", f_none },
 };
 
 const ops_field *ops_fields(const char *op)

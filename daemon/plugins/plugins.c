@@ -24,17 +24,21 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/containers.h"
+#include "dsl/suggest.h"
 
 /* Defined by plugins/std and plugins/mock, built with LOOM_BUILTIN_PLUGIN. */
 extern const loom_plugin *loom_builtin_std_entry(void);
@@ -82,6 +86,8 @@ typedef struct plugin_slot {
     void *state;                   /* from the plugin's init; the plugin's */
     void *handle;                  /* dlopen handle, NULL for built-ins */
     char *origin;                  /* the file, or "built-in" (owned) */
+    json_t *config;                /* the checked configuration applied (owned), or NULL */
+    bool elsewhere;                /* init, reload and fini run in another process */
 } plugin_slot;
 
 /* The public struct first, so a lookup result converts back to its slot. */
@@ -103,6 +109,13 @@ struct plugins {
     void *ud;
     bool trial_init;               /* run each init in a child first */
     size_t errors;                 /* lines reported at LOOM_LOG_ERROR */
+
+    json_t *configs;               /* plugins_set_configs: NAME -> entry (owned ref) */
+    plugins_config_where_fn where; /* places messages about an entry */
+    void *where_ud;
+    json_t *offered;               /* names of plugins offered for loading (a set) */
+    char **elsewhere;              /* plugins_set_init_elsewhere (owned, NULL-terminated) */
+    bool no_init;                  /* plugins_set_no_init: every plugin is elsewhere */
 
     plugin_slot **plugins;         /* in load order (fini runs in reverse) */
     size_t nplugins, cap_plugins;
@@ -341,6 +354,7 @@ static void slot_free(plugin_slot *s)
     free(s->lambdas);
     free(s->providers);
     free(s->origin);
+    json_decref(s->config);
     free(s);
 }
 
@@ -350,7 +364,7 @@ void plugins_free(plugins_t *p)
         return;
     for (size_t i = p->nplugins; i-- > 0;) {
         plugin_slot *s = p->plugins[i];
-        if (s->desc.fini)
+        if (s->desc.fini && !s->elsewhere)
             s->desc.fini(s->state);
         /* After fini: the descriptor's strings and the code live in the object. */
         if (s->handle)
@@ -368,6 +382,11 @@ void plugins_free(plugins_t *p)
     free(p->lambda_names);
     free(p->providers);
     free(p->provider_names);
+    json_decref(p->configs);
+    json_decref(p->offered);
+    for (size_t i = 0; p->elsewhere && p->elsewhere[i]; i++)
+        free(p->elsewhere[i]);
+    free(p->elsewhere);
     free(p);
 }
 
@@ -436,6 +455,22 @@ const char *const *plugins_provider_names(const plugins_t *p)
     return p->provider_names;
 }
 
+size_t plugins_count(const plugins_t *p)
+{
+    return p->nplugins;
+}
+
+const loom_plugin *plugins_nth(const plugins_t *p, size_t i, const char **origin, bool *builtin)
+{
+    if (i >= p->nplugins)
+        return NULL;
+    if (origin)
+        *origin = p->plugins[i]->origin;
+    if (builtin)
+        *builtin = !p->plugins[i]->handle;
+    return &p->plugins[i]->desc;
+}
+
 /* ---- checking a descriptor ---- */
 
 static int valid_plugin_name(const char *s)
@@ -461,8 +496,6 @@ static int valid_member_name(const char *s)
     return 1;
 }
 
-/* Every check that needs no allocation, in the order a reader would expect
- * the first problem to be named. 0, or -1 after reporting. */
 /* The version and the sizes, read from RAW (the plugin's memory) into *H:
  * 0, or -1 after reporting. The version is read first and alone: only the
  * two version fields are at the same place in every major (1.x had them
@@ -660,11 +693,54 @@ static int check_desc(plugins_t *p, const loom_plugin *d, const char *origin)
     return 0;
 }
 
-/* Inserts ITEM at AT in the array of N pointers (room already reserved). */
+/* Waits for the trial child PID until PLUGINS_TRIAL_INIT_TIMEOUT_MS have
+ * passed: 1 with its status in *ST, 0 when it is still running then, -1 on
+ * an error (errno). A pidfd says when it ends; without pidfds (Linux before
+ * 5.3) it is asked every 5 ms, as the isolation helpers are. */
+static int wait_trial(pid_t pid, int *st)
+{
+    uint64_t until = mono_ms() + PLUGINS_TRIAL_INIT_TIMEOUT_MS;
+    int fd = -1, rc;
+
+#ifdef SYS_pidfd_open
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+    for (;;) {
+        pid_t w = waitpid(pid, st, WNOHANG);
+        if (w == pid) {
+            rc = 1;
+            break;
+        }
+        if (w < 0 && errno != EINTR) {
+            rc = -1;
+            break;
+        }
+        uint64_t now = mono_ms();
+        if (now >= until) {
+            rc = 0;
+            break;
+        }
+        uint64_t left = until - now;
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        if (fd >= 0)
+            (void)poll(&pf, 1, (int)left);
+        else
+            (void)poll(NULL, 0, left < 5 ? (int)left : 5);
+    }
+    if (fd >= 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
+    return rc;
+}
+
 /* Runs D's init in a forked child, so a plugin that dies in it is named
- * instead of taking the checker down: 0 when the child's init returned
- * (whatever it answered: the real run reports a refusal), -1 when it died.
- * The child exits without fini or any cleanup: its memory is a copy. */
+ * instead of taking the checker down, and one that hangs in it cannot hang
+ * the check: 0 when the child's init returned (whatever it answered: the
+ * real run reports a refusal), -1 when it died or was killed for taking
+ * longer than PLUGINS_TRIAL_INIT_TIMEOUT_MS. The child exits without fini or
+ * any cleanup: its memory is a copy. */
 static int trial_init(plugins_t *p, const loom_plugin *d, const char *origin, json_t *config)
 {
     fflush(NULL);
@@ -682,12 +758,19 @@ static int trial_init(plugins_t *p, const loom_plugin *d, const char *origin, js
         (void)d->init(&lc.base, config, &state);
         _exit(TRIAL_RETURNED);
     }
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) {
-            report(p, origin, "cannot check plugin '%s': %s", d->name, strerror(errno));
-            return -1;
-        }
+    int st = 0, w = wait_trial(pid, &st);
+    if (w < 0) {
+        report(p, origin, "cannot check plugin '%s': %s", d->name, strerror(errno));
+        return -1;
+    }
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        report(p, origin, "plugin '%s': init did not return within %d s", d->name,
+               PLUGINS_TRIAL_INIT_TIMEOUT_MS / 1000);
+        return -1;
+    }
     if (WIFEXITED(st) && WEXITSTATUS(st) == TRIAL_RETURNED)
         return 0;
     if (WIFSIGNALED(st))
@@ -698,11 +781,191 @@ static int trial_init(plugins_t *p, const loom_plugin *d, const char *origin, js
     return -1;
 }
 
+/* Inserts ITEM at AT in the array of N pointers (room already reserved). */
 static void insert_at(void *arr, size_t n, size_t at, void *item)
 {
     void **a = arr;
     memmove(&a[at + 1], &a[at], (n - at) * sizeof *a);
     a[at] = item;
+}
+
+/* ---- per-plugin configuration ---- */
+
+static bool name_in(char *const *names, const char *name)
+{
+    for (size_t i = 0; names && names[i]; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Reports a problem with PLUGIN's entry at KEY (NULL or "": the entry) as
+ * "FILE:LINE:COL: error: plugins.config.PLUGIN: MSG" when WHERE places it,
+ * else as "ORIGIN: plugins.config.PLUGIN: MSG". */
+static void report_entry(plugins_t *p, plugins_config_where_fn where, void *ud,
+                         const char *origin, const char *plugin, const char *key,
+                         const char *msg)
+{
+    char pos[600];
+
+    if (where) {
+        pos[0] = '\0';
+        where(ud, plugin, key && *key ? key : NULL, pos, sizeof pos);
+        report(p, pos, "error: plugins.config.%s: %s", plugin, msg);
+    } else {
+        report(p, origin, "plugins.config.%s: %s", plugin, msg);
+    }
+}
+
+/* The configuration D gets from ENTRY (borrowed; NULL or JSON null for
+ * none): checked against D's options into *OUT (a new reference: a checked
+ * copy, or ENTRY itself for a plugin without options; NULL for none). 0, or
+ * -1 after reporting (AFTER, may be "", ends the message). */
+static int check_config(plugins_t *p, const loom_plugin *d, const char *origin, json_t *entry,
+                        plugins_config_where_fn where, void *ud, const char *after,
+                        json_t **out)
+{
+    char err[512], key[256], msg[900];
+
+    *out = NULL;
+    if (json_is_null(entry))       /* `NAME:` with nothing under it */
+        entry = NULL;
+    if (!d->options) {
+        *out = json_incref(entry);
+        return 0;
+    }
+    /* a copy: the check adds defaults, and ENTRY is the config file's */
+    json_t *copy = entry ? json_deep_copy(entry) : json_object();
+    if (!copy) {
+        report(p, origin, "out of memory while checking the configuration of '%s'", d->name);
+        return -1;
+    }
+    if (plugins_check_options_at(d->options, copy, err, sizeof err, key, sizeof key) < 0) {
+        json_decref(copy);
+        snprintf(msg, sizeof msg, "%s%s", err, after);
+        report_entry(p, where, ud, origin, d->name, key, msg);
+        return -1;
+    }
+    *out = copy;
+    return 0;
+}
+
+/* An entry for NAME, which no plugin offered for loading has: an error,
+ * with the nearest name of a plugin offered (loaded, or refused for another
+ * reason). */
+static void report_unknown_entry(plugins_t *p, plugins_config_where_fn where, void *ud,
+                                 const char *name)
+{
+    char msg[600];
+    size_t n = 0, noffered = json_object_size(p->offered);
+    const char **names = calloc(p->nplugins + noffered + 1, sizeof *names);
+    const char *near = NULL, *key;
+    json_t *v;
+
+    if (names) {
+        for (size_t i = 0; i < p->nplugins; i++)
+            names[n++] = p->plugins[i]->desc.name;
+        json_object_foreach(p->offered, key, v) {
+            if (n < p->nplugins + noffered)
+                names[n++] = key;
+        }
+        near = dsl_suggest(name, strlen(name), names, n);
+    }
+    if (near)
+        snprintf(msg, sizeof msg, "no plugin '%s' is loaded; did you mean '%s'?", name, near);
+    else
+        snprintf(msg, sizeof msg, "no plugin '%s' is loaded", name);
+    free(names);
+    report_entry(p, where, ud, "config", name, NULL, msg);
+}
+
+int plugins_set_configs(plugins_t *p, json_t *configs, plugins_config_where_fn where, void *ud)
+{
+    json_t *offered = json_object();
+
+    if (!offered)
+        return -1;
+    json_decref(p->configs);
+    json_decref(p->offered);
+    p->configs = json_is_object(configs) ? json_incref(configs) : NULL;
+    p->offered = offered;
+    p->where = where;
+    p->where_ud = ud;
+    return 0;
+}
+
+int plugins_check_unused_configs(plugins_t *p)
+{
+    const char *name;
+    json_t *v;
+    int n = 0;
+
+    json_object_foreach(p->configs, name, v) {
+        if (json_object_get(p->offered, name))
+            continue;
+        report_unknown_entry(p, p->where, p->where_ud, name);
+        n++;
+    }
+    return n;
+}
+
+static plugin_slot *find_slot(const plugins_t *p, const char *name)
+{
+    for (size_t i = 0; name && i < p->nplugins; i++)
+        if (strcmp(p->plugins[i]->desc.name, name) == 0)
+            return p->plugins[i];
+    return NULL;
+}
+
+json_t *plugins_config(const plugins_t *p, const char *plugin)
+{
+    const plugin_slot *s = p ? find_slot(p, plugin) : NULL;
+    return s ? s->config : NULL;
+}
+
+int plugins_set_init_elsewhere(plugins_t *p, const char *const *names)
+{
+    size_t n = 0;
+    char **v;
+
+    while (names && names[n])
+        n++;
+    if (!(v = calloc(n + 1, sizeof *v)))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!(v[i] = strdup(names[i]))) {
+            for (size_t k = 0; k < i; k++)
+                free(v[k]);
+            free(v);
+            return -1;
+        }
+    for (size_t i = 0; p->elsewhere && p->elsewhere[i]; i++)
+        free(p->elsewhere[i]);
+    free(p->elsewhere);
+    p->elsewhere = v;
+    return 0;
+}
+
+void plugins_set_no_init(plugins_t *p, bool on)
+{
+    p->no_init = on;
+}
+
+/* The configuration D starts with: GIVEN (the caller's, may be NULL) or
+ * its plugins_set_configs entry, checked. 0 with *OUT set (a new reference
+ * or NULL), or -1 after reporting. */
+static int initial_config(plugins_t *p, const loom_plugin *d, const char *origin, json_t *given,
+                          json_t **out)
+{
+    json_t *entry = json_object_get(p->configs, d->name);
+
+    /* offered, whatever becomes of it: an entry for a plugin refused for
+     * another reason is not also "no plugin loaded" */
+    if (p->offered && json_object_set_new(p->offered, d->name, json_true()) < 0) {
+        report(p, origin, "out of memory while loading");
+        return -1;
+    }
+    return check_config(p, d, origin, given ? given : entry, p->where, p->where_ud, "", out);
 }
 
 /* The whole registration, HANDLE (may be NULL) included: on success the
@@ -723,8 +986,9 @@ static int add_plugin(plugins_t *p, const loom_plugin *raw, const char *origin, 
     if (!(slot = calloc(1, sizeof *slot)) || normalise(slot, &h, raw) < 0)
         goto nomem;
     d = &slot->desc;
-    if (check_desc(p, d, origin) < 0)
+    if (check_desc(p, d, origin) < 0 || initial_config(p, d, origin, config, &slot->config) < 0)
         goto refuse;
+    slot->elsewhere = p->no_init || name_in(p->elsewhere, d->name);
     nl = d->nlambdas;
     nv = d->nproviders;
 
@@ -765,13 +1029,14 @@ static int add_plugin(plugins_t *p, const loom_plugin *raw, const char *origin, 
         providers[i]->origin = slot->origin;
     }
 
-    if (d->init && handle && p->trial_init && trial_init(p, d, origin, config) < 0)
+    if (d->init && !slot->elsewhere && handle && p->trial_init &&
+        trial_init(p, d, origin, slot->config) < 0)
         goto refuse;
-    if (d->init) {
+    if (d->init && !slot->elsewhere) {
         load_ctx lc = { .base = { .api = &load_api }, .p = p, .name = d->name };
         if (handle && p->level_log) /* so a crash inside init is named in the log */
             report_at(p, LOOM_LOG_INFO, origin, "loading plugin '%s'", d->name);
-        if (d->init(&lc.base, config, &slot->state) < 0) {
+        if (d->init(&lc.base, slot->config, &slot->state) < 0) {
             report(p, origin, "plugin '%s' failed to initialise: %s", d->name,
                    lc.has_error ? lc.error : "no reason given");
             goto refuse;
@@ -926,22 +1191,60 @@ out:
     return loaded;
 }
 
-int plugins_reload(plugins_t *p, json_t *configs)
+static bool same_config(const json_t *a, const json_t *b)
 {
+    return a == b || (a && b && json_equal(a, b));
+}
+
+int plugins_reload_at(plugins_t *p, json_t *configs, plugins_config_where_fn where, void *ud)
+{
+    const char *name;
+    json_t *v;
     int failed = 0;
 
+    if (!json_is_object(configs))
+        configs = NULL;
     for (size_t i = 0; i < p->nplugins; i++) {
         plugin_slot *s = p->plugins[i];
-        /* zero for a plugin of minor 0: its descriptor had no such field */
-        if (!s->desc.reload)
+        json_t *config;
+        if (check_config(p, &s->desc, s->origin, json_object_get(configs, s->desc.name), where,
+                         ud, " (the plugin keeps its configuration)", &config) < 0) {
+            failed++;
             continue;
-        json_t *config = json_is_object(configs) ? json_object_get(configs, s->desc.name) : NULL;
+        }
+        if (s->elsewhere) {        /* its helper reloads it, from plugins_config */
+            json_decref(s->config);
+            s->config = config;
+            continue;
+        }
+        /* zero for a plugin of minor 0: its descriptor had no such field */
+        if (!s->desc.reload) {
+            if (!same_config(config, s->config))
+                report_at(p, LOOM_LOG_WARN, s->origin,
+                          "plugin '%s' has no reload hook: its configuration change needs a "
+                          "restart", s->desc.name);
+            json_decref(config);
+            continue;
+        }
         load_ctx lc = { .base = { .api = &load_api }, .p = p, .name = s->desc.name };
         if (s->desc.reload(&lc.base, s->state, config) < 0) {
             report(p, s->origin, "plugin '%s' kept its configuration: %s", s->desc.name,
                    lc.has_error ? lc.error : "reload failed");
+            json_decref(config);
             failed++;
+            continue;
         }
+        json_decref(s->config);
+        s->config = config;
+    }
+    json_object_foreach(configs, name, v) {
+        if (!find_slot(p, name) && !json_object_get(p->offered, name))
+            report_unknown_entry(p, where, ud, name);
     }
     return failed;
+}
+
+int plugins_reload(plugins_t *p, json_t *configs)
+{
+    return plugins_reload_at(p, configs, NULL, NULL);
 }

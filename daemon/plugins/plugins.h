@@ -89,8 +89,13 @@ plugins_t *plugins_new(plugins_log_fn log, void *ud);
 void plugins_set_level_log(plugins_t *p, plugins_level_log_fn log, void *ud);
 /* When ON, each shared object's init first runs in a forked child (for checking a
  * config): one that dies there is refused as "plugin FILE crashed in init
- * (signal N)" instead of ending the caller. */
+ * (signal N)" instead of ending the caller, and one whose init has not
+ * returned after PLUGINS_TRIAL_INIT_TIMEOUT_MS is killed and refused as
+ * "init did not return within N s" (a check must end). */
 void plugins_set_trial_init(plugins_t *p, bool on);
+/* A real init may take its time (loading a model); a trial one that takes
+ * longer than this is taken for hung. */
+#define PLUGINS_TRIAL_INIT_TIMEOUT_MS 10000
 /* How many LOOM_LOG_ERROR lines the loader reported so far. */
 size_t plugins_errors(const plugins_t *p);
 
@@ -98,7 +103,8 @@ size_t plugins_errors(const plugins_t *p);
 void plugins_free(plugins_t *p);
 
 /* Registers a plugin linked into the program. ORIGIN names it in messages
- * ("built-in"). CONFIG (borrowed, may be NULL) goes to its init.
+ * ("built-in"). CONFIG (borrowed, may be NULL: its plugins_set_configs
+ * entry, if any) goes to its init, checked like an entry.
  * Returns 0, or -1 when it was refused (reported through the log). */
 int plugins_add(plugins_t *p, const loom_plugin *desc, const char *origin, json_t *config);
 
@@ -112,12 +118,24 @@ int plugins_load_file(plugins_t *p, const char *path, json_t *config);
  * Returns how many were loaded, or -1 when DIR cannot be read. */
 int plugins_load_dir(plugins_t *p, const char *dir);
 
-/* Runs the reload hook of every plugin that has one (ABI 2.1; a plugin
- * without one keeps its state as it is), on SIGHUP, on the reactor thread,
- * with CONFIGS' member of the plugin's name (CONFIGS borrowed: an object
- * {NAME: config}, or NULL for none). A refusal (-1) is logged as an error
- * naming the plugin, which keeps its old configuration. Returns how many
- * refused. */
+/* Where in the config file PLUGIN's entry (KEY NULL or "") or one of its
+ * keys is: "FILE:LINE:COL" into BUF (LEN bytes, always terminated). UD is
+ * the caller's. */
+typedef void (*plugins_config_where_fn)(void *ud, const char *plugin, const char *key, char *buf,
+                                        size_t len);
+
+/* On SIGHUP, on the reactor thread: CONFIGS' member of each plugin's name
+ * (CONFIGS borrowed: an object {NAME: config}, or NULL for none) is checked
+ * against the plugin's options, then handed to its reload hook (ABI 2.1).
+ * An entry that fails the check, or a hook that refuses (-1), is logged as
+ * an error naming the plugin, which keeps its old configuration; a plugin
+ * without a hook keeps its state, and a change to its entry is logged as a
+ * warning that it needs a restart. An entry naming no loaded plugin is an
+ * error. plugins_config then answers with what was applied. WHERE and UD
+ * (may be NULL) place messages as for plugins_set_configs. Returns how many
+ * plugins kept their old configuration because of an error. */
+int plugins_reload_at(plugins_t *p, json_t *configs, plugins_config_where_fn where, void *ud);
+/* plugins_reload_at without positions. */
 int plugins_reload(plugins_t *p, json_t *configs);
 
 /* A plugin's log line: "PLUGIN: message" (PLUGIN borrowed; may be NULL)
@@ -142,6 +160,22 @@ const plugins_provider *plugins_provider_find(const plugins_t *p, const char *na
 const char *const *plugins_lambda_names(const plugins_t *p);
 const char *const *plugins_provider_names(const plugins_t *p);
 
+/* How many plugins are loaded, and the Ith in load order (NULL past the
+ * end): its normalised descriptor (borrowed, valid until plugins_free),
+ * with *ORIGIN (may be NULL) its file or "built-in" and *BUILTIN (may be
+ * NULL) whether it is linked into the program rather than a shared object. */
+size_t plugins_count(const plugins_t *p);
+const loom_plugin *plugins_nth(const plugins_t *p, size_t i, const char **origin, bool *builtin);
+
+/* (plugins_describe.c) Every loaded plugin as the JSON document of the
+ * `plugins` op (docs/protocol.md): {"abi": "2.1", "plugins": [...]}, the
+ * plugins by name, their lambdas and providers in declaration order.
+ * ISOLATED (may be NULL: none is) says whether the plugin of that name runs
+ * in a helper process; UD is passed through. A new reference, or NULL when
+ * out of memory. */
+typedef bool (*plugins_isolated_fn)(void *ud, const char *plugin);
+json_t *plugins_describe(const plugins_t *p, plugins_isolated_fn isolated, void *ud);
+
 /* Checks CONFIG (a JSON object, modified in place; NULL counts as empty and
  * then gets no defaults) against the config map OPTS (NULL-name terminated,
  * may be NULL): every key must be declared (an unknown one is named with a
@@ -151,5 +185,47 @@ const char *const *plugins_provider_names(const plugins_t *p);
  * and options with a default that CONFIG lacks are added. Returns 0, or -1
  * with the first problem written to ERR (ERRLEN bytes, always terminated). */
 int plugins_check_options(const loom_option *opts, json_t *config, char *err, size_t errlen);
+/* The same, also naming in BAD_KEY (KEYLEN bytes, always terminated) the
+ * key of CONFIG the problem is about, or "" when it is about the whole
+ * configuration (not a mapping, a required option missing). */
+int plugins_check_options_at(const loom_option *opts, json_t *config, char *err, size_t errlen,
+                             char *bad_key, size_t keylen);
+
+/* ---- per-plugin configuration (the config's `plugins: { config: {...} }`)
+ *
+ * A plugin's entry is checked against the options it declares
+ * (loom_plugin.options, with plugins_check_options) before its init or
+ * reload sees it: a plugin that declares options always gets an object,
+ * with the defaults added (an empty one when it has no entry); one that
+ * declares none gets its entry as it is, or NULL. A plugin whose entry fails
+ * the check is refused at load (an error like every refusal) and keeps its
+ * old configuration at reload. */
+
+/* Before loading: CONFIGS (an object NAME -> configuration; a reference is
+ * taken; NULL for none) gives each plugin loaded from now on its entry
+ * (plugins_add and plugins_load_file use it when they are given no config
+ * of their own). WHERE (may be NULL) and UD (borrowed, kept until the last
+ * plugin is loaded) place messages about an entry: "FILE:LINE:COL: error:
+ * plugins.config.NAME: ...". 0, or -1 when out of memory. */
+int plugins_set_configs(plugins_t *p, json_t *configs, plugins_config_where_fn where, void *ud);
+
+/* After loading: reports (as errors) every entry of the plugins_set_configs
+ * configs that names no plugin that was offered for loading, with a "did
+ * you mean" over the loaded plugins' names. Returns how many. */
+int plugins_check_unused_configs(plugins_t *p);
+
+/* PLUGIN's checked configuration (borrowed, valid until the next reload or
+ * plugins_free), or NULL when it has none or is not loaded. */
+json_t *plugins_config(const plugins_t *p, const char *plugin);
+
+/* Before loading: the plugins named in NAMES (NULL-terminated, copied; NULL
+ * for none) run somewhere else (their isolation helper): they are
+ * registered here (descriptors, lambdas, providers, configuration checked)
+ * but their init, reload and fini never run in this process. 0, or -1 when
+ * out of memory. */
+int plugins_set_init_elsewhere(plugins_t *p, const char *const *names);
+/* When ON, every plugin is registered that way: nothing of a plugin's code
+ * but its entry runs (checking a config offline: loomctl validate). */
+void plugins_set_no_init(plugins_t *p, bool on);
 
 #endif
