@@ -75,6 +75,9 @@ static void store_req_free(store_req_t *q)
     free(q->output);
     free(q->error);
     free(q->usage);
+    free(q->tenant);
+    free(q->budget);
+    free(q->traceparent);
     free(q->source);
     free(q->crash);
     free(q);
@@ -548,8 +551,12 @@ int store_insert_job(store_t *s, const store_job_spec_t *spec, store_done_cb cb,
     }
     rc = -ENOMEM;
     if (!store_copy(spec->workflow, &q->workflow) || !store_copy(spec->version, &q->version) ||
-        !store_copy(spec->idempotency_key, &q->idempotency_key))
+        !store_copy(spec->idempotency_key, &q->idempotency_key) ||
+        !store_copy(spec->tenant, &q->tenant) || !store_copy(spec->traceparent, &q->traceparent))
         goto fail;
+    if (spec->budget && (rc = store_dump(spec->budget, &q->budget)) < 0)
+        goto fail;
+    rc = -ENOMEM;
     if (spec->input ? (rc = store_dump(spec->input, &q->input)) < 0
                     : !store_copy("null", &q->input))
         goto fail;
@@ -619,6 +626,8 @@ int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outc
     if ((rc = store_dump(outcome->output, &q->output)) == 0 &&
         (rc = store_dump(outcome->error, &q->error)) == 0)
         rc = store_dump(outcome->usage, &q->usage);
+    q->has_cost = outcome->has_cost;
+    q->cost = outcome->cost;
     return store_submit(s, q, rc, outcome->finished_ms);
 }
 

@@ -204,6 +204,9 @@ typedef struct store_job_spec {
                                   * with; NULL: none. Copied only when the store
                                   * does not have it yet. */
     size_t source_len;
+    const char *tenant;          /* who the job belongs to; NULL: "default" */
+    const json_t *budget;        /* the submit's budget ({"usd": N}); NULL: none */
+    const char *traceparent;     /* the W3C traceparent it came with; NULL: none */
 } store_job_spec_t;
 
 /* Inserts a queued job. If SPEC's idempotency key is already taken, nothing
@@ -229,6 +232,8 @@ typedef struct store_outcome {
     const json_t *error;  /* NULL: none; a typed error object by convention */
     const json_t *usage;  /* NULL: none; token usage per provider */
     int64_t finished_ms;  /* 0: now */
+    bool has_cost;        /* COST is known (a job with no priced call: false) */
+    double cost;          /* USD spent by the job's calls */
 } store_outcome_t;
 
 /* Finishes a queued or running job. A finished job never changes again:
@@ -263,9 +268,10 @@ int store_purge_finished(store_t *s, int64_t finished_before_ms, store_done_cb c
  * A job object has the members id, workflow, version, input, state,
  * priority, idempotency_key, peer ({uid, gid, pid} or null), created_ms,
  * started_ms, finished_ms, output, error, usage, attempt (1, then one more
- * per store_retry_job), crashes and crash (store_set_crashes); a member with
- * no value is null. A job summary (from store_list_jobs) has only id, workflow,
- * version, state, priority, created_ms, started_ms and finished_ms.
+ * per store_retry_job), crashes and crash (store_set_crashes), tenant,
+ * budget, traceparent and cost; a member with no value is null. A job
+ * summary (from store_list_jobs) has only id, workflow, version, state,
+ * priority, created_ms, started_ms, finished_ms, tenant and cost.
  * Errors: -ENOENT (store_get_job: no such job), -EBUSY, -EIO (including a
  * stored value that is no longer valid JSON), -ENOMEM. */
 
@@ -275,6 +281,7 @@ int store_get_job(store_t *s, const char *job_id, json_t **job, char *err, size_
 typedef struct store_list_query {
     const char *state;    /* NULL: any; else a state name (-EINVAL if not) */
     const char *workflow; /* NULL: any */
+    const char *tenant;   /* NULL: any */
     const char *after;    /* NULL: from the start; else a cursor: the last id
                            * of the previous page */
     size_t limit;         /* 0: 100; at most 1000 (larger is clamped) */

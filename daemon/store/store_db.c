@@ -39,6 +39,7 @@
     " attempt INTEGER NOT NULL DEFAULT 1,"                                                        \
     " crashes INTEGER NOT NULL DEFAULT 0,"                                                        \
     " crash TEXT,"                                                                                \
+    TENANT_COLUMNS                                                                                \
     " CHECK ((state = 'queued' OR state = 'running') = (finished_ms IS NULL))"                    \
     ");"
 
@@ -46,7 +47,15 @@
     "CREATE INDEX jobs_by_state ON jobs (state, id);"                                             \
     "CREATE INDEX jobs_by_workflow ON jobs (workflow, id);"                                       \
     "CREATE INDEX jobs_by_finished ON jobs (finished_ms) WHERE finished_ms IS NOT NULL;"         \
-    JOBS_BY_VERSION
+    JOBS_BY_VERSION JOBS_BY_TENANT
+
+/* v4: who a job belongs to (its tenant, "default" without access rules),
+ * the budget its submit gave (JSON), the W3C traceparent it was submitted
+ * with, and what it cost in USD (set when it finishes; NULL: not priced). */
+#define TENANT_COLUMNS                                                                            \
+    " tenant TEXT NOT NULL DEFAULT 'default',"                                                    \
+    " budget TEXT, traceparent TEXT, cost REAL,"
+#define JOBS_BY_TENANT "CREATE INDEX jobs_by_tenant ON jobs (tenant, id);"
 
 /* Which jobs use a version: a purge deletes the sources no job needs. */
 #define JOBS_BY_VERSION "CREATE INDEX jobs_by_version ON jobs (version);"
@@ -74,7 +83,7 @@ static const char store_schema[] =
     ");"
     SOURCES_TABLE;
 
-/* v1 -> v3: the jobs table rebuilt with the OR checks (SQLite cannot alter
+/* v1 -> v4: the jobs table rebuilt with the OR checks (SQLite cannot alter
  * a CHECK in place) and the columns of v3. Runs with foreign keys off, so
  * dropping the old table does not cascade into steps. */
 static const char store_migrate_v1[] =
@@ -89,14 +98,25 @@ static const char store_migrate_v1[] =
     JOBS_INDEXES
     SOURCES_TABLE;
 
-/* v2 -> v3: attempts and crash counts (the poison-job quarantine), and the
- * workflow sources (a job runs the version it started with). */
+/* v3 -> v4: tenants, budgets, trace parents and cost. */
+#define STORE_MIGRATE_V3                                                                          \
+    "ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';"                         \
+    "ALTER TABLE jobs ADD COLUMN budget TEXT;"                                                    \
+    "ALTER TABLE jobs ADD COLUMN traceparent TEXT;"                                               \
+    "ALTER TABLE jobs ADD COLUMN cost REAL;"                                                      \
+    JOBS_BY_TENANT
+static const char store_migrate_v3[] = STORE_MIGRATE_V3;
+
+/* v2 -> v4: attempts and crash counts (the poison-job quarantine), and the
+ * workflow sources (a job runs the version it started with), then v4. */
 static const char store_migrate_v2[] =
     "ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;"
     "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN crash TEXT;"
     JOBS_BY_VERSION
-    SOURCES_TABLE;
+    SOURCES_TABLE
+    STORE_MIGRATE_V3;
+
 
 int store_errno_of(int rc)
 {
@@ -226,13 +246,15 @@ static int store_db_schema(sqlite3 *db, const char *path, char *err, size_t errl
             goto fail;
         }
     }
-    if (version == 1 || version == 2) {
+    if (version >= 1 && version < STORE_SCHEMA_VERSION) {
         char pragma[64], what[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d;", STORE_SCHEMA_VERSION);
         snprintf(what, sizeof what, "migrate (v%d to v%d) the schema of", (int)version,
                  STORE_SCHEMA_VERSION);
-        if ((rc = sqlite3_exec(db, version == 1 ? store_migrate_v1 : store_migrate_v2, NULL, NULL,
-                               NULL)) != SQLITE_OK ||
+        /* each migration goes all the way to the current version */
+        const char *sql = version == 1 ? store_migrate_v1
+                          : version == 2 ? store_migrate_v2 : store_migrate_v3;
+        if ((rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK ||
             (rc = sqlite3_exec(db, pragma, NULL, NULL, NULL)) != SQLITE_OK) {
             rc = store_db_open_error(db, rc, path, what, err, errlen);
             goto fail;
@@ -315,8 +337,9 @@ static const char *const store_wsql[STORE_W_COUNT] = {
     [STORE_W_FIND_KEY] = "SELECT id FROM jobs WHERE idempotency_key = ?1",
     [STORE_W_INSERT] =
         "INSERT INTO jobs (id, workflow, version, input, state, priority, idempotency_key,"
-        " peer_uid, peer_gid, peer_pid, created_ms)"
-        " VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10)",
+        " peer_uid, peer_gid, peer_pid, created_ms, tenant, budget, traceparent)"
+        " VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'default'),"
+        " ?12, ?13)",
     [STORE_W_RUNNING] =
         "UPDATE jobs SET state = 'running', started_ms = coalesce(started_ms, ?2)"
         " WHERE id = ?1 AND state IN ('queued', 'running')",
@@ -325,8 +348,8 @@ static const char *const store_wsql[STORE_W_COUNT] = {
         " ON CONFLICT (job_id, key) DO UPDATE SET output = excluded.output,"
         " error = excluded.error, finished_ms = excluded.finished_ms",
     [STORE_W_FINISH] =
-        "UPDATE jobs SET state = ?2, output = ?3, error = ?4, usage = ?5, finished_ms = ?6"
-        " WHERE id = ?1 AND state IN ('queued', 'running')",
+        "UPDATE jobs SET state = ?2, output = ?3, error = ?4, usage = ?5, finished_ms = ?6,"
+        " cost = ?7 WHERE id = ?1 AND state IN ('queued', 'running')",
     [STORE_W_STATE] = "SELECT state FROM jobs WHERE id = ?1",
     [STORE_W_PURGE] = "DELETE FROM jobs WHERE finished_ms IS NOT NULL AND finished_ms < ?1",
     [STORE_W_SOURCE] =
@@ -338,7 +361,7 @@ static const char *const store_wsql[STORE_W_COUNT] = {
         "UPDATE jobs SET crashes = ?2, crash = ?3 WHERE id = ?1 AND state IN ('queued', 'running')",
     [STORE_W_RETRY] =
         "UPDATE jobs SET state = 'queued', attempt = attempt + 1, output = NULL, error = NULL,"
-        " usage = NULL, finished_ms = NULL, crashes = 0, crash = NULL"
+        " usage = NULL, finished_ms = NULL, crashes = 0, crash = NULL, cost = NULL"
         " WHERE id = ?1 AND state = 'failed'",
 };
 
@@ -466,6 +489,9 @@ static int store_db_insert(store_t *s, store_req_t *q)
         sqlite3_bind_int64(st, 9, q->peer_pid);
     }
     sqlite3_bind_int64(st, 10, q->time_ms);
+    store_bind_text(st, 11, q->tenant);
+    store_bind_text(st, 12, q->budget);
+    store_bind_text(st, 13, q->traceparent);
     if ((rc = store_db_exec(s, st, q)) == SQLITE_OK)
         memcpy(q->result_id, q->job_id, sizeof q->result_id);
     return rc;
@@ -485,6 +511,8 @@ static int store_db_update(store_t *s, store_req_t *q)
         store_bind_text(st, 4, q->error);
         store_bind_text(st, 5, q->usage);
         sqlite3_bind_int64(st, 6, q->time_ms);
+        if (q->has_cost)
+            sqlite3_bind_double(st, 7, q->cost);
     } else {
         sqlite3_bind_int64(st, 2, q->time_ms);
     }

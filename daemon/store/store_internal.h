@@ -16,7 +16,7 @@
 #include "daemon/store/store.h"
 
 /* Bumped with every change to the schema in store_db.c. */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 /* How many workflow versions a store remembers as stored. */
 #define STORE_KNOWN_SOURCES 32
 /* PRAGMA application_id: "LOOM", so another program's database is refused. */
@@ -52,14 +52,15 @@ enum store_wstmt {
 };
 
 /* Read statements: the fixed ones, then the list variants, one per filter
- * (none, state, workflow, both) and order (newest, oldest first). */
+ * (any combination of state, workflow and tenant) and order (newest,
+ * oldest first). */
 enum store_rstmt {
     STORE_R_GET,
     STORE_R_STEPS,
     STORE_R_UNFINISHED,
     STORE_R_SOURCE,
     STORE_R_LIST,
-    STORE_R_COUNT = STORE_R_LIST + 8
+    STORE_R_COUNT = STORE_R_LIST + 16
 };
 
 /* One queued write. Strings are owned copies; JSON is already serialised. */
@@ -72,6 +73,9 @@ typedef struct store_req {
     char job_id[STORE_ID_SIZE];
     char *workflow, *version, *idempotency_key, *step_key;
     char *input, *output, *error, *usage;
+    char *tenant, *budget, *traceparent; /* insert (v4) */
+    bool has_cost;   /* finish: COST (USD) is known */
+    double cost;
     char *source;    /* insert: the workflow version's text, when the store
                       * may not have it yet; NULL otherwise */
     size_t source_len;

@@ -17,9 +17,9 @@
 #define STORE_JOB_COLUMNS                                                                     \
     "id, workflow, version, input, state, priority, idempotency_key, peer_uid, peer_gid, "  \
     "peer_pid, created_ms, started_ms, finished_ms, output, error, usage, attempt, crashes, " \
-    "crash"
+    "crash, tenant, budget, traceparent, cost"
 #define STORE_SUMMARY_COLUMNS \
-    "id, workflow, version, state, priority, created_ms, started_ms, finished_ms"
+    "id, workflow, version, state, priority, created_ms, started_ms, finished_ms, tenant, cost"
 
 static const char *const store_rsql[STORE_R_LIST] = {
     [STORE_R_GET] = "SELECT " STORE_JOB_COLUMNS " FROM jobs WHERE id = ?1",
@@ -56,6 +56,13 @@ static json_t *store_col_text(sqlite3_stmt *st, int i)
     return text ? json_string(text) : json_null();
 }
 
+static json_t *store_col_real(sqlite3_stmt *st, int i)
+{
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        return json_null();
+    return json_real(sqlite3_column_double(st, i));
+}
+
 static json_t *store_col_int(sqlite3_stmt *st, int i)
 {
     if (sqlite3_column_type(st, i) == SQLITE_NULL)
@@ -84,7 +91,8 @@ static int store_row_job(sqlite3_stmt *st, json_t **out, char *err, size_t errle
     static const struct {
         int col;
         const char *name;
-    } json_cols[] = {{3, "input"}, {13, "output"}, {14, "error"}, {15, "usage"}, {18, "crash"}};
+    } json_cols[] = {{3, "input"}, {13, "output"}, {14, "error"}, {15, "usage"}, {18, "crash"},
+                     {20, "budget"}};
     json_t *job = json_object(), *peer = NULL;
     int rc = -ENOMEM;
     if (!job)
@@ -99,7 +107,10 @@ static int store_row_job(sqlite3_stmt *st, json_t **out, char *err, size_t errle
         !store_set(job, "started_ms", store_col_int(st, 11)) ||
         !store_set(job, "finished_ms", store_col_int(st, 12)) ||
         !store_set(job, "attempt", store_col_int(st, 16)) ||
-        !store_set(job, "crashes", store_col_int(st, 17)))
+        !store_set(job, "crashes", store_col_int(st, 17)) ||
+        !store_set(job, "tenant", store_col_text(st, 19)) ||
+        !store_set(job, "traceparent", store_col_text(st, 21)) ||
+        !store_set(job, "cost", store_col_real(st, 22)))
         goto fail;
     if (sqlite3_column_type(st, 7) == SQLITE_NULL) {
         peer = json_null();
@@ -134,11 +145,13 @@ fail:
 /* A job summary from a row of STORE_SUMMARY_COLUMNS. */
 static json_t *store_row_summary(sqlite3_stmt *st)
 {
-    static const char *const names[] = {"id", "workflow", "version", "state",
-                                        "priority", "created_ms", "started_ms", "finished_ms"};
+    static const char *const names[] = {"id",         "workflow",   "version",
+                                        "state",      "priority",   "created_ms",
+                                        "started_ms", "finished_ms", "tenant", "cost"};
     json_t *job = json_object();
-    for (int i = 0; job && i < 8; i++) {
-        json_t *v = i >= 4 ? store_col_int(st, i) : store_col_text(st, i);
+    for (int i = 0; job && i < 10; i++) {
+        json_t *v = i == 9 ? store_col_real(st, i)
+                    : i == 8 || i < 4 ? store_col_text(st, i) : store_col_int(st, i);
         if (!store_set(job, names[i], v)) {
             json_decref(job);
             return NULL;
@@ -213,13 +226,13 @@ int store_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, char
         store_set_error(err, errlen, "unknown job state \"%s\"", q->state);
         return -EINVAL;
     }
-    int filter = (q->state ? 1 : 0) | (q->workflow ? 2 : 0);
+    int filter = (q->state ? 1 : 0) | (q->workflow ? 2 : 0) | (q->tenant ? 4 : 0);
     int idx = STORE_R_LIST + filter * 2 + (q->oldest_first ? 1 : 0);
-    char sql[256];
-    snprintf(sql, sizeof sql, "SELECT " STORE_SUMMARY_COLUMNS " FROM jobs WHERE %s%sid %s ?3"
+    char sql[320];
+    snprintf(sql, sizeof sql, "SELECT " STORE_SUMMARY_COLUMNS " FROM jobs WHERE %s%s%sid %s ?3"
              " ORDER BY id %s LIMIT ?4", q->state ? "state = ?1 AND " : "",
-             q->workflow ? "workflow = ?2 AND " : "", q->oldest_first ? ">" : "<",
-             q->oldest_first ? "ASC" : "DESC");
+             q->workflow ? "workflow = ?2 AND " : "", q->tenant ? "tenant = ?5 AND " : "",
+             q->oldest_first ? ">" : "<", q->oldest_first ? "ASC" : "DESC");
     sqlite3_stmt *st = store_read_stmt(s, idx, sql, err, errlen, &rc);
     if (!st)
         return rc;
@@ -227,6 +240,8 @@ int store_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, char
         sqlite3_bind_text(st, 1, q->state, -1, SQLITE_STATIC);
     if (q->workflow)
         sqlite3_bind_text(st, 2, q->workflow, -1, SQLITE_STATIC);
+    if (q->tenant)
+        sqlite3_bind_text(st, 5, q->tenant, -1, SQLITE_STATIC);
     /* Without a cursor, compare against a bound below or above every id:
      * "" sorts first, and "~" after every base32 digit. */
     sqlite3_bind_text(st, 3, q->after ? q->after : q->oldest_first ? "" : "~", -1,

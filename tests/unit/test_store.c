@@ -226,7 +226,7 @@ Test(store, open_creates_directory_and_reopens)
     snprintf(path, sizeof path, "%s/loom.db", state);
     sqlite3 *db = NULL;
     cr_assert(eq(int, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK));
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 3));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
     sqlite3_stmt *q = NULL;
     cr_assert(eq(int, sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK));
     cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
@@ -304,8 +304,9 @@ Test(store, v1_database_is_migrated)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 3));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
     cr_assert(eq(i64, raw_int(db, "SELECT attempt FROM jobs"), 1));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM jobs WHERE tenant = 'default'"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 0));
     /* no temporary b-tree per written row any more */
     sqlite3_stmt *q = NULL;
@@ -1127,7 +1128,14 @@ static void insert_with_source(store_t *s, const char *version, const char *text
     snprintf(id, STORE_ID_SIZE, "%s", d.id);
 }
 
-Test(store, v2_database_is_migrated_to_v3)
+/* What a v3 daemon left has no v4 columns (tenant, budget, traceparent,
+ * cost) and no tenant index. */
+#define DROP_V4 \
+    "DROP INDEX jobs_by_tenant; ALTER TABLE jobs DROP COLUMN tenant;" \
+    "ALTER TABLE jobs DROP COLUMN budget; ALTER TABLE jobs DROP COLUMN traceparent;" \
+    "ALTER TABLE jobs DROP COLUMN cost;"
+
+Test(store, v2_database_is_migrated_to_v4)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1136,7 +1144,7 @@ Test(store, v2_database_is_migrated_to_v3)
     store_close(s);
     /* make it what a v2 daemon left: no v3 columns, no sources table */
     sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE);
-    raw_exec(db, "DROP TABLE sources; DROP INDEX jobs_by_version;"
+    raw_exec(db, DROP_V4 "DROP TABLE sources; DROP INDEX jobs_by_version;"
                  "ALTER TABLE jobs DROP COLUMN attempt; ALTER TABLE jobs DROP COLUMN crashes;"
                  "ALTER TABLE jobs DROP COLUMN crash; PRAGMA user_version = 2;");
     sqlite3_close(db);
@@ -1146,14 +1154,93 @@ Test(store, v2_database_is_migrated_to_v3)
     cr_assert(eq(i64, json_integer_value(json_object_get(job, "attempt")), 1));
     cr_assert(eq(i64, json_integer_value(json_object_get(job, "crashes")), 0));
     cr_assert(truth(json_is_null(json_object_get(job, "crash"))));
+    cr_assert(eq(str, (char *)job_str(job, "tenant"), "default"));
     json_decref(job);
     char id2[STORE_ID_SIZE];
     insert_with_source(s, "00000000000000aa", "loom: 1", id2);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 3));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 1));
     sqlite3_close(db);
+}
+
+Test(store, v3_database_is_migrated_to_v4)
+{
+    char err[512] = "";
+    store_t *s = open_store();
+    char id[STORE_ID_SIZE];
+    insert_sync(s, "wf", NULL, id);
+    store_close(s);
+    sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE);
+    raw_exec(db, DROP_V4 "PRAGMA user_version = 3;");
+    sqlite3_close(db);
+    s = store_open(g_dir, g_r, NULL, err, sizeof err);
+    cr_assert(s != NULL, "%s", err);
+    json_t *job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "tenant"), "default"), "a job from before tenants is the default tenant's");
+    cr_assert(truth(json_is_null(json_object_get(job, "cost"))));
+    cr_assert(truth(json_is_null(json_object_get(job, "budget"))));
+    json_decref(job);
+    store_close(s);
+    db = raw_open(SQLITE_OPEN_READONLY);
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_tenant'"), 1));
+    sqlite3_close(db);
+}
+
+/* v4: a job's tenant, budget and traceparent are kept from its insert, its
+ * cost from its finish, and a list can ask for one tenant's jobs. */
+Test(store, tenant_budget_traceparent_and_cost_are_kept)
+{
+    store_t *s = open_store();
+    done_t d;
+    done_init(&d);
+    json_t *budget = json_pack("{s:f}", "usd", 2.5);
+    const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    store_job_spec_t spec = {.workflow = "wf", .tenant = "team-a", .budget = budget,
+                             .traceparent = tp};
+    cr_assert(eq(int, store_insert_job(s, &spec, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, 0), "%s", d.error);
+    char a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+    memcpy(a, d.id, STORE_ID_SIZE);
+    json_decref(budget);
+    insert_sync(s, "wf", NULL, b);
+
+    done_init(&d);
+    store_outcome_t o = {.state = STORE_SUCCEEDED, .has_cost = true, .cost = 0.125};
+    cr_assert(eq(int, store_finish_job(s, a, &o, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, 0), "%s", d.error);
+
+    json_t *job = get_job(s, a);
+    cr_assert(eq(str, (char *)job_str(job, "tenant"), "team-a"));
+    cr_assert(eq(str, (char *)job_str(job, "traceparent"), (char *)tp));
+    cr_assert(eq(dbl, json_real_value(json_object_get(json_object_get(job, "budget"), "usd")), 2.5));
+    cr_assert(eq(dbl, json_real_value(json_object_get(job, "cost")), 0.125));
+    json_decref(job);
+    job = get_job(s, b);
+    cr_assert(eq(str, (char *)job_str(job, "tenant"), "default"));
+    cr_assert(truth(json_is_null(json_object_get(job, "cost"))));
+    json_decref(job);
+
+    char err[256] = "";
+    json_t *jobs = NULL;
+    store_list_query_t q = {.tenant = "team-a"};
+    cr_assert(eq(int, store_list_jobs(s, &q, &jobs, err, sizeof err), 0), "%s", err);
+    cr_assert(eq(sz, json_array_size(jobs), 1));
+    json_t *row = json_array_get(jobs, 0);
+    cr_assert(eq(str, (char *)job_str(row, "id"), a));
+    cr_assert(eq(str, (char *)job_str(row, "tenant"), "team-a"));
+    cr_assert(eq(dbl, json_real_value(json_object_get(row, "cost")), 0.125));
+    json_decref(jobs);
+    q = (store_list_query_t){.tenant = "default", .state = "queued"};
+    cr_assert(eq(int, store_list_jobs(s, &q, &jobs, err, sizeof err), 0), "%s", err);
+    cr_assert(eq(sz, json_array_size(jobs), 1));
+    cr_assert(eq(str, (char *)job_str(json_array_get(jobs, 0), "id"), b));
+    json_decref(jobs);
+    store_close(s);
 }
 
 Test(store, a_version_source_is_kept_once_and_purged_with_its_last_job)
