@@ -1,0 +1,319 @@
+/* test_metrics.c -- daemon/metrics: families and series, the text format
+ * 0.0.4 (HELP and TYPE, escaping, cumulative buckets, _sum and _count),
+ * the cardinality cap, recording from several threads, the listen address
+ * parser, and the mapping of a `stats` reply to families. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "daemon/metrics/metrics.h"
+#include "daemon/metrics/metrics_http.h"
+
+/* M rendered; free it */
+static char *render(const metrics_t *m)
+{
+    sbuf b = SBUF_INIT;
+    cr_assert_eq(metrics_render(m, &b), 0);
+    char *s = sbuf_steal(&b, NULL);
+    cr_assert_not_null(s);
+    return s;
+}
+
+static void assert_has(const char *text, const char *line)
+{
+    cr_assert_not_null(strstr(text, line), "no \"%s\" in:\n%s", line, text);
+}
+
+Test(metrics, counter_and_gauge_lines)
+{
+    metrics_t *m = metrics_new(0);
+    metrics_family *c = metrics_family_new(m, "loom_x_total", "Things.", METRICS_COUNTER,
+                                           (const char *[]){ "provider", NULL }, NULL, 0);
+    metrics_family *g = metrics_family_new(m, "loom_depth", "Depth.", METRICS_GAUGE, NULL,
+                                           NULL, 0);
+    cr_assert(c && g);
+    metrics_family_add(c, (const char *[]){ "fast" }, 2);
+    metrics_family_add(c, (const char *[]){ "fast" }, 0.5);
+    metrics_family_add(c, (const char *[]){ "fast" }, -7); /* a counter never goes down */
+    metrics_family_add(c, (const char *[]){ "slow" }, 1);
+    metrics_family_set(g, NULL, 42);
+    metrics_family_add(g, NULL, -2);
+    char *t = render(m);
+    cr_assert_str_eq(t, "# HELP loom_x_total Things.\n"
+                        "# TYPE loom_x_total counter\n"
+                        "loom_x_total{provider=\"fast\"} 2.5\n"
+                        "loom_x_total{provider=\"slow\"} 1\n"
+                        "# HELP loom_depth Depth.\n"
+                        "# TYPE loom_depth gauge\n"
+                        "loom_depth 40\n");
+    free(t);
+    metrics_free(m);
+}
+
+Test(metrics, escaping_of_label_values_and_help)
+{
+    metrics_t *m = metrics_new(0);
+    metrics_family *f = metrics_family_new(m, "loom_e", "a \\ b\nc \"q\"", METRICS_GAUGE,
+                                           (const char *[]){ "workflow", NULL }, NULL, 0);
+    metrics_family_set(f, (const char *[]){ "a\"b\\c\nd" }, 1);
+    char *t = render(m);
+    assert_has(t, "# HELP loom_e a \\\\ b\\nc \"q\"\n");
+    assert_has(t, "loom_e{workflow=\"a\\\"b\\\\c\\nd\"} 1\n");
+    free(t);
+    metrics_free(m);
+}
+
+Test(metrics, histogram_buckets_are_cumulative)
+{
+    metrics_t *m = metrics_new(0);
+    const double bounds[] = { 0.1, 1, 10 };
+    metrics_family *h = metrics_family_new(m, "loom_wait_seconds", "Wait.", METRICS_HISTOGRAM,
+                                           (const char *[]){ "q", NULL }, bounds, 3);
+    cr_assert_not_null(h);
+    metrics_series *s = metrics_series_get(h, (const char *[]){ "a" });
+    const double obs[] = { 0.05, 0.1, 0.5, 2, 20, 1e9 };
+    double sum = 0;
+    for (size_t i = 0; i < 6; i++) {
+        metrics_observe(s, obs[i]);
+        sum += obs[i];
+    }
+    char *t = render(m);
+    /* le is inclusive: 0.1 falls in the 0.1 bucket */
+    assert_has(t, "# TYPE loom_wait_seconds histogram\n"
+                  "loom_wait_seconds_bucket{q=\"a\",le=\"0.1\"} 2\n"
+                  "loom_wait_seconds_bucket{q=\"a\",le=\"1\"} 3\n"
+                  "loom_wait_seconds_bucket{q=\"a\",le=\"10\"} 4\n"
+                  "loom_wait_seconds_bucket{q=\"a\",le=\"+Inf\"} 6\n");
+    char line[128];
+    snprintf(line, sizeof line, "loom_wait_seconds_sum{q=\"a\"} %.17g\n", sum);
+    char *sumline = strstr(t, "loom_wait_seconds_sum{q=\"a\"} ");
+    cr_assert_not_null(sumline);
+    cr_assert_eq(strtod(sumline + strlen("loom_wait_seconds_sum{q=\"a\"} "), NULL), sum);
+    assert_has(t, "loom_wait_seconds_count{q=\"a\"} 6\n");
+    cr_assert_eq(metrics_value(s), 6);
+    free(t);
+    metrics_free(m);
+}
+
+Test(metrics, histogram_without_labels_and_special_values)
+{
+    metrics_t *m = metrics_new(0);
+    metrics_family *h = metrics_family_new(m, "loom_h", "H.", METRICS_HISTOGRAM, NULL,
+                                           (const double[]){ 0.25 }, 1);
+    metrics_family *g = metrics_family_new(m, "loom_g", "G.", METRICS_GAUGE,
+                                           (const char *[]){ "k", NULL }, NULL, 0);
+    metrics_family_observe(h, NULL, 0.125);
+    metrics_family_observe(h, NULL, 0.0 / 0.0); /* NaN is not an observation */
+    metrics_family_set(g, (const char *[]){ "inf" }, 1.0 / 0.0);
+    metrics_family_set(g, (const char *[]){ "ninf" }, -1.0 / 0.0);
+    metrics_family_set(g, (const char *[]){ "nan" }, 0.0 / 0.0);
+    metrics_family_set(g, (const char *[]){ "third" }, 1.0 / 3);
+    char *t = render(m);
+    assert_has(t, "loom_h_bucket{le=\"0.25\"} 1\nloom_h_bucket{le=\"+Inf\"} 1\n"
+                  "loom_h_sum 0.125\nloom_h_count 1\n");
+    assert_has(t, "loom_g{k=\"inf\"} +Inf\n");
+    assert_has(t, "loom_g{k=\"ninf\"} -Inf\n");
+    assert_has(t, "loom_g{k=\"nan\"} NaN\n");
+    /* the shortest text that reads back as the same double */
+    assert_has(t, "loom_g{k=\"third\"} 0.3333333333333333\n");
+    free(t);
+    metrics_free(m);
+}
+
+Test(metrics, bad_families_are_refused)
+{
+    metrics_t *m = metrics_new(0);
+    const double up[] = { 1, 2 }, down[] = { 2, 1 };
+    cr_assert_null(metrics_family_new(m, "9lives", "", METRICS_GAUGE, NULL, NULL, 0));
+    cr_assert_null(metrics_family_new(m, "a-b", "", METRICS_GAUGE, NULL, NULL, 0));
+    cr_assert_null(metrics_family_new(m, "ok", "", METRICS_GAUGE,
+                                      (const char *[]){ "a:b", NULL }, NULL, 0));
+    cr_assert_null(metrics_family_new(m, "ok", "", METRICS_GAUGE,
+                                      (const char *[]){ "__x", NULL }, NULL, 0));
+    cr_assert_null(metrics_family_new(m, "ok", "", METRICS_GAUGE,
+                                      (const char *[]){ "a", "a", NULL }, NULL, 0));
+    cr_assert_null(metrics_family_new(m, "ok", "", METRICS_HISTOGRAM,
+                                      (const char *[]){ "le", NULL }, up, 2));
+    cr_assert_null(metrics_family_new(m, "ok", "", METRICS_HISTOGRAM, NULL, down, 2));
+    cr_assert_null(metrics_family_new(m, "ok", "", METRICS_HISTOGRAM, NULL, NULL, 0));
+    cr_assert_null(metrics_family_new(m, "ok", "", METRICS_GAUGE, NULL, up, 2));
+    cr_assert_not_null(metrics_family_new(m, "ok:x", "", METRICS_GAUGE, NULL, NULL, 0));
+    cr_assert_null(metrics_family_new(m, "ok:x", "", METRICS_GAUGE, NULL, NULL, 0));
+    metrics_free(m);
+}
+
+Test(metrics, cardinality_cap_drops_and_counts)
+{
+    metrics_t *m = metrics_new(3);
+    metrics_family *f = metrics_family_new(m, "loom_c_total", "C.", METRICS_COUNTER,
+                                           (const char *[]){ "model", NULL }, NULL, 0);
+    char name[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(name, sizeof name, "m%d", i);
+        metrics_family_add(f, (const char *[]){ name }, 1);
+    }
+    /* a set already in stays recordable when the family is full */
+    metrics_family_add(f, (const char *[]){ "m0" }, 1);
+    cr_assert_eq(metrics_dropped(f), 7);
+    char *t = render(m);
+    assert_has(t, "loom_c_total{model=\"m0\"} 2\n");
+    assert_has(t, "loom_c_total{model=\"m2\"} 1\n");
+    cr_assert_null(strstr(t, "model=\"m3\""));
+    assert_has(t, "# TYPE loom_metrics_series_dropped_total counter\n"
+                  "loom_metrics_series_dropped_total{family=\"loom_c_total\"} 7\n");
+    free(t);
+    metrics_free(m);
+}
+
+typedef struct {
+    metrics_family *h, *c;
+    int n;
+} hammer;
+
+static void *hammer_run(void *ud)
+{
+    hammer *x = ud;
+    metrics_series *s = metrics_series_get(x->h, NULL);
+    for (int i = 0; i < x->n; i++) {
+        metrics_observe(s, (i % 4) * 0.5);
+        metrics_family_add(x->c, (const char *[]){ i % 2 ? "odd" : "even" }, 1);
+    }
+    return NULL;
+}
+
+Test(metrics, recording_from_threads_loses_nothing)
+{
+    metrics_t *m = metrics_new(0);
+    hammer x = { metrics_family_new(m, "loom_t", "T.", METRICS_HISTOGRAM, NULL,
+                                    (const double[]){ 0.5, 1 }, 2),
+                 metrics_family_new(m, "loom_n_total", "N.", METRICS_COUNTER,
+                                    (const char *[]){ "k", NULL }, NULL, 0),
+                 20000 };
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, hammer_run, &x);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    char *s = render(m);
+    /* per thread: a quarter each of 0, 0.5, 1, 1.5 */
+    assert_has(s, "loom_t_bucket{le=\"0.5\"} 40000\n");
+    assert_has(s, "loom_t_bucket{le=\"1\"} 60000\n");
+    assert_has(s, "loom_t_bucket{le=\"+Inf\"} 80000\n");
+    assert_has(s, "loom_t_sum 60000\n");
+    assert_has(s, "loom_n_total{k=\"odd\"} 40000\n");
+    assert_has(s, "loom_n_total{k=\"even\"} 40000\n");
+    free(s);
+    metrics_free(m);
+}
+
+Test(metrics, listen_addresses)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[160];
+    cr_assert_eq(metrics_http_parse_listen("127.0.0.1:9464", &ss, &len, err, sizeof err), 0);
+    cr_assert_eq(ss.ss_family, AF_INET);
+    cr_assert_eq(metrics_http_parse_listen("localhost:0", &ss, &len, err, sizeof err), 0);
+    cr_assert_eq(ss.ss_family, AF_INET);
+    cr_assert_eq(metrics_http_parse_listen("[::1]:9464", &ss, &len, err, sizeof err), 0);
+    cr_assert_eq(ss.ss_family, AF_INET6);
+    const char *bad[] = { "9464", ":9464", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
+                          "127.0.0.1:12x", "::1:9464", "[::1:9464", "[127.0.0.1]:1",
+                          "example.com:9464", "[]:1" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        cr_assert_eq(metrics_http_parse_listen(bad[i], &ss, &len, err, sizeof err), -1, "%s",
+                     bad[i]);
+        cr_assert(err[0], "no reason for %s", bad[i]);
+    }
+    cr_assert_eq(metrics_http_parse_listen("::1:9464", &ss, &len, err, sizeof err), -1);
+    cr_assert_not_null(strstr(err, "[::1]:9464"), "%s", err);
+}
+
+/* A `stats` reply with every member the mapping reads, cost and tenants
+ * included (docs/protocol.md). */
+static const char *stats_json =
+    "{\"uptime_s\": 12, \"jobs\": {\"queued\": 3, \"running\": 2, \"succeeded\": 10,"
+    " \"failed\": 1, \"cancelled\": 4, \"submitted\": 20},"
+    " \"providers\": {\"fast\": {\"plugin\": \"openai\", \"in_flight\": 1, \"queued\": 5,"
+    "   \"requests\": 30, \"succeeded\": 27, \"failed\": 2, \"rate_limited\": 6,"
+    "   \"batches\": 0, \"input_tokens\": 1000, \"output_tokens\": 200,"
+    "   \"cache_read_tokens\": 50, \"latency_ms\": 250.0, \"concurrency\": 8,"
+    "   \"disabled\": false, \"paused\": true, \"timeouts\": 3}},"
+    " \"connections\": 4, \"workflows\": 2,"
+    " \"store\": {\"transactions\": 99, \"queued\": 0, \"held\": 1, \"held_tries\": 7},"
+    " \"isolate\": {\"hello\": {\"calls\": 5, \"invokes\": 0, \"crashes\": 1, \"timeouts\": 0,"
+    "   \"cancels\": 0, \"grace_kills\": 0, \"restarts\": 1, \"helpers\": 2,"
+    "   \"helpers_ready\": 2}},"
+    " \"cost\": {\"usd\": 1.5, \"by_workflow\": {\"summarize\": 1.25, \"tag\": 0.25},"
+    "   \"by_provider\": {\"fast\": 1.5}, \"by_tenant\": {\"team-a\": 1.0, \"default\": 0.5}},"
+    " \"tenants\": {\"team-a\": {\"running\": 1, \"queued\": 2, \"weight\": 3,"
+    "   \"submitted\": 9, \"rejected\": 1}}}";
+
+Test(metrics, stats_reply_as_families)
+{
+    json_error_t je;
+    json_t *st = json_loads(stats_json, 0, &je);
+    cr_assert_not_null(st, "%s", je.text);
+    metrics_t *m = metrics_new(0);
+    cr_assert_eq(metrics_from_stats(m, st), 0);
+    char *t = render(m);
+    const char *lines[] = {
+        "loom_uptime_seconds 12\n",
+        "# TYPE loom_jobs gauge\nloom_jobs{state=\"queued\"} 3\nloom_jobs{state=\"running\"} 2\n",
+        "loom_queue_depth 3\n",
+        "# TYPE loom_jobs_finished_total counter\n",
+        "loom_jobs_finished_total{state=\"cancelled\"} 4\n",
+        "loom_jobs_submitted_total 20\n",
+        "loom_connections 4\n",
+        "loom_workflows 2\n",
+        "loom_provider_in_flight{provider=\"fast\",plugin=\"openai\"} 1\n",
+        "loom_provider_queued{provider=\"fast\",plugin=\"openai\"} 5\n",
+        "loom_provider_requests_total{provider=\"fast\",plugin=\"openai\"} 30\n",
+        "loom_provider_calls_total{provider=\"fast\",plugin=\"openai\",outcome=\"failed\"} 2\n",
+        "loom_provider_rate_limited_total{provider=\"fast\",plugin=\"openai\"} 6\n",
+        "loom_provider_timeouts_total{provider=\"fast\",plugin=\"openai\"} 3\n",
+        "loom_provider_tokens_total{provider=\"fast\",plugin=\"openai\",type=\"input\"} 1000\n",
+        "loom_provider_tokens_total{provider=\"fast\",plugin=\"openai\",type=\"cache_read\"} 50\n",
+        "loom_provider_latency_seconds{provider=\"fast\",plugin=\"openai\"} 0.25\n",
+        "loom_provider_concurrency{provider=\"fast\",plugin=\"openai\"} 8\n",
+        "loom_provider_disabled{provider=\"fast\",plugin=\"openai\"} 0\n",
+        "loom_provider_paused{provider=\"fast\",plugin=\"openai\"} 1\n",
+        "loom_store_transactions_total 99\n",
+        "loom_store_held_writes 1\n",
+        "loom_store_held_tries_total 7\n",
+        "loom_isolate_events_total{plugin=\"hello\",event=\"crashes\"} 1\n",
+        "loom_isolate_helpers{plugin=\"hello\",state=\"ready\"} 2\n",
+        "# TYPE loom_cost_usd_total counter\nloom_cost_usd_total 1.5\n",
+        "loom_workflow_cost_usd_total{workflow=\"summarize\"} 1.25\n",
+        "loom_provider_cost_usd_total{provider=\"fast\"} 1.5\n",
+        "loom_tenant_cost_usd_total{tenant=\"team-a\"} 1\n",
+        "loom_tenant_cost_usd_total{tenant=\"default\"} 0.5\n",
+        "loom_tenant_jobs{tenant=\"team-a\",state=\"queued\"} 2\n",
+        "loom_tenant_weight{tenant=\"team-a\"} 3\n",
+        "loom_tenant_jobs_submitted_total{tenant=\"team-a\"} 9\n",
+        "loom_tenant_jobs_rejected_total{tenant=\"team-a\"} 1\n",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+        assert_has(t, lines[i]);
+    /* a member missing (no cache_write_tokens) makes no series */
+    cr_assert_null(strstr(t, "cache_write"));
+    free(t);
+    metrics_free(m);
+    json_decref(st);
+}
+
+Test(metrics, stats_without_cost_or_tenants_shows_neither)
+{
+    json_t *st = json_pack("{s:i, s:{s:i, s:i}}", "uptime_s", 1, "jobs", "queued", 0, "running",
+                           0);
+    metrics_t *m = metrics_new(0);
+    cr_assert_eq(metrics_from_stats(m, st), 0);
+    char *t = render(m);
+    cr_assert_null(strstr(t, "cost"));
+    cr_assert_null(strstr(t, "tenant"));
+    assert_has(t, "loom_jobs{state=\"queued\"} 0\n");
+    free(t);
+    metrics_free(m);
+    json_decref(st);
+}
