@@ -4,7 +4,18 @@
  * arrival time, on the limiter's clock in microseconds). A cost C costs
  * C * T microseconds where T = 60 s / limit; the call fits at NOW when
  * max(tat, NOW) + C*T - tau <= NOW, tau being the burst tolerance. Everything
- * else (queue, timer, AIMD) is bookkeeping around that test. */
+ * else (queue, timer, AIMD) is bookkeeping around that test.
+ *
+ * The queue is one FIFO per tenant (a "flow"), served by deficit round robin
+ * (Shreedhar and Varghese): the flow at the front of the rotation gets
+ * weight x RL_DRR_QUANTUM tokens of credit at the start of its turn, and its
+ * head is the ticket to grant next while the credit covers it; one it
+ * cannot cover ends the turn, the credit kept for the next. When a whole
+ * round covers nobody's head, the rounds that would grant nothing are
+ * skipped at once (each flow credited for them), so a pass costs at most two
+ * rounds whatever the sizes. One flow alone is simply served in order. The
+ * default flow lives in the limiter; other tenants' flows exist while they
+ * have tickets queued. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* timegm, strptime */
 #endif
@@ -35,6 +46,8 @@
 /* The latency baseline is trusted only after this many samples. */
 #define RL_BASELINE_MIN 5
 #define RL_DECREASE_HOLDOFF_US ((int64_t)REACTOR_SEC)
+/* A weight above this is taken as this: quantum x weight stays in range. */
+#define RL_MAX_WEIGHT INT64_C(1000000)
 
 enum { DIM_REQ, DIM_TOK, DIM_IN, DIM_OUT, DIM_N };
 
@@ -45,9 +58,12 @@ typedef struct rl_dim {
 
 typedef enum { T_QUEUED, T_GRANTED, T_DELIVERED } ticket_state;
 
+typedef struct rl_flow rl_flow;
+
 struct rl_ticket {
     rl_t *rl;
-    list_link link;      /* in rl->queue or rl->granted */
+    list_link link;      /* in its flow's queue or rl->granted */
+    rl_flow *flow;       /* while queued */
     ticket_state state;
     rl_cost cost;
     rl_grant_fn cb;
@@ -60,13 +76,25 @@ typedef struct ticket_list {
     int64_t n;
 } ticket_list;
 
+/* One tenant's waiting tickets and its place in the round robin. */
+struct rl_flow {
+    list_link turn;      /* in rl->active while it has tickets queued */
+    char *tenant;        /* owned; NULL for the default flow */
+    ticket_list queue;   /* FIFO */
+    int64_t weight;
+    int64_t deficit;     /* tokens of credit left */
+    bool in_turn;        /* credited for the turn it is at the front for */
+};
+
 struct rl {
     reactor_t *r;
     rl_limits limits;
     rl_dim dim[DIM_N];
     rl_clock_fn clock;
     void *clock_ud;
-    ticket_list queue;   /* waiting, FIFO */
+    rl_flow deflt;       /* the default tenant's flow */
+    list_link active;    /* rl_flow.turn: flows with tickets queued, in turn order */
+    int64_t nqueued;     /* tickets waiting in every flow */
     ticket_list granted; /* granted or delivered, not yet released */
     reactor_timer_t *wake; /* serves the queue head; at most one */
     reactor_post_t kick;   /* fallback when a timer cannot be allocated */
@@ -119,6 +147,129 @@ static rl_ticket *tlist_head(const ticket_list *l)
 {
     list_link *f = list_first(&l->h);
     return f ? LIST_OWNER(f, rl_ticket, link) : NULL;
+}
+
+/* ---- the round robin between tenants' flows */
+
+/* What a ticket costs a flow's credit: its estimated tokens, at least 1. */
+static int64_t ticket_size(const rl_ticket *t)
+{
+    int64_t n = t->cost.est_input_tokens + t->cost.est_output_tokens;
+    return n > 0 ? n : 1;
+}
+
+static int64_t flow_quantum(const rl_flow *f)
+{
+    return f->weight * RL_DRR_QUANTUM;
+}
+
+static rl_flow *flow_front(const rl_t *rl)
+{
+    return list_empty(&rl->active) ? NULL : LIST_OWNER(rl->active.next, rl_flow, turn);
+}
+
+/* The flow for TENANT ("default" and NULL: the limiter's own), made (and
+ * put at the back of the rotation) when it has nothing queued. */
+static rl_flow *flow_get(rl_t *rl, const char *tenant)
+{
+    if (!tenant || strcmp(tenant, "default") == 0)
+        return &rl->deflt;
+    for (list_link *l = rl->active.next; l != &rl->active; l = l->next) {
+        rl_flow *f = LIST_OWNER(l, rl_flow, turn);
+        if (f->tenant && strcmp(f->tenant, tenant) == 0)
+            return f;
+    }
+    rl_flow *f = calloc(1, sizeof *f);
+    if (!f || !(f->tenant = strdup(tenant))) {
+        free(f);
+        return NULL;
+    }
+    list_init(&f->turn);
+    list_init(&f->queue.h);
+    f->weight = 1;
+    return f;
+}
+
+/* F has nothing queued any more: out of the rotation, its credit gone (a
+ * flow that comes back starts afresh), and freed unless it is the default. */
+static void flow_retire(rl_flow *f)
+{
+    list_del(&f->turn);
+    f->deficit = 0;
+    f->in_turn = false;
+    if (f->tenant) {
+        free(f->tenant);
+        free(f);
+    }
+}
+
+/* The ticket the round robin serves next (still queued), or NULL. */
+static rl_ticket *drr_next(rl_t *rl)
+{
+    rl_flow *f = flow_front(rl);
+    if (!f)
+        return NULL;
+    if (f->turn.next == &rl->active) {
+        /* alone: nobody to share with, and no credit to keep */
+        f->in_turn = false;
+        f->deficit = 0;
+        return tlist_head(&f->queue);
+    }
+    size_t nactive = 0, looked = 0;
+    for (list_link *l = rl->active.next; l != &rl->active; l = l->next)
+        nactive++;
+    for (;;) {
+        f = flow_front(rl);
+        if (!f->in_turn) {
+            f->deficit += flow_quantum(f);
+            f->in_turn = true;
+        }
+        rl_ticket *t = tlist_head(&f->queue);
+        if (ticket_size(t) <= f->deficit)
+            return t;
+        f->in_turn = false; /* credit kept for its next turn */
+        list_del(&f->turn);
+        list_add_tail(&rl->active, &f->turn);
+        if (++looked < nactive)
+            continue;
+        /* a whole round covered nobody: skip the rounds that would not
+         * either, crediting every flow for them, so that the next round
+         * covers at least one head */
+        int64_t skip = -1;
+        for (list_link *l = rl->active.next; l != &rl->active; l = l->next) {
+            rl_flow *g = LIST_OWNER(l, rl_flow, turn);
+            int64_t q = flow_quantum(g), need = ticket_size(tlist_head(&g->queue)) - g->deficit;
+            int64_t rounds = (need + q - 1) / q - 1; /* the last one comes with its turn */
+            if (skip < 0 || rounds < skip)
+                skip = rounds;
+        }
+        for (list_link *l = rl->active.next; skip > 0 && l != &rl->active; l = l->next) {
+            rl_flow *g = LIST_OWNER(l, rl_flow, turn);
+            g->deficit += skip * flow_quantum(g);
+        }
+        looked = 0;
+    }
+}
+
+/* T, the ticket drr_next chose, leaves its flow to be granted. */
+static void drr_take(rl_t *rl, rl_ticket *t)
+{
+    rl_flow *f = t->flow;
+    tlist_remove(&f->queue, t);
+    t->flow = NULL;
+    rl->nqueued--;
+    if (!f->queue.n) {
+        flow_retire(f);
+        return;
+    }
+    if (!f->in_turn)
+        return;
+    f->deficit -= ticket_size(t);
+    if (ticket_size(tlist_head(&f->queue)) > f->deficit) {
+        f->in_turn = false; /* its turn is over: to the back */
+        list_del(&f->turn);
+        list_add_tail(&rl->active, &f->turn);
+    }
 }
 
 /* Microseconds of budget that COST units of a dimension with LIMIT per
@@ -220,8 +371,7 @@ static void pump(rl_t *rl)
         reactor_timer_cancel(rl->r, rl->wake);
         rl->wake = NULL;
     }
-    rl_ticket *t;
-    while ((t = tlist_head(&rl->queue))) {
+    while (rl->nqueued) {
         int64_t now = now_us(rl);
         if (now < rl->paused_until) {
             arm(rl, rl->paused_until - now);
@@ -229,6 +379,7 @@ static void pump(rl_t *rl)
         }
         if (rl->granted.n >= rl->cap)
             return;
+        rl_ticket *t = drr_next(rl);
         int64_t c[DIM_N], wait = 0;
         dim_costs(&t->cost, c);
         for (int i = 0; i < DIM_N; i++) {
@@ -242,7 +393,7 @@ static void pump(rl_t *rl)
         }
         for (int i = 0; i < DIM_N; i++)
             dim_charge(&rl->dim[i], c[i], now);
-        tlist_remove(&rl->queue, t);
+        drr_take(rl, t);
         tlist_push(&rl->granted, t);
         t->state = T_GRANTED;
         rl->n_granted++;
@@ -266,7 +417,10 @@ rl_t *rl_new(reactor_t *r, const rl_limits *limits)
         return NULL;
     }
     rl->r = r;
-    list_init(&rl->queue.h);
+    list_init(&rl->active);
+    list_init(&rl->deflt.turn);
+    list_init(&rl->deflt.queue.h);
+    rl->deflt.weight = 1;
     list_init(&rl->granted.h);
     rl->limits = *limits;
     /* above 10^11 a minute a limit is as good as none, and capping it
@@ -299,7 +453,11 @@ void rl_free(rl_t *rl)
     if (rl->wake)
         reactor_timer_cancel(rl->r, rl->wake);
     reactor_post_cancel(rl->r, &rl->kick);
-    free_list(rl, &rl->queue);
+    rl_flow *f;
+    while ((f = flow_front(rl))) {
+        free_list(rl, &f->queue);
+        flow_retire(f);
+    }
     free_list(rl, &rl->granted);
     free(rl);
 }
@@ -317,6 +475,12 @@ void rl_kick(rl_t *rl)
 
 rl_ticket *rl_acquire(rl_t *rl, const rl_cost *cost, rl_grant_fn cb, void *ud)
 {
+    return rl_acquire_for(rl, cost, NULL, 1, cb, ud);
+}
+
+rl_ticket *rl_acquire_for(rl_t *rl, const rl_cost *cost, const char *tenant, int64_t weight,
+                          rl_grant_fn cb, void *ud)
+{
     if (!rl || !cost || !cb || cost->requests < 0 || cost->est_input_tokens < 0 ||
         cost->est_output_tokens < 0 || cost->requests > RL_MAX_COST ||
         cost->est_input_tokens > RL_MAX_COST || cost->est_output_tokens > RL_MAX_COST) {
@@ -324,7 +488,9 @@ rl_ticket *rl_acquire(rl_t *rl, const rl_cost *cost, rl_grant_fn cb, void *ud)
         return NULL;
     }
     rl_ticket *t = calloc(1, sizeof *t);
-    if (!t) {
+    rl_flow *f = t ? flow_get(rl, tenant) : NULL;
+    if (!f) {
+        free(t);
         errno = ENOMEM;
         return NULL;
     }
@@ -333,10 +499,18 @@ rl_ticket *rl_acquire(rl_t *rl, const rl_cost *cost, rl_grant_fn cb, void *ud)
     t->cb = cb;
     t->ud = ud;
     t->state = T_QUEUED;
-    tlist_push(&rl->queue, t);
-    /* Only the head can be granted, so a ticket behind others needs no
-     * look; otherwise pump grants it (announced on a later pass) or arms. */
-    if (tlist_head(&rl->queue) == t)
+    t->flow = f;
+    f->weight = weight > 0 ? (weight < RL_MAX_WEIGHT ? weight : RL_MAX_WEIGHT) : 1;
+    bool was_idle = rl->nqueued == 0;
+    if (!f->queue.n)
+        list_add_tail(&rl->active, &f->turn);
+    tlist_push(&f->queue, t);
+    rl->nqueued++;
+    /* The ticket served next is the front flow's, whose choice a flow
+     * joining at the back does not change: only a ticket that finds the
+     * queue empty needs a look; pump grants it (announced on a later
+     * pass) or arms. */
+    if (was_idle)
         pump(rl);
     return t;
 }
@@ -380,9 +554,14 @@ void rl_cancel(rl_ticket *t)
         return;
     rl_t *rl = t->rl;
     if (t->state == T_QUEUED) {
-        bool was_head = tlist_head(&rl->queue) == t;
-        tlist_remove(&rl->queue, t);
+        rl_flow *f = t->flow;
+        bool was_head = tlist_head(&f->queue) == t;
+        tlist_remove(&f->queue, t);
+        rl->nqueued--;
+        if (!f->queue.n)
+            flow_retire(f);
         free(t);
+        /* the ticket served next may have been it */
         if (was_head)
             pump(rl);
         return;
@@ -486,7 +665,7 @@ void rl_stats(const rl_t *rl, rl_stats_t *out)
 {
     int64_t now = now_us(rl);
     out->in_flight = rl->granted.n;
-    out->queued = rl->queue.n;
+    out->queued = rl->nqueued;
     out->granted = rl->n_granted;
     out->paused_until_us = rl->paused_until > now ? (uint64_t)rl->paused_until : 0;
     out->effective_concurrency = rl->cap;

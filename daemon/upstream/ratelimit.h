@@ -22,8 +22,15 @@
  * provider with no configured cap still gets at most that many calls in flight,
  * so that halving on overload has something to halve.
  *
- * Waiting tickets are served first in, first out. The queue head is served by
- * one reactor timer at the earliest time it fits; grants are announced through
+ * Waiting tickets are served fairly between tenants: each tenant's tickets
+ * wait first in, first out in a queue of their own, and the tenants take
+ * turns by deficit round robin, a ticket costing its estimated tokens (input
+ * + output, at least 1) and a turn granting up to weight x RL_DRR_QUANTUM
+ * tokens' worth. So under contention each tenant gets at least its weighted
+ * share of every limit (rpm, tpm, concurrency), and a tenant alone gets all
+ * of it: a quiet tenant's share is never held back. A pause (429) stops the
+ * provider for every tenant. The ticket whose turn it is is served by one
+ * reactor timer at the earliest time it fits; grants are announced through
  * reactor posts, so a grant callback never runs inside the call that caused it.
  *
  * Conventions: reactor thread only; no I/O. Functions returning int return 0
@@ -48,6 +55,8 @@ typedef struct rl_ticket rl_ticket;
 
 /* Most calls in flight per provider when its concurrency is unlimited. */
 #define RL_DEFAULT_CEILING 64
+/* Tokens a tenant of weight 1 may be granted per turn of the round robin. */
+#define RL_DRR_QUANTUM 1000
 
 /* What one call is expected to cost. */
 typedef struct rl_cost {
@@ -103,6 +112,11 @@ void rl_kick(rl_t *rl);
  * once on the next pass if it fits, else when the queue reaches it and it
  * fits. NULL with errno EINVAL (negative or absurd cost) or ENOMEM. */
 rl_ticket *rl_acquire(rl_t *rl, const rl_cost *cost, rl_grant_fn cb, void *ud);
+
+/* rl_acquire for TENANT (copied; NULL: "default", the queue rl_acquire
+ * uses) with WEIGHT (< 1: 1; the latest ticket's weight is the tenant's). */
+rl_ticket *rl_acquire_for(rl_t *rl, const rl_cost *cost, const char *tenant, int64_t weight,
+                          rl_grant_fn cb, void *ud);
 
 /* Ends a granted call: frees its concurrency slot and corrects its token
  * reservation to ACTUAL (refunding or charging the difference; NULL keeps the
