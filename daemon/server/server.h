@@ -96,11 +96,15 @@ typedef struct server_options {
     void *log_ud;
 } server_options;
 
-/* The peer's credentials, read with SO_PEERCRED when it was accepted. */
+/* The peer's credentials, read with SO_PEERCRED when it was accepted, and
+ * its supplementary groups with SO_PEERGROUPS (none where the kernel does
+ * not give them): what access rules match. */
 typedef struct server_peer {
     pid_t pid;
     uid_t uid;
     gid_t gid;
+    const gid_t *groups;     /* NGROUPS of them (owned by the connection), or NULL */
+    size_t ngroups;
 } server_peer;
 
 /* A snapshot (server_stats_t, since server_stats names the function). */
@@ -178,6 +182,10 @@ const server_peer *server_conn_peer(const server_conn_t *conn);
 /* The references held on CONN besides the server's own: the deferred
  * replies and streams owed to it (a count its users may bound). */
 size_t server_conn_holds(const server_conn_t *conn);
+
+/* Bytes queued for CONN and not yet written: how far its reader is behind
+ * (0 once it is closed). */
+size_t server_conn_unsent(const server_conn_t *conn);
 
 /* A number unique to CONN within its server (1, 2, ...), for logs. */
 uint64_t server_conn_id(const server_conn_t *conn);

@@ -368,6 +368,35 @@ void server_conn_resume(server_conn_t *c)
     conn_on_event(c->server->r, c->fd, 0, c);
 }
 
+/* The peer's supplementary groups (SO_PEERGROUPS, Linux 4.13) into C, as
+ * many as there are. None when the kernel cannot say: rules on groups then
+ * match the primary group only. */
+static void conn_read_groups(server_conn_t *c, int fd)
+{
+#ifdef SO_PEERGROUPS
+    socklen_t len = 32 * sizeof(gid_t);
+    for (int tries = 0; tries < 3; tries++) {
+        gid_t *g = malloc(len);
+        if (!g)
+            return;
+        socklen_t got = len;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &got) == 0) {
+            c->groups = g;
+            c->peer.groups = g;
+            c->peer.ngroups = got / sizeof(gid_t);
+            return;
+        }
+        free(g);
+        if (errno != ERANGE || got <= len)
+            return;
+        len = got; /* the kernel says how much it needs */
+    }
+#else
+    (void)c;
+    (void)fd;
+#endif
+}
+
 int server_conn_open(server_t *s, int fd)
 {
     int rc;
@@ -388,6 +417,7 @@ int server_conn_open(server_t *s, int fd)
     c->refs = 1;
     c->id = ++s->next_conn_id;
     c->peer = (server_peer){.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+    conn_read_groups(c, fd);
     c->active_us = reactor_now_us(s->r);
     rc = reactor_add_fd(s->r, fd, REACTOR_READ, conn_on_event, c);
     if (rc < 0)
@@ -399,6 +429,8 @@ int server_conn_open(server_t *s, int fd)
     return 0;
 
 fail:
+    if (c)
+        free(c->groups);
     free(c);
     close(fd);
     return rc;
@@ -441,6 +473,7 @@ void server_conn_unref(server_conn_t *conn)
     if (--conn->refs == 0) {
         free(conn->in);
         free(conn->out);
+        free(conn->groups);
         free(conn);
         return;
     }
@@ -467,6 +500,11 @@ void server_conn_close(server_conn_t *conn)
 const server_peer *server_conn_peer(const server_conn_t *conn)
 {
     return &conn->peer;
+}
+
+size_t server_conn_unsent(const server_conn_t *conn)
+{
+    return conn->out_len - conn->out_head;
 }
 
 size_t server_conn_holds(const server_conn_t *conn)

@@ -31,6 +31,7 @@ struct server_conn {
     uint64_t id;
     uint64_t active_us;          /* its last request (or last deferred reply) */
     server_peer peer;
+    gid_t *groups;               /* peer.groups (owned) */
     void *data;
 
     char *in;                    /* received bytes not yet handled */
