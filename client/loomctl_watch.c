@@ -41,6 +41,7 @@ typedef struct watch_state {
     long calls;          /* the sum of IN_FLIGHT */
     json_t *maps;        /* map node -> [done, total] of its last map_progress */
     char *last_failure;  /* "CODE at NODE" of the last step_failed (owned) */
+    json_t *error;       /* the job's error job_finished gave (owned), or NULL */
     bool catching;       /* SIGINT is caught; OLD_SIGINT is what to restore */
     struct sigaction old_sigint;
 } watch_state;
@@ -183,6 +184,8 @@ static void on_event(json_t *ev, void *ud)
                                       json_integer_value(json_object_get(ev, "total"))));
     } else if (strcmp(name, "job_finished") == 0) {
         st->final = strdup(str(ev, "state") ? str(ev, "state") : "failed");
+        if (json_is_object(json_object_get(ev, "error")))
+            st->error = json_incref(json_object_get(ev, "error"));
     }
     if (st->json) {
         loomctl_print_json(ev, false);
@@ -250,6 +253,33 @@ static int second_look(watch_state *st, const json_t *get)
     return show_ended(st, get);
 }
 
+/* Why the job did not succeed, on stderr: its error as get gives it (code,
+ * node, attempts, message), which job_finished carries; a daemon whose
+ * job_finished does not is asked with a get on the same connection. Only
+ * when neither says anything, the last failed step seen. */
+static void say_outcome(loomctl_conn *c, watch_state *st)
+{
+    if (!st->error && strcmp(st->final, "failed") == 0) {
+        json_t *req = json_pack("{ssss}", "op", "get", "job", st->job), *reply = NULL;
+        if (req && loomctl_request(c, req, LOOMCTL_REPLY_TIMEOUT_MS, NULL, NULL, &reply) ==
+                       LOOMCTL_OK) {
+            json_t *e = json_object_get(json_object_get(reply, "job"), "error");
+            if (json_is_object(e))
+                st->error = json_incref(e);
+        }
+        json_decref(req);
+        json_decref(reply);
+    }
+    if (st->error && strcmp(st->final, "failed") == 0)
+        loomctl_print_job_error(st->job, st->error);
+    else if (strcmp(st->final, "cancelled") == 0)
+        fprintf(stderr, "loomctl: job %s was cancelled\n", st->job);
+    else
+        fprintf(stderr, "loomctl: job %s %s%s%s\n", st->job, st->final,
+                st->last_failure ? ": last failed step: " : "",
+                st->last_failure ? st->last_failure : "");
+}
+
 /* Shows events from C until the job ends, DEADLINE (monotonic ms, -1: none)
  * passes or the user interrupts; GET_ID is the pending get's. -1 after an
  * interrupt, else the exit status. */
@@ -308,9 +338,7 @@ static int follow_events(loomctl_conn *c, watch_state *st, json_int_t get_id, in
     if (strcmp(st->final, "succeeded") == 0)
         return LOOMCTL_OK;
     if (!st->json)
-        fprintf(stderr, "loomctl: job %s %s%s%s\n", st->job, st->final,
-                st->last_failure ? ": last failed step: " : "",
-                st->last_failure ? st->last_failure : "");
+        say_outcome(c, st);
     return LOOMCTL_FAILED;
 }
 
@@ -411,6 +439,7 @@ out:
     json_decref(st.maps);
     free(st.final);
     free(st.last_failure);
+    json_decref(st.error);
     free(st.id_copy);
     return rc;
 }

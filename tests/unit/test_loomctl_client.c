@@ -983,7 +983,7 @@ Test(client, stats_table)
         REPLY("stats", "{\"ok\":true,\"uptime_s\":3600,\"jobs\":{\"queued\":3,\"running\":12,"
                    "\"succeeded\":1042,\"failed\":7,\"cancelled\":1},\"providers\":{\"default\":"
                    "{\"in_flight\":40,\"queued\":2,\"requests\":5120,\"succeeded\":5100,"
-                   "\"failed\":20,\"rate_limited\":3,\"input_tokens\":812000,"
+                   "\"failed\":20,\"rate_limited\":3,\"timeouts\":4,\"input_tokens\":812000,"
                    "\"output_tokens\":240000,\"latency_ms\":48.2,\"concurrency\":64,"
                    "\"paused_ms\":0,\"disabled\":false,\"plugin\":\"openai\"},"
                    "\"offline\":{\"plugin\":\"mock\"}},\"connections\":5,\"workflows\":14}"),
@@ -994,13 +994,13 @@ Test(client, stats_table)
     cr_expect(has(r.out, "uptime:       1h 00m\n"), "stdout: %s", r.out);
     cr_expect(has(r.out, "jobs:         3 queued, 12 running, 1042 succeeded, 7 failed, "
                          "1 cancelled\n"), "stdout: %s", r.out);
-    cr_expect(has(r.out, "PROVIDER  PLUGIN  IN FLIGHT  QUEUED  REQUESTS  ERRORS  429S  "
+    cr_expect(has(r.out, "PROVIDER  PLUGIN  IN FLIGHT  QUEUED  REQUESTS  ERRORS  429S  TIMEOUTS  "
                          "INPUT TOKENS"), "stdout: %s", r.out);
-    cr_expect(has(r.out, "default   openai      40/64       2      5120      20     3  "
+    cr_expect(has(r.out, "default   openai      40/64       2      5120      20     3         4  "
                          "      812000"), "stdout: %s", r.out);
     cr_expect(has(r.out, "48.2 ms  ok\n"), "stdout: %s", r.out);
-    /* the offline mock has no upstream: no counters */
-    cr_expect(has(r.out, "offline   mock            -       -         -       -     -  "
+    /* a provider without counters (an older loomd's offline mock) */
+    cr_expect(has(r.out, "offline   mock            -       -         -       -     -         -  "
                          "           -"), "stdout: %s", r.out);
     run_free(&r);
 }
@@ -1086,6 +1086,66 @@ Test(client, watch_failed_job_exits_1)
     cr_expect(eq(int, r.status, 1), "stderr: %s", r.err);
     cr_expect(has(r.out, "step_failed    do.x code timeout attempt 3\n"), "stdout: %s", r.out);
     cr_expect(has(r.err, "last failed step: timeout at do.x"), "stderr: %s", r.err);
+    run_free(&r);
+}
+
+/* job_finished carries the job's error: it is what the last line says */
+Test(client, watch_failed_job_ends_with_its_error)
+{
+    static const fake_case cases[] = {
+        REPLY("get", "{\"ok\":true,\"job\":" JOB_RUNNING "}"),
+        REPLY("events", EVENTS
+                    "{\"event\":\"step_failed\",\"job\":\"" ID "\",\"node\":\"do.x\","
+                    "\"code\":\"upstream\",\"attempt\":1,\"time_ms\":1795000000200}\n"
+                    "{\"event\":\"job_finished\",\"job\":\"" ID "\",\"state\":\"failed\","
+                    "\"error\":{\"code\":\"timeout\",\"message\":\"timed out after 100 ms\","
+                    "\"node\":\"do.y\",\"attempts\":3},\"time_ms\":1795000000300}"),
+        END };
+    fake_start(cases);
+    run_result r = RUN("watch", ID);
+    cr_expect(eq(int, r.status, 1), "stderr: %s", r.err);
+    /* the job's error, not the last step that failed on the way (do.x was retried) */
+    cr_expect(has(r.err, "loomctl: job " ID " failed: timeout at do.y after 3 attempts: "
+                         "timed out after 100 ms\n"), "stderr: %s", r.err);
+    cr_expect(strstr(r.err, "do.x") == NULL, "stderr: %s", r.err);
+    cr_expect(eq(sz, fake_nrequests(), 3)); /* nothing asked after the end */
+    run_free(&r);
+}
+
+/* a daemon whose job_finished has no error: the error is asked for */
+Test(client, watch_failed_job_asks_for_its_error)
+{
+    static const fake_case cases[] = {
+        REPLY("get", "{\"ok\":true,\"job\":" JOB_RUNNING "}"),
+        REPLY("get", "{\"ok\":true,\"job\":" JOB_RUNNING "}"),
+        REPLY("events", EVENTS
+                    "{\"event\":\"job_finished\",\"job\":\"" ID "\",\"state\":\"failed\","
+                    "\"time_ms\":1795000000300}"),
+        REPLY("get", "{\"ok\":true,\"job\":" JOB_FAILED "}"),
+        END };
+    fake_start(cases);
+    run_result r = RUN("watch", ID);
+    cr_expect(eq(int, r.status, 1), "stderr: %s", r.err);
+    cr_expect(has(r.err, "loomctl: job " ID " failed: timeout at do.chain[1] after 3 attempts: "
+                         "no answer in 30 s\n"), "stderr: %s", r.err);
+    cr_expect(eq(sz, fake_nrequests(), 4));
+    cr_expect(eq(str, req_str(3, "op"), "get"));
+    run_free(&r);
+}
+
+Test(client, watch_cancelled_job_exits_1)
+{
+    static const fake_case cases[] = {
+        REPLY("get", "{\"ok\":true,\"job\":" JOB_RUNNING "}"),
+        REPLY("events", EVENTS
+                    "{\"event\":\"job_finished\",\"job\":\"" ID "\",\"state\":\"cancelled\","
+                    "\"error\":{\"code\":\"cancelled\",\"message\":\"cancelled\"},"
+                    "\"time_ms\":1795000000300}"),
+        END };
+    fake_start(cases);
+    run_result r = RUN("watch", ID);
+    cr_expect(eq(int, r.status, 1), "stderr: %s", r.err);
+    cr_expect(has(r.err, "loomctl: job " ID " was cancelled\n"), "stderr: %s", r.err);
     run_free(&r);
 }
 
