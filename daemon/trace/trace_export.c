@@ -331,14 +331,17 @@ void trace_submit(tracer_t *t, trace_span *s)
         trace_span_free(s);
         return;
     }
-    if (t->tail)
-        t->tail->next = s;
-    else {
+    bool first = !t->tail;
+    if (first) {
         t->head = s;
         t->oldest_ms = mono_ms();
+    } else {
+        t->tail->next = s;
     }
     t->tail = s;
-    if (++t->nqueued == t->o.batch_spans)
+    /* the first span starts the batch's delay, which the thread times;
+     * a full batch goes at once */
+    if (++t->nqueued == t->o.batch_spans || first)
         pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }

@@ -364,3 +364,21 @@ Test(trace, a_stop_flushes_what_is_buffered)
     json_decref(all);
     fc_stop(fc);
 }
+
+Test(trace, a_lone_span_goes_after_the_delay)
+{
+    fake_collector *fc = fc_start();
+    cr_assert(fc != NULL);
+    trace_options o = { .endpoint = url_of(fc_port(fc)), .service_name = "t", .sample = 1,
+                        .batch_delay_ms = 50 }; /* batches of the default 512 */
+    char err[128];
+    tracer_t *t = trace_start(&o, err, sizeof err);
+    cr_assert(t != NULL, "%s", err);
+    /* the thread was asleep with nothing to wait for: the first span wakes it */
+    submit_spans(t, 1);
+    trace_stats_t st = wait_stats(t, 1, -1, 10000);
+    cr_assert(eq(u64, st.exported, 1));
+    cr_assert(eq(u64, st.queued, 0));
+    trace_stop(t, 1000);
+    fc_stop(fc);
+}
