@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 
 #include "common/containers.h"
@@ -85,6 +86,13 @@ struct http_call {
     size_t nheaders;
     size_t held;               /* this call's share of c->bytes */
     bool first_byte, too_large, over_budget, added, waiting;
+    /* streaming (http_call_opts.on_data) */
+    http_data_fn on_data;
+    void *data_ud;
+    bool event_stream;         /* this response's content-type says so */
+    bool body_seen;            /* its first body bytes came: `streamed` decided */
+    bool streamed, aborted;
+    size_t streamed_bytes;     /* against max_body */
     list_link wait_link;       /* in c->waiting while `waiting` */
     http_outcome failed;       /* set before posting an early failure */
     const char *failed_msg;    /* static: curl's words for it, or NULL */
@@ -104,7 +112,7 @@ const char *http_outcome_name(http_outcome o)
         [HTTP_E_TIMEOUT_FIRST_BYTE] = "timeout_first_byte",
         [HTTP_E_TIMEOUT_TOTAL] = "timeout_total", [HTTP_E_TRANSFER] = "transfer",
         [HTTP_E_TOO_LARGE] = "too_large", [HTTP_E_NOMEM] = "out_of_memory",
-        [HTTP_E_BUDGET] = "response_budget",
+        [HTTP_E_BUDGET] = "response_budget", [HTTP_E_ABORTED] = "aborted",
     };
     return (unsigned)o < sizeof names / sizeof *names ? names[o] : "unknown";
 }
@@ -215,10 +223,33 @@ static void uncharge(http_call_t *call, size_t len)
     call->held -= len;
 }
 
+/* A streamed body's bytes: to on_data, counted against max_body. */
+static size_t stream_body(http_call_t *call, const char *p, size_t len)
+{
+    if (len > call->c->opt.max_body - call->streamed_bytes) {
+        call->too_large = true;
+        return 0;
+    }
+    call->streamed_bytes += len;
+    if (call->on_data(call->data_ud, p, len) != 0) {
+        call->aborted = true;
+        return 0;
+    }
+    return len;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
     http_call_t *call = ud;
     size_t len = size * n;
+    if (!call->body_seen) {
+        call->body_seen = true;
+        long status = 0;
+        curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+        call->streamed = call->on_data && call->event_stream && status >= 200 && status < 300;
+    }
+    if (call->streamed)
+        return stream_body(call, p, len);
     if (!charge(call, len))
         return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
     if (sbuf_add(&call->resp_body, p, len) < 0) {
@@ -247,6 +278,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         uncharge(call, call->held < call->hbuf.n ? call->held : call->hbuf.n);
         sbuf_reset(&call->hbuf);
         call->nheaders = 0;
+        call->event_stream = false;
         return len;
     }
     const char *colon = memchr(p, ':', len);
@@ -259,6 +291,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
     size_t vlen = (size_t)(end - v);
+    if (nlen == 12 && strncasecmp(p, "content-type", 12) == 0)
+        call->event_stream = vlen >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
     if (!charge(call, nlen + vlen + 2))
         return 0;
     if (sbuf_grow(&call->hbuf, nlen + vlen + 2) < 0) {
@@ -340,6 +374,10 @@ static http_outcome outcome_of(http_call_t *call, CURLcode rc, const char **msg)
     case CURLE_SSL_CACERT_BADFILE:
         return HTTP_E_CONNECT;
     case CURLE_WRITE_ERROR:
+        if (call->aborted) {
+            *msg = "the streamed body was refused by its reader";
+            return HTTP_E_ABORTED;
+        }
         if (call->over_budget) {
             *msg = "the responses in flight passed max_response_bytes_in_flight";
             return HTTP_E_BUDGET;
@@ -386,6 +424,7 @@ static void call_end(http_call_t *call, http_outcome outcome, const char *msg)
         .body_len = call->resp_body.n,
         .first_byte_us = call->first_byte ? call->first_us : 0,
         .total_us = reactor_now_us(call->c->r) - call->start_us,
+        .streamed = call->streamed,
     };
     /* the transfer leaves the multi handle before the callback, so that the
      * callback may start new calls on a connection this one freed */
@@ -607,6 +646,8 @@ http_call_t *http_call(http_client_t *c, loom_http_request *req, const http_call
     list_add_head(&c->calls, &call->link);
     call->done = done;
     call->ud = ud;
+    call->on_data = t ? t->on_data : NULL;
+    call->data_ud = t ? t->data_ud : NULL;
     call->start_us = reactor_now_us(c->r);
     bool ok = take_request(call, req) == 0;
     if (ok && (!call->method || !call->url)) {

@@ -18,6 +18,7 @@
 #ifndef LOOM_DAEMON_HTTP_H
 #define LOOM_DAEMON_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,10 @@ typedef struct http_options {
 
 #define HTTP_DEFAULT_BYTES_IN_FLIGHT ((size_t)512 << 20)
 
+/* Streamed bytes of a body: LEN bytes at DATA (borrowed for the call). 0 to
+ * go on, nonzero to end the call with HTTP_E_ABORTED. */
+typedef int (*http_data_fn)(void *ud, const char *data, size_t len);
+
 typedef struct http_call_opts {
     uint64_t connect_ms;       /* 0: no limit */
     uint64_t first_byte_ms;    /* 0: no limit */
@@ -54,6 +59,17 @@ typedef struct http_call_opts {
      * memory; chat answers fit in a few reads of 1 KiB, while a large
      * answer (a batch of embeddings) reads faster with more. */
     size_t recv_buffer;
+    /* Optional: a streamed answer is handed over as it arrives. The body
+     * of a 2xx response whose content-type is text/event-stream goes to
+     * ON_DATA(DATA_UD, ...) chunk by chunk, as curl reads it, and is not
+     * kept (the response then has `streamed` set and an empty body); any
+     * other response (an error status, a server that answered whole) is
+     * kept and handed to DONE as ever. The streamed bytes still count
+     * against max_body, in total, but not against the bytes in flight:
+     * nothing of them is held here. ON_DATA runs inside curl's callbacks,
+     * so it must not start or cancel HTTP calls. */
+    http_data_fn on_data;
+    void *data_ud;
 } http_call_opts;
 
 typedef enum http_outcome {
@@ -65,8 +81,9 @@ typedef enum http_outcome {
     HTTP_E_TRANSFER,           /* dropped mid-response, malformed HTTP */
     HTTP_E_TOO_LARGE,          /* the body passed http_options.max_body */
     HTTP_E_NOMEM,
-    HTTP_E_BUDGET              /* "response_budget": the client's bytes in
+    HTTP_E_BUDGET,             /* "response_budget": the client's bytes in
                                   flight passed max_bytes_in_flight */
+    HTTP_E_ABORTED             /* "aborted": the call's on_data refused the body */
 } http_outcome;
 
 /* What a finished call gives its callback; every pointer is borrowed for
@@ -81,6 +98,7 @@ typedef struct http_response {
     size_t body_len;
     uint64_t first_byte_us;    /* from the start of the call; 0 if none */
     uint64_t total_us;
+    bool streamed;             /* the body went to the call's on_data */
 } http_response;
 
 typedef void (*http_done_fn)(http_call_t *call, const http_response *resp, void *ud);
