@@ -8,7 +8,7 @@
  *
  * The queue is one FIFO per tenant (a "flow"), served by deficit round robin
  * (Shreedhar and Varghese): the flow at the front of the rotation gets
- * weight x RL_DRR_QUANTUM tokens of credit at the start of its turn, and its
+ * weight x RL_DRR_QUANTUM tokens more credit at the start of its turn, and its
  * head is the ticket to grant next while the credit covers it; one it
  * cannot cover ends the turn, the credit kept for the next. When a whole
  * round covers nobody's head, the rounds that would grant nothing are

@@ -25,8 +25,8 @@
  * Waiting tickets are served fairly between tenants: each tenant's tickets
  * wait first in, first out in a queue of their own, and the tenants take
  * turns by deficit round robin, a ticket costing its estimated tokens (input
- * + output, at least 1) and a turn granting up to weight x RL_DRR_QUANTUM
- * tokens' worth. So under contention each tenant gets at least its weighted
+ * + output, at least 1) and a turn adding weight x RL_DRR_QUANTUM tokens to
+ * a tenant's credit. So under contention each tenant gets at least its weighted
  * share of every limit (rpm, tpm, concurrency), and a tenant alone gets all
  * of it: a quiet tenant's share is never held back. A pause (429) stops the
  * provider for every tenant. The ticket whose turn it is is served by one
@@ -55,8 +55,11 @@ typedef struct rl_ticket rl_ticket;
 
 /* Most calls in flight per provider when its concurrency is unlimited. */
 #define RL_DEFAULT_CEILING 64
-/* Tokens a tenant of weight 1 may be granted per turn of the round robin. */
-#define RL_DRR_QUANTUM 1000
+/* Tokens of credit a tenant of weight 1 gets per turn of the round robin.
+ * Small, so that tenants' calls interleave finely (a tenant waits for at
+ * most one call of each other tenant, give or take a turn); the rounds a
+ * large call needs are skipped at once, so it costs nothing. */
+#define RL_DRR_QUANTUM 16
 
 /* What one call is expected to cost. */
 typedef struct rl_cost {
