@@ -9,7 +9,12 @@
  *
  * On a terminal the display is one line redrawn in place with \r; anywhere
  * else (a pipe, a log file) each event is one plain line, and with --json
- * the raw event lines. */
+ * the raw event lines. With --tokens the subscription asks for the job's
+ * token events too, and their text is printed as it comes, under a line
+ * naming the call (node and attempt) whenever another call's text starts;
+ * the other events are then plain lines between them, even on a terminal,
+ * where a redrawn line would tear the text. A retried attempt's line says
+ * that the text above it was discarded. */
 #include "config.h"
 
 #include "client/loomctl.h"
@@ -29,6 +34,9 @@ typedef struct watch_state {
     const char *job;     /* as given (argv), then as loomd spells it (id_copy); borrowed */
     char *id_copy;       /* owned */
     bool tty, json;
+    bool tokens;         /* --tokens: the job's streamed text is shown */
+    char *tok_call;      /* "NODE KEY ATTEMPT" whose text is being printed (owned) */
+    bool mid_line;       /* the last thing printed was text without its newline */
     bool live;           /* the terminal line may be drawn (not during requests) */
     bool drawn;          /* the terminal line is on screen */
     int64_t base_ms;     /* the job's start (or creation) time, for elapsed times; -1: unknown */
@@ -136,6 +144,33 @@ static void print_plain(const watch_state *st, const json_t *ev, const char *nam
     fflush(stdout);
 }
 
+/* A token event's text, under a header whenever another call's text
+ * starts, so that interleaved calls (the items of a map) stay readable. */
+static void print_token(watch_state *st, const json_t *ev)
+{
+    const char *text = str(ev, "text"), *node = str(ev, "node"), *key = str(ev, "key");
+    long long attempt = (long long)json_integer_value(json_object_get(ev, "attempt"));
+    char *call = NULL;
+    if (!text || asprintf(&call, "%s %s %lld", node ? node : "?", key ? key : "", attempt) < 0)
+        return;
+    if (!st->tok_call || strcmp(call, st->tok_call) != 0) {
+        if (st->mid_line)
+            putchar('\n');
+        printf("--- %s", node ? node : "?");
+        if (attempt > 1)
+            printf(" (attempt %lld)", attempt);
+        printf(" ---\n");
+        free(st->tok_call);
+        st->tok_call = call;
+        call = NULL;
+    }
+    free(call);
+    size_t n = strlen(text);
+    fwrite(text, 1, n, stdout);
+    st->mid_line = n > 0 && text[n - 1] != '\n';
+    fflush(stdout);
+}
+
 /* One more (DELTA 1) or one fewer (-1) attempt of the leaf NODE in flight.
  * An end nobody saw start (it started before the subscription; a step with
  * a fallback ends twice) counts nothing. */
@@ -160,6 +195,24 @@ static void on_event(json_t *ev, void *ud)
     const char *name = str(ev, "event"), *job = str(ev, "job"), *node = str(ev, "node");
     if (!name || (job && strcmp(job, st->job) != 0) || st->final)
         return;
+    if (strcmp(name, "token") == 0) {
+        if (st->json) {
+            loomctl_print_json(ev, false);
+            fflush(stdout);
+        } else if (st->tokens) {
+            print_token(st, ev);
+        }
+        return;
+    }
+    if (st->tokens && !st->json && st->mid_line) {
+        putchar('\n'); /* an event line never starts inside the text */
+        st->mid_line = false;
+    }
+    if (st->tokens && strcmp(name, "step_retry") == 0 && !st->json) {
+        /* the next call's text comes under a header of its own */
+        free(st->tok_call);
+        st->tok_call = NULL;
+    }
     if (strcmp(name, "job_started") == 0) {
         st->state = "running";
         if (st->base_ms < 0 && json_is_number(json_object_get(ev, "time_ms")))
@@ -190,8 +243,13 @@ static void on_event(json_t *ev, void *ud)
     if (st->json) {
         loomctl_print_json(ev, false);
         fflush(stdout);
-    } else if (!st->tty) {
+    } else if (!st->tty || st->tokens) {
         print_plain(st, ev, name);
+        if (st->tokens && strcmp(name, "step_retry") == 0)
+        {
+            printf("(the text of %s's earlier attempt above is discarded)\n", node ? node : "?");
+            fflush(stdout);
+        }
     } else if (st->live && !st->final && loomctl_now_ms() - st->last_draw >= REDRAW_MS) {
         draw(st);
     }
@@ -293,7 +351,7 @@ static int follow_events(loomctl_conn *c, watch_state *st, json_int_t get_id, in
     if (sigaction(SIGINT, NULL, &st->old_sigint) == 0 && st->old_sigint.sa_handler != SIG_IGN)
         st->catching = sigaction(SIGINT, &sa, NULL) == 0;
     st->live = true;
-    if (st->tty && !st->json)
+    if (st->tty && !st->json && !st->tokens)
         draw(st);
     while (!st->final && !interrupted) {
         json_t *msg;
@@ -323,7 +381,7 @@ static int follow_events(loomctl_conn *c, watch_state *st, json_int_t get_id, in
                     st->state);
             return LOOMCTL_TIMEOUT;
         }
-        if (st->tty && !st->json)
+        if (st->tty && !st->json && !st->tokens)
             draw(st);
     }
     if (interrupted) {
@@ -331,7 +389,7 @@ static int follow_events(loomctl_conn *c, watch_state *st, json_int_t get_id, in
         fprintf(stderr, "loomctl: stopped watching job %s (it goes on)\n", st->job);
         return -1;
     }
-    if (st->tty && !st->json) {
+    if (st->tty && !st->json && !st->tokens) {
         draw(st);
         end_line(st);
     }
@@ -368,6 +426,8 @@ static int follow(loomctl_conn *c, watch_state *st, int64_t quick, int64_t deadl
     reply = NULL;
 
     json_t *req = json_pack("{ssss}", "op", "events", "job", st->job);
+    if (req && st->tokens)
+        json_object_set_new(req, "tokens", json_true());
     rc = req ? loomctl_request(c, req, quick, on_event, st, &reply) : LOOMCTL_UNREACHABLE;
     json_decref(req);
     if (rc == LOOMCTL_REFUSED && st->json)
@@ -396,11 +456,12 @@ int loomctl_cmd_watch(int argc, char **argv)
 {
     const loomctl_command *self = loomctl_command_find("watch");
     const char *socket = NULL, *timeout_text = NULL;
-    bool json = false;
+    bool json = false, tokens = false;
     const loomctl_option opts[] = {
         { "socket", 0, &socket, NULL },
         { "timeout", 0, &timeout_text, NULL },
         { "json", 0, NULL, &json },
+        { "tokens", 0, NULL, &tokens },
         { NULL, 0, NULL, NULL },
     };
     int nop;
@@ -417,7 +478,8 @@ int loomctl_cmd_watch(int argc, char **argv)
     if (limit >= 0 && limit < quick)
         quick = limit;
 
-    watch_state st = { .job = argv[1], .tty = isatty(STDOUT_FILENO), .json = json, .base_ms = -1,
+    watch_state st = { .job = argv[1], .tty = isatty(STDOUT_FILENO), .json = json,
+                       .tokens = tokens, .base_ms = -1,
                        .state = "queued", .in_flight = json_object(), .maps = json_object() };
     if (!st.in_flight || !st.maps) {
         fprintf(stderr, "loomctl: out of memory\n");
@@ -438,6 +500,7 @@ out:
     json_decref(st.in_flight);
     json_decref(st.maps);
     free(st.final);
+    free(st.tok_call);
     free(st.last_failure);
     json_decref(st.error);
     free(st.id_copy);
