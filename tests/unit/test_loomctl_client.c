@@ -1054,6 +1054,52 @@ Test(client, watch_json_prints_the_events)
     run_free(&r);
 }
 
+#define TOKEN(attempt, text)                                                                   \
+    "{\"event\":\"token\",\"job\":\"" ID "\",\"node\":\"do\",\"key\":\"k1\",\"attempt\":" #attempt  \
+    ",\"text\":\"" text "\",\"time_ms\":1795000000020}\n"
+
+static const fake_case watch_tokens_cases[] = {
+    REPLY("get", "{\"ok\":true,\"job\":" JOB_RUNNING "}"),
+    DELAYED("events",
+            "{\"ok\":true,\"subscribed\":true}\n"
+            "{\"event\":\"step_started\",\"job\":\"" ID "\",\"node\":\"do\",\"kind\":\"call\","
+            "\"time_ms\":1795000000010}\n"
+            TOKEN(1, "Hel") TOKEN(1, "lo, ")
+            "{\"event\":\"step_retry\",\"job\":\"" ID "\",\"node\":\"do\",\"kind\":\"call\","
+            "\"attempt\":2,\"time_ms\":1795000000030}\n"
+            TOKEN(2, "Hello, ") TOKEN(2, "world")
+            "{\"event\":\"step_finished\",\"job\":\"" ID "\",\"node\":\"do\",\"kind\":\"call\","
+            "\"attempt\":2,\"time_ms\":1795000000130}\n"
+            "{\"event\":\"job_finished\",\"job\":\"" ID "\",\"state\":\"succeeded\","
+            "\"time_ms\":1795000001004}\n",
+            50),
+    END };
+
+Test(client, watch_tokens_prints_the_text_as_it_streams)
+{
+    fake_start(watch_tokens_cases);
+    run_result r = RUN("watch", "--tokens", ID);
+    cr_expect(eq(int, r.status, 0), "stderr: %s", r.err);
+    cr_expect(0 != json_is_true(json_object_get(fake_request(1), "tokens")),
+              "the subscription asks for tokens");
+    cr_expect(has(r.out, "--- do ---\nHello, \n"), "stdout: %s", r.out);
+    cr_expect(has(r.out, "step_retry     do (call) attempt 2\n"
+                         "(the text of do's earlier attempt above is discarded)\n"
+                         "--- do (attempt 2) ---\nHello, world\n"),
+              "stdout: %s", r.out);
+    cr_expect(has(r.out, "job_finished   succeeded\n"), "stdout: %s", r.out);
+    run_free(&r);
+}
+
+Test(client, watch_without_tokens_asks_for_none)
+{
+    fake_start(watch_ok_cases);
+    run_result r = RUN("watch", ID);
+    cr_expect(eq(int, r.status, 0), "stderr: %s", r.err);
+    cr_expect(eq(ptr, json_object_get(fake_request(1), "tokens"), NULL));
+    run_free(&r);
+}
+
 Test(client, watch_of_a_job_that_ends_while_subscribing)
 {
     /* running at the first look, ended at the second: no job_finished comes */
