@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/containers.h"
 #include "daemon/core/http.h"
 #include "tests/unit/fake_server.h"
 
@@ -426,4 +427,121 @@ Test(http, response_bytes_in_flight_are_bounded, .fini = teardown)
     cr_assert_leq(peak, budget);
     cr_assert_eq(http_bytes_in_flight(hc), 0);
     cr_assert_str_eq(http_outcome_name(HTTP_E_BUDGET), "response_budget");
+}
+
+/* ---- streamed bodies (http_call_opts.on_data) */
+
+typedef struct streamed {
+    sbuf body;                 /* what on_data got */
+    int chunks;
+    int done_before;           /* chunks seen before the call ended */
+    int refuse_after;          /* > 0: refuse the chunk after this many */
+} streamed;
+
+static int on_data(void *ud, const char *data, size_t len)
+{
+    streamed *s = ud;
+    if (s->refuse_after > 0 && s->chunks >= s->refuse_after)
+        return 1;
+    s->chunks++;
+    cr_assert_eq(sbuf_add(&s->body, data, len), 0);
+    return 0;
+}
+
+/* A streamed chat request of TEXT (with "stream": true when STREAM). */
+static void stream_request(loom_http_request *q, const char *text, bool stream)
+{
+    chat_request(q, srv.port, text);
+    free(q->body);
+    cr_assert(asprintf(&q->body, "{\"model\":\"m\",\"stream\":%s,\"messages\":[{\"role\":\"user\","
+                       "\"content\":\"%s\"}]}", stream ? "true" : "false", text) > 0);
+    q->body_len = strlen(q->body);
+}
+
+Test(http, an_event_stream_goes_to_on_data_as_it_arrives, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--stream-chunk", "16", "--stream-gap", "5", NULL }, NULL);
+    streamed s = { .body = SBUF_INIT };
+    http_call_opts o = { .on_data = on_data, .data_ud = &s };
+    got g = { 0 };
+    loom_http_request q;
+    stream_request(&q, "the answer comes in many pieces, each its own write", true);
+    cr_assert(http_call(hc, &q, &o, on_done, &g));
+    run_until(&g.n, 1, 10000);
+    cr_assert_eq(g.n, 1);
+    cr_assert_eq(g.outcome, HTTP_OK, "%s", http_outcome_name(g.outcome));
+    cr_assert_eq(g.status, 200);
+    cr_assert_str_eq(g.body, "", "a streamed body is not kept");
+    /* 16-byte writes 5 ms apart arrive as more than one read */
+    cr_assert_gt(s.chunks, 1, "the body came in %d chunk(s)", s.chunks);
+    cr_assert(strstr(s.body.p, "data: [DONE]") != NULL, "%s", s.body.p);
+    cr_assert_eq(http_bytes_in_flight(hc), 0);
+    sbuf_free(&s.body);
+    got_free(&g);
+}
+
+Test(http, an_answer_that_is_not_a_stream_is_kept_whole, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--fault", "500", NULL }, NULL);
+    streamed s = { .body = SBUF_INIT };
+    http_call_opts o = { .on_data = on_data, .data_ud = &s };
+    got g = { 0 };
+    loom_http_request q;
+    stream_request(&q, "an error status", true); /* the 500 is JSON, not a stream */
+    cr_assert(http_call(hc, &q, &o, on_done, &g));
+    run_until(&g.n, 1, 10000);
+    cr_assert_eq(g.status, 500);
+    cr_assert_eq(s.chunks, 0, "an error body is not streamed");
+    cr_assert(strstr(g.body, "server_error") != NULL, "%s", g.body);
+    got_free(&g);
+}
+
+Test(http, a_whole_json_answer_is_kept_even_with_on_data, .fini = teardown)
+{
+    setup_with(NULL, NULL);
+    streamed s = { .body = SBUF_INIT };
+    http_call_opts o = { .on_data = on_data, .data_ud = &s };
+    got g = { 0 };
+    loom_http_request q;
+    stream_request(&q, "whole", false);
+    cr_assert(http_call(hc, &q, &o, on_done, &g));
+    run_until(&g.n, 1, 10000);
+    cr_assert_eq(g.status, 200);
+    cr_assert_eq(s.chunks, 0);
+    cr_assert(strstr(g.body, "\"whole\"") != NULL, "%s", g.body);
+    got_free(&g);
+}
+
+Test(http, on_data_refusing_ends_the_call_aborted, .fini = teardown)
+{
+    setup_with((const char *const[]){ "--stream-chunk", "16", "--stream-gap", "5", NULL }, NULL);
+    streamed s = { .body = SBUF_INIT, .refuse_after = 1 };
+    http_call_opts o = { .on_data = on_data, .data_ud = &s };
+    got g = { 0 };
+    loom_http_request q;
+    stream_request(&q, "refused after the first chunk", true);
+    cr_assert(http_call(hc, &q, &o, on_done, &g));
+    run_until(&g.n, 1, 10000);
+    cr_assert_eq(g.n, 1);
+    cr_assert_eq(g.outcome, HTTP_E_ABORTED, "%s", http_outcome_name(g.outcome));
+    cr_assert_eq(s.chunks, 1);
+    sbuf_free(&s.body);
+    got_free(&g);
+}
+
+Test(http, a_stream_past_max_body_is_too_large, .fini = teardown)
+{
+    http_options opt = { .max_body = 256 };
+    setup_with((const char *const[]){ "--stream-chunk", "64", NULL }, &opt);
+    streamed s = { .body = SBUF_INIT };
+    http_call_opts o = { .on_data = on_data, .data_ud = &s };
+    got g = { 0 };
+    loom_http_request q;
+    stream_request(&q, "a stream whose events together pass the body cap of 256 bytes", true);
+    cr_assert(http_call(hc, &q, &o, on_done, &g));
+    run_until(&g.n, 1, 10000);
+    cr_assert_eq(g.outcome, HTTP_E_TOO_LARGE, "%s", http_outcome_name(g.outcome));
+    cr_assert_leq(s.body.n, 256);
+    sbuf_free(&s.body);
+    got_free(&g);
 }
