@@ -732,3 +732,121 @@ Test(upstream, an_answer_past_the_response_budget_is_a_retryable_upstream_error,
     cr_assert(strstr(g.msg, "response_budget"), "%s", g.msg);
     cr_assert_eq(http_bytes_in_flight(hc), 0);
 }
+
+/* ---- streamed answers: a call with a token reader */
+
+typedef struct tokens {
+    char text[512];
+    size_t len;
+    int n;
+} tokens;
+
+static void on_token(void *ud, const char *text, size_t len)
+{
+    tokens *t = ud;
+    cr_assert_lt(t->len + len, sizeof t->text);
+    memcpy(t->text + t->len, text, len);
+    t->len += len;
+    t->text[t->len] = '\0';
+    t->n++;
+}
+
+static upstream_call_t *chat_streamed(const char *text, tokens *t, got *g)
+{
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", text);
+    json_t *params = json_object();
+    loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .params = params };
+    upstream_call_info info = { .token = on_token, .token_ud = t };
+    upstream_call_t *c = upstream_call(up, &req, &info, on_done, g);
+    json_decref(msgs);
+    json_decref(params);
+    cr_assert(c);
+    return c;
+}
+
+#define STREAM_TEXT "a streamed answer, long enough for several pieces"
+
+/* PLUGIN's streamed call: tokens joined are the output, and the output
+ * and usage are those of the same call unstreamed. */
+static void streamed_same_as_whole(const char *plugin)
+{
+    setup(plugin, (const char *const[]){ "--stream-chunk", "9", NULL }, NULL, NULL);
+    got g[2] = { 0 };
+    tokens t = { .n = 0 };
+    chat_streamed(STREAM_TEXT, &t, &g[0]);
+    run_until_all(g, 1, 10000);
+    chat(STREAM_TEXT, &g[1]);
+    run_until_all(g, 2, 10000);
+    cr_assert_eq(g[0].code, LOOM_OK, "%s", g[0].msg);
+    cr_assert_eq(g[1].code, LOOM_OK, "%s", g[1].msg);
+    cr_assert_str_eq(json_string_value(g[0].out), STREAM_TEXT);
+    cr_assert_str_eq(t.text, STREAM_TEXT, "the tokens joined are the output");
+    cr_assert_gt(t.n, 1, "in pieces");
+    cr_assert_str_eq(json_string_value(g[1].out), STREAM_TEXT);
+    cr_assert_gt(g[0].usage.input_tokens, 0);
+    cr_assert_eq(g[0].usage.input_tokens, g[1].usage.input_tokens);
+    cr_assert_eq(g[0].usage.output_tokens, g[1].usage.output_tokens);
+    cr_assert_eq(fake_server_stat(&srv, "streams"), 1, "only the call with a reader streamed");
+    upstream_stats_t st;
+    upstream_stats(up, &st);
+    cr_assert_eq(st.output_tokens, g[0].usage.output_tokens + g[1].usage.output_tokens);
+    json_decref(g[0].out);
+    json_decref(g[1].out);
+}
+
+Test(upstream, openai_streamed_call_ends_as_an_unstreamed_one, .fini = teardown)
+{
+    streamed_same_as_whole("openai");
+}
+
+Test(upstream, anthropic_streamed_call_ends_as_an_unstreamed_one, .fini = teardown)
+{
+    streamed_same_as_whole("anthropic");
+}
+
+/* PLUGIN's streamed call under FAULT fails with CODE, its message holding
+ * WHAT, after the first piece of text reached the reader. */
+static void stream_fails(const char *plugin, const char *fault, loom_errcode code,
+                         const char *what)
+{
+    setup(plugin, (const char *const[]){ "--fault", fault, NULL }, NULL, NULL);
+    got g = { 0 };
+    tokens t = { .n = 0 };
+    chat_streamed(STREAM_TEXT, &t, &g);
+    run_until_all(&g, 1, 10000);
+    cr_assert_eq(g.code, code, "%s", g.msg);
+    cr_assert_null(g.out);
+    cr_assert(strstr(g.msg, what) != NULL, "%s", g.msg);
+    cr_assert_eq(t.n, 1, "the text before the failure was read");
+}
+
+Test(upstream, openai_stream_cut_before_its_end_is_upstream, .fini = teardown)
+{
+    stream_fails("openai", "stream_cut", LOOM_E_UPSTREAM, "before its end event");
+}
+
+Test(upstream, anthropic_stream_cut_before_its_end_is_upstream, .fini = teardown)
+{
+    stream_fails("anthropic", "stream_cut", LOOM_E_UPSTREAM, "before its end event");
+}
+
+Test(upstream, openai_error_mid_stream_is_classed, .fini = teardown)
+{
+    stream_fails("openai", "stream_error", LOOM_E_UPSTREAM, "injected error mid-stream");
+}
+
+Test(upstream, anthropic_error_event_is_classed, .fini = teardown)
+{
+    stream_fails("anthropic", "stream_error", LOOM_E_UPSTREAM, "Overloaded");
+}
+
+Test(upstream, a_stream_request_answered_with_an_error_status_is_decoded, .fini = teardown)
+{
+    setup("openai", (const char *const[]){ "--fault", "quota", NULL }, NULL, NULL);
+    got g = { 0 };
+    tokens t = { .n = 0 };
+    chat_streamed(STREAM_TEXT, &t, &g);
+    run_until_all(&g, 1, 10000);
+    cr_assert_eq(g.code, LOOM_E_QUOTA, "%s", g.msg);
+    cr_assert_eq(t.n, 0);
+}
