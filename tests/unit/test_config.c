@@ -370,3 +370,32 @@ Test(config, plugin_entries_are_checked_at_their_positions)
     cr_expect(eq(str, l.v[1], "c.yaml:3:5: error: plugins.config.gretter: no plugin 'gretter' is "
                               "loaded; did you mean 'greeter'?"));
 }
+
+Test(config, log_file_and_pid_file_keep_their_positions)
+{
+    parsed p = parse("log: { level: warn, file: /var/log/loom/loomd.log }\n"
+                     "pid_file: /run/loom/loomd.pid\n");
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_expect(eq(str, p.c->log_file.path, "/var/log/loom/loomd.log"));
+    cr_expect(eq(int, p.c->log_file.line, 1));
+    cr_expect(eq(int, p.c->log_file.col, 27));
+    cr_expect(eq(str, p.c->pid_file.path, "/run/loom/loomd.pid"));
+    cr_expect(eq(int, p.c->pid_file.line, 2));
+    cr_expect(eq(int, p.c->pid_file.col, 11));
+    done(&p);
+    /* neither is set by default: stderr, and no pid file */
+    p = parse("socket: /tmp/x.sock\n");
+    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_expect(p.c->log_file.path == NULL);
+    cr_expect(p.c->pid_file.path == NULL);
+    done(&p);
+    p = parse("log: { file: [a, b], fiel: x }\npid_file: 42\npidfile: x\n");
+    cr_assert(p.c == NULL);
+    cr_expect(eq(str, (char *)dump(&p),
+                 "1:14: error: 'file' must be a non-empty string, got a sequence\n"
+                 "1:22: error: unknown key 'fiel' in log; did you mean 'file'?\n"
+                 "2:11: error: 'pid_file' must be a non-empty string, got a number\n"
+                 "3:1: error: unknown key 'pidfile' in config; did you mean 'pid_file'?\n"),
+              "%s", dump(&p));
+    done(&p);
+}
