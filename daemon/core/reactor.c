@@ -93,6 +93,8 @@ struct reactor {
     uint64_t lag_us[REACTOR_LAG_WINDOW];
     size_t lag_n, lag_next;
     uint64_t lag_count;
+    reactor_lag_fn lag_obs;   /* reactor_set_lag_observer, or NULL */
+    void *lag_obs_ud;
 
     pthread_mutex_t post_lock; /* guards the fields below */
     list_link posts;           /* reactor_post_t.link, in posting order */
@@ -390,6 +392,8 @@ static int reactor_fire_timers(reactor_t *r, uint64_t seq_limit)
         if (r->lag_n < REACTOR_LAG_WINDOW)
             r->lag_n++;
         r->lag_count++;
+        if (r->lag_obs)
+            r->lag_obs(r->lag_obs_ud, now > t->deadline_us ? now - t->deadline_us : 0);
         t->index = REACTOR_TIMER_FIRING;
         r->firing = t;
         t->cb(r, t, t->ud);
@@ -618,6 +622,12 @@ static int reactor_u64_cmp(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
+}
+
+void reactor_set_lag_observer(reactor_t *r, reactor_lag_fn fn, void *ud)
+{
+    r->lag_obs = fn;
+    r->lag_obs_ud = ud;
 }
 
 void reactor_lag(const reactor_t *r, reactor_lag_t *out)

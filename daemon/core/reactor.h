@@ -145,6 +145,12 @@ typedef struct reactor_lag_t {
 /* The lag of the last REACTOR_LAG_WINDOW timers fired, into OUT. */
 void reactor_lag(const reactor_t *r, reactor_lag_t *out);
 
+/* FN(UD, lag_us) as each timer fires, before its callback, with its
+ * lateness (for a histogram of it; FN must be cheap). NULL: none. Reactor
+ * thread. */
+typedef void (*reactor_lag_fn)(void *ud, uint64_t lag_us);
+void reactor_set_lag_observer(reactor_t *r, reactor_lag_fn fn, void *ud);
+
 /* ---- posts: handing work to the reactor thread from any thread */
 
 /* Queues CB(R, UD) to run on the reactor thread. Posts run in the order they
