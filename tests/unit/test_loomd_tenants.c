@@ -50,6 +50,8 @@ static void start_with(const char *extra, const char *providers)
     free(with);
     lh_workflow(&D, "one", ONE_WF);
     lh_workflow(&D, "limited", LIMITED_WF);
+    lh_workflow(&D, "slow", "loom: 1\nname: slow\ndefaults: { provider: slow }\n"
+                            "do: { call: 'slowly' }\n");
     lh_start(&D);
 }
 
@@ -457,4 +459,33 @@ Test(tenants, a_flood_does_not_starve_a_small_tenant, .fini = teardown)
     json_decref(r);
     close(f.fd);
     close(fa);
+}
+
+Test(tenants, a_tenants_own_limits, .fini = teardown)
+{
+    start_with("tenants: { c: { max_running_jobs: 1, max_queued_jobs: 1 } }\n", NULL);
+    int fd = lh_connect(&D);
+    cr_assert(fd >= 0);
+    const char *sub = "{\"id\":1,\"op\":\"submit\",\"workflow\":\"slow\",\"tenant\":\"c\"}";
+    json_t *r1 = call_on(fd, sub), *r2 = call_on(fd, sub), *r3 = call_on(fd, sub);
+    cr_assert(json_is_true(json_object_get(r1, "ok")), "%s", json_dumps(r1, 0));
+    cr_assert(json_is_true(json_object_get(r2, "ok")), "%s", json_dumps(r2, 0));
+    cr_assert_str_eq(code_of(r3), "queue_full", "%s", json_dumps(r3, 0));
+    cr_assert(strstr(json_string_value(json_object_get(json_object_get(r3, "error"), "message")),
+                     "tenant c"));
+    /* the default tenant is not held by c's limits */
+    json_t *r4 = call_on(fd, "{\"id\":1,\"op\":\"submit\",\"workflow\":\"one\",\"wait\":true}");
+    cr_assert(json_is_true(json_object_get(r4, "ok")), "%s", json_dumps(r4, 0));
+    json_t *s = call_on(fd, "{\"id\":2,\"op\":\"stats\"}");
+    json_t *c = json_object_get(json_object_get(s, "tenants"), "c");
+    cr_assert_eq(json_integer_value(json_object_get(c, "running")), 1, "%s", json_dumps(s, 0));
+    cr_assert_eq(json_integer_value(json_object_get(c, "queued")), 1);
+    cr_assert_eq(json_integer_value(json_object_get(c, "rejected")), 1);
+    cr_assert_eq(json_integer_value(json_object_get(c, "weight")), 1);
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(r3);
+    json_decref(r4);
+    json_decref(s);
+    close(fd);
 }
