@@ -118,7 +118,8 @@ extern const size_t metrics_token_nbuckets;
 /* Adds to M (a registry made for one scrape) the families read from
  * STATS, the reply of the `stats` op (docs/protocol.md): jobs by state,
  * the queue, providers' counters and gauges, connections, the store,
- * isolated plugins, cost by workflow, provider and tenant, tenants' jobs.
+ * isolated plugins, spans exported and dropped, cost by workflow, provider
+ * and tenant, tenants' jobs.
  * Members that are missing are skipped, so a reply of an older loomd
  * renders what it has. 0, or -1 when out of memory. */
 int metrics_from_stats(metrics_t *m, const json_t *stats);

@@ -105,6 +105,16 @@ static const fdef F_T_REJ = { "loom_tenant_jobs_rejected_total",
                               "Submits refused for a tenant's limits.", METRICS_COUNTER,
                               { "tenant", NULL } };
 
+static const fdef F_SPANS = { "loom_trace_spans_total",
+                              "Spans exported to the collector, or dropped (buffer full, "
+                              "collector down).",
+                              METRICS_COUNTER, { "outcome", NULL } };
+static const fdef F_SPAN_POSTS = { "loom_trace_failed_posts_total",
+                                   "Posts of span batches the collector did not take.",
+                                   METRICS_COUNTER, { NULL } };
+static const fdef F_SPAN_Q = { "loom_trace_spans_queued", "Spans waiting to be exported.",
+                               METRICS_GAUGE, { NULL } };
+
 /* The value V of D's series VALUES, making D's family on first use. -1
  * when out of memory (a full family is not an error: it counts drops). */
 static int put(metrics_t *m, const fdef *d, const char *const *values, double v)
@@ -235,6 +245,13 @@ int metrics_from_stats(metrics_t *m, const json_t *stats)
     json_object_foreach(json_object_get(st, "isolate"), name, v)
         if (json_is_object(v))
             rc |= isolate(m, name, v);
+    const json_t *tr = json_object_get(st, "tracing");
+    if (json_is_true(json_object_get(tr, "enabled"))) {
+        rc |= put_num(m, &F_SPANS, (const char *[]){ "exported" }, tr, "exported", 1);
+        rc |= put_num(m, &F_SPANS, (const char *[]){ "dropped" }, tr, "dropped", 1);
+        rc |= put_num(m, &F_SPAN_POSTS, NULL, tr, "failed_posts", 1);
+        rc |= put_num(m, &F_SPAN_Q, NULL, tr, "queued", 1);
+    }
     const json_t *cost = json_object_get(st, "cost");
     rc |= put_num(m, &F_COST, NULL, cost, "usd", 1);
     rc |= cost_by(m, &F_COST_WF, cost, "by_workflow");

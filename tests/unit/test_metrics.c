@@ -245,6 +245,8 @@ static const char *stats_json =
     " \"isolate\": {\"hello\": {\"calls\": 5, \"invokes\": 0, \"crashes\": 1, \"timeouts\": 0,"
     "   \"cancels\": 0, \"grace_kills\": 0, \"restarts\": 1, \"helpers\": 2,"
     "   \"helpers_ready\": 2}},"
+    " \"tracing\": {\"enabled\": true, \"exported\": 40, \"dropped\": 2, \"failed_posts\": 1,"
+    "   \"queued\": 3},"
     " \"cost\": {\"usd\": 1.5, \"by_workflow\": {\"summarize\": 1.25, \"tag\": 0.25},"
     "   \"by_provider\": {\"fast\": 1.5}, \"by_tenant\": {\"team-a\": 1.0, \"default\": 0.5}},"
     " \"tenants\": {\"team-a\": {\"running\": 1, \"queued\": 2, \"weight\": 3,"
@@ -293,6 +295,10 @@ Test(metrics, stats_reply_as_families)
         "loom_tenant_weight{tenant=\"team-a\"} 3\n",
         "loom_tenant_jobs_submitted_total{tenant=\"team-a\"} 9\n",
         "loom_tenant_jobs_rejected_total{tenant=\"team-a\"} 1\n",
+        "loom_trace_spans_total{outcome=\"exported\"} 40\n",
+        "loom_trace_spans_total{outcome=\"dropped\"} 2\n",
+        "loom_trace_failed_posts_total 1\n",
+        "loom_trace_spans_queued 3\n",
     };
     for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
         assert_has(t, lines[i]);
@@ -312,6 +318,7 @@ Test(metrics, stats_without_cost_or_tenants_shows_neither)
     char *t = render(m);
     cr_assert_null(strstr(t, "cost"));
     cr_assert_null(strstr(t, "tenant"));
+    cr_assert_null(strstr(t, "loom_trace"));
     assert_has(t, "loom_jobs{state=\"queued\"} 0\n");
     free(t);
     metrics_free(m);
