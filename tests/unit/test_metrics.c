@@ -1,11 +1,13 @@
 /* test_metrics.c -- daemon/metrics: families and series, the text format
  * 0.0.4 (HELP and TYPE, escaping, cumulative buckets, _sum and _count),
  * the cardinality cap, recording from several threads, the listen address
- * parser, and the mapping of a `stats` reply to families. */
+ * parser, the mapping of a `stats` reply to families, and the config's
+ * `metrics` section. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>
 
+#include "daemon/config_file.h"
 #include "daemon/metrics/metrics.h"
 #include "daemon/metrics/metrics_http.h"
 
@@ -323,4 +325,54 @@ Test(metrics, stats_without_cost_or_tenants_shows_neither)
     free(t);
     metrics_free(m);
     json_decref(st);
+}
+
+/* ---- the config's `metrics` section (daemon/config_metrics.c) */
+
+/* TEXT's config and every diagnostic as "LINE:COL: error: ..." lines in OUT */
+static config *parse_config(const char *text, char *out, size_t outlen)
+{
+    dsl_diags d;
+    dsl_diags_init(&d, "c.yaml");
+    config *c = config_parse(text, strlen(text), &d);
+    char *all = dsl_diags_text(&d, NULL);
+    snprintf(out, outlen, "%s", all ? all : "");
+    free(all);
+    dsl_diags_free(&d);
+    return c;
+}
+
+Test(metrics_config, off_by_default_and_parsed)
+{
+    char diags[2048];
+    config *c = parse_config("socket: /tmp/x.sock\n", diags, sizeof diags);
+    cr_assert_not_null(c, "%s", diags);
+    cr_assert_null(c->metrics.listen);
+    cr_assert_eq(c->metrics.max_series, CONFIG_METRICS_MAX_SERIES);
+    config_free(c);
+    c = parse_config("metrics:\n  listen: \"[::1]:9464\"\n  max_series: 50\n", diags,
+                     sizeof diags);
+    cr_assert_not_null(c, "%s", diags);
+    cr_assert_str_eq(c->metrics.listen, "[::1]:9464");
+    cr_assert_eq(c->metrics.max_series, 50);
+    config_free(c);
+}
+
+Test(metrics_config, errors_at_their_positions)
+{
+    char diags[2048];
+    const struct { const char *text, *want; } cases[] = {
+        { "metrics:\n  listen: \"localhost\"\n", "c.yaml:2:11: error: bad 'listen' address" },
+        { "metrics:\n  listen: \"10.0.0.1:70000\"\n", "65535" },
+        { "metrics:\n  listen: \"::1:9464\"\n", "brackets: \"[::1]:9464\"" },
+        { "metrics:\n  listen: 9464\n", "c.yaml:2:11: error:" },
+        { "metrics:\n  max_series: 0\n", "c.yaml:2:15: error: 'max_series' must be" },
+        { "metrics:\n  lisen: \"127.0.0.1:1\"\n", "listen" },
+        { "metrics: \"127.0.0.1:9464\"\n", "c.yaml:1:10: error:" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        config *c = parse_config(cases[i].text, diags, sizeof diags);
+        cr_assert_null(c, "accepted: %s", cases[i].text);
+        cr_assert_not_null(strstr(diags, cases[i].want), "want %s in:\n%s", cases[i].want, diags);
+    }
 }
