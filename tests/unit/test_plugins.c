@@ -808,6 +808,19 @@ Test(abi, old_minor_plugins_load_and_read_as_zero_beyond_their_size)
     cr_assert(eq(int, plugins_reload(reg, NULL), 0));
 }
 
+Test(abi, a_2_1_provider_loads_without_a_stream_hook)
+{
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("abi/provider_2_1"), NULL), 0));
+    const plugins_provider *v = plugins_provider_find(reg, "abi21_echo");
+    cr_assert(v != NULL);
+    cr_assert(v->def->encode != NULL);
+    cr_assert(v->def->decode != NULL);
+    cr_assert(eq(str, (char *)v->def->doc, "Answers with the body it got."), "2.1 fields are read");
+    /* 2.2's stream hook: not in its descriptor, so never streamed */
+    cr_assert(eq(ptr, (void *)(uintptr_t)v->def->stream, NULL));
+    cr_assert(eq(sz, plugins_errors(reg), 0));
+}
+
 Test(abi, descriptors_smaller_than_2_0_are_refused)
 {
     static const loom_lambda one[] = { { .name = "f", .fn = echo } };
