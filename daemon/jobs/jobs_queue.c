@@ -7,9 +7,9 @@
  * turns by deficit round robin. Every job costs one start, so a turn is
  * `weight` starts: under contention tenants start jobs in proportion to
  * their weights, and a tenant alone gets every slot. A tenant at its
- * max_running gives up its turn (it could not use it) and keeps its place
- * in the rotation once a job of its own ends. Priority orders jobs within
- * a tenant, never across tenants: a tenant's high priority cannot starve
+ * max_running gives up its turn (it could not use it, and saves no credit)
+ * and goes to the back of the rotation. Priority orders jobs within a
+ * tenant, never across tenants: a tenant's high priority cannot starve
  * another tenant. */
 #include <errno.h>
 #include <stdio.h>
