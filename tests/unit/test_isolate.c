@@ -393,6 +393,19 @@ Test(isolate, an_isolated_plugins_invoke_provider_answers_from_its_helper, .fini
     cr_assert_eq(count_of(st, "crashes"), 1, "%s", json_dumps(st, 0));
     cr_assert_eq(count_of(st, "invokes"), 4, "%s", json_dumps(st, 0));
     json_decref(st);
+    /* the provider's own counters, as an HTTP provider's: the two answers'
+     * usage (3 in, 5 out each), the crash failed, the step's timeout counted */
+    json_t *all = lh_call(&D, "{\"op\":\"stats\"}", 5000);
+    cr_assert(all);
+    json_t *pv = json_object_get(json_object_get(all, "providers"), "echo");
+    cr_assert_eq(json_integer_value(json_object_get(pv, "succeeded")), 2, "%s", json_dumps(pv, 0));
+    cr_assert_eq(json_integer_value(json_object_get(pv, "failed")), 1, "%s", json_dumps(pv, 0));
+    cr_assert_eq(json_integer_value(json_object_get(pv, "timeouts")), 1, "%s", json_dumps(pv, 0));
+    cr_assert_eq(json_integer_value(json_object_get(pv, "input_tokens")), 6, "%s", json_dumps(pv, 0));
+    cr_assert_eq(json_integer_value(json_object_get(pv, "output_tokens")), 10, "%s",
+                 json_dumps(pv, 0));
+    cr_assert_gt(json_number_value(json_object_get(pv, "latency_ms")), 0.0, "%s", json_dumps(pv, 0));
+    json_decref(all);
     cr_assert_eq(kill(D.pid, 0), 0, "loomd died");
     cr_assert_eq(lh_stop(&D, SIGTERM), 0);
 }
