@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/upstream/sse.h"
 #include "daemon/upstream/upstream_internal.h"
@@ -92,6 +93,11 @@ static int on_event(void *ud, const char *name, const char *data, size_t len)
     size_t n = json_string_length(d.text);
     int rc = n ? sbuf_add(&s->text, t, n) : 0;
     upstream_call_t *c = x->parts[0].call;
+    if (rc == 0 && n && c && !c->finished && !c->first_token_us) {
+        struct timespec ts; /* time to first token, for metrics */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        c->first_token_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    }
     if (rc == 0 && n && c && !c->finished && c->token)
         c->token(c->token_ud, t, n);
     json_decref(d.text);
@@ -174,6 +180,8 @@ void xfer_stream_end(xfer *x, const http_response *resp, uint64_t latency_ms)
     xfer_answer(x, out, &use, LOOM_OK, NULL, false, 0, false, latency_ms);
 }
 
+/* Also for answers never asked for as streams (a provider that cannot
+ * stream, a transport): a token reader always gets the whole text. */
 void xfer_stream_whole(xfer *x, json_t *output)
 {
     upstream_call_t *c = x->nparts == 1 ? x->parts[0].call : NULL;

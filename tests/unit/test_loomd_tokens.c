@@ -44,6 +44,8 @@ static void start(const char *plugin, const char *const *fake_args)
     lh_workflow(&D, "retry",
                 "loom: 1\nname: retry\ndefaults: { provider: p, model: m }\n"
                 "do: { call: '{{ input.text }}', retry: { max_attempts: 3, initial_delay: 10ms } }\n");
+    lh_workflow(&D, "mock", "loom: 1\nname: mock\ndefaults: { provider: default }\n"
+                            "do: { call: '{{ input.text }}' }\n");
     lh_workflow(&D, "slow", "loom: 1\nname: slow\ndefaults: { provider: slow }\n"
                             "do: { call: 'slowly' }\n");
     lh_start(&D);
@@ -232,6 +234,23 @@ Test(loomd_tokens, a_retried_attempt_is_announced_before_its_tokens, .fini = tea
     cr_assert_str_eq(joined, (char *)json_string_value(json_object_get(j, "output")),
               "the last attempt's tokens are the output");
     json_decref(j);
+    free(job);
+}
+
+Test(loomd_tokens, a_provider_that_cannot_stream_gives_its_text_as_one_token, .fini = teardown)
+{
+    start("openai", NULL);
+    char *job;
+    int fd = watched("mock", &job); /* the mock is an invoke provider */
+    int n;
+    char *joined = tokens_until_end(fd, job, 0, &n);
+    close(fd);
+    json_t *j = wait_job(job);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(joined, (char *)json_string_value(json_object_get(j, "output")));
+    cr_assert_eq(fake_server_stat(&D.fake, "streams"), 0);
+    json_decref(j);
+    free(joined);
     free(job);
 }
 
