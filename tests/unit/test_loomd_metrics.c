@@ -2,7 +2,9 @@
  * IPv6) while jobs run on the mock provider and after, the `metrics` op and
  * `loomctl metrics` (the real binary, $LOOM_BUILDDIR/loomctl), 404 and 405
  * for what is not a scrape, histograms whose +Inf bucket is their count,
- * and a bad `metrics.listen` refused at its line and column. */
+ * streamed calls' time to first token and failed calls by error class
+ * against the fake provider, and a bad `metrics.listen` refused at its line
+ * and column. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
@@ -307,4 +309,109 @@ Test(loomd_metrics, an_address_in_use_stops_the_start, .fini = teardown)
     cr_assert_neq(rc, 0, "loomd started on a port another socket holds");
     cr_assert_eq(lh_log_count(&D, "metrics: cannot listen on", "Address already in use"), 1);
     close(fd);
+}
+
+/* The first sample value whose line starts with PREFIX, whatever labels
+ * follow it; -1 when none. */
+static double sample_prefix(const char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, prefix, n) == 0) {
+            const char *sp = strchr(p, ' ');
+            return sp ? strtod(sp + 1, NULL) : -1;
+        }
+    return -1;
+}
+
+static char *submit_id(const char *wf)
+{
+    char req[256];
+    snprintf(req, sizeof req, "{\"op\":\"submit\",\"workflow\":\"%s\",\"input\":{\"text\":"
+                              "\"tell me something long enough\"}}", wf);
+    json_t *r = lh_call(&D, req, 10000);
+    cr_assert(r && json_is_true(json_object_get(r, "ok")), "submit %s", wf);
+    char *id = strdup(json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    return id;
+}
+
+/* A job of WF run while someone reads its tokens, so that its calls
+ * stream: it waits behind a slow job (max_running_jobs: 1) until the
+ * subscription is in, then the slow one is cancelled. Returns once it
+ * succeeded. */
+static void watched_job(const char *wf)
+{
+    char *slow = submit_id("slow"), *job = submit_id(wf);
+    int fd = lh_connect(&D);
+    char req[256];
+    snprintf(req, sizeof req, "{\"id\":1,\"op\":\"events\",\"job\":\"%s\",\"tokens\":true}", job);
+    lh_send(fd, req);
+    json_t *r = lh_recv(fd, 10000);
+    cr_assert(r && json_is_true(json_object_get(r, "subscribed")), "subscribed");
+    json_decref(r);
+    snprintf(req, sizeof req, "{\"op\":\"cancel\",\"job\":\"%s\"}", slow);
+    json_decref(lh_call(&D, req, 10000));
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":20}", job);
+    r = lh_call(&D, req, 25000);
+    cr_assert_not_null(r);
+    const char *state = json_string_value(json_object_get(json_object_get(r, "job"), "state"));
+    cr_assert(state && strcmp(state, "succeeded") == 0, "%s", json_dumps(r, 0));
+    json_decref(r);
+    close(fd);
+    free(slow);
+    free(job);
+}
+
+Test(loomd_metrics, streamed_calls_and_errors_from_the_fake_provider, .fini = teardown)
+{
+    /* every other request answers 500; the others stream in 5-byte pieces */
+    lh_setup(&D,
+             "  p: { plugin: openai, base_url: \"@FAKE@\", api_key_env: LOOM_TEST_METRICS_KEY }\n"
+             "metrics: { listen: \"127.0.0.1:0\" }\nmax_running_jobs: 1\n",
+             (const char *const[]){ "--fault", "500", "--fault-every", "2", "--stream-chunk", "5",
+                                    "--stream-gap", "1", NULL });
+    setenv("LOOM_TEST_METRICS_KEY", "sk-test-metrics", 1);
+    lh_workflow(&D, "ask",
+                "loom: 1\nname: ask\ndefaults: { provider: p, model: m }\n"
+                "do: { call: '{{ input.text }}', retry: { max_attempts: 4, initial_delay: 10ms } }\n");
+    lh_workflow(&D, "slow", "loom: 1\nname: slow\ndefaults: { provider: slow }\n"
+                            "do: { call: 'slowly' }\n");
+    lh_start(&D);
+    int port = metrics_port();
+    for (int i = 0; i < 2; i++)
+        watched_job("ask");
+
+    char *t = http("127.0.0.1", port, "GET", "/metrics");
+    const char *g = "{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\","
+                    "gen_ai_request_model=\"m\"";
+    char key[512];
+    /* two jobs succeeded; every other request answered 500 */
+    snprintf(key, sizeof key, "gen_ai_client_operation_duration_seconds_count%s,error_type=\"\","
+                              "loom_provider=\"p\"}", g);
+    cr_assert_eq(sample(t, key), 2, "%s in:\n%s", key, t);
+    snprintf(key, sizeof key, "gen_ai_client_operation_duration_seconds_count%s,"
+                              "error_type=\"upstream\",loom_provider=\"p\"}", g);
+    double failed = sample(t, key);
+    cr_assert(failed >= 1, "%s in:\n%s", key, t);
+    cr_assert_eq(sample(t, "loom_provider_errors_total{provider=\"p\",plugin=\"openai\","
+                           "error=\"upstream\"}"), failed);
+    /* every request sent is one of those attempts */
+    cr_assert_eq(sample(t, "loom_provider_requests_total{provider=\"p\",plugin=\"openai\"}"),
+                 2 + failed);
+    /* the streamed answers' first tokens came before their ends */
+    snprintf(key, sizeof key, "gen_ai_server_time_to_first_token_seconds_count%s,"
+                              "loom_provider=\"p\"}", g);
+    cr_assert_eq(sample(t, key), 2, "%s in:\n%s", key, t);
+    double ttft = sample_prefix(t, "gen_ai_server_time_to_first_token_seconds_sum{");
+    double dur = -1;
+    snprintf(key, sizeof key, "gen_ai_client_operation_duration_seconds_sum%s,error_type=\"\","
+                              "loom_provider=\"p\"}", g);
+    dur = sample(t, key);
+    cr_assert(ttft > 0 && ttft <= dur, "ttft %g, duration %g", ttft, dur);
+    /* the fake reports usage: input and output tokens were observed */
+    snprintf(key, sizeof key, "gen_ai_client_token_usage_count%s,gen_ai_token_type=\"output\","
+                              "loom_provider=\"p\"}", g);
+    cr_assert_eq(sample(t, key), 2, "%s in:\n%s", key, t);
+    free(t);
 }
