@@ -166,6 +166,33 @@ Test(ops, log_file_takes_the_log_and_is_reopened_on_sighup, .fini = teardown)
     cr_assert_eq(size_of(err), 0, "stderr got: %s", slurp(err));
 }
 
+/* a reload that names another file moves the log there; one that drops the
+ * key cannot give the terminal back, and says so */
+Test(ops, log_file_changed_by_a_reload, .fini = teardown)
+{
+    lh_setup(&D, NULL, NULL);
+    char one[400], two[400], err[400], old_key[500], new_key[500];
+    snprintf(one, sizeof one, "%s/one.log", D.dir);
+    snprintf(two, sizeof two, "%s/two.log", D.dir);
+    snprintf(err, sizeof err, "%s/loomd.log", D.dir);
+    use_log_file(&D, one);
+    lh_start(&D);
+    wait_in(one, "ready", 1, 10000);
+    snprintf(old_key, sizeof old_key, "file: %s", one);
+    snprintf(new_key, sizeof new_key, "file: %s", two);
+    lh_config_replace(&D, old_key, new_key);
+    cr_assert_eq(kill(D.pid, SIGHUP), 0);
+    /* the reload's first line is still in the old file; what follows, in the new */
+    wait_in(one, "reloading", 1, 10000);
+    lh_config_replace(&D, new_key, "format: text");
+    cr_assert_eq(kill(D.pid, SIGHUP), 0);
+    wait_in(two, "log.file changed: only the next start applies it", 1, 10000);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+    cr_assert_eq(count_in(two, "stopped"), 1);
+    cr_assert_eq(count_in(one, "stopped"), 0);
+    cr_assert_eq(size_of(err), 0, "stderr got: %s", slurp(err));
+}
+
 Test(ops, log_file_that_cannot_be_opened_is_reported_at_its_key, .fini = teardown)
 {
     lh_setup(&D, NULL, NULL);
