@@ -489,3 +489,24 @@ Test(tenants, a_tenants_own_limits, .fini = teardown)
     json_decref(s);
     close(fd);
 }
+
+Test(tenants, an_idempotency_key_never_crosses_tenants, .fini = teardown)
+{
+    start_with("tenants: { a: {}, b: {} }\n", NULL);
+    const char *sa = "{\"id\":1,\"op\":\"submit\",\"workflow\":\"one\",\"tenant\":\"a\","
+                     "\"idempotency_key\":\"k1\",\"wait\":true}";
+    json_t *r1 = lh_call(&D, sa, 15000);
+    cr_assert(json_is_true(json_object_get(r1, "ok")), "%s", json_dumps(r1, 0));
+    json_t *r2 = lh_call(&D, sa, 15000); /* a again: its own job, existed */
+    cr_assert(json_is_true(json_object_get(r2, "existed")), "%s", json_dumps(r2, 0));
+    cr_assert_str_eq(json_string_value(json_object_get(r2, "job")),
+                     json_string_value(json_object_get(r1, "job")));
+    json_t *r3 = lh_call(&D, "{\"id\":1,\"op\":\"submit\",\"workflow\":\"one\",\"tenant\":\"b\","
+                             "\"idempotency_key\":\"k1\"}", 15000);
+    cr_assert_str_eq(code_of(r3), "idempotency_conflict", "%s", json_dumps(r3, 0));
+    cr_assert(!strstr(json_dumps(r3, 0), json_string_value(json_object_get(r1, "job"))),
+              "b must not learn a's job id");
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(r3);
+}
