@@ -12,7 +12,9 @@
 #include <string.h>
 
 static const char *const workflow_keys[] = { "loom", "name", "description", "input", "vars",
-                                             "defaults", "timeout", "do", NULL };
+                                             "defaults", "timeout", "budget", "prompt_cache",
+                                             "do", NULL };
+static const char *const budget_keys[] = { "usd", NULL };
 static const char *const defaults_keys[] = { "provider", "model", "timeout", "retry",
                                              "max_concurrency", "temperature", "max_tokens",
                                              "top_p", "stop", "seed", NULL };
@@ -107,6 +109,26 @@ static void compile_input(dsl_cc *cc, const dsl_ynode *y)
             }
         }
         g->ninputs++;
+    }
+}
+
+/* `budget: { usd: N }`: what each job of the workflow may spend on provider
+ * calls (the engine enforces it with the submit's own budget, whichever is
+ * tighter). */
+static void compile_budget(dsl_cc *cc, const dsl_ynode *y)
+{
+    const dsl_ynode *u;
+    double v;
+    if (!cc_want_map(cc, y, "budget"))
+        return;
+    cc_check_keys(cc, y, budget_keys, "budget");
+    if (!(u = dsl_ymap_get(y, "usd"))) {
+        cc_missing(cc, y, "usd", "budget");
+        return;
+    }
+    if (cc_number(cc, u, "usd", 0, 1e12, &v) == 0) {
+        cc->g->has_budget = true;
+        cc->g->budget_usd = v;
     }
 }
 
@@ -230,6 +252,13 @@ static void compile_workflow(dsl_cc *cc, const dsl_ynode *root)
         g->description = cc_string(cc, y, "description");
     if ((y = dsl_ymap_get(root, "timeout")))
         cc_duration(cc, y, "timeout", &g->timeout_ms);
+    if ((y = dsl_ymap_get(root, "budget")))
+        compile_budget(cc, y);
+    if ((y = dsl_ymap_get(root, "prompt_cache"))) {
+        int b;
+        if (cc_bool(cc, y, "prompt_cache", &b) == 0)
+            g->prompt_cache = b;
+    }
     if ((y = dsl_ymap_get(root, "input")))
         compile_input(cc, y);
     if ((y = dsl_ymap_get(root, "defaults")))

@@ -11,7 +11,7 @@
 
 static const char *const call_keys[] = { "provider", "model", "system", "prompt", "messages",
                                          "temperature", "max_tokens", "top_p", "stop", "seed",
-                                         "json", "input", NULL };
+                                         "json", "input", "prompt_cache", NULL };
 static const char *const embed_keys[] = { "provider", "model", "input", NULL };
 static const char *const lambda_keys[] = { "fn", "args", "input", NULL };
 static const char *const message_keys[] = { "role", "content", NULL };
@@ -60,6 +60,7 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
     const dsl_ynode *y;
     c->provider = leaf_provider(cc, v, ny);
     c->model = cc->g->defaults.model;
+    c->prompt_cache = cc->g->prompt_cache;
     if (v->kind == DSL_Y_SCALAR) {
         /* call: "prompt" */
         if (!(c->prompt = cc_shorthand(cc, v, "call", n)))
@@ -133,6 +134,13 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
             bad = 1;
         else
             c->json = b;
+    }
+    if ((y = dsl_ymap_get(v, "prompt_cache"))) {
+        int b;
+        if (cc_bool(cc, y, "prompt_cache", &b) < 0)
+            bad = 1;
+        else
+            c->prompt_cache = b;
     }
 params:
     c->params = json_deep_copy(cc->g->defaults.params);

@@ -162,6 +162,7 @@ static const char *const class_names[DSL_ERR_CLASS_COUNT] = {
     [DSL_ERR_FAILED] = "failed",
     [DSL_ERR_CANCELLED] = "cancelled",
     [DSL_ERR_PLUGIN_CRASHED] = "plugin_crashed",
+    [DSL_ERR_BUDGET_EXCEEDED] = "budget_exceeded",
 };
 
 const char *const *dsl_error_class_names(void)

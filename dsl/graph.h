@@ -67,6 +67,7 @@ typedef enum {
     DSL_ERR_FAILED,          /* a `fail` node, or a child's failure in `fail` mode */
     DSL_ERR_CANCELLED,
     DSL_ERR_PLUGIN_CRASHED,  /* an isolated plugin's helper died in the call */
+    DSL_ERR_BUDGET_EXCEEDED, /* a call would pass a budget: never sent, never retried by default */
     DSL_ERR_CLASS_COUNT
 } dsl_error_class;
 
@@ -118,6 +119,8 @@ typedef struct dsl_call {
     size_t nmessages;
     json_t *params;              /* object: temperature, max_tokens, top_p, stop, seed (owned) */
     bool json;                   /* parse the answer as JSON (invalid -> invalid_output) */
+    bool prompt_cache;           /* mark the prompt's head cacheable (the call's key,
+                                    else the workflow's) */
     dsl_tvalue *input;           /* override of the node's input, or NULL */
 } dsl_call;
 
@@ -275,6 +278,9 @@ typedef struct dsl_graph {
                                     record can hold the version it runs */
     size_t source_len;
     uint64_t timeout_ms;         /* whole-job timeout, 0 = none */
+    bool has_budget;             /* `budget: { usd: N }`: each job of the workflow */
+    double budget_usd;           /* spends at most this on provider calls */
+    bool prompt_cache;           /* `prompt_cache: true`: calls mark their prompt cacheable */
     dsl_input_field *inputs;     /* declared input fields; NULL/0 = input not declared */
     size_t ninputs;
     bool inputs_declared;
