@@ -28,6 +28,7 @@ static const char *const store_rsql[STORE_R_LIST] = {
     [STORE_R_UNFINISHED] = "SELECT " STORE_JOB_COLUMNS " FROM jobs"
                            " WHERE state IN ('queued', 'running') ORDER BY id",
     [STORE_R_SOURCE] = "SELECT source, workflow FROM sources WHERE hash = ?1",
+    [STORE_R_SPEND] = "SELECT tenant, period, usd FROM spend WHERE period IN (?1, ?2)",
 };
 
 /* A read failed: the message, and the errno for the caller. */
@@ -353,5 +354,47 @@ int store_get_source(store_t *s, const char *version, char **text, size_t *len,
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
+    return rc;
+}
+
+int store_load_spend(store_t *s, const char *day, const char *month, json_t **spend, char *err,
+                     size_t errlen)
+{
+    int rc = 0, step;
+    if (!s || !day || !month || !spend)
+        return -EINVAL;
+    if (!(*spend = json_object())) {
+        store_set_error(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    sqlite3_stmt *st = store_read_stmt(s, STORE_R_SPEND, store_rsql[STORE_R_SPEND], err, errlen,
+                                       &rc);
+    if (!st)
+        goto fail;
+    sqlite3_bind_text(st, 1, day, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, month, -1, SQLITE_STATIC);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *tenant = (const char *)sqlite3_column_text(st, 0);
+        const char *period = (const char *)sqlite3_column_text(st, 1);
+        json_t *t = tenant ? json_object_get(*spend, tenant) : NULL;
+        if (!tenant || !period)
+            continue;
+        if (!t && json_object_set_new(*spend, tenant, t = json_object()) < 0)
+            t = NULL;
+        if (!t || json_object_set_new(t, period, json_real(sqlite3_column_double(st, 2))) < 0) {
+            store_set_error(err, errlen, "out of memory");
+            rc = -ENOMEM;
+            break;
+        }
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = store_read_fail(s, step, "cannot read the spend ledger", err, errlen);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == 0)
+        return 0;
+fail:
+    json_decref(*spend);
+    *spend = NULL;
     return rc;
 }

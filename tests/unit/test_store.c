@@ -226,7 +226,7 @@ Test(store, open_creates_directory_and_reopens)
     snprintf(path, sizeof path, "%s/loom.db", state);
     sqlite3 *db = NULL;
     cr_assert(eq(int, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK));
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
     sqlite3_stmt *q = NULL;
     cr_assert(eq(int, sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK));
     cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
@@ -304,7 +304,7 @@ Test(store, v1_database_is_migrated)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
     cr_assert(eq(i64, raw_int(db, "SELECT attempt FROM jobs"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM jobs WHERE tenant = 'default'"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 0));
@@ -1128,14 +1128,17 @@ static void insert_with_source(store_t *s, const char *version, const char *text
     snprintf(id, STORE_ID_SIZE, "%s", d.id);
 }
 
+/* What a v4 daemon left has no spend ledger. */
+#define DROP_V5 "DROP TABLE spend;"
+
 /* What a v3 daemon left has no v4 columns (tenant, budget, traceparent,
  * cost) and no tenant index. */
-#define DROP_V4 \
+#define DROP_V4 DROP_V5 \
     "DROP INDEX jobs_by_tenant; ALTER TABLE jobs DROP COLUMN tenant;" \
     "ALTER TABLE jobs DROP COLUMN budget; ALTER TABLE jobs DROP COLUMN traceparent;" \
     "ALTER TABLE jobs DROP COLUMN cost;"
 
-Test(store, v2_database_is_migrated_to_v4)
+Test(store, v2_database_is_migrated_to_v5)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1160,12 +1163,12 @@ Test(store, v2_database_is_migrated_to_v4)
     insert_with_source(s, "00000000000000aa", "loom: 1", id2);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 1));
     sqlite3_close(db);
 }
 
-Test(store, v3_database_is_migrated_to_v4)
+Test(store, v3_database_is_migrated_to_v5)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1184,9 +1187,65 @@ Test(store, v3_database_is_migrated_to_v4)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 4));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_tenant'"), 1));
     sqlite3_close(db);
+}
+
+Test(store, v4_database_is_migrated_to_v5)
+{
+    char err[512] = "";
+    store_t *s = open_store();
+    char id[STORE_ID_SIZE];
+    insert_sync(s, "wf", NULL, id);
+    store_close(s);
+    sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE);
+    raw_exec(db, DROP_V5 "PRAGMA user_version = 4;");
+    sqlite3_close(db);
+    s = store_open(g_dir, g_r, NULL, err, sizeof err);
+    cr_assert(s != NULL, "%s", err);
+    json_t *job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "workflow"), "wf"), "the jobs are kept");
+    json_decref(job);
+    json_t *spend = NULL;
+    cr_assert(eq(int, store_load_spend(s, "2026-12-03", "2026-12", &spend, err, sizeof err), 0),
+              "%s", err);
+    cr_assert(eq(sz, json_object_size(spend), 0));
+    json_decref(spend);
+    store_close(s);
+    db = raw_open(SQLITE_OPEN_READONLY);
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'spend'"), 1));
+    sqlite3_close(db);
+}
+
+/* v5: what each tenant spent, per UTC day and month, adds up across writes
+ * and is read back for the periods asked (a restart's budgets). */
+Test(store, spend_ledger_adds_up_per_tenant_and_period)
+{
+    char err[512] = "";
+    store_t *s = open_store();
+    done_t d;
+    done_init(&d);
+    cr_assert(eq(int, store_add_spend(s, "t", "2026-12-03", "2026-12", 0.25, on_done, &d), 0));
+    cr_assert(eq(int, store_add_spend(s, "t", "2026-12-03", "2026-12", 0.5, on_done, &d), 0));
+    cr_assert(eq(int, store_add_spend(s, "t", "2026-12-02", "2026-12", 1, on_done, &d), 0));
+    cr_assert(eq(int, store_add_spend(s, "u", "2026-12-03", "2026-12", 2, on_done, &d), 0));
+    cr_assert(eq(int, store_add_spend(s, "t", "2026-11-30", "2026-11", 4, on_done, &d), 0));
+    run_until(&d.calls, 5);
+    cr_assert(eq(int, d.status, 0), "%s", d.error);
+    cr_assert(eq(int, store_add_spend(s, "t", "2026-12-03", "2026-12", -1, NULL, NULL), -EINVAL));
+    json_t *spend = NULL;
+    cr_assert(eq(int, store_load_spend(s, "2026-12-03", "2026-12", &spend, err, sizeof err), 0),
+              "%s", err);
+    json_t *t = json_object_get(spend, "t"), *u = json_object_get(spend, "u");
+    cr_assert(eq(sz, json_object_size(spend), 2));
+    cr_assert(eq(dbl, json_number_value(json_object_get(t, "2026-12-03")), 0.75));
+    cr_assert(eq(dbl, json_number_value(json_object_get(t, "2026-12")), 1.75));
+    cr_assert(eq(sz, json_object_size(t), 2), "other days and months are not read");
+    cr_assert(eq(dbl, json_number_value(json_object_get(u, "2026-12-03")), 2));
+    json_decref(spend);
+    store_close(s);
 }
 
 /* v4: a job's tenant, budget and traceparent are kept from its insert, its
