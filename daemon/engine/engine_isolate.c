@@ -188,7 +188,7 @@ static void it_start(void *ud, upstream_send_t *s, const loom_request *req,
     itransport *t = ud;
     iso_invoke_t *v = iso_invoke(t->inst, req, info ? info->deadline_ms : 0, it_done, s);
     if (!v) {
-        upstream_result res = { .usage = { -1, -1 }, .code = LOOM_E_NOMEM,
+        upstream_result res = { .usage = { -1, -1, -1, -1 }, .code = LOOM_E_NOMEM,
                                 .message = "out of memory sending the call to its helper" };
         upstream_send_done(s, &res);
         return;

@@ -731,7 +731,7 @@ static void inv_fail(iso_invoke_t *v, iso_status st, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    iso_invoke_result res = { .status = st, .usage = { -1, -1 }, .message = msg };
+    iso_invoke_result res = { .status = st, .usage = { -1, -1, -1, -1 }, .message = msg };
     inv_end(v, &res);
 }
 
@@ -940,7 +940,7 @@ void iso_on_invoke_answer(helper *h, json_t *msg)
     if (!v)
         return; /* given up on (timeout, cancel) before its answer came */
     inv_unlink(v);
-    iso_invoke_result res = { .status = ISO_OK, .usage = { -1, -1 } };
+    iso_invoke_result res = { .status = ISO_OK, .usage = { -1, -1, -1, -1 } };
     json_t *out = json_object_get(msg, "output");
     if (out) {
         json_t *u = json_object_get(msg, "usage");
@@ -949,6 +949,11 @@ void iso_on_invoke_answer(helper *h, json_t *msg)
             res.usage.input_tokens = json_integer_value(json_object_get(u, "input_tokens"));
         if (json_is_integer(json_object_get(u, "output_tokens")))
             res.usage.output_tokens = json_integer_value(json_object_get(u, "output_tokens"));
+        if (json_is_integer(json_object_get(u, "cache_read_tokens")))
+            res.usage.cache_read_tokens = json_integer_value(json_object_get(u, "cache_read_tokens"));
+        if (json_is_integer(json_object_get(u, "cache_write_tokens")))
+            res.usage.cache_write_tokens =
+                json_integer_value(json_object_get(u, "cache_write_tokens"));
     } else {
         json_t *err = json_object_get(msg, "error");
         json_t *ra = json_object_get(err, "retry_after_ms");

@@ -186,8 +186,9 @@ int iso_writer_flush(iso_writer *w, int fd)
 
 json_t *iso_request_to_json(const loom_request *req)
 {
-    json_t *o = json_pack("{s:s, s:b}", "kind", req->kind == LOOM_CALL_EMBED ? "embed" : "chat",
-                          "json_mode", req->json_mode != 0);
+    json_t *o = json_pack("{s:s, s:b, s:b}", "kind",
+                          req->kind == LOOM_CALL_EMBED ? "embed" : "chat", "json_mode",
+                          req->json_mode != 0, "prompt_cache", req->prompt_cache != 0);
     if (!o)
         return NULL;
     if ((req->model && json_object_set_new(o, "model", json_string(req->model)) < 0) ||
@@ -211,6 +212,7 @@ int iso_request_from_json(json_t *v, loom_request *out)
     out->messages = json_object_get(v, "messages");
     out->params = json_object_get(v, "params");
     out->json_mode = json_is_true(json_object_get(v, "json_mode"));
+    out->prompt_cache = json_is_true(json_object_get(v, "prompt_cache"));
     out->inputs = json_object_get(v, "inputs");
     return 0;
 }

@@ -212,10 +212,15 @@ static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
         json_decref(output);
         return;
     }
-    json_t *msg = json_pack("{s:I, s:o, s:{s:I, s:I}}", "invoke_id", (json_int_t)pc->id, "output",
-                            output ? output : json_null(), "usage", "input_tokens",
+    /* the cache counts only from a plugin whose loom_usage has them (2.2) */
+    bool cache = usage && pc->in->prov->plugin->abi_minor >= 2;
+    json_t *msg = json_pack("{s:I, s:o, s:{s:I, s:I, s:I, s:I}}", "invoke_id", (json_int_t)pc->id,
+                            "output", output ? output : json_null(), "usage", "input_tokens",
                             (json_int_t)(usage ? usage->input_tokens : -1), "output_tokens",
-                            (json_int_t)(usage ? usage->output_tokens : -1));
+                            (json_int_t)(usage ? usage->output_tokens : -1), "cache_read_tokens",
+                            (json_int_t)(cache ? usage->cache_read_tokens : -1),
+                            "cache_write_tokens",
+                            (json_int_t)(cache ? usage->cache_write_tokens : -1));
     if (send_json(pc->h, msg) < 0)
         send_invoke_error(pc->h, pc->id, LOOM_E_INVALID_OUTPUT, 0,
                           "the output cannot be encoded as JSON");

@@ -216,9 +216,26 @@ static void icall_end(icall *c, json_t *out, const loom_usage *usage, loom_errco
         .output = out, .code = code, .message = m, .has_retry_after = has_ra,
         .retry_after_ms = ra_ms,
     };
-    res.usage = usage ? *usage : (loom_usage){ -1, -1 };
+    res.usage = usage ? *usage : (loom_usage){ -1, -1, -1, -1 };
     icall_free(c);
     upstream_send_done(s, &res);
+}
+
+/* The plugin's USAGE (may be NULL) as this host's struct: a plugin built
+ * before 2.2 passes a struct without the cache counts, which must not be
+ * read past its end. */
+static loom_usage plugin_usage(const icall *c, const loom_usage *usage)
+{
+    loom_usage u = { -1, -1, -1, -1 };
+    if (!usage)
+        return u;
+    u.input_tokens = usage->input_tokens;
+    u.output_tokens = usage->output_tokens;
+    if (upstream_send_abi_minor(c->send) >= 2) {
+        u.cache_read_tokens = usage->cache_read_tokens;
+        u.cache_write_tokens = usage->cache_write_tokens;
+    }
+    return u;
 }
 
 static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
@@ -232,10 +249,11 @@ static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
         c->ended = true;
         c->out = output;
         c->code = LOOM_OK;
-        c->usage = usage ? *usage : (loom_usage){ -1, -1 };
+        c->usage = plugin_usage(c, usage);
         return;
     }
-    icall_end(c, output, usage, LOOM_OK, false, 0, NULL);
+    loom_usage use = plugin_usage(c, usage);
+    icall_end(c, output, usage ? &use : NULL, LOOM_OK, false, 0, NULL);
 }
 
 static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message)
@@ -323,7 +341,7 @@ static void inv_start(void *ud, upstream_send_t *s, const loom_request *req,
         free(c);
         upstream_send_done(s, &(upstream_result){ .code = LOOM_E_NOMEM,
                                                   .message = "out of memory",
-                                                  .usage = { -1, -1 } });
+                                                  .usage = { -1, -1, -1, -1 } });
         return;
     }
     c->base.api = &call_api;

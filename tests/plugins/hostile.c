@@ -224,7 +224,7 @@ static void echo_fini(void *state)
 static void echo_fire(void *ud)
 {
     echo_pending *pd = ud;
-    loom_usage usage = { 3, 5 };
+    loom_usage usage = { 3, 5, -1, -1 };
     loom_complete(pd->call, json_string(pd->text), &usage);
     echo_drop(pd);
 }

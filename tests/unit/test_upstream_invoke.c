@@ -317,11 +317,11 @@ static int sync_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom
         for (size_t i = 0; i < n; i++) /* the vector of an input: [its length] */
             json_array_append_new(out, json_pack("[i]", (int)json_string_length(
                                                            json_array_get(req->inputs, i))));
-        loom_complete(call, out, &(loom_usage){ (int64_t)n * 2, 0 });
+        loom_complete(call, out, &(loom_usage){ (int64_t)n * 2, 0, -1, -1 });
         return 0;
     }
     s->invokes++;
-    loom_complete(call, json_string("now"), &(loom_usage){ 10, 2 });
+    loom_complete(call, json_string("now"), &(loom_usage){ 10, 2, -1, -1 });
     return 0;
 }
 
