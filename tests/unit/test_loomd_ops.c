@@ -193,6 +193,39 @@ Test(ops, log_file_changed_by_a_reload, .fini = teardown)
     cr_assert_eq(size_of(err), 0, "stderr got: %s", slurp(err));
 }
 
+/* an isolated plugin's helper: its loom_log lines come through loomd into the
+ * file, and its own stderr (a sanitizer's report of its crash) is the file
+ * too, so neither reaches loomd's stderr */
+Test(ops, log_file_takes_isolated_helpers_lines, .fini = teardown)
+{
+    lh_setup(&D, "  echo: { plugin: hostile_echo, prefix: 'P:' }\n", NULL);
+    char log[400], err[400], dir[400], repl[1024];
+    snprintf(log, sizeof log, "%s/daemon.log", D.dir);
+    snprintf(err, sizeof err, "%s/loomd.log", D.dir);
+    use_log_file(&D, log);
+    lh_plugin_dir(&D, (const char *const[]){ "hostile", NULL }, dir, sizeof dir);
+    snprintf(repl, sizeof repl,
+             "shutdown_grace: 5s\nplugins:\n  dirs: [%s]\n  isolate:\n"
+             "    hostile: { processes: 1, memory: 64MiB, cpu_seconds: 20, timeout: 2s }\n", dir);
+    lh_config_replace(&D, "shutdown_grace: 5s\n", repl);
+    lh_workflow(&D, "p_never", "loom: 1\nname: p_never\n"
+                               "do: { call: { prompt: x, provider: echo, model: never }, "
+                               "timeout: 300ms }\n");
+    lh_workflow(&D, "h_segv", "loom: 1\nname: h_segv\ndo: { lambda: hostile.segv }\n");
+    lh_start(&D);
+    json_t *r = submit_wait("p_never");
+    json_decref(r);
+    wait_in(log, "hostile_echo: call cancelled", 1, 10000);
+    r = submit_wait("h_segv");
+    json_t *e = json_object_get(json_object_get(r, "result"), "error");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "plugin_crashed", "%s",
+                     json_dumps(r, 0));
+    json_decref(r);
+    cr_assert_eq(lh_stop(&D, SIGTERM), 0);
+    cr_assert_eq(count_in(log, "stopped"), 1);
+    cr_assert_eq(size_of(err), 0, "stderr got: %s", slurp(err));
+}
+
 Test(ops, log_file_that_cannot_be_opened_is_reported_at_its_key, .fini = teardown)
 {
     lh_setup(&D, NULL, NULL);
@@ -229,6 +262,23 @@ static long pid_in(const char *path)
     return v;
 }
 
+/* Waits until PATH names PID: loomd writes it just after its socket
+ * listens, which is what lh_start waits for. */
+static void wait_pid(const char *path, long pid, int timeout_ms)
+{
+    long until = lh_now_ms() + timeout_ms;
+    for (;;) {
+        char *s = slurp(path);
+        long v = s ? strtol(s, NULL, 10) : 0;
+        free(s);
+        if (v == pid)
+            return;
+        cr_assert(lh_now_ms() < until, "%s did not name pid %ld within %d ms", path, pid,
+                  timeout_ms);
+        poll(NULL, 0, 10);
+    }
+}
+
 Test(ops, pid_file_written_locked_and_removed, .fini = teardown)
 {
     lh_setup(&D, NULL, NULL);
@@ -236,7 +286,8 @@ Test(ops, pid_file_written_locked_and_removed, .fini = teardown)
     snprintf(pid, sizeof pid, "%s/loomd.pid", D.dir);
     use_pid_file(&D, pid);
     lh_start(&D);
-    cr_assert_eq(pid_in(pid), (long)D.pid);
+    wait_pid(pid, (long)D.pid, 10000);
+    cr_assert_eq(pid_in(pid), (long)D.pid); /* and nothing else in it */
     struct stat st;
     cr_assert_eq(stat(pid, &st), 0);
     cr_assert_eq(st.st_mode & 0777, 0644, "mode %o", (unsigned)(st.st_mode & 0777));
@@ -275,14 +326,14 @@ Test(ops, stale_pid_file_is_replaced, .fini = teardown)
     fprintf(f, "%d\n", 2147483646);
     cr_assert_eq(fclose(f), 0);
     lh_start(&D);
-    cr_assert_eq(pid_in(pid), (long)D.pid);
+    wait_pid(pid, (long)D.pid, 10000);
     lh_wait_log(&D, "replaced a stale pid file", "stale_pid=2147483646", 1, 10000);
     /* a killed daemon leaves its file behind; the next start takes it over */
     cr_assert_eq(lh_stop(&D, SIGKILL), 128 + SIGKILL);
     cr_assert_eq(access(pid, F_OK), 0);
     long killed = pid_in(pid);
     lh_start(&D);
-    cr_assert_eq(pid_in(pid), (long)D.pid);
+    wait_pid(pid, (long)D.pid, 10000);
     char want[64];
     snprintf(want, sizeof want, "stale_pid=%ld", killed);
     lh_wait_log(&D, "replaced a stale pid file", want, 1, 10000);
