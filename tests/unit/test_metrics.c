@@ -1,8 +1,9 @@
 /* test_metrics.c -- daemon/metrics: families and series, the text format
  * 0.0.4 (HELP and TYPE, escaping, cumulative buckets, _sum and _count),
  * the cardinality cap, recording from several threads, the listen address
- * parser, the mapping of a `stats` reply to families, and the config's
- * `metrics` section. */
+ * parser, the mapping of a `stats` reply to families, the config's
+ * `metrics` section, and the endpoint: rendered on the reactor's thread,
+ * 404 elsewhere, 503 when the reactor does not answer, an address in use. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>
@@ -375,4 +376,132 @@ Test(metrics_config, errors_at_their_positions)
         cr_assert_null(c, "accepted: %s", cases[i].text);
         cr_assert_not_null(strstr(diags, cases[i].want), "want %s in:\n%s", cases[i].want, diags);
     }
+}
+
+/* ---- the endpoint (metrics_http.c) on a reactor of the test's */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/core/reactor.h"
+
+typedef struct render_state {
+    pthread_t reactor_thread;  /* the thread the render must run on */
+    int renders;
+    bool on_reactor;
+} render_state;
+
+static int render_fn(void *ud, sbuf *out)
+{
+    render_state *rs = ud;
+    rs->renders++;
+    rs->on_reactor = pthread_equal(pthread_self(), rs->reactor_thread);
+    return sbuf_adds(out, "# TYPE loom_x gauge\nloom_x 1\n");
+}
+
+static void *run_reactor(void *r)
+{
+    reactor_run(r);
+    return NULL;
+}
+
+/* GET PATH from 127.0.0.1:PORT, the whole answer (new string), within 20 s */
+static char *get(uint16_t port, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[128];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    sbuf b = SBUF_INIT;
+    char buf[4096];
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        cr_assert_eq(poll(&p, 1, 20000), 1, "no answer");
+        ssize_t k = read(fd, buf, sizeof buf);
+        cr_assert(k >= 0);
+        if (k == 0)
+            break;
+        sbuf_add(&b, buf, (size_t)k);
+    }
+    close(fd);
+    char *s = sbuf_steal(&b, NULL);
+    cr_assert_not_null(s);
+    return s;
+}
+
+static void stop_reactor(reactor_t *r, void *ud)
+{
+    reactor_stop(r);
+}
+
+Test(metrics_http, the_reactor_renders_what_is_served)
+{
+    reactor_t *r = reactor_new();
+    cr_assert_not_null(r);
+    render_state rs = { 0 };
+    cr_assert_eq(pthread_create(&rs.reactor_thread, NULL, run_reactor, r), 0);
+    char err[256];
+    metrics_http_t *h = metrics_http_start(r, "127.0.0.1:0", render_fn, &rs, err, sizeof err);
+    cr_assert_not_null(h, "%s", err);
+    char *t = get(metrics_http_port(h), "/metrics");
+    cr_assert_not_null(strstr(t, "HTTP/1.0 200") ? t : strstr(t, "HTTP/1.1 200"), "%s", t);
+    cr_assert_not_null(strstr(t, "Content-Type: text/plain; version=0.0.4"), "%s", t);
+    cr_assert_not_null(strstr(t, "\r\n\r\n# TYPE loom_x gauge\nloom_x 1\n"), "%s", t);
+    free(t);
+    t = get(metrics_http_port(h), "/nope");
+    cr_assert_not_null(strstr(t, " 404 "), "%s", t);
+    free(t);
+    cr_assert_eq(rs.renders, 1);
+    cr_assert(rs.on_reactor);
+    reactor_post(r, stop_reactor, NULL);
+    pthread_join(rs.reactor_thread, NULL);
+    metrics_http_stop(h);
+    reactor_free(r);
+}
+
+Test(metrics_http, a_reactor_that_does_not_answer_is_a_503)
+{
+    reactor_t *r = reactor_new(); /* never run: the render post is never taken */
+    cr_assert_not_null(r);
+    render_state rs = { 0 };
+    char err[256];
+    metrics_http_t *h = metrics_http_start(r, "127.0.0.1:0", render_fn, &rs, err, sizeof err);
+    cr_assert_not_null(h, "%s", err);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char *t = get(metrics_http_port(h), "/metrics");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    cr_assert_not_null(strstr(t, " 503 "), "%s", t);
+    free(t);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    cr_assert(ms >= METRICS_HTTP_RENDER_WAIT_MS, "answered after %ld ms", ms);
+    cr_assert_eq(rs.renders, 0);
+    /* the withdrawn post left nothing queued: running the reactor renders nothing */
+    reactor_run_once(r, 0);
+    cr_assert_eq(rs.renders, 0);
+    metrics_http_stop(h);
+    reactor_free(r);
+}
+
+Test(metrics_http, an_address_in_use_is_reported)
+{
+    reactor_t *r = reactor_new();
+    render_state rs = { 0 };
+    char err[256];
+    metrics_http_t *a = metrics_http_start(r, "127.0.0.1:0", render_fn, &rs, err, sizeof err);
+    cr_assert_not_null(a, "%s", err);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned)metrics_http_port(a));
+    metrics_http_t *b = metrics_http_start(r, addr, render_fn, &rs, err, sizeof err);
+    cr_assert_null(b);
+    cr_assert_not_null(strstr(err, "Address already in use"), "%s", err);
+    metrics_http_stop(a);
+    reactor_free(r);
 }
