@@ -139,7 +139,8 @@ typedef struct trace_options {
     uint64_t batch_delay_ms;       /* how long a span may wait for its batch (0: 1000) */
     uint64_t post_timeout_ms;      /* one post, connecting included (0: 5000) */
     int max_retries;               /* posts of one batch after the first (0: 3; < 0: none) */
-    uint64_t retry_backoff_ms;     /* before the first retry, doubling (0: 250) */
+    uint64_t retry_backoff_ms;     /* before the first retry, doubling; each wait drawn
+                                    * from its half to its whole (0: 250) */
 } trace_options;
 
 typedef struct trace_stats_t {

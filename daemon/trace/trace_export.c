@@ -11,7 +11,8 @@
  * oldest has waited batch_delay_ms, and posts up to batch_spans at once. A
  * post that fails in a way worth retrying (no connection, a timeout, 429,
  * 502, 503, 504: the OTLP specification's list) is tried again after a
- * doubling back-off, at most max_retries times; then its spans are dropped.
+ * doubling back-off (with jitter), at most max_retries times; then its spans
+ * are dropped.
  * Any other answer (400: the collector will never take that body) drops
  * them at once. While posts fail, new spans pile up only to max_queued, and
  * the rest are dropped and counted: memory stays bounded whatever the
@@ -144,8 +145,14 @@ static void post_batch(tracer_t *t, trace_span *first, size_t n)
         t->st.failed_posts++;
         bool again = r == POST_RETRY && attempt < t->o.max_retries;
         if (again) {
-            /* a stop cuts the back-off short: the flush deadline decides */
-            uint64_t until = mono_ms() + backoff;
+            /* half the back-off, plus up to as much again at random, so
+             * daemons that lost one collector do not all come back at once;
+             * a stop cuts it short: the flush deadline decides */
+            uint8_t rnd[TRACE_SPAN_ID_SIZE];
+            uint64_t x = 0;
+            trace_new_span_id(rnd);
+            memcpy(&x, rnd, sizeof x);
+            uint64_t until = mono_ms() + backoff / 2 + x % (backoff / 2 + 1);
             if (t->stop && until > t->stop_deadline_ms)
                 again = false;
             struct timespec ts = abs_ms(until);

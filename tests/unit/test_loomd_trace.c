@@ -49,14 +49,17 @@ static void teardown(void)
     "    - call: { prompt: 'slowly {{ prev }}', provider: slow }\n"
 
 /* Starts loomd with the llm provider on PROVIDER_PORT and tracing to
- * OTLP_PORT. */
+ * OTLP_PORT (0: no tracing). */
 static void start(int provider_port, int otlp_port)
 {
     char prov[512];
-    snprintf(prov, sizeof prov,
-             "  llm: { plugin: openai, base_url: \"http://127.0.0.1:%d/v1\" }\n"
-             "tracing: { otlp: \"http://127.0.0.1:%d\", service_name: loomd-test }\n",
-             provider_port, otlp_port);
+    int n = snprintf(prov, sizeof prov,
+                     "  llm: { plugin: openai, base_url: \"http://127.0.0.1:%d/v1\" }\n",
+                     provider_port);
+    if (otlp_port)
+        snprintf(prov + n, sizeof prov - (size_t)n,
+                 "tracing: { otlp: \"http://127.0.0.1:%d\", service_name: loomd-test }\n",
+                 otlp_port);
     lh_setup(&D, prov, NULL);
     lh_workflow(&D, "traced", TRACED_WF);
     lh_workflow(&D, "resumable", RESUME_WF);
@@ -351,4 +354,37 @@ Test(loomd_trace, a_resumed_job_continues_its_trace, .fini = teardown)
     json_decref(jobs);
     json_decref(spans);
     close(ev);
+}
+
+Test(loomd_trace, without_tracing_a_submitted_traceparent_still_reaches_providers,
+     .fini = teardown)
+{
+    FC = fc_start();
+    cr_assert(FC != NULL);
+    start(fc_port(FC), 0);
+    json_t *r = submit_wait(",\"traceparent\":\"" TP "\"");
+    cr_assert(eq(str, (char *)str_of(json_object_get(r, "result"), "state"), (char *)"succeeded"),
+              "%s", json_dumps(r, 0));
+    json_decref(r);
+    json_t *sent = fc_requests(FC, "/chat/completions");
+    cr_assert(eq(sz, json_array_size(sent), 1 + ITEMS));
+    size_t i;
+    json_t *q;
+    json_array_foreach(sent, i, q) /* passed on as it came: no span of loomd's in between */
+        cr_assert(eq(str, (char *)str_of(q, "traceparent"), (char *)TP));
+    json_decref(sent);
+    /* and a job that came without one sends none */
+    r = submit_wait("");
+    cr_assert(eq(str, (char *)str_of(json_object_get(r, "result"), "state"), (char *)"succeeded"));
+    cr_assert(eq(str, (char *)str_of(json_object_get(r, "result"), "traceparent"), (char *)""));
+    json_decref(r);
+    sent = fc_requests(FC, "/chat/completions");
+    cr_assert(eq(sz, json_array_size(sent), 2 * (1 + ITEMS)));
+    for (i = 1 + ITEMS; i < json_array_size(sent); i++)
+        cr_assert(eq(str, (char *)str_of(json_array_get(sent, i), "traceparent"), (char *)""));
+    json_decref(sent);
+    r = lh_call(&D, "{\"op\":\"stats\"}", 5000);
+    cr_assert(eq(int, json_is_false(json_object_get(json_object_get(r, "tracing"), "enabled")), 1));
+    json_decref(r);
+    cr_assert(eq(sz, fc_count(FC, "/v1/traces"), 0));
 }
