@@ -294,8 +294,9 @@ Test(trace, a_503_is_retried_and_a_400_is_not)
     fake_collector *fc = fc_start();
     cr_assert(fc != NULL);
     fc_fail_traces(fc, 503, 2);
+    /* only a full batch goes (the delay is ten minutes): one post per five */
     trace_options o = { .endpoint = url_of(fc_port(fc)), .service_name = "t", .sample = 1,
-                        .batch_spans = 5, .batch_delay_ms = 10, .retry_backoff_ms = 10 };
+                        .batch_spans = 5, .batch_delay_ms = 600000, .retry_backoff_ms = 10 };
     char err[128];
     tracer_t *t = trace_start(&o, err, sizeof err);
     cr_assert(t != NULL, "%s", err);
@@ -331,8 +332,8 @@ static int closed_port(void)
 Test(trace, a_collector_that_is_down_costs_dropped_spans_only)
 {
     trace_options o = { .endpoint = url_of(closed_port()), .service_name = "t", .sample = 1,
-                        .batch_spans = 8, .batch_delay_ms = 10, .max_retries = 2,
-                        .retry_backoff_ms = 5 };
+                        .batch_spans = 8, .batch_delay_ms = 600000, .max_retries = 2,
+                        .retry_backoff_ms = 5 }; /* one batch of 8, sent when full */
     char err[128];
     tracer_t *t = trace_start(&o, err, sizeof err);
     cr_assert(t != NULL, "%s", err);
