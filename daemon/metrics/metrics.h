@@ -14,7 +14,7 @@
  * Cardinality is bounded by construction: a family holds at most the
  * registry's max_series series, and a label set beyond that is dropped
  * (metrics_series_get returns NULL, the recording functions accept NULL
- * and do nothing) and counted, rendered as
+ * and do nothing) and each such recording counted, rendered as
  * loom_metrics_series_dropped_total{family="..."}. Label values come from
  * the config and the loaded workflows (providers, models, workflows,
  * tenants, error classes, states), never from jobs.
@@ -86,7 +86,7 @@ void metrics_family_add(metrics_family *f, const char *const *values, double v);
 void metrics_family_set(metrics_family *f, const char *const *values, double v);
 void metrics_family_observe(metrics_family *f, const char *const *values, double v);
 
-/* Label sets F dropped for being over the cap. */
+/* Lookups of a new label set F refused for being at the cap. */
 uint64_t metrics_dropped(const metrics_family *f);
 /* A series' value (counter, gauge) or its observations' count
  * (histogram); for tests and the daemon's own checks. */

@@ -135,8 +135,8 @@ int metrics_render_all(const metrics_t *const *ms, size_t n, sbuf *out)
         pthread_mutex_unlock(&m->lock);
     }
     if (any_dropped)
-        sbuf_adds(out, "# HELP loom_metrics_series_dropped_total Label sets not recorded because "
-                       "their family had reached its series cap.\n"
+        sbuf_adds(out, "# HELP loom_metrics_series_dropped_total Values not recorded because "
+                       "their label set was new to a family at its series cap.\n"
                        "# TYPE loom_metrics_series_dropped_total counter\n");
     for (size_t k = 0; k < n && any_dropped; k++) {
         metrics_t *m = (metrics_t *)ms[k];
