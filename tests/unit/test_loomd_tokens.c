@@ -254,6 +254,49 @@ Test(loomd_tokens, a_provider_that_cannot_stream_gives_its_text_as_one_token, .f
     free(job);
 }
 
+Test(loomd_tokens, a_reader_that_falls_behind_gets_tokens_coalesced_not_dropped, .fini = teardown)
+{
+    /* 40,000 bytes of answer are 5,000 pieces of 8 bytes: as token events
+     * about 0.8 MB, more than the socket's buffer and the 64 KiB a reader
+     * may be behind, so a reader that reads nothing until the job ended
+     * must get fewer, longer events, which still join to the output */
+    enum { LEN = 40000, PIECES = LEN / 8 };
+    start("openai", (const char *const[]){ "--stream-chunk", "4096", NULL });
+    char *slow = submit("slow");
+    char *req = malloc(LEN + 128), *text = malloc(LEN + 1);
+    cr_assert(req && text);
+    for (int i = 0; i < LEN; i++)
+        text[i] = (char)('a' + i % 26);
+    text[LEN] = '\0';
+    snprintf(req, LEN + 128, "{\"op\":\"submit\",\"workflow\":\"ask\",\"input\":{\"text\":\"%s\"}}",
+             text);
+    json_t *r = lh_call(&D, req, 10000);
+    cr_assert(r && json_is_true(json_object_get(r, "ok")));
+    char *job = strdup(json_string_value(json_object_get(r, "job")));
+    json_decref(r);
+    int fd = lh_connect(&D);
+    snprintf(req, LEN + 128, "{\"id\":1,\"op\":\"events\",\"job\":\"%s\",\"tokens\":true}", job);
+    lh_send(fd, req);
+    r = lh_recv(fd, 10000);
+    cr_assert(r && json_is_true(json_object_get(r, "subscribed")));
+    json_decref(r);
+    snprintf(req, LEN + 128, "{\"op\":\"cancel\",\"job\":\"%s\"}", slow);
+    json_decref(lh_call(&D, req, 10000));
+    json_t *j = wait_job(job); /* FD is not read meanwhile */
+    int n;
+    char *joined = tokens_until_end(fd, job, 0, &n);
+    close(fd);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "output")), text);
+    cr_assert_str_eq(joined, text, "nothing was dropped");
+    cr_assert_lt(n, PIECES, "the pieces a slow reader could not take were joined (%d events)", n);
+    json_decref(j);
+    free(joined);
+    free(job);
+    free(slow);
+    free(text);
+    free(req);
+}
+
 Test(loomd_tokens, tokens_need_a_job_and_a_boolean, .fini = teardown)
 {
     start("openai", NULL);
