@@ -2,8 +2,9 @@
  * 0.0.4 (HELP and TYPE, escaping, cumulative buckets, _sum and _count),
  * the cardinality cap, recording from several threads, the listen address
  * parser, the mapping of a `stats` reply to families, the config's
- * `metrics` section, and the endpoint: rendered on the reactor's thread,
- * 404 elsewhere, 503 when the reactor does not answer, an address in use. */
+ * `metrics` section, the endpoint (rendered on the reactor's thread, 404
+ * elsewhere, 503 when the reactor does not answer, an address in use), and
+ * the reactor's lag observer. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>
@@ -503,5 +504,50 @@ Test(metrics_http, an_address_in_use_is_reported)
     cr_assert_null(b);
     cr_assert_not_null(strstr(err, "Address already in use"), "%s", err);
     metrics_http_stop(a);
+    reactor_free(r);
+}
+
+/* ---- the reactor's lag observer, which feeds loom_reactor_lag_seconds */
+
+typedef struct lag_seen {
+    int n;
+    uint64_t max_us;
+} lag_seen;
+
+static void on_lag(void *ud, uint64_t lag_us)
+{
+    lag_seen *s = ud;
+    s->n++;
+    if (lag_us > s->max_us)
+        s->max_us = lag_us;
+}
+
+static void busy_timer(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    /* holds the thread 30 ms: the next timer, due meanwhile, runs late */
+    struct timespec ts = { 0, 30 * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static void noop_timer(reactor_t *r, reactor_timer_t *t, void *ud) { }
+
+Test(metrics_lag, each_timer_reports_its_lateness)
+{
+    reactor_t *r = reactor_new();
+    cr_assert_not_null(r);
+    lag_seen s = { 0 };
+    reactor_set_lag_observer(r, on_lag, &s);
+    reactor_timer_add(r, 0, busy_timer, NULL);
+    reactor_timer_add(r, 1000, noop_timer, NULL); /* due 1 ms in, run after the 30 ms */
+    while (s.n < 2)
+        cr_assert(reactor_run_once(r, 1000) >= 0);
+    cr_assert_eq(s.n, 2);
+    /* at least the busy timer's hold less the second timer's delay */
+    cr_assert(s.max_us >= 30000 - 1000, "max lag %llu us", (unsigned long long)s.max_us);
+    reactor_set_lag_observer(r, NULL, NULL);
+    reactor_timer_add(r, 0, noop_timer, NULL);
+    while (reactor_timer_count(r) > 0)
+        cr_assert(reactor_run_once(r, 1000) >= 0);
+    cr_assert_eq(s.n, 2);
     reactor_free(r);
 }
