@@ -246,7 +246,7 @@ Test(loomd_tokens, a_provider_that_cannot_stream_gives_its_text_as_one_token, .f
     char *joined = tokens_until_end(fd, job, 0, &n);
     close(fd);
     json_t *j = wait_job(job);
-    cr_assert_eq(n, 1);
+    cr_assert_eq(n, 1, "%d token events", n);
     cr_assert_str_eq(joined, (char *)json_string_value(json_object_get(j, "output")));
     cr_assert_eq(fake_server_stat(&D.fake, "streams"), 0);
     json_decref(j);
