@@ -194,6 +194,9 @@ static int put_kind(json_t *o, const dsl_node *n)
         } else if (put(o, "prompt", tvalue_json(c->prompt)) < 0) {
             return -1;
         }
+        /* shown only when asked for, like `cache` */
+        if (c->prompt_cache && put(o, "prompt_cache", json_true()) < 0)
+            return -1;
         return put(o, "params", params_json(c->params)) < 0 ||
                put(o, "json", json_boolean(c->json)) < 0 ||
                put(o, "input", tvalue_json(c->input)) < 0 ? -1 : 0;
@@ -373,6 +376,9 @@ json_t *dsl_emit_json(const dsl_graph *g)
         put(o, "vars", tvalue_json(g->vars)) < 0 ||
         put(o, "defaults", defaults_json(&g->defaults)) < 0 ||
         put(o, "nodes", json_integer((json_int_t)g->nnodes)) < 0)
+        goto fail;
+    if ((g->has_budget && put(o, "budget", json_pack("{s:f}", "usd", g->budget_usd)) < 0) ||
+        (g->prompt_cache && put(o, "prompt_cache", json_true()) < 0))
         goto fail;
     if (put(o, "uses", uses) < 0) {
         uses = NULL;

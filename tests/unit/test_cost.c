@@ -393,6 +393,11 @@ Test(workflow, budget_and_prompt_cache_keys)
     const dsl_node *c0 = g->root->u.chain.steps[0], *c1 = g->root->u.chain.steps[1];
     cr_assert(truth(c0->u.call.prompt_cache), "the workflow's");
     cr_assert(truth(!c1->u.call.prompt_cache), "the call's own");
+    /* what `loomctl graph` shows */
+    json_t *doc = dsl_emit_json(g);
+    cr_assert(near(json_number_value(json_object_get(json_object_get(doc, "budget"), "usd")), 2.5));
+    cr_assert(truth(json_is_true(json_object_get(doc, "prompt_cache"))));
+    json_decref(doc);
     dsl_graph_unref(g);
     dsl_diags_free(&d);
     g = compile("loom: 1\nname: w\ndo: { call: hi }\n", &d);
