@@ -156,17 +156,33 @@ static const loomctl_command commands[] = {
       "\n"
       "Exit status: 0 printed, 2 usage error, 3 loomd unreachable, 4 refused,\n"
       "5 no answer in time.\n" },
+    { "metrics", loomctl_cmd_metrics, "print loomd's metrics in the Prometheus text format",
+      "metrics [--socket PATH] [--timeout SECONDS] [--json]",
+      "Prints what GET /metrics serves (docs/operations.md, \"Monitoring\"): provider\n"
+      "calls' tokens and durations, jobs, queues, limits, cost, the store and the\n"
+      "reactor, as Prometheus text format 0.0.4. Works whether or not the config\n"
+      "has `metrics: { listen: ... }`. Needs the admin role when `access:` is set.\n"
+      "\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 printed, 2 usage error, 3 loomd unreachable, 4 refused,\n"
+      "5 no answer in time.\n" },
     { "watch", loomctl_cmd_watch, "follow a job's progress live",
-      "watch [--socket PATH] [--timeout SECONDS] [--json] JOB",
+      "watch [--socket PATH] [--timeout SECONDS] [--json] [--tokens] JOB",
       "Follows job JOB until it ends. On a terminal, one line redrawn in place:\n"
       "state, elapsed time, steps done, map items done of total, calls in flight.\n"
       "Otherwise one line per event (time since the job started, event, node,\n"
       "details); with --json the event lines as loomd sends them. A job that has\n"
       "already ended is shown at once.\n"
+      "With --tokens, the text of the job's calls is printed as the providers\n"
+      "stream it, each call's under a line naming its node (and attempt), with\n"
+      "the other events as plain lines between; a retry says that the text of\n"
+      "the attempt before it is discarded.\n"
       "\n"
       "  --timeout SECONDS  stop watching after SECONDS (the job goes on)\n"
       "  --socket PATH      loomd's socket (default: $LOOM_SOCKET, else ./loom.sock)\n"
       "  --json             print loomd's event lines as they come\n"
+      "  --tokens           print the text of the job's calls as it streams\n"
       "\n"
       "Exit status: 0 the job succeeded, 1 it failed or was cancelled, 2 usage error,\n"
       "3 loomd unreachable or the connection broke, 4 refused (not_found: no such\n"

@@ -78,6 +78,7 @@ int loomctl_cmd_retry(int argc, char **argv);
 int loomctl_cmd_list(int argc, char **argv);
 int loomctl_cmd_workflows(int argc, char **argv);
 int loomctl_cmd_stats(int argc, char **argv);
+int loomctl_cmd_metrics(int argc, char **argv);
 int loomctl_cmd_watch(int argc, char **argv);
 int loomctl_cmd_plugins(int argc, char **argv);
 
@@ -184,7 +185,7 @@ void loomctl_print_json(const json_t *v, bool pretty);
 /* (loomctl_table.c) A table for people: fill it with rows, then print it
  * (and free it) at once, with columns as wide as their widest cell. Set
  * ncols (at most LOOMCTL_TABLE_MAX_COLS) and align, zero the rest. */
-#define LOOMCTL_TABLE_MAX_COLS 11
+#define LOOMCTL_TABLE_MAX_COLS 12
 
 typedef struct loomctl_table {
     size_t ncols, nrows, cap, notes_cap;

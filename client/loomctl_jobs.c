@@ -617,6 +617,21 @@ out:
     return rc;
 }
 
+/* The Prometheus text as GET /metrics serves it, whether or not loomd
+ * listens for HTTP (--json: the reply itself). */
+int loomctl_cmd_metrics(int argc, char **argv)
+{
+    common_opts o = { 0 };
+    json_t *reply;
+    int rc = plain_request("metrics", argc, argv, &o, &reply);
+    if (rc == LOOMCTL_OK && reply && !o.json) {
+        const char *text = json_string_value(json_object_get(reply, "text"));
+        fputs(text ? text : "", stdout);
+    }
+    json_decref(reply);
+    return rc;
+}
+
 int loomctl_cmd_stats(int argc, char **argv)
 {
     common_opts o = { 0 };
@@ -640,17 +655,18 @@ int loomctl_cmd_stats(int argc, char **argv)
     if (!json_object_size(providers))
         goto out;
     putchar('\n');
-    loomctl_table t = { .ncols = 11, .align = "llrrrrrrrrl" };
+    loomctl_table t = { .ncols = 12, .align = "llrrrrrrrrrl" };
     loomctl_table_row(&t, "PROVIDER", "PLUGIN", "IN FLIGHT", "QUEUED", "REQUESTS", "ERRORS",
-                      "429S", "INPUT TOKENS", "OUTPUT TOKENS", "LATENCY", "STATUS");
+                      "429S", "TIMEOUTS", "INPUT TOKENS", "OUTPUT TOKENS", "LATENCY", "STATUS");
     const char *name;
     const json_t *p;
     json_object_foreach((json_t *)providers, name, p) {
-        /* a provider with no upstream (the offline mock) has only its plugin */
+        /* a member missing (an older loomd) shows as "-" */
         static const char *const keys[] = { "in_flight", "queued", "requests", "failed",
-                                            "rate_limited", "input_tokens", "output_tokens" };
-        char c[9][48];
-        for (size_t k = 0; k < 7; k++) {
+                                            "rate_limited", "timeouts", "input_tokens",
+                                            "output_tokens" };
+        char c[10][48];
+        for (size_t k = 0; k < 8; k++) {
             if (json_is_number(json_object_get(p, keys[k])))
                 snprintf(c[k], sizeof c[k], "%lld", int_of(p, keys[k]));
             else
@@ -662,18 +678,18 @@ int loomctl_cmd_stats(int argc, char **argv)
                      int_of(p, "concurrency"));
         const json_t *latency = json_object_get(p, "latency_ms");
         if (json_is_number(latency))
-            snprintf(c[7], sizeof c[7], "%.1f ms", json_number_value(latency));
+            snprintf(c[8], sizeof c[8], "%.1f ms", json_number_value(latency));
         else
-            snprintf(c[7], sizeof c[7], "-");
+            snprintf(c[8], sizeof c[8], "-");
         if (json_is_true(json_object_get(p, "disabled")))
-            snprintf(c[8], sizeof c[8], "disabled");
+            snprintf(c[9], sizeof c[9], "disabled");
         else if (int_of(p, "paused_ms") > 0)
-            snprintf(c[8], sizeof c[8], "paused %s",
+            snprintf(c[9], sizeof c[9], "paused %s",
                      fmt_duration(a, sizeof a, int_of(p, "paused_ms")));
         else
-            snprintf(c[8], sizeof c[8], "ok");
+            snprintf(c[9], sizeof c[9], "ok");
         loomctl_table_row(&t, name, str_or(p, "plugin", "-"), c[0], c[1], c[2], c[3], c[4], c[5],
-                          c[6], c[7], c[8]);
+                          c[6], c[7], c[8], c[9]);
     }
     loomctl_table_print_free(&t);
 out:

@@ -23,8 +23,11 @@ static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "p
                                         "max_output_bytes", "max_queued_jobs",
                                         "max_pending_per_connection", "idle_timeout",
                                         "max_connections_per_uid", "quarantine_after",
-                                        "max_response_bytes_in_flight", NULL };
-static const char *const log_keys[] = { "level", "format", "payloads", NULL };
+                                        "max_response_bytes_in_flight", "tenants", "access",
+                                        "pid_file",
+                                        "tracing", "prices", "metrics",
+                                        NULL };
+static const char *const log_keys[] = { "level", "format", "payloads", "file", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
                                           NULL };
 static const char *const batch_keys[] = { "max_inputs", "max_tokens", "window", NULL };
@@ -50,6 +53,7 @@ config *config_default(void)
     c->max_running_jobs = 1024;
     c->max_connections = 4096;
     c->max_output_bytes = CONFIG_DEFAULT_MAX_OUTPUT_BYTES;
+    c->metrics.max_series = CONFIG_METRICS_MAX_SERIES;
     c->max_queued_jobs = 100000;
     c->max_pending_per_connection = 4096;
     c->idle_timeout_ms = 300000;
@@ -91,6 +95,13 @@ void config_free(config *c)
     strv_free(c->plugin_dirs);
     config_isolate_free(c->isolate, c->nisolate);
     config_plugins_free(&c->plugin_configs);
+    config_tracing_free(&c->tracing);
+    config_metrics_free(&c->metrics);
+    engine_prices_fini(&c->prices);
+    config_access_free(&c->access);
+    config_tenants_free(&c->tenants);
+    free(c->log_file.path);
+    free(c->pid_file.path);
     free(c->file);
     free(c->socket);
     free(c->workflows);
@@ -113,6 +124,16 @@ static int get_string(dsl_diags *d, const dsl_ynode *y, const char *key, char **
     free(*out);
     *out = s;
     return 0;
+}
+
+/* A path the daemon opens at start (log.file, pid_file), with the value's
+ * position: whether it can be opened is known only then. */
+static void get_path_key(dsl_diags *d, const dsl_ynode *y, const char *key, config_path_key *out)
+{
+    if (get_string(d, y, key, &out->path) == 0) {
+        out->line = y->line;
+        out->col = y->col;
+    }
 }
 
 static int get_int(dsl_diags *d, const dsl_ynode *y, const char *key, int64_t min, int64_t max,
@@ -182,6 +203,8 @@ static void parse_log(dsl_diags *d, const dsl_ynode *y, config *c)
         else
             c->log_payloads = on;
     }
+    if ((x = dsl_ymap_get(y, "file")))
+        get_path_key(d, x, "file", &c->log_file);
 }
 
 /* `plugins: [DIR, ...]`, or the mapping `plugins: { dirs: [...], isolate:
@@ -435,6 +458,8 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
     }
     if ((y = dsl_ymap_get(root, "log")))
         parse_log(diags, y, c);
+    if ((y = dsl_ymap_get(root, "pid_file")))
+        get_path_key(diags, y, "pid_file", &c->pid_file);
     if ((y = dsl_ymap_get(root, "retention")))
         get_retention(diags, y, &c->retention_ms);
     if ((y = dsl_ymap_get(root, "shutdown_grace")))
@@ -461,6 +486,22 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
                 &c->max_response_bytes_in_flight);
     if ((y = dsl_ymap_get(root, "providers")))
         parse_providers(diags, y, c);
+    /* after providers: prices name them */
+    if ((y = dsl_ymap_get(root, "prices"))) {
+        const char **names = config_provider_names(c);
+        config_prices_parse(diags, y, &c->prices);
+        config_prices_check(diags, &c->prices, names);
+        free(names);
+    }
+    if ((y = dsl_ymap_get(root, "tracing")))
+        config_tracing_parse(diags, y, &c->tracing);
+    if ((y = dsl_ymap_get(root, "metrics")))
+        config_metrics_parse(diags, y, &c->metrics);
+    /* tenants first: access rules name them */
+    if ((y = dsl_ymap_get(root, "tenants")))
+        config_tenants_parse(diags, y, &c->tenants);
+    if ((y = dsl_ymap_get(root, "access")))
+        config_access_parse(diags, y, &c->tenants, &c->access);
 out:
     if (diags->nerrors != before)
         goto fail;

@@ -20,6 +20,11 @@
 
 #include "daemon/config_isolate.h"
 #include "daemon/config_plugins.h"
+#include "daemon/config_prices.h"
+#include "daemon/config_tracing.h"
+#include "daemon/config_metrics.h"
+#include "daemon/config_access.h"
+#include "daemon/config_tenants.h"
 #include "daemon/upstream/ratelimit.h"
 #include "dsl/diag.h"
 
@@ -49,6 +54,13 @@ typedef struct config_provider {
 
 typedef enum { CONFIG_LOG_TEXT, CONFIG_LOG_JSON } config_log_format;
 
+/* A file the daemon writes itself (log.file, pid_file): its path (owned,
+ * NULL: not set) and where the config named it, for an error at start. */
+typedef struct config_path_key {
+    char *path;
+    int line, col;
+} config_path_key;
+
 typedef struct config {
     char *file;          /* where it came from, or NULL for the defaults */
     char *socket;
@@ -63,6 +75,8 @@ typedef struct config {
     int log_level;       /* LOOM_LOG_* of include/loom/plugin.h */
     config_log_format log_format;
     int log_payloads;    /* log prompts and outputs (off: never) */
+    config_path_key log_file; /* log.file: the log goes there, not to stderr */
+    config_path_key pid_file; /* pid_file: loomd's pid, locked while it runs */
     uint64_t retention_ms;      /* finished jobs kept this long (default 7 days) */
     uint64_t shutdown_grace_ms; /* SIGTERM: how long running calls may finish (30 s) */
     int64_t max_running_jobs;   /* jobs running at once; more wait, by priority (1024) */
@@ -78,6 +92,11 @@ typedef struct config {
     int64_t max_response_bytes_in_flight;
     config_provider *providers;
     size_t nproviders;
+    config_tracing tracing;     /* tracing: spans to a collector (config_tracing.h) */
+    config_metrics metrics;     /* metrics: the GET /metrics endpoint (config_metrics.h) */
+    engine_prices prices;       /* prices: cost per provider and model (config_prices.h) */
+    config_tenants tenants;     /* tenants: weights and limits (config_tenants.h) */
+    config_access access;       /* access: peers to tenants and roles (config_access.h) */
 } config;
 
 /* The defaults (new; free with config_free), or NULL when out of memory. */

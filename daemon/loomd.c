@@ -158,6 +158,11 @@ static bool same_dirs(char **a, char **b)
     return !(a && a[i]) && !(b && b[i]);
 }
 
+static bool same_path(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 /* The keys a running loomd keeps until its next start (docs/operations.md):
  * a reload that changes them says which. */
 static void warn_restart_keys(loomd *d, const config *c)
@@ -171,6 +176,11 @@ static void warn_restart_keys(loomd *d, const config *c)
         { strcmp(c->workflows, o->workflows) != 0, "workflows" },
         { !same_dirs(c->plugin_dirs, o->plugin_dirs), "plugins" },
         { c->workers != o->workers, "workers" },
+        { !loomd_trace_same(&c->tracing, &o->tracing), "tracing" },
+        { !same_path(c->pid_file.path, o->pid_file.path), "pid_file" },
+        { !same_path(c->metrics.listen, o->metrics.listen), "metrics.listen" },
+        /* stderr, once the log file took its place, cannot come back */
+        { o->log_file.path && !c->log_file.path, "log.file" },
     };
     for (size_t i = 0; i < sizeof k / sizeof *k; i++)
         if (k[i].changed)
@@ -183,6 +193,8 @@ static void warn_restart_keys(loomd *d, const config *c)
 
 void loomd_reload(loomd *d)
 {
+    /* first, so that a rotated log's new file has this reload's lines */
+    loomd_log_reopen(d, &d->cfg->log_file);
     log_write(&d->log, LOOM_LOG_INFO, NULL, "reloading");
     if (d->config_path) {
         dsl_diags diags;
@@ -201,6 +213,8 @@ void loomd_reload(loomd *d)
             log_write(&d->log, LOOM_LOG_ERROR, NULL, "the new providers failed: the old ones stay");
         } else {
             warn_restart_keys(d, c);
+            if (c->log_file.path && !same_path(c->log_file.path, d->cfg->log_file.path))
+                loomd_log_reopen(d, &c->log_file); /* a new log.file: from now on */
             config_free(d->cfg);
             d->cfg = c;
             loomd_signals_set_grace(d->signals, c->shutdown_grace_ms);
@@ -210,6 +224,8 @@ void loomd_reload(loomd *d)
             d->log.level = c->log_level;
             d->log.json = c->log_format == CONFIG_LOG_JSON;
             jobs_set_limits(&d->jobs, c->max_running_jobs, c->log_payloads);
+            loomd_tenants_apply(d);
+            loomd_cost_limits(d);
             d->jobs.max_queued = c->max_queued_jobs;
             d->jobs.max_output_bytes = c->max_output_bytes;
             server_set_limits(d->srv, (size_t)c->max_connections,
@@ -254,9 +270,10 @@ static void on_purge(reactor_t *r, reactor_timer_t *t, void *ud)
 /* ---- start */
 
 /* Forks; the parent waits for the child to say it is ready (a byte on a
- * pipe) and exits with its status. Returns the pipe's write end in the
+ * pipe) and exits with its status (pointing at LOG_FILE, where the child's
+ * reasons went, when it failed). Returns the pipe's write end in the
  * child, or -1 when it could not fork (and then runs in the foreground). */
-static int detach(void)
+static int detach(const char *log_file)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -271,6 +288,8 @@ static int detach(void)
         close(p[1]);
         char c = 1;
         ssize_t n = read(p[0], &c, 1);
+        if (!(n == 1 && c == 0) && log_file) /* the child's reasons are there */
+            fprintf(stderr, "loomd: did not start; see the log in %s\n", log_file);
         _exit(n == 1 && c == 0 ? 0 : 1);
     }
     close(p[0]);
@@ -349,13 +368,23 @@ static int start(loomd *d, bool check)
     }
     if (faults_env_start(d->test_faults) < 0)
         return -1;
+    if (loomd_cost_start(d) < 0) /* before any job runs: their calls count */
+        return -1;
+    /* the endpoint before the socket: a port already taken stops the start
+     * before any client is accepted (no scrape is answered before the
+     * reactor runs) */
+    if (loomd_metrics_start(d) < 0 || loomd_metrics_listen(d) < 0)
+        return -1;
     jobs_hooks hooks = { .ud = d, .engine_acquire = gen_acquire, .engine_release = gen_release,
                          .settled = jobs_settled };
+    loomd_metrics_hooks(d, &hooks);
     if (jobs_init(&d->jobs, d->r, d->store, d->wf, &d->log, &hooks) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(ENOMEM));
         return -1;
     }
     d->jobs_ready = true;
+    if (loomd_trace_start(d) < 0)
+        return -1;
     /* under the store's lock: one process at a time owns the file */
     if (inflight_open(d->cfg->state, (unsigned)pool_nthreads(d->pool) + 1, &d->crashed, err,
                       sizeof err) < 0)
@@ -364,6 +393,7 @@ static int start(loomd *d, bool check)
     d->jobs.crashed = &d->crashed;
     d->jobs.quarantine_after = d->cfg->quarantine_after;
     jobs_set_limits(&d->jobs, d->cfg->max_running_jobs, d->cfg->log_payloads);
+    loomd_tenants_apply(d);
     d->jobs.max_queued = d->cfg->max_queued_jobs;
     d->jobs.max_output_bytes = d->cfg->max_output_bytes;
     server_options so = {
@@ -377,6 +407,8 @@ static int start(loomd *d, bool check)
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "socket: %s", err);
         return -1;
     }
+    if (loomd_pidfile_start(d) < 0) /* only once the socket is ours */
+        return -1;
     if (!(d->signals = loomd_signals_start(d))) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot watch signals: %s", strerror(errno));
         return -1;
@@ -416,8 +448,10 @@ static void stop(loomd *d)
         reactor_timer_cancel(d->r, d->grace_timer);
     if (d->purge_timer)
         reactor_timer_cancel(d->r, d->purge_timer);
+    loomd_metrics_stop_http(d);
     if (d->jobs_ready)
         jobs_abandon(&d->jobs);
+    loomd_cost_detach(d); /* calls still answering no longer write to the store */
     /* the store's last completions answer waiters: let the server send them */
     store_close(d->store);
     faults_env_free(d->test_faults); /* the schedule outlives the store */
@@ -426,8 +460,12 @@ static void stop(loomd *d)
     server_free(d->srv);
     if (d->jobs_ready)
         jobs_fini(&d->jobs);
+    loomd_pidfile_stop(d); /* the socket is gone and every job is recorded */
     stop_workers(d);
     gen_free_all(d);
+    loomd_metrics_free(d); /* after the store's thread and the engines, which record */
+    loomd_cost_free(d); /* after the engines, which hold it */
+    loomd_trace_stop(d); /* after the engines: the spans of abandoned work go too */
     loomd_isolate_stop(d); /* after the engines: their calls are gone */
     wfdir_free(d->wf);
     pool_free(d->pool);
@@ -470,7 +508,10 @@ int main(int argc, char **argv)
         return 1;
     d.log.level = d.cfg->log_level;
     d.log.json = d.cfg->log_format == CONFIG_LOG_JSON;
-    int ready_fd = !foreground && !check ? detach() : -1;
+    int ready_fd = !foreground && !check ? detach(d.cfg->log_file.path) : -1;
+    /* before any thread: stderr becomes the log file (loomd_files.c) */
+    if (!check && loomd_log_start(&d) < 0)
+        return 1;
     /* before any thread starts, so that every thread inherits the mask and
      * only the signal thread takes them (loomd_signals.c) */
     sigset_t stop_signals;

@@ -26,6 +26,7 @@
 #include "daemon/core/reactor.h"
 #include "daemon/server/server.h"
 #include "daemon/store/store.h"
+#include "daemon/trace/trace.h"
 #include "daemon/wfdir/wfdir.h"
 
 /* One engine and the jobs running on it. */
@@ -34,6 +35,7 @@ typedef struct lgen {
     engine_t *eng;             /* owned */
     struct providers *prov;    /* owned: the HTTP client of eng's upstreams; freed after eng */
     size_t jobs;               /* running on it */
+    engine_prices prices;      /* owned: the config's, which eng borrows (loomd_cost.c) */
 } lgen;
 
 typedef struct loomd {
@@ -45,6 +47,8 @@ typedef struct loomd {
     plugins_t *plugins;
     struct iso *iso;           /* isolated plugins' helpers (loomd_isolate.c), or NULL */
     lgen *gens;                /* current first */
+    struct engine_ledger *ledger; /* tenants' spend and budgets, cost counters
+                                     (loomd_cost.c); outlives generations */
     store_t *store;
     struct faults_env *test_faults; /* LOOM_TEST_STORE_FAULTS (tests only), else NULL */
     wfdir *wf;
@@ -57,6 +61,9 @@ typedef struct loomd {
     inflight_prev crashed;     /* what the previous process left in STATE/inflight */
     /* life */
     struct loomd_signals *signals; /* the signal thread (loomd_signals.c) */
+    tracer_t *tracer;          /* spans to the collector (loomd_trace.c), or NULL */
+    struct loomd_metrics *metrics; /* the metrics (loomd_metrics.c), or NULL before start */
+    struct pidfile *pidfile;   /* pid_file, held while running (loomd_files.c), or NULL */
     bool stopping;             /* SIGTERM: no new jobs */
     reactor_timer_t *grace_timer, *purge_timer;
     int64_t started_ms;
@@ -84,9 +91,103 @@ void loomd_signals_set_grace(struct loomd_signals *s, uint64_t grace_ms);
  * watchdog keeps running until the process exits). NULL is a no-op. */
 void loomd_signals_detach(struct loomd_signals *s);
 
+/* ---- loomd_files.c: log.file and pid_file */
+/* Puts the log in log.file when the config names one (before any thread
+ * starts). 0, or -1 with FILE:LINE:COL and the reason on stderr. */
+int loomd_log_start(loomd *d);
+/* SIGHUP: opens K's path again (a no-op without one): a rotated log
+ * starts a new file. A failure is logged and the log stays where it was. */
+void loomd_log_reopen(loomd *d, const config_path_key *k);
+/* Writes and locks pid_file when the config names one. 0, or -1 logged
+ * (another loomd holds it: its pid is named). */
+int loomd_pidfile_start(loomd *d);
+/* Removes the pid file (a clean stop). */
+void loomd_pidfile_stop(loomd *d);
+
+/* ---- loomd_trace.c: the tracer (config `tracing`) */
+/* Starts it when the config has `tracing`, for the jobs. 0, or -1 logged. */
+int loomd_trace_start(loomd *d);
+/* Flushes what is buffered (bounded) and stops it; after the engines. */
+void loomd_trace_stop(loomd *d);
+/* `stats.tracing`: {enabled, exported, dropped, failed_posts, queued}. New. */
+json_t *loomd_trace_stats(loomd *d);
+/* Whether two configs' `tracing` are the same (a reload cannot change it). */
+bool loomd_trace_same(const config_tracing *a, const config_tracing *b);
+
+/* ---- loomd_metrics.c: the metrics (config `metrics`, docs/operations.md) */
+/* The registry of what is recorded as it happens; the store's commit and
+ * the reactor's lag observers. After the store opens. 0, or -1 logged. */
+int loomd_metrics_start(loomd *d);
+/* Serves GET /metrics when the config has `metrics.listen`. 0, or -1 logged. */
+int loomd_metrics_listen(loomd *d);
+/* The engine's call observer (UD: the loomd): set on every generation. */
+void loomd_metrics_call(void *ud, const engine_call_report *r);
+/* The jobs' hooks that feed queue wait and jobs by workflow into H. */
+void loomd_metrics_hooks(loomd *d, jobs_hooks *h);
+/* The exposition text (Prometheus 0.0.4) appended to OUT. 0 or -1. */
+int loomd_metrics_text(loomd *d, sbuf *out);
+/* Stops serving (first thing on stop: a scrape must not wait on a reactor
+ * that is stopping), then frees it all (after the store and the engines). */
+void loomd_metrics_stop_http(loomd *d);
+void loomd_metrics_free(loomd *d);
+
 /* ---- loomd_ops.c */
 void ops_handle(server_conn_t *conn, json_t *req, void *ud);
+/* What the `stats` op answers, for every tenant (new reference, or NULL). */
+json_t *loomd_stats(loomd *d);
 void ops_conn_closed(server_conn_t *conn, void *ud);
+
+/* ---- loomd_access.c: tenants and roles of requests (config_access.h) */
+typedef struct loomd_access {
+    const char *tenant;        /* its own tenant (borrowed from the config in force) */
+    config_role role;
+} loomd_access;
+/* CONN's tenant and role under the config in force into OUT; false when
+ * no rule matches it (without `access`: admin of `default`). */
+bool loomd_access_of(const loomd *d, server_conn_t *conn, loomd_access *out);
+/* Whether REQ (borrowed; checked by ops_check) of op OP may run for CONN:
+ * a matching rule, a role that allows OP, and a `tenant` it may name (only
+ * admin names another). Otherwise answers access_denied, forbidden or
+ * unknown_tenant on CONN with ID and returns false. */
+bool loomd_access_gate(loomd *d, server_conn_t *conn, json_t *req, json_t *id, const char *op);
+/* The tenant REQ's jobs are limited to (borrowed): the one it names, else
+ * CONN's own; NULL (every tenant) for an admin naming none. After the gate. */
+const char *loomd_access_scope(const loomd *d, server_conn_t *conn, json_t *req);
+/* The tenant a job REQ submits belongs to (borrowed): the one it names,
+ * else CONN's own. After the gate. */
+const char *loomd_access_tenant(const loomd *d, server_conn_t *conn, json_t *req);
+/* Whether a job of TENANT (NULL: "default") is seen within SCOPE (NULL:
+ * every tenant). */
+bool loomd_tenant_sees(const char *scope, const char *tenant);
+/* Whether JOB (live or stored) is seen within SCOPE (NULL: always);
+ * otherwise answers not_found on CONN with ID, as for a job that does not
+ * exist, and returns false. A job not found at all is left to the op. */
+bool loomd_job_visible(loomd *d, server_conn_t *conn, json_t *id, const char *job,
+                       const char *scope);
+/* Cuts the `stats` reply STATS (borrowed, changed in place) to what a
+ * client of tenant SCOPE may see: its own jobs, tenant entry and spending;
+ * the daemon's health (providers, reactor, store) stays. */
+void loomd_stats_scope(loomd *d, json_t *stats, const char *scope);
+/* Gives the job queue the tenants' weights and limits of the config in
+ * force (at start and at each reload); logged when out of memory. */
+void loomd_tenants_apply(loomd *d);
+
+/* ---- loomd_cost.c: cost and budgets */
+/* G's prices from CFG, and the ledger (made on first use), lent to G's
+ * engine. 0 or -1 (out of memory). */
+int loomd_cost_gen(loomd *d, lgen *g, const config *cfg);
+/* Once the store is open: tenants' spend of today and this month read back,
+ * each call's cost written from now on, the config's budgets applied. 0 or
+ * -1 logged. */
+int loomd_cost_start(loomd *d);
+/* The budgets of the config in force (start and each reload). */
+void loomd_cost_limits(loomd *d);
+/* Before the store closes: spend is no longer written. */
+void loomd_cost_detach(loomd *d);
+/* After the engines are freed. */
+void loomd_cost_free(loomd *d);
+/* `stats.cost` (a new reference, or NULL). */
+json_t *loomd_cost_stats(loomd *d);
 
 /* ---- loomd_engine.c */
 /* Builds a generation from CFG (borrowed: the engine copies what it keeps)

@@ -12,6 +12,7 @@ static void gen_free(lgen *g)
 {
     engine_free(g->eng);
     providers_free(g->prov); /* after the engine: its upstreams use the client */
+    engine_prices_fini(&g->prices); /* after the engine, which read them */
     free(g);
 }
 
@@ -24,7 +25,7 @@ int gen_start(loomd *d, const config *cfg)
         return -1;
     }
     if (!(g->eng = engine_new(d->r, d->pool, d->plugins, NULL)) ||
-        !(g->prov = providers_new(d->r))) {
+        !(g->prov = providers_new(d->r)) || loomd_cost_gen(d, g, cfg) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start the engine: out of memory");
         gen_free(g);
         return -1;
@@ -45,6 +46,7 @@ int gen_start(loomd *d, const config *cfg)
         return -1;
     }
     engine_set_workflow_lookup(g->eng, wfdir_engine_lookup, d->wf);
+    engine_set_call_observer(g->eng, loomd_metrics_call, d);
     g->next = d->gens;
     d->gens = g;
     return 0;

@@ -122,7 +122,15 @@ static void op_submit(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         reply_unknown_workflow(d, conn, id, name);
         return;
     }
-    jobs_submit(&d->jobs, conn, req);
+    const char *tp = json_string_value(json_object_get(req, "traceparent"));
+    trace_ctx parent;
+    const char *why;
+    if (tp && trace_parse(tp, &parent, &why) < 0) {
+        server_reply_error(conn, id, "invalid_request",
+                           "'traceparent' is not a W3C traceparent: %s (got '%.80s')", why, tp);
+        return;
+    }
+    jobs_submit(&d->jobs, conn, req, loomd_access_tenant(d, conn, req));
 }
 
 /* What a reply may carry at most: the server cuts a connection off once
@@ -157,8 +165,10 @@ static void fit_job(loomd *d, json_t *o)
 }
 
 /* The stored row of JOB, fitted to a reply (new reference); NULL once the
- * error was answered to CONN. */
-static json_t *stored_job(loomd *d, server_conn_t *conn, json_t *id, const char *job)
+ * error was answered to CONN. A job outside SCOPE (NULL: any tenant) is
+ * not_found. */
+static json_t *stored_job(loomd *d, server_conn_t *conn, json_t *id, const char *job,
+                          const char *scope)
 {
     json_t *o = NULL;
     char err[256];
@@ -168,13 +178,19 @@ static json_t *stored_job(loomd *d, server_conn_t *conn, json_t *id, const char 
                            rc == -ENOENT ? "no such job" : err);
         return NULL;
     }
+    if (!loomd_tenant_sees(scope, json_string_value(json_object_get(o, "tenant")))) {
+        json_decref(o);
+        server_reply_error(conn, id, "not_found", "no such job");
+        return NULL;
+    }
     fit_job(d, o);
     return o;
 }
 
 static void op_get(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
-    json_t *o = stored_job(d, conn, id, json_string_value(json_object_get(req, "job")));
+    json_t *o = stored_job(d, conn, id, json_string_value(json_object_get(req, "job")),
+                           loomd_access_scope(d, conn, req));
     if (o)
         server_reply(conn, id, json_pack("{s:o}", "job", o));
 }
@@ -183,10 +199,16 @@ static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     json_t *t = json_object_get(req, "timeout");
     const char *job = json_string_value(json_object_get(req, "job"));
+    const char *scope = loomd_access_scope(d, conn, req);
+    ljob *live = jobs_find(&d->jobs, job);
+    if (live && !loomd_tenant_sees(scope, live->tenant->name)) {
+        server_reply_error(conn, id, "not_found", "no such job");
+        return;
+    }
     if (jobs_find(&d->jobs, job) && conn_full(d, conn, id))
         return;
     if (!jobs_find(&d->jobs, job)) { /* already over: the answer is the stored row */
-        json_t *o = stored_job(d, conn, id, job);
+        json_t *o = stored_job(d, conn, id, job, scope);
         if (o)
             server_reply(conn, id, json_pack("{s:o, s:b}", "job", o, "timed_out", 0));
         return;
@@ -197,6 +219,8 @@ static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 static void op_cancel(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     const char *job = json_string_value(json_object_get(req, "job"));
+    if (!loomd_job_visible(d, conn, id, job, loomd_access_scope(d, conn, req)))
+        return;
     if (jobs_find(&d->jobs, job) && conn_full(d, conn, id))
         return;
     jobs_cancel(&d->jobs, conn, id, job);
@@ -210,7 +234,10 @@ static void op_retry(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         server_reply_error(conn, id, "shutting_down", "the daemon is stopping and takes no new jobs");
         return;
     }
-    jobs_retry(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
+    const char *job = json_string_value(json_object_get(req, "job"));
+    if (!loomd_job_visible(d, conn, id, job, loomd_access_scope(d, conn, req)))
+        return;
+    jobs_retry(&d->jobs, conn, id, job);
 }
 
 static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
@@ -227,6 +254,7 @@ static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         .after = json_string_value(json_object_get(req, "after")),
         .limit = (size_t)limit, /* 0 (absent): the store's default */
         .oldest_first = order && strcmp(order, "oldest") == 0,
+        .tenant = loomd_access_scope(d, conn, req), /* NULL: an admin sees every tenant */
     };
     json_t *jobs = NULL;
     char err[256];
@@ -350,7 +378,7 @@ static void op_validate(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         validate_done(v, rc);
 }
 
-static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+json_t *loomd_stats(loomd *d)
 {
     server_stats_t ss;
     server_stats(d->srv, &ss);
@@ -387,6 +415,46 @@ static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
      * their helpers, by plugin ({} when none is isolated) */
     if (o)
         json_object_set_new(o, "isolate", iso_stats_json(d->iso));
+    /* spans exported, dropped (buffer full, collector down), failed posts */
+    if (o)
+        json_object_set_new(o, "tracing", loomd_trace_stats(d));
+    /* by tenant: {T: {running, queued, weight, submitted, rejected}} */
+    if (o)
+        json_object_set_new(o, "tenants", jobs_tenants_json(&d->jobs, NULL));
+    /* what priced calls cost since the start: {usd, by_workflow, by_provider, by_tenant} */
+    if (o)
+        json_object_set_new(o, "cost", loomd_cost_stats(d));
+    return o;
+}
+
+static void op_stats(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+{
+    json_t *o = loomd_stats(d);
+    const char *scope = loomd_access_scope(d, conn, req);
+    if (o && scope)
+        loomd_stats_scope(d, o, scope); /* last: after every member is in */
+    server_reply(conn, id, o);
+}
+
+/* The text GET /metrics serves (loomd_metrics.c), for `loomctl metrics`:
+ * the daemon's whole, like the endpoint, so only admin may ask when
+ * `access:` is in force. */
+static void op_metrics(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+{
+    sbuf b = SBUF_INIT;
+    if (loomd_metrics_text(d, &b) < 0) {
+        sbuf_free(&b);
+        server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
+    size_t n;
+    char *text = sbuf_steal(&b, &n);
+    json_t *o = text ? json_pack("{s:s%}", "text", text, n) : NULL;
+    free(text);
+    if (!o) {
+        server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
     server_reply(conn, id, o);
 }
 
@@ -411,7 +479,26 @@ static void op_events(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     if (conn_full(d, conn, id))
         return;
-    jobs_subscribe(&d->jobs, conn, id, json_string_value(json_object_get(req, "job")));
+    const char *job = json_string_value(json_object_get(req, "job"));
+    json_t *tokens = json_object_get(req, "tokens");
+    if (tokens && !json_is_boolean(tokens)) {
+        server_reply_error(conn, id, "invalid_request", "'tokens' must be true or false");
+        return;
+    }
+    /* tokens make a job's calls stream: one job's, never every job's */
+    if (json_is_true(tokens) && !job) {
+        server_reply_error(conn, id, "invalid_request", "'tokens' needs a 'job'");
+        return;
+    }
+    const char *scope = loomd_access_scope(d, conn, req);
+    if (job && !loomd_job_visible(d, conn, id, job, scope))
+        return;
+    if (!job && scope) /* every job of one tenant */
+        jobs_subscribe_tenant(&d->jobs, conn, id, scope);
+    else
+        jobs_subscribe(&d->jobs, conn, id, job);
+    if (json_is_true(tokens))
+        jobs_tokens_add(&d->jobs, conn, job);
 }
 
 static const struct {
@@ -421,7 +508,7 @@ static const struct {
     { "submit", op_submit }, { "get", op_get }, { "wait", op_wait }, { "cancel", op_cancel },
     { "list", op_list }, { "workflows", op_workflows }, { "validate", op_validate },
     { "stats", op_stats }, { "events", op_events }, { "retry", op_retry },
-    { "plugins", op_plugins },
+    { "plugins", op_plugins }, { "metrics", op_metrics },
 };
 
 void ops_handle(server_conn_t *conn, json_t *req, void *ud)
@@ -434,6 +521,8 @@ void ops_handle(server_conn_t *conn, json_t *req, void *ud)
         if (strcmp(op, ops[i].name) == 0) {
             const ops_field *fields = ops_fields(op);
             if (fields && !ops_check(conn, req, id, fields))
+                return;
+            if (!loomd_access_gate(d, conn, req, id, op))
                 return;
             ops[i].fn(d, conn, req, id);
             return;

@@ -14,17 +14,22 @@ static const ops_field f_submit[] = {
     { "workflow", OPS_STRING, true, 0, 0 },
     { "input", OPS_ANY, false, 0, 0 },
     { "idempotency_key", OPS_STRING, false, 0, 0 },
+    { "traceparent", OPS_STRING, false, 0, 0 },
     { "priority", OPS_INTEGER, false, OPS_PRIORITY_MIN, OPS_PRIORITY_MAX },
     { "wait", OPS_BOOL_SECONDS, false, 0, OPS_MAX_WAIT_S },
+    { "tenant", OPS_STRING, false, 0, 0 },
+    { "budget", OPS_ANY, false, 0, 0 }, /* {usd: N}: jobs_submit checks it */
     { NULL, OPS_ANY, false, 0, 0 },
 };
 static const ops_field f_job[] = {
     { "job", OPS_STRING, true, 0, 0 },
+    { "tenant", OPS_STRING, false, 0, 0 },
     { NULL, OPS_ANY, false, 0, 0 },
 };
 static const ops_field f_wait[] = {
     { "job", OPS_STRING, true, 0, 0 },
     SECONDS("timeout", false),
+    { "tenant", OPS_STRING, false, 0, 0 },
     { NULL, OPS_ANY, false, 0, 0 },
 };
 static const ops_field f_list[] = {
@@ -33,6 +38,7 @@ static const ops_field f_list[] = {
     { "after", OPS_STRING, false, 0, 0 },
     { "order", OPS_STRING, false, 0, 0 },
     { "limit", OPS_INTEGER, false, OPS_LIST_LIMIT_MIN, OPS_LIST_LIMIT_MAX },
+    { "tenant", OPS_STRING, false, 0, 0 },
     { NULL, OPS_ANY, false, 0, 0 },
 };
 static const ops_field f_validate[] = {
@@ -42,9 +48,15 @@ static const ops_field f_validate[] = {
 };
 static const ops_field f_events[] = {
     { "job", OPS_STRING, false, 0, 0 },
+    { "tenant", OPS_STRING, false, 0, 0 },
+    { "tokens", OPS_ANY, false, 0, 0 }, /* a boolean: op_events checks it */
     { NULL, OPS_ANY, false, 0, 0 },
 };
 static const ops_field f_none[] = {
+    { NULL, OPS_ANY, false, 0, 0 },
+};
+static const ops_field f_stats[] = {
+    { "tenant", OPS_STRING, false, 0, 0 },
     { NULL, OPS_ANY, false, 0, 0 },
 };
 
@@ -54,8 +66,8 @@ static const struct {
 } tables[] = {
     { "submit", f_submit }, { "get", f_job }, { "wait", f_wait }, { "cancel", f_job },
     { "list", f_list }, { "workflows", f_none }, { "validate", f_validate },
-    { "stats", f_none }, { "events", f_events }, { "retry", f_job },
-    { "plugins", f_none },
+    { "stats", f_stats }, { "events", f_events }, { "retry", f_job },
+    { "plugins", f_none }, { "metrics", f_none },
 };
 
 const ops_field *ops_fields(const char *op)

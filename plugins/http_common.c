@@ -577,6 +577,49 @@ void loom_hc_usage(json_t *body, const char *in_key, const char *out_key, loom_u
     usage->output_tokens = usage_field(u, out_key);
 }
 
+void loom_hc_usage_cache_openai(json_t *u, loom_usage *usage)
+{
+    int64_t cached = usage_field(json_object_get(u, "prompt_tokens_details"), "cached_tokens");
+
+    if (cached >= 0)
+        usage->cache_read_tokens = cached;
+    else if (usage->input_tokens >= 0)
+        usage->cache_read_tokens = 0;
+    if (usage->input_tokens >= 0)
+        usage->cache_write_tokens = 0; /* OpenAI caches for free, without a write charge */
+}
+
+void loom_hc_usage_cache_anthropic(json_t *u, loom_usage *usage)
+{
+    int64_t rd = usage_field(u, "cache_read_input_tokens");
+    int64_t wr = usage_field(u, "cache_creation_input_tokens");
+    int64_t max = (int64_t)1 << 40; /* sums of sane counts never overflow */
+
+    if (usage->input_tokens >= 0) {
+        if (rd < 0)
+            rd = 0;
+        if (wr < 0)
+            wr = 0;
+        if (rd <= max && wr <= max && usage->input_tokens <= max)
+            usage->input_tokens += rd + wr;
+    }
+    if (rd >= 0)
+        usage->cache_read_tokens = rd;
+    if (wr >= 0)
+        usage->cache_write_tokens = wr;
+}
+
+int loom_hc_option_bool(const loom_option *opts, json_t *config, const char *name)
+{
+    json_t *v = json_object_get(config, name);
+    const loom_option *o;
+
+    if (json_is_boolean(v))
+        return json_is_true(v);
+    o = option_find(opts, name);
+    return o && o->default_value && strcmp(o->default_value, "true") == 0;
+}
+
 /* ---- text */
 
 int loom_hc_text_add(loom_hc_text *t, const char *sep, const char *s, size_t n)
@@ -630,4 +673,26 @@ char *loom_hc_content_text(json_t *content, int *bad)
         return NULL;
     }
     return loom_hc_parts_text(content, NULL, &len);
+}
+
+/* ---- streamed answers */
+
+json_t *loom_hc_stream_json(loom_ctx *ctx, const char *prov, const loom_sse_event *ev)
+{
+    json_t *v = json_loadb(ev->data, ev->data_len, JSON_DECODE_ANY, NULL);
+
+    if (!json_is_object(v)) {
+        json_decref(v);
+        loom_error(ctx, LOOM_E_UPSTREAM, "%s: a streamed event that is not a JSON object", prov);
+        return NULL;
+    }
+    return v;
+}
+
+int loom_hc_stream_fail(loom_ctx *ctx, const char *prov, const loom_hc_error *e,
+                        const char *secret)
+{
+    const loom_http_response none = { .status = e->status };
+
+    return loom_hc_fail(ctx, prov, &none, e, secret);
 }

@@ -174,6 +174,34 @@ int loom_hc_fail(loom_ctx *ctx, const char *prov, const loom_http_response *resp
  * borrowed); -1 for each that is absent or not a count. */
 void loom_hc_usage(json_t *body, const char *in_key, const char *out_key, loom_usage *usage);
 
+/* The prompt-cache counts of a usage object U (borrowed; NULL: none) into
+ * *USAGE (ABI 2.2), each API's way:
+ *   openai:    prompt_tokens_details.cached_tokens is the cache read, of
+ *              prompt_tokens (already the whole input); it writes none.
+ *   anthropic: input_tokens counts only uncached input, so the cache read
+ *              (cache_read_input_tokens) and write
+ *              (cache_creation_input_tokens) are added to it, making
+ *              input_tokens the whole prompt as loom_usage defines it.
+ * A count the answer does not give stays as it was (-1 unknown), except
+ * that a known input count makes an absent cache count 0. */
+void loom_hc_usage_cache_openai(json_t *u, loom_usage *usage);
+void loom_hc_usage_cache_anthropic(json_t *u, loom_usage *usage);
+/* Whether option NAME of CONFIG is true, else its declared default. */
+int loom_hc_option_bool(const loom_option *opts, json_t *config, const char *name);
+
+/* ---- streamed answers (a provider's stream hook) */
+
+/* EV's data parsed as a JSON object (new reference), or NULL after
+ * loom_error: upstream, since a server that sends a broken event
+ * misbehaved on a request it accepted. */
+json_t *loom_hc_stream_json(loom_ctx *ctx, const char *prov, const loom_sse_event *ev);
+
+/* loom_hc_fail for an error reported inside a stream: E->status is the
+ * status the error is classed by (the answer's own status was 2xx), and
+ * there are no headers to take a wait from. Always -1. */
+int loom_hc_stream_fail(loom_ctx *ctx, const char *prov, const loom_hc_error *e,
+                        const char *secret);
+
 /* ---- text */
 
 /* A growing string. */

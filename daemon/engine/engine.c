@@ -156,7 +156,9 @@ static void timeout_fired(reactor_t *r, reactor_timer_t *t, void *ud)
     engine_job_t *job = a->job;
     a->timeout = NULL;
     job->busy++;
+    a->timing_out = true; /* a provider counts the call it gives up on as a timeout */
     act_cancel_work(a);
+    a->timing_out = false;
     act_attempt_done(a, NULL,
                      eerr_new(DSL_ERR_TIMEOUT, NULL, a->node->path, a->attempt,
                               "timed out after %llu ms", (unsigned long long)a->node->timeout_ms));
@@ -180,6 +182,7 @@ static void begin_attempt(act_t *a)
 
 void act_start(act_t *a)
 {
+    span_act_begin(a);
     job_trace(a->job, a, ENGINE_TRACE_START, NULL);
     begin_attempt(a);
 }
@@ -196,6 +199,7 @@ void act_free(act_t *a)
         return;
     act_cancel_kids(a);
     act_cancel_work(a);
+    span_act_cancel(a); /* if never finished: cancelled, timed out above, or abandoned */
     job_slot_release(a);
     act_reset(a);
     if (a->ops->fini)
@@ -232,6 +236,7 @@ static void act_finish(act_t *a, json_t *res, eerr *err)
     }
     job_trace(a->job, a, err ? ENGINE_TRACE_ERROR : ENGINE_TRACE_FINISH,
               err ? err->pub.code : NULL);
+    span_act_end(a, err);
     a->res = res;
     a->err = err;
     if (a->inq)
@@ -424,4 +429,10 @@ bool job_pump(engine_job_t *job)
         return false;
     }
     return true;
+}
+
+void engine_set_call_observer(engine_t *e, engine_call_observer_fn fn, void *ud)
+{
+    e->call_obs = fn;
+    e->call_obs_ud = ud;
 }

@@ -40,6 +40,7 @@
 #include "daemon/plugins/plugins.h"
 #include "daemon/core/pool.h"
 #include "daemon/core/reactor.h"
+#include "daemon/trace/trace.h"
 #include "daemon/upstream/upstream.h"
 #include "dsl/graph.h"
 
@@ -155,6 +156,20 @@ typedef struct engine_job_options {
     json_t *replay;            /* optional {KEY: RECORD} of an earlier run (borrowed:
                                   the job keeps its own shallow copy, so it may be
                                   dropped after engine_submit); not an object: none */
+    /* Traces (engine_span.c): JOB_SPAN is the context of the job's own span
+     * (copied; NULL: none). With TRACER (borrowed; it must outlive the job)
+     * and JOB_SPAN sampled, every node run gets a span under it and every
+     * provider call attempt a span under its node's, and an HTTP provider
+     * is sent the call span as its `traceparent`; without, JOB_SPAN itself
+     * is sent, so a submitter's trace still reaches the provider. */
+    tracer_t *tracer;
+    const trace_ctx *job_span;
+    const char *tenant;        /* who the job is for (copied); NULL: "default". Its
+                                  provider calls wait in their tenant's share of each
+                                  provider's queue (ratelimit.h) */
+    int64_t tenant_weight;     /* that share's weight; 0: 1 */
+    bool has_budget;           /* the submit's `budget: { usd }` (engine_cost.h): */
+    double budget_usd;         /* the job's calls stop at it (with the workflow's) */
 } engine_job_options;
 
 /* A new engine over R, POOL and PLUGINS (all borrowed, must outlive it).
@@ -210,6 +225,51 @@ extern const upstream_transport engine_iso_transport;
  * concurrency, disabled}}. A new reference. */
 json_t *engine_provider_stats(engine_t *e);
 
+/* One finished provider call attempt, for metrics and traces: the engine
+ * hands it to the call observer on the reactor thread as the upstream
+ * answers, before the step sees the answer. Every pointer is borrowed for
+ * the observer's duration. Cache hits and replayed steps make no report
+ * (nothing was called); a cancelled call makes none either. Members may be
+ * added at the end. */
+typedef struct engine_call_report {
+    const char *provider;      /* the instance ("fast") */
+    const char *plugin;        /* its plugin provider ("openai") */
+    const char *model;         /* the request's model, or NULL */
+    const char *operation;     /* "chat" or "embeddings" */
+    const char *workflow;      /* the job's workflow (its root graph's name) */
+    const char *tenant;        /* the job's tenant; NULL: "default" */
+    bool ok;
+    const char *error;         /* !ok: the error class (dsl_error_class_name) */
+    double duration_s;         /* the provider's part: its last send to the answer
+                                  (a call never sent: all of its time) */
+    double wait_s;             /* before its first send: the limiter's queue, 429
+                                  pauses and a batch's window */
+    double ttft_s;             /* time to first token; -1 unknown */
+    int64_t input_tokens, output_tokens;            /* -1 unknown */
+    int64_t cache_read_tokens, cache_write_tokens;  /* -1 unknown */
+    double cost_usd;           /* -1: unpriced */
+    const char *finish_reason; /* or NULL */
+    int attempt;               /* 1-based attempt of the step */
+    const char *message;       /* !ok: the error's text for people, or NULL */
+} engine_call_report;
+
+typedef void (*engine_call_observer_fn)(void *ud, const engine_call_report *r);
+
+/* FN(UD, report) after every provider call attempt of every job (NULL: none,
+ * the default). FN must not cancel jobs or free the engine. */
+void engine_set_call_observer(engine_t *e, engine_call_observer_fn fn, void *ud);
+
+/* Prices of provider calls (daemon/engine/engine_cost.h; borrowed, must
+ * outlive E; NULL: every call unpriced), and the ledger of tenants' budgets
+ * and cost counters (borrowed, must outlive E; NULL: no tenant budgets).
+ * Before the first job. */
+struct engine_prices;
+struct engine_ledger;
+void engine_set_prices(engine_t *e, const struct engine_prices *p);
+void engine_set_ledger(engine_t *e, struct engine_ledger *l);
+/* Whether JOB made a priced call, and then *USD, what its calls cost so far. */
+bool engine_job_cost(const engine_job_t *job, double *usd);
+
 /* For `use` nodes. */
 void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud);
 
@@ -248,5 +308,28 @@ json_t *engine_error_json(const engine_error *err);
 uint64_t engine_backoff_ms(const dsl_retry *rt, int attempt, uint64_t *rng);
 /* How many jobs are alive in E. */
 size_t engine_job_count(const engine_t *e);
+
+/* Token streams: one piece of a chat call's answer as the provider streams
+ * it. Every pointer is borrowed for the callback's duration. */
+typedef struct engine_token {
+    const char *node;          /* the call's node path */
+    const char *key;           /* its step key (items of a map share a path, not
+                                  a key); NULL when out of memory */
+    int attempt;               /* 1-based, as in the trace's events */
+    const char *text;          /* LEN bytes of UTF-8, not NUL-terminated */
+    size_t len;
+} engine_token;
+
+/* Runs on the reactor thread while a call's answer arrives, inside the HTTP
+ * client's callbacks: it must not cancel the job or free the engine. */
+typedef void (*engine_token_fn)(void *ud, const engine_token *t);
+
+/* Somebody reads JOB's tokens (FN non-NULL), or nobody any more (NULL).
+ * Chat calls that start from now on, on providers that can stream, are
+ * asked for as streams and hand FN(UD, ...) their text as it arrives;
+ * while nobody reads, calls are not streamed (the same answer, the same
+ * usage, either way). Calls already on their way keep what they asked
+ * for, but their tokens stop when FN is cleared. */
+void engine_job_set_tokens(engine_job_t *job, engine_token_fn fn, void *ud);
 
 #endif

@@ -23,8 +23,12 @@ typedef struct pcall {
     act_t *act;
     pinst_t *inst;
     bool single;               /* EMBED of one string: answer its vector */
+    const char *model;         /* the request's (borrowed from the job's graph), or NULL */
+    uint64_t start_us;         /* reactor clock: handed to the upstream */
     char *cache_key;           /* owned: store the answer under it, or NULL */
     upstream_call_t *uc;       /* the call in the instance's upstream */
+    engine_hold hold;          /* its reservation on the budgets (engine_cost.h) */
+    trace_span *span;          /* owned: the attempt's span (engine_span.c), or NULL */
 } pcall;
 
 static dsl_error_class class_of(loom_errcode c)
@@ -138,6 +142,8 @@ eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char 
 
 static void pcall_free(pcall *pc)
 {
+    if (pc->span) /* ended without an answer: withdrawn */
+        span_call_end(pc->act->job, &pc->span, NULL);
     free(pc->cache_key);
     free(pc);
 }
@@ -203,8 +209,11 @@ static void usage_add(json_t *u, const char *key, int64_t n)
     json_object_set_new(u, key, json_integer(sum));
 }
 
-/* Adds USAGE (may be NULL) of one call of provider NAME to the job's. */
-static void job_add_usage(engine_job_t *job, const char *name, const loom_usage *usage)
+/* Adds USAGE (may be NULL) of one call of provider NAME, which cost COST
+ * USD (< 0: unpriced), to the job's. The cache counts and cost_usd appear
+ * once a call gave them, so a provider that never says has none. */
+static void job_add_usage(engine_job_t *job, const char *name, const loom_usage *usage,
+                          double cost)
 {
     if (!job->usage && !(job->usage = json_object()))
         return;
@@ -218,7 +227,77 @@ static void job_add_usage(engine_job_t *job, const char *name, const loom_usage 
     if (usage) {
         usage_add(u, "input_tokens", usage->input_tokens);
         usage_add(u, "output_tokens", usage->output_tokens);
+        if (usage->cache_read_tokens >= 0)
+            usage_add(u, "cache_read_tokens", usage->cache_read_tokens);
+        if (usage->cache_write_tokens >= 0)
+            usage_add(u, "cache_write_tokens", usage->cache_write_tokens);
     }
+    if (cost >= 0)
+        json_object_set_new(u, "cost_usd",
+                            json_real(json_number_value(json_object_get(u, "cost_usd")) + cost));
+}
+
+/* ---- cost and budgets */
+
+/* The input tokens REQ is estimated at, as the limiter's tpm estimate of a
+ * request without a body: its messages' (or inputs') compact JSON / 4. */
+static int64_t est_input_tokens(const loom_request *req)
+{
+    char *s = json_dumps(req->kind == LOOM_CALL_EMBED ? req->inputs : req->messages,
+                         JSON_COMPACT | JSON_ENCODE_ANY);
+    int64_t n = s ? (int64_t)(strlen(s) / 4) + 1 : 1;
+    free(s);
+    return n;
+}
+
+/* Output tokens: max_tokens, which bounds the answer, else the default. */
+static int64_t est_output_tokens(const loom_request *req)
+{
+    if (req->kind == LOOM_CALL_EMBED)
+        return 0;
+    json_t *mt = json_object_get(req->params, "max_tokens");
+    return json_is_integer(mt) && json_integer_value(mt) > 0 ? json_integer_value(mt)
+                                                              : ENGINE_COST_DEFAULT_OUTPUT_TOKENS;
+}
+
+/* Reserves the estimated cost of PC's request REQ against every budget of
+ * its job. -1 with why in MSG when one would be passed. An unpriced call
+ * holds nothing: it has no cost to count. */
+static int budget_reserve(pcall *pc, const loom_request *req, char *msg, size_t len)
+{
+    engine_job_t *job = pc->act->job;
+    engine_t *e = job->eng;
+    memset(&pc->hold, 0, sizeof pc->hold);
+    pc->hold.price = engine_price_find(e->prices, pc->inst->name, req->model);
+    if (!pc->hold.price)
+        return 0;
+    double est = engine_price_estimate(pc->hold.price, est_input_tokens(req),
+                                       est_output_tokens(req));
+    return engine_ledger_reserve(e->ledger, job->tenant, job->budget_usd, job->spent_usd,
+                                 &job->reserved_usd, est, &pc->hold, msg, len);
+}
+
+/* Replaces PC's reservation by what USAGE (NULL: the call was withdrawn)
+ * cost. Returns that cost, -1 when unpriced or unknown. A priced answer
+ * that gave no usage is charged its estimate, so that budgets still hold;
+ * a failure that gave none, nothing: providers do not bill refusals. */
+static double budget_settle(pcall *pc, const loom_usage *usage, bool ok)
+{
+    engine_job_t *job = pc->act->job;
+    engine_t *e = job->eng;
+    double cost = -1;
+    if (pc->hold.price && usage) {
+        cost = engine_price_cost(pc->hold.price, usage, pc->act->node->kind == DSL_CALL);
+        if (cost < 0 && ok)
+            cost = pc->hold.est;
+    }
+    engine_ledger_settle(e->ledger, job->tenant, job->scope.g ? job->scope.g->name : NULL,
+                         pc->inst->name, &pc->hold, cost);
+    if (cost >= 0) {
+        job->spent_usd += cost;
+        job->has_cost = true;
+    }
+    return cost;
 }
 
 /* The request of leaf A: CHAT messages and params, or EMBED inputs. */
@@ -253,6 +332,7 @@ static int build_request(act_t *a, loom_request *req, bool *single, char *msg, s
     req->kind = LOOM_CALL_CHAT;
     req->model = c->model ? c->model : g->defaults.model;
     req->json_mode = c->json;
+    req->prompt_cache = c->prompt_cache;
     if (!(req->messages = json_array()))
         return -1;
     for (size_t i = 0; i < c->nmessages + 2; i++) {
@@ -291,12 +371,49 @@ static int build_request(act_t *a, loom_request *req, bool *single, char *msg, s
     return 0;
 }
 
+/* Tells the engine's call observer about PC's answer RES, which cost COST
+ * USD (-1: unpriced). */
+static void call_report(pcall *pc, const upstream_result *res, double cost)
+{
+    engine_t *e = pc->act->job->eng;
+    if (!e->call_obs && !pc->span)
+        return;
+    const engine_job_t *job = pc->act->job;
+    engine_call_report r = {
+        .provider = pc->inst->name,
+        .plugin = pc->inst->prov ? pc->inst->prov->name : NULL,
+        .model = pc->model,
+        .operation = pc->act->node->kind == DSL_EMBED ? "embeddings" : "chat",
+        .workflow = job->scope.g ? job->scope.g->name : NULL,
+        .tenant = job->tenant,
+        .ok = res->output != NULL,
+        .error = res->output ? NULL : dsl_error_class_name(class_of(res->code)),
+        .duration_s = (double)(res->send_us ? res->send_us
+                                            : reactor_now_us(e->r) - pc->start_us) / 1e6,
+        .wait_s = (double)res->wait_us / 1e6,
+        .ttft_s = res->ttft_us ? (double)res->ttft_us / 1e6 : -1,
+        .input_tokens = res->usage.input_tokens,
+        .output_tokens = res->usage.output_tokens,
+        .cache_read_tokens = res->usage.cache_read_tokens,
+        .cache_write_tokens = res->usage.cache_write_tokens,
+        .cost_usd = cost,
+        .finish_reason = NULL,
+        .attempt = pc->act->attempt,
+        .message = res->output ? NULL : res->message,
+    };
+    span_call_end(pc->act->job, &pc->span, &r);
+    if (e->call_obs)
+        e->call_obs(e->call_obs_ud, &r);
+}
+
 /* The provider's answer (or typed failure) from the upstream. */
 static void upstream_done(upstream_call_t *uc, upstream_result *res, void *ud)
 {
     pcall *pc = ud;
     pc->uc = NULL;
-    job_add_usage(pc->act->job, pc->inst->name, &res->usage);
+    double cost = budget_settle(pc, &res->usage, res->output != NULL);
+    call_report(pc, res, cost);
+    job_add_usage(pc->act->job, pc->inst->name, &res->usage, cost);
     if (res->output) {
         pcall_finish(pc, res->output, NULL);
         return;
@@ -352,20 +469,39 @@ void provider_start(act_t *a)
     pc->act = a;
     pc->inst = pi;
     pc->single = single;
+    pc->model = req.model;
+    pc->start_us = reactor_now_us(e->r);
+    /* before anything is sent: a call that would pass a budget never starts */
+    if (budget_reserve(pc, &req, msg, sizeof msg) < 0) {
+        pcall_free(pc);
+        json_decref(req.messages);
+        json_decref(req.params);
+        json_decref(req.inputs);
+        act_attempt_done(a, NULL, eerr_new(DSL_ERR_BUDGET_EXCEEDED, NULL, n->path, a->attempt,
+                                           "%s", msg));
+        return;
+    }
     a->k.leaf.call = pc;
     a->k.leaf.call_kind = LEAF_PROVIDER;
+    char traceparent[TRACE_PARENT_LEN + 1];
+    pc->span = span_call_begin(a, pi, req.model, traceparent);
     /* the deadline an invoke provider reads with loom_deadline_ms: the
      * step's timeout from now, which a wait in the queue eats into */
     upstream_call_info info = { .step_key = step_key(a), .job = a->job->name, .step = n->path,
                                 .deadline_ms = n->timeout_ms ? hctx_now_ms() + n->timeout_ms
-                                                             : 0 };
+                                                             : 0,
+                                .tenant = a->job->tenant, .tenant_weight = a->job->tenant_weight,
+                                .traceparent = traceparent[0] ? traceparent : NULL };
+    tokens_call_info(a, &info);
     pc->uc = upstream_call(pi->up, &req, &info, upstream_done, pc);
     json_decref(req.messages);
     json_decref(req.params);
     json_decref(req.inputs);
-    if (!pc->uc)
+    if (!pc->uc) {
+        budget_settle(pc, NULL, false);
         pcall_finish(pc, NULL, eerr_new(DSL_ERR_UPSTREAM, NULL, n->path, a->attempt,
                                         "out of memory"));
+    }
     return;
 fail:
     free(key);
@@ -382,8 +518,13 @@ fail:
 void provider_cancel(act_t *a)
 {
     pcall *pc = a->k.leaf.call;
-    if (pc->uc)
+    if (pc->uc && a->timing_out)
+        upstream_cancel_timeout(pc->uc);
+    else if (pc->uc)
         upstream_cancel(pc->uc);
+    /* withdrawn: the reservation goes, nothing is charged (the upstream
+     * does not say whether a call given up on was already billed) */
+    budget_settle(pc, NULL, false);
     pcall_free(pc);
     a->k.leaf.call = NULL;
 }

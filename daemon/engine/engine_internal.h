@@ -43,6 +43,7 @@
 #include "common/containers.h"
 #include "daemon/engine/engine.h"
 #include "daemon/engine/engine_cache.h"
+#include "daemon/engine/engine_cost.h"
 
 typedef struct act act_t;
 
@@ -182,6 +183,10 @@ struct act {
     bool holds_slot;           /* counts toward the job's in-flight leaves */
     bool cached;               /* this attempt was answered from the cache */
     bool replayed;             /* this attempt was answered from the job's replay */
+    bool timing_out;           /* its timeout fired: the work cancelled now timed out */
+    bool span_open;            /* a node span started and not yet handed over */
+    uint8_t span_id[TRACE_SPAN_ID_SIZE];
+    uint64_t span_start_ns;    /* unix ns */
     /* result waiting for delivery to the parent */
     json_t *res;               /* owned */
     eerr *err;                 /* owned */
@@ -206,6 +211,11 @@ static inline scope_t *act_own_scope(const act_t *a)
 struct engine_job {
     engine_t *eng;
     char name[40];             /* engine_job_options.name, cut; "" when none */
+    char *tenant;              /* owned: engine_job_options.tenant; NULL: "default" */
+    int64_t tenant_weight;     /* its share of each provider's queue (>= 1) */
+    tracer_t *tracer;          /* borrowed: where spans go, or NULL (engine_span.c) */
+    trace_ctx span_ctx;        /* the job span's context, when has_trace */
+    bool has_trace, recording; /* recording: a tracer and a sampled trace */
     list_link link;            /* in the engine's jobs */
     scope_t scope;
     act_t *root;
@@ -221,6 +231,14 @@ struct engine_job {
     bool cancel_req, ending, ended;
     json_t *output;            /* owned */
     json_t *usage;             /* owned: {provider: {calls, input_tokens, output_tokens}} */
+    engine_token_fn token;     /* who reads its tokens (engine_tokens.c), or NULL */
+    void *token_ud;
+    /* cost and budgets (engine_call.c, engine_cost.h) */
+    double budget_usd;         /* the job's cap: its submit's or workflow's, the
+                                  tighter; < 0: none */
+    double spent_usd;          /* the settled cost of its priced calls */
+    double reserved_usd;       /* held by its calls in flight */
+    bool has_cost;             /* at least one priced call settled */
     eerr *error;               /* owned */
     /* checkpoints and replay (engine_replay.c) */
     engine_checkpoint_fn checkpoint;
@@ -274,6 +292,10 @@ struct engine {
     void *wf_ud;
     engine_cache *cache;       /* owned: results of `cache: true` leaves */
     struct iso *iso;           /* borrowed: isolated plugins, or NULL */
+    engine_call_observer_fn call_obs; /* engine_set_call_observer, or NULL */
+    void *call_obs_ud;
+    const engine_prices *prices; /* borrowed (engine_set_prices), or NULL: none */
+    engine_ledger *ledger;     /* borrowed (engine_set_ledger), or NULL: no tenant budgets */
 };
 
 /* ---- errors (engine_error.c) */
@@ -381,6 +403,9 @@ void *isolated_transport_new(engine_t *e, const plugins_provider *pp, const char
 /* Drop A's call in flight (A->k.leaf.call is then NULL). */
 void lambda_cancel(act_t *a);
 void provider_cancel(act_t *a);
+/* engine_tokens.c: INFO's token reader for leaf A's provider call, when
+ * someone reads A's job's tokens. */
+void tokens_call_info(act_t *a, upstream_call_info *info);
 /* A host context ready for one call into plugin PLUGIN (its normalised
  * descriptor, borrowed: for the name its log lines carry) of registry
  * PLUGINS (borrowed). No deadline, never cancelled: callers set those. */
@@ -394,6 +419,21 @@ eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char 
 /* The provider instance called NAME, or NULL. */
 pinst_t *pinst_find(engine_t *e, const char *name);
 void pinst_free_all(engine_t *e);
+
+/* ---- traces (engine_span.c) */
+/* A's node span starts (act_start) and ends with its outcome: ERR, or NULL
+ * for success (act_finish); act_free ends one still open as cancelled. */
+void span_act_begin(act_t *a);
+void span_act_end(act_t *a, const eerr *err);
+void span_act_cancel(act_t *a);
+/* A call span for leaf A's call of instance INST (a new span, or NULL when
+ * the job records none), and the traceparent to send with it into TP (""
+ * for none). MODEL may be NULL. */
+trace_span *span_call_begin(act_t *a, const pinst_t *inst, const char *model,
+                            char tp[TRACE_PARENT_LEN + 1]);
+/* Ends *S (set to NULL) with report R, or as cancelled when R is NULL. */
+struct engine_call_report;
+void span_call_end(engine_job_t *job, trace_span **s, const struct engine_call_report *r);
 
 /* ---- checkpoints and replay (engine_replay.c) */
 /* Sets up JOB's checkpoint callback and its copy of O's replay. -1 when out

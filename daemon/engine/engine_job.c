@@ -31,6 +31,7 @@ static void job_free(engine_job_t *job)
     eerr_free(job->error);
     replay_job_fini(job);
     scope_fini(&job->scope);
+    free(job->tenant);
     free(job);
 }
 
@@ -114,6 +115,19 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     job->rng = seed ? seed : 0x9E3779B97F4A7C15u;
     if (o && o->name)
         snprintf(job->name, sizeof job->name, "%s", o->name);
+    job->tenant_weight = o && o->tenant_weight > 0 ? o->tenant_weight : 1;
+    if (o && o->job_span) {
+        job->span_ctx = *o->job_span;
+        job->has_trace = true;
+        job->tracer = o->tracer;
+        job->recording = o->tracer && (o->job_span->flags & TRACE_FLAG_SAMPLED);
+    }
+    if (o && o->tenant && !(job->tenant = strdup(o->tenant)))
+        goto fail;
+    /* the submit's budget and the workflow's both hold: the tighter counts */
+    job->budget_usd = o && o->has_budget && o->budget_usd >= 0 ? o->budget_usd : -1;
+    if (g->has_budget && (job->budget_usd < 0 || g->budget_usd < job->budget_usd))
+        job->budget_usd = g->budget_usd;
     if (replay_job_init(job, o) < 0)
         goto fail;
     char msg[512];
@@ -135,6 +149,7 @@ fail:
     eerr_free(job->error);
     replay_job_fini(job);
     scope_fini(&job->scope);
+    free(job->tenant);
     free(job);
     return NULL;
 }
@@ -152,6 +167,16 @@ void engine_cancel(engine_job_t *job)
 json_t *engine_job_output(const engine_job_t *job) { return job->ended ? job->output : NULL; }
 
 json_t *engine_job_usage(const engine_job_t *job) { return job->usage; }
+
+bool engine_job_cost(const engine_job_t *job, double *usd)
+{
+    *usd = job->has_cost ? job->spent_usd : 0;
+    return job->has_cost;
+}
+
+void engine_set_prices(engine_t *e, const engine_prices *p) { e->prices = p; }
+
+void engine_set_ledger(engine_t *e, engine_ledger *l) { e->ledger = l; }
 
 const engine_error *engine_job_error(const engine_job_t *job)
 {

@@ -119,6 +119,7 @@ int engine_add_provider(engine_t *e, const char *instance_name, const char *prov
         goto fail;
     }
     upstream_set_log(pi->up, pinst_vlog, pi);
+    upstream_set_plugin_abi(pi->up, pp->plugin->abi_minor);
     json_decref(cfg);
     pi->next = e->providers;
     e->providers = pi;
@@ -161,6 +162,11 @@ json_t *engine_provider_stats(engine_t *e)
             (json_int_t)st.input_tokens, "output_tokens", (json_int_t)st.output_tokens,
             "latency_ms", st.latency_ewma_us / 1000.0, "concurrency",
             (json_int_t)st.limiter.effective_concurrency, "disabled", st.disabled);
+        if (o)
+            json_object_set_new(o, "timeouts", json_integer((json_int_t)st.timeouts));
+        /* sitting out a 429's wait now (metrics: loom_provider_paused) */
+        if (o)
+            json_object_set_new(o, "paused", json_boolean(st.limiter.paused_until_us != 0));
         json_object_set_new(all, pi->name, o);
     }
     return all;

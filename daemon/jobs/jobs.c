@@ -32,23 +32,28 @@ static void job_free(jobs_t *js, ljob *j)
     }
     jobs_subs_drop(j->subs, &j->nsubs, NULL);
     free(j->subs);
+    jobs_tokens_free(j);
     jobs_table_del(js, j);
     if (j->g)
         dsl_graph_unref(j->g);
     free(j->workflow);
     json_decref(j->input);
     json_decref(j->replay);
+    free(j->traceparent);
     free(j);
 }
 
+/* A queued job of TENANT (NULL: "default"). */
 static ljob *job_new(jobs_t *js, const char *id, dsl_graph *g, const char *workflow, json_t *input,
-                     int64_t priority)
+                     int64_t priority, const char *tenant)
 {
-    ljob *j = calloc(1, sizeof *j);
+    jobs_tenant *t = jobs_tenant_get(js, tenant);
+    ljob *j = t ? calloc(1, sizeof *j) : NULL;
     if (!j || !(j->workflow = strdup(workflow))) {
         free(j);
         return NULL;
     }
+    j->tenant = t;
     snprintf(j->id, sizeof j->id, "%s", id);
     j->js = js;
     j->g = g ? dsl_graph_ref(g) : NULL;
@@ -56,6 +61,7 @@ static ljob *job_new(jobs_t *js, const char *id, dsl_graph *g, const char *workf
     j->priority = priority;
     j->seq = js->seq++;
     j->state = LJ_QUEUED;
+    j->queued_us = reactor_now_us(js->r);
     if (jobs_table_add(js, j) < 0 || jobs_queue_push(js, j) < 0) {
         jobs_table_del(js, j);
         if (j->g)
@@ -91,13 +97,18 @@ int jobs_load_stored(jobs_t *js, const json_t *o, ljob **out, char *err, size_t 
         return -ENOENT;
     }
     ljob *j = job_new(js, id, g, name ? name : "?", json_object_get(o, "input"),
-                      json_integer_value(json_object_get(o, "priority")));
+                      json_integer_value(json_object_get(o, "priority")),
+                      json_string_value(json_object_get(o, "tenant")));
     dsl_graph_unref(g);
     if (!j) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
     j->was_running = state && strcmp(state, "running") == 0;
+    /* the same trace and job span as before the restart (jobs_trace.c) */
+    (void)jobs_trace_set(j, json_string_value(json_object_get(o, "traceparent")),
+                         json_integer_value(json_object_get(o, "created_ms")));
+    jobs_budget_set(j, json_object_get(o, "budget"));
     json_t *steps = NULL;
     char serr[256];
     if (store_load_steps(js->store, id, &steps, serr, sizeof serr) == 0 && json_object_size(steps)) {
@@ -157,18 +168,35 @@ static void on_finished(void *ud, const store_result_t *res)
                   "the end of a job was not recorded (%s): the store still says it is "
                   "running, and it resumes at the next start", res->error);
     if (res->status == 0) {
-        if (j->end_state == STORE_SUCCEEDED)
+        if (j->end_state == STORE_SUCCEEDED) {
             js->counts.succeeded++;
-        else if (j->end_state == STORE_CANCELLED)
+            j->tenant->succeeded++;
+        } else if (j->end_state == STORE_CANCELLED) {
             js->counts.cancelled++;
-        else
+            j->tenant->cancelled++;
+        } else {
             js->counts.failed++;
+            j->tenant->failed++;
+        }
+        if (js->hooks.job_ended)
+            js->hooks.job_ended(js->hooks.ud, j,
+                                j->end_state == STORE_SUCCEEDED   ? "succeeded"
+                                : j->end_state == STORE_CANCELLED ? "cancelled"
+                                                                  : "failed",
+                                j->started_us ? (double)(reactor_now_us(js->r) - j->started_us) / 1e6
+                                              : 0);
     }
     json_t *obj = recorded ? jobs_job_object(js, j->id) : NULL;
     const char *state = json_string_value(json_object_get(obj, "state"));
-    if (recorded)
-        jobs_emit(js, j, json_pack("{s:s, s:s}", "event", "job_finished", "state",
-                              state ? state : "unknown"));
+    if (recorded) {
+        json_t *ev = json_pack("{s:s, s:s}", "event", "job_finished", "state",
+                               state ? state : "unknown");
+        /* a failed job's error as get gives it: a watcher shows why at once */
+        json_t *err = json_object_get(obj, "error");
+        if (ev && json_is_object(err))
+            json_object_set(ev, "error", err);
+        jobs_emit(js, j, ev);
+    }
     while (j->waiters) {
         lwaiter *w = j->waiters;
         j->waiters = w->next;
@@ -301,6 +329,7 @@ static void running_del(jobs_t *js, ljob *j)
 {
     list_del(&j->run);
     js->nrunning--;
+    j->tenant->nrunning--;
     js->hooks.engine_release(js->hooks.ud, j->gen);
     j->gen = NULL;
     if (js->nqueue && !js->pump_timer && !js->hard_stop)
@@ -350,6 +379,7 @@ static void on_job_done(engine_job_t *ej, void *ud)
                  : strcmp(err->code, "cancelled") == 0 ? STORE_CANCELLED : STORE_FAILED,
         .output = engine_job_output(ej), .error = errj, .usage = engine_job_usage(ej),
     };
+    out.has_cost = engine_job_cost(ej, &out.cost);
     /* stored only if every reply can carry it (docs/operations.md) */
     if (out.output && output_over(out.output, js->max_output_bytes)) {
         json_decref(errj);
@@ -373,6 +403,7 @@ static void on_job_done(engine_job_t *ej, void *ud)
     }
     log_write(js->log, LOOM_LOG_INFO, fields, "job finished%s%s", err ? ": " : "",
               err ? err->code : "");
+    jobs_trace_end(js, j, &out);
     job_end(js, j, &out);
     json_decref(errj);
 }
@@ -384,15 +415,27 @@ static void job_start(jobs_t *js, ljob *j, engine_t *eng, void *gen)
         .trace = on_trace, .trace_ud = j,
         .checkpoint = on_checkpoint, .checkpoint_ud = j,
         .replay = j->replay, .name = j->id,
+        .tracer = js->tracer,
+        .tenant = j->tenant->name, .tenant_weight = j->tenant->weight,
+        .has_budget = j->has_budget, .budget_usd = j->budget_usd,
     };
+    trace_ctx span;
+    if (jobs_trace_context(js, j, &span))
+        jo.job_span = &span;
     if (!j->was_running) /* a resumed job's row says so already: no write to wait behind */
         (void)store_set_running(js->store, j->id, 0, NULL, NULL);
     j->state = LJ_RUNNING;
     j->gen = gen;
     list_add_tail(&js->running, &j->run);
     js->nrunning++;
+    j->tenant->nrunning++;
     jobs_emit(js, j, json_pack("{s:s, s:s}", "event", "job_started", "workflow", j->workflow));
+    j->started_us = reactor_now_us(js->r);
+    if (js->hooks.job_started)
+        js->hooks.job_started(js->hooks.ud, j, (double)(j->started_us - j->queued_us) / 1e6);
     j->ej = engine_submit(eng, j->g, j->input, &jo, on_job_done, j);
+    if (j->ej)
+        jobs_tokens_started(j);
     if (!j->ej) {
         running_del(js, j);
         json_t *e = json_pack("{s:s, s:s}", "code", "internal", "message", "out of memory");
@@ -405,12 +448,14 @@ static void job_start(jobs_t *js, ljob *j, engine_t *eng, void *gen)
 void jobs_pump(jobs_t *js)
 {
     while (!js->stopping && js->nqueue && (int64_t)js->nrunning < js->max_running) {
+        ljob *j = jobs_queue_next(js);
+        if (!j) /* every tenant with queued jobs is at its own max_running */
+            return;
         void *gen = NULL;
         engine_t *eng = js->hooks.engine_acquire(js->hooks.ud, &gen);
         if (!eng)
             return;
-        ljob *j = js->queue[0];
-        jobs_queue_remove(js, j);
+        jobs_queue_take(js, j);
         job_start(js, j, eng, gen);
     }
 }
@@ -424,7 +469,10 @@ typedef struct psubmit {
     dsl_graph *g;              /* reference */
     char *workflow;
     json_t *input;             /* reference */
+    char *traceparent;         /* owned: stored with the job (jobs_trace.c), or NULL */
+    double budget_usd;         /* the submit's budget; < 0: none */
     int64_t priority;
+    jobs_tenant *tenant;       /* borrowed (js's) */
     bool wait;
     double wait_s;             /* < 0: no limit */
 } psubmit;
@@ -436,6 +484,7 @@ static void psubmit_free(psubmit *p)
     dsl_graph_unref(p->g);
     free(p->workflow);
     json_decref(p->input);
+    free(p->traceparent);
     free(p);
 }
 
@@ -474,6 +523,19 @@ static void reply_store_unavailable(jobs_t *js, server_conn_t *conn, json_t *id,
                                      (json_int_t)after));
 }
 
+/* Whether the job ID an idempotency key found (J when it is live)
+ * belongs to TENANT. */
+static bool existing_is_tenants(jobs_t *js, const ljob *j, const char *id, const char *tenant)
+{
+    if (j)
+        return strcmp(j->tenant->name, tenant) == 0;
+    json_t *o = jobs_job_object(js, id);
+    const char *t = json_string_value(json_object_get(o, "tenant"));
+    bool mine = strcmp(t ? t : "default", tenant) == 0;
+    json_decref(o);
+    return mine;
+}
+
 static void on_inserted(void *ud, const store_result_t *res)
 {
     psubmit *p = ud;
@@ -491,8 +553,16 @@ static void on_inserted(void *ud, const store_result_t *res)
         return;
     }
     ljob *j = jobs_find(js, res->job_id);
+    if (res->existed && !existing_is_tenants(js, j, res->job_id, p->tenant->name)) {
+        /* keys are shared by the store: never hand one tenant another's job */
+        server_reply_error(p->conn, p->id, "idempotency_conflict",
+                           "this idempotency_key was used by a submit of another tenant; "
+                           "nothing was submitted: use another key");
+        psubmit_free(p);
+        return;
+    }
     if (!j && !res->existed) {
-        j = job_new(js, res->job_id, p->g, p->workflow, p->input, p->priority);
+        j = job_new(js, res->job_id, p->g, p->workflow, p->input, p->priority, p->tenant->name);
         if (!j) {
             /* committed but not queued: it runs at the next start */
             server_reply_error(p->conn, p->id, "internal",
@@ -501,7 +571,11 @@ static void on_inserted(void *ud, const store_result_t *res)
             psubmit_free(p);
             return;
         }
+        (void)jobs_trace_set(j, p->traceparent, 0);
+        j->has_budget = p->budget_usd >= 0;
+        j->budget_usd = j->has_budget ? p->budget_usd : 0;
         js->counts.submitted++;
+        j->tenant->submitted++;
         log_write(js->log, LOOM_LOG_INFO,
                   json_pack("{s:s, s:s}", "job", j->id, "workflow", j->workflow), "job queued");
     }
@@ -525,17 +599,38 @@ static void on_inserted(void *ud, const store_result_t *res)
     psubmit_free(p);
 }
 
-void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
+void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req, const char *tenant)
 {
     json_t *id = json_object_get(req, "id");
     const char *name = json_string_value(json_object_get(req, "workflow"));
     json_t *input = json_object_get(req, "input");
     json_t *wait = json_object_get(req, "wait");
+    jobs_tenant *t = jobs_tenant_get(js, tenant);
+    if (!t) {
+        server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
     /* each queued job holds its input in memory: the queue is bounded */
     if (js->max_queued > 0 && js->nqueue >= (size_t)js->max_queued) {
+        t->rejected++;
         server_reply_error(conn, id, "queue_full",
                            "%zu jobs are queued, the most allowed (max_queued_jobs); "
                            "try again when some have started", js->nqueue);
+        return;
+    }
+    /* and per tenant, so that one tenant's flood leaves room for the others */
+    if (t->max_queued > 0 && t->nqueue >= (size_t)t->max_queued) {
+        t->rejected++;
+        server_reply_error(conn, id, "queue_full",
+                           "tenant %s has %zu jobs queued, the most it may (its "
+                           "max_queued_jobs); try again when some have started", t->name,
+                           t->nqueue);
+        return;
+    }
+    double budget;
+    char why[160];
+    if (jobs_budget_parse(json_object_get(req, "budget"), &budget, why, sizeof why) < 0) {
+        server_reply_error(conn, id, "invalid_request", "%s", why);
         return;
     }
     wfdir_version ver;
@@ -563,6 +658,9 @@ void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
     p->g = g;
     p->input = input ? json_incref(input) : json_object();
     p->priority = json_integer_value(json_object_get(req, "priority"));
+    p->traceparent = jobs_trace_parent_for(js, json_string_value(json_object_get(req, "traceparent")));
+    p->tenant = t;
+    p->budget_usd = budget;
     p->wait = json_is_true(wait) || json_is_number(wait);
     p->wait_s = json_is_number(wait) ? json_number_value(wait) : -1;
     const server_peer *peer = server_conn_peer(conn);
@@ -573,7 +671,10 @@ void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req)
         .has_peer = peer != NULL,
         .peer_uid = peer ? peer->uid : 0, .peer_gid = peer ? peer->gid : 0,
         .peer_pid = peer ? peer->pid : 0,
+        .tenant = t->name,
     };
+    spec.traceparent = p->traceparent;
+    spec.budget = budget >= 0 ? json_object_get(req, "budget") : NULL;
     int rc = store_insert_job(js->store, &spec, on_inserted, p);
     if (rc < 0) {
         server_reply_error(conn, id, rc == -ESHUTDOWN ? "shutting_down" : "store_error",
@@ -732,8 +833,9 @@ void jobs_abandon(jobs_t *js)
     js->hard_stop = true;
     while (!list_empty(&js->running)) /* on_job_done frees it, unrecorded */
         engine_cancel(LIST_OWNER(js->running.next, ljob, run)->ej);
-    while (js->nqueue) {
-        ljob *j = js->queue[0];
+    while (!list_empty(&js->active)) {
+        jobs_tenant *t = LIST_OWNER(js->active.next, jobs_tenant, turn);
+        ljob *j = t->queue[0];
         jobs_queue_remove(js, j);
         job_free(js, j);
     }
@@ -745,6 +847,8 @@ int jobs_init(jobs_t *js, reactor_t *r, store_t *store, wfdir *wf, log_sink *log
     *js = (jobs_t){ .r = r, .store = store, .wf = wf, .log = log, .hooks = *hooks,
                     .max_running = 1 };
     list_init(&js->running);
+    list_init(&js->tenants);
+    list_init(&js->active);
     return jobs_table_grow(js);
 }
 
@@ -780,8 +884,9 @@ void jobs_fini(jobs_t *js)
     jobs_pinned_clear(js);
     jobs_subs_drop(js->subs, &js->nsubs, NULL);
     free(js->subs);
+    jobs_tsubs_drop(js, NULL);
+    free(js->tsubs);
     free(js->table);
-    free(js->queue);
+    jobs_tenants_free(js);
     js->table = NULL;
-    js->queue = NULL;
 }

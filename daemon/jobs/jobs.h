@@ -28,10 +28,12 @@
 #include "daemon/engine/engine.h"
 #include "daemon/server/server.h"
 #include "daemon/store/store.h"
+#include "daemon/trace/trace.h"
 #include "daemon/wfdir/wfdir.h"
 
 typedef struct jobs jobs_t;
 typedef struct ljob ljob;
+typedef struct jobs_tenant jobs_tenant;
 typedef struct lwaiter lwaiter;
 
 /* What jobs need from the daemon above them. Every hook runs on the reactor
@@ -47,9 +49,34 @@ typedef struct jobs_hooks {
     /* A job ended or was abandoned: old engines may be freed, and the daemon
      * may stop if it was waiting for its running jobs. */
     void (*settled)(void *ud);
+    /* Optional, for metrics: job J left the queue after QUEUED_S seconds
+     * there; J's end (STATE "succeeded", "failed" or "cancelled") was
+     * committed RUN_S seconds after it started (0 when it never did). */
+    void (*job_started)(void *ud, const ljob *j, double queued_s);
+    void (*job_ended)(void *ud, const ljob *j, const char *state, double run_s);
 } jobs_hooks;
 
 enum { LJ_QUEUED, LJ_RUNNING, LJ_ENDING };
+
+/* Who jobs belong to, and their share of the queue (jobs_queue.c): each
+ * tenant has a queue of its own (highest priority, then oldest, first), and
+ * the tenants with queued jobs take turns by deficit round robin, WEIGHT
+ * job starts per turn. Made on first use; kept as long as JS. */
+struct jobs_tenant {
+    list_link link;            /* in js->tenants */
+    list_link turn;            /* in js->active while it has queued jobs */
+    char *name;
+    int64_t weight;            /* job starts per turn (>= 1) */
+    int64_t max_running;       /* 0: only the daemon's max_running */
+    int64_t max_queued;        /* 0: only the daemon's max_queued */
+    void **queue;              /* ljob heap */
+    size_t nqueue, queue_cap;
+    size_t nrunning;
+    int64_t deficit;           /* starts left in its turn */
+    bool in_turn;              /* got its weight for the turn at the front */
+    uint64_t submitted, rejected; /* `stats` */
+    uint64_t succeeded, failed, cancelled; /* ends committed, as jobs_counts */
+};
 
 struct ljob {
     jobs_t *js;
@@ -62,16 +89,24 @@ struct ljob {
     json_t *replay;            /* owned: checkpoints loaded at resume, or NULL */
     int64_t priority;
     uint64_t seq;              /* arrival order, for FIFO within a priority */
-    size_t heap_at;            /* index in the queue while queued */
+    size_t heap_at;            /* index in its tenant's queue while queued */
+    jobs_tenant *tenant;       /* borrowed: js's, outlives the job */
     int state;
     bool was_running;          /* resumed: the store already says running */
+    char *traceparent;         /* owned: the stored W3C traceparent, or NULL (jobs_trace.c) */
+    uint64_t accepted_ns;      /* unix ns it was accepted: where its job span starts */
+    uint64_t queued_us, started_us; /* reactor clock: queued, started (0: not yet) */
     void *gen;                 /* the engine's token while running */
     engine_job_t *ej;          /* while running */
     lwaiter *waiters;          /* replies owed when it ends */
     server_conn_t **subs;      /* `events` subscribers (references) */
     size_t nsubs, subs_cap;
+    struct ltok *toks;         /* subscribers that read its tokens (jobs_tokens.c) */
+    size_t ntoks, toks_cap;
     store_state_t end_state;   /* the end being recorded (counted once on disk) */
     bool end_rejected;         /* the store refused its end; a failed one replaces it */
+    bool has_budget;           /* its submit's budget (jobs_budget.c): */
+    double budget_usd;         /* what its provider calls may cost at most */
 };
 
 /* The counters of `stats` (the ends: as committed to the store). */
@@ -88,20 +123,24 @@ struct jobs {
     jobs_hooks hooks;
     int64_t max_running;       /* jobs running at once */
     bool log_payloads;         /* a finished job's line carries its input and output */
+    tracer_t *tracer;          /* borrowed: where job spans go (set by the daemon), or NULL */
     bool stopping;             /* no new job starts (SIGTERM) */
     bool hard_stop;            /* running jobs are abandoned, unrecorded */
     reactor_timer_t *pump_timer; /* a freed slot's queued job starts on the next pass */
     /* live jobs */
     ljob **table;              /* hash of live jobs by id */
     size_t table_size, njobs;
-    void **queue;              /* ljob heap: highest priority, then oldest, first */
-    size_t nqueue, queue_cap;
+    list_link tenants;         /* jobs_tenant.link: every tenant seen */
+    list_link active;          /* jobs_tenant.turn: tenants with queued jobs, in turn order */
+    size_t nqueue;             /* queued jobs of every tenant */
     list_link running;         /* ljob.run */
     size_t nrunning;
     uint64_t seq;
     jobs_counts counts;
     server_conn_t **subs;      /* `events` subscribers of every job (references) */
     size_t nsubs, subs_cap;
+    struct jobs_tenant_sub *tsubs; /* `events` subscribers of every job of one tenant */
+    size_t ntsubs, tsubs_cap;
     /* set by the daemon at start; 0: no limit */
     int64_t max_queued;        /* a submit past it is refused with queue_full */
     int64_t max_output_bytes;  /* a job's output past it fails the job (output_too_large) */
@@ -144,6 +183,13 @@ void jobs_pinned_clear(jobs_t *js);
  * (unknown_workflow), with the reason in ERR, logged; -ENOMEM. */
 int jobs_load_stored(jobs_t *js, const json_t *stored_job, ljob **out, char *err, size_t errlen);
 
+/* ---- jobs_budget.c: a submit's `budget` */
+/* *USD from a submit's budget B (borrowed, may be NULL: none, *USD -1):
+ * 0, or -1 with why in MSG when B is not {"usd": N}, 0 <= N <= 1e12. */
+int jobs_budget_parse(const json_t *b, double *usd, char *msg, size_t msglen);
+/* J's budget from B (a stored job's `budget`, borrowed, may be NULL). */
+void jobs_budget_set(ljob *j, const json_t *b);
+
 /* ---- jobs_quarantine.c: poison jobs and `retry` */
 /* quarantine_after when the daemon sets none (the config's default) */
 #define JOBS_QUARANTINE_DEFAULT 2
@@ -161,12 +207,19 @@ void jobs_retry(jobs_t *js, server_conn_t *conn, json_t *id, const char *job);
 ljob *jobs_find(jobs_t *js, const char *id);
 /* Starts queued jobs while there is room. */
 void jobs_pump(jobs_t *js);
-/* The `submit` op (already validated): see docs/protocol.md. */
-void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req);
+/* The `submit` op (already validated, and allowed for TENANT, borrowed;
+ * NULL: "default"): see docs/protocol.md. */
+void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req, const char *tenant);
 void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, double timeout_s,
                bool as_submit);
 void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job);
 void jobs_subscribe(jobs_t *js, server_conn_t *conn, json_t *id, const char *job);
+/* `events` for every job of TENANT (borrowed; copied) only. */
+void jobs_subscribe_tenant(jobs_t *js, server_conn_t *conn, json_t *id, const char *tenant);
+/* `events` with `tokens: true` (after jobs_subscribe for the same job):
+ * CONN, if now subscribed to live job JOB, also gets its `token` events;
+ * the job's calls stream while anyone does. */
+void jobs_tokens_add(jobs_t *js, server_conn_t *conn, const char *job);
 /* A connection closed: drop its waiters and subscriptions. */
 void jobs_conn_closed(jobs_t *js, server_conn_t *conn);
 /* No new job starts from now on (running ones go on). */
@@ -178,11 +231,34 @@ void jobs_abandon(jobs_t *js);
 bool jobs_idle(const jobs_t *js);
 void jobs_counts_get(const jobs_t *js, jobs_counts *out);
 
-/* ---- jobs_queue.c: the table by id and the priority queue */
+/* ---- jobs_queue.c: the table by id and the tenants' queues */
 int jobs_table_grow(jobs_t *js);
 int jobs_table_add(jobs_t *js, ljob *j);
 void jobs_table_del(jobs_t *js, ljob *j);
+/* Queues J (its tenant set) in its tenant's queue. 0 or -ENOMEM. */
 int jobs_queue_push(jobs_t *js, ljob *j);
+/* Takes queued J out of the queue (cancelled, or started). */
 void jobs_queue_remove(jobs_t *js, ljob *j);
+/* The job that starts next (borrowed, still queued), or NULL when every
+ * tenant with queued jobs is at its max_running: the front tenant's best
+ * job, the turn passing on once a tenant used its weight. jobs_queue_take
+ * must follow before anything else changes the queue. */
+ljob *jobs_queue_next(jobs_t *js);
+/* Takes J, which jobs_queue_next just returned, out of the queue, counting
+ * it against its tenant's turn. */
+void jobs_queue_take(jobs_t *js, ljob *j);
+/* The tenant NAME (NULL: "default"), made with weight 1 and no limits on
+ * first use (borrowed: JS owns it). NULL when out of memory. */
+jobs_tenant *jobs_tenant_get(jobs_t *js, const char *name);
+/* Sets NAME's weight (>= 1) and limits (0: none); a reload first puts
+ * every tenant back to the defaults with jobs_tenants_reset. 0 or -ENOMEM. */
+int jobs_tenant_set(jobs_t *js, const char *name, int64_t weight, int64_t max_running,
+                    int64_t max_queued);
+void jobs_tenants_reset(jobs_t *js);
+/* Frees every tenant (jobs_fini, once no job is left). */
+void jobs_tenants_free(jobs_t *js);
+/* `stats.tenants`: {NAME: {running, queued, weight, submitted, rejected}}
+ * of every tenant, or of ONLY when it is not NULL. A new reference. */
+json_t *jobs_tenants_json(const jobs_t *js, const char *only);
 
 #endif

@@ -17,6 +17,29 @@ struct lwaiter {
 
 enum { W_WAIT, W_SUBMIT, W_CANCEL };
 
+/* A subscriber to every job of one tenant. */
+struct jobs_tenant_sub {
+    server_conn_t *conn;       /* reference */
+    char *tenant;              /* owned */
+};
+/* Drops CONN's tenant subscriptions (every one when NULL). */
+void jobs_tsubs_drop(jobs_t *js, server_conn_t *conn);
+
+/* ---- traces (jobs_trace.c) */
+/* The traceparent a submit stores: GIVEN (already validated; copied), or,
+ * when tracing is on and it gave none, one made for the job (trace.h). A
+ * new string, or NULL for none (or out of memory). */
+char *jobs_trace_parent_for(const jobs_t *js, const char *given);
+/* J's stored TRACEPARENT (copied; may be NULL) and the time it was
+ * accepted (unix ms; 0: now), where its job span starts. 0 or -1 (out of
+ * memory: no traceparent). */
+int jobs_trace_set(ljob *j, const char *traceparent, int64_t accepted_ms);
+/* The context J's run gets (engine_job_options.job_span) into OUT: its job
+ * span's with a tracer, its stored traceparent as is without. False: none. */
+bool jobs_trace_context(const jobs_t *js, ljob *j, trace_ctx *out);
+/* J ended with OUT (not abandoned): its job span goes to the tracer. */
+void jobs_trace_end(jobs_t *js, const ljob *j, const store_outcome_t *out);
+
 /* ---- events (jobs_reply.c) */
 /* Adds CONN (a reference is taken) to the subscribers *V once: 1 when it
  * was there already, 0 when added, -ENOMEM. */
@@ -27,6 +50,16 @@ void jobs_subs_drop(server_conn_t **v, size_t *n, server_conn_t *conn);
 void jobs_emit(jobs_t *js, ljob *j, json_t *ev);
 /* Whether anyone listens to J's events. */
 bool jobs_watched(jobs_t *js, ljob *j);
+
+/* ---- token streams (jobs_tokens.c) */
+/* J started on its engine: its calls stream if anyone reads its tokens. */
+void jobs_tokens_started(ljob *j);
+/* Sends every token J's readers hold back (before any other event of J). */
+void jobs_tokens_flush(ljob *j);
+/* CONN no longer reads J's tokens. */
+void jobs_tokens_drop(ljob *j, server_conn_t *conn);
+/* Frees J's readers (the job is going). */
+void jobs_tokens_free(ljob *j);
 
 /* ---- replies (jobs_reply.c) */
 /* The job ID's object from the store (new reference), or NULL. */

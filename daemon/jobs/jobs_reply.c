@@ -40,18 +40,51 @@ void jobs_emit(jobs_t *js, ljob *j, json_t *ev)
 {
     if (!ev)
         return;
+    jobs_tokens_flush(j); /* a step's tokens come before its next event */
     json_object_set_new(ev, "job", json_string(j->id));
     json_object_set_new(ev, "time_ms", json_integer(store_now_ms()));
     for (size_t i = 0; i < j->nsubs; i++)
         server_send(j->subs[i], json_incref(ev));
     for (size_t i = 0; i < js->nsubs; i++)
         server_send(js->subs[i], json_incref(ev));
+    for (size_t i = 0; i < js->ntsubs; i++)
+        if (strcmp(js->tsubs[i].tenant, j->tenant->name) == 0)
+            server_send(js->tsubs[i].conn, json_incref(ev));
     json_decref(ev);
 }
 
 bool jobs_watched(jobs_t *js, ljob *j)
 {
-    return j->nsubs || js->nsubs;
+    return j->nsubs || js->nsubs || js->ntsubs;
+}
+
+void jobs_tsubs_drop(jobs_t *js, server_conn_t *conn)
+{
+    for (size_t i = 0; i < js->ntsubs;)
+        if (!conn || js->tsubs[i].conn == conn) {
+            server_conn_unref(js->tsubs[i].conn);
+            free(js->tsubs[i].tenant);
+            js->tsubs[i] = js->tsubs[--js->ntsubs];
+        } else {
+            i++;
+        }
+}
+
+void jobs_subscribe_tenant(jobs_t *js, server_conn_t *conn, json_t *id, const char *tenant)
+{
+    for (size_t i = 0; i < js->ntsubs; i++)
+        if (js->tsubs[i].conn == conn && strcmp(js->tsubs[i].tenant, tenant) == 0) {
+            server_reply(conn, id, json_pack("{s:b}", "subscribed", 1)); /* once is enough */
+            return;
+        }
+    char *t = strdup(tenant);
+    if (!t || vec_reserve(&js->tsubs, js->ntsubs, &js->tsubs_cap, sizeof *js->tsubs, 4) < 0) {
+        free(t);
+        server_reply_error(conn, id, "internal", "out of memory");
+        return;
+    }
+    js->tsubs[js->ntsubs++] = (struct jobs_tenant_sub){ server_conn_ref(conn), t };
+    server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
 }
 
 /* ---- replies */
@@ -184,9 +217,12 @@ void jobs_subscribe(jobs_t *js, server_conn_t *conn, json_t *id, const char *job
             }
             /* already over: say so, as the stream would have */
             server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
-            server_send(conn, json_pack("{s:s, s:s, s:O, s:I}", "event", "job_finished", "job", job,
-                                        "state", json_object_get(obj, "state"), "time_ms",
-                                        (json_int_t)store_now_ms()));
+            json_t *ev = json_pack("{s:s, s:s, s:O, s:I}", "event", "job_finished", "job", job,
+                                   "state", json_object_get(obj, "state"), "time_ms",
+                                   (json_int_t)store_now_ms());
+            if (ev && json_is_object(json_object_get(obj, "error")))
+                json_object_set(ev, "error", json_object_get(obj, "error"));
+            server_send(conn, ev);
             json_decref(obj);
             return;
         }
@@ -203,9 +239,11 @@ void jobs_subscribe(jobs_t *js, server_conn_t *conn, json_t *id, const char *job
 void jobs_conn_closed(jobs_t *js, server_conn_t *conn)
 {
     jobs_subs_drop(js->subs, &js->nsubs, conn);
+    jobs_tsubs_drop(js, conn);
     for (size_t i = 0; i < js->table_size; i++)
         for (ljob *j = js->table[i]; j; j = j->hnext) {
             jobs_subs_drop(j->subs, &j->nsubs, conn);
+            jobs_tokens_drop(j, conn);
             for (lwaiter **p = &j->waiters; *p;) {
                 lwaiter *w = *p;
                 if (w->conn == conn) {

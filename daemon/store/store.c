@@ -76,6 +76,8 @@ static void store_req_free(store_req_t *q)
     free(q->error);
     free(q->usage);
     free(q->tenant);
+    free(q->day);
+    free(q->month);
     free(q->budget);
     free(q->traceparent);
     free(q->source);
@@ -164,7 +166,7 @@ static void store_deliver_list(list_link *l, void *ud)
         if (q->cb) {
             store_result_t res = {
                 .status = q->status,
-                .job_id = q->op == STORE_OP_PURGE ? NULL
+                .job_id = q->op == STORE_OP_PURGE || q->op == STORE_OP_SPEND ? NULL
                           : q->op == STORE_OP_INSERT && q->status == 0 ? q->result_id
                                                                        : q->job_id,
                 .existed = q->existed,
@@ -190,7 +192,7 @@ static int64_t store_mono_ms(void)
 static bool store_req_holds(const store_req_t *q)
 {
     return (q->op == STORE_OP_RUNNING || q->op == STORE_OP_STEP || q->op == STORE_OP_FINISH ||
-            q->op == STORE_OP_CRASHES) &&
+            q->op == STORE_OP_CRASHES || q->op == STORE_OP_SPEND) &&
            store_status_transient(q->status);
 }
 
@@ -676,6 +678,21 @@ int store_retry_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
     return q ? store_submit(s, q, 0, 0) : rc;
 }
 
+int store_add_spend(store_t *s, const char *tenant, const char *day, const char *month,
+                    double usd, store_done_cb cb, void *ud)
+{
+    if (!s || !tenant || !day || !month || !(usd >= 0) || usd > 1e15)
+        return -EINVAL;
+    store_req_t *q = store_req_new(STORE_OP_SPEND, cb, ud);
+    if (!q)
+        return -ENOMEM;
+    q->cost = usd;
+    q->has_cost = true;
+    int rc = (q->tenant = strdup(tenant)) && (q->day = strdup(day)) && (q->month = strdup(month))
+                 ? 0 : -ENOMEM;
+    return store_submit(s, q, rc, 0);
+}
+
 /* ---- ids and counters */
 
 int store_new_job_id(store_t *s, char out[STORE_ID_SIZE])
@@ -684,6 +701,12 @@ int store_new_job_id(store_t *s, char out[STORE_ID_SIZE])
     int rc = store_id_next(&s->ids, (uint64_t)store_now_ms(), out);
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+void store_set_commit_observer(store_t *s, store_commit_fn fn, void *ud)
+{
+    atomic_store_explicit(&s->commit_obs_ud, ud, memory_order_relaxed);
+    atomic_store_explicit(&s->commit_obs, fn, memory_order_release);
 }
 
 void store_get_stats(store_t *s, store_stats_t *out)

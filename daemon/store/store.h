@@ -299,6 +299,18 @@ int store_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, char
  * (also when there is no such job). */
 int store_load_steps(store_t *s, const char *job_id, json_t **steps, char *err, size_t errlen);
 
+/* Adds USD (>= 0) to what TENANT spent on provider calls in the UTC DAY
+ * ("YYYY-MM-DD") and MONTH ("YYYY-MM") (all copied): the spend ledger that
+ * keeps tenants' budgets across restarts (schema v5). A held write, like a
+ * checkpoint. */
+int store_add_spend(store_t *s, const char *tenant, const char *day, const char *month,
+                    double usd, store_done_cb cb, void *ud);
+
+/* The ledger's rows of DAY and MONTH, as a new object {TENANT: {PERIOD:
+ * usd}} in *SPEND. 0, or a negative errno with the reason in ERR. */
+int store_load_spend(store_t *s, const char *day, const char *month, json_t **spend, char *err,
+                     size_t errlen);
+
 /* The source text of workflow version VERSION, as stored with its jobs:
  * *TEXT (NUL-terminated, *LEN bytes before the NUL) and *WORKFLOW (the name
  * it was stored under, may be NULL) are new allocations to free(). -ENOENT
@@ -327,6 +339,13 @@ typedef struct store_stats {
 
 /* A snapshot of S's counters. Any thread while S is open. */
 void store_get_stats(store_t *s, store_stats_t *out);
+
+/* FN(UD, seconds) on the store thread after each transaction commits, with
+ * the time from its BEGIN to the end of its COMMIT (for a histogram; FN must
+ * be cheap and thread-safe). NULL: none. Any thread; UD must outlive S or
+ * the next call. */
+typedef void (*store_commit_fn)(void *ud, double seconds);
+void store_set_commit_observer(store_t *s, store_commit_fn fn, void *ud);
 
 /* Whether S holds writes it cannot commit (disk full, I/O error, read-only);
  * if so, *RETRY_AFTER_MS (when not NULL) receives a hint of when to try

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 /* Integrity lives in the schema, not only in the code: states are checked,
  * finished_ms is set exactly when the state is terminal, steps cannot
@@ -71,6 +72,19 @@
     " created_ms INTEGER NOT NULL"                                                                \
     ");"
 
+/* v5: what each tenant spent on provider calls, per UTC day ("YYYY-MM-DD")
+ * and month ("YYYY-MM"), so that its budgets hold across restarts. A
+ * ledger of its own rather than a sum over jobs' costs: a job's cost is
+ * written only when it ends, and a day's spend must count the calls of jobs
+ * still running (or cut short by a crash), on the day each call was made. */
+#define SPEND_TABLE                                                                               \
+    "CREATE TABLE spend ("                                                                        \
+    " tenant TEXT NOT NULL,"                                                                      \
+    " period TEXT NOT NULL,"                                                                      \
+    " usd REAL NOT NULL CHECK (usd >= 0),"                                                        \
+    " PRIMARY KEY (tenant, period)"                                                               \
+    ");"
+
 static const char store_schema[] =
     JOBS_TABLE("jobs")
     JOBS_INDEXES
@@ -81,7 +95,8 @@ static const char store_schema[] =
     " finished_ms INTEGER NOT NULL,"
     " PRIMARY KEY (job_id, key)"
     ");"
-    SOURCES_TABLE;
+    SOURCES_TABLE
+    SPEND_TABLE;
 
 /* v1 -> v4: the jobs table rebuilt with the OR checks (SQLite cannot alter
  * a CHECK in place) and the columns of v3. Runs with foreign keys off, so
@@ -96,7 +111,11 @@ static const char store_migrate_v1[] =
     "DROP TABLE jobs;"
     "ALTER TABLE jobs_v2 RENAME TO jobs;"
     JOBS_INDEXES
-    SOURCES_TABLE;
+    SOURCES_TABLE
+    SPEND_TABLE;
+
+/* v4 -> v5: the spend ledger. */
+static const char store_migrate_v4[] = SPEND_TABLE;
 
 /* v3 -> v4: tenants, budgets, trace parents and cost. */
 #define STORE_MIGRATE_V3                                                                          \
@@ -105,7 +124,7 @@ static const char store_migrate_v1[] =
     "ALTER TABLE jobs ADD COLUMN traceparent TEXT;"                                               \
     "ALTER TABLE jobs ADD COLUMN cost REAL;"                                                      \
     JOBS_BY_TENANT
-static const char store_migrate_v3[] = STORE_MIGRATE_V3;
+static const char store_migrate_v3[] = STORE_MIGRATE_V3 SPEND_TABLE;
 
 /* v2 -> v4: attempts and crash counts (the poison-job quarantine), and the
  * workflow sources (a job runs the version it started with), then v4. */
@@ -115,7 +134,8 @@ static const char store_migrate_v2[] =
     "ALTER TABLE jobs ADD COLUMN crash TEXT;"
     JOBS_BY_VERSION
     SOURCES_TABLE
-    STORE_MIGRATE_V3;
+    STORE_MIGRATE_V3
+    SPEND_TABLE;
 
 
 int store_errno_of(int rc)
@@ -252,8 +272,10 @@ static int store_db_schema(sqlite3 *db, const char *path, char *err, size_t errl
         snprintf(what, sizeof what, "migrate (v%d to v%d) the schema of", (int)version,
                  STORE_SCHEMA_VERSION);
         /* each migration goes all the way to the current version */
-        const char *sql = version == 1 ? store_migrate_v1
-                          : version == 2 ? store_migrate_v2 : store_migrate_v3;
+        const char *sql = version == 1   ? store_migrate_v1
+                          : version == 2 ? store_migrate_v2
+                          : version == 3 ? store_migrate_v3
+                                         : store_migrate_v4;
         if ((rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK ||
             (rc = sqlite3_exec(db, pragma, NULL, NULL, NULL)) != SQLITE_OK) {
             rc = store_db_open_error(db, rc, path, what, err, errlen);
@@ -363,6 +385,9 @@ static const char *const store_wsql[STORE_W_COUNT] = {
         "UPDATE jobs SET state = 'queued', attempt = attempt + 1, output = NULL, error = NULL,"
         " usage = NULL, finished_ms = NULL, crashes = 0, crash = NULL, cost = NULL"
         " WHERE id = ?1 AND state = 'failed'",
+    [STORE_W_SPEND] =
+        "INSERT INTO spend (tenant, period, usd) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT (tenant, period) DO UPDATE SET usd = usd + excluded.usd",
 };
 
 static const char *const store_op_names[] = {
@@ -373,6 +398,7 @@ static const char *const store_op_names[] = {
     [STORE_OP_PURGE] = "purge jobs",
     [STORE_OP_CRASHES] = "record the crashes of job",
     [STORE_OP_RETRY] = "retry job",
+    [STORE_OP_SPEND] = "record the spend of tenant",
 };
 
 /* The cached write statement IDX, or NULL with the failure noted in Q. */
@@ -402,7 +428,9 @@ static int store_db_exec(store_t *s, sqlite3_stmt *st, store_req_t *q)
         rc = SQLITE_OK;
     else if (q)
         store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_names[q->op],
-                        q->op == STORE_OP_PURGE ? "" : q->job_id, sqlite3_errmsg(s->wdb));
+                        q->op == STORE_OP_PURGE ? ""
+                        : q->op == STORE_OP_SPEND ? q->tenant : q->job_id,
+                        sqlite3_errmsg(s->wdb));
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc;
@@ -555,6 +583,23 @@ static int store_db_step(store_t *s, store_req_t *q)
     return rc;
 }
 
+/* Adds Q's cost to its tenant's day and month. */
+static int store_db_spend(store_t *s, store_req_t *q)
+{
+    int rc;
+    sqlite3_stmt *st = store_db_w(s, STORE_W_SPEND, q, &rc);
+    if (!st)
+        return rc;
+    for (int i = 0; i < 2; i++) {
+        store_bind_text(st, 1, q->tenant);
+        store_bind_text(st, 2, i ? q->month : q->day);
+        sqlite3_bind_double(st, 3, q->cost);
+        if ((rc = store_db_exec(s, st, q)) != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
 static int store_db_purge(store_t *s, store_req_t *q)
 {
     int rc;
@@ -598,6 +643,9 @@ static bool store_db_run_request(store_t *s, store_req_t *q)
     case STORE_OP_RETRY:
         rc = store_db_mark(s, q);
         break;
+    case STORE_OP_SPEND:
+        rc = store_db_spend(s, q);
+        break;
     default:
         rc = store_db_purge(s, q);
         break;
@@ -636,6 +684,8 @@ static bool store_db_transaction(store_t *s, list_link *first, list_link *stop)
 {
     char why[sizeof ((store_req_t *)0)->error_text];
     int rc;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     sqlite3_stmt *st = store_db_w(s, STORE_W_BEGIN, NULL, &rc);
     if (st)
         rc = store_db_exec(s, st, NULL);
@@ -659,6 +709,13 @@ static bool store_db_transaction(store_t *s, list_link *first, list_link *stop)
             rc = store_db_exec(s, st, NULL);
         if (rc == SQLITE_OK) {
             atomic_fetch_add(&s->transactions, 1);
+            store_commit_fn obs = atomic_load_explicit(&s->commit_obs, memory_order_acquire);
+            if (obs) {
+                struct timespec t1;
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                obs(atomic_load_explicit(&s->commit_obs_ud, memory_order_relaxed),
+                    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+            }
             return true;
         }
         snprintf(why, sizeof why, "commit failed: %s", sqlite3_errmsg(s->wdb));

@@ -16,7 +16,7 @@
 #include "daemon/store/store.h"
 
 /* Bumped with every change to the schema in store_db.c. */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 /* How many workflow versions a store remembers as stored. */
 #define STORE_KNOWN_SOURCES 32
 /* PRAGMA application_id: "LOOM", so another program's database is refused. */
@@ -29,7 +29,8 @@ enum store_op {
     STORE_OP_FINISH,
     STORE_OP_PURGE,
     STORE_OP_CRASHES,
-    STORE_OP_RETRY
+    STORE_OP_RETRY,
+    STORE_OP_SPEND
 };
 
 /* Write statements, prepared once on the writer connection. */
@@ -48,6 +49,7 @@ enum store_wstmt {
     STORE_W_PURGE_SOURCES,
     STORE_W_CRASHES,
     STORE_W_RETRY,
+    STORE_W_SPEND,
     STORE_W_COUNT
 };
 
@@ -59,6 +61,7 @@ enum store_rstmt {
     STORE_R_STEPS,
     STORE_R_UNFINISHED,
     STORE_R_SOURCE,
+    STORE_R_SPEND,
     STORE_R_LIST,
     STORE_R_COUNT = STORE_R_LIST + 16
 };
@@ -82,6 +85,7 @@ typedef struct store_req {
     int64_t priority;
     int64_t crashes;  /* STORE_OP_CRASHES: the count, and CRASH what ran at the last */
     char *crash;
+    char *day, *month; /* STORE_OP_SPEND: the periods COST (USD) counts for, of TENANT */
     bool has_peer;
     int64_t peer_uid, peer_gid, peer_pid;
     int64_t time_ms; /* created, started, finished, or the purge cut-off */
@@ -136,6 +140,10 @@ struct store {
 
     /* written by the store thread, read by anyone */
     atomic_uint_fast64_t transactions, batch_retries;
+    /* store_set_commit_observer: UD is stored before FN (release), read
+     * after it (acquire) */
+    _Atomic(store_commit_fn) commit_obs;
+    _Atomic(void *) commit_obs_ud;
 };
 
 /* Formats one line into ERR (if any). */

@@ -21,16 +21,8 @@
 #define DEFAULT_RATE_LIMIT_WAITS 10
 #define DEFAULT_429_PAUSE_MS 1000
 
-/* ---- the plugin's context for encode and decode */
-
-typedef struct uctx {
-    loom_ctx base;             /* plugins see only this */
-    const upstream_t *u;       /* for its log */
-    bool failed, has_ra;
-    loom_errcode code;
-    uint64_t ra_ms;
-    char msg[256];
-} uctx;
+/* ---- the plugin's context for encode, decode and stream (uctx:
+ * upstream_internal.h) */
 
 static uctx *uctx_of(loom_ctx *ctx)
 {
@@ -84,7 +76,7 @@ static const loom_host_api u_api = {
     .deadline_ms = u_deadline_ms, .cancelled = u_cancelled, .call_vlog = u_call_vlog,
 };
 
-static void uctx_init(uctx *c, const upstream_t *u)
+void uctx_init(uctx *c, const upstream_t *u)
 {
     memset(c, 0, sizeof *c);
     c->base.api = &u_api;
@@ -104,8 +96,11 @@ static void call_maybe_free(upstream_call_t *c)
     free(c->step_key);
     free(c->job);
     free(c->step);
+    free(c->tenant);
     free(c);
 }
+
+static uint64_t mono_us(void);
 
 /* Ends C (if its caller still waits) with OUTPUT (stolen) or an error. */
 static void call_finish(upstream_call_t *c, json_t *output, loom_errcode code, const char *msg,
@@ -120,10 +115,17 @@ static void call_finish(upstream_call_t *c, json_t *output, loom_errcode code, c
         .output = output, .usage = c->usage, .code = output ? LOOM_OK : code,
         .message = msg, .has_retry_after = has_ra, .retry_after_ms = ra_ms,
     };
+    uint64_t now = mono_us();
+    res.wait_us = (c->first_sent_us ? c->first_sent_us : now) - c->created_us;
+    res.send_us = c->sent_us ? now - c->sent_us : 0;
+    res.ttft_us = c->first_token_us > c->sent_us && c->sent_us ? c->first_token_us - c->sent_us
+                                                               : 0;
     if (output)
         c->u->st.succeeded++;
     else
         c->u->st.failed++;
+    if (!output && code == LOOM_E_TIMEOUT)
+        c->u->st.timeouts++;
     c->done(c, &res, c->ud);
 }
 
@@ -181,6 +183,7 @@ void xfer_free(xfer *x)
         call_maybe_free(c);
     }
     list_del(&x->link);
+    xfer_stream_free(x);
     http_request_free(&x->enc);
     json_decref(x->messages);
     json_decref(x->params);
@@ -232,9 +235,11 @@ static void xfer_deliver(xfer *x, json_t *out, const loom_usage *usage)
         if (!c || c->finished)
             continue;
         /* usage is shared out by inputs; a chat call has the whole of it */
-        for (int k = 0; k < 2; k++) {
-            int64_t v = k ? usage->output_tokens : usage->input_tokens;
-            int64_t *dst = k ? &c->usage.output_tokens : &c->usage.input_tokens;
+        for (int k = 0; k < 4; k++) {
+            int64_t v = k == 0 ? usage->input_tokens : k == 1 ? usage->output_tokens
+                      : k == 2 ? usage->cache_read_tokens : usage->cache_write_tokens;
+            int64_t *dst = k == 0 ? &c->usage.input_tokens : k == 1 ? &c->usage.output_tokens
+                         : k == 2 ? &c->usage.cache_read_tokens : &c->usage.cache_write_tokens;
             if (v >= 0) /* v <= 2^40 and p->n <= total: no overflow */
                 *dst = rl_clamp_tokens((*dst < 0 ? 0 : *dst) + v / (int64_t)total * (int64_t)p->n +
                                        v % (int64_t)total * (int64_t)p->n / (int64_t)total);
@@ -264,7 +269,7 @@ static void xfer_deliver(xfer *x, json_t *out, const loom_usage *usage)
 /* X's request. With REBUILD (before encoding), the EMBED inputs of a batch
  * are gathered from its live parts, so a withdrawn call's inputs are left
  * out; after sending they must stay as sent, for decode to match them. */
-static int xfer_request(xfer *x, loom_request *req, bool rebuild)
+int xfer_request(xfer *x, loom_request *req, bool rebuild)
 {
     memset(req, 0, sizeof *req);
     req->kind = x->kind;
@@ -272,6 +277,7 @@ static int xfer_request(xfer *x, loom_request *req, bool rebuild)
     req->messages = x->messages;
     req->params = x->params;
     req->json_mode = x->json_mode;
+    req->prompt_cache = x->prompt_cache;
     if (rebuild && x->kind == LOOM_CALL_EMBED && x->batch) {
         json_t *in = json_array();
         if (!in)
@@ -294,6 +300,9 @@ static int xfer_request(xfer *x, loom_request *req, bool rebuild)
         x->inputs = in;
     }
     req->inputs = x->inputs;
+    if (rebuild) /* decided where the request is encoded, kept for its answer */
+        x->want_stream = xfer_wants_stream(x);
+    req->stream = x->want_stream;
     return 0;
 }
 
@@ -353,7 +362,7 @@ static int xfer_encode(xfer *x)
                   ctx.msg[0] ? ctx.msg : "the provider could not encode the request", false, 0);
         return -1;
     }
-    if (xfer_add_step_keys(x, &x->enc) < 0) {
+    if (xfer_add_step_keys(x, &x->enc) < 0 || xfer_add_traceparent(x, &x->enc) < 0) {
         http_request_free(&x->enc);
         xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
         return -1;
@@ -388,7 +397,13 @@ void xfer_submit(xfer *x)
     json_t *mt = x->params ? json_object_get(x->params, "max_tokens") : NULL;
     if (json_is_integer(mt) && json_integer_value(mt) > 0)
         cost.est_output_tokens = json_integer_value(mt);
-    x->ticket = rl_acquire(u->rl, &cost, on_grant, x);
+    /* the call waits in its tenant's share of the queue */
+    const upstream_call_t *first = NULL;
+    for (size_t i = 0; i < x->nparts && !first; i++)
+        if (x->parts[i].call && !x->parts[i].call->finished)
+            first = x->parts[i].call;
+    x->ticket = rl_acquire_for(u->rl, &cost, first ? first->tenant : NULL,
+                               first ? first->tenant_weight : 1, on_grant, x);
     if (!x->ticket)
         xfer_fail(x, errno == EINVAL ? LOOM_E_INVALID_REQUEST : LOOM_E_NOMEM,
                   errno == EINVAL ? "the request is larger than the provider's limits allow"
@@ -455,6 +470,15 @@ static void on_grant(rl_ticket *t, void *ud)
             xfer_free(x);
         return;
     }
+    uint64_t now = mono_us();
+    for (size_t i = 0; i < x->nparts; i++) {
+        upstream_call_t *c = x->parts[i].call;
+        if (c && !c->finished) {
+            if (!c->first_sent_us)
+                c->first_sent_us = now;
+            c->sent_us = now;
+        }
+    }
     if (u->tp) {
         xfer_start(x);
         return;
@@ -462,6 +486,12 @@ static void on_grant(rl_ticket *t, void *ud)
     http_call_opts o = u->opt.timeouts;
     if (x->kind == LOOM_CALL_EMBED)
         o.recv_buffer = 64 * 1024; /* vectors: kilobytes per input */
+    if (x->want_stream && xfer_stream_begin(x, &o) < 0) {
+        rl_cancel(x->ticket);
+        x->ticket = NULL;
+        xfer_fail(x, LOOM_E_NOMEM, "out of memory", false, 0);
+        return;
+    }
     x->http = http_call(u->http, &x->enc, &o, on_http, x);
     if (!x->http) {
         rl_cancel(x->ticket);
@@ -506,7 +536,7 @@ static void disable(upstream_t *u, const char *msg)
  * a 429 pauses the provider and queues X again, quota disables it. X's
  * ticket is released here; LATENCY_MS (0: none to report) and OVERLOADED
  * feed the limiter. X is gone when this returns. */
-static void xfer_answer(xfer *x, json_t *output, const loom_usage *usage, loom_errcode code,
+void xfer_answer(xfer *x, json_t *output, const loom_usage *usage, loom_errcode code,
                         const char *msg, bool has_ra, uint64_t ra_ms, bool overloaded,
                         uint64_t latency_ms)
 {
@@ -515,7 +545,9 @@ static void xfer_answer(xfer *x, json_t *output, const loom_usage *usage, loom_e
         /* a provider's figures are not trusted to be sane: 2^62 tokens
          * would overflow every sum they enter */
         loom_usage use = { rl_clamp_tokens(usage ? usage->input_tokens : -1),
-                           rl_clamp_tokens(usage ? usage->output_tokens : -1) };
+                           rl_clamp_tokens(usage ? usage->output_tokens : -1),
+                           rl_clamp_tokens(usage ? usage->cache_read_tokens : -1),
+                           rl_clamp_tokens(usage ? usage->cache_write_tokens : -1) };
         rl_usage rl_use = { use.input_tokens, use.output_tokens };
         rl_release(x->ticket, use.input_tokens >= 0 ? &rl_use : NULL);
         x->ticket = NULL;
@@ -558,6 +590,13 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
     u->st.latency_ewma_us = u->st.latency_ewma_us
                                 ? (u->st.latency_ewma_us * 7 + resp->total_us) / 8
                                 : resp->total_us;
+    if (resp->streamed) {
+        /* an event stream: it ends as its events said, or cut off */
+        if (resp->outcome == HTTP_OK)
+            upstream_sync_headers(u->rl, resp->headers, resp->nheaders, (int64_t)time(NULL));
+        xfer_stream_end(x, resp, ms);
+        return;
+    }
     if (resp->outcome != HTTP_OK) {
         bool timeout = resp->outcome == HTTP_E_TIMEOUT_CONNECT ||
                        resp->outcome == HTTP_E_TIMEOUT_FIRST_BYTE ||
@@ -573,7 +612,7 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
     }
     upstream_sync_headers(u->rl, resp->headers, resp->nheaders, (int64_t)time(NULL));
     loom_request req;
-    loom_result out = { .output = NULL, .usage = { -1, -1 } };
+    loom_result out = { .output = NULL, .usage = { -1, -1, -1, -1 } };
     uctx ctx;
     uctx_init(&ctx, u);
     loom_http_response hr = { .status = resp->status, .headers = resp->headers,
@@ -585,6 +624,9 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
     else
         ctx.code = LOOM_E_NOMEM, ctx.failed = true;
     if (rc == 0) {
+        /* a reader of tokens whose answer came whole (not asked for as a
+         * stream, or the server ignored the request for one) */
+        xfer_stream_whole(x, out.output);
         xfer_answer(x, out.output, &out.usage, LOOM_OK, NULL, false, 0, false, ms);
         return;
     }
@@ -645,6 +687,8 @@ void upstream_send_done(upstream_send_t *x, upstream_result *res)
         json_decref(out);
         out = NULL;
     }
+    if (out)
+        xfer_stream_whole(x, out); /* a transport's answer is always whole */
     /* latency 0: an instance's own work time says nothing of a server's
      * queue (upstream.h) */
     xfer_answer(x, out, &res->usage, code, msg, res->has_retry_after,
@@ -662,6 +706,7 @@ static upstream_t *upstream_alloc(reactor_t *r, const char *name, const loom_pro
     if (!u || !(u->name = strdup(name)))
         goto nomem;
     u->r = r;
+    u->abi_minor = LOOM_ABI_MINOR; /* until told otherwise: a plugin built with this host */
     list_init(&u->xfers);
     list_init(&u->calls);
     u->def = def;
@@ -731,6 +776,16 @@ upstream_t *upstream_new_transport(reactor_t *r, const char *name, const loom_pr
     return u;
 }
 
+void upstream_set_plugin_abi(upstream_t *u, uint32_t minor)
+{
+    u->abi_minor = minor;
+}
+
+uint32_t upstream_send_abi_minor(const upstream_send_t *s)
+{
+    return s->u->abi_minor;
+}
+
 void upstream_set_log(upstream_t *u, upstream_log_fn log, void *ud)
 {
     u->log = log;
@@ -779,21 +834,29 @@ upstream_call_t *upstream_call(upstream_t *u, const loom_request *req,
     upstream_call_t *c = calloc(1, sizeof *c);
     if (!c || (info->step_key && !(c->step_key = strdup(info->step_key))) ||
         (info->job && !(c->job = strdup(info->job))) ||
-        (info->step && !(c->step = strdup(info->step)))) {
+        (info->step && !(c->step = strdup(info->step))) ||
+        (info->tenant && !(c->tenant = strdup(info->tenant)))) {
         if (c) {
             free(c->step_key);
             free(c->job);
+            free(c->step);
         }
         free(c);
         errno = ENOMEM;
         return NULL;
     }
     c->deadline_ms = info->deadline_ms;
+    if (info->traceparent)
+        snprintf(c->traceparent, sizeof c->traceparent, "%s", info->traceparent);
+    c->tenant_weight = info->tenant_weight;
+    c->token = info->token;
+    c->token_ud = info->token_ud;
     c->u = u;
     c->done = done;
     c->ud = ud;
     c->kind = req->kind;
-    c->usage.input_tokens = c->usage.output_tokens = -1;
+    c->usage = (loom_usage){ -1, -1, -1, -1 };
+    c->created_us = mono_us();
     list_add_head(&u->calls, &c->link);
     u->st.calls++;
     if (u->disabled) {
@@ -823,9 +886,26 @@ upstream_call_t *upstream_call(upstream_t *u, const loom_request *req,
     x->messages = json_incref(req->messages);
     x->params = json_incref(req->params);
     x->json_mode = req->json_mode;
+    x->prompt_cache = req->prompt_cache;
     x->inputs = json_incref(req->inputs);
     xfer_submit_later(x);
     return c;
+}
+
+void upstream_cancel_timeout(upstream_call_t *c)
+{
+    upstream_t *u = c->u;
+    if (!c->finished) {
+        u->st.timeouts++;
+        /* a provider whose calls all time out is slow, not instant: the
+         * time it was given counts in its latency (as a lower bound) */
+        if (c->sent_us) {
+            uint64_t us = mono_us() - c->sent_us;
+            u->st.latency_ewma_us = u->st.latency_ewma_us ? (u->st.latency_ewma_us * 7 + us) / 8
+                                                          : us;
+        }
+    }
+    upstream_cancel(c);
 }
 
 void upstream_cancel(upstream_call_t *c)

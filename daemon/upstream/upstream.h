@@ -65,6 +65,14 @@ typedef struct upstream_result {
     const char *message;          /* for people; never holds a secret */
     bool has_retry_after;
     uint64_t retry_after_ms;
+    /* Times of the call, for metrics (not set by transports): WAIT_US from
+     * upstream_call to its first send (the limiter's queue and a batch's
+     * window; to the end when it was never sent), SEND_US from its last send
+     * to the answer (0 when never sent). */
+    uint64_t wait_us, send_us;
+    /* A streamed answer: from its last send to its first text (0: not
+     * streamed, or no text). */
+    uint64_t ttft_us;
 } upstream_result;
 
 typedef void (*upstream_done_fn)(upstream_call_t *call, upstream_result *res, void *ud);
@@ -75,6 +83,9 @@ typedef struct upstream_stats_t {
     uint64_t calls;               /* calls accepted */
     uint64_t succeeded, failed;   /* calls */
     uint64_t rate_limited;        /* 429 answers */
+    /* calls that timed out: ended with LOOM_E_TIMEOUT (also in failed), or
+     * withdrawn because their step's timeout fired (upstream_cancel_timeout) */
+    uint64_t timeouts;
     uint64_t batches, batched_inputs;
     int64_t input_tokens, output_tokens; /* from usage */
     uint64_t latency_ewma_us;     /* send to answer, smoothed */
@@ -170,6 +181,14 @@ upstream_t *upstream_new_invoke(reactor_t *r, const char *name, const loom_provi
                                 void *state, const rl_limits *limits,
                                 const upstream_options *opt);
 
+/* The ABI minor the provider's plugin was built with (default: this
+ * host's): a transport reads the prompt-cache counts of an invoke
+ * provider's loom_usage only from a plugin of 2.2 or newer, whose struct
+ * has them. Before the first call. */
+void upstream_set_plugin_abi(upstream_t *u, uint32_t minor);
+/* That minor, for the transport sending S. */
+uint32_t upstream_send_abi_minor(const upstream_send_t *s);
+
 /* Where the plugin's loom_log lines go (from encode and decode, or from a
  * transport's provider): LOG(UD, level, fmt, ap), on the reactor thread.
  * Without one they are dropped. */
@@ -178,6 +197,11 @@ void upstream_set_log(upstream_t *u, upstream_log_fn log, void *ud);
 
 /* Drops every call without calling back and frees U. NULL is a no-op. */
 void upstream_free(upstream_t *u);
+
+/* A streamed answer's next LEN bytes of text (borrowed for the call), on
+ * the reactor thread while the answer arrives. It runs inside the HTTP
+ * client's callbacks: it must not cancel the call nor free the upstream. */
+typedef void (*upstream_token_fn)(void *ud, const char *text, size_t len);
 
 /* Who a call is for. Every field may be NULL (or 0); strings are copied. */
 typedef struct upstream_call_info {
@@ -190,6 +214,21 @@ typedef struct upstream_call_info {
     const char *step_key;
     const char *job, *step;        /* transports: upstream_send_info */
     uint64_t deadline_ms;          /* CLOCK_MONOTONIC ms; 0: none */
+    /* HTTP: sent as the W3C `traceparent` header (the caller's span of
+     * this call); a batch of embeddings sends its first call's. NULL: none. */
+    const char *traceparent;
+    /* A chat call on an HTTP provider that can stream (loom_provider.stream)
+     * is asked for as a stream of server-sent events when TOKEN is set, and
+     * TOKEN(TOKEN_UD, ...) gets its text as it arrives; the call still ends
+     * with DONE and the whole output, the same as unstreamed. An answer
+     * the server sent whole is handed to TOKEN as one piece. */
+    upstream_token_fn token;
+    void *token_ud;
+    /* Whose share of the limiter's queue the call waits in (rl_acquire_for):
+     * NULL is "default"; a weight of 0 is 1. A batch of embeddings waits
+     * in the share of its first call's tenant. */
+    const char *tenant;
+    int64_t tenant_weight;
 } upstream_call_info;
 
 /* Starts REQ (borrowed: what is needed is copied or referenced) for INFO
@@ -204,6 +243,10 @@ upstream_call_t *upstream_call(upstream_t *u, const loom_request *req,
  * CALL was alone in it, and the limiter keeps the estimate as the charge
  * (the server counted it too). */
 void upstream_cancel(upstream_call_t *call);
+
+/* upstream_cancel for a call given up on because its time ran out (its
+ * step's timeout): counted in the provider's timeouts. */
+void upstream_cancel_timeout(upstream_call_t *call);
 
 void upstream_stats(const upstream_t *u, upstream_stats_t *out);
 const char *upstream_name(const upstream_t *u);

@@ -14,6 +14,18 @@
 #include "common/containers.h"
 #include "daemon/upstream/upstream.h"
 
+/* The host side of loom_ctx for a provider's encode, decode and stream. */
+typedef struct uctx {
+    loom_ctx base;             /* plugins see only this */
+    const upstream_t *u;       /* for its log */
+    bool failed, has_ra;
+    loom_errcode code;
+    uint64_t ra_ms;
+    char msg[256];
+} uctx;
+
+struct xstream;
+
 typedef struct upstream_send xfer;
 
 typedef struct part {
@@ -36,6 +48,7 @@ struct upstream_send {
     char *model;               /* owned, or NULL */
     json_t *messages, *params; /* CHAT: references */
     int json_mode;
+    int prompt_cache;          /* CHAT: loom_request.prompt_cache */
     json_t *inputs;            /* EMBED: reference (solo) or built at flush (batch) */
     part *parts;
     size_t nparts, pcap;
@@ -52,14 +65,21 @@ struct upstream_send {
     void *tx;                  /* the transport's (upstream_send_set_data) */
     uint64_t sent_us;          /* when it was sent, CLOCK_MONOTONIC */
     int waits;                 /* 429s sat out */
+    bool want_stream;          /* encoded asking for a stream (upstream_stream.c) */
+    struct xstream *stream;    /* owned: the stream being read, or NULL */
 };
 
 struct upstream_call {
     upstream_t *u;
     list_link link;            /* in u->calls */
     char *step_key;            /* owned, or NULL: sent in Loom-Step-Key */
+    char traceparent[56];      /* sent as `traceparent` (W3C), or "" */
     char *job, *step;          /* owned, or NULL: upstream_send_info */
+    char *tenant;              /* owned, or NULL ("default"): its limiter queue share */
+    int64_t tenant_weight;
     uint64_t deadline_ms;      /* 0: none */
+    upstream_token_fn token;   /* the streamed text's reader, or NULL */
+    void *token_ud;
     upstream_done_fn done;
     void *ud;
     bool finished;             /* the callback ran or the caller cancelled */
@@ -68,6 +88,10 @@ struct upstream_call {
     json_t *vectors;           /* EMBED over several parts: filled as they come */
     size_t pending;            /* parts not yet answered */
     loom_usage usage;
+    /* CLOCK_MONOTONIC us: accepted, first and last granted a send (0: never);
+     * what upstream_result's wait_us and send_us are made of */
+    uint64_t created_us, first_sent_us, sent_us;
+    uint64_t first_token_us;   /* a stream's first text, same clock (0: none) */
     plink *links;
     size_t nlinks, lcap;
     reactor_post_t post;       /* an early failure, on a later pass */
@@ -85,6 +109,7 @@ struct upstream {
     void *state;
     upstream_log_fn log;       /* the plugin's loom_log lines, or NULL */
     void *log_ud;
+    uint32_t abi_minor;        /* the plugin's: which loom_usage members it has */
     rl_t *rl;
     upstream_options opt;
     list_link xfers;           /* every live xfer */
@@ -107,11 +132,36 @@ void xfer_submit(xfer *x);
 void xfer_submit_later(xfer *x);
 /* Ends C on a later pass with CODE (LOOM_OK: an empty list of vectors). */
 void call_end_later(upstream_call_t *c, loom_errcode code, const char *msg);
+/* X's request, into REQ (see upstream.c). 0 or -ENOMEM. */
+int xfer_request(xfer *x, loom_request *req, bool rebuild);
+/* A context for one plugin call of U's provider. */
+void uctx_init(uctx *c, const upstream_t *u);
+/* What X's answer does (see upstream.c); X is gone when this returns. */
+void xfer_answer(xfer *x, json_t *output, const loom_usage *usage, loom_errcode code,
+                 const char *msg, bool has_ra, uint64_t ra_ms, bool overloaded,
+                 uint64_t latency_ms);
+
+/* upstream_stream.c: streamed answers */
+/* Whether X is to be asked for as a stream: a chat call alone in its
+ * request, on an HTTP provider with a stream hook, whose caller reads
+ * tokens. */
+bool xfer_wants_stream(const xfer *x);
+/* Sets up X's stream and points O's on_data at it. 0 or -ENOMEM. */
+int xfer_stream_begin(xfer *x, http_call_opts *o);
+/* X's streamed answer ended with RESP (LATENCY_MS): delivered or failed. */
+void xfer_stream_end(xfer *x, const http_response *resp, uint64_t latency_ms);
+/* X's call reads tokens and got OUTPUT whole: its text is one token. */
+void xfer_stream_whole(xfer *x, json_t *output);
+/* Frees X's stream, if any. */
+void xfer_stream_free(xfer *x);
 
 /* upstream_key.c */
 /* Adds the Loom-Step-Key header of X's live parts to ENC (whose headers
  * array is malloc'd, as encode leaves it). 0 or -ENOMEM. */
 int xfer_add_step_keys(const xfer *x, loom_http_request *enc);
+/* Adds a `traceparent` header to ENC: the first live part's, if it has
+ * one. 0 or -ENOMEM. */
+int xfer_add_traceparent(const xfer *x, loom_http_request *enc);
 
 /* upstream_batch.c */
 /* Puts CALL's inputs into open batches, flushing full ones. 0 or -ENOMEM. */

@@ -1,4 +1,5 @@
-/* upstream_key.c -- the Loom-Step-Key header: which steps a request is for.
+/* upstream_key.c -- the Loom-Step-Key header: which steps a request is for
+ * (and the traceparent header: which trace, at the end).
  *
  * Every request carries the step keys of the calls it serves, so that an
  * operator reading a provider's logs (or a test counting what a fake server
@@ -92,6 +93,32 @@ int xfer_add_step_keys(const xfer *x, loom_http_request *enc)
     }
     char *name = strdup(STEP_KEY_HEADER);
     loom_header *h = name ? realloc(enc->headers, (enc->nheaders + 1) * sizeof *h) : NULL;
+    if (!h) {
+        free(name);
+        free(value);
+        return -ENOMEM;
+    }
+    enc->headers = h;
+    h[enc->nheaders++] = (loom_header){ .name = name, .value = value };
+    return 0;
+}
+
+/* The trace context goes with the request so that a provider (or a proxy
+ * in front of it) that traces can hang its spans under the call's. A batch
+ * serves several calls but is one request: the header names one parent,
+ * the first live part's, as a request can have only one. */
+int xfer_add_traceparent(const xfer *x, loom_http_request *enc)
+{
+    const char *tp = NULL;
+    for (size_t i = 0; i < x->nparts && !tp; i++) {
+        const upstream_call_t *c = x->parts[i].call;
+        if (c && !c->finished && c->traceparent[0])
+            tp = c->traceparent;
+    }
+    if (!tp)
+        return 0;
+    char *name = strdup("traceparent"), *value = strdup(tp);
+    loom_header *h = name && value ? realloc(enc->headers, (enc->nheaders + 1) * sizeof *h) : NULL;
     if (!h) {
         free(name);
         free(value);

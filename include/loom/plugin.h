@@ -70,6 +70,11 @@
  *        and loom_plugin.options (the plugin's configuration map);
  *        host API call_vlog (loom_call_log: an invoke provider logs from a
  *        timer callback, where it has a call but no ctx).
+ *   2.2  loom_request.stream and loom_provider.stream: streamed answers
+ *        (server-sent events, framed by the host, decoded one event at a
+ *        time by the plugin). loom_usage.cache_read_tokens and
+ *        .cache_write_tokens (prompt-cache counts; read from complete only
+ *        for plugins of 2.2 or newer), loom_request.prompt_cache.
  */
 #ifndef LOOM_PLUGIN_H
 #define LOOM_PLUGIN_H
@@ -84,7 +89,7 @@ extern "C" {
 #endif
 
 #define LOOM_ABI_MAJOR 2
-#define LOOM_ABI_MINOR 1
+#define LOOM_ABI_MINOR 2
 
 /* The symbol the loader looks up in every shared object. */
 #define LOOM_PLUGIN_ENTRY loom_plugin_entry
@@ -115,10 +120,23 @@ typedef struct loom_ctx loom_ctx;
  * provider's cancel hook, whichever comes first. */
 typedef struct loom_call loom_call;
 
+/* Token counts of one answer. INPUT_TOKENS counts every input token,
+ * cached ones included (OpenAI's prompt_tokens; Anthropic's input_tokens
+ * plus its two cache counts), so limits see the whole prompt; the cache
+ * counts say how many of them were read from or written to the provider's
+ * prompt cache, which prices them differently. */
 typedef struct loom_usage {
     int64_t input_tokens;        /* -1 when the answer did not say */
     int64_t output_tokens;
+    /* ---- 2.2 */
+    /* The host sets both to -1 before a decode and reads them from an
+     * invoke provider's complete only when the plugin is 2.2 or newer. */
+    int64_t cache_read_tokens;   /* input tokens read from the prompt cache; -1 unknown */
+    int64_t cache_write_tokens;  /* input tokens written to it; -1 unknown */
 } loom_usage;
+
+/* A loom_usage that knows nothing (2.2): every count -1. */
+#define LOOM_USAGE_UNKNOWN ((loom_usage){ -1, -1, -1, -1 })
 
 /* What the host offers plugins. A table, not exported symbols, so a plugin
  * links against nothing but jansson and the host can be statically linked.
@@ -304,6 +322,16 @@ typedef struct loom_request {
     json_t *params;              /* CHAT: { temperature, max_tokens, top_p, stop, seed } */
     int json_mode;               /* CHAT: ask for a JSON answer */
     json_t *inputs;              /* EMBED: array of strings (a batch) */
+    /* ---- 2.2 */
+    /* CHAT: ask for the answer as a stream of server-sent events. Set only
+     * for a provider with a stream hook, and only while someone watches the
+     * job's tokens; decode still gets any answer that is not a stream (an
+     * error status, a server that answered whole). */
+    int stream;
+    /* CHAT: the workflow or provider asked for prompt caching
+     * (`prompt_cache: true`): a provider that caches on request marks the
+     * stable head of the prompt (system prompt, tools) as cacheable. */
+    int prompt_cache;
 } loom_request;
 
 typedef struct loom_header {
@@ -338,6 +366,24 @@ typedef struct loom_result {
     loom_usage usage;
 } loom_result;
 
+/* One server-sent event of a streamed answer, framed by the host (the
+ * `event:` and `data:` lines, comments dropped). Borrowed for the call. */
+typedef struct loom_sse_event {
+    const char *event;           /* its `event:` name, "" when it gave none */
+    const char *data;            /* its `data:` lines joined by \n, NUL-terminated */
+    size_t data_len;
+} loom_sse_event;
+
+/* What a provider's stream hook makes of one event. The host sets TEXT to
+ * NULL, DONE to 0 and every count of USAGE to -1 before each call. */
+typedef struct loom_stream_delta {
+    json_t *text;                /* the answer's next text (a string; a new
+                                    reference the host steals), or NULL */
+    loom_usage usage;            /* counts this event gives; a count >= 0
+                                    replaces the one an earlier event gave */
+    int done;                    /* the event that ends the answer */
+} loom_stream_delta;
+
 typedef struct loom_provider {
     const char *name;            /* the `plugin:` value in the config: "openai" */
     const loom_option *options;  /* its config map (NULL-name terminated) */
@@ -367,6 +413,19 @@ typedef struct loom_provider {
     void (*cancel)(void *state, loom_call *call);
     /* ---- 2.1 */
     const char *doc;             /* longer text for the provider reference, or NULL */
+    /* ---- 2.2 */
+    /* Optional, with encode/decode: the provider can stream. encode then
+     * honours req->stream, and the host, which reads the HTTP body and
+     * frames its events, hands each event EV of a 2xx text/event-stream
+     * answer here, in order. The texts of every delta, joined, are the
+     * answer (the output decode would give for the same answer, after the
+     * same checks), the last count of each kind its usage, and the event
+     * with DONE set its end: an answer cut off before it is an `upstream`
+     * failure. 0, or -1 after loom_error: an error event, or a refusal,
+     * classed as decode would class it; the rest of the stream is
+     * dropped. Pure, like decode. */
+    int (*stream)(loom_ctx *ctx, void *state, const loom_request *req, const loom_sse_event *ev,
+                  loom_stream_delta *out);
 } loom_provider;
 
 /* ---- the plugin ---- */

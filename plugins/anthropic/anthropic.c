@@ -43,6 +43,8 @@ static const loom_option anthropic_options[] = {
     { "version", LOOM_OPT_STRING, "2023-06-01", 0, "the anthropic-version header" },
     { "max_tokens", LOOM_OPT_INT, "1024", 0,
       "answer length limit when a call sets none (the API requires one)" },
+    { "prompt_cache", LOOM_OPT_BOOL, "false", 0,
+      "mark the system prompt cacheable on every call (as `prompt_cache: true` in a workflow)" },
     { 0 }
 };
 
@@ -59,6 +61,7 @@ typedef struct anthropic_state {
     loom_hc_conf conf;           /* owned; the key is never NULL */
     char *version;               /* owned: the anthropic-version header */
     json_t *defaults;            /* owned: {"max_tokens": the option}, for calls without */
+    int prompt_cache;            /* the option: cache every call's system prompt */
 } anthropic_state;
 
 static void anthropic_fini(void *state)
@@ -88,6 +91,7 @@ static int anthropic_init(loom_ctx *ctx, void *plugin_state, json_t *config, voi
         goto fail;
     if (!(st->defaults = json_pack("{s:I}", "max_tokens", max_tokens)))
         goto nomem;
+    st->prompt_cache = loom_hc_option_bool(anthropic_options, config, "prompt_cache");
     *state = st;
     return 0;
 nomem:
@@ -100,9 +104,12 @@ fail:
 /* ---- encode */
 
 /* Splits MESSAGES into BODY's "system" (system texts joined by blank lines)
- * and "messages" (the user and assistant turns, content as given). 0, -1
- * after loom_error. */
-static int put_messages(loom_ctx *ctx, json_t *messages, json_t *body)
+ * and "messages" (the user and assistant turns, content as given). With
+ * CACHE, the system prompt is one text block marked cacheable
+ * (cache_control: ephemeral): the stable head of every call of a step, so
+ * later calls read it from the cache at a fraction of the input price.
+ * 0, -1 after loom_error. */
+static int put_messages(loom_ctx *ctx, json_t *messages, json_t *body, int cache)
 {
     json_t *turns = json_array(), *m;
     loom_hc_text system = { 0 };
@@ -143,7 +150,11 @@ static int put_messages(loom_ctx *ctx, json_t *messages, json_t *body)
         loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": no user or assistant message");
         goto fail;
     }
-    if (system.s && json_object_set_new(body, "system", json_string(system.s)) < 0)
+    if (system.s &&
+        json_object_set_new(body, "system",
+                            cache ? json_pack("[{s:s, s:s, s:{s:s}}]", "type", "text", "text",
+                                              system.s, "cache_control", "type", "ephemeral")
+                                  : json_string(system.s)) < 0)
         goto nomem;
     free(system.s);
     system.s = NULL;
@@ -172,9 +183,13 @@ static int anthropic_encode(loom_ctx *ctx, void *state, const loom_request *req,
     }
     if (!(body = loom_hc_body_new(ctx, PROV, &st->conf, req)))
         return -1;
-    if (put_messages(ctx, req->messages, body) < 0 ||
+    if (put_messages(ctx, req->messages, body, st->prompt_cache || req->prompt_cache) < 0 ||
         loom_hc_put_params(ctx, PROV, anthropic_params, req->params, st->defaults, body) < 0)
         goto fail;
+    if (req->stream && json_object_set_new(body, "stream", json_true()) < 0) {
+        loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+        goto fail;
+    }
     if (loom_hc_set_post(out, st->conf.base, "/messages", body) < 0 ||
         loom_hc_add_header(out, "x-api-key", st->conf.key) < 0 ||
         loom_hc_add_header(out, "anthropic-version", st->version) < 0) {
@@ -273,6 +288,7 @@ static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
         goto fail;
     }
     loom_hc_usage(body, "input_tokens", "output_tokens", &out->usage);
+    loom_hc_usage_cache_anthropic(json_object_get(body, "usage"), &out->usage);
     free(text);
     json_decref(body);
     return 0;
@@ -280,6 +296,77 @@ fail:
     free(text);
     json_decref(body);
     return -1;
+}
+
+/* ---- streaming
+ *
+ * The events, by the "type" of their data (which repeats the event name):
+ *   message_start        message.usage: the input tokens (and a first
+ *                        output count, replaced by message_delta's)
+ *   content_block_delta  delta.type text_delta: the next text; other
+ *                        deltas (thinking, tool input) are not the answer,
+ *                        as decode reads text blocks only
+ *   message_delta        usage.output_tokens (the total so far) and
+ *                        delta.stop_reason ("refusal" fails as in decode)
+ *   message_stop         the end
+ *   error                error.type and message, classed as in decode
+ *   ping, content_block_start/stop, unknown types: nothing */
+static int anthropic_stream(loom_ctx *ctx, void *state, const loom_request *req,
+                            const loom_sse_event *ev, loom_stream_delta *out)
+{
+    anthropic_state *st = state;
+    json_t *data = loom_hc_stream_json(ctx, PROV, ev), *delta;
+    const char *type, *stop;
+    loom_usage use;
+    int rc = 0;
+
+    (void)req;
+    if (!data)
+        return -1;
+    type = json_string_value(json_object_get(data, "type"));
+    if (!type)
+        type = ev->event;
+    if (strcmp(type, "message_start") == 0) {
+        json_t *msg = json_object_get(data, "message");
+
+        loom_hc_usage(msg, "input_tokens", "output_tokens", &out->usage);
+        loom_hc_usage_cache_anthropic(json_object_get(msg, "usage"), &out->usage);
+    } else if (strcmp(type, "content_block_delta") == 0) {
+        const char *dtype;
+
+        delta = json_object_get(data, "delta");
+        dtype = json_string_value(json_object_get(delta, "type"));
+        if (dtype && strcmp(dtype, "text_delta") == 0 &&
+            json_is_string(json_object_get(delta, "text")))
+            out->text = json_incref(json_object_get(delta, "text"));
+    } else if (strcmp(type, "message_delta") == 0) {
+        stop = json_string_value(json_object_get(json_object_get(data, "delta"), "stop_reason"));
+        if (stop && strcmp(stop, "refusal") == 0) {
+            loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": the model refused to answer");
+            rc = -1;
+        }
+        /* only the output count: this event's input count, when a server
+         * sends one, is not always the whole prompt's */
+        loom_hc_usage(data, "input_tokens", "output_tokens", &use);
+        out->usage.output_tokens = use.output_tokens;
+    } else if (strcmp(type, "message_stop") == 0) {
+        out->done = 1;
+    } else if (strcmp(type, "error") == 0) {
+        json_t *err = json_object_get(data, "error");
+        const char *etype = json_string_value(json_object_get(err, "type"));
+        loom_hc_error e = {
+            .status = 200,
+            .code = classify(0, etype, NULL),
+            .label = etype,
+            .message = json_string_value(json_object_get(err, "message")),
+            .parsed = 1,
+        };
+
+        /* an unknown type after a 200: the server's fault (upstream) */
+        rc = loom_hc_stream_fail(ctx, PROV, &e, st->conf.key);
+    }
+    json_decref(data);
+    return rc;
 }
 
 /* ---- the descriptor */
@@ -293,6 +380,7 @@ static const loom_provider anthropic_providers[] = { {
     .decode = anthropic_decode,
     .max_batch = 0,
     .summary = "Anthropic Messages API (chat only) over HTTP",
+    .stream = anthropic_stream,
 } };
 
 static const loom_plugin anthropic_plugin = {

@@ -148,6 +148,13 @@ static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
             json_object_set_new(body, "response_format", json_pack("{s:s}", "type",
                                                                    "json_object")) < 0)
             goto nomem;
+        /* include_usage: the last chunk carries the usage a whole answer
+         * has, so a streamed call counts the same tokens */
+        if (req->stream &&
+            (json_object_set_new(body, "stream", json_true()) < 0 ||
+             json_object_set_new(body, "stream_options",
+                                 json_pack("{s:b}", "include_usage", 1)) < 0))
+            goto nomem;
         path = "/chat/completions";
     }
     if (loom_hc_set_post(out, st->conf.base, path, body) < 0 ||
@@ -174,7 +181,8 @@ static const char *const openai_quota_codes[] = {
 
 /* A failed call reported with STATUS: classify, quote the server, pass on
  * its wait. Always -1. BODY (borrowed, may be NULL) is the parsed answer.
- * Servers differ in where they put the error: OpenAI
+ * RESP is NULL for an error inside a stream. Servers differ in where they
+ * put the error: OpenAI
  * {"error":{type,code,message}}, vLLM {"object":"error",type,code,message},
  * Ollama {"error":"text"}. */
 static int fail_status(loom_ctx *ctx, openai_state *st, const loom_http_response *resp,
@@ -192,10 +200,13 @@ static int fail_status(loom_ctx *ctx, openai_state *st, const loom_http_response
         .parsed = body != NULL,
     };
 
-    if (status == 429 && (loom_hc_is_one_of(type, openai_quota_codes) ||
+    /* the money ran out: said with a 429, or inside a stream */
+    if ((status == 429 || !resp) && (loom_hc_is_one_of(type, openai_quota_codes) ||
                           loom_hc_is_one_of(code, openai_quota_codes)))
         e.code = LOOM_E_QUOTA;
-    return loom_hc_fail(ctx, PROV, resp, &e, st->conf.key);
+    /* RESP NULL: an error inside a stream, with no headers of its own */
+    return resp ? loom_hc_fail(ctx, PROV, resp, &e, st->conf.key)
+                : loom_hc_stream_fail(ctx, PROV, &e, st->conf.key);
 }
 
 static int decode_chat(loom_ctx *ctx, openai_state *st, json_t *body, loom_result *out)
@@ -303,10 +314,67 @@ static int openai_decode(loom_ctx *ctx, void *state, const loom_request *req,
     } else {
         rc = req->kind == LOOM_CALL_EMBED ? decode_embed(ctx, req, body, out)
                                           : decode_chat(ctx, st, body, out);
-        if (rc == 0)
+        if (rc == 0) {
             loom_hc_usage(body, "prompt_tokens", "completion_tokens", &out->usage);
+            loom_hc_usage_cache_openai(json_object_get(body, "usage"), &out->usage);
+        }
     }
     json_decref(body);
+    return rc;
+}
+
+/* ---- streaming
+ *
+ * Each event's data is a chat.completion.chunk: choices[0].delta.content is
+ * the next text, choices[0].finish_reason comes with the last choice chunk,
+ * and with stream_options.include_usage one more chunk with no choices
+ * carries the usage; "[DONE]" ends the stream. An error mid-stream comes as
+ * {"error": {...}} in place of a chunk. The checks of decode_chat apply to
+ * each chunk: a refusal or the content filter fails the call. */
+static int openai_stream(loom_ctx *ctx, void *state, const loom_request *req,
+                         const loom_sse_event *ev, loom_stream_delta *out)
+{
+    openai_state *st = state;
+    json_t *chunk, *choice, *delta, *content;
+    const char *finish, *refusal;
+    char quoted[LOOM_HC_MSG_MAX + 1];
+    int rc = -1;
+
+    (void)req;
+    if (ev->data_len == 6 && memcmp(ev->data, "[DONE]", 6) == 0) {
+        out->done = 1;
+        return 0;
+    }
+    if (!(chunk = loom_hc_stream_json(ctx, PROV, ev)))
+        return -1;
+    if (json_object_get(chunk, "error") && !json_object_get(chunk, "choices")) {
+        /* classed as the bad gateway an error after a 200 is */
+        fail_status(ctx, st, NULL, 502, chunk);
+        goto done;
+    }
+    choice = json_array_get(json_object_get(chunk, "choices"), 0);
+    delta = json_object_get(choice, "delta");
+    finish = json_string_value(json_object_get(choice, "finish_reason"));
+    refusal = json_string_value(json_object_get(delta, "refusal"));
+    content = json_object_get(delta, "content");
+    if (refusal) {
+        loom_hc_server_message(quoted, sizeof quoted, refusal, st->conf.key);
+        loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": the model refused: %s", quoted);
+        goto done;
+    }
+    if (finish && strcmp(finish, "content_filter") == 0) {
+        loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": answer withheld by the content filter");
+        goto done;
+    }
+    if (json_is_string(content) && json_string_length(content) > 0)
+        out->text = json_incref(content);
+    if (json_is_object(json_object_get(chunk, "usage"))) {
+        loom_hc_usage(chunk, "prompt_tokens", "completion_tokens", &out->usage);
+        loom_hc_usage_cache_openai(json_object_get(chunk, "usage"), &out->usage);
+    }
+    rc = 0;
+done:
+    json_decref(chunk);
     return rc;
 }
 
@@ -321,6 +389,7 @@ static const loom_provider openai_providers[] = { {
     .decode = openai_decode,
     .max_batch = OPENAI_MAX_BATCH,
     .summary = "OpenAI-compatible chat completions and embeddings over HTTP",
+    .stream = openai_stream,
 } };
 
 static const loom_plugin openai_plugin = {

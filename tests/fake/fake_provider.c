@@ -55,10 +55,13 @@ enum {
     DRAIN_SECONDS = 5,               /* how long a closing socket may linger */
 };
 
-typedef enum { F_NONE, F_500, F_503, F_529, F_SLOW, F_STALL, F_DROP, F_MALFORMED, F_HUGE, F_QUOTA } fault_mode;
+typedef enum {
+    F_NONE, F_500, F_503, F_529, F_SLOW, F_STALL, F_DROP, F_MALFORMED, F_HUGE, F_QUOTA, F_STREAM_ERROR, F_STREAM_CUT
+} fault_mode;
 
 static const char *const fault_names[] = {
     "none", "500", "503", "529", "slow_first_byte", "stall_body", "drop", "malformed_json", "huge_body", "quota",
+    "stream_error", "stream_cut",
 };
 
 typedef enum { API_OPENAI, API_ANTHROPIC } api_kind;
@@ -79,7 +82,8 @@ typedef struct {
     double drain_until;
 } conn;
 
-typedef enum { ACT_SEND, ACT_STALL, ACT_DROP } action;
+/* ACT_PART: one piece of a streamed answer; the request goes on */
+typedef enum { ACT_SEND, ACT_STALL, ACT_DROP, ACT_PART } action;
 
 typedef struct {
     double due;
@@ -96,6 +100,7 @@ typedef struct {
     char *echo;         /* chat answer, or NULL */
     const char *fault;  /* static: the fault this answer carries, or NULL */
     int64_t received_us;
+    bool close_conn;    /* the answer's end is the connection's (a stream) */
 } pend;
 
 /* GCRA: tat is the theoretical arrival time; T the emission interval per unit. */
@@ -119,7 +124,13 @@ typedef struct {
     unsigned long ids;
     long requests, chat, embeddings, embedding_inputs, messages, r429, in_flight, max_in_flight;
     long connections;           /* accepted since start or the last reset */
+    long streams;               /* answers sent as event streams */
+    double stream_chunk;        /* --stream-chunk: bytes per write of a stream */
+    double stream_gap;          /* --stream-gap: seconds between them */
     long tokens;                /* charged to admitted requests (prompt + answer) */
+    double cache_read;          /* --cache-read: prompt tokens each answer says were cached */
+    double cache_write;         /* --cache-write: ... written to the cache (messages API) */
+    long cache_marked;          /* messages requests whose system prompt asks to be cached */
     int log_fd;                 /* --log, or -1 */
 } server;
 
@@ -568,17 +579,21 @@ static bool handle_stats(server *s, conn *c, bool reset)
          * against a shared server sees the same first request. */
         s->requests = s->chat = s->embeddings = s->embedding_inputs = s->messages = s->r429 = 0;
         s->connections = 0;
+        s->streams = 0;
         s->tokens = 0;
+        s->cache_marked = 0;
         s->max_in_flight = s->in_flight;
         s->rq.tat = s->tk.tat = 0;
         s->fault_seq = 0;
     }
-    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "requests", (json_int_t)s->requests,
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "requests", (json_int_t)s->requests,
                           "chat", (json_int_t)s->chat, "embeddings", (json_int_t)s->embeddings, "embedding_inputs",
                           (json_int_t)s->embedding_inputs, "messages", (json_int_t)s->messages, "r429",
                           (json_int_t)s->r429, "max_in_flight", (json_int_t)s->max_in_flight, "in_flight",
                           (json_int_t)s->in_flight, "connections", (json_int_t)s->connections, "tokens", (json_int_t)s->tokens,
-                          "fault", fault_names[s->fault]);
+                          "fault", fault_names[s->fault], "streams", (json_int_t)s->streams);
+    if (j)
+        json_object_set_new(j, "cache_marked", json_integer(s->cache_marked));
     char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!b)
@@ -586,6 +601,36 @@ static bool handle_stats(server *s, conn *c, bool reset)
     bool ok = reply_now(c, 200, NULL, b, false);
     free(b);
     return ok;
+}
+
+/* The prompt-cache counts of --cache-read and --cache-write in a chat
+ * answer RESP, each API's way, IN_TOK being the whole prompt: OpenAI's
+ * prompt_tokens include the cached ones (prompt_tokens_details), Anthropic's
+ * input_tokens do not (cache_read_input_tokens and
+ * cache_creation_input_tokens beside them). A messages request whose system
+ * prompt's last block carries cache_control is counted. */
+static void cache_usage(server *s, endpoint ep, json_t *req, json_t *resp, long in_tok)
+{
+    json_t *u = json_object_get(resp, "usage");
+    long rd = (long)s->cache_read, wr = ep == EP_MSG ? (long)s->cache_write : 0;
+    if (rd > in_tok)
+        rd = in_tok;
+    if (wr > in_tok - rd)
+        wr = in_tok - rd;
+    if (ep == EP_MSG) {
+        json_t *sys = json_object_get(req, "system");
+        if (json_is_array(sys) &&
+            json_object_get(json_array_get(sys, json_array_size(sys) - 1), "cache_control"))
+            s->cache_marked++;
+        if (rd || wr) {
+            json_object_set_new(u, "input_tokens", json_integer(in_tok - rd - wr));
+            json_object_set_new(u, "cache_read_input_tokens", json_integer(rd));
+            json_object_set_new(u, "cache_creation_input_tokens", json_integer(wr));
+        }
+    } else if (ep == EP_CHAT && rd) {
+        json_object_set_new(u, "prompt_tokens_details", json_pack("{s:I}", "cached_tokens",
+                                                                  (json_int_t)rd));
+    }
 }
 
 /* Builds the success body for an admitted request. */
@@ -754,6 +799,158 @@ out:
     return ok;
 }
 
+/* ---- streamed answers (server-sent events) */
+
+/* Appends one event: an `event:` line when NAME is set, then DATA's JSON
+ * (stolen) as its data line. */
+static bool sse_event(buf *b, const char *name, json_t *data)
+{
+    char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
+    json_decref(data);
+    if (!text)
+        return false;
+    bool ok = (!name || buf_printf(b, "event: %s\n", name)) && buf_printf(b, "data: %s\n\n", text);
+    free(text);
+    return ok;
+}
+
+/* The end of the UTF-8 piece of at most N bytes from P (of LEN): never
+ * inside a character. */
+static size_t utf8_piece(const char *p, size_t len, size_t n)
+{
+    if (n >= len)
+        return len;
+    while (n > 1 && ((unsigned char)p[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+/* The whole event stream of an answer, as the provider would send it: its
+ * text in pieces of 8 bytes, the usage in the last events. Faults: an
+ * error event after the first piece (stream_error), or nothing after it
+ * (stream_cut: the connection is then closed without the end event). */
+static bool sse_body(server *s, api_kind api, json_t *req, const buf *answer, long in_tok, long out_tok,
+                     fault_mode f, buf *b)
+{
+    const char *model = json_string_value(json_object_get(req, "model"));
+    bool usage = json_is_true(json_object_get(json_object_get(req, "stream_options"), "include_usage"));
+    char id[48];
+    snprintf(id, sizeof id, api == API_ANTHROPIC ? "msg_%lu" : "chatcmpl-%lu", next_id(s));
+    model = model ? model : "fake";
+    bool ok = api == API_ANTHROPIC
+                  ? sse_event(b, "message_start",
+                              json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:[], s:n, s:{s:I, s:I}}}", "type",
+                                        "message_start", "message", "id", id, "type", "message", "role", "assistant",
+                                        "model", model, "content", "stop_reason", "usage", "input_tokens",
+                                        (json_int_t)in_tok, "output_tokens", (json_int_t)1)) &&
+                        sse_event(b, "content_block_start",
+                                  json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_start", "index", 0,
+                                            "content_block", "type", "text", "text", "")) &&
+                        buf_printf(b, "event: ping\ndata: {\"type\": \"ping\"}\n\n")
+                  : sse_event(b, NULL,
+                              json_pack("{s:s, s:s, s:s, s:[{s:i, s:{s:s, s:s}, s:n}]}", "id", id, "object",
+                                        "chat.completion.chunk", "model", model, "choices", "index", 0, "delta", "role",
+                                        "assistant", "content", "", "finish_reason"));
+    const char *p = answer->p ? answer->p : "";
+    for (size_t off = 0, k; ok && off < answer->len; off += k) {
+        k = utf8_piece(p + off, answer->len - off, 8);
+        ok = api == API_ANTHROPIC
+                 ? sse_event(b, "content_block_delta",
+                             json_pack("{s:s, s:i, s:{s:s, s:s%}}", "type", "content_block_delta", "index", 0, "delta",
+                                       "type", "text_delta", "text", p + off, k))
+                 : sse_event(b, NULL,
+                             json_pack("{s:s, s:s, s:[{s:i, s:{s:s%}, s:n}]}", "id", id, "object",
+                                       "chat.completion.chunk", "choices", "index", 0, "delta", "content", p + off, k,
+                                       "finish_reason"));
+        if (ok && f == F_STREAM_CUT)
+            return true;
+        if (ok && f == F_STREAM_ERROR)
+            return api == API_ANTHROPIC
+                       ? sse_event(b, "error", json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "type",
+                                                         "overloaded_error", "message", "Overloaded (injected)"))
+                       : sse_event(b, NULL, json_pack("{s:{s:s, s:s, s:n, s:n}}", "error", "message",
+                                                      "injected error mid-stream", "type", "server_error", "param",
+                                                      "code"));
+    }
+    if (!ok)
+        return false;
+    if (api == API_ANTHROPIC)
+        return sse_event(b, "content_block_stop", json_pack("{s:s, s:i}", "type", "content_block_stop", "index", 0)) &&
+               sse_event(b, "message_delta",
+                         json_pack("{s:s, s:{s:s, s:n}, s:{s:I}}", "type", "message_delta", "delta", "stop_reason",
+                                   "end_turn", "stop_sequence", "usage", "output_tokens", (json_int_t)out_tok)) &&
+               sse_event(b, "message_stop", json_pack("{s:s}", "type", "message_stop"));
+    return sse_event(b, NULL,
+                     json_pack("{s:s, s:s, s:[{s:i, s:{}, s:s}]}", "id", id, "object", "chat.completion.chunk",
+                               "choices", "index", 0, "delta", "finish_reason", "stop")) &&
+           (!usage || sse_event(b, NULL,
+                                json_pack("{s:s, s:s, s:[], s:{s:I, s:I, s:I}}", "id", id, "object",
+                                          "chat.completion.chunk", "choices", "usage", "prompt_tokens",
+                                          (json_int_t)in_tok, "completion_tokens", (json_int_t)out_tok,
+                                          "total_tokens", (json_int_t)(in_tok + out_tok)))) &&
+           buf_printf(b, "data: [DONE]\n\n");
+}
+
+/* Queues a streamed answer: the head, then the body in --stream-chunk
+ * pieces --stream-gap apart (so events are split across reads anywhere),
+ * the last piece ending the answer and the connection (no Content-Length:
+ * the body ends where the connection does). */
+static bool queue_stream(server *s, conn *c, api_kind api, json_t *req, const buf *answer, long in_tok,
+                         long out_tok, bool faulty, const req_head *h, endpoint ep, double t)
+{
+    fault_mode f = faulty ? s->fault : F_NONE;
+    buf body = { 0 }, head = { 0 };
+    bool ok = false;
+    char rid[48];
+    snprintf(rid, sizeof rid, "%s: req_%lu\r\n", api == API_ANTHROPIC ? "request-id" : "x-request-id", next_id(s));
+    if (!sse_body(s, api, req, answer, in_tok, out_tok, f, &body) ||
+        !buf_printf(&head, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n%s",
+                    rid) ||
+        !add_ratelimit_headers(s, &head, api, t) || !buf_printf(&head, "Connection: close\r\n\r\n"))
+        goto out;
+    size_t chunk = s->stream_chunk >= 1 ? (size_t)s->stream_chunk : 7;
+    double due = t + s->latency;
+    /* the head alone first: the client has the status before any event */
+    for (size_t off = 0, i = 0; off <= body.len; i++) {
+        bool first = i == 0;
+        size_t n = first ? head.len : body.len - off < chunk ? body.len - off : chunk;
+        bool last = !first && off + n >= body.len;
+        pend p = { .due = due, .fd = c->fd, .gen = s->gens[c->fd], .act = last ? ACT_SEND : ACT_PART,
+                   .path = ep_paths[ep], .received_us = h->received_us, .status = 200, .close_conn = last,
+                   .fault = last && f != F_NONE ? fault_names[f] : NULL };
+        if (!(p.resp = malloc(n ? n : 1)))
+            goto out;
+        memcpy(p.resp, first ? head.p : body.p + off, n);
+        p.len = p.send_len = n;
+        if (last && s->log_fd >= 0) {
+            p.key = h->step_key ? strndup(h->step_key, h->step_key_len) : NULL;
+            p.key_len = h->step_key_len;
+            p.echo = answer->p ? strndup(answer->p, answer->len) : NULL;
+        }
+        if (!heap_push(s, p)) {
+            free(p.resp);
+            free(p.key);
+            free(p.echo);
+            goto out;
+        }
+        if (!first)
+            off += n;
+        if (last)
+            break;
+        due += s->stream_gap > 0 ? s->stream_gap : 1e-6; /* in order, never at once */
+    }
+    s->streams++;
+    c->busy = true;
+    if (++s->in_flight > s->max_in_flight)
+        s->max_in_flight = s->in_flight;
+    arm_timer(s);
+    ok = true;
+out:
+    buf_free(&body);
+    buf_free(&head);
+    return ok;
+}
+
 static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const char *body)
 {
     api_kind api = ep == EP_MSG ? API_ANTHROPIC : API_OPENAI;
@@ -806,6 +1003,8 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
         in_tok = tokens_of(prompt_bytes, 1);
         out_tok = tokens_of(answer.len, 0);
         resp = success_body(s, ep, req, &answer, in_tok, out_tok, &n_inputs);
+        if (resp)
+            cache_usage(s, ep, req, resp, in_tok);
         if (!resp)
             goto out;
     }
@@ -836,7 +1035,14 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
         s->fault_seq++;
         faulty = s->fault_seq % (unsigned long)s->fault_every == 0;
     }
-    ok = queue_answer(s, c, api, resp, faulty, h, ep, ep == EP_EMB ? NULL : answer.p, t);
+    /* a stream is asked for: the stream faults apply to it, the others
+     * are answered as they always are */
+    if (ep != EP_EMB && json_is_true(json_object_get(req, "stream")) &&
+        (!faulty || s->fault == F_STREAM_ERROR || s->fault == F_STREAM_CUT))
+        ok = queue_stream(s, c, api, req, &answer, in_tok, out_tok, faulty, h, ep, t);
+    else
+        ok = queue_answer(s, c, api, resp, faulty && s->fault != F_STREAM_ERROR && s->fault != F_STREAM_CUT, h, ep,
+                          ep == EP_EMB ? NULL : answer.p, t);
 out:
     json_decref(resp);
     json_decref(req);
@@ -1054,10 +1260,19 @@ static void fire(server *s)
     /* bounded by the heap size at entry: answers only ever leave it here */
     for (size_t n = s->hn; n > 0 && s->hn && s->heap[0].due <= t; n--) {
         pend p = heap_pop(s);
-        s->in_flight--;
         conn *c = s->conns[p.fd];
         if (c && s->gens[p.fd] != p.gen)
             c = NULL;
+        if (p.act == ACT_PART) {
+            /* a piece of a stream: written now, the answer goes on */
+            if (c && !(buf_add(&c->out, p.resp, p.send_len) && conn_flush(s, c)))
+                c = NULL;
+            free(p.resp);
+            continue;
+        }
+        s->in_flight--;
+        if (c && p.close_conn)
+            c->close_after = true;
         log_answer(s, &p, c);
         free(p.key);
         free(p.echo);
@@ -1129,7 +1344,10 @@ static void usage(void)
 {
     fprintf(stderr, "usage: fake_provider [--port N] [--latency MS] [--rpm N] [--tpm N] [--fault MODE]\n"
                     "                     [--fault-every K] [--max-seconds S] [--log FILE]\n"
-                    "faults: 500 503 529 slow_first_byte stall_body drop malformed_json huge_body quota\n");
+                    "                     [--stream-chunk BYTES] [--stream-gap MS]\n"
+                    "                     [--cache-read TOKENS] [--cache-write TOKENS]\n"
+                    "faults: 500 503 529 slow_first_byte stall_body drop malformed_json huge_body quota\n"
+                    "        stream_error stream_cut\n");
 }
 
 static bool parse_num(const char *s, double lo, double hi, double *out)
@@ -1160,7 +1378,16 @@ int main(int argc, char **argv)
             ok = parse_num(v, 0, 1e9, &rpm);
         else if (ok && !strcmp(a, "--tpm"))
             ok = parse_num(v, 0, 1e12, &tpm);
-        else if (ok && !strcmp(a, "--fault-every"))
+        else if (ok && !strcmp(a, "--cache-read"))
+            ok = parse_num(v, 0, 1e12, &s->cache_read);
+        else if (ok && !strcmp(a, "--cache-write"))
+            ok = parse_num(v, 0, 1e12, &s->cache_write);
+        else if (ok && !strcmp(a, "--stream-chunk"))
+            ok = parse_num(v, 1, 1e9, &s->stream_chunk);
+        else if (ok && !strcmp(a, "--stream-gap")) {
+            ok = parse_num(v, 0, 60e3, &s->stream_gap);
+            s->stream_gap /= 1000.0;
+        } else if (ok && !strcmp(a, "--fault-every"))
             ok = parse_num(v, 1, 1e9, &every);
         else if (ok && !strcmp(a, "--log")) {
             if (s->log_fd >= 0)

@@ -14,14 +14,16 @@ common:
 dsl: common/
 plugins: common/ loom/ plugins/
 daemon/core: common/ loom/
+daemon/trace: common/
 daemon/plugins: common/ loom/ dsl/ daemon/core/
 daemon/upstream: common/ loom/ daemon/core/
 daemon/isolate: common/ loom/ daemon/core/ daemon/plugins/
-daemon/engine: common/ loom/ dsl/ daemon/core/ daemon/plugins/ daemon/upstream/ daemon/isolate/
+daemon/engine: common/ loom/ dsl/ daemon/core/ daemon/plugins/ daemon/upstream/ daemon/isolate/ daemon/trace/
 daemon/store: common/ daemon/core/
+daemon/metrics: common/ daemon/core/
 daemon/server: common/ loom/ daemon/core/
 daemon/wfdir: common/ dsl/ daemon/core/
-daemon/jobs: common/ loom/ dsl/ daemon/core/ daemon/engine/ daemon/plugins/ daemon/upstream/ daemon/store/ daemon/server/ daemon/wfdir/
+daemon/jobs: common/ loom/ dsl/ daemon/core/ daemon/engine/ daemon/plugins/ daemon/upstream/ daemon/store/ daemon/server/ daemon/wfdir/ daemon/trace/
 daemon: common/ loom/ dsl/ daemon/ config.h
 client: common/ loom/ dsl/ daemon/ config.h
 '

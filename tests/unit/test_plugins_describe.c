@@ -11,6 +11,13 @@
 #include <string.h>
 
 #include "daemon/plugins/plugins.h"
+#include "loom/plugin.h"
+
+/* The host's ABI as "MAJOR.MINOR": what the document and plugins built
+ * with the current header say. */
+#define ABI_STR2(x) #x
+#define ABI_STR(x) ABI_STR2(x)
+#define HOST_ABI ABI_STR(LOOM_ABI_MAJOR) "." ABI_STR(LOOM_ABI_MINOR)
 
 static const char *plugin_path(const char *rel)
 {
@@ -65,7 +72,7 @@ Test(describe, builtins)
     cr_assert_eq(plugins_add_builtins(p), 0);
     json_t *doc = plugins_describe(p, NULL, NULL);
     cr_assert(doc);
-    cr_assert_str_eq(str(doc, "abi"), "2.1");
+    cr_assert_str_eq(str(doc, "abi"), HOST_ABI);
     const json_t *list = json_object_get(doc, "plugins");
     /* by name, not in load order (std is loaded first) */
     const char *want[] = { "anthropic", "mock", "openai", "std" };
@@ -77,7 +84,7 @@ Test(describe, builtins)
     cr_assert(json_is_true(json_object_get(std, "builtin")));
     cr_assert(json_is_null(json_object_get(std, "file")), "a built-in has no file");
     cr_assert(json_is_false(json_object_get(std, "isolated")));
-    cr_assert_str_eq(str(std, "abi"), "2.1");
+    cr_assert_str_eq(str(std, "abi"), HOST_ABI);
     cr_assert(str(std, "version") && str(std, "description"));
     cr_assert_eq(json_array_size(json_object_get(std, "providers")), 0);
 
@@ -149,7 +156,7 @@ Test(describe, shared_object_with_every_field)
     cr_assert(json_is_true(json_object_get(d, "isolated")));
     cr_assert(json_is_false(json_object_get(named(list, "std"), "isolated")));
     cr_assert_str_eq(str(d, "version"), "0.3.1");
-    cr_assert_str_eq(str(d, "abi"), "2.1");
+    cr_assert_str_eq(str(d, "abi"), HOST_ABI);
 
     /* the plugin's own configuration map */
     const json_t *opts = json_object_get(d, "options");
@@ -213,7 +220,7 @@ Test(describe, older_minor)
     cr_assert(doc);
     const json_t *pl = json_array_get(json_object_get(doc, "plugins"), 0);
     cr_assert_str_eq(str(pl, "abi"), "2.0", "%s", dump(pl));
-    cr_assert_str_eq(str(doc, "abi"), "2.1");
+    cr_assert_str_eq(str(doc, "abi"), HOST_ABI);
     size_t i;
     const json_t *l;
     json_array_foreach(json_object_get(pl, "lambdas"), i, l) {
@@ -232,7 +239,7 @@ Test(describe, empty_registry)
     json_t *doc = plugins_describe(p, NULL, NULL);
     cr_assert(doc);
     char *s = dump(doc);
-    cr_assert_str_eq(s, "{\"abi\": \"2.1\", \"plugins\": []}");
+    cr_assert_str_eq(s, "{\"abi\": \"" HOST_ABI "\", \"plugins\": []}");
     free(s);
     json_decref(doc);
     plugins_free(p);
