@@ -207,11 +207,19 @@ static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     }
     if (jobs_find(&d->jobs, job) && conn_full(d, conn, id))
         return;
-    if (!jobs_find(&d->jobs, job)) { /* already over: the answer is the stored row */
+    if (!jobs_find(&d->jobs, job)) {
         json_t *o = stored_job(d, conn, id, job, scope);
-        if (o)
+        if (!o)
+            return;
+        const char *state = json_string_value(json_object_get(o, "state"));
+        if (state && strcmp(state, "queued") != 0 && strcmp(state, "running") != 0) {
+            /* already over: the answer is the stored row */
             server_reply(conn, id, json_pack("{s:o, s:b}", "job", o, "timed_out", 0));
-        return;
+            return;
+        }
+        /* unfinished yet not live: one about to resume (jobs_wait holds the
+         * wait until it is), or one nothing here will end (an error) */
+        json_decref(o);
     }
     jobs_wait(&d->jobs, conn, id, job, t ? json_number_value(t) : -1, false);
 }

@@ -397,7 +397,7 @@ static void call_report(pcall *pc, const upstream_result *res, double cost)
         .cache_read_tokens = res->usage.cache_read_tokens,
         .cache_write_tokens = res->usage.cache_write_tokens,
         .cost_usd = cost,
-        .finish_reason = NULL,
+        .finish_reason = res->finish_reason,
         .attempt = pc->act->attempt,
         .message = res->output ? NULL : res->message,
     };

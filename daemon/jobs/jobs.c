@@ -878,6 +878,7 @@ void jobs_counts_get(const jobs_t *js, jobs_counts *out)
 void jobs_fini(jobs_t *js)
 {
     jobs_abandon(js);
+    jobs_release_held_waits(js, NULL);
     for (size_t i = 0; i < js->table_size; i++)
         while (js->table[i])
             job_free(js, js->table[i]); /* ending jobs whose store write never came back */

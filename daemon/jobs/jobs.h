@@ -152,6 +152,10 @@ struct jobs {
     dsl_graph **pinned;
     size_t npinned;
     bool resuming;
+    /* jobs whose resume waits for their crash count to be on disk
+     * (jobs_quarantine.c), and the waits that came for them meanwhile */
+    size_t held;
+    struct jobs_held_wait *held_waits;
 };
 
 /* Sets up JS over R, STORE, WF and LOG (all borrowed; they must outlive it;

@@ -17,6 +17,22 @@ struct lwaiter {
 
 enum { W_WAIT, W_SUBMIT, W_CANCEL };
 
+/* A `wait` for a job that is unfinished in the store but not live yet: its
+ * resume waits for its crash count to be stored. It becomes an ordinary
+ * waiter once the job is live (its timeout counted from then), or is
+ * answered from the store if the job is not resumed. */
+struct jobs_held_wait {
+    struct jobs_held_wait *next;
+    server_conn_t *conn;       /* reference */
+    json_t *id;                /* the request's id (reference) or NULL */
+    char job[STORE_ID_SIZE];
+    double timeout_s;
+};
+
+/* jobs_reply.c: hands the held waits for JOB to it now that it is live, or
+ * answers them from the store (JOB NULL: every one, at the end). */
+void jobs_release_held_waits(jobs_t *js, const char *job);
+
 /* A subscriber to every job of one tenant. */
 struct jobs_tenant_sub {
     server_conn_t *conn;       /* reference */

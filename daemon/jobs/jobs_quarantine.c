@@ -54,7 +54,10 @@ static void on_count_stored(void *ud, const store_result_t *res)
 {
     qheld *h = ud;
     jobs_t *js = h->js;
+    const char *id = json_string_value(json_object_get(h->job, "id"));
+    js->held--;
     if (res->status == -EALREADY || res->status == -ENOENT) { /* ended or gone meanwhile */
+        jobs_release_held_waits(js, id);
         json_decref(h->job);
         free(h);
         return;
@@ -63,6 +66,7 @@ static void on_count_stored(void *ud, const store_result_t *res)
         log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s?}", "job", res->job_id),
                   "a job's count of crashes was not stored (%s); it resumes anyway", res->error);
     resume_held(js, h->job);
+    jobs_release_held_waits(js, id);
     json_decref(h->job);
     free(h);
 }
@@ -81,8 +85,10 @@ static int store_count(jobs_t *js, json_t *job, int64_t count, const json_t *cra
         h->job = json_incref(job);
     }
     int rc = store_set_crashes(js->store, id, count, crash, h ? on_count_stored : NULL, h);
-    if (rc == 0)
+    if (rc == 0) {
+        js->held += h != NULL;
         return 0;
+    }
     log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", id),
               "a job's count of crashes cannot be stored: %s", strerror(-rc));
     if (h) {

@@ -192,9 +192,27 @@ void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, dou
         server_reply_error(conn, id, "not_found", "no job %s", job);
         return;
     }
-    /* not live here yet not over: nothing in this daemon will end it */
     const char *state = json_string_value(json_object_get(obj, "state"));
-    if (state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)) {
+    bool unfinished = state && (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0);
+    if (unfinished && js->held && !as_submit) {
+        /* perhaps one whose resume waits for its crash count: asked again
+         * when the held resumes are done (jobs_release_held_waits) */
+        struct jobs_held_wait *hw = calloc(1, sizeof *hw);
+        if (!hw) {
+            server_reply_error(conn, id, "internal", "out of memory");
+        } else {
+            hw->conn = server_conn_ref(conn);
+            hw->id = json_incref(id);
+            snprintf(hw->job, sizeof hw->job, "%s", job);
+            hw->timeout_s = timeout_s;
+            hw->next = js->held_waits;
+            js->held_waits = hw;
+        }
+        json_decref(obj);
+        return;
+    }
+    /* not live here yet not over: nothing in this daemon will end it */
+    if (unfinished) {
         server_reply_error(conn, id, "store_error",
                            "job %s is %s in the store but this daemon does not hold it (its "
                            "end could not be recorded); it resumes at the next start", job, state);
@@ -202,6 +220,31 @@ void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, dou
         return;
     }
     server_reply(conn, id, json_pack("{s:o, s:b}", "job", obj, "timed_out", 0));
+}
+
+void jobs_release_held_waits(jobs_t *js, const char *job)
+{
+    /* taken off first: jobs_wait may hold a wait again */
+    struct jobs_held_wait *hw = js->held_waits, *next;
+    js->held_waits = NULL;
+    for (; hw; hw = next) {
+        next = hw->next;
+        /* once nothing is held, a wait left over is for a job that will not
+         * be resumed: jobs_wait answers it from the store */
+        if (job && strcmp(hw->job, job) != 0 && js->held) {
+            hw->next = js->held_waits;
+            js->held_waits = hw;
+            continue;
+        }
+        if (job)
+            jobs_wait(js, hw->conn, hw->id, hw->job, hw->timeout_s, false);
+        else
+            server_reply_error(hw->conn, hw->id, "shutting_down",
+                               "the daemon stopped before job %s resumed", hw->job);
+        server_conn_unref(hw->conn);
+        json_decref(hw->id);
+        free(hw);
+    }
 }
 
 void jobs_subscribe(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)

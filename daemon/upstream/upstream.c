@@ -114,6 +114,7 @@ static void call_finish(upstream_call_t *c, json_t *output, loom_errcode code, c
     upstream_result res = {
         .output = output, .usage = c->usage, .code = output ? LOOM_OK : code,
         .message = msg, .has_retry_after = has_ra, .retry_after_ms = ra_ms,
+        .finish_reason = output && c->finish_reason[0] ? c->finish_reason : NULL,
     };
     uint64_t now = mono_us();
     res.wait_us = (c->first_sent_us ? c->first_sent_us : now) - c->created_us;
@@ -247,6 +248,7 @@ static void xfer_deliver(xfer *x, json_t *out, const loom_usage *usage)
         if (x->kind == LOOM_CALL_CHAT || !c->vectors) {
             c->pending--; /* this is the call's only part */
             p->call = NULL;
+            memcpy(c->finish_reason, x->finish_reason, sizeof c->finish_reason);
             for (size_t k = 0; k < c->nlinks; k++)
                 if (c->links[k].x == x && c->links[k].idx == i)
                     c->links[k].x = NULL;
@@ -627,6 +629,9 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
         /* a reader of tokens whose answer came whole (not asked for as a
          * stream, or the server ignored the request for one) */
         xfer_stream_whole(x, out.output);
+        /* a plugin's reason is not trusted to be terminated */
+        memcpy(x->finish_reason, out.finish_reason, sizeof x->finish_reason);
+        x->finish_reason[sizeof x->finish_reason - 1] = '\0';
         xfer_answer(x, out.output, &out.usage, LOOM_OK, NULL, false, 0, false, ms);
         return;
     }

@@ -73,6 +73,9 @@ typedef struct upstream_result {
     /* A streamed answer: from its last send to its first text (0: not
      * streamed, or no text). */
     uint64_t ttft_us;
+    /* why the answer ended, as the provider said it (borrowed for the
+     * callback), or NULL when it did not say */
+    const char *finish_reason;
 } upstream_result;
 
 typedef void (*upstream_done_fn)(upstream_call_t *call, upstream_result *res, void *ud);

@@ -67,6 +67,7 @@ struct upstream_send {
     int waits;                 /* 429s sat out */
     bool want_stream;          /* encoded asking for a stream (upstream_stream.c) */
     struct xstream *stream;    /* owned: the stream being read, or NULL */
+    char finish_reason[LOOM_FINISH_REASON_MAX]; /* the answer's, or "" */
 };
 
 struct upstream_call {
@@ -92,6 +93,7 @@ struct upstream_call {
      * what upstream_result's wait_us and send_us are made of */
     uint64_t created_us, first_sent_us, sent_us;
     uint64_t first_token_us;   /* a stream's first text, same clock (0: none) */
+    char finish_reason[LOOM_FINISH_REASON_MAX]; /* a chat answer's, or "" */
     plink *links;
     size_t nlinks, lcap;
     reactor_post_t post;       /* an early failure, on a later pass */

@@ -85,6 +85,10 @@ static int on_event(void *ud, const char *name, const char *data, size_t len)
     }
     usage_merge(&s->usage, &d.usage);
     s->done = d.done != 0;
+    if (d.finish_reason[0]) {
+        memcpy(x->finish_reason, d.finish_reason, sizeof x->finish_reason);
+        x->finish_reason[sizeof x->finish_reason - 1] = '\0';
+    }
     if (!json_is_string(d.text)) {
         json_decref(d.text);
         return 0;
@@ -128,6 +132,7 @@ static int on_data(void *ud, const char *data, size_t len)
 int xfer_stream_begin(xfer *x, http_call_opts *o)
 {
     xfer_stream_free(x); /* a request sent again after a 429 starts afresh */
+    x->finish_reason[0] = '\0';
     xstream *s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;

@@ -75,6 +75,9 @@
  *        time by the plugin). loom_usage.cache_read_tokens and
  *        .cache_write_tokens (prompt-cache counts; read from complete only
  *        for plugins of 2.2 or newer), loom_request.prompt_cache.
+ *        loom_result.finish_reason and loom_stream_delta.finish_reason
+ *        (why the answer ended, as the provider says it: traces and
+ *        metrics report it).
  */
 #ifndef LOOM_PLUGIN_H
 #define LOOM_PLUGIN_H
@@ -359,11 +362,20 @@ typedef struct loom_http_response {
     size_t body_len;
 } loom_http_response;
 
+/* The room for a finish reason, with its NUL: longer ones are cut. */
+#define LOOM_FINISH_REASON_MAX 32
+
 /* What decode fills in: the answer (new reference: a string for chat, an
- * array of vectors for embeddings, in input order) and the usage. */
+ * array of vectors for embeddings, in input order) and the usage. The host
+ * zeroes it before decode, so a plugin that says nothing of a member
+ * leaves it empty. */
 typedef struct loom_result {
     json_t *output;
     loom_usage usage;
+    /* ---- 2.2 */
+    /* why the answer ended, in the provider's own word ("stop", "length",
+     * "end_turn", "tool_calls"...), or "" when it did not say */
+    char finish_reason[LOOM_FINISH_REASON_MAX];
 } loom_result;
 
 /* One server-sent event of a streamed answer, framed by the host (the
@@ -375,13 +387,17 @@ typedef struct loom_sse_event {
 } loom_sse_event;
 
 /* What a provider's stream hook makes of one event. The host sets TEXT to
- * NULL, DONE to 0 and every count of USAGE to -1 before each call. */
+ * NULL, DONE to 0, FINISH_REASON to "" and every count of USAGE to -1
+ * before each call. */
 typedef struct loom_stream_delta {
     json_t *text;                /* the answer's next text (a string; a new
                                     reference the host steals), or NULL */
     loom_usage usage;            /* counts this event gives; a count >= 0
                                     replaces the one an earlier event gave */
     int done;                    /* the event that ends the answer */
+    /* the event that says why the answer ended: its reason, as in
+     * loom_result (a later one replaces an earlier one); else "" */
+    char finish_reason[LOOM_FINISH_REASON_MAX];
 } loom_stream_delta;
 
 typedef struct loom_provider {

@@ -289,6 +289,8 @@ static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
     }
     loom_hc_usage(body, "input_tokens", "output_tokens", &out->usage);
     loom_hc_usage_cache_anthropic(json_object_get(body, "usage"), &out->usage);
+    if (stop)
+        snprintf(out->finish_reason, sizeof out->finish_reason, "%s", stop);
     free(text);
     json_decref(body);
     return 0;
@@ -344,6 +346,8 @@ static int anthropic_stream(loom_ctx *ctx, void *state, const loom_request *req,
         if (stop && strcmp(stop, "refusal") == 0) {
             loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": the model refused to answer");
             rc = -1;
+        } else if (stop) {
+            snprintf(out->finish_reason, sizeof out->finish_reason, "%s", stop);
         }
         /* only the output count: this event's input count, when a server
          * sends one, is not always the whole prompt's */

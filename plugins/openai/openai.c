@@ -247,6 +247,8 @@ static int decode_chat(loom_ctx *ctx, openai_state *st, json_t *body, loom_resul
         loom_error(ctx, LOOM_E_UPSTREAM, PROV ": answer text is not valid UTF-8");
         return -1;
     }
+    if (finish)
+        snprintf(out->finish_reason, sizeof out->finish_reason, "%s", finish);
     return 0;
 }
 
@@ -368,6 +370,8 @@ static int openai_stream(loom_ctx *ctx, void *state, const loom_request *req,
     }
     if (json_is_string(content) && json_string_length(content) > 0)
         out->text = json_incref(content);
+    if (finish)
+        snprintf(out->finish_reason, sizeof out->finish_reason, "%s", finish);
     if (json_is_object(json_object_get(chunk, "usage"))) {
         loom_hc_usage(chunk, "prompt_tokens", "completion_tokens", &out->usage);
         loom_hc_usage_cache_openai(json_object_get(chunk, "usage"), &out->usage);

@@ -266,6 +266,15 @@ Test(loomd_quarantine, kill_9_twice_inside_a_lambda_quarantines_its_job, .init =
     wait_in_flight(job, 10000);
     cr_assert_eq(lh_stop(&D, SIGKILL), 128 + SIGKILL);
     lh_start(&D);
+    /* asked at once, perhaps before the job is live again (its resume waits
+     * for its crash count): the answer is never "running" unless timed out */
+    char req[160];
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":0.2}", job);
+    json_t *w = lh_call(&D, req, 10000);
+    cr_assert(w);
+    cr_assert(json_is_true(json_object_get(w, "timed_out")), "%s", json_dumps(w, 0));
+    cr_assert_str_eq(str(json_object_get(w, "job"), "state"), "running", "%s", json_dumps(w, 0));
+    json_decref(w);
     lh_wait_log(&D, "when the daemon died: crash 1 of 2", job, 1, 10000);
     /* resumed once its count is on disk: in flight again */
     wait_in_flight(job, 10000);

@@ -212,6 +212,11 @@ Test(loomd_trace, the_span_tree_of_a_chain_and_a_map, .fini = teardown)
                      (char *)"7"));
         cr_assert(eq(str, (char *)str_of(attr(s, "gen_ai.usage.output_tokens"), "intValue"),
                      (char *)"3"));
+        json_t *reasons = json_object_get(json_object_get(attr(s, "gen_ai.response.finish_reasons"),
+                                                          "arrayValue"), "values");
+        cr_assert(eq(sz, json_array_size(reasons), 1), "the answer's finish reason");
+        cr_assert(eq(str, (char *)str_of(json_array_get(reasons, 0), "stringValue"),
+                     (char *)"stop"));
         char header[64];
         snprintf(header, sizeof header, "00-%s-%s-01", TRACE_ID, str_of(s, "spanId"));
         size_t k, found = 0;

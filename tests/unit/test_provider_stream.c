@@ -65,6 +65,7 @@ typedef struct streamed {
     fake_ctx ctx;
     sbuf text;
     loom_usage usage;
+    char finish[LOOM_FINISH_REASON_MAX]; /* the last reason an event gave */
     int done, failed, events;
 } streamed;
 
@@ -94,6 +95,8 @@ static int on_event(void *ud, const char *name, const char *data, size_t len)
         s->usage.output_tokens = d.usage.output_tokens;
     if (d.usage.cache_read_tokens >= 0)
         s->usage.cache_read_tokens = d.usage.cache_read_tokens;
+    if (d.finish_reason[0])
+        memcpy(s->finish, d.finish_reason, sizeof s->finish);
     s->done = d.done;
     return 0;
 }
@@ -116,16 +119,19 @@ static void stream_at(const char *name, void *state, const char *body, size_t cu
     sse_fini(&p);
 }
 
-/* The whole answer WHOLE decoded by NAME: output and usage. */
-static json_t *decode_whole(const char *name, void *state, const char *whole, loom_usage *u)
+/* The whole answer WHOLE decoded by NAME: output, usage and finish reason
+ * (into FINISH, LOOM_FINISH_REASON_MAX bytes). */
+static json_t *decode_whole(const char *name, void *state, const char *whole, loom_usage *u,
+                            char *finish)
 {
     loom_request req = { .kind = LOOM_CALL_CHAT };
     loom_http_response resp = { .status = 200, .body = whole, .body_len = strlen(whole) };
-    loom_result out;
+    loom_result out = { 0 }; /* as the host zeroes it */
     fake_ctx c = { .base.api = &fake_api };
     cr_assert(eq(int, provider(name)->decode(&c.base, state, &req, &resp, &out), 0), "%s",
               c.message);
     *u = out.usage;
+    memcpy(finish, out.finish_reason, LOOM_FINISH_REASON_MAX);
     return out.output;
 }
 
@@ -134,7 +140,9 @@ static void same_as_whole(const char *name, const char *stream, const char *whol
 {
     void *state = instance(name);
     loom_usage want;
-    json_t *out = decode_whole(name, state, whole, &want);
+    char finish[LOOM_FINISH_REASON_MAX];
+    json_t *out = decode_whole(name, state, whole, &want, finish);
+    cr_assert(finish[0] != '\0', "the whole answer says why it ended");
     for (size_t cut = 0; cut <= strlen(stream); cut++) {
         streamed s;
         stream_at(name, state, stream, cut, &s);
@@ -145,6 +153,7 @@ static void same_as_whole(const char *name, const char *stream, const char *whol
         cr_assert(eq(i64, s.usage.input_tokens, want.input_tokens), "cut %zu", cut);
         cr_assert(eq(i64, s.usage.output_tokens, want.output_tokens), "cut %zu", cut);
         cr_assert(eq(i64, s.usage.cache_read_tokens, want.cache_read_tokens), "cut %zu", cut);
+        cr_assert(eq(str, s.finish, finish), "cut %zu: the same finish reason", cut);
         sbuf_free(&s.text);
     }
     json_decref(out);

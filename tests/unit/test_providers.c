@@ -202,6 +202,8 @@ ParameterizedTest(prov_case *pc, providers, decode_file)
         cr_assert(eq(i64, c.retry_ms, json_integer_value(v)), "%s", pc->name);
     else
         cr_assert(eq(i64, c.retry_ms, -1), "%s: unexpected retry_after", pc->name);
+    if ((v = json_object_get(expect, "finish_reason")))
+        cr_assert(eq(str, res.finish_reason, (char *)json_string_value(v)), "%s", pc->name);
     if ((v = json_object_get(expect, "usage"))) {
         cr_assert(eq(i64, res.usage.input_tokens, json_integer_value(json_array_get(v, 0))));
         cr_assert(eq(i64, res.usage.output_tokens, json_integer_value(json_array_get(v, 1))));
