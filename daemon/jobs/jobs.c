@@ -599,6 +599,29 @@ static void on_inserted(void *ud, const store_result_t *res)
     psubmit_free(p);
 }
 
+bool jobs_queue_refuses(jobs_t *js, jobs_tenant *t, server_conn_t *conn, json_t *id)
+{
+    /* each queued job holds its input in memory: the queue is bounded */
+    if (js->max_queued > 0 && js->nqueue >= (size_t)js->max_queued) {
+        if (t)
+            t->rejected++;
+        server_reply_error(conn, id, "queue_full",
+                           "%zu jobs are queued, the most allowed (max_queued_jobs); "
+                           "try again when some have started", js->nqueue);
+        return true;
+    }
+    /* and per tenant, so that one tenant's flood leaves room for the others */
+    if (t && t->max_queued > 0 && t->nqueue >= (size_t)t->max_queued) {
+        t->rejected++;
+        server_reply_error(conn, id, "queue_full",
+                           "tenant %s has %zu jobs queued, the most it may (its "
+                           "max_queued_jobs); try again when some have started", t->name,
+                           t->nqueue);
+        return true;
+    }
+    return false;
+}
+
 void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req, const char *tenant)
 {
     json_t *id = json_object_get(req, "id");
@@ -610,23 +633,8 @@ void jobs_submit(jobs_t *js, server_conn_t *conn, json_t *req, const char *tenan
         server_reply_error(conn, id, "internal", "out of memory");
         return;
     }
-    /* each queued job holds its input in memory: the queue is bounded */
-    if (js->max_queued > 0 && js->nqueue >= (size_t)js->max_queued) {
-        t->rejected++;
-        server_reply_error(conn, id, "queue_full",
-                           "%zu jobs are queued, the most allowed (max_queued_jobs); "
-                           "try again when some have started", js->nqueue);
+    if (jobs_queue_refuses(js, t, conn, id))
         return;
-    }
-    /* and per tenant, so that one tenant's flood leaves room for the others */
-    if (t->max_queued > 0 && t->nqueue >= (size_t)t->max_queued) {
-        t->rejected++;
-        server_reply_error(conn, id, "queue_full",
-                           "tenant %s has %zu jobs queued, the most it may (its "
-                           "max_queued_jobs); try again when some have started", t->name,
-                           t->nqueue);
-        return;
-    }
     double budget;
     char why[160];
     if (jobs_budget_parse(json_object_get(req, "budget"), &budget, why, sizeof why) < 0) {

@@ -29,6 +29,10 @@ struct jobs_held_wait {
     double timeout_s;
 };
 
+/* jobs.c: whether the queue (all of it, or tenant T's share; T may be NULL)
+ * is full; if so, answers ID on CONN with queue_full and counts the refusal. */
+bool jobs_queue_refuses(jobs_t *js, jobs_tenant *t, server_conn_t *conn, json_t *id);
+
 /* jobs_reply.c: hands the held waits for JOB to it now that it is live, or
  * answers them from the store (JOB NULL: every one, at the end). */
 void jobs_release_held_waits(jobs_t *js, const char *job);

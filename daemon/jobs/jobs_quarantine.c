@@ -332,20 +332,8 @@ void jobs_retry(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
     /* the attempt queues in its tenant's share: that tenant's limit too */
     jobs_tenant *t = jobs_tenant_get(js, json_string_value(json_object_get(o, "tenant")));
     json_decref(o);
-    if (js->max_queued > 0 && js->nqueue >= (size_t)js->max_queued) {
-        server_reply_error(conn, id, "queue_full",
-                           "%zu jobs are queued, the most allowed (max_queued_jobs); "
-                           "try again when some have started", js->nqueue);
+    if (jobs_queue_refuses(js, t, conn, id))
         return;
-    }
-    if (t && t->max_queued > 0 && t->nqueue >= (size_t)t->max_queued) {
-        t->rejected++;
-        server_reply_error(conn, id, "queue_full",
-                           "tenant %s has %zu jobs queued, the most it may (its "
-                           "max_queued_jobs); try again when some have started", t->name,
-                           t->nqueue);
-        return;
-    }
     if (store_unavailable(js->store, NULL, NULL, 0)) {
         reply_unavailable(js, conn, id, NULL);
         return;

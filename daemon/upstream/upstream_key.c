@@ -82,6 +82,22 @@ nomem:
     return NULL;
 }
 
+/* Appends the header NAME: VALUE to ENC, taking VALUE (malloc'd) whatever
+ * happens. 0 or -ENOMEM. */
+static int add_header(loom_http_request *enc, const char *name, char *value)
+{
+    char *n = value ? strdup(name) : NULL;
+    loom_header *h = n ? realloc(enc->headers, (enc->nheaders + 1) * sizeof *h) : NULL;
+    if (!h) {
+        free(n);
+        free(value);
+        return -ENOMEM;
+    }
+    enc->headers = h;
+    h[enc->nheaders++] = (loom_header){ .name = n, .value = value };
+    return 0;
+}
+
 int xfer_add_step_keys(const xfer *x, loom_http_request *enc)
 {
     char *value = step_keys_value(x);
@@ -91,16 +107,7 @@ int xfer_add_step_keys(const xfer *x, loom_http_request *enc)
         free(value);
         return 0;
     }
-    char *name = strdup(STEP_KEY_HEADER);
-    loom_header *h = name ? realloc(enc->headers, (enc->nheaders + 1) * sizeof *h) : NULL;
-    if (!h) {
-        free(name);
-        free(value);
-        return -ENOMEM;
-    }
-    enc->headers = h;
-    h[enc->nheaders++] = (loom_header){ .name = name, .value = value };
-    return 0;
+    return add_header(enc, STEP_KEY_HEADER, value);
 }
 
 /* The trace context goes with the request so that a provider (or a proxy
@@ -115,16 +122,5 @@ int xfer_add_traceparent(const xfer *x, loom_http_request *enc)
         if (c && !c->finished && c->traceparent[0])
             tp = c->traceparent;
     }
-    if (!tp)
-        return 0;
-    char *name = strdup("traceparent"), *value = strdup(tp);
-    loom_header *h = name && value ? realloc(enc->headers, (enc->nheaders + 1) * sizeof *h) : NULL;
-    if (!h) {
-        free(name);
-        free(value);
-        return -ENOMEM;
-    }
-    enc->headers = h;
-    h[enc->nheaders++] = (loom_header){ .name = name, .value = value };
-    return 0;
+    return tp ? add_header(enc, "traceparent", strdup(tp)) : 0;
 }
