@@ -6,41 +6,9 @@
 #include <string.h>
 
 #include "daemon/config_file.h"
+#include "tests/unit/config_testlib.h"
 #include "daemon/plugins/plugins.h"
 #include "loom/plugin.h"
-
-typedef struct {
-    config *c;
-    dsl_diags d;
-} parsed;
-
-static parsed parse(const char *text)
-{
-    parsed p;
-    dsl_diags_init(&p.d, "c.yaml");
-    p.c = config_parse(text, strlen(text), &p.d);
-    return p;
-}
-
-/* The diagnostics without the file name, one per line. */
-static const char *dump(const parsed *p)
-{
-    static char buf[8192];
-    size_t off = 0;
-    buf[0] = 0;
-    for (size_t i = 0; i < p->d.n && off < sizeof buf; i++) {
-        char *s = dsl_diag_format(&p->d, i);
-        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s\n", s + strlen("c.yaml:"));
-        free(s);
-    }
-    return buf;
-}
-
-static void done(parsed *p)
-{
-    config_free(p->c);
-    dsl_diags_free(&p->d);
-}
 
 Test(config, defaults_run_offline)
 {
@@ -60,15 +28,15 @@ Test(config, defaults_run_offline)
 
 Test(config, empty_file_is_the_defaults)
 {
-    parsed p = parse("");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    ct_parsed p = ct_parse("");
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     cr_expect(config_find_provider(p.c, "default") != NULL);
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, every_key)
 {
-    parsed p = parse("socket: /run/loom/loom.sock\n"
+    ct_parsed p = ct_parse("socket: /run/loom/loom.sock\n"
                      "socket_mode: \"0600\"\n"
                      "workflows: /etc/loom/workflows\n"
                      "plugins: [/usr/lib/loom/plugins, /opt/loom]\n"
@@ -85,7 +53,7 @@ Test(config, every_key)
                      "  embedder:\n"
                      "    plugin: openai\n"
                      "    batch: { max_inputs: 2048, window: 5ms }\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     config *c = p.c;
     cr_expect(eq(str, c->socket, "/run/loom/loom.sock"));
     cr_expect(eq(u32, c->socket_mode, 0600));
@@ -112,19 +80,19 @@ Test(config, every_key)
     cr_expect(eq(str, (char *)names[1], "embedder"));
     cr_expect(names[2] == NULL);
     free(names);
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, all_errors_in_one_pass)
 {
-    parsed p = parse("sokcet: x\n"
+    ct_parsed p = ct_parse("sokcet: x\n"
                      "socket_mode: 660\n"
                      "workers: -1\n"
                      "log: { level: loud, format: xml }\n"
                      "providers:\n"
                      "  a: { limits: { rpm: 0, burst: 3 } }\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p),
+    cr_expect(eq(str, (char *)ct_dump(&p, true),
                  "1:1: error: unknown key 'sokcet' in config; did you mean 'socket'?\n"
                  "2:14: error: 'socket_mode' must be octal permissions in quotes, e.g. \"0660\"\n"
                  "3:10: error: 'workers' must be from 0 to 1024, got -1\n"
@@ -133,40 +101,40 @@ Test(config, all_errors_in_one_pass)
                  "6:6: error: missing required key 'plugin' in provider 'a'\n"
                  "6:23: error: 'rpm' must be from 1 to 1000000000000, got 0\n"
                  "6:26: error: unknown key 'burst' in limits\n"));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, api_key_value_is_refused)
 {
-    parsed p = parse("providers:\n  x: { plugin: openai, api_key: sk-secret }\n");
+    ct_parsed p = ct_parse("providers:\n  x: { plugin: openai, api_key: sk-secret }\n");
     cr_assert(p.c == NULL);
-    const char *out = dump(&p);
+    const char *out = ct_dump(&p, true);
     cr_expect(strstr(out, "2:24: error: an API key does not belong in the config") != NULL, "%s", out);
     cr_expect(strstr(out, "sk-secret") == NULL, "a secret never reaches a message");
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, wrong_shapes)
 {
-    parsed p = parse("- a\n- b\n");
+    ct_parsed p = ct_parse("- a\n- b\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p), "1:1: error: a config must be a mapping, got a sequence\n"));
-    done(&p);
-    p = parse("providers: [a]\nplugins: x\n");
+    cr_expect(eq(str, (char *)ct_dump(&p, true), "1:1: error: a config must be a mapping, got a sequence\n"));
+    ct_done(&p);
+    p = ct_parse("providers: [a]\nplugins: x\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p),
+    cr_expect(eq(str, (char *)ct_dump(&p, true),
                  "1:12: error: 'providers' must be a mapping of names to providers, got a sequence\n"
                  "2:10: error: 'plugins' must be a list of directories, got a string\n"));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, yaml_syntax_error_has_a_position)
 {
-    parsed p = parse("socket: [unclosed\n");
+    ct_parsed p = ct_parse("socket: [unclosed\n");
     cr_assert(p.c == NULL);
     cr_expect(p.d.n >= 1);
     cr_expect(p.d.v[0].line >= 1);
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, load_missing_file)
@@ -183,23 +151,23 @@ Test(config, load_missing_file)
 
 Test(config, daemon_keys_and_their_errors)
 {
-    parsed p = parse("retention: 30d\nshutdown_grace: 5s\nmax_running_jobs: 8\n"
+    ct_parsed p = ct_parse("retention: 30d\nshutdown_grace: 5s\nmax_running_jobs: 8\n"
                      "providers:\n  x: { plugin: openai, batch: false,"
                      " timeouts: { connect: 2s, first_byte: 10s, total: 1m } }\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     cr_expect(eq(u64, p.c->retention_ms, 30ull * 86400000ull));
     cr_expect(eq(u64, p.c->shutdown_grace_ms, 5000));
     cr_expect(eq(i64, p.c->max_running_jobs, 8));
     cr_expect(eq(i64, p.c->providers[0].batch_max_inputs, -1));
     cr_expect(eq(u64, p.c->providers[0].timeout_first_byte_ms, 10000));
-    done(&p);
-    p = parse("retention: 7 days\nproviders:\n  x: { plugin: openai, timeouts: { connect: soon, idle: 1s } }\n");
+    ct_done(&p);
+    p = ct_parse("retention: 7 days\nproviders:\n  x: { plugin: openai, timeouts: { connect: soon, idle: 1s } }\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p),
+    cr_expect(eq(str, (char *)ct_dump(&p, true),
                  "1:12: error: 'retention' must be a duration in days, hours or minutes such as 30d, 12h or 90m\n"
                  "3:45: error: 'connect' must be a duration such as 5ms or 30s\n"
-                 "3:51: error: unknown key 'idle' in timeouts\n"), "%s", dump(&p));
-    done(&p);
+                 "3:51: error: unknown key 'idle' in timeouts\n"), "%s", ct_dump(&p, true));
+    ct_done(&p);
 }
 
 Test(config, client_limits_have_defaults_and_ranges)
@@ -212,22 +180,22 @@ Test(config, client_limits_have_defaults_and_ranges)
     cr_expect(eq(u64, c->idle_timeout_ms, 300000));
     cr_expect(eq(i64, c->max_connections_per_uid, 1024));
     config_free(c);
-    parsed p = parse("max_output_bytes: 1024\nmax_queued_jobs: 5\nmax_pending_per_connection: 2\n"
+    ct_parsed p = ct_parse("max_output_bytes: 1024\nmax_queued_jobs: 5\nmax_pending_per_connection: 2\n"
                      "idle_timeout: 0s\nmax_connections_per_uid: 3\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     cr_expect(eq(i64, p.c->max_output_bytes, 1024));
     cr_expect(eq(i64, p.c->max_queued_jobs, 5));
     cr_expect(eq(i64, p.c->max_pending_per_connection, 2));
     cr_expect(eq(u64, p.c->idle_timeout_ms, 0));
     cr_expect(eq(i64, p.c->max_connections_per_uid, 3));
-    done(&p);
+    ct_done(&p);
     /* the output cap stays under what one reply can carry */
-    p = parse("max_output_bytes: 33554433\nmax_queued_jobs: 0\nmax_connections_per_uid: -1\n");
+    p = ct_parse("max_output_bytes: 33554433\nmax_queued_jobs: 0\nmax_connections_per_uid: -1\n");
     cr_assert(p.c == NULL);
-    cr_expect(strstr(dump(&p), "max_output_bytes") != NULL, "%s", dump(&p));
-    cr_expect(strstr(dump(&p), "max_queued_jobs") != NULL, "%s", dump(&p));
-    cr_expect(strstr(dump(&p), "max_connections_per_uid") != NULL, "%s", dump(&p));
-    done(&p);
+    cr_expect(strstr(ct_dump(&p, true), "max_output_bytes") != NULL, "%s", ct_dump(&p, true));
+    cr_expect(strstr(ct_dump(&p, true), "max_queued_jobs") != NULL, "%s", ct_dump(&p, true));
+    cr_expect(strstr(ct_dump(&p, true), "max_connections_per_uid") != NULL, "%s", ct_dump(&p, true));
+    ct_done(&p);
 }
 
 /* ---- plugins.config: each plugin's own configuration, kept as JSON with
@@ -245,8 +213,8 @@ static const char plugin_cfg[] =
 
 Test(config, plugin_entries_are_kept_with_their_positions)
 {
-    parsed p = parse(plugin_cfg);
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    ct_parsed p = ct_parse(plugin_cfg);
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     cr_expect(eq(str, p.c->plugin_dirs[0], "/a"));
     char *text = json_dumps(p.c->plugin_configs.configs, JSON_SORT_KEYS | JSON_COMPACT);
     cr_expect(eq(str, text, "{\"bare\":{},\"greeter\":{\"greeting\":\"Hi\",\"shout\":true}}"));
@@ -264,38 +232,38 @@ Test(config, plugin_entries_are_kept_with_their_positions)
     cr_expect(eq(str, pos, "c.yaml:7:5"));
     config_plugins_where(p.c, "absent", NULL, pos, sizeof pos);
     cr_expect(eq(str, pos, "c.yaml"));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, plugins_list_form_still_works)
 {
-    parsed p = parse("plugins: [/a, /b]\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    ct_parsed p = ct_parse("plugins: [/a, /b]\n");
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     cr_expect(eq(str, p.c->plugin_dirs[1], "/b"));
     cr_expect(eq(sz, p.c->plugin_configs.n, 0));
     cr_expect(eq(ptr, p.c->plugin_configs.configs, NULL));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config, plugin_config_shapes)
 {
-    parsed p = parse("plugins:\n  confg: {}\n");
+    ct_parsed p = ct_parse("plugins:\n  confg: {}\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p), "2:3: error: unknown key 'confg' in plugins; did you mean 'config'?\n"));
-    done(&p);
-    p = parse("plugins:\n  config: [a]\n");
+    cr_expect(eq(str, (char *)ct_dump(&p, true), "2:3: error: unknown key 'confg' in plugins; did you mean 'config'?\n"));
+    ct_done(&p);
+    p = ct_parse("plugins:\n  config: [a]\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p),
+    cr_expect(eq(str, (char *)ct_dump(&p, true),
                  "2:11: error: 'config' must be a mapping of plugin names to their options, got a sequence\n"));
-    done(&p);
-    p = parse("plugins:\n  config:\n    greeter: 5\n");
+    ct_done(&p);
+    p = ct_parse("plugins:\n  config:\n    greeter: 5\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p),
+    cr_expect(eq(str, (char *)ct_dump(&p, true),
                  "3:14: error: 'greeter' must be a mapping of the plugin's options, got a number\n"));
-    done(&p);
+    ct_done(&p);
 }
 
-/* The loader's side: a registry given the parsed config reports each
+/* The loader's side: a registry given the ct_parsed config reports each
  * problem at its place in the file. */
 typedef struct cfg_lines {
     char v[8][600];
@@ -321,8 +289,8 @@ static const loom_plugin greeter_desc = { LOOM_PLUGIN_HEADER, .name = "greeter",
 /* Loads the greeter with the config TEXT: 0 or -1, its lines in *L. */
 static int load_greeter(const char *text, cfg_lines *l, int *unused)
 {
-    parsed p = parse(text);
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    ct_parsed p = ct_parse(text);
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     p.c->file = strdup("c.yaml");
     cr_assert(p.c->file != NULL);
     plugins_t *reg = plugins_new(cfg_collect, l);
@@ -331,7 +299,7 @@ static int load_greeter(const char *text, cfg_lines *l, int *unused)
     int rc = plugins_add(reg, &greeter_desc, "built-in", NULL);
     *unused = plugins_check_unused_configs(reg);
     plugins_free(reg);
-    done(&p);
+    ct_done(&p);
     return rc;
 }
 
@@ -373,29 +341,29 @@ Test(config, plugin_entries_are_checked_at_their_positions)
 
 Test(config, log_file_and_pid_file_keep_their_positions)
 {
-    parsed p = parse("log: { level: warn, file: /var/log/loom/loomd.log }\n"
+    ct_parsed p = ct_parse("log: { level: warn, file: /var/log/loom/loomd.log }\n"
                      "pid_file: /run/loom/loomd.pid\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     cr_expect(eq(str, p.c->log_file.path, "/var/log/loom/loomd.log"));
     cr_expect(eq(int, p.c->log_file.line, 1));
     cr_expect(eq(int, p.c->log_file.col, 27));
     cr_expect(eq(str, p.c->pid_file.path, "/run/loom/loomd.pid"));
     cr_expect(eq(int, p.c->pid_file.line, 2));
     cr_expect(eq(int, p.c->pid_file.col, 11));
-    done(&p);
+    ct_done(&p);
     /* neither is set by default: stderr, and no pid file */
-    p = parse("socket: ./x.sock\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    p = ct_parse("socket: ./x.sock\n");
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
     cr_expect(p.c->log_file.path == NULL);
     cr_expect(p.c->pid_file.path == NULL);
-    done(&p);
-    p = parse("log: { file: [a, b], fiel: x }\npid_file: 42\npidfile: x\n");
+    ct_done(&p);
+    p = ct_parse("log: { file: [a, b], fiel: x }\npid_file: 42\npidfile: x\n");
     cr_assert(p.c == NULL);
-    cr_expect(eq(str, (char *)dump(&p),
+    cr_expect(eq(str, (char *)ct_dump(&p, true),
                  "1:14: error: 'file' must be a non-empty string, got a sequence\n"
                  "1:22: error: unknown key 'fiel' in log; did you mean 'file'?\n"
                  "2:11: error: 'pid_file' must be a non-empty string, got a number\n"
                  "3:1: error: unknown key 'pidfile' in config; did you mean 'pid_file'?\n"),
-              "%s", dump(&p));
-    done(&p);
+              "%s", ct_dump(&p, true));
+    ct_done(&p);
 }

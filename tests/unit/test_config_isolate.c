@@ -7,57 +7,26 @@
 #include <string.h>
 
 #include "daemon/config_file.h"
-
-typedef struct {
-    config *c;
-    dsl_diags d;
-} parsed;
-
-static parsed parse(const char *text)
-{
-    parsed p;
-    dsl_diags_init(&p.d, "c.yaml");
-    p.c = config_parse(text, strlen(text), &p.d);
-    return p;
-}
-
-static const char *dump(const parsed *p)
-{
-    static char buf[8192];
-    size_t off = 0;
-    buf[0] = 0;
-    for (size_t i = 0; i < p->d.n && off < sizeof buf; i++) {
-        char *s = dsl_diag_format(&p->d, i);
-        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s\n", s);
-        free(s);
-    }
-    return buf;
-}
-
-static void done(parsed *p)
-{
-    config_free(p->c);
-    dsl_diags_free(&p->d);
-}
+#include "tests/unit/config_testlib.h"
 
 Test(config_isolate, the_list_form_still_works_and_isolates_nothing)
 {
-    parsed p = parse("plugins: [/a, /b]\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    ct_parsed p = ct_parse("plugins: [/a, /b]\n");
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, false));
     cr_expect(eq(str, p.c->plugin_dirs[1], "/b"));
     cr_expect(eq(sz, p.c->nisolate, 0));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config_isolate, the_mapping_form_with_every_key_and_the_defaults)
 {
-    parsed p = parse("plugins:\n"
+    ct_parsed p = ct_parse("plugins:\n"
                      "  dirs: [/a]\n"
                      "  isolate:\n"
                      "    scraper: { processes: 3, memory: 512MiB, cpu_seconds: 5, timeout: 1500ms }\n"
                      "    other: {}\n"
                      "    bare:\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, false));
     cr_expect(eq(str, p.c->plugin_dirs[0], "/a"));
     cr_assert(eq(sz, p.c->nisolate, 3));
     const config_isolate *s = &p.c->isolate[0];
@@ -75,26 +44,26 @@ Test(config_isolate, the_mapping_form_with_every_key_and_the_defaults)
         cr_expect(eq(u64, o->cpu_seconds, CONFIG_ISOLATE_CPU_SECONDS));
         cr_expect(eq(u64, o->timeout_ms, CONFIG_ISOLATE_TIMEOUT_MS));
     }
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config_isolate, a_list_of_names_and_unlimited_memory)
 {
-    parsed p = parse("plugins:\n  isolate: [a, b]\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    ct_parsed p = ct_parse("plugins:\n  isolate: [a, b]\n");
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, false));
     cr_assert(eq(sz, p.c->nisolate, 2));
     cr_expect(eq(str, p.c->isolate[1].plugin, "b"));
-    done(&p);
-    p = parse("plugins: { isolate: { a: { memory: unlimited, cpu_seconds: 0 } } }\n");
-    cr_assert(p.c != NULL, "%s", dump(&p));
+    ct_done(&p);
+    p = ct_parse("plugins: { isolate: { a: { memory: unlimited, cpu_seconds: 0 } } }\n");
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, false));
     cr_expect(eq(u64, p.c->isolate[0].memory_bytes, 0));
     cr_expect(eq(u64, p.c->isolate[0].cpu_seconds, 0));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config_isolate, every_bad_value_is_reported_where_it_is)
 {
-    parsed p = parse("plugins:\n"
+    ct_parsed p = ct_parse("plugins:\n"
                      "  dirs: [/a]\n"
                      "  isolate:\n"
                      "    a: { processes: 0, memory: 12MiB, cpu_seconds: -1, timeout: 5ms }\n"
@@ -102,7 +71,7 @@ Test(config_isolate, every_bad_value_is_reported_where_it_is)
                      "    a: {}\n"
                      "  isolte: {}\n");
     cr_assert(p.c == NULL);
-    const char *out = dump(&p);
+    const char *out = ct_dump(&p, false);
     cr_expect(strstr(out, "c.yaml:4:21: error: 'processes' must be from 1 to 64, got 0") != NULL, "%s", out);
     cr_expect(strstr(out, "c.yaml:4:32: error: 'memory' must be at least 64MiB") != NULL, "%s", out);
     cr_expect(strstr(out, "c.yaml:4:52: error: 'cpu_seconds' must be from 0") != NULL, "%s", out);
@@ -112,12 +81,12 @@ Test(config_isolate, every_bad_value_is_reported_where_it_is)
     cr_expect(strstr(out, "c.yaml:5:39: error: unknown key 'timout'") != NULL, "%s", out);
     cr_expect(strstr(out, "c.yaml:6:5: error: duplicate key 'a'") != NULL, "%s", out);
     cr_expect(strstr(out, "c.yaml:7:3: error: unknown key 'isolte'") != NULL, "%s", out);
-    done(&p);
-    p = parse("plugins: { isolate: [a, b, a], dirs: /x }\n");
+    ct_done(&p);
+    p = ct_parse("plugins: { isolate: [a, b, a], dirs: /x }\n");
     cr_assert(p.c == NULL);
-    out = dump(&p);
+    out = ct_dump(&p, false);
     cr_expect(strstr(out, "c.yaml:1:28: error: plugin 'a' is isolated twice") != NULL, "%s", out);
     cr_expect(strstr(out, "c.yaml:1:38: error: 'plugins' must be a list of directories") != NULL,
               "%s", out);
-    done(&p);
+    ct_done(&p);
 }

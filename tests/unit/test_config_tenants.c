@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "daemon/config_file.h"
+#include "tests/unit/config_testlib.h"
 
 /* a plain condition for cr_assert (which wants a criterion or a call) */
 static bool truth(bool b)
@@ -18,67 +19,35 @@ static bool truth(bool b)
     return b;
 }
 
-typedef struct {
-    config *c;
-    dsl_diags d;
-} parsed;
-
-static parsed parse(const char *text)
-{
-    parsed p;
-    dsl_diags_init(&p.d, "c.yaml");
-    p.c = config_parse(text, strlen(text), &p.d);
-    return p;
-}
-
-static const char *dump(const parsed *p)
-{
-    static char buf[8192];
-    size_t off = 0;
-    buf[0] = 0;
-    for (size_t i = 0; i < p->d.n && off < sizeof buf; i++) {
-        char *s = dsl_diag_format(&p->d, i);
-        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s\n", s);
-        free(s);
-    }
-    return buf;
-}
-
-static void done(parsed *p)
-{
-    config_free(p->c);
-    dsl_diags_free(&p->d);
-}
-
 /* The one error of TEXT, as FILE:LINE:COL: error: ... */
 static void expect_error(const char *text, const char *want)
 {
-    parsed p = parse(text);
+    ct_parsed p = ct_parse(text);
     cr_assert(eq(ptr, p.c, NULL), "accepted:\n%s", text);
-    cr_assert(not(eq(ptr, strstr(dump(&p), want), NULL)), "want \"%s\", got:\n%s", want,
-              dump(&p));
-    done(&p);
+    cr_assert(not(eq(ptr, strstr(ct_dump(&p, false), want), NULL)), "want \"%s\", got:\n%s", want,
+              ct_dump(&p, false));
+    ct_done(&p);
 }
 
 Test(config_tenants, absent_sections_change_nothing)
 {
-    parsed p = parse("max_running_jobs: 4\n");
-    cr_assert(not(eq(ptr, p.c, NULL)), "%s", dump(&p));
+    ct_parsed p = ct_parse("max_running_jobs: 4\n");
+    cr_assert(not(eq(ptr, p.c, NULL)), "%s", ct_dump(&p, false));
     cr_expect(eq(sz, p.c->tenants.n, 0));
     cr_expect(truth(!p.c->access.set), "no access section: everyone as before");
     cr_expect(truth(config_tenant_known(&p.c->tenants, "default")));
     cr_expect(truth(!config_tenant_known(&p.c->tenants, "other")));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config_tenants, every_key_and_the_defaults)
 {
-    parsed p = parse("tenants:\n"
+    ct_parsed p = ct_parse("tenants:\n"
                      "  search: { weight: 3, max_running_jobs: 50, max_queued_jobs: 5000,\n"
                      "            budget: { usd_per_day: 20, usd_per_month: 400.5 } }\n"
                      "  batch: {}\n"
                      "  bare:\n");
-    cr_assert(not(eq(ptr, p.c, NULL)), "%s", dump(&p));
+    cr_assert(not(eq(ptr, p.c, NULL)), "%s", ct_dump(&p, false));
     cr_assert(eq(sz, p.c->tenants.n, 3));
     const config_tenant *s = config_tenant_find(&p.c->tenants, "search");
     cr_assert(s != NULL);
@@ -96,7 +65,7 @@ Test(config_tenants, every_key_and_the_defaults)
         cr_expect(lt(dbl, t->usd_per_day, 0.0), "no budget");
         cr_expect(lt(dbl, t->usd_per_month, 0.0), "no budget");
     }
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config_tenants, errors_at_their_positions)
@@ -138,8 +107,8 @@ Test(config_access, rules_resolve_names_and_match_first)
              "  - { group: %s, tenant: ml, role: submit }\n"
              "  - { everyone: true, tenant: search, role: read }\n",
              user, group);
-    parsed p = parse(text);
-    cr_assert(not(eq(ptr, p.c, NULL)), "%s", dump(&p));
+    ct_parsed p = ct_parse(text);
+    cr_assert(not(eq(ptr, p.c, NULL)), "%s", ct_dump(&p, false));
     const config_access *a = &p.c->access;
     cr_assert(truth(a->set));
     cr_assert(eq(sz, a->n, 5));
@@ -161,20 +130,20 @@ Test(config_access, rules_resolve_names_and_match_first)
     cr_expect(eq(ptr, (void *)config_access_match(a, 1000, 0, NULL, 0), (void *)&a->rules[3]));
     cr_expect(eq(ptr, (void *)config_access_match(a, 1000, 1000, NULL, 0),
                  (void *)&a->rules[4]), "everyone catches the rest");
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config_access, no_match_without_a_catch_all)
 {
-    parsed p = parse("access:\n  - { uid: 4242, role: read }\n");
-    cr_assert(not(eq(ptr, p.c, NULL)), "%s", dump(&p));
+    ct_parsed p = ct_parse("access:\n  - { uid: 4242, role: read }\n");
+    cr_assert(not(eq(ptr, p.c, NULL)), "%s", ct_dump(&p, false));
     cr_expect(eq(ptr, (void *)config_access_match(&p.c->access, 1, 1, NULL, 0), NULL));
-    done(&p);
-    p = parse("access:\n");
-    cr_assert(not(eq(ptr, p.c, NULL)), "%s", dump(&p));
+    ct_done(&p);
+    p = ct_parse("access:\n");
+    cr_assert(not(eq(ptr, p.c, NULL)), "%s", ct_dump(&p, false));
     cr_expect(truth(p.c->access.set), "an empty section lets nobody in, as written");
     cr_expect(eq(ptr, (void *)config_access_match(&p.c->access, 0, 0, NULL, 0), NULL));
-    done(&p);
+    ct_done(&p);
 }
 
 Test(config_access, errors_at_their_positions)
