@@ -379,7 +379,9 @@ Test(isolate, an_isolated_plugins_invoke_provider_answers_from_its_helper, .fini
     cr_assert(strstr(message_of(res), "signal 11"), "%s", message_of(res));
     json_decref(r);
     close(c);
-    /* a step's timeout cancels the call in the helper (its cancel hook) */
+    /* a step's timeout cancels the call in the helper (its cancel hook): once
+     * the helper is back, or the call would time out still queued for it */
+    lh_wait_log(&D, "plugin hostile helper 0 ready", NULL, 2, 30000);
     res = run("p_never", 20000);
     cr_assert_str_eq(code_of(res), "timeout", "%s", json_dumps(res, 0));
     json_decref(res);
