@@ -510,8 +510,10 @@ int main(int argc, char **argv)
     d.log.json = d.cfg->log_format == CONFIG_LOG_JSON;
     int ready_fd = !foreground && !check ? detach(d.cfg->log_file.path) : -1;
     /* before any thread: stderr becomes the log file (loomd_files.c) */
-    if (!check && loomd_log_start(&d) < 0)
+    if (!check && loomd_log_start(&d) < 0) {
+        config_free(d.cfg); /* nothing else is held yet */
         return 1;
+    }
     /* before any thread starts, so that every thread inherits the mask and
      * only the signal thread takes them (loomd_signals.c) */
     sigset_t stop_signals;

@@ -234,7 +234,8 @@ Test(ops, log_file_that_cannot_be_opened_is_reported_at_its_key, .fini = teardow
     snprintf(err, sizeof err, "%s/loomd.log", D.dir);
     use_log_file(&D, log);
     lh_spawn(&D);
-    cr_assert_eq(wait_exit(&D, 10000), 1);
+    int st = wait_exit(&D, 10000);
+    cr_assert_eq(st, 1, "exit status %d; stderr: %s", st, slurp(err));
     /* the config's line 5 is the log mapping; file's value is at column 28 */
     char want[1200];
     snprintf(want, sizeof want, "%s:5:28: error: cannot open the log file '%s': %s", D.cfg, log,

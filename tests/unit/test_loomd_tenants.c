@@ -504,8 +504,10 @@ Test(tenants, an_idempotency_key_never_crosses_tenants, .fini = teardown)
     json_t *r3 = lh_call(&D, "{\"id\":1,\"op\":\"submit\",\"workflow\":\"one\",\"tenant\":\"b\","
                              "\"idempotency_key\":\"k1\"}", 15000);
     cr_assert_str_eq(code_of(r3), "idempotency_conflict", "%s", json_dumps(r3, 0));
-    cr_assert(!strstr(json_dumps(r3, 0), json_string_value(json_object_get(r1, "job"))),
+    char *text = json_dumps(r3, 0);
+    cr_assert(text && !strstr(text, json_string_value(json_object_get(r1, "job"))),
               "b must not learn a's job id");
+    free(text);
     json_decref(r1);
     json_decref(r2);
     json_decref(r3);
