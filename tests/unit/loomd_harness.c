@@ -448,3 +448,27 @@ void lh_plugin_dir(lh_daemon *d, const char *const *names, char *out, size_t out
         free(abs);
     }
 }
+
+int lh_loomctl(const char *args, char **out)
+{
+    const char *bd = getenv("LOOM_BUILDDIR");
+    char *cmd = NULL;
+    cr_assert(asprintf(&cmd, "'%s/loomctl' %s", bd ? bd : ".", args) > 0);
+    FILE *f = popen(cmd, "r");
+    cr_assert(f, "cannot run %s", cmd);
+    size_t n = 0, cap = 1 << 16;
+    char *buf = malloc(cap);
+    cr_assert(buf);
+    for (size_t k; (k = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += k;
+        if (cap - n < 2) {
+            buf = realloc(buf, cap *= 2);
+            cr_assert(buf);
+        }
+    }
+    buf[n] = '\0';
+    int st = pclose(f);
+    free(cmd);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}

@@ -81,6 +81,11 @@ void lh_config_replace(lh_daemon *d, const char *old, const char *new_text);
 /* Runs loomd --check on the config; returns its exit status (or 128+signal)
  * and puts what it printed (stdout and stderr) in OUT (OUTLEN bytes). */
 int lh_check(lh_daemon *d, char *out, size_t outlen);
+
+/* Runs the built loomctl ($LOOM_BUILDDIR, else .) with ARGS (shell words);
+ * its stdout in *OUT (a new string), stderr to the test's. Returns its exit
+ * status, or 128 + the signal that ended it. */
+int lh_loomctl(const char *args, char **out);
 /* The time since an arbitrary start, in milliseconds (monotonic). */
 long lh_now_ms(void);
 

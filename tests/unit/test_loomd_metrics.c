@@ -206,29 +206,6 @@ Test(loomd_metrics, scrape_counts_the_jobs_and_calls, .fini = teardown)
     free(t);
 }
 
-/* Runs loomctl with ARGS; its stdout in *OUT (new), its exit status back. */
-static int loomctl(const char *args, char **out)
-{
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char *cmd = NULL;
-    cr_assert(asprintf(&cmd, "'%s/loomctl' %s", bd ? bd : ".", args) > 0);
-    FILE *f = popen(cmd, "r");
-    cr_assert(f, "cannot run %s", cmd);
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    cr_assert(buf);
-    for (size_t k; (k = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += k;
-        if (cap - n < 2)
-            cr_assert_not_null(buf = realloc(buf, cap *= 2));
-    }
-    buf[n] = '\0';
-    int st = pclose(f);
-    free(cmd);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 Test(loomd_metrics, op_and_loomctl_print_the_same_text, .fini = teardown)
 {
     start("[::1]:0"); /* and the endpoint on IPv6 */
@@ -242,7 +219,7 @@ Test(loomd_metrics, op_and_loomctl_print_the_same_text, .fini = teardown)
     cr_assert_eq(sample(op_text, TOKENS_IN), 2, "%s", op_text);
     char *args = NULL, *out = NULL;
     cr_assert(asprintf(&args, "metrics --socket '%s'", D.sock) > 0);
-    cr_assert_eq(loomctl(args, &out), 0);
+    cr_assert_eq(lh_loomctl(args, &out), 0);
     char *web = http("::1", port, "GET", "/metrics");
     /* the same families, series and counts whichever way it is read */
     const char *same[] = { TOKENS_IN, DURATION, WF_JOBS,
@@ -257,7 +234,7 @@ Test(loomd_metrics, op_and_loomctl_print_the_same_text, .fini = teardown)
     /* extra arguments are a usage error */
     free(args);
     cr_assert(asprintf(&args, "metrics --socket '%s' extra 2>/dev/null", D.sock) > 0);
-    cr_assert_eq(loomctl(args, &out), 2);
+    cr_assert_eq(lh_loomctl(args, &out), 2);
     free(out);
     free(args);
     json_decref(r);

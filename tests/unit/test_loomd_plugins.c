@@ -43,32 +43,6 @@ static void start(void)
     lh_start(&D);
 }
 
-/* Runs loomctl with ARGS (shell words), stdout into a new string in *OUT;
- * returns its exit status. stderr goes to the test's. */
-static int loomctl(const char *args, char **out)
-{
-    const char *bd = getenv("LOOM_BUILDDIR");
-    char *cmd = NULL;
-    cr_assert(asprintf(&cmd, "'%s/loomctl' %s", bd ? bd : ".", args) > 0);
-    FILE *f = popen(cmd, "r");
-    cr_assert(f, "cannot run %s", cmd);
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    cr_assert(buf);
-    for (size_t k; (k = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += k;
-        if (cap - n < 2) {
-            buf = realloc(buf, cap *= 2);
-            cr_assert(buf);
-        }
-    }
-    buf[n] = '\0';
-    int st = pclose(f);
-    free(cmd);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
-
 static const char *str(const json_t *obj, const char *key)
 {
     return json_string_value(json_object_get(obj, key));
@@ -173,7 +147,7 @@ Test(loomd_plugins, op_and_json, .fini = teardown)
 
     char *out, args[600];
     snprintf(args, sizeof args, "plugins --json --timeout 10 --socket '%s'", D.sock);
-    cr_assert_eq(loomctl(args, &out), 0, "%s", out);
+    cr_assert_eq(lh_loomctl(args, &out), 0, "%s", out);
     json_error_t err;
     json_t *doc = json_loads(out, 0, &err);
     cr_assert(doc, "not one JSON line: %s: %s", err.text, out);
@@ -183,7 +157,7 @@ Test(loomd_plugins, op_and_json, .fini = teardown)
 
     /* offline, from the same config: the same plugins, no daemon asked */
     snprintf(args, sizeof args, "plugins --json --config '%s'", D.cfg);
-    cr_assert_eq(loomctl(args, &out), 0, "%s", out);
+    cr_assert_eq(lh_loomctl(args, &out), 0, "%s", out);
     doc = json_loads(out, 0, &err);
     cr_assert(doc, "not JSON: %s: %s", err.text, out);
     check_document(doc, out);
@@ -196,7 +170,7 @@ Test(loomd_plugins, list_and_markdown, .fini = teardown)
     start();
     char *out, args[600];
     snprintf(args, sizeof args, "plugins --timeout 10 --socket '%s'", D.sock);
-    cr_assert_eq(loomctl(args, &out), 0, "%s", out);
+    cr_assert_eq(lh_loomctl(args, &out), 0, "%s", out);
     cr_assert(strstr(out, "described 0.3.1  (ABI " HOST_ABI ", "), "%s", out);
     cr_assert(strstr(out, "/described.so, isolated)\n"), "%s", out);
     cr_assert(strstr(out, "std.trim"), "%s", out);
@@ -205,7 +179,7 @@ Test(loomd_plugins, list_and_markdown, .fini = teardown)
     free(out);
 
     snprintf(args, sizeof args, "plugins --markdown --timeout 10 --socket '%s'", D.sock);
-    cr_assert_eq(loomctl(args, &out), 0, "%s", out);
+    cr_assert_eq(lh_loomctl(args, &out), 0, "%s", out);
     const char *headings[] = {
         "# Plugin reference\n", "\n## described\n", "\n## std\n", "\n## mock\n",
         "\n### `described.shout`\n", "\n### `std.trim`\n", "\n### Provider `described_http`\n",
@@ -234,18 +208,18 @@ Test(loomd_plugins, list_and_markdown, .fini = teardown)
 Test(loomd_plugins, builtin_needs_no_daemon_and_usage_errors)
 {
     char *out;
-    cr_assert_eq(loomctl("plugins --builtin --markdown", &out), 0, "%s", out);
+    cr_assert_eq(lh_loomctl("plugins --builtin --markdown", &out), 0, "%s", out);
     cr_assert(strncmp(out, "# Built-in lambdas and providers\n", 33) == 0, "%s", out);
     cr_assert(strstr(out, "\n### `std.regex_extract`\n"), "%s", out);
     cr_assert(!strstr(out, "described"), "only the built-ins");
     free(out);
-    cr_assert_eq(loomctl("plugins --builtin --json --markdown 2>/dev/null", &out), 2);
+    cr_assert_eq(lh_loomctl("plugins --builtin --json --markdown 2>/dev/null", &out), 2);
     free(out);
-    cr_assert_eq(loomctl("plugins --builtin --config x.yaml 2>/dev/null", &out), 2);
+    cr_assert_eq(lh_loomctl("plugins --builtin --config x.yaml 2>/dev/null", &out), 2);
     free(out);
-    cr_assert_eq(loomctl("plugins --builtin extra 2>/dev/null", &out), 2);
+    cr_assert_eq(lh_loomctl("plugins --builtin extra 2>/dev/null", &out), 2);
     free(out);
     /* no daemon on this socket */
-    cr_assert_eq(loomctl("plugins --socket /nonexistent/loom.sock 2>/dev/null", &out), 3);
+    cr_assert_eq(lh_loomctl("plugins --socket /nonexistent/loom.sock 2>/dev/null", &out), 3);
     free(out);
 }
