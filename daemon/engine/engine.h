@@ -273,6 +273,46 @@ bool engine_job_cost(const engine_job_t *job, double *usd);
 /* For `use` nodes. */
 void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void *ud);
 
+/* ---- MCP servers as tools (a call's `tools: [{mcp: SERVER}]`)
+ *
+ * The engine knows no MCP: loomd hands it these hooks (daemon/mcp/ speaks
+ * the protocol, supervises the servers and keeps their tool lists). All run
+ * on the reactor thread. */
+
+/* The end of one tool call: RESULT (stolen) is the MCP CallToolResult
+ * ({content: [...], structuredContent?, isError?}; a tool's own failure is
+ * a result with isError true, not an error), or NULL with CODE (a
+ * dsl_error_class name: "timeout", "upstream" for a server that died or
+ * answered a JSON-RPC error, "invalid_request" for an unknown server or
+ * tool, "cancelled") and MESSAGE (for people; both borrowed for the
+ * call). */
+typedef void (*engine_mcp_done_fn)(void *done_ud, json_t *result, const char *code,
+                                   const char *message);
+
+typedef struct engine_mcp_ops {
+    /* The tools server SERVER offers now: a new reference to an array of
+     * MCP tool objects ({name, description?, inputSchema, ...}), or NULL
+     * with a message in ERR (unknown server, not started yet, its list
+     * failed). */
+    json_t *(*tools)(void *ud, const char *server, char *err, size_t errlen);
+    /* Calls TOOL of SERVER with ARGS (borrowed object), ending within
+     * TIMEOUT_MS (0: the server's configured timeout) by DONE(DONE_UD, ...)
+     * exactly once, never from inside this call. Returns a handle for
+     * cancel, or NULL when it could not start (DONE is then not called;
+     * the reason in ERR). */
+    void *(*call)(void *ud, const char *server, const char *tool, json_t *args,
+                  uint64_t timeout_ms, engine_mcp_done_fn done, void *done_ud, char *err,
+                  size_t errlen);
+    /* Gives up on call H: DONE is never called for it (the server is told
+     * with notifications/cancelled). */
+    void (*cancel)(void *ud, void *h);
+} engine_mcp_ops;
+
+/* The MCP servers (OPS borrowed and must outlive E, UD passed to each
+ * hook; NULL: none, the default, and a tool naming a server fails with
+ * invalid_request). Before the first job. */
+void engine_set_mcp(engine_t *e, const engine_mcp_ops *ops, void *ud);
+
 /* Lambdas of the plugins ISO isolates (borrowed; NULL: none, the default)
  * run in its helper processes instead of the worker pool
  * (engine_isolate.c). Before the first job. */

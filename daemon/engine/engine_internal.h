@@ -296,6 +296,8 @@ struct engine {
     void *call_obs_ud;
     const engine_prices *prices; /* borrowed (engine_set_prices), or NULL: none */
     engine_ledger *ledger;     /* borrowed (engine_set_ledger), or NULL: no tenant budgets */
+    const engine_mcp_ops *mcp; /* borrowed (engine_set_mcp), or NULL: no MCP servers */
+    void *mcp_ud;
 };
 
 /* ---- errors (engine_error.c) */

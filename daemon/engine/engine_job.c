@@ -215,6 +215,12 @@ void engine_set_workflow_lookup(engine_t *e, engine_workflow_lookup_fn fn, void 
     e->wf_ud = ud;
 }
 
+void engine_set_mcp(engine_t *e, const engine_mcp_ops *ops, void *ud)
+{
+    e->mcp = ops;
+    e->mcp_ud = ud;
+}
+
 void engine_free(engine_t *e)
 {
     if (!e)

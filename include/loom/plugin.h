@@ -78,6 +78,10 @@
  *        loom_result.finish_reason and loom_stream_delta.finish_reason
  *        (why the answer ended, as the provider says it: traces and
  *        metrics report it).
+ *   2.3  tool calling and structured outputs: loom_request.tools and
+ *        .schema / .schema_name, tool turns in loom_request.messages
+ *        (below), loom_result.tool_calls; host API complete_tools (an
+ *        invoke provider's answer with tool calls).
  */
 #ifndef LOOM_PLUGIN_H
 #define LOOM_PLUGIN_H
@@ -92,7 +96,7 @@ extern "C" {
 #endif
 
 #define LOOM_ABI_MAJOR 2
-#define LOOM_ABI_MINOR 2
+#define LOOM_ABI_MINOR 3
 
 /* The symbol the loader looks up in every shared object. */
 #define LOOM_PLUGIN_ENTRY loom_plugin_entry
@@ -183,6 +187,13 @@ typedef struct loom_host_api {
      * (a timer callback, before it finishes the call): the line is the
      * call's plugin's, at LEVEL. */
     void (*call_vlog)(loom_call *call, int level, const char *fmt, va_list ap);
+
+    /* ---- 2.3 */
+    /* complete, for an answer that asks for tools: TOOL_CALLS (stolen; an
+     * array as in loom_result.tool_calls, or NULL for none) beside OUTPUT
+     * (stolen; the answer's text, "" when it has none). */
+    void (*complete_tools)(loom_call *call, json_t *output, json_t *tool_calls,
+                           const loom_usage *usage);
 } loom_host_api;
 
 struct loom_ctx {
@@ -252,6 +263,13 @@ static inline int loom_cancelled(loom_ctx *ctx)
 static inline void loom_complete(loom_call *call, json_t *output, const loom_usage *usage)
 {
     call->api->complete(call, output, usage);
+}
+
+/* 2.3: an invoke provider's answer that calls tools (see complete_tools). */
+static inline void loom_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                                       const loom_usage *usage)
+{
+    call->api->complete_tools(call, output, tool_calls, usage);
 }
 
 static inline void loom_fail(loom_call *call, loom_errcode code, const char *message)
@@ -335,6 +353,27 @@ typedef struct loom_request {
      * (`prompt_cache: true`): a provider that caches on request marks the
      * stable head of the prompt (system prompt, tools) as cacheable. */
     int prompt_cache;
+    /* ---- 2.3 */
+    /* CHAT: the tools the model may call, or NULL: an array of
+     *   {"name": N, "description": D, "parameters": JSON-SCHEMA-OBJECT}
+     * (names match [A-Za-z0-9_-]{1,64}). With tools, MESSAGES may hold the
+     * turns of a tool conversation, in a provider-neutral form the plugin
+     * translates into its own:
+     *   {"role": "assistant", "content": TEXT-OR-"",
+     *    "tool_calls": [{"id": ID, "name": N, "arguments": {...}}, ...]}
+     *   {"role": "tool", "tool_call_id": ID, "name": N, "content": TEXT,
+     *    "is_error": true|false}
+     * (one "tool" message per call, in the order of the calls). */
+    json_t *tools;
+    /* CHAT: the answer must be JSON fitting this JSON Schema object (a
+     * structured output), or NULL. A provider that supports it natively
+     * asks for it (OpenAI response_format json_schema, strict; Anthropic a
+     * forced tool whose input is the answer) and returns the JSON text as
+     * the output string; the host checks it against the schema either way.
+     * SCHEMA_NAME names it ([A-Za-z0-9_-], from the node's id), never NULL
+     * when SCHEMA is set. */
+    json_t *schema;
+    const char *schema_name;
 } loom_request;
 
 typedef struct loom_header {
@@ -376,6 +415,15 @@ typedef struct loom_result {
     /* why the answer ended, in the provider's own word ("stop", "length",
      * "end_turn", "tool_calls"...), or "" when it did not say */
     char finish_reason[LOOM_FINISH_REASON_MAX];
+    /* ---- 2.3 */
+    /* The tools the answer calls, or NULL (a new reference the host steals;
+     * read only from plugins of 2.3 or newer): an array of
+     *   {"id": ID, "name": N, "arguments": {...}}
+     * in the answer's order (ID is the provider's, or "call_K" when it gives
+     * none; arguments an object, {} when the model sent none or bad JSON is
+     * reported as invalid_output). OUTPUT is then the text that came with
+     * them, "" when none. */
+    json_t *tool_calls;
 } loom_result;
 
 /* One server-sent event of a streamed answer, framed by the host (the
