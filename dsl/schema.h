@@ -3,11 +3,16 @@
  * at run time.
  *
  * The supported keywords are those docs/dsl.md lists (type, properties,
- * required, additionalProperties, items, enum, const, minimum, maximum,
- * exclusiveMinimum, exclusiveMaximum, minLength, maxLength, minItems,
- * maxItems, pattern, anyOf, $ref within the document, and the
- * annotations title, description, default, $schema, $id, definitions,
- * $defs); any other keyword is a compile error, never silently ignored.
+ * required, additionalProperties, patternProperties, dependencies,
+ * minProperties, maxProperties, items (a schema or a tuple),
+ * additionalItems, minItems, maxItems, uniqueItems, enum, const, minimum,
+ * maximum, exclusiveMinimum, exclusiveMaximum (draft 4's booleans or later
+ * drafts' numbers), multipleOf, minLength, maxLength, pattern, allOf,
+ * anyOf, oneOf, not, $ref within the document, true/false schemas, and the
+ * annotations title, description, default, examples, $comment, $schema,
+ * $id, id, definitions, $defs); any other keyword is a compile error,
+ * never silently ignored. As in drafts 4 to 7, the siblings of $ref are
+ * not applied.
  *
  * Immutability: a compiled schema never changes, so any thread may
  * validate with it at once. */
