@@ -359,6 +359,7 @@ void loom_hc_request_clear(loom_http_request *out)
 json_t *loom_hc_decode_start(const loom_http_response *resp, loom_result *out)
 {
     out->output = NULL;
+    out->tool_calls = NULL;
     out->usage.input_tokens = out->usage.output_tokens = -1;
     return loom_hc_parse_body(resp);
 }

@@ -24,7 +24,22 @@
  * A 2xx that is not JSON or has no content[] is upstream (transient, as
  * far as we can tell); stop_reason "refusal" is invalid_output. The
  * anthropic-ratelimit-*-reset headers are timestamps, which decode cannot
- * turn into a wait without a clock, so only retry-after(-ms) is used. */
+ * turn into a wait without a clock, so only retry-after(-ms) is used.
+ *
+ * Tools and structured outputs (ABI 2.3). Tools go as {name, description,
+ * input_schema}. The neutral tool turns become content blocks: an
+ * assistant turn's calls tool_use blocks (after its text), and tool
+ * results tool_result blocks {tool_use_id, content, is_error}, the
+ * results of consecutive tool turns merged into one user message, as the
+ * API wants every result of a turn in the next message. An answer's
+ * tool_use blocks come back as loom_result.tool_calls. A schema is asked
+ * for with a forced tool named after it (tool_choice {type: tool}) whose
+ * input_schema is the schema: the model answers by calling it, and that
+ * call's input, as JSON text, is the output. With tools as well, the
+ * choice is {type: any}: the model calls its tools until it answers
+ * through the schema's tool. Calls with tools or a schema are never
+ * streamed: the answer is in tool_use blocks, which the stream hook
+ * cannot hand over. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +47,13 @@
 #include "anthropic.h"
 #include "loom/plugin.h"
 #include "plugins/http_common.h"
+#include "plugins/http_tools.h"
 
 #define PROV "anthropic"
+
+/* What the model reads about the structured output's tool. */
+#define ANTHROPIC_SCHEMA_TOOL_DOC \
+    "Give your final answer by calling this tool: its input is the answer."
 
 /* Read by init (loom_hc_conf_init follows these defaults) and shown by the
  * host. */
@@ -103,15 +123,78 @@ fail:
 
 /* ---- encode */
 
+/* Appends neutral assistant turn M (messages[AT], which calls tools) to
+ * TURNS as content blocks: its text, then one tool_use block per call.
+ * 0, or -1 after loom_error. */
+static int put_calls_turn(loom_ctx *ctx, json_t *m, size_t at, json_t *turns)
+{
+    json_t *content = json_object_get(m, "content"), *blocks = json_array(), *call;
+    size_t k;
+
+    if (!blocks || json_array_append_new(turns, json_pack("{s:s, s:o}", "role", "assistant",
+                                                          "content", blocks)) < 0)
+        goto nomem;
+    if (json_is_string(content) && json_string_length(content) > 0 &&
+        json_array_append_new(blocks, json_pack("{s:s, s:O}", "type", "text", "text",
+                                                content)) < 0)
+        goto nomem;
+    json_array_foreach(loom_hc_turn_calls(m), k, call) {
+        loom_hc_call c;
+
+        if (loom_hc_call_get(ctx, PROV, call, at, k, &c) < 0)
+            return -1;
+        if (json_array_append_new(blocks, json_pack("{s:s, s:s, s:s, s:o}", "type", "tool_use",
+                                                    "id", c.id, "name", c.name, "input",
+                                                    c.arguments ? json_incref(c.arguments)
+                                                                : json_object())) < 0)
+            goto nomem;
+    }
+    return 0;
+nomem:
+    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+    return -1;
+}
+
+/* Appends tool turn M (messages[AT]) to TURNS as a tool_result block: to
+ * the user message *OPEN (borrowed from TURNS) when the turn before was a
+ * tool turn too, else to a new one that becomes *OPEN. 0, or -1 after
+ * loom_error. */
+static int put_result(loom_ctx *ctx, json_t *m, size_t at, json_t *turns, json_t **open)
+{
+    loom_hc_result r;
+    json_t *block;
+
+    if (loom_hc_result_get(ctx, PROV, m, at, &r) < 0)
+        return -1;
+    if (!*open) {
+        json_t *blocks = json_array();
+
+        if (!blocks || json_array_append_new(turns, json_pack("{s:s, s:o}", "role", "user",
+                                                              "content", blocks)) < 0)
+            goto nomem;
+        *open = blocks;
+    }
+    block = json_pack("{s:s, s:s, s:s, s:b}", "type", "tool_result", "tool_use_id",
+                      r.tool_call_id, "content", r.content, "is_error", r.is_error);
+    if (json_array_append_new(*open, block) < 0)
+        goto nomem;
+    return 0;
+nomem:
+    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+    return -1;
+}
+
 /* Splits MESSAGES into BODY's "system" (system texts joined by blank lines)
- * and "messages" (the user and assistant turns, content as given). With
+ * and "messages" (the user and assistant turns, content as given; the
+ * neutral tool turns as content blocks, see put_calls_turn and
+ * put_result). With
  * CACHE, the system prompt is one text block marked cacheable
  * (cache_control: ephemeral): the stable head of every call of a step, so
  * later calls read it from the cache at a fraction of the input price.
  * 0, -1 after loom_error. */
 static int put_messages(loom_ctx *ctx, json_t *messages, json_t *body, int cache)
 {
-    json_t *turns = json_array(), *m;
+    json_t *turns = json_array(), *m, *open = NULL;
     loom_hc_text system = { 0 };
     size_t i;
 
@@ -121,7 +204,16 @@ static int put_messages(loom_ctx *ctx, json_t *messages, json_t *body, int cache
         const char *role = json_string_value(json_object_get(m, "role"));
         json_t *content = json_object_get(m, "content");
 
-        if (role && strcmp(role, "system") == 0) {
+        if (loom_hc_is_tool_turn(m)) {
+            if (put_result(ctx, m, i, turns, &open) < 0)
+                goto fail;
+            continue;
+        }
+        open = NULL; /* the results of one turn end with the first other message */
+        if (loom_hc_turn_calls(m)) {
+            if (put_calls_turn(ctx, m, i, turns) < 0)
+                goto fail;
+        } else if (role && strcmp(role, "system") == 0) {
             int bad;
             char *text = loom_hc_content_text(content, &bad);
 
@@ -171,6 +263,69 @@ fail:
     return -1;
 }
 
+/* REQ's tools, and the tool of its schema, into BODY with the tool_choice
+ * they need; with CACHE, the last tool is marked cacheable (tools head the
+ * prompt, before the system prompt). 0, or -1 after loom_error. */
+static int put_tools(loom_ctx *ctx, const loom_request *req, json_t *body, int cache)
+{
+    json_t *list = json_array(), *wire = NULL, *choice;
+    size_t i, n = json_array_size(req->tools);
+
+    if (!list || json_object_set_new(body, "tools", list) < 0)
+        goto nomem;
+    if (req->tools && (!json_is_array(req->tools) || n == 0)) {
+        loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": tools must be a non-empty list");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        loom_hc_tool t;
+        json_t *one;
+
+        if (loom_hc_tool_get(ctx, PROV, req->tools, i, &t) < 0)
+            return -1;
+        if (req->schema && req->schema_name && strcmp(t.name, req->schema_name) == 0) {
+            loom_error(ctx, LOOM_E_INVALID_REQUEST,
+                       PROV ": tool %s has the name of the structured output", t.name);
+            return -1;
+        }
+        one = t.parameters ? json_pack("{s:s, s:O}", "name", t.name, "input_schema",
+                                       t.parameters)
+                           : json_pack("{s:s, s:{s:s}}", "name", t.name, "input_schema", "type",
+                                       "object");
+        if (!one || (t.description &&
+                     json_object_set_new(one, "description", json_string(t.description)) < 0) ||
+            json_array_append_new(list, one) < 0)
+            goto nomem;
+    }
+    if (req->schema) {
+        if (!json_is_object(req->schema) || !loom_hc_tool_name_ok(req->schema_name)) {
+            loom_error(ctx, LOOM_E_INVALID_REQUEST,
+                       PROV ": a structured output needs a schema object and a name matching "
+                            "[A-Za-z0-9_-]{1,64}");
+            return -1;
+        }
+        if (!(wire = loom_hc_schema_wire(req->schema)) ||
+            json_array_append_new(list, json_pack("{s:s, s:s, s:o}", "name", req->schema_name,
+                                                  "description", ANTHROPIC_SCHEMA_TOOL_DOC,
+                                                  "input_schema", wire)) < 0)
+            goto nomem;
+        /* alone, the schema's tool is forced; beside tools, some tool is:
+         * the model works with them until it answers through it */
+        choice = n == 0 ? json_pack("{s:s, s:s}", "type", "tool", "name", req->schema_name)
+                        : json_pack("{s:s}", "type", "any");
+        if (!choice || json_object_set_new(body, "tool_choice", choice) < 0)
+            goto nomem;
+    }
+    if (cache && json_object_set_new(json_array_get(list, json_array_size(list) - 1),
+                                     "cache_control",
+                                     json_pack("{s:s}", "type", "ephemeral")) < 0)
+        goto nomem;
+    return 0;
+nomem:
+    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+    return -1;
+}
+
 static int anthropic_encode(loom_ctx *ctx, void *state, const loom_request *req,
                             loom_http_request *out)
 {
@@ -186,7 +341,12 @@ static int anthropic_encode(loom_ctx *ctx, void *state, const loom_request *req,
     if (put_messages(ctx, req->messages, body, st->prompt_cache || req->prompt_cache) < 0 ||
         loom_hc_put_params(ctx, PROV, anthropic_params, req->params, st->defaults, body) < 0)
         goto fail;
-    if (req->stream && json_object_set_new(body, "stream", json_true()) < 0) {
+    if ((req->tools || req->schema) &&
+        put_tools(ctx, req, body, st->prompt_cache || req->prompt_cache) < 0)
+        goto fail;
+    /* tool_use blocks do not stream through the hook (see the top) */
+    if (req->stream && !req->tools && !req->schema &&
+        json_object_set_new(body, "stream", json_true()) < 0) {
         loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
         goto fail;
     }
@@ -253,11 +413,74 @@ static int fail_error(loom_ctx *ctx, anthropic_state *st, const loom_http_respon
     return loom_hc_fail(ctx, PROV, resp, &e, st->conf.key);
 }
 
+/* The tool_use blocks of CONTENT (borrowed): the calls of the request's
+ * tools into *CALLS (a new array, NULL when there are none), the call of
+ * the schema's tool (when REQ has a schema) into *ANSWER (a new reference,
+ * or NULL). Without tools or a schema in REQ, tool_use blocks are not
+ * read. 0, or -1 after loom_error. */
+static int decode_tool_uses(loom_ctx *ctx, const loom_request *req, json_t *content,
+                            json_t **calls, json_t **answer)
+{
+    json_t *block;
+    size_t i;
+
+    *calls = *answer = NULL;
+    json_array_foreach(content, i, block) {
+        const char *type = json_string_value(json_object_get(block, "type"));
+        const char *name = json_string_value(json_object_get(block, "name"));
+        json_t *input = json_object_get(block, "input"), *args;
+
+        /* without tools or a schema the request offered none: a stray
+         * block is not a call the host could run */
+        if (!type || strcmp(type, "tool_use") != 0 || (!req->tools && !req->schema))
+            continue;
+        if (!name || !*name) {
+            loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": content[%zu]: a tool_use without a name",
+                       i);
+            goto fail;
+        }
+        /* the API sends an object; JSON text from a proxy is read as it says */
+        if (json_is_object(input))
+            args = json_incref(input);
+        else if (!input || json_is_null(input) || json_is_string(input))
+            args = loom_hc_args_parse(ctx, PROV, name, json_string_value(input),
+                                      json_string_length(input));
+        else {
+            loom_error(ctx, LOOM_E_INVALID_OUTPUT,
+                       PROV ": the model called tool %s with input that is not a JSON object",
+                       name);
+            goto fail;
+        }
+        if (!args)
+            goto fail;
+        if (req->schema && req->schema_name && strcmp(name, req->schema_name) == 0) {
+            /* a second answer is one too many: the first is kept */
+            if (*answer)
+                json_decref(args);
+            else
+                *answer = args;
+            continue;
+        }
+        if ((!*calls && !(*calls = json_array())) ||
+            loom_hc_calls_add(*calls, json_string_value(json_object_get(block, "id")), name,
+                              args) < 0) {
+            loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    json_decref(*calls);
+    json_decref(*answer);
+    *calls = *answer = NULL;
+    return -1;
+}
+
 static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
                             const loom_http_response *resp, loom_result *out)
 {
     anthropic_state *st = state;
-    json_t *body = loom_hc_decode_start(resp, out), *content;
+    json_t *body = loom_hc_decode_start(resp, out), *content, *calls = NULL, *answer = NULL;
     const char *stop;
     char *text = NULL;
     size_t len;
@@ -278,8 +501,23 @@ static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
         loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": the model refused to answer");
         goto fail;
     }
-    /* text blocks only: thinking and tool blocks are not the answer */
-    if (!(text = loom_hc_parts_text(content, "text", &len))) {
+    if (decode_tool_uses(ctx, req, content, &calls, &answer) < 0)
+        goto fail;
+    if (req->schema && !answer && !calls) {
+        loom_error(ctx, LOOM_E_INVALID_OUTPUT,
+                   PROV ": the answer did not call tool %s, the structured output (stop_reason "
+                        "%s)", req->schema_name ? req->schema_name : "?", stop ? stop : "none");
+        goto fail;
+    }
+    if (answer && !calls) {
+        /* the structured output: the schema tool's input, as JSON text */
+        if (!(text = loom_hc_schema_answer(req->schema, answer))) {
+            loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+            goto fail;
+        }
+        len = strlen(text);
+    } else if (!(text = loom_hc_parts_text(content, "text", &len))) {
+        /* text blocks only: thinking and tool blocks are not the answer */
         loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
         goto fail;
     }
@@ -287,6 +525,9 @@ static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
         loom_error(ctx, LOOM_E_UPSTREAM, PROV ": answer text is not valid UTF-8");
         goto fail;
     }
+    out->tool_calls = calls;
+    calls = NULL;
+    json_decref(answer);
     loom_hc_usage(body, "input_tokens", "output_tokens", &out->usage);
     loom_hc_usage_cache_anthropic(json_object_get(body, "usage"), &out->usage);
     if (stop)
@@ -296,6 +537,8 @@ static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
     return 0;
 fail:
     free(text);
+    json_decref(calls);
+    json_decref(answer);
     json_decref(body);
     return -1;
 }
@@ -306,12 +549,14 @@ fail:
  *   message_start        message.usage: the input tokens (and a first
  *                        output count, replaced by message_delta's)
  *   content_block_delta  delta.type text_delta: the next text; other
- *                        deltas (thinking, tool input) are not the answer,
- *                        as decode reads text blocks only
+ *                        deltas (thinking) are not the answer, as decode
+ *                        reads only text blocks for it
  *   message_delta        usage.output_tokens (the total so far) and
  *                        delta.stop_reason ("refusal" fails as in decode)
  *   message_stop         the end
  *   error                error.type and message, classed as in decode
+ *   content_block_start of a tool_use: a failure (upstream): calls with
+ *                        tools are not streamed, and decode would return it
  *   ping, content_block_start/stop, unknown types: nothing */
 static int anthropic_stream(loom_ctx *ctx, void *state, const loom_request *req,
                             const loom_sse_event *ev, loom_stream_delta *out)
@@ -341,6 +586,14 @@ static int anthropic_stream(loom_ctx *ctx, void *state, const loom_request *req,
         if (dtype && strcmp(dtype, "text_delta") == 0 &&
             json_is_string(json_object_get(delta, "text")))
             out->text = json_incref(json_object_get(delta, "text"));
+    } else if (strcmp(type, "content_block_start") == 0 &&
+               json_is_string(json_object_get(json_object_get(data, "content_block"), "type")) &&
+               strcmp(json_string_value(json_object_get(json_object_get(data, "content_block"),
+                                                        "type")), "tool_use") == 0) {
+        /* calls with tools are never streamed (encode): a tool_use here
+         * would be lost as text, and decode would have returned it */
+        loom_error(ctx, LOOM_E_UPSTREAM, PROV ": a tool call in a streamed answer");
+        rc = -1;
     } else if (strcmp(type, "message_delta") == 0) {
         stop = json_string_value(json_object_get(json_object_get(data, "delta"), "stop_reason"));
         if (stop && strcmp(stop, "refusal") == 0) {

@@ -24,7 +24,22 @@
  *   429 otherwise               -> rate_limited, with the server's wait
  *   402                         -> quota
  *   408, 409, 5xx               -> upstream (with the server's wait, if any)
- *   other 3xx/4xx               -> invalid_request (never retried) */
+ *   other 3xx/4xx               -> invalid_request (never retried)
+ *
+ * Tools and structured outputs (ABI 2.3). Tools go as
+ * {"type": "function", "function": {name, description, parameters}}; the
+ * neutral tool turns become the API's own: an assistant message with
+ * "tool_calls" whose arguments are JSON text, and one {"role": "tool",
+ * "tool_call_id", "content"} message per result (the API has no error flag,
+ * so a failed tool's text is prefixed "error: "). An answer's
+ * message.tool_calls come back as loom_result.tool_calls; arguments that
+ * are not a JSON object are the model's fault (invalid_output). A schema
+ * is asked for as response_format json_schema, strict when it fits the
+ * strict subset (every object closed with additionalProperties false and
+ * every property required; no allOf, not, if/then/else...), else not
+ * strict, since a strict request with another schema is refused and the
+ * host checks the answer either way. A call with tools is never streamed:
+ * a stream hook hands the host text, not tool calls. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +47,13 @@
 #include "loom/plugin.h"
 #include "openai.h"
 #include "plugins/http_common.h"
+#include "plugins/http_tools.h"
 
 #define PROV "openai"
+
+/* Nesting deeper than this is not checked for the strict subset: such a
+ * schema is sent without strict. OpenAI itself allows 10 levels. */
+#define OPENAI_STRICT_DEPTH 32
 
 /* OpenAI documents at most 2048 inputs per embeddings request. */
 #define OPENAI_MAX_BATCH 2048
@@ -111,12 +131,207 @@ static int add_bearer(loom_http_request *out, const char *key)
     return rc;
 }
 
+/* ---- tools and structured outputs */
+
+/* The neutral tool turns of MESSAGES (borrowed) as the API's: a new array
+ * (the other messages shared with MESSAGES), or NULL after loom_error. */
+static json_t *wire_messages(loom_ctx *ctx, json_t *messages)
+{
+    json_t *wire = json_array(), *m, *one = NULL;
+    size_t i;
+
+    if (!wire)
+        goto nomem;
+    json_array_foreach(messages, i, m) {
+        json_t *calls = loom_hc_turn_calls(m), *call;
+        size_t k;
+
+        if (loom_hc_is_tool_turn(m)) {
+            loom_hc_result r;
+            char *text;
+            size_t n;
+
+            if (loom_hc_result_get(ctx, PROV, m, i, &r) < 0)
+                goto fail;
+            n = strlen(r.content) + sizeof "error: ";
+            if (!(text = malloc(n)))
+                goto nomem;
+            snprintf(text, n, "%s%s", r.is_error ? "error: " : "", r.content);
+            one = json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id", r.tool_call_id,
+                            "content", text);
+            free(text);
+        } else if (calls) {
+            json_t *content = json_object_get(m, "content"), *list = json_array();
+
+            /* null, not "": the API's own echo of a turn that only calls tools */
+            one = list ? json_pack("{s:s, s:O, s:o}", "role", "assistant", "content",
+                                   json_is_string(content) && json_string_length(content) > 0
+                                       ? content : json_null(),
+                                   "tool_calls", list)
+                       : NULL;
+            if (!one)
+                goto nomem;
+            json_array_foreach(calls, k, call) {
+                loom_hc_call c;
+                char *args;
+                int bad;
+
+                if (loom_hc_call_get(ctx, PROV, call, i, k, &c) < 0)
+                    goto fail;
+                args = c.arguments ? json_dumps(c.arguments, JSON_COMPACT) : strdup("{}");
+                bad = !args || json_array_append_new(
+                                   list, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", c.id, "type",
+                                                   "function", "function", "name", c.name,
+                                                   "arguments", args)) < 0;
+                free(args);
+                if (bad)
+                    goto nomem;
+            }
+        } else {
+            one = json_incref(m);
+        }
+        if (!one || json_array_append_new(wire, one) < 0) {
+            one = NULL;
+            goto nomem;
+        }
+        one = NULL;
+    }
+    return wire;
+nomem:
+    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+fail:
+    json_decref(one);
+    json_decref(wire);
+    return NULL;
+}
+
+/* TOOLS (borrowed, the neutral definitions) as the API's, into BODY. 0,
+ * or -1 after loom_error. */
+static int put_tools(loom_ctx *ctx, json_t *tools, json_t *body)
+{
+    json_t *list = json_array();
+    size_t i;
+
+    if (!json_is_array(tools) || json_array_size(tools) == 0) {
+        json_decref(list);
+        loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": tools must be a non-empty list");
+        return -1;
+    }
+    if (json_object_set_new(body, "tools", list) < 0)
+        goto nomem;
+    for (i = 0; i < json_array_size(tools); i++) {
+        loom_hc_tool t;
+        json_t *fn;
+
+        if (loom_hc_tool_get(ctx, PROV, tools, i, &t) < 0)
+            return -1;
+        /* no parameters: a function of no arguments, said explicitly */
+        fn = t.parameters ? json_pack("{s:s, s:O}", "name", t.name, "parameters", t.parameters)
+                          : json_pack("{s:s, s:{s:s, s:{}}}", "name", t.name, "parameters",
+                                      "type", "object", "properties");
+        if (!fn || (t.description &&
+                    json_object_set_new(fn, "description", json_string(t.description)) < 0) ||
+            json_array_append_new(list, json_pack("{s:s, s:o}", "type", "function", "function",
+                                                  fn)) < 0)
+            goto nomem;
+    }
+    return 0;
+nomem:
+    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+    return -1;
+}
+
+static int strict_ok(json_t *s, int depth);
+
+/* Every member schema of object MAP (borrowed) fits the strict subset. */
+static int strict_map_ok(json_t *map, int depth)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(map, key, v) if (!strict_ok(v, depth)) return 0;
+    return 1;
+}
+
+/* Whether schema S fits OpenAI's strict subset as far as Loom can tell: no
+ * keyword strict mode refuses, and every object closed (additionalProperties
+ * false) with all its properties required, at every level. */
+static int strict_ok(json_t *s, int depth)
+{
+    static const char *const refused[] = {
+        "allOf", "not", "if", "then", "else", "oneOf", "dependencies", "dependentRequired",
+        "dependentSchemas", "patternProperties", "minLength", "maxLength", "uniqueItems",
+        "minProperties", "maxProperties", NULL,
+    };
+    json_t *props = json_object_get(s, "properties"), *type = json_object_get(s, "type");
+    json_t *req = json_object_get(s, "required"), *items = json_object_get(s, "items"), *v;
+    const char *key;
+    size_t i;
+    int object = json_object_get(s, "properties") != NULL;
+
+    if (!json_is_object(s) || depth > OPENAI_STRICT_DEPTH)
+        return 0;
+    for (i = 0; refused[i]; i++)
+        if (json_object_get(s, refused[i]))
+            return 0;
+    if (json_is_string(type))
+        object = object || strcmp(json_string_value(type), "object") == 0;
+    json_array_foreach(type, i, v) object = object || (json_is_string(v) &&
+                                                       strcmp(json_string_value(v), "object") == 0);
+    if (object) {
+        if (!json_is_false(json_object_get(s, "additionalProperties")))
+            return 0;
+        json_object_foreach(props, key, v) {
+            size_t k;
+            json_t *r;
+            int listed = 0;
+
+            json_array_foreach(req, k, r) listed = listed || (json_is_string(r) &&
+                                                              strcmp(json_string_value(r), key) == 0);
+            if (!listed)
+                return 0;
+        }
+    }
+    if (!strict_map_ok(props, depth + 1) || !strict_map_ok(json_object_get(s, "definitions"),
+                                                           depth + 1) ||
+        !strict_map_ok(json_object_get(s, "$defs"), depth + 1))
+        return 0;
+    if (items && !(json_is_object(items) ? strict_ok(items, depth + 1) : 0))
+        return 0;
+    json_array_foreach(json_object_get(s, "anyOf"), i, v) if (!strict_ok(v, depth + 1)) return 0;
+    return 1;
+}
+
+/* REQ's schema as response_format json_schema, into BODY. 0, or -1 after
+ * loom_error. */
+static int put_schema(loom_ctx *ctx, const loom_request *req, json_t *body)
+{
+    json_t *wire, *fmt;
+
+    if (!json_is_object(req->schema) || !loom_hc_tool_name_ok(req->schema_name)) {
+        loom_error(ctx, LOOM_E_INVALID_REQUEST,
+                   PROV ": a structured output needs a schema object and a name matching "
+                        "[A-Za-z0-9_-]{1,64}");
+        return -1;
+    }
+    if (!(wire = loom_hc_schema_wire(req->schema)))
+        goto nomem;
+    fmt = json_pack("{s:s, s:{s:s, s:o, s:b}}", "type", "json_schema", "json_schema", "name",
+                    req->schema_name, "schema", wire, "strict", strict_ok(wire, 0));
+    if (!fmt || json_object_set_new(body, "response_format", fmt) < 0)
+        goto nomem;
+    return 0;
+nomem:
+    loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+    return -1;
+}
+
 static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
                          loom_http_request *out)
 {
     openai_state *st = state;
     const char *path;
-    json_t *body = loom_hc_body_new(ctx, PROV, &st->conf, req);
+    json_t *body = loom_hc_body_new(ctx, PROV, &st->conf, req), *msgs;
 
     if (!body)
         return -1;
@@ -140,17 +355,25 @@ static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
             loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": messages must be a non-empty list");
             goto fail;
         }
-        if (json_object_set(body, "messages", req->messages) < 0)
+        if (!(msgs = wire_messages(ctx, req->messages)))
+            goto fail;
+        if (json_object_set_new(body, "messages", msgs) < 0)
             goto nomem;
         if (loom_hc_put_params(ctx, PROV, openai_params, req->params, NULL, body) < 0)
             goto fail;
-        if (req->json_mode &&
+        if (req->tools && put_tools(ctx, req->tools, body) < 0)
+            goto fail;
+        /* a schema says more than JSON mode: it wins */
+        if (req->schema ? put_schema(ctx, req, body) < 0 : 0)
+            goto fail;
+        if (!req->schema && req->json_mode &&
             json_object_set_new(body, "response_format", json_pack("{s:s}", "type",
                                                                    "json_object")) < 0)
             goto nomem;
         /* include_usage: the last chunk carries the usage a whole answer
-         * has, so a streamed call counts the same tokens */
-        if (req->stream &&
+         * has, so a streamed call counts the same tokens. Never with
+         * tools: tool calls do not stream through the hook. */
+        if (req->stream && !req->tools &&
             (json_object_set_new(body, "stream", json_true()) < 0 ||
              json_object_set_new(body, "stream_options",
                                  json_pack("{s:b}", "include_usage", 1)) < 0))
@@ -209,12 +432,90 @@ static int fail_status(loom_ctx *ctx, openai_state *st, const loom_http_response
                 : loom_hc_stream_fail(ctx, PROV, &e, st->conf.key);
 }
 
-static int decode_chat(loom_ctx *ctx, openai_state *st, json_t *body, loom_result *out)
+/* message.tool_calls (borrowed) as loom_result.tool_calls in *OUT: a new
+ * array, NULL when the answer calls no tool. 0, or -1 after loom_error. */
+static int decode_calls(loom_ctx *ctx, json_t *calls, json_t **out)
+{
+    json_t *list, *call;
+    size_t i;
+
+    *out = NULL;
+    if (!calls || json_is_null(calls) || json_array_size(calls) == 0)
+        return 0;
+    if (!json_is_array(calls) || !(list = json_array())) {
+        loom_error(ctx, json_is_array(calls) ? LOOM_E_NOMEM : LOOM_E_INVALID_OUTPUT,
+                   json_is_array(calls) ? PROV ": out of memory"
+                                        : PROV ": tool_calls in the answer is not a list");
+        return -1;
+    }
+    json_array_foreach(calls, i, call) {
+        json_t *fn = json_object_get(call, "function"), *args;
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        json_t *text = json_object_get(fn, "arguments");
+
+        if (!name || !*name) {
+            loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": tool_calls[%zu] names no function", i);
+            goto fail;
+        }
+        /* arguments are JSON text; a server that sends the object itself
+         * (some OpenAI-compatible ones do) is taken at its word */
+        if (json_is_object(text))
+            args = json_incref(text);
+        else if (!text || json_is_null(text) || json_is_string(text))
+            args = loom_hc_args_parse(ctx, PROV, name, json_string_value(text),
+                                      json_string_length(text));
+        else {
+            loom_error(ctx, LOOM_E_INVALID_OUTPUT,
+                       PROV ": the model called tool %s with arguments that are not a JSON "
+                            "object", name);
+            goto fail;
+        }
+        if (!args)
+            goto fail;
+        if (loom_hc_calls_add(list, json_string_value(json_object_get(call, "id")), name,
+                              args) < 0) {
+            loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+            goto fail;
+        }
+    }
+    *out = list;
+    return 0;
+fail:
+    json_decref(list);
+    return -1;
+}
+
+/* With a schema that was sent wrapped (http_tools.h), the answer's text
+ * TEXT (owned) unwrapped into a new allocation; TEXT itself otherwise, and
+ * when it is not the wrapper's JSON (the host's check says what it is). */
+static char *unwrap_answer(const loom_request *req, char *text)
+{
+    json_t *v;
+    char *inner;
+
+    if (!req->schema || !loom_hc_schema_needs_wrap(req->schema))
+        return text;
+    v = json_loads(text, 0, NULL);
+    if (!json_is_object(v) || !json_object_get(v, LOOM_HC_WRAP_KEY)) {
+        json_decref(v);
+        return text;
+    }
+    inner = loom_hc_schema_answer(req->schema, v);
+    json_decref(v);
+    if (!inner)
+        return text;
+    free(text);
+    return inner;
+}
+
+static int decode_chat(loom_ctx *ctx, openai_state *st, const loom_request *req, json_t *body,
+                       loom_result *out)
 {
     json_t *choice = json_array_get(json_object_get(body, "choices"), 0);
     json_t *message = json_object_get(choice, "message");
     const char *finish = json_string_value(json_object_get(choice, "finish_reason"));
     const char *refusal = json_string_value(json_object_get(message, "refusal"));
+    json_t *content = json_object_get(message, "content"), *calls = NULL;
     char quoted[LOOM_HC_MSG_MAX + 1];
     char *text;
     int bad;
@@ -232,21 +533,31 @@ static int decode_chat(loom_ctx *ctx, openai_state *st, json_t *body, loom_resul
         loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": answer withheld by the content filter");
         return -1;
     }
-    text = loom_hc_content_text(json_object_get(message, "content"), &bad);
+    /* a request without tools has no calls to read (as before 2.3) */
+    if (req->tools && decode_calls(ctx, json_object_get(message, "tool_calls"), &calls) < 0)
+        return -1;
+    /* an answer that calls tools may say nothing besides */
+    text = calls && (!content || json_is_null(content)) ? strdup("")
+                                                        : loom_hc_content_text(content, &bad);
     if (!text) {
-        if (bad)
+        if (!calls && bad)
             loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": answer without text content");
         else
             loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+        json_decref(calls);
         return -1;
     }
+    if (!calls)
+        text = unwrap_answer(req, text);
     out->output = json_string(text);
     free(text);
     if (!out->output) {
         /* json_string refuses invalid UTF-8 as well as failing to allocate */
         loom_error(ctx, LOOM_E_UPSTREAM, PROV ": answer text is not valid UTF-8");
+        json_decref(calls);
         return -1;
     }
+    out->tool_calls = calls;
     if (finish)
         snprintf(out->finish_reason, sizeof out->finish_reason, "%s", finish);
     return 0;
@@ -315,7 +626,7 @@ static int openai_decode(loom_ctx *ctx, void *state, const loom_request *req,
         fail_status(ctx, st, resp, 502, body);
     } else {
         rc = req->kind == LOOM_CALL_EMBED ? decode_embed(ctx, req, body, out)
-                                          : decode_chat(ctx, st, body, out);
+                                          : decode_chat(ctx, st, req, body, out);
         if (rc == 0) {
             loom_hc_usage(body, "prompt_tokens", "completion_tokens", &out->usage);
             loom_hc_usage_cache_openai(json_object_get(body, "usage"), &out->usage);
@@ -366,6 +677,13 @@ static int openai_stream(loom_ctx *ctx, void *state, const loom_request *req,
     }
     if (finish && strcmp(finish, "content_filter") == 0) {
         loom_error(ctx, LOOM_E_INVALID_OUTPUT, PROV ": answer withheld by the content filter");
+        goto done;
+    }
+    /* calls with tools are never streamed (encode), so tool calls here come
+     * from a server that streamed what was not asked for: read as text
+     * they would be lost, and the answer would look whole */
+    if (json_array_size(json_object_get(delta, "tool_calls")) > 0) {
+        loom_error(ctx, LOOM_E_UPSTREAM, PROV ": tool calls in a streamed answer");
         goto done;
     }
     if (json_is_string(content) && json_string_length(content) > 0)

@@ -372,3 +372,28 @@ Test(anthropic_stream, encode_asks_for_a_stream_only_when_told)
     json_decref(msgs);
     provider("anthropic")->fini(state);
 }
+
+/* ---- tool calls (ABI 2.3): a call with tools is asked for whole, so tool
+ * calls in a stream come from a server that streamed regardless; read as
+ * text they would be lost, so the stream fails instead */
+
+Test(openai_stream, tool_calls_in_a_stream_fail)
+{
+    fails("openai",
+          "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null}}]}\n\n"
+          "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\","
+          "\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n",
+          LOOM_E_UPSTREAM, "tool calls");
+}
+
+Test(anthropic_stream, a_tool_use_in_a_stream_fails)
+{
+    fails("anthropic",
+          "event: content_block_start\n"
+          "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+          "\"text\",\"text\":\"\"}}\n\n"
+          "event: content_block_start\n"
+          "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":"
+          "\"tool_use\",\"id\":\"toolu_1\",\"name\":\"f\",\"input\":{}}}\n\n",
+          LOOM_E_UPSTREAM, "tool call");
+}

@@ -3,7 +3,10 @@
  * Decode cases are data: every tests/data/providers/NAME.json holds a
  * response (status, headers, body as a raw string or as JSON) and what
  * decoding it must give, so adding a case is adding a file. The provider is
- * the part of NAME before the first '-'. Encode is checked field by field
+ * the part of NAME before the first '-'; a file's "request" gives the
+ * call's tools and schema (ABI 2.3) when the answer is read by them, and
+ * "expect.tool_calls" the calls it must give (none when absent). Encode is
+ * checked field by field
  * here, as are the answers no file can hold (huge bodies, NULL bodies). */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -179,6 +182,11 @@ ParameterizedTest(prov_case *pc, providers, decode_file)
         req.kind = LOOM_CALL_EMBED;
         req.inputs = inputs;
     }
+    /* what the call asked for, where the answer depends on it (ABI 2.3) */
+    v = json_object_get(file, "request");
+    req.tools = json_object_get(v, "tools");
+    req.schema = json_object_get(v, "schema");
+    req.schema_name = json_string_value(json_object_get(v, "schema_name"));
 
     ctx_reset(&c);
     rc = provider(pname)->decode(&c.base, state, &req, &resp, &res);
@@ -197,6 +205,11 @@ ParameterizedTest(prov_case *pc, providers, decode_file)
         cr_assert(eq(int, rc, 0), "%s: %s", pc->name, c.message);
         cr_assert(json_equal(res.output, json_object_get(expect, "output")), "%s: got %s",
                   pc->name, json_dumps(res.output, JSON_ENCODE_ANY));
+        /* absent from the file: the answer must call no tool */
+        want = json_object_get(expect, "tool_calls");
+        cr_assert(want ? json_equal(res.tool_calls, want) : res.tool_calls == NULL,
+                  "%s: tool calls %s", pc->name,
+                  res.tool_calls ? json_dumps(res.tool_calls, JSON_COMPACT) : "none");
     }
     if ((v = json_object_get(expect, "retry_after_ms")))
         cr_assert(eq(i64, c.retry_ms, json_integer_value(v)), "%s", pc->name);
@@ -209,6 +222,7 @@ ParameterizedTest(prov_case *pc, providers, decode_file)
         cr_assert(eq(i64, res.usage.output_tokens, json_integer_value(json_array_get(v, 1))));
     }
     json_decref(res.output);
+    json_decref(res.tool_calls);
     free(raw);
     provider(pname)->fini(state);
     json_decref(file);
@@ -712,4 +726,288 @@ Test(providers, text_joins_with_separators)
     cr_assert(eq(sz, len, 4));
     free(s);
     json_decref(parts);
+}
+
+/* ---- tools and structured outputs (ABI 2.3) */
+
+/* jansson's type macros, as a value Criterion's cr_assert can take */
+static int truth(int x)
+{
+    return x;
+}
+
+/* A tool conversation in the neutral form: a question, a turn calling two
+ * tools, their results (the second failed), a user's follow-up. */
+static const char neutral_conversation[] =
+    "[{\"role\":\"system\",\"content\":\"use tools\"},"
+    "{\"role\":\"user\",\"content\":\"weather and time?\"},"
+    "{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":["
+    "{\"id\":\"c1\",\"name\":\"search\",\"arguments\":{\"q\":\"weather\"}},"
+    "{\"id\":\"c2\",\"name\":\"get_time\",\"arguments\":{}}]},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"name\":\"search\",\"content\":\"sunny\","
+    "\"is_error\":false},"
+    "{\"role\":\"tool\",\"tool_call_id\":\"c2\",\"name\":\"get_time\","
+    "\"content\":\"{\\\"code\\\":\\\"timeout\\\"}\",\"is_error\":true},"
+    "{\"role\":\"user\",\"content\":\"and tomorrow?\"}]";
+
+static const char neutral_tools[] =
+    "[{\"name\":\"search\",\"description\":\"look up\",\"parameters\":{\"type\":\"object\","
+    "\"properties\":{\"q\":{\"type\":\"string\"}},\"required\":[\"q\"]}},"
+    "{\"name\":\"get_time\"}]";
+
+/* REQ encoded by provider NAME (instance ST): the body, parsed. */
+static json_t *encoded_body(const char *name, void *st, const loom_request *req)
+{
+    loom_http_request out = { 0 };
+    fake_ctx c;
+    json_t *body;
+
+    ctx_reset(&c);
+    cr_assert(eq(int, provider(name)->encode(&c.base, st, req, &out), 0), "%s", c.message);
+    body = json_loadb(out.body, out.body_len, 0, NULL);
+    cr_assert(body != NULL);
+    free_request(&out);
+    return body;
+}
+
+/* REQ refused by provider NAME's encode with invalid_request, saying WHAT. */
+static void encode_refused(const char *name, void *st, const loom_request *req, const char *what)
+{
+    loom_http_request out = { 0 };
+    fake_ctx c;
+
+    ctx_reset(&c);
+    cr_assert(eq(int, provider(name)->encode(&c.base, st, req, &out), -1));
+    cr_assert(eq(int, c.code, LOOM_E_INVALID_REQUEST), "%s", c.message);
+    cr_assert(strstr(c.message, what) != NULL, "%s", c.message);
+    cr_assert(out.body == NULL && out.headers == NULL);
+}
+
+static void assert_json(json_t *got, const char *want_text)
+{
+    json_t *want = json_loads(want_text, 0, NULL);
+
+    cr_assert(want != NULL, "bad expected JSON: %s", want_text);
+    cr_assert(json_equal(got, want), "got %s\nwant %s", json_dumps(got, JSON_COMPACT),
+              want_text);
+    json_decref(want);
+}
+
+Test(providers, openai_encode_tools_and_tool_turns)
+{
+    void *st = instance("openai", "{\"model\": \"m\"}");
+    json_t *msgs = json_loads(neutral_conversation, 0, NULL);
+    json_t *tools = json_loads(neutral_tools, 0, NULL);
+    loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .tools = tools,
+                         .stream = 1 };
+    json_t *body = encoded_body("openai", st, &req), *wire = json_object_get(body, "messages");
+
+    assert_json(json_object_get(body, "tools"),
+                "[{\"type\":\"function\",\"function\":{\"name\":\"search\","
+                "\"description\":\"look up\",\"parameters\":{\"type\":\"object\","
+                "\"properties\":{\"q\":{\"type\":\"string\"}},\"required\":[\"q\"]}}},"
+                "{\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"parameters\":"
+                "{\"type\":\"object\",\"properties\":{}}}}]");
+    cr_assert(eq(sz, json_array_size(wire), 6));
+    cr_assert(json_equal(json_array_get(wire, 0), json_array_get(msgs, 0)));
+    /* arguments as JSON text, content null for a turn that only calls */
+    assert_json(json_array_get(wire, 2),
+                "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+                "{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"search\","
+                "\"arguments\":\"{\\\"q\\\":\\\"weather\\\"}\"}},"
+                "{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"get_time\","
+                "\"arguments\":\"{}\"}}]}");
+    assert_json(json_array_get(wire, 3),
+                "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"sunny\"}");
+    /* no error flag in the API: the failure is said in the text */
+    assert_json(json_array_get(wire, 4), "{\"role\":\"tool\",\"tool_call_id\":\"c2\","
+                                         "\"content\":\"error: {\\\"code\\\":\\\"timeout\\\"}\"}");
+    cr_assert(json_equal(json_array_get(wire, 5), json_array_get(msgs, 5)));
+    /* tool calls cannot come through the stream hook: asked for whole */
+    cr_assert(json_object_get(body, "stream") == NULL);
+    cr_assert(json_object_get(body, "stream_options") == NULL);
+    json_decref(body);
+
+    /* a turn's text goes with its calls */
+    json_object_set_new(json_array_get(msgs, 2), "content", json_string("checking"));
+    body = encoded_body("openai", st, &req);
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(
+                          json_array_get(json_object_get(body, "messages"), 2), "content")),
+                 "checking"));
+    json_decref(body);
+
+    /* the neutral form, broken, is the caller's error */
+    json_object_set_new(json_array_get(tools, 1), "name", json_string("get time"));
+    encode_refused("openai", st, &req, "tools[1]");
+    json_object_set_new(json_array_get(tools, 1), "name", json_string("get_time"));
+    json_object_del(json_array_get(json_object_get(json_array_get(msgs, 2), "tool_calls"), 0),
+                    "id");
+    encode_refused("openai", st, &req, "messages[2].tool_calls[0]");
+    json_decref(msgs);
+    msgs = json_loads("[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"tool\",\"content\":"
+                      "\"r\"}]", 0, NULL);
+    req.messages = msgs;
+    encode_refused("openai", st, &req, "tool_call_id");
+    json_decref(msgs);
+    json_decref(tools);
+    provider("openai")->fini(st);
+}
+
+Test(providers, openai_encode_schema)
+{
+    void *st = instance("openai", "{\"model\": \"m\"}");
+    json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"x\"}]", 0, NULL);
+    json_t *closed = json_loads("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"object\","
+                                "\"properties\":{\"b\":{\"type\":\"string\"}},\"required\":[\"b\"],"
+                                "\"additionalProperties\":false}},\"required\":[\"a\"],"
+                                "\"additionalProperties\":false}", 0, NULL);
+    loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .schema = closed,
+                         .schema_name = "extract", .json_mode = 1, .stream = 1 };
+    json_t *body = encoded_body("openai", st, &req), *fmt;
+
+    /* the schema wins over JSON mode; strict, since it fits the subset */
+    fmt = json_object_get(body, "response_format");
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(fmt, "type")), "json_schema"));
+    fmt = json_object_get(fmt, "json_schema");
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(fmt, "name")), "extract"));
+    cr_assert(json_equal(json_object_get(fmt, "schema"), closed));
+    cr_assert(truth(json_is_true(json_object_get(fmt, "strict"))));
+    /* text answers still stream */
+    cr_assert(truth(json_is_true(json_object_get(body, "stream"))));
+    json_decref(body);
+
+    /* an inner object left open: strict would be refused, so not strict */
+    json_object_del(json_object_get(json_object_get(closed, "properties"), "a"),
+                    "additionalProperties");
+    body = encoded_body("openai", st, &req);
+    fmt = json_object_get(json_object_get(body, "response_format"), "json_schema");
+    cr_assert(truth(json_is_false(json_object_get(fmt, "strict"))));
+    json_decref(body);
+    /* an optional property: not strict either */
+    json_object_set_new(json_object_get(json_object_get(closed, "properties"), "a"),
+                        "additionalProperties", json_false());
+    json_object_set_new(json_object_get(closed, "properties"), "c", json_pack("{s:s}", "type",
+                                                                              "integer"));
+    body = encoded_body("openai", st, &req);
+    fmt = json_object_get(json_object_get(body, "response_format"), "json_schema");
+    cr_assert(truth(json_is_false(json_object_get(fmt, "strict"))));
+    json_decref(body);
+    json_decref(closed);
+
+    /* a root that is not an object goes wrapped, its definitions lifted */
+    req.schema = json_loads("{\"type\":\"array\",\"items\":{\"$ref\":\"#/definitions/t\"},"
+                            "\"definitions\":{\"t\":{\"type\":\"string\"}}}", 0, NULL);
+    body = encoded_body("openai", st, &req);
+    fmt = json_object_get(json_object_get(body, "response_format"), "json_schema");
+    assert_json(json_object_get(fmt, "schema"),
+                "{\"type\":\"object\",\"properties\":{\"value\":{\"type\":\"array\","
+                "\"items\":{\"$ref\":\"#/definitions/t\"},\"definitions\":{\"t\":{\"type\":"
+                "\"string\"}}}},\"required\":[\"value\"],\"additionalProperties\":false,"
+                "\"definitions\":{\"t\":{\"type\":\"string\"}}}");
+    cr_assert(truth(json_is_true(json_object_get(fmt, "strict"))));
+    json_decref(body);
+
+    req.schema_name = "bad name";
+    encode_refused("openai", st, &req, "structured output");
+    json_decref((json_t *)req.schema);
+    json_decref(msgs);
+    provider("openai")->fini(st);
+}
+
+Test(providers, anthropic_encode_tools_and_tool_turns)
+{
+    void *st = instance("anthropic", "{\"model\": \"c\"}");
+    json_t *msgs = json_loads(neutral_conversation, 0, NULL);
+    json_t *tools = json_loads(neutral_tools, 0, NULL);
+    loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .tools = tools,
+                         .stream = 1, .prompt_cache = 1 };
+    json_t *body = encoded_body("anthropic", st, &req), *wire = json_object_get(body, "messages");
+
+    assert_json(json_object_get(body, "tools"),
+                "[{\"name\":\"search\",\"description\":\"look up\",\"input_schema\":{\"type\":"
+                "\"object\",\"properties\":{\"q\":{\"type\":\"string\"}},\"required\":[\"q\"]}},"
+                "{\"name\":\"get_time\",\"input_schema\":{\"type\":\"object\"},"
+                "\"cache_control\":{\"type\":\"ephemeral\"}}]");
+    cr_assert(json_object_get(body, "tool_choice") == NULL, "the model chooses");
+    /* system lifted out; the two results merged into one user message */
+    cr_assert(eq(sz, json_array_size(wire), 4));
+    assert_json(json_array_get(wire, 1),
+                "{\"role\":\"assistant\",\"content\":["
+                "{\"type\":\"tool_use\",\"id\":\"c1\",\"name\":\"search\",\"input\":{\"q\":"
+                "\"weather\"}},{\"type\":\"tool_use\",\"id\":\"c2\",\"name\":\"get_time\","
+                "\"input\":{}}]}");
+    assert_json(json_array_get(wire, 2),
+                "{\"role\":\"user\",\"content\":["
+                "{\"type\":\"tool_result\",\"tool_use_id\":\"c1\",\"content\":\"sunny\","
+                "\"is_error\":false},"
+                "{\"type\":\"tool_result\",\"tool_use_id\":\"c2\",\"content\":"
+                "\"{\\\"code\\\":\\\"timeout\\\"}\",\"is_error\":true}]}");
+    assert_json(json_array_get(wire, 3), "{\"role\":\"user\",\"content\":\"and tomorrow?\"}");
+    cr_assert(json_object_get(body, "stream") == NULL, "tool calls are asked for whole");
+    json_decref(body);
+
+    /* a turn's text comes before its calls */
+    json_object_set_new(json_array_get(msgs, 2), "content", json_string("checking"));
+    body = encoded_body("anthropic", st, &req);
+    assert_json(json_array_get(json_object_get(json_array_get(json_object_get(body, "messages"),
+                                                               1), "content"), 0),
+                "{\"type\":\"text\",\"text\":\"checking\"}");
+    json_decref(body);
+
+    json_object_set_new(json_array_get(tools, 0), "parameters", json_string("{}"));
+    encode_refused("anthropic", st, &req, "tool search");
+    json_decref(msgs);
+    json_decref(tools);
+    provider("anthropic")->fini(st);
+}
+
+Test(providers, anthropic_encode_schema_as_a_forced_tool)
+{
+    void *st = instance("anthropic", "{\"model\": \"c\"}");
+    json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"x\"}]", 0, NULL);
+    json_t *schema = json_loads("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":"
+                                "\"string\"}}}", 0, NULL);
+    json_t *tools = json_loads(neutral_tools, 0, NULL);
+    loom_request req = { .kind = LOOM_CALL_CHAT, .messages = msgs, .schema = schema,
+                         .schema_name = "extract", .stream = 1 };
+    json_t *body = encoded_body("anthropic", st, &req), *list;
+
+    list = json_object_get(body, "tools");
+    cr_assert(eq(sz, json_array_size(list), 1));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(json_array_get(list, 0), "name")),
+                 "extract"));
+    cr_assert(json_equal(json_object_get(json_array_get(list, 0), "input_schema"), schema));
+    assert_json(json_object_get(body, "tool_choice"), "{\"type\":\"tool\",\"name\":\"extract\"}");
+    cr_assert(json_object_get(body, "stream") == NULL, "the answer is a tool's input");
+    json_decref(body);
+
+    /* beside tools: any tool, the schema's last */
+    req.tools = tools;
+    body = encoded_body("anthropic", st, &req);
+    list = json_object_get(body, "tools");
+    cr_assert(eq(sz, json_array_size(list), 3));
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(json_array_get(list, 2), "name")),
+                 "extract"));
+    assert_json(json_object_get(body, "tool_choice"), "{\"type\":\"any\"}");
+    json_decref(body);
+
+    /* a root that is not an object is wrapped */
+    req.tools = NULL;
+    req.schema = json_loads("{\"type\":\"array\"}", 0, NULL);
+    body = encoded_body("anthropic", st, &req);
+    assert_json(json_object_get(json_array_get(json_object_get(body, "tools"), 0), "input_schema"),
+                "{\"type\":\"object\",\"properties\":{\"value\":{\"type\":\"array\"}},"
+                "\"required\":[\"value\"],\"additionalProperties\":false}");
+    json_decref(body);
+    json_decref((json_t *)req.schema);
+
+    /* a tool named like the structured output would make it ambiguous */
+    req.schema = schema;
+    req.tools = tools;
+    req.schema_name = "search";
+    encode_refused("anthropic", st, &req, "name of the structured output");
+    json_decref(schema);
+    json_decref(tools);
+    json_decref(msgs);
+    provider("anthropic")->fini(st);
 }
