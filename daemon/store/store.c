@@ -33,7 +33,7 @@
 #define STORE_BACKOFF_MAX_MS 5000
 
 static const char *const store_state_names[] = {"queued", "running", "succeeded", "failed",
-                                                "cancelled"};
+                                                "cancelled", "waiting"};
 
 const char *store_state_name(store_state_t state)
 {
@@ -192,7 +192,7 @@ static int64_t store_mono_ms(void)
 static bool store_req_holds(const store_req_t *q)
 {
     return (q->op == STORE_OP_RUNNING || q->op == STORE_OP_STEP || q->op == STORE_OP_FINISH ||
-            q->op == STORE_OP_CRASHES || q->op == STORE_OP_SPEND) &&
+            q->op == STORE_OP_CRASHES || q->op == STORE_OP_SPEND || q->op == STORE_OP_WAIT) &&
            store_status_transient(q->status);
 }
 
@@ -676,6 +676,32 @@ int store_retry_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
         return -EINVAL;
     store_req_t *q = store_job_req(STORE_OP_RETRY, job_id, cb, ud, &rc);
     return q ? store_submit(s, q, 0, 0) : rc;
+}
+
+int store_set_waiting(store_t *s, const char *job_id, const json_t *waits, store_done_cb cb,
+                      void *ud)
+{
+    int rc;
+    if (!s || !waits)
+        return -EINVAL;
+    store_req_t *q = store_job_req(STORE_OP_WAIT, job_id, cb, ud, &rc);
+    if (!q)
+        return rc;
+    q->state = STORE_WAITING;
+    rc = store_dump(waits, &q->output);
+    return store_submit(s, q, rc, 0);
+}
+
+int store_wake_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
+{
+    int rc;
+    if (!s)
+        return -EINVAL;
+    store_req_t *q = store_job_req(STORE_OP_WAIT, job_id, cb, ud, &rc);
+    if (!q)
+        return rc;
+    q->state = STORE_QUEUED;
+    return store_submit(s, q, 0, 0);
 }
 
 int store_add_spend(store_t *s, const char *tenant, const char *day, const char *month,

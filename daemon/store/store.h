@@ -82,11 +82,12 @@ typedef enum store_state {
     STORE_RUNNING,
     STORE_SUCCEEDED,
     STORE_FAILED,
-    STORE_CANCELLED
+    STORE_CANCELLED,
+    STORE_WAITING      /* parked on `wait_for` nodes: no run, only its record (v6) */
 } store_state_t;
 
-/* "queued", "running", "succeeded", "failed", "cancelled" (static strings),
- * or NULL for a value out of range. */
+/* "queued", "running", "succeeded", "failed", "cancelled", "waiting" (static
+ * strings), or NULL for a value out of range. */
 const char *store_state_name(store_state_t state);
 
 /* Parses one of those names into *OUT: 0 or -EINVAL. */
@@ -236,7 +237,18 @@ typedef struct store_outcome {
     double cost;          /* USD spent by the job's calls */
 } store_outcome_t;
 
-/* Finishes a queued or running job. A finished job never changes again:
+/* Parks a queued or running job: state waiting, with WAITS (borrowed; any
+ * JSON, by convention an array of {key, signal, node, deadline_ms, seq,
+ * schema?}) saying what it waits for. A held write, like a checkpoint. */
+int store_set_waiting(store_t *s, const char *job_id, const json_t *waits, store_done_cb cb,
+                      void *ud);
+
+/* Makes a waiting job queued again (a signal or a deadline came); its waits
+ * stay recorded, so deadlines of the waits still pending survive. -EALREADY:
+ * the job is not waiting (the error text names its state). */
+int store_wake_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
+
+/* Finishes a queued, running or waiting job. A finished job never changes again:
  * finishing it twice gives -EALREADY. */
 int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outcome,
                      store_done_cb cb, void *ud);
@@ -269,7 +281,8 @@ int store_purge_finished(store_t *s, int64_t finished_before_ms, store_done_cb c
  * priority, idempotency_key, peer ({uid, gid, pid} or null), created_ms,
  * started_ms, finished_ms, output, error, usage, attempt (1, then one more
  * per store_retry_job), crashes and crash (store_set_crashes), tenant,
- * budget, traceparent and cost; a member with no value is null. A job
+ * budget, traceparent, cost and waits (store_set_waiting); a member with no
+ * value is null. A job
  * summary (from store_list_jobs) has only id, workflow, version, state,
  * priority, created_ms, started_ms, finished_ms, tenant and cost.
  * Errors: -ENOENT (store_get_job: no such job), -EBUSY, -EIO (including a
@@ -321,6 +334,10 @@ int store_get_source(store_t *s, const char *version, char **text, size_t *len,
 /* *JOBS receives an array (new reference) of the full job objects of every
  * queued or running job, oldest first: what to resume after a restart. */
 int store_unfinished_jobs(store_t *s, json_t **jobs, char *err, size_t errlen);
+
+/* *JOBS receives an array (new reference) of the full job objects of every
+ * waiting job, oldest first: whose deadlines to watch. */
+int store_waiting_jobs(store_t *s, json_t **jobs, char *err, size_t errlen);
 
 /* ---- counters */
 

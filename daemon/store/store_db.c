@@ -29,7 +29,7 @@
     " input TEXT NOT NULL,"                                                                       \
     " state TEXT NOT NULL"                                                                        \
     "  CHECK (state = 'queued' OR state = 'running' OR state = 'succeeded'"                       \
-    "         OR state = 'failed' OR state = 'cancelled'),"                                       \
+    "         OR state = 'failed' OR state = 'cancelled' OR state = 'waiting'),"                  \
     " priority INTEGER NOT NULL DEFAULT 0,"                                                       \
     " idempotency_key TEXT UNIQUE,"                                                               \
     " peer_uid INTEGER, peer_gid INTEGER, peer_pid INTEGER,"                                      \
@@ -41,7 +41,9 @@
     " crashes INTEGER NOT NULL DEFAULT 0,"                                                        \
     " crash TEXT,"                                                                                \
     TENANT_COLUMNS                                                                                \
-    " CHECK ((state = 'queued' OR state = 'running') = (finished_ms IS NULL))"                    \
+    " waits TEXT,"                                                                                \
+    " CHECK ((state = 'queued' OR state = 'running' OR state = 'waiting')"                        \
+    "        = (finished_ms IS NULL))"                                                            \
     ");"
 
 #define JOBS_INDEXES                                                                              \
@@ -114,8 +116,24 @@ static const char store_migrate_v1[] =
     SOURCES_TABLE
     SPEND_TABLE;
 
-/* v4 -> v5: the spend ledger. */
-static const char store_migrate_v4[] = SPEND_TABLE;
+/* v5 -> v6: the state 'waiting' and what a waiting job waits for (waits:
+ * JSON). The state's CHECK cannot be altered in place, so the jobs table is
+ * rebuilt, as in v1 -> v2 (foreign keys are off meanwhile). */
+#define STORE_MIGRATE_V5                                                                          \
+    JOBS_TABLE("jobs_v6")                                                                         \
+    "INSERT INTO jobs_v6 (id, workflow, version, input, state, priority, idempotency_key,"        \
+    " peer_uid, peer_gid, peer_pid, created_ms, started_ms, finished_ms, output, error, usage,"   \
+    " attempt, crashes, crash, tenant, budget, traceparent, cost)"                                \
+    " SELECT id, workflow, version, input, state, priority, idempotency_key,"                     \
+    " peer_uid, peer_gid, peer_pid, created_ms, started_ms, finished_ms, output, error, usage,"   \
+    " attempt, crashes, crash, tenant, budget, traceparent, cost FROM jobs;"                      \
+    "DROP TABLE jobs;"                                                                            \
+    "ALTER TABLE jobs_v6 RENAME TO jobs;"                                                         \
+    JOBS_INDEXES
+static const char store_migrate_v5[] = STORE_MIGRATE_V5;
+
+/* v4 -> v5: the spend ledger, then v6. */
+static const char store_migrate_v4[] = SPEND_TABLE STORE_MIGRATE_V5;
 
 /* v3 -> v4: tenants, budgets, trace parents and cost. */
 #define STORE_MIGRATE_V3                                                                          \
@@ -124,7 +142,7 @@ static const char store_migrate_v4[] = SPEND_TABLE;
     "ALTER TABLE jobs ADD COLUMN traceparent TEXT;"                                               \
     "ALTER TABLE jobs ADD COLUMN cost REAL;"                                                      \
     JOBS_BY_TENANT
-static const char store_migrate_v3[] = STORE_MIGRATE_V3 SPEND_TABLE;
+static const char store_migrate_v3[] = STORE_MIGRATE_V3 SPEND_TABLE STORE_MIGRATE_V5;
 
 /* v2 -> v4: attempts and crash counts (the poison-job quarantine), and the
  * workflow sources (a job runs the version it started with), then v4. */
@@ -135,7 +153,8 @@ static const char store_migrate_v2[] =
     JOBS_BY_VERSION
     SOURCES_TABLE
     STORE_MIGRATE_V3
-    SPEND_TABLE;
+    SPEND_TABLE
+    STORE_MIGRATE_V5;
 
 
 int store_errno_of(int rc)
@@ -275,7 +294,8 @@ static int store_db_schema(sqlite3 *db, const char *path, char *err, size_t errl
         const char *sql = version == 1   ? store_migrate_v1
                           : version == 2 ? store_migrate_v2
                           : version == 3 ? store_migrate_v3
-                                         : store_migrate_v4;
+                          : version == 4 ? store_migrate_v4
+                                         : store_migrate_v5;
         if ((rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK ||
             (rc = sqlite3_exec(db, pragma, NULL, NULL, NULL)) != SQLITE_OK) {
             rc = store_db_open_error(db, rc, path, what, err, errlen);
@@ -371,7 +391,7 @@ static const char *const store_wsql[STORE_W_COUNT] = {
         " error = excluded.error, finished_ms = excluded.finished_ms",
     [STORE_W_FINISH] =
         "UPDATE jobs SET state = ?2, output = ?3, error = ?4, usage = ?5, finished_ms = ?6,"
-        " cost = ?7 WHERE id = ?1 AND state IN ('queued', 'running')",
+        " cost = ?7 WHERE id = ?1 AND state IN ('queued', 'running', 'waiting')",
     [STORE_W_STATE] = "SELECT state FROM jobs WHERE id = ?1",
     [STORE_W_PURGE] = "DELETE FROM jobs WHERE finished_ms IS NOT NULL AND finished_ms < ?1",
     [STORE_W_SOURCE] =
@@ -388,6 +408,9 @@ static const char *const store_wsql[STORE_W_COUNT] = {
     [STORE_W_SPEND] =
         "INSERT INTO spend (tenant, period, usd) VALUES (?1, ?2, ?3)"
         " ON CONFLICT (tenant, period) DO UPDATE SET usd = usd + excluded.usd",
+    [STORE_W_WAIT] =
+        "UPDATE jobs SET state = 'waiting', waits = ?2 WHERE id = ?1 AND state IN ('queued', 'running')",
+    [STORE_W_WAKE] = "UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'waiting'",
 };
 
 static const char *const store_op_names[] = {
@@ -399,6 +422,7 @@ static const char *const store_op_names[] = {
     [STORE_OP_CRASHES] = "record the crashes of job",
     [STORE_OP_RETRY] = "retry job",
     [STORE_OP_SPEND] = "record the spend of tenant",
+    [STORE_OP_WAIT] = "park or wake job",
 };
 
 /* The cached write statement IDX, or NULL with the failure noted in Q. */
@@ -446,7 +470,12 @@ static int store_db_unchanged(store_t *s, store_req_t *q)
         return rc;
     store_bind_text(st, 1, q->job_id);
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW && q->op == STORE_OP_RETRY) {
+    if (rc == SQLITE_ROW && q->op == STORE_OP_WAIT && q->state == STORE_QUEUED) {
+        q->status = -EALREADY;
+        store_set_error(q->error_text, sizeof q->error_text, "job %s is %s, not waiting",
+                        q->job_id, (const char *)sqlite3_column_text(st, 0));
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_ROW && q->op == STORE_OP_RETRY) {
         q->status = -EPERM;
         store_set_error(q->error_text, sizeof q->error_text, "job %s is %s, not failed",
                         q->job_id, (const char *)sqlite3_column_text(st, 0));
@@ -566,6 +595,22 @@ static int store_db_mark(store_t *s, store_req_t *q)
     return sqlite3_changes(s->wdb) > 0 ? SQLITE_OK : store_db_unchanged(s, q);
 }
 
+/* Parks (waits in Q's output) or wakes Q's job. */
+static int store_db_wait(store_t *s, store_req_t *q)
+{
+    int rc;
+    bool park = q->state == STORE_WAITING;
+    sqlite3_stmt *st = store_db_w(s, park ? STORE_W_WAIT : STORE_W_WAKE, q, &rc);
+    if (!st)
+        return rc;
+    store_bind_text(st, 1, q->job_id);
+    if (park)
+        store_bind_text(st, 2, q->output);
+    if ((rc = store_db_exec(s, st, q)) != SQLITE_OK)
+        return rc;
+    return sqlite3_changes(s->wdb) > 0 ? SQLITE_OK : store_db_unchanged(s, q);
+}
+
 static int store_db_step(store_t *s, store_req_t *q)
 {
     int rc;
@@ -645,6 +690,9 @@ static bool store_db_run_request(store_t *s, store_req_t *q)
         break;
     case STORE_OP_SPEND:
         rc = store_db_spend(s, q);
+        break;
+    case STORE_OP_WAIT:
+        rc = store_db_wait(s, q);
         break;
     default:
         rc = store_db_purge(s, q);

@@ -16,7 +16,7 @@
 #include "daemon/store/store.h"
 
 /* Bumped with every change to the schema in store_db.c. */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 /* How many workflow versions a store remembers as stored. */
 #define STORE_KNOWN_SOURCES 32
 /* PRAGMA application_id: "LOOM", so another program's database is refused. */
@@ -30,7 +30,8 @@ enum store_op {
     STORE_OP_PURGE,
     STORE_OP_CRASHES,
     STORE_OP_RETRY,
-    STORE_OP_SPEND
+    STORE_OP_SPEND,
+    STORE_OP_WAIT    /* STATE waiting (with WAITS in output) or queued (a wake) */
 };
 
 /* Write statements, prepared once on the writer connection. */
@@ -50,6 +51,8 @@ enum store_wstmt {
     STORE_W_CRASHES,
     STORE_W_RETRY,
     STORE_W_SPEND,
+    STORE_W_WAIT,
+    STORE_W_WAKE,
     STORE_W_COUNT
 };
 
@@ -62,6 +65,7 @@ enum store_rstmt {
     STORE_R_UNFINISHED,
     STORE_R_SOURCE,
     STORE_R_SPEND,
+    STORE_R_WAITING,
     STORE_R_LIST,
     STORE_R_COUNT = STORE_R_LIST + 16
 };

@@ -17,7 +17,7 @@
 #define STORE_JOB_COLUMNS                                                                     \
     "id, workflow, version, input, state, priority, idempotency_key, peer_uid, peer_gid, "  \
     "peer_pid, created_ms, started_ms, finished_ms, output, error, usage, attempt, crashes, " \
-    "crash, tenant, budget, traceparent, cost"
+    "crash, tenant, budget, traceparent, cost, waits"
 #define STORE_SUMMARY_COLUMNS \
     "id, workflow, version, state, priority, created_ms, started_ms, finished_ms, tenant, cost"
 
@@ -29,6 +29,7 @@ static const char *const store_rsql[STORE_R_LIST] = {
                            " WHERE state IN ('queued', 'running') ORDER BY id",
     [STORE_R_SOURCE] = "SELECT source, workflow FROM sources WHERE hash = ?1",
     [STORE_R_SPEND] = "SELECT tenant, period, usd FROM spend WHERE period IN (?1, ?2)",
+    [STORE_R_WAITING] = "SELECT " STORE_JOB_COLUMNS " FROM jobs WHERE state = 'waiting' ORDER BY id",
 };
 
 /* A read failed: the message, and the errno for the caller. */
@@ -93,7 +94,7 @@ static int store_row_job(sqlite3_stmt *st, json_t **out, char *err, size_t errle
         int col;
         const char *name;
     } json_cols[] = {{3, "input"}, {13, "output"}, {14, "error"}, {15, "usage"}, {18, "crash"},
-                     {20, "budget"}};
+                     {20, "budget"}, {23, "waits"}};
     json_t *job = json_object(), *peer = NULL;
     int rc = -ENOMEM;
     if (!job)
@@ -262,6 +263,18 @@ int store_unfinished_jobs(store_t *s, json_t **jobs, char *err, size_t errlen)
     if (!st)
         return rc;
     return store_collect_jobs(s, st, false, jobs, "cannot read unfinished jobs", err, errlen);
+}
+
+int store_waiting_jobs(store_t *s, json_t **jobs, char *err, size_t errlen)
+{
+    int rc = 0;
+    if (!s || !jobs)
+        return -EINVAL;
+    sqlite3_stmt *st = store_read_stmt(s, STORE_R_WAITING, store_rsql[STORE_R_WAITING], err,
+                                       errlen, &rc);
+    if (!st)
+        return rc;
+    return store_collect_jobs(s, st, false, jobs, "cannot read waiting jobs", err, errlen);
 }
 
 int store_load_steps(store_t *s, const char *job_id, json_t **steps, char *err, size_t errlen)

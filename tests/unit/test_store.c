@@ -226,7 +226,7 @@ Test(store, open_creates_directory_and_reopens)
     snprintf(path, sizeof path, "%s/loom.db", state);
     sqlite3 *db = NULL;
     cr_assert(eq(int, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK));
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
     sqlite3_stmt *q = NULL;
     cr_assert(eq(int, sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK));
     cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
@@ -304,7 +304,7 @@ Test(store, v1_database_is_migrated)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
     cr_assert(eq(i64, raw_int(db, "SELECT attempt FROM jobs"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM jobs WHERE tenant = 'default'"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 0));
@@ -1128,8 +1128,12 @@ static void insert_with_source(store_t *s, const char *version, const char *text
     snprintf(id, STORE_ID_SIZE, "%s", d.id);
 }
 
+/* What a v5 daemon left has no waits column (its state CHECK does not
+ * allow 'waiting' either, but a test cannot take that back). */
+#define DROP_V6 "ALTER TABLE jobs DROP COLUMN waits;"
+
 /* What a v4 daemon left has no spend ledger. */
-#define DROP_V5 "DROP TABLE spend;"
+#define DROP_V5 DROP_V6 "DROP TABLE spend;"
 
 /* What a v3 daemon left has no v4 columns (tenant, budget, traceparent,
  * cost) and no tenant index. */
@@ -1138,7 +1142,7 @@ static void insert_with_source(store_t *s, const char *version, const char *text
     "ALTER TABLE jobs DROP COLUMN budget; ALTER TABLE jobs DROP COLUMN traceparent;" \
     "ALTER TABLE jobs DROP COLUMN cost;"
 
-Test(store, v2_database_is_migrated_to_v5)
+Test(store, v2_database_is_migrated_to_v6)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1163,12 +1167,12 @@ Test(store, v2_database_is_migrated_to_v5)
     insert_with_source(s, "00000000000000aa", "loom: 1", id2);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 1));
     sqlite3_close(db);
 }
 
-Test(store, v3_database_is_migrated_to_v5)
+Test(store, v3_database_is_migrated_to_v6)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1187,12 +1191,12 @@ Test(store, v3_database_is_migrated_to_v5)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_tenant'"), 1));
     sqlite3_close(db);
 }
 
-Test(store, v4_database_is_migrated_to_v5)
+Test(store, v4_database_is_migrated_to_v6)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1214,7 +1218,7 @@ Test(store, v4_database_is_migrated_to_v5)
     json_decref(spend);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 5));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'spend'"), 1));
     sqlite3_close(db);
 }
@@ -1399,4 +1403,96 @@ Test(store, retry_makes_a_failed_job_a_new_attempt_keeping_its_steps)
     run_until(&d.calls, 1);
     cr_assert(eq(int, d.status, -EALREADY));
     store_close(s);
+}
+
+/* v6: a job parks as waiting with what it waits for, is neither
+ * unfinished (nothing to resume) nor finished, is listed by its state,
+ * wakes to queued once (a second wake says it is not waiting), and can
+ * be cancelled while it waits. */
+Test(store, waiting_job_parks_wakes_and_is_listed)
+{
+    char err[512] = "";
+    store_t *s = open_store();
+    char id[STORE_ID_SIZE];
+    insert_sync(s, "wf", NULL, id);
+    json_t *waits = json_pack("[{s:s, s:s, s:I}]", "key", "k1", "signal", "approve",
+                              "deadline_ms", (json_int_t)1234);
+    done_t d;
+    done_init(&d);
+    cr_assert(eq(int, store_set_waiting(s, id, waits, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, 0), "%s", d.error);
+    json_t *job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "state"), "waiting"));
+    cr_assert(truth(json_equal(json_object_get(job, "waits"), waits)));
+    cr_assert(truth(json_is_null(json_object_get(job, "finished_ms"))));
+    json_decref(job);
+    json_t *jobs = NULL;
+    cr_assert(eq(int, store_unfinished_jobs(s, &jobs, err, sizeof err), 0), "%s", err);
+    cr_assert(eq(sz, json_array_size(jobs), 0), "a waiting job is not resumed");
+    json_decref(jobs);
+    cr_assert(eq(int, store_waiting_jobs(s, &jobs, err, sizeof err), 0), "%s", err);
+    cr_assert(eq(sz, json_array_size(jobs), 1));
+    cr_assert(eq(str, (char *)job_str(json_array_get(jobs, 0), "id"), id));
+    json_decref(jobs);
+    char ids[64];
+    store_list_query_t q = { .state = "waiting" };
+    list_ids(s, &q, ids, sizeof ids);
+    cr_assert(strncmp(ids, id, STORE_ID_LEN) == 0 && strlen(ids) == STORE_ID_LEN + 1, "%s", ids);
+
+    done_init(&d);
+    cr_assert(eq(int, store_wake_job(s, id, on_done, &d), 0));
+    cr_assert(eq(int, store_wake_job(s, id, on_done, &d), 0));
+    run_until(&d.calls, 2);
+    cr_assert(eq(int, d.ok, 1));
+    cr_assert(eq(int, d.status, -EALREADY), "%s", d.error);
+    cr_assert(strstr(d.error, "not waiting") != NULL, "%s", d.error);
+    job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "state"), "queued"));
+    cr_assert(truth(json_equal(json_object_get(job, "waits"), waits)), "the waits stay recorded");
+    json_decref(job);
+
+    done_init(&d);
+    cr_assert(eq(int, store_set_waiting(s, id, waits, on_done, &d), 0));
+    cr_assert(eq(int, store_cancel_job(s, id, on_done, &d), 0));
+    cr_assert(eq(int, store_set_waiting(s, id, waits, on_done, &d), 0));
+    run_until(&d.calls, 3);
+    cr_assert(eq(int, d.ok, 2));
+    cr_assert(eq(int, d.status, -EALREADY), "a finished job never waits again");
+    job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "state"), "cancelled"));
+    json_decref(job);
+    json_decref(waits);
+    store_close(s);
+}
+
+Test(store, v5_database_is_migrated_to_v6)
+{
+    char err[512] = "";
+    store_t *s = open_store();
+    char id[STORE_ID_SIZE];
+    insert_sync(s, "wf", NULL, id);
+    store_close(s);
+    sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE);
+    raw_exec(db, DROP_V6 "PRAGMA user_version = 5;");
+    sqlite3_close(db);
+    s = store_open(g_dir, g_r, NULL, err, sizeof err);
+    cr_assert(s != NULL, "%s", err);
+    json_t *job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "workflow"), "wf"), "the jobs are kept");
+    cr_assert(truth(json_is_null(json_object_get(job, "waits"))));
+    json_decref(job);
+    json_t *w = json_pack("[]");
+    done_t d;
+    done_init(&d);
+    cr_assert(eq(int, store_set_waiting(s, id, w, on_done, &d), 0));
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, 0), "the rebuilt table takes the new state: %s", d.error);
+    json_decref(w);
+    store_close(s);
+    db = raw_open(SQLITE_OPEN_READONLY);
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_tenant'"), 1));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0));
+    sqlite3_close(db);
 }
