@@ -210,6 +210,24 @@ static const loomctl_command commands[] = {
       "Exit status: 0 printed, 1 a plugin was refused (--builtin, --config: the\n"
       "others are printed), 2 usage error, 3 loomd unreachable, 4 refused, 5 no\n"
       "answer in time.\n" },
+    { "mcp", loomctl_cmd_mcp, "serve loomd's workflows as MCP tools over stdio",
+      "mcp [--socket PATH] [--timeout SECONDS]",
+      "Speaks the Model Context Protocol on standard input and output, for an MCP\n"
+      "client that starts it (an editor, an agent): every workflow loomd serves is\n"
+      "a tool of the same name whose input schema is the workflow's `input:`\n"
+      "declaration. Calling a tool submits a job with the arguments as its input,\n"
+      "waits for it and answers its output JSON (as text, and as structuredContent\n"
+      "when it is an object); a failed job is a result with isError and its typed\n"
+      "error. With a progressToken, each finished step is a progress notification;\n"
+      "a cancelled request cancels its job, and so does the client's leaving\n"
+      "(standard input closed) for the jobs still running. Logs go to stderr.\n"
+      "\n"
+      "  --socket PATH      loomd's socket (default: $LOOM_SOCKET, else ./loom.sock)\n"
+      "  --timeout SECONDS  how long to wait for loomd's quick answers: listing,\n"
+      "                     submitting (default 30; jobs themselves have no limit)\n"
+      "\n"
+      "Exit status: 0 the client closed standard input, 1 an internal error,\n"
+      "2 usage error.\n" },
     { "help", cmd_help, "show help for a command", "help [COMMAND]", "" },
 };
 

@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "daemon/config_file.h"
 #include "daemon/plugins/plugins.h"
@@ -81,6 +82,8 @@ int loomctl_cmd_stats(int argc, char **argv);
 int loomctl_cmd_metrics(int argc, char **argv);
 int loomctl_cmd_watch(int argc, char **argv);
 int loomctl_cmd_plugins(int argc, char **argv);
+/* (loomctl_mcp.c) */
+int loomctl_cmd_mcp(int argc, char **argv);
 
 /* (loomctl_markdown.c) DOC, the document of the `plugins` op (borrowed), as
  * a Markdown reference page headed TITLE: a new string, or NULL when out of
@@ -168,6 +171,11 @@ int loomctl_read(loomctl_conn *c, int64_t timeout_ms, json_t **msg);
 /* Why C's last loomctl_read failed, for people (owned by C). */
 const char *loomctl_conn_error(const loomctl_conn *c);
 
+/* C's socket, for a caller that polls it beside other descriptors (loomctl
+ * mcp): once it is readable, loomctl_read with a timeout of 0 takes the
+ * lines that came, until it answers LOOMCTL_TIMEOUT. Borrowed from C. */
+int loomctl_conn_fd(const loomctl_conn *c);
+
 /* Milliseconds on the monotonic clock, and since the epoch (for job times). */
 int64_t loomctl_now_ms(void);
 int64_t loomctl_wall_ms(void);
@@ -206,6 +214,10 @@ void loomctl_table_print_free(loomctl_table *t);
 /* (loomctl_jobs.c) Prints a job's typed error (docs/protocol.md) on stderr as
  * "loomctl: job ID failed: CODE at NODE after N attempts: MESSAGE". */
 void loomctl_print_job_error(const char *job, const json_t *error);
+
+/* Writes a typed job error ERROR (borrowed) to F as "CODE at NODE after N
+ * attempts: MESSAGE", the parts it lacks left out. */
+void loomctl_describe_job_error(FILE *f, const json_t *error);
 
 /* The job input of command CMD from PATH ("-": stdin), at most
  * LOOMCTL_MAX_INPUT bytes of JSON. A new reference, or NULL after printing

@@ -93,6 +93,11 @@ const char *loomctl_conn_error(const loomctl_conn *c)
     return c->err;
 }
 
+int loomctl_conn_fd(const loomctl_conn *c)
+{
+    return c->fd;
+}
+
 /* Milliseconds left until DEADLINE for poll (-1: none), at least 0. */
 static int remaining(int64_t deadline)
 {

@@ -86,8 +86,7 @@ static const char *fmt_duration(char *buf, size_t size, int64_t ms)
     return buf;
 }
 
-/* "CODE at NODE after N attempts: MESSAGE" for a typed job error. */
-static void describe_error(FILE *f, const json_t *e)
+void loomctl_describe_job_error(FILE *f, const json_t *e)
 {
     const char *node = str_or(e, "node", NULL);
     long long attempts = int_of(e, "attempts");
@@ -102,7 +101,7 @@ static void describe_error(FILE *f, const json_t *e)
 void loomctl_print_job_error(const char *job, const json_t *error)
 {
     fprintf(stderr, "loomctl: job %s failed: ", job);
-    describe_error(stderr, error);
+    loomctl_describe_job_error(stderr, error);
     fputc('\n', stderr);
 }
 
@@ -209,7 +208,7 @@ static void print_job(const json_t *job)
     const json_t *error = json_object_get(job, "error");
     if (json_is_object(error)) {
         fputs("error:     ", stdout);
-        describe_error(stdout, error);
+        loomctl_describe_job_error(stdout, error);
         fputc('\n', stdout);
     }
     const json_t *output = json_object_get(job, "output");

@@ -13,6 +13,7 @@
 #include "daemon/loomd.h"
 #include "daemon/ops_check.h"
 #include "dsl/dsl.h"
+#include "dsl/input_schema.h"
 #include "dsl/suggest.h"
 
 typedef void (*op_fn)(loomd *d, server_conn_t *conn, json_t *req, json_t *id);
@@ -248,6 +249,21 @@ static void op_retry(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
     jobs_retry(&d->jobs, conn, id, job);
 }
 
+/* A waiting job goes on with the data as its wait's output (jobs_wait.c). */
+static void op_signal(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
+{
+    const char *job = json_string_value(json_object_get(req, "job"));
+    if (!loomd_job_visible(d, conn, id, job, loomd_access_scope(d, conn, req)))
+        return;
+    if (d->stopping) {
+        server_reply_error(conn, id, "shutting_down", "the daemon is stopping; signal the job "
+                           "after it starts again");
+        return;
+    }
+    jobs_signal(&d->jobs, conn, id, job, json_string_value(json_object_get(req, "signal")),
+                json_object_get(req, "data"));
+}
+
 static void op_list(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
 {
     const char *order = json_string_value(json_object_get(req, "order"));
@@ -293,6 +309,14 @@ static void op_workflows(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
                               v[i].served ? v[i].version.hash : NULL, "load",
                               (json_int_t)v[i].version.load, "loaded_ms",
                               (json_int_t)(v[i].loaded_us / 1000), "error", v[i].error);
+        /* what a client needs to offer the workflow as a tool (loomctl mcp) */
+        dsl_graph *g = v[i].served && v[i].name ? wfdir_get(d->wf, v[i].name, NULL) : NULL;
+        if (o) {
+            json_object_set_new(o, "description",
+                                g && g->description ? json_string(g->description) : json_null());
+            json_object_set_new(o, "input_schema", g ? dsl_input_schema(g) : json_null());
+        }
+        dsl_graph_unref(g);
         json_array_append_new(a, o);
     }
     wfdir_list_free(v, n);
@@ -516,6 +540,7 @@ static const struct {
     { "submit", op_submit }, { "get", op_get }, { "wait", op_wait }, { "cancel", op_cancel },
     { "list", op_list }, { "workflows", op_workflows }, { "validate", op_validate },
     { "stats", op_stats }, { "events", op_events }, { "retry", op_retry },
+    { "signal", op_signal },
     { "plugins", op_plugins }, { "metrics", op_metrics },
 };
 
