@@ -61,6 +61,10 @@ int fake_log_write(int fd, const fake_log_entry *e)
      * its status alone */
     if (e->fault && json_object_set_new(j, "fault", json_string(e->fault)) < 0)
         goto out;
+    if (e->tool_calls > 0 && json_object_set_new(j, "tool_calls", json_integer(e->tool_calls)) < 0)
+        goto out;
+    if (e->structured && json_object_set_new(j, "structured", json_true()) < 0)
+        goto out;
     line = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
     if (!line)
         goto out;

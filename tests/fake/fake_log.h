@@ -3,7 +3,8 @@
  * One JSON object per line for every API request the server answers, so a
  * test can tell which step paid for which request and when:
  *   {"answered_us":N, "received_us":N, "status":200, "delivered":true,
- *    "path":"/v1/chat/completions", "key":"...", "echo":"...", "fault":"..."}
+ *    "path":"/v1/chat/completions", "key":"...", "echo":"...", "fault":"...",
+ *    "tool_calls":2, "structured":true}
  * Times are CLOCK_MONOTONIC in microseconds, the clock every process on the
  * machine shares, so they compare with times a test takes itself. Each line
  * is one write(2) on an O_APPEND file: a reader sees whole lines, in the
@@ -26,6 +27,8 @@ typedef struct fake_log_entry {
     size_t key_len;
     const char *echo;          /* the chat answer (an echo of the prompt), or NULL */
     const char *fault;         /* the --fault mode this answer carries, or NULL */
+    int tool_calls;            /* tool calls in the answer (logged when above 0) */
+    bool structured;           /* the answer is a structured output (logged when true) */
 } fake_log_entry;
 
 /* Opens PATH for appending. The descriptor, or -1 with errno. */

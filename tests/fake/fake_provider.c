@@ -16,7 +16,10 @@
  * (500, 503, 529, slow_first_byte, stall_body, drop, malformed_json,
  * huge_body, quota) hit every K-th admitted API request. Port 0 picks a free
  * port, printed on stdout's first line so a test can read it. --log FILE
- * records every API answer with its step key and times (fake_log.h). */
+ * records every API answer with its step key and times (fake_log.h).
+ * Requests with tools, a structured output or a script ("fake-script:")
+ * are answered by fake_tools.c: scripted tool calls, made-up structured
+ * outputs, bad JSON on demand. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -43,6 +46,7 @@
 #include <unistd.h>
 
 #include "tests/fake/fake_log.h"
+#include "tests/fake/fake_tools.h"
 
 enum {
     MAX_HEADER = 64 * 1024,          /* larger header blocks get 431 */
@@ -98,6 +102,8 @@ typedef struct {
     char *key;          /* Loom-Step-Key, or NULL */
     size_t key_len;
     char *echo;         /* chat answer, or NULL */
+    int tool_calls;     /* tool calls in the answer */
+    bool structured;    /* the answer is a structured output */
     const char *fault;  /* static: the fault this answer carries, or NULL */
     int64_t received_us;
     bool close_conn;    /* the answer's end is the connection's (a stream) */
@@ -131,6 +137,8 @@ typedef struct {
     double cache_read;          /* --cache-read: prompt tokens each answer says were cached */
     double cache_write;         /* --cache-write: ... written to the cache (messages API) */
     long cache_marked;          /* messages requests whose system prompt asks to be cached */
+    long tool_calls;            /* tool calls answered (fake_tools.h) */
+    long structured;            /* structured outputs answered */
     int log_fd;                 /* --log, or -1 */
 } server;
 
@@ -582,6 +590,7 @@ static bool handle_stats(server *s, conn *c, bool reset)
         s->streams = 0;
         s->tokens = 0;
         s->cache_marked = 0;
+        s->tool_calls = s->structured = 0;
         s->max_in_flight = s->in_flight;
         s->rq.tat = s->tk.tat = 0;
         s->fault_seq = 0;
@@ -594,6 +603,10 @@ static bool handle_stats(server *s, conn *c, bool reset)
                           "fault", fault_names[s->fault], "streams", (json_int_t)s->streams);
     if (j)
         json_object_set_new(j, "cache_marked", json_integer(s->cache_marked));
+    if (j)
+        json_object_set_new(j, "tool_calls", json_integer(s->tool_calls));
+    if (j)
+        json_object_set_new(j, "structured", json_integer(s->structured));
     char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!b)
@@ -695,7 +708,7 @@ static json_t *success_body(server *s, endpoint ep, json_t *req, const buf *answ
 
 /* Queues the answer (normal or faulty) for an admitted API request. */
 static bool queue_answer(server *s, conn *c, api_kind api, json_t *body, bool faulty, const req_head *h,
-                         endpoint ep, const char *echo, double t)
+                         endpoint ep, const char *echo, const fake_reply *tr, double t)
 {
     bool close = h->close;
     buf extra = { 0 };
@@ -778,6 +791,8 @@ static bool queue_answer(server *s, conn *c, api_kind api, json_t *body, bool fa
             free(p.key);
             goto out;
         }
+        p.tool_calls = tr ? tr->ncalls : 0;
+        p.structured = tr && tr->structured;
     }
     if (!heap_push(s, p)) {
         free(p.key);
@@ -975,6 +990,8 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
     size_t prompt_bytes = 0;
     long in_tok = 0, out_tok = 0, n_inputs = 0;
     json_t *resp = NULL;
+    fake_reply tr = { 0 };
+    int scripted = 0;
     if (ep == EP_EMB) {
         s->embeddings++;
         json_t *input = json_object_get(req, "input");
@@ -1000,6 +1017,20 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
                                  NULL, h->close);
             goto out;
         }
+        /* tools, a structured output or a script: answered by fake_tools */
+        scripted = fake_tools_reply(api == API_ANTHROPIC, req, answer.p, answer.len, &tr);
+        if (scripted < 0 && tr.error[0]) {
+            log_now(s, ep, h, 400);
+            ok = reply_error_now(s, c, api, 400, "invalid_request_error", NULL, tr.error, NULL, h->close);
+            goto out;
+        }
+        if (scripted < 0)
+            goto out;
+        if (scripted > 0) {
+            answer.len = 0;
+            if (!buf_add(&answer, tr.text, strlen(tr.text)))
+                goto out;
+        }
         in_tok = tokens_of(prompt_bytes, 1);
         out_tok = tokens_of(answer.len, 0);
         resp = success_body(s, ep, req, &answer, in_tok, out_tok, &n_inputs);
@@ -1007,6 +1038,14 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
             cache_usage(s, ep, req, resp, in_tok);
         if (!resp)
             goto out;
+        if (scripted > 0) {
+            json_t *choice = json_array_get(json_object_get(resp, "choices"), 0);
+            if (ep == EP_CHAT ? json_object_set(choice, "message", tr.message) < 0 ||
+                                    json_object_set_new(choice, "finish_reason", json_string(tr.finish)) < 0
+                              : json_object_set(resp, "content", tr.message) < 0 ||
+                                    json_object_set_new(resp, "stop_reason", json_string(tr.finish)) < 0)
+                goto out;
+        }
     }
     /* The token cost is known up front because the answer is an echo. */
     double cost = (double)(in_tok + out_tok);
@@ -1037,13 +1076,20 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
     }
     /* a stream is asked for: the stream faults apply to it, the others
      * are answered as they always are */
-    if (ep != EP_EMB && json_is_true(json_object_get(req, "stream")) &&
+    /* tool calls and a tool's input are answered whole: Loom never asks
+     * for them as a stream (fake_tools.h) */
+    if (scripted > 0) {
+        s->tool_calls += tr.ncalls;
+        s->structured += tr.structured;
+    }
+    if (ep != EP_EMB && json_is_true(json_object_get(req, "stream")) && !tr.whole &&
         (!faulty || s->fault == F_STREAM_ERROR || s->fault == F_STREAM_CUT))
         ok = queue_stream(s, c, api, req, &answer, in_tok, out_tok, faulty, h, ep, t);
     else
         ok = queue_answer(s, c, api, resp, faulty && s->fault != F_STREAM_ERROR && s->fault != F_STREAM_CUT, h, ep,
-                          ep == EP_EMB ? NULL : answer.p, t);
+                          ep == EP_EMB ? NULL : answer.p, scripted > 0 ? &tr : NULL, t);
 out:
+    fake_reply_free(&tr);
     json_decref(resp);
     json_decref(req);
     buf_free(&answer);
@@ -1244,7 +1290,8 @@ static void log_answer(server *s, const pend *p, conn *c)
         return;
     fake_log_entry e = { .received_us = p->received_us, .answered_us = fake_log_now_us(),
                          .status = p->status, .path = p->path, .key = p->key,
-                         .key_len = p->key_len, .echo = p->echo, .fault = p->fault };
+                         .key_len = p->key_len, .echo = p->echo, .fault = p->fault,
+                         .tool_calls = p->tool_calls, .structured = p->structured };
     if (c) {
         /* a peer that closed (or died) has sent its FIN by now: the answer
          * would be written into a socket nobody reads */
