@@ -272,8 +272,6 @@ static void agent(const char *name)
     cr_assert(eq(long, seen[1], 1));
     cr_assert(eq(long, seen[2], 0));
     provider(name)->fini(state);
-
-    /* the results of the first turn are what the tools said */
 }
 
 Test(provider_tools, openai_agent_with_several_calls_per_turn)
@@ -284,6 +282,27 @@ Test(provider_tools, openai_agent_with_several_calls_per_turn)
 Test(provider_tools, anthropic_agent_with_several_calls_per_turn)
 {
     agent("anthropic");
+}
+
+/* The results of two calls of one turn, in the order of the calls. */
+Test(provider_tools, results_of_several_calls_reach_the_model)
+{
+    static const char *const names[] = { "openai", "anthropic" };
+    for (size_t i = 0; i < 2; i++) {
+        void *state = start(names[i], NULL);
+        int turns, calls;
+        char *answer = converse(names[i], state,
+                                "fake-script: [{\"calls\":[{\"name\":\"add\",\"arguments\":"
+                                "{\"a\":2,\"b\":40}},{\"name\":\"upper\",\"arguments\":"
+                                "{\"s\":\"loom\"}}]}]",
+                                &turns, &calls);
+        cr_assert(eq(int, turns, 2));
+        cr_assert(eq(int, calls, 2));
+        cr_assert(eq(str, answer, "42\nLOOM"), "%s", names[i]);
+        free(answer);
+        provider(names[i])->fini(state);
+        fake_server_stop(&srv);
+    }
 }
 
 /* Without a script, the tools offered and not called: the echo. */
