@@ -26,6 +26,7 @@ static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "p
                                         "max_response_bytes_in_flight", "tenants", "access",
                                         "pid_file",
                                         "tracing", "prices", "metrics",
+                                        "mcp",
                                         NULL };
 static const char *const log_keys[] = { "level", "format", "payloads", "file", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
@@ -100,6 +101,7 @@ void config_free(config *c)
     engine_prices_fini(&c->prices);
     config_access_free(&c->access);
     config_tenants_free(&c->tenants);
+    config_mcp_free(&c->mcp);
     free(c->log_file.path);
     free(c->pid_file.path);
     free(c->file);
@@ -502,6 +504,8 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
         config_tenants_parse(diags, y, &c->tenants);
     if ((y = dsl_ymap_get(root, "access")))
         config_access_parse(diags, y, &c->tenants, &c->access);
+    if ((y = dsl_ymap_get(root, "mcp")))
+        config_mcp_parse(diags, y, &c->mcp);
 out:
     if (diags->nerrors != before)
         goto fail;

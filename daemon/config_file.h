@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "daemon/config_isolate.h"
+#include "daemon/config_mcp.h"
 #include "daemon/config_plugins.h"
 #include "daemon/config_prices.h"
 #include "daemon/config_tracing.h"
@@ -97,6 +98,7 @@ typedef struct config {
     engine_prices prices;       /* prices: cost per provider and model (config_prices.h) */
     config_tenants tenants;     /* tenants: weights and limits (config_tenants.h) */
     config_access access;       /* access: peers to tenants and roles (config_access.h) */
+    config_mcp mcp;             /* mcp: MCP servers whose tools calls use (config_mcp.h) */
 } config;
 
 /* The defaults (new; free with config_free), or NULL when out of memory. */

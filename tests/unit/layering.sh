@@ -18,6 +18,7 @@ daemon/trace: common/
 daemon/plugins: common/ loom/ dsl/ daemon/core/
 daemon/upstream: common/ loom/ daemon/core/
 daemon/isolate: common/ loom/ daemon/core/ daemon/plugins/
+daemon/mcp: common/ daemon/core/
 daemon/engine: common/ loom/ dsl/ daemon/core/ daemon/plugins/ daemon/upstream/ daemon/isolate/ daemon/trace/
 daemon/store: common/ daemon/core/
 daemon/metrics: common/ daemon/core/
