@@ -158,8 +158,10 @@ static loom_errcode errcode_of(const char *name)
 
 static void it_done(void *ud, iso_invoke_result *r)
 {
-    upstream_result res = { .output = r->output, .usage = r->usage, .message = r->message };
+    upstream_result res = { .output = r->output, .usage = r->usage, .message = r->message,
+                            .tool_calls = r->tool_calls };
     r->output = NULL;
+    r->tool_calls = NULL;
     switch (r->status) {
     case ISO_OK:
         res.code = LOOM_OK;

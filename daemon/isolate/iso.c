@@ -945,6 +945,8 @@ void iso_on_invoke_answer(helper *h, json_t *msg)
     if (out) {
         json_t *u = json_object_get(msg, "usage");
         res.output = json_incref(out);
+        json_t *tc = json_object_get(msg, "tool_calls");
+        res.tool_calls = json_is_array(tc) ? json_incref(tc) : NULL;
         if (json_is_integer(json_object_get(u, "input_tokens")))
             res.usage.input_tokens = json_integer_value(json_object_get(u, "input_tokens"));
         if (json_is_integer(json_object_get(u, "output_tokens")))

@@ -40,7 +40,8 @@
  *                    {"id": N, "error": {"code": CODE, "message": TEXT}}
  *                    {"log": LEVEL, "message": TEXT}
  *                    {"invoke_id": N, "output": V, "usage": {"input_tokens": I,
- *                     "output_tokens": O}}
+ *                     "output_tokens": O}, "tool_calls": [...]}  (tool_calls:
+ *                                    only from complete_tools, ABI 2.3)
  *                    {"invoke_id": N, "error": {"code": CODE, "message": TEXT,
  *                     "retry_after_ms": MS}}
  * Invoke calls are not lambda calls: a helper holds any number of them at
@@ -224,6 +225,8 @@ typedef struct iso_invoke_result {
     iso_status status;       /* ISO_OK, ISO_FAILED (the provider's code), ISO_CRASHED,
                                 ISO_TIMEOUT (past the plugin's timeout), ISO_NOMEM */
     json_t *output;          /* ISO_OK: a new reference the callee steals */
+    json_t *tool_calls;      /* ISO_OK (2.3): the answer's tool calls, a new reference
+                                the callee steals, or NULL */
     loom_usage usage;        /* -1 for what the provider did not say */
     const char *code;        /* ISO_FAILED: "rate_limited", "upstream", ... (borrowed) */
     const char *message;     /* why (borrowed) */

@@ -194,7 +194,11 @@ json_t *iso_request_to_json(const loom_request *req)
     if ((req->model && json_object_set_new(o, "model", json_string(req->model)) < 0) ||
         (req->messages && json_object_set(o, "messages", req->messages) < 0) ||
         (req->params && json_object_set(o, "params", req->params) < 0) ||
-        (req->inputs && json_object_set(o, "inputs", req->inputs) < 0)) {
+        (req->inputs && json_object_set(o, "inputs", req->inputs) < 0) ||
+        (req->tools && json_object_set(o, "tools", req->tools) < 0) ||
+        (req->schema && json_object_set(o, "schema", req->schema) < 0) ||
+        (req->schema && req->schema_name &&
+         json_object_set_new(o, "schema_name", json_string(req->schema_name)) < 0)) {
         json_decref(o);
         return NULL;
     }
@@ -214,5 +218,10 @@ int iso_request_from_json(json_t *v, loom_request *out)
     out->json_mode = json_is_true(json_object_get(v, "json_mode"));
     out->prompt_cache = json_is_true(json_object_get(v, "prompt_cache"));
     out->inputs = json_object_get(v, "inputs");
+    out->tools = json_object_get(v, "tools");
+    out->schema = json_object_get(v, "schema");
+    out->schema_name = json_string_value(json_object_get(v, "schema_name"));
+    if (out->schema && !out->schema_name)
+        out->schema_name = "output";
     return 0;
 }

@@ -205,11 +205,13 @@ static void send_invoke_error(host *h, uint64_t id, loom_errcode code, uint64_t 
                            "retry_after_ms", (json_int_t)retry_after_ms));
 }
 
-static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
+static void h_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                             const loom_usage *usage)
 {
     pcall *pc = (pcall *)call;
     if (pc->finished) { /* a second end: the first counts */
         json_decref(output);
+        json_decref(tool_calls);
         return;
     }
     /* the cache counts only from a plugin whose loom_usage has them (2.2) */
@@ -221,10 +223,21 @@ static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
                             (json_int_t)(cache ? usage->cache_read_tokens : -1),
                             "cache_write_tokens",
                             (json_int_t)(cache ? usage->cache_write_tokens : -1));
+    if (msg && tool_calls && json_object_set_new(msg, "tool_calls", tool_calls) < 0) {
+        json_decref(msg);
+        msg = NULL;
+    } else if (!msg) {
+        json_decref(tool_calls);
+    }
     if (send_json(pc->h, msg) < 0)
         send_invoke_error(pc->h, pc->id, LOOM_E_INVALID_OUTPUT, 0,
                           "the output cannot be encoded as JSON");
     pcall_finished(pc);
+}
+
+static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
+{
+    h_complete_tools(call, output, NULL, usage);
 }
 
 static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message)
@@ -293,7 +306,7 @@ static const loom_host_api host_api = {
     .verror = h_verror, .vlog = h_vlog, .retry_after = h_retry_after, .complete = h_complete,
     .fail = h_fail, .timer_add = h_timer_add, .timer_cancel = h_timer_cancel,
     .fail_after = h_fail_after, .deadline_ms = h_deadline_ms, .cancelled = h_cancelled,
-    .call_vlog = h_call_vlog,
+    .call_vlog = h_call_vlog, .complete_tools = h_complete_tools,
 };
 
 /* The loader's lines: errors are kept for the fatal message, the rest go to

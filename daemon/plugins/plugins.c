@@ -289,6 +289,13 @@ static void load_call_vlog(loom_call *call, int level, const char *fmt, va_list 
 {
 }
 
+static void load_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                                const loom_usage *usage)
+{
+    json_decref(output);
+    json_decref(tool_calls);
+}
+
 static const loom_host_api load_api = {
     .verror = load_verror,
     .vlog = load_vlog,
@@ -301,6 +308,7 @@ static const loom_host_api load_api = {
     .deadline_ms = load_deadline_ms,
     .cancelled = load_cancelled,
     .call_vlog = load_call_vlog,
+    .complete_tools = load_complete_tools,
 };
 
 /* ---- the registry ---- */

@@ -58,6 +58,12 @@ static void u_complete(loom_call *call, json_t *output, const loom_usage *usage)
 {
     json_decref(output);
 }
+static void u_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                             const loom_usage *usage)
+{
+    json_decref(output);
+    json_decref(tool_calls);
+}
 static void u_fail(loom_call *call, loom_errcode code, const char *message) { }
 static void u_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message) { }
 static void *u_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
@@ -74,6 +80,7 @@ static const loom_host_api u_api = {
     .complete = u_complete, .fail = u_fail, .timer_add = u_timer_add,
     .timer_cancel = u_timer_cancel, .fail_after = u_fail_after,
     .deadline_ms = u_deadline_ms, .cancelled = u_cancelled, .call_vlog = u_call_vlog,
+    .complete_tools = u_complete_tools,
 };
 
 void uctx_init(uctx *c, const upstream_t *u)
@@ -92,6 +99,7 @@ static void call_maybe_free(upstream_call_t *c)
     list_del(&c->link);
     json_decref(c->inputs);
     json_decref(c->vectors);
+    json_decref(c->tool_calls);
     free(c->links);
     free(c->step_key);
     free(c->job);
@@ -115,6 +123,7 @@ static void call_finish(upstream_call_t *c, json_t *output, loom_errcode code, c
         .output = output, .usage = c->usage, .code = output ? LOOM_OK : code,
         .message = msg, .has_retry_after = has_ra, .retry_after_ms = ra_ms,
         .finish_reason = output && c->finish_reason[0] ? c->finish_reason : NULL,
+        .tool_calls = output ? c->tool_calls : NULL,
     };
     uint64_t now = mono_us();
     res.wait_us = (c->first_sent_us ? c->first_sent_us : now) - c->created_us;
@@ -189,6 +198,10 @@ void xfer_free(xfer *x)
     json_decref(x->messages);
     json_decref(x->params);
     json_decref(x->inputs);
+    json_decref(x->tools);
+    json_decref(x->schema);
+    json_decref(x->tool_calls);
+    free(x->schema_name);
     free(x->parts);
     free(x->model);
     free(x);
@@ -249,6 +262,8 @@ static void xfer_deliver(xfer *x, json_t *out, const loom_usage *usage)
             c->pending--; /* this is the call's only part */
             p->call = NULL;
             memcpy(c->finish_reason, x->finish_reason, sizeof c->finish_reason);
+            json_decref(c->tool_calls);
+            c->tool_calls = json_incref(x->tool_calls);
             for (size_t k = 0; k < c->nlinks; k++)
                 if (c->links[k].x == x && c->links[k].idx == i)
                     c->links[k].x = NULL;
@@ -280,6 +295,9 @@ int xfer_request(xfer *x, loom_request *req, bool rebuild)
     req->params = x->params;
     req->json_mode = x->json_mode;
     req->prompt_cache = x->prompt_cache;
+    req->tools = x->tools;
+    req->schema = x->schema;
+    req->schema_name = x->schema_name;
     if (rebuild && x->kind == LOOM_CALL_EMBED && x->batch) {
         json_t *in = json_array();
         if (!in)
@@ -632,10 +650,16 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
         /* a plugin's reason is not trusted to be terminated */
         memcpy(x->finish_reason, out.finish_reason, sizeof x->finish_reason);
         x->finish_reason[sizeof x->finish_reason - 1] = '\0';
+        /* a plugin older than 2.3 has no such member: the zero it was
+         * handed is all it can leave there */
+        json_decref(x->tool_calls);
+        x->tool_calls = u->abi_minor >= 3 ? out.tool_calls : NULL;
         xfer_answer(x, out.output, &out.usage, LOOM_OK, NULL, false, 0, false, ms);
         return;
     }
     json_decref(out.output);
+    if (u->abi_minor >= 3)
+        json_decref(out.tool_calls);
     loom_errcode code = ctx.failed ? ctx.code : LOOM_E_UPSTREAM;
     const char *msg = ctx.msg[0] ? ctx.msg : "the provider's answer could not be read";
     if (!ctx.has_ra) {
@@ -692,6 +716,11 @@ void upstream_send_done(upstream_send_t *x, upstream_result *res)
         json_decref(out);
         out = NULL;
     }
+    json_decref(x->tool_calls);
+    x->tool_calls = out ? res->tool_calls : NULL;
+    if (!out)
+        json_decref(res->tool_calls);
+    res->tool_calls = NULL;
     if (out)
         xfer_stream_whole(x, out); /* a transport's answer is always whole */
     /* latency 0: an instance's own work time says nothing of a server's
@@ -893,6 +922,13 @@ upstream_call_t *upstream_call(upstream_t *u, const loom_request *req,
     x->json_mode = req->json_mode;
     x->prompt_cache = req->prompt_cache;
     x->inputs = json_incref(req->inputs);
+    x->tools = json_incref(req->tools);
+    x->schema = json_incref(req->schema);
+    if (req->schema && req->schema_name && !(x->schema_name = strdup(req->schema_name))) {
+        xfer_free(x);
+        call_end_later(c, LOOM_E_NOMEM, "out of memory");
+        return c;
+    }
     xfer_submit_later(x);
     return c;
 }

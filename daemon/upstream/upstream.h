@@ -76,6 +76,10 @@ typedef struct upstream_result {
     /* why the answer ended, as the provider said it (borrowed for the
      * callback), or NULL when it did not say */
     const char *finish_reason;
+    /* CHAT (ABI 2.3): the tools the answer calls (loom_result.tool_calls),
+     * or NULL. Borrowed for the callback (which takes a reference to keep
+     * it); in upstream_send_done, stolen like OUTPUT. */
+    json_t *tool_calls;
 } upstream_result;
 
 typedef void (*upstream_done_fn)(upstream_call_t *call, upstream_result *res, void *ud);

@@ -49,6 +49,9 @@ struct upstream_send {
     json_t *messages, *params; /* CHAT: references */
     int json_mode;
     int prompt_cache;          /* CHAT: loom_request.prompt_cache */
+    json_t *tools, *schema;    /* CHAT (2.3): references, or NULL */
+    char *schema_name;         /* CHAT (2.3): owned, or NULL */
+    json_t *tool_calls;        /* CHAT (2.3): the answer's, owned, or NULL */
     json_t *inputs;            /* EMBED: reference (solo) or built at flush (batch) */
     part *parts;
     size_t nparts, pcap;
@@ -94,6 +97,7 @@ struct upstream_call {
     uint64_t created_us, first_sent_us, sent_us;
     uint64_t first_token_us;   /* a stream's first text, same clock (0: none) */
     char finish_reason[LOOM_FINISH_REASON_MAX]; /* a chat answer's, or "" */
+    json_t *tool_calls;        /* a chat answer's (2.3), owned, or NULL */
     plink *links;
     size_t nlinks, lcap;
     reactor_post_t post;       /* an early failure, on a later pass */

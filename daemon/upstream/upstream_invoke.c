@@ -41,6 +41,7 @@ typedef struct icall {
     bool in_invoke;            /* an end now is kept for after invoke */
     bool ended;                /* complete or fail arrived inside invoke */
     json_t *out;               /* that end's output (owned) */
+    json_t *tool_calls;        /* and its tool calls (2.3; owned), or NULL */
     loom_usage usage;
     loom_errcode code;
     bool has_ra;
@@ -119,6 +120,13 @@ static void x_complete(loom_call *call, json_t *output, const loom_usage *usage)
     (void)usage;
     json_decref(output);
 }
+static void x_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                             const loom_usage *usage)
+{
+    (void)call, (void)usage;
+    json_decref(output);
+    json_decref(tool_calls);
+}
 static void x_fail(loom_call *call, loom_errcode code, const char *message)
 {
     (void)call, (void)code, (void)message;
@@ -166,6 +174,8 @@ static int x_cancelled(loom_ctx *ctx)
 /* ---- the loom_call */
 
 static void h_complete(loom_call *call, json_t *output, const loom_usage *usage);
+static void h_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                             const loom_usage *usage);
 static void h_fail(loom_call *call, loom_errcode code, const char *message);
 static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message);
 static void *h_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud);
@@ -177,6 +187,7 @@ static const loom_host_api ctx_api = {
     .complete = x_complete, .fail = x_fail, .timer_add = x_timer_add,
     .timer_cancel = x_timer_cancel, .fail_after = x_fail_after,
     .deadline_ms = c_deadline_ms, .cancelled = c_cancelled, .call_vlog = x_call_vlog,
+    .complete_tools = x_complete_tools,
 };
 
 static const loom_host_api call_api = {
@@ -184,6 +195,7 @@ static const loom_host_api call_api = {
     .complete = h_complete, .fail = h_fail, .timer_add = h_timer_add,
     .timer_cancel = h_timer_cancel, .fail_after = h_fail_after,
     .deadline_ms = x_deadline_ms, .cancelled = x_cancelled, .call_vlog = h_call_vlog,
+    .complete_tools = h_complete_tools,
 };
 
 static void itimer_cancel(reactor_t *r, itimer *it)
@@ -199,22 +211,24 @@ static void icall_free(icall *c)
     while (!list_empty(&c->timers))
         itimer_cancel(c->t->r, LIST_OWNER(list_first(&c->timers), itimer, link));
     json_decref(c->out);
+    json_decref(c->tool_calls);
     free(c->job);
     free(c->step);
     free(c);
 }
 
 /* Ends C: frees it, then tells the upstream, whose callbacks may start or
- * cancel other calls of the same plugin. OUT is stolen, MSG copied first. */
-static void icall_end(icall *c, json_t *out, const loom_usage *usage, loom_errcode code,
-                      bool has_ra, uint64_t ra_ms, const char *msg)
+ * cancel other calls of the same plugin. OUT and TOOL_CALLS are stolen,
+ * MSG copied first. */
+static void icall_end(icall *c, json_t *out, json_t *tool_calls, const loom_usage *usage,
+                      loom_errcode code, bool has_ra, uint64_t ra_ms, const char *msg)
 {
     upstream_send_t *s = c->send;
     char m[512];
     snprintf(m, sizeof m, "%s", msg ? msg : "");
     upstream_result res = {
         .output = out, .code = code, .message = m, .has_retry_after = has_ra,
-        .retry_after_ms = ra_ms,
+        .retry_after_ms = ra_ms, .tool_calls = tool_calls,
     };
     res.usage = usage ? *usage : (loom_usage){ -1, -1, -1, -1 };
     icall_free(c);
@@ -238,22 +252,30 @@ static loom_usage plugin_usage(const icall *c, const loom_usage *usage)
     return u;
 }
 
-static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
+static void h_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                             const loom_usage *usage)
 {
     icall *c = icall_of(call);
     if (c->in_invoke) {
         if (c->ended) { /* a second end: the first one counts */
             json_decref(output);
+            json_decref(tool_calls);
             return;
         }
         c->ended = true;
         c->out = output;
+        c->tool_calls = tool_calls;
         c->code = LOOM_OK;
         c->usage = plugin_usage(c, usage);
         return;
     }
     loom_usage use = plugin_usage(c, usage);
-    icall_end(c, output, usage ? &use : NULL, LOOM_OK, false, 0, NULL);
+    icall_end(c, output, tool_calls, usage ? &use : NULL, LOOM_OK, false, 0, NULL);
+}
+
+static void h_complete(loom_call *call, json_t *output, const loom_usage *usage)
+{
+    h_complete_tools(call, output, NULL, usage);
 }
 
 static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message)
@@ -271,7 +293,7 @@ static void h_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const 
         snprintf(c->msg, sizeof c->msg, "%s", message ? message : "failed");
         return;
     }
-    icall_end(c, NULL, NULL, code, ms > 0, ms, message ? message : "failed");
+    icall_end(c, NULL, NULL, NULL, code, ms > 0, ms, message ? message : "failed");
 }
 
 static void h_fail(loom_call *call, loom_errcode code, const char *message)
@@ -360,23 +382,24 @@ static void inv_start(void *ud, upstream_send_t *s, const loom_request *req,
         json_decref(c->out);
         c->out = NULL;
         if (ctx.failed)
-            icall_end(c, NULL, NULL, ctx.code == LOOM_OK ? LOOM_E_UPSTREAM : ctx.code,
+            icall_end(c, NULL, NULL, NULL, ctx.code == LOOM_OK ? LOOM_E_UPSTREAM : ctx.code,
                       ctx.has_ra, ctx.ra_ms, ctx.msg[0] ? ctx.msg : "the call did not start");
         else if (c->ended && c->code != LOOM_OK)
-            icall_end(c, NULL, NULL, c->code, c->has_ra || ctx.has_ra,
+            icall_end(c, NULL, NULL, NULL, c->code, c->has_ra || ctx.has_ra,
                       c->has_ra ? c->ra_ms : ctx.ra_ms, c->msg);
         else
-            icall_end(c, NULL, NULL, LOOM_E_UPSTREAM, ctx.has_ra, ctx.ra_ms,
+            icall_end(c, NULL, NULL, NULL, LOOM_E_UPSTREAM, ctx.has_ra, ctx.ra_ms,
                       "the call did not start");
         return;
     }
     if (c->ended) {
-        json_t *out = c->out;
+        json_t *out = c->out, *tc = c->tool_calls;
         c->out = NULL;
+        c->tool_calls = NULL;
         loom_usage usage = c->usage;
         char msg[sizeof c->msg];
         snprintf(msg, sizeof msg, "%s", c->msg);
-        icall_end(c, out, &usage, c->code, c->has_ra, c->ra_ms, msg);
+        icall_end(c, out, tc, &usage, c->code, c->has_ra, c->ra_ms, msg);
     }
 }
 

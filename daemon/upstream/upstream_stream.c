@@ -29,7 +29,10 @@ typedef struct xstream {
 bool xfer_wants_stream(const xfer *x)
 {
     const upstream_t *u = x->u;
-    if (!u->http || !u->def->stream || x->kind != LOOM_CALL_CHAT || x->nparts != 1)
+    /* tool calls and structured outputs are asked for whole: a stream
+     * hook hands the host text only (loom_stream_delta), never tool calls */
+    if (!u->http || !u->def->stream || x->kind != LOOM_CALL_CHAT || x->nparts != 1 ||
+        x->tools || x->schema)
         return false;
     const upstream_call_t *c = x->parts[0].call;
     return c && !c->finished && c->token;

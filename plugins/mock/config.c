@@ -139,8 +139,46 @@ nomem:
     return -1;
 }
 
+/* tool_script: a list whose entries are a list of tool calls ({name,
+ * arguments}) or a string (a final answer). */
+static int config_tool_script(loom_ctx *ctx, mock_instance *in, json_t *list)
+{
+    json_t *turn, *call;
+    size_t i, k;
+
+    if (!list || json_is_null(list))
+        return 0;
+    if (!json_is_array(list)) {
+        loom_error(ctx, LOOM_E_CONFIG, "mock: tool_script must be a list");
+        return -1;
+    }
+    json_array_foreach(list, i, turn) {
+        if (json_is_string(turn))
+            continue;
+        if (!json_is_array(turn) || json_array_size(turn) == 0) {
+            loom_error(ctx, LOOM_E_CONFIG,
+                       "mock: tool_script[%zu] must be a string or a non-empty list of "
+                       "{name, arguments}", i);
+            return -1;
+        }
+        json_array_foreach(turn, k, call) {
+            json_t *args = json_object_get(call, "arguments");
+            if (!json_is_object(call) || !json_is_string(json_object_get(call, "name")) ||
+                (args && !json_is_object(args))) {
+                loom_error(ctx, LOOM_E_CONFIG,
+                           "mock: tool_script[%zu][%zu] must be {name: string, arguments: "
+                           "mapping}", i, k);
+                return -1;
+            }
+        }
+    }
+    in->tool_script = json_incref(list);
+    return 0;
+}
+
 void mock_instance_free(mock_instance *in)
 {
+    json_decref(in->tool_script);
     for (size_t i = 0; i < in->nanswers; i++) {
         free(in->answers[i].answer);
         free(in->answers[i].needle);
@@ -214,7 +252,8 @@ int mock_config_read(loom_ctx *ctx, json_t *config, mock_instance *in)
     }
 
     if (config_answers(ctx, in, json_object_get(config, "answers")) < 0 ||
-        config_script(ctx, in, json_object_get(config, "script")) < 0)
+        config_script(ctx, in, json_object_get(config, "script")) < 0 ||
+        config_tool_script(ctx, in, json_object_get(config, "tool_script")) < 0)
         return -1;
 
     in->name = strdup(name);

@@ -15,6 +15,15 @@
  *   2. `script`: the next entry of the list, in order per instance, cycling.
  *   3. `mode`: "echo" gives the prompt itself, exactly; "messages" gives the
  *      whole message array as compact JSON (to check what was rendered).
+ * Tool calls (ABI 2.3): when the request offers tools and the instance has
+ * a `tool_script`, the conversation's turn N (the number of assistant
+ * messages in it that called tools) is answered by entry N of the script,
+ * before the rules above: a list of {name, arguments} is an answer calling
+ * those tools (ids call_N_K), a string a final answer in which `{results}`
+ * stands for the contents of the conversation's tool results, one a line.
+ * Past the script's end the rules above answer. The turn comes from the
+ * request alone, so parallel conversations and resumed ones get the same
+ * answers.
  * With json_mode the answer is returned as it is, never wrapped: parsing it
  * (and failing with invalid_output) is the engine's business, which is what a
  * test of that path wants.
@@ -55,6 +64,7 @@ struct mock_pending {
     loom_call *call;
     void *timer;
     json_t *output;              /* owned; stolen by complete */
+    json_t *tool_calls;          /* owned, or NULL; stolen by complete_tools */
     loom_usage usage;
     loom_errcode fail_code;      /* LOOM_OK: complete, else fail */
     uint64_t retry_after_ms;     /* with a failure: its Retry-After, 0: none */
@@ -145,6 +155,90 @@ static int answer_matches(const mock_answer *a, const char *prompt)
     return regexec(&a->re, prompt, 0, NULL, 0) == 0;
 }
 
+/* The turns of REQ's tool conversation so far: its assistant messages that
+ * called tools. */
+static size_t tool_turns(json_t *messages)
+{
+    json_t *m;
+    size_t i, n = 0;
+
+    json_array_foreach(messages, i, m)
+        if (json_array_size(json_object_get(m, "tool_calls")) > 0)
+            n++;
+    return n;
+}
+
+/* The contents of REQ's tool results, one a line, for `{results}`. */
+static char *tool_results(json_t *messages)
+{
+    sbuf b = SBUF_INIT;
+    json_t *m;
+    size_t i;
+    int first = 1;
+
+    sbuf_add(&b, "", 0);
+    json_array_foreach(messages, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role || strcmp(role, "tool") != 0)
+            continue;
+        if (!first)
+            sbuf_add(&b, "\n", 1);
+        first = 0;
+        content_text(json_object_get(m, "content"), &b);
+    }
+    return sbuf_steal(&b, NULL);
+}
+
+/* A tool_script answer for REQ, when it offers tools and the script has an
+ * entry for its turn: *TOOL_CALLS (new) and the text (new), or the text of
+ * a final entry with `{results}` replaced. 0: no entry (the other rules
+ * answer), 1: answered, -1: out of memory. */
+static int tool_answer(mock_instance *in, const loom_request *req, json_t **text,
+                       json_t **tool_calls)
+{
+    size_t turn = tool_turns(req->messages);
+    json_t *entry, *call;
+    size_t k;
+
+    if (!in->tool_script || !json_is_array(req->tools) ||
+        turn >= json_array_size(in->tool_script))
+        return 0;
+    entry = json_array_get(in->tool_script, turn);
+    if (json_is_string(entry)) {
+        const char *s = json_string_value(entry), *at = strstr(s, "{results}");
+        char *res;
+        sbuf b = SBUF_INIT;
+        if (!at) {
+            *text = json_string(s);
+            return *text ? 1 : -1;
+        }
+        if (!(res = tool_results(req->messages)))
+            return -1;
+        sbuf_add(&b, s, (size_t)(at - s));
+        sbuf_add(&b, res, strlen(res));
+        sbuf_add(&b, at + 9, strlen(at + 9));
+        free(res);
+        res = sbuf_steal(&b, NULL);
+        *text = res ? json_string(res) : NULL;
+        free(res);
+        return *text ? 1 : -1;
+    }
+    if (!(*tool_calls = json_array()))
+        return -1;
+    json_array_foreach(entry, k, call) {
+        char id[48];
+        json_t *args = json_object_get(call, "arguments");
+        snprintf(id, sizeof id, "call_%zu_%zu", turn + 1, k + 1);
+        if (json_array_append_new(*tool_calls,
+                                  json_pack("{s:s, s:O, s:o}", "id", id, "name",
+                                            json_object_get(call, "name"), "arguments",
+                                            args ? json_deep_copy(args) : json_object())) < 0)
+            return -1;
+    }
+    *text = json_string("");
+    return *text ? 1 : -1;
+}
+
 /* The chat answer for REQ (new reference), per the rules at the top, or
  * NULL after loom_error. Called with the instance locked (script cursor). */
 static json_t *chat_answer(loom_ctx *ctx, mock_instance *in, const loom_request *req,
@@ -216,7 +310,7 @@ static void mock_fire(void *ud)
     mock_pending *p = ud;
     mock_instance *in = p->inst;
     loom_call *call = p->call;
-    json_t *output = p->output;
+    json_t *output = p->output, *tool_calls = p->tool_calls;
     loom_usage usage = p->usage;
     loom_errcode code = p->fail_code;
     uint64_t retry_after = p->retry_after_ms;
@@ -231,10 +325,13 @@ static void mock_fire(void *ud)
     pthread_mutex_unlock(&in->lock);
     free(p);
 
-    if (code == LOOM_OK) {
+    if (code == LOOM_OK && tool_calls) {
+        loom_complete_tools(call, output, tool_calls, &usage);
+    } else if (code == LOOM_OK) {
         loom_complete(call, output, &usage);
     } else {
         json_decref(output);
+        json_decref(tool_calls);
         if (retry_after)
             loom_fail_after(call, code, retry_after, "mock: injected failure");
         else
@@ -306,7 +403,13 @@ static int mock_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom
     }
     if (p->fail_code == LOOM_OK) {
         if (req->kind == LOOM_CALL_CHAT) {
-            p->output = chat_answer(ctx, in, req, prompt);
+            int t = tool_answer(in, req, &p->output, &p->tool_calls);
+            if (t < 0) {
+                json_decref(p->output);
+                p->output = NULL;
+            } else if (t == 0) {
+                p->output = chat_answer(ctx, in, req, prompt);
+            }
         } else {
             json_t *s;
             size_t i;
@@ -328,6 +431,11 @@ static int mock_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom
     p->usage.input_tokens = tokens_of(in_bytes);
     p->usage.output_tokens = json_is_string(p->output)
         ? tokens_of(json_string_length(p->output)) : 0;
+    if (p->tool_calls) {
+        char *tc = json_dumps(p->tool_calls, JSON_COMPACT);
+        p->usage.output_tokens += tc ? tokens_of(strlen(tc)) : 0;
+        free(tc);
+    }
 
     delay = in->latency_ms;
     if (in->jitter_ms > 0)
@@ -354,8 +462,10 @@ nomem:
     if (locked)
         pthread_mutex_unlock(&in->lock);
     loom_error(ctx, LOOM_E_NOMEM, "mock: out of memory");
-    if (p)
+    if (p) {
         json_decref(p->output);
+        json_decref(p->tool_calls);
+    }
     free(p);
     free(prompt);
     return -1;
@@ -385,6 +495,7 @@ static void mock_cancel(void *state, loom_call *call)
         return;                  /* already finished: nothing to drop */
     call->api->timer_cancel(call, p->timer);
     json_decref(p->output);
+    json_decref(p->tool_calls);
     free(p);
 }
 
@@ -437,6 +548,7 @@ static void mock_fini(void *state)
         list_del(l);
         p->call->api->timer_cancel(p->call, p->timer);
         json_decref(p->output);
+        json_decref(p->tool_calls);
         free(p);
     }
     mock_instance_free(in);
@@ -502,6 +614,10 @@ static const loom_option mock_options[] = {
     { "answers", LOOM_OPT_JSON, NULL, 0,
       "[{match: substring or /regex/, answer: text}], first match wins" },
     { "script", LOOM_OPT_JSON, NULL, 0, "[text, ...] answered in turn, cycling" },
+    { "tool_script", LOOM_OPT_JSON, NULL, 0,
+      "[[{name, arguments}, ...] or text, ...]: with tools offered, entry N answers a "
+      "conversation's turn N (tool calls, or a final text where {results} is the tool "
+      "results, one a line)" },
     { "fail_rate", LOOM_OPT_DOUBLE, "0", 0, "share of calls that fail, 0 to 1" },
     { "fail_code", LOOM_OPT_STRING, "upstream", 0,
       "upstream, rate_limited, timeout, quota, invalid_request or invalid_output" },

@@ -36,6 +36,7 @@ typedef struct mock_instance {
     size_t nanswers;
     char **script;
     size_t nscript;
+    json_t *tool_script;         /* array, or NULL: the turns of a tool conversation */
     double fail_rate;
     uint64_t fail_every;         /* 0: off; N: calls 0, N, 2N... fail */
     loom_errcode fail_code;

@@ -180,3 +180,44 @@ Test(iso_frame, an_invoke_request_survives_the_frame)
     iso_writer_free(&w);
     iso_reader_free(&r);
 }
+
+/* ABI 2.3: the tools, a tool conversation and a schema reach the helper. */
+Test(iso_frame, tools_and_schema_survive_the_frame)
+{
+    json_t *messages = json_loads(
+        "[{\"role\": \"user\", \"content\": \"go\"},"
+        " {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\":"
+        "   [{\"id\": \"c1\", \"name\": \"t\", \"arguments\": {\"x\": 1}}]},"
+        " {\"role\": \"tool\", \"tool_call_id\": \"c1\", \"name\": \"t\", \"content\": \"r\","
+        "  \"is_error\": false}]", 0, NULL);
+    json_t *tools = json_loads("[{\"name\": \"t\", \"description\": \"d\", \"parameters\":"
+                               " {\"type\": \"object\"}}]", 0, NULL);
+    json_t *schema = json_loads("{\"type\": \"object\"}", 0, NULL);
+    cr_assert(messages && tools && schema);
+    loom_request req = { .kind = LOOM_CALL_CHAT, .messages = messages, .tools = tools,
+                         .schema = schema, .schema_name = "answer" };
+    json_t *v = iso_request_to_json(&req);
+    cr_assert(v != NULL);
+    char *text = json_dumps(v, JSON_COMPACT);
+    json_t *back = json_loads(text, 0, NULL);
+    loom_request got;
+    cr_assert_eq(iso_request_from_json(back, &got), 0);
+    cr_assert(json_equal(got.messages, messages));
+    cr_assert(json_equal(got.tools, tools));
+    cr_assert(json_equal(got.schema, schema));
+    cr_assert_str_eq(got.schema_name, "answer");
+    json_decref(back);
+    free(text);
+    json_decref(v);
+    /* without them, none */
+    loom_request plain = { .kind = LOOM_CALL_CHAT, .messages = messages };
+    v = iso_request_to_json(&plain);
+    cr_assert_eq(iso_request_from_json(v, &got), 0);
+    cr_assert_null(got.tools);
+    cr_assert_null(got.schema);
+    cr_assert_null(got.schema_name);
+    json_decref(v);
+    json_decref(messages);
+    json_decref(tools);
+    json_decref(schema);
+}

@@ -29,6 +29,7 @@ typedef struct fake_call {
     fake_host *host;
     int state;                   /* 0 pending, 1 completed, 2 failed */
     json_t *output;
+    json_t *tool_calls;          /* complete_tools's, or NULL */
     loom_usage usage;
     loom_errcode code;
     uint64_t delay_ms;           /* what the plugin asked timer_add for */
@@ -76,6 +77,13 @@ static void fake_complete(loom_call *call, json_t *output, const loom_usage *usa
         c->usage = *usage;
     c->finished_us = reactor_now_us(c->host->r);
     c->host->finished++;
+}
+
+static void fake_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                                const loom_usage *usage)
+{
+    ((fake_call *)call)->tool_calls = tool_calls;
+    fake_complete(call, output, usage);
 }
 
 static void fake_fail(loom_call *call, loom_errcode code, const char *message)
@@ -130,6 +138,7 @@ static const loom_host_api fake_api = {
     .fail = fake_fail,
     .timer_add = fake_timer_add,
     .timer_cancel = fake_timer_cancel,
+    .complete_tools = fake_complete_tools,
 };
 
 static fake_host host;
@@ -699,4 +708,74 @@ Test(mock, invalid_request_is_refused_at_invoke)
     json_decref(not_array);
     json_decref(bad_inputs);
     provider()->fini(st);
+}
+
+/* ---- tool calls (ABI 2.3) */
+
+/* Starts a chat call offering one tool, over MESSAGES (a JSON text). */
+static void tool_chat(void *state, fake_call *c, const char *messages)
+{
+    json_t *m = json_loads(messages, 0, NULL);
+    json_t *tools = json_pack("[{s:s, s:s, s:{s:s}}]", "name", "lookup", "description", "d",
+                              "parameters", "type", "object");
+    cr_assert(m && tools);
+    loom_request req = { .kind = LOOM_CALL_CHAT, .model = "m", .messages = m, .tools = tools };
+    call_init(c);
+    cr_assert(eq(int, provider()->invoke(&ctx.base, state, &req, &c->base), 0), "%s",
+              ctx.message);
+    json_decref(m);
+    json_decref(tools);
+}
+
+Test(mock, tool_script_answers_each_turn_of_a_conversation)
+{
+    void *st = instance("{\"latency\": 1, \"tool_script\": ["
+                        " [{\"name\": \"lookup\", \"arguments\": {\"q\": \"a\"}},"
+                        "  {\"name\": \"lookup\", \"arguments\": {\"q\": \"b\"}}],"
+                        " \"found: {results}\"]}");
+    fake_call c1, c2, c3;
+
+    /* turn 1: no tool turn yet in the conversation: two calls */
+    tool_chat(st, &c1, "[{\"role\": \"user\", \"content\": \"go\"}]");
+    run_until(1);
+    cr_assert(eq(int, c1.state, 1));
+    cr_assert(eq(sz, json_array_size(c1.tool_calls), (size_t)2));
+    json_t *k = json_array_get(c1.tool_calls, 1);
+    cr_expect(eq(str, (char *)json_string_value(json_object_get(k, "id")), "call_1_2"));
+    cr_expect(eq(str, (char *)json_string_value(json_object_get(k, "name")), "lookup"));
+    cr_expect(eq(str, (char *)json_string_value(json_object_get(json_object_get(k, "arguments"), "q")),
+                 "b"));
+    cr_expect(eq(str, (char *)json_string_value(c1.output), ""));
+    cr_expect(c1.usage.output_tokens > 0);
+    json_decref(c1.output);
+    json_decref(c1.tool_calls);
+
+    /* turn 2: one tool turn and its results: the final text with them */
+    tool_chat(st, &c2,
+              "[{\"role\": \"user\", \"content\": \"go\"},"
+              " {\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": ["
+              "   {\"id\": \"call_1_1\", \"name\": \"lookup\", \"arguments\": {}}]},"
+              " {\"role\": \"tool\", \"tool_call_id\": \"call_1_1\", \"name\": \"lookup\","
+              "  \"content\": \"A\", \"is_error\": false},"
+              " {\"role\": \"tool\", \"tool_call_id\": \"call_1_2\", \"name\": \"lookup\","
+              "  \"content\": \"B\", \"is_error\": false}]");
+    run_until(2);
+    cr_expect(c2.tool_calls == NULL);
+    expect_answer(&c2, "found: A\nB");
+
+    /* without tools offered the script does not apply: echo */
+    chat(st, &c3, "plain");
+    run_until(3);
+    cr_expect(c3.tool_calls == NULL);
+    expect_answer(&c3, "plain");
+    provider()->fini(st);
+}
+
+Test(mock, bad_tool_script_is_refused)
+{
+    refused("{\"tool_script\": {}}");
+    refused("{\"tool_script\": [[]]}");
+    refused("{\"tool_script\": [[{\"arguments\": {}}]]}");
+    refused("{\"tool_script\": [[{\"name\": \"x\", \"arguments\": 3}]]}");
+    refused("{\"tool_script\": [7]}");
 }
