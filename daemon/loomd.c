@@ -341,6 +341,8 @@ static int start(loomd *d, bool check)
     (void)plugins_check_unused_configs(d->plugins); /* errors: --check fails on them */
     if (loomd_isolate_start(d, check) < 0)
         return -1;
+    if (loomd_mcp_start(d, check) < 0) /* before the engines, which call them */
+        return -1;
     if (gen_registry(d) < 0)
         return -1;
     wfdir_options wo = { .create = d->config_path == NULL };
@@ -467,6 +469,7 @@ static void stop(loomd *d)
     loomd_cost_free(d); /* after the engines, which hold it */
     loomd_trace_stop(d); /* after the engines: the spans of abandoned work go too */
     loomd_isolate_stop(d); /* after the engines: their calls are gone */
+    loomd_mcp_stop(d); /* after the engines too */
     wfdir_free(d->wf);
     pool_free(d->pool);
     inflight_mark_clean(); /* every thread that ran plugin code is gone */

@@ -46,6 +46,7 @@ typedef struct loomd {
     pool_t *pool;
     plugins_t *plugins;
     struct iso *iso;           /* isolated plugins' helpers (loomd_isolate.c), or NULL */
+    struct mcp *mcp;           /* the config's MCP servers (loomd_mcp.c), or NULL */
     lgen *gens;                /* current first */
     struct engine_ledger *ledger; /* tenants' spend and budgets, cost counters
                                      (loomd_cost.c); outlives generations */
@@ -210,5 +211,16 @@ int loomd_isolate_start(loomd *d, bool check);
 void loomd_isolate_reload(loomd *d);
 /* Kills and reaps every helper; after the engines are freed. */
 void loomd_isolate_stop(loomd *d);
+
+/* loomd_mcp.c: starts the MCP servers of the config's `mcp` section (with
+ * CHECK, only checks that their headers_env variables are set). 0, or -1
+ * with every problem logged. */
+int loomd_mcp_start(loomd *d, bool check);
+/* Gives engine E the servers' tools (engine_set_mcp); a no-op without any. */
+void loomd_mcp_attach(loomd *d, engine_t *e);
+/* `stats.mcp`: {NAME: {state, transport, tools, calls, failed, restarts}}. New. */
+json_t *loomd_mcp_stats(loomd *d);
+/* Stops every server (bounded: mcp.h); after the engines are freed. */
+void loomd_mcp_stop(loomd *d);
 
 #endif

@@ -447,6 +447,9 @@ json_t *loomd_stats(loomd *d)
      * their helpers, by plugin ({} when none is isolated) */
     if (o)
         json_object_set_new(o, "isolate", iso_stats_json(d->iso));
+    /* MCP servers: state, tools, calls, failed calls and restarts, by name */
+    if (o)
+        json_object_set_new(o, "mcp", loomd_mcp_stats(d));
     /* spans exported, dropped (buffer full, collector down), failed posts */
     if (o)
         json_object_set_new(o, "tracing", loomd_trace_stats(d));
