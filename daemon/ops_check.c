@@ -32,6 +32,13 @@ static const ops_field f_wait[] = {
     { "tenant", OPS_STRING, false, 0, 0 },
     { NULL, OPS_ANY, false, 0, 0 },
 };
+static const ops_field f_signal[] = {
+    { "job", OPS_STRING, true, 0, 0 },
+    { "signal", OPS_STRING, true, 0, 0 },
+    { "data", OPS_ANY, false, 0, 0 },
+    { "tenant", OPS_STRING, false, 0, 0 },
+    { NULL, OPS_ANY, false, 0, 0 },
+};
 static const ops_field f_list[] = {
     { "state", OPS_STRING, false, 0, 0 },
     { "workflow", OPS_STRING, false, 0, 0 },
@@ -66,7 +73,7 @@ static const struct {
 } tables[] = {
     { "submit", f_submit }, { "get", f_job }, { "wait", f_wait }, { "cancel", f_job },
     { "list", f_list }, { "workflows", f_none }, { "validate", f_validate },
-    { "stats", f_stats }, { "events", f_events }, { "retry", f_job },
+    { "stats", f_stats }, { "events", f_events }, { "retry", f_job }, { "signal", f_signal },
     { "plugins", f_none }, { "metrics", f_none },
 };
 

@@ -332,8 +332,21 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
  * call). A no-op once the job is ending. */
 void engine_cancel(engine_job_t *job);
 
-/* The job's output (borrowed), or NULL when it failed or has not ended. */
+/* The job's output (borrowed), or NULL when it failed, parked or has not ended. */
 json_t *engine_job_output(const engine_job_t *job);
+/* Waits (`wait_for`). A run that has nothing left to do but wait PARKS: it
+ * ends (the done callback runs) with neither output nor error, and this
+ * returns what it waits for (borrowed; NULL for a job that did not park):
+ * an array of {key, signal, node, timeout_ms, seq, schema?}, one per
+ * pending wait_for, where KEY is the wait's step key, SIGNAL the name its
+ * template gave, TIMEOUT_MS its timeout (0: none), SCHEMA the document its
+ * data must fit, and SEQ the seq its record must carry (above every seq the
+ * job has, distinct per wait). The job goes on as a new run of the same job
+ * whose replay holds, under a wait's key, a checkpoint record the daemon
+ * wrote: {"output": DATA, "attempts": 1, "seq": SEQ} for a signal (DATA is
+ * the node's output), or {"error": {code: "timeout", ...}, ...} at its
+ * deadline. Every other finished leaf replays, so nothing is run twice. */
+json_t *engine_job_waits(const engine_job_t *job);
 /* Provider usage of the job so far, {NAME: {calls, input_tokens,
  * output_tokens}} (borrowed), or NULL when it made no provider call. */
 json_t *engine_job_usage(const engine_job_t *job);

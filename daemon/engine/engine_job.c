@@ -27,6 +27,7 @@ static void job_free(engine_job_t *job)
     list_del(&job->link);
     e->njobs--;
     json_decref(job->output);
+    json_decref(job->waits);
     json_decref(job->usage);
     eerr_free(job->error);
     replay_job_fini(job);
@@ -108,6 +109,7 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     job->ud = ud;
     list_init(&job->doneq);
     list_init(&job->waitq);
+    list_init(&job->parkq);
     job->max_in_flight = o && o->max_in_flight ? o->max_in_flight : e->opt.max_in_flight;
     job->trace = o && o->trace ? o->trace : e->opt.trace;
     job->trace_ud = o && o->trace ? o->trace_ud : e->opt.trace_ud;

@@ -39,9 +39,12 @@ static void job_free(jobs_t *js, ljob *j)
     free(j->workflow);
     json_decref(j->input);
     json_decref(j->replay);
+    json_decref(j->prev_waits);
     free(j->traceparent);
     free(j);
 }
+
+void jobs_forget(jobs_t *js, ljob *j) { job_free(js, j); }
 
 /* A queued job of TENANT (NULL: "default"). */
 static ljob *job_new(jobs_t *js, const char *id, dsl_graph *g, const char *workflow, json_t *input,
@@ -372,6 +375,11 @@ static void on_job_done(engine_job_t *ej, void *ud)
         js->hooks.settled(js->hooks.ud);
         return;
     }
+    json_t *waits = engine_job_waits(ej);
+    if (waits) { /* only waits are left: it leaves memory (jobs_wait.c) */
+        jobs_park(js, j, waits);
+        return;
+    }
     const engine_error *err = engine_job_error(ej);
     json_t *errj = engine_error_json(err);
     store_outcome_t out = {
@@ -698,8 +706,11 @@ void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
     ljob *j = jobs_find(js, job);
     if (!j) {
         json_t *obj = jobs_job_object(js, job);
+        const char *st = json_string_value(json_object_get(obj, "state"));
         if (!obj)
             server_reply_error(conn, id, "not_found", "no job %s", job);
+        else if (st && strcmp(st, "waiting") == 0)
+            jobs_cancel_waiting(js, conn, id, obj);
         else
             server_reply(conn, id, json_pack("{s:s, s:O}", "job", job, "state",
                                              json_object_get(obj, "state")));
@@ -825,6 +836,7 @@ int jobs_resume(jobs_t *js)
     }
     jobs_pinned_clear(js);
     json_decref(jobs);
+    jobs_waits_arm(js);
     if (resumed)
         log_write(js->log, LOOM_LOG_INFO, json_pack("{s:I}", "jobs", (json_int_t)resumed),
                   "resuming unfinished jobs from their checkpoints");
@@ -837,6 +849,10 @@ void jobs_abandon(jobs_t *js)
     if (js->pump_timer) {
         reactor_timer_cancel(js->r, js->pump_timer);
         js->pump_timer = NULL;
+    }
+    if (js->wait_timer) {
+        reactor_timer_cancel(js->r, js->wait_timer);
+        js->wait_timer = NULL;
     }
     js->hard_stop = true;
     while (!list_empty(&js->running)) /* on_job_done frees it, unrecorded */

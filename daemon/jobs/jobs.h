@@ -107,6 +107,8 @@ struct ljob {
     bool end_rejected;         /* the store refused its end; a failed one replaces it */
     bool has_budget;           /* its submit's budget (jobs_budget.c): */
     double budget_usd;         /* what its provider calls may cost at most */
+    json_t *prev_waits;        /* owned: the waits it had when a signal or deadline
+                                  woke it (jobs_wait.c), or NULL */
 };
 
 /* The counters of `stats` (the ends: as committed to the store). */
@@ -156,6 +158,8 @@ struct jobs {
      * (jobs_quarantine.c), and the waits that came for them meanwhile */
     size_t held;
     struct jobs_held_wait *held_waits;
+    /* waiting jobs (jobs_wait.c): one timer for the earliest deadline */
+    reactor_timer_t *wait_timer;
 };
 
 /* Sets up JS over R, STORE, WF and LOG (all borrowed; they must outlive it;
@@ -186,6 +190,19 @@ void jobs_pinned_clear(jobs_t *js);
  * -ENOENT when it cannot run any more: it was ended failed in the store
  * (unknown_workflow), with the reason in ERR, logged; -ENOMEM. */
 int jobs_load_stored(jobs_t *js, const json_t *stored_job, ljob **out, char *err, size_t errlen);
+
+/* ---- jobs_wait.c: jobs parked on `wait_for` nodes
+ *
+ * A run that only has waits left parks (engine_job_waits): the job is
+ * recorded waiting with its waits and deadlines and leaves memory. A
+ * signal, or a deadline passing, writes the wait's checkpoint record and
+ * makes it queued again; its next run replays every finished step. */
+/* The `signal` op (already validated): see docs/protocol.md. */
+void jobs_signal(jobs_t *js, server_conn_t *conn, json_t *id, const char *job,
+                 const char *signal, json_t *data);
+/* Arms the timer of the earliest deadline of the waiting jobs of the store
+ * (at resume, and whenever a job parks or wakes). */
+void jobs_waits_arm(jobs_t *js);
 
 /* ---- jobs_budget.c: a submit's `budget` */
 /* *USD from a submit's budget B (borrowed, may be NULL: none, *USD -1):

@@ -45,6 +45,16 @@ struct jobs_tenant_sub {
 /* Drops CONN's tenant subscriptions (every one when NULL). */
 void jobs_tsubs_drop(jobs_t *js, server_conn_t *conn);
 
+/* ---- waits (jobs_wait.c) */
+/* J's run parked on WAITS (borrowed; engine_job_waits): records it waiting
+ * and frees J once that is on disk. */
+void jobs_park(jobs_t *js, ljob *j, json_t *waits);
+/* Cancels the waiting (not live) job OBJ (a stored job object, borrowed),
+ * answering ID on CONN. */
+void jobs_cancel_waiting(jobs_t *js, server_conn_t *conn, json_t *id, const json_t *obj);
+/* jobs.c: frees J, which is in no queue and not running. */
+void jobs_forget(jobs_t *js, ljob *j);
+
 /* ---- traces (jobs_trace.c) */
 /* The traceparent a submit stores: GIVEN (already validated; copied), or,
  * when tracing is on and it gave none, one made for the job (trace.h). A
