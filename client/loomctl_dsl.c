@@ -334,7 +334,7 @@ static int set_compile(ctl_set *s)
         reg.lambdas = s->plugin_reg->lambdas;
         reg.lambda_sigs = s->plugin_reg->lambda_sigs;
     }
-    dsl_options opt = { .registry = &reg };
+    dsl_options opt = { .registry = &reg, .read_file = file_read_all };
     dsl_graph **graphs = calloc(s->n + 1, sizeof *graphs);
     const char **names = calloc(s->n + 1, sizeof *names);
     dsl_diags **diags = calloc(s->n + 1, sizeof *diags);

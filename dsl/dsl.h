@@ -90,6 +90,12 @@ typedef struct dsl_options {
     const dsl_registry *registry;   /* may be NULL */
     dsl_ylimits limits;             /* zero fields take the defaults */
     size_t max_file_size;           /* 0: DSL_DEFAULT_MAX_FILE bytes */
+    /* Reads a file a workflow names (`schema: FILE`), its path already
+     * resolved against the workflow file's folder: a new NUL-terminated
+     * buffer (the compiler frees it) of *LEN bytes, at most MAX, or NULL
+     * with errno set (file_read_all fits). NULL: naming a file is an error,
+     * as for text that came without its folder. */
+    char *(*read_file)(const char *path, size_t max, size_t *len);
 } dsl_options;
 
 #define DSL_DEFAULT_MAX_FILE ((size_t)64 << 20)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/containers.h"
+#include "common/file.h"
 
 #define WFDIR_DEBOUNCE_US (30 * REACTOR_MSEC)
 #define WFDIR_RETRY_US (500 * REACTOR_MSEC)
@@ -521,7 +522,7 @@ wfdir *wfdir_new(reactor_t *r, const char *dir, const dsl_registry *registry,
     }
     w->registry = registry;
     w->copt = (dsl_options){ .registry = registry, .limits = o.limits,
-                             .max_file_size = o.max_file_size };
+                             .max_file_size = o.max_file_size, .read_file = file_read_all };
     if (cb)
         w->cb = *cb;
     w->debounce_us = o.debounce_us ? o.debounce_us : WFDIR_DEBOUNCE_US;

@@ -172,9 +172,10 @@ static int p_invoke(loom_ctx *ctx, void *state, const loom_request *req, loom_ca
         return -1;
     int idx = s->calls++;
     json_decref(s->last_request);
-    s->last_request = json_pack("{s:s?, s:O?, s:O?, s:b, s:O?}", "model", req->model, "messages",
-                                req->messages, "params", req->params, "json_mode", req->json_mode,
-                                "inputs", req->inputs);
+    s->last_request = json_pack("{s:s?, s:O?, s:O?, s:b, s:O?, s:O?, s:s?}", "model", req->model,
+                                "messages", req->messages, "params", req->params, "json_mode",
+                                req->json_mode, "inputs", req->inputs, "schema", req->schema,
+                                "schema_name", req->schema_name);
     tc->call = call;
     tc->fail = idx < s->fail_first;
     if (req->kind == LOOM_CALL_EMBED) {

@@ -25,7 +25,8 @@ typedef struct et_provider_state {
     uint64_t retry_after_ms; /* and this Retry-After when set */
     const char *const *script; /* answers in call order (NULL-terminated, cycled), or NULL: echo the prompt */
     const char *bad_kind;      /* answer et_bad_value(bad_kind) instead */
-    json_t *last_request;      /* the last request: {model, messages, params, json_mode, inputs} */
+    json_t *last_request;      /* the last request: {model, messages, params, json_mode, inputs,
+                                  schema, schema_name} */
 } et_provider_state;
 
 typedef struct et_world {

@@ -398,3 +398,152 @@ Test(schema, doc_and_free)
     cr_expect(dsl_schema_doc(NULL) == NULL);
     cr_expect(dsl_schema_compile(NULL, ptr, sizeof ptr, msg, sizeof msg) == NULL);
 }
+
+/* ---- `schema:` on a call, compiled with the workflow ---- */
+
+#include <unistd.h>
+
+#include "common/file.h"
+#include "dsl/dsl.h"
+
+/* Compiles workflow YAML named FILE with OPT; returns the diagnostics as
+ * text (new string; "" when it compiled) and the graph in *G (may be NULL). */
+static char *compile_workflow(const char *file, const char *yaml, const dsl_options *opt,
+                              dsl_graph **g)
+{
+    dsl_diags d;
+    cr_assert(eq(int, dsl_diags_init(&d, file), 0));
+    dsl_graph *got = dsl_compile(file, yaml, strlen(yaml), opt, &d);
+    char *text = dsl_diags_text(&d, NULL);
+    cr_assert(text != NULL);
+    dsl_diags_free(&d);
+    if (g)
+        *g = got;
+    else
+        dsl_graph_unref(got);
+    return text;
+}
+
+#define WF "loom: 1\nname: t\ndo:\n  id: pick\n  call:\n    prompt: hi\n"
+
+Test(schema_call, inline_schema_is_compiled_into_the_graph)
+{
+    dsl_graph *g;
+    char *err = compile_workflow("w.yaml", WF "    schema:\n      type: object\n"
+                                              "      properties: { a: { type: string } }\n",
+                                 NULL, &g);
+    cr_assert(g != NULL, "%s", err);
+    const dsl_call *c = &g->root->u.call;
+    cr_assert(c->schema != NULL);
+    cr_expect(c->json, "a schema makes the call answer JSON");
+    cr_expect(dsl_schema_doc(c->schema) != NULL && json_typeof(dsl_schema_doc(c->schema)) == JSON_OBJECT);
+    char msg[256];
+    json_t *v = json_pack("{s:i}", "a", 1);
+    cr_expect(eq(int, dsl_schema_validate(c->schema, v, msg, sizeof msg), -1));
+    cr_expect(eq(str, msg, "at /a: 1 is an integer, not a string (type)"));
+    json_decref(v);
+    free(err);
+    dsl_graph_unref(g);
+}
+
+Test(schema_call, errors_point_at_the_yaml_of_the_offending_part)
+{
+    char *err = compile_workflow("w.yaml", WF "    schema:\n      type: object\n"
+                                              "      properties:\n"
+                                              "        name: { type: string, maxLenght: 3 }\n",
+                                 NULL, NULL);
+    cr_expect(eq(str, err, "w.yaml:10:31: error: schema at /properties/name/maxLenght: "
+                           "unsupported keyword \"maxLenght\" (did you mean \"maxLength\"?)\n"));
+    free(err);
+
+    err = compile_workflow("w.yaml", WF "    schema:\n      type: [object, strin]\n", NULL, NULL);
+    cr_expect(eq(str, err, "w.yaml:8:22: error: schema at /type/1: unknown type \"strin\" "
+                           "(did you mean \"string\"?)\n"));
+    free(err);
+
+    err = compile_workflow("w.yaml", WF "    schema: [1]\n", NULL, NULL);
+    cr_expect(strstr(err, "w.yaml:7:13: error: 'schema' must be a JSON Schema") == err, "%s", err);
+    free(err);
+
+    err = compile_workflow("w.yaml", WF "    json: false\n    schema: { type: object }\n", NULL,
+                           NULL);
+    cr_expect(strstr(err, "w.yaml:7:11: error: a call with a 'schema' answers JSON") == err, "%s",
+              err);
+    free(err);
+
+    err = compile_workflow("w.yaml", WF "    scheme: { type: object }\n", NULL, NULL);
+    cr_expect(strstr(err, "did you mean 'schema'") != NULL, "%s", err);
+    free(err);
+}
+
+/* A schema file beside the workflow: JSON or YAML, its errors named by the
+ * file's own line and column. */
+Test(schema_call, schema_files_beside_the_workflow)
+{
+    const char *build = getenv("LOOM_BUILDDIR");
+    char dir[200];
+    snprintf(dir, sizeof dir, "%s/schema-files-XXXXXX", build ? build : ".");
+    cr_assert(mkdtemp(dir) != NULL);
+    char wf[256], js[256], ys[256], bad[256];
+    snprintf(wf, sizeof wf, "%s/w.yaml", dir);
+    snprintf(js, sizeof js, "%s/out.json", dir);
+    snprintf(ys, sizeof ys, "%s/out.yaml", dir);
+    snprintf(bad, sizeof bad, "%s/bad.json", dir);
+    FILE *f = fopen(js, "w");
+    cr_assert(f != NULL);
+    cr_assert(fputs("{\"type\": \"object\", \"required\": [\"x\"]}\n", f) >= 0);
+    cr_assert(fclose(f) == 0);
+    f = fopen(ys, "w");
+    cr_assert(f != NULL);
+    cr_assert(fputs("type: array\nitems: { type: integer }\n", f) >= 0);
+    cr_assert(fclose(f) == 0);
+    f = fopen(bad, "w");
+    cr_assert(f != NULL);
+    cr_assert(fputs("{\n  \"type\": \"object\",\n  \"propertys\": {}\n}\n", f) >= 0);
+    cr_assert(fclose(f) == 0);
+    dsl_options opt = { .read_file = file_read_all };
+
+    dsl_graph *g;
+    char *err = compile_workflow(wf, WF "    schema: out.json\n", &opt, &g);
+    cr_assert(g != NULL, "%s", err);
+    json_t *v = json_object();
+    char msg[256];
+    cr_expect(eq(int, dsl_schema_validate(g->root->u.call.schema, v, msg, sizeof msg), -1));
+    cr_expect(strstr(msg, "\"x\" is missing") != NULL, "%s", msg);
+    json_decref(v);
+    dsl_graph_unref(g);
+    free(err);
+
+    err = compile_workflow(wf, WF "    schema: out.yaml\n", &opt, &g);
+    cr_assert(g != NULL, "%s", err);
+    v = json_pack("[i,s]", 1, "two");
+    cr_expect(eq(int, dsl_schema_validate(g->root->u.call.schema, v, msg, sizeof msg), -1));
+    cr_expect(eq(str, msg, "at /1: \"two\" is a string, not an integer (type)"));
+    json_decref(v);
+    dsl_graph_unref(g);
+    free(err);
+
+    char want[1024];
+    err = compile_workflow(wf, WF "    schema: bad.json\n", &opt, NULL);
+    snprintf(want, sizeof want,
+             "%s:7:13: error: in the schema file, %s:3:3 (/propertys): unsupported keyword "
+             "\"propertys\" (did you mean \"properties\"?)\n",
+             wf, bad);
+    cr_expect(eq(str, err, want));
+    free(err);
+
+    err = compile_workflow(wf, WF "    schema: none.json\n", &opt, NULL);
+    cr_expect(strstr(err, "cannot read the schema file") != NULL, "%s", err);
+    cr_expect(strstr(err, "none.json': No such file or directory") != NULL, "%s", err);
+    free(err);
+
+    /* text compiled without a folder (no read_file) cannot name files */
+    err = compile_workflow(wf, WF "    schema: out.json\n", NULL, NULL);
+    cr_expect(strstr(err, "names a file, which cannot be read here") != NULL, "%s", err);
+    free(err);
+
+    unlink(js);
+    unlink(ys);
+    unlink(bad);
+    rmdir(dir);
+}
