@@ -5,8 +5,9 @@
  * scope (the job's, or a `use`'s), `prev` from the activation's input,
  * `steps.X` by walking the step frames up from the activation (map items and
  * vote samples have their own frame, so each item sees its own steps), the
- * map's item/index, `error` and `candidates` by walking up the activations
- * to the one that binds them. Values are borrowed references, never copies. */
+ * map's item/index, `error`, `candidates` and `loop` by walking up the
+ * activations to the one that binds them. Values are borrowed references,
+ * never copies. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@ typedef struct evalctx {
     act_t *act;      /* may be NULL (vars) */
     scope_t *scope;
     json_t *output;  /* the `output` root, or NULL */
+    json_t *loop;    /* the `loop` root of a loop's own `until`, or NULL: walk up */
 } evalctx;
 
 /* ---- frames */
@@ -114,6 +116,11 @@ int eval_record_step(act_t *a, json_t *out, const eerr *err)
         json_decref(rec);
         return -1;
     }
+    json_t *transcript = agent_transcript(a); /* a call with tools: its conversation */
+    if (transcript && json_object_set_new(rec, "transcript", transcript) < 0) {
+        json_decref(rec);
+        return -1;
+    }
     /* `steps.ID...` walks from the root "steps" through ID, so the record
      * is stored wrapped as {ID: record}: built once, borrowed by every lookup. */
     json_t *wrap = json_object();
@@ -141,6 +148,10 @@ static json_t *lookup(void *ud, const dsl_expr *e)
         return c->output;
     case DSL_ROOT_STEPS:
         return c->act && e->step ? frame_get(c->act->frame, e->step) : NULL;
+    case DSL_ROOT_LOOP:
+        if (c->loop)
+            return c->loop;
+        break;
     default:
         break;
     }
@@ -162,6 +173,13 @@ static json_t *lookup(void *ud, const dsl_expr *e)
         case DSL_ROOT_CANDIDATES:
             if (x->bind_kind == BIND_CANDIDATES)
                 return x->bind;
+            break;
+        case DSL_ROOT_LOOP:
+            /* the nearest loop whose body or until node X is, as the
+             * compiler resolved it (not one X is the fallback of) */
+            if (x->parent && x->parent->node->kind == DSL_LOOP &&
+                (x->role == ROLE_MAIN || x->role == ROLE_UNTIL))
+                return x->parent->k.loop.vars;
             break;
         default:
             return NULL;
@@ -218,18 +236,30 @@ oom:
 
 json_t *eval_tvalue(act_t *a, const dsl_tvalue *v, json_t *output, char *msg, size_t msglen)
 {
-    evalctx c = { a, a->scope, output };
+    evalctx c = { a, a->scope, output, NULL };
     return tv_eval(&c, v, msg, msglen);
+}
+
+static json_t *eval_in(evalctx *c, const dsl_template *t, char *msg, size_t msglen)
+{
+    dsl_eval_error err;
+    json_t *r = dsl_template_eval(t, lookup, c, &err);
+    if (!r)
+        snprintf(msg, msglen, "%s: %s", t->source, err.msg[0] ? err.msg : "out of memory");
+    return r;
 }
 
 json_t *eval_template(act_t *a, const dsl_template *t, json_t *output, char *msg, size_t msglen)
 {
-    evalctx c = { a, a->scope, output };
-    dsl_eval_error err;
-    json_t *r = dsl_template_eval(t, lookup, &c, &err);
-    if (!r)
-        snprintf(msg, msglen, "%s: %s", t->source, err.msg[0] ? err.msg : "out of memory");
-    return r;
+    evalctx c = { a, a->scope, output, NULL };
+    return eval_in(&c, t, msg, msglen);
+}
+
+json_t *eval_template_loop(act_t *a, const dsl_template *t, json_t *output, json_t *loop,
+                           char *msg, size_t msglen)
+{
+    evalctx c = { a, a->scope, output, loop };
+    return eval_in(&c, t, msg, msglen);
 }
 
 json_t *eval_filters(json_t *v, char *const *names, size_t n, char *msg, size_t msglen)
@@ -323,7 +353,7 @@ int scope_init(scope_t *s, dsl_graph *g, json_t *input, char *msg, size_t msglen
     if (!s->top.slots)
         goto oom;
     if (g->vars) {
-        evalctx c = { NULL, s, NULL };
+        evalctx c = { NULL, s, NULL, NULL };
         s->vars = tv_eval(&c, g->vars, msg, msglen);
         if (!s->vars) {
             *cls = DSL_ERR_FAILED;

@@ -40,7 +40,13 @@
  * activation is known by its node plus whatever tells apart repeated runs
  * of an ancestor. Those are the only segments written, root to leaf:
  *
- *   N#S       instance S of node N: a map item, a vote sample
+ *   N#S       instance S of node N: a map item, a vote sample, a loop's
+ *             body or until node in iteration S (from 1), so a resumed loop
+ *             replays the iterations that ended and goes on live from the
+ *             one it was in
+ *   N~tT      model turn T (from 1) of call N, a call with tools
+ *   N~tT.K    the K-th tool call (from 1) turn T asked for: a lambda or MCP
+ *             leaf, or a `use` whose leaves' keys go on below it
  *   N@A       attempt A (> 1) of composite N, whose kids all run again
  *   N>W:V     `use` node N entering workflow W at version V (node indices
  *             restart there, and W may be reloaded while the job waits)
@@ -53,8 +59,12 @@
 
 static bool is_instance(const act_t *x)
 {
-    return x->parent && x->role == ROLE_MAIN &&
-           (x->parent->node->kind == DSL_MAP || x->parent->node->kind == DSL_VOTE);
+    if (!x->parent)
+        return false;
+    dsl_kind pk = x->parent->node->kind;
+    if (pk == DSL_LOOP)
+        return x->role == ROLE_MAIN || x->role == ROLE_UNTIL;
+    return x->role == ROLE_MAIN && (pk == DSL_MAP || pk == DSL_VOTE);
 }
 
 static char *make_key(const act_t *leaf)
@@ -78,10 +88,16 @@ static char *make_key(const act_t *leaf)
                    x->scope->g->version);
         bool inst = is_instance(x);
         bool again = below && below->role != ROLE_FALLBACK && x->attempt > 1;
-        if (!below || inst || again) {
+        /* a turn or tool call: its slot is turn << 32 | call (engine_agent.c) */
+        bool part = x->role == ROLE_TURN || x->role == ROLE_TOOL;
+        if (!below || inst || again || part) {
             sbuf_addf(&b, "/%" PRIu32, x->node->index);
             if (inst)
                 sbuf_addf(&b, "#%zu", x->slot);
+            if (part)
+                sbuf_addf(&b, "~t%zu", x->slot >> 32);
+            if (x->role == ROLE_TOOL)
+                sbuf_addf(&b, ".%zu", x->slot & 0xffffffffu);
             if (again)
                 sbuf_addf(&b, "@%d", x->attempt);
         }

@@ -675,3 +675,45 @@ Test(replay, engine_free_before_a_replayed_job_starts)
     run_free(&first);
     dsl_graph_unref(g);
 }
+
+/* ---- loops: iteration I's leaves are keyed `N#I` below the loop */
+
+/* Each iteration: a call and a lambda in the body, a call as the until
+ * node (the echo says "true" once the iteration is the sixth). A replay
+ * with the records of the first iterations -- whole, or ending inside an
+ * iteration -- runs only what comes after them, and each iteration's
+ * prompt still sees the previous iteration's output. */
+Test(replay, loop_resumes_at_the_iteration_it_was_in)
+{
+    dsl_graph *g = et_compile(HDR "do: { loop: { max_iterations: 10,\n"
+                                  "  do: { chain: [ { call: 'rev {{ loop.iteration }} <- {{ loop.previous }}' },\n"
+                                  "    { lambda: { fn: t.echo, args: { i: '{{ loop.iteration }}' } }, output: '{{ output.input }}' } ] },\n"
+                                  "  until: { call: '{{ loop.iteration | eq(6) }}' } } }\n");
+    run_t first = { 0 };
+    check_full(g, NULL, &first);
+    cr_assert_eq(first.calls, 12);
+    cr_assert_eq(first.nck, 18);
+    cr_assert(strstr(json_string_value(first.r.output), "rev 6 <- rev 5 <- rev 4"), "%s",
+              json_string_value(first.r.output));
+    /* node 1 is the body's chain, 2 its call, 4 the until node */
+    const char *k;
+    json_t *v;
+    int body5 = 0, until6 = 0;
+    json_object_foreach(first.recs, k, v) {
+        body5 += strstr(k, "/1#5/2 do.loop.do.chain[0]") != NULL;
+        until6 += strstr(k, "/4#6 do.loop.until") != NULL;
+    }
+    cr_assert_eq(body5, 1, "no key for iteration 5's call");
+    cr_assert_eq(until6, 1, "no key for iteration 6's until node");
+    /* four whole iterations recorded: iterations 5 and 6 run (4 calls) */
+    json_t *sub = first_n(first.recs, 3 * 4);
+    check_subset(g, NULL, &first, sub, 4);
+    json_decref(sub);
+    /* killed inside iteration 5, after its call: its until node and
+     * iteration 6 run (3 calls) */
+    sub = first_n(first.recs, 3 * 4 + 1);
+    check_subset(g, NULL, &first, sub, 3);
+    json_decref(sub);
+    run_free(&first);
+    dsl_graph_unref(g);
+}
