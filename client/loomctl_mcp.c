@@ -13,10 +13,11 @@
  * declaration as loomd gives it.
  *
  * tools/call submits a job of the workflow with the call's arguments as the
- * input, on a connection of its own, and then, pipelined on it, `events`
- * for the job (only when the client sent a progressToken: each finished step
- * is a progress notification) and `wait`, whose reply carries the ended
- * job. Calls run at once: the loop below polls stdin and every call's
+ * input, on a connection of its own, then sends `wait` on it, whose reply
+ * carries the ended job. When the client sent a progressToken, that
+ * connection subscribes to `events` before the submit (a job may run its
+ * first steps before its submit is answered) and each step of the job that
+ * finishes is a progress notification. Calls run at once: the loop below polls stdin and every call's
  * connection, so a long job holds up nothing else. A client's cancellation
  * cancels the job (op `cancel`) and, as MCP wants, the request gets no
  * response. When stdin ends the client is gone and no answer can reach it:
@@ -243,6 +244,35 @@ static void call_free(mcp_call *c)
     free(c);
 }
 
+/* One event of C's job: a finished step is one more step of progress. */
+static void on_event(mcp_server *s, mcp_call *c, const json_t *ev)
+{
+    const char *name = json_string_value(json_object_get(ev, "event"));
+    const char *job = json_string_value(json_object_get(ev, "job"));
+    if (!c->token || c->cancelled || !name || strcmp(name, "step_finished") != 0 || !job ||
+        strcmp(job, c->job) != 0)
+        return;
+    const char *node = json_string_value(json_object_get(ev, "node"));
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s finished%s", node ? node : "a step",
+             json_is_true(json_object_get(ev, "replayed")) ? " (replayed)" : "");
+    c->steps++;
+    send_msg(s, json_pack("{s:s, s:s, s:{s:O, s:I, s:s}}", "jsonrpc", "2.0", "method",
+                          "notifications/progress", "params", "progressToken", c->token,
+                          "progress", c->steps, "message", msg));
+}
+
+/* Events that came before the submit's reply, when the job's id was not
+ * known yet: kept to be sorted out once it is (a loomctl_message_fn with UD
+ * the array). Progress is all they are for, so past a bound they are
+ * dropped rather than held without limit. */
+#define EARLY_EVENTS_MAX 10000
+static void keep_early(json_t *msg, void *ud)
+{
+    if (json_object_get(msg, "event") && json_array_size(ud) < EARLY_EVENTS_MAX)
+        json_array_append(ud, msg);
+}
+
 /* Sends REQ (stolen) on C's connection without waiting for its reply (it is
  * read among the call's other lines). The request id, or minus a status. */
 static json_int_t send_on(mcp_server *s, mcp_call *c, json_t *req)
@@ -285,10 +315,25 @@ static void on_tools_call(mcp_server *s, json_t *id, json_t *params)
         call_free(c);
         return;
     }
-    /* the submit is answered once the job is on disk: soon, and it gives the
-     * id every later request needs */
-    json_t *reply = NULL;
-    int rc = loomctl_request(c->conn, req, s->timeout_ms, NULL, NULL, &reply);
+    /* A job starts before its submit is answered (that waits for the disk),
+     * so a subscription to the job alone would come too late for its first
+     * steps: for progress the connection follows every job's events from
+     * before the submit and keeps this job's. */
+    json_t *reply = NULL, *early = json_array();
+    int rc = early ? LOOMCTL_OK : LOOMCTL_UNREACHABLE;
+    if (rc == LOOMCTL_OK && c->token) {
+        json_t *sub = json_pack("{s:s}", "op", "events");
+        rc = sub ? loomctl_request(c->conn, sub, s->timeout_ms, NULL, NULL, &reply)
+                 : LOOMCTL_UNREACHABLE;
+        json_decref(sub);
+    }
+    if (rc == LOOMCTL_OK) {
+        json_decref(reply);
+        reply = NULL;
+        /* answered once the job is on disk: soon, and it gives the id every
+         * later request needs */
+        rc = loomctl_request(c->conn, req, s->timeout_ms, keep_early, early, &reply);
+    }
     json_decref(req);
     const json_t *err = json_object_get(reply, "error");
     const char *code = json_string_value(json_object_get(err, "code"));
@@ -307,13 +352,14 @@ static void on_tools_call(mcp_server *s, json_t *id, json_t *params)
     } else {
         json_decref(reply);
         reply = NULL;
-        /* subscribed before the wait is read, so no step is missed; the
-         * wait's reply is the job's end whatever happened to the events */
-        json_int_t ev = c->token ? send_on(s, c, json_pack("{s:s, s:s}", "op", "events", "job",
-                                                           c->job))
-                                 : 1;
-        c->wait_id = ev > 0 ? send_on(s, c, json_pack("{s:s, s:s}", "op", "wait", "job", c->job))
-                            : ev;
+        size_t i;
+        json_t *ev;
+        json_array_foreach(early, i, ev)
+            on_event(s, c, ev);
+        json_decref(early);
+        early = NULL;
+        /* the wait's reply is the job's end, whatever the events said */
+        c->wait_id = send_on(s, c, json_pack("{s:s, s:s}", "op", "wait", "job", c->job));
         if (c->wait_id > 0) {
             fprintf(stderr, "loomctl mcp: job %s of %s submitted\n", c->job, name);
             c->next = s->calls;
@@ -325,6 +371,7 @@ static void on_tools_call(mcp_server *s, json_t *id, json_t *params)
                         s->socket, c->job);
     }
     json_decref(reply);
+    json_decref(early);
     call_free(c);
 }
 
@@ -373,22 +420,6 @@ static void answer_ended(mcp_server *s, mcp_call *c, const json_t *job)
     send_tool_error(s, c->rpc_id, c->job, "job %s %s", c->job,
                     state && strcmp(state, "cancelled") == 0 ? "was cancelled"
                                                              : "ended without an output");
-}
-
-/* One event of C's job: a finished step is one more step of progress. */
-static void on_event(mcp_server *s, mcp_call *c, const json_t *ev)
-{
-    const char *name = json_string_value(json_object_get(ev, "event"));
-    if (!c->token || c->cancelled || !name || strcmp(name, "step_finished") != 0)
-        return;
-    const char *node = json_string_value(json_object_get(ev, "node"));
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s finished%s", node ? node : "a step",
-             json_is_true(json_object_get(ev, "replayed")) ? " (replayed)" : "");
-    c->steps++;
-    send_msg(s, json_pack("{s:s, s:s, s:{s:O, s:I, s:s}}", "jsonrpc", "2.0", "method",
-                          "notifications/progress", "params", "progressToken", c->token,
-                          "progress", c->steps, "message", msg));
 }
 
 /* Takes every line that came on C's connection. Returns true when the call
