@@ -122,13 +122,30 @@ static const loomctl_command commands[] = {
       "Exit status: 0 queued again, 2 usage error, 3 loomd unreachable, 4 refused\n"
       "(not_found: no such job; not_retryable: the job is not failed), 5 no answer\n"
       "in time.\n" },
+    { "signal", loomctl_cmd_signal, "send a waiting job the signal it waits for",
+      "signal [--data FILE|-] [--socket PATH] [--timeout SECONDS] [--json] JOB NAME",
+      "Sends job JOB the signal NAME: every wait_for node of the job waiting for\n"
+      "NAME ends with the data as its output (checked against its schema), and the\n"
+      "job is queued to go on; the steps it had finished are not run again. Prints\n"
+      "the job id, `queued` and the nodes the signal reached.\n"
+      "\n"
+      "  -d, --data FILE    the signal's data, JSON, from FILE (\"-\": stdin);\n"
+      "                     default: null\n"
+      LOOMCTL_HELP_COMMON
+      "\n"
+      "Exit status: 0 the job goes on, 2 usage error or unreadable data, 3 loomd\n"
+      "unreachable, 4 refused (not_found: no such job; not_waiting: the job is not\n"
+      "waiting, or still running toward its wait; unknown_signal: it waits for other\n"
+      "names, listed; invalid_signal: the data does not fit the wait's schema),\n"
+      "5 no answer in time.\n" },
     { "list", loomctl_cmd_list, "list jobs, newest first",
       "list [--state STATE] [--workflow NAME] [--limit N] [--after CURSOR] [--oldest]\n"
       "            [--socket PATH] [--timeout SECONDS] [--json]",
       "Prints a table of jobs: id, state, workflow, creation time, duration. When\n"
       "there are more, the option for the next page is shown on stderr.\n"
       "\n"
-      "  --state STATE      only jobs in STATE: queued, running, succeeded, failed, cancelled\n"
+      "  --state STATE      only jobs in STATE: queued, running, waiting, succeeded,\n"
+      "                     failed, cancelled\n"
       "  --workflow NAME    only jobs of workflow NAME\n"
       "  --limit N          at most N jobs (1 to 1000; default 100)\n"
       "  --after CURSOR     the page after CURSOR (the `next` of the previous page)\n"

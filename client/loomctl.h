@@ -76,6 +76,7 @@ int loomctl_cmd_get(int argc, char **argv);
 int loomctl_cmd_wait(int argc, char **argv);
 int loomctl_cmd_cancel(int argc, char **argv);
 int loomctl_cmd_retry(int argc, char **argv);
+int loomctl_cmd_signal(int argc, char **argv);
 int loomctl_cmd_list(int argc, char **argv);
 int loomctl_cmd_workflows(int argc, char **argv);
 int loomctl_cmd_stats(int argc, char **argv);

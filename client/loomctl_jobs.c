@@ -205,6 +205,18 @@ static void print_job(const json_t *job)
                int_of(u, "output_tokens"));
         label = "           ";
     }
+    const json_t *w;
+    size_t wi;
+    label = "waits for: ";
+    if (strcmp(state, "waiting") == 0)
+        json_array_foreach((json_t *)json_object_get(job, "waits"), wi, w) {
+            int64_t deadline = ms_of(w, "deadline_ms");
+            printf("%ssignal %s at %s", label, str_or(w, "signal", "?"), str_or(w, "node", "?"));
+            if (deadline >= 0)
+                printf(" (until %s)", fmt_time(a, sizeof a, deadline, true));
+            putchar('\n');
+            label = "           ";
+        }
     const json_t *error = json_object_get(job, "error");
     if (json_is_object(error)) {
         fputs("error:     ", stdout);
@@ -452,8 +464,8 @@ int loomctl_cmd_retry(int argc, char **argv)
 int loomctl_cmd_list(int argc, char **argv)
 {
     const loomctl_command *self = loomctl_command_find("list");
-    static const char *const states[] = { "queued", "running", "succeeded", "failed", "cancelled",
-                                          NULL };
+    static const char *const states[] = { "queued", "running", "waiting", "succeeded", "failed",
+                                          "cancelled", NULL };
     common_opts o = { 0 };
     const char *state = NULL, *workflow = NULL, *limit_text = NULL, *after = NULL;
     bool oldest = false;
@@ -476,8 +488,8 @@ int loomctl_cmd_list(int argc, char **argv)
     while (state && states[k] && strcmp(states[k], state) != 0)
         k++;
     if (state && !states[k])
-        return loomctl_usage_error(self, "--state takes queued, running, succeeded, failed "
-                                         "or cancelled");
+        return loomctl_usage_error(self, "--state takes queued, running, waiting, succeeded, "
+                                         "failed or cancelled");
     long limit = 0;
     if (limit_text) {
         char *end;

@@ -65,8 +65,9 @@ static void on_sigint(int sig)
 
 static bool is_terminal(const char *state)
 {
+    /* waiting too: nothing happens until a signal, so the watch ends there */
     return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
-                     strcmp(state, "cancelled") == 0);
+                     strcmp(state, "cancelled") == 0 || strcmp(state, "waiting") == 0);
 }
 
 static bool is_leaf(const char *kind)
@@ -235,6 +236,8 @@ static void on_event(json_t *ev, void *ud)
         json_object_set_new(st->maps, node,
                             json_pack("[II]", json_integer_value(json_object_get(ev, "done")),
                                       json_integer_value(json_object_get(ev, "total"))));
+    } else if (strcmp(name, "job_waiting") == 0) {
+        st->final = strdup("waiting");
     } else if (strcmp(name, "job_finished") == 0) {
         st->final = strdup(str(ev, "state") ? str(ev, "state") : "failed");
         if (json_is_object(json_object_get(ev, "error")))

@@ -57,9 +57,15 @@ static void on_parked(void *ud, const store_result_t *res)
         log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
                   "a waiting job was not recorded as waiting (%s): it resumes at the next start "
                   "and waits again", res->error);
-    else
+    else {
+        /* once on disk: from here a signal finds it waiting */
+        log_write(js->log, LOOM_LOG_INFO,
+                  json_pack("{s:s, s:s, s:I}", "job", j->id, "workflow", j->workflow, "waits",
+                            (json_int_t)json_array_size(json_object_get(obj, "waits"))),
+                  "job waiting for a signal");
         jobs_emit(js, j, json_pack("{s:s, s:O}", "event", "job_waiting", "waits",
                                    json_object_get(obj, "waits")));
+    }
     while (j->waiters) {
         lwaiter *w = j->waiters;
         j->waiters = w->next;
@@ -96,10 +102,6 @@ void jobs_park(jobs_t *js, ljob *j, json_t *waits)
         }
     }
     j->state = LJ_ENDING;
-    log_write(js->log, LOOM_LOG_INFO,
-              json_pack("{s:s, s:s, s:I}", "job", j->id, "workflow", j->workflow, "waits",
-                        (json_int_t)json_array_size(waits)),
-              "job waiting for a signal");
     int rc = stored ? store_set_waiting(js->store, j->id, stored, on_parked, j) : -ENOMEM;
     json_decref(stored);
     if (rc < 0) {

@@ -169,3 +169,61 @@ Test(loomd_wait, a_waiting_job_can_be_cancelled, .fini = teardown)
     cr_assert_str_eq(code_of(r), "not_waiting", "%s", json_dumps(r, 0));
     json_decref(r);
 }
+
+/* Each map item waits for its own name; signalling one wakes the job,
+ * which replays what is done and parks again on the other. Through
+ * loomctl: signal (data from a file and from stdin), list, get. */
+#define FANOUT_WF                                                                                 \
+    "loom: 1\nname: fanout\ndefaults: { provider: llm, model: m }\ndo:\n  chain:\n"              \
+    "    - { id: draft, call: 'draft' }\n"                                                        \
+    "    - map:\n"                                                                                \
+    "        over: '{{ input.items }}'\n"                                                         \
+    "        do:\n"                                                                               \
+    "          chain:\n"                                                                          \
+    "            - wait_for: 'ok-{{ item }}'\n"                                                   \
+    "            - lambda: { fn: std.const, args: { value: '{{ item }}:{{ prev.v }}' } }\n"
+
+Test(loomd_wait, waits_of_map_items_each_have_their_name, .fini = teardown)
+{
+    lh_setup(&D, LLM, NULL);
+    lh_workflow(&D, "fanout", FANOUT_WF);
+    lh_start(&D);
+    char job[64], args[1024], *out = NULL;
+    submit_until_waiting("fanout", "{\"items\":[\"a\",\"b\"]}", job);
+    snprintf(args, sizeof args, "list --state waiting --socket '%s'", D.sock);
+    cr_assert_eq(lh_loomctl(args, &out), 0);
+    cr_assert(strstr(out, job), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "get --socket '%s' %s", D.sock, job);
+    cr_assert_eq(lh_loomctl(args, &out), 0);
+    cr_assert(strstr(out, "signal ok-a") && strstr(out, "signal ok-b"), "%s", out);
+    free(out);
+
+    char data[400];
+    snprintf(data, sizeof data, "%s/a.json", D.dir);
+    FILE *f = fopen(data, "w");
+    cr_assert(f);
+    fputs("{\"v\": 1}\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "signal --socket '%s' --data '%s' %s ok-a", D.sock, data, job);
+    cr_assert_eq(lh_loomctl(args, &out), 0);
+    cr_assert(strstr(out, "queued"), "%s", out);
+    free(out);
+    /* it ran again up to the other wait, and parked there */
+    lh_wait_log(&D, "job waiting for a signal", NULL, 2, 10000);
+    snprintf(args, sizeof args, "signal --socket '%s' %s ok-a", D.sock, job);
+    cr_assert_eq(lh_loomctl(args, &out), 4, "ok-a is not waited for any more");
+    free(out);
+    snprintf(args, sizeof args, "signal --socket '%s' --data - %s ok-b < '%s'", D.sock, job, data);
+    cr_assert_eq(lh_loomctl(args, &out), 0);
+    free(out);
+    json_t *r = call("{\"op\":\"wait\",\"job\":\"%s\",\"timeout\":10}", job);
+    json_t *o = json_object_get(r, "job");
+    cr_assert_str_eq(json_string_value(json_object_get(o, "state")), "succeeded", "%s",
+                     json_dumps(r, 0));
+    json_t *want = json_pack("[ss]", "a:1", "b:1");
+    cr_assert(json_equal(json_object_get(o, "output"), want), "%s", json_dumps(r, 0));
+    json_decref(want);
+    cr_assert_eq(fake_server_stat(&D.fake, "chat"), 1, "the draft ran once in three runs");
+    json_decref(r);
+}
