@@ -190,13 +190,32 @@ static void hash_version(dsl_graph *g, const char *buf, size_t len)
     snprintf(g->version, sizeof g->version, "%016llx", (unsigned long long)h);
 }
 
-/* Distinct `use` targets, for the cross-file checks. */
+/* Adds U's workflow to the graph's uses unless SEEN has it. */
+static void add_use(dsl_cc *cc, cc_idmap *seen, const dsl_node *u)
+{
+    dsl_graph *g = cc->g;
+    if (!u->u.use.workflow || cc_idmap_get(seen, u->u.use.workflow))
+        return;
+    if (cc_idmap_put(seen, u->u.use.workflow, (void *)u) < 0) {
+        cc_oom(cc);
+        return;
+    }
+    g->uses[g->nuses] = u->u.use.workflow;
+    g->use_nodes[g->nuses++] = u;
+}
+
+/* Distinct `use` targets, for the cross-file checks: `use` nodes, and the
+ * `use:` tools of calls (their nodes are not among the indexed ones). */
 static void collect_uses(dsl_cc *cc)
 {
     dsl_graph *g = cc->g;
     size_t n = 0;
-    for (size_t i = 0; i < cc->nnodes; i++)
-        n += cc->nodes[i]->kind == DSL_USE;
+    for (size_t i = 0; i < cc->nnodes; i++) {
+        const dsl_node *x = cc->nodes[i];
+        n += x->kind == DSL_USE;
+        for (size_t t = 0; x->kind == DSL_CALL && t < x->u.call.ntools; t++)
+            n += x->u.call.tools[t].kind == DSL_TOOL_USE;
+    }
     if (!n)
         return;
     g->uses = dsl_arena_alloc(cc->a, n * sizeof *g->uses);
@@ -206,16 +225,13 @@ static void collect_uses(dsl_cc *cc)
         return;
     }
     cc_idmap seen = { 0 };
-    for (size_t i = 0; i < cc->nnodes; i++) {
-        const dsl_node *u = cc->nodes[i];
-        if (u->kind != DSL_USE || !u->u.use.workflow || cc_idmap_get(&seen, u->u.use.workflow))
-            continue;
-        if (cc_idmap_put(&seen, u->u.use.workflow, (void *)u) < 0) {
-            cc_oom(cc);
-            break;
-        }
-        g->uses[g->nuses] = u->u.use.workflow;
-        g->use_nodes[g->nuses++] = u;
+    for (size_t i = 0; i < cc->nnodes && !cc->oom; i++) {
+        const dsl_node *x = cc->nodes[i];
+        if (x->kind == DSL_USE)
+            add_use(cc, &seen, x);
+        for (size_t t = 0; x->kind == DSL_CALL && t < x->u.call.ntools; t++)
+            if (x->u.call.tools[t].kind == DSL_TOOL_USE)
+                add_use(cc, &seen, x->u.call.tools[t].node);
     }
     cc_idmap_free(&seen);
 }

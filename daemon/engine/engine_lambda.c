@@ -102,7 +102,10 @@ void lambda_start(act_t *a)
                                            "no lambda '%s'", l->fn));
         return;
     }
-    json_t *args = l->args ? eval_tvalue(a, l->args, NULL, msg, sizeof msg) : json_object();
+    /* a tool call's arguments are the model's */
+    json_t *args = l->args                ? eval_tvalue(a, l->args, NULL, msg, sizeof msg)
+                   : a->role == ROLE_TOOL ? agent_tool_args(a)
+                                          : json_object();
     if (!args) {
         act_attempt_done(a, NULL, eerr_new(DSL_ERR_LAMBDA_FAILED, NULL, a->node->path, a->attempt,
                                            "args: %s", msg));

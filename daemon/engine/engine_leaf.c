@@ -83,7 +83,11 @@ static void leaf_run(act_t *a)
         act_attempt_done(a, NULL, err);
         return;
     }
-    if (a->node->kind == DSL_LAMBDA)
+    const char *server, *tool;
+    json_t *args;
+    if (a->role == ROLE_TOOL && agent_tool_mcp(a, &server, &tool, &args))
+        mcp_tool_start(a);
+    else if (a->node->kind == DSL_LAMBDA)
         lambda_start(a);
     else
         provider_start(a);
@@ -97,6 +101,8 @@ static void leaf_cancel(act_t *a)
         lambda_cancel(a);
     else if (a->k.leaf.call_kind == LEAF_ISOLATED)
         isolated_cancel(a);
+    else if (a->k.leaf.call_kind == LEAF_MCP)
+        mcp_tool_cancel(a);
     else
         provider_cancel(a);
 }
