@@ -49,7 +49,8 @@ static const loomctl_command commands[] = {
       "\n"
       "Exit status: 0 printed, 1 the file has errors (printed on stderr), 2 usage error.\n" },
     { "run", loomctl_cmd_run, "run one job of a workflow in this process",
-      "run [--input FILE|-] [--config FILE] [--trace] [--seed N] [--json] FILE",
+      "run [--input FILE|-] [--config FILE] [--trace] [--seed N] [--signal NAME=JSON]\n"
+      "           [--json] FILE",
       "Runs one job of FILE with no daemon: the plugins, the config's providers\n"
       "(without --config: the offline mock provider named `default`) and the\n"
       "engine all run in this process. Prints the job's output JSON on stdout.\n"
@@ -58,6 +59,9 @@ static const loomctl_command commands[] = {
       "  -c, --config FILE  the daemon's config: providers, plugin directories, workers\n"
       "  -t, --trace        print each node's start, finish, duration and attempts on stderr\n"
       "  --seed N           seed retry jitter, for repeatable runs\n"
+      "  --signal NAME=JSON when the job waits (wait_for) for signal NAME, send it\n"
+      "                     with the data JSON and run on from its steps (offline,\n"
+      "                     a wait's timeout never passes)\n"
       "  --json             print a failed job's error as JSON on stderr\n"
       "\n"
       "Exit status: 0 the job succeeded, 1 it failed (its typed error on stderr)\n"

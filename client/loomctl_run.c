@@ -21,6 +21,7 @@
 #include "daemon/providers.h"
 #include "daemon/core/pool.h"
 #include "daemon/core/reactor.h"
+#include "dsl/schema.h"
 
 
 typedef struct run_state {
@@ -31,6 +32,8 @@ typedef struct run_state {
     bool trace;
     uint64_t t0;           /* reactor time of the first trace event */
     json_t *starts;        /* node path -> start time (us), for durations */
+    json_t *steps;         /* step key -> checkpoint record, for a run after a wait */
+    json_t *waits;         /* what the job parked on (engine_job_waits), or NULL */
     const loomctl_compiled *workflows;
 } run_state;
 
@@ -44,12 +47,73 @@ static void on_done(engine_job_t *job, void *ud)
 {
     run_state *st = ud;
     json_t *out = engine_job_output(job);
+    json_t *waits = engine_job_waits(job);
     if (out)
         st->output = json_incref(out);
+    else if (waits)
+        st->waits = json_deep_copy(waits);
     else
         st->error = engine_error_json(engine_job_error(job));
     st->done = true;
     reactor_stop(st->r);
+}
+
+static void on_checkpoint(void *ud, engine_job_t *job, const char *key, json_t *record)
+{
+    run_state *st = ud;
+    (void)job;
+    json_object_set(st->steps, key, record);
+}
+
+/* The records of ST's pending waits named as SIGNAL ("NAME=JSON") says,
+ * added to its steps: how many, or -1 (reported). */
+static int signal_waits(run_state *st, const char *signal)
+{
+    const char *eq = signal ? strchr(signal, '=') : NULL;
+    if (!eq) {
+        fprintf(stderr, "loomctl run: the job waits for a signal; give --signal NAME=JSON\n");
+        return -1;
+    }
+    json_error_t e;
+    json_t *data = json_loads(eq + 1, JSON_DECODE_ANY, &e);
+    if (!data) {
+        fprintf(stderr, "loomctl run: --signal %.*s: not JSON: %s\n", (int)(eq - signal), signal,
+                e.text);
+        return -1;
+    }
+    int n = 0;
+    size_t i;
+    json_t *w;
+    json_array_foreach(st->waits, i, w) {
+        const char *name = json_string_value(json_object_get(w, "signal"));
+        if (!name || strlen(name) != (size_t)(eq - signal) || strncmp(name, signal, (size_t)(eq - signal)))
+            continue;
+        /* the daemon's check of the data, so a run shows what loomd would refuse */
+        json_t *doc = json_object_get(w, "schema");
+        char ptr[128], why[300];
+        dsl_schema *sc = json_is_object(doc) ? dsl_schema_compile(doc, ptr, sizeof ptr, why,
+                                                                  sizeof why) : NULL;
+        if (sc && dsl_schema_validate(sc, data, why, sizeof why) < 0) {
+            fprintf(stderr, "loomctl run: --signal %s: the data does not fit the schema of %s: "
+                    "%s\n", name, json_string_value(json_object_get(w, "node")), why);
+            dsl_schema_free(sc);
+            json_decref(data);
+            return -1;
+        }
+        dsl_schema_free(sc);
+        json_t *rec = json_pack("{s:O, s:i, s:O}", "output", data, "attempts", 1, "seq",
+                                json_object_get(w, "seq"));
+        if (rec && json_object_set_new(st->steps, json_string_value(json_object_get(w, "key")),
+                                       rec) == 0)
+            n++;
+    }
+    json_decref(data);
+    if (!n) {
+        fprintf(stderr, "loomctl run: the job waits for signal '%s', not the one --signal names\n",
+                json_string_value(json_object_get(json_array_get(st->waits, 0), "signal")));
+        return -1;
+    }
+    return n;
 }
 
 static dsl_graph *lookup_workflow(void *ud, const char *name)
@@ -132,12 +196,13 @@ static void print_error(const json_t *e)
 int loomctl_cmd_run(int argc, char **argv)
 {
     const loomctl_command *self = loomctl_command_find("run");
-    const char *input_path = NULL, *config_path = NULL, *seed_text = NULL;
+    const char *input_path = NULL, *config_path = NULL, *seed_text = NULL, *signal = NULL;
     bool trace = false, json_errors = false;
     const loomctl_option opts[] = {
         { "input", 'i', &input_path, NULL },
         { "config", 'c', &config_path, NULL },
         { "seed", 0, &seed_text, NULL },
+        { "signal", 0, &signal, NULL },
         { "trace", 't', NULL, &trace },
         { "json", 0, NULL, &json_errors },
         { NULL, 0, NULL, NULL },
@@ -197,7 +262,7 @@ int loomctl_cmd_run(int argc, char **argv)
     if (!(st.r = reactor_new()) || !(pool = pool_new(st.r, cfg->workers)))
         goto oom;
     st.workflows = &wf;
-    if (trace && !(st.starts = json_object()))
+    if ((trace && !(st.starts = json_object())) || !(st.steps = json_object()))
         goto oom;
     engine_options eo = { .trace = trace ? on_trace : NULL, .trace_ud = &st };
     if (!(engine = engine_new(st.r, pool, plugins, &eo)) || !(prov = providers_new(st.r)))
@@ -205,12 +270,28 @@ int loomctl_cmd_run(int argc, char **argv)
     if (add_providers(prov, engine, cfg) < 0)
         goto out;
     engine_set_workflow_lookup(engine, lookup_workflow, &st);
-    engine_job_options jo = { .seed = seed };
-    if (!engine_submit(engine, wf.main, input, &jo, on_done, &st))
-        goto oom;
-    while (!st.done)
-        if (reactor_run(st.r) < 0)
+    engine_job_options jo = { .seed = seed, .checkpoint = on_checkpoint, .checkpoint_ud = &st };
+    /* a job that waits runs again with the signal's data and its steps, as
+     * loomd would after `loomctl signal`; each --signal is used once */
+    for (int runs = 0;; runs++) {
+        if (runs > 1)
+            fprintf(stderr, "loomctl run: the job waits again, for signal '%s'; --signal is "
+                    "used once\n", json_string_value(json_object_get(json_array_get(st.waits, 0),
+                                                                       "signal")));
+        if (runs && (runs > 1 || signal_waits(&st, signal) < 0))
+            goto out;
+        json_decref(st.waits);
+        st.waits = NULL;
+        st.done = false;
+        jo.replay = st.steps;
+        if (!engine_submit(engine, wf.main, input, &jo, on_done, &st))
+            goto oom;
+        while (!st.done)
+            if (reactor_run(st.r) < 0)
+                break;
+        if (!st.waits)
             break;
+    }
     if (st.output) {
         if (json_dumpf(st.output, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)) < 0 ||
             fputc('\n', stdout) == EOF)
@@ -241,5 +322,7 @@ out:
     json_decref(st.output);
     json_decref(st.error);
     json_decref(st.starts);
+    json_decref(st.steps);
+    json_decref(st.waits);
     return rc;
 }

@@ -2,6 +2,8 @@
 # run_examples.sh -- every example in workflows/ runs offline, end to end:
 # `loomctl run` with its sample input against the mock provider scripted by
 # contrib/offline.yaml, and its output must equal workflows/NAME.output.json.
+# An example that waits for a signal (wait_for) gets the one written in
+# workflows/NAME.signal (NAME=JSON, one line) when it waits.
 # Prints TAP. To accept a deliberate change: LOOM_UPDATE_GOLDEN=1.
 set -u
 src=${LOOM_SRCDIR:-.}
@@ -15,8 +17,11 @@ for wf in "$@"; do
     n=$((n + 1))
     name=$(basename "$wf" .yaml)
     golden="$src/workflows/$name.output.json"
+    sig="$src/workflows/$name.signal"
+    [ -f "$sig" ] || sig=
     if ! "$bin" run "$wf" --input "$src/workflows/$name.input.json" \
-            --config "$src/contrib/offline.yaml" --seed 1 >"$tmp/out" 2>"$tmp/err"; then
+            --config "$src/contrib/offline.yaml" --seed 1 ${sig:+--signal "$(cat "$sig")"} \
+            >"$tmp/out" 2>"$tmp/err"; then
         echo "not ok $n - $name: the job failed"
         sed 's/^/# /' "$tmp/err"
         failed=1
