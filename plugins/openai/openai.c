@@ -31,7 +31,8 @@
  * neutral tool turns become the API's own: an assistant message with
  * "tool_calls" whose arguments are JSON text, and one {"role": "tool",
  * "tool_call_id", "content"} message per result (the API has no error flag,
- * so a failed tool's text is prefixed "error: "). An answer's
+ * so a failed tool's text is prefixed "error: " unless it starts with
+ * "error" already). An answer's
  * message.tool_calls come back as loom_result.tool_calls; arguments that
  * are not a JSON object are the model's fault (invalid_output). A schema
  * is asked for as response_format json_schema, strict when it fits the
@@ -43,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "loom/plugin.h"
 #include "openai.h"
@@ -156,7 +158,10 @@ static json_t *wire_messages(loom_ctx *ctx, json_t *messages)
             n = strlen(r.content) + sizeof "error: ";
             if (!(text = malloc(n)))
                 goto nomem;
-            snprintf(text, n, "%s%s", r.is_error ? "error: " : "", r.content);
+            /* once: a host's text may say it already */
+            snprintf(text, n, "%s%s",
+                     r.is_error && strncasecmp(r.content, "error", 5) != 0 ? "error: " : "",
+                     r.content);
             one = json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id", r.tool_call_id,
                             "content", text);
             free(text);

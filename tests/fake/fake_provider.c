@@ -138,6 +138,7 @@ typedef struct {
     double cache_write;         /* --cache-write: ... written to the cache (messages API) */
     long cache_marked;          /* messages requests whose system prompt asks to be cached */
     long tool_calls;            /* tool calls answered (fake_tools.h) */
+    long tool_failures;         /* tool results received that say the tool failed */
     long structured;            /* structured outputs answered */
     int log_fd;                 /* --log, or -1 */
 } server;
@@ -590,7 +591,7 @@ static bool handle_stats(server *s, conn *c, bool reset)
         s->streams = 0;
         s->tokens = 0;
         s->cache_marked = 0;
-        s->tool_calls = s->structured = 0;
+        s->tool_calls = s->structured = s->tool_failures = 0;
         s->max_in_flight = s->in_flight;
         s->rq.tat = s->tk.tat = 0;
         s->fault_seq = 0;
@@ -607,6 +608,8 @@ static bool handle_stats(server *s, conn *c, bool reset)
         json_object_set_new(j, "tool_calls", json_integer(s->tool_calls));
     if (j)
         json_object_set_new(j, "structured", json_integer(s->structured));
+    if (j)
+        json_object_set_new(j, "tool_failures", json_integer(s->tool_failures));
     char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!b)
@@ -1080,6 +1083,7 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
      * for them as a stream (fake_tools.h) */
     if (scripted > 0) {
         s->tool_calls += tr.ncalls;
+        s->tool_failures += tr.nfailed;
         s->structured += tr.structured;
     }
     if (ep != EP_EMB && json_is_true(json_object_get(req, "stream")) && !tr.whole &&

@@ -192,6 +192,24 @@ static int check_turns(bool anthropic, json_t *msgs, size_t *turns, fake_reply *
     return 0;
 }
 
+/* The results of the conversation's last turn that say the tool failed,
+ * into R->nfailed. */
+static void count_failed(bool anthropic, json_t *msgs, fake_reply *r)
+{
+    size_t i = json_array_size(msgs), k;
+    json_t *b, *last = json_object_get(json_array_get(msgs, i - 1), "content");
+    if (anthropic) {
+        json_array_foreach(last, k, b)
+            r->nfailed += str(b, "type") && !strcmp(str(b, "type"), "tool_result") &&
+                          json_is_true(json_object_get(b, "is_error"));
+        return;
+    }
+    for (; i > 0 && is_role(json_array_get(msgs, i - 1), "tool"); i--) {
+        const char *t = str(json_array_get(msgs, i - 1), "content");
+        r->nfailed += t && !strncmp(t, "error", 5);
+    }
+}
+
 /* Checks the tool definitions have their API's shape. 0 or -1. */
 static int check_tools(bool anthropic, json_t *tools, fake_reply *r)
 {
@@ -485,6 +503,7 @@ int fake_tools_reply(bool anthropic, json_t *req, const char *echo, size_t echo_
 
     if (check_tools(anthropic, tools, r) < 0 || check_turns(anthropic, msgs, &turns, r) < 0)
         return -1;
+    count_failed(anthropic, msgs, r);
     if (anthropic) {
         tool = forced_tool(req);
         if (json_object_get(req, "tool_choice") && !tool)

@@ -38,6 +38,8 @@ typedef struct fake_reply {
     const char *finish;     /* finish_reason / stop_reason (static) */
     char *text;             /* the answer as text, for tokens and the log (owned) */
     int ncalls;             /* tool calls in the answer */
+    int nfailed;            /* results of the last turn said to have failed: Anthropic's
+                               is_error, an OpenAI tool message starting "error" */
     bool structured;        /* the answer is a structured output */
     bool whole;             /* never streamed: tool calls, or Anthropic's tool input */
     char error[256];        /* why the request is refused, when it is */

@@ -122,3 +122,59 @@ Test(loomd_provider_tools, a_structured_answer_that_does_not_fit_is_invalid_outp
         json_decref(job);
     }
 }
+
+/* ---- agents: a call with tools */
+
+#define AGENT_WF                                        \
+    "do:\n"                                             \
+    "  id: agent\n"                                     \
+    "  call:\n"                                         \
+    "    provider: @P@\n"                               \
+    "    prompt: '{{ input.text }}'\n"                  \
+    "    tools:\n"                                      \
+    "      - { lambda: std.length, name: length }\n"    \
+    "      - { lambda: std.trim, name: tidy, description: strips blanks }\n"
+
+/* Two calls at once, then the fake answers with their results. */
+#define TWO_CALLS                                                                              \
+    "{\"text\":\"fake-script: [{\\\"calls\\\": ["                                              \
+    "{\\\"name\\\": \\\"length\\\", \\\"arguments\\\": {\\\"input\\\": \\\"hello\\\"}},"       \
+    "{\\\"name\\\": \\\"tidy\\\", \\\"arguments\\\": {\\\"input\\\": \\\"  x  \\\"}}]}]\"}"
+
+/* A call the lambda fails (std.length of a number). */
+#define FAILING_CALL                                                                           \
+    "{\"text\":\"fake-script: [{\\\"calls\\\": ["                                              \
+    "{\\\"name\\\": \\\"length\\\", \\\"arguments\\\": {\\\"input\\\": 7}}]}]\"}"
+
+Test(loomd_provider_tools, an_agent_runs_its_tools_in_both_formats, .fini = teardown)
+{
+    start("agent", AGENT_WF);
+    for (size_t i = 0; i < 2; i++) {
+        long before = fake_server_stat(&D.fake, "requests");
+        json_t *job = run("agent", providers[i], TWO_CALLS);
+        assert_state(job, "succeeded");
+        /* the model's last turn saw both results, in the order of the calls */
+        cr_assert_str_eq(json_string_value(json_object_get(job, "output")), "5\nx", "%s",
+                         providers[i]);
+        json_decref(job);
+        cr_assert_eq(fake_server_stat(&D.fake, "requests") - before, 2, "two model turns");
+        cr_assert_eq(fake_server_stat(&D.fake, "tool_calls"), 2 * ((long)i + 1));
+    }
+}
+
+Test(loomd_provider_tools, a_failing_tool_is_reported_to_the_model, .fini = teardown)
+{
+    start("agent", AGENT_WF);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *job = run("agent", providers[i], FAILING_CALL);
+        assert_state(job, "succeeded");
+        const char *out = json_string_value(json_object_get(job, "output"));
+        /* the model's last turn saw the failure, said once (OpenAI has no
+         * error flag: the text says it; Anthropic's result has is_error) */
+        cr_assert(out && strstr(out, "lambda_failed") && strstr(out, "std.length"), "%s", out);
+        cr_assert(strstr(out, "error: error") == NULL, "%s", out);
+        cr_assert_eq(fake_server_stat(&D.fake, "tool_failures"), (long)i + 1, "%s",
+                     providers[i]);
+        json_decref(job);
+    }
+}

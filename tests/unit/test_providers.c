@@ -825,6 +825,14 @@ Test(providers, openai_encode_tools_and_tool_turns)
     cr_assert(json_equal(json_array_get(wire, 5), json_array_get(msgs, 5)));
     /* tool calls cannot come through the stream hook: asked for whole */
     cr_assert(json_object_get(body, "stream") == NULL);
+    json_decref(body);
+    /* a text that says it failed already is not told twice */
+    json_object_set_new(json_array_get(msgs, 4), "content", json_string("Error: boom"));
+    body = encoded_body("openai", st, &req);
+    cr_assert(eq(str, (char *)json_string_value(json_object_get(
+                          json_array_get(json_object_get(body, "messages"), 4), "content")),
+                 "Error: boom"));
+    cr_assert(json_object_get(body, "stream") == NULL);
     cr_assert(json_object_get(body, "stream_options") == NULL);
     json_decref(body);
 
