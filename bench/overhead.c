@@ -10,6 +10,10 @@
  *              1000 (LangChain's batch maxConcurrency), body one no-op
  *   parallel3  10,000 jobs one after another, each a         µs per job
  *              parallel of 3 no-ops (the peer awaits each invoke in turn)
+ *   loop       jobs one after another, each a loop of         µs per iteration
+ *              min(N, 10,000) iterations (the language's
+ *              bound) of one no-op, with an `until` template
+ *              evaluated after each; N iterations in all
  *
  * Each is timed from engine_submit to the done callback (compilation is timed
  * apart), repeated RUNS times, and printed as min and median, then as one JSON
@@ -30,6 +34,8 @@
 
 #define TARGET_US 2.0    /* per-node overhead the engine is meant to stay under */
 #define PAR_JOBS 10000   /* matches the peer's 10,000 RunnableParallel invokes */
+
+#define LOOP_ITER_MAX 10000 /* DSL_LOOP_MAX_ITERATIONS: a loop job has at most this many */
 
 /* ---- the bench plugin: one no-op lambda */
 
@@ -216,6 +222,36 @@ static int bench_many_jobs(world *w, figure *f, dsl_graph *g, int runs)
     return 0;
 }
 
+/* Loop jobs of ITERS iterations each, one after another, N iterations in
+ * all per run: one loop job alone is too short to time. */
+static int bench_loop(world *w, figure *f, dsl_graph *g, long iters, long n, int runs)
+{
+    const expect want = { 0, (unsigned long)iters };
+    long jobs = (n + iters - 1) / iters;
+    f->count = (size_t)(jobs * iters);
+    double *us = calloc((size_t)runs, sizeof *us);
+    json_t *in = json_integer(1);
+    if (!us || !in)
+        abort();
+    for (int i = 0; i < runs; i++) {
+        double total = 0;
+        for (long j = 0; j < jobs; j++) {
+            double t = run_job(w, g, in, &want);
+            if (t < 0) {
+                free(us);
+                json_decref(in);
+                return -1;
+            }
+            total += t;
+        }
+        us[i] = total;
+    }
+    summarise(f, us, runs);
+    free(us);
+    json_decref(in);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
@@ -243,7 +279,7 @@ int main(int argc, char **argv)
 
     printf("overhead: engine cost per node with PURE|FAST no-op lambdas (submit to done)\n");
 
-    bench_text chain = {0}, map = {0}, par = {0};
+    bench_text chain = {0}, map = {0}, par = {0}, loop = {0};
     bench_add(&chain, "loom: 1\nname: overhead-chain\ndo:\n  chain:\n");
     for (long i = 0; i < n; i++)
         bench_add(&chain, "    - lambda: bench.noop\n");
@@ -252,15 +288,26 @@ int main(int argc, char **argv)
     bench_add(&par, "loom: 1\nname: overhead-parallel3\n"
               "do: { parallel: { a: { lambda: bench.noop }, b: { lambda: bench.noop }, c: { lambda: bench.noop } } }\n");
 
+    long iters = n < LOOP_ITER_MAX ? n : LOOP_ITER_MAX;
+    char loop_yaml[256];
+    snprintf(loop_yaml, sizeof loop_yaml,
+             "loom: 1\nname: overhead-loop\ndo: { loop: { max_iterations: %ld,\n"
+             "  until: '{{ loop.iteration | eq(%ld) }}', do: { lambda: bench.noop } } }\n",
+             iters, iters);
+    bench_add(&loop, loop_yaml);
+
     dsl_graph *gc = compile("chain", &chain);
     dsl_graph *gm = compile("map", &map);
     dsl_graph *gp = compile("parallel3", &par);
-    int rc = gc && gm && gp ? 0 : 1;
+    dsl_graph *gl = compile("loop", &loop);
+    int rc = gc && gm && gp && gl ? 0 : 1;
 
-    figure figs[3] = {
+    enum { NFIGS = 4 };
+    figure figs[NFIGS] = {
         { "chain", "node", (size_t)n, 0, 0 },
         { "map", "node", (size_t)n, 0, 0 },
         { "parallel3", "invoke", PAR_JOBS, 0, 0 },
+        { "loop", "iteration", 0, 0, 0 }, /* count set by bench_loop */
     };
     json_t *one = json_integer(1);
     json_t *items = json_array();
@@ -274,12 +321,18 @@ int main(int argc, char **argv)
         rc = bench_one_job(&w, &figs[1], gm, items, &(expect){ (size_t)n, (unsigned long)n }, runs) ? 1 : 0;
     if (!rc)
         rc = bench_many_jobs(&w, &figs[2], gp, runs) ? 1 : 0;
+    if (!rc)
+        rc = bench_loop(&w, &figs[3], gl, iters, n, runs) ? 1 : 0;
 
     if (!rc) {
         printf("  target: %.1f us per node; chain median is %.1f%% of it, map %.1f%%\n", TARGET_US,
                figs[0].median / TARGET_US * 100, figs[1].median / TARGET_US * 100);
-        for (int i = 0; i < 3; i++) {
-            if (figs[i].unit[0] == 'n')
+        for (int i = 0; i < NFIGS; i++) {
+            if (strcmp(figs[i].unit, "iteration") == 0)
+                printf("{\"peer\":\"loom\",\"shape\":\"%s\",\"iterations\":%zu,\"us_per_iteration\":%.4f,"
+                       "\"us_per_iteration_min\":%.4f,\"runs\":%d}\n",
+                       figs[i].shape, figs[i].count, figs[i].median, figs[i].min, runs);
+            else if (figs[i].unit[0] == 'n')
                 printf("{\"peer\":\"loom\",\"shape\":\"%s\",\"nodes\":%zu,\"us_per_node\":%.4f,"
                        "\"us_per_node_min\":%.4f,\"runs\":%d}\n",
                        figs[i].shape, figs[i].count, figs[i].median, figs[i].min, runs);
@@ -298,9 +351,12 @@ int main(int argc, char **argv)
         dsl_graph_unref(gm);
     if (gp)
         dsl_graph_unref(gp);
+    if (gl)
+        dsl_graph_unref(gl);
     free(chain.s);
     free(map.s);
     free(par.s);
+    free(loop.s);
     engine_free(w.eng);
     pool_free(w.pool); /* after the engine, as engine.h asks */
     plugins_free(w.plugins);
