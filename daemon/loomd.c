@@ -179,6 +179,7 @@ static void warn_restart_keys(loomd *d, const config *c)
         { !loomd_trace_same(&c->tracing, &o->tracing), "tracing" },
         { !same_path(c->pid_file.path, o->pid_file.path), "pid_file" },
         { !same_path(c->metrics.listen, o->metrics.listen), "metrics.listen" },
+        { !loomd_mcp_same(&c->mcp, &o->mcp), "mcp" },
         /* stderr, once the log file took its place, cannot come back */
         { o->log_file.path && !c->log_file.path, "log.file" },
     };

@@ -222,5 +222,7 @@ void loomd_mcp_attach(loomd *d, engine_t *e);
 json_t *loomd_mcp_stats(loomd *d);
 /* Stops every server (bounded: mcp.h); after the engines are freed. */
 void loomd_mcp_stop(loomd *d);
+/* Whether two configs' `mcp` sections are the same (a reload cannot change it). */
+bool loomd_mcp_same(const config_mcp *a, const config_mcp *b);
 
 #endif

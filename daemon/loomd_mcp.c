@@ -140,3 +140,32 @@ void loomd_mcp_stop(loomd *d)
     mcp_free(d->mcp);
     d->mcp = NULL;
 }
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static bool same_strv(char **a, char **b)
+{
+    size_t i = 0;
+    for (; a && b && a[i] && b[i]; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return !(a && a[i]) && !(b && b[i]);
+}
+
+bool loomd_mcp_same(const config_mcp *a, const config_mcp *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++) {
+        const config_mcp_server *x = &a->v[i], *y = &b->v[i];
+        if (!same_str(x->name, y->name) || !same_strv(x->command, y->command) ||
+            !same_strv(x->env, y->env) || !same_str(x->url, y->url) ||
+            !same_strv(x->headers, y->headers) || !same_strv(x->headers_env, y->headers_env) ||
+            x->timeout_ms != y->timeout_ms)
+            return false;
+    }
+    return true;
+}
