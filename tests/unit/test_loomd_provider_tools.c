@@ -178,3 +178,42 @@ Test(loomd_provider_tools, a_failing_tool_is_reported_to_the_model, .fini = tear
         json_decref(job);
     }
 }
+
+/* ---- both: an agent whose answer is a structured output */
+
+#define SHAPED_WF                                       \
+    "do:\n"                                             \
+    "  id: shaped\n"                                    \
+    "  call:\n"                                         \
+    "    provider: @P@\n"                               \
+    "    prompt: '{{ input.text }}'\n"                  \
+    "    tools:\n"                                      \
+    "      - { lambda: std.length, name: length }\n"    \
+    "    schema:\n"                                     \
+    "      type: object\n"                              \
+    "      properties: { n: { type: integer } }\n"      \
+    "      required: [n]\n"
+
+/* A tool call, then the answer as JSON, which must fit the call's schema.
+ * (The fake answers a request that asks for a structured output -- OpenAI
+ * response_format, Anthropic the schema's tool under tool_choice any -- in
+ * kind, and one that does not with the same JSON as text.) */
+#define CALL_THEN_ANSWER                                                                       \
+    "{\"text\":\"fake-script: [{\\\"calls\\\": [{\\\"name\\\": \\\"length\\\", "               \
+    "\\\"arguments\\\": {\\\"input\\\": \\\"four\\\"}}]}, {\\\"answer\\\": {\\\"n\\\": 4}}]\"}"
+
+Test(loomd_provider_tools, an_agent_answers_with_a_structured_output, .fini = teardown)
+{
+    start("shaped", SHAPED_WF);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *job = run("shaped", providers[i], CALL_THEN_ANSWER);
+        assert_state(job, "succeeded");
+        json_t *want = json_pack("{s:i}", "n", 4);
+        char *got = json_dumps(json_object_get(job, "output"), JSON_COMPACT);
+        cr_assert(json_equal(json_object_get(job, "output"), want), "%s: %s", providers[i], got);
+        free(got);
+        json_decref(want);
+        json_decref(job);
+        cr_assert_eq(fake_server_stat(&D.fake, "tool_calls"), (long)i + 1);
+    }
+}
