@@ -192,6 +192,10 @@ static json_t *wire_messages(loom_ctx *ctx, json_t *messages)
                 if (bad)
                     goto nomem;
             }
+        } else if (json_object_get(m, "tool_calls")) {
+            /* an empty list of calls: the API refuses one, so none is sent */
+            if ((one = json_copy(m)))
+                json_object_del(one, "tool_calls");
         } else {
             one = json_incref(m);
         }

@@ -826,7 +826,17 @@ Test(providers, openai_encode_tools_and_tool_turns)
     /* tool calls cannot come through the stream hook: asked for whole */
     cr_assert(json_object_get(body, "stream") == NULL);
     json_decref(body);
+    /* an assistant turn with an empty list of calls goes without one */
+    req.messages = json_loads("[{\"role\":\"user\",\"content\":\"x\"},{\"role\":"
+                              "\"assistant\",\"content\":\"ok\",\"tool_calls\":[]},"
+                              "{\"role\":\"user\",\"content\":\"y\"}]", 0, NULL);
+    body = encoded_body("openai", st, &req);
+    assert_json(json_array_get(json_object_get(body, "messages"), 1),
+                "{\"role\":\"assistant\",\"content\":\"ok\"}");
+    json_decref((json_t *)req.messages);
+    req.messages = msgs;
     /* a text that says it failed already is not told twice */
+    json_decref(body);
     json_object_set_new(json_array_get(msgs, 4), "content", json_string("Error: boom"));
     body = encoded_body("openai", st, &req);
     cr_assert(eq(str, (char *)json_string_value(json_object_get(
