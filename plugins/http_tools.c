@@ -123,7 +123,7 @@ json_t *loom_hc_args_parse(loom_ctx *ctx, const char *prov, const char *name, co
     }
     args = json_loadb(text, len, 0, &err);
     if (!json_is_object(args)) {
-        /* the model's own text: never quoted, it may be anything */
+        /* jansson's reason, which names at most the token it stopped at */
         loom_error(ctx, LOOM_E_INVALID_OUTPUT,
                    "%s: the model called tool %s with arguments that are not a JSON object%s%s",
                    prov, name ? name : "?", args ? "" : ": ", args ? "" : err.text);
