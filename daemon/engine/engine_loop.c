@@ -44,7 +44,6 @@ static void start_iteration(act_t *a)
     }
     json_decref(l->vars);
     l->vars = vars;
-    job_trace_progress(a->job, a, (size_t)l->iteration - 1, (size_t)a->node->u.loop.max_iterations);
     start_kid(a, a->node->u.loop.body, a->input, ROLE_MAIN);
 }
 
