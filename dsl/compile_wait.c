@@ -5,10 +5,10 @@
  *   wait_for: NAME-TEMPLATE            (the short form: no timeout, no schema)
  *
  * The name is a template so that the waits of a map's items (or of a
- * parallel's branches) can each have their own. The schema is compiled here
- * only to report its errors where they are written; the graph keeps its
- * document, which travels with the job's record while it waits, and the
- * daemon checks a signal's data against it. */
+ * parallel's branches) can each have their own. The schema (in place or in
+ * a file, as a call's) is compiled now, its errors at the YAML they name;
+ * the graph keeps its document, which travels with the job's record while
+ * it waits, and the daemon checks a signal's data against it. */
 #include "dsl/compile.h"
 
 #include <string.h>
@@ -16,34 +16,6 @@
 #include "dsl/schema.h"
 
 static const char *const wait_keys[] = { "signal", "timeout", "schema", NULL };
-
-/* The schema document Y, checked; NULL after reporting why. */
-static json_t *wait_schema(dsl_cc *cc, const dsl_ynode *y)
-{
-    if (y->kind != DSL_Y_MAP) {
-        dsl_error(cc->d, y->line, y->col, "'schema' must be a JSON Schema object (a mapping), "
-                  "got a %s", dsl_ynode_describe(y));
-        return NULL;
-    }
-    json_t *doc = cc_json(cc, y);
-    if (!doc) {
-        cc_oom(cc);
-        return NULL;
-    }
-    char ptr[256], msg[256];
-    dsl_schema *s = dsl_schema_compile(doc, ptr, sizeof ptr, msg, sizeof msg);
-    if (!s) {
-        dsl_error(cc->d, y->line, y->col, "schema%s%s: %s", *ptr ? " at " : "", ptr, msg);
-        json_decref(doc);
-        return NULL;
-    }
-    dsl_schema_free(s);
-    if (dsl_arena_own_json(cc->a, doc) < 0) {
-        cc_oom(cc);
-        return NULL;
-    }
-    return doc;
-}
 
 int cc_build_wait(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny)
 {
@@ -83,7 +55,9 @@ int cc_build_wait(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
     }
     if ((y = dsl_ymap_get(v, "timeout")) && cc_duration(cc, y, "timeout", &w->timeout_ms) < 0)
         bad = 1;
-    if ((y = dsl_ymap_get(v, "schema")) && !(w->schema = wait_schema(cc, y)))
+    const dsl_schema *sc;
+    if ((y = dsl_ymap_get(v, "schema")) && (!(sc = cc_schema(cc, y, "schema")) ||
+                                            !(w->schema = dsl_schema_doc(sc))))
         bad = 1;
     return bad ? -1 : 0;
 }
