@@ -14,6 +14,14 @@
  *              min(N, 10,000) iterations (the language's
  *              bound) of one no-op, with an `until` template
  *              evaluated after each; N iterations in all
+ *   tools      jobs one after another, each a call with one  µs per tool round
+ *              tool (bench.noop) whose model, the mock with
+ *              no latency, asks for it TOOL_ROUNDS times, one
+ *              call a turn, then answers: a round is a model
+ *              turn (request built from the conversation so
+ *              far, the mock's answer, its checkpointable
+ *              record) and the tool call it asked for;
+ *              min(N, 10,000) rounds in all
  *
  * Each is timed from engine_submit to the done callback (compilation is timed
  * apart), repeated RUNS times, and printed as min and median, then as one JSON
@@ -36,6 +44,7 @@
 #define PAR_JOBS 10000   /* matches the peer's 10,000 RunnableParallel invokes */
 
 #define LOOP_ITER_MAX 10000 /* DSL_LOOP_MAX_ITERATIONS: a loop job has at most this many */
+#define TOOL_ROUNDS 20      /* tool rounds per job: max_tool_rounds' default */
 
 /* ---- the bench plugin: one no-op lambda */
 
@@ -252,6 +261,68 @@ static int bench_loop(world *w, figure *f, dsl_graph *g, long iters, long n, int
     return 0;
 }
 
+/* A mock provider instance "model" whose tool_script calls bench.noop
+ * once a turn for TOOL_ROUNDS turns, then answers "done". 0 or -1. */
+static int add_tool_model(world *w)
+{
+    json_t *script = json_array(), *cfg = NULL;
+    for (int i = 0; script && i < TOOL_ROUNDS; i++)
+        json_array_append_new(script, json_pack("[{s:s, s:{s:i}}]", "name", "bench_noop",
+                                                "arguments", "input", i));
+    if (script)
+        json_array_append_new(script, json_string("done"));
+    cfg = script ? json_pack("{s:s, s:o}", "latency", "0ms", "tool_script", script) : NULL;
+    char err[256] = "";
+    int rc = cfg ? engine_add_provider(w->eng, "model", "mock", cfg, NULL, NULL, err, sizeof err)
+                 : -1;
+    if (rc < 0)
+        fprintf(stderr, "overhead: cannot add the mock model: %s\n", err);
+    json_decref(cfg);
+    return rc;
+}
+
+static double cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* Jobs of TOOL_ROUNDS tool rounds each, one after another, about N rounds
+ * in all per run (at least one job). The mock answers from a timer, whose
+ * granularity the wall-clock figure includes; the CPU time per round, also
+ * printed, is the engine's (and the mock's) own work. */
+static int bench_tools(world *w, figure *f, dsl_graph *g, long n, int runs)
+{
+    const expect want = { 0, TOOL_ROUNDS };
+    long jobs = (n + TOOL_ROUNDS - 1) / TOOL_ROUNDS;
+    f->count = (size_t)(jobs * TOOL_ROUNDS);
+    double *us = calloc((size_t)runs, sizeof *us);
+    json_t *in = json_string("done"); /* the answer: the output equals the input */
+    if (!us || !in)
+        abort();
+    double cpu0 = cpu_us();
+    for (int i = 0; i < runs; i++) {
+        double total = 0;
+        for (long j = 0; j < jobs; j++) {
+            double t = run_job(w, g, in, &want);
+            if (t < 0) {
+                free(us);
+                json_decref(in);
+                return -1;
+            }
+            total += t;
+        }
+        us[i] = total;
+    }
+    summarise(f, us, runs);
+    printf("%-10s cpu %.3f us/round (all runs' process CPU time over their rounds)\n", f->shape,
+           (cpu_us() - cpu0) / ((double)f->count * runs));
+    free(us);
+    json_decref(in);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
@@ -295,19 +366,24 @@ int main(int argc, char **argv)
              "  until: '{{ loop.iteration | eq(%ld) }}', do: { lambda: bench.noop } } }\n",
              iters, iters);
     bench_add(&loop, loop_yaml);
+    bench_text tools = {0};
+    bench_add(&tools, "loom: 1\nname: overhead-tools\n"
+              "do: { call: { provider: model, prompt: go, tools: [ { lambda: bench.noop } ] } }\n");
 
     dsl_graph *gc = compile("chain", &chain);
     dsl_graph *gm = compile("map", &map);
     dsl_graph *gp = compile("parallel3", &par);
     dsl_graph *gl = compile("loop", &loop);
-    int rc = gc && gm && gp && gl ? 0 : 1;
+    dsl_graph *gt = compile("tools", &tools);
+    int rc = gc && gm && gp && gl && gt && add_tool_model(&w) == 0 ? 0 : 1;
 
-    enum { NFIGS = 4 };
+    enum { NFIGS = 5 };
     figure figs[NFIGS] = {
         { "chain", "node", (size_t)n, 0, 0 },
         { "map", "node", (size_t)n, 0, 0 },
         { "parallel3", "invoke", PAR_JOBS, 0, 0 },
         { "loop", "iteration", 0, 0, 0 }, /* count set by bench_loop */
+        { "tools", "round", 0, 0, 0 },    /* count set by bench_tools */
     };
     json_t *one = json_integer(1);
     json_t *items = json_array();
@@ -323,12 +399,18 @@ int main(int argc, char **argv)
         rc = bench_many_jobs(&w, &figs[2], gp, runs) ? 1 : 0;
     if (!rc)
         rc = bench_loop(&w, &figs[3], gl, iters, n, runs) ? 1 : 0;
+    if (!rc)
+        rc = bench_tools(&w, &figs[4], gt, n < LOOP_ITER_MAX ? n : LOOP_ITER_MAX, runs) ? 1 : 0;
 
     if (!rc) {
         printf("  target: %.1f us per node; chain median is %.1f%% of it, map %.1f%%\n", TARGET_US,
                figs[0].median / TARGET_US * 100, figs[1].median / TARGET_US * 100);
         for (int i = 0; i < NFIGS; i++) {
-            if (strcmp(figs[i].unit, "iteration") == 0)
+            if (strcmp(figs[i].unit, "round") == 0)
+                printf("{\"peer\":\"loom\",\"shape\":\"%s\",\"rounds\":%zu,\"us_per_round\":%.4f,"
+                       "\"us_per_round_min\":%.4f,\"runs\":%d}\n",
+                       figs[i].shape, figs[i].count, figs[i].median, figs[i].min, runs);
+            else if (strcmp(figs[i].unit, "iteration") == 0)
                 printf("{\"peer\":\"loom\",\"shape\":\"%s\",\"iterations\":%zu,\"us_per_iteration\":%.4f,"
                        "\"us_per_iteration_min\":%.4f,\"runs\":%d}\n",
                        figs[i].shape, figs[i].count, figs[i].median, figs[i].min, runs);
@@ -353,6 +435,9 @@ int main(int argc, char **argv)
         dsl_graph_unref(gp);
     if (gl)
         dsl_graph_unref(gl);
+    if (gt)
+        dsl_graph_unref(gt);
+    free(tools.s);
     free(chain.s);
     free(map.s);
     free(par.s);
