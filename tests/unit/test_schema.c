@@ -547,3 +547,20 @@ Test(schema_call, schema_files_beside_the_workflow)
     unlink(bad);
     rmdir(dir);
 }
+
+Test(schema_call, the_graph_document_shows_the_schema)
+{
+    dsl_graph *g;
+    char *err = compile_workflow("w.yaml", WF "    schema: { type: string, maxLength: 2 }\n", NULL,
+                                 &g);
+    cr_assert(g != NULL, "%s", err);
+    json_t *doc = dsl_emit_json(g);
+    cr_assert(doc != NULL);
+    json_t *want = json_pack("{s:s, s:i}", "type", "string", "maxLength", 2);
+    json_t *got = json_object_get(json_object_get(doc, "root"), "schema");
+    cr_expect(json_equal(got, want) == 1, "%s", json_dumps(doc, JSON_COMPACT));
+    json_decref(want);
+    json_decref(doc);
+    free(err);
+    dsl_graph_unref(g);
+}
