@@ -717,3 +717,22 @@ Test(replay, loop_resumes_at_the_iteration_it_was_in)
     run_free(&first);
     dsl_graph_unref(g);
 }
+
+/* A loop inside a map item: the key holds both instances (the item, then
+ * the iteration), so items' iterations never share a record. */
+Test(replay, loop_inside_a_map)
+{
+    dsl_graph *g = et_compile(HDR "do: { map: { over: '{{ input }}', max_concurrency: 2, do: {\n"
+                                  "  loop: { max_iterations: 3, collect: true,\n"
+                                  "    do: { call: 'item {{ item }} round {{ loop.iteration }}' } } } } }\n");
+    run_t first = { 0 };
+    check_full(g, "[1,2]", &first);
+    cr_assert_eq(first.calls, 6);
+    cr_assert_eq(first.nck, 6);
+    json_t *sub = keys_with(first.recs, "/1#1/", true); /* item 1 (the second): all its rounds */
+    cr_assert_eq(json_object_size(sub), 3);
+    check_subset(g, "[1,2]", &first, sub, 3);
+    json_decref(sub);
+    run_free(&first);
+    dsl_graph_unref(g);
+}
