@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/engine/engine_internal.h"
 #include "dsl/dsl.h"
+#include "plugins/mock/mock.h"
 #include "tests/unit/engine_testlib.h"
 
 TestSuite(engine_schema, .init = et_setup, .fini = et_teardown);
@@ -116,5 +118,49 @@ Test(engine_schema, retry_on_invalid_output_asks_again)
                      "at /extra: the property \"extra\" is not allowed (additionalProperties)"),
               "%s", error_message(&r));
     cr_assert_eq(ET.prov.calls, 2);
+    et_result_free(&r);
+}
+
+/* An agent (a call with tools) checks its final answer against the schema;
+ * its turns, which may call tools, are not. The mock plays the model. */
+static void agent_setup(void)
+{
+    et_setup();
+    cr_assert_eq(plugins_add(ET.plugins, loom_builtin_mock_entry(), "built-in", NULL), 0);
+}
+
+TestSuite(engine_schema_agent, .init = agent_setup, .fini = et_teardown);
+
+static void add_mock(const char *name, const char *text)
+{
+    char err[256];
+    json_t *cfg = json_loads(text, 0, NULL);
+    cr_assert(cfg, "bad config %s", text);
+    cr_assert_eq(engine_add_provider(ET.eng, name, "mock", cfg, NULL, NULL, err, sizeof err), 0,
+                 "%s", err);
+    json_decref(cfg);
+}
+
+/* One turn calling t.slow, then a final answer made of its result. */
+#define AGENT_MOCK(answer)                                                                 \
+    "{\"latency\": \"1ms\", \"tool_script\": ["                                           \
+    " [{\"name\": \"t_slow\", \"arguments\": {\"input\": \"7\", \"ms\": 1}}],"             \
+    " \"" answer "\"]}"
+
+Test(engine_schema_agent, the_final_answer_is_checked)
+{
+    add_mock("m", AGENT_MOCK("{\\\"n\\\": {results}}"));
+    et_result r;
+    et_run(HDR "do:\n  call:\n    provider: m\n    prompt: go\n    tools: [ { lambda: t.slow } ]\n"
+               "    " SCHEMA, NULL, NULL, &r);
+    expect_json(&r, "{\"n\": 7}");
+    et_result_free(&r);
+
+    add_mock("m2", AGENT_MOCK("{\\\"n\\\": 1{results}}"));
+    et_run(HDR "do:\n  call:\n    provider: m2\n    prompt: go\n    tools: [ { lambda: t.slow } ]\n"
+               "    " SCHEMA, NULL, NULL, &r);
+    cr_assert_str_eq(et_code(&r), "invalid_output");
+    cr_assert(strstr(error_message(&r), "at /n: 17 is above the maximum 10 (maximum)") != NULL,
+              "%s", error_message(&r));
     et_result_free(&r);
 }
