@@ -1,8 +1,9 @@
 /* test_loomd_mcp.c -- a real loomd with the config's `mcp` section: it
  * starts the fake MCP server (tests/fake/fake_mcp), `stats` shows it ready
  * with its tools, a server killed from outside is started again and
- * counted, the stop ends it, and --check refuses a headers_env variable
- * that is not set, at its position. */
+ * counted, the stop ends it, --check refuses a headers_env variable that
+ * is not set, at its position, and a workflow's call with `tools: [{mcp:
+ * fake}]` runs the server's tools for the model (the mock plays it). */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <errno.h>
@@ -22,9 +23,17 @@ static bool truth(bool b)
     return b;
 }
 
+/* The model: the mock asks for three of the fake's tools in its first turn
+ * and answers with their results in its second. */
+#define AGENT_PROVIDER                                                                     \
+    "  agent:\n    plugin: mock\n    latency: 1ms\n    tool_script:\n"                      \
+    "      - [{name: add, arguments: {a: 2, b: 3}}, {name: echo, arguments: {text: hi}},\n" \
+    "         {name: fail, arguments: {}}]\n"                                               \
+    "      - \"results: {results}\"\n"
+
 static void setup(void)
 {
-    lh_setup(&D, NULL, NULL);
+    lh_setup(&D, AGENT_PROVIDER, NULL);
 }
 
 static void teardown(void)
@@ -72,16 +81,23 @@ static pid_t last_pid(const char *starts)
     return pid;
 }
 
-Test(loomd_mcp, starts_supervises_and_stops_a_server)
+/* The config gets the fake as server "fake", its starts written to STARTS. */
+static void config_fake(char *starts, size_t len)
 {
     const char *bd = getenv("LOOM_BUILDDIR");
-    char starts[400], mcp[1200];
-    snprintf(starts, sizeof starts, "%s/starts", D.dir);
+    char mcp[1200];
+    snprintf(starts, len, "%s/starts", D.dir);
     snprintf(mcp, sizeof mcp,
              "log: { level: debug }\nmcp:\n  fake:\n    command: [\"%s/tests/fake/fake_mcp\", "
              "--starts, \"%s\"]\n    timeout: 5s\n",
              bd ? bd : ".", starts);
     lh_config_replace(&D, "log: { level: debug }\n", mcp);
+}
+
+Test(loomd_mcp, starts_supervises_and_stops_a_server)
+{
+    char starts[400];
+    config_fake(starts, sizeof starts);
     lh_start(&D);
     json_t *s = wait_ready(0);
     cr_assert(eq(int, json_integer_value(json_object_get(s, "tools")), 8));
@@ -112,4 +128,31 @@ Test(loomd_mcp, check_refuses_a_header_variable_that_is_not_set)
     cr_assert(strstr(out, ":7:3: error: MCP server 'remote': headers_env: the environment "
                           "variable LOOM_TEST_MCP_UNSET is not set") != NULL,
               "%s", out);
+}
+
+Test(loomd_mcp, a_calls_tools_run_on_the_server)
+{
+    char starts[400];
+    config_fake(starts, sizeof starts);
+    lh_workflow(&D, "agent",
+                "loom: 1\nname: agent\ndefaults: { provider: agent }\n"
+                "do:\n  call:\n    prompt: add and echo\n    tools:\n      - mcp: fake\n");
+    lh_start(&D);
+    json_decref(wait_ready(0));
+    json_t *r = lh_call(&D, "{\"id\":2,\"op\":\"submit\",\"workflow\":\"agent\",\"input\":{},"
+                            "\"wait\":true}", 15000);
+    char *txt = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    cr_assert(truth(json_is_true(json_object_get(r, "ok"))), "%s", txt ? txt : "no reply");
+    const char *out = json_string_value(json_object_get(json_object_get(r, "result"), "output"));
+    cr_assert(out != NULL, "%s", txt);
+    /* each tool's result, from the server, went back to the model */
+    cr_assert(strstr(out, "5") && strstr(out, "hi") && strstr(out, "the tool failed on purpose"),
+              "%s", txt);
+    free(txt);
+    json_decref(r);
+    json_t *s = fake_stats();
+    cr_assert(eq(int, json_integer_value(json_object_get(s, "calls")), 3));
+    cr_assert(eq(int, json_integer_value(json_object_get(s, "failed")), 1)); /* fail's isError */
+    json_decref(s);
+    lh_wait_log(&D, "MCP server fake: got tools/call", NULL, 3, 5000);
 }
