@@ -3,7 +3,8 @@
 # reference servers from the npm registry, installed at test time (pinned:
 # their tools are named as checked here): server-everything over stdio and
 # over Streamable HTTP, server-filesystem over stdio, and a loomd whose
-# config starts server-everything. Skipped, with the reason, only when node
+# config starts server-everything and whose workflow's call uses its tools
+# (the mock plays the model). Skipped, with the reason, only when node
 # and npm are missing or the registry cannot be reached. Prints TAP.
 set -u
 builddir=${LOOM_BUILDDIR:-.}
@@ -28,7 +29,7 @@ cleanup() {
     rm -rf "$scratch"
 }
 trap cleanup EXIT
-echo "1..9"
+echo "1..10"
 failed=0
 ok() { echo "ok $1 - $2"; }
 not_ok() {
@@ -116,17 +117,35 @@ else
     not_ok 7 "server-everything over Streamable HTTP"
 fi
 
-# 8-9: a loomd whose config starts server-everything: stats shows it ready
-# with its tools; the stop ends it
+# 8-10: a loomd whose config starts server-everything: stats shows it
+# ready with its tools, a workflow's call with the server's tools gets
+# get-sum's answer (the mock plays the model), the stop ends the server
 mkdir -p "$scratch/wf" "$scratch/state"
 cat >"$scratch/loomd.yaml" <<EOF
 socket: $scratch/loomd.sock
 state: $scratch/state
 workflows: $scratch/wf
+providers:
+  agent:
+    plugin: mock
+    latency: 1ms
+    tool_script:
+      - [{name: get-sum, arguments: {a: 20, b: 22}}]
+      - "answer: {results}"
 mcp:
   everything:
     command: [node, "$everything", stdio]
     timeout: 60s
+EOF
+cat >"$scratch/wf/agent.yaml" <<EOF
+loom: 1
+name: agent
+defaults: { provider: agent }
+do:
+  call:
+    prompt: "What is 20 + 22?"
+    tools:
+      - mcp: everything
 EOF
 "$builddir/loomd" --foreground --config "$scratch/loomd.yaml" >"$scratch/loomd.log" 2>&1 &
 loomd_pid=$!
@@ -147,15 +166,23 @@ else
     sed 's/^/# loomd: /' "$scratch/loomd.log" | tail -20
     not_ok 8 "loomd starts server-everything"
 fi
+if echo '{}' | "$builddir/loomctl" submit --socket "$scratch/loomd.sock" --input - --wait 60 \
+        --json agent >"$scratch/out" 2>"$scratch/err" &&
+    grep -q 'answer: The sum of 20 and 22 is 42' "$scratch/out"; then
+    ok 9 "a workflow's call runs server-everything's get-sum for the model"
+else
+    sed 's/^/# loomd: /' "$scratch/loomd.log" | tail -20
+    not_ok 9 "a workflow's call runs server-everything's get-sum for the model"
+fi
 server_pid=$(sed -n 's/.*MCP server everything started.*pid \([0-9]*\)).*/\1/p' "$scratch/loomd.log" | head -1)
 kill -TERM "$loomd_pid" 2>/dev/null
 wait "$loomd_pid"
 status=$?
 loomd_pid=
 if [ "$status" = 0 ] && [ -n "$server_pid" ] && ! kill -0 "$server_pid" 2>/dev/null; then
-    ok 9 "loomd stops and the server is gone with it"
+    ok 10 "loomd stops and the server is gone with it"
 else
     sed 's/^/# loomd: /' "$scratch/loomd.log" | tail -20
-    not_ok 9 "loomd stops and the server is gone with it (status $status, pid $server_pid)"
+    not_ok 10 "loomd stops and the server is gone with it (status $status, pid $server_pid)"
 fi
 exit $failed
