@@ -321,8 +321,56 @@ COUNT_KEYWORD(kw_max_props, max_props, "maxProperties")
 /* ECMA-262 patterns are compiled as POSIX extended expressions, with the
  * class escapes \d \w \s (and their negations) that JSON Schemas use most
  * rewritten into bracket expressions POSIX understands. */
+/* glibc expands counted repetitions when compiling, so `(a{999}){999}`
+ * would take gigabytes: a pattern is refused when its bounds multiply past
+ * SCHEMA_MAX_REPEAT (an over-estimate, which keeps the check simple), or
+ * when it is longer than SCHEMA_MAX_PATTERN. */
+#define SCHEMA_MAX_REPEAT 10000.0
+#define SCHEMA_MAX_PATTERN 4096
+
+static int regex_too_big(compile_ctx *c, const char *src, const char *kp)
+{
+    if (strlen(src) > SCHEMA_MAX_PATTERN) {
+        cfail(c, kp, "a pattern longer than %d characters", SCHEMA_MAX_PATTERN);
+        return -1;
+    }
+    double product = 1;
+    for (const char *p = src; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            continue;
+        }
+        if (*p != '{')
+            continue;
+        double hi = 0, cur = 0;
+        bool digits = false;
+        for (const char *q = p + 1; *q && *q != '}'; q++) {
+            if (*q >= '0' && *q <= '9') {
+                cur = cur * 10 + (*q - '0');
+                digits = true;
+                if (cur > hi)
+                    hi = cur;
+            } else if (*q == ',') {
+                cur = 0;
+            } else {
+                break;
+            }
+        }
+        if (digits && hi > 1)
+            product *= hi;
+        if (product > SCHEMA_MAX_REPEAT) {
+            cfail(c, kp, "the counted repetitions ({n,m}) of this pattern multiply past %.0f",
+                  SCHEMA_MAX_REPEAT);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int regex_compile(compile_ctx *c, schema_regex *r, const char *src, const char *kp)
 {
+    if (regex_too_big(c, src, kp) < 0)
+        return -1;
     size_t len = strlen(src);
     char *buf = malloc(len * 16 + 1);
     if (!buf) {

@@ -118,6 +118,10 @@ Test(schema, unsupported_keywords_are_errors)
     compile_fails("{\"required\": [\"a\", 1]}", "/required/1", "property names");
     compile_fails("{\"exclusiveMinimum\": true}", "/exclusiveMinimum", "needs minimum");
     compile_fails("{\"pattern\": \"a(\"}", "/pattern", "not a regular expression");
+    /* glibc would expand these repetitions into gigabytes */
+    compile_fails("{\"pattern\": \"(a{999}){999}\"}", "/pattern", "multiply past 10000");
+    compile_fails("{\"patternProperties\": {\"(x{200,}){200}\": {}}}",
+                  "/patternProperties/(x{200,}){200}", "multiply past");
 }
 
 Test(schema, annotations_are_accepted)
