@@ -152,6 +152,13 @@ static void send_tool_error(mcp_server *s, json_t *id, const char *job, const ch
 
 /* ---- talking to loomd ---- */
 
+/* The message of loomd's error reply REPLY (borrowed), never NULL. */
+static const char *message_of(const json_t *reply)
+{
+    const char *m = json_string_value(json_object_get(json_object_get(reply, "error"), "message"));
+    return m ? m : "(no message)";
+}
+
 /* Asks loomd REQ (stolen) on a new connection. LOOMCTL_OK with the reply in
  * *REPLY (new reference), else the failure's status (printed on stderr;
  * *REPLY holds an error reply when loomd refused). */
@@ -298,8 +305,8 @@ static void on_tools_call(mcp_server *s, json_t *id, json_t *params)
         return;
     }
     mcp_call *c = calloc(1, sizeof *c);
-    json_t *req = json_pack("{s:s, s:s, s:O}", "op", "submit", "workflow", name, "input",
-                            args ? args : json_object());
+    json_t *req = json_pack("{s:s, s:s, s:o}", "op", "submit", "workflow", name, "input",
+                            args ? json_incref(args) : json_object());
     if (!c || !req || !(c->workflow = strdup(name))) {
         json_decref(req);
         call_free(c);
@@ -339,11 +346,10 @@ static void on_tools_call(mcp_server *s, json_t *id, json_t *params)
     const char *code = json_string_value(json_object_get(err, "code"));
     const char *job = json_string_value(json_object_get(reply, "job"));
     if (rc == LOOMCTL_REFUSED && code && strcmp(code, "unknown_workflow") == 0) {
-        send_error(s, id, RPC_INVALID_PARAMS, "Unknown tool: %s (%s)", name,
-                   json_string_value(json_object_get(err, "message")));
+        send_error(s, id, RPC_INVALID_PARAMS, "Unknown tool: %s (%s)", name, message_of(reply));
     } else if (rc == LOOMCTL_REFUSED) {
         send_tool_error(s, id, NULL, "loomd did not take the job: %s: %s", code ? code : "error",
-                        json_string_value(json_object_get(err, "message")));
+                        message_of(reply));
     } else if (rc != LOOMCTL_OK || !job) {
         send_tool_error(s, id, NULL, "the job could not be submitted to loomd on %s (%s)",
                         s->socket, rc == LOOMCTL_TIMEOUT ? "no answer in time" : "connection lost");
@@ -450,12 +456,11 @@ static bool drain_call(mcp_server *s, mcp_call *c)
                 answer_ended(s, c, json_object_get(msg, "job"));
             else
                 send_tool_error(s, c->rpc_id, c->job, "waiting for job %s failed: %s", c->job,
-                                json_string_value(json_object_get(
-                                    json_object_get(msg, "error"), "message")));
+                                message_of(msg));
         } else if (!json_is_true(json_object_get(msg, "ok"))) {
             /* the events subscription or a cancel refused: the wait still ends the call */
             fprintf(stderr, "loomctl mcp: job %s: loomd refused a request: %s\n", c->job,
-                    json_string_value(json_object_get(json_object_get(msg, "error"), "message")));
+                    message_of(msg));
         }
         json_decref(msg);
         if (over)

@@ -141,7 +141,6 @@ async function main() {
         const call = client.callTool({ name: "slow", arguments: {} }, undefined,
                                      { signal: ac.signal, onprogress: started.onprogress });
         await started.seen; // the job runs: its first step finished
-        assert.equal(jobs("slow", "running").length, 1);
         ac.abort("the test cancels");
         await assert.rejects(call);
         await until("the job to be cancelled", () => jobs("slow", "cancelled").length === 1);

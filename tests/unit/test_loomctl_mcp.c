@@ -312,9 +312,13 @@ Test(loomctl_mcp, leaving_client_cancels_its_running_job)
     cr_expect_eq(json_integer_value(json_object_get(p, "progress")), 1);
     cr_expect_str_eq(json_string_value(json_object_get(p, "message")), "do.chain[0] finished");
     json_decref(v);
-    cr_expect_eq(slow_jobs(&d, "running"), 1);
-    /* loomctl waits for loomd's answer to the cancel before it exits */
     cr_expect_eq(mcp_finish(&m), 0);
+    /* the store records the end after loomd answered the cancel: wait for it */
+    long end = lh_now_ms() + DEADLINE_MS;
+    while (slow_jobs(&d, "cancelled") != 1 && lh_now_ms() < end) {
+        struct pollfd none = { .fd = -1 };
+        poll(&none, 1, 20); /* between two looks at the store */
+    }
     cr_expect_eq(slow_jobs(&d, "cancelled"), 1);
     cr_expect_eq(slow_jobs(&d, "running"), 0);
     lh_teardown(&d);
