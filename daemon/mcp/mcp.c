@@ -366,8 +366,7 @@ void mcp_session_message(mcp_server *s, json_t *msg)
         if (strcmp(method, "ping") == 0) {
             json_t *empty = json_object();
             if (empty)
-                reply(s, id, empty, 0, NULL);
-            json_decref(empty);
+                reply(s, id, empty, 0, NULL); /* stolen */
         } else {
             char m[200];
             snprintf(m, sizeof m, "method not found: %.100s", method);

@@ -10,7 +10,8 @@
  * --die-at-start    write "fatal: cannot open the database" to stderr, exit 1
  * --page N          tools/list pages of N tools (default 2), so a client
  *                   must follow nextCursor
- * --starts FILE     append a line to FILE at each start
+ * --starts FILE     append "start PID" to FILE at each start, "eof" when
+ *                   stdin closes and "sigterm" at SIGTERM (then it exits)
  * --ignore-stdin-eof  stay up after stdin closes (until a signal)
  *
  * Tools: echo {text} -> the text; add {a, b} -> the sum, also as
@@ -26,8 +27,10 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -53,6 +56,16 @@ typedef struct fake {
     json_t *ask_ping, *ask_roots; /* what came back */
     int next_id;
 } fake;
+
+/* --starts FILE, open for the SIGTERM handler (which may only write(2)). */
+static int starts_fd = -1;
+
+static void on_sigterm(int sig)
+{
+    if (starts_fd >= 0 && write(starts_fd, "sigterm\n", 8) < 0)
+        _exit(1);
+    _exit(0);
+}
 
 static int64_t now_ms(void)
 {
@@ -286,11 +299,12 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--page") == 0 && i + 1 < argc)
             f.page = (size_t)atoi(argv[++i]);
         else if (strcmp(argv[i], "--starts") == 0 && i + 1 < argc) {
-            FILE *s = fopen(argv[++i], "a");
-            if (s) {
-                fprintf(s, "start %d\n", (int)getpid());
-                fclose(s);
-            }
+            starts_fd = open(argv[++i], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+            char line[32];
+            int n = snprintf(line, sizeof line, "start %d\n", (int)getpid());
+            if (starts_fd >= 0 && write(starts_fd, line, (size_t)n) < 0)
+                return 1;
+            signal(SIGTERM, on_sigterm);
         } else if (strcmp(argv[i], "--die-at-start") == 0) {
             fprintf(stderr, "fatal: cannot open the database\n");
             return 1;
@@ -319,6 +333,8 @@ int main(int argc, char **argv)
         }
         ssize_t n = read(0, buf + len, cap - len);
         if (n <= 0) {
+            if (starts_fd >= 0 && write(starts_fd, "eof\n", 4) < 0)
+                return 1;
             if (!f.ignore_eof)
                 return 0;
             eof = true;

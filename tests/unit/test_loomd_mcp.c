@@ -75,7 +75,9 @@ static pid_t last_pid(const char *starts)
 {
     size_t len;
     char *t = file_read_all(starts, 1 << 20, &len);
-    char *last = t ? strrchr(t, 's') : NULL;
+    char *last = t ? strstr(t, "start ") : NULL;
+    while (last && strstr(last + 1, "start "))
+        last = strstr(last + 1, "start ");
     pid_t pid = last ? (pid_t)atoi(last + strlen("start ")) : 0;
     free(t);
     return pid;
