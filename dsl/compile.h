@@ -3,7 +3,10 @@
  *   compile.c        the workflow's top level: keys, input, vars, defaults
  *   compile_node.c   nodes: common keys and the composite kinds
  *   compile_leaf.c   the leaves: call, embed, lambda
+ *   compile_loop.c   loop: a body run again until a condition holds
+ *   compile_tools.c  a call's `tools:` (lambdas, workflows, MCP servers) and limits
  *   compile_args.c   a lambda step's args against the lambda's declared arguments
+ *   compile_schema.c a `schema:` (in place or in a file) compiled, errors at their YAML
  *   compile_refs.c   template names and `steps.X` visibility, once every id is known
  *   compile_util.c   key tables, messages, typed scalars, durations, the id map
  *   compile_value.c  JSON and template values, retry, filter lists, generation parameters
@@ -24,6 +27,7 @@ char *dsl_arena_strdup(dsl_arena *a, const char *s);
 /* The arena takes ownership of V / T (steals; freed with the arena, or at once on failure). */
 int dsl_arena_own_json(dsl_arena *a, json_t *v);
 int dsl_arena_own_template(dsl_arena *a, dsl_template *t);
+int dsl_arena_own_schema(dsl_arena *a, dsl_schema *s);
 
 const char *const *dsl_error_class_names(void);
 int dsl_type_find(const char *name);
@@ -44,6 +48,7 @@ typedef enum {
     CC_SITE_NODE,      /* a node's own fields: evaluated when the node starts */
     CC_SITE_OUTPUT,    /* a node's `output:`: after it finished; sees `output` */
     CC_SITE_VOTE_KEY,  /* a vote's `key`: per sample; sees `output` */
+    CC_SITE_UNTIL,     /* a loop's `until`: per iteration; sees `output` and `loop` */
     CC_SITE_VARS       /* the workflow's `vars`: sees `input` only */
 } cc_site;
 
@@ -142,6 +147,28 @@ int cc_gen_params(dsl_cc *cc, const dsl_ynode *y, json_t *params);
 int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);
 int cc_build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);
 int cc_build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v);
+/* Checks lambda name FN (given at Y): PLUGIN.FUNCTION, and known to the
+ * registry when it lists lambdas ("did you mean"). 0 or -1 after reporting. */
+int cc_check_lambda_name(dsl_cc *cc, const dsl_ynode *y, const char *fn);
+
+/* ---- compile_tools.c ---- */
+/* A call's `tools:` and its tool loop's limits, from mapping V (the call's
+ * value), into N (a call whose parameters are read already). 0 or -1. */
+int cc_build_tools(dsl_cc *cc, dsl_node *n, const dsl_ynode *v);
+
+/* ---- compile_wait.c ---- */
+/* NY is the node's mapping (its common keys are checked against a wait). */
+int cc_build_wait(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);
+
+/* ---- compile_loop.c ---- */
+int cc_build_loop(dsl_cc *cc, dsl_node *n, const dsl_ynode *v);
+
+/* ---- compile_schema.c ---- */
+/* The JSON Schema in Y, the value of KEY: a mapping written in place, or a
+ * string naming a JSON or YAML file relative to the workflow's folder.
+ * Compiled (arena-owned, freed with the graph), or NULL after reporting the
+ * error at the YAML node the schema's JSON pointer names. */
+const dsl_schema *cc_schema(dsl_cc *cc, const dsl_ynode *y, const char *key);
 
 /* ---- compile_args.c ---- */
 /* Checks the `args` of a step calling lambda FN against the signature the

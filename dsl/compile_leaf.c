@@ -11,7 +11,9 @@
 
 static const char *const call_keys[] = { "provider", "model", "system", "prompt", "messages",
                                          "temperature", "max_tokens", "top_p", "stop", "seed",
-                                         "json", "input", "prompt_cache", NULL };
+                                         "json", "input", "prompt_cache", "tools",
+                                         "max_tool_rounds", "max_tool_concurrency",
+                                         "max_tokens_total", "on_tool_error", "schema", NULL };
 static const char *const embed_keys[] = { "provider", "model", "input", NULL };
 static const char *const lambda_keys[] = { "fn", "args", "input", NULL };
 static const char *const message_keys[] = { "role", "content", NULL };
@@ -135,6 +137,18 @@ int cc_build_call(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *
         else
             c->json = b;
     }
+    if ((y = dsl_ymap_get(v, "schema"))) {
+        /* a schema's answer is JSON: `json: false` beside it contradicts it */
+        const dsl_ynode *jy = dsl_ymap_get(v, "json");
+        if (jy && !c->json) {
+            dsl_error(cc->d, jy->line, jy->col, "a call with a 'schema' answers JSON; "
+                      "drop 'json: false'");
+            bad = 1;
+        }
+        if (!(c->schema = cc_schema(cc, y, "schema")))
+            bad = 1;
+        c->json = true;
+    }
     if ((y = dsl_ymap_get(v, "prompt_cache"))) {
         int b;
         if (cc_bool(cc, y, "prompt_cache", &b) < 0)
@@ -149,6 +163,9 @@ params:
         return -1;
     }
     if (v->kind == DSL_Y_MAP && cc_gen_params(cc, v, c->params) < 0)
+        bad = 1;
+    /* last: the model turn of an agent copies the call's parameters */
+    if (v->kind == DSL_Y_MAP && cc_build_tools(cc, n, v) < 0)
         bad = 1;
     return bad ? -1 : 0;
 }
@@ -174,7 +191,7 @@ int cc_build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode 
     return bad ? -1 : 0;
 }
 
-static int check_lambda_name(dsl_cc *cc, const dsl_ynode *y, const char *fn)
+int cc_check_lambda_name(dsl_cc *cc, const dsl_ynode *y, const char *fn)
 {
     const char *dot = strchr(fn, '.');
     if (!dot || dot == fn || !dot[1] || !cc_is_ident(fn, (size_t)(dot - fn))) {
@@ -200,7 +217,7 @@ int cc_build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     const dsl_ynode *y;
     int bad = 0;
     if (v->kind == DSL_Y_SCALAR) {
-        if (!(l->fn = cc_string(cc, v, "lambda")) || check_lambda_name(cc, v, l->fn) < 0)
+        if (!(l->fn = cc_string(cc, v, "lambda")) || cc_check_lambda_name(cc, v, l->fn) < 0)
             return -1;
         return cc_check_lambda_args(cc, l->fn, NULL, v);
     }
@@ -210,7 +227,7 @@ int cc_build_lambda(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
     if (!(y = dsl_ymap_get(v, "fn"))) {
         cc_missing(cc, v, "fn", "lambda");
         bad = 1;
-    } else if (!(l->fn = cc_string(cc, y, "fn")) || check_lambda_name(cc, y, l->fn) < 0) {
+    } else if (!(l->fn = cc_string(cc, y, "fn")) || cc_check_lambda_name(cc, y, l->fn) < 0) {
         bad = 1;
     }
     if ((y = dsl_ymap_get(v, "args")) && !(l->args = cc_tvalue(cc, y, n, CC_SITE_NODE)))

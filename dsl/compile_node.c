@@ -12,8 +12,10 @@
 #include "dsl/suggest.h"
 #include "common/containers.h"
 
+/* indexed by dsl_kind */
 const char *const cc_kind_keys[] = { "call", "embed", "lambda", "chain", "parallel", "route",
-                                     "vote", "map", "gate", "use", "fail", NULL };
+                                     "vote", "map", "gate", "use", "fail", "loop", "wait_for",
+                                     NULL };
 
 #define COMMON_KEYS "id", "description", "timeout", "retry", "fallback", "cache", "output"
 
@@ -534,7 +536,7 @@ static void check_node_keys(dsl_cc *cc, const dsl_ynode *y, int kind)
 {
     static const char *const common[] = { COMMON_KEYS, "call", "embed", "lambda", "chain",
                                           "parallel", "route", "vote", "map", "gate", "use",
-                                          "fail", NULL };
+                                          "fail", "loop", "wait_for", NULL };
     char what[64];
     snprintf(what, sizeof what, kind >= 0 ? "%s node" : "node", kind >= 0 ? cc_kind_keys[kind] : "");
     cc_check_keys(cc, y, common, what);
@@ -559,7 +561,7 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
     if (y->kind != DSL_Y_MAP) {
         dsl_error(cc->d, y->line, y->col,
                   "expected a node (a mapping with one of call, embed, lambda, chain, parallel, "
-                  "route, vote, map, gate, use, fail), got a %s", dsl_ynode_describe(y));
+                  "route, vote, map, gate, use, fail, loop, wait_for), got a %s", dsl_ynode_describe(y));
         return NULL;
     }
     const dsl_ynode *val = NULL, *k;
@@ -569,7 +571,7 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
         if (!near_kind(y))
             dsl_error(cc->d, y->line, y->col,
                       "node has no kind: add one of call, embed, lambda, chain, parallel, route, "
-                      "vote, map, gate, use, fail");
+                      "vote, map, gate, use, fail, loop, wait_for");
         return NULL;
     }
     dsl_node *n = dsl_arena_alloc(cc->a, sizeof *n);
@@ -657,6 +659,8 @@ dsl_node *cc_node(dsl_cc *cc, const dsl_ynode *y, dsl_node *parent, const char *
     case DSL_GATE: r = build_gate(cc, n, val); break;
     case DSL_USE: r = build_use(cc, n, val); break;
     case DSL_FAIL: r = build_fail(cc, n, val); break;
+    case DSL_LOOP: r = cc_build_loop(cc, n, val); break;
+    case DSL_WAIT: r = cc_build_wait(cc, n, val, y); break;
     default: break;
     }
     if (r < 0)

@@ -3,8 +3,9 @@
  * Runs after every node is built, so a reference to a later step can be told
  * apart from a typo. Each expression's root is resolved against the node the
  * template belongs to: `input`, `vars`, `prev` everywhere; a map's item only
- * inside its body; `error` only inside a fallback; `candidates` only inside a
- * vote's judge; `output` only where a node's result exists. `steps.X` must
+ * inside its body; `loop` only inside a loop's do and until; `error` only
+ * inside a fallback; `candidates` only inside a vote's judge; `output` only
+ * where a node's result exists. `steps.X` must
  * name a step that has certainly finished, exactly once, when the template is
  * evaluated: an earlier step of a chain enclosing the template (plus a few
  * orderings the engine guarantees, such as a route's `on` before its cases).
@@ -114,7 +115,7 @@ static void explain(dsl_cc *cc, const cc_tpl_use *u, const dsl_node *s, const ch
         } else {
             const dsl_node *multi = NULL;
             for (const dsl_node *x = s->parent; x; x = x->parent) {
-                if (x->kind == DSL_MAP || x->kind == DSL_VOTE)
+                if (x->kind == DSL_MAP || x->kind == DSL_VOTE || x->kind == DSL_LOOP)
                     multi = x;
                 if (x == cs)
                     break;
@@ -122,8 +123,8 @@ static void explain(dsl_cc *cc, const cc_tpl_use *u, const dsl_node *s, const ch
             if (multi)
                 dsl_error(cc->d, line, col,
                           "step '%s' runs once per %s inside the %s at line %d; read that %s's output instead",
-                          id, multi->kind == DSL_MAP ? "item" : "sample", dsl_kind_name(multi->kind),
-                          multi->line, dsl_kind_name(multi->kind));
+                          id, multi->kind == DSL_MAP ? "item" : multi->kind == DSL_VOTE ? "sample" : "iteration",
+                          dsl_kind_name(multi->kind), multi->line, dsl_kind_name(multi->kind));
             else
                 dsl_error(cc->d, line, col,
                           "step '%s' is nested inside an earlier step; only the steps of an enclosing "
@@ -137,6 +138,14 @@ static void explain(dsl_cc *cc, const cc_tpl_use *u, const dsl_node *s, const ch
         dsl_error(cc->d, line, col, "step '%s' is in another case of this route; only one case runs", id);
     } else if (lca->kind == DSL_VOTE) {
         dsl_error(cc->d, line, col, "step '%s' runs once per sample inside this vote", id);
+    } else if (lca->kind == DSL_LOOP && cs == lca->u.loop.body && cn == lca->u.loop.until_node) {
+        dsl_error(cc->d, line, col,
+                  "step '%s' is inside this loop's do, whose steps are not visible from its until; "
+                  "the until node gets the iteration's output as 'prev'", id);
+    } else if (lca->kind == DSL_LOOP && cs == lca->u.loop.until_node && cn == lca->u.loop.body) {
+        dsl_error(cc->d, line, col,
+                  "step '%s' is inside this loop's until, which runs after the do; the next "
+                  "iteration sees this one's output as 'loop.previous'", id);
     } else {
         dsl_error(cc->d, line, col, "step '%s' is not visible here", id);
     }
@@ -181,11 +190,15 @@ static void check_steps(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
         return;
     }
     e->step = s;
+    /* a call with tools also records its conversation */
+    bool agent = s->kind == DSL_CALL && s->u.call.ntools > 0;
     if (e->nsegs < 2 || e->segs[1].kind != DSL_SEG_FIELD ||
         (strcmp(e->segs[1].name, "output") && strcmp(e->segs[1].name, "error") &&
-         strcmp(e->segs[1].name, "attempts"))) {
+         strcmp(e->segs[1].name, "attempts") &&
+         (!agent || strcmp(e->segs[1].name, "transcript")))) {
         seg_pos(cc, u, &e->segs[e->nsegs >= 2 ? 1 : 0], &line, &col);
-        dsl_error(cc->d, line, col, "after 'steps.%s' write .output, .error or .attempts", id);
+        dsl_error(cc->d, line, col, "after 'steps.%s' write .output, .error%s or .attempts", id,
+                  agent ? ", .transcript" : "");
         return;
     }
     if (!visible(cc, u->node, s, u->site)) {
@@ -242,7 +255,25 @@ static void check_var(dsl_cc *cc, const cc_tpl_use *u, const dsl_expr *e)
     cc_error_suggest(cc, line, col, f, strlen(f), names, nn, "unknown var '%.64s'", f);
 }
 
-/* The kind of a name bound by an enclosing map, fallback or judge, or 0. */
+/* `loop.iteration` and `loop.previous` are all a loop binds. */
+static void check_loop_field(dsl_cc *cc, const cc_tpl_use *u, const dsl_expr *e)
+{
+    static const char *const fields[] = { "iteration", "previous", NULL };
+    if (e->nsegs == 0)
+        return;
+    const char *f = e->segs[0].kind == DSL_SEG_FIELD ? e->segs[0].name : NULL;
+    if (f && (strcmp(f, "iteration") == 0 || strcmp(f, "previous") == 0))
+        return;
+    int line, col;
+    seg_pos(cc, u, &e->segs[0], &line, &col);
+    if (!f)
+        dsl_error(cc->d, line, col, "write loop.iteration or loop.previous");
+    else
+        cc_error_suggest(cc, line, col, f, strlen(f), fields, (size_t)-1,
+                         "'loop' has no '%.64s', only iteration and previous", f);
+}
+
+/* The kind of a name bound by an enclosing map, loop, fallback or judge, or 0. */
 static int scoped_root(const dsl_node *n, const char *name)
 {
     for (const dsl_node *c = n; c && c->parent; c = c->parent) {
@@ -253,6 +284,9 @@ static int scoped_root(const dsl_node *n, const char *name)
             if (p->u.map.index_as && strcmp(p->u.map.index_as, name) == 0)
                 return DSL_ROOT_INDEX;
         }
+        if (p->kind == DSL_LOOP && (p->u.loop.body == c || p->u.loop.until_node == c) &&
+            strcmp(name, "loop") == 0)
+            return DSL_ROOT_LOOP;
         if (p->fallback == c && strcmp(name, "error") == 0)
             return DSL_ROOT_ERROR;
         if (p->kind == DSL_VOTE && p->u.vote.judge == c && strcmp(name, "candidates") == 0)
@@ -271,8 +305,10 @@ static size_t names_in_scope(const cc_tpl_use *u, const char **out, size_t max)
     out[k++] = "vars";
     out[k++] = "steps";
     out[k++] = "prev";
-    if (u->site == CC_SITE_OUTPUT || u->site == CC_SITE_VOTE_KEY)
+    if (u->site == CC_SITE_OUTPUT || u->site == CC_SITE_VOTE_KEY || u->site == CC_SITE_UNTIL)
         out[k++] = "output";
+    if (u->site == CC_SITE_UNTIL)
+        out[k++] = "loop";
     for (const dsl_node *c = u->node; c && c->parent && k + 3 < max; c = c->parent) {
         const dsl_node *p = c->parent;
         if (p->kind == DSL_MAP && p->u.map.body == c) {
@@ -280,6 +316,8 @@ static size_t names_in_scope(const cc_tpl_use *u, const char **out, size_t max)
             if (p->u.map.index_as)
                 out[k++] = p->u.map.index_as;
         }
+        if (p->kind == DSL_LOOP && (p->u.loop.body == c || p->u.loop.until_node == c))
+            out[k++] = "loop";
         if (p->fallback == c)
             out[k++] = "error";
         if (p->kind == DSL_VOTE && p->u.vote.judge == c)
@@ -341,15 +379,24 @@ static void check_expr(dsl_cc *cc, const cc_tpl_use *u, dsl_expr *e)
         return;
     }
     if (strcmp(r, "output") == 0) {
-        if (u->site == CC_SITE_OUTPUT || u->site == CC_SITE_VOTE_KEY)
+        if (u->site == CC_SITE_OUTPUT || u->site == CC_SITE_VOTE_KEY || u->site == CC_SITE_UNTIL)
             e->root_kind = DSL_ROOT_OUTPUT;
         else
-            root_error(cc, u, e, "'output' is only defined in a node's 'output:' and in a vote's 'key'");
+            root_error(cc, u, e, "'output' is only defined in a node's 'output:', a vote's 'key' "
+                       "and a loop's 'until'");
         return;
     }
-    int k = scoped_root(u->node, r);
+    /* a loop's own `until` names that loop, not an enclosing one */
+    int k = u->site == CC_SITE_UNTIL && strcmp(r, "loop") == 0 ? DSL_ROOT_LOOP
+                                                                : scoped_root(u->node, r);
     if (k) {
         e->root_kind = k;
+        if (k == DSL_ROOT_LOOP)
+            check_loop_field(cc, u, e);
+        return;
+    }
+    if (strcmp(r, "loop") == 0) {
+        root_error(cc, u, e, "'loop' is only defined inside a loop's 'do' and 'until'");
         return;
     }
     if (strcmp(r, "error") == 0) {

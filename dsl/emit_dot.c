@@ -133,6 +133,10 @@ static void leaf_label(sbuf *out, const dsl_node *n)
         sbuf_adds(out, "\\n");
         put_escaped(out, tvalue_text(n->u.fail.message), SNIPPET_CHARS);
         break;
+    case DSL_WAIT:
+        sbuf_adds(out, "\\n");
+        put_escaped(out, tpl_src(n->u.wait.signal), SNIPPET_CHARS);
+        break;
     default:
         break;
     }
@@ -265,6 +269,48 @@ static dot_ends emit_gate(sbuf *out, const dsl_node *n)
     return e;
 }
 
+/* A loop: its body, then its until node, inside a cluster, with an edge
+ * back to the body for the next iteration. */
+static dot_ends emit_loop(sbuf *out, const dsl_node *n)
+{
+    const dsl_loop *l = &n->u.loop;
+    cluster_begin(out, n);
+    put_head(out, n, "loop");
+    sbuf_addf(out, " \xE2\x89\xA4%d", l->max_iterations); /* U+2264 LESS-THAN OR EQUAL TO */
+    if (l->until_tpl) {
+        sbuf_adds(out, " until ");
+        put_escaped(out, tpl_src(l->until_tpl), SNIPPET_CHARS);
+    }
+    if (l->collect)
+        sbuf_adds(out, " (collect)");
+    if (l->on_exhausted == DSL_EXHAUSTED_LAST)
+        sbuf_adds(out, " (else last)");
+    sbuf_adds(out, "\"\n");
+    dot_ends e;
+    set_ends(&e, 'i', 'o', n->index);
+    point(out, e.entry);
+    point(out, e.exit);
+    char last[24], first[24];
+    memcpy(last, e.entry, sizeof last);
+    first[0] = 0;
+    if (l->body) {
+        dot_ends b = emit_node(out, l->body);
+        edge(out, e.entry, b.entry, NULL, NULL);
+        memcpy(first, b.entry, sizeof first);
+        memcpy(last, b.exit, sizeof last);
+    }
+    if (l->until_node) {
+        dot_ends u = emit_node(out, l->until_node);
+        edge(out, last, u.entry, "until", NULL);
+        memcpy(last, u.exit, sizeof last);
+    }
+    edge(out, last, e.exit, NULL, NULL);
+    if (first[0])
+        edge(out, last, first, "again", "style=dashed, constraint=false");
+    sbuf_adds(out, "  }\n");
+    return e;
+}
+
 /* The shape of N itself, without its fallback. */
 static dot_ends emit_body(sbuf *out, const dsl_node *n)
 {
@@ -275,9 +321,11 @@ static dot_ends emit_body(sbuf *out, const dsl_node *n)
     case DSL_LAMBDA:
     case DSL_USE:
     case DSL_FAIL:
+    case DSL_WAIT:
         set_ends(&e, 'n', 'n', n->index);
         sbuf_addf(out, "  \"%s\" [shape=box%s, label=\"", e.entry,
-                n->kind == DSL_USE ? ", peripheries=2"
+                n->kind == DSL_WAIT ? ", style=dashed"
+                : n->kind == DSL_USE ? ", peripheries=2"
                 : n->kind == DSL_FAIL ? ", color=red, fontcolor=red"
                 : n->kind == DSL_LAMBDA ? ", style=rounded" : "");
         leaf_label(out, n);
@@ -363,6 +411,8 @@ static dot_ends emit_body(sbuf *out, const dsl_node *n)
         sbuf_adds(out, "  }\n");
         return e;
     }
+    case DSL_LOOP:
+        return emit_loop(out, n);
     case DSL_KIND_COUNT:
         break;
     }

@@ -197,6 +197,8 @@ static int put_kind(json_t *o, const dsl_node *n)
         /* shown only when asked for, like `cache` */
         if (c->prompt_cache && put(o, "prompt_cache", json_true()) < 0)
             return -1;
+        if (c->schema && put(o, "schema", json_incref(dsl_schema_doc(c->schema))) < 0)
+            return -1;
         return put(o, "params", params_json(c->params)) < 0 ||
                put(o, "json", json_boolean(c->json)) < 0 ||
                put(o, "input", tvalue_json(c->input)) < 0 ? -1 : 0;
@@ -271,6 +273,22 @@ static int put_kind(json_t *o, const dsl_node *n)
     case DSL_FAIL:
         return put(o, "message", tvalue_json(n->u.fail.message)) < 0 ||
                put(o, "code", str_or_null(n->u.fail.code)) < 0 ? -1 : 0;
+    case DSL_LOOP: {
+        const dsl_loop *l = &n->u.loop;
+        json_t *until = l->until_node ? node_json(l->until_node) : template_json(l->until_tpl);
+        return put(o, "max_iterations", json_integer(l->max_iterations)) < 0 ||
+               put(o, "until", until) < 0 ||
+               put(o, "collect", json_boolean(l->collect)) < 0 ||
+               put(o, "on_exhausted",
+                   json_string(l->on_exhausted == DSL_EXHAUSTED_LAST ? "last" : "fail")) < 0 ||
+               put(o, "do", node_or_null(l->body)) < 0 ? -1 : 0;
+    }
+    case DSL_WAIT: {
+        const dsl_wait *w = &n->u.wait;
+        return put(o, "signal", template_json(w->signal)) < 0 ||
+               put(o, "timeout_ms", json_integer((json_int_t)w->timeout_ms)) < 0 ||
+               put(o, "schema", w->schema ? json_incref(w->schema) : json_null()) < 0 ? -1 : 0;
+    }
     case DSL_KIND_COUNT:
         break;
     }

@@ -22,6 +22,8 @@ struct dsl_arena {
     size_t njsons, capjsons;
     dsl_template **tpls;
     size_t ntpls, captpls;
+    dsl_schema **schemas;
+    size_t nschemas, capschemas;
 };
 
 dsl_arena *dsl_arena_new(void)
@@ -103,10 +105,24 @@ int dsl_arena_own_template(dsl_arena *a, dsl_template *t)
     return 0;
 }
 
+int dsl_arena_own_schema(dsl_arena *a, dsl_schema *s)
+{
+    if (!s)
+        return -1;
+    if (push_ptr((void ***)&a->schemas, &a->nschemas, &a->capschemas, s) < 0) {
+        dsl_schema_free(s);
+        return -1;
+    }
+    return 0;
+}
+
 void dsl_arena_free(dsl_arena *a)
 {
     if (!a)
         return;
+    for (size_t i = 0; i < a->nschemas; i++)
+        dsl_schema_free(a->schemas[i]);
+    free(a->schemas);
     for (size_t i = 0; i < a->njsons; i++)
         json_decref(a->jsons[i]);
     for (size_t i = 0; i < a->ntpls; i++)
@@ -142,6 +158,7 @@ static const char *const kind_names[DSL_KIND_COUNT] = {
     [DSL_CHAIN] = "chain",   [DSL_PARALLEL] = "parallel", [DSL_ROUTE] = "route",
     [DSL_VOTE] = "vote",     [DSL_MAP] = "map",     [DSL_GATE] = "gate",
     [DSL_USE] = "use",       [DSL_FAIL] = "fail",
+    [DSL_LOOP] = "loop",     [DSL_WAIT] = "wait_for",
 };
 
 const char *dsl_kind_name(dsl_kind k)
@@ -163,6 +180,7 @@ static const char *const class_names[DSL_ERR_CLASS_COUNT] = {
     [DSL_ERR_CANCELLED] = "cancelled",
     [DSL_ERR_PLUGIN_CRASHED] = "plugin_crashed",
     [DSL_ERR_BUDGET_EXCEEDED] = "budget_exceeded",
+    [DSL_ERR_LOOP_EXHAUSTED] = "loop_exhausted",
 };
 
 const char *const *dsl_error_class_names(void)
@@ -247,6 +265,10 @@ size_t dsl_node_children(const dsl_node *n, const dsl_node **out, size_t max)
     case DSL_GATE:
         ADD(n->u.gate.check_node);
         ADD(n->u.gate.fail_node);
+        break;
+    case DSL_LOOP:
+        ADD(n->u.loop.body);
+        ADD(n->u.loop.until_node);
         break;
     default:
         break;

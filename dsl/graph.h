@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dsl/schema.h"
 #include "dsl/template.h"
 
 #define DSL_VERSION 1 /* the `loom:` value this compiler accepts */
@@ -36,6 +37,8 @@ typedef enum {
     DSL_GATE,
     DSL_USE,
     DSL_FAIL,
+    DSL_LOOP,
+    DSL_WAIT,                    /* `wait_for`: parks the job until a signal or its deadline */
     DSL_KIND_COUNT
 } dsl_kind;
 
@@ -50,7 +53,8 @@ enum dsl_root {
     DSL_ROOT_INDEX,      /* the enclosing map's item position, 0-based (named by `index_as`) */
     DSL_ROOT_ERROR,      /* inside a fallback: the error that triggered it */
     DSL_ROOT_CANDIDATES, /* inside a vote judge: the distinct answers */
-    DSL_ROOT_OUTPUT      /* inside `output:`: the node's own raw result */
+    DSL_ROOT_OUTPUT,     /* inside `output:`: the node's own raw result */
+    DSL_ROOT_LOOP        /* inside a loop's do and until: {iteration, previous} */
 };
 
 /* Error classes, shared with the engine; a retry's `on` is a mask of these. */
@@ -68,6 +72,7 @@ typedef enum {
     DSL_ERR_CANCELLED,
     DSL_ERR_PLUGIN_CRASHED,  /* an isolated plugin's helper died in the call */
     DSL_ERR_BUDGET_EXCEEDED, /* a call would pass a budget: never sent, never retried by default */
+    DSL_ERR_LOOP_EXHAUSTED,  /* a loop ran max_iterations without its `until` holding */
     DSL_ERR_CLASS_COUNT
 } dsl_error_class;
 
@@ -110,6 +115,26 @@ typedef struct dsl_message {
     dsl_tvalue *content;
 } dsl_message;
 
+/* One item of a call's `tools:` (docs/dsl.md, "Tools"). */
+typedef enum { DSL_TOOL_LAMBDA, DSL_TOOL_USE, DSL_TOOL_MCP } dsl_tool_kind;
+
+typedef struct dsl_tool {
+    dsl_tool_kind kind;
+    const char *target;          /* LAMBDA "plugin.fn", USE the workflow, MCP the server */
+    const char *name;            /* what the model calls it, or NULL: LAMBDA "plugin_fn",
+                                    USE the workflow's name, MCP each tool's own */
+    const char *description;     /* or NULL: the lambda's summary, the workflow's
+                                    description, the MCP tool's */
+    dsl_node *node;              /* the step one call of the tool runs: a lambda, a
+                                    `use`, or (MCP) a lambda node with no fn of its own */
+    int line, col;
+} dsl_tool;
+
+typedef enum { DSL_TOOL_ERROR_REPORT, DSL_TOOL_ERROR_FAIL } dsl_tool_error;
+
+#define DSL_MAX_TOOL_ROUNDS_DEFAULT 20
+#define DSL_MAX_TOOL_CONCURRENCY_DEFAULT 4
+
 typedef struct dsl_call {
     const char *provider;        /* resolved: node's, else defaults.provider, else "default" */
     const char *model;           /* NULL: the provider's default */
@@ -122,6 +147,17 @@ typedef struct dsl_call {
     bool prompt_cache;           /* mark the prompt's head cacheable (the call's key,
                                     else the workflow's) */
     dsl_tvalue *input;           /* override of the node's input, or NULL */
+    /* `tools:` (none: ntools 0). With tools the call is an agent: model turns
+     * (each run as TURN, a call node without tools, id, output or fallback)
+     * and the tool calls they ask for, until an answer calls none. */
+    dsl_tool *tools;
+    size_t ntools;
+    int max_tool_rounds;         /* tool calls allowed in all */
+    int max_tool_concurrency;    /* tool calls of one turn running at once */
+    int64_t max_tokens_total;    /* input + output tokens of every turn; 0: no bound */
+    dsl_tool_error on_tool_error;
+    dsl_node *turn;              /* with tools */
+    const dsl_schema *schema;    /* `schema:`: the answer is JSON that must fit it, or NULL */
 } dsl_call;
 
 typedef struct dsl_embed {
@@ -207,6 +243,29 @@ typedef struct dsl_fail {
     const char *code;            /* default "failed" */
 } dsl_fail;
 
+typedef enum { DSL_EXHAUSTED_FAIL, DSL_EXHAUSTED_LAST } dsl_on_exhausted;
+
+typedef struct dsl_loop {
+    dsl_node *body;              /* runs once per iteration over the loop's input */
+    dsl_template *until_tpl;     /* at most one of until_tpl and until_node; */
+    dsl_node *until_node;        /* neither: exactly max_iterations iterations */
+    int max_iterations;          /* 1..DSL_LOOP_MAX_ITERATIONS */
+    bool collect;                /* output every iteration's result, not the last */
+    dsl_on_exhausted on_exhausted;
+} dsl_loop;
+
+#define DSL_LOOP_MAX_ITERATIONS 10000
+
+/* `wait_for`: the job waits, holding nothing but its record, until the
+ * signal SIGNAL names is sent to it (its data is the node's output) or
+ * TIMEOUT_MS passes (a `timeout` error). */
+typedef struct dsl_wait {
+    dsl_template *signal;        /* the signal's name: a template (per map item...) */
+    uint64_t timeout_ms;         /* 0: none */
+    json_t *schema;              /* the JSON Schema document the data must fit (the
+                                    compiled schema's, which the graph owns), or NULL */
+} dsl_wait;
+
 struct dsl_node {
     dsl_kind kind;
     uint32_t index;              /* dense 0..graph->nnodes-1, in file (pre-)order */
@@ -235,6 +294,8 @@ struct dsl_node {
         dsl_gate gate;
         dsl_use use;
         dsl_fail fail;
+        dsl_loop loop;
+        dsl_wait wait;
     } u;
 };
 
@@ -304,7 +365,8 @@ void dsl_graph_unref(dsl_graph *g);
 const char *dsl_kind_name(dsl_kind k);
 
 /* The children of N in execution-relevant order (chain steps, branches, cases
- * then default, vote body then judge, map body, gate check/fail nodes, route
+ * then default, vote body then judge, map body, gate check/fail nodes, loop
+ * body then until node, route
  * `on` node), not including N's fallback. Writes up to MAX pointers to OUT and
  * returns how many there are in all. */
 size_t dsl_node_children(const dsl_node *n, const dsl_node **out, size_t max);

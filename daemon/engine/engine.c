@@ -33,6 +33,8 @@ static const act_ops *kind_ops(dsl_kind k)
     case DSL_GATE: return &engine_gate_ops;
     case DSL_USE: return &engine_use_ops;
     case DSL_FAIL: return &engine_fail_ops;
+    case DSL_LOOP: return &engine_loop_ops;
+    case DSL_WAIT: return &engine_wait_ops;
     case DSL_KIND_COUNT: break;
     }
     return &unknown_ops;
@@ -97,7 +99,9 @@ act_t *act_new(engine_job_t *job, act_t *parent, const dsl_node *node, json_t *i
     if (!a)
         return NULL;
     a->node = node;
-    a->ops = kind_ops(node->kind);
+    /* a call with tools is a composite: its turns and tool calls */
+    a->ops = node->kind == DSL_CALL && node->u.call.ntools ? &engine_agent_ops
+                                                           : kind_ops(node->kind);
     a->parent = parent;
     a->job = job;
     list_init(&a->kids);
@@ -207,8 +211,10 @@ void act_free(act_t *a)
     reactor_t *r = a->job->eng->r;
     if (a->timeout)
         reactor_timer_cancel(r, a->timeout);
-    if (a->retry_timer)
+    if (a->retry_timer) {
         reactor_timer_cancel(r, a->retry_timer);
+        a->job->nretry--;
+    }
     if (a->inq)
         list_del(&a->q);
     list_del(&a->sib);
@@ -250,6 +256,7 @@ static void retry_fired(reactor_t *r, reactor_timer_t *t, void *ud)
     act_t *a = ud;
     engine_job_t *job = a->job;
     a->retry_timer = NULL;
+    job->nretry--;
     a->attempt++;
     job->busy++;
     job_trace(job, a, ENGINE_TRACE_RETRY, NULL);
@@ -315,7 +322,7 @@ void act_attempt_done(act_t *a, json_t *res, eerr *err)
     act_cancel_kids(a);
     act_cancel_work(a);
     act_reset(a);
-    const dsl_retry *rt = a->node->retry;
+    const dsl_retry *rt = a->ops->own_retry ? NULL : a->node->retry;
     dsl_error_class cls = err->pub.cls;
     /* a replayed failure is final: the attempts it took are behind it */
     if (!a->replayed && cls != DSL_ERR_CANCELLED && rt && a->attempt < rt->max_attempts &&
@@ -324,6 +331,7 @@ void act_attempt_done(act_t *a, json_t *res, eerr *err)
         job_trace(a->job, a, ENGINE_TRACE_ERROR, err->pub.code);
         a->retry_timer = reactor_timer_add(a->job->eng->r, ms * REACTOR_MSEC, retry_fired, a);
         if (a->retry_timer) {
+            a->job->nretry++;
             eerr_free(err);
             return;
         }
@@ -419,6 +427,8 @@ bool job_pump(engine_job_t *job)
             list_del(&a->q);
             a->inq = Q_NONE;
             slot_grant(a);
+        } else if (!list_empty(&job->parkq) && job_parkable(job)) {
+            job_park(job); /* only waits are left: the run ends, the job waits */
         } else {
             break;
         }

@@ -97,6 +97,12 @@ static void x_complete(loom_call *call, json_t *output, const loom_usage *usage)
 {
     json_decref(output);
 }
+static void x_complete_tools(loom_call *call, json_t *output, json_t *tool_calls,
+                             const loom_usage *usage)
+{
+    json_decref(output);
+    json_decref(tool_calls);
+}
 static void x_fail(loom_call *call, loom_errcode code, const char *message) { }
 static void x_fail_after(loom_call *call, loom_errcode code, uint64_t ms, const char *message) { }
 static void *x_timer_add(loom_call *call, uint64_t delay_ms, void (*cb)(void *ud), void *ud)
@@ -111,6 +117,7 @@ static const loom_host_api ctx_api = {
     .complete = x_complete, .fail = x_fail, .timer_add = x_timer_add,
     .timer_cancel = x_timer_cancel, .fail_after = x_fail_after,
     .deadline_ms = h_deadline_ms, .cancelled = h_cancelled, .call_vlog = x_call_vlog,
+    .complete_tools = x_complete_tools,
 };
 
 void hctx_init(hctx *h, const plugins_t *plugins, const loom_plugin *plugin)
@@ -169,9 +176,19 @@ static void pcall_finish(pcall *pc, json_t *out, eerr *err)
                              : NULL;
         json_decref(out);
         out = parsed;
-        if (!parsed)
+        char why[512];
+        if (!parsed) {
             err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
                            "the answer is not JSON");
+        } else if (a->node->u.call.schema &&
+                   dsl_schema_validate(a->node->u.call.schema, parsed, why, sizeof why) < 0) {
+            /* checked here whatever the provider promised: a plugin without
+             * native structured outputs only asked for JSON */
+            json_decref(out);
+            out = NULL;
+            err = eerr_new(DSL_ERR_INVALID_OUTPUT, NULL, a->node->path, a->attempt,
+                           "the answer does not fit the schema: %s", why);
+        }
     } else if (!err && single) {
         json_t *v = json_is_array(out) ? json_incref(json_array_get(out, 0)) : NULL;
         json_decref(out);
@@ -328,13 +345,31 @@ static int build_request(act_t *a, loom_request *req, bool *single, char *msg, s
         }
         return req->inputs ? 0 : -1;
     }
+    if (a->role == ROLE_TURN) /* a model turn of a call with tools */
+        return agent_turn_request(a, req, msg, len);
     const dsl_call *c = &n->u.call;
     req->kind = LOOM_CALL_CHAT;
     req->model = c->model ? c->model : g->defaults.model;
     req->json_mode = c->json;
     req->prompt_cache = c->prompt_cache;
+    if (c->schema) {
+        /* borrowed from the graph, which the job holds; the name is the
+         * node's id when a provider accepts it as one ([A-Za-z0-9_-]{1,64}) */
+        req->schema = dsl_schema_doc(c->schema);
+        req->schema_name = n->id && strlen(n->id) <= 64 && !strchr(n->id, '.') ? n->id : "output";
+    }
     if (!(req->messages = json_array()))
         return -1;
+    if (call_messages(a, c, req->messages, msg, len) < 0)
+        return -1;
+    req->params = json_is_object(g->defaults.params) ? json_copy(g->defaults.params) : json_object();
+    if (!req->params || (c->params && json_object_update(req->params, c->params) < 0))
+        return -1;
+    return 0;
+}
+
+int call_messages(act_t *a, const dsl_call *c, json_t *out, char *msg, size_t len)
+{
     for (size_t i = 0; i < c->nmessages + 2; i++) {
         const char *role;
         const dsl_tvalue *tv;
@@ -360,14 +395,11 @@ static int build_request(act_t *a, loom_request *req, bool *single, char *msg, s
         if (!m)
             return -1;
         /* system goes first even though it is looked at after `messages` */
-        int rc = i == c->nmessages ? json_array_insert_new(req->messages, 0, m)
-                                   : json_array_append_new(req->messages, m);
+        int rc = i == c->nmessages ? json_array_insert_new(out, 0, m)
+                                   : json_array_append_new(out, m);
         if (rc < 0)
             return -1;
     }
-    req->params = json_is_object(g->defaults.params) ? json_copy(g->defaults.params) : json_object();
-    if (!req->params || (c->params && json_object_update(req->params, c->params) < 0))
-        return -1;
     return 0;
 }
 
@@ -414,6 +446,14 @@ static void upstream_done(upstream_call_t *uc, upstream_result *res, void *ud)
     double cost = budget_settle(pc, &res->usage, res->output != NULL);
     call_report(pc, res, cost);
     job_add_usage(pc->act->job, pc->inst->name, &res->usage, cost);
+    if (res->output && pc->act->role == ROLE_TURN) {
+        /* a model turn ends with its tool calls and usage, all recorded */
+        json_t *turn = agent_turn_result(res->output, res->tool_calls, &res->usage);
+        json_decref(res->output);
+        pcall_finish(pc, turn, turn ? NULL : eerr_new(DSL_ERR_UPSTREAM, NULL, pc->act->node->path,
+                                                      pc->act->attempt, "out of memory"));
+        return;
+    }
     if (res->output) {
         pcall_finish(pc, res->output, NULL);
         return;
@@ -452,6 +492,10 @@ void provider_start(act_t *a)
                          ? json_pack("{s:O, s:b}", "inputs", req.inputs, "single", single)
                          : json_pack("{s:O, s:O, s:b}", "messages", req.messages, "params",
                                      req.params, "json", req.json_mode);
+        if (rq && req.schema && json_object_set(rq, "schema", req.schema) < 0) {
+            json_decref(rq);
+            rq = NULL;
+        }
         key = leaf_cache_key(a, name, req.model, rq);
         json_decref(rq);
         if (leaf_cache_hit(a, key)) {

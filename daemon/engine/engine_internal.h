@@ -29,7 +29,7 @@
  * Files: engine.c (activations, the pump, slots, retry, timeouts),
  * engine_job.c (jobs and the engine object), engine_error.c, one file per
  * kind or family (engine_flow.c: chain, route, gate, fail; engine_parallel.c;
- * engine_map.c; engine_vote.c; engine_use.c; engine_leaf.c: call, embed,
+ * engine_map.c; engine_vote.c; engine_loop.c; engine_use.c; engine_leaf.c: call, embed,
  * lambda, with engine_lambda.c and engine_call.c doing the calls),
  * engine_eval.c (template roots, frames, scopes), engine_replay.c (step
  * keys, checkpoints, replay), engine_providers.c, engine_cache.c. */
@@ -78,7 +78,7 @@ typedef struct scope {
 enum { BIND_NONE, BIND_ITEM, BIND_ERROR, BIND_CANDIDATES };
 /* Why a parent started a kid: child_done tells its kids apart by it. */
 enum { ROLE_MAIN, ROLE_FALLBACK, ROLE_ON, ROLE_CASE, ROLE_CHECK, ROLE_FAILNODE,
-       ROLE_JUDGE };
+       ROLE_JUDGE, ROLE_UNTIL, ROLE_TURN, ROLE_TOOL };
 
 /* ---- per-kind state of an activation: the member of act.k named after
  * the node's kind. Zero when an attempt starts; what it holds is owned by
@@ -110,6 +110,20 @@ struct act_vote {
     size_t ndone;              /* samples counted */
 };
 
+struct act_loop {
+    int iteration;             /* the iteration running (or just ended), from 1 */
+    json_t *vars;              /* what `loop` names: {iteration, previous} */
+    json_t *last;              /* the output of the latest iteration that ended */
+    json_t *all;               /* collect: every iteration's output, in order */
+};
+
+/* A call with tools (engine_agent.c): its conversation, tools and the
+ * current turn's calls, private to that file. */
+struct agent;
+struct act_agent {
+    struct agent *ag;          /* made by the first attempt; NULL after a reset */
+};
+
 struct act_use {
     scope_t *scope;            /* the used workflow's input, vars and steps; set even
                                   half built, so reset frees it */
@@ -126,9 +140,11 @@ struct act_leaf {
     json_t *rrec;              /* the replay record waiting to be released */
     uint64_t rseq;             /* its order (the record's seq) */
     size_t rheap;              /* 1 + its place in the job's replay heap; 0: not there */
+    char *signal;              /* wait_for (engine_wait.c, which shares this struct):
+                                  the signal's name, once evaluated */
 };
 
-enum { LEAF_NONE, LEAF_LAMBDA, LEAF_PROVIDER, LEAF_ISOLATED };
+enum { LEAF_NONE, LEAF_LAMBDA, LEAF_PROVIDER, LEAF_ISOLATED, LEAF_MCP };
 
 /* What a kind does at each step of the lifecycle (above). Only start is
  * required. */
@@ -152,10 +168,14 @@ typedef struct act_ops {
     /* Arms its own timeout (a leaf: once it holds a slot, so waiting for one
      * does not count); otherwise act_start arms it over the whole node. */
     bool own_timeout;
+    /* Its node's retry applies to its parts, never to it (an agent's turns:
+     * a failed turn is retried alone, not the conversation before it). */
+    bool own_retry;
 } act_ops;
 
 extern const act_ops engine_chain_ops, engine_route_ops, engine_gate_ops, engine_fail_ops,
-    engine_parallel_ops, engine_map_ops, engine_vote_ops, engine_use_ops, engine_leaf_ops;
+    engine_parallel_ops, engine_map_ops, engine_vote_ops, engine_loop_ops, engine_use_ops,
+    engine_leaf_ops, engine_wait_ops, engine_agent_ops;
 
 struct act {
     const dsl_node *node;
@@ -195,12 +215,14 @@ struct act {
         struct act_parallel parallel;
         struct act_map map;
         struct act_vote vote;
+        struct act_loop loop;
         struct act_use use;
         struct act_leaf leaf;
+        struct act_agent agent;
     } k;                       /* per kind, by node->kind (above) */
 };
 
-enum { Q_NONE, Q_DONE, Q_WAIT };
+enum { Q_NONE, Q_DONE, Q_WAIT, Q_PARK }; /* Q_PARK: a pending wait_for, in parkq */
 
 /* The scope A made for the workflow it runs (a `use`), or NULL. */
 static inline scope_t *act_own_scope(const act_t *a)
@@ -248,6 +270,10 @@ struct engine_job {
     size_t nrheap, caprheap;
     uint64_t next_seq;         /* the seq of the next checkpoint */
     uint64_t rstarts;          /* tie-break of records without a seq: start order */
+    /* waits (engine_wait.c) */
+    list_link parkq;           /* wait_for activations waiting for their signal */
+    size_t nretry;             /* retry timers armed: work still to come */
+    json_t *waits;             /* owned: what the job parked on, once it parked */
 };
 
 typedef struct pinst pinst_t;
@@ -358,6 +384,10 @@ void job_finalize(engine_job_t *job);
  * root. New reference or NULL with MSG filled. */
 json_t *eval_tvalue(act_t *a, const dsl_tvalue *v, json_t *output, char *msg, size_t msglen);
 json_t *eval_template(act_t *a, const dsl_template *t, json_t *output, char *msg, size_t msglen);
+/* eval_template for a loop's `until` at the loop A itself: LOOP (borrowed)
+ * is what the `loop` root names there. */
+json_t *eval_template_loop(act_t *a, const dsl_template *t, json_t *output, json_t *loop,
+                           char *msg, size_t msglen);
 /* Records A's outcome as `steps.ID` in A's frame (only for nodes with an id). */
 int eval_record_step(act_t *a, json_t *out, const eerr *err);
 frame_t *frame_new(frame_t *parent);
@@ -417,6 +447,33 @@ uint64_t hctx_now_ms(void);
 /* The error a plugin reported in H for leaf A (DFLT when it gave no text). */
 eerr *hctx_error(const act_t *a, const hctx *h, dsl_error_class cls, const char *dflt);
 
+/* engine_call.c: renders call C's messages (system first, then `messages`
+ * or the prompt) for A into OUT (an array). -1 with why in MSG. */
+int call_messages(act_t *a, const dsl_call *c, json_t *out, char *msg, size_t len);
+
+/* ---- calls with tools (engine_agent.c, engine_mcp_tool.c) */
+/* The request of model turn TURN (a kid of its agent): the conversation
+ * so far and the tool definitions (borrowed from the agent). -1 with MSG. */
+int agent_turn_request(act_t *turn, loom_request *req, char *msg, size_t len);
+/* A turn's result as recorded: {content, tool_calls?, usage} from the
+ * answer OUTPUT (a string) and TOOL_CALLS (both borrowed). New, or NULL. */
+json_t *agent_turn_result(json_t *output, json_t *tool_calls, const loom_usage *u);
+/* The `args` of lambda tool call K (a kid of its agent): the model's
+ * arguments but `input`. New, or NULL. */
+json_t *agent_tool_args(const act_t *k);
+/* Whether K is an MCP tool call, and then its server, tool and arguments
+ * (all borrowed from the agent). */
+bool agent_tool_mcp(const act_t *k, const char **server, const char **tool, json_t **args);
+/* The conversation of agent A (new), or NULL when A is none or has none. */
+json_t *agent_transcript(const act_t *a);
+/* The JSON Schema of a lambda's arguments (with `input`), of a workflow's
+ * declared input. New, or NULL. */
+json_t *agent_lambda_schema(const loom_lambda *def);
+json_t *agent_workflow_schema(const dsl_graph *g);
+/* An MCP tool call of leaf A; its cancel. */
+void mcp_tool_start(act_t *a);
+void mcp_tool_cancel(act_t *a);
+
 /* ---- provider instances (engine_providers.c) */
 /* The provider instance called NAME, or NULL. */
 pinst_t *pinst_find(engine_t *e, const char *name);
@@ -436,6 +493,12 @@ trace_span *span_call_begin(act_t *a, const pinst_t *inst, const char *model,
 /* Ends *S (set to NULL) with report R, or as cancelled when R is NULL. */
 struct engine_call_report;
 void span_call_end(engine_job_t *job, trace_span **s, const struct engine_call_report *r);
+
+/* ---- waits (engine_wait.c) */
+/* Whether JOB has only pending waits left (nothing running, queued or
+ * about to retry): then job_park ends its run as parked. */
+bool job_parkable(const engine_job_t *job);
+void job_park(engine_job_t *job);
 
 /* ---- checkpoints and replay (engine_replay.c) */
 /* Sets up JOB's checkpoint callback and its copy of O's replay. -1 when out
