@@ -718,6 +718,30 @@ Test(replay, loop_resumes_at_the_iteration_it_was_in)
     dsl_graph_unref(g);
 }
 
+/* A crash may come after any checkpoint of a loop: from every proper
+ * prefix of the first run's records, the resumed run makes only the calls
+ * the prefix lacks and answers the same. Each iteration writes its call,
+ * its lambda and its until node's call, in that order. */
+Test(replay, loop_resumes_after_every_checkpoint)
+{
+    dsl_graph *g = et_compile(HDR "do: { loop: { max_iterations: 10,\n"
+                                  "  do: { chain: [ { call: 'rev {{ loop.iteration }} <- {{ loop.previous }}' },\n"
+                                  "    { lambda: { fn: t.echo, args: { i: '{{ loop.iteration }}' } }, output: '{{ output.input }}' } ] },\n"
+                                  "  until: { call: '{{ loop.iteration | eq(4) }}' } } }\n");
+    run_t first = { 0 };
+    check_full(g, NULL, &first);
+    cr_assert_eq(first.calls, 8);
+    cr_assert_eq(first.nck, 12);
+    for (int k = 1; k < first.nck; k++) {
+        json_t *sub = first_n(first.recs, (size_t)k);
+        int calls_kept = 2 * (k / 3) + (k % 3 > 0);
+        check_subset(g, NULL, &first, sub, first.calls - calls_kept);
+        json_decref(sub);
+    }
+    run_free(&first);
+    dsl_graph_unref(g);
+}
+
 /* A loop inside a map item: the key holds both instances (the item, then
  * the iteration), so items' iterations never share a record. */
 Test(replay, loop_inside_a_map)

@@ -412,6 +412,63 @@ Test(engine_tools, resume_calls_no_tool_twice)
     dsl_graph_unref(g);
 }
 
+/* A crash may come after any checkpoint: for every prefix of the first
+ * run's records (in the order they were written), a run resumed from it
+ * calls only the tools and pays only for the turns the prefix lacks, and
+ * answers the same. */
+Test(engine_tools, resume_at_every_step)
+{
+    add_mock("m", "{\"latency\": \"1ms\", \"tool_script\": ["
+                  " [{\"name\": \"t_slow\", \"arguments\": {\"input\": \"a\", \"ms\": 1}},"
+                  "  {\"name\": \"t_slow\", \"arguments\": {\"input\": \"b\", \"ms\": 1}}],"
+                  " [{\"name\": \"t_slow\", \"arguments\": {\"input\": \"c\", \"ms\": 1}}],"
+                  " \"{results}\"]}");
+    dsl_graph *g = et_compile(HDR "do: { call: { provider: m, prompt: go, tools: [ { lambda: t.slow } ] } }\n");
+    ck first = { json_object() };
+    et_result r1;
+    run_ck(g, NULL, &first, &r1);
+    cr_assert(r1.output, "failed: %s", dump(r1.error));
+    size_t n = json_object_size(first.recs);
+    cr_assert_eq(n, 6, "%s", dump(first.recs));
+    for (size_t k = 0; k <= n; k++) {
+        /* the records with seq < k: what a crash after the k-th write left */
+        json_t *kept = json_object();
+        size_t turns_kept = 0, calls_kept = 0;
+        const char *key;
+        json_t *rec;
+        json_object_foreach(first.recs, key, rec) {
+            json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
+            cr_assert(seq >= 0 && (size_t)seq < n, "seq %lld in %s", (long long)seq, key);
+            if ((size_t)seq >= k)
+                continue;
+            json_object_set(kept, key, rec);
+            const char *seg = strstr(key, "~t");
+            cr_assert(seg);
+            bool is_call = strchr(seg, '.') && strchr(seg, '.') < strchr(seg, ' ');
+            calls_kept += is_call;
+            turns_kept += !is_call;
+        }
+        cr_assert_eq(json_object_size(kept), k);
+        ET.lambda_calls = 0;
+        uint64_t before = stats_of("m").calls;
+        ck again = { json_object() };
+        et_result r2;
+        run_ck(g, kept, &again, &r2);
+        cr_assert(r2.output, "prefix %zu failed: %s", k, dump(r2.error));
+        cr_assert_str_eq(json_string_value(r2.output), "a\nb\nc", "prefix %zu", k);
+        cr_assert_eq(ET.lambda_calls, (int)(3 - calls_kept), "prefix %zu: %d tool runs", k,
+                     ET.lambda_calls);
+        cr_assert_eq(stats_of("m").calls - before, 3 - turns_kept, "prefix %zu", k);
+        cr_assert_eq(json_object_size(again.recs), n - k, "prefix %zu: %s", k, dump(again.recs));
+        et_result_free(&r2);
+        json_decref(again.recs);
+        json_decref(kept);
+    }
+    et_result_free(&r1);
+    json_decref(first.recs);
+    dsl_graph_unref(g);
+}
+
 /* ---- compile errors */
 
 static void expect_compile_error(const char *yaml, const char *needle)
