@@ -201,6 +201,11 @@ static int build_turn(dsl_cc *cc, dsl_node *n)
     t->u.call.model = c->model;
     t->u.call.params = c->params;
     t->u.call.prompt_cache = c->prompt_cache;
+    /* each turn asks for the schema natively (OpenAI's response_format
+     * beside the tools; Anthropic's answer tool among them, any tool
+     * required): a turn that calls tools is not checked, the final answer
+     * is (engine_agent.c) */
+    t->u.call.schema = c->schema;
     c->turn = t;
     return 0;
 }

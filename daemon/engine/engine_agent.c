@@ -508,9 +508,8 @@ static void answer(act_t *a, json_t *content)
         act_fail(a, DSL_ERR_INVALID_OUTPUT, NULL, "the answer is not JSON");
         return;
     }
-    /* the turns are not sent the schema (a forced answer tool would keep
-     * the model from calling the others), so the final answer is only
-     * checked here */
+    /* the turns ask for the schema, but only the final answer must fit it:
+     * checked here, whatever the provider promised */
     char why[512], msg[600];
     if (c->schema && dsl_schema_validate(c->schema, v, why, sizeof why) < 0) {
         json_decref(v);
