@@ -178,6 +178,30 @@ static json_t *params_json(const json_t *params)
     return params ? json_deep_copy(params) : json_object();
 }
 
+/* {items: [{lambda|use|mcp: TARGET, name, description}], max_tool_rounds,
+ * max_tool_concurrency, max_tokens_total, on_tool_error} of agent C, or
+ * NULL when out of memory. */
+static json_t *tools_json(const dsl_call *c)
+{
+    static const char *const kinds[] = { "lambda", "use", "mcp" };
+    json_t *items = json_array();
+    for (size_t i = 0; items && i < c->ntools; i++) {
+        const dsl_tool *t = &c->tools[i];
+        json_t *one = json_pack("{s:s, s:o, s:o}", kinds[t->kind], t->target, "name",
+                                str_or_null(t->name), "description", str_or_null(t->description));
+        if (!one || json_array_append_new(items, one) < 0) {
+            json_decref(items);
+            return NULL;
+        }
+    }
+    if (!items)
+        return NULL;
+    return json_pack("{s:o, s:i, s:i, s:I, s:s}", "items", items, "max_tool_rounds",
+                     c->max_tool_rounds, "max_tool_concurrency", c->max_tool_concurrency,
+                     "max_tokens_total", (json_int_t)c->max_tokens_total, "on_tool_error",
+                     c->on_tool_error == DSL_TOOL_ERROR_FAIL ? "fail" : "report");
+}
+
 /* Adds the keys of N's kind to O. Returns 0 or -1. */
 static int put_kind(json_t *o, const dsl_node *n)
 {
@@ -198,6 +222,8 @@ static int put_kind(json_t *o, const dsl_node *n)
         if (c->prompt_cache && put(o, "prompt_cache", json_true()) < 0)
             return -1;
         if (c->schema && put(o, "schema", json_incref(dsl_schema_doc(c->schema))) < 0)
+            return -1;
+        if (c->ntools && put(o, "tools", tools_json(c)) < 0)
             return -1;
         return put(o, "params", params_json(c->params)) < 0 ||
                put(o, "json", json_boolean(c->json)) < 0 ||

@@ -505,3 +505,26 @@ Test(engine_tools, compile_errors_name_the_place)
     expect_compile_error(HDR "do: { chain: [ { id: a, call: { prompt: go } }, { lambda: { fn: t.slow, input: '{{ steps.a.transcript }}' } } ] }\n",
                          "write .output, .error or .attempts");
 }
+
+/* `loomctl graph` shows an agent's tools and limits. */
+Test(engine_tools, the_graph_document_shows_the_tools)
+{
+    dsl_graph *g = et_compile(HDR "do: { call: { prompt: go, max_tool_rounds: 7, tools: [\n"
+                                  "  { lambda: t.slow, name: wait_a_bit }, { mcp: srv } ] } }\n");
+    json_t *doc = dsl_emit_json(g);
+    cr_assert(doc != NULL);
+    json_t *tools = json_object_get(json_object_get(doc, "root"), "tools");
+    json_t *items = json_object_get(tools, "items");
+    cr_assert_eq(json_array_size(items), 2);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(items, 0), "lambda")),
+                     "t.slow");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(items, 0), "name")),
+                     "wait_a_bit");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(items, 1), "mcp")), "srv");
+    cr_assert_eq(json_integer_value(json_object_get(tools, "max_tool_rounds")), 7);
+    cr_assert_eq(json_integer_value(json_object_get(tools, "max_tool_concurrency")),
+                 DSL_MAX_TOOL_CONCURRENCY_DEFAULT);
+    cr_assert_str_eq(json_string_value(json_object_get(tools, "on_tool_error")), "report");
+    json_decref(doc);
+    dsl_graph_unref(g);
+}
