@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "daemon/engine/engine_internal.h"
+#include "dsl/input_schema.h"
 
 /* One tool the model may call: which of the call's tool items runs it, and
  * (MCP) under which name its server knows it. */
@@ -143,44 +144,6 @@ fail:
     return NULL;
 }
 
-static const char *dsl_type_json(dsl_type t)
-{
-    switch (t) {
-    case DSL_TYPE_STRING: return "string";
-    case DSL_TYPE_NUMBER: return "number";
-    case DSL_TYPE_INTEGER: return "integer";
-    case DSL_TYPE_BOOLEAN: return "boolean";
-    case DSL_TYPE_OBJECT: return "object";
-    case DSL_TYPE_ARRAY: return "array";
-    case DSL_TYPE_ANY: break;
-    }
-    return NULL;
-}
-
-json_t *agent_workflow_schema(const dsl_graph *g)
-{
-    json_t *props = json_object(), *req = json_array();
-    json_t *s = json_pack("{s:s, s:o, s:o}", "type", "object", "properties", props, "required",
-                          req);
-    if (!s)
-        return NULL;
-    for (size_t i = 0; i < g->ninputs; i++) {
-        const dsl_input_field *f = &g->inputs[i];
-        json_t *p = json_object();
-        const char *t = dsl_type_json(f->type);
-        if (!p || json_object_set_new(props, f->name, p) < 0 ||
-            (t && json_object_set_new(p, "type", json_string(t)) < 0) ||
-            (f->description &&
-             json_object_set_new(p, "description", json_string(f->description)) < 0) ||
-            (f->required && !f->default_value &&
-             json_array_append_new(req, json_string(f->name)) < 0)) {
-            json_decref(s);
-            return NULL;
-        }
-    }
-    return s;
-}
-
 /* Adds tool NAME (copied) of ITEM to the agent and its definition with
  * DESCRIPTION and PARAMETERS (stolen). -1 with why in MSG. */
 static int add_tool(struct agent *ag, const dsl_tool *item, const char *name, const char *mcp_name,
@@ -281,7 +244,7 @@ static int resolve_tools(act_t *a, struct agent *ag, char *msg, size_t len)
             }
             if (add_tool(ag, item, item->name, NULL,
                          item->description ? item->description : g->description,
-                         agent_workflow_schema(g), msg, len) < 0)
+                         dsl_input_schema(g), msg, len) < 0)
                 return -1;
         } else if (mcp_tools(a, ag, item, msg, len) < 0) {
             return -1;

@@ -466,10 +466,9 @@ json_t *agent_tool_args(const act_t *k);
 bool agent_tool_mcp(const act_t *k, const char **server, const char **tool, json_t **args);
 /* The conversation of agent A (new), or NULL when A is none or has none. */
 json_t *agent_transcript(const act_t *a);
-/* The JSON Schema of a lambda's arguments (with `input`), of a workflow's
- * declared input. New, or NULL. */
+/* The JSON Schema of a lambda's arguments (with `input`): new, or NULL. A
+ * workflow's is dsl_input_schema's (dsl/input_schema.h). */
 json_t *agent_lambda_schema(const loom_lambda *def);
-json_t *agent_workflow_schema(const dsl_graph *g);
 /* An MCP tool call of leaf A; its cancel. */
 void mcp_tool_start(act_t *a);
 void mcp_tool_cancel(act_t *a);

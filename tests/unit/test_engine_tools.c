@@ -13,6 +13,7 @@
 #include "daemon/config_file.h"
 #include "daemon/providers.h"
 #include "dsl/dsl.h"
+#include "dsl/input_schema.h"
 #include "plugins/mock/mock.h"
 #include "daemon/engine/engine_internal.h"
 #include "tests/unit/engine_testlib.h"
@@ -207,7 +208,7 @@ Test(engine_tools, lambda_arguments_become_a_json_schema)
     dsl_graph *g = et_compile("loom: 1\nname: w\ndescription: adds\n"
                               "input: { n: integer, label: { type: string, default: x } }\n"
                               "do: { lambda: t.noop }\n");
-    s = agent_workflow_schema(g);
+    s = dsl_input_schema(g);
     p = json_object_get(s, "properties");
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(p, "n"), "type")), "integer");
     req = dump(json_object_get(s, "required"));
