@@ -89,15 +89,25 @@ else
 fi
 
 # 7: server-everything over Streamable HTTP (sessions, SSE answers), on a
-# port below the ephemeral range (another is tried if that one is taken)
-port= 
+# port below Linux's ephemeral range (32768-60999, where the other tests'
+# servers on port 0 land) that nobody listens on; another is tried if that
+# one is taken all the same. The server says it listens before it has
+# bound the port (a taken port then fails a moment later), so it counts as
+# up only once the port answers while the server still runs.
+port=
 for try in 1 2 3 4 5; do
-    p=$((30000 + ($$ * 7 + try * 997) % 10000))
+    p=$((20000 + ($$ * 7 + try * 997) % 10000))
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        continue # someone listens there already
+    fi
     PORT=$p node "$everything" streamableHttp >"$scratch/http.log" 2>&1 &
     http_pid=$!
     deadline=$(($(now) + 60))
     while [ "$(now)" -le "$deadline" ] && kill -0 "$http_pid" 2>/dev/null; do
-        if grep -q "listening on port $p" "$scratch/http.log"; then
+        if grep -q "listening on port $p" "$scratch/http.log" &&
+            ! grep -q "Failed to start" "$scratch/http.log" &&
+            (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
+            kill -0 "$http_pid" 2>/dev/null; then
             port=$p
             break
         fi
