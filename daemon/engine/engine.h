@@ -313,6 +313,73 @@ typedef struct engine_mcp_ops {
  * invalid_request). Before the first job. */
 void engine_set_mcp(engine_t *e, const engine_mcp_ops *ops, void *ud);
 
+/* ---- provider Batch APIs (`mode: batch`)
+ *
+ * The engine decides which calls go to a batch and what their answers
+ * mean; loomd (daemon/batch/) collects the lines of every job per
+ * provider, model and completion window, submits them, polls, keeps each
+ * line's result on disk, and wakes the job. A call in batch mode submits a
+ * line under its step key and parks like a wait (engine_job_waits lists it
+ * as {key, node, batch, seq}, with no signal); when its line is DONE, the
+ * call decodes the result with upstream_batch_result and ends as if its
+ * answer had come directly (the same output checks, usage at the batch
+ * price, typed errors and retry policy: a failed line is retried in a
+ * later batch, or directly with `fallback_direct`). All hooks run on the
+ * reactor thread. */
+
+typedef enum engine_batch_state {
+    ENGINE_BATCH_NONE = 0,         /* no line for the step */
+    ENGINE_BATCH_PENDING,          /* collecting, or in a batch that has not ended */
+    ENGINE_BATCH_DONE              /* its batch ended: RESULT, or CODE */
+} engine_batch_state;
+
+typedef struct engine_batch_line {
+    engine_batch_state state;
+    int attempt;                   /* the attempt the line is (1-based) */
+    char batch[64];                /* PENDING, DONE: the batch's name ("" while collecting) */
+    /* DONE: the line's result, the JSON object the provider gave (a new
+     * reference the caller takes; for upstream_batch_result), or NULL when
+     * the line has none (its batch expired, was cancelled or failed) ... */
+    json_t *result;
+    loom_errcode code;             /* ... and then why: LOOM_E_UPSTREAM, or the
+                                    * class of the batch's own failure */
+    char message[256];
+} engine_batch_line;
+
+typedef struct engine_batch_submit {
+    const char *job;               /* the job's id */
+    const char *key;               /* the call's step key */
+    const char *node;              /* its node path */
+    int attempt;                   /* 1-based */
+    const char *provider;          /* the provider instance's name */
+    upstream_t *up;                /* its upstream (upstream_has_batch_api) */
+    const loom_request *req;       /* the call (borrowed for the hook) */
+    uint64_t window_ms;            /* the node's batch_window; 0: the provider's */
+    uint64_t deadline_ms;          /* the node's deadline; 0: the provider's */
+} engine_batch_submit;
+
+typedef struct engine_batch_ops {
+    /* The line of JOB's step KEY into OUT (zeroed by the caller). 0, or -1
+     * with a message in ERR (the store could not be read). */
+    int (*lookup)(void *ud, const char *job, const char *key, engine_batch_line *out,
+                  char *err, size_t errlen);
+    /* Queues S's line, replacing a DONE line of an earlier attempt of the
+     * same step. 0: the line is PENDING from now on (it is on disk before
+     * anything of it is sent); -1 with *CODE and ERR: the call fails with
+     * them. */
+    int (*submit)(void *ud, const engine_batch_submit *s, loom_errcode *code, char *err,
+                  size_t errlen);
+} engine_batch_ops;
+
+/* The batch manager (OPS borrowed and must outlive E; NULL: none, the
+ * default: calls in batch mode run directly). Before the first job. */
+void engine_set_batch(engine_t *e, const engine_batch_ops *ops, void *ud);
+
+/* Lines of JOB, which is running (a parked job is woken by the daemon
+ * instead), are DONE: its calls parked on batch lines look them up again
+ * on a later reactor pass. */
+void engine_job_batch_ready(engine_job_t *job);
+
 /* Lambdas of the plugins ISO isolates (borrowed; NULL: none, the default)
  * run in its helper processes instead of the worker pool
  * (engine_isolate.c). Before the first job. */

@@ -57,14 +57,19 @@ extern const loom_plugin *loom_builtin_anthropic_entry(void);
  * minor), and the static assertions below keep the tables in step with
  * LOOM_ABI_MINOR. */
 static const size_t plugin_ends[] = { offsetof(loom_plugin, reload), sizeof(loom_plugin),
-                                      sizeof(loom_plugin), sizeof(loom_plugin) };
+                                      sizeof(loom_plugin), sizeof(loom_plugin),
+                                      sizeof(loom_plugin) };
 static const size_t lambda_ends[] = { offsetof(loom_lambda, doc), sizeof(loom_lambda),
-                                      sizeof(loom_lambda), sizeof(loom_lambda) };
+                                      sizeof(loom_lambda), sizeof(loom_lambda),
+                                      sizeof(loom_lambda) };
 static const size_t provider_ends[] = { offsetof(loom_provider, doc),
-                                        offsetof(loom_provider, stream), sizeof(loom_provider),
+                                        offsetof(loom_provider, stream),
+                                        offsetof(loom_provider, batch_line),
+                                        offsetof(loom_provider, batch_line),
                                         sizeof(loom_provider) };
 static const size_t option_ends[] = { sizeof(loom_option), sizeof(loom_option),
-                                      sizeof(loom_option), sizeof(loom_option) };
+                                      sizeof(loom_option), sizeof(loom_option),
+                                      sizeof(loom_option) };
 _Static_assert(sizeof plugin_ends / sizeof plugin_ends[0] == LOOM_ABI_MINOR + 1, "plugin_ends");
 _Static_assert(sizeof lambda_ends / sizeof lambda_ends[0] == LOOM_ABI_MINOR + 1, "lambda_ends");
 _Static_assert(sizeof provider_ends / sizeof provider_ends[0] == LOOM_ABI_MINOR + 1,

@@ -45,6 +45,22 @@
 typedef struct upstream upstream_t;
 typedef struct upstream_call upstream_call_t;
 
+/* A provider entry's `batch_api:` settings (docs/operations.md). Zeros
+ * are the defaults, given in brackets. */
+typedef struct upstream_batch_api {
+    bool off;                     /* `batch_api: false`: calls in batch mode go direct */
+    uint64_t window_ms;           /* collect lines this long before a batch is sent [60 s] */
+    uint64_t deadline_ms;         /* the completion window asked for [24 h] */
+    /* maps over at least this many items run their calls in batch mode
+     * unless they say `mode: direct` (0: never by default) */
+    int64_t maps_over;
+    int fallback_direct;          /* failed lines retry directly: 1 yes, 0 [no] */
+    uint64_t poll_min_ms;         /* the first poll after a submit [5 s] ... */
+    uint64_t poll_max_ms;         /* ... doubling up to this [5 min] */
+    int64_t max_lines;            /* lines per batch [the plugin's batch_max_lines] */
+    int64_t max_bytes;            /* JSONL bytes per batch [the plugin's batch_max_bytes] */
+} upstream_batch_api;
+
 typedef struct upstream_options {
     http_call_opts timeouts;       /* per HTTP request (HTTP providers only) */
     /* Embedding inputs per request: 0 = the provider's max_batch (no
@@ -54,6 +70,9 @@ typedef struct upstream_options {
     int64_t batch_max_tokens;     /* estimated tokens per batch (0: 300,000) */
     uint64_t batch_window_ms;     /* how long a batch waits to fill (0: 5 ms) */
     int max_rate_limit_waits;     /* 429s one call sits out before failing (0: 10) */
+    /* The provider's Batch API (`batch_api:` of its entry; read by the
+     * engine and daemon/batch/, not used here). */
+    upstream_batch_api batch_api;
 } upstream_options;
 
 /* The outcome of one call, borrowed for the callback's duration except
@@ -262,6 +281,45 @@ const char *upstream_name(const upstream_t *u);
  * anthropic-ratelimit-*) applied to RL through rl_sync. NOW_UNIX is the
  * wall clock, for Anthropic's RFC 3339 reset times. Exposed for tests. */
 void upstream_sync_headers(rl_t *rl, const loom_header *h, size_t n, int64_t now_unix);
+
+/* ---- provider Batch APIs (upstream_batchapi.c)
+ *
+ * The plugin's batch hooks (loom_provider, ABI 2.4) called with a host
+ * context, for daemon/batch/ (which sends the requests) and the engine
+ * (which decodes a line's result as its call's answer). Reactor thread. */
+
+/* Whether U's plugin has a Batch API and its entry did not turn it off. */
+bool upstream_has_batch_api(const upstream_t *u);
+/* U's `batch_api:` settings with the defaults filled in (limits capped by
+ * the plugin's). Borrowed, valid while U lives. */
+const upstream_batch_api *upstream_batch_settings(const upstream_t *u);
+/* The HTTP client and per-request timeouts U sends through (NULL for a
+ * transport provider), for the batch steps' requests. */
+http_client_t *upstream_http_client(const upstream_t *u);
+const http_call_opts *upstream_http_opts(const upstream_t *u);
+
+/* batch_line: REQ (borrowed) as a JSONL line under CUSTOM_ID. 0 with *LINE
+ * (malloc'd, the caller frees; no newline) and *LEN, or -1 with *CODE and
+ * a message in ERR. */
+int upstream_batch_line(upstream_t *u, const loom_request *req, const char *custom_id,
+                        char **line, size_t *len, loom_errcode *code, char *err, size_t errlen);
+/* batch_encode: 0 with OUT filled (free with http_request_free), 1 when the
+ * API has no such step, -1 with *CODE and ERR. */
+int upstream_batch_encode(upstream_t *u, const loom_batch_op *op, loom_http_request *out,
+                          loom_errcode *code, char *err, size_t errlen);
+/* batch_decode of RESP (a finished HTTP call) to OP: 0 with OUT, or -1
+ * with RES's code, message (valid until the next call on U) and
+ * Retry-After filled in; a transfer failure (no response) is classed as a
+ * direct call's is (timeouts: timeout; connection: upstream; TLS: tls). */
+int upstream_batch_decode(upstream_t *u, const loom_batch_op *op, const http_response *resp,
+                          loom_batch_info *out, upstream_result *res);
+/* batch_result: one result line of call REQ into RES as a direct call's
+ * answer would be (output and tool_calls new references the caller takes;
+ * usage; finish reason; or code and message, valid until the next call on
+ * U). 0 for an answer, -1 for a failure (RES->code set). Counted in U's
+ * stats as a call that succeeded or failed. */
+int upstream_batch_result(upstream_t *u, const loom_request *req, const char *line, size_t len,
+                          upstream_result *res);
 
 /* Parses an RFC 3339 time ("2026-11-23T07:50:00Z", fractions and offsets
  * allowed) into milliseconds since the epoch. 0 or -EINVAL. */

@@ -82,6 +82,9 @@
  *        .schema / .schema_name, tool turns in loom_request.messages
  *        (below), loom_result.tool_calls; host API complete_tools (an
  *        invoke provider's answer with tool calls).
+ *   2.4  provider Batch APIs: loom_provider.batch_line, .batch_encode,
+ *        .batch_decode, .batch_result, .batch_max_lines, .batch_max_bytes
+ *        (loom_batch_op, loom_batch_info); the error code LOOM_E_TLS.
  */
 #ifndef LOOM_PLUGIN_H
 #define LOOM_PLUGIN_H
@@ -96,7 +99,7 @@ extern "C" {
 #endif
 
 #define LOOM_ABI_MAJOR 2
-#define LOOM_ABI_MINOR 3
+#define LOOM_ABI_MINOR 4
 
 /* The symbol the loader looks up in every shared object. */
 #define LOOM_PLUGIN_ENTRY loom_plugin_entry
@@ -113,7 +116,12 @@ typedef enum loom_errcode {
     LOOM_E_QUOTA,            /* "quota": never retried; disables the provider until reload */
     LOOM_E_INVALID_REQUEST,  /* "invalid_request": 4xx other than 429; never retried */
     LOOM_E_CONFIG,           /* "config": a plugin's configuration is wrong (at init) */
-    LOOM_E_NOMEM             /* "out_of_memory" */
+    LOOM_E_NOMEM,            /* "out_of_memory" */
+    /* ---- 2.4 */
+    LOOM_E_TLS               /* "tls": the server's certificate was refused (unknown
+                              * CA, wrong host name, expired) or the handshake
+                              * failed; never retried: only a fix of the CA or the
+                              * URL helps */
 } loom_errcode;
 
 /* The host's side of one call, one init or one reload: where errors and
@@ -448,6 +456,65 @@ typedef struct loom_stream_delta {
     char finish_reason[LOOM_FINISH_REASON_MAX];
 } loom_stream_delta;
 
+/* ---- provider Batch APIs (2.4)
+ *
+ * A provider that sells calls at a lower price answered later (OpenAI's
+ * files + batches, Anthropic's Message Batches) declares the batch hooks
+ * of loom_provider. The host collects calls in batch mode, has the plugin
+ * write each as a JSONL line (batch_line), and walks every batch through
+ * these steps, each an HTTP request the plugin encodes and whose answer it
+ * decodes; the plugin still does no I/O and keeps no state between them. */
+typedef enum loom_batch_step {
+    LOOM_BATCH_UPLOAD,           /* send LINES where CREATE finds them (OpenAI: a file) */
+    LOOM_BATCH_FIND_UPLOAD,      /* an upload named NAME, made before a crash ("" if none) */
+    LOOM_BATCH_CREATE,           /* start the batch (from FILE_ID, or LINES inline) */
+    LOOM_BATCH_FIND,             /* a batch named NAME, made before a crash ("" if none) */
+    LOOM_BATCH_RETRIEVE,         /* the batch's state and counts */
+    LOOM_BATCH_RESULTS,          /* the JSONL of its results, from URL */
+    LOOM_BATCH_CANCEL            /* ask the provider to stop it */
+} loom_batch_step;
+
+typedef struct loom_batch_op {
+    loom_batch_step step;
+    loom_call_kind kind;         /* the kind of every line */
+    const char *model;           /* the model of every line */
+    /* The host's name for the batch ("loom-" and 26 characters): an upload's
+     * file name (NAME.jsonl) and a batch's metadata, so FIND_UPLOAD and FIND
+     * can recognise what a crash left behind. */
+    const char *name;
+    const char *lines;           /* UPLOAD, and CREATE of an API without
+                                  * UPLOAD: the JSONL, one line per call, each
+                                  * ending in a newline */
+    size_t lines_len;
+    const char *file_id;         /* CREATE: the id UPLOAD gave; else NULL */
+    const char *batch_id;        /* RETRIEVE, CANCEL: the provider's id */
+    const char *url;             /* RESULTS: loom_batch_info.results or .errors */
+    uint64_t deadline_ms;        /* CREATE: the completion window asked for (an
+                                  * API with a fixed window ignores it) */
+} loom_batch_op;
+
+typedef enum loom_batch_state {
+    LOOM_BATCH_RUNNING = 0,      /* validating, in progress, finalizing, cancelling */
+    LOOM_BATCH_ENDED,            /* completed: every line has a result or an error line */
+    LOOM_BATCH_EXPIRED,          /* the window passed: lines without a result expired */
+    LOOM_BATCH_CANCELLED,        /* cancelled: lines without a result were cancelled */
+    LOOM_BATCH_FAILED            /* refused as a whole (validation): no line ran */
+} loom_batch_state;
+
+/* What batch_decode makes of an answer. Fixed-size strings, so nothing
+ * crosses the boundary to be freed. */
+typedef struct loom_batch_info {
+    char id[128];                /* UPLOAD, FIND_UPLOAD: the file's id; CREATE,
+                                  * FIND, RETRIEVE: the batch's; "" when FIND*
+                                  * found nothing */
+    loom_batch_state state;      /* CREATE, FIND, RETRIEVE */
+    int64_t total, done, failed; /* lines, as the provider counts them; -1: not said */
+    char results[512];           /* once ended: where RESULTS reads the results
+                                  * (a file id or a URL), "" when none */
+    char errors[512];            /* the same for a separate file of error lines */
+    char message[256];           /* FAILED: why, for people */
+} loom_batch_info;
+
 typedef struct loom_provider {
     const char *name;            /* the `plugin:` value in the config: "openai" */
     const loom_option *options;  /* its config map (NULL-name terminated) */
@@ -490,6 +557,43 @@ typedef struct loom_provider {
      * dropped. Pure, like decode. */
     int (*stream)(loom_ctx *ctx, void *state, const loom_request *req, const loom_sse_event *ev,
                   loom_stream_delta *out);
+    /* ---- 2.4: the provider's Batch API (all four hooks, or none) */
+    /* One call REQ as a line of the batch's JSONL, under CUSTOM_ID (the
+     * host's name for the line, [A-Za-z0-9_-]{1,64}): *LINE is a new
+     * malloc'd JSON object without a newline, *LEN its length. The request
+     * the line carries is the one encode would send for REQ (never
+     * streamed, no tools). 0, or -1 after loom_error (invalid_request: this
+     * call cannot be batched). Pure. */
+    int (*batch_line)(loom_ctx *ctx, void *state, const loom_request *req, const char *custom_id,
+                      char **line, size_t *len);
+    /* The HTTP request of batch step OP (loom_batch_op below), filled in as
+     * encode fills it. 0; 1 when the provider's API has no such step (an
+     * API that takes the lines inline has no UPLOAD, one that cannot look
+     * a batch up by name no FIND: the host goes on without it); or -1 after
+     * loom_error. Pure. */
+    int (*batch_encode)(loom_ctx *ctx, void *state, const loom_batch_op *op,
+                        loom_http_request *out);
+    /* The answer RESP to step OP, into OUT (zeroed by the host; counts set
+     * to -1). For RESULTS, OUT is not read: the host takes RESP's body as
+     * JSONL, one result per line, each a JSON object whose top-level
+     * "custom_id" names its line. 0, or -1 after loom_error with the class
+     * of failure, as decode classes an answer (429: rate_limited with
+     * loom_retry_after; 5xx: upstream; other 4xx: invalid_request). */
+    int (*batch_decode)(loom_ctx *ctx, void *state, const loom_batch_op *op,
+                        const loom_http_response *resp, loom_batch_info *out);
+    /* One result line (LINE, LEN bytes, a JSON object, from RESULTS or the
+     * error lines) of call REQ (the request batch_line was given, rebuilt
+     * by the host): fills OUT as decode fills it for the same call made
+     * directly -- the same output, usage (the provider's counts: the host
+     * applies the batch price) and finish reason -- or returns -1 after
+     * loom_error with the class decode would give the line's error (an
+     * expired or cancelled line: upstream, with a message that says so). */
+    int (*batch_result)(loom_ctx *ctx, void *state, const loom_request *req, const char *line,
+                        size_t len, loom_result *out);
+    /* The provider's limits per batch: lines (0: 50,000) and bytes of JSONL
+     * (0: 100 MiB). The host splits larger sets of lines. */
+    size_t batch_max_lines;
+    size_t batch_max_bytes;
 } loom_provider;
 
 /* ---- the plugin ---- */
