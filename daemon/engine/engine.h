@@ -225,6 +225,11 @@ extern const upstream_transport engine_iso_transport;
  * concurrency, disabled}}. A new reference. */
 json_t *engine_provider_stats(engine_t *e);
 
+/* The upstream of provider instance NAME (borrowed: E owns it until
+ * engine_free), or NULL when E has none of that name. For the daemon's
+ * batch manager, which sends a provider's batch requests through it. */
+upstream_t *engine_provider_upstream(engine_t *e, const char *name);
+
 /* One finished provider call attempt, for metrics and traces: the engine
  * hands it to the call observer on the reactor thread as the upstream
  * answers, before the step sees the answer. Every pointer is borrowed for

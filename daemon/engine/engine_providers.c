@@ -147,6 +147,12 @@ void pinst_free_all(engine_t *e)
     }
 }
 
+upstream_t *engine_provider_upstream(engine_t *e, const char *name)
+{
+    pinst_t *pi = pinst_find(e, name);
+    return pi ? pi->up : NULL;
+}
+
 json_t *engine_provider_stats(engine_t *e)
 {
     json_t *all = json_object();
