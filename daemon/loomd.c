@@ -381,12 +381,13 @@ static int start(loomd *d, bool check)
     jobs_hooks hooks = { .ud = d, .engine_acquire = gen_acquire, .engine_release = gen_release,
                          .settled = jobs_settled };
     loomd_metrics_hooks(d, &hooks);
+    loomd_batch_hooks(d, &hooks);
     if (jobs_init(&d->jobs, d->r, d->store, d->wf, &d->log, &hooks) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(ENOMEM));
         return -1;
     }
     d->jobs_ready = true;
-    if (loomd_trace_start(d) < 0)
+    if (loomd_trace_start(d) < 0 || loomd_batch_start(d) < 0)
         return -1;
     /* under the store's lock: one process at a time owns the file */
     if (inflight_open(d->cfg->state, (unsigned)pool_nthreads(d->pool) + 1, &d->crashed, err,
@@ -417,7 +418,9 @@ static int start(loomd *d, bool check)
         return -1;
     }
     d->purge_timer = reactor_timer_add(d->r, 0, on_purge, d);
-    return jobs_resume(&d->jobs);
+    if (jobs_resume(&d->jobs) < 0)
+        return -1;
+    return loomd_batch_resume(d);
 }
 
 static void report_abandoned(void *ud, const char *label)
@@ -454,6 +457,7 @@ static void stop(loomd *d)
     loomd_metrics_stop_http(d);
     if (d->jobs_ready)
         jobs_abandon(&d->jobs);
+    loomd_batch_stop(d); /* before the store closes: it writes there */
     loomd_cost_detach(d); /* calls still answering no longer write to the store */
     /* the store's last completions answer waiters: let the server send them */
     store_close(d->store);

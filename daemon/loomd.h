@@ -47,6 +47,7 @@ typedef struct loomd {
     plugins_t *plugins;
     struct iso *iso;           /* isolated plugins' helpers (loomd_isolate.c), or NULL */
     struct mcp *mcp;           /* the config's MCP servers (loomd_mcp.c), or NULL */
+    struct batch_mgr *batch;   /* provider batches (loomd_batch.c), or NULL before start */
     lgen *gens;                /* current first */
     struct engine_ledger *ledger; /* tenants' spend and budgets, cost counters
                                      (loomd_cost.c); outlives generations */
@@ -224,5 +225,23 @@ json_t *loomd_mcp_stats(loomd *d);
 void loomd_mcp_stop(loomd *d);
 /* Whether two configs' `mcp` sections are the same (a reload cannot change it). */
 bool loomd_mcp_same(const config_mcp *a, const config_mcp *b);
+
+/* loomd_batch.c: provider Batch APIs (daemon/batch) */
+/* Gives engine E the batch hooks (engine_set_batch); every generation. */
+void loomd_batch_attach(loomd *d, engine_t *e);
+/* The jobs' hooks that drop an ended job's lines and wake a job parked on
+ * lines already done. Before jobs_init. */
+void loomd_batch_hooks(loomd *d, jobs_hooks *h);
+/* Makes the manager and resumes the store's batches; after the store opens
+ * and jobs_init, before jobs_resume. 0, or -1 logged. */
+int loomd_batch_start(loomd *d);
+/* After jobs_resume: wakes the waiting jobs whose batch lines are done or
+ * were never stored. 0, or -1 logged. */
+int loomd_batch_resume(loomd *d);
+/* `stats.batch` (batch_mgr_stats), null before start. New. */
+json_t *loomd_batch_stats(loomd *d);
+/* Stops every batch timer and request (the store has it all); before the
+ * store closes and the generations are freed. */
+void loomd_batch_stop(loomd *d);
 
 #endif

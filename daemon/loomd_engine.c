@@ -34,6 +34,7 @@ int gen_start(loomd *d, const config *cfg)
     /* before the providers: an isolated plugin's invoke provider runs in its helpers */
     engine_set_isolate(g->eng, d->iso);
     loomd_mcp_attach(d, g->eng);
+    loomd_batch_attach(d, g->eng);
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const config_provider *p = &cfg->providers[i];
         if (providers_add(g->prov, g->eng, p, err, sizeof err) == 0)

@@ -459,6 +459,9 @@ json_t *loomd_stats(loomd *d)
     /* what priced calls cost since the start: {usd, by_workflow, by_provider, by_tenant} */
     if (o)
         json_object_set_new(o, "cost", loomd_cost_stats(d));
+    /* provider batches: {batches, lines, uploads, polls, errors} (daemon/batch) */
+    if (o)
+        json_object_set_new(o, "batch", loomd_batch_stats(d));
     return o;
 }
 

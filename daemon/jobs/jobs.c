@@ -189,6 +189,8 @@ static void on_finished(void *ud, const store_result_t *res)
                                 j->started_us ? (double)(reactor_now_us(js->r) - j->started_us) / 1e6
                                               : 0);
     }
+    if (recorded && js->hooks.job_closed)
+        js->hooks.job_closed(js->hooks.ud, j->id);
     json_t *obj = recorded ? jobs_job_object(js, j->id) : NULL;
     const char *state = json_string_value(json_object_get(obj, "state"));
     if (recorded) {

@@ -54,6 +54,14 @@ typedef struct jobs_hooks {
      * committed RUN_S seconds after it started (0 when it never did). */
     void (*job_started)(void *ud, const ljob *j, double queued_s);
     void (*job_ended)(void *ud, const ljob *j, const char *state, double run_s);
+    /* Optional: JOB's end is on disk, whether it ran to it or was cancelled
+     * while it waited; what it left outside the store (lines in a provider
+     * batch) may go. */
+    void (*job_closed)(void *ud, const char *job);
+    /* Optional: JOB is on disk as waiting on WAITS (its stored waits,
+     * borrowed): a wait that can already end (a batch line that is done)
+     * is woken from here (jobs_wake_batch). */
+    void (*parked)(void *ud, const char *job, const json_t *waits);
 } jobs_hooks;
 
 enum { LJ_QUEUED, LJ_RUNNING, LJ_ENDING };
@@ -203,6 +211,16 @@ void jobs_signal(jobs_t *js, server_conn_t *conn, json_t *id, const char *job,
 /* Arms the timer of the earliest deadline of the waiting jobs of the store
  * (at resume, and whenever a job parks or wakes). */
 void jobs_waits_arm(jobs_t *js);
+/* Waiting job JOB has batch waits ({key, node, batch, seq}, no signal)
+ * whose lines are done, or lost: it is made queued and loaded to run, and
+ * its run looks its lines up again (no record is written: the lines'
+ * results are the batch manager's). 0 when woken; 1 when JOB is not
+ * waiting (live already, ended, or unknown): nothing to do; -1 logged. */
+int jobs_wake_batch(jobs_t *js, const char *job);
+/* Sends event EV (stolen) of JOB to those who listen: its own subscribers
+ * while it is live, and those of every job (or of its tenant) always, so a
+ * waiting job's events reach `events` without a job. */
+void jobs_event(jobs_t *js, const char *job, json_t *ev);
 
 /* ---- jobs_budget.c: a submit's `budget` */
 /* *USD from a submit's budget B (borrowed, may be NULL: none, *USD -1):

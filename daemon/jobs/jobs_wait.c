@@ -1,5 +1,6 @@
-/* jobs_wait.c -- jobs parked on `wait_for` nodes: recorded waiting, woken
- * by a signal or a deadline.
+/* jobs_wait.c -- jobs parked on `wait_for` nodes and on provider batch
+ * lines: recorded waiting, woken by a signal, a deadline, or their batch
+ * lines being done (the daemon's batch wiring calls jobs_wake_batch).
  *
  * A waiting job holds no worker and no memory: only its row (state
  * waiting, its waits: step key, signal name, node, deadline, the seq its
@@ -15,7 +16,11 @@
  *
  * Several pending waits of one job may share a name (the waits of a map's
  * items with a constant name, say): a signal delivers its data to every
- * one of them. */
+ * one of them.
+ *
+ * A batch wait ({key, node, batch, seq}: engine.h) has no signal and no
+ * deadline, so neither a signal nor the deadline timer ever ends it; its
+ * wake writes no record: the run it resumes looks its line up again. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,10 +53,23 @@ static int64_t wait_deadline(const json_t *w, const json_t *prev, int64_t now)
     return now + t;
 }
 
+/* Whether every wait of WAITS (borrowed) is a batch line's. */
+static bool only_batch_waits(const json_t *waits)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach(waits, i, w)
+        if (!json_is_string(json_object_get(w, "batch")))
+            return false;
+    return json_array_size(waits) > 0;
+}
+
 static void on_parked(void *ud, const store_result_t *res)
 {
     ljob *j = ud;
     jobs_t *js = j->js;
+    char id[STORE_ID_SIZE];
+    snprintf(id, sizeof id, "%s", j->id); /* for the parked hook, after J is gone */
     json_t *obj = res->status == 0 ? jobs_job_object(js, j->id) : NULL;
     if (res->status < 0)
         log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
@@ -62,7 +80,8 @@ static void on_parked(void *ud, const store_result_t *res)
         log_write(js->log, LOOM_LOG_INFO,
                   json_pack("{s:s, s:s, s:I}", "job", j->id, "workflow", j->workflow, "waits",
                             (json_int_t)json_array_size(json_object_get(obj, "waits"))),
-                  "job waiting for a signal");
+                  only_batch_waits(json_object_get(obj, "waits")) ? "job waiting for its batch lines"
+                                                                  : "job waiting for a signal");
         jobs_emit(js, j, json_pack("{s:s, s:O}", "event", "job_waiting", "waits",
                                    json_object_get(obj, "waits")));
     }
@@ -78,8 +97,11 @@ static void on_parked(void *ud, const store_result_t *res)
                            "resumes at the next start", j->id, res->error);
         jobs_waiter_free(w);
     }
-    json_decref(obj);
     jobs_forget(js, j);
+    /* a line may have ended while the job was on its way to the disk */
+    if (obj && js->hooks.parked)
+        js->hooks.parked(js->hooks.ud, id, json_object_get(obj, "waits"));
+    json_decref(obj);
     js->hooks.settled(js->hooks.ud);
     jobs_waits_arm(js);
 }
@@ -118,6 +140,7 @@ typedef struct pwake {
     server_conn_t *conn;       /* reference, or NULL: a deadline woke it */
     json_t *id;                /* reference */
     json_t *reply;             /* owned: the answer once committed */
+    bool batch;                /* its batch lines woke it */
     char job[STORE_ID_SIZE];
 } pwake;
 
@@ -189,7 +212,9 @@ static int wake(jobs_t *js, const json_t *obj, json_t *records, pwake *p)
     }
     log_write(js->log, LOOM_LOG_INFO, json_pack("{s:s, s:I}", "job", job, "steps",
                                                 (json_int_t)json_object_size(records)),
-              p->conn ? "job woken by a signal" : "job woken by a wait's deadline");
+              p->conn    ? "job woken by a signal"
+              : p->batch ? "job woken: its batch lines are done"
+                         : "job woken by a wait's deadline");
     return 0;
 drop:
     jobs_queue_remove(js, j);
@@ -309,6 +334,58 @@ out:
     json_decref(obj);
 }
 
+/* ---- batch lines */
+
+int jobs_wake_batch(jobs_t *js, const char *job)
+{
+    if (jobs_find(js, job))
+        return 1;
+    json_t *obj = jobs_job_object(js, job);
+    const char *state = json_string_value(json_object_get(obj, "state"));
+    if (!state || strcmp(state, "waiting") != 0) {
+        json_decref(obj);
+        return 1;
+    }
+    json_t *records = json_object();
+    pwake *p = records ? calloc(1, sizeof *p) : NULL;
+    int rc = -1;
+    if (!p) {
+        log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", job),
+                  "a job whose batch lines are done was not woken: out of memory");
+        goto out;
+    }
+    p->js = js;
+    p->batch = true;
+    snprintf(p->job, sizeof p->job, "%s", job);
+    rc = wake(js, obj, records, p); /* P is its from here */
+out:
+    json_decref(records);
+    json_decref(obj);
+    return rc < 0 ? -1 : 0;
+}
+
+void jobs_event(jobs_t *js, const char *job, json_t *ev)
+{
+    if (!ev)
+        return;
+    ljob *j = jobs_find(js, job);
+    if (j) {
+        jobs_emit(js, j, ev);
+        return;
+    }
+    json_t *obj = js->ntsubs ? jobs_job_object(js, job) : NULL;
+    const char *tenant = json_string_value(json_object_get(obj, "tenant"));
+    json_object_set_new(ev, "job", json_string(job));
+    json_object_set_new(ev, "time_ms", json_integer(store_now_ms()));
+    for (size_t i = 0; i < js->nsubs; i++)
+        server_send(js->subs[i], json_incref(ev));
+    for (size_t i = 0; obj && i < js->ntsubs; i++)
+        if (strcmp(js->tsubs[i].tenant, tenant ? tenant : "default") == 0)
+            server_send(js->tsubs[i].conn, json_incref(ev));
+    json_decref(obj);
+    json_decref(ev);
+}
+
 /* ---- cancel */
 
 typedef struct pcancel {
@@ -320,6 +397,8 @@ typedef struct pcancel {
 static void on_cancelled(void *ud, const store_result_t *res)
 {
     pcancel *p = ud;
+    if (res->status == 0 && p->js->hooks.job_closed)
+        p->js->hooks.job_closed(p->js->hooks.ud, res->job_id);
     if (res->status == 0 || res->status == -EALREADY) {
         json_t *obj = jobs_job_object(p->js, res->job_id);
         server_reply(p->conn, p->id, json_pack("{s:s, s:O}", "job", res->job_id, "state",

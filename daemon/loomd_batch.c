@@ -1,0 +1,212 @@
+/* loomd_batch.c -- the daemon's wiring of provider Batch APIs: the batch
+ * manager (daemon/batch) made once the store is open, the engine's hooks
+ * (engine_batch_ops) over it, and what the manager tells the daemon.
+ *
+ * The manager knows lines, not jobs' lives, and the engine knows calls,
+ * not batches; the daemon joins them:
+ *   - a provider's upstream is the current generation's (a reload's new
+ *     settings apply to the next step of every batch);
+ *   - lines done: a job in memory looks its lines up again
+ *     (engine_job_batch_ready); a job parked on them is woken through
+ *     jobs (jobs_wake_batch), as a signal wakes one;
+ *   - a batch's progress becomes the job's `batch_progress` event;
+ *   - a job's end on disk (of every kind, a waiting one's cancel too)
+ *     drops its lines (batch_mgr_drop_job), which cancels a batch nobody
+ *     wants any more;
+ *   - at start, a job recorded waiting on a line the manager does not have
+ *     (the daemon died while the line was collecting, before the store had
+ *     it) or on one already done is woken: its run submits the line again,
+ *     or takes its result.
+ * Reactor thread only, like the manager. */
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/batch/batch.h"
+#include "daemon/loomd.h"
+
+/* ---- the engine's hooks */
+
+static int ops_lookup(void *ud, const char *job, const char *key, engine_batch_line *out,
+                      char *err, size_t errlen)
+{
+    loomd *d = ud;
+    batch_line_info bi;
+    memset(&bi, 0, sizeof bi);
+    if (!d->batch) { /* not started yet (only before the first job runs) */
+        out->state = ENGINE_BATCH_NONE;
+        return 0;
+    }
+    if (batch_mgr_lookup(d->batch, job, key, &bi, err, errlen) < 0)
+        return -1;
+    out->state = bi.state == BATCH_LINE_DONE      ? ENGINE_BATCH_DONE
+                 : bi.state == BATCH_LINE_PENDING ? ENGINE_BATCH_PENDING
+                                                  : ENGINE_BATCH_NONE;
+    out->attempt = bi.attempt;
+    snprintf(out->batch, sizeof out->batch, "%s", bi.batch);
+    out->result = bi.result; /* the reference passes on to the engine */
+    out->code = bi.code;
+    snprintf(out->message, sizeof out->message, "%s", bi.message);
+    return 0;
+}
+
+static int ops_submit(void *ud, const engine_batch_submit *s, loom_errcode *code, char *err,
+                      size_t errlen)
+{
+    loomd *d = ud;
+    if (!d->batch) {
+        *code = LOOM_E_UPSTREAM;
+        snprintf(err, errlen, "the batch manager is not running");
+        return -1;
+    }
+    batch_line_spec spec = {
+        .job = s->job, .key = s->key, .node = s->node, .attempt = s->attempt,
+        .provider = s->provider, .up = s->up, .req = s->req, .window_ms = s->window_ms,
+        .deadline_ms = s->deadline_ms,
+    };
+    return batch_mgr_submit(d->batch, &spec, code, err, errlen);
+}
+
+static const engine_batch_ops ops = { .lookup = ops_lookup, .submit = ops_submit };
+
+void loomd_batch_attach(loomd *d, engine_t *e)
+{
+    engine_set_batch(e, &ops, d);
+}
+
+/* ---- waking jobs */
+
+/* Whether waiting job JOB's WAITS (its stored waits, borrowed) hold a batch
+ * line that no longer holds it back: done, or unknown to the manager. */
+static bool lines_settled(loomd *d, const char *job, const json_t *waits)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach(waits, i, w) {
+        const char *key = json_string_value(json_object_get(w, "key"));
+        if (!key || !json_is_string(json_object_get(w, "batch")))
+            continue;
+        batch_line_info bi;
+        char err[256];
+        memset(&bi, 0, sizeof bi);
+        if (batch_mgr_lookup(d->batch, job, key, &bi, err, sizeof err) < 0) {
+            /* it resumes when its lines are ready, or at the next start */
+            log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:s, s:s}", "job", job, "key", key),
+                      "cannot read a waiting job's batch line: %s", err);
+            continue;
+        }
+        json_decref(bi.result);
+        if (bi.state != BATCH_LINE_PENDING)
+            return true;
+    }
+    return false;
+}
+
+static void wake_if_settled(loomd *d, const char *job, const json_t *waits)
+{
+    if (d->batch && lines_settled(d, job, waits))
+        (void)jobs_wake_batch(&d->jobs, job); /* logged there */
+}
+
+static void on_parked(void *ud, const char *job, const json_t *waits)
+{
+    wake_if_settled(ud, job, waits);
+}
+
+static void on_job_closed(void *ud, const char *job)
+{
+    loomd *d = ud;
+    if (d->batch)
+        batch_mgr_drop_job(d->batch, job);
+}
+
+void loomd_batch_hooks(loomd *d, jobs_hooks *h)
+{
+    (void)d;
+    h->job_closed = on_job_closed;
+    h->parked = on_parked;
+}
+
+/* ---- the manager's hooks */
+
+static upstream_t *mgr_upstream(void *ud, const char *name)
+{
+    loomd *d = ud;
+    return d->gens ? engine_provider_upstream(d->gens->eng, name) : NULL;
+}
+
+static void mgr_ready(void *ud, const char *job)
+{
+    loomd *d = ud;
+    ljob *j = jobs_find(&d->jobs, job);
+    if (!j) {
+        (void)jobs_wake_batch(&d->jobs, job);
+        return;
+    }
+    /* queued: its run looks its lines up; ending: if it is parking, the
+     * parked hook looks once it is on disk */
+    if (j->state == LJ_RUNNING && j->ej)
+        engine_job_batch_ready(j->ej);
+}
+
+static void mgr_progress(void *ud, const char *job, const char *batch, const char *remote,
+                         const char *state, int64_t done, int64_t total)
+{
+    loomd *d = ud;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "event", "batch_progress", "batch", batch,
+                           "remote", remote ? remote : "", "state", state);
+    if (!ev)
+        return;
+    json_object_set_new(ev, "done", done >= 0 ? json_integer(done) : json_null());
+    json_object_set_new(ev, "total", total >= 0 ? json_integer(total) : json_null());
+    jobs_event(&d->jobs, job, ev);
+}
+
+/* ---- life */
+
+int loomd_batch_start(loomd *d)
+{
+    char err[512];
+    batch_mgr_hooks h = { .upstream = mgr_upstream, .ready = mgr_ready,
+                          .progress = mgr_progress, .ud = d };
+    if (!(d->batch = batch_mgr_new(d->r, d->store, &d->log, &h))) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start the batch manager: out of memory");
+        return -1;
+    }
+    if (batch_mgr_start(d->batch, err, sizeof err) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot resume provider batches: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+int loomd_batch_resume(loomd *d)
+{
+    json_t *jobs = NULL;
+    char err[256];
+    if (!d->batch)
+        return 0;
+    if (store_waiting_jobs(d->store, &jobs, err, sizeof err) < 0) {
+        log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot read waiting jobs: %s", err);
+        return -1;
+    }
+    size_t i;
+    json_t *o;
+    json_array_foreach(jobs, i, o) {
+        const char *job = json_string_value(json_object_get(o, "id"));
+        if (job)
+            wake_if_settled(d, job, json_object_get(o, "waits"));
+    }
+    json_decref(jobs);
+    return 0;
+}
+
+json_t *loomd_batch_stats(loomd *d)
+{
+    return d->batch ? batch_mgr_stats(d->batch) : json_null();
+}
+
+void loomd_batch_stop(loomd *d)
+{
+    batch_mgr_free(d->batch);
+    d->batch = NULL;
+}
