@@ -39,12 +39,17 @@
  * choice is {type: any}: the model calls its tools until it answers
  * through the schema's tool. Calls with tools or a schema are never
  * streamed: the answer is in tool_use blocks, which the stream hook
- * cannot hand over. */
+ * cannot hand over.
+ *
+ * The Message Batches API (ABI 2.4) is in anthropic_batch.c: its lines
+ * carry the body encode builds here and its results are read by the
+ * decode here. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "anthropic.h"
+#include "anthropic_internal.h"
 #include "loom/plugin.h"
 #include "plugins/http_common.h"
 #include "plugins/http_tools.h"
@@ -76,13 +81,6 @@ static const loom_hc_param anthropic_params[] = {
     { "stop", "stop_sequences", LOOM_HC_STRING_LIST },
     { 0 }
 };
-
-typedef struct anthropic_state {
-    loom_hc_conf conf;           /* owned; the key is never NULL */
-    char *version;               /* owned: the anthropic-version header */
-    json_t *defaults;            /* owned: {"max_tokens": the option}, for calls without */
-    int prompt_cache;            /* the option: cache every call's system prompt */
-} anthropic_state;
 
 static void anthropic_fini(void *state)
 {
@@ -326,18 +324,16 @@ nomem:
     return -1;
 }
 
-static int anthropic_encode(loom_ctx *ctx, void *state, const loom_request *req,
-                            loom_http_request *out)
+json_t *anthropic_body(loom_ctx *ctx, const anthropic_state *st, const loom_request *req)
 {
-    anthropic_state *st = state;
     json_t *body;
 
     if (req->kind != LOOM_CALL_CHAT) {
         loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": embeddings are not supported");
-        return -1;
+        return NULL;
     }
     if (!(body = loom_hc_body_new(ctx, PROV, &st->conf, req)))
-        return -1;
+        return NULL;
     if (put_messages(ctx, req->messages, body, st->prompt_cache || req->prompt_cache) < 0 ||
         loom_hc_put_params(ctx, PROV, anthropic_params, req->params, st->defaults, body) < 0)
         goto fail;
@@ -350,18 +346,37 @@ static int anthropic_encode(loom_ctx *ctx, void *state, const loom_request *req,
         loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
         goto fail;
     }
+    return body;
+fail:
+    json_decref(body);
+    return NULL;
+}
+
+int anthropic_auth_headers(const anthropic_state *st, loom_http_request *out)
+{
+    if (loom_hc_add_header(out, "x-api-key", st->conf.key) < 0 ||
+        loom_hc_add_header(out, "anthropic-version", st->version) < 0)
+        return -1;
+    return 0;
+}
+
+static int anthropic_encode(loom_ctx *ctx, void *state, const loom_request *req,
+                            loom_http_request *out)
+{
+    anthropic_state *st = state;
+    json_t *body = anthropic_body(ctx, st, req);
+
+    if (!body)
+        return -1;
     if (loom_hc_set_post(out, st->conf.base, "/messages", body) < 0 ||
-        loom_hc_add_header(out, "x-api-key", st->conf.key) < 0 ||
-        loom_hc_add_header(out, "anthropic-version", st->version) < 0) {
+        anthropic_auth_headers(st, out) < 0) {
         loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
-        goto fail;
+        json_decref(body);
+        loom_hc_request_clear(out);
+        return -1;
     }
     json_decref(body);
     return 0;
-fail:
-    json_decref(body);
-    loom_hc_request_clear(out);
-    return -1;
 }
 
 /* ---- decode */
@@ -379,7 +394,7 @@ static const char *const anthropic_refused_types[] = {
 
 /* The class of a failure: 402 and the spend limit before any rate limit, a
  * rate limit before what the type says, LOOM_OK when the status decides. */
-static loom_errcode classify(int status, const char *type, const char *detail)
+loom_errcode anthropic_classify(int status, const char *type, const char *detail)
 {
     if (status == 402 || loom_hc_is_one_of(type, anthropic_quota_types) ||
         (detail && strcmp(detail, "enforced_spend_limit_reached") == 0))
@@ -395,8 +410,8 @@ static loom_errcode classify(int status, const char *type, const char *detail)
 
 /* A failed call: classify, quote the server, pass on its wait. Always -1.
  * BODY (borrowed) may be NULL: a proxy's HTML page, say. */
-static int fail_error(loom_ctx *ctx, anthropic_state *st, const loom_http_response *resp,
-                      json_t *body)
+int anthropic_fail_error(loom_ctx *ctx, const anthropic_state *st,
+                         const loom_http_response *resp, json_t *body)
 {
     json_t *err = json_object_get(body, "error");
     const char *type = json_string_value(json_object_get(err, "type"));
@@ -404,7 +419,7 @@ static int fail_error(loom_ctx *ctx, anthropic_state *st, const loom_http_respon
         json_object_get(json_object_get(err, "details"), "error_code"));
     loom_hc_error e = {
         .status = resp->status,
-        .code = classify(resp->status, type, detail),
+        .code = anthropic_classify(resp->status, type, detail),
         .label = type,
         .message = json_string_value(json_object_get(err, "message")),
         .parsed = body != NULL,
@@ -476,18 +491,17 @@ fail:
     return -1;
 }
 
-static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
-                            const loom_http_response *resp, loom_result *out)
+int anthropic_decode_body(loom_ctx *ctx, const anthropic_state *st, const loom_request *req,
+                          const loom_http_response *resp, json_t *body, loom_result *out)
 {
-    anthropic_state *st = state;
-    json_t *body = loom_hc_decode_start(resp, out), *content, *calls = NULL, *answer = NULL;
+    json_t *content, *calls = NULL, *answer = NULL;
     const char *stop;
     char *text = NULL;
     size_t len;
 
     if (resp->status < 200 || resp->status > 299 ||
         (json_is_object(body) && json_object_get(body, "error"))) {
-        fail_error(ctx, st, resp, body);
+        anthropic_fail_error(ctx, st, resp, body);
         goto fail;
     }
     content = json_object_get(body, "content");
@@ -533,14 +547,22 @@ static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
     if (stop)
         snprintf(out->finish_reason, sizeof out->finish_reason, "%s", stop);
     free(text);
-    json_decref(body);
     return 0;
 fail:
     free(text);
     json_decref(calls);
     json_decref(answer);
-    json_decref(body);
     return -1;
+}
+
+static int anthropic_decode(loom_ctx *ctx, void *state, const loom_request *req,
+                            const loom_http_response *resp, loom_result *out)
+{
+    json_t *body = loom_hc_decode_start(resp, out);
+    int rc = anthropic_decode_body(ctx, state, req, resp, body, out);
+
+    json_decref(body);
+    return rc;
 }
 
 /* ---- streaming
@@ -613,7 +635,7 @@ static int anthropic_stream(loom_ctx *ctx, void *state, const loom_request *req,
         const char *etype = json_string_value(json_object_get(err, "type"));
         loom_hc_error e = {
             .status = 200,
-            .code = classify(0, etype, NULL),
+            .code = anthropic_classify(0, etype, NULL),
             .label = etype,
             .message = json_string_value(json_object_get(err, "message")),
             .parsed = 1,
@@ -638,12 +660,18 @@ static const loom_provider anthropic_providers[] = { {
     .max_batch = 0,
     .summary = "Anthropic Messages API (chat only) over HTTP",
     .stream = anthropic_stream,
+    .batch_line = anthropic_batch_line,
+    .batch_encode = anthropic_batch_encode,
+    .batch_decode = anthropic_batch_decode,
+    .batch_result = anthropic_batch_result,
+    .batch_max_lines = ANTHROPIC_BATCH_MAX_LINES,
+    .batch_max_bytes = ANTHROPIC_BATCH_MAX_BYTES,
 } };
 
 static const loom_plugin anthropic_plugin = {
     LOOM_PLUGIN_HEADER,
     .name = "anthropic",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "provider for Anthropic's Messages API",
     .providers = anthropic_providers,
     .nproviders = 1,

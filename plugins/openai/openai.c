@@ -40,7 +40,10 @@
  * every property required; no allOf, not, if/then/else...), else not
  * strict, since a strict request with another schema is refused and the
  * host checks the answer either way. A call with tools is never streamed:
- * a stream hook hands the host text, not tool calls. */
+ * a stream hook hands the host text, not tool calls.
+ *
+ * The Batch API (ABI 2.4) is in openai_batch.c: its lines carry the body
+ * encode builds here and its results are read by the decode here. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,7 @@
 
 #include "loom/plugin.h"
 #include "openai.h"
+#include "openai_internal.h"
 #include "plugins/http_common.h"
 #include "plugins/http_tools.h"
 
@@ -80,11 +84,6 @@ static const loom_hc_param openai_params[] = {
     { "stop", "stop", LOOM_HC_STRINGS },
     { 0 }
 };
-
-typedef struct openai_state {
-    loom_hc_conf conf;           /* owned; the key may be NULL: local servers need none */
-    char *org;                   /* owned, or NULL */
-} openai_state;
 
 static void openai_fini(void *state)
 {
@@ -335,15 +334,13 @@ nomem:
     return -1;
 }
 
-static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
-                         loom_http_request *out)
+json_t *openai_body(loom_ctx *ctx, const openai_state *st, const loom_request *req,
+                    const char **path)
 {
-    openai_state *st = state;
-    const char *path;
     json_t *body = loom_hc_body_new(ctx, PROV, &st->conf, req), *msgs;
 
     if (!body)
-        return -1;
+        return NULL;
     if (req->kind == LOOM_CALL_EMBED) {
         json_t *one;
         size_t i;
@@ -358,7 +355,7 @@ static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
         /* borrowed, and only read while the body is serialised below */
         if (json_object_set(body, "input", req->inputs) < 0)
             goto nomem;
-        path = "/embeddings";
+        *path = "/embeddings";
     } else {
         if (json_array_size(req->messages) == 0) {
             loom_error(ctx, LOOM_E_INVALID_REQUEST, PROV ": messages must be a non-empty list");
@@ -387,20 +384,41 @@ static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
              json_object_set_new(body, "stream_options",
                                  json_pack("{s:b}", "include_usage", 1)) < 0))
             goto nomem;
-        path = "/chat/completions";
+        *path = "/chat/completions";
     }
-    if (loom_hc_set_post(out, st->conf.base, path, body) < 0 ||
-        (st->conf.key && add_bearer(out, st->conf.key) < 0) ||
-        (st->org && loom_hc_add_header(out, "openai-organization", st->org) < 0))
-        goto nomem;
-    json_decref(body);
-    return 0;
+    return body;
 nomem:
     loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
 fail:
     json_decref(body);
-    loom_hc_request_clear(out);
-    return -1;
+    return NULL;
+}
+
+int openai_auth_headers(const openai_state *st, loom_http_request *out)
+{
+    if ((st->conf.key && add_bearer(out, st->conf.key) < 0) ||
+        (st->org && loom_hc_add_header(out, "openai-organization", st->org) < 0))
+        return -1;
+    return 0;
+}
+
+static int openai_encode(loom_ctx *ctx, void *state, const loom_request *req,
+                         loom_http_request *out)
+{
+    openai_state *st = state;
+    const char *path = NULL;
+    json_t *body = openai_body(ctx, st, req, &path);
+
+    if (!body)
+        return -1;
+    if (loom_hc_set_post(out, st->conf.base, path, body) < 0 || openai_auth_headers(st, out) < 0) {
+        json_decref(body);
+        loom_hc_request_clear(out);
+        loom_error(ctx, LOOM_E_NOMEM, PROV ": out of memory");
+        return -1;
+    }
+    json_decref(body);
+    return 0;
 }
 
 /* ---- decode */
@@ -417,7 +435,7 @@ static const char *const openai_quota_codes[] = {
  * put the error: OpenAI
  * {"error":{type,code,message}}, vLLM {"object":"error",type,code,message},
  * Ollama {"error":"text"}. */
-static int fail_status(loom_ctx *ctx, openai_state *st, const loom_http_response *resp,
+int openai_fail_status(loom_ctx *ctx, const openai_state *st, const loom_http_response *resp,
                        int status, json_t *body)
 {
     json_t *err = json_object_get(body, "error");
@@ -517,7 +535,7 @@ static char *unwrap_answer(const loom_request *req, char *text)
     return inner;
 }
 
-static int decode_chat(loom_ctx *ctx, openai_state *st, const loom_request *req, json_t *body,
+static int decode_chat(loom_ctx *ctx, const openai_state *st, const loom_request *req, json_t *body,
                        loom_result *out)
 {
     json_t *choice = json_array_get(json_object_get(body, "choices"), 0);
@@ -616,15 +634,13 @@ fail:
     return -1;
 }
 
-static int openai_decode(loom_ctx *ctx, void *state, const loom_request *req,
-                         const loom_http_response *resp, loom_result *out)
+int openai_decode_body(loom_ctx *ctx, const openai_state *st, const loom_request *req,
+                       const loom_http_response *resp, json_t *body, loom_result *out)
 {
-    openai_state *st = state;
-    json_t *body = loom_hc_decode_start(resp, out);
     int rc = -1;
 
     if (resp->status < 200 || resp->status > 299) {
-        fail_status(ctx, st, resp, resp->status, body);
+        openai_fail_status(ctx, st, resp, resp->status, body);
     } else if (!json_is_object(body)) {
         loom_error(ctx, LOOM_E_UPSTREAM, PROV ": HTTP %d with a body that is not a JSON object",
                    resp->status);
@@ -632,7 +648,7 @@ static int openai_decode(loom_ctx *ctx, void *state, const loom_request *req,
                !json_object_get(body, "data")) {
         /* an error reported with a success status, as some proxies do:
          * reported as the bad gateway it is */
-        fail_status(ctx, st, resp, 502, body);
+        openai_fail_status(ctx, st, resp, 502, body);
     } else {
         rc = req->kind == LOOM_CALL_EMBED ? decode_embed(ctx, req, body, out)
                                           : decode_chat(ctx, st, req, body, out);
@@ -641,6 +657,15 @@ static int openai_decode(loom_ctx *ctx, void *state, const loom_request *req,
             loom_hc_usage_cache_openai(json_object_get(body, "usage"), &out->usage);
         }
     }
+    return rc;
+}
+
+static int openai_decode(loom_ctx *ctx, void *state, const loom_request *req,
+                         const loom_http_response *resp, loom_result *out)
+{
+    json_t *body = loom_hc_decode_start(resp, out);
+    int rc = openai_decode_body(ctx, state, req, resp, body, out);
+
     json_decref(body);
     return rc;
 }
@@ -671,7 +696,7 @@ static int openai_stream(loom_ctx *ctx, void *state, const loom_request *req,
         return -1;
     if (json_object_get(chunk, "error") && !json_object_get(chunk, "choices")) {
         /* classed as the bad gateway an error after a 200 is */
-        fail_status(ctx, st, NULL, 502, chunk);
+        openai_fail_status(ctx, st, NULL, 502, chunk);
         goto done;
     }
     choice = json_array_get(json_object_get(chunk, "choices"), 0);
@@ -721,12 +746,18 @@ static const loom_provider openai_providers[] = { {
     .max_batch = OPENAI_MAX_BATCH,
     .summary = "OpenAI-compatible chat completions and embeddings over HTTP",
     .stream = openai_stream,
+    .batch_line = openai_batch_line,
+    .batch_encode = openai_batch_encode,
+    .batch_decode = openai_batch_decode,
+    .batch_result = openai_batch_result,
+    .batch_max_lines = OPENAI_BATCH_MAX_LINES,
+    .batch_max_bytes = OPENAI_BATCH_MAX_BYTES,
 } };
 
 static const loom_plugin openai_plugin = {
     LOOM_PLUGIN_HEADER,
     .name = "openai",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "provider for OpenAI-compatible APIs (OpenAI, vLLM, llama.cpp, Ollama)",
     .providers = openai_providers,
     .nproviders = 1,
