@@ -287,6 +287,7 @@ static void compile_workflow(dsl_cc *cc, const dsl_ynode *root)
         g->root = cc_node(cc, y, NULL, "do");
     if (cc->oom)
         return;
+    cc_batch_inherit(cc);
     cc_check_templates(cc);
     collect_uses(cc);
 }

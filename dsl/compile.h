@@ -156,6 +156,15 @@ int cc_check_lambda_name(dsl_cc *cc, const dsl_ynode *y, const char *fn);
  * value), into N (a call whose parameters are read already). 0 or -1. */
 int cc_build_tools(dsl_cc *cc, dsl_node *n, const dsl_ynode *v);
 
+/* ---- compile_batch.c ---- */
+/* The batch keys (mode, batch_window, deadline, fallback_direct) of mapping
+ * V, the value of a WHAT ("call", "embed", "map"), into B. 0, or -1 after
+ * reporting. */
+int cc_build_batch(dsl_cc *cc, const dsl_ynode *v, dsl_batch *b, const char *what);
+/* Folds each map's batch keys into the calls and embeds of its body that
+ * do not say their own. Once every node is built. */
+void cc_batch_inherit(dsl_cc *cc);
+
 /* ---- compile_wait.c ---- */
 /* NY is the node's mapping (its common keys are checked against a wait). */
 int cc_build_wait(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode *ny);

@@ -13,8 +13,11 @@ static const char *const call_keys[] = { "provider", "model", "system", "prompt"
                                          "temperature", "max_tokens", "top_p", "stop", "seed",
                                          "json", "input", "prompt_cache", "tools",
                                          "max_tool_rounds", "max_tool_concurrency",
-                                         "max_tokens_total", "on_tool_error", "schema", NULL };
-static const char *const embed_keys[] = { "provider", "model", "input", NULL };
+                                         "max_tokens_total", "on_tool_error", "schema",
+                                         "mode", "batch_window", "deadline", "fallback_direct",
+                                         NULL };
+static const char *const embed_keys[] = { "provider", "model", "input", "mode", "batch_window",
+                                          "deadline", "fallback_direct", NULL };
 static const char *const lambda_keys[] = { "fn", "args", "input", NULL };
 static const char *const message_keys[] = { "role", "content", NULL };
 
@@ -167,6 +170,15 @@ params:
     /* last: the model turn of an agent copies the call's parameters */
     if (v->kind == DSL_Y_MAP && cc_build_tools(cc, n, v) < 0)
         bad = 1;
+    if (v->kind == DSL_Y_MAP && cc_build_batch(cc, v, &c->batch, "call") < 0)
+        bad = 1;
+    if (c->ntools && c->batch.mode == DSL_MODE_BATCH) {
+        /* each turn of a conversation needs the answer of the one before */
+        y = dsl_ymap_get(v, "mode");
+        dsl_error(cc->d, y->line, y->col, "a call with tools cannot run in batch mode: each "
+                  "turn needs the answer to the one before");
+        bad = 1;
+    }
     return bad ? -1 : 0;
 }
 
@@ -187,6 +199,8 @@ int cc_build_embed(dsl_cc *cc, dsl_node *n, const dsl_ynode *v, const dsl_ynode 
     if ((y = dsl_ymap_get(v, "model")) && !(e->model = cc_string(cc, y, "model")))
         bad = 1;
     if ((y = dsl_ymap_get(v, "input")) && !(e->input = cc_tvalue(cc, y, n, CC_SITE_NODE)))
+        bad = 1;
+    if (cc_build_batch(cc, v, &e->batch, "embed") < 0)
         bad = 1;
     return bad ? -1 : 0;
 }

@@ -23,7 +23,8 @@ static const char *const parallel_keys[] = { "branches", "on_error", NULL };
 static const char *const route_keys[] = { "on", "cases", "default", "normalize", NULL };
 static const char *const vote_keys[] = { "n", "do", "strategy", "normalize", "key", NULL };
 static const char *const map_keys[] = { "over", "as", "index_as", "max_concurrency", "on_error",
-                                        "do", NULL };
+                                        "do", "mode", "batch_window", "deadline",
+                                        "fallback_direct", NULL };
 static const char *const gate_keys[] = { "check", "fail", NULL };
 static const char *const use_keys[] = { "workflow", "input", NULL };
 static const char *const fail_keys[] = { "message", "code", NULL };
@@ -395,6 +396,8 @@ static int build_map(dsl_cc *cc, dsl_node *n, const dsl_ynode *v)
             m->max_concurrency = (int)i;
     }
     if ((y = dsl_ymap_get(v, "on_error")) && parse_on_error(cc, y, 1, &m->on_error, &m->tolerate) < 0)
+        bad = 1;
+    if (cc_build_batch(cc, v, &m->batch, "map") < 0)
         bad = 1;
     if (!(y = dsl_ymap_get(v, "do"))) {
         cc_missing(cc, v, "do", "map");

@@ -202,6 +202,26 @@ static json_t *tools_json(const dsl_call *c)
                      c->on_tool_error == DSL_TOOL_ERROR_FAIL ? "fail" : "report");
 }
 
+/* A call's, embed's or map's batch keys as {mode, batch_window_ms,
+ * deadline_ms, fallback_direct} (unset ones null) into O under "batch",
+ * only when one is set: a document without batches stays as it was. */
+static int put_batch(json_t *o, const dsl_batch *b)
+{
+    if (b->mode == DSL_MODE_UNSET && !b->window_ms && !b->deadline_ms && !b->has_fallback_direct)
+        return 0;
+    json_t *j = json_pack("{s:o, s:o, s:o, s:o}", "mode",
+                          b->mode == DSL_MODE_BATCH    ? json_string("batch")
+                          : b->mode == DSL_MODE_DIRECT ? json_string("direct")
+                                                       : json_null(),
+                          "batch_window_ms",
+                          b->window_ms ? json_integer((json_int_t)b->window_ms) : json_null(),
+                          "deadline_ms",
+                          b->deadline_ms ? json_integer((json_int_t)b->deadline_ms) : json_null(),
+                          "fallback_direct",
+                          b->has_fallback_direct ? json_boolean(b->fallback_direct) : json_null());
+    return put(o, "batch", j);
+}
+
 /* Adds the keys of N's kind to O. Returns 0 or -1. */
 static int put_kind(json_t *o, const dsl_node *n)
 {
@@ -225,12 +245,15 @@ static int put_kind(json_t *o, const dsl_node *n)
             return -1;
         if (c->ntools && put(o, "tools", tools_json(c)) < 0)
             return -1;
+        if (put_batch(o, &c->batch) < 0)
+            return -1;
         return put(o, "params", params_json(c->params)) < 0 ||
                put(o, "json", json_boolean(c->json)) < 0 ||
                put(o, "input", tvalue_json(c->input)) < 0 ? -1 : 0;
     }
     case DSL_EMBED:
-        return put(o, "provider", str_or_null(n->u.embed.provider)) < 0 ||
+        return put_batch(o, &n->u.embed.batch) < 0 ||
+               put(o, "provider", str_or_null(n->u.embed.provider)) < 0 ||
                put(o, "model", str_or_null(n->u.embed.model)) < 0 ||
                put(o, "input", tvalue_json(n->u.embed.input)) < 0 ? -1 : 0;
     case DSL_LAMBDA:
@@ -281,6 +304,8 @@ static int put_kind(json_t *o, const dsl_node *n)
             put(o, "on_error", json_string(on_error_name(m->on_error))) < 0)
             return -1;
         if (m->on_error == DSL_ON_ERROR_TOLERATE && put(o, "tolerate", json_real(m->tolerate)) < 0)
+            return -1;
+        if (put_batch(o, &m->batch) < 0)
             return -1;
         return put(o, "do", node_or_null(m->body)) < 0 ? -1 : 0;
     }

@@ -73,6 +73,8 @@ typedef enum {
     DSL_ERR_PLUGIN_CRASHED,  /* an isolated plugin's helper died in the call */
     DSL_ERR_BUDGET_EXCEEDED, /* a call would pass a budget: never sent, never retried by default */
     DSL_ERR_LOOP_EXHAUSTED,  /* a loop ran max_iterations without its `until` holding */
+    DSL_ERR_TLS,             /* the server's certificate or the TLS handshake was refused:
+                              * never retried by default (only a fix of the CA or URL helps) */
     DSL_ERR_CLASS_COUNT
 } dsl_error_class;
 
@@ -135,6 +137,25 @@ typedef enum { DSL_TOOL_ERROR_REPORT, DSL_TOOL_ERROR_FAIL } dsl_tool_error;
 #define DSL_MAX_TOOL_ROUNDS_DEFAULT 20
 #define DSL_MAX_TOOL_CONCURRENCY_DEFAULT 4
 
+/* `mode:` of a call, an embed or a map (docs/dsl.md, "Batch mode"). */
+typedef enum {
+    DSL_MODE_UNSET = 0,          /* nothing said here or on an enclosing map: direct,
+                                    unless the provider batches maps of this size
+                                    (its batch_api.maps_over) */
+    DSL_MODE_DIRECT,
+    DSL_MODE_BATCH               /* through the provider's Batch API, when it has one */
+} dsl_call_mode;
+
+/* The batch keys of a call, an embed or a map. A leaf's hold what it says,
+ * else what the nearest enclosing map of its graph says, key by key. */
+typedef struct dsl_batch {
+    dsl_call_mode mode;
+    uint64_t window_ms;          /* `batch_window`: collect this long; 0: the provider's */
+    uint64_t deadline_ms;        /* `deadline`: the completion window; 0: the provider's */
+    bool has_fallback_direct;    /* `fallback_direct` given (else the provider's) ... */
+    bool fallback_direct;        /* ... and its value: failed lines retry directly */
+} dsl_batch;
+
 typedef struct dsl_call {
     const char *provider;        /* resolved: node's, else defaults.provider, else "default" */
     const char *model;           /* NULL: the provider's default */
@@ -158,12 +179,14 @@ typedef struct dsl_call {
     dsl_tool_error on_tool_error;
     dsl_node *turn;              /* with tools */
     const dsl_schema *schema;    /* `schema:`: the answer is JSON that must fit it, or NULL */
+    dsl_batch batch;             /* mode, batch_window, deadline, fallback_direct */
 } dsl_call;
 
 typedef struct dsl_embed {
     const char *provider;
     const char *model;
     dsl_tvalue *input;           /* string or array of strings; NULL: the node's input */
+    dsl_batch batch;
 } dsl_embed;
 
 typedef struct dsl_lambda {
@@ -224,6 +247,7 @@ typedef struct dsl_map {
     dsl_on_error on_error;
     double tolerate;             /* TOLERATE: the fraction (0..1) of items allowed to fail */
     dsl_node *body;
+    dsl_batch batch;             /* for the calls and embeds of its body that say none */
 } dsl_map;
 
 typedef struct dsl_gate {
