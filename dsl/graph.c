@@ -181,6 +181,7 @@ static const char *const class_names[DSL_ERR_CLASS_COUNT] = {
     [DSL_ERR_PLUGIN_CRASHED] = "plugin_crashed",
     [DSL_ERR_BUDGET_EXCEEDED] = "budget_exceeded",
     [DSL_ERR_LOOP_EXHAUSTED] = "loop_exhausted",
+    [DSL_ERR_TLS] = "tls",
 };
 
 const char *const *dsl_error_class_names(void)

@@ -97,6 +97,12 @@ struct http_call {
     http_outcome failed;       /* set before posting an early failure */
     const char *failed_msg;    /* static: curl's words for it, or NULL */
     bool unusable;             /* curl kept the handle: never reuse it */
+    /* curl's words for a failure, for https:// calls only (CURL_ERROR_SIZE
+     * bytes, or NULL): its generic text for a certificate problem does not
+     * say which one, and people need to know */
+    char *errbuf;
+    bool need_h2;              /* https:// with version 2: h2 or nothing */
+    bool no_h2;                /* ... and the server did not offer it */
     reactor_timer_t *fb_timer;
     uint64_t start_us, first_us;
     http_done_fn done;
@@ -113,8 +119,40 @@ const char *http_outcome_name(http_outcome o)
         [HTTP_E_TIMEOUT_TOTAL] = "timeout_total", [HTTP_E_TRANSFER] = "transfer",
         [HTTP_E_TOO_LARGE] = "too_large", [HTTP_E_NOMEM] = "out_of_memory",
         [HTTP_E_BUDGET] = "response_budget", [HTTP_E_ABORTED] = "aborted",
+        [HTTP_E_TLS] = "tls",
     };
     return (unsigned)o < sizeof names / sizeof *names ? names[o] : "unknown";
+}
+
+static const char *const version_names[] = {
+    [HTTP_VERSION_AUTO] = "auto", [HTTP_VERSION_1_1] = "1.1", [HTTP_VERSION_2] = "2",
+};
+
+int http_version_parse(const char *text)
+{
+    for (size_t i = 0; text && i < sizeof version_names / sizeof *version_names; i++)
+        if (strcmp(text, version_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *http_version_name(http_version v)
+{
+    return (unsigned)v < sizeof version_names / sizeof *version_names ? version_names[v] : "auto";
+}
+
+loom_errcode http_outcome_code(http_outcome o)
+{
+    switch (o) {
+    case HTTP_E_TIMEOUT_CONNECT:
+    case HTTP_E_TIMEOUT_FIRST_BYTE:
+    case HTTP_E_TIMEOUT_TOTAL:
+        return LOOM_E_TIMEOUT;
+    case HTTP_E_TLS:
+        return LOOM_E_TLS;
+    default:
+        return LOOM_E_UPSTREAM;
+    }
 }
 
 long http_raise_nofile(void)
@@ -275,6 +313,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         }
     }
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        if (call->need_h2 && len >= 7 && memcmp(p, "HTTP/1.", 7) == 0) {
+            call->no_h2 = true;
+            return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+        }
         uncharge(call, call->held < call->hbuf.n ? call->held : call->hbuf.n);
         sbuf_reset(&call->hbuf);
         call->nheaders = 0;
@@ -341,6 +383,7 @@ static void call_free(http_call_t *call)
         call->sh->in_flight--;
     }
     curl_slist_free_all(call->req_headers);
+    free(call->errbuf);
     sbuf_free(&call->hbuf);
     free(call->method);
     free(call->url);
@@ -349,9 +392,25 @@ static void call_free(http_call_t *call)
     free(call);
 }
 
+/* Whether a handshake failure was the network's (a reset or a close in the
+ * middle of it: worth another try) rather than the peers disagreeing. */
+static bool handshake_cut(http_call_t *call)
+{
+    long os_errno = 0;
+    curl_easy_getinfo(call->easy, CURLINFO_OS_ERRNO, &os_errno);
+    return os_errno != 0;
+}
+
 static http_outcome outcome_of(http_call_t *call, CURLcode rc, const char **msg)
 {
     *msg = curl_easy_strerror(rc);
+    if (rc != CURLE_OK && call->errbuf && call->errbuf[0])
+        *msg = call->errbuf;
+    if (call->no_h2) {
+        *msg = "http_version is \"2\" but the server did not offer h2 in the TLS handshake "
+               "(ALPN) and answered over HTTP/1.1";
+        return HTTP_E_TLS;
+    }
     switch (rc) {
     case CURLE_OK:
         return HTTP_OK;
@@ -368,11 +427,24 @@ static http_outcome outcome_of(http_call_t *call, CURLcode rc, const char **msg)
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
+        return HTTP_E_CONNECT;
     case CURLE_SSL_CONNECT_ERROR:
+        return handshake_cut(call) ? HTTP_E_CONNECT : HTTP_E_TLS;
+    /* the certificate or the trust store: only a change of the CA, the
+     * URL or the server's certificate makes another try succeed */
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_CACERT_BADFILE:
-        return HTTP_E_CONNECT;
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+        return HTTP_E_TLS;
     case CURLE_WRITE_ERROR:
         if (call->aborted) {
             *msg = "the streamed body was refused by its reader";
@@ -489,7 +561,33 @@ static int setup_easy(http_call_t *call, const http_call_opts *t)
     SET(CURLOPT_HEADERDATA, call);
     SET(CURLOPT_HTTPHEADER, call->req_headers);
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    bool https = strncasecmp(call->url, "https://", 8) == 0;
+    http_version v = t ? t->version : HTTP_VERSION_AUTO;
+    SET(CURLOPT_HTTP_VERSION, v == HTTP_VERSION_1_1 ? (long)CURL_HTTP_VERSION_1_1
+                              : v == HTTP_VERSION_2 ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+                                                    : (long)CURL_HTTP_VERSION_2TLS);
+    if (https && v == HTTP_VERSION_2) {
+        /* curl offers http/1.1 beside h2 in ALPN and falls back to it
+         * silently; curl 7.88 tells which one it chose only with the
+         * answer's status line (on_header) */
+        call->need_h2 = true;
+    }
+    if (https && !call->errbuf && !(call->errbuf = calloc(1, CURL_ERROR_SIZE)))
+        return -1;
+    if (call->errbuf)
+        SET(CURLOPT_ERRORBUFFER, call->errbuf);
+    if (t && t->ca_file)
+        SET(CURLOPT_CAINFO, t->ca_file);
+    if (t && t->ca_path) {
+        SET(CURLOPT_CAPATH, t->ca_path);
+        /* a directory alone: the system's bundle must not vouch too */
+        if (!t->ca_file)
+            SET(CURLOPT_CAINFO, (char *)NULL);
+    }
+    if (t && t->ca_file && !t->ca_path)
+        SET(CURLOPT_CAPATH, (char *)NULL);
+    /* wait for a stream on the connection being set up or already open
+     * rather than opening one per call: HTTP/2 multiplexes them all */
     SET(CURLOPT_PIPEWAIT, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     long rb = t && t->recv_buffer ? (long)t->recv_buffer : HTTP_RECV_BUFFER_MIN;

@@ -4,9 +4,12 @@
  * CURLMOPT_SOCKETFUNCTION and CURLMOPT_TIMERFUNCTION (curl's multi_socket
  * model): no thread per request, thousands of transfers on one thread.
  * Connections are kept alive and reused; HTTP/2 is negotiated over TLS and
- * multiplexed when the server offers it; TLS verifies against the system CA
- * store; proxies come from the environment (http_proxy, https_proxy,
- * no_proxy), as curl reads them.
+ * multiplexed when the server offers it (a call waits for a stream on the
+ * open connection rather than opening another, and no more streams are
+ * opened on one connection than the server's max_concurrent_streams); TLS
+ * verifies against the system CA store unless a call names its own
+ * (ca_file, ca_path); proxies come from the environment (http_proxy,
+ * https_proxy, no_proxy), as curl reads them.
  *
  * Three timeouts per call: connect (TCP and TLS handshake), first byte (from
  * the start of the call to the first byte of the response's status line) and
@@ -50,6 +53,23 @@ typedef struct http_options {
  * go on, nonzero to end the call with HTTP_E_ABORTED. */
 typedef int (*http_data_fn)(void *ud, const char *data, size_t len);
 
+/* The HTTP version a call speaks. AUTO: HTTP/2 over TLS when the server
+ * offers it in ALPN, HTTP/1.1 otherwise (and on plain http://). V2 on
+ * http:// is h2c with prior knowledge (no Upgrade round trip); on https://
+ * it requires h2 in ALPN: a server that only offers HTTP/1.1 ends the call
+ * with HTTP_E_TLS (at its answer's status line: curl 7.88 says which
+ * protocol ALPN chose no sooner, so the request has been sent). */
+typedef enum http_version {
+    HTTP_VERSION_AUTO = 0,
+    HTTP_VERSION_1_1,
+    HTTP_VERSION_2
+} http_version;
+
+/* "auto", "1.1" or "2" to its version; -1 for anything else. */
+int http_version_parse(const char *text);
+/* The name http_version_parse reads. */
+const char *http_version_name(http_version v);
+
 typedef struct http_call_opts {
     uint64_t connect_ms;       /* 0: no limit */
     uint64_t first_byte_ms;    /* 0: no limit */
@@ -70,11 +90,18 @@ typedef struct http_call_opts {
      * so it must not start or cancel HTTP calls. */
     http_data_fn on_data;
     void *data_ud;
+    /* TLS trust (borrowed for http_call only: curl copies them): a PEM file
+     * of CA certificates and/or a directory of them hashed by `openssl
+     * rehash`. Either replaces the system store; NULL for both: the
+     * system's. */
+    const char *ca_file;
+    const char *ca_path;
+    http_version version;
 } http_call_opts;
 
 typedef enum http_outcome {
     HTTP_OK = 0,               /* a response arrived (any status) */
-    HTTP_E_CONNECT,            /* DNS, refused, unreachable, TLS handshake */
+    HTTP_E_CONNECT,            /* DNS, refused, unreachable */
     HTTP_E_TIMEOUT_CONNECT,
     HTTP_E_TIMEOUT_FIRST_BYTE,
     HTTP_E_TIMEOUT_TOTAL,
@@ -83,7 +110,12 @@ typedef enum http_outcome {
     HTTP_E_NOMEM,
     HTTP_E_BUDGET,             /* "response_budget": the client's bytes in
                                   flight passed max_bytes_in_flight */
-    HTTP_E_ABORTED             /* "aborted": the call's on_data refused the body */
+    HTTP_E_ABORTED,            /* "aborted": the call's on_data refused the body */
+    HTTP_E_TLS                 /* "tls": the server's certificate was refused
+                                  (unknown CA, wrong host name, expired), the
+                                  handshake failed, the CA file could not be
+                                  read, or h2 was required and not offered;
+                                  retrying cannot help */
 } http_outcome;
 
 /* What a finished call gives its callback; every pointer is borrowed for
@@ -140,5 +172,10 @@ long http_raise_nofile(void);
 
 /* A name for an outcome: "connect", "timeout_connect", ... */
 const char *http_outcome_name(http_outcome o);
+
+/* The error class a failed call's outcome is to its caller: LOOM_E_TIMEOUT
+ * for the three timeouts, LOOM_E_TLS (never retried) for HTTP_E_TLS,
+ * LOOM_E_UPSTREAM (transient) for the rest. */
+loom_errcode http_outcome_code(http_outcome o);
 
 #endif

@@ -149,6 +149,7 @@ static loom_errcode errcode_of(const char *name)
         { "invalid_output", LOOM_E_INVALID_OUTPUT }, { "lambda_failed", LOOM_E_LAMBDA_FAILED },
         { "quota", LOOM_E_QUOTA },             { "invalid_request", LOOM_E_INVALID_REQUEST },
         { "config", LOOM_E_CONFIG },           { "out_of_memory", LOOM_E_NOMEM },
+        { "tls", LOOM_E_TLS },
     };
     for (size_t i = 0; name && i < sizeof codes / sizeof codes[0]; i++)
         if (strcmp(codes[i].name, name) == 0)

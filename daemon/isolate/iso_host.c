@@ -125,6 +125,7 @@ static const char *const code_names[] = {
     [LOOM_E_INVALID_OUTPUT] = "invalid_output", [LOOM_E_LAMBDA_FAILED] = "lambda_failed",
     [LOOM_E_QUOTA] = "quota",            [LOOM_E_INVALID_REQUEST] = "invalid_request",
     [LOOM_E_CONFIG] = "config",          [LOOM_E_NOMEM] = "out_of_memory",
+    [LOOM_E_TLS] = "tls",
 };
 
 /* Sends V (stolen) as one frame now. Blocking: the only reader is loomd,

@@ -165,16 +165,14 @@ void xfer_stream_end(xfer *x, const http_response *resp, uint64_t latency_ms)
         return;
     }
     if (resp->outcome != HTTP_OK || !s->done) {
-        bool timeout = resp->outcome == HTTP_E_TIMEOUT_TOTAL ||
-                       resp->outcome == HTTP_E_TIMEOUT_FIRST_BYTE ||
-                       resp->outcome == HTTP_E_TIMEOUT_CONNECT;
         if (resp->outcome != HTTP_OK)
             snprintf(msg, sizeof msg, "the stream was cut off: %s (%s)",
                      resp->error ? resp->error : "HTTP failed", http_outcome_name(resp->outcome));
         else
             snprintf(msg, sizeof msg, "the stream ended before its end event");
-        xfer_answer(x, NULL, NULL, timeout ? LOOM_E_TIMEOUT : LOOM_E_UPSTREAM, msg, false, 0,
-                    false, latency_ms);
+        xfer_answer(x, NULL, NULL,
+                    resp->outcome != HTTP_OK ? http_outcome_code(resp->outcome) : LOOM_E_UPSTREAM,
+                    msg, false, 0, false, latency_ms);
         return;
     }
     json_t *out = json_stringn(s->text.p ? s->text.p : "", s->text.n);
