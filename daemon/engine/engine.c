@@ -361,7 +361,8 @@ void job_slot_request(act_t *a)
     /* While recorded steps wait to be replayed, a live leaf waits too: what
      * they decide may cancel it (a vote that had stopped early), and a call
      * cancelled before it starts costs nothing. */
-    if (job->inflight < job->max_in_flight && list_empty(&job->waitq) && !replay_pending(job)) {
+    if (job->inflight - job->exempt < job->max_in_flight && list_empty(&job->waitq) &&
+        !replay_pending(job)) {
         slot_grant(a);
         return;
     }
@@ -374,6 +375,18 @@ void job_slot_release(act_t *a)
     if (a->holds_slot) {
         a->holds_slot = false;
         a->job->inflight--;
+    }
+    if (a->slot_exempt) {
+        a->slot_exempt = false;
+        a->job->exempt--;
+    }
+}
+
+void job_slot_exempt(act_t *a)
+{
+    if (a->holds_slot && !a->slot_exempt) {
+        a->slot_exempt = true;
+        a->job->exempt++;
     }
 }
 
@@ -422,7 +435,8 @@ bool job_pump(engine_job_t *job)
             /* one at a time and only when nothing else is queued, so that
              * recorded steps reach their parents in their first order */
             replay_release(job);
-        } else if (!list_empty(&job->waitq) && job->inflight < job->max_in_flight) {
+        } else if (!list_empty(&job->waitq) &&
+                   job->inflight - job->exempt < job->max_in_flight) {
             act_t *a = LIST_OWNER(job->waitq.next, act_t, q);
             list_del(&a->q);
             a->inq = Q_NONE;

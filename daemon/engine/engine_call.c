@@ -538,6 +538,8 @@ void provider_start(act_t *a)
                                 .traceparent = traceparent[0] ? traceparent : NULL };
     tokens_call_info(a, &info);
     pc->uc = upstream_call(pi->up, &req, &info, upstream_done, pc);
+    if (pc->uc && upstream_coalesces(pi->up, req.kind))
+        job_slot_exempt(a);
     json_decref(req.messages);
     json_decref(req.params);
     json_decref(req.inputs);

@@ -201,6 +201,9 @@ struct act {
     reactor_timer_t *timeout;
     reactor_timer_t *retry_timer;
     bool holds_slot;           /* counts toward the job's in-flight leaves */
+    /* holds a slot that does not count against max_in_flight: its work
+     * waits in a provider's coalescer (job_slot_exempt) */
+    bool slot_exempt;
     bool cached;               /* this attempt was answered from the cache */
     bool replayed;             /* this attempt was answered from the job's replay */
     bool timing_out;           /* its timeout fired: the work cancelled now timed out */
@@ -243,6 +246,7 @@ struct engine_job {
     act_t *root;
     list_link doneq, waitq;
     size_t inflight, max_in_flight;
+    size_t exempt;             /* of INFLIGHT, the leaves job_slot_exempt set aside */
     uint64_t rng;
     engine_trace_fn trace;
     void *trace_ud;
@@ -372,6 +376,12 @@ bool job_pump(engine_job_t *job);
 void job_slot_request(act_t *a);
 /* Gives A's slot back, if it holds one. */
 void job_slot_release(act_t *a);
+/* A's call went to a provider that coalesces it with others into one
+ * request (embeddings): it keeps its slot, so the job still counts it as
+ * in flight (it cannot park), but no longer against max_in_flight -- a
+ * cap of 1,024 leaves must not cut a map of 5,000 embeddings into batches
+ * of 1,024 inputs when the provider takes 2,048 per request. */
+void job_slot_exempt(act_t *a);
 
 /* ---- jobs (engine_job.c) */
 /* Ends JOB now with RES or ERR (stolen), dropping whatever still runs. */

@@ -275,6 +275,9 @@ void upstream_cancel(upstream_call_t *call);
 void upstream_cancel_timeout(upstream_call_t *call);
 
 void upstream_stats(const upstream_t *u, upstream_stats_t *out);
+/* Whether calls of KIND to U wait to be coalesced with others into one
+ * request (embeddings on a provider with native batching). */
+bool upstream_coalesces(const upstream_t *u, loom_call_kind kind);
 const char *upstream_name(const upstream_t *u);
 
 /* The server's rate-limit headers (OpenAI x-ratelimit-*, Anthropic

@@ -16,6 +16,11 @@
 
 #include "daemon/upstream/upstream_internal.h"
 
+bool upstream_coalesces(const upstream_t *u, loom_call_kind kind)
+{
+    return kind == LOOM_CALL_EMBED && u->opt.batch_max_inputs > 0;
+}
+
 int64_t batch_input_tokens(json_t *input)
 {
     int64_t t = (int64_t)(json_string_length(input) / 4);

@@ -146,6 +146,31 @@ Test(engine_http, map_of_embeddings_is_coalesced, .fini = teardown)
     et_result_free(&r);
 }
 
+/* Inputs waiting in the coalescer do not count against the job's cap on
+ * leaves in flight (1,024 by default): one job's 5,000 single embeddings
+ * fill whole requests of the provider's max_batch. */
+Test(engine_http, coalesced_embeddings_do_not_count_against_max_in_flight, .fini = teardown)
+{
+    setup(NULL, NULL);
+    enum { N = 5000, MAX_BATCH = 2048 };
+    json_t *a = json_array();
+    for (int i = 0; i < N; i++) {
+        char s[32];
+        snprintf(s, sizeof s, "chunk %d", i);
+        json_array_append_new(a, json_string(s));
+    }
+    char *in = dump(a);
+    et_result r;
+    et_run(HDR "do: { map: { over: '{{ input }}', max_concurrency: 5000, do: { embed: { input: '{{ item }}' } } } }\n",
+           in, NULL, &r);
+    free(in);
+    cr_assert(r.output, "%s", et_code(&r));
+    cr_assert_eq(json_array_size(r.output), N);
+    cr_assert_eq(fake_server_stat(&srv, "embedding_inputs"), N);
+    cr_assert_eq(fake_server_stat(&srv, "embeddings"), (N + MAX_BATCH - 1) / MAX_BATCH);
+    et_result_free(&r);
+}
+
 Test(engine_http, cancelling_a_job_withdraws_its_calls, .fini = teardown)
 {
     setup((const char *const[]){ "--latency", "2000", NULL }, &(config_limits){ .concurrency = 2 });
