@@ -19,7 +19,9 @@
  * records every API answer with its step key and times (fake_log.h).
  * Requests with tools, a structured output or a script ("fake-script:")
  * are answered by fake_tools.c: scripted tool calls, made-up structured
- * outputs, bad JSON on demand. */
+ * outputs, bad JSON on demand. The Batch APIs of both providers (files,
+ * batches, results; --batch-* options) are in fake_batch.c, and answer
+ * each line with the code that answers the direct endpoints here. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -45,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/fake/fake_batch.h"
 #include "tests/fake/fake_log.h"
 #include "tests/fake/fake_tools.h"
 
@@ -82,6 +85,7 @@ typedef struct {
     bool busy;          /* an answer is pending in the timer heap */
     bool stalled;       /* stall_body: half an answer sent, nothing more will come */
     bool close_after;   /* close once out is flushed */
+    bool continued;     /* "100 Continue" sent for the request being read */
     bool draining;      /* write side shut; reading until the peer closes */
     double drain_until;
 } conn;
@@ -141,6 +145,7 @@ typedef struct {
     long tool_failures;         /* tool results received that say the tool failed */
     long structured;            /* structured outputs answered */
     int log_fd;                 /* --log, or -1 */
+    fake_batch *batch;          /* the Batch APIs (fake_batch.h) */
 } server;
 
 static double now_s(void)
@@ -320,12 +325,18 @@ static const char *reason(int code)
 
 /* Writes a whole response into out. `declared` is the Content-Length, which
  * differs from blen only for the faults that lie about the body. */
+static bool http_response_typed(buf *out, int code, const char *ctype, const char *extra, const char *body,
+                                size_t blen, size_t declared, bool close)
+{
+    return buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", code,
+                      reason(code), ctype, declared, extra ? extra : "", close ? "Connection: close\r\n" : "") &&
+           buf_add(out, body, blen);
+}
+
 static bool http_response(buf *out, int code, const char *extra, const char *body, size_t blen, size_t declared,
                           bool close)
 {
-    return buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s%s\r\n",
-                      code, reason(code), declared, extra ? extra : "", close ? "Connection: close\r\n" : "") &&
-           buf_add(out, body, blen);
+    return http_response_typed(out, code, "application/json", extra, body, blen, declared, close);
 }
 
 /* Error bodies in each provider's envelope. */
@@ -539,7 +550,12 @@ typedef enum { EP_CHAT, EP_EMB, EP_MSG } endpoint;
 typedef struct {
     char method[16];
     char path[256];
+    char query[256];            /* what followed '?' in the target, or "" */
     bool has_key, has_version, close;
+    bool expect_continue;       /* Expect: 100-continue */
+    bool https;                 /* X-Forwarded-Proto or Forwarded said https (a TLS proxy in front) */
+    const char *host, *ctype;   /* Host and Content-Type, in the input buffer; or NULL */
+    size_t host_len, ctype_len;
     size_t body_len;
     const char *step_key;       /* Loom-Step-Key, in the input buffer; or NULL */
     size_t step_key_len;
@@ -595,6 +611,7 @@ static bool handle_stats(server *s, conn *c, bool reset)
         s->max_in_flight = s->in_flight;
         s->rq.tat = s->tk.tat = 0;
         s->fault_seq = 0;
+        fake_batch_reset(s->batch);
     }
     json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "requests", (json_int_t)s->requests,
                           "chat", (json_int_t)s->chat, "embeddings", (json_int_t)s->embeddings, "embedding_inputs",
@@ -610,6 +627,10 @@ static bool handle_stats(server *s, conn *c, bool reset)
         json_object_set_new(j, "structured", json_integer(s->structured));
     if (j)
         json_object_set_new(j, "tool_failures", json_integer(s->tool_failures));
+    if (j && fake_batch_stats(s->batch, j)) {
+        json_decref(j);
+        j = NULL;
+    }
     char *b = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!b)
@@ -624,8 +645,9 @@ static bool handle_stats(server *s, conn *c, bool reset)
  * prompt_tokens include the cached ones (prompt_tokens_details), Anthropic's
  * input_tokens do not (cache_read_input_tokens and
  * cache_creation_input_tokens beside them). A messages request whose system
- * prompt's last block carries cache_control is counted. */
-static void cache_usage(server *s, endpoint ep, json_t *req, json_t *resp, long in_tok)
+ * prompt's last block carries cache_control is counted when COUNT (a
+ * direct request, not a batch line). */
+static void cache_usage(server *s, endpoint ep, json_t *req, json_t *resp, long in_tok, bool count)
 {
     json_t *u = json_object_get(resp, "usage");
     long rd = (long)s->cache_read, wr = ep == EP_MSG ? (long)s->cache_write : 0;
@@ -635,7 +657,7 @@ static void cache_usage(server *s, endpoint ep, json_t *req, json_t *resp, long 
         wr = in_tok - rd;
     if (ep == EP_MSG) {
         json_t *sys = json_object_get(req, "system");
-        if (json_is_array(sys) &&
+        if (count && json_is_array(sys) &&
             json_object_get(json_array_get(sys, json_array_size(sys) - 1), "cache_control"))
             s->cache_marked++;
         if (rd || wr) {
@@ -969,6 +991,92 @@ out:
     return ok;
 }
 
+/* What the endpoint EP answers to a request body: the success body and
+ * what the rate limiter and the log need. */
+typedef struct {
+    json_t *resp;           /* the success body (owned) */
+    buf answer;             /* chat and messages: the answer's text */
+    long in_tok, out_tok, n_inputs;
+    fake_reply tr;          /* what fake_tools answered (owned) */
+    int scripted;           /* 1: tr is the answer */
+    const char *refusal;    /* why EP refuses the body (a 400), or NULL; may point into tr */
+} answer;
+
+static void answer_free(answer *a)
+{
+    fake_reply_free(&a->tr);
+    json_decref(a->resp);
+    buf_free(&a->answer);
+}
+
+/* Answers REQ (borrowed) as the endpoint EP does, into *A (zeroed by the
+ * caller, freed with answer_free). DIRECT: a request to the endpoint
+ * itself, whose prompt-cache marks count; a batch line's do not. 1 when
+ * answered, 0 when refused (A->refusal), -1 when memory ran out. No other
+ * counter moves: the caller counts what it answers. */
+static int answer_build(server *s, endpoint ep, json_t *req, bool direct, answer *a)
+{
+    if (ep == EP_EMB) {
+        json_t *input = json_object_get(req, "input");
+        if (!json_is_string(input) && !(json_is_array(input) && json_array_size(input) > 0)) {
+            a->refusal = "input must be a string or array";
+            return 0;
+        }
+        if (!(a->resp = success_body(s, ep, req, NULL, 0, 0, &a->n_inputs)))
+            return -1;
+        a->in_tok = (long)json_integer_value(json_object_get(json_object_get(a->resp, "usage"), "prompt_tokens"));
+        return 1;
+    }
+    size_t prompt_bytes = 0;
+    if (!chat_answer(req, &a->answer, &prompt_bytes)) {
+        a->refusal = "messages must end with a user turn";
+        return 0;
+    }
+    /* tools, a structured output or a script: answered by fake_tools */
+    a->scripted = fake_tools_reply(ep == EP_MSG, req, a->answer.p, a->answer.len, &a->tr);
+    if (a->scripted < 0) {
+        if (!a->tr.error[0])
+            return -1;
+        a->refusal = a->tr.error;
+        return 0;
+    }
+    if (a->scripted > 0) {
+        a->answer.len = 0;
+        if (!buf_add(&a->answer, a->tr.text, strlen(a->tr.text)))
+            return -1;
+    }
+    a->in_tok = tokens_of(prompt_bytes, 1);
+    a->out_tok = tokens_of(a->answer.len, 0);
+    if (!(a->resp = success_body(s, ep, req, &a->answer, a->in_tok, a->out_tok, &a->n_inputs)))
+        return -1;
+    cache_usage(s, ep, req, a->resp, a->in_tok, direct);
+    if (a->scripted > 0) {
+        json_t *choice = json_array_get(json_object_get(a->resp, "choices"), 0);
+        if (ep == EP_CHAT ? json_object_set(choice, "message", a->tr.message) < 0 ||
+                                json_object_set_new(choice, "finish_reason", json_string(a->tr.finish)) < 0
+                          : json_object_set(a->resp, "content", a->tr.message) < 0 ||
+                                json_object_set_new(a->resp, "stop_reason", json_string(a->tr.finish)) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* fake_batch's way to answer a line: exactly as the direct endpoint would,
+ * without counting it as a direct request (fake_batch_answer_fn). */
+static int batch_answer(void *ctx, fake_batch_kind kind, json_t *req, json_t **body, char *err, size_t err_len)
+{
+    server *s = ctx;
+    endpoint ep = kind == FAKE_BATCH_MESSAGES ? EP_MSG : kind == FAKE_BATCH_EMBEDDINGS ? EP_EMB : EP_CHAT;
+    answer a = { 0 };
+    int r = answer_build(s, ep, req, false, &a);
+    if (r > 0)
+        *body = json_incref(a.resp);
+    else if (r == 0)
+        snprintf(err, err_len, "%s", a.refusal);
+    answer_free(&a);
+    return r < 0 ? -1 : r > 0 ? 200 : 400;
+}
+
 static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const char *body)
 {
     api_kind api = ep == EP_MSG ? API_ANTHROPIC : API_OPENAI;
@@ -989,69 +1097,24 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
                                h->close);
     }
     bool ok = false;
-    buf answer = { 0 };
-    size_t prompt_bytes = 0;
-    long in_tok = 0, out_tok = 0, n_inputs = 0;
-    json_t *resp = NULL;
-    fake_reply tr = { 0 };
-    int scripted = 0;
-    if (ep == EP_EMB) {
+    answer a = { 0 };
+    if (ep == EP_EMB)
         s->embeddings++;
-        json_t *input = json_object_get(req, "input");
-        if (!json_is_string(input) && !(json_is_array(input) && json_array_size(input) > 0)) {
-            log_now(s, ep, h, 400);
-            ok = reply_error_now(s, c, api, 400, "invalid_request_error", NULL, "input must be a string or array",
-                                 NULL, h->close);
-            goto out;
-        }
-        resp = success_body(s, ep, req, NULL, 0, 0, &n_inputs);
-        if (!resp)
-            goto out;
-        s->embedding_inputs += n_inputs;
-        in_tok = (long)json_integer_value(json_object_get(json_object_get(resp, "usage"), "prompt_tokens"));
-    } else {
-        if (ep == EP_CHAT)
-            s->chat++;
-        else
-            s->messages++;
-        if (!chat_answer(req, &answer, &prompt_bytes)) {
-            log_now(s, ep, h, 400);
-            ok = reply_error_now(s, c, api, 400, "invalid_request_error", NULL, "messages must end with a user turn",
-                                 NULL, h->close);
-            goto out;
-        }
-        /* tools, a structured output or a script: answered by fake_tools */
-        scripted = fake_tools_reply(api == API_ANTHROPIC, req, answer.p, answer.len, &tr);
-        if (scripted < 0 && tr.error[0]) {
-            log_now(s, ep, h, 400);
-            ok = reply_error_now(s, c, api, 400, "invalid_request_error", NULL, tr.error, NULL, h->close);
-            goto out;
-        }
-        if (scripted < 0)
-            goto out;
-        if (scripted > 0) {
-            answer.len = 0;
-            if (!buf_add(&answer, tr.text, strlen(tr.text)))
-                goto out;
-        }
-        in_tok = tokens_of(prompt_bytes, 1);
-        out_tok = tokens_of(answer.len, 0);
-        resp = success_body(s, ep, req, &answer, in_tok, out_tok, &n_inputs);
-        if (resp)
-            cache_usage(s, ep, req, resp, in_tok);
-        if (!resp)
-            goto out;
-        if (scripted > 0) {
-            json_t *choice = json_array_get(json_object_get(resp, "choices"), 0);
-            if (ep == EP_CHAT ? json_object_set(choice, "message", tr.message) < 0 ||
-                                    json_object_set_new(choice, "finish_reason", json_string(tr.finish)) < 0
-                              : json_object_set(resp, "content", tr.message) < 0 ||
-                                    json_object_set_new(resp, "stop_reason", json_string(tr.finish)) < 0)
-                goto out;
-        }
+    else if (ep == EP_CHAT)
+        s->chat++;
+    else
+        s->messages++;
+    int built = answer_build(s, ep, req, true, &a);
+    if (built < 0)
+        goto out;
+    if (built == 0) {
+        log_now(s, ep, h, 400);
+        ok = reply_error_now(s, c, api, 400, "invalid_request_error", NULL, a.refusal, NULL, h->close);
+        goto out;
     }
+    s->embedding_inputs += a.n_inputs * (ep == EP_EMB);
     /* The token cost is known up front because the answer is an echo. */
-    double cost = (double)(in_tok + out_tok);
+    double cost = (double)(a.in_tok + a.out_tok);
     double wr = gcra_wait(&s->rq, t, 1), wt = gcra_wait(&s->tk, t, cost);
     if (wr > 0 || wt > 0) {
         double w = wr > wt ? wr : wt;
@@ -1071,7 +1134,7 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
     }
     gcra_take(&s->rq, t, 1);
     gcra_take(&s->tk, t, cost);
-    s->tokens += in_tok + out_tok;
+    s->tokens += a.in_tok + a.out_tok;
     bool faulty = false;
     if (s->fault != F_NONE) {
         s->fault_seq++;
@@ -1081,22 +1144,43 @@ static bool handle_api(server *s, conn *c, endpoint ep, const req_head *h, const
      * are answered as they always are */
     /* tool calls and a tool's input are answered whole: Loom never asks
      * for them as a stream (fake_tools.h) */
-    if (scripted > 0) {
-        s->tool_calls += tr.ncalls;
-        s->tool_failures += tr.nfailed;
-        s->structured += tr.structured;
+    if (a.scripted > 0) {
+        s->tool_calls += a.tr.ncalls;
+        s->tool_failures += a.tr.nfailed;
+        s->structured += a.tr.structured;
     }
-    if (ep != EP_EMB && json_is_true(json_object_get(req, "stream")) && !tr.whole &&
+    if (ep != EP_EMB && json_is_true(json_object_get(req, "stream")) && !a.tr.whole &&
         (!faulty || s->fault == F_STREAM_ERROR || s->fault == F_STREAM_CUT))
-        ok = queue_stream(s, c, api, req, &answer, in_tok, out_tok, faulty, h, ep, t);
+        ok = queue_stream(s, c, api, req, &a.answer, a.in_tok, a.out_tok, faulty, h, ep, t);
     else
-        ok = queue_answer(s, c, api, resp, faulty && s->fault != F_STREAM_ERROR && s->fault != F_STREAM_CUT, h, ep,
-                          ep == EP_EMB ? NULL : answer.p, scripted > 0 ? &tr : NULL, t);
+        ok = queue_answer(s, c, api, a.resp, faulty && s->fault != F_STREAM_ERROR && s->fault != F_STREAM_CUT, h,
+                          ep, ep == EP_EMB ? NULL : a.answer.p, a.scripted > 0 ? &a.tr : NULL, t);
 out:
-    fake_reply_free(&tr);
-    json_decref(resp);
+    answer_free(&a);
     json_decref(req);
-    buf_free(&answer);
+    return ok;
+}
+
+/* A request to one of the Batch APIs' endpoints: answered at once (no
+ * --latency, no rate limit: neither API limits its batch endpoints the
+ * way it limits calls) and logged with its own path. */
+static bool handle_batch(server *s, conn *c, const req_head *h, const char *body)
+{
+    fake_batch_req rq = { .method = h->method, .path = h->path, .query = h->query, .host = h->host,
+                          .host_len = h->host_len, .https = h->https, .content_type = h->ctype,
+                          .content_type_len = h->ctype_len, .has_key = h->has_key,
+                          .has_version = h->has_version, .body = body, .body_len = h->body_len };
+    fake_batch_resp rs = { 0 };
+    if (fake_batch_handle(s->batch, &rq, &rs) < 0)
+        return false;
+    if (h->close)
+        c->close_after = true;
+    bool ok = http_response_typed(&c->out, rs.status, rs.content_type, rs.extra, rs.body, rs.len, rs.len, h->close);
+    fake_log_entry e = { .received_us = h->received_us, .answered_us = fake_log_now_us(), .status = rs.status,
+                         .delivered = true, .path = h->path, .key = h->step_key, .key_len = h->step_key_len,
+                         .fault = rs.fault };
+    (void)fake_log_write(s->log_fd, &e);
+    free(rs.body);
     return ok;
 }
 
@@ -1122,8 +1206,10 @@ static int parse_head(const char *p, size_t hl, req_head *h)
             return 400;
     memcpy(h->path, sp1 + 1, (size_t)(sp2 - sp1 - 1));
     char *q = strchr(h->path, '?');
-    if (q)
+    if (q) {
+        snprintf(h->query, sizeof h->query, "%s", q + 1);
         *q = 0;
+    }
     h->close = sp2[8] == '0'; /* HTTP/1.0 closes unless asked otherwise */
     bool have_len = false;
     /* Each pass consumes one header line, so the loop ends at the blank line. */
@@ -1161,6 +1247,18 @@ static int parse_head(const char *p, size_t hl, req_head *h)
             h->has_key = vl > 0;
         } else if (nl == 17 && !strncasecmp(l, "anthropic-version", 17)) {
             h->has_version = vl > 0;
+        } else if (nl == 4 && !strncasecmp(l, "host", 4)) {
+            h->host = v;
+            h->host_len = vl;
+        } else if (nl == 12 && !strncasecmp(l, "content-type", 12)) {
+            h->ctype = v;
+            h->ctype_len = vl;
+        } else if (nl == 6 && !strncasecmp(l, "expect", 6)) {
+            h->expect_continue = vl == 12 && !strncasecmp(v, "100-continue", 12);
+        } else if (nl == 17 && !strncasecmp(l, "x-forwarded-proto", 17)) {
+            h->https = vl == 5 && !strncasecmp(v, "https", 5);
+        } else if (nl == 9 && !strncasecmp(l, "forwarded", 9)) {
+            h->https = h->https || memmem(v, vl, "proto=https", 11) != NULL;
         } else if (nl == 10 && !strncasecmp(l, "connection", 10)) {
             if (vl == 5 && !strncasecmp(v, "close", 5))
                 h->close = true;
@@ -1209,8 +1307,15 @@ static void conn_process(server *s, conn *c)
                 goto fail;
             break;
         }
-        if (c->in.len < hl + h.body_len)
+        if (c->in.len < hl + h.body_len) {
+            /* curl holds a large body back for a second unless told to send it */
+            if (h.expect_continue && !c->continued) {
+                if (!buf_add(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25))
+                    goto fail;
+                c->continued = true;
+            }
             break;
+        }
         const char *body = c->in.p + hl;
         bool ok;
         bool is_get = !strcmp(h.method, "GET"), is_post = !strcmp(h.method, "POST");
@@ -1230,6 +1335,8 @@ static void conn_process(server *s, conn *c)
             ok = handle_stats(s, c, true);
         else if (api && is_post)
             ok = handle_api(s, c, ep, &h, body);
+        else if (fake_batch_is_endpoint(h.path))
+            ok = handle_batch(s, c, &h, body);
         else if (api || !strcmp(h.path, "/stats") || !strcmp(h.path, "/reset"))
             ok = reply_error_now(s, c, API_OPENAI, 405, "invalid_request_error", NULL, "method not allowed", NULL,
                                  h.close);
@@ -1239,6 +1346,7 @@ static void conn_process(server *s, conn *c)
             goto fail;
         memmove(c->in.p, c->in.p + hl + h.body_len, c->in.len - hl - h.body_len);
         c->in.len -= hl + h.body_len;
+        c->continued = false;
     }
     conn_flush(s, c);
     return;
@@ -1397,6 +1505,8 @@ static void usage(void)
                     "                     [--fault-every K] [--max-seconds S] [--log FILE]\n"
                     "                     [--stream-chunk BYTES] [--stream-gap MS]\n"
                     "                     [--cache-read TOKENS] [--cache-write TOKENS]\n"
+                    "                     [--batch-delay MS] [--batch-fail-every K] [--batch-expire-every K]\n"
+                    "                     [--batch-fault 429|500|503] [--batch-fault-every K]\n"
                     "faults: 500 503 529 slow_first_byte stall_body drop malformed_json huge_body quota\n"
                     "        stream_error stream_cut\n");
 }
@@ -1417,6 +1527,8 @@ int main(int argc, char **argv)
     static server S; /* the one server this process is */
     server *s = &S;
     double port = 0, latency_ms = 0, rpm = 0, tpm = 0, every = 1, max_s = 300;
+    double b_fail = 0, b_expire = 0, b_fault_every = 1;
+    fake_batch_opts bo = { .delay_ms = 200, .answer = batch_answer, .answer_ctx = s };
     s->log_fd = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1440,6 +1552,16 @@ int main(int argc, char **argv)
             s->stream_gap /= 1000.0;
         } else if (ok && !strcmp(a, "--fault-every"))
             ok = parse_num(v, 1, 1e9, &every);
+        else if (ok && !strcmp(a, "--batch-delay"))
+            ok = parse_num(v, 0, 86400e3, &bo.delay_ms);
+        else if (ok && !strcmp(a, "--batch-fail-every"))
+            ok = parse_num(v, 0, 1e9, &b_fail);
+        else if (ok && !strcmp(a, "--batch-expire-every"))
+            ok = parse_num(v, 0, 1e9, &b_expire);
+        else if (ok && !strcmp(a, "--batch-fault"))
+            ok = (bo.fault_code = fake_batch_fault_code(v)) != 0;
+        else if (ok && !strcmp(a, "--batch-fault-every"))
+            ok = parse_num(v, 1, 1e9, &b_fault_every);
         else if (ok && !strcmp(a, "--log")) {
             if (s->log_fd >= 0)
                 close(s->log_fd);
@@ -1466,6 +1588,13 @@ int main(int argc, char **argv)
         i++;
     }
     s->latency = latency_ms / 1000.0;
+    bo.fail_every = (long)b_fail;
+    bo.expire_every = (long)b_expire;
+    bo.fault_every = (long)b_fault_every;
+    if (!(s->batch = fake_batch_new(&bo))) {
+        perror("fake_provider: batches");
+        return 1;
+    }
     s->fault_every = (long)every;
     gcra_init(&s->rq, rpm);
     gcra_init(&s->tk, tpm);
@@ -1514,6 +1643,9 @@ int main(int argc, char **argv)
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->lfd, &e);
     e.data.fd = s->tfd;
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->tfd, &e);
+    int btfd = fake_batch_timer_fd(s->batch);
+    e.data.fd = btfd;
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, btfd, &e);
 
     double t_end = now_s() + max_s, last_sweep = now_s();
     struct epoll_event ev[256];
@@ -1532,6 +1664,9 @@ int main(int argc, char **argv)
                     return 1;
                 }
                 fire(s);
+            } else if (fd == btfd) {
+                if (fake_batch_tick(s->batch) < 0)
+                    fprintf(stderr, "fake_provider: a batch could not end yet: %s\n", strerror(errno));
             } else if (fd >= 0 && fd < MAX_FDS && s->conns[fd]) {
                 conn *c = s->conns[fd];
                 if ((ev[i].events & EPOLLOUT) && !conn_flush(s, c))
@@ -1545,5 +1680,6 @@ int main(int argc, char **argv)
             sweep(s, last_sweep);
         }
     }
+    fake_batch_free(s->batch);
     return 0;
 }
