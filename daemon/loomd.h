@@ -47,7 +47,7 @@ typedef struct loomd {
     plugins_t *plugins;
     struct iso *iso;           /* isolated plugins' helpers (loomd_isolate.c), or NULL */
     struct mcp *mcp;           /* the config's MCP servers (loomd_mcp.c), or NULL */
-    struct batch_mgr *batch;   /* provider batches (loomd_batch.c), or NULL before start */
+    struct loomd_batch *batch; /* provider batches (loomd_batch.c), or NULL before start */
     lgen *gens;                /* current first */
     struct engine_ledger *ledger; /* tenants' spend and budgets, cost counters
                                      (loomd_cost.c); outlives generations */

@@ -19,10 +19,48 @@
  *     or takes its result.
  * Reactor thread only, like the manager. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon/batch/batch.h"
 #include "daemon/loomd.h"
+
+/* Which provider each batch is of, for the batch_progress events (the
+ * manager's hook names the batch, not its provider): learnt as a line's
+ * submit opens a batch (the manager says "collecting" from inside the
+ * submit), and at start from the store. The last NAMES batches are known;
+ * an older one still in progress has its provider said as null. */
+#define NAMES 4096
+
+typedef struct batch_name {
+    char name[64];
+    char provider[64];
+} batch_name;
+
+struct loomd_batch {
+    batch_mgr_t *mgr;
+    const char *submitting;    /* the provider of the submit under way, or NULL */
+    batch_name *names;         /* a ring of NAMES */
+    size_t next;
+};
+
+static void name_add(struct loomd_batch *b, const char *name, const char *provider)
+{
+    for (size_t i = 0; i < NAMES; i++)
+        if (strcmp(b->names[i].name, name) == 0)
+            return;
+    batch_name *n = &b->names[b->next++ % NAMES];
+    snprintf(n->name, sizeof n->name, "%s", name);
+    snprintf(n->provider, sizeof n->provider, "%s", provider);
+}
+
+static const char *name_provider(const struct loomd_batch *b, const char *name)
+{
+    for (size_t i = 0; i < NAMES; i++)
+        if (strcmp(b->names[i].name, name) == 0)
+            return b->names[i].provider;
+    return NULL;
+}
 
 /* ---- the engine's hooks */
 
@@ -32,11 +70,11 @@ static int ops_lookup(void *ud, const char *job, const char *key, engine_batch_l
     loomd *d = ud;
     batch_line_info bi;
     memset(&bi, 0, sizeof bi);
-    if (!d->batch) { /* not started yet (only before the first job runs) */
+    if (!d->batch || !d->batch->mgr) { /* not started (only before the first job runs) */
         out->state = ENGINE_BATCH_NONE;
         return 0;
     }
-    if (batch_mgr_lookup(d->batch, job, key, &bi, err, errlen) < 0)
+    if (batch_mgr_lookup(d->batch->mgr, job, key, &bi, err, errlen) < 0)
         return -1;
     out->state = bi.state == BATCH_LINE_DONE      ? ENGINE_BATCH_DONE
                  : bi.state == BATCH_LINE_PENDING ? ENGINE_BATCH_PENDING
@@ -53,7 +91,7 @@ static int ops_submit(void *ud, const engine_batch_submit *s, loom_errcode *code
                       size_t errlen)
 {
     loomd *d = ud;
-    if (!d->batch) {
+    if (!d->batch || !d->batch->mgr) {
         *code = LOOM_E_UPSTREAM;
         snprintf(err, errlen, "the batch manager is not running");
         return -1;
@@ -63,7 +101,10 @@ static int ops_submit(void *ud, const engine_batch_submit *s, loom_errcode *code
         .provider = s->provider, .up = s->up, .req = s->req, .window_ms = s->window_ms,
         .deadline_ms = s->deadline_ms,
     };
-    return batch_mgr_submit(d->batch, &spec, code, err, errlen);
+    d->batch->submitting = s->provider;
+    int rc = batch_mgr_submit(d->batch->mgr, &spec, code, err, errlen);
+    d->batch->submitting = NULL;
+    return rc;
 }
 
 static const engine_batch_ops ops = { .lookup = ops_lookup, .submit = ops_submit };
@@ -88,7 +129,7 @@ static bool lines_settled(loomd *d, const char *job, const json_t *waits)
         batch_line_info bi;
         char err[256];
         memset(&bi, 0, sizeof bi);
-        if (batch_mgr_lookup(d->batch, job, key, &bi, err, sizeof err) < 0) {
+        if (batch_mgr_lookup(d->batch->mgr, job, key, &bi, err, sizeof err) < 0) {
             /* it resumes when its lines are ready, or at the next start */
             log_write(&d->log, LOOM_LOG_WARN, json_pack("{s:s, s:s}", "job", job, "key", key),
                       "cannot read a waiting job's batch line: %s", err);
@@ -103,7 +144,7 @@ static bool lines_settled(loomd *d, const char *job, const json_t *waits)
 
 static void wake_if_settled(loomd *d, const char *job, const json_t *waits)
 {
-    if (d->batch && lines_settled(d, job, waits))
+    if (d->batch && d->batch->mgr && lines_settled(d, job, waits))
         (void)jobs_wake_batch(&d->jobs, job); /* logged there */
 }
 
@@ -115,8 +156,8 @@ static void on_parked(void *ud, const char *job, const json_t *waits)
 static void on_job_closed(void *ud, const char *job)
 {
     loomd *d = ud;
-    if (d->batch)
-        batch_mgr_drop_job(d->batch, job);
+    if (d->batch && d->batch->mgr)
+        batch_mgr_drop_job(d->batch->mgr, job);
 }
 
 void loomd_batch_hooks(loomd *d, jobs_hooks *h)
@@ -152,8 +193,12 @@ static void mgr_progress(void *ud, const char *job, const char *batch, const cha
                          const char *state, int64_t done, int64_t total)
 {
     loomd *d = ud;
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "event", "batch_progress", "batch", batch,
-                           "remote", remote ? remote : "", "state", state);
+    if (d->batch->submitting)
+        name_add(d->batch, batch, d->batch->submitting);
+    const char *provider = name_provider(d->batch, batch);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s?, s:s}", "event", "batch_progress", "batch",
+                           batch, "remote", remote ? remote : "", "provider", provider, "state",
+                           state);
     if (!ev)
         return;
     json_object_set_new(ev, "done", done >= 0 ? json_integer(done) : json_null());
@@ -163,16 +208,40 @@ static void mgr_progress(void *ud, const char *job, const char *batch, const cha
 
 /* ---- life */
 
+/* The providers of the batches the store holds (they resume polling). */
+static void names_load(loomd *d)
+{
+    json_t *all = NULL;
+    char err[256];
+    if (store_batch_load(d->store, &all, err, sizeof err) < 0) {
+        log_write(&d->log, LOOM_LOG_WARN, NULL, "batch_progress events name no provider for "
+                  "the batches of before the start: %s", err);
+        return;
+    }
+    size_t i;
+    json_t *b;
+    json_array_foreach(all, i, b) {
+        const char *name = json_string_value(json_object_get(b, "name"));
+        const char *prov = json_string_value(json_object_get(b, "provider"));
+        if (name && prov)
+            name_add(d->batch, name, prov);
+    }
+    json_decref(all);
+}
+
 int loomd_batch_start(loomd *d)
 {
     char err[512];
     batch_mgr_hooks h = { .upstream = mgr_upstream, .ready = mgr_ready,
                           .progress = mgr_progress, .ud = d };
-    if (!(d->batch = batch_mgr_new(d->r, d->store, &d->log, &h))) {
+    if (!(d->batch = calloc(1, sizeof *d->batch)) ||
+        !(d->batch->names = calloc(NAMES, sizeof *d->batch->names)) ||
+        !(d->batch->mgr = batch_mgr_new(d->r, d->store, &d->log, &h))) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start the batch manager: out of memory");
-        return -1;
+        return -1; /* loomd_batch_stop frees what was made */
     }
-    if (batch_mgr_start(d->batch, err, sizeof err) < 0) {
+    names_load(d);
+    if (batch_mgr_start(d->batch->mgr, err, sizeof err) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot resume provider batches: %s", err);
         return -1;
     }
@@ -183,7 +252,7 @@ int loomd_batch_resume(loomd *d)
 {
     json_t *jobs = NULL;
     char err[256];
-    if (!d->batch)
+    if (!d->batch || !d->batch->mgr)
         return 0;
     if (store_waiting_jobs(d->store, &jobs, err, sizeof err) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot read waiting jobs: %s", err);
@@ -202,11 +271,15 @@ int loomd_batch_resume(loomd *d)
 
 json_t *loomd_batch_stats(loomd *d)
 {
-    return d->batch ? batch_mgr_stats(d->batch) : json_null();
+    return d->batch && d->batch->mgr ? batch_mgr_stats(d->batch->mgr) : json_null();
 }
 
 void loomd_batch_stop(loomd *d)
 {
-    batch_mgr_free(d->batch);
+    if (!d->batch)
+        return;
+    batch_mgr_free(d->batch->mgr);
+    free(d->batch->names);
+    free(d->batch);
     d->batch = NULL;
 }
