@@ -332,6 +332,37 @@ void fb_end_soon(fake_batch *b, fb_batch *x)
     arm(b);
 }
 
+size_t fb_first_duplicate(const fb_batch *x, bool *oom)
+{
+    size_t cap = 64;
+    while (cap < x->nlines * 2)
+        cap *= 2;
+    const char **set = calloc(cap, sizeof *set);
+    if (!set) {
+        *oom = true;
+        return x->nlines;
+    }
+    size_t dup = x->nlines;
+    for (size_t i = 0; i < x->nlines && dup == x->nlines; i++) {
+        const char *id = x->lines[i].custom_id;
+        size_t h = 1469598103934665603u;
+        for (const char *p = id; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211u;
+        for (size_t k = h & (cap - 1);; k = (k + 1) & (cap - 1)) {
+            if (!set[k]) {
+                set[k] = id;
+                break;
+            }
+            if (!strcmp(set[k], id)) {
+                dup = i;
+                break;
+            }
+        }
+    }
+    free(set);
+    return dup;
+}
+
 fb_line_fate fb_fate(fake_batch *b, const fb_batch *x, size_t i)
 {
     if (x->state == FB_CANCELLING) {
@@ -356,7 +387,7 @@ static int advance(fake_batch *b)
         if (!running(x) || x->due_mono > now)
             continue;
         bool expiring = x->expires && x->state == FB_RUNNING;
-        int r = fb_openai_end(b, x, now);
+        int r = x->api == FB_OPENAI ? fb_openai_end(b, x, now) : fb_anthropic_end(b, x, now);
         if (r < 0)
             rc = -1;
         else if (expiring)
@@ -417,7 +448,7 @@ static bool under(const char *path, const char *root)
 
 bool fake_batch_is_endpoint(const char *path)
 {
-    return under(path, "/v1/files") || under(path, "/v1/batches");
+    return under(path, "/v1/files") || under(path, "/v1/batches") || under(path, "/v1/messages/batches");
 }
 
 int fake_batch_fault_code(const char *s)
@@ -454,7 +485,7 @@ int fake_batch_handle(fake_batch *b, const fake_batch_req *rq, fake_batch_resp *
     } else if (advance(b) < 0) {
         r = -1;
     } else {
-        r = fb_openai_handle(b, rq, rs);
+        r = api == FB_ANTHROPIC ? fb_anthropic_handle(b, rq, rs) : fb_openai_handle(b, rq, rs);
         if (r == 0)
             r = fb_reply_error(b, rs, api, 404, api == FB_ANTHROPIC ? "not_found_error" : "invalid_request_error",
                                NULL, "unknown path or method") < 0 ? -1 : 1;

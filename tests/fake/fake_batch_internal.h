@@ -113,6 +113,11 @@ size_t fb_done_now(const fb_batch *x, double now);
 /* Of the first DONE lines, how many --batch-fail-every fails. */
 size_t fb_failing(const fake_batch *b, size_t done);
 
+/* Index of the first line of X whose custom id an earlier line has, or
+ * X->nlines when they all differ (a hash set: 100,000 lines stay quick).
+ * *OOM is set when memory ran out. */
+size_t fb_first_duplicate(const fb_batch *x, bool *oom);
+
 /* Asks for the batch X to end at the next tick (a cancel). */
 void fb_end_soon(fake_batch *b, fb_batch *x);
 

@@ -204,39 +204,6 @@ static bool add_error(json_t *errs, const char *code, const char *msg, size_t li
                                                  "line", line ? json_integer((json_int_t)line) : json_null())) == 0;
 }
 
-/* Whether the custom ids of X's lines are all different: index of the first
- * repeated one, or X->nlines. A hash set keeps 50,000 lines quick. */
-static size_t first_duplicate(const fb_batch *x, bool *oom)
-{
-    size_t cap = 64;
-    while (cap < x->nlines * 2)
-        cap *= 2;
-    const char **set = calloc(cap, sizeof *set);
-    if (!set) {
-        *oom = true;
-        return x->nlines;
-    }
-    size_t dup = x->nlines;
-    for (size_t i = 0; i < x->nlines && dup == x->nlines; i++) {
-        const char *id = x->lines[i].custom_id;
-        size_t h = 1469598103934665603u;
-        for (const char *p = id; *p; p++)
-            h = (h ^ (unsigned char)*p) * 1099511628211u;
-        for (size_t k = h & (cap - 1);; k = (k + 1) & (cap - 1)) {
-            if (!set[k]) {
-                set[k] = id;
-                break;
-            }
-            if (!strcmp(set[k], id)) {
-                dup = i;
-                break;
-            }
-        }
-    }
-    free(set);
-    return dup;
-}
-
 /* Reads the lines of F into X (made here, *XP), checking each as OpenAI
  * does: problems go to ERRS. -1 only when memory ran out. */
 static int read_lines(const fb_file *f, const char *endpoint, fb_batch **xp, json_t *errs)
@@ -302,7 +269,7 @@ static int read_lines(const fb_file *f, const char *endpoint, fb_batch **xp, jso
     x->nlines = k; /* the lines that failed their check were not kept */
     if (json_array_size(errs) == 0) {
         bool oom = false;
-        size_t d = first_duplicate(x, &oom);
+        size_t d = fb_first_duplicate(x, &oom);
         if (oom)
             return -1;
         if (d < x->nlines) {
