@@ -133,6 +133,7 @@ static const char *trace_name(engine_trace_event ev)
     case ENGINE_TRACE_RETRY: return "retry";
     case ENGINE_TRACE_ERROR: return "error";
     case ENGINE_TRACE_PROGRESS: return "progress";
+    case ENGINE_TRACE_BATCHED: return "batched";
     }
     return "?";
 }

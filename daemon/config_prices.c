@@ -14,7 +14,8 @@
 #include "dsl/suggest.h"
 
 static const char *const price_keys[] = { "input", "output", "cache_read", "cache_write",
-                                          "batch_discount", NULL };
+                                          "batch_discount", "batch_input", "batch_output",
+                                          NULL };
 
 /* *OUT from KEY of Y when present: 0 absent or set, -1 reported. */
 static int get_number(dsl_diags *d, const dsl_ynode *y, const char *key, double min, double max,
@@ -44,10 +45,11 @@ static void parse_price(dsl_diags *d, const dsl_ynode *model, const dsl_ynode *y
     p->line = y->line;
     p->col = y->col;
     p->cache_read = p->cache_write = -1;
+    p->batch_input = p->batch_output = -1;
     if (y->kind != DSL_Y_MAP) {
         dsl_type_error(d, y, model->u.scalar.str,
                        "a mapping of prices (input, output, cache_read, cache_write, "
-                       "batch_discount)");
+                       "batch_discount, batch_input, batch_output)");
         return;
     }
     dsl_check_keys(d, y, price_keys, "price");
@@ -62,6 +64,8 @@ static void parse_price(dsl_diags *d, const dsl_ynode *model, const dsl_ynode *y
     get_number(d, y, "cache_read", 0, 1e9, false, &p->cache_read);
     get_number(d, y, "cache_write", 0, 1e9, false, &p->cache_write);
     get_number(d, y, "batch_discount", 0, 1, true, &p->batch_discount);
+    get_number(d, y, "batch_input", 0, 1e9, false, &p->batch_input);
+    get_number(d, y, "batch_output", 0, 1e9, false, &p->batch_output);
 }
 
 void config_prices_parse(dsl_diags *d, const dsl_ynode *y, engine_prices *out)

@@ -9,6 +9,9 @@
  *         cache_read: 0.30      # optional: per million read from the prompt cache
  *         cache_write: 3.75     # optional: per million written to it
  *         batch_discount: 0.5   # optional: the provider's batch price factor
+ *         batch_input: 1.50     # optional: per million input tokens of a batch line
+ *         batch_output: 7.50    # optional: per million output tokens of one
+ *                               # (both default to the discount, else half)
  *
  * Parsed by config_file.c into engine_prices (daemon/engine/engine_cost.h),
  * read by the engine. */

@@ -61,7 +61,9 @@ typedef enum {
     ENGINE_TRACE_FINISH,
     ENGINE_TRACE_RETRY,
     ENGINE_TRACE_ERROR,
-    ENGINE_TRACE_PROGRESS      /* a map's item ended: `done` of `total` */
+    ENGINE_TRACE_PROGRESS,     /* a map's item ended: `done` of `total` */
+    ENGINE_TRACE_BATCHED       /* a call submitted its line to a provider's Batch API
+                                  (`key` says which step) and waits for it */
 } engine_trace_event;
 
 /* One trace event; every pointer is borrowed for the callback's duration. */
@@ -79,6 +81,7 @@ typedef struct engine_trace {
     size_t done, total;    /* PROGRESS: items of the map ended, and all of them */
     bool replayed;         /* FINISH or ERROR of a leaf answered from the job's
                               replay (a checkpoint of an earlier run): nothing ran */
+    const char *key;       /* BATCHED: the step key of the call, else NULL */
 } engine_trace;
 
 typedef void (*engine_trace_fn)(void *ud, const engine_trace *t);

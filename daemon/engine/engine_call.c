@@ -28,6 +28,8 @@ typedef struct pcall {
     char *cache_key;           /* owned: store the answer under it, or NULL */
     upstream_call_t *uc;       /* the call in the instance's upstream */
     engine_hold hold;          /* its reservation on the budgets (engine_cost.h) */
+    bool batch;                /* through the provider's Batch API (engine_batch.c) */
+    engine_price bprice;       /* then the price it is charged at: hold.price */
     trace_span *span;          /* owned: the attempt's span (engine_span.c), or NULL */
 } pcall;
 
@@ -41,6 +43,7 @@ static dsl_error_class class_of(loom_errcode c)
     case LOOM_E_INVALID_OUTPUT: return DSL_ERR_INVALID_OUTPUT;
     case LOOM_E_LAMBDA_FAILED: return DSL_ERR_LAMBDA_FAILED;
     case LOOM_E_QUOTA: return DSL_ERR_QUOTA;
+    case LOOM_E_TLS: return DSL_ERR_TLS;
     case LOOM_E_INVALID_REQUEST:
     case LOOM_E_CONFIG: return DSL_ERR_INVALID_REQUEST;
     default: return DSL_ERR_UPSTREAM;
@@ -288,6 +291,10 @@ static int budget_reserve(pcall *pc, const loom_request *req, char *msg, size_t 
     pc->hold.price = engine_price_find(e->prices, pc->inst->name, req->model);
     if (!pc->hold.price)
         return 0;
+    if (pc->batch) {
+        engine_price_batch(pc->hold.price, &pc->bprice);
+        pc->hold.price = &pc->bprice;
+    }
     double est = engine_price_estimate(pc->hold.price, est_input_tokens(req),
                                        est_output_tokens(req));
     return engine_ledger_reserve(e->ledger, job->tenant, job->budget_usd, job->spent_usd,
@@ -506,8 +513,24 @@ void provider_start(act_t *a)
             return;
         }
     }
-    if (!(pc = calloc(1, sizeof *pc)))
+    upstream_result bres;
+    batch_route_t route = batch_route(a, pi, &req, &bres);
+    if (route == BATCH_HANDLED) {
+        free(key);
+        json_decref(req.messages);
+        json_decref(req.params);
+        json_decref(req.inputs);
+        return;
+    }
+    if (!(pc = calloc(1, sizeof *pc))) {
+        if (route == BATCH_ANSWER) {
+            json_decref(bres.output);
+            json_decref(bres.tool_calls);
+            free((char *)bres.message);
+        }
         goto fail;
+    }
+    pc->batch = route != BATCH_DIRECT;
     pc->cache_key = key; /* from here on the pcall owns it */
     key = NULL;
     pc->act = a;
@@ -515,6 +538,26 @@ void provider_start(act_t *a)
     pc->single = single;
     pc->model = req.model;
     pc->start_us = reactor_now_us(e->r);
+    if (route == BATCH_ANSWER) {
+        /* paid for already (the budgets were asked at its submit): its
+         * cost is charged, at the batch price, and nothing is held */
+        const engine_price *price = engine_price_find(e->prices, pi->name, req.model);
+        if (price) {
+            engine_price_batch(price, &pc->bprice);
+            pc->hold.price = &pc->bprice;
+        }
+        a->k.leaf.call = pc;
+        a->k.leaf.call_kind = LEAF_PROVIDER;
+        json_decref(req.messages);
+        json_decref(req.params);
+        json_decref(req.inputs);
+        json_t *tool_calls = bres.tool_calls;
+        char *bmsg = (char *)bres.message;
+        upstream_done(NULL, &bres, pc);
+        json_decref(tool_calls);
+        free(bmsg);
+        return;
+    }
     /* before anything is sent: a call that would pass a budget never starts */
     if (budget_reserve(pc, &req, msg, sizeof msg) < 0) {
         pcall_free(pc);
@@ -523,6 +566,16 @@ void provider_start(act_t *a)
         json_decref(req.inputs);
         act_attempt_done(a, NULL, eerr_new(DSL_ERR_BUDGET_EXCEEDED, NULL, n->path, a->attempt,
                                            "%s", msg));
+        return;
+    }
+    if (route == BATCH_SUBMIT) {
+        /* the budgets allow it: nothing is charged until its line is done */
+        budget_settle(pc, NULL, false);
+        pcall_free(pc);
+        batch_submit(a, pi, &req);
+        json_decref(req.messages);
+        json_decref(req.params);
+        json_decref(req.inputs);
         return;
     }
     a->k.leaf.call = pc;

@@ -85,6 +85,21 @@ double engine_price_cost(const engine_price *price, const loom_usage *u, bool ch
     return ((in - rd - wr) * price->input + rd * prd + wr * pwr + out * price->output) / 1e6;
 }
 
+void engine_price_batch(const engine_price *price, engine_price *out)
+{
+    *out = *price;
+    double f = price->batch_discount > 0 ? price->batch_discount : 0.5;
+    out->input = price->batch_input >= 0 ? price->batch_input : price->input * f;
+    out->output = price->batch_output >= 0 ? price->batch_output : price->output * f;
+    /* a cache price follows the input's: what the batch takes off the
+     * input it takes off cached input too */
+    double fin = price->input > 0 ? out->input / price->input : f;
+    if (price->cache_read >= 0)
+        out->cache_read = price->cache_read * fin;
+    if (price->cache_write >= 0)
+        out->cache_write = price->cache_write * fin;
+}
+
 double engine_price_estimate(const engine_price *price, int64_t in, int64_t out)
 {
     if (!price)

@@ -50,8 +50,11 @@ typedef struct engine_price {
                                   < 0: not given, charged as input */
     double cache_write;        /* per million written to it; < 0: charged as input */
     double batch_discount;     /* the factor a provider's batch API applies to the
-                                  prices (0.5: half price); 0: not given. Kept
-                                  for batch submission, not applied to calls. */
+                                  prices (0.5: half price); 0: not given */
+    double batch_input;        /* per million input and output tokens of a call
+                                  answered through the provider's Batch API; */
+    double batch_output;       /* < 0: not given (the discount, else half, of
+                                  input and output) */
     int line, col;             /* of the entry, for messages */
 } engine_price;
 
@@ -77,6 +80,12 @@ const engine_price *engine_price_find(const engine_prices *p, const char *provid
  * theirs, output at the output price. -1 when PRICE is NULL or the usage does
  * not give the input count (nor, for a chat call, CHAT, the output count). */
 double engine_price_cost(const engine_price *price, const loom_usage *usage, bool chat);
+
+/* *OUT becomes PRICE (not NULL) as the provider's Batch API charges it:
+ * input and output at batch_input and batch_output, else at the batch
+ * discount (0.5 when none is given) of input and output; the cache prices
+ * by the same factor as the input. OUT's strings are PRICE's (borrowed). */
+void engine_price_batch(const engine_price *price, engine_price *out);
 
 /* The cost of IN input and OUT output tokens at PRICE (the reservation of a
  * call); -1 when PRICE is NULL. */

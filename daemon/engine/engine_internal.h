@@ -102,6 +102,8 @@ struct act_map {
     size_t next;               /* the next item to start */
     size_t running;            /* items started and not yet ended */
     size_t ndone, nfail;       /* items ended; of them, failed (partial, tolerate) */
+    bool unbounded;            /* its calls go to a batch: every item starts at once
+                                  (engine_batch.c), max_concurrency aside */
 };
 
 struct act_vote {
@@ -142,6 +144,8 @@ struct act_leaf {
     size_t rheap;              /* 1 + its place in the job's replay heap; 0: not there */
     char *signal;              /* wait_for (engine_wait.c, which shares this struct):
                                   the signal's name, once evaluated */
+    char *batch;               /* a call parked on its batch line (engine_batch.c):
+                                  the batch's name ("" while collecting); NULL: not */
 };
 
 enum { LEAF_NONE, LEAF_LAMBDA, LEAF_PROVIDER, LEAF_ISOLATED, LEAF_MCP };
@@ -278,6 +282,10 @@ struct engine_job {
     list_link parkq;           /* wait_for activations waiting for their signal */
     size_t nretry;             /* retry timers armed: work still to come */
     json_t *waits;             /* owned: what the job parked on, once it parked */
+    /* batch lines (engine_batch.c) */
+    reactor_timer_t *batch_timer; /* engine_job_batch_ready's pass, or NULL */
+    json_t *batch_direct;      /* owned {NODE: true}: nodes whose batch mode ran
+                                  directly and said so once, or NULL */
 };
 
 typedef struct pinst pinst_t;
@@ -328,6 +336,9 @@ struct engine {
     engine_ledger *ledger;     /* borrowed (engine_set_ledger), or NULL: no tenant budgets */
     const engine_mcp_ops *mcp; /* borrowed (engine_set_mcp), or NULL: no MCP servers */
     void *mcp_ud;
+    const engine_batch_ops *batch; /* borrowed (engine_set_batch), or NULL: calls in
+                                      batch mode run directly */
+    void *batch_ud;
 };
 
 /* ---- errors (engine_error.c) */
@@ -502,6 +513,28 @@ trace_span *span_call_begin(act_t *a, const pinst_t *inst, const char *model,
 /* Ends *S (set to NULL) with report R, or as cancelled when R is NULL. */
 struct engine_call_report;
 void span_call_end(engine_job_t *job, trace_span **s, const struct engine_call_report *r);
+
+/* ---- provider Batch APIs (engine_batch.c) */
+typedef enum {
+    BATCH_DIRECT,              /* call the provider directly */
+    BATCH_HANDLED,             /* the leaf parked on its line, or its attempt ended */
+    BATCH_SUBMIT,              /* a new line is wanted: batch_submit, once the
+                                  budgets allow the call */
+    BATCH_ANSWER               /* the line's answer is in RES: end as a direct
+                                  answer would (output, tool_calls the caller's) */
+} batch_route_t;
+/* How leaf A's call REQ (of instance PI) goes: see batch_route_t. */
+batch_route_t batch_route(act_t *a, pinst_t *pi, const loom_request *req,
+                          upstream_result *res);
+/* Queues REQ as A's line and parks A on it, or ends A's attempt. */
+void batch_submit(act_t *a, pinst_t *pi, const loom_request *req);
+/* Whether map A, with its items known, submits every item at once (calls
+ * of its body go to a batch): max_concurrency does not hold them back. */
+bool batch_map_unbounded(act_t *a);
+/* {key, node, batch, seq} of A, parked on its line. New, or NULL. */
+json_t *batch_wait_json(act_t *a, uint64_t seq);
+/* JOB is freed: its pass and bookkeeping go. */
+void batch_job_fini(engine_job_t *job);
 
 /* ---- waits (engine_wait.c) */
 /* Whether JOB has only pending waits left (nothing running, queued or

@@ -31,6 +31,7 @@ static void job_free(engine_job_t *job)
     json_decref(job->usage);
     eerr_free(job->error);
     replay_job_fini(job);
+    batch_job_fini(job);
     scope_fini(&job->scope);
     free(job->tenant);
     free(job);

@@ -114,6 +114,7 @@ static void leaf_fini(act_t *a)
     json_decref(l->orig_input);
     json_decref(l->rrec);
     free(l->key);
+    free(l->batch);
 }
 
 const act_ops engine_leaf_ops = {

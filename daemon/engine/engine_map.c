@@ -38,7 +38,10 @@ static void fill(act_t *a)
 {
     struct act_map *m = &a->k.map;
     int mc = a->node->u.map.max_concurrency;
-    size_t lim = mc > 0 ? (size_t)mc : DEFAULT_MAP_CONCURRENCY;
+    /* in batch mode an item holds nothing while its line waits: holding the
+     * others back would only send them in later, smaller batches (the
+     * job's in-flight cap still bounds the leaves running at once) */
+    size_t lim = m->unbounded ? m->n : mc > 0 ? (size_t)mc : DEFAULT_MAP_CONCURRENCY;
     while (m->next < m->n && m->running < lim)
         if (!start_item(a, m->next++))
             return;
@@ -77,6 +80,7 @@ static void map_start(act_t *a)
         act_attempt_done(a, out, NULL);
         return;
     }
+    m->unbounded = batch_map_unbounded(a);
     fill(a);
 }
 

@@ -83,7 +83,11 @@ void job_park(engine_job_t *job)
     json_t *waits = json_array();
     uint64_t seq = job->next_seq;
     LIST_EACH_SAFE(it, nx, &job->parkq) {
-        json_t *w = waits ? wait_json(LIST_OWNER(it, act_t, q), seq++) : NULL;
+        act_t *a = LIST_OWNER(it, act_t, q);
+        /* a call parked on its batch line (engine_batch.c) waits too */
+        json_t *w = !waits ? NULL
+                    : a->node->kind == DSL_WAIT ? wait_json(a, seq++)
+                                                : batch_wait_json(a, seq++);
         if (!w || json_array_append_new(waits, w) < 0) {
             json_decref(waits);
             job_end(job, NULL, eerr_oom(NULL));

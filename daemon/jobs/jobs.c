@@ -252,6 +252,7 @@ static const char *trace_event_name(engine_trace_event ev)
     case ENGINE_TRACE_FINISH: return "step_finished";
     case ENGINE_TRACE_RETRY: return "step_retry";
     case ENGINE_TRACE_PROGRESS: return "map_progress";
+    case ENGINE_TRACE_BATCHED: return "step_batched";
     default: return "step_failed";
     }
 }
@@ -278,6 +279,8 @@ static void on_trace(void *ud, const engine_trace *t)
         json_object_set_new(ev, "provider", json_string(t->provider));
     if (t->code)
         json_object_set_new(ev, "code", json_string(t->code));
+    if (t->key)
+        json_object_set_new(ev, "key", json_string(t->key));
     if (t->event == ENGINE_TRACE_FINISH) {
         json_object_set_new(ev, "cached", json_boolean(t->cached));
         json_object_set_new(ev, "replayed", json_boolean(t->replayed));
