@@ -14,7 +14,12 @@
  * naming the call (node and attempt) whenever another call's text starts;
  * the other events are then plain lines between them, even on a terminal,
  * where a redrawn line would tear the text. A retried attempt's line says
- * that the text above it was discarded. */
+ * that the text above it was discarded.
+ *
+ * Calls in batch mode (step_batched) wait in a provider's batch rather than
+ * in flight; each batch_progress says how far the batch holding them is:
+ * "batch NAME (REMOTE): submitted to batch REMOTE, N of M lines done", or
+ * "collecting" before the provider has it. */
 #include "config.h"
 
 #include "client/loomctl.h"
@@ -49,6 +54,9 @@ typedef struct watch_state {
     long calls;          /* the sum of IN_FLIGHT */
     json_t *maps;        /* map node -> [done, total] of its last map_progress */
     char *last_failure;  /* "CODE at NODE" of the last step_failed (owned) */
+    long batched;        /* step_batched: lines submitted to batches */
+    json_t *batches;     /* batch name -> [done, total] of its last batch_progress
+                          * (-1: not said) */
     json_t *error;       /* the job's error job_finished gave (owned), or NULL */
     bool catching;       /* SIGINT is caught; OLD_SIGINT is what to restore */
     struct sigaction old_sigint;
@@ -100,6 +108,19 @@ static void draw(watch_state *st)
     if (json_object_size(st->maps))
         printf("  map %ld/%ld", done, total);
     printf("  %ld call%s in flight", st->calls, st->calls == 1 ? "" : "s");
+    if (st->batched || json_object_size(st->batches)) {
+        long bdone = 0, btotal = 0;
+        json_object_foreach(st->batches, node, m) {
+            json_int_t d = json_integer_value(json_array_get(m, 0));
+            json_int_t t = json_integer_value(json_array_get(m, 1));
+            bdone += d > 0 ? (long)d : 0;
+            btotal += t > 0 ? (long)t : 0;
+        }
+        printf("  %ld line%s batched", st->batched, st->batched == 1 ? "" : "s");
+        if (json_object_size(st->batches))
+            printf(", %zu batch%s %ld/%ld done", json_object_size(st->batches),
+                   json_object_size(st->batches) == 1 ? "" : "es", bdone, btotal);
+    }
     fflush(stdout);
     st->drawn = true;
     st->last_draw = loomctl_now_ms();
@@ -112,6 +133,29 @@ static void end_line(watch_state *st)
         fputc('\n', stdout);
     st->drawn = false;
     fflush(stdout);
+}
+
+/* A batch_progress event as people read it. */
+static void print_batch(const json_t *ev)
+{
+    const char *batch = str(ev, "batch"), *remote = str(ev, "remote"), *state = str(ev, "state");
+    const json_t *d = json_object_get(ev, "done"), *t = json_object_get(ev, "total");
+    printf(" batch %s", batch ? batch : "?");
+    if (remote && *remote)
+        printf(" (%s): submitted to batch %s", remote, remote);
+    else
+        printf(": collecting");
+    if (json_is_integer(d) && json_is_integer(t))
+        printf(", %lld of %lld lines done", (long long)json_integer_value(d),
+               (long long)json_integer_value(t));
+    else if (json_is_integer(t))
+        printf(", %lld lines", (long long)json_integer_value(t));
+    /* running and submitted are what "submitted" says; an end is news */
+    if (state && remote && *remote && strcmp(state, "running") != 0 &&
+        strcmp(state, "submitted") != 0)
+        printf(" (%s)", state);
+    if (str(ev, "provider"))
+        printf(" at %s", str(ev, "provider"));
 }
 
 /* One event as a plain line: time since the job started, event, node, details. */
@@ -131,8 +175,12 @@ static void print_plain(const watch_state *st, const json_t *ev, const char *nam
     if (strcmp(name, "map_progress") == 0)
         printf(" %lld/%lld", (long long)json_integer_value(json_object_get(ev, "done")),
                (long long)json_integer_value(json_object_get(ev, "total")));
+    if (strcmp(name, "batch_progress") == 0)
+        print_batch(ev);
     if (str(ev, "kind"))
         printf(" (%s)", str(ev, "kind"));
+    if (strcmp(name, "step_batched") == 0 && str(ev, "provider"))
+        printf(" to a batch of %s", str(ev, "provider"));
     if (str(ev, "code"))
         printf(" code %s", str(ev, "code"));
     if (json_integer_value(json_object_get(ev, "attempt")) > 1)
@@ -232,6 +280,15 @@ static void on_event(json_t *ev, void *ud)
         if (asprintf(&st->last_failure, "%s at %s", str(ev, "code") ? str(ev, "code") : "failed",
                      node ? node : "?") < 0)
             st->last_failure = NULL;
+    } else if (strcmp(name, "step_batched") == 0) {
+        /* the call waits in a batch now, not in flight */
+        count_call(st, node, ev, -1);
+        st->batched++;
+    } else if (strcmp(name, "batch_progress") == 0 && str(ev, "batch")) {
+        const json_t *d = json_object_get(ev, "done"), *t = json_object_get(ev, "total");
+        json_object_set_new(st->batches, str(ev, "batch"),
+                            json_pack("[II]", json_is_integer(d) ? json_integer_value(d) : -1,
+                                      json_is_integer(t) ? json_integer_value(t) : -1));
     } else if (strcmp(name, "map_progress") == 0 && node) {
         json_object_set_new(st->maps, node,
                             json_pack("[II]", json_integer_value(json_object_get(ev, "done")),
@@ -483,8 +540,9 @@ int loomctl_cmd_watch(int argc, char **argv)
 
     watch_state st = { .job = argv[1], .tty = isatty(STDOUT_FILENO), .json = json,
                        .tokens = tokens, .base_ms = -1,
-                       .state = "queued", .in_flight = json_object(), .maps = json_object() };
-    if (!st.in_flight || !st.maps) {
+                       .state = "queued", .in_flight = json_object(), .maps = json_object(),
+                       .batches = json_object() };
+    if (!st.in_flight || !st.maps || !st.batches) {
         fprintf(stderr, "loomctl: out of memory\n");
         rc = LOOMCTL_UNREACHABLE;
         goto out;
@@ -502,6 +560,7 @@ int loomctl_cmd_watch(int argc, char **argv)
 out:
     json_decref(st.in_flight);
     json_decref(st.maps);
+    json_decref(st.batches);
     free(st.final);
     free(st.tok_call);
     free(st.last_failure);

@@ -1054,6 +1054,48 @@ Test(client, watch_json_prints_the_events)
     run_free(&r);
 }
 
+/* A call that went to a provider's batch, and the batch's progress: from
+ * collecting to submitted to its end. */
+#define BATCH_EVENTS                                                                           \
+    "{\"ok\":true,\"subscribed\":true}\n"                                                      \
+    "{\"event\":\"step_started\",\"job\":\"" ID "\",\"node\":\"do.map.do\","               \
+    "\"kind\":\"call\",\"attempt\":1,\"provider\":\"fast\",\"time_ms\":1795000000010}\n"      \
+    "{\"event\":\"step_batched\",\"job\":\"" ID "\",\"node\":\"do.map.do\","               \
+    "\"kind\":\"call\",\"key\":\"k1\",\"attempt\":1,\"provider\":\"fast\","                 \
+    "\"time_ms\":1795000000012}\n"                                                            \
+    "{\"event\":\"batch_progress\",\"job\":\"" ID "\",\"batch\":\"loom-b1\",\"remote\":\"\","  \
+    "\"provider\":\"fast\",\"state\":\"collecting\",\"done\":0,\"total\":1,"                  \
+    "\"time_ms\":1795000000020}\n"                                                            \
+    "{\"event\":\"batch_progress\",\"job\":\"" ID "\",\"batch\":\"loom-b1\","               \
+    "\"remote\":\"batch_abc\",\"provider\":\"fast\",\"state\":\"running\",\"done\":4000,"     \
+    "\"total\":10000,\"time_ms\":1795000000500}\n"                                           \
+    "{\"event\":\"batch_progress\",\"job\":\"" ID "\",\"batch\":\"loom-b1\","               \
+    "\"remote\":\"batch_abc\",\"provider\":\"fast\",\"state\":\"expired\",\"done\":null,"    \
+    "\"total\":10000,\"time_ms\":1795000000600}\n"                                           \
+    "{\"event\":\"job_finished\",\"job\":\"" ID "\",\"state\":\"succeeded\","                 \
+    "\"time_ms\":1795000001004}\n"
+
+static const fake_case watch_batch_cases[] = {
+    REPLY("get", "{\"ok\":true,\"job\":" JOB_RUNNING "}"),
+    DELAYED("events", BATCH_EVENTS, 50),
+    END };
+
+Test(client, watch_shows_batches)
+{
+    fake_start(watch_batch_cases);
+    run_result r = RUN("watch", ID);
+    cr_expect(eq(int, r.status, 0), "stderr: %s", r.err);
+    cr_expect(has(r.out, "step_batched   do.map.do (call) to a batch of fast\n"), "stdout: %s",
+              r.out);
+    cr_expect(has(r.out, "batch_progress batch loom-b1: collecting, 0 of 1 lines done at fast\n"),
+              "stdout: %s", r.out);
+    cr_expect(has(r.out, "batch_progress batch loom-b1 (batch_abc): submitted to batch "
+                         "batch_abc, 4000 of 10000 lines done at fast\n"), "stdout: %s", r.out);
+    cr_expect(has(r.out, "batch_progress batch loom-b1 (batch_abc): submitted to batch "
+                         "batch_abc, 10000 lines (expired) at fast\n"), "stdout: %s", r.out);
+    run_free(&r);
+}
+
 #define TOKEN(attempt, text)                                                                   \
     "{\"event\":\"token\",\"job\":\"" ID "\",\"node\":\"do\",\"key\":\"k1\",\"attempt\":" #attempt  \
     ",\"text\":\"" text "\",\"time_ms\":1795000000020}\n"
