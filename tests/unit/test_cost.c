@@ -90,6 +90,43 @@ Test(prices, parsed_per_provider_and_model)
     done(&p);
 }
 
+/* The batch price: given, else the discount, else half of input and output. */
+Test(prices, batch_prices)
+{
+    parsed p;
+    parse(&p, PROVIDERS
+              "prices:\n"
+              "  fast:\n"
+              "    a: { input: 2, output: 8 }\n"
+              "    b: { input: 2, output: 8, batch_discount: 0.25, cache_read: 1 }\n"
+              "    c: { input: 2, output: 8, batch_input: 0.7, batch_output: 3 }\n");
+    cr_assert(p.c, "%s", p.text);
+    const engine_prices *ps = &p.c->prices;
+    engine_price b;
+    const engine_price *a = engine_price_find(ps, "fast", "a");
+    cr_assert(a && a->batch_input < 0 && a->batch_output < 0, "not given");
+    engine_price_batch(a, &b);
+    cr_assert(near(b.input, 1) && near(b.output, 4));
+    engine_price_batch(engine_price_find(ps, "fast", "b"), &b);
+    cr_assert(near(b.input, 0.5) && near(b.output, 2) && near(b.cache_read, 0.25));
+    engine_price_batch(engine_price_find(ps, "fast", "c"), &b);
+    cr_assert(near(b.input, 0.7) && near(b.output, 3));
+    loom_usage u = { .input_tokens = 1000000, .output_tokens = 1000000, .cache_read_tokens = -1,
+                     .cache_write_tokens = -1 };
+    cr_assert(near(engine_price_cost(&b, &u, true), 3.7));
+    done(&p);
+    parse(&p, PROVIDERS
+              "prices:\n"
+              "  fast:\n"
+              "    a: { input: 2, output: 8, batch_input: -1, batch_output: x }\n");
+    cr_assert_null(p.c);
+    cr_assert(strstr(p.text, "c.yaml:6:44: error: 'batch_input' must be at least 0"), "%s",
+              p.text);
+    cr_assert(strstr(p.text, "c.yaml:6:62: error: 'batch_output' must be a number"), "%s",
+              p.text);
+    done(&p);
+}
+
 Test(prices, errors_at_their_positions)
 {
     parsed p;
