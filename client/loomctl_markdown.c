@@ -180,6 +180,7 @@ static void add_provider(sbuf *b, const json_t *v)
     const char *name = str(v, "name") ? str(v, "name") : "?";
     const char *transport = str(v, "transport");
     json_int_t batch = json_integer_value(json_object_get(v, "max_batch"));
+    const json_t *api = json_object_get(v, "batch_api");
 
     sbuf_addf(b, "### Provider `%s`\n\n", name);
     add_para(b, str(v, "summary"));
@@ -189,6 +190,10 @@ static void add_provider(sbuf *b, const json_t *v)
         sbuf_adds(b, "Transport: HTTP (the daemon sends the requests the plugin encodes).");
     if (batch > 0)
         sbuf_addf(b, " Embedding inputs per request: up to %lld.", (long long)batch);
+    if (json_is_object(api))
+        sbuf_addf(b, " Batch API (`mode: batch`): up to %lld lines and %lld bytes per batch.",
+                  (long long)json_integer_value(json_object_get(api, "max_lines")),
+                  (long long)json_integer_value(json_object_get(api, "max_bytes")));
     sbuf_adds(b, "\n\n");
     add_options(b, json_object_get(v, "options"), "option", "No options.", NULL);
     add_para(b, str(v, "doc"));

@@ -74,15 +74,30 @@ fail:
     return NULL;
 }
 
+/* V's Batch API (ABI 2.4): its limits per batch, the defaults plugin.h
+ * gives filled in; JSON null when it lacks any of the four hooks (so the
+ * daemon runs its calls in batch mode directly). NULL when out of memory. */
+static json_t *describe_batch_api(const loom_provider *v)
+{
+    if (!v->batch_line || !v->batch_encode || !v->batch_decode || !v->batch_result)
+        return json_null();
+    return json_pack("{s:I, s:I}", "max_lines",
+                     (json_int_t)(v->batch_max_lines ? v->batch_max_lines : 50000), "max_bytes",
+                     (json_int_t)(v->batch_max_bytes ? v->batch_max_bytes : 100 << 20));
+}
+
 static json_t *describe_provider(const loom_provider *v)
 {
-    json_t *opts = describe_options(v->options);
+    json_t *opts = describe_options(v->options), *batch = describe_batch_api(v);
 
-    if (!opts)
+    if (!opts || !batch) {
+        json_decref(opts);
+        json_decref(batch);
         return NULL;
-    return json_pack("{s:s, s:s?, s:s?, s:s, s:I, s:o}", "name", v->name, "summary", v->summary,
-                     "doc", v->doc, "transport", v->invoke ? "invoke" : "http", "max_batch",
-                     (json_int_t)v->max_batch, "options", opts);
+    }
+    return json_pack("{s:s, s:s?, s:s?, s:s, s:I, s:o, s:o}", "name", v->name, "summary",
+                     v->summary, "doc", v->doc, "transport", v->invoke ? "invoke" : "http",
+                     "max_batch", (json_int_t)v->max_batch, "batch_api", batch, "options", opts);
 }
 
 static json_t *describe_plugin(const loom_plugin *d, const char *origin, bool builtin,

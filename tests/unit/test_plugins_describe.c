@@ -132,6 +132,11 @@ Test(describe, builtins)
     cr_assert_str_eq(str(oprov, "transport"), "http");
     cr_assert(json_is_integer(json_object_get(oprov, "max_batch")));
     cr_assert(json_array_size(json_object_get(oprov, "options")) > 0);
+    /* the Batch API (2.4): the provider's limits, null for one without it */
+    const json_t *api = json_object_get(oprov, "batch_api");
+    cr_assert_eq(json_integer_value(json_object_get(api, "max_lines")), 50000, "%s", dump(list));
+    cr_assert_eq(json_integer_value(json_object_get(api, "max_bytes")), 200000000);
+    cr_assert(json_is_null(json_object_get(mprov, "batch_api")), "%s", dump(list));
     json_decref(doc);
     plugins_free(p);
 }
