@@ -2,6 +2,8 @@
  *
  *   fake_provider [--port N] [--latency MS] [--rpm N] [--tpm N]
  *                 [--fault MODE] [--fault-every K] [--max-seconds S] [--log FILE]
+ *                 [--batch-delay MS] [--batch-fail-every K] [--batch-expire-every K]
+ *                 [--batch-fault CODE] [--batch-fault-every K]
  *
  * POST /v1/chat/completions  echoes the last user message, usage ~ bytes / 4
  * POST /v1/embeddings        string or array input, deterministic 8-dim vectors

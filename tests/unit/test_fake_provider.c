@@ -1555,7 +1555,7 @@ Test(fake_batch, fault_429_in_each_api_shape)
 {
     start((const char *const[]){ "--batch-fault", "429", "--batch-fault-every", "2", NULL });
     expect_fault("429", false, "requests");
-    fake_server_stats(&srv, 1);
+    json_decref(fake_server_stats(&srv, 1));
     expect_fault("429", true, "rate_limit_error");
 }
 
@@ -1563,7 +1563,7 @@ Test(fake_batch, fault_500_and_503)
 {
     start((const char *const[]){ "--batch-fault", "500", "--batch-fault-every", "2", NULL });
     expect_fault("500", false, "server_error");
-    fake_server_stats(&srv, 1);
+    json_decref(fake_server_stats(&srv, 1));
     expect_fault("500", true, "api_error");
     stop();
     start((const char *const[]){ "--batch-fault", "503", "--batch-fault-every", "2", NULL });
