@@ -1258,7 +1258,14 @@ static int parse_head(const char *p, size_t hl, req_head *h)
         } else if (nl == 6 && !strncasecmp(l, "expect", 6)) {
             h->expect_continue = vl == 12 && !strncasecmp(v, "100-continue", 12);
         } else if (nl == 17 && !strncasecmp(l, "x-forwarded-proto", 17)) {
-            h->https = vl == 5 && !strncasecmp(v, "https", 5);
+            /* a proxy appends its own to any the client sent: the last counts */
+            const char *last = v;
+            for (const char *k = v; k < v + vl; k++)
+                if (*k == ',')
+                    last = k + 1;
+            while (last < v + vl && *last == ' ')
+                last++;
+            h->https = v + vl - last == 5 && !strncasecmp(last, "https", 5);
         } else if (nl == 9 && !strncasecmp(l, "forwarded", 9)) {
             h->https = h->https || memmem(v, vl, "proto=https", 11) != NULL;
         } else if (nl == 10 && !strncasecmp(l, "connection", 10)) {

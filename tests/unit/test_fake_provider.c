@@ -1409,13 +1409,20 @@ Test(fake_batch, anthropic_results_url_follows_a_tls_proxy)
     free(body);
     char path[128];
     snprintf(path, sizeof path, "/v1/messages/batches/%s", jstr(b, "id"));
-    const char *h[] = { "x-api-key: k", "anthropic-version: 2023-06-01", "Host: api.example:8443",
-                        "X-Forwarded-Proto: https", NULL };
-    json_t *j = cjreq("GET", path, h, NULL, 200);
-    char want[256];
-    snprintf(want, sizeof want, "https://api.example:8443/v1/messages/batches/%s/results", jstr(b, "id"));
-    cr_assert_str_eq(jstr(j, "results_url"), want);
-    json_decref(j);
+    /* a proxy appends its own X-Forwarded-Proto to any the client sent */
+    const char *proto[] = { "X-Forwarded-Proto: https", "X-Forwarded-Proto: http, https",
+                            "Forwarded: for=1.2.3.4;proto=https", "X-Forwarded-Proto: https, http" };
+    const char *scheme[] = { "https", "https", "https", "http" };
+    for (size_t i = 0; i < 4; i++) {
+        const char *h[] = { "x-api-key: k", "anthropic-version: 2023-06-01", "Host: api.example:8443", proto[i],
+                            NULL };
+        json_t *j = cjreq("GET", path, h, NULL, 200);
+        char want[256];
+        snprintf(want, sizeof want, "%s://api.example:8443/v1/messages/batches/%s/results", scheme[i],
+                 jstr(b, "id"));
+        cr_assert_str_eq(jstr(j, "results_url"), want, "with %s", proto[i]);
+        json_decref(j);
+    }
     json_decref(b);
 }
 
