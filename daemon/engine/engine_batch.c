@@ -137,6 +137,9 @@ batch_route_t batch_route(act_t *a, pinst_t *pi, const loom_request *req, upstre
     engine_job_t *job = a->job;
     engine_t *e = job->eng;
     memset(res, 0, sizeof *res);
+    /* a line without a result says nothing of tokens: unknown, not 0 */
+    res->usage = (loom_usage){ .input_tokens = -1, .output_tokens = -1,
+                               .cache_read_tokens = -1, .cache_write_tokens = -1 };
     /* a model turn needs the answer to the turn before: never batched */
     if (a->role == ROLE_TURN || !wants_batch(a, pi->up))
         return BATCH_DIRECT;

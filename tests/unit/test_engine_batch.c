@@ -79,8 +79,10 @@ static int fb_submit(void *ud, const engine_batch_submit *s, loom_errcode *code,
     l->state = ENGINE_BATCH_PENDING;
     l->attempt = s->attempt;
     json_t *m = json_array_get(s->req->messages, json_array_size(s->req->messages) - 1);
-    snprintf(l->prompt, sizeof l->prompt, "%s",
-             json_string_value(json_object_get(m, "content")));
+    const char *text = s->req->kind == LOOM_CALL_EMBED
+                           ? json_string_value(json_array_get(s->req->inputs, 0))
+                           : json_string_value(json_object_get(m, "content"));
+    snprintf(l->prompt, sizeof l->prompt, "%s", text ? text : "?");
     return 0;
 }
 
@@ -101,7 +103,8 @@ static void fb_finish_all(int fail)
         }
         char ans[300];
         snprintf(ans, sizeof ans, "A:%s", l->prompt);
-        l->result = json_pack("{s:s, s:i, s:i}", "answer", ans, "in", 10, "out", 20);
+        l->result = json_pack("{s:s, s:i, s:i, s:[[f,f]]}", "answer", ans, "in", 10, "out", 20,
+                              "vec", (double)strlen(l->prompt), 1.0);
     }
 }
 
@@ -155,6 +158,12 @@ static int tb_result(loom_ctx *ctx, void *st, const loom_request *req, const cha
                      size_t len, loom_result *out)
 {
     json_t *o = json_loadb(line, len, 0, NULL);
+    if (req->kind == LOOM_CALL_EMBED) { /* one vector per input, as decode gives */
+        out->output = json_incref(json_object_get(o, "vec"));
+        out->usage = (loom_usage){ json_integer_value(json_object_get(o, "in")), -1, -1, -1 };
+        json_decref(o);
+        return out->output ? 0 : -1;
+    }
     const char *ans = json_string_value(json_object_get(o, "answer"));
     if (!ans) {
         json_decref(o);
@@ -397,6 +406,50 @@ Test(engine_batch, ready_wakes_a_running_job)
     cr_assert_str_eq(json_string_value(json_object_get(r.res.output, "a")), "A:one");
     cr_assert_str_eq(json_string_value(json_object_get(r.res.output, "b")), "two");
     cr_assert_eq(FB.submits, 1);
+    run_free(&r);
+    dsl_graph_unref(g);
+}
+
+/* An embed of one string in batch mode answers its vector, as direct. */
+Test(engine_batch, embed)
+{
+    dsl_graph *g = et_compile("loom: 1\nname: t\n"
+                              "do: { embed: { provider: b, input: abc, mode: batch } }\n");
+    run_t r = { 0 };
+    run_once(&r, g, "{}");
+    cr_assert_eq(FB.submits, 1);
+    fb_finish_all(0);
+    run_once(&r, g, "{}");
+    cr_assert_null(r.res.error, "%s", json_dumps(r.res.error, 0));
+    cr_assert(truth(json_is_array(r.res.output)));
+    cr_assert_float_eq(json_number_value(json_array_get(r.res.output, 0)), 3.0, 1e-9);
+    run_free(&r);
+    dsl_graph_unref(g);
+}
+
+/* Cancelling a job with calls parked on lines ends it at once. */
+Test(engine_batch, cancel_with_parked_lines)
+{
+    ET.prov.latency_ms = 5000;
+    dsl_graph *g = et_compile("loom: 1\nname: t\n"
+                              "do:\n"
+                              "  parallel:\n"
+                              "    a: { map: { over: \"{{ input.xs }}\", mode: batch, "
+                              "do: { call: { provider: b, prompt: \"{{ item }}\" } } } }\n"
+                              "    b: { call: { provider: default, prompt: two } }\n");
+    run_t r = { 0 };
+    engine_job_options o = { .name = "job1", .trace = on_trace, .trace_ud = &r };
+    json_t *in = json_pack("{s:[s,s,s]}", "xs", "p", "q", "r");
+    r.job = engine_submit(ET.eng, g, in, &o, on_done, &r);
+    json_decref(in);
+    while (FB.submits < 3)
+        reactor_run_once(ET.r, 5);
+    engine_job_batch_ready(r.job); /* a pass pending when the cancel comes */
+    engine_cancel(r.job);
+    cr_assert(r.res.done);
+    cr_assert_str_eq(et_code(&r.res), "cancelled");
+    cr_assert_null(r.waits);
+    cr_assert_eq(ET.prov.served, 0, "the direct call was withdrawn");
     run_free(&r);
     dsl_graph_unref(g);
 }
