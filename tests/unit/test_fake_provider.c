@@ -1710,3 +1710,58 @@ Test(fake_batch, ten_thousand_lines_through_each_api)
     json_decref(ae);
     json_decref(a);
 }
+
+Test(fake_batch, multipart_forms_as_other_clients_write_them)
+{
+    start(NULL);
+    /* a quoted boundary with a space, a preamble, a part without headers,
+     * a filename with a ';' and "name=" inside its quotes, a "--" line in
+     * the file that is not the boundary, the file before the purpose, a
+     * header name in lower case and an unquoted name */
+    const char *f2 = "preamble to skip\r\n"
+                     "--b x\r\n"
+                     "\r\n"
+                     "a part without headers\r\n"
+                     "--b x\r\n"
+                     "Content-Disposition: form-data; name=\"file\"; filename=\"a;name=b.jsonl\"\r\n"
+                     "Content-Type: application/jsonl\r\n"
+                     "\r\n"
+                     "line one\n--b not the boundary\n"
+                     "\r\n--b x\r\n"
+                     "content-disposition: form-data; name=purpose\r\n"
+                     "\r\n"
+                     "batch\r\n"
+                     "--b x--\r\n";
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=\"b x\"\r\n"
+                     "Content-Length: %zu\r\n\r\n", strlen(f2));
+    size_t total = (size_t)n + strlen(f2);
+    char *req = malloc(total + 1);
+    cr_assert(req);
+    memcpy(req, head, (size_t)n);
+    memcpy(req + n, f2, strlen(f2) + 1);
+    resp r;
+    raw(req, total, &r);
+    free(req);
+    cr_assert_eq(r.status, 200, "%s", r.body ? r.body : "");
+    json_t *j = body_json(&r);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "filename")), "a;name=b.jsonl");
+    cr_assert_str_eq(json_string_value(json_object_get(j, "purpose")), "batch");
+    cr_assert_eq(json_integer_value(json_object_get(j, "bytes")),
+                 (json_int_t)strlen("line one\n--b not the boundary\n"));
+    json_decref(j);
+    resp_free(&r);
+
+    /* a form that never closes, and a body that is no form */
+    const char *bad[] = { "Content-Type: multipart/form-data; boundary=zz\r\n", "Content-Type: text/plain\r\n" };
+    for (size_t i = 0; i < 2; i++) {
+        const char *body = "--zz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch";
+        n = snprintf(head, sizeof head, "POST /v1/files HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n%s",
+                     bad[i], strlen(body), body);
+        raw(head, (size_t)n, &r);
+        cr_assert_eq(r.status, 400, "case %zu", i);
+        resp_free(&r);
+    }
+    cr_assert_eq(fake_server_stat(&srv, "batch_uploads"), 1);
+}
