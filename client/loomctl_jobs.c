@@ -211,8 +211,10 @@ static void print_job(const json_t *job)
     if (strcmp(state, "waiting") == 0)
         json_array_foreach((json_t *)json_object_get(job, "waits"), wi, w) {
             int64_t deadline = ms_of(w, "deadline_ms");
-            if (json_is_string(json_object_get(w, "batch"))) /* a call's line in a provider batch */
-                printf("%sbatch %s at %s", label, str_or(w, "batch", "?"), str_or(w, "node", "?"));
+            const char *batch = str_or(w, "batch", NULL); /* a call's line in a provider batch */
+            if (batch) /* "" while its line was collecting when the job parked */
+                printf("%sbatch %s at %s", label, *batch ? batch : "(collecting)",
+                       str_or(w, "node", "?"));
             else
                 printf("%ssignal %s at %s", label, str_or(w, "signal", "?"), str_or(w, "node", "?"));
             if (deadline >= 0)

@@ -213,7 +213,7 @@ static int wake(jobs_t *js, const json_t *obj, json_t *records, pwake *p)
     log_write(js->log, LOOM_LOG_INFO, json_pack("{s:s, s:I}", "job", job, "steps",
                                                 (json_int_t)json_object_size(records)),
               p->conn    ? "job woken by a signal"
-              : p->batch ? "job woken: its batch lines are done"
+              : p->batch ? "job woken for its batch lines"
                          : "job woken by a wait's deadline");
     return 0;
 drop:
