@@ -82,6 +82,7 @@ static void store_req_free(store_req_t *q)
     free(q->traceparent);
     free(q->source);
     free(q->crash);
+    store_batch_req_free(q->batch);
     free(q);
 }
 
@@ -166,7 +167,8 @@ static void store_deliver_list(list_link *l, void *ud)
         if (q->cb) {
             store_result_t res = {
                 .status = q->status,
-                .job_id = q->op == STORE_OP_PURGE || q->op == STORE_OP_SPEND ? NULL
+                .job_id = q->op == STORE_OP_PURGE || q->op == STORE_OP_SPEND ||
+                                  q->op == STORE_OP_BATCH ? NULL
                           : q->op == STORE_OP_INSERT && q->status == 0 ? q->result_id
                                                                        : q->job_id,
                 .existed = q->existed,
@@ -192,7 +194,8 @@ static int64_t store_mono_ms(void)
 static bool store_req_holds(const store_req_t *q)
 {
     return (q->op == STORE_OP_RUNNING || q->op == STORE_OP_STEP || q->op == STORE_OP_FINISH ||
-            q->op == STORE_OP_CRASHES || q->op == STORE_OP_SPEND || q->op == STORE_OP_WAIT) &&
+            q->op == STORE_OP_CRASHES || q->op == STORE_OP_SPEND || q->op == STORE_OP_WAIT ||
+            q->op == STORE_OP_BATCH) &&
            store_status_transient(q->status);
 }
 
@@ -380,6 +383,8 @@ static void store_destroy(store_t *s)
 {
     store_db_finalize(s->wstmt, STORE_W_COUNT);
     store_db_finalize(s->rstmt, STORE_R_COUNT);
+    store_db_finalize(s->bwstmt, STORE_BATCH_W_COUNT);
+    store_db_finalize(s->brstmt, STORE_BATCH_R_COUNT);
     sqlite3_close(s->wdb);
     sqlite3_close(s->rdb);
     store_vfs_unregister(s->vfs); /* after its last connection */

@@ -339,6 +339,95 @@ int store_unfinished_jobs(store_t *s, json_t **jobs, char *err, size_t errlen);
  * waiting job, oldest first: whose deadlines to watch. */
 int store_waiting_jobs(store_t *s, json_t **jobs, char *err, size_t errlen);
 
+/* ---- provider batches (v7; daemon/batch/)
+ *
+ * What a provider batch needs to survive a restart: the batch (its name,
+ * provider, kind, model, completion window and how far it got) and its
+ * lines (which job step each custom_id stands for, the line's JSONL until
+ * the batch is created, its result once the batch ended). The store keeps
+ * them as given; what they mean is the batch manager's. Every write is a
+ * held write, like a checkpoint. */
+
+typedef struct store_batch_line {
+    const char *custom_id;       /* unique within the batch */
+    const char *job_id, *key;    /* the job step the line is for */
+    const char *node;            /* NULL: none */
+    int64_t attempt;
+    const char *text;            /* the JSONL line, without its newline */
+    size_t len;
+} store_batch_line_t;
+
+typedef struct store_batch_spec {
+    const char *name;            /* "loom-" and an id */
+    const char *provider, *model;
+    const char *kind;            /* "chat" or "embed" */
+    int64_t deadline_ms;         /* the completion window asked for */
+    const store_batch_line_t *lines; /* in file order */
+    size_t nlines;
+} store_batch_spec_t;
+
+/* Records a new batch (state "written") with its lines. */
+int store_batch_insert(store_t *s, const store_batch_spec_t *spec, store_done_cb cb, void *ud);
+
+/* What store_batch_update changes; a NULL member is left as it is. */
+typedef struct store_batch_set {
+    const char *state;           /* "written", "uploaded", "created" or "done" */
+    const char *file_id;         /* the upload's id */
+    const char *remote_id;       /* the provider's batch id */
+    const char *remote_state;    /* what the provider says of it */
+    bool drop_text;              /* forget the lines' JSONL (the batch was created) */
+} store_batch_set_t;
+
+/* Updates batch NAME as SET says. -ENOENT: no such batch. */
+int store_batch_update(store_t *s, const char *name, const store_batch_set_t *set,
+                       store_done_cb cb, void *ud);
+
+/* One line's outcome: RESULT (the provider's result line, LEN bytes, JSON
+ * text) or, when RESULT is NULL, CODE (a loom_errcode) and MESSAGE. */
+typedef struct store_batch_outcome {
+    const char *custom_id;
+    const char *result;
+    size_t len;
+    int code;
+    const char *message;
+} store_batch_outcome_t;
+
+/* Batch NAME ended as REMOTE_STATE: the outcome of each of its lines (N of
+ * them) and the state "done", in one transaction. Outcomes of lines the
+ * batch no longer has (their job was dropped) are ignored. */
+int store_batch_finish(store_t *s, const char *name, const char *remote_state,
+                       const store_batch_outcome_t *outcomes, size_t n, store_done_cb cb,
+                       void *ud);
+
+/* Deletes the lines of JOB_ID (NULL: of every job that has finished), then
+ * every batch left without lines that nothing was sent of or that is done
+ * (one that was sent and is not done is cancelled by its owner first, then
+ * deleted with store_batch_delete). */
+int store_batch_drop_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
+
+/* Deletes batch NAME and its lines. */
+int store_batch_delete(store_t *s, const char *name, store_done_cb cb, void *ud);
+
+/* *BATCHES receives an array (new reference), oldest first, of every batch
+ * with the lines of jobs that have not finished: {name, provider, kind,
+ * model, deadline_ms, state, file_id, remote_id, remote_state, created_ms,
+ * lines: [{custom_id, job, key, node, attempt, done, code}]} (lines in file
+ * order; code null unless the line is done without a result; a member with
+ * no value is null). */
+int store_batch_load(store_t *s, json_t **batches, char *err, size_t errlen);
+
+/* The JSONL of batch NAME: each line that still has its text, in file
+ * order, each ending in a newline. *TEXT (NUL-terminated; free() it) and
+ * *LEN. */
+int store_batch_text(store_t *s, const char *name, char **text, size_t *len, char *err,
+                     size_t errlen);
+
+/* The outcome of line CUSTOM_ID of batch NAME: *RESULT (the parsed result
+ * line, a new reference) or, when it has none, *RESULT NULL with *CODE and
+ * MESSAGE. -ENOENT: no such line; -EAGAIN: the line is not done. */
+int store_batch_result(store_t *s, const char *name, const char *custom_id, json_t **result,
+                       int *code, char *message, size_t msglen, char *err, size_t errlen);
+
 /* ---- counters */
 
 typedef struct store_stats {

@@ -87,6 +87,44 @@
     " PRIMARY KEY (tenant, period)"                                                               \
     ");"
 
+/* v7: provider batches (daemon/batch/): each batch sent, or about to be
+ * sent, to a provider's Batch API, and its lines: which job step each
+ * custom_id stands for, the line's JSONL until the batch is created, and its
+ * result (or why it has none) once the batch ended. No foreign key to jobs:
+ * the batch manager drops a job's lines when the job ends, and a line's
+ * result is read only by its job. STATE is the manager's: written,
+ * uploaded (FILE_ID known), created (REMOTE_ID known), done (results
+ * stored); REMOTE_STATE what the provider last said. */
+#define BATCH_TABLES                                                                              \
+    "CREATE TABLE batches ("                                                                      \
+    " name TEXT PRIMARY KEY NOT NULL,"                                                            \
+    " provider TEXT NOT NULL,"                                                                    \
+    " kind TEXT NOT NULL CHECK (kind = 'chat' OR kind = 'embed'),"                                \
+    " model TEXT NOT NULL,"                                                                       \
+    " deadline_ms INTEGER NOT NULL,"                                                              \
+    " state TEXT NOT NULL"                                                                        \
+    "  CHECK (state = 'written' OR state = 'uploaded' OR state = 'created' OR state = 'done'),"   \
+    " file_id TEXT, remote_id TEXT, remote_state TEXT,"                                           \
+    " created_ms INTEGER NOT NULL,"                                                               \
+    " CHECK (state = 'written' OR state = 'done' OR file_id IS NOT NULL OR remote_id IS NOT NULL)" \
+    ");"                                                                                          \
+    "CREATE INDEX batches_by_state ON batches (state, name);"                                     \
+    "CREATE TABLE batch_lines ("                                                                  \
+    " batch TEXT NOT NULL REFERENCES batches (name) ON DELETE CASCADE,"                           \
+    " seq INTEGER NOT NULL,"                                                                      \
+    " custom_id TEXT NOT NULL,"                                                                   \
+    " job_id TEXT NOT NULL,"                                                                      \
+    " key TEXT NOT NULL,"                                                                         \
+    " node TEXT,"                                                                                 \
+    " attempt INTEGER NOT NULL,"                                                                  \
+    " line TEXT,"                                                                                 \
+    " done INTEGER NOT NULL DEFAULT 0,"                                                           \
+    " result TEXT, code INTEGER, message TEXT,"                                                   \
+    " PRIMARY KEY (batch, custom_id)"                                                             \
+    ");"                                                                                          \
+    "CREATE UNIQUE INDEX batch_lines_by_seq ON batch_lines (batch, seq);"                         \
+    "CREATE INDEX batch_lines_by_job ON batch_lines (job_id, key);"
+
 static const char store_schema[] =
     JOBS_TABLE("jobs")
     JOBS_INDEXES
@@ -98,7 +136,8 @@ static const char store_schema[] =
     " PRIMARY KEY (job_id, key)"
     ");"
     SOURCES_TABLE
-    SPEND_TABLE;
+    SPEND_TABLE
+    BATCH_TABLES;
 
 /* v1 -> v4: the jobs table rebuilt with the OR checks (SQLite cannot alter
  * a CHECK in place) and the columns of v3. Runs with foreign keys off, so
@@ -114,7 +153,8 @@ static const char store_migrate_v1[] =
     "ALTER TABLE jobs_v2 RENAME TO jobs;"
     JOBS_INDEXES
     SOURCES_TABLE
-    SPEND_TABLE;
+    SPEND_TABLE
+    BATCH_TABLES;
 
 /* v5 -> v6: the state 'waiting' and what a waiting job waits for (waits:
  * JSON). The state's CHECK cannot be altered in place, so the jobs table is
@@ -130,10 +170,13 @@ static const char store_migrate_v1[] =
     "DROP TABLE jobs;"                                                                            \
     "ALTER TABLE jobs_v6 RENAME TO jobs;"                                                         \
     JOBS_INDEXES
-static const char store_migrate_v5[] = STORE_MIGRATE_V5;
+static const char store_migrate_v5[] = STORE_MIGRATE_V5 BATCH_TABLES;
 
-/* v4 -> v5: the spend ledger, then v6. */
-static const char store_migrate_v4[] = SPEND_TABLE STORE_MIGRATE_V5;
+/* v6 -> v7: the provider batches. */
+static const char store_migrate_v6[] = BATCH_TABLES;
+
+/* v4 -> v5: the spend ledger, then v6 and v7. */
+static const char store_migrate_v4[] = SPEND_TABLE STORE_MIGRATE_V5 BATCH_TABLES;
 
 /* v3 -> v4: tenants, budgets, trace parents and cost. */
 #define STORE_MIGRATE_V3                                                                          \
@@ -142,7 +185,7 @@ static const char store_migrate_v4[] = SPEND_TABLE STORE_MIGRATE_V5;
     "ALTER TABLE jobs ADD COLUMN traceparent TEXT;"                                               \
     "ALTER TABLE jobs ADD COLUMN cost REAL;"                                                      \
     JOBS_BY_TENANT
-static const char store_migrate_v3[] = STORE_MIGRATE_V3 SPEND_TABLE STORE_MIGRATE_V5;
+static const char store_migrate_v3[] = STORE_MIGRATE_V3 SPEND_TABLE STORE_MIGRATE_V5 BATCH_TABLES;
 
 /* v2 -> v4: attempts and crash counts (the poison-job quarantine), and the
  * workflow sources (a job runs the version it started with), then v4. */
@@ -154,7 +197,8 @@ static const char store_migrate_v2[] =
     SOURCES_TABLE
     STORE_MIGRATE_V3
     SPEND_TABLE
-    STORE_MIGRATE_V5;
+    STORE_MIGRATE_V5
+    BATCH_TABLES;
 
 
 int store_errno_of(int rc)
@@ -295,7 +339,8 @@ static int store_db_schema(sqlite3 *db, const char *path, char *err, size_t errl
                           : version == 2 ? store_migrate_v2
                           : version == 3 ? store_migrate_v3
                           : version == 4 ? store_migrate_v4
-                                         : store_migrate_v5;
+                          : version == 5 ? store_migrate_v5
+                                         : store_migrate_v6;
         if ((rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK ||
             (rc = sqlite3_exec(db, pragma, NULL, NULL, NULL)) != SQLITE_OK) {
             rc = store_db_open_error(db, rc, path, what, err, errlen);
@@ -423,6 +468,7 @@ static const char *const store_op_names[] = {
     [STORE_OP_RETRY] = "retry job",
     [STORE_OP_SPEND] = "record the spend of tenant",
     [STORE_OP_WAIT] = "park or wake job",
+    [STORE_OP_BATCH] = "record provider batch",
 };
 
 /* The cached write statement IDX, or NULL with the failure noted in Q. */
@@ -693,6 +739,9 @@ static bool store_db_run_request(store_t *s, store_req_t *q)
         break;
     case STORE_OP_WAIT:
         rc = store_db_wait(s, q);
+        break;
+    case STORE_OP_BATCH:
+        rc = store_batch_apply(s, q);
         break;
     default:
         rc = store_db_purge(s, q);

@@ -16,7 +16,7 @@
 #include "daemon/store/store.h"
 
 /* Bumped with every change to the schema in store_db.c. */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 /* How many workflow versions a store remembers as stored. */
 #define STORE_KNOWN_SOURCES 32
 /* PRAGMA application_id: "LOOM", so another program's database is refused. */
@@ -31,7 +31,8 @@ enum store_op {
     STORE_OP_CRASHES,
     STORE_OP_RETRY,
     STORE_OP_SPEND,
-    STORE_OP_WAIT    /* STATE waiting (with WAITS in output) or queued (a wake) */
+    STORE_OP_WAIT,   /* STATE waiting (with WAITS in output) or queued (a wake) */
+    STORE_OP_BATCH   /* a provider batch's record (store_batch.c; BATCH says which) */
 };
 
 /* Write statements, prepared once on the writer connection. */
@@ -70,6 +71,12 @@ enum store_rstmt {
     STORE_R_COUNT = STORE_R_LIST + 16
 };
 
+/* store_batch.c's cached statements, beside the ones above. */
+#define STORE_BATCH_W_COUNT 12
+#define STORE_BATCH_R_COUNT 4
+
+struct store_batch_req;
+
 /* One queued write. Strings are owned copies; JSON is already serialised. */
 typedef struct store_req {
     list_link link;  /* in the queue, a batch, or the done list */
@@ -94,6 +101,7 @@ typedef struct store_req {
     int64_t peer_uid, peer_gid, peer_pid;
     int64_t time_ms; /* created, started, finished, or the purge cut-off */
     store_state_t state;
+    struct store_batch_req *batch; /* STORE_OP_BATCH: what to write (owned) */
 
     /* the result, written by the store thread */
     int status;
@@ -115,6 +123,8 @@ struct store {
     sqlite3_stmt *wstmt[STORE_W_COUNT];
     sqlite3 *rdb; /* reactor thread */
     sqlite3_stmt *rstmt[STORE_R_COUNT];
+    sqlite3_stmt *bwstmt[STORE_BATCH_W_COUNT]; /* store_batch.c's, on WDB */
+    sqlite3_stmt *brstmt[STORE_BATCH_R_COUNT]; /* store_batch.c's, on RDB */
 
     pthread_t thread;
     pthread_mutex_t lock; /* guards everything below */
@@ -175,6 +185,12 @@ void store_db_finalize(sqlite3_stmt **cache, size_t n);
 /* Store thread: applies the requests of LIST (store_req_t.link), grouped
  * into as few transactions as it can, and fills in each one's result. */
 void store_db_apply(store_t *s, list_link *list);
+
+/* store_batch.c: runs batch request Q inside the open transaction (an
+ * SQLite code, as the other requests' runners return). */
+int store_batch_apply(store_t *s, store_req_t *q);
+/* Frees a batch request's part. NULL is a no-op. */
+void store_batch_req_free(struct store_batch_req *b);
 
 /* store_vfs.c: registers a VFS of its own over the default one, failing as
  * FAULTS (borrowed) says; *OUT is freed by store_vfs_unregister. */

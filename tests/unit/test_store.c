@@ -226,7 +226,7 @@ Test(store, open_creates_directory_and_reopens)
     snprintf(path, sizeof path, "%s/loom.db", state);
     sqlite3 *db = NULL;
     cr_assert(eq(int, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK));
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 7));
     sqlite3_stmt *q = NULL;
     cr_assert(eq(int, sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK));
     cr_assert(eq(int, sqlite3_step(q), SQLITE_ROW));
@@ -304,7 +304,7 @@ Test(store, v1_database_is_migrated)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 7));
     cr_assert(eq(i64, raw_int(db, "SELECT attempt FROM jobs"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM jobs WHERE tenant = 'default'"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 0));
@@ -1130,7 +1130,10 @@ static void insert_with_source(store_t *s, const char *version, const char *text
 
 /* What a v5 daemon left has no waits column (its state CHECK does not
  * allow 'waiting' either, but a test cannot take that back). */
-#define DROP_V6 "ALTER TABLE jobs DROP COLUMN waits;"
+/* What a v6 daemon left has no provider batches. */
+#define DROP_V7 "DROP TABLE batch_lines; DROP TABLE batches;"
+
+#define DROP_V6 DROP_V7 "ALTER TABLE jobs DROP COLUMN waits;"
 
 /* What a v4 daemon left has no spend ledger. */
 #define DROP_V5 DROP_V6 "DROP TABLE spend;"
@@ -1142,7 +1145,7 @@ static void insert_with_source(store_t *s, const char *version, const char *text
     "ALTER TABLE jobs DROP COLUMN budget; ALTER TABLE jobs DROP COLUMN traceparent;" \
     "ALTER TABLE jobs DROP COLUMN cost;"
 
-Test(store, v2_database_is_migrated_to_v6)
+Test(store, v2_database_is_migrated_to_v7)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1167,12 +1170,12 @@ Test(store, v2_database_is_migrated_to_v6)
     insert_with_source(s, "00000000000000aa", "loom: 1", id2);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 7));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sources"), 1));
     sqlite3_close(db);
 }
 
-Test(store, v3_database_is_migrated_to_v6)
+Test(store, v3_database_is_migrated_to_v7)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1191,12 +1194,12 @@ Test(store, v3_database_is_migrated_to_v6)
     json_decref(job);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 7));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_tenant'"), 1));
     sqlite3_close(db);
 }
 
-Test(store, v4_database_is_migrated_to_v6)
+Test(store, v4_database_is_migrated_to_v7)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1218,7 +1221,7 @@ Test(store, v4_database_is_migrated_to_v6)
     json_decref(spend);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 7));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'spend'"), 1));
     sqlite3_close(db);
 }
@@ -1466,7 +1469,7 @@ Test(store, waiting_job_parks_wakes_and_is_listed)
     store_close(s);
 }
 
-Test(store, v5_database_is_migrated_to_v6)
+Test(store, v5_database_is_migrated_to_v7)
 {
     char err[512] = "";
     store_t *s = open_store();
@@ -1491,8 +1494,34 @@ Test(store, v5_database_is_migrated_to_v6)
     json_decref(w);
     store_close(s);
     db = raw_open(SQLITE_OPEN_READONLY);
-    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 6));
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 7));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'jobs_by_tenant'"), 1));
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM pragma_foreign_key_check"), 0));
+    sqlite3_close(db);
+}
+
+Test(store, v6_database_is_migrated_to_v7)
+{
+    char err[512] = "";
+    store_t *s = open_store();
+    char id[STORE_ID_SIZE];
+    insert_sync(s, "wf", NULL, id);
+    store_close(s);
+    sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE);
+    raw_exec(db, DROP_V7 "PRAGMA user_version = 6;");
+    sqlite3_close(db);
+    s = store_open(g_dir, g_r, NULL, err, sizeof err);
+    cr_assert(s != NULL, "%s", err);
+    json_t *job = get_job(s, id);
+    cr_assert(eq(str, (char *)job_str(job, "workflow"), "wf"), "the jobs are kept");
+    json_decref(job);
+    json_t *batches = NULL;
+    cr_assert(eq(int, store_batch_load(s, &batches, err, sizeof err), 0), "%s", err);
+    cr_assert(eq(sz, json_array_size(batches), 0), "the new tables are there, empty");
+    json_decref(batches);
+    store_close(s);
+    db = raw_open(SQLITE_OPEN_READONLY);
+    cr_assert(eq(i64, raw_int(db, "PRAGMA user_version"), 7));
+    cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'batch_lines_by_job'"), 1));
     sqlite3_close(db);
 }
