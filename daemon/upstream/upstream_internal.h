@@ -124,6 +124,10 @@ struct upstream {
     bool disabled;
     char disabled_msg[256];
     upstream_stats_t st;
+    /* upstream_batch_decode's and _result's message and finish reason,
+     * valid until the next of those calls (upstream_batchapi.c) */
+    char batch_msg[256];
+    char batch_finish[LOOM_FINISH_REASON_MAX];
 };
 
 /* upstream.c */
@@ -146,6 +150,11 @@ void uctx_init(uctx *c, const upstream_t *u);
 void xfer_answer(xfer *x, json_t *output, const loom_usage *usage, loom_errcode code,
                  const char *msg, bool has_ra, uint64_t ra_ms, bool overloaded,
                  uint64_t latency_ms);
+
+/* upstream_batchapi.c */
+/* Fills in the defaults of B (a provider entry's `batch_api:`), capped by
+ * DEF's batch limits. */
+void upstream_batch_api_defaults(upstream_batch_api *b, const loom_provider *def);
 
 /* upstream_stream.c: streamed answers */
 /* Whether X is to be asked for as a stream: a chat call alone in its
