@@ -323,12 +323,12 @@ static void faults(const char *code)
     cr_assert_eq(fake_stat("chat"), 0);
 }
 
-Test(loomd_batch, answers_429_on_every_step_are_waited_out, .fini = teardown)
+Test(loomd_batch, answers_429_on_the_batch_endpoints_are_waited_out, .fini = teardown)
 {
     faults("429");
 }
 
-Test(loomd_batch, answers_503_on_every_step_are_retried, .fini = teardown)
+Test(loomd_batch, answers_503_on_the_batch_endpoints_are_retried, .fini = teardown)
 {
     faults("503");
 }
