@@ -895,6 +895,15 @@ static json_t *file_lines(json_t *id)
     return a;
 }
 
+/* Nanoseconds since T0, exactly (ms_since rounds a negative nanosecond
+ * difference up, which a lower bound cannot have). */
+static int64_t ns_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000000 + (t.tv_nsec - t0->tv_nsec);
+}
+
 static long stat_of(const char *name)
 {
     return fake_server_stat(&srv, name);
@@ -1025,22 +1034,23 @@ Test(fake_batch, openai_completed_count_grows_with_time_until_the_end)
      * each answer between our own readings around the request */
     json_int_t last = -1;
     for (;;) {
-        long lo_ms = ms_since(&t1);
+        int64_t lo_us = ns_since(&t1) / 1000; /* at most the server's time since creation */
         json_t *j = cjreq("GET", path, NULL, NULL, 200);
-        long hi_ms = ms_since(&t0) + 1; /* ms_since rounds down */
+        int64_t hi_us = (ns_since(&t0) + 999) / 1000; /* at least the server's */
         json_int_t c = jint(json_object_get(j, "request_counts"), "completed");
         bool running = !strcmp(jstr(j, "status"), "in_progress");
         json_decref(j);
         if (!running) {
-            cr_assert_geq(hi_ms, delay, "ended before its delay");
+            cr_assert_geq(hi_us, delay * 1000, "ended before its delay");
             break;
         }
-        long lo = lo_ms * n / delay, hi = hi_ms * n / delay;
+        int64_t lo = lo_us * n / (delay * 1000), hi = hi_us * n / (delay * 1000);
         cr_assert(c >= (lo < n ? lo : n) && c <= (hi < n ? hi : n),
-                  "completed %lld outside [%ld, %ld] at %ld-%ld ms", (long long)c, lo, hi, lo_ms, hi_ms);
+                  "completed %lld outside [%lld, %lld] at %lld-%lld us", (long long)c, (long long)lo, (long long)hi,
+                  (long long)lo_us, (long long)hi_us);
         cr_assert_geq(c, last, "the count never goes back");
         last = c;
-        cr_assert_lt(lo_ms, delay + 20000, "never ended");
+        cr_assert_lt(lo_us, (delay + 20000) * 1000, "never ended");
         struct timespec d = { 0, 50 * 1000000 };
         nanosleep(&d, NULL);
     }
