@@ -429,6 +429,14 @@ Test(loomd_batch, progress_watch_and_get_show_the_batch, .fini = teardown)
     cr_assert_eq(lh_loomctl(args_get, &out), 0);
     cr_assert(strstr(out, want), "get says: %s", out);
     free(out);
+    /* no signal ends a batch wait, not even one named as its batch */
+    char sig[256];
+    snprintf(sig, sizeof sig, "{\"op\":\"signal\",\"job\":\"%s\",\"signal\":\"%s\",\"data\":1}",
+             job, batch);
+    json_t *r = call(sig);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r, "error"), "code")),
+                     "unknown_signal", "%s", json_dumps(r, 0));
+    json_decref(r);
 
     /* the parked job's progress still reaches every job's subscribers,
      * up to its end with every line done */
@@ -461,7 +469,7 @@ Test(loomd_batch, progress_watch_and_get_show_the_batch, .fini = teardown)
               "watch printed: %s", buf);
 
     /* stats.batch counts what was done */
-    json_t *r = call("{\"op\":\"stats\"}");
+    r = call("{\"op\":\"stats\"}");
     json_t *b = json_object_get(r, "batch");
     cr_assert(json_is_object(json_object_get(b, "batches")), "%s", json_dumps(r, 0));
     cr_assert(json_integer_value(json_object_get(b, "uploads")) >= 1, "%s", json_dumps(b, 0));
