@@ -377,7 +377,7 @@ fb_line_fate fb_fate(fake_batch *b, const fb_batch *x, size_t i)
 }
 
 /* Ends every batch whose time has come. 0, or -1 when memory ran out (that
- * batch stays due and is tried again). */
+ * batch is tried again 10 ms later). */
 static int advance(fake_batch *b)
 {
     double now = fb_now();
@@ -388,9 +388,10 @@ static int advance(fake_batch *b)
             continue;
         bool expiring = x->expires && x->state == FB_RUNNING;
         int r = x->api == FB_OPENAI ? fb_openai_end(b, x, now) : fb_anthropic_end(b, x, now);
-        if (r < 0)
+        if (r < 0) {
             rc = -1;
-        else if (expiring)
+            x->due_mono = now + 0.01; /* tried again soon, not in a busy loop */
+        } else if (expiring)
             b->expired++;
     }
     return rc;

@@ -90,8 +90,7 @@ int fake_batch_handle(fake_batch *b, const fake_batch_req *rq, fake_batch_resp *
 int fake_batch_timer_fd(const fake_batch *b);
 
 /* Ends the batches whose time has come and sets the timer for the next.
- * 0, or -1 when memory ran out (the batch stays due: the next tick or
- * request tries again). */
+ * 0, or -1 when memory ran out (that batch is tried again 10 ms later). */
 int fake_batch_tick(fake_batch *b);
 
 /* Adds the batch counters (batch_uploads, batch_creates, ...) to STATS

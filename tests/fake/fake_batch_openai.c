@@ -500,8 +500,14 @@ int fb_openai_end(fake_batch *b, fb_batch *x, double now)
         fb_file *f = (err_name = strdup(name)) && (err_purp = strdup("batch_output"))
                          ? fb_file_add(b, err_name, err_purp, &err)
                          : NULL;
-        if (!f)
+        if (!f) {
+            /* the batch runs on: its output file is made again next time */
+            fb_file *o = x->output_file_id[0] ? fb_file_find(b, x->output_file_id) : NULL;
+            if (o)
+                fb_file_remove(b, o);
+            x->output_file_id[0] = 0;
             goto oom;
+        }
         err_name = err_purp = NULL;
         snprintf(x->error_file_id, sizeof x->error_file_id, "%s", f->id);
     }

@@ -1675,7 +1675,7 @@ int main(int argc, char **argv)
                 fire(s);
             } else if (fd == btfd) {
                 if (fake_batch_tick(s->batch) < 0)
-                    fprintf(stderr, "fake_provider: a batch could not end yet: %s\n", strerror(errno));
+                    fprintf(stderr, "fake_provider: a batch could not end yet (out of memory)\n");
             } else if (fd >= 0 && fd < MAX_FDS && s->conns[fd]) {
                 conn *c = s->conns[fd];
                 if ((ev[i].events & EPOLLOUT) && !conn_flush(s, c))
