@@ -591,8 +591,18 @@ static int setup_easy(http_call_t *call, const http_call_opts *t)
     SET(CURLOPT_PIPEWAIT, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     long rb = t && t->recv_buffer ? (long)t->recv_buffer : HTTP_RECV_BUFFER_MIN;
-    SET(CURLOPT_BUFFERSIZE, rb < HTTP_RECV_BUFFER_MIN   ? HTTP_RECV_BUFFER_MIN
-                            : rb > HTTP_RECV_BUFFER_MAX ? HTTP_RECV_BUFFER_MAX : rb);
+    rb = rb < HTTP_RECV_BUFFER_MIN   ? HTTP_RECV_BUFFER_MIN
+         : rb > HTTP_RECV_BUFFER_MAX ? HTTP_RECV_BUFFER_MAX
+                                     : rb;
+    if (rc == CURLE_OK) {
+        /* curl 7.88 refuses to resize the receive buffer of a handle that
+         * still holds one (a handle reset for reuse after an HTTP/2
+         * transfer does) with CURLE_BAD_FUNCTION_ARGUMENT: the handle keeps
+         * the buffer it has, which is no reason to fail the call */
+        CURLcode brc = curl_easy_setopt(e, CURLOPT_BUFFERSIZE, rb);
+        if (brc != CURLE_BAD_FUNCTION_ARGUMENT)
+            rc = brc;
+    }
     if (t && t->connect_ms)
         SET(CURLOPT_CONNECTTIMEOUT_MS, (long)t->connect_ms);
     if (t && t->total_ms)
