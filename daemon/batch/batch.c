@@ -187,8 +187,13 @@ static bline *find_line(const batch_mgr_t *m, const char *job, const char *key)
 int bmgr_line_attach(batch_mgr_t *m, batch *b, bline *l, size_t idx)
 {
     bline *old = find_line(m, l->job, l->key);
-    if (old)
+    if (old) {
+        /* a later attempt's line replaces the earlier one's */
+        batch *ob = old->b;
         bmgr_line_drop(m, old);
+        if (ob && ob != b && ob->live == 0)
+            bmgr_abandon(ob);
+    }
     if (idx >= b->nlines) {
         if (vec_reserve(&b->lines, b->nlines, &b->cap, sizeof *b->lines, idx + 1 - b->nlines) < 0)
             return -ENOMEM;

@@ -173,8 +173,14 @@ static void on_timer(reactor_t *r, reactor_timer_t *t, void *ud)
     bmgr_run(b);
 }
 
+static void stop(batch *b);
+
 static void after(batch *b, uint64_t ms)
 {
+    if (b->live == 0 && !b->cancelling && b->st != B_DONE) {
+        stop(b); /* nobody waits for what the timer would do */
+        return;
+    }
     if (b->timer)
         reactor_timer_cancel(b->m->r, b->timer);
     b->timer = reactor_timer_add(b->m->r, ms * REACTOR_MSEC, on_timer, b);
@@ -582,10 +588,9 @@ static void on_http(http_call_t *call, const http_response *resp, void *ud)
     batch_mgr_t *m = b->m;
     (void)call;
     b->http = NULL;
-    if (b->live == 0 && b->step != LOOM_BATCH_CANCEL && b->st != B_DONE) {
-        stop(b);
-        return;
-    }
+    /* even when no line is wanted any more, the answer is taken: a batch
+     * it made must be recorded to be cancelled (after() and bmgr_run stop
+     * it next) */
     upstream_t *up;
     if (!settings(b, &up)) {
         step_failed(b, LOOM_E_UPSTREAM, "the provider is not configured", false, 0);

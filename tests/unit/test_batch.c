@@ -582,3 +582,39 @@ Test(batch, a_provider_without_a_batch_api_is_refused)
     json_decref(msgs);
     json_decref(params);
 }
+
+Test(batch, ten_thousand_lines_of_a_hundred_jobs)
+{
+    setup("openai", NULL);
+    static char jobs[100][STORE_ID_SIZE];
+    for (int j = 0; j < 100; j++) {
+        job_id(jobs[j]);
+        for (int i = 0; i < 100; i++) {
+            char key[16], text[32];
+            snprintf(key, sizeof key, "map[%d]", i);
+            snprintf(text, sizeof text, "item %d of job %d", i, j);
+            submit(jobs[j], key, text);
+        }
+    }
+    cr_assert(eq(i64, mstat("lines", "collecting"), 10000));
+    run_until(&seen.ready, 100, 60000);
+    cr_assert(eq(long, fake_server_stat(&srv, "batch_creates"), 1));
+    cr_assert(eq(long, fake_server_stat(&srv, "batch_lines"), 10000));
+    cr_assert(eq(i64, mstat("lines", "done"), 10000));
+    for (int j = 0; j < 100; j += 33) {
+        for (int i = 0; i < 100; i += 49) {
+            char key[16], text[32];
+            snprintf(key, sizeof key, "map[%d]", i);
+            snprintf(text, sizeof text, "item %d of job %d", i, j);
+            batch_line_info info = look(jobs[j], key);
+            upstream_result res;
+            cr_assert(eq(int, answer_of(text, &info, &res), 0), "%s", res.message);
+            cr_assert(truth(strstr(json_string_value(res.output), text) != NULL));
+            json_decref(res.output);
+            json_decref(info.result);
+        }
+    }
+    for (int j = 0; j < 100; j++)
+        batch_mgr_drop_job(mgr, jobs[j]);
+    cr_assert(eq(i64, mstat("lines", "done"), 0));
+}
