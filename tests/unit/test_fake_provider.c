@@ -91,11 +91,20 @@ static void send_req(int fd, const char *method, const char *path, const char *h
         send_all(fd, body, bl);
 }
 
-static long ms_since(const struct timespec *t0)
+/* Nanoseconds since T0, exactly. */
+static int64_t ns_since(const struct timespec *t0)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000000 + (t.tv_nsec - t0->tv_nsec);
+}
+
+/* Whole milliseconds since T0, rounded down: a lower bound on the time
+ * that passed (splitting seconds and nanoseconds rounded a negative
+ * nanosecond difference up). */
+static long ms_since(const struct timespec *t0)
+{
+    return (long)(ns_since(t0) / 1000000);
 }
 
 /* Reads one response; gives up after timeout_ms without progress. */
@@ -893,15 +902,6 @@ static json_t *file_lines(json_t *id)
     json_t *a = lines_of(r.body);
     cres_free(&r);
     return a;
-}
-
-/* Nanoseconds since T0, exactly (ms_since rounds a negative nanosecond
- * difference up, which a lower bound cannot have). */
-static int64_t ns_since(const struct timespec *t0)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000000 + (t.tv_nsec - t0->tv_nsec);
 }
 
 static long stat_of(const char *name)
