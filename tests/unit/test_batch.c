@@ -28,7 +28,6 @@ static const loom_provider *def;
 static void *pstate;
 static store_t *st;
 static char dir[256];
-static batch_mgr_t *mgr;
 
 /* What the hooks saw. */
 #define MAX_SEEN 64
@@ -39,8 +38,14 @@ static struct seen {
     char last_state[32];
     char last_remote[128];
     int submitted;                 /* progress "submitted" */
-    bool results_on_disk;          /* every ready job's lines were DONE in lookup */
+    int early;                     /* lines of a readied job not DONE when it was told */
 } seen;
+
+/* The steps submitted (the first MAX_SEEN), for hook_ready's check. */
+static struct step {
+    char job[STORE_ID_SIZE], key[16];
+} steps[MAX_SEEN];
+static int nsteps;
 
 static bool truth(bool b)
 {
@@ -53,9 +58,28 @@ static upstream_t *hook_upstream(void *ud, const char *name)
     return strcmp(name, "fake") == 0 ? up : NULL;
 }
 
+static batch_mgr_t *mgr;
+
+/* A job is told only once its lines' outcomes can be read. */
 static void hook_ready(void *ud, const char *job)
 {
     (void)ud;
+    int done = 0, mine = 0;
+    for (int i = 0; i < nsteps; i++) {
+        if (strcmp(steps[i].job, job) != 0)
+            continue;
+        batch_line_info info;
+        char err[256];
+        memset(&info, 0, sizeof info);
+        mine++;
+        if (batch_mgr_lookup(mgr, job, steps[i].key, &info, err, sizeof err) < 0 ||
+            (info.state == BATCH_LINE_DONE && !info.result && info.code == LOOM_OK))
+            seen.early++; /* said done, yet its outcome cannot be read */
+        done += info.state == BATCH_LINE_DONE;
+        json_decref(info.result);
+    }
+    if (mine && !done)
+        seen.early++; /* told with nothing to read */
     if (seen.ready < MAX_SEEN)
         snprintf(seen.ready_job[seen.ready], STORE_ID_SIZE, "%s", job);
     seen.ready++;
@@ -105,6 +129,7 @@ static void setup_with(const char *plugin, const char *const *args, const upstre
 {
     char err[256] = "";
     memset(&seen, 0, sizeof seen);
+    nsteps = 0;
     cr_assert(eq(int, fake_server_start(&srv, args), 0));
     r = reactor_new();
     cr_assert(r != NULL);
@@ -183,6 +208,11 @@ static void submit(const char *job, const char *key, const char *text)
     cr_assert(eq(int, batch_mgr_submit(mgr, &s, &code, err, sizeof err), 0), "%s", err);
     json_decref(msgs);
     json_decref(params);
+    if (nsteps < MAX_SEEN) {
+        snprintf(steps[nsteps].job, sizeof steps[nsteps].job, "%s", job);
+        snprintf(steps[nsteps].key, sizeof steps[nsteps].key, "%s", key);
+        nsteps++;
+    }
 }
 
 static void job_id(char id[STORE_ID_SIZE])
@@ -197,6 +227,7 @@ static void run_until(const int *counter, int n, int ms)
     while (*counter < n && reactor_now_us(r) < end)
         reactor_run_once(r, 10);
     cr_assert(truth(*counter >= n), "%d of %d after %d ms", *counter, n, ms);
+    cr_assert(eq(int, seen.early, 0), "a job was told before its lines' outcomes were stored");
 }
 
 static int64_t mstat(const char *group, const char *name)
