@@ -137,17 +137,21 @@ struct batch_mgr {
 };
 
 /* batch.c */
-/* JOB's record, made when MAKE; NULL when there is none (or out of memory). */
+/* JOB's record (the manager's), made when MAKE; NULL when there is none
+ * (or out of memory). */
 jobrec *bmgr_jobrec(batch_mgr_t *m, const char *job, bool make);
-/* A new line of JOB's step KEY (not yet indexed). NULL when out of memory. */
+/* A new line of JOB's step KEY (strings copied), the caller's until
+ * bmgr_line_attach takes it. NULL when out of memory. */
 bline *bmgr_line_new(const char *job, const char *key, const char *node, int attempt);
 /* Puts L into the indexes (replacing the step's earlier line, which is
- * dropped) and into B at IDX. 0 or -ENOMEM. */
+ * dropped) and into B at IDX; the manager owns L from then on. 0, -EEXIST
+ * (B has a line at IDX) or -ENOMEM (L is still the caller's). */
 int bmgr_line_attach(batch_mgr_t *m, batch *b, bline *l, size_t idx);
 /* Takes L out of the indexes and its batch, and frees it. */
 void bmgr_line_drop(batch_mgr_t *m, bline *l);
-/* A new batch for PROVIDER, MODEL, KIND, DEADLINE_MS named NAME (NULL: a
- * new name), in state ST. NULL when out of memory. */
+/* A new batch for PROVIDER, MODEL, KIND, DEADLINE_MS (strings copied)
+ * named NAME (NULL: a new name), in state ST, owned by the manager (in
+ * m->batches). NULL when out of memory. */
 batch *bmgr_new(batch_mgr_t *m, const char *name, const char *provider, const char *model,
                  loom_call_kind kind, uint64_t deadline_ms, bstate st);
 /* Frees B (its remaining lines dropped), now or once its store writes end. */

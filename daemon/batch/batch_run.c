@@ -585,7 +585,6 @@ static void on_answer(batch *b, const loom_batch_info *info)
 static void on_http(http_call_t *call, const http_response *resp, void *ud)
 {
     batch *b = ud;
-    batch_mgr_t *m = b->m;
     (void)call;
     b->http = NULL;
     /* even when no line is wanted any more, the answer is taken: a batch
@@ -606,7 +605,6 @@ static void on_http(http_call_t *call, const http_response *resp, void *ud)
     b->err_ms = 0;
     if (b->step == LOOM_BATCH_RESULTS)
         take_results(b, resp->body, resp->body_len);
-    (void)m;
     on_answer(b, &info);
 }
 
