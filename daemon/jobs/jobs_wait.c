@@ -419,7 +419,9 @@ void jobs_cancel_waiting(jobs_t *js, server_conn_t *conn, json_t *id, const json
     const char *job = json_string_value(json_object_get(obj, "id"));
     pcancel *p = calloc(1, sizeof *p);
     json_t *e = json_pack("{s:s, s:s}", "code", "cancelled", "message",
-                          "cancelled while it waited for a signal");
+                          only_batch_waits(json_object_get(obj, "waits"))
+                              ? "cancelled while it waited for its batch lines"
+                              : "cancelled while it waited for a signal");
     store_outcome_t out = { .state = STORE_CANCELLED, .error = e };
     int rc = p && e ? 0 : -ENOMEM;
     if (rc == 0) {

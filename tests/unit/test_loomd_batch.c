@@ -296,7 +296,10 @@ Test(loomd_batch, cancel_cancels_the_batch, .fini = teardown)
     char req[256];
     snprintf(req, sizeof req, "{\"op\":\"cancel\",\"job\":\"%s\"}", job);
     json_decref(call(req));
-    json_decref(wait_state(job, "cancelled", 15000));
+    json_t *o = wait_state(job, "cancelled", 15000);
+    const char *msg = json_string_value(json_object_get(json_object_get(o, "error"), "message"));
+    cr_assert(msg && strstr(msg, "batch lines"), "%s", json_dumps(o, 0));
+    json_decref(o);
     wait_stat("batch_cancels", 1, 15000);
     cr_assert_eq(fake_stat("batch_cancels"), 1);
     cr_assert_eq(fake_stat("chat"), 0);
