@@ -42,6 +42,8 @@ struct loomd_batch {
     const char *submitting;    /* the provider of the submit under way, or NULL */
     batch_name *names;         /* a ring of NAMES */
     size_t next;
+    size_t last;               /* the one found last: a batch's progress is told to
+                                * each of its jobs in a row */
 };
 
 static void name_add(struct loomd_batch *b, const char *name, const char *provider)
@@ -54,11 +56,15 @@ static void name_add(struct loomd_batch *b, const char *name, const char *provid
     snprintf(n->provider, sizeof n->provider, "%s", provider);
 }
 
-static const char *name_provider(const struct loomd_batch *b, const char *name)
+static const char *name_provider(struct loomd_batch *b, const char *name)
 {
+    if (strcmp(b->names[b->last].name, name) == 0)
+        return b->names[b->last].provider;
     for (size_t i = 0; i < NAMES; i++)
-        if (strcmp(b->names[i].name, name) == 0)
+        if (strcmp(b->names[i].name, name) == 0) {
+            b->last = i;
             return b->names[i].provider;
+        }
     return NULL;
 }
 

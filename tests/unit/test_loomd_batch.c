@@ -411,6 +411,7 @@ Test(loomd_batch, progress_watch_and_get_show_the_batch, .fini = teardown)
     const char *name = json_string_value(json_object_get(e, "batch"));
     cr_assert(name && strncmp(name, "loom-", 5) == 0 && strlen(name) == 31, "batch %s", name);
     cr_assert_str_eq(json_string_value(json_object_get(e, "state")), "collecting");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "provider")), "llm");
     char batch[64];
     snprintf(batch, sizeof batch, "%s", name);
     json_decref(e);
@@ -448,6 +449,7 @@ Test(loomd_batch, progress_watch_and_get_show_the_batch, .fini = teardown)
         cr_assert(e, "no batch_progress event with the batch ended");
         const char *st = json_string_value(json_object_get(e, "state"));
         bool ended = st && strcmp(st, "ended") == 0;
+        cr_assert_str_eq(json_string_value(json_object_get(e, "provider")), "llm");
         if (ended) {
             cr_assert_eq(json_integer_value(json_object_get(e, "done")), 3);
             cr_assert_eq(json_integer_value(json_object_get(e, "total")), 3);
