@@ -48,10 +48,15 @@ struct loomd_batch {
 
 static void name_add(struct loomd_batch *b, const char *name, const char *provider)
 {
+    if (strcmp(b->names[b->last].name, name) == 0)
+        return;
     for (size_t i = 0; i < NAMES; i++)
-        if (strcmp(b->names[i].name, name) == 0)
+        if (strcmp(b->names[i].name, name) == 0) {
+            b->last = i;
             return;
-    batch_name *n = &b->names[b->next++ % NAMES];
+        }
+    b->last = b->next++ % NAMES;
+    batch_name *n = &b->names[b->last];
     snprintf(n->name, sizeof n->name, "%s", name);
     snprintf(n->provider, sizeof n->provider, "%s", provider);
 }
