@@ -163,6 +163,9 @@ batch_route_t batch_route(act_t *a, pinst_t *pi, const loom_request *req, upstre
         act_fail(a, DSL_ERR_UPSTREAM, NULL, err[0] ? err : "the batch line could not be read");
         return BATCH_HANDLED;
     }
+    /* the hooks' strings are not trusted to end where they should */
+    line.batch[sizeof line.batch - 1] = '\0';
+    line.message[sizeof line.message - 1] = '\0';
     /* the line says which attempt the step is at: a resumed run goes on
      * from there rather than from 1 */
     if (line.state != ENGINE_BATCH_NONE && line.attempt > a->attempt)
