@@ -5,9 +5,9 @@
  * never sends the same lines twice (the fake counts uploads and creates);
  * a cancelled job cancels its batch; 429s and 5xx on the batch endpoints,
  * an expired batch and failed lines are retried (in a later batch, or
- * directly with fallback_direct); the cost is at the batch price; the
- * job's batch_progress events, `loomctl watch`, `loomctl get` and
- * stats.batch show it. */
+ * directly with fallback_direct); a reload does not lose a running
+ * batch; the cost is at the batch price; the job's batch_progress events,
+ * `loomctl watch`, `loomctl get` and stats.batch show it. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <signal.h>
@@ -479,4 +479,29 @@ Test(loomd_batch, progress_watch_and_get_show_the_batch, .fini = teardown)
     cr_assert(json_is_object(json_object_get(b, "batches")), "%s", json_dumps(r, 0));
     cr_assert(json_integer_value(json_object_get(b, "uploads")) >= 1, "%s", json_dumps(b, 0));
     json_decref(r);
+}
+
+/* A reload while the batch runs builds new provider instances and frees
+ * the old ones once no job runs on them (the job is parked): the batch is
+ * polled on through the new instance and ends right, made once. */
+Test(loomd_batch, a_reload_while_the_batch_runs, .fini = teardown)
+{
+    const char *args[] = { "--batch-delay", "1500", NULL };
+    start("openai", "100ms", args);
+    map_workflow("few", "", "{ max_attempts: 2 }");
+    lh_start(&D);
+    char job[64];
+    submit("few", 20, job);
+    wait_stat("batch_creates", 1, 15000);
+    json_decref(wait_state(job, "waiting", 15000));
+    cr_assert_eq(kill(D.pid, SIGHUP), 0);
+    lh_wait_log(&D, "reloading", NULL, 1, 10000);
+    cr_assert_eq(fake_stat("batch_results"), 0, "the reload came while the batch ran");
+    json_t *o = wait_end(job, 30000);
+    assert_echoes(o, 20);
+    json_decref(o);
+    cr_assert_eq(fake_stat("batch_expired"), 0, "the batch ended by itself");
+    cr_assert_eq(fake_stat("batch_creates"), 1);
+    cr_assert_eq(fake_stat("batch_uploads"), 1);
+    cr_assert_eq(fake_stat("chat"), 0);
 }
