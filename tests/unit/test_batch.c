@@ -381,9 +381,9 @@ Test(batch, lines_are_split_by_bytes_too)
     cr_assert(eq(long, fake_server_stat(&srv, "batch_lines"), 4));
 }
 
-Test(batch, a_restart_resumes_polling_without_sending_anything_twice)
+static void restart_resumes(const char *plugin)
 {
-    setup("openai", (const char *const[]){ "--batch-delay", "1500", NULL });
+    setup(plugin, (const char *const[]){ "--batch-delay", "1500", NULL });
     char j[STORE_ID_SIZE];
     job_id(j);
     submit(j, "a", "one");
@@ -397,12 +397,23 @@ Test(batch, a_restart_resumes_polling_without_sending_anything_twice)
     cr_assert(eq(int, info.state, BATCH_LINE_PENDING), "the line is known again at once");
     cr_assert(eq(str, info.batch, before.batch));
     run_until(&seen.ready, 1, 10000);
-    cr_assert(eq(long, fake_server_stat(&srv, "batch_uploads"), 1));
+    /* Anthropic takes the lines inline: no upload */
+    cr_assert(eq(long, fake_server_stat(&srv, "batch_uploads"), strcmp(plugin, "openai") == 0));
     cr_assert(eq(long, fake_server_stat(&srv, "batch_creates"), 1));
     info = look(j, "b");
     cr_assert(eq(int, info.state, BATCH_LINE_DONE));
     cr_assert(truth(info.result != NULL));
     json_decref(info.result);
+}
+
+Test(batch, a_restart_resumes_polling_without_sending_anything_twice)
+{
+    restart_resumes("openai");
+}
+
+Test(batch, anthropic_a_restart_resumes_polling_without_sending_anything_twice)
+{
+    restart_resumes("anthropic");
 }
 
 Test(batch, a_crash_after_the_upload_finds_it_and_creates_once)
@@ -545,9 +556,9 @@ Test(batch, lines_of_an_expired_batch_without_a_result_fail_as_upstream)
     }
 }
 
-Test(batch, a_batch_no_job_wants_is_cancelled_at_the_provider)
+static void cancelled_when_unwanted(const char *plugin)
 {
-    setup("openai", (const char *const[]){ "--batch-delay", "5000", NULL });
+    setup(plugin, (const char *const[]){ "--batch-delay", "5000", NULL });
     char j1[STORE_ID_SIZE], j2[STORE_ID_SIZE];
     job_id(j1);
     job_id(j2);
@@ -577,6 +588,16 @@ Test(batch, a_batch_no_job_wants_is_cancelled_at_the_provider)
         reactor_run_once(r, 10);
     }
     cr_assert(eq(int, seen.ready, 0), "nobody is told of a batch nobody wants");
+}
+
+Test(batch, a_batch_no_job_wants_is_cancelled_at_the_provider)
+{
+    cancelled_when_unwanted("openai");
+}
+
+Test(batch, anthropic_a_batch_no_job_wants_is_cancelled_at_the_provider)
+{
+    cancelled_when_unwanted("anthropic");
 }
 
 Test(batch, a_collecting_line_dropped_with_its_job_is_never_sent)
