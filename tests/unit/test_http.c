@@ -202,6 +202,50 @@ Test(http, connections_are_reused, .fini = teardown)
     cr_assert_leq(conns, 3, "50 sequential calls opened %ld connections", conns);
 }
 
+/* An https:// call to the fake (which speaks plain HTTP) under T: its
+ * outcome, which must come without an answer. */
+static http_outcome https_to_plain(const http_call_opts *t)
+{
+    loom_http_request q;
+    chat_request(&q, srv.port, "x");
+    free(q.url);
+    cr_assert(asprintf(&q.url, "https://127.0.0.1:%d/v1/chat/completions", srv.port) > 0);
+    got g = { 0 };
+    cr_assert(http_call(hc, &q, t, on_done, &g));
+    run_until(&g.n, 1, 5000);
+    cr_assert_eq(g.n, 1);
+    cr_assert_eq(g.status, 0);
+    got_free(&g);
+    return g.outcome;
+}
+
+/* (certificates themselves are refused in test_loomd_tls, through a real
+ * TLS server) */
+Test(http, an_unreadable_ca_file_is_tls, .fini = teardown)
+{
+    setup_with(NULL, NULL);
+    /* curl reads the CA file before it says a word of TLS */
+    http_call_opts t = { .ca_file = "/nonexistent/ca.pem" };
+    http_outcome o = https_to_plain(&t);
+    cr_assert_eq(o, HTTP_E_TLS, "%s", http_outcome_name(o));
+    cr_assert_eq(http_outcome_code(HTTP_E_TLS), LOOM_E_TLS);
+    cr_assert_eq(http_outcome_code(HTTP_E_TIMEOUT_FIRST_BYTE), LOOM_E_TIMEOUT);
+    cr_assert_eq(http_outcome_code(HTTP_E_CONNECT), LOOM_E_UPSTREAM);
+    cr_assert_str_eq(http_outcome_name(HTTP_E_TLS), "tls");
+}
+
+Test(http, versions_are_named_as_the_config_writes_them)
+{
+    static const char *const names[] = { "auto", "1.1", "2" };
+    for (int v = HTTP_VERSION_AUTO; v <= HTTP_VERSION_2; v++) {
+        cr_assert_str_eq(http_version_name((http_version)v), names[v]);
+        cr_assert_eq(http_version_parse(names[v]), v);
+    }
+    cr_assert_eq(http_version_parse("2.0"), -1);
+    cr_assert_eq(http_version_parse("h2"), -1);
+    cr_assert_eq(http_version_parse(NULL), -1);
+}
+
 Test(http, refused_connection_is_a_connect_error, .fini = teardown)
 {
     setup_with(NULL, NULL);
