@@ -127,10 +127,8 @@ int upstream_batch_decode(upstream_t *u, const loom_batch_op *op, const http_res
         return -1;
     }
     if (resp->outcome != HTTP_OK) {
-        bool timeout = resp->outcome == HTTP_E_TIMEOUT_CONNECT ||
-                       resp->outcome == HTTP_E_TIMEOUT_FIRST_BYTE ||
-                       resp->outcome == HTTP_E_TIMEOUT_TOTAL;
-        res->code = timeout ? LOOM_E_TIMEOUT : LOOM_E_UPSTREAM;
+        /* as a direct call's: timeouts, tls (never retried), else upstream */
+        res->code = http_outcome_code(resp->outcome);
         snprintf(u->batch_msg, sizeof u->batch_msg, "%s (%s)",
                  resp->error ? resp->error : "HTTP failed", http_outcome_name(resp->outcome));
         return -1;
