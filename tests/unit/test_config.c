@@ -367,3 +367,44 @@ Test(config, log_file_and_pid_file_keep_their_positions)
               "%s", ct_dump(&p, true));
     ct_done(&p);
 }
+
+Test(config, provider_batch_api_settings_and_their_errors)
+{
+    ct_parsed p = ct_parse("providers:\n"
+                           "  x: { plugin: openai, batch_api: { window: 30s, deadline: 24h,"
+                           " maps_over: 100, fallback_direct: true, poll_min: 1s, poll_max: 2m,"
+                           " max_lines: 500, max_bytes: 1000000 } }\n"
+                           "  y: { plugin: openai, batch_api: false }\n"
+                           "  z: { plugin: openai }\n");
+    cr_assert(p.c != NULL, "%s", ct_dump(&p, true));
+    const upstream_batch_api *b = &p.c->providers[0].batch_api;
+    cr_expect(eq(u64, b->window_ms, 30000));
+    cr_expect(eq(u64, b->deadline_ms, 86400000));
+    cr_expect(eq(i64, b->maps_over, 100));
+    cr_expect(eq(int, b->fallback_direct, 1));
+    cr_expect(eq(u64, b->poll_min_ms, 1000));
+    cr_expect(eq(u64, b->poll_max_ms, 120000));
+    cr_expect(eq(i64, b->max_lines, 500));
+    cr_expect(eq(i64, b->max_bytes, 1000000));
+    cr_expect(p.c->providers[1].batch_api.off);
+    cr_expect(p.c->providers[2].batch_api.off == false);
+    cr_expect(eq(u64, p.c->providers[2].batch_api.window_ms, 0), "0: the default, filled in later");
+    cr_expect(json_object_get(p.c->providers[0].options, "batch_api") == NULL,
+              "batch_api is the daemon's, not the plugin's");
+    ct_done(&p);
+    p = ct_parse("providers:\n"
+                 "  x: { plugin: openai, batch_api: { window: 0s, poll_min: 5s, poll_max: 1s,"
+                 " max_lines: 0, fallback_direct: maybe, windw: 1s } }\n"
+                 "  y: { plugin: openai, batch_api: yes please }\n");
+    cr_assert(p.c == NULL);
+    const char *dump = ct_dump(&p, true);
+    cr_expect(strstr(dump, "unknown key 'windw' in batch_api") != NULL, "%s", dump);
+    cr_expect(strstr(dump, "did you mean 'window'") != NULL, "%s", dump);
+    cr_expect(strstr(dump, "'window' must be longer than 0") != NULL, "%s", dump);
+    cr_expect(strstr(dump, "'poll_max' must not be shorter than 'poll_min'") != NULL, "%s", dump);
+    cr_expect(strstr(dump, "'max_lines' must be from 1") != NULL, "%s", dump);
+    cr_expect(strstr(dump, "'fallback_direct' must be true or false") != NULL, "%s", dump);
+    cr_expect(strstr(dump, "batch_api") != NULL && strstr(dump, "a mapping or false") != NULL,
+              "%s", dump);
+    ct_done(&p);
+}
