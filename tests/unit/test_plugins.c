@@ -821,6 +821,30 @@ Test(abi, a_2_1_provider_loads_without_a_stream_hook)
     cr_assert(eq(sz, plugins_errors(reg), 0));
 }
 
+Test(abi, a_2_3_provider_loads_without_batch_hooks)
+{
+    cr_assert(eq(int, plugins_load_file(reg, plugin_path("abi/provider_2_3"), NULL), 0));
+    const plugins_provider *v = plugins_provider_find(reg, "abi23_echo");
+    cr_assert(v != NULL);
+    cr_assert(v->def->stream != NULL, "2.2's stream hook is read");
+    cr_assert(eq(str, (char *)v->def->doc, "Answers with the body it got."));
+    /* 2.4's Batch API: not in its descriptor, so its calls never go to a batch */
+    cr_assert(eq(ptr, (void *)(uintptr_t)v->def->batch_line, NULL));
+    cr_assert(eq(ptr, (void *)(uintptr_t)v->def->batch_encode, NULL));
+    cr_assert(eq(ptr, (void *)(uintptr_t)v->def->batch_decode, NULL));
+    cr_assert(eq(ptr, (void *)(uintptr_t)v->def->batch_result, NULL));
+    cr_assert(eq(sz, v->def->batch_max_lines, 0));
+    cr_assert(eq(sz, v->def->batch_max_bytes, 0));
+    /* the array is walked with the 2.3 stride: the second entry is whole */
+    const plugins_provider *w = plugins_provider_find(reg, "abi23_second");
+    cr_assert(w != NULL);
+    cr_assert(eq(sz, w->def->max_batch, 7));
+    cr_assert(eq(str, (char *)w->def->summary, "the second provider of the array"));
+    cr_assert(eq(ptr, (void *)(uintptr_t)w->def->stream, NULL));
+    cr_assert(eq(ptr, (void *)(uintptr_t)w->def->batch_line, NULL));
+    cr_assert(eq(sz, plugins_errors(reg), 0));
+}
+
 Test(abi, descriptors_smaller_than_2_0_are_refused)
 {
     static const loom_lambda one[] = { { .name = "f", .fn = echo } };
