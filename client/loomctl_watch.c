@@ -19,7 +19,12 @@
  * Calls in batch mode (step_batched) wait in a provider's batch rather than
  * in flight; each batch_progress says how far the batch holding them is:
  * "batch NAME (REMOTE): submitted to batch REMOTE, N of M lines done", or
- * "collecting" before the provider has it. */
+ * "collecting" before the provider has it. A job whose only waits are batch
+ * lines parks, and a subscription to that one job ends there; but such a
+ * job goes on by itself when its batches end, so the watch goes on too:
+ * it subscribes to every job's events (the progress of a parked job goes
+ * there), keeps this job's, and asks for the job once more in case it
+ * ended in between. */
 #include "config.h"
 
 #include "client/loomctl.h"
@@ -58,6 +63,8 @@ typedef struct watch_state {
     json_t *batches;     /* batch name -> [done, total] of its last batch_progress
                           * (-1: not said) */
     json_t *error;       /* the job's error job_finished gave (owned), or NULL */
+    bool all_events;     /* subscribed to every job's events (the job waits on batches) */
+    bool resubscribe;    /* the job parked on batch lines: subscribe to every job's */
     bool catching;       /* SIGINT is caught; OLD_SIGINT is what to restore */
     struct sigaction old_sigint;
 } watch_state;
@@ -76,6 +83,30 @@ static bool is_terminal(const char *state)
     /* waiting too: nothing happens until a signal, so the watch ends there */
     return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
                      strcmp(state, "cancelled") == 0 || strcmp(state, "waiting") == 0);
+}
+
+/* Whether WAITS (a job's or a job_waiting event's) are all batch lines:
+ * the job goes on by itself once its batches end. */
+static bool batch_waits_only(const json_t *waits)
+{
+    size_t i;
+    const json_t *w;
+    if (!json_array_size(waits))
+        return false;
+    json_array_foreach(waits, i, w)
+        if (!json_object_get(w, "batch") || json_object_get(w, "signal"))
+            return false;
+    return true;
+}
+
+/* Whether JOB (a get's job object) is over for a watcher: ended, or
+ * waiting for something other than its batch lines. */
+static bool is_over(const json_t *job)
+{
+    const char *state = json_string_value(json_object_get(job, "state"));
+    if (state && strcmp(state, "waiting") == 0 && batch_waits_only(json_object_get(job, "waits")))
+        return false;
+    return is_terminal(state);
 }
 
 static bool is_leaf(const char *kind)
@@ -294,7 +325,16 @@ static void on_event(json_t *ev, void *ud)
                             json_pack("[II]", json_integer_value(json_object_get(ev, "done")),
                                       json_integer_value(json_object_get(ev, "total"))));
     } else if (strcmp(name, "job_waiting") == 0) {
-        st->final = strdup("waiting");
+        if (batch_waits_only(json_object_get(ev, "waits"))) {
+            st->state = "waiting for its batches";
+            st->resubscribe = !st->all_events;
+        } else {
+            st->final = strdup("waiting");
+        }
+    } else if (strcmp(name, "job_finished") == 0 && !st->all_events &&
+               strcmp(str(ev, "state") ? str(ev, "state") : "", "waiting") == 0) {
+        /* a subscription to a job that had parked already: a get says on what */
+        st->resubscribe = true;
     } else if (strcmp(name, "job_finished") == 0) {
         st->final = strdup(str(ev, "state") ? str(ev, "state") : "failed");
         if (json_is_object(json_object_get(ev, "error")))
@@ -363,8 +403,20 @@ static int second_look(watch_state *st, const json_t *get)
             loomctl_print_json(get, false);
         return LOOMCTL_REFUSED;
     }
-    if (st->final || !is_terminal(str(json_object_get(get, "job"), "state")))
+    const json_t *job = json_object_get(get, "job");
+    if (!st->final && !st->all_events && !is_over(job) &&
+        strcmp(str(job, "state") ? str(job, "state") : "", "waiting") == 0)
+        st->resubscribe = true; /* parked on its batches before the subscription */
+    if (st->final || !is_over(job))
         return -1;
+    if (st->all_events) {
+        /* it ended (or waits for a signal) while the watch moved to every
+         * job's events: the end as a job_finished would have told it */
+        st->final = strdup(str(job, "state") ? str(job, "state") : "failed");
+        if (json_is_object(json_object_get(job, "error")))
+            st->error = json_incref(json_object_get(job, "error"));
+        return -1;
+    }
     if (st->drawn && !st->json)
         fputs("\r\033[K", stdout); /* the progress line gives way to the outcome */
     st->drawn = false;
@@ -398,6 +450,38 @@ static void say_outcome(loomctl_conn *c, watch_state *st)
                 st->last_failure ? st->last_failure : "");
 }
 
+/* The job parked on its batch lines: subscribes to every job's events on
+ * C (those of this job are kept) and asks for the job again, since it may
+ * have ended before the subscription (*GET_ID: that get's id). -1 to go
+ * on, or the exit status. */
+static int watch_every_job(loomctl_conn *c, watch_state *st, json_int_t *get_id)
+{
+    json_t *reply = NULL;
+    json_t *req = json_pack("{ss}", "op", "events");
+    int rc = req ? loomctl_request(c, req, LOOMCTL_REPLY_TIMEOUT_MS, on_event, st, &reply)
+                 : LOOMCTL_UNREACHABLE;
+    json_decref(req);
+    if (rc != LOOMCTL_OK) {
+        end_line(st);
+        if (rc == LOOMCTL_REFUSED)
+            loomctl_print_error_reply(reply);
+        json_decref(reply);
+        return rc;
+    }
+    json_decref(reply);
+    reply = NULL;
+    st->all_events = true;
+    req = json_pack("{ssss}", "op", "get", "job", st->job);
+    json_int_t id = req ? loomctl_send(c, req, LOOMCTL_REPLY_TIMEOUT_MS, &reply)
+                        : -LOOMCTL_UNREACHABLE;
+    json_decref(req);
+    json_decref(reply);
+    if (id < 0)
+        return (int)-id;
+    *get_id = id;
+    return -1;
+}
+
 /* Shows events from C until the job ends, DEADLINE (monotonic ms, -1: none)
  * passes or the user interrupts; GET_ID is the pending get's. -1 after an
  * interrupt, else the exit status. */
@@ -428,6 +512,11 @@ static int follow_events(loomctl_conn *c, watch_state *st, json_int_t get_id, in
             json_decref(msg);
             if (rc >= 0)
                 return rc;
+            if (st->resubscribe && !st->final && !get_id) {
+                st->resubscribe = false;
+                if ((rc = watch_every_job(c, st, &get_id)) >= 0)
+                    return rc;
+            }
             continue;
         }
         if (rc != LOOMCTL_TIMEOUT) {
@@ -470,22 +559,28 @@ static int follow(loomctl_conn *c, watch_state *st, int64_t quick, int64_t deadl
     if (rc != LOOMCTL_OK)
         goto out;
     const json_t *job = json_object_get(reply, "job");
-    if (is_terminal(str(job, "state"))) {
+    if (is_over(job)) {
         rc = show_ended(st, reply);
         goto out;
     }
+    /* parked on its batch lines: no subscription to it alone would see it
+     * go on (see the top of the file) */
+    st->all_events = batch_waits_only(json_object_get(job, "waits")) &&
+                     strcmp(str(job, "state") ? str(job, "state") : "", "waiting") == 0;
     /* events name the job by the id loomd uses, which is what get returned */
     if (str(job, "id") && (st->id_copy = strdup(str(job, "id"))))
         st->job = st->id_copy;
     const char *state = str(job, "state");
-    st->state = state && strcmp(state, "running") == 0 ? "running" : "queued";
+    st->state = st->all_events ? "waiting for its batches"
+                : state && strcmp(state, "running") == 0 ? "running" : "queued";
     int64_t started = (int64_t)json_number_value(json_object_get(job, "started_ms"));
     int64_t created = (int64_t)json_number_value(json_object_get(job, "created_ms"));
     st->base_ms = started > 0 ? started : created > 0 ? created : loomctl_wall_ms();
     json_decref(reply);
     reply = NULL;
 
-    json_t *req = json_pack("{ssss}", "op", "events", "job", st->job);
+    json_t *req = st->all_events ? json_pack("{ss}", "op", "events")
+                                 : json_pack("{ssss}", "op", "events", "job", st->job);
     if (req && st->tokens)
         json_object_set_new(req, "tokens", json_true());
     rc = req ? loomctl_request(c, req, quick, on_event, st, &reply) : LOOMCTL_UNREACHABLE;

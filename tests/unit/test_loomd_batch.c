@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -467,11 +468,14 @@ Test(loomd_batch, progress_watch_and_get_show_the_batch, .fini = teardown)
     char buf[8192];
     size_t n = fread(buf, 1, sizeof buf - 1, watch);
     buf[n] = '\0';
-    pclose(watch);
+    int wst = pclose(watch);
     snprintf(want, sizeof want, "batch %s", batch);
     cr_assert(strstr(buf, want), "watch printed: %s", buf);
-    cr_assert(strstr(buf, "collecting") || strstr(buf, "submitted to batch"),
-              "watch printed: %s", buf);
+    /* the watch went on through the job's park, up to its end */
+    cr_assert(strstr(buf, "submitted to batch "), "watch printed: %s", buf);
+    cr_assert(strstr(buf, "3 of 3 lines done"), "watch printed: %s", buf);
+    cr_assert(strstr(buf, "job_finished") && strstr(buf, "succeeded"), "watch printed: %s", buf);
+    cr_assert(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "watch ended with %d: %s", wst, buf);
 
     /* stats.batch counts what was done */
     r = call("{\"op\":\"stats\"}");
