@@ -213,7 +213,12 @@ static void op_wait(loomd *d, server_conn_t *conn, json_t *req, json_t *id)
         if (!o)
             return;
         const char *state = json_string_value(json_object_get(o, "state"));
-        if (state && strcmp(state, "queued") != 0 && strcmp(state, "running") != 0) {
+        /* a job parked on its batch lines goes on by itself: jobs_wait
+         * keeps the wait until its end */
+        bool goes_on = state && strcmp(state, "waiting") == 0 &&
+                       jobs_only_batch_waits(json_object_get(o, "waits"));
+        if (state && strcmp(state, "queued") != 0 && strcmp(state, "running") != 0 &&
+            !goes_on) {
             /* already over: the answer is the stored row */
             server_reply(conn, id, json_pack("{s:o, s:b}", "job", o, "timed_out", 0));
             return;

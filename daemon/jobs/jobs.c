@@ -908,6 +908,7 @@ void jobs_fini(jobs_t *js)
 {
     jobs_abandon(js);
     jobs_release_held_waits(js, NULL);
+    jobs_bwait_drop(js, NULL);
     for (size_t i = 0; i < js->table_size; i++)
         while (js->table[i])
             job_free(js, js->table[i]); /* ending jobs whose store write never came back */

@@ -166,9 +166,15 @@ struct jobs {
      * (jobs_quarantine.c), and the waits that came for them meanwhile */
     size_t held;
     struct jobs_held_wait *held_waits;
+    /* waits for jobs parked on their batch lines (jobs_bwait.c) */
+    struct jobs_bwait *bwaits;
     /* waiting jobs (jobs_wait.c): one timer for the earliest deadline */
     reactor_timer_t *wait_timer;
 };
+
+/* Whether every wait of WAITS (a job object's, borrowed) is a provider
+ * batch line's: such a parked job goes on by itself (jobs_bwait.c). */
+bool jobs_only_batch_waits(const json_t *waits);
 
 /* Sets up JS over R, STORE, WF and LOG (all borrowed; they must outlive it;
  * STORE may be set later, before jobs_resume). 0 or -ENOMEM. */

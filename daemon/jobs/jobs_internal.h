@@ -37,6 +37,20 @@ bool jobs_queue_refuses(jobs_t *js, jobs_tenant *t, server_conn_t *conn, json_t 
  * answers them from the store (JOB NULL: every one, at the end). */
 void jobs_release_held_waits(jobs_t *js, const char *job);
 
+/* jobs_bwait.c: waits for jobs parked on their batch lines, which go on by
+ * themselves (see there). */
+/* Keeps a wait (W_WAIT or W_SUBMIT; CONN and ID referenced) for JOB, parked
+ * on its batch lines, until DEADLINE_US (reactor clock; 0: none), when it is
+ * answered from the store as timed out. 0 or -ENOMEM. */
+int jobs_bwait_add(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, int kind,
+                   uint64_t deadline_us);
+/* Hands the waits kept for J's id to J, woken, as ordinary waiters with
+ * the time they have left. */
+void jobs_bwait_take(jobs_t *js, ljob *j);
+/* Drops the waits of CONN (closed); CONN NULL: every one, answered
+ * shutting_down (the daemon stops). */
+void jobs_bwait_drop(jobs_t *js, server_conn_t *conn);
+
 /* A subscriber to every job of one tenant. */
 struct jobs_tenant_sub {
     server_conn_t *conn;       /* reference */

@@ -211,6 +211,17 @@ void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, dou
         json_decref(obj);
         return;
     }
+    /* parked on its batch lines: it goes on by itself, so its end is waited for */
+    if (!as_submit && state && strcmp(state, "waiting") == 0 &&
+        jobs_only_batch_waits(json_object_get(obj, "waits"))) {
+        uint64_t deadline = timeout_s >= 0
+                                ? reactor_now_us(js->r) + (uint64_t)(timeout_s * 1e6)
+                                : 0;
+        if (jobs_bwait_add(js, conn, id, job, W_WAIT, deadline) < 0)
+            server_reply_error(conn, id, "internal", "out of memory");
+        json_decref(obj);
+        return;
+    }
     /* not live here yet not over: nothing in this daemon will end it */
     if (unfinished) {
         server_reply_error(conn, id, "store_error",
@@ -283,6 +294,7 @@ void jobs_conn_closed(jobs_t *js, server_conn_t *conn)
 {
     jobs_subs_drop(js->subs, &js->nsubs, conn);
     jobs_tsubs_drop(js, conn);
+    jobs_bwait_drop(js, conn);
     for (size_t i = 0; i < js->table_size; i++)
         for (ljob *j = js->table[i]; j; j = j->hnext) {
             jobs_subs_drop(j->subs, &j->nsubs, conn);

@@ -53,16 +53,7 @@ static int64_t wait_deadline(const json_t *w, const json_t *prev, int64_t now)
     return now + t;
 }
 
-/* Whether every wait of WAITS (borrowed) is a batch line's. */
-static bool only_batch_waits(const json_t *waits)
-{
-    size_t i;
-    json_t *w;
-    json_array_foreach(waits, i, w)
-        if (!json_is_string(json_object_get(w, "batch")))
-            return false;
-    return json_array_size(waits) > 0;
-}
+#define only_batch_waits jobs_only_batch_waits
 
 static void on_parked(void *ud, const store_result_t *res)
 {
@@ -85,9 +76,18 @@ static void on_parked(void *ud, const store_result_t *res)
         jobs_emit(js, j, json_pack("{s:s, s:O}", "event", "job_waiting", "waits",
                                    json_object_get(obj, "waits")));
     }
+    bool goes_on = obj && only_batch_waits(json_object_get(obj, "waits"));
     while (j->waiters) {
         lwaiter *w = j->waiters;
         j->waiters = w->next;
+        /* parked on its batch lines, it goes on by itself: a wait for its
+         * end is kept for it (jobs_bwait.c), with the time it has left */
+        if (goes_on && w->kind != W_CANCEL &&
+            jobs_bwait_add(js, w->conn, w->id, j->id, w->kind,
+                           w->timer ? reactor_timer_deadline_us(w->timer) : 0) == 0) {
+            jobs_waiter_free(w);
+            continue;
+        }
         if (obj) {
             jobs_waiter_answer(w, obj, false);
             continue;
@@ -200,6 +200,7 @@ static int wake(jobs_t *js, const json_t *obj, json_t *records, pwake *p)
         goto fail;
     if (!j->replay)
         j->replay = json_object();
+    jobs_bwait_take(js, j); /* who waits for its end waits for it live again */
     if (!j->replay || json_object_update(j->replay, records) < 0 ||
         !(j->prev_waits = json_incref(json_object_get(obj, "waits")))) {
         snprintf(why, sizeof why, "out of memory");

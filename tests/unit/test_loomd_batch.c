@@ -488,6 +488,49 @@ Test(loomd_batch, progress_watch_and_get_show_the_batch, .fini = teardown)
 /* A reload while the batch runs builds new provider instances and frees
  * the old ones once no job runs on them (the job is parked): the batch is
  * polled on through the new instance and ends right, made once. */
+/* A job parked on its batch lines goes on by itself, so a client waiting
+ * for its end is not answered at the park (as it is for a signal, which
+ * needs a person): a wait sent while the job runs and one sent while it is
+ * parked both get its end; a wait whose time runs out while it is parked
+ * says so, with the job waiting. */
+Test(loomd_batch, waits_for_the_end_go_on_through_a_batch_park, .fini = teardown)
+{
+    const char *args[] = { "--batch-delay", "1500", NULL };
+    start("openai", "100ms", args);
+    map_workflow("waited", "", "{ max_attempts: 2 }");
+    lh_start(&D);
+    char job[64], req[256];
+    submit("waited", 3, job);
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"id\":1,\"job\":\"%s\",\"timeout\":30}", job);
+    int early = lh_connect(&D);
+    cr_assert(early >= 0);
+    lh_send(early, req); /* queued or running now: a waiter of the live job */
+
+    json_t *o = wait_state(job, "waiting", 15000);
+    json_decref(o);
+    int parked = lh_connect(&D);
+    cr_assert(parked >= 0);
+    lh_send(parked, req);
+    snprintf(req, sizeof req, "{\"op\":\"wait\",\"id\":2,\"job\":\"%s\",\"timeout\":0.2}",
+             job);
+    json_t *r = call(req);
+    cr_assert(truth(json_is_true(json_object_get(r, "timed_out"))), "%s", json_dumps(r, 0));
+    cr_assert_str_eq(state_of(json_object_get(r, "job")), "waiting");
+    json_decref(r);
+
+    int fds[] = { early, parked };
+    for (int i = 0; i < 2; i++) {
+        r = lh_recv(fds[i], 20000);
+        cr_assert(r, "no answer to the wait %s the park", i ? "sent during" : "sent before");
+        cr_assert(truth(json_is_false(json_object_get(r, "timed_out"))), "%s", json_dumps(r, 0));
+        cr_assert_str_eq(state_of(json_object_get(r, "job")), "succeeded", "%s",
+                         json_dumps(r, 0));
+        cr_assert_eq(json_array_size(json_object_get(json_object_get(r, "job"), "output")), 3);
+        json_decref(r);
+        close(fds[i]);
+    }
+}
+
 Test(loomd_batch, a_reload_while_the_batch_runs, .fini = teardown)
 {
     const char *args[] = { "--batch-delay", "1500", NULL };
