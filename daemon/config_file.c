@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dsl/dsl.h"
 #include "common/file.h"
@@ -32,6 +34,9 @@ static const char *const log_keys[] = { "level", "format", "payloads", "file", N
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
                                           NULL };
 static const char *const batch_keys[] = { "max_inputs", "max_tokens", "window", NULL };
+static const char *const batch_api_keys[] = { "window", "deadline", "maps_over",
+                                              "fallback_direct", "poll_min", "poll_max",
+                                              "max_lines", "max_bytes", NULL };
 static const char *const timeout_keys[] = { "connect", "first_byte", "total", NULL };
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 
@@ -90,6 +95,8 @@ void config_free(config *c)
     for (size_t i = 0; i < c->nproviders; i++) {
         free(c->providers[i].name);
         free(c->providers[i].plugin);
+        free(c->providers[i].ca_file);
+        free(c->providers[i].ca_path);
         json_decref(c->providers[i].options);
     }
     free(c->providers);
@@ -333,6 +340,99 @@ static void get_retention(dsl_diags *d, const dsl_ynode *y, uint64_t *ms)
         *ms = v * unit;
 }
 
+/* A duration of batch_api that must not be zero (zero means "the default"
+ * in upstream_batch_api). */
+static void get_batch_duration(dsl_diags *d, const dsl_ynode *y, const char *key, uint64_t *ms)
+{
+    uint64_t v = 0;
+    const char *why;
+    if (y->kind != DSL_Y_SCALAR || dsl_parse_duration(y->u.scalar.str, y->u.scalar.len, &v, &why) < 0)
+        dsl_error(d, y->line, y->col, "'%s' must be a duration such as 5ms or 30s", key);
+    else if (v == 0)
+        dsl_error(d, y->line, y->col, "'%s' must be longer than 0", key);
+    else
+        *ms = v;
+}
+
+/* `batch_api: false | {window, deadline, maps_over, fallback_direct,
+ * poll_min, poll_max, max_lines, max_bytes}` */
+static void parse_batch_api(dsl_diags *d, const dsl_ynode *x, upstream_batch_api *b)
+{
+    static const struct { const char *key; size_t off; } durations[] = {
+        { "window", offsetof(upstream_batch_api, window_ms) },
+        { "deadline", offsetof(upstream_batch_api, deadline_ms) },
+        { "poll_min", offsetof(upstream_batch_api, poll_min_ms) },
+        { "poll_max", offsetof(upstream_batch_api, poll_max_ms) },
+    };
+    const dsl_ynode *v;
+    int on;
+    if (x->kind == DSL_Y_SCALAR && dsl_yscalar_bool(x, &on) == 0 && !on) {
+        b->off = true;
+        return;
+    }
+    if (x->kind != DSL_Y_MAP) {
+        dsl_type_error(d, x, "batch_api", "a mapping or false");
+        return;
+    }
+    dsl_check_keys(d, x, batch_api_keys, "batch_api");
+    for (size_t i = 0; i < sizeof durations / sizeof *durations; i++)
+        if ((v = dsl_ymap_get(x, durations[i].key)))
+            get_batch_duration(d, v, durations[i].key,
+                               (uint64_t *)((char *)b + durations[i].off));
+    if ((v = dsl_ymap_get(x, "maps_over")))
+        get_int(d, v, "maps_over", 0, 1000000000, &b->maps_over);
+    if ((v = dsl_ymap_get(x, "max_lines")))
+        get_int(d, v, "max_lines", 1, 100000000, &b->max_lines);
+    if ((v = dsl_ymap_get(x, "max_bytes")))
+        get_int(d, v, "max_bytes", 1, (int64_t)1 << 40, &b->max_bytes);
+    if ((v = dsl_ymap_get(x, "fallback_direct"))) {
+        if (v->kind != DSL_Y_SCALAR || dsl_yscalar_bool(v, &on) < 0)
+            dsl_error(d, v->line, v->col, "'fallback_direct' must be true or false");
+        else
+            b->fallback_direct = on;
+    }
+    const dsl_ynode *lo = dsl_ymap_get(x, "poll_min"), *hi = dsl_ymap_get(x, "poll_max");
+    if (lo && hi && b->poll_min_ms && b->poll_max_ms && b->poll_max_ms < b->poll_min_ms)
+        dsl_error(d, hi->line, hi->col, "'poll_max' must not be shorter than 'poll_min'");
+}
+
+/* Why PATH (ca_file, or ca_path when DIR) cannot serve, or NULL. */
+static const char *ca_unusable(const char *path, bool dir)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return strerror(errno);
+    if (dir && !S_ISDIR(st.st_mode))
+        return "not a directory (ca_file takes a file)";
+    if (!dir && !S_ISREG(st.st_mode))
+        return "not a file (ca_path takes a directory)";
+    if (access(path, dir ? R_OK | X_OK : R_OK) < 0)
+        return strerror(errno);
+    return NULL;
+}
+
+/* ca_file, ca_path and http_version of provider entry Y into P. The CA
+ * files are looked at now: a path that cannot be read would otherwise fail
+ * every call of the provider with "tls", far from the line that caused it. */
+static void parse_tls(dsl_diags *d, const dsl_ynode *y, config_provider *p)
+{
+    const dsl_ynode *x;
+    const char *why;
+    if ((x = dsl_ymap_get(y, "ca_file")) && get_string(d, x, "ca_file", &p->ca_file) == 0 &&
+        (why = ca_unusable(p->ca_file, false)))
+        dsl_error(d, x->line, x->col, "'ca_file' %s cannot be used: %s", p->ca_file, why);
+    if ((x = dsl_ymap_get(y, "ca_path")) && get_string(d, x, "ca_path", &p->ca_path) == 0 &&
+        (why = ca_unusable(p->ca_path, true)))
+        dsl_error(d, x->line, x->col, "'ca_path' %s cannot be used: %s", p->ca_path, why);
+    if ((x = dsl_ymap_get(y, "http_version"))) {
+        int v = x->kind == DSL_Y_SCALAR ? http_version_parse(x->u.scalar.str) : -1;
+        if (v < 0)
+            dsl_error(d, x->line, x->col, "'http_version' must be auto, \"1.1\" or \"2\"");
+        else
+            p->http_version = (http_version)v;
+    }
+}
+
 static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y, config_provider *p)
 {
     const dsl_ynode *x;
@@ -367,6 +467,9 @@ static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y,
                 get_duration(d, b, "window", &p->batch_window_ms);
         }
     }
+    if ((x = dsl_ymap_get(y, "batch_api")))
+        parse_batch_api(d, x, &p->batch_api);
+    parse_tls(d, y, p);
     if ((x = dsl_ymap_get(y, "timeouts"))) {
         if (x->kind != DSL_Y_MAP) {
             dsl_type_error(d, x, "timeouts", "a mapping");
@@ -387,7 +490,8 @@ static void parse_provider(dsl_diags *d, const dsl_ynode *k, const dsl_ynode *y,
     for (size_t i = 0; p->options && i < y->u.map.n; i++) {
         const char *key = y->u.map.pairs[i].key->u.scalar.str;
         if (!strcmp(key, "plugin") || !strcmp(key, "limits") || !strcmp(key, "batch") ||
-            !strcmp(key, "timeouts"))
+            !strcmp(key, "batch_api") || !strcmp(key, "timeouts") || !strcmp(key, "ca_file") ||
+            !strcmp(key, "ca_path") || !strcmp(key, "http_version"))
             continue;
         if (!strcmp(key, "api_key")) {
             const dsl_ynode *ak = y->u.map.pairs[i].key;
@@ -413,6 +517,8 @@ static void parse_providers(dsl_diags *d, const dsl_ynode *y, config *c)
     for (size_t i = 0; i < c->nproviders; i++) {
         free(c->providers[i].name);
         free(c->providers[i].plugin);
+        free(c->providers[i].ca_file);
+        free(c->providers[i].ca_path);
         json_decref(c->providers[i].options);
     }
     free(c->providers);

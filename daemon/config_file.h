@@ -27,6 +27,7 @@
 #include "daemon/config_access.h"
 #include "daemon/config_tenants.h"
 #include "daemon/upstream/ratelimit.h"
+#include "daemon/upstream/upstream.h"
 #include "dsl/diag.h"
 
 /* max_output_bytes: the default, and the most it may be, so that a job's
@@ -50,6 +51,13 @@ typedef struct config_provider {
     uint64_t batch_window_ms;    /* 0 = the default (5 ms) */
     /* HTTP timeouts; 0 = the defaults (10 s, 120 s, 600 s) */
     uint64_t timeout_connect_ms, timeout_first_byte_ms, timeout_total_ms;
+    /* `batch_api:`, the provider's Batch API (zeros: the defaults upstream.h
+     * gives; `batch_api: false` sets off) */
+    upstream_batch_api batch_api;
+    /* TLS trust for an HTTP provider (owned; NULL: the system's CA store)
+     * and the HTTP version it speaks (`http_version:`, default auto) */
+    char *ca_file, *ca_path;
+    http_version http_version;
     int line, col;       /* of the entry, for messages about its options */
 } config_provider;
 

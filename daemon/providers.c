@@ -21,6 +21,11 @@ struct providers {
     long nofile;               /* the open-file limit then in force */
     int64_t http_conns;        /* sum of what the HTTP providers may hold open */
     size_t response_budget;    /* for the client; 0: its default */
+    /* copies of the entries' CA paths, owned: the upstreams' call options
+     * point at them, and a reload frees the config before the generation
+     * whose upstreams use them ends */
+    char **paths;
+    size_t npaths;
 };
 
 providers_t *providers_new(reactor_t *r)
@@ -41,7 +46,27 @@ void providers_free(providers_t *p)
     if (!p)
         return;
     http_client_free(p->http);
+    for (size_t i = 0; i < p->npaths; i++)
+        free(p->paths[i]);
+    free(p->paths);
     free(p);
+}
+
+/* A copy of PATH (NULL: none) that lives as long as P, in *OUT. -1 when out
+ * of memory. */
+static int keep_path(providers_t *p, const char *path, const char **out)
+{
+    *out = NULL;
+    if (!path)
+        return 0;
+    char **v = realloc(p->paths, (p->npaths + 1) * sizeof *v);
+    if (!v)
+        return -1;
+    p->paths = v;
+    if (!(v[p->npaths] = strdup(path)))
+        return -1;
+    *out = v[p->npaths++];
+    return 0;
 }
 
 /* What the engine's upstream callback needs of one providers_add. */
@@ -113,7 +138,14 @@ static upstream_t *make_upstream(void *ud, const char *name, const loom_provider
         .batch_max_inputs = cp->batch_max_inputs,
         .batch_max_tokens = cp->batch_max_tokens,
         .batch_window_ms = cp->batch_window_ms,
+        .batch_api = cp->batch_api,
     };
+    uo.timeouts.version = cp->http_version;
+    if (keep_path(p, cp->ca_file, &uo.timeouts.ca_file) < 0 ||
+        keep_path(p, cp->ca_path, &uo.timeouts.ca_path) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     upstream_t *up = upstream_new(p->r, p->http, name, def, state, &cp->limits, &uo);
     if (!up) {
         snprintf(err, errlen, "%s", errno == EINVAL ? "negative limits" : "out of memory");

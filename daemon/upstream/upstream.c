@@ -618,16 +618,13 @@ static void on_http(http_call_t *hc, const http_response *resp, void *ud)
         return;
     }
     if (resp->outcome != HTTP_OK) {
-        bool timeout = resp->outcome == HTTP_E_TIMEOUT_CONNECT ||
-                       resp->outcome == HTTP_E_TIMEOUT_FIRST_BYTE ||
-                       resp->outcome == HTTP_E_TIMEOUT_TOTAL;
         char msg[256];
         snprintf(msg, sizeof msg, "%s (%s)", resp->error ? resp->error : "HTTP failed",
                  http_outcome_name(resp->outcome));
         rl_release(x->ticket, NULL);
         x->ticket = NULL;
         rl_observe(u->rl, RL_OK, ms);
-        xfer_fail(x, timeout ? LOOM_E_TIMEOUT : LOOM_E_UPSTREAM, msg, false, 0);
+        xfer_fail(x, http_outcome_code(resp->outcome), msg, false, 0);
         return;
     }
     upstream_sync_headers(u->rl, resp->headers, resp->nheaders, (int64_t)time(NULL));
@@ -753,6 +750,7 @@ static upstream_t *upstream_alloc(reactor_t *r, const char *name, const loom_pro
         u->opt.batch_max_tokens = 300000;
     if (!u->opt.batch_window_ms)
         u->opt.batch_window_ms = 5;
+    upstream_batch_api_defaults(&u->opt.batch_api, def);
     /* batching is on by default where the plugin declares a batch size;
      * without one, only where the config asks for it */
     if (u->opt.batch_max_inputs < 0)
