@@ -27,6 +27,23 @@ int loom_hc_custom_id_ok(const char *id)
     return n >= 1 && n <= LOOM_HC_CUSTOM_ID_MAX;
 }
 
+int loom_hc_batch_line_ok(loom_ctx *ctx, const char *prov, const loom_request *req,
+                          const char *custom_id)
+{
+    if (!loom_hc_custom_id_ok(custom_id)) {
+        loom_error(ctx, LOOM_E_INVALID_REQUEST,
+                   "%s: a batch line's custom_id must match [A-Za-z0-9_-]{1,64}", prov);
+        return -1;
+    }
+    if (req->tools) {
+        loom_error(ctx, LOOM_E_INVALID_REQUEST,
+                   "%s: a call with tools cannot be batched (each turn needs the answer to the "
+                   "one before)", prov);
+        return -1;
+    }
+    return 0;
+}
+
 int loom_hc_batch_id_ok(const char *id)
 {
     size_t n = 0;

@@ -18,6 +18,13 @@
 /* 1 when ID matches [A-Za-z0-9_-]{1,64}, the custom_id both APIs accept. */
 int loom_hc_custom_id_ok(const char *id);
 
+/* Whether call REQ may become a batch line under CUSTOM_ID: 0, or -1 after
+ * loom_error (invalid_request, the message starting with PROV) for a bad
+ * custom_id or a call with tools (each turn needs the answer to the one
+ * before). */
+int loom_hc_batch_line_ok(loom_ctx *ctx, const char *prov, const loom_request *req,
+                          const char *custom_id);
+
 /* 1 when ID (a provider's file or batch id, or a batch name) is safe to put
  * in a URL path as it is: [A-Za-z0-9_.-], 1 to 127 characters, not "." or
  * "..". A provider's ids always are; anything else is refused rather than

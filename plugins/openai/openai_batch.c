@@ -46,17 +46,8 @@ int openai_batch_line(loom_ctx *ctx, void *state, const loom_request *req, const
     json_t *body, *obj;
     int rc;
 
-    if (!loom_hc_custom_id_ok(custom_id)) {
-        loom_error(ctx, LOOM_E_INVALID_REQUEST,
-                   PROV ": a batch line's custom_id must match [A-Za-z0-9_-]{1,64}");
+    if (loom_hc_batch_line_ok(ctx, PROV, req, custom_id) < 0)
         return -1;
-    }
-    if (req->tools) {
-        loom_error(ctx, LOOM_E_INVALID_REQUEST,
-                   PROV ": a call with tools cannot be batched (each turn needs the answer "
-                        "to the one before)");
-        return -1;
-    }
     /* a batch's answers are files, never streams */
     one.stream = 0;
     if (!(body = openai_body(ctx, st, &one, &path)))
