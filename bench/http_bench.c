@@ -2,7 +2,14 @@
  * rate-limit accuracy and embedding coalescing, through the real engine and
  * the built-in openai provider against a fake server on 127.0.0.1.
  *
- *   http_bench throughput PORT INFLIGHT N      a map of N calls, INFLIGHT at once
+ *   http_bench throughput PORT INFLIGHT N [--url URL] [--ca FILE] [--http V]
+ *                                              a map of N calls, INFLIGHT at once;
+ *                                              PORT is the fake server's (its
+ *                                              /stats), URL the base URL calls go
+ *                                              to (default http://127.0.0.1:PORT/v1:
+ *                                              another is a proxy in front of it,
+ *                                              h2c or TLS), FILE the provider's
+ *                                              ca_file, V its http_version
  *   http_bench ratelimit PORT rpm|tpm LIMIT S  as many calls as the limit lets
  *                                              through in S seconds
  *   http_bench coalesce PORT N JOBS            JOBS concurrent jobs embedding
@@ -71,7 +78,15 @@ static void die(const char *what)
     exit(1);
 }
 
-static void world_init(world *w, int port, const config_limits *lim, const char *provider_extra)
+/* Where the provider's calls go and how: every pointer borrowed, NULL for
+ * the provider's defaults. */
+typedef struct target {
+    const char *url;           /* base URL; NULL: the fake server's own */
+    const char *ca_file;
+    const char *http_version;  /* "auto", "1.1" or "2" */
+} target;
+
+static void world_init(world *w, int port, const config_limits *lim, const target *to)
 {
     memset(w, 0, sizeof *w);
     if (!(w->r = reactor_new()) || !(w->pool = pool_new(w->r, 2)) ||
@@ -80,11 +95,24 @@ static void world_init(world *w, int port, const config_limits *lim, const char 
     engine_options eo = { .max_in_flight = 100000 };
     if (!(w->eng = engine_new(w->r, w->pool, w->plugins, &eo)))
         die("cannot start the engine");
-    char url[64], err[512];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", port);
+    char url[512], err[512];
+    if (to && to->url)
+        snprintf(url, sizeof url, "%s", to->url);
+    else
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", port);
     json_t *opts = json_pack("{s:s, s:s}", "base_url", url, "api_key_env", "LOOM_BENCH_KEY");
+    if (!opts)
+        die("out of memory");
     config_provider cp = { .name = "llm", .plugin = "openai", .options = opts, .limits = *lim };
-    (void)provider_extra;
+    if (to) {
+        cp.ca_file = (char *)to->ca_file; /* read by providers_add, not kept */
+        if (to->http_version) {
+            int v = http_version_parse(to->http_version);
+            if (v < 0)
+                die("--http: auto, 1.1 or 2");
+            cp.http_version = (http_version)v;
+        }
+    }
     if (!(w->prov = providers_new(w->r)))
         die("cannot start the providers");
     if (providers_add(w->prov, w->eng, &cp, err, sizeof err) < 0) {
@@ -157,12 +185,13 @@ static int server_stat(int port, const char *name)
     return (int)fake_server_stat(&s, name);
 }
 
-/* throughput PORT INFLIGHT N: one job, a map of N calls. */
-static int throughput(int port, long inflight, long n)
+/* throughput PORT INFLIGHT N: one job, a map of N calls, sent where TO says
+ * (borrowed). */
+static int throughput(int port, long inflight, long n, const target *to)
 {
     world w;
     config_limits lim = { .concurrency = inflight };
-    world_init(&w, port, &lim, NULL);
+    world_init(&w, port, &lim, to);
     char yaml[512];
     snprintf(yaml, sizeof yaml,
              "loom: 1\nname: bench\ndefaults: { provider: llm, model: fake }\n"
@@ -183,10 +212,13 @@ static int throughput(int port, long inflight, long n)
         reactor_run_once(w.r, 100);
     double s = (bench_now_us() - t0) / 1e6;
     int calls = server_stat(port, "chat") - chat0;
-    printf("{\"peer\":\"loom\",\"mode\":\"throughput\",\"concurrency\":%ld,\"items\":%ld,"
-           "\"calls\":%d,\"errors\":%d,\"seconds\":%.3f,\"calls_per_s\":%.1f,"
+    printf("{\"peer\":\"loom\",\"mode\":\"throughput\",\"http\":\"%s\",\"tls\":%s,"
+           "\"concurrency\":%ld,\"items\":%ld,\"calls\":%d,\"errors\":%d,\"seconds\":%.3f,"
+           "\"calls_per_s\":%.1f,"
            "\"server_max_in_flight\":%d,\"rss_base_mib\":%.1f,\"rss_peak_mib\":%.1f,"
            "\"kib_per_in_flight\":%.2f%s%s%s}\n",
+           to->http_version ? to->http_version : "auto",
+           to->url && strncmp(to->url, "https:", 6) == 0 ? "true" : "false",
            inflight, n, calls, jr.failed, s, calls / s, server_stat(port, "max_in_flight"),
            base / 1024.0, w.rss_peak_kib / 1024.0,
            (double)(w.rss_peak_kib - base) / (double)(inflight < n ? inflight : n),
@@ -414,15 +446,30 @@ static int lag(int port, long inflight, long n, long rate)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 5 && strcmp(argv[1], "throughput") == 0)
-        return throughput(atoi(argv[2]), atol(argv[3]), atol(argv[4]));
+    if (argc >= 5 && strcmp(argv[1], "throughput") == 0) {
+        target to = { 0 };
+        for (int i = 5; i < argc; i += 2) {
+            if (i + 1 >= argc)
+                die("an option without its value");
+            if (strcmp(argv[i], "--url") == 0)
+                to.url = argv[i + 1];
+            else if (strcmp(argv[i], "--ca") == 0)
+                to.ca_file = argv[i + 1];
+            else if (strcmp(argv[i], "--http") == 0)
+                to.http_version = argv[i + 1];
+            else
+                die("unknown option (--url URL, --ca FILE, --http auto|1.1|2)");
+        }
+        return throughput(atoi(argv[2]), atol(argv[3]), atol(argv[4]), &to);
+    }
     if (argc >= 6 && strcmp(argv[1], "ratelimit") == 0)
         return ratelimit(atoi(argv[2]), argv[3], atol(argv[4]), atof(argv[5]));
     if (argc >= 5 && strcmp(argv[1], "coalesce") == 0)
         return coalesce(atoi(argv[2]), atol(argv[3]), atol(argv[4]));
     if (argc >= 6 && strcmp(argv[1], "lag") == 0)
         return lag(atoi(argv[2]), atol(argv[3]), atol(argv[4]), atol(argv[5]));
-    fprintf(stderr, "usage: http_bench throughput PORT INFLIGHT N\n"
+    fprintf(stderr, "usage: http_bench throughput PORT INFLIGHT N [--url URL] [--ca FILE] "
+                    "[--http auto|1.1|2]\n"
                     "       http_bench ratelimit PORT rpm|tpm LIMIT SECONDS\n"
                     "       http_bench coalesce PORT N JOBS\n"
                     "       http_bench lag PORT INFLIGHT N RATE\n");
