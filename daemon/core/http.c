@@ -586,9 +586,18 @@ static int setup_easy(http_call_t *call, const http_call_opts *t)
     }
     if (t && t->ca_file && !t->ca_path)
         SET(CURLOPT_CAPATH, (char *)NULL);
-    /* wait for a stream on the connection being set up or already open
-     * rather than opening one per call: HTTP/2 multiplexes them all */
-    SET(CURLOPT_PIPEWAIT, 1L);
+    if (!https && v == HTTP_VERSION_2 &&
+        curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
+        /* h2c with prior knowledge before curl 8.0 fails the second
+         * request on a connection ("Error in the HTTP2 framing layer",
+         * curl issue 10634): one request per connection there, which
+         * works, unmultiplexed (docs/operations.md) */
+        SET(CURLOPT_FORBID_REUSE, 1L);
+    } else {
+        /* wait for a stream on the connection being set up or already open
+         * rather than opening one per call: HTTP/2 multiplexes them all */
+        SET(CURLOPT_PIPEWAIT, 1L);
+    }
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     long rb = t && t->recv_buffer ? (long)t->recv_buffer : HTTP_RECV_BUFFER_MIN;
     rb = rb < HTTP_RECV_BUFFER_MIN   ? HTTP_RECV_BUFFER_MIN

@@ -438,6 +438,21 @@ Test(loomd_tls, h2c_with_prior_knowledge, .init = setup, .fini = teardown)
     cr_assert_str_eq(v[0].alpn, "h2c");
 }
 
+/* Many h2c calls at once, each answered: before curl 8.0 the second
+ * request on an h2c connection failed (curl issue 10634), so there each
+ * call has a connection of its own; from 8.0 they are multiplexed. */
+Test(loomd_tls, a_burst_of_h2c_calls_all_succeed, .init = setup, .fini = teardown)
+{
+    burst_succeeds("h2c");
+    call_succeeds("h2c", "cleartext h2, after the burst");
+    call_succeeds("h2c", "cleartext h2, once more");
+    burst_succeeds("h2c");
+    req_line v[2 * BURST + 2];
+    wait_log(PX_GOOD, v, 2 * BURST + 2);
+    for (int i = 0; i < 2 * BURST + 2; i++)
+        cr_assert_str_eq(v[i].alpn, "h2c");
+}
+
 Test(loomd_tls, a_burst_of_calls_rides_one_connection, .init = setup, .fini = teardown)
 {
     json_decref(fake_server_stats(&D.fake, 1));
