@@ -1021,7 +1021,11 @@ static void lag_while_compiling(const char *what, void (*start_compile)(void), b
     if (worst >= budget_us + qworst)
         fprintf(stderr, "# worst lag %.2f ms is over %.0f ms plus the machine's own %.2f ms\n",
                 (double)worst / 1e3, (double)budget_us / 1e3, (double)qworst / 1e3);
-    cr_assert(lt(u64, worst, took_us / 10));
+    /* beyond the machine's own worst lag (another test's work on the other
+     * core, measured with nothing compiling) */
+    cr_assert(lt(u64, worst, took_us / 10 + qworst), "worst lag %.2f ms, the compile %.0f ms, "
+              "the machine's own worst %.2f ms", (double)worst / 1e3, (double)took_us / 1e3,
+              (double)qworst / 1e3);
     free(k.lag_us);
     free(quiet.lag_us);
 }
