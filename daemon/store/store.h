@@ -108,7 +108,99 @@ typedef struct store_options {
                              * schedule says (borrowed; it must outlive the
                              * store). NULL: no faults; loomd sets it only under
                              * LOOM_TEST_STORE_FAULTS (docs/operations.md). */
+    /* PostgreSQL only (ignored for a directory): */
+    const char *node;          /* this daemon's name in the cluster, unique per
+                                * daemon and stable across its restarts (it
+                                * reclaims its own jobs at once); NULL:
+                                * "HOSTNAME" */
+    int64_t lease_ms;          /* how long a job's lease lasts without a
+                                * heartbeat; 0: 10000. Heartbeats every third */
+    const char *password_file; /* a file holding the password (first line);
+                                * NULL: libpq's own (PGPASSWORD, PGPASSFILE,
+                                * ~/.pgpass) */
 } store_options_t;
+
+/* ---- the shared backend: PostgreSQL (docs/scale-out.md)
+ *
+ * store_open's DIR may instead be a libpq URI (postgresql://... or
+ * postgres://...): the same interface, the same semantics, with these
+ * differences:
+ * - Several daemons may open the same database. Each job is run by one
+ *   daemon at a time, its owner, under a lease: the job's row names the
+ *   owner's node, an epoch and lease_until. The daemon that inserts a job
+ *   owns it (epoch 1); store_wake_job and store_retry_job make the caller
+ *   the owner (epoch + 1); store_claim_jobs takes over jobs whose lease
+ *   expired (epoch + 1). The store thread renews every lease of its node
+ *   every lease_ms / 3 in one statement.
+ * - Fencing: a set_running, checkpoint, set_waiting, finish, set_crashes or
+ *   add_spend... (every write about a job except store_cancel_job and
+ *   store_insert_job) of a queued or running job commits only if the row
+ *   still names this node and the epoch this store got it with; otherwise
+ *   it is refused with -ESTALE ("lease lost": another daemon runs the job
+ *   now) and changes nothing. A write to a waiting job is not fenced (a
+ *   waiting job has no owner). store_cancel_job is not fenced: any daemon
+ *   may cancel any job; its owner's later writes get -EALREADY.
+ * - store_unfinished_jobs returns (and re-leases, epoch + 1) the unfinished
+ *   jobs this node owned (a restart under the same node name resumes its own
+ *   jobs at once), not every unfinished job of the database.
+ * - Every committed insert, wake, retry, checkpoint and end is announced to
+ *   every daemon with NOTIFY on channel "loom" in the same transaction, so
+ *   it is sent only if it committed (payloads: STORE_NOTIFY_* below).
+ * - A connection lost (PostgreSQL restarting) makes writes transient
+ *   failures (-EIO): held writes wait and retry as for a full disk; reads
+ *   fail -EIO and reconnect at the next call (at most once a second).
+ * - Schema migrations are versioned (table loom_schema) and run under an
+ *   advisory lock by whichever daemon gets there first; a database with a
+ *   newer version than this code knows is refused (ENOTSUP).
+ * - Provider batches (store_batch_*) are kept in PostgreSQL too.
+ * - Job objects (store_get_job, store_claim_jobs...) also have the members
+ *   node (the owner's node name, or null) and epoch; summaries have node. */
+
+/* Whether LOCATION names a PostgreSQL store (postgresql:// or postgres://). */
+bool store_location_is_pg(const char *location);
+
+/* LOCATION with any password in it replaced by "***", into OUT (for logs and
+ * errors: a store never puts a password anywhere). */
+void store_location_redact(const char *location, char *out, size_t outlen);
+
+/* Whether S is shared with other daemons (PostgreSQL). */
+bool store_shared(const store_t *s);
+
+/* S's node name ("" for SQLite). Borrowed for S's lifetime. */
+const char *store_node(const store_t *s);
+
+/* The lease length (ms) S runs with; 0 for SQLite. */
+int64_t store_lease_ms(const store_t *s);
+
+/* NOTIFY payloads on channel STORE_NOTIFY_CHANNEL: "KIND NODE ARGS", NODE
+ * the daemon that sent it (a daemon ignores its own):
+ *   new NODE JOB            a job was inserted (queued, owned by NODE)
+ *   queued NODE JOB         a job was woken or retried
+ *   step NODE JOB KEY       a step was checkpointed
+ *   end NODE JOB STATE      a job finished (succeeded, failed, cancelled)
+ *   waiting NODE JOB        a job parked (waiting)
+ * and, sent by the cluster module (daemon/cluster/cluster.h), not the store:
+ *   cancel NODE JOB         stop running JOB now (it was cancelled)
+ *   signal NODE JOB NAME    a signal for a waiting job was recorded
+ *   workflow NODE NAME VERSION   NODE loaded a new version of NAME */
+#define STORE_NOTIFY_CHANNEL "loom"
+
+/* Claims for this node up to MAX jobs that are queued or running and whose
+ * lease expired (their owner is gone), oldest (highest priority first)
+ * first, with SELECT ... FOR UPDATE SKIP LOCKED, so two daemons never claim
+ * the same job: each gets epoch + 1 and a fresh lease. Queued: CB runs on
+ * the reactor thread with the result: status 0 and JOBS (borrowed for the
+ * call: an array of full job objects, as store_get_job, possibly empty), or
+ * a negative errno and JOBS NULL. SQLite: -ENOTSUP, CB never runs. Returns
+ * 0 or a negative errno (CB never runs). */
+typedef void (*store_claim_cb)(void *ud, int status, const json_t *jobs);
+int store_claim_jobs(store_t *s, size_t max, store_claim_cb cb, void *ud);
+
+/* Lets go of JOB_ID (this node stops running it without an end: a hard
+ * stop): its lease is expired at once, so another daemon may claim it
+ * without waiting. Queued like a write; not fenced beyond "this node, this
+ * epoch"; SQLite: a no-op that succeeds. */
+int store_release_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
 
 /* Opens the store in DIR, creating DIR (mode 0700, parent must exist) and
  * DIR/loom.db as needed, and starts the store thread. It does its disk
@@ -167,6 +259,9 @@ void store_close(store_t *s);
  * A transaction that fails because of one request's data is rolled back
  * and, when more than one request was in it, each is retried in a
  * transaction of its own, so one bad request does not fail the others. */
+
+/* -ESTALE (PostgreSQL only): the write was fenced: this daemon's lease on
+ * the job is lost; another daemon runs it now. Never transient. */
 
 /* Whether a write's STATUS means "not now": the disk, not the request
  * (-ENOSPC, -EIO, -EROFS, -EBUSY, -ENOMEM, -EACCES). */

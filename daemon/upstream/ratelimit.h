@@ -39,6 +39,7 @@
 #ifndef LOOM_DAEMON_RATELIMIT_H
 #define LOOM_DAEMON_RATELIMIT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "daemon/core/reactor.h"
@@ -166,6 +167,32 @@ void rl_sync(rl_t *rl, int64_t remaining_requests, int64_t reset_requests_ms,
 void rl_observe(rl_t *rl, rl_outcome outcome, uint64_t latency_ms);
 
 void rl_stats(const rl_t *rl, rl_stats_t *out);
+
+/* ---- a gate: a budget shared with other daemons (daemon/cluster/
+ * cluster_limits.h). With a gate, a ticket that fits the local limits is
+ * granted only when the gate admits it too; the gate calls rl_kick when it
+ * has more to give. Every hook runs on the reactor thread, never with the
+ * limiter's state half-changed. */
+typedef struct rl_gate {
+    void *ud;
+    /* May the call costing COST start now? true: charged to what the gate
+     * holds; false: not now (the head of the queue waits for rl_kick). */
+    bool (*admit)(void *ud, const rl_cost *cost);
+    /* A call the gate admitted ended: SENT false: it was never sent (refund
+     * it all); else ACTUAL (NULL: the estimate stands) corrects its tokens. */
+    void (*done)(void *ud, const rl_cost *cost, const rl_usage *actual, bool sent);
+    /* This limiter was paused for MS from now (a 429 or a quota seen here):
+     * the gate shares it. Not called for pauses the gate itself asked for
+     * through rl_pause_shared. */
+    void (*paused)(void *ud, uint64_t ms);
+} rl_gate;
+
+/* Puts RL behind GATE (copied; NULL: none). Tickets already granted are not
+ * affected. */
+void rl_set_gate(rl_t *rl, const rl_gate *gate);
+
+/* rl_pause for a pause another daemon saw: never reported to the gate. */
+void rl_pause_shared(rl_t *rl, uint64_t ms);
 
 /* Parses a Go-style duration as in x-ratelimit-reset-*: "6m0s", "12ms",
  * "1.5s", "2m59.56s", "1h"; a bare number is seconds ("30"). Rounds up to
