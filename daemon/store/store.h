@@ -196,12 +196,6 @@ int64_t store_lease_ms(const store_t *s);
 typedef void (*store_claim_cb)(void *ud, int status, const json_t *jobs);
 int store_claim_jobs(store_t *s, size_t max, store_claim_cb cb, void *ud);
 
-/* Lets go of JOB_ID (this node stops running it without an end: a hard
- * stop): its lease is expired at once, so another daemon may claim it
- * without waiting. Queued like a write; not fenced beyond "this node, this
- * epoch"; SQLite: a no-op that succeeds. */
-int store_release_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
-
 /* Opens the store in DIR, creating DIR (mode 0700, parent must exist) and
  * DIR/loom.db as needed, and starts the store thread. It does its disk
  * work on the calling thread: call it at startup. Completions are
@@ -350,6 +344,12 @@ int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outc
 
 /* store_finish_job with STORE_CANCELLED, no output or error, now. */
 int store_cancel_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
+
+/* Lets go of JOB_ID (this node stops running it without an end: a hard
+ * stop): its lease is expired at once, so another daemon may claim it
+ * without waiting. Queued like a write; not fenced beyond "this node, this
+ * epoch"; SQLite: a no-op that succeeds. */
+int store_release_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
 
 /* Records that the daemon died CRASHES times in a row while the job JOB_ID
  * was running plugin code, CRASH (may be NULL; any JSON) saying what ran at
