@@ -14,7 +14,7 @@
  * head of the queue, in order, and the thread waits out a backoff before
  * it tries again; whatever was queued meanwhile joins the retry behind
  * them. Nothing recording finished work is reported until it commits. */
-#include "daemon/store/store_internal.h"
+#include "daemon/store/store_pg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,6 +83,7 @@ static void store_req_free(store_req_t *q)
     free(q->source);
     free(q->crash);
     store_batch_req_free(q->batch);
+    json_decref(q->jobs);
     free(q);
 }
 
@@ -164,7 +165,10 @@ static void store_deliver_list(list_link *l, void *ud)
             continue;
         }
         store_req_t *q = LIST_OWNER(it, store_req_t, link);
-        if (q->cb) {
+        if (q->op == STORE_OP_CLAIM) {
+            if (q->claim_cb)
+                q->claim_cb(q->ud, q->status, q->status == 0 ? q->jobs : NULL);
+        } else if (q->cb) {
             store_result_t res = {
                 .status = q->status,
                 .job_id = q->op == STORE_OP_PURGE || q->op == STORE_OP_SPEND ||
@@ -288,10 +292,30 @@ static void *store_thread_main(void *arg)
     store_t *s = arg;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (list_empty(&s->queue) && !s->closing)
-            pthread_cond_wait(&s->wake, &s->lock);
+        while (list_empty(&s->queue) && !s->closing) {
+            if (!s->pg) {
+                pthread_cond_wait(&s->wake, &s->lock);
+                continue;
+            }
+            /* PostgreSQL: renew this node's leases every lease / 3 */
+            int64_t at = s->pg->next_heartbeat_ms;
+            if (store_mono_ms() >= at) {
+                pthread_mutex_unlock(&s->lock);
+                store_pg_heartbeat(s, store_mono_ms());
+                pthread_mutex_lock(&s->lock);
+                continue;
+            }
+            struct timespec ts = {.tv_sec = at / 1000, .tv_nsec = (at % 1000) * 1000000};
+            pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+        }
         if (list_empty(&s->queue))
             break; /* closing, and everything queued is done */
+        if (s->pg && !s->held && store_mono_ms() >= s->pg->next_heartbeat_ms) {
+            /* busy: the leases are renewed between transactions */
+            pthread_mutex_unlock(&s->lock);
+            store_pg_heartbeat(s, store_mono_ms());
+            pthread_mutex_lock(&s->lock);
+        }
         store_backoff_locked(s);
         list_link batch;
         list_init(&batch);
@@ -305,7 +329,10 @@ static void *store_thread_main(void *arg)
         s->queued -= n;
         pthread_mutex_unlock(&s->lock);
 
-        store_db_apply(s, &batch);
+        if (s->pg)
+            store_pg_apply(s, &batch);
+        else
+            store_db_apply(s, &batch);
 
         pthread_mutex_lock(&s->lock);
         store_hold_locked(s, &batch);
@@ -388,6 +415,7 @@ static void store_destroy(store_t *s)
     sqlite3_close(s->wdb);
     sqlite3_close(s->rdb);
     store_vfs_unregister(s->vfs); /* after its last connection */
+    store_pg_close(s);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
     free(s->db_path);
@@ -427,17 +455,24 @@ store_t *store_open(const char *dir, reactor_t *r, const store_options_t *option
         store_set_error(err, errlen, "out of memory");
         goto fail;
     }
-    if ((rc = store_prepare_dir(s, err, errlen)) < 0)
-        goto fail;
-    if (options && options->faults &&
-        (rc = store_vfs_register(options->faults, &s->vfs, err, errlen)) < 0)
-        goto fail;
-    if ((rc = store_db_open_writer(s->db_path, store_vfs_name(s->vfs), s->busy_timeout_ms,
-                                   &s->wdb, err, errlen)) < 0)
-        goto fail;
-    if ((rc = store_db_open_reader(s->db_path, store_vfs_name(s->vfs), s->busy_timeout_ms,
-                                   &s->rdb, err, errlen)) < 0)
-        goto fail;
+    if (store_location_is_pg(dir)) {
+        /* no directory, no lock file: several daemons share the database
+         * (the faults' VFS is SQLite's: options->faults is ignored) */
+        if ((rc = store_pg_open(s, dir, options, err, errlen)) < 0)
+            goto fail;
+    } else {
+        if ((rc = store_prepare_dir(s, err, errlen)) < 0)
+            goto fail;
+        if (options && options->faults &&
+            (rc = store_vfs_register(options->faults, &s->vfs, err, errlen)) < 0)
+            goto fail;
+        if ((rc = store_db_open_writer(s->db_path, store_vfs_name(s->vfs), s->busy_timeout_ms,
+                                       &s->wdb, err, errlen)) < 0)
+            goto fail;
+        if ((rc = store_db_open_reader(s->db_path, store_vfs_name(s->vfs), s->busy_timeout_ms,
+                                       &s->rdb, err, errlen)) < 0)
+            goto fail;
+    }
 
     if ((rc = -pthread_mutex_init(&s->lock, NULL)) < 0)
         goto fail_thread;
@@ -722,6 +757,29 @@ int store_add_spend(store_t *s, const char *tenant, const char *day, const char 
     int rc = (q->tenant = strdup(tenant)) && (q->day = strdup(day)) && (q->month = strdup(month))
                  ? 0 : -ENOMEM;
     return store_submit(s, q, rc, 0);
+}
+
+int store_claim_jobs(store_t *s, size_t max, store_claim_cb cb, void *ud)
+{
+    if (!s || max == 0 || max > INT32_MAX)
+        return -EINVAL;
+    if (!s->pg)
+        return -ENOTSUP;
+    store_req_t *q = store_req_new(STORE_OP_CLAIM, NULL, ud);
+    if (!q)
+        return -ENOMEM;
+    q->claim_cb = cb;
+    q->count = (int64_t)max;
+    return store_submit(s, q, 0, 0);
+}
+
+int store_release_job(store_t *s, const char *job_id, store_done_cb cb, void *ud)
+{
+    int rc;
+    if (!s)
+        return -EINVAL;
+    store_req_t *q = store_job_req(STORE_OP_RELEASE, job_id, cb, ud, &rc);
+    return q ? store_submit(s, q, 0, 0) : rc;
 }
 
 /* ---- ids and counters */

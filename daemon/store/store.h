@@ -188,7 +188,10 @@ int64_t store_lease_ms(const store_t *s);
 /* Claims for this node up to MAX jobs that are queued or running and whose
  * lease expired (their owner is gone), oldest (highest priority first)
  * first, with SELECT ... FOR UPDATE SKIP LOCKED, so two daemons never claim
- * the same job: each gets epoch + 1 and a fresh lease. Queued: CB runs on
+ * the same job: each gets epoch + 1 and a fresh lease. Never this node's
+ * own jobs (it still runs them, or resumes them at a restart through
+ * store_unfinished_jobs), so a claim never hands a job it runs back to the
+ * daemon running it. Queued: CB runs on
  * the reactor thread with the result: status 0 and JOBS (borrowed for the
  * call: an array of full job objects, as store_get_job, possibly empty), or
  * a negative errno and JOBS NULL. SQLite: -ENOTSUP, CB never runs. Returns
@@ -346,8 +349,9 @@ int store_finish_job(store_t *s, const char *job_id, const store_outcome_t *outc
 int store_cancel_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
 
 /* Lets go of JOB_ID (this node stops running it without an end: a hard
- * stop): its lease is expired at once, so another daemon may claim it
- * without waiting. Queued like a write; not fenced beyond "this node, this
+ * stop): its owner is cleared and its lease expired at once, so another
+ * daemon may claim it without waiting (and this node's later writes of it
+ * are fenced). Queued like a write; not fenced beyond "this node, this
  * epoch"; SQLite: a no-op that succeeds. */
 int store_release_job(store_t *s, const char *job_id, store_done_cb cb, void *ud);
 

@@ -7,34 +7,12 @@
  * job steps; the results of a batch's lines are likewise written in one
  * request, so a job is told of its lines only once all of them are on
  * disk. */
-#include "daemon/store/store_internal.h"
+#include "daemon/store/store_pg.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum sb_what { SB_INSERT, SB_UPDATE, SB_FINISH, SB_DROP_JOB, SB_DELETE };
-
-/* One line of a request: its strings live in BUF (owned). */
-typedef struct sb_item {
-    char *buf;
-    const char *custom_id, *job, *key, *node, *text, *message;
-    size_t len;
-    int64_t attempt;
-    int code;
-} sb_item;
-
-struct store_batch_req {
-    enum sb_what what;
-    char *name, *provider, *model, *kind;
-    int64_t deadline_ms;
-    char *state, *file_id, *remote_id, *remote_state;
-    bool drop_text;
-    bool finished_jobs;          /* SB_DROP_JOB without a job: every finished one's */
-    sb_item *items;
-    size_t n;
-};
 
 enum {
     SB_W_BATCH,
@@ -546,6 +524,8 @@ int store_batch_load(store_t *s, json_t **batches, char *err, size_t errlen)
 {
     if (!s || !batches)
         return -EINVAL;
+    if (s->pg)
+        return store_pg_batch_load(s, batches, err, errlen);
     json_t *list = json_array(), *byname = json_object();
     int rc = list && byname ? 0 : -ENOMEM;
     if (rc == 0)
@@ -568,6 +548,8 @@ int store_batch_text(store_t *s, const char *name, char **text, size_t *len, cha
 {
     if (!s || !name || !text || !len)
         return -EINVAL;
+    if (s->pg)
+        return store_pg_batch_text(s, name, text, len, err, errlen);
     int rc = 0, step;
     sqlite3_stmt *st = sb_r(s, SB_R_TEXT, err, errlen, &rc);
     if (!st)
@@ -609,6 +591,9 @@ int store_batch_result(store_t *s, const char *name, const char *custom_id, json
     *code = 0;
     if (message && msglen)
         message[0] = '\0';
+    if (s->pg)
+        return store_pg_batch_result(s, name, custom_id, result, code, message, msglen, err,
+                                     errlen);
     int rc = 0;
     sqlite3_stmt *st = sb_r(s, SB_R_RESULT, err, errlen, &rc);
     if (!st)

@@ -469,6 +469,8 @@ static const char *const store_op_names[] = {
     [STORE_OP_SPEND] = "record the spend of tenant",
     [STORE_OP_WAIT] = "park or wake job",
     [STORE_OP_BATCH] = "record provider batch",
+    [STORE_OP_CLAIM] = "claim jobs",
+    [STORE_OP_RELEASE] = "release job",
 };
 
 /* The cached write statement IDX, or NULL with the failure noted in Q. */
@@ -742,6 +744,9 @@ static bool store_db_run_request(store_t *s, store_req_t *q)
         break;
     case STORE_OP_BATCH:
         rc = store_batch_apply(s, q);
+        break;
+    case STORE_OP_RELEASE:
+        rc = SQLITE_OK; /* no leases without PostgreSQL */
         break;
     default:
         rc = store_db_purge(s, q);

@@ -32,7 +32,9 @@ enum store_op {
     STORE_OP_RETRY,
     STORE_OP_SPEND,
     STORE_OP_WAIT,   /* STATE waiting (with WAITS in output) or queued (a wake) */
-    STORE_OP_BATCH   /* a provider batch's record (store_batch.c; BATCH says which) */
+    STORE_OP_BATCH,  /* a provider batch's record (store_batch.c; BATCH says which) */
+    STORE_OP_CLAIM,  /* PostgreSQL: take over up to COUNT jobs whose lease expired */
+    STORE_OP_RELEASE /* PostgreSQL: expire this node's lease on JOB_ID (SQLite: nothing) */
 };
 
 /* Write statements, prepared once on the writer connection. */
@@ -75,7 +77,31 @@ enum store_rstmt {
 #define STORE_BATCH_W_COUNT 12
 #define STORE_BATCH_R_COUNT 4
 
-struct store_batch_req;
+/* A provider batch request (store_batch.c queues them; store_batch.c and
+ * store_pg_batch.c apply them). One line of a request: its strings live in
+ * BUF (owned). */
+enum sb_what { SB_INSERT, SB_UPDATE, SB_FINISH, SB_DROP_JOB, SB_DELETE };
+
+typedef struct sb_item {
+    char *buf;
+    const char *custom_id, *job, *key, *node, *text, *message;
+    size_t len;
+    int64_t attempt;
+    int code;
+} sb_item;
+
+struct store_batch_req {
+    enum sb_what what;
+    char *name, *provider, *model, *kind;
+    int64_t deadline_ms;
+    char *state, *file_id, *remote_id, *remote_state;
+    bool drop_text;
+    bool finished_jobs;          /* SB_DROP_JOB without a job: every finished one's */
+    sb_item *items;
+    size_t n;
+};
+
+struct store_pg;
 
 /* One queued write. Strings are owned copies; JSON is already serialised. */
 typedef struct store_req {
@@ -102,6 +128,9 @@ typedef struct store_req {
     int64_t time_ms; /* created, started, finished, or the purge cut-off */
     store_state_t state;
     struct store_batch_req *batch; /* STORE_OP_BATCH: what to write (owned) */
+    store_claim_cb claim_cb;  /* STORE_OP_CLAIM: the caller's callback (CB is NULL) */
+    json_t *jobs;             /* STORE_OP_CLAIM: the claimed jobs (owned), once done */
+    int64_t epoch;            /* PostgreSQL: the job's epoch after this write (0: none) */
 
     /* the result, written by the store thread */
     int status;
@@ -118,6 +147,7 @@ struct store {
     size_t max_batch;
     int busy_timeout_ms;
     struct store_vfs *vfs; /* the fault VFS (tests), or NULL */
+    struct store_pg *pg;   /* the PostgreSQL backend (store_pg.c), or NULL for SQLite */
 
     sqlite3 *wdb; /* store thread */
     sqlite3_stmt *wstmt[STORE_W_COUNT];

@@ -5,7 +5,7 @@
  * began). Statements are reset as soon as their rows are read, so no
  * snapshot is held between calls and the WAL can be checkpointed. Each list
  * filter has its own statement, so each can use its index. */
-#include "daemon/store/store_internal.h"
+#include "daemon/store/store_pg.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -199,6 +199,8 @@ int store_get_job(store_t *s, const char *job_id, json_t **job, char *err, size_
     int rc = 0;
     if (!s || !job_id || !job)
         return -EINVAL;
+    if (s->pg)
+        return store_pg_get_job(s, job_id, job, err, errlen);
     sqlite3_stmt *st = store_read_stmt(s, STORE_R_GET, store_rsql[STORE_R_GET], err, errlen, &rc);
     if (!st)
         return rc;
@@ -228,6 +230,8 @@ int store_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, char
         store_set_error(err, errlen, "unknown job state \"%s\"", q->state);
         return -EINVAL;
     }
+    if (s->pg)
+        return store_pg_list_jobs(s, q, jobs, err, errlen);
     int filter = (q->state ? 1 : 0) | (q->workflow ? 2 : 0) | (q->tenant ? 4 : 0);
     int idx = STORE_R_LIST + filter * 2 + (q->oldest_first ? 1 : 0);
     char sql[320];
@@ -258,6 +262,8 @@ int store_unfinished_jobs(store_t *s, json_t **jobs, char *err, size_t errlen)
     int rc = 0;
     if (!s || !jobs)
         return -EINVAL;
+    if (s->pg)
+        return store_pg_unfinished_jobs(s, jobs, err, errlen);
     sqlite3_stmt *st = store_read_stmt(s, STORE_R_UNFINISHED, store_rsql[STORE_R_UNFINISHED],
                                        err, errlen, &rc);
     if (!st)
@@ -270,6 +276,8 @@ int store_waiting_jobs(store_t *s, json_t **jobs, char *err, size_t errlen)
     int rc = 0;
     if (!s || !jobs)
         return -EINVAL;
+    if (s->pg)
+        return store_pg_waiting_jobs(s, jobs, err, errlen);
     sqlite3_stmt *st = store_read_stmt(s, STORE_R_WAITING, store_rsql[STORE_R_WAITING], err,
                                        errlen, &rc);
     if (!st)
@@ -282,6 +290,8 @@ int store_load_steps(store_t *s, const char *job_id, json_t **steps, char *err, 
     int rc = 0, step;
     if (!s || !job_id || !steps)
         return -EINVAL;
+    if (s->pg)
+        return store_pg_load_steps(s, job_id, steps, err, errlen);
     sqlite3_stmt *st = store_read_stmt(s, STORE_R_STEPS, store_rsql[STORE_R_STEPS], err, errlen,
                                        &rc);
     if (!st)
@@ -333,6 +343,8 @@ int store_get_source(store_t *s, const char *version, char **text, size_t *len,
     *len = 0;
     if (workflow)
         *workflow = NULL;
+    if (s->pg)
+        return store_pg_get_source(s, version, text, len, workflow, err, errlen);
     sqlite3_stmt *st = store_read_stmt(s, STORE_R_SOURCE, store_rsql[STORE_R_SOURCE], err,
                                        errlen, &rc);
     if (!st)
@@ -376,6 +388,8 @@ int store_load_spend(store_t *s, const char *day, const char *month, json_t **sp
     int rc = 0, step;
     if (!s || !day || !month || !spend)
         return -EINVAL;
+    if (s->pg)
+        return store_pg_load_spend(s, day, month, spend, err, errlen);
     if (!(*spend = json_object())) {
         store_set_error(err, errlen, "out of memory");
         return -ENOMEM;
