@@ -12,7 +12,8 @@
  * cluster_hooks, so the daemon's top decides what a job does with it.
  *
  * Timing: every POLL_MS (default lease_ms / 2, at most 1000) and whenever a
- * "new", "queued" or "end" notification arrives from another daemon, or the
+ * "new", "queued", "end" or "waiting" notification arrives from another
+ * daemon (coalesced: at most one poll pending), or the
  * connection comes back, hooks.poll runs (the safety net: the daemon checks
  * its remote waiters against the store) and, when hooks.capacity says there
  * is room, store_claim_jobs takes over jobs whose owners are gone; what it
@@ -82,6 +83,7 @@ typedef struct cluster_stats {
     uint64_t polls, claims;     /* claim round trips */
     uint64_t claimed;           /* jobs taken over */
     uint64_t published;
+    uint64_t malformed;         /* notifications ignored: not "KIND NODE ARGS" */
 } cluster_stats;
 void cluster_get_stats(const cluster_t *c, cluster_stats *out);
 

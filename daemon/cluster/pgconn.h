@@ -30,7 +30,10 @@ typedef struct pgconn pgconn_t;
 /* A query's answer: RES (borrowed for the call; PGRES_TUPLES_OK or
  * PGRES_COMMAND_OK, else an error result) or NULL when the connection was
  * down or failed before the answer, with ERR (one line, borrowed) saying
- * why. Runs on the reactor thread, never inside pgconn_query itself. */
+ * why; ERR is also the first line of an error result's message, and NULL
+ * with a success. Runs on the reactor thread, never inside pgconn_query
+ * itself. Callbacks (these and the options' hooks) may queue queries but
+ * must not free the connection. */
 typedef void (*pgconn_result_fn)(void *ud, const PGresult *res, const char *err);
 
 /* A NOTIFY on one of the channels listened to: CHANNEL, PAYLOAD borrowed. */
