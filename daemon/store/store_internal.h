@@ -131,6 +131,8 @@ typedef struct store_req {
     store_claim_cb claim_cb;  /* STORE_OP_CLAIM: the caller's callback (CB is NULL) */
     json_t *jobs;             /* STORE_OP_CLAIM: the claimed jobs (owned), once done */
     int64_t epoch;            /* PostgreSQL: the job's epoch after this write (0: none) */
+    bool lost_commit;         /* PostgreSQL: a COMMIT holding this write lost its
+                               * connection: it may have committed */
 
     /* the result, written by the store thread */
     int status;

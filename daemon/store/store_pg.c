@@ -617,15 +617,21 @@ static int64_t pg_col_i64(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-/* The row of Q's job, locked: its state, owner and epoch. 1 when there is
- * no such job (Q's status says so), 0 when there is, or a negative errno. */
+static bool pg_unfinished(store_state_t st)
+{
+    return st == STORE_QUEUED || st == STORE_RUNNING;
+}
+
+/* The row of Q's job, locked: its state, owner, epoch and finished_ms. 1
+ * when there is no such job (Q's status says so), 0 when there is, or a
+ * negative errno. */
 static int pg_lock_job(store_t *s, store_req_t *q, store_state_t *state, char *node,
-                       size_t nodelen, int64_t *epoch)
+                       size_t nodelen, int64_t *epoch, int64_t *finished_ms)
 {
     int rc;
     const char *v[] = {q->job_id};
-    PGresult *r = pg_w(s, q, "SELECT state, node, epoch FROM jobs WHERE id = $1 FOR UPDATE", 1,
-                       v, &rc);
+    PGresult *r = pg_w(s, q, "SELECT state, node, epoch, finished_ms FROM jobs WHERE id = $1"
+                       " FOR UPDATE", 1, v, &rc);
     if (!r)
         return rc;
     if (PQntuples(r) == 0) {
@@ -638,13 +644,28 @@ static int pg_lock_job(store_t *s, store_req_t *q, store_state_t *state, char *n
         *state = STORE_FAILED;
     snprintf(node, nodelen, "%s", PQgetisnull(r, 0, 1) ? "" : PQgetvalue(r, 0, 1));
     *epoch = pg_col_i64(r, 0, 2);
+    *finished_ms = pg_col_i64(r, 0, 3);
     PQclear(r);
     return 0;
 }
 
-static bool pg_unfinished(store_state_t st)
+/* Whether the row (STATE, NODE, EPOCH, FINISHED_MS) shows that Q, retried
+ * after its COMMIT's answer was lost with the connection, did commit then:
+ * its retry then succeeds rather than being refused by its own effect. */
+static bool pg_own_effect(store_t *s, store_req_t *q, store_state_t state, const char *node,
+                          int64_t epoch, int64_t finished_ms)
 {
-    return st == STORE_QUEUED || st == STORE_RUNNING;
+    if (!q->lost_commit)
+        return false;
+    if (q->op == STORE_OP_FINISH)
+        return state == q->state && finished_ms == q->time_ms;
+    if (q->op == STORE_OP_WAIT && q->state == STORE_WAITING)
+        return state == STORE_WAITING;
+    if (q->op == STORE_OP_WAIT && pg_unfinished(state) && strcmp(node, s->pg->node) == 0) {
+        q->epoch = epoch; /* woken by this node */
+        return true;
+    }
+    return false;
 }
 
 /* Whether this store may write to a queued or running job the row of
@@ -670,13 +691,15 @@ static int pg_check_job(store_t *s, store_req_t *q, unsigned active, bool fenced
 {
     store_state_t state = STORE_FAILED;
     char node[256] = "";
-    int64_t epoch = 0;
-    int rc = pg_lock_job(s, q, &state, node, sizeof node, &epoch);
+    int64_t epoch = 0, finished_ms = 0;
+    int rc = pg_lock_job(s, q, &state, node, sizeof node, &epoch, &finished_ms);
     if (rc != 0)
         return rc;
     if (state_out)
         *state_out = state;
     if (!(active & (1u << state))) {
+        if (pg_own_effect(s, q, state, node, epoch, finished_ms))
+            return 1; /* status 0: done already */
         if (q->op == STORE_OP_WAIT && q->state == STORE_QUEUED) {
             q->status = -EALREADY;
             store_set_error(q->error_text, sizeof q->error_text, "job %s is %s, not waiting",
@@ -1179,6 +1202,9 @@ static bool pg_transaction(store_t *s, list_link *first, list_link *stop)
             if (pg_conn_lost(c, r))
                 s->pg->w.broken = true;
             snprintf(why, sizeof why, "commit failed: %s", store_pg_message(c, r, m, sizeof m));
+            if (pg_conn_lost(c, r))
+                for (list_link *l = first; l != stop; l = l->next)
+                    LOUT(l)->lost_commit = true;
             PQclear(r);
         } else if (bad) {
             rc = bad->status;

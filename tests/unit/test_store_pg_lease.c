@@ -222,6 +222,28 @@ Test(store_pg, password_never_in_errors)
     cr_assert(truth(strstr(err, "***") != NULL), "%s", err);
 }
 
+/* A password file is read (its first line) and named in errors; the test
+ * cluster trusts local connections, so the password itself is not
+ * checked here. */
+Test(store_pg, password_file)
+{
+    char path[] = "/tmp/loom-pgpass-XXXXXX", err[512] = "";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert(eq(int, (int)write(fd, "s3cret\nignored\n", 15), 15));
+    close(fd);
+    store_options_t o = {.node = "a", .password_file = path};
+    store_t *s = store_open(g_uri, g_r, &o, err, sizeof err);
+    cr_assert(s != NULL, "store_open: %s", err);
+    store_close(s);
+    unlink(path);
+    errno = 0;
+    s = store_open(g_uri, g_r, &o, err, sizeof err);
+    cr_assert(s == NULL);
+    cr_assert(eq(int, errno, ENOENT));
+    cr_assert(truth(strstr(err, path) != NULL), "%s", err);
+}
+
 /* ---- migrations */
 
 Test(store_pg, migrations_fresh_and_newer)
