@@ -138,14 +138,33 @@ static int64_t pg_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-PGresult *store_pg_exec(PGconn *c, const char *sql, int n, const char *const *values,
-                        const int *lengths, int binary, int result_format)
+PGresult *store_pg_exec(store_pg_conn_t *c, const char *sql, bool prepare, int n,
+                        const char *const *values, const int *lengths, int binary,
+                        int result_format)
 {
     int formats[32] = {0};
     if (binary >= 0 && binary < 32)
         formats[binary] = 1;
-    return PQexecParams(c, sql, n, NULL, values, lengths, binary >= 0 ? formats : NULL,
-                        result_format);
+    const int *fmt = binary >= 0 ? formats : NULL;
+    char name[16];
+    int i = 0;
+    while (prepare && i < c->nprepared && c->prepared[i] != sql)
+        i++;
+    if (prepare && i == c->nprepared && i < STORE_PG_PREPARED) {
+        /* parsed and planned once per connection; a failure to prepare
+         * (the connection went, an aborted transaction) is left to the
+         * plain run below, which reports it */
+        snprintf(name, sizeof name, "l%d", i);
+        PGresult *p = PQprepare(c->conn, name, sql, n, NULL);
+        if (PQresultStatus(p) == PGRES_COMMAND_OK)
+            c->prepared[c->nprepared++] = sql;
+        PQclear(p);
+    }
+    if (prepare && i < c->nprepared) {
+        snprintf(name, sizeof name, "l%d", i);
+        return PQexecPrepared(c->conn, name, n, values, lengths, fmt, result_format);
+    }
+    return PQexecParams(c->conn, sql, n, NULL, values, lengths, fmt, result_format);
 }
 
 bool store_pg_ok(const PGresult *r)
@@ -248,13 +267,15 @@ static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t
     if (!pg->password)
         keys[3] = NULL;
     c->last_try_ms = pg_mono_ms();
+    c->nprepared = 0;
     if (c->conn)
         PQfinish(c->conn);
     /* expand_dbname: the URI is parsed; the keywords after it win */
     c->conn = PQconnectdbParams(keys, vals, 1);
     if (c->conn && PQstatus(c->conn) == CONNECTION_OK) {
         c->broken = false;
-        PGresult *r = PQexec(c->conn, "SET synchronous_commit = on; SET client_min_messages = warning");
+        PGresult *r = PQexec(c->conn, "SET synchronous_commit = on;"
+                             " SET client_min_messages = warning");
         PQclear(r);
         return 0;
     }
@@ -571,7 +592,7 @@ static PGresult *pg_w(store_t *s, store_req_t *q, const char *sql, int n,
                       const char *const *values, int *rc)
 {
     PGconn *c = s->pg->w.conn;
-    PGresult *r = store_pg_exec(c, sql, n, values, NULL, -1, 0);
+    PGresult *r = store_pg_exec(&s->pg->w, sql, true, n, values, NULL, -1, 0);
     if (store_pg_ok(r)) {
         *rc = 0;
         return r;
@@ -744,9 +765,9 @@ static int pg_insert(store_t *s, store_req_t *q)
     if (q->source) {
         const char *v[] = {q->version, q->workflow, q->source, pg_i64(&n[0], q->time_ms)};
         int len[] = {0, 0, (int)q->source_len, 0};
-        r = store_pg_exec(pg->w.conn, "INSERT INTO sources (hash, workflow, source, created_ms)"
-                          " VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING", 4, v, len,
-                          2, 0);
+        r = store_pg_exec(&pg->w, "INSERT INTO sources (hash, workflow, source, created_ms)"
+                          " VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING", true, 4, v,
+                          len, 2, 0);
         if (!store_pg_ok(r)) {
             char why[300];
             rc = store_pg_errno(pg->w.conn, r);
@@ -1064,8 +1085,9 @@ static int pg_notify(store_t *s, list_link *first, list_link *stop, char *why, s
     if (rc == 0 && n > 0) {
         const char *v[] = {arr.p};
         PGconn *c = s->pg->w.conn;
-        PGresult *r = store_pg_exec(c, "SELECT pg_notify('" STORE_NOTIFY_CHANNEL "', p)"
-                                    " FROM unnest($1::text[]) AS p", 1, v, NULL, -1, 0);
+        PGresult *r = store_pg_exec(&s->pg->w, "SELECT pg_notify('" STORE_NOTIFY_CHANNEL
+                                    "', p) FROM unnest($1::text[]) AS p", true, 1, v, NULL,
+                                    -1, 0);
         if (!store_pg_ok(r)) {
             char m[300];
             rc = store_pg_errno(c, r);
@@ -1260,9 +1282,9 @@ int64_t store_pg_heartbeat(store_t *s, int64_t now_mono_ms)
     if (ready) {
         pg_num n;
         const char *v[] = {pg->node, pg_i64(&n, store_now_ms() + pg->lease_ms)};
-        PGresult *r = store_pg_exec(pg->w.conn, "UPDATE jobs SET lease_until_ms = $2"
+        PGresult *r = store_pg_exec(&pg->w, "UPDATE jobs SET lease_until_ms = $2"
                                     " WHERE node = $1 AND state IN ('queued', 'running')",
-                                    2, v, NULL, -1, 0);
+                                    true, 2, v, NULL, -1, 0);
         if (store_pg_ok(r))
             atomic_fetch_add(&pg->heartbeats, 1);
         else if (pg_conn_lost(pg->w.conn, r))

@@ -15,11 +15,18 @@
 /* The schema version this code knows (table loom_schema). */
 #define STORE_PG_SCHEMA_VERSION 1
 
+/* How many statements a connection keeps prepared. */
+#define STORE_PG_PREPARED 64
+
 /* One PostgreSQL connection and when it was last (re)opened. */
 typedef struct store_pg_conn {
     PGconn *conn;
     bool broken;         /* lost: reconnect before the next use */
     int64_t last_try_ms; /* CLOCK_MONOTONIC of the last connection attempt */
+    /* the statements prepared on CONN, by the address of their text (a
+     * string constant); statement I is named "lI". Emptied on reconnect. */
+    const char *prepared[STORE_PG_PREPARED];
+    int nprepared;
 } store_pg_conn_t;
 
 struct store_pg {
@@ -52,9 +59,12 @@ int64_t store_pg_heartbeat(store_t *s, int64_t now_mono_ms);
 
 /* Runs SQL with N text parameters (NULL: SQL NULL) on C; binary: the index
  * of one parameter sent in binary (LENGTHS gives its length), -1 none.
+ * PREPARE: SQL is a string constant, prepared once per connection and
+ * found again by its address (a statement built at run time: false).
  * Returns the result (PQclear it) or NULL when out of memory. */
-PGresult *store_pg_exec(PGconn *c, const char *sql, int n, const char *const *values,
-                        const int *lengths, int binary, int result_format);
+PGresult *store_pg_exec(store_pg_conn_t *c, const char *sql, bool prepare, int n,
+                        const char *const *values, const int *lengths, int binary,
+                        int result_format);
 /* The negative errno for a failed result R (or connection C's state):
  * -EEXIST, -ENOENT, -EINVAL, -E2BIG, -ENOSPC, -ENOMEM, -EIO, -EPROTO, or
  * -EAGAIN for a serialization failure or deadlock (retry). */

@@ -16,7 +16,7 @@ static int sb_pg(store_t *s, store_req_t *q, const char *sql, int n, const char 
                  PGresult **out)
 {
     PGconn *c = s->pg->w.conn;
-    PGresult *r = store_pg_exec(c, sql, n, values, NULL, -1, 0);
+    PGresult *r = store_pg_exec(&s->pg->w, sql, true, n, values, NULL, -1, 0);
     if (out)
         *out = NULL;
     if (store_pg_ok(r)) {
@@ -159,7 +159,7 @@ static PGresult *sb_read(store_t *s, const char *sql, int n, const char *const *
     PGconn *c = store_pg_reader(s, err, errlen, status);
     if (!c)
         return NULL;
-    PGresult *r = store_pg_exec(c, sql, n, values, NULL, -1, 0);
+    PGresult *r = store_pg_exec(&s->pg->r, sql, true, n, values, NULL, -1, 0);
     if (store_pg_ok(r))
         return r;
     *status = store_pg_read_fail(s, r, what, err, errlen);

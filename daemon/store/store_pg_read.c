@@ -130,16 +130,18 @@ static json_t *pg_row_summary(const PGresult *r, int row)
 
 /* ---- the reads */
 
-/* Runs SQL with N text parameters on the reader; NULL with *STATUS set and
- * the reason in ERR ("WHAT: why"). */
-static PGresult *pg_read(store_t *s, const char *sql, int n, const char *const *values,
-                         int result_format, const char *what, char *err, size_t errlen,
-                         int *status)
+/* Runs SQL with N text parameters on the reader (PREPARE: SQL is a string
+ * constant, see store_pg_exec); NULL with *STATUS set and the reason in ERR
+ * ("WHAT: why"). */
+static PGresult *pg_read(store_t *s, const char *sql, bool prepare, int n,
+                         const char *const *values, int result_format, const char *what,
+                         char *err, size_t errlen, int *status)
 {
     PGconn *c = store_pg_reader(s, err, errlen, status);
     if (!c)
         return NULL;
-    PGresult *r = store_pg_exec(c, sql, n, values, NULL, -1, result_format);
+    PGresult *r = store_pg_exec(&s->pg->r, sql, prepare, n, values, NULL, -1,
+                                result_format);
     if (store_pg_ok(r))
         return r;
     *status = store_pg_read_fail(s, r, what, err, errlen);
@@ -176,8 +178,8 @@ int store_pg_get_job(store_t *s, const char *job_id, json_t **job, char *err, si
 {
     int rc = 0;
     const char *v[] = {job_id};
-    PGresult *r = pg_read(s, "SELECT " STORE_PG_JOB_COLUMNS " FROM jobs WHERE id = $1", 1, v,
-                          0, "cannot read a job", err, errlen, &rc);
+    PGresult *r = pg_read(s, "SELECT " STORE_PG_JOB_COLUMNS " FROM jobs WHERE id = $1", true,
+                          1, v, 0, "cannot read a job", err, errlen, &rc);
     if (!r)
         return rc;
     if (PQntuples(r) == 0) {
@@ -220,7 +222,7 @@ int store_pg_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, c
     v[n++] = num[0];
     snprintf(sql + at, sizeof sql - at, "id %s $%d ORDER BY id %s LIMIT $%d",
              q->oldest_first ? ">" : "<", n - 1, q->oldest_first ? "ASC" : "DESC", n);
-    PGresult *r = pg_read(s, sql, n, v, 0, "cannot list jobs", err, errlen, &rc);
+    PGresult *r = pg_read(s, sql, false, n, v, 0, "cannot list jobs", err, errlen, &rc);
     if (!r)
         return rc;
     rc = pg_collect(r, true, jobs, err, errlen);
@@ -239,7 +241,7 @@ int store_pg_unfinished_jobs(store_t *s, json_t **jobs, char *err, size_t errlen
     PGresult *r = pg_read(s, "WITH u AS (UPDATE jobs SET epoch = epoch + 1,"
                           " lease_until_ms = $2 WHERE node = $1 AND state IN ('queued',"
                           " 'running') RETURNING " STORE_PG_JOB_COLUMNS ")"
-                          " SELECT * FROM u ORDER BY id", 2, v, 0,
+                          " SELECT * FROM u ORDER BY id", true, 2, v, 0,
                           "cannot read unfinished jobs", err, errlen, &rc);
     if (!r)
         return rc;
@@ -254,8 +256,8 @@ int store_pg_waiting_jobs(store_t *s, json_t **jobs, char *err, size_t errlen)
 {
     int rc = 0;
     PGresult *r = pg_read(s, "SELECT " STORE_PG_JOB_COLUMNS " FROM jobs WHERE state ="
-                          " 'waiting' ORDER BY id", 0, NULL, 0, "cannot read waiting jobs",
-                          err, errlen, &rc);
+                          " 'waiting' ORDER BY id", true, 0, NULL, 0,
+                          "cannot read waiting jobs", err, errlen, &rc);
     if (!r)
         return rc;
     rc = pg_collect(r, false, jobs, err, errlen);
@@ -269,8 +271,8 @@ int store_pg_load_steps(store_t *s, const char *job_id, json_t **steps, char *er
     int rc = 0;
     const char *v[] = {job_id};
     PGresult *r = pg_read(s, "SELECT key, output, error, finished_ms FROM steps"
-                          " WHERE job_id = $1 ORDER BY key", 1, v, 0, "cannot read steps",
-                          err, errlen, &rc);
+                          " WHERE job_id = $1 ORDER BY key", true, 1, v, 0,
+                          "cannot read steps", err, errlen, &rc);
     if (!r)
         return rc;
     json_t *all = json_object();
@@ -311,8 +313,8 @@ int store_pg_get_source(store_t *s, const char *version, char **text, size_t *le
     int rc = 0;
     const char *v[] = {version};
     /* binary results: the source's bytes as they are, the name's text as is */
-    PGresult *r = pg_read(s, "SELECT source, workflow FROM sources WHERE hash = $1", 1, v, 1,
-                          "cannot read a workflow source", err, errlen, &rc);
+    PGresult *r = pg_read(s, "SELECT source, workflow FROM sources WHERE hash = $1", true, 1,
+                          v, 1, "cannot read a workflow source", err, errlen, &rc);
     if (!r)
         return rc;
     if (PQntuples(r) == 0) {
@@ -352,7 +354,7 @@ int store_pg_load_spend(store_t *s, const char *day, const char *month, json_t *
     int rc = 0;
     const char *v[] = {day, month};
     PGresult *r = pg_read(s, "SELECT tenant, period, usd FROM spend WHERE period IN ($1, $2)",
-                          2, v, 0, "cannot read the spend ledger", err, errlen, &rc);
+                          true, 2, v, 0, "cannot read the spend ledger", err, errlen, &rc);
     if (!r)
         return rc;
     if (!(*spend = json_object()))
