@@ -262,10 +262,15 @@ static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t
      * backend serves (pg_stat_activity) */
     char app[64];
     snprintf(app, sizeof app, "loomd %s", pg->node);
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", "password", NULL};
-    const char *vals[] = {pg->uri, "2", app, pg->password, NULL};
+    /* a server that vanishes without closing the connection (a network
+     * cut) is noticed within seconds, not at TCP's retransmission timeout:
+     * a read must not hold the reactor thread for minutes */
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", "keepalives",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", "password", NULL};
+    const char *vals[] = {pg->uri, "2", app, "1", "5", "2", "3", "10000", pg->password, NULL};
     if (!pg->password)
-        keys[3] = NULL;
+        keys[8] = NULL;
     c->last_try_ms = pg_mono_ms();
     c->nprepared = 0;
     if (c->conn)

@@ -427,6 +427,32 @@ Test(store_pg, reads_and_writes)
     store_close(s);
 }
 
+/* A request refused for its own data (a duplicate id) fails alone; the
+ * others queued with it commit, whether or not they shared a transaction. */
+Test(store_pg, one_bad_request_does_not_fail_its_batch)
+{
+    store_t *s = open_node("a", 0);
+    char id[STORE_ID_SIZE];
+    cr_assert(eq(int, store_new_job_id(s, id), 0));
+    done_t d[4] = {0};
+    store_job_spec_t spec = {.id = id, .workflow = "wf"};
+    cr_assert(eq(int, store_insert_job(s, &spec, on_done, &d[0]), 0));
+    cr_assert(eq(int, store_insert_job(s, &spec, on_done, &d[1]), 0));
+    json_t *v = json_true();
+    cr_assert(eq(int, store_checkpoint_step(s, id, "k", v, NULL, 0, on_done, &d[2]), 0));
+    json_decref(v);
+    cr_assert(eq(int, store_set_running(s, "01ARZ3NDEKTSV4RRFFQ69G5FAV", 0, on_done, &d[3]),
+                 0));
+    for (int i = 0; i < 4; i++)
+        run_until(&d[i].calls, 1);
+    cr_assert(eq(int, d[0].status, 0), "%s", d[0].error);
+    cr_assert(eq(int, d[1].status, -EEXIST), "%s", d[1].error);
+    cr_assert(eq(int, d[2].status, 0), "%s", d[2].error);
+    cr_assert(eq(int, d[3].status, -ENOENT), "%s", d[3].error);
+    cr_assert(eq(str, d[3].error, "no job 01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+    store_close(s);
+}
+
 /* ---- leases and fencing */
 
 Test(store_pg, fencing)
@@ -462,6 +488,14 @@ Test(store_pg, fencing)
     snprintf(want, sizeof want, "lease lost: job %s is run by b now", id);
     cr_assert(eq(str, err, want));
     cr_assert(eq(int, finish(a, id, STORE_SUCCEEDED), -ESTALE));
+    done_t d = {0};
+    json_t *waits = json_array();
+    cr_assert(eq(int, store_set_running(a, id, 0, on_done, &d), 0));
+    cr_assert(eq(int, store_set_crashes(a, id, 1, waits, on_done, &d), 0));
+    cr_assert(eq(int, store_set_waiting(a, id, waits, on_done, &d), 0));
+    json_decref(waits);
+    run_until(&d.calls, 3);
+    cr_assert(eq(int, d.status, -ESTALE), "%s", d.error);
     cr_assert(eq(int, checkpoint(b, id, "s2", NULL, 0), 0));
     cr_assert(eq(int, finish(b, id, STORE_SUCCEEDED), 0));
     json_t *steps = NULL;
