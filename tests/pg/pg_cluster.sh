@@ -42,15 +42,22 @@ usage() {
     exit 2
 }
 
+newest_bindir() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        if [[ -d "$d" ]]; then printf '%s\n' "$d"; fi
+    done | sort -V | tail -n 1
+}
+
 # The newest installed major version's bin directory, installing postgresql
 # through scripts/deps when there is none.
 find_bindir() {
     local dir
-    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    dir=$(newest_bindir)
     if [[ -z "$dir" ]]; then
         echo "$PROG: no PostgreSQL under /usr/lib/postgresql; running scripts/deps" >&2
         bash "$SRC/scripts/deps" </dev/null >&2 || die "scripts/deps failed: cannot install postgresql"
-        dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+        dir=$(newest_bindir)
     fi
     [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/pg_ctl" ]] ||
         die "no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin"
@@ -264,7 +271,11 @@ setup_owner
 
 if ((${#AS[@]} > 0)); then
     chown "$RUN_AS" "$DIR" || die "cannot give $DIR to $RUN_AS"
-    [[ ! -d "$DATA" ]] || chown -R "$RUN_AS" "$DATA" || die "cannot give $DATA to $RUN_AS"
+    # a data directory root made or copied goes to the owner once; never
+    # while a server runs in it (it creates and removes files meanwhile)
+    if [[ -d "$DATA" && $(stat -c %U "$DATA") != "$RUN_AS" ]]; then
+        chown -R "$RUN_AS" "$DATA" || die "cannot give $DATA to $RUN_AS"
+    fi
     as_owner test -w "$DIR" -a -x "$DIR" ||
         die "$DIR is not reachable by the user $RUN_AS (a parent directory is closed to others?)"
 fi

@@ -327,3 +327,31 @@ fail:
         PQfinish(conn);
     return out;
 }
+
+int pgtest_drop_db(const char *uri)
+{
+    char sql[128];
+    const char *scheme_end = uri != NULL ? strstr(uri, "://") : NULL;
+    if (scheme_end == NULL) {
+        fprintf(stderr, "pgtest: not a postgresql:// URI\n");
+        return -1;
+    }
+    const char *path = strchr(scheme_end + 3, '/');
+    size_t len = path != NULL ? strcspn(path + 1, "?") : 0;
+    if (len == 0 || len > 63) {
+        fprintf(stderr, "pgtest: the URI names no database\n");
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = path[1 + i];
+        if (!(islower((unsigned char)c) || isdigit((unsigned char)c) || c == '_')) {
+            fprintf(stderr, "pgtest: %.*s is not a database pgtest made\n", (int)len, path + 1);
+            return -1;
+        }
+    }
+    const char *admin = pgtest_admin_uri();
+    if (admin == NULL)
+        return -1;
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS \"%.*s\" WITH (FORCE)", (int)len, path + 1);
+    return pgtest_exec(admin, sql);
+}

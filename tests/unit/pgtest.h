@@ -30,6 +30,11 @@ const char *pgtest_admin_uri(void);
  * the reason on stderr. */
 char *pgtest_fresh_db(const char *prefix);
 
+/* Drops the database of URI (one pgtest_fresh_db made), cutting any
+ * session still on it (a test's killed child's). 0, or -1 with the reason
+ * on stderr. */
+int pgtest_drop_db(const char *uri);
+
 /* Runs SQL (one or more statements) on the database at URI. 0, or -1 with
  * the server's message on stderr. */
 int pgtest_exec(const char *uri, const char *sql);

@@ -47,6 +47,9 @@ Test(pgtest, shared_cluster_and_fresh_databases)
     char *db = query_one(b, "SELECT current_database()");
     cr_assert(strncmp(db, "pgtest_", 7) == 0 && strlen(db) == 7 + 16, "%s", db);
     free(db);
+    cr_assert(eq(int, pgtest_drop_db(a), 0));
+    cr_assert(eq(int, pgtest_exec(a, "SELECT 1"), -1), "the dropped database still answers");
+    cr_assert(eq(int, pgtest_drop_db(b), 0));
     free(a);
     free(b);
 }

@@ -2,17 +2,26 @@
  * and where completions run, every write and read, recovery after a crash,
  * purge, and job ids.
  *
- * Each test gets its own mkdtemp directory (removed after) and a reactor it
+ * Built twice: tests/unit/test_store runs it on SQLite, and
+ * tests/unit/test_store_pg (-DSTORE_TEST_PG) runs the same tests on
+ * PostgreSQL, so the two backends keep one behaviour. The tests about
+ * SQLite's files (the directory, its lock, loom.db's schema, version and
+ * migrations, WAL, the busy timeout) and the pure id functions are built
+ * for SQLite only; what PostgreSQL adds (leases, fencing, claims, its
+ * migrations) is tests/unit/test_store_pg_lease.c.
+ *
+ * Each test gets its own store (a mkdtemp directory, removed after, or a
+ * fresh database of the test cluster, dropped after) and a reactor it
  * drives by hand; every wait has a deadline. To make batches deterministic a
- * test can "plug" the database: a second connection holds the write lock, so
- * the store thread waits in BEGIN while requests pile up behind it. */
+ * test can "plug" the database: a second connection holds the write lock
+ * (PostgreSQL: a lock on the jobs table), so the store thread waits in its
+ * transaction while requests pile up behind it. */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,18 +32,49 @@
 
 #include "daemon/store/store.h"
 
+#ifdef STORE_TEST_PG
+#include <libpq-fe.h>
+
+#include "tests/unit/pgtest.h"
+#else
+#include <sqlite3.h>
+#endif
+
 /* ---- fixture */
 
-static char g_dir[64];
+static const char *g_loc; /* where the test's store is: g_dir or g_uri */
 static reactor_t *g_r;
+#ifdef STORE_TEST_PG
+static char *g_uri;       /* the test's own database */
+#else
+static char g_dir[64];
+#endif
 
 static void setup(void)
 {
+#ifdef STORE_TEST_PG
+    cr_assert(pgtest_admin_uri() != NULL, "no PostgreSQL for the tests (see stderr)");
+    g_uri = pgtest_fresh_db("store");
+    cr_assert(g_uri != NULL, "cannot create a test database (see stderr)");
+    g_loc = g_uri;
+#else
     snprintf(g_dir, sizeof g_dir, "/tmp/loom-store-XXXXXX");
     cr_assert(mkdtemp(g_dir) != NULL, "mkdtemp: %s", strerror(errno));
+    g_loc = g_dir;
+#endif
     g_r = reactor_new();
     cr_assert(g_r != NULL);
 }
+
+#ifdef STORE_TEST_PG
+static void teardown(void)
+{
+    reactor_free(g_r);
+    /* a failed drop leaves a database in a throwaway cluster: said, not fatal */
+    pgtest_drop_db(g_uri);
+    free(g_uri);
+}
+#else
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -48,6 +88,7 @@ static void teardown(void)
     chmod(g_dir, 0700);
     nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+#endif
 
 TestSuite(store, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -112,7 +153,7 @@ static void run_until(const int *counter, int n)
 static store_t *open_store_opts(const store_options_t *opts)
 {
     char err[512] = "";
-    store_t *s = store_open(g_dir, g_r, opts, err, sizeof err);
+    store_t *s = store_open(g_loc, g_r, opts, err, sizeof err);
     cr_assert(s != NULL, "store_open: %s", err);
     return s;
 }
@@ -121,6 +162,48 @@ static store_t *open_store(void)
 {
     return open_store_opts(NULL);
 }
+
+/* A connection of the test's own to the store's database (raw_connect,
+ * raw_close), to look at it or to hold its write lock (plug). */
+#ifdef STORE_TEST_PG
+typedef PGconn raw_db;
+
+static raw_db *raw_connect(void)
+{
+    PGconn *db = PQconnectdb(g_loc);
+    cr_assert(db != NULL && PQstatus(db) == CONNECTION_OK, "connect: %s",
+              db != NULL ? PQerrorMessage(db) : "out of memory");
+    return db;
+}
+
+static void raw_close(raw_db *db)
+{
+    PQfinish(db);
+}
+
+static void raw_exec(raw_db *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    ExecStatusType st = PQresultStatus(res);
+    PQclear(res);
+    cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(db));
+}
+
+static int64_t raw_int(raw_db *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    int64_t v = ok ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+    cr_assert(ok, "%s: %s", sql, PQerrorMessage(db));
+    return v;
+}
+
+/* Every write of the store inserts into or updates jobs, which this lock
+ * blocks until COMMIT (reads go on). */
+#define PLUG_SQL "BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE"
+#else
+typedef sqlite3 raw_db;
 
 static void db_path(char *out, size_t n)
 {
@@ -136,6 +219,16 @@ static sqlite3 *raw_open(int flags)
     cr_assert(eq(int, sqlite3_open_v2(path, &db, flags, NULL), SQLITE_OK));
     sqlite3_busy_timeout(db, 5000);
     return db;
+}
+
+static raw_db *raw_connect(void)
+{
+    return raw_open(SQLITE_OPEN_READWRITE);
+}
+
+static void raw_close(raw_db *db)
+{
+    sqlite3_close(db);
 }
 
 static void raw_exec(sqlite3 *db, const char *sql)
@@ -155,18 +248,21 @@ static int64_t raw_int(sqlite3 *db, const char *sql)
     return v;
 }
 
+#define PLUG_SQL "BEGIN IMMEDIATE"
+#endif
+
 /* Holds the write lock from another connection (see the top comment). */
-static sqlite3 *plug(void)
+static raw_db *plug(void)
 {
-    sqlite3 *db = raw_open(SQLITE_OPEN_READWRITE);
-    raw_exec(db, "BEGIN IMMEDIATE");
+    raw_db *db = raw_connect();
+    raw_exec(db, PLUG_SQL);
     return db;
 }
 
-static void unplug(sqlite3 *db)
+static void unplug(raw_db *db)
 {
     raw_exec(db, "COMMIT");
-    sqlite3_close(db);
+    raw_close(db);
 }
 
 /* Inserts a job of WORKFLOW and waits for it; returns its id in ID. */
@@ -207,6 +303,7 @@ static const char *job_str(const json_t *job, const char *key)
 
 /* ---- opening */
 
+#ifndef STORE_TEST_PG /* SQLite's directory and file */
 Test(store, open_creates_directory_and_reopens)
 {
     char state[PATH_MAX], err[512] = "";
@@ -396,12 +493,14 @@ Test(store, unwritable_directory_gives_a_clear_error)
                     strstr(err[2], "Permission denied")), "%s", err[2]);
 }
 
+#endif
+
 Test(store, bad_arguments)
 {
     char err[256] = "";
     cr_assert(store_open(NULL, g_r, NULL, err, sizeof err) == NULL);
     cr_assert(eq(int, errno, EINVAL));
-    cr_assert(store_open(g_dir, NULL, NULL, err, sizeof err) == NULL);
+    cr_assert(store_open(g_loc, NULL, NULL, err, sizeof err) == NULL);
     cr_assert(eq(int, errno, EINVAL));
     store_t *s = open_store();
     store_job_spec_t spec = {.workflow = ""};
@@ -497,16 +596,14 @@ static void on_done_probe(void *ud, const store_result_t *res)
 {
     commit_probe *p = ud;
     on_done(&p->d, res);
-    sqlite3 *db = raw_open(SQLITE_OPEN_READONLY);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM jobs WHERE id = ?1", -1, &st, NULL) ==
-        SQLITE_OK) {
-        sqlite3_bind_text(st, 1, res->job_id, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            p->visible = sqlite3_column_int(st, 0);
-    }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    if (!store_id_valid(res->job_id))
+        return; /* visible stays -1 */
+    char sql[128];
+    /* a valid id is base32: it can stand in the SQL text */
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM jobs WHERE id = '%s'", res->job_id);
+    raw_db *db = raw_connect();
+    p->visible = (int)raw_int(db, sql);
+    raw_close(db);
 }
 
 Test(store, completion_runs_on_the_reactor_thread_after_commit)
@@ -567,7 +664,7 @@ Test(store, thousand_queued_inserts_commit_in_few_transactions)
     store_t *s = open_store();
     store_stats_t before, after;
     store_get_stats(s, &before);
-    sqlite3 *p = plug();
+    raw_db *p = plug();
     done_t d;
     done_init(&d);
     for (int i = 0; i < 1000; i++) {
@@ -597,7 +694,7 @@ Test(store, max_batch_bounds_a_transaction)
 {
     store_options_t opts = {.max_batch = 10};
     store_t *s = open_store_opts(&opts);
-    sqlite3 *p = plug();
+    raw_db *p = plug();
     done_t d;
     done_init(&d);
     for (int i = 0; i < 100; i++) {
@@ -612,6 +709,7 @@ Test(store, max_batch_bounds_a_transaction)
     store_close(s);
 }
 
+#ifndef STORE_TEST_PG /* busy_timeout_ms bounds SQLite's lock waits */
 Test(store, failed_transaction_fails_every_request_in_it)
 {
     store_options_t opts = {.busy_timeout_ms = 100};
@@ -641,14 +739,24 @@ Test(store, failed_transaction_fails_every_request_in_it)
     insert_sync(s, "wf", NULL, id); /* the store recovers */
     store_close(s);
 }
+#endif
 
 Test(store, one_bad_request_does_not_fail_its_batch)
 {
     store_t *s = open_store();
-    sqlite3 *p = raw_open(SQLITE_OPEN_READWRITE);
+    raw_db *p = raw_connect();
+#ifdef STORE_TEST_PG
+    /* a data error (check_violation), as a bad row's would be */
+    raw_exec(p, "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " IF NEW.workflow = 'poison' THEN"
+                " RAISE EXCEPTION 'poisoned' USING ERRCODE = 'check_violation'; END IF;"
+                " RETURN NEW; END $$;"
+                "CREATE TRIGGER poison BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION poison()");
+#else
     raw_exec(p, "CREATE TRIGGER poison BEFORE INSERT ON jobs WHEN NEW.workflow = 'poison'"
                 " BEGIN SELECT RAISE(ROLLBACK, 'poisoned'); END");
-    raw_exec(p, "BEGIN IMMEDIATE");
+#endif
+    raw_exec(p, PLUG_SQL);
     const char *names[] = {"first", "good", "poison", "also-good"};
     done_t d[4];
     for (int i = 0; i < 4; i++) {
@@ -898,7 +1006,7 @@ static void crash_child(char ids[3][STORE_ID_SIZE])
     reactor_t *r = reactor_new();
     if (!r)
         _exit(10);
-    store_t *s = store_open(g_dir, r, NULL, NULL, 0);
+    store_t *s = store_open(g_loc, r, NULL, NULL, 0);
     if (!s)
         _exit(11);
     done_t d;
@@ -936,12 +1044,14 @@ Test(store, unfinished_jobs_and_steps_survive_a_crash)
     cr_assert(eq(int, waitpid(pid, &status, 0), pid));
     cr_assert(truth(WIFEXITED(status) && WEXITSTATUS(status) == 0), "child status %d", status);
 
+#ifndef STORE_TEST_PG
     /* The child left its WAL behind, as a crash would. */
     char path[PATH_MAX + 8];
     struct stat st;
     snprintf(path, sizeof path, "%s/loom.db-wal", g_dir);
     cr_assert(eq(int, stat(path, &st), 0));
     cr_assert(st.st_size > 0);
+#endif
 
     store_t *s = open_store();
     json_t *jobs = NULL;
@@ -1001,9 +1111,9 @@ Test(store, purge_removes_jobs_finished_before_a_time)
     json_decref(get_job(s, ids[2]));
     json_decref(get_job(s, ids[3])); /* queued: never purged */
 
-    sqlite3 *db = raw_open(SQLITE_OPEN_READONLY);
+    raw_db *db = raw_connect();
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM steps"), 1)); /* cascaded */
-    sqlite3_close(db);
+    raw_close(db);
     store_close(s);
 }
 
@@ -1059,6 +1169,7 @@ Test(store, writes_during_close_are_refused_and_never_called_back)
 
 /* ---- ids */
 
+#ifndef STORE_TEST_PG /* no store: once is enough */
 Test(store, ids_are_sorted_and_unique_within_one_millisecond)
 {
     store_id_gen_t gen = {0};
@@ -1086,6 +1197,7 @@ Test(store, ids_are_sorted_and_unique_within_one_millisecond)
     cr_assert(eq(int, store_id_next(&g2, 1469918176385, cur), 0));
     cr_assert(eq(int, strncmp(cur, "01ARYZ6S41", 10), 0), "%s", cur);
 }
+#endif
 
 Test(store, new_job_ids_increase_across_many_calls)
 {
@@ -1100,6 +1212,7 @@ Test(store, new_job_ids_increase_across_many_calls)
     store_close(s);
 }
 
+#ifndef STORE_TEST_PG
 Test(store, id_validation)
 {
     cr_assert(store_id_valid("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
@@ -1112,6 +1225,7 @@ Test(store, id_validation)
     cr_assert(truth(!store_id_valid("")));
     cr_assert(truth(!store_id_valid(NULL)));
 }
+#endif
 
 /* ---- v3: workflow sources, attempts and crash counts */
 
@@ -1128,6 +1242,7 @@ static void insert_with_source(store_t *s, const char *version, const char *text
     snprintf(id, STORE_ID_SIZE, "%s", d.id);
 }
 
+#ifndef STORE_TEST_PG /* loom.db's migrations */
 /* What a v5 daemon left has no waits column (its state CHECK does not
  * allow 'waiting' either, but a test cannot take that back). */
 /* What a v6 daemon left has no provider batches. */
@@ -1225,6 +1340,8 @@ Test(store, v4_database_is_migrated_to_v7)
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'spend'"), 1));
     sqlite3_close(db);
 }
+
+#endif
 
 /* v5: what each tenant spent, per UTC day and month, adds up across writes
  * and is read back for the periods asked (a restart's budgets). */
@@ -1469,6 +1586,7 @@ Test(store, waiting_job_parks_wakes_and_is_listed)
     store_close(s);
 }
 
+#ifndef STORE_TEST_PG /* loom.db's migrations */
 Test(store, v5_database_is_migrated_to_v7)
 {
     char err[512] = "";
@@ -1525,3 +1643,4 @@ Test(store, v6_database_is_migrated_to_v7)
     cr_assert(eq(i64, raw_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'batch_lines_by_job'"), 1));
     sqlite3_close(db);
 }
+#endif
