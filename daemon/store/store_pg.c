@@ -40,6 +40,8 @@ extern const char CLUSTER_LIMITS_SCHEMA[];
 /* How often a transaction that lost a serialization race or a deadlock is
  * run again before its requests fail with -EBUSY. */
 #define STORE_PG_TX_TRIES 5
+/* A notification's payload is shorter than this (PostgreSQL's limit). */
+#define STORE_PG_NOTIFY_MAX 7999
 
 /* ---- locations */
 
@@ -1058,7 +1060,19 @@ static bool pg_payload(store_t *s, const store_req_t *q, sbuf *out)
         return sbuf_addf(out, "%s %s %s", q->state == STORE_WAITING ? "waiting" : "queued",
                          node, q->job_id) == 0;
     case STORE_OP_STEP:
-        return sbuf_addf(out, "step %s %s %s", node, q->job_id, q->step_key) == 0;
+        if (sbuf_addf(out, "step %s %s %s", node, q->job_id, q->step_key) < 0)
+            return false;
+        /* PostgreSQL refuses a payload of 8000 bytes or more, which would
+         * fail the whole transaction: a step key that long is cut (at a
+         * character's start), the job id before it still says whose */
+        if (out->n >= STORE_PG_NOTIFY_MAX) {
+            size_t n = STORE_PG_NOTIFY_MAX - 1;
+            while (n > 0 && ((unsigned char)out->p[n] & 0xC0) == 0x80)
+                n--;
+            out->n = n;
+            out->p[n] = '\0';
+        }
+        return true;
     case STORE_OP_FINISH:
         return sbuf_addf(out, "end %s %s %s", node, q->job_id, store_state_name(q->state)) == 0;
     default:

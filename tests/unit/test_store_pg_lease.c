@@ -678,6 +678,18 @@ Test(store_pg, notifications)
     snprintf(w[4], sizeof w[4], "end a %s succeeded", id);
     const char *want[] = {w[0], w[1], w[2], w[3], w[4]};
     expect_notifies(c, want, 5);
+    /* a step key too long for a payload is cut, and its step still lands */
+    char id2[STORE_ID_SIZE], key[9000], cut[8000];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    insert(a, id2);
+    cr_assert(eq(int, checkpoint(a, id2, key, NULL, 0), 0));
+    /* the payload cut at 7998 bytes: "step a ID " and the key's start */
+    int head = snprintf(cut, sizeof cut, "step a %s ", id2);
+    memcpy(cut + head, key, 7998 - (size_t)head);
+    cut[7998] = '\0';
+    const char *want2[] = {cut};
+    expect_notifies(c, want2, 1);
     /* a refused write announces nothing */
     cr_assert(eq(int, finish(a, id, STORE_FAILED), -EALREADY));
     reactor_run_once(g_r, 50);
