@@ -482,6 +482,18 @@ static int pg_migrate(struct store_pg *pg, PGconn *c, char *err, size_t errlen)
                         pg->redacted, version, STORE_PG_SCHEMA_VERSION);
         rc = -ENOTSUP;
     }
+    if (rc == 0 && version == 0) {
+        /* a database with tables of the same names that is not Loom's (no
+         * loom_schema row) is refused rather than half-used */
+        r = PQexec(c, "SELECT to_regclass('jobs') IS NOT NULL");
+        if (store_pg_ok(r) && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't') {
+            store_set_error(err, errlen, "%s is not a Loom state database (it has a table "
+                            "\"jobs\" of another program); use another database",
+                            pg->redacted);
+            rc = -EINVAL;
+        }
+        PQclear(r);
+    }
     for (long v = version + 1; rc == 0 && v <= STORE_PG_SCHEMA_VERSION; v++) {
         snprintf(what, sizeof what, "cannot migrate (to v%ld) the schema of the state "
                  "database %s", v, pg->redacted);

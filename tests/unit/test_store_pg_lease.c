@@ -270,6 +270,21 @@ Test(store_pg, migrations_fresh_and_newer)
     PQfinish(c);
 }
 
+/* A database another program uses (a table "jobs", no loom_schema) is
+ * refused, not half-used. */
+Test(store_pg, another_programs_database_is_refused)
+{
+    PGconn *c = raw();
+    raw_int(c, "CREATE TABLE jobs (x int)");
+    PQfinish(c);
+    char err[512] = "";
+    errno = 0;
+    store_t *s = store_open(g_uri, g_r, NULL, err, sizeof err);
+    cr_assert(s == NULL);
+    cr_assert(eq(int, errno, EINVAL));
+    cr_assert(truth(strstr(err, "not a Loom state database") != NULL), "%s", err);
+}
+
 typedef struct opener {
     reactor_t *r;
     const char *node;
