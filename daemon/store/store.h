@@ -132,14 +132,17 @@ typedef struct store_options {
  *   the owner (epoch + 1); store_claim_jobs takes over jobs whose lease
  *   expired (epoch + 1). The store thread renews every lease of its node
  *   every lease_ms / 3 in one statement.
- * - Fencing: a set_running, checkpoint, set_waiting, finish, set_crashes or
- *   add_spend... (every write about a job except store_cancel_job and
- *   store_insert_job) of a queued or running job commits only if the row
- *   still names this node and the epoch this store got it with; otherwise
- *   it is refused with -ESTALE ("lease lost": another daemon runs the job
- *   now) and changes nothing. A write to a waiting job is not fenced (a
- *   waiting job has no owner). store_cancel_job is not fenced: any daemon
- *   may cancel any job; its owner's later writes get -EALREADY.
+ * - Fencing: a set_running, checkpoint, set_waiting, finish or set_crashes
+ *   (every write about a job except store_cancel_job, store_insert_job,
+ *   store_wake_job and store_retry_job, which make the caller the owner) of
+ *   a queued or running job commits only if the row still names this node
+ *   and the epoch this store got it with (a job this store never got, by
+ *   the node alone); otherwise it is refused with -ESTALE ("lease lost: job
+ *   ID is run by NODE now") and changes nothing. A write to a waiting job is
+ *   not fenced (a waiting job has no owner). store_cancel_job (any finish as
+ *   cancelled) is not fenced: any daemon may cancel any job; its owner's
+ *   later writes get -EALREADY. store_add_spend is about a tenant, not a
+ *   job: never fenced.
  * - store_unfinished_jobs returns (and re-leases, epoch + 1) the unfinished
  *   jobs this node owned (a restart under the same node name resumes its own
  *   jobs at once), not every unfinished job of the database.
