@@ -5,8 +5,8 @@
  * its admin URI, and LOOM_TEST_PG_DIR, its directory), or else one under
  * $LOOM_BUILDDIR/pg-test that the first test starts and the others reuse
  * (pg_cluster.sh reuses a cluster that answers). That one stays up after
- * `make check` for the next run; `tests/pg/pg_cluster.sh stop
- * BUILDDIR/pg-test` stops it.
+ * `make check` for the next run; `make clean` stops and removes it (and the
+ * private ones).
  *
  * A test that restarts PostgreSQL takes a cluster of its own first
  * (pgtest_private_cluster), so the tests running beside it on the shared
@@ -40,9 +40,11 @@ int pgtest_drop_db(const char *uri);
 int pgtest_exec(const char *uri, const char *sql);
 
 /* Starts (or reuses) a cluster of this process's own in
- * $LOOM_BUILDDIR/pg-NAME (NAME: letters, digits, '_', '-'); from then on
- * pgtest_admin_uri, pgtest_fresh_db and pgtest_restart use it. Returns its
- * admin URI (borrowed), or NULL with the reason on stderr. */
+ * $LOOM_BUILDDIR/pg-NAME (NAME: letters, digits, '_', '-'; one per test
+ * that restarts, since Criterion runs a program's tests side by side and
+ * the same NAME is the same cluster); from then on pgtest_admin_uri,
+ * pgtest_fresh_db and pgtest_restart use it. Returns its admin URI
+ * (borrowed), or NULL with the reason on stderr. */
 const char *pgtest_private_cluster(const char *name);
 
 /* Restarts the cluster (pg_ctl restart -m fast, same port) and returns once
