@@ -224,11 +224,22 @@ const char *store_pg_message(PGconn *c, const PGresult *r, char *buf, size_t len
         m = c ? PQerrorMessage(c) : "no connection";
     if (!m || !*m)
         m = r ? "unknown failure" : "out of memory";
-    snprintf(buf, len, "%s", m);
-    /* one line: libpq's messages end in a newline and may hold several */
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = *(p + 1) ? ' ' : '\0';
+    /* one line: libpq's messages end in a newline and may hold several,
+     * indented with tabs; every run of white space becomes one space */
+    size_t at = 0;
+    bool space = false;
+    for (const char *p = m; *p && at + 1 < len; p++) {
+        if (isspace((unsigned char)*p)) {
+            space = at > 0;
+            continue;
+        }
+        if (space && at + 2 < len)
+            buf[at++] = ' ';
+        space = false;
+        buf[at++] = *p;
+    }
+    if (len)
+        buf[at < len ? at : len - 1] = '\0';
     return buf;
 }
 
