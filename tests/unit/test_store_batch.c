@@ -2,7 +2,11 @@
  * batch and its lines written in one request, updates as it goes,
  * outcomes of every line in one request, what a restart reads back (the
  * JSONL until the batch is created, lines of finished jobs left out),
- * dropping a job's lines and the batches left empty. */
+ * dropping a job's lines and the batches left empty.
+ *
+ * Built twice, as tests/unit/test_store_batch on SQLite and as
+ * tests/unit/test_store_batch_pg (-DSTORE_TEST_PG) on a fresh database of
+ * the test PostgreSQL each, as test_store.c is. */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <errno.h>
@@ -14,22 +18,45 @@
 #include <time.h>
 
 #include "daemon/store/store.h"
+#ifdef STORE_TEST_PG
+#include "tests/unit/pgtest.h"
 
+static char *g_uri; /* the test's own database */
+#else
 static char g_dir[256];
+#endif
 static reactor_t *g_r;
 static store_t *g_s;
 
 static void setup(void)
 {
     char err[256] = "";
+#ifdef STORE_TEST_PG
+    cr_assert(pgtest_admin_uri() != NULL, "no PostgreSQL for the tests (see stderr)");
+    g_uri = pgtest_fresh_db("sbatch");
+    cr_assert(g_uri != NULL, "cannot create a test database (see stderr)");
+    const char *where = g_uri;
+#else
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof g_dir, "%s/loom-sbatch-XXXXXX", tmp && *tmp ? tmp : P_tmpdir);
     cr_assert(mkdtemp(g_dir) != NULL, "mkdtemp: %s", strerror(errno));
+    const char *where = g_dir;
+#endif
     g_r = reactor_new();
     cr_assert(g_r != NULL);
-    g_s = store_open(g_dir, g_r, NULL, err, sizeof err);
+    g_s = store_open(where, g_r, NULL, err, sizeof err);
     cr_assert(g_s != NULL, "%s", err);
 }
+
+#ifdef STORE_TEST_PG
+static void teardown(void)
+{
+    store_close(g_s);
+    reactor_free(g_r);
+    pgtest_drop_db(g_uri); /* a failed drop is said, not fatal */
+    free(g_uri);
+}
+#else
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -43,6 +70,7 @@ static void teardown(void)
     reactor_free(g_r);
     nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
+#endif
 
 TestSuite(store_batch, .init = setup, .fini = teardown);
 
