@@ -222,8 +222,9 @@ Test(store_secret, failed_opens_never_show_the_password)
 
 Test(store_secret, a_password_file_is_never_shown)
 {
-    char host[256], port[16], uri[512];
-    char path[] = "/tmp/loom-pgpass-XXXXXX";
+    char host[256], port[16], uri[512], path[512];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof path, "%s/loom-pgpass-XXXXXX", tmp && *tmp ? tmp : P_tmpdir);
     cluster_address(host, sizeof host, port, sizeof port);
     int fd = mkstemp(path);
     cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
