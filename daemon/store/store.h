@@ -317,7 +317,9 @@ int store_set_running(store_t *s, const char *job_id, int64_t started_ms,
 
 /* Records (or replaces) the result of the step KEY of a job: KEY is opaque
  * to the store (the engine's node path, map index...). OUTPUT and ERROR
- * (either may be NULL) are any JSON values. Allowed in any job state. */
+ * (either may be NULL) are any JSON values. Allowed in any job state
+ * (PostgreSQL: not once the job finished, -EALREADY: with several daemons a
+ * finished job was ended elsewhere, and its owner learns it here). */
 int store_checkpoint_step(store_t *s, const char *job_id, const char *key,
                           const json_t *output, const json_t *error,
                           int64_t finished_ms, store_done_cb cb, void *ud);

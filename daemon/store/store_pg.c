@@ -708,6 +708,8 @@ static bool pg_own_effect(store_t *s, store_req_t *q, store_state_t state, const
 {
     if (!q->lost_commit)
         return false;
+    if (q->op == STORE_OP_STEP)
+        return true; /* the job ended after it, in the same lost COMMIT */
     if (q->op == STORE_OP_FINISH)
         return state == q->state && finished_ms == q->time_ms;
     if (q->op == STORE_OP_WAIT && q->state == STORE_WAITING)
@@ -859,9 +861,12 @@ static int pg_running(store_t *s, store_req_t *q)
                   " $2) WHERE id = $1", 2, v);
 }
 
+/* Unlike SQLite, a step of a finished job is refused (-EALREADY): with
+ * several daemons, a job that ended is one another daemon (or a cancel)
+ * ended, and its owner learns it at its next checkpoint (store.h). */
 static int pg_step(store_t *s, store_req_t *q)
 {
-    int rc = pg_check_job(s, q, ~0u, true, NULL);
+    int rc = pg_check_job(s, q, PG_LIVE | PG_BIT(STORE_WAITING), true, NULL);
     if (rc != 0)
         return rc < 0 ? rc : 0;
     pg_num n;

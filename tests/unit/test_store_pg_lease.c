@@ -519,12 +519,15 @@ Test(store_pg, fencing)
     json_decref(steps);
     cr_assert(eq(int, finish(a, id, STORE_SUCCEEDED), -EALREADY));
 
-    /* anyone may cancel: A cancels B's job; B's next write is refused */
+    /* anyone may cancel: A cancels B's job; B's next writes are refused,
+     * a checkpoint too (unlike SQLite's), so B learns it at its next step */
     cr_assert(eq(int, finish(a, id2, STORE_CANCELLED), 0));
+    cr_assert(eq(int, checkpoint(b, id2, "s9", err, sizeof err), -EALREADY));
+    snprintf(want, sizeof want, "job %s is already cancelled", id2);
+    cr_assert(eq(str, err, want));
     cr_assert(eq(int, finish(b, id2, STORE_SUCCEEDED), -EALREADY));
 
-    /* a job B inserted and A cancels: B's checkpoint still lands (a step
-     * of a finished job is allowed), its finish does not */
+    /* a job B inserted and A cancels: B's finish is refused */
     char id3[STORE_ID_SIZE];
     insert(b, id3);
     cr_assert(eq(int, finish(a, id3, STORE_CANCELLED), 0));
