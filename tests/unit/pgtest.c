@@ -14,14 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PGTEST_URI_MAX 1024
 
 static char shared_uri[PGTEST_URI_MAX];   /* LOOM_TEST_PG or the started one */
 static char private_uri[PGTEST_URI_MAX];
 static char private_dir[PGTEST_URI_MAX];
+static pid_t private_owner;                /* the process that started it */
 
 /* $LOOM_BUILDDIR (set by `make check`), or "." when a test runs by hand. */
 static const char *builddir(void)
@@ -142,8 +145,18 @@ const char *pgtest_admin_uri(void)
     return shared_uri;
 }
 
+/* At exit, the private cluster goes down with the test that took it (no
+ * server is left behind per test); only in the process that started it, not
+ * in a child it forked that exits normally. */
+static void stop_private_at_exit(void)
+{
+    if (private_dir[0] != '\0' && private_owner == getpid())
+        pgtest_stop_private();
+}
+
 const char *pgtest_private_cluster(const char *name)
 {
+    static bool registered;
     if (name == NULL || name[0] == '\0' || strlen(name) > 64) {
         fprintf(stderr, "pgtest: a private cluster needs a name of 1 to 64 characters\n");
         return NULL;
@@ -165,6 +178,9 @@ const char *pgtest_private_cluster(const char *name)
         private_dir[0] = '\0';
         return NULL;
     }
+    private_owner = getpid();
+    if (!registered && atexit(stop_private_at_exit) == 0)
+        registered = true;
     return private_uri;
 }
 

@@ -43,8 +43,9 @@ int pgtest_exec(const char *uri, const char *sql);
  * $LOOM_BUILDDIR/pg-NAME (NAME: letters, digits, '_', '-'; one per test
  * that restarts, since Criterion runs a program's tests side by side and
  * the same NAME is the same cluster); from then on pgtest_admin_uri,
- * pgtest_fresh_db and pgtest_restart use it. Returns its admin URI
- * (borrowed), or NULL with the reason on stderr. */
+ * pgtest_fresh_db and pgtest_restart use it. It is stopped when this
+ * process exits (normally), or by pgtest_stop_private. Returns its admin
+ * URI (borrowed), or NULL with the reason on stderr. */
 const char *pgtest_private_cluster(const char *name);
 
 /* Restarts the cluster (pg_ctl restart -m fast, same port) and returns once
