@@ -268,6 +268,111 @@ static int pg_read_password(const char *path, char **out, char *err, size_t errl
     return 0;
 }
 
+/* Replaces every occurrence of SECRET in the string BUF (LEN bytes) by
+ * "***". */
+static void pg_cut_secret(char *buf, size_t len, const char *secret)
+{
+    size_t n = strlen(secret);
+    char *at, *from = buf;
+    if (n == 0)
+        return;
+    /* the search goes on after each "***" (a secret may hold stars) */
+    while ((at = strstr(from, secret))) {
+        size_t tail = strlen(at + n);
+        if (n >= 3) {
+            memcpy(at, "***", 3);
+            memmove(at + 3, at + n, tail + 1);
+            from = at + 3;
+        } else if (at + 3 + tail < buf + len) {
+            memmove(at + 3, at + n, tail + 1);
+            memcpy(at, "***", 3);
+            from = at + 3;
+        } else {
+            memmove(at, at + n, tail + 1); /* no room for the stars */
+            from = at;
+        }
+    }
+}
+
+/* Percent-decodes S into OUT (OUTLEN bytes), as far as it is valid. */
+static void pg_pct_decode(const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < n && at + 1 < outlen; i++) {
+        unsigned v;
+        if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2]) && sscanf(s + i + 1, "%2x", &v) == 1) {
+            out[at++] = (char)v;
+            i += 2;
+        } else {
+            out[at++] = s[i];
+        }
+    }
+    out[at] = '\0';
+}
+
+/* Removes from libpq's message MSG (a string in a buffer of LEN bytes)
+ * whatever could show a password: libpq quotes tokens of a location it
+ * cannot parse ('invalid percent-encoded token: "..."'), or the whole
+ * location. Every password the location carries (user:password@,
+ * password=..., raw and percent-decoded) and the file's are cut, and each
+ * quoted span is redacted as a location. */
+static void pg_scrub(const struct store_pg *pg, char *msg, size_t len)
+{
+    char one[512];
+    const char *loc = pg->uri;
+    const char *scheme = strstr(loc, "://");
+    if (pg->password)
+        pg_cut_secret(msg, len, pg->password);
+    if (scheme) {
+        const char *auth = scheme + 3;
+        size_t alen = strcspn(auth, "/?#");
+        const char *atsign = NULL;
+        for (size_t i = 0; i < alen; i++)
+            if (auth[i] == '@')
+                atsign = auth + i;
+        const char *colon = atsign ? memchr(auth, ':', (size_t)(atsign - auth)) : NULL;
+        if (colon) {
+            size_t n = (size_t)(atsign - colon - 1);
+            snprintf(one, sizeof one, "%.*s", (int)n, colon + 1);
+            pg_cut_secret(msg, len, one);
+            pg_pct_decode(colon + 1, n, one, sizeof one);
+            pg_cut_secret(msg, len, one);
+        }
+    }
+    for (const char *k = strstr(loc, "password="); k; k = strstr(k + 9, "password=")) {
+        const char *v = k + 9;
+        size_t n = v[0] == '\'' ? strcspn(v + 1, "'") : strcspn(v, "& \t\n");
+        if (v[0] == '\'')
+            v++;
+        snprintf(one, sizeof one, "%.*s", (int)n, v);
+        pg_cut_secret(msg, len, one);
+        pg_pct_decode(v, n, one, sizeof one);
+        pg_cut_secret(msg, len, one);
+    }
+    /* quoted spans: a location (or a piece of one) is shown redacted */
+    char out[600];
+    size_t at = 0;
+    for (const char *p = msg; *p && at + 1 < sizeof out;) {
+        const char *end = *p == '"' ? strchr(p + 1, '"') : NULL;
+        if (!end) {
+            out[at++] = *p++;
+            continue;
+        }
+        char span[512], red[512];
+        snprintf(span, sizeof span, "%.*s", (int)(end - p - 1), p + 1);
+        store_location_redact(span, red, sizeof red);
+        at += (size_t)snprintf(out + at, sizeof out - at, "\"%s\"", red);
+        if (at >= sizeof out)
+            at = sizeof out - 1;
+        p = end + 1;
+    }
+    out[at] = '\0';
+    size_t n = at < len ? at : len - 1;
+    memcpy(msg, out, n);
+    msg[n] = '\0';
+}
+
 /* (Re)opens C. 0 or -EIO with the reason in ERR. */
 static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t errlen)
 {
@@ -299,6 +404,7 @@ static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t
     }
     char why[300];
     store_pg_message(c->conn, NULL, why, sizeof why);
+    pg_scrub(pg, why, sizeof why);
     store_set_error(err, errlen, "cannot connect to the state database %s: %s", pg->redacted,
                     why);
     c->broken = true;
