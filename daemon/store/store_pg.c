@@ -373,6 +373,11 @@ static void pg_scrub(const struct store_pg *pg, char *msg, size_t len)
     msg[n] = '\0';
 }
 
+static void pg_no_notice(void *arg, const char *message)
+{
+    (void)arg, (void)message;
+}
+
 /* (Re)opens C. 0 or -EIO with the reason in ERR. */
 static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t errlen)
 {
@@ -397,6 +402,9 @@ static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t
     c->conn = PQconnectdbParams(keys, vals, 1);
     if (c->conn && PQstatus(c->conn) == CONNECTION_OK) {
         c->broken = false;
+        /* the store prints nothing (store.h): libpq would print the
+         * server's notices and warnings on stderr */
+        PQsetNoticeProcessor(c->conn, pg_no_notice, NULL);
         PGresult *r = PQexec(c->conn, "SET synchronous_commit = on;"
                              " SET client_min_messages = warning");
         PQclear(r);
