@@ -131,7 +131,8 @@ typedef struct store_options {
  *   owns it (epoch 1); store_wake_job and store_retry_job make the caller
  *   the owner (epoch + 1); store_claim_jobs takes over jobs whose lease
  *   expired (epoch + 1). The store thread renews every lease of its node
- *   every lease_ms / 3 in one statement.
+ *   every lease_ms / 3 in one statement. Leases are reckoned on the
+ *   database server's clock, so daemons' clocks need not agree.
  * - Fencing: a set_running, checkpoint, set_waiting, finish or set_crashes
  *   (every write about a job except store_cancel_job, store_insert_job,
  *   store_wake_job and store_retry_job, which make the caller the owner) of

@@ -932,12 +932,12 @@ static int pg_insert(store_t *s, store_req_t *q)
                        q->has_peer ? pg_i64(&n[2], q->peer_gid) : NULL,
                        q->has_peer ? pg_i64(&n[3], q->peer_pid) : NULL,
                        pg_i64(&n[4], q->time_ms), q->tenant, q->budget, q->traceparent,
-                       pg->node, pg_i64(&n[5], store_now_ms() + pg->lease_ms)};
+                       pg->node, pg_i64(&n[5], pg->lease_ms)};
     r = pg_w(s, q, "INSERT INTO jobs (id, workflow, version, input, state, priority,"
              " idempotency_key, peer_uid, peer_gid, peer_pid, created_ms, tenant, budget,"
              " traceparent, node, epoch, lease_until_ms)"
              " VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10,"
-             " coalesce($11, 'default'), $12, $13, $14, 1, $15)"
+             " coalesce($11, 'default'), $12, $13, $14, 1, " STORE_PG_NOW_MS " + $15)"
              " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id", 15, v, &rc);
     if (!r)
         return rc;
@@ -1023,7 +1023,7 @@ static int pg_requeue(store_t *s, store_req_t *q, const char *sql)
 {
     int rc;
     pg_num n;
-    const char *v[] = {q->job_id, s->pg->node, pg_i64(&n, store_now_ms() + s->pg->lease_ms)};
+    const char *v[] = {q->job_id, s->pg->node, pg_i64(&n, s->pg->lease_ms)};
     PGresult *r = pg_w(s, q, sql, 3, v, &rc);
     if (!r)
         return rc;
@@ -1040,7 +1040,8 @@ static int pg_retry(store_t *s, store_req_t *q)
     return pg_requeue(s, q, "UPDATE jobs SET state = 'queued', attempt = attempt + 1,"
                       " output = NULL, error = NULL, usage = NULL, finished_ms = NULL,"
                       " crashes = 0, crash = NULL, cost = NULL, node = $2, epoch = epoch + 1,"
-                      " lease_until_ms = $3 WHERE id = $1 RETURNING epoch");
+                      " lease_until_ms = " STORE_PG_NOW_MS " + $3 WHERE id = $1"
+                      " RETURNING epoch");
 }
 
 static int pg_wait(store_t *s, store_req_t *q)
@@ -1057,7 +1058,8 @@ static int pg_wait(store_t *s, store_req_t *q)
     if ((rc = pg_check_job(s, q, PG_BIT(STORE_WAITING), false, NULL)) != 0)
         return rc < 0 ? rc : 0;
     return pg_requeue(s, q, "UPDATE jobs SET state = 'queued', node = $2, epoch = epoch + 1,"
-                      " lease_until_ms = $3 WHERE id = $1 RETURNING epoch");
+                      " lease_until_ms = " STORE_PG_NOW_MS " + $3 WHERE id = $1"
+                      " RETURNING epoch");
 }
 
 static int pg_spend(store_t *s, store_req_t *q)
@@ -1093,17 +1095,16 @@ static int pg_purge(store_t *s, store_req_t *q)
 static int pg_claim(store_t *s, store_req_t *q)
 {
     int rc;
-    pg_num n[3];
-    int64_t now = store_now_ms();
-    const char *v[] = {s->pg->node, pg_i64(&n[0], now), pg_i64(&n[1], now + s->pg->lease_ms),
-                       pg_i64(&n[2], q->count)};
+    pg_num n[2];
+    const char *v[] = {s->pg->node, pg_i64(&n[0], s->pg->lease_ms), pg_i64(&n[1], q->count)};
     PGresult *r = pg_w(s, q, "WITH c AS (UPDATE jobs SET node = $1, epoch = epoch + 1,"
-                       " lease_until_ms = $3 WHERE id IN (SELECT id FROM jobs"
-                       " WHERE state IN ('queued', 'running') AND (node IS NULL OR"
-                       " (node <> $1 AND (lease_until_ms IS NULL OR lease_until_ms < $2)))"
-                       " ORDER BY priority DESC, id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                       " lease_until_ms = " STORE_PG_NOW_MS " + $2 WHERE id IN (SELECT id"
+                       " FROM jobs WHERE state IN ('queued', 'running') AND (node IS NULL OR"
+                       " (node <> $1 AND (lease_until_ms IS NULL OR"
+                       " lease_until_ms < " STORE_PG_NOW_MS ")))"
+                       " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED)"
                        " RETURNING " STORE_PG_JOB_COLUMNS ")"
-                       " SELECT * FROM c ORDER BY priority DESC, id", 4, v, &rc);
+                       " SELECT * FROM c ORDER BY priority DESC, id", 3, v, &rc);
     if (!r)
         return rc;
     json_t *jobs = json_array();
@@ -1442,9 +1443,10 @@ int64_t store_pg_heartbeat(store_t *s, int64_t now_mono_ms)
     }
     if (ready) {
         pg_num n;
-        const char *v[] = {pg->node, pg_i64(&n, store_now_ms() + pg->lease_ms)};
-        PGresult *r = store_pg_exec(&pg->w, "UPDATE jobs SET lease_until_ms = $2"
-                                    " WHERE node = $1 AND state IN ('queued', 'running')",
+        const char *v[] = {pg->node, pg_i64(&n, pg->lease_ms)};
+        PGresult *r = store_pg_exec(&pg->w, "UPDATE jobs SET lease_until_ms = "
+                                    STORE_PG_NOW_MS " + $2 WHERE node = $1"
+                                    " AND state IN ('queued', 'running')",
                                     true, 2, v, NULL, -1, 0);
         if (store_pg_ok(r))
             atomic_fetch_add(&pg->heartbeats, 1);

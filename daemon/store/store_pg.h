@@ -12,6 +12,11 @@
 
 #include "daemon/store/store_internal.h"
 
+/* The database server's clock in ms since the Unix epoch, in SQL. Leases
+ * are reckoned on it alone, so daemons whose clocks disagree still agree
+ * on when a lease ran out. */
+#define STORE_PG_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
 /* The schema version this code knows (table loom_schema). */
 #define STORE_PG_SCHEMA_VERSION 1
 

@@ -233,13 +233,14 @@ int store_pg_list_jobs(store_t *s, const store_list_query_t *q, json_t **jobs, c
 int store_pg_unfinished_jobs(store_t *s, json_t **jobs, char *err, size_t errlen)
 {
     int rc = 0;
-    char until[24];
-    snprintf(until, sizeof until, "%lld", (long long)(store_now_ms() + s->pg->lease_ms));
-    const char *v[] = {s->pg->node, until};
+    char lease[24];
+    snprintf(lease, sizeof lease, "%lld", (long long)s->pg->lease_ms);
+    const char *v[] = {s->pg->node, lease};
     /* this node's own jobs, re-leased: a write of an earlier run of this
      * node (same name) still in flight is fenced by the new epoch */
     PGresult *r = pg_read(s, "WITH u AS (UPDATE jobs SET epoch = epoch + 1,"
-                          " lease_until_ms = $2 WHERE node = $1 AND state IN ('queued',"
+                          " lease_until_ms = " STORE_PG_NOW_MS " + $2 WHERE node = $1"
+                          " AND state IN ('queued',"
                           " 'running') RETURNING " STORE_PG_JOB_COLUMNS ")"
                           " SELECT * FROM u ORDER BY id", true, 2, v, 0,
                           "cannot read unfinished jobs", err, errlen, &rc);
