@@ -26,6 +26,18 @@ static char private_uri[PGTEST_URI_MAX];
 static char private_dir[PGTEST_URI_MAX];
 static pid_t private_owner;                /* the process that started it */
 
+/* The databases this process made, dropped when it exits: the clusters
+ * outlive the tests (one database is some 8 MB). Past PGTEST_MAX_MADE they
+ * are kept, as with LOOM_TEST_PG_KEEP. */
+#define PGTEST_MAX_MADE 32
+typedef struct made_db {
+    char name[64];                /* "" once dropped */
+    char admin[PGTEST_URI_MAX];   /* the cluster it is on */
+    pid_t owner;
+} made_db;
+static made_db made[PGTEST_MAX_MADE];
+static size_t nmade;
+
 /* $LOOM_BUILDDIR (set by `make check`), or "." when a test runs by hand. */
 static const char *builddir(void)
 {
@@ -145,18 +157,47 @@ const char *pgtest_admin_uri(void)
     return shared_uri;
 }
 
-/* At exit, the private cluster goes down with the test that took it (no
- * server is left behind per test); only in the process that started it, not
- * in a child it forked that exits normally. */
-static void stop_private_at_exit(void)
+/* Drops database NAME on the cluster of ADMIN, saying nothing: at exit the
+ * cluster may be gone already, and the database with it. */
+static void drop_quietly(const char *admin, const char *name)
 {
-    if (private_dir[0] != '\0' && private_owner == getpid())
+    char sql[128];
+    PGconn *conn = PQconnectdb(admin);
+    if (conn != NULL && PQstatus(conn) == CONNECTION_OK) {
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS \"%.63s\" WITH (FORCE)", name);
+        PQclear(PQexec(conn, sql));
+    }
+    PQfinish(conn);
+}
+
+/* At exit, a test's databases are dropped and its private cluster goes
+ * down with it (no server is left behind per test), in that order; only in
+ * the process that made them, not in a child it forked that exits
+ * normally. */
+static void cleanup_at_exit(void)
+{
+    const char *keep = getenv("LOOM_TEST_PG_KEEP");
+    pid_t self = getpid();
+    for (size_t i = 0; i < nmade; i++) {
+        if (made[i].owner != self || made[i].name[0] == '\0')
+            continue;
+        if (keep == NULL || keep[0] == '\0')
+            drop_quietly(made[i].admin, made[i].name);
+        made[i].name[0] = '\0';
+    }
+    if (private_dir[0] != '\0' && private_owner == self)
         pgtest_stop_private();
+}
+
+static void register_cleanup(void)
+{
+    static bool registered;
+    if (!registered && atexit(cleanup_at_exit) == 0)
+        registered = true;
 }
 
 const char *pgtest_private_cluster(const char *name)
 {
-    static bool registered;
     if (name == NULL || name[0] == '\0' || strlen(name) > 64) {
         fprintf(stderr, "pgtest: a private cluster needs a name of 1 to 64 characters\n");
         return NULL;
@@ -179,8 +220,7 @@ const char *pgtest_private_cluster(const char *name)
         return NULL;
     }
     private_owner = getpid();
-    if (!registered && atexit(stop_private_at_exit) == 0)
-        registered = true;
+    register_cleanup();
     return private_uri;
 }
 
@@ -338,6 +378,13 @@ char *pgtest_fresh_db(const char *prefix)
         nanosleep(&ts, NULL);
     }
     out = uri_with_db(admin, name);
+    if (out != NULL && nmade < PGTEST_MAX_MADE && strlen(admin) < sizeof made[0].admin) {
+        made_db *m = &made[nmade++];
+        snprintf(m->name, sizeof m->name, "%s", name);
+        snprintf(m->admin, sizeof m->admin, "%s", admin);
+        m->owner = getpid();
+        register_cleanup();
+    }
 fail:
     if (conn != NULL)
         PQfinish(conn);
@@ -365,8 +412,15 @@ int pgtest_drop_db(const char *uri)
             return -1;
         }
     }
-    const char *admin = pgtest_admin_uri();
-    if (admin == NULL)
+    /* on the cluster it was made on, which need not be the current one */
+    const char *admin = NULL;
+    for (size_t i = 0; i < nmade && admin == NULL; i++) {
+        if (strlen(made[i].name) == len && strncmp(made[i].name, path + 1, len) == 0) {
+            made[i].name[0] = '\0';
+            admin = made[i].admin;
+        }
+    }
+    if (admin == NULL && (admin = pgtest_admin_uri()) == NULL)
         return -1;
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS \"%.*s\" WITH (FORCE)", (int)len, path + 1);
     return pgtest_exec(admin, sql);

@@ -27,10 +27,12 @@ const char *pgtest_admin_uri(void);
 /* Creates the database PREFIX_<16 random hex digits> (PREFIX: lower-case
  * letters, digits and '_', at most 40 characters) and returns its URI: the
  * admin URI with the database changed. New (the caller frees it); NULL with
- * the reason on stderr. */
+ * the reason on stderr. The database is dropped when this process exits
+ * normally (a Criterion test's process: after its fini), unless
+ * LOOM_TEST_PG_KEEP is set (to look at it after a failure). */
 char *pgtest_fresh_db(const char *prefix);
 
-/* Drops the database of URI (one pgtest_fresh_db made), cutting any
+/* Drops the database of URI (one pgtest_fresh_db made) now, cutting any
  * session still on it (a test's killed child's). 0, or -1 with the reason
  * on stderr. */
 int pgtest_drop_db(const char *uri);
