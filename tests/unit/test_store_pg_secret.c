@@ -243,3 +243,41 @@ Test(store_secret, a_password_file_is_never_shown)
     snprintf(uri, sizeof uri, "postgresql://loom@%s:%s/postgres", host, port);
     open_fails_quietly(uri, &opts);
 }
+
+/* A store opened with a password in its URI, whose server then goes away:
+ * the reads that fail say so without the password. The server is a cluster
+ * of the test's own, so no other test sees it stop. */
+Test(store_secret, errors_once_the_server_is_gone_never_show_the_password, .timeout = 120)
+{
+    cr_assert(pgtest_private_cluster("store-secret") != NULL, "no private cluster");
+    char *db = pgtest_fresh_db("secret");
+    cr_assert(db != NULL);
+    /* the same URI with a password (the cluster trusts, and ignores it) */
+    const char *at = strstr(db, "@");
+    const char *user = strstr(db, "://");
+    cr_assert(at != NULL && user != NULL && strchr(user + 3, ':') > at, "%s", db);
+    char uri[1024];
+    snprintf(uri, sizeof uri, "%.*s:" SECRET "%s", (int)(at - db), db, at);
+    free(db);
+
+    char err[1024] = "";
+    store_t *s = store_open(uri, g_r, NULL, err, sizeof err);
+    cr_assert(s != NULL, "%s", err);
+    char id[STORE_ID_SIZE];
+    cr_assert(eq(int, store_new_job_id(s, id), 0));
+    json_t *job = NULL;
+    cr_assert(eq(int, store_get_job(s, id, &job, err, sizeof err), -ENOENT), "%s", err);
+    cr_assert(strstr(err, "s3cret") == NULL, "%s", err);
+
+    cr_assert(eq(int, pgtest_stop_private(), 0));
+    capture_t cap;
+    capture_begin(&cap);
+    int rc = store_get_job(s, id, &job, err, sizeof err);
+    char *said = capture_end(&cap);
+    cr_assert(rc < 0 && rc != -ENOENT, "a read with the server gone gave %d", rc);
+    cr_assert(err[0] != '\0');
+    cr_expect(strstr(err, "s3cret") == NULL, "the error shows the password: %s", err);
+    cr_expect(strstr(said, "s3cret") == NULL, "stderr shows the password: %s", said);
+    free(said);
+    store_close(s);
+}
