@@ -252,6 +252,16 @@ cmd_stop() {
     fi
 }
 
+# The server outlives this script: it must not hold the caller's
+# descriptors (a test's pipes to its runner, its sockets), so every one
+# above stderr is closed first.
+for fd in "/proc/$$/fd"/*; do
+    fd=${fd##*/}
+    if [[ $fd =~ ^[0-9]+$ ]] && ((fd > 2)); then
+        eval "exec $fd>&-" 2>/dev/null || true
+    fi
+done
+
 (($# == 2)) || usage
 ACTION=$1
 case $ACTION in

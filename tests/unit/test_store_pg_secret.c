@@ -247,7 +247,7 @@ Test(store_secret, a_password_file_is_never_shown)
 /* A store opened with a password in its URI, whose server then goes away:
  * the reads that fail say so without the password. The server is a cluster
  * of the test's own, so no other test sees it stop. */
-Test(store_secret, errors_once_the_server_is_gone_never_show_the_password, .timeout = 120)
+Test(store_secret, errors_once_the_server_is_gone_never_show_the_password)
 {
     cr_assert(pgtest_private_cluster("store-secret") != NULL, "no private cluster");
     char *db = pgtest_fresh_db("secret");
