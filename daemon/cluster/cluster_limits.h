@@ -50,12 +50,20 @@ cluster_limits_t *cluster_limits_new(reactor_t *r, log_sink *log,
 /* Puts RL (borrowed; detach before freeing it) under the shared budget of
  * PROVIDER (copied) whose limits are LIMITS (copied): the configured limits
  * are the provider's, for the whole cluster. Attaching the same provider
- * again (a reload) replaces the limiter and the limits. 0 or -ENOMEM. */
+ * again with another limiter (a reload: the new engine generation's, while
+ * the old one still serves its jobs) adds it beside the others, all drawing
+ * on one budget, and the latest limits replace the former. 0 or -ENOMEM. */
 int cluster_limits_attach(cluster_limits_t *cl, const char *provider, rl_t *rl,
                           const rl_limits *limits);
 
-/* Returns what PROVIDER's leases hold unused and takes its gate off RL. */
+/* Returns what PROVIDER's leases hold unused and takes its gate off every
+ * limiter attached for it. */
 void cluster_limits_detach(cluster_limits_t *cl, const char *provider);
+
+/* Takes the gate off RL alone (its generation is being freed); the
+ * provider's other limiters keep the budget. A limiter never attached: a
+ * no-op. */
+void cluster_limits_detach_limiter(cluster_limits_t *cl, rl_t *rl);
 
 /* Counters for `stats` (stats.cluster.limits). */
 typedef struct cluster_limits_stats {

@@ -69,6 +69,7 @@ struct rl_ticket {
     rl_grant_fn cb;
     void *ud;
     reactor_post_t post; /* announces the grant; embedded so it cannot fail */
+    uint64_t gate_gen;   /* the gate that admitted it (rl->gate_gen then), 0: none */
 };
 
 typedef struct ticket_list {
@@ -100,6 +101,11 @@ struct rl {
     reactor_post_t kick;   /* fallback when a timer cannot be allocated */
     int64_t paused_until;
     uint64_t n_granted;
+    /* the shared budget (rl_set_gate); GATE_GEN counts the gates set, so a
+     * ticket admitted by a gate since replaced never reports to the new one */
+    rl_gate gate;
+    bool gated;
+    uint64_t gate_gen;
     /* AIMD */
     int64_t cap, ceiling, successes;
     int64_t last_decrease;
@@ -391,6 +397,11 @@ static void pump(rl_t *rl)
             arm(rl, wait);
             return;
         }
+        /* fits here: the shared budget has the last word. No timer when it
+         * says no: the gate calls rl_kick when it has more to give. */
+        if (rl->gated && !rl->gate.admit(rl->gate.ud, &t->cost))
+            return;
+        t->gate_gen = rl->gated ? rl->gate_gen : 0;
         for (int i = 0; i < DIM_N; i++)
             dim_charge(&rl->dim[i], c[i], now);
         drr_take(rl, t);
@@ -515,6 +526,11 @@ rl_ticket *rl_acquire_for(rl_t *rl, const rl_cost *cost, const char *tenant, int
     return t;
 }
 
+static uint64_t rl_gate_gen(const rl_t *rl)
+{
+    return rl->gated ? rl->gate_gen : 0;
+}
+
 /* Gives back T's slot and corrects its charges by DELTA per dimension. */
 static void settle(rl_ticket *t, const int64_t delta[DIM_N])
 {
@@ -545,6 +561,8 @@ void rl_release(rl_ticket *t, const rl_usage *actual)
         delta[DIM_IN] = in - t->cost.est_input_tokens;
         delta[DIM_OUT] = out - t->cost.est_output_tokens;
     }
+    if (t->gate_gen && t->gate_gen == rl_gate_gen(t->rl))
+        t->rl->gate.done(t->rl->gate.ud, &t->cost, actual, true);
     settle(t, delta);
 }
 
@@ -570,6 +588,8 @@ void rl_cancel(rl_ticket *t)
     dim_costs(&t->cost, c);
     for (int i = 0; i < DIM_N; i++)
         c[i] = -c[i];
+    if (t->gate_gen && t->gate_gen == rl_gate_gen(rl))
+        rl->gate.done(rl->gate.ud, &t->cost, NULL, false);
     settle(t, c);
 }
 
@@ -583,12 +603,37 @@ int64_t rl_clamp_tokens(int64_t v)
     return v < 0 ? -1 : v > RL_MAX_TOKENS ? RL_MAX_TOKENS : v;
 }
 
-void rl_pause(rl_t *rl, uint64_t ms)
+void rl_pause_shared(rl_t *rl, uint64_t ms)
 {
     ms = rl_cap_wait_ms(ms);
     int64_t until = now_us(rl) + (int64_t)ms * (int64_t)REACTOR_MSEC;
     if (until > rl->paused_until)
         rl->paused_until = until;
+    pump(rl);
+}
+
+void rl_pause(rl_t *rl, uint64_t ms)
+{
+    ms = rl_cap_wait_ms(ms);
+    /* told first, with the limiter whole: the gate only records it */
+    if (rl->gated && rl->gate.paused)
+        rl->gate.paused(rl->gate.ud, ms);
+    rl_pause_shared(rl, ms);
+}
+
+void rl_set_gate(rl_t *rl, const rl_gate *gate)
+{
+    rl->gated = gate != NULL;
+    if (gate)
+        rl->gate = *gate;
+    else
+        memset(&rl->gate, 0, sizeof rl->gate);
+    /* a new generation even for the same gate set twice: what the old one
+     * admitted is not the new one's to settle */
+    rl->gate_gen++;
+    /* without the gate, tickets it held back may fit now; with a new one,
+     * the head asks it (it never answers inside this call: its kicks are
+     * its own) */
     pump(rl);
 }
 

@@ -593,3 +593,139 @@ Test(ratelimit, absurd_token_counts_do_not_overflow)
     cr_assert(eq(int, e.n, 1));
     teardown(&e);
 }
+
+/* ---- a gate: the budget shared with other daemons (rl_set_gate) */
+
+typedef struct gate_log {
+    int budget;             /* calls admit says yes to */
+    int admits, refusals;
+    int done_sent, done_unsent;
+    int64_t done_in, done_out; /* the last done's actual usage (-1: none) */
+    int paused;
+    uint64_t paused_ms;
+} gate_log;
+
+static bool g_admit(void *ud, const rl_cost *cost)
+{
+    gate_log *g = ud;
+    (void)cost;
+    if (g->budget <= 0) {
+        g->refusals++;
+        return false;
+    }
+    g->budget--;
+    g->admits++;
+    return true;
+}
+
+static void g_done(void *ud, const rl_cost *cost, const rl_usage *actual, bool sent)
+{
+    gate_log *g = ud;
+    (void)cost;
+    if (sent)
+        g->done_sent++;
+    else
+        g->done_unsent++;
+    g->done_in = actual ? actual->input_tokens : -1;
+    g->done_out = actual ? actual->output_tokens : -1;
+}
+
+static void g_paused(void *ud, uint64_t ms)
+{
+    gate_log *g = ud;
+    g->paused++;
+    g->paused_ms = ms;
+}
+
+Test(ratelimit, gate_admits_what_fits_locally_and_is_kicked_for_more)
+{
+    env e;
+    gate_log g = {.budget = 2};
+    setup(&e, lim(600, 0, 0, 0, 0));
+    rl_gate gate = {.ud = &g, .admit = g_admit, .done = g_done, .paused = g_paused};
+    rl_set_gate(e.rl, &gate);
+    for (int i = 0; i < 5; i++)
+        acq(&e, i, 10, 5);
+    drain(&e);
+    cr_assert(eq(int, e.n, 2), "the local burst allows 9, the gate 2");
+    cr_assert(ge(int, g.refusals, 1), "the head was asked and refused");
+    /* nothing moves without the gate's kick, however long it waits */
+    step_ms(&e, 5000);
+    cr_assert(eq(int, e.n, 2));
+    g.budget = 2;
+    rl_kick(e.rl);
+    drain(&e);
+    cr_assert(eq(int, e.n, 4), "a kick with more budget grants more");
+    /* the local limits still hold: rpm 600 at most 9 at once, whatever the gate says */
+    g.budget = 100;
+    for (int i = 5; i < 20; i++)
+        acq(&e, i, 0, 0);
+    rl_kick(e.rl);
+    drain(&e);
+    /* the local bucket refilled in the 5 s: 9 at once from then, 2 of them
+     * granted at the kick above */
+    cr_assert(eq(int, e.n, 2 + 9), "the local burst still bounds what the gate admits");
+    /* done: a release reports its usage, a cancel of a granted call reports unsent */
+    rl_usage u = {.input_tokens = 7, .output_tokens = 3};
+    rl_release(e.t[0], &u);
+    cr_assert(eq(int, g.done_sent, 1));
+    cr_assert(eq(i64, g.done_in, 7));
+    cr_assert(eq(i64, g.done_out, 3));
+    rl_release(e.t[1], NULL);
+    cr_assert(eq(int, g.done_sent, 2));
+    cr_assert(eq(i64, g.done_in, -1), "NULL usage: the estimate stands");
+    rl_cancel(e.t[2]);
+    cr_assert(eq(int, g.done_unsent, 1));
+    /* a queued ticket cancelled was never admitted: no done */
+    rl_cancel(e.t[19]);
+    cr_assert(eq(int, g.done_sent + g.done_unsent, 3));
+    teardown(&e);
+}
+
+Test(ratelimit, gate_pauses_shared_one_way)
+{
+    env e;
+    gate_log g = {.budget = 100};
+    setup(&e, lim(0, 0, 0, 0, 0));
+    rl_gate gate = {.ud = &g, .admit = g_admit, .done = g_done, .paused = g_paused};
+    rl_set_gate(e.rl, &gate);
+    rl_pause(e.rl, 1500);
+    cr_assert(eq(int, g.paused, 1), "a pause seen here is shared");
+    cr_assert(eq(u64, g.paused_ms, 1500));
+    rl_pause_shared(e.rl, 3000);
+    cr_assert(eq(int, g.paused, 1), "a pause from the others is not sent back");
+    acq(&e, 0, 0, 0);
+    step_ms(&e, 2999);
+    cr_assert(eq(int, e.n, 0), "rl_pause_shared pauses all the same");
+    step_ms(&e, 1);
+    cr_assert(eq(int, e.n, 1));
+    teardown(&e);
+}
+
+Test(ratelimit, gate_taken_off)
+{
+    env e;
+    gate_log g = {.budget = 1};
+    setup(&e, lim(0, 0, 0, 0, 0));
+    rl_gate gate = {.ud = &g, .admit = g_admit, .done = g_done, .paused = g_paused};
+    rl_set_gate(e.rl, &gate);
+    for (int i = 0; i < 3; i++)
+        acq(&e, i, 0, 0);
+    drain(&e);
+    cr_assert(eq(int, e.n, 1));
+    /* without the gate the queue goes on at once; what the gate admitted
+     * no longer reports to it, nor to a gate set afterwards */
+    rl_set_gate(e.rl, NULL);
+    drain(&e);
+    cr_assert(eq(int, e.n, 3));
+    gate_log g2 = {.budget = 0};
+    rl_gate gate2 = {.ud = &g2, .admit = g_admit, .done = g_done, .paused = g_paused};
+    rl_set_gate(e.rl, &gate2);
+    rl_release(e.t[0], NULL);
+    rl_release(e.t[1], NULL);
+    cr_assert(eq(int, g.done_sent + g2.done_sent, 0));
+    rl_pause(e.rl, 10);
+    cr_assert(eq(int, g.paused, 0));
+    cr_assert(eq(int, g2.paused, 1));
+    teardown(&e);
+}
