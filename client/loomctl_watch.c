@@ -212,6 +212,10 @@ static void print_plain(const watch_state *st, const json_t *ev, const char *nam
         printf(" (%s)", str(ev, "kind"));
     if (strcmp(name, "step_batched") == 0 && str(ev, "provider"))
         printf(" to a batch of %s", str(ev, "provider"));
+    /* a step of a job another daemon runs (a PostgreSQL store), as recorded */
+    if (strcmp(name, "step_checkpointed") == 0)
+        printf(" %s on %s", str(ev, "key") ? str(ev, "key") : "?",
+               str(ev, "daemon") ? str(ev, "daemon") : "?");
     if (str(ev, "code"))
         printf(" code %s", str(ev, "code"));
     if (json_integer_value(json_object_get(ev, "attempt")) > 1)
@@ -302,6 +306,9 @@ static void on_event(json_t *ev, void *ud)
         count_call(st, node, ev, 1);
     } else if (strcmp(name, "step_retry") == 0) { /* the next attempt of a failed step */
         count_call(st, node, ev, 1);
+    } else if (strcmp(name, "step_checkpointed") == 0) { /* run by another daemon */
+        st->state = "running";
+        st->steps_done++;
     } else if (strcmp(name, "step_finished") == 0) {
         st->steps_done++;
         count_call(st, node, ev, -1);

@@ -28,7 +28,7 @@ static const char *const top_keys[] = { "socket", "socket_mode", "workflows", "p
                                         "max_response_bytes_in_flight", "tenants", "access",
                                         "pid_file",
                                         "tracing", "prices", "metrics",
-                                        "mcp",
+                                        "mcp", "cluster",
                                         NULL };
 static const char *const log_keys[] = { "level", "format", "payloads", "file", NULL };
 static const char *const limit_keys[] = { "rpm", "tpm", "input_tpm", "output_tpm", "concurrency",
@@ -69,6 +69,8 @@ config *config_default(void)
     c->workflows = strdup("./workflows");
     c->plugin_dirs = calloc(1, sizeof *c->plugin_dirs);
     c->state = strdup("./loom-state");
+    if (config_cluster_default(&c->cluster) < 0)
+        goto fail;
     c->log_level = LOOM_LOG_INFO;
     c->providers = calloc(1, sizeof *c->providers);
     if (!c->socket || !c->workflows || !c->plugin_dirs || !c->state || !c->providers)
@@ -105,6 +107,7 @@ void config_free(config *c)
     config_plugins_free(&c->plugin_configs);
     config_tracing_free(&c->tracing);
     config_metrics_free(&c->metrics);
+    config_cluster_free(&c->cluster);
     engine_prices_fini(&c->prices);
     config_access_free(&c->access);
     config_tenants_free(&c->tenants);
@@ -605,6 +608,8 @@ config *config_parse(const char *buf, size_t len, dsl_diags *diags)
         config_tracing_parse(diags, y, &c->tracing);
     if ((y = dsl_ymap_get(root, "metrics")))
         config_metrics_parse(diags, y, &c->metrics);
+    if ((y = dsl_ymap_get(root, "cluster")))
+        config_cluster_parse(diags, y, &c->cluster);
     /* tenants first: access rules name them */
     if ((y = dsl_ymap_get(root, "tenants")))
         config_tenants_parse(diags, y, &c->tenants);

@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "daemon/config_cluster.h"
 #include "daemon/config_isolate.h"
 #include "daemon/config_mcp.h"
 #include "daemon/config_plugins.h"
@@ -107,6 +108,7 @@ typedef struct config {
     config_tenants tenants;     /* tenants: weights and limits (config_tenants.h) */
     config_access access;       /* access: peers to tenants and roles (config_access.h) */
     config_mcp mcp;             /* mcp: MCP servers whose tools calls use (config_mcp.h) */
+    config_cluster cluster;     /* cluster: this daemon beside others on PostgreSQL (config_cluster.h) */
 } config;
 
 /* The defaults (new; free with config_free), or NULL when out of memory. */

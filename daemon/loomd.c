@@ -81,6 +81,8 @@ static void on_workflow_change(void *ud, wfdir *w, const wfdir_change *c)
                   json_pack("{s:s, s:s, s:s}", "workflow", c->name, "file", c->file, "version",
                             c->new_version->hash),
                   "workflow v%llu loaded", (unsigned long long)c->new_version->load);
+    if (c->new_version)
+        loomd_cluster_workflow(d, c->name, c->new_version->hash);
 }
 
 /* ---- stop and reload */
@@ -180,6 +182,7 @@ static void warn_restart_keys(loomd *d, const config *c)
         { !same_path(c->pid_file.path, o->pid_file.path), "pid_file" },
         { !same_path(c->metrics.listen, o->metrics.listen), "metrics.listen" },
         { !loomd_mcp_same(&c->mcp, &o->mcp), "mcp" },
+        { !loomd_cluster_same(&c->cluster, &o->cluster), "cluster" },
         /* stderr, once the log file took its place, cannot come back */
         { o->log_file.path && !c->log_file.path, "log.file" },
     };
@@ -365,10 +368,15 @@ static int start(loomd *d, bool check)
     store_options_t store_opts = { 0 };
     if (faults_env_new(d->r, &d->log, &store_opts, &d->test_faults) < 0)
         return -1;
+    loomd_store_options(d, &store_opts);
     if (!(d->store = store_open(d->cfg->state, d->r, &store_opts, err, sizeof err))) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "state: %s", err);
         return -1;
     }
+    if (loomd_local_state_prepare(d) < 0)
+        return -1;
+    if (loomd_limits_start(d) < 0) /* before any job runs: their calls share the limits */
+        return -1;
     if (faults_env_start(d->test_faults) < 0)
         return -1;
     if (loomd_cost_start(d) < 0) /* before any job runs: their calls count */
@@ -382,15 +390,19 @@ static int start(loomd *d, bool check)
                          .settled = jobs_settled };
     loomd_metrics_hooks(d, &hooks);
     loomd_batch_hooks(d, &hooks);
+    loomd_cluster_hooks(d, &hooks);
     if (jobs_init(&d->jobs, d->r, d->store, d->wf, &d->log, &hooks) < 0) {
         log_write(&d->log, LOOM_LOG_ERROR, NULL, "cannot start: %s", strerror(ENOMEM));
         return -1;
     }
     d->jobs_ready = true;
-    if (loomd_trace_start(d) < 0 || loomd_batch_start(d) < 0)
+    /* provider batches are this daemon's own: with a shared store its
+     * calls go direct (docs/scale-out.md) */
+    if (loomd_trace_start(d) < 0 || (!loomd_shared(d) && loomd_batch_start(d) < 0))
         return -1;
-    /* under the store's lock: one process at a time owns the file */
-    if (inflight_open(d->cfg->state, (unsigned)pool_nthreads(d->pool) + 1, &d->crashed, err,
+    /* under the store's lock: one process at a time owns the file (with a
+     * shared store: cluster.local_state, one daemon's own) */
+    if (inflight_open(loomd_local_state(d), (unsigned)pool_nthreads(d->pool) + 1, &d->crashed, err,
                       sizeof err) < 0)
         log_write(&d->log, LOOM_LOG_WARN, NULL,
                   "poison-job quarantine is off until the next start: %s", err);
@@ -419,6 +431,8 @@ static int start(loomd *d, bool check)
     }
     d->purge_timer = reactor_timer_add(d->r, 0, on_purge, d);
     if (jobs_resume(&d->jobs) < 0)
+        return -1;
+    if (loomd_cluster_start(d) < 0) /* after its own jobs: then others' */
         return -1;
     return loomd_batch_resume(d);
 }
@@ -455,6 +469,7 @@ static void stop(loomd *d)
     if (d->purge_timer)
         reactor_timer_cancel(d->r, d->purge_timer);
     loomd_metrics_stop_http(d);
+    loomd_cluster_stop(d); /* no more takeovers */
     if (d->jobs_ready)
         jobs_abandon(&d->jobs);
     loomd_batch_stop(d); /* before the store closes: it writes there */
@@ -469,6 +484,7 @@ static void stop(loomd *d)
         jobs_fini(&d->jobs);
     loomd_pidfile_stop(d); /* the socket is gone and every job is recorded */
     stop_workers(d);
+    loomd_limits_stop(d); /* before the generations: it holds their limiters */
     gen_free_all(d);
     loomd_metrics_free(d); /* after the store's thread and the engines, which record */
     loomd_cost_free(d); /* after the engines, which hold it */
@@ -555,8 +571,10 @@ int main(int argc, char **argv)
         stop(&d);
         return bad ? 1 : 0;
     }
+    char where[512]; /* a URI's password never reaches the log */
+    store_location_redact(d.cfg->state, where, sizeof where);
     log_write(&d.log, LOOM_LOG_INFO,
-              json_pack("{s:s, s:s, s:I, s:I}", "socket", d.cfg->socket, "state", d.cfg->state,
+              json_pack("{s:s, s:s, s:I, s:I}", "socket", d.cfg->socket, "state", where,
                         "workflows", (json_int_t)wfdir_count(d.wf), "resumed",
                         (json_int_t)(d.jobs.nqueue + d.jobs.nrunning)),
               "loomd %s ready", PACKAGE_VERSION);

@@ -52,6 +52,9 @@ typedef struct loomd {
     struct engine_ledger *ledger; /* tenants' spend and budgets, cost counters
                                      (loomd_cost.c); outlives generations */
     store_t *store;
+    struct cluster *cluster;   /* the other daemons of a shared store (loomd_cluster.c), or NULL */
+    struct loomd_limits *limits; /* the providers' limits shared with them (loomd_limits.c), or NULL */
+    char node[64];             /* this daemon's node name with a shared store */
     struct faults_env *test_faults; /* LOOM_TEST_STORE_FAULTS (tests only), else NULL */
     wfdir *wf;
     server_t *srv;
@@ -132,6 +135,42 @@ int loomd_metrics_text(loomd *d, sbuf *out);
  * that is stopping), then frees it all (after the store and the engines). */
 void loomd_metrics_stop_http(loomd *d);
 void loomd_metrics_free(loomd *d);
+
+/* ---- loomd_cluster.c: beside other daemons on a PostgreSQL store */
+/* Whether the store is (before it opens: the config's state names) a
+ * PostgreSQL store. */
+bool loomd_shared(const loomd *d);
+/* Whether A and B (`cluster` of two configs) are the same: read at start. */
+bool loomd_cluster_same(const config_cluster *a, const config_cluster *b);
+/* The directory of this daemon's own files (the in-flight crash record):
+ * the state directory, or cluster.local_state with a shared store. */
+const char *loomd_local_state(const loomd *d);
+/* Creates cluster.local_state (mode 0700) with a shared store. 0, or -1 logged. */
+int loomd_local_state_prepare(loomd *d);
+/* The store's node, lease and password file from the config. */
+void loomd_store_options(loomd *d, store_options_t *o);
+/* The jobs' publish hook with a shared store. */
+void loomd_cluster_hooks(loomd *d, jobs_hooks *h);
+/* Starts listening to the others (after the store opens). 0, or -1 logged. */
+int loomd_cluster_start(loomd *d);
+/* Tells the others this daemon loaded VERSION of NAME. */
+void loomd_cluster_workflow(loomd *d, const char *name, const char *version);
+/* ---- loomd_limits.c: the providers' limits shared through the store */
+/* With a shared store, once it is open: the shared limits, every
+ * generation's providers under them. 0, or -1 logged. */
+int loomd_limits_start(loomd *d);
+/* G, just made from CFG: its providers under the shared limits. */
+void loomd_limits_gen(loomd *d, lgen *g, const config *cfg);
+/* G is about to be freed: its providers' limiters taken off. */
+void loomd_limits_gen_gone(loomd *d, lgen *g);
+/* Before the generations are freed. */
+void loomd_limits_stop(loomd *d);
+/* `stats.cluster.limits` (new), null without a shared store. */
+json_t *loomd_limits_stats(loomd *d);
+/* `stats.cluster` (new), null without a shared store. */
+json_t *loomd_cluster_stats(loomd *d);
+/* Stops listening (before the store closes). */
+void loomd_cluster_stop(loomd *d);
 
 /* ---- loomd_ops.c */
 void ops_handle(server_conn_t *conn, json_t *req, void *ud);

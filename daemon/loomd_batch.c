@@ -122,6 +122,8 @@ static const engine_batch_ops ops = { .lookup = ops_lookup, .submit = ops_submit
 
 void loomd_batch_attach(loomd *d, engine_t *e)
 {
+    if (loomd_shared(d)) /* no batch manager: calls in batch mode go direct */
+        return;
     engine_set_batch(e, &ops, d);
 }
 

@@ -51,6 +51,7 @@ int gen_start(loomd *d, const config *cfg)
     engine_set_call_observer(g->eng, loomd_metrics_call, d);
     g->next = d->gens;
     d->gens = g;
+    loomd_limits_gen(d, g, cfg);
     return 0;
 }
 
@@ -62,6 +63,7 @@ void gen_collect(loomd *d)
         lgen *g = *p;
         if (g->jobs == 0) {
             *p = g->next;
+            loomd_limits_gen_gone(d, g);
             gen_free(g);
         } else {
             p = &g->next;
@@ -74,6 +76,7 @@ void gen_free_all(loomd *d)
     while (d->gens) {
         lgen *g = d->gens;
         d->gens = g->next;
+        loomd_limits_gen_gone(d, g);
         gen_free(g);
     }
 }

@@ -467,6 +467,13 @@ json_t *loomd_stats(loomd *d)
     /* provider batches: {batches, lines, uploads, polls, errors} (daemon/batch) */
     if (o)
         json_object_set_new(o, "batch", loomd_batch_stats(d));
+    /* a shared store: {node, lease_ms, connected, notifications, polls, claims, ...} */
+    if (o)
+        json_object_set_new(o, "cluster", loomd_cluster_stats(d));
+    /* ... and its shared provider limits: {connected, leases, returns, denied, calls} */
+    json_t *cs = o ? json_object_get(o, "cluster") : NULL;
+    if (json_is_object(cs))
+        json_object_set_new(cs, "limits", loomd_limits_stats(d));
     return o;
 }
 

@@ -5,8 +5,12 @@
  * owner is gone.
  *
  * A poll runs on a timer every poll_ms and, coalesced into one pending
- * run, whenever something may have changed: a job of another daemon queued
- * or ended, the connection back, cluster_kick. */
+ * run, when the connection comes back and on cluster_kick. Notifications
+ * do not poll: each says what changed, and its hook acts on it. A claim per
+ * notification would cost the store a transaction for each job any daemon
+ * starts or ends, while the jobs a claim looks for (a dead owner's) appear
+ * only as leases expire, which no notification announces: the timer finds
+ * them within poll_ms of their expiry. */
 #include "daemon/cluster/cluster.h"
 
 #include <errno.h>
@@ -169,19 +173,15 @@ static bool cluster_dispatch(cluster_t *c, char *p)
     if (two && strcmp(kind, "step") != 0 && strcmp(kind, "signal") != 0 && strchr(a2, ' '))
         return false;
     const cluster_hooks *h = &c->h;
-    bool kick = false;
     if (strcmp(kind, "new") == 0) {
         if (h->job_new)
             h->job_new(h->ud, node, a1);
-        kick = true;
     } else if (strcmp(kind, "queued") == 0) {
         if (h->job_queued)
             h->job_queued(h->ud, node, a1);
-        kick = true;
     } else if (strcmp(kind, "waiting") == 0) {
         if (h->job_waiting)
             h->job_waiting(h->ud, node, a1);
-        kick = true;
     } else if (strcmp(kind, "cancel") == 0) {
         if (h->job_cancel)
             h->job_cancel(h->ud, node, a1);
@@ -191,7 +191,6 @@ static bool cluster_dispatch(cluster_t *c, char *p)
     } else if (strcmp(kind, "end") == 0) {
         if (h->job_end)
             h->job_end(h->ud, node, a1, a2);
-        kick = true;
     } else if (strcmp(kind, "signal") == 0) {
         if (h->job_signal)
             h->job_signal(h->ud, node, a1, a2);
@@ -202,8 +201,6 @@ static bool cluster_dispatch(cluster_t *c, char *p)
         return false;
     }
     c->stats.notifications++;
-    if (kick)
-        cluster_kick(c);
     return true;
 }
 

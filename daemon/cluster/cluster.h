@@ -11,10 +11,10 @@
  * Must never call: jobs, the engine, loomd: what it learns goes up through
  * cluster_hooks, so the daemon's top decides what a job does with it.
  *
- * Timing: every POLL_MS (default lease_ms / 2, at most 1000) and whenever a
- * "new", "queued", "end" or "waiting" notification arrives from another
- * daemon (coalesced: at most one poll pending), or the
- * connection comes back, hooks.poll runs (the safety net: the daemon checks
+ * Timing: every POLL_MS (default lease_ms / 2, at most 1000), when the
+ * connection comes back and on cluster_kick (coalesced: at most one poll
+ * pending; notifications never poll: their hooks act on them),
+ * hooks.poll runs (the safety net: the daemon checks
  * its remote waiters against the store) and, when hooks.capacity says there
  * is room, store_claim_jobs takes over jobs whose owners are gone; what it
  * claims goes to hooks.claimed. Claims never overlap: one is in flight at

@@ -158,6 +158,16 @@ static void on_finished(void *ud, const store_result_t *res)
 {
     ljob *j = ud;
     jobs_t *js = j->js;
+    if (res->status == -ESTALE) { /* another daemon runs it now: its end comes from there */
+        if (!j->gone)
+            log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", j->id),
+                      "the end of a job was not recorded: %s", res->error);
+        j->gone = true;
+        jobs_hand_off(js, j);
+        job_free(js, j);
+        js->hooks.settled(js->hooks.ud);
+        return;
+    }
     if ((res->status == -E2BIG || res->status == -EINVAL) && !j->end_rejected) {
         log_write(js->log, LOOM_LOG_ERROR, json_pack("{s:s}", "job", j->id),
                   "the store refused the end of a job because of its data (%s): the job ends "
@@ -301,6 +311,16 @@ static void on_trace(void *ud, const engine_trace *t)
 static void on_checkpointed(void *ud, const store_result_t *res)
 {
     jobs_t *js = ud;
+    ljob *j = res->job_id ? jobs_find(js, res->job_id) : NULL;
+    if ((res->status == -ESTALE || res->status == -EALREADY) && j) {
+        /* a shared store: another daemon took the job over, or ended it */
+        char id[STORE_ID_SIZE];
+        snprintf(id, sizeof id, "%s", j->id);
+        jobs_lease_lost(js, j, res->error);
+        if (res->status == -EALREADY)
+            jobs_bwait_end(js, id);
+        return;
+    }
     if (res->status < 0)
         log_write(js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", res->job_id ? res->job_id : "?"),
                   "a checkpoint was not stored, so its step runs again if the job resumes: %s",
@@ -373,9 +393,13 @@ static void on_job_done(engine_job_t *ej, void *ud)
     jobs_t *js = j->js;
     running_del(js, j);
     j->ej = NULL;
-    if (js->hard_stop) {
+    if (js->hard_stop || j->gone) {
         /* abandoned at shutdown: the store still says running, so it
-         * resumes from its checkpoints at the next start */
+         * resumes from its checkpoints at the next start (or, with a
+         * shared store, at once on another daemon); or GONE: another
+         * daemon runs it now (jobs_cluster.c) */
+        if (js->hard_stop && !j->gone && store_shared(js->store))
+            (void)store_release_job(js->store, j->id, NULL, NULL);
         job_free(js, j);
         js->hooks.settled(js->hooks.ud);
         return;
@@ -716,6 +740,9 @@ void jobs_cancel(jobs_t *js, server_conn_t *conn, json_t *id, const char *job)
             server_reply_error(conn, id, "not_found", "no job %s", job);
         else if (st && strcmp(st, "waiting") == 0)
             jobs_cancel_waiting(js, conn, id, obj);
+        else if (st && store_shared(js->store) &&
+                 (strcmp(st, "queued") == 0 || strcmp(st, "running") == 0))
+            jobs_cancel_elsewhere(js, conn, id, job); /* another daemon runs it */
         else
             server_reply(conn, id, json_pack("{s:s, s:O}", "job", job, "state",
                                              json_object_get(obj, "state")));
@@ -866,7 +893,13 @@ void jobs_abandon(jobs_t *js)
         jobs_tenant *t = LIST_OWNER(js->active.next, jobs_tenant, turn);
         ljob *j = t->queue[0];
         jobs_queue_remove(js, j);
+        if (store_shared(js->store)) /* another daemon may run it now */
+            (void)store_release_job(js->store, j->id, NULL, NULL);
         job_free(js, j);
+    }
+    if (js->rearm_timer) {
+        reactor_timer_cancel(js->r, js->rearm_timer);
+        js->rearm_timer = NULL;
     }
 }
 
@@ -909,6 +942,7 @@ void jobs_fini(jobs_t *js)
     jobs_abandon(js);
     jobs_release_held_waits(js, NULL);
     jobs_bwait_drop(js, NULL);
+    jobs_rsub_drop(js, NULL);
     for (size_t i = 0; i < js->table_size; i++)
         while (js->table[i])
             job_free(js, js->table[i]); /* ending jobs whose store write never came back */

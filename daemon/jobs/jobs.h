@@ -62,6 +62,10 @@ typedef struct jobs_hooks {
      * borrowed): a wait that can already end (a batch line that is done)
      * is woken from here (jobs_wake_batch). */
     void (*parked)(void *ud, const char *job, const json_t *waits);
+    /* Optional, with a shared store (jobs_cluster.c): tells the other
+     * daemons KIND ARGS ("cancel JOB": a job one of them runs was cancelled
+     * here). Best effort. */
+    void (*publish)(void *ud, const char *kind, const char *args);
 } jobs_hooks;
 
 enum { LJ_QUEUED, LJ_RUNNING, LJ_ENDING };
@@ -117,6 +121,9 @@ struct ljob {
     double budget_usd;         /* what its provider calls may cost at most */
     json_t *prev_waits;        /* owned: the waits it had when a signal or deadline
                                   woke it (jobs_wait.c), or NULL */
+    bool gone;                 /* shared store: another daemon runs it now (its lease
+                                  was lost) or ended it; it leaves unrecorded and its
+                                  waiters wait for the end elsewhere (jobs_cluster.c) */
 };
 
 /* The counters of `stats` (the ends: as committed to the store). */
@@ -170,6 +177,9 @@ struct jobs {
     struct jobs_bwait *bwaits;
     /* waiting jobs (jobs_wait.c): one timer for the earliest deadline */
     reactor_timer_t *wait_timer;
+    /* `events` subscribers of jobs another daemon runs (jobs_cluster.c) */
+    struct jobs_rsub *rsubs;
+    reactor_timer_t *rearm_timer; /* a coalesced jobs_waits_arm after another daemon parked */
 };
 
 /* Whether every wait of WAITS (a job object's, borrowed) is a provider
@@ -275,6 +285,37 @@ void jobs_abandon(jobs_t *js);
 /* Whether no job is running or being recorded (only queued ones, if any). */
 bool jobs_idle(const jobs_t *js);
 void jobs_counts_get(const jobs_t *js, jobs_counts *out);
+
+/* ---- jobs_cluster.c: beside other daemons on a shared (PostgreSQL) store.
+ * Each is called by the daemon's top with what daemon/cluster learnt. */
+/* How many more jobs this daemon would take over now: at most
+ * max_running a claim, within max_queued; 0 while stopping. */
+size_t jobs_capacity(const jobs_t *js);
+/* Jobs this daemon claimed (store job objects, borrowed): each is loaded
+ * from its checkpoints, as at a restart, and queued; waits and
+ * subscriptions kept here for them move to them. */
+void jobs_adopt(jobs_t *js, const json_t *jobs);
+/* Another daemon (NODE) checkpointed step KEY of JOB, or ended it (STATE):
+ * the subscribers and waits kept here for it are told. */
+void jobs_remote_step(jobs_t *js, const char *node, const char *job, const char *key);
+void jobs_remote_end(jobs_t *js, const char *job);
+/* JOB was cancelled by another daemon: if it runs here, it stops now. */
+void jobs_remote_cancel(jobs_t *js, const char *job);
+/* Another daemon parked a job: its deadline is watched here too. */
+void jobs_remote_parked(jobs_t *js);
+/* The safety net beside notifications: every wait and subscription kept
+ * for a job run elsewhere is checked against the store. */
+void jobs_remote_poll(jobs_t *js);
+/* J's lease is lost (-ESTALE) or it ended elsewhere (-EALREADY): it stops
+ * here without recording anything; its waiters wait for its end elsewhere. */
+void jobs_lease_lost(jobs_t *js, ljob *j, const char *why);
+/* Keeps CONN's `events` subscription to JOB (run elsewhere): 0 or -ENOMEM. */
+int jobs_rsub_add(jobs_t *js, server_conn_t *conn, const char *job);
+/* Drops CONN's (every one when NULL) subscriptions to jobs run elsewhere. */
+void jobs_rsub_drop(jobs_t *js, server_conn_t *conn);
+/* Moves J's waiters to waits kept by id (jobs_bwait.c) until its end
+ * elsewhere, and its subscribers to subscriptions by id. */
+void jobs_hand_off(jobs_t *js, ljob *j);
 
 /* ---- jobs_queue.c: the table by id and the tenants' queues */
 int jobs_table_grow(jobs_t *js);

@@ -8,7 +8,11 @@
  * person) but kept here, by job id, with its deadline, and handed back to
  * the job as an ordinary waiter when it is woken; a park again (a later
  * batch) brings it back here. A wait whose time runs out while the job is
- * parked is answered from the store, as a timed-out wait is. */
+ * parked is answered from the store, as a timed-out wait is.
+ *
+ * With a shared store the same keeps waits (and cancels) for jobs another
+ * daemon runs (jobs_cluster.c): they are answered when its end is
+ * announced or found by the poll, or handed to the job if it comes here. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +25,7 @@ struct jobs_bwait {
     jobs_t *js;
     server_conn_t *conn;       /* reference */
     json_t *id;                /* the request's id (reference) or NULL */
-    int kind;                  /* W_WAIT or W_SUBMIT */
+    int kind;                  /* W_WAIT, W_SUBMIT or W_CANCEL */
     uint64_t deadline_us;      /* reactor clock; 0: none */
     reactor_timer_t *timer;
     char job[STORE_ID_SIZE];
@@ -45,6 +49,26 @@ static void bwait_free(struct jobs_bwait *b)
     free(b);
 }
 
+/* Answers B (unlinked) from OBJ (borrowed; NULL: unreadable) and frees
+ * it: the same bodies as jobs_waiter_answer. */
+static void bwait_answer(struct jobs_bwait *b, json_t *obj, bool timed_out)
+{
+    json_t *state = json_object_get(obj, "state");
+    if (!obj)
+        server_reply_error(b->conn, b->id, "store_error", "the job could not be read back");
+    else if (b->kind == W_CANCEL)
+        server_reply(b->conn, b->id, json_pack("{s:s, s:O}", "job", b->job, "state", state));
+    else if (b->kind == W_SUBMIT && timed_out)
+        server_reply(b->conn, b->id,
+                     json_pack("{s:s, s:O, s:b}", "job", b->job, "state", state, "timed_out", 1));
+    else if (b->kind == W_SUBMIT)
+        server_reply(b->conn, b->id, json_pack("{s:s, s:O, s:O, s:b}", "job", b->job, "state",
+                                               state, "result", obj, "timed_out", 0));
+    else
+        server_reply(b->conn, b->id, json_pack("{s:O, s:b}", "job", obj, "timed_out", timed_out));
+    bwait_free(b);
+}
+
 static void on_bwait_timeout(reactor_t *r, reactor_timer_t *t, void *ud)
 {
     struct jobs_bwait *b = ud;
@@ -53,16 +77,62 @@ static void on_bwait_timeout(reactor_t *r, reactor_timer_t *t, void *ud)
     b->timer = NULL;
     bwait_unlink(b->js, b);
     json_t *obj = jobs_job_object(b->js, b->job);
-    if (!obj)
-        server_reply_error(b->conn, b->id, "store_error", "the job could not be read back");
-    else if (b->kind == W_SUBMIT)
-        server_reply(b->conn, b->id,
-                     json_pack("{s:s, s:O, s:b}", "job", b->job, "state",
-                               json_object_get(obj, "state"), "timed_out", 1));
-    else
-        server_reply(b->conn, b->id, json_pack("{s:O, s:b}", "job", obj, "timed_out", 1));
+    bwait_answer(b, obj, true);
     json_decref(obj);
-    bwait_free(b);
+}
+
+static bool bwait_state_over(const json_t *obj)
+{
+    const char *st = json_string_value(json_object_get(obj, "state"));
+    return st && (strcmp(st, "succeeded") == 0 || strcmp(st, "failed") == 0 ||
+                  strcmp(st, "cancelled") == 0);
+}
+
+void jobs_bwait_end(jobs_t *js, const char *job)
+{
+    struct jobs_bwait **p = &js->bwaits;
+    json_t *obj = NULL;
+    bool read = false;
+    while (*p) {
+        struct jobs_bwait *b = *p;
+        if (strcmp(b->job, job) != 0) {
+            p = &b->next;
+            continue;
+        }
+        if (!read) { /* once per job, and only when someone waits for it */
+            obj = jobs_job_object(js, job);
+            read = true;
+            if (obj && !bwait_state_over(obj))
+                break; /* not over (the notice was older than a retry): keep them */
+        }
+        *p = b->next;
+        bwait_answer(b, obj, false);
+    }
+    json_decref(obj);
+}
+
+void jobs_bwait_poll(jobs_t *js)
+{
+    /* each job once per pass: answered ones leave the list, so restart
+     * from the head after each, skipping jobs already checked */
+    char seen[64][STORE_ID_SIZE];
+    size_t nseen = 0;
+    for (struct jobs_bwait *b = js->bwaits; b;) {
+        bool done = false;
+        for (size_t i = 0; i < nseen && !done; i++)
+            done = strcmp(seen[i], b->job) == 0;
+        if (done || jobs_find(js, b->job)) {
+            b = b->next;
+            continue;
+        }
+        if (nseen == sizeof seen / sizeof seen[0])
+            break; /* the rest at the next poll */
+        snprintf(seen[nseen++], STORE_ID_SIZE, "%s", b->job);
+        char job[STORE_ID_SIZE];
+        snprintf(job, sizeof job, "%s", b->job);
+        jobs_bwait_end(js, job);
+        b = js->bwaits;
+    }
 }
 
 bool jobs_only_batch_waits(const json_t *waits)

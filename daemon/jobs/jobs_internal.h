@@ -50,6 +50,11 @@ void jobs_bwait_take(jobs_t *js, ljob *j);
 /* Drops the waits of CONN (closed); CONN NULL: every one, answered
  * shutting_down (the daemon stops). */
 void jobs_bwait_drop(jobs_t *js, server_conn_t *conn);
+/* Answers the waits kept for JOB from the store if it is over there. */
+void jobs_bwait_end(jobs_t *js, const char *job);
+/* jobs_bwait_end for every job with kept waits that is not live here (at
+ * most 64 jobs a call; the poll runs again). */
+void jobs_bwait_poll(jobs_t *js);
 
 /* A subscriber to every job of one tenant. */
 struct jobs_tenant_sub {
@@ -66,6 +71,11 @@ void jobs_park(jobs_t *js, ljob *j, json_t *waits);
 /* Cancels the waiting (not live) job OBJ (a stored job object, borrowed),
  * answering ID on CONN. */
 void jobs_cancel_waiting(jobs_t *js, server_conn_t *conn, json_t *id, const json_t *obj);
+/* jobs_cluster.c: cancels JOB, queued or running on another daemon of a
+ * shared store: its end is recorded here (the store does not fence a
+ * cancel), that daemon is told to stop it, and ID on CONN is answered
+ * once the end is on disk. */
+void jobs_cancel_elsewhere(jobs_t *js, server_conn_t *conn, json_t *id, const char *job);
 /* jobs.c: frees J, which is in no queue and not running. */
 void jobs_forget(jobs_t *js, ljob *j);
 

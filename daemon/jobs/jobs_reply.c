@@ -222,6 +222,16 @@ void jobs_wait(jobs_t *js, server_conn_t *conn, json_t *id, const char *job, dou
         json_decref(obj);
         return;
     }
+    /* run by another daemon on a shared store: its end is announced */
+    if (unfinished && store_shared(js->store)) {
+        uint64_t deadline = timeout_s >= 0
+                                ? reactor_now_us(js->r) + (uint64_t)(timeout_s * 1e6)
+                                : 0;
+        if (jobs_bwait_add(js, conn, id, job, as_submit ? W_SUBMIT : W_WAIT, deadline) < 0)
+            server_reply_error(conn, id, "internal", "out of memory");
+        json_decref(obj);
+        return;
+    }
     /* not live here yet not over: nothing in this daemon will end it */
     if (unfinished) {
         server_reply_error(conn, id, "store_error",
@@ -269,6 +279,18 @@ void jobs_subscribe(jobs_t *js, server_conn_t *conn, json_t *id, const char *job
                 server_reply_error(conn, id, "not_found", "no job %s", job);
                 return;
             }
+            const char *st = json_string_value(json_object_get(obj, "state"));
+            if (store_shared(js->store) && st &&
+                (strcmp(st, "queued") == 0 || strcmp(st, "running") == 0 ||
+                 strcmp(st, "waiting") == 0)) {
+                /* run (or parked) elsewhere: its steps and end come as announced */
+                json_decref(obj);
+                if (jobs_rsub_add(js, conn, job) < 0)
+                    server_reply_error(conn, id, "internal", "out of memory");
+                else
+                    server_reply(conn, id, json_pack("{s:b, s:b}", "subscribed", 1, "remote", 1));
+                return;
+            }
             /* already over: say so, as the stream would have */
             server_reply(conn, id, json_pack("{s:b}", "subscribed", 1));
             json_t *ev = json_pack("{s:s, s:s, s:O, s:I}", "event", "job_finished", "job", job,
@@ -295,6 +317,7 @@ void jobs_conn_closed(jobs_t *js, server_conn_t *conn)
     jobs_subs_drop(js->subs, &js->nsubs, conn);
     jobs_tsubs_drop(js, conn);
     jobs_bwait_drop(js, conn);
+    jobs_rsub_drop(js, conn);
     for (size_t i = 0; i < js->table_size; i++)
         for (ljob *j = js->table[i]; j; j = j->hnext) {
             jobs_subs_drop(j->subs, &j->nsubs, conn);

@@ -989,3 +989,8 @@ const char *upstream_name(const upstream_t *u)
 {
     return u->name;
 }
+
+rl_t *upstream_limiter(upstream_t *u)
+{
+    return u->rl;
+}

@@ -279,6 +279,9 @@ void upstream_stats(const upstream_t *u, upstream_stats_t *out);
  * request (embeddings on a provider with native batching). */
 bool upstream_coalesces(const upstream_t *u, loom_call_kind kind);
 const char *upstream_name(const upstream_t *u);
+/* U's rate limiter (borrowed: U owns it), for a gate shared with other
+ * daemons (daemon/cluster/cluster_limits.h). */
+rl_t *upstream_limiter(upstream_t *u);
 
 /* The server's rate-limit headers (OpenAI x-ratelimit-*, Anthropic
  * anthropic-ratelimit-*) applied to RL through rl_sync. NOW_UNIX is the

@@ -22,6 +22,7 @@ daemon/mcp: common/ daemon/core/
 daemon/engine: common/ loom/ dsl/ daemon/core/ daemon/plugins/ daemon/upstream/ daemon/isolate/ daemon/trace/
 daemon/store: common/ daemon/core/
 daemon/batch: common/ loom/ daemon/core/ daemon/upstream/ daemon/store/
+daemon/cluster: common/ loom/ daemon/core/ daemon/store/ daemon/upstream/
 daemon/metrics: common/ daemon/core/
 daemon/server: common/ loom/ daemon/core/
 daemon/wfdir: common/ dsl/ daemon/core/
