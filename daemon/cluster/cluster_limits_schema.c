@@ -51,6 +51,10 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     " charged_tok_us bigint NOT NULL DEFAULT 0,"
     " charged_in_us bigint NOT NULL DEFAULT 0,"
     " charged_out_us bigint NOT NULL DEFAULT 0,"
+    " mark_cur bigint[] NOT NULL DEFAULT '{0,0,0,0}',"
+    " max_cur bigint[] NOT NULL DEFAULT '{-4611686018427387904,-4611686018427387904,-4611686018427387904,-4611686018427387904}',"
+    " mark_prev bigint[] NOT NULL DEFAULT '{0,0,0,0}',"
+    " max_prev bigint[] NOT NULL DEFAULT '{-4611686018427387904,-4611686018427387904,-4611686018427387904,-4611686018427387904}',"
     " paused_until_ms bigint NOT NULL DEFAULT 0,"
     " pause_why text);"
     "CREATE TABLE loom_rl_slots ("
@@ -62,16 +66,26 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     /* Why the refund floor. A refund of U at time R for a lease granted
      * earlier would be exact if the bucket had never been clamped to "full"
      * (tat < now) in between; it may have been, had those units not been
-     * charged, and then tat - U gives back more than was really held. The
+     * charged, and then tat - U gives back more than was really held. A
+     * GCRA's state is max over its charges k of (t_k + the charges from k
+     * on), t_k the time it was charged as of (a deferred lease's start). The
      * state without the units is max(X, Y), the state with them max(X + U,
-     * Y), where Y is the GCRA over the charges made after the lease alone:
-     * Y <= now + (the budget charged since the lease) = now + (charged -
-     * RET_C0) -- plus DEFER_US, a deferred lease being charged as of its
-     * start. So max(tat - U, now + DEFER_US + charged - RET_C0) never
-     * undercounts.
-     * Under load the bucket runs a full tolerance ahead of now and a window's
-     * charges are a window long, so returns at a window's end go through;
-     * with little demand they may be cut, which costs nothing then. */
+     * Y), where Y is that max over the charges made after the lease alone.
+     * With C the running sum of charges (charged_*_us) and M_k = t_k - C
+     * just before k, each term is C_now + M_k, so Y = C_now + max M_k over
+     * the charges after the lease (those with C before them >= RET_C0, the
+     * sum just after the lease). The bucket keeps max M per epoch of one
+     * second of charges, for the current epoch and the one before
+     * (mark_*: C where the epoch began): a RET_C0 within them bounds Y by
+     * C_now + the max of the epochs from RET_C0's on (a superset of the
+     * charges after the lease: never lower). Older than that, Y <= now +
+     * DEFER_US + (C_now - RET_C0) (every t_k is at most now + DEFER_US).
+     * So max(tat - U, that bound) never undercounts. Under load each charge
+     * is made about a tolerance after the state it fits under, M_k runs
+     * that much below the busy period's first, and a return or a refund of
+     * up to the tolerance less the lease goes through; an epoch holding a
+     * charge into a full bucket (the case that needs the floor) keeps
+     * refunds of its leases back. */
     "CREATE FUNCTION loom_rl_lease(p_provider text, p_node text, p_limits bigint[],"
     " p_want_n bigint, p_cost bigint[], p_ret bigint[], p_ret_c0 bigint[], p_extra bigint[],"
     " p_slots bigint, p_inflight bigint, p_pause_ms bigint, p_why text, p_window_us bigint, p_slack_us bigint,"
@@ -84,6 +98,8 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     " tats bigint[]; chs bigint[]; per bigint[] := ARRAY[0,0,0,0]::bigint[];"
     " lim bigint; room bigint; k bigint; back bigint; w bigint; others bigint; i int;"
     " active bigint; fair bigint; starved bigint;"
+    " mc bigint[]; xc bigint[]; mp bigint[]; xp bigint[]; yb bigint;"
+    " neg CONSTANT bigint := -4611686018427387904; epoch CONSTANT bigint := 1000000;"
     " now_ms bigint;"
     "BEGIN"
     " now_us := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;"
@@ -92,6 +108,7 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     " SELECT * INTO b FROM loom_rl_bucket WHERE provider = p_provider FOR UPDATE;"
     " tats := ARRAY[b.tat_req_us, b.tat_tok_us, b.tat_in_us, b.tat_out_us];"
     " chs := ARRAY[b.charged_req_us, b.charged_tok_us, b.charged_in_us, b.charged_out_us];"
+    " mc := b.mark_cur; xc := b.max_cur; mp := b.mark_prev; xp := b.max_prev;"
     " granted := greatest(p_want_n, 0);"
     " wait_us := 0;"
     " FOR i IN 1..4 LOOP"
@@ -99,13 +116,23 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     "  CONTINUE WHEN lim IS NULL OR lim <= 0;"
     "  IF p_extra[i] > 0 THEN"
     "   back := ceil(p_extra[i]::numeric * 60000000 / lim)::bigint;"
+    "   IF chs[i] - mc[i] >= epoch THEN"
+    "    mp[i] := mc[i]; xp[i] := xc[i]; mc[i] := chs[i]; xc[i] := neg;"
+    "   END IF;"
+    "   xc[i] := greatest(xc[i], now_us - chs[i]);"
     "   tats[i] := greatest(tats[i], now_us) + back;"
     "   chs[i] := chs[i] + back;"
     "  END IF;"
     "  IF p_ret[i] > 0 THEN"
     "   back := floor(p_ret[i]::numeric * 60000000 / lim)::bigint;"
-    "   tats[i] := greatest(now_us, least(tats[i],"
-    "                greatest(tats[i] - back, now_us + p_defer_us + chs[i] - p_ret_c0[i])));"
+    "   IF p_ret_c0[i] >= mc[i] THEN"
+    "    yb := chs[i] + xc[i];"
+    "   ELSIF p_ret_c0[i] >= mp[i] THEN"
+    "    yb := chs[i] + greatest(xp[i], xc[i]);"
+    "   ELSE"
+    "    yb := now_us + p_defer_us + chs[i] - p_ret_c0[i];"
+    "   END IF;"
+    "   tats[i] := greatest(now_us, least(tats[i], greatest(tats[i] - back, yb)));"
     "  END IF;"
     "  IF p_cost[i] > 0 THEN"
     "   per[i] := ceil(p_cost[i]::numeric * 60000000 / lim)::bigint;"
@@ -143,6 +170,10 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     " IF granted > 0 THEN"
     "  FOR i IN 1..4 LOOP"
     "   IF per[i] > 0 THEN"
+    "    IF chs[i] - mc[i] >= epoch THEN"
+    "     mp[i] := mc[i]; xp[i] := xc[i]; mc[i] := chs[i]; xc[i] := neg;"
+    "    END IF;"
+    "    xc[i] := greatest(xc[i], now_us + start_us - chs[i]);"
     "    tats[i] := greatest(tats[i], now_us + start_us) + granted * per[i];"
     "    chs[i] := chs[i] + granted * per[i];"
     "   END IF;"
@@ -154,7 +185,8 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     " UPDATE loom_rl_bucket SET tat_req_us = tats[1], tat_tok_us = tats[2],"
     "  tat_in_us = tats[3], tat_out_us = tats[4], charged_req_us = chs[1],"
     "  charged_tok_us = chs[2], charged_in_us = chs[3], charged_out_us = chs[4],"
-    "  paused_until_ms = b.paused_until_ms, pause_why = b.pause_why"
+    "  paused_until_ms = b.paused_until_ms, pause_why = b.pause_why,"
+    "  mark_cur = mc, max_cur = xc, mark_prev = mp, max_prev = xp"
     "  WHERE provider = p_provider;"
     " slots := 0; fill := 0;"
     " IF p_limits[5] > 0 THEN"

@@ -64,6 +64,8 @@ struct world {
     node n[NNODES];
     /* how a granted call ends: 0: released at once; else after HOLD_US */
     uint64_t hold_us;
+    /* what a call really used (NULL: its estimate, 10 + 10 tokens) */
+    const rl_usage *usage;
     int64_t running, max_running; /* over the three nodes */
     int64_t depth;                /* calls each node keeps asked for */
     bool stop;
@@ -85,7 +87,7 @@ static void end_call(reactor_t *r, reactor_timer_t *tm, void *ud)
     call *c = ud;
     c->n->running--;
     c->n->w->running--;
-    rl_release(c->t, NULL);
+    rl_release(c->t, c->n->w->usage);
     free(c);
 }
 
@@ -306,6 +308,49 @@ Test(cluster_limits, rate_holds_across_three_nodes, .timeout = 120)
               per_s * span_s);
     for (int i = 0; i < NNODES; i++)
         cr_assert(w.n[i].nadm > 0, "n%d got nothing", i + 1);
+    free(a);
+    world_free(&w);
+}
+
+/* Tokens: tpm 60,000 is 1,000 tokens a second; a call is estimated at 20
+ * (10 in, 10 out) and really uses 10 (5 + 5), which is what the provider
+ * counts. Charged by the estimate, the three nodes make at most 50 calls a
+ * second (plus a burst), the bucket giving back what the calls did not use
+ * only as far as its floor allows (cluster_limits_schema.c); the provider
+ * must never see more tokens than a 1 s GCRA at 1,000 a second allows, nor
+ * more requests than rpm (6,000: never binding here), and the calls are at
+ * least 97% of what the estimates allow. */
+Test(cluster_limits, tokens_hold_across_three_nodes, .timeout = 120)
+{
+    rl_limits lim = {.rpm = 6000, .tpm = 60000};
+    static const rl_usage used = {.input_tokens = 5, .output_tokens = 5};
+    world w;
+    world_init(&w, &lim, 50);
+    w.usage = &used;
+    uint64_t t0 = now_us();
+    run_until(&w, t0 + 10000000, all_connected);
+    cr_assert(all_connected(&w));
+    const uint64_t RUN_US = 10000000;
+    uint64_t start = now_us();
+    for (int i = 0; i < NNODES; i++)
+        ask(&w.n[i]);
+    run_until(&w, start + RUN_US, NULL);
+    uint64_t end = now_us();
+    w.stop = true;
+    uint64_t *a;
+    size_t n = merged(&w, &a);
+    double span_s = (double)(end - start) / 1e6;
+    double est_per_s = (double)lim.tpm / 60.0 / 20.0, real_per_s = (double)lim.tpm / 60.0 / 10.0;
+    /* 10 real tokens a call: the token GCRA is one of calls at tpm / 10 */
+    size_t refused_tok = gcra_refusals(a, n, lim.tpm / 10, 1000000);
+    size_t refused_req = gcra_refusals(a, n, lim.rpm, 1000000);
+    fprintf(stderr, "tokens: %zu calls in %.2f s (%.1f/s; %.0f/s by the estimates, %.0f/s by "
+            "the real use); refused by the provider's token GCRA %zu, request GCRA %zu\n",
+            n, span_s, (double)n / span_s, est_per_s, real_per_s, refused_tok, refused_req);
+    cr_assert_eq(refused_tok, 0, "%zu calls over the tokens a 1 s GCRA allows", refused_tok);
+    cr_assert_eq(refused_req, 0, "%zu calls over the requests a 1 s GCRA allows", refused_req);
+    cr_assert((double)n >= 0.97 * est_per_s * span_s, "%zu calls, under 97%% of %.0f", n,
+              est_per_s * span_s);
     free(a);
     world_free(&w);
 }
