@@ -63,29 +63,30 @@ const char CLUSTER_LIMITS_SCHEMA[] =
     " slots bigint NOT NULL,"
     " expires_ms bigint NOT NULL,"
     " PRIMARY KEY (provider, node));"
-    /* Why the refund floor. A refund of U at time R for a lease granted
-     * earlier would be exact if the bucket had never been clamped to "full"
-     * (tat < now) in between; it may have been, had those units not been
-     * charged, and then tat - U gives back more than was really held. A
-     * GCRA's state is max over its charges k of (t_k + the charges from k
-     * on), t_k the time it was charged as of (a deferred lease's start). The
-     * state without the units is max(X, Y), the state with them max(X + U,
-     * Y), where Y is that max over the charges made after the lease alone.
-     * With C the running sum of charges (charged_*_us) and M_k = t_k - C
-     * just before k, each term is C_now + M_k, so Y = C_now + max M_k over
-     * the charges after the lease (those with C before them >= RET_C0, the
-     * sum just after the lease). The bucket keeps max M per epoch of one
-     * second of charges, for the current epoch and the one before
-     * (mark_*: C where the epoch began): a RET_C0 within them bounds Y by
-     * C_now + the max of the epochs from RET_C0's on (a superset of the
-     * charges after the lease: never lower). Older than that, Y <= now +
-     * DEFER_US + (C_now - RET_C0) (every t_k is at most now + DEFER_US).
-     * So max(tat - U, that bound) never undercounts. Under load each charge
-     * is made about a tolerance after the state it fits under, M_k runs
-     * that much below the busy period's first, and a return or a refund of
-     * up to the tolerance less the lease goes through; an epoch holding a
-     * charge into a full bucket (the case that needs the floor) keeps
-     * refunds of its leases back. */
+    /* Why the refund floor. What must hold is tat >= E, E the GCRA state of
+     * the units charged and not given back so far: a GCRA's state is the
+     * max over its charges k of (t_k + the units from k on), t_k the time a
+     * charge was made as of (a deferred lease's start). Then every grant
+     * fits under E too, whatever is given back later. Giving back U units
+     * of a lease splits E's terms in two: those of charges up to the lease,
+     * which lose U and were <= tat, so become <= tat - U; and Y, those of
+     * the charges after it, unchanged. So max(tat - U, Y) >= E afterwards
+     * (never below now either), while tat - U alone is not when Y is
+     * larger: when the bucket, without those units, would have been full
+     * (clamped to now) since the lease. Bounding Y: with C the running sum
+     * of charges (charged_*_us) and M_k = t_k - C just before k, each term
+     * is C_now + M_k, so Y = C_now + max M_k over the charges after the
+     * lease (those with C before them >= RET_C0, the sum just after the
+     * lease). The bucket keeps the max M per epoch of one second of charges,
+     * for the current epoch and the one before (mark_*: C where it began):
+     * a RET_C0 within them bounds Y by C_now + the max of the epochs from
+     * RET_C0's on (a superset of the charges after the lease: never lower).
+     * Older, Y <= now + DEFER_US + (C_now - RET_C0), every t_k being at most
+     * now + DEFER_US. Under load each charge is made about a tolerance after
+     * the state it fits under, M_k runs that much below the busy period's
+     * first, and a return or a refund of up to the tolerance less the lease
+     * goes through; an epoch holding a charge into a full bucket (the case
+     * that needs the floor) keeps refunds of its leases back. */
     "CREATE FUNCTION loom_rl_lease(p_provider text, p_node text, p_limits bigint[],"
     " p_want_n bigint, p_cost bigint[], p_ret bigint[], p_ret_c0 bigint[], p_extra bigint[],"
     " p_slots bigint, p_inflight bigint, p_pause_ms bigint, p_why text, p_window_us bigint, p_slack_us bigint,"
