@@ -21,13 +21,16 @@
  *   1,200 + 13, its burst being 1 s - 100 ms - the 250 ms lease window);
  * - tokens are under 120,000 too (each call costs far less than the 100
  *   tokens a call the rate leaves it, so the rate binds).
- * The lease round trips per call (stats.cluster.limits) are reported.
+ * Halfway through, one daemon reloads its config (new provider instances,
+ * the old ones serving the jobs still running on them). The lease round
+ * trips per call (stats.cluster.limits) are reported.
  *
  * Every wait has a deadline; the minute itself is measured, not slept:
  * the test reads the daemons' replies until it ends. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,7 +203,15 @@ Test(loomd_shared_limits, three_daemons_one_provider_limit, .fini = teardown, .t
     }
     ack_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
+    bool reloaded = false;
     while (now_ms() < t0 + RUN_MS) {
+        /* halfway, daemon 2 reloads: its providers are built again, the new
+         * limiters put under the shared budget beside the old ones, which
+         * its running jobs finish on, then taken off */
+        if (!reloaded && now_ms() >= t0 + RUN_MS / 2) {
+            cr_assert_eq(kill(D[1].pid, SIGHUP), 0);
+            reloaded = true;
+        }
         struct pollfd p[NDAEMONS];
         for (int i = 0; i < NDAEMONS; i++)
             p[i] = (struct pollfd){.fd = pipes[i].fd, .events = POLLIN};
@@ -246,6 +257,7 @@ Test(loomd_shared_limits, three_daemons_one_provider_limit, .fini = teardown, .t
             (double)TPM / 60.0 * (1.0 + span_s), ctx.acked, ctx.refused, ctx.why[0] ? ": " : "", ctx.why, leases,
             denied, returns, calls, calls ? (double)(leases + returns) / (double)calls : 0.0);
     cr_assert_eq(ctx.refused, 0, "submits refused: %s", ctx.why);
+    cr_assert(lh_log_count(&D[1], "reloading", NULL) >= 1, "daemon 2 did not reload");
     cr_assert_eq(r429, 0, "the fake answered %ld requests with 429", r429);
     cr_assert((double)answered >= 0.97 * allowed, "%ld answered, under 97%% of %.0f", answered,
               allowed);
