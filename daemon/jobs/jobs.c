@@ -624,6 +624,18 @@ static void on_inserted(void *ud, const store_result_t *res)
     json_t *obj = j ? NULL : jobs_job_object(js, res->job_id);
     const char *state = j ? (j->state == LJ_QUEUED ? "queued" : "running")
                           : json_string_value(json_object_get(obj, "state"));
+    if (p->wait && !j && obj && state && store_shared(js->store) &&
+        (strcmp(state, "queued") == 0 || strcmp(state, "running") == 0)) {
+        /* the key's job runs on another daemon: its end is waited for here */
+        uint64_t deadline = p->wait_s >= 0
+                                ? reactor_now_us(js->r) + (uint64_t)(p->wait_s * 1e6)
+                                : 0;
+        if (jobs_bwait_add(js, p->conn, p->id, res->job_id, W_SUBMIT, deadline) < 0)
+            server_reply_error(p->conn, p->id, "internal", "out of memory");
+        json_decref(obj);
+        psubmit_free(p);
+        return;
+    }
     if (p->wait && !j && obj)
         server_reply(p->conn, p->id, json_pack("{s:s, s:s, s:b, s:O, s:b}", "job", res->job_id,
                                                "state", state, "existed", res->existed, "result",
