@@ -132,21 +132,31 @@ static json_t *pg_row_summary(const PGresult *r, int row)
 
 /* Runs SQL with N text parameters on the reader (PREPARE: SQL is a string
  * constant, see store_pg_exec); NULL with *STATUS set and the reason in ERR
- * ("WHAT: why"). */
+ * ("WHAT: why"). A connection found dead by this read (PostgreSQL restarted
+ * since the last one) is replaced and the read tried once more at once: the
+ * server is most often back already, and a client's `get` or `wait` should
+ * not fail for a connection nobody used while it was down. That one
+ * reconnect is made whenever the last was; after it, reconnects are at
+ * most once a second (store_pg_reader), so a server that stays down costs
+ * the reactor one connect attempt a second at most. */
 static PGresult *pg_read(store_t *s, const char *sql, bool prepare, int n,
                          const char *const *values, int result_format, const char *what,
                          char *err, size_t errlen, int *status)
 {
-    PGconn *c = store_pg_reader(s, err, errlen, status);
-    if (!c)
-        return NULL;
-    PGresult *r = store_pg_exec(&s->pg->r, sql, prepare, n, values, NULL, -1,
-                                result_format);
-    if (store_pg_ok(r))
-        return r;
-    *status = store_pg_read_fail(s, r, what, err, errlen);
-    PQclear(r);
-    return NULL;
+    for (int attempt = 0;; attempt++) {
+        PGconn *c = store_pg_reader(s, err, errlen, status);
+        if (!c)
+            return NULL;
+        PGresult *r = store_pg_exec(&s->pg->r, sql, prepare, n, values, NULL, -1,
+                                    result_format);
+        if (store_pg_ok(r))
+            return r;
+        *status = store_pg_read_fail(s, r, what, err, errlen);
+        PQclear(r);
+        if (attempt > 0 || !s->pg->r.broken)
+            return NULL;
+        s->pg->r.last_try_ms = 0; /* found dead just now: reconnect at once */
+    }
 }
 
 /* The rows of R as a new array of job objects (or summaries) in *OUT. */
