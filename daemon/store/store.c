@@ -350,6 +350,31 @@ static void *store_thread_main(void *arg)
     return NULL;
 }
 
+/* What each request does, for the errors of both backends ("finish job
+ * ID: why"). */
+static const char *const store_op_names[] = {
+    [STORE_OP_INSERT] = "insert job",
+    [STORE_OP_RUNNING] = "start job",
+    [STORE_OP_STEP] = "checkpoint step of job",
+    [STORE_OP_FINISH] = "finish job",
+    [STORE_OP_PURGE] = "purge jobs",
+    [STORE_OP_CRASHES] = "record the crashes of job",
+    [STORE_OP_RETRY] = "retry job",
+    [STORE_OP_SPEND] = "record the spend of tenant",
+    [STORE_OP_WAIT] = "park or wake job",
+    [STORE_OP_BATCH] = "record provider batch",
+    [STORE_OP_CLAIM] = "claim jobs",
+    [STORE_OP_RELEASE] = "release job",
+};
+
+const char *store_op_name(enum store_op op)
+{
+    size_t i = (size_t)op;
+    return i < sizeof store_op_names / sizeof *store_op_names && store_op_names[i]
+               ? store_op_names[i]
+               : "write";
+}
+
 /* ---- opening and closing */
 
 static char *store_join_path(const char *dir, const char *name)

@@ -458,27 +458,13 @@ static const char *const store_wsql[STORE_W_COUNT] = {
     [STORE_W_WAKE] = "UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'waiting'",
 };
 
-static const char *const store_op_names[] = {
-    [STORE_OP_INSERT] = "insert job",
-    [STORE_OP_RUNNING] = "start job",
-    [STORE_OP_STEP] = "checkpoint step of job",
-    [STORE_OP_FINISH] = "finish job",
-    [STORE_OP_PURGE] = "purge jobs",
-    [STORE_OP_CRASHES] = "record the crashes of job",
-    [STORE_OP_RETRY] = "retry job",
-    [STORE_OP_SPEND] = "record the spend of tenant",
-    [STORE_OP_WAIT] = "park or wake job",
-    [STORE_OP_BATCH] = "record provider batch",
-    [STORE_OP_CLAIM] = "claim jobs",
-    [STORE_OP_RELEASE] = "release job",
-};
 
 /* The cached write statement IDX, or NULL with the failure noted in Q. */
 static sqlite3_stmt *store_db_w(store_t *s, enum store_wstmt idx, store_req_t *q, int *rc)
 {
     sqlite3_stmt *st = store_db_stmt(s->wdb, s->wstmt, idx, store_wsql[idx], rc);
     if (!st && q)
-        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_names[q->op],
+        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_name(q->op),
                         q->job_id, sqlite3_errmsg(s->wdb));
     return st;
 }
@@ -499,7 +485,7 @@ static int store_db_exec(store_t *s, sqlite3_stmt *st, store_req_t *q)
     if (rc == SQLITE_DONE || rc == SQLITE_ROW)
         rc = SQLITE_OK;
     else if (q)
-        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_names[q->op],
+        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_name(q->op),
                         q->op == STORE_OP_PURGE ? ""
                         : q->op == STORE_OP_SPEND ? q->tenant : q->job_id,
                         sqlite3_errmsg(s->wdb));
@@ -538,7 +524,7 @@ static int store_db_unchanged(store_t *s, store_req_t *q)
         store_set_error(q->error_text, sizeof q->error_text, "no job %s", q->job_id);
         rc = SQLITE_OK;
     } else {
-        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_names[q->op],
+        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_name(q->op),
                         q->job_id, sqlite3_errmsg(s->wdb));
     }
     sqlite3_reset(st);

@@ -192,6 +192,9 @@ struct store {
     _Atomic(void *) commit_obs_ud;
 };
 
+/* What request OP does, as errors name it ("finish job"): static. */
+const char *store_op_name(enum store_op op);
+
 /* Formats one line into ERR (if any). */
 void store_set_error(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -715,20 +715,6 @@ void store_pg_close(store_t *s)
 
 /* ---- the write requests (store thread) */
 
-static const char *const pg_op_names[] = {
-    [STORE_OP_INSERT] = "insert job",
-    [STORE_OP_RUNNING] = "start job",
-    [STORE_OP_STEP] = "checkpoint step of job",
-    [STORE_OP_FINISH] = "finish job",
-    [STORE_OP_PURGE] = "purge jobs",
-    [STORE_OP_CRASHES] = "record the crashes of job",
-    [STORE_OP_RETRY] = "retry job",
-    [STORE_OP_SPEND] = "record the spend of tenant",
-    [STORE_OP_WAIT] = "park or wake job",
-    [STORE_OP_BATCH] = "record provider batch",
-    [STORE_OP_CLAIM] = "claim jobs",
-    [STORE_OP_RELEASE] = "release job",
-};
 
 /* Runs SQL on the writer; on failure notes why in Q and returns NULL with
  * the errno in *RC (the result is cleared). */
@@ -748,10 +734,10 @@ static PGresult *pg_w(store_t *s, store_req_t *q, const char *sql, int n,
     store_pg_message(c, r, why, sizeof why);
     if (pg_conn_lost(c, r))
         store_set_error(q->error_text, sizeof q->error_text, "%s %s: lost the state database: "
-                        "%s", pg_op_names[q->op], q->op == STORE_OP_SPEND ? q->tenant : q->job_id,
+                        "%s", store_op_name(q->op), q->op == STORE_OP_SPEND ? q->tenant : q->job_id,
                         why);
     else
-        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", pg_op_names[q->op],
+        store_set_error(q->error_text, sizeof q->error_text, "%s %s: %s", store_op_name(q->op),
                         q->op == STORE_OP_PURGE || q->op == STORE_OP_CLAIM ? ""
                         : q->op == STORE_OP_SPEND ? q->tenant : q->job_id, why);
     PQclear(r);

@@ -1,6 +1,9 @@
 /* config_testlib.c -- see config_testlib.h. */
 #include "tests/unit/config_testlib.h"
 
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,4 +38,14 @@ void ct_done(ct_parsed *p)
 {
     config_free(p->c);
     dsl_diags_free(&p->d);
+}
+
+void ct_refused(const char *text, const char *want)
+{
+    ct_parsed p = ct_parse(text);
+    const char *all = ct_dump(&p, false);
+    cr_assert(p.c == NULL, "accepted: %s", text);
+    cr_assert(eq(sz, p.d.n, 1), "%s", all);
+    cr_assert(strstr(all, want) != NULL, "wanted '%s' in: %s", want, all);
+    ct_done(&p);
 }

@@ -23,4 +23,8 @@ const char *ct_dump(const ct_parsed *p, bool strip_file);
 
 void ct_done(ct_parsed *p);
 
+/* Asserts (Criterion) that TEXT is refused with exactly one error, whose
+ * line holds WANT. */
+void ct_refused(const char *text, const char *want);
+
 #endif

@@ -8,17 +8,6 @@
 #include "daemon/config_file.h"
 #include "tests/unit/config_testlib.h"
 
-/* TEXT is refused with exactly one error holding WANT. */
-static void refused(const char *text, const char *want)
-{
-    ct_parsed p = ct_parse(text);
-    const char *all = ct_dump(&p, false);
-    cr_assert(p.c == NULL, "accepted: %s", text);
-    cr_assert(eq(sz, p.d.n, 1), "%s", all);
-    cr_assert(strstr(all, want) != NULL, "wanted '%s' in: %s", want, all);
-    ct_done(&p);
-}
-
 Test(config_cluster, defaults)
 {
     ct_parsed p = ct_parse("workers: 2\n");
@@ -51,14 +40,14 @@ Test(config_cluster, every_key)
 
 Test(config_cluster, errors_at_their_position)
 {
-    refused("cluster: yes\n", "c.yaml:1:10: error:");
-    refused("cluster:\n  nodes: a\n", "c.yaml:2:3: error:");
-    refused("cluster:\n  node: \"two words\"\n", "c.yaml:2:9: error: 'node' must be");
-    refused("cluster:\n  node: \"\"\n", "c.yaml:2:9: error:");
+    ct_refused("cluster: yes\n", "c.yaml:1:10: error:");
+    ct_refused("cluster:\n  nodes: a\n", "c.yaml:2:3: error:");
+    ct_refused("cluster:\n  node: \"two words\"\n", "c.yaml:2:9: error: 'node' must be");
+    ct_refused("cluster:\n  node: \"\"\n", "c.yaml:2:9: error:");
     /* a lease shorter than a PostgreSQL restart loses every job's lease */
-    refused("cluster:\n  lease: 500ms\n", "c.yaml:2:10: error: 'lease' must be from 1000ms");
-    refused("cluster:\n  lease: soon\n", "c.yaml:2:10: error: 'lease' must be a duration");
-    refused("cluster:\n  poll: 10ms\n", "c.yaml:2:9: error: 'poll' must be from 100ms");
-    refused("cluster:\n  limits_window: 10s\n", "c.yaml:2:18: error: 'limits_window' must be");
-    refused("cluster:\n  local_state: 3\n", "c.yaml:2:16: error:");
+    ct_refused("cluster:\n  lease: 500ms\n", "c.yaml:2:10: error: 'lease' must be from 1000ms");
+    ct_refused("cluster:\n  lease: soon\n", "c.yaml:2:10: error: 'lease' must be a duration");
+    ct_refused("cluster:\n  poll: 10ms\n", "c.yaml:2:9: error: 'poll' must be from 100ms");
+    ct_refused("cluster:\n  limits_window: 10s\n", "c.yaml:2:18: error: 'limits_window' must be");
+    ct_refused("cluster:\n  local_state: 3\n", "c.yaml:2:16: error:");
 }

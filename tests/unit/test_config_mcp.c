@@ -9,17 +9,6 @@
 #include "daemon/config_file.h"
 #include "tests/unit/config_testlib.h"
 
-/* TEXT is refused with exactly one error holding WANT. */
-static void refused(const char *text, const char *want)
-{
-    ct_parsed p = ct_parse(text);
-    const char *all = ct_dump(&p, false);
-    cr_assert(p.c == NULL, "accepted: %s", text);
-    cr_assert(eq(sz, p.d.n, 1), "%s", all);
-    cr_assert(strstr(all, want) != NULL, "wanted '%s' in: %s", want, all);
-    ct_done(&p);
-}
-
 Test(config_mcp, none_unless_configured)
 {
     ct_parsed p = ct_parse("workers: 2\n");
@@ -61,27 +50,27 @@ Test(config_mcp, a_stdio_and_an_http_server)
 
 Test(config_mcp, errors_at_their_position)
 {
-    refused("mcp:\n  x: { env: { A: b } }\n", "c.yaml:2:6: error: MCP server 'x' needs 'command'");
-    refused("mcp:\n  x: { command: [a], url: http://h/mcp }\n",
+    ct_refused("mcp:\n  x: { env: { A: b } }\n", "c.yaml:2:6: error: MCP server 'x' needs 'command'");
+    ct_refused("mcp:\n  x: { command: [a], url: http://h/mcp }\n",
             "c.yaml:2:27: error: MCP server 'x' has both 'command' and 'url'");
-    refused("mcp:\n  x: { command: [] }\n", "c.yaml:2:17: error: 'command' must be a list");
-    refused("mcp:\n  x: { command: a }\n", "c.yaml:2:17: error: 'command' must be a list");
-    refused("mcp:\n  x: { url: ftp://h/ }\n",
+    ct_refused("mcp:\n  x: { command: [] }\n", "c.yaml:2:17: error: 'command' must be a list");
+    ct_refused("mcp:\n  x: { command: a }\n", "c.yaml:2:17: error: 'command' must be a list");
+    ct_refused("mcp:\n  x: { url: ftp://h/ }\n",
             "c.yaml:2:13: error: 'url' must be an http:// or https:// URL");
-    refused("mcp:\n  x: { command: [a], timeout: 1ms }\n",
+    ct_refused("mcp:\n  x: { command: [a], timeout: 1ms }\n",
             "c.yaml:2:31: error: 'timeout' must be from 10ms to 24h");
-    refused("mcp:\n  x: { command: [a], timeout: soon }\n", "c.yaml:2:31: error: 'timeout'");
-    refused("mcp:\n  x: { command: [a], env: { 1A: b } }\n",
+    ct_refused("mcp:\n  x: { command: [a], timeout: soon }\n", "c.yaml:2:31: error: 'timeout'");
+    ct_refused("mcp:\n  x: { command: [a], env: { 1A: b } }\n",
             "c.yaml:2:29: error: '1A' is not an environment variable name");
-    refused("mcp:\n  x: { command: [a], headers: { A: b } }\n",
+    ct_refused("mcp:\n  x: { command: [a], headers: { A: b } }\n",
             "c.yaml:2:31: error: 'headers' is for Streamable HTTP servers");
-    refused("mcp:\n  x: { url: http://h/, env: { A: b } }\n", "error: 'env' is for servers loomd starts");
-    refused("mcp:\n  x: { url: http://h/, headers: { \"a b\": c } }\n",
+    ct_refused("mcp:\n  x: { url: http://h/, env: { A: b } }\n", "error: 'env' is for servers loomd starts");
+    ct_refused("mcp:\n  x: { url: http://h/, headers: { \"a b\": c } }\n",
             "error: 'a b' is not an HTTP header name");
-    refused("mcp:\n  x: { url: http://h/, headers_env: { A: \"not a var\" } }\n",
+    ct_refused("mcp:\n  x: { url: http://h/, headers_env: { A: \"not a var\" } }\n",
             "the name of an environment variable");
-    refused("mcp:\n  \"bad name\": { command: [a] }\n", "c.yaml:2:3: error: an MCP server's name");
-    refused("mcp:\n  x: { command: [a], timout: 1s }\n", "did you mean 'timeout'");
-    refused("mcp: [a]\n", "c.yaml:1:6: error: 'mcp' must be a mapping");
-    refused("mcp:\n  x: 3\n", "c.yaml:2:6:");
+    ct_refused("mcp:\n  \"bad name\": { command: [a] }\n", "c.yaml:2:3: error: an MCP server's name");
+    ct_refused("mcp:\n  x: { command: [a], timout: 1s }\n", "did you mean 'timeout'");
+    ct_refused("mcp: [a]\n", "c.yaml:1:6: error: 'mcp' must be a mapping");
+    ct_refused("mcp:\n  x: 3\n", "c.yaml:2:6:");
 }

@@ -9,17 +9,6 @@
 #include "daemon/config_file.h"
 #include "tests/unit/config_testlib.h"
 
-/* TEXT is refused with exactly one error holding WANT. */
-static void refused(const char *text, const char *want)
-{
-    ct_parsed p = ct_parse(text);
-    const char *all = ct_dump(&p, false);
-    cr_assert(p.c == NULL, "accepted: %s", text);
-    cr_assert(eq(sz, p.d.n, 1), "%s", all);
-    cr_assert(strstr(all, want) != NULL, "wanted '%s' in: %s", want, all);
-    ct_done(&p);
-}
-
 Test(config_tracing, off_unless_configured)
 {
     ct_parsed p = ct_parse("workers: 2\n");
@@ -50,13 +39,13 @@ Test(config_tracing, the_keys_and_their_defaults)
 
 Test(config_tracing, errors_at_their_position)
 {
-    refused("tracing: { service_name: x }\n", "c.yaml:1:10: error: missing required key 'otlp'");
-    refused("tracing:\n  otlp: ftp://c/\n", "c.yaml:2:9: error: 'otlp' must be an http:// or "
+    ct_refused("tracing: { service_name: x }\n", "c.yaml:1:10: error: missing required key 'otlp'");
+    ct_refused("tracing:\n  otlp: ftp://c/\n", "c.yaml:2:9: error: 'otlp' must be an http:// or "
                                             "https:// URL");
-    refused("tracing:\n  otlp: http://c\n  sample: 1.5\n", "c.yaml:3:11: error: 'sample' must "
+    ct_refused("tracing:\n  otlp: http://c\n  sample: 1.5\n", "c.yaml:3:11: error: 'sample' must "
                                                            "be a number from 0 to 1");
-    refused("tracing:\n  otlp: http://c\n  sample: all\n", "c.yaml:3:11:");
-    refused("tracing:\n  otlp: http://c\n  servce_name: x\n", "did you mean 'service_name'");
-    refused("tracing: http://c\n", "c.yaml:1:10:");
-    refused("tracing:\n  otlp: \"\"\n", "c.yaml:2:9:");
+    ct_refused("tracing:\n  otlp: http://c\n  sample: all\n", "c.yaml:3:11:");
+    ct_refused("tracing:\n  otlp: http://c\n  servce_name: x\n", "did you mean 'service_name'");
+    ct_refused("tracing: http://c\n", "c.yaml:1:10:");
+    ct_refused("tracing:\n  otlp: \"\"\n", "c.yaml:2:9:");
 }
