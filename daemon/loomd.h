@@ -279,6 +279,9 @@ int loomd_batch_start(loomd *d);
 int loomd_batch_resume(loomd *d);
 /* `stats.batch` (batch_mgr_stats), null before start. New. */
 json_t *loomd_batch_stats(loomd *d);
+/* Whether the batch manager has a request in flight on G's HTTP client:
+ * G is then kept (gen_collect) until the answer comes. */
+bool loomd_batch_holds(loomd *d, const lgen *g);
 /* Stops every batch timer and request (the store has it all); before the
  * store closes and the generations are freed. */
 void loomd_batch_stop(loomd *d);

@@ -24,6 +24,7 @@
 
 #include "daemon/batch/batch.h"
 #include "daemon/loomd.h"
+#include "daemon/providers.h"
 
 /* Which provider each batch is of, for the batch_progress events (the
  * manager's hook names the batch, not its provider): learnt as a line's
@@ -44,7 +45,34 @@ struct loomd_batch {
     size_t next;
     size_t last;               /* the one found last: a batch's progress is told to
                                 * each of its jobs in a row */
+    reactor_post_t collect;    /* an old generation kept for a request: look again */
+    bool collect_posted;
 };
+
+static void collect_later(reactor_t *r, void *ud)
+{
+    loomd *d = ud;
+    (void)r;
+    d->batch->collect_posted = false;
+    gen_collect(d);
+}
+
+/* After an answer: an old generation kept only for a request of the
+ * manager's (loomd_batch_holds) may go now; on the next pass, not inside
+ * the answer's callback, which runs on that generation's HTTP client. */
+static void collect_soon(loomd *d)
+{
+    if (!d->gens || !d->gens->next || d->batch->collect_posted)
+        return;
+    d->batch->collect_posted = true;
+    (void)reactor_post_embedded(d->r, &d->batch->collect, collect_later, d);
+}
+
+bool loomd_batch_holds(loomd *d, const lgen *g)
+{
+    const http_client_t *c = providers_http_client(g->prov);
+    return c && d->batch && d->batch->mgr && batch_mgr_calls_on(d->batch->mgr, c);
+}
 
 static void name_add(struct loomd_batch *b, const char *name, const char *provider)
 {
@@ -191,6 +219,7 @@ static upstream_t *mgr_upstream(void *ud, const char *name)
 static void mgr_ready(void *ud, const char *job)
 {
     loomd *d = ud;
+    collect_soon(d);
     ljob *j = jobs_find(&d->jobs, job);
     if (!j) {
         (void)jobs_wake_batch(&d->jobs, job);
@@ -206,6 +235,7 @@ static void mgr_progress(void *ud, const char *job, const char *batch, const cha
                          const char *state, int64_t done, int64_t total)
 {
     loomd *d = ud;
+    collect_soon(d);
     if (d->batch->submitting)
         name_add(d->batch, batch, d->batch->submitting);
     const char *provider = name_provider(d->batch, batch);
@@ -291,6 +321,8 @@ void loomd_batch_stop(loomd *d)
 {
     if (!d->batch)
         return;
+    if (d->batch->collect_posted)
+        (void)reactor_post_cancel(d->r, &d->batch->collect);
     batch_mgr_free(d->batch->mgr);
     free(d->batch->names);
     free(d->batch);

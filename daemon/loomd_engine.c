@@ -61,7 +61,9 @@ void gen_collect(loomd *d)
         return;
     for (lgen **p = &d->gens->next; *p;) {
         lgen *g = *p;
-        if (g->jobs == 0) {
+        /* a request of the batch manager in flight on its HTTP client would
+         * be dropped unanswered with it (loomd_batch_holds) */
+        if (g->jobs == 0 && !loomd_batch_holds(d, g)) {
             *p = g->next;
             loomd_limits_gen_gone(d, g);
             gen_free(g);

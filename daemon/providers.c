@@ -41,6 +41,11 @@ void providers_set_response_budget(providers_t *p, size_t bytes)
     p->response_budget = bytes;
 }
 
+const http_client_t *providers_http_client(const providers_t *p)
+{
+    return p ? p->http : NULL;
+}
+
 void providers_free(providers_t *p)
 {
     if (!p)

@@ -35,6 +35,9 @@ providers_t *providers_new(reactor_t *r);
  * first providers_add. */
 void providers_set_response_budget(providers_t *p, size_t bytes);
 
+/* The set's HTTP client (borrowed), or NULL before its first HTTP provider. */
+const http_client_t *providers_http_client(const providers_t *p);
+
 /* Frees the set and its HTTP client. Free it after every engine it added
  * providers to: their upstreams send through the client. NULL is a no-op. */
 void providers_free(providers_t *p);

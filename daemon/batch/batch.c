@@ -524,6 +524,16 @@ void batch_mgr_drop_job(batch_mgr_t *m, const char *job)
         store_batch_drop_job(m->st, job, NULL, NULL);
 }
 
+bool batch_mgr_calls_on(const batch_mgr_t *m, const http_client_t *client)
+{
+    LIST_EACH_SAFE(l, nx, &m->batches) {
+        const batch *b = LIST_OWNER(l, batch, link);
+        if (b->http && b->http_client == client)
+            return true;
+    }
+    return false;
+}
+
 json_t *batch_mgr_stats(const batch_mgr_t *m)
 {
     int64_t open = 0, submitted = 0, ended = 0, collecting = 0, pending = 0, done = 0;

@@ -111,6 +111,12 @@ int batch_mgr_submit(batch_mgr_t *m, const batch_line_spec *s, loom_errcode *cod
  * provider. */
 void batch_mgr_drop_job(batch_mgr_t *m, const char *job);
 
+/* Whether a request of M is in flight on CLIENT. A client freed under it
+ * would drop the request without an answer (http_client_free), leaving its
+ * batch waiting for ever: the daemon keeps an engine generation whose
+ * providers' client this is until it is not (a reload while a poll runs). */
+bool batch_mgr_calls_on(const batch_mgr_t *m, const http_client_t *client);
+
 /* {batches: {open, submitted, ended, failed}, lines: {collecting, pending,
  * done}, uploads, polls, errors} (a new reference), for `stats`. */
 json_t *batch_mgr_stats(const batch_mgr_t *m);

@@ -93,6 +93,7 @@ struct batch {
     uint64_t flush_at_us;      /* OPEN: when its window ends (reactor clock) */
     reactor_timer_t *timer;    /* the window, the next poll, or a backoff */
     http_call_t *http;         /* the step in flight, or NULL */
+    const http_client_t *http_client; /* ... the client it is on (a generation's) */
     loom_batch_step step;      /* ... which it is */
     const char *url;           /* ... RESULTS: the one read (results or errors) */
     int writes;                /* store writes in flight for it */

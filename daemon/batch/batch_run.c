@@ -335,6 +335,7 @@ static void step(batch *b, loom_batch_step s)
         step_failed(b, code, err, false, 0);
         return;
     }
+    b->http_client = upstream_http_client(up);
     b->http = http_call(upstream_http_client(up), &req, upstream_http_opts(up), on_http, b);
     if (!b->http)
         step_failed(b, LOOM_E_NOMEM, "the request could not be started", false, 0);
