@@ -11,8 +11,12 @@
 #
 # Debian's postgresql (the newest under /usr/lib/postgresql/*/bin; scripts/deps
 # installs it when missing). The cluster listens on 127.0.0.1 only, on a free
-# port below 32768 (the kernel's ephemeral range starts above it, so a client
-# socket cannot take it between the check and the bind), trusts local TCP for
+# port from 10000 to 19999: below 32768 (the kernel's ephemeral range starts
+# above it, so a client socket cannot take it between the check and the
+# bind) and below 20000, where the other tests pick the ports of their own
+# servers (nghttpx, MCP servers, Prometheus) the same way: a cluster there
+# could take a port one of them checked a moment before, and answer its
+# TLS handshake as PostgreSQL. It trusts local TCP for
 # the user `loom`, and keeps fsync on: the cluster tests claim durability
 # across a PostgreSQL restart, which a cluster without fsync would not test.
 # full_page_writes is off (torn pages need a power cut, not a restart).
@@ -92,13 +96,13 @@ port_in_use() {
 free_port() {
     local i port
     for ((i = 0; i < 200; i++)); do
-        port=$((20000 + RANDOM % 12000))
+        port=$((10000 + RANDOM % 10000))
         if ! port_in_use "$port"; then
             echo "$port"
             return 0
         fi
     done
-    die "no free TCP port found on 127.0.0.1 between 20000 and 32000"
+    die "no free TCP port found on 127.0.0.1 between 10000 and 19999"
 }
 
 # The last lines of the server's and pg_ctl's logs, for an error.
