@@ -1,6 +1,7 @@
 /* loomd_harness.c -- see loomd_harness.h. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -30,8 +31,29 @@ static void write_file(const char *path, const char *text)
     cr_assert_eq(rename(tmp, path), 0);
 }
 
+/* Daemons set up and not yet torn down in this test process. */
+static int lh_live;
+
+/* A test process that leaves through exit() while a daemon is set up was
+ * not ended by Criterion (which reports such a test as failed with no
+ * assertion and nothing else): say so, and from where. */
+static void lh_exit_trace(void)
+{
+    if (lh_live <= 0)
+        return;
+    static const char head[] = "loomd_harness: the test process called exit() in the middle of "
+                               "the test, from:\n";
+    (void)!write(2, head, sizeof head - 1);
+    void *frames[32];
+    backtrace_symbols_fd(frames, backtrace(frames, 32), 2);
+}
+
 void lh_setup(lh_daemon *d, const char *providers, const char *const *fake_args)
 {
+    static bool traced;
+    if (!traced)
+        traced = atexit(lh_exit_trace) == 0;
+    lh_live++;
     memset(d, 0, sizeof *d);
     snprintf(d->dir, sizeof d->dir, "/tmp/loomd-test-XXXXXX");
     cr_assert(mkdtemp(d->dir));
@@ -157,6 +179,7 @@ int lh_stop(lh_daemon *d, int sig)
 
 void lh_teardown(lh_daemon *d)
 {
+    lh_live--;
     if (d->pid > 0)
         lh_stop(d, SIGKILL);
     fake_server_stop(&d->fake);
