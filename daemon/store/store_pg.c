@@ -11,12 +11,13 @@
  * held writes wait with store.c's backoff and the connection is reopened
  * before the next try.
  *
- * Fencing (store.h): every write about a queued or running job first locks
- * the job's row (SELECT ... FOR UPDATE) and checks that the row still names
- * this node and the epoch this store got the job with; the check and the
- * write are in one transaction, so a claim by another daemon is either
- * before (the write is refused, -ESTALE) or after (it waits for our
- * commit). The notifications of a transaction are sent in it, just before
+ * Fencing (store.h): every write about a queued or running job checks that
+ * the job's row still names this node and the epoch this store got the job
+ * with, and locks the row; the check and the write are in one transaction,
+ * so a claim by another daemon is either before (the write is refused,
+ * -ESTALE) or after (it waits for our commit). The frequent writes (start,
+ * checkpoint, end) carry the check in their own WHERE, one statement; only
+ * when it lets nothing through does a SELECT ... FOR UPDATE say why. The notifications of a transaction are sent in it, just before
  * its COMMIT, so they go out exactly when it commits. */
 #include "daemon/store/store_pg.h"
 
@@ -876,6 +877,33 @@ static int pg_check_job(store_t *s, store_req_t *q, unsigned active, bool fenced
 #define PG_BIT(st) (1u << (st))
 #define PG_LIVE (PG_BIT(STORE_QUEUED) | PG_BIT(STORE_RUNNING))
 
+/* The fence in a write's own WHERE: the job is queued or running and still
+ * names this node (NODE) and the epoch held (HELD, 0 when this store holds
+ * none), as pg_fence checks it. */
+#define PG_OWN(node, held)                                                     \
+    "(state IN ('queued', 'running') AND node = " node " AND (" held          \
+    "::bigint = 0 OR epoch = " held "::bigint))"
+
+/* The fast path of a fenced write: SQL checks the job's state and fence in
+ * its WHERE and locks the row as it writes, so a write allowed (nearly
+ * always) costs one statement rather than pg_check_job's SELECT ... FOR
+ * UPDATE and the write. 1 when SQL wrote a row, 0 when its WHERE let
+ * nothing through (the caller then asks pg_check_job why: the job may be
+ * gone, ended, taken over, or ended by this very request before its
+ * COMMIT's answer was lost), or a negative errno. */
+static int pg_guarded(store_t *s, store_req_t *q, const char *sql, int n,
+                      const char *const *values)
+{
+    int rc;
+    PGresult *r = pg_w(s, q, sql, n, values, &rc);
+    if (!r)
+        return rc;
+    const char *count = PQcmdTuples(r);
+    bool wrote = *count && strcmp(count, "0") != 0;
+    PQclear(r);
+    return wrote ? 1 : 0;
+}
+
 static int pg_insert(store_t *s, store_req_t *q)
 {
     struct store_pg *pg = s->pg;
@@ -952,11 +980,15 @@ static int pg_insert(store_t *s, store_req_t *q)
 
 static int pg_running(store_t *s, store_req_t *q)
 {
-    int rc = pg_check_job(s, q, PG_LIVE, true, NULL);
+    pg_num n[2];
+    const char *v[] = {q->job_id, pg_i64(&n[0], q->time_ms), s->pg->node,
+                       pg_i64(&n[1], store_pg_epoch_get(s, q->job_id))};
+    int rc = pg_guarded(s, q, "UPDATE jobs SET state = 'running', started_ms ="
+                        " coalesce(started_ms, $2) WHERE id = $1 AND " PG_OWN("$3", "$4"), 4, v);
     if (rc != 0)
         return rc < 0 ? rc : 0;
-    pg_num n;
-    const char *v[] = {q->job_id, pg_i64(&n, q->time_ms)};
+    if ((rc = pg_check_job(s, q, PG_LIVE, true, NULL)) != 0)
+        return rc < 0 ? rc : 0;
     return pg_wdo(s, q, "UPDATE jobs SET state = 'running', started_ms = coalesce(started_ms,"
                   " $2) WHERE id = $1", 2, v);
 }
@@ -966,11 +998,18 @@ static int pg_running(store_t *s, store_req_t *q)
  * ended, and its owner learns it at its next checkpoint (store.h). */
 static int pg_step(store_t *s, store_req_t *q)
 {
-    int rc = pg_check_job(s, q, PG_LIVE | PG_BIT(STORE_WAITING), true, NULL);
+    pg_num n[2];
+    const char *v[] = {q->job_id, q->step_key, q->output, q->error, pg_i64(&n[0], q->time_ms),
+                       s->pg->node, pg_i64(&n[1], store_pg_epoch_get(s, q->job_id))};
+    int rc = pg_guarded(s, q, "INSERT INTO steps (job_id, key, output, error, finished_ms)"
+                        " SELECT $1, $2, $3, $4, $5::bigint FROM jobs WHERE id = $1 AND"
+                        " (state = 'waiting' OR " PG_OWN("$6", "$7") ") FOR UPDATE"
+                        " ON CONFLICT (job_id, key) DO UPDATE SET output = excluded.output,"
+                        " error = excluded.error, finished_ms = excluded.finished_ms", 7, v);
     if (rc != 0)
         return rc < 0 ? rc : 0;
-    pg_num n;
-    const char *v[] = {q->job_id, q->step_key, q->output, q->error, pg_i64(&n, q->time_ms)};
+    if ((rc = pg_check_job(s, q, PG_LIVE | PG_BIT(STORE_WAITING), true, NULL)) != 0)
+        return rc < 0 ? rc : 0;
     return pg_wdo(s, q, "INSERT INTO steps (job_id, key, output, error, finished_ms)"
                   " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id, key) DO UPDATE SET"
                   " output = excluded.output, error = excluded.error,"
@@ -980,18 +1019,27 @@ static int pg_step(store_t *s, store_req_t *q)
 static int pg_finish(store_t *s, store_req_t *q)
 {
     /* a cancel is not fenced: any daemon may cancel any job (store.h) */
-    int rc = pg_check_job(s, q, PG_LIVE | PG_BIT(STORE_WAITING), q->state != STORE_CANCELLED,
-                          NULL);
-    if (rc != 0)
-        return rc < 0 ? rc : 0;
-    pg_num n;
+    bool fenced = q->state != STORE_CANCELLED;
+    pg_num n[2];
     char cost[40];
     if (q->has_cost)
         snprintf(cost, sizeof cost, "%.17g", q->cost);
     const char *v[] = {q->job_id, store_state_name(q->state), q->output, q->error, q->usage,
-                       pg_i64(&n, q->time_ms), q->has_cost ? cost : NULL};
-    return pg_wdo(s, q, "UPDATE jobs SET state = $2, output = $3, error = $4, usage = $5,"
-                  " finished_ms = $6, cost = $7, lease_until_ms = NULL WHERE id = $1", 7, v);
+                       pg_i64(&n[0], q->time_ms), q->has_cost ? cost : NULL, s->pg->node,
+                       pg_i64(&n[1], store_pg_epoch_get(s, q->job_id))};
+#define PG_FINISH_SET                                                          \
+    "UPDATE jobs SET state = $2, output = $3, error = $4, usage = $5,"         \
+    " finished_ms = $6, cost = $7, lease_until_ms = NULL WHERE id = $1"
+    int rc = fenced ? pg_guarded(s, q, PG_FINISH_SET " AND (state = 'waiting' OR "
+                                 PG_OWN("$8", "$9") ")", 9, v)
+                    : pg_guarded(s, q, PG_FINISH_SET " AND state IN ('queued', 'running',"
+                                 " 'waiting')", 7, v);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    if ((rc = pg_check_job(s, q, PG_LIVE | PG_BIT(STORE_WAITING), fenced, NULL)) != 0)
+        return rc < 0 ? rc : 0;
+    return pg_wdo(s, q, PG_FINISH_SET, 7, v);
+#undef PG_FINISH_SET
 }
 
 static int pg_crashes(store_t *s, store_req_t *q)
