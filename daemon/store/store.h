@@ -100,8 +100,9 @@ typedef struct store_faults store_faults_t;
 
 typedef struct store_options {
     int busy_timeout_ms; /* how long a write or read waits for a lock held by
-                          * another process (a sqlite3 shell, a backup);
-                          * 0: 5000 */
+                          * another process (a sqlite3 shell, a backup; on
+                          * PostgreSQL a row another session locked: its
+                          * lock_timeout); 0: 5000 */
     size_t max_batch;    /* most requests in one transaction; 0: no limit */
     store_faults_t *faults; /* tests only: the database's files go through a
                              * VFS that fails writes and syncs as this

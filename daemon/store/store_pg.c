@@ -36,6 +36,8 @@
 extern const char CLUSTER_LIMITS_SCHEMA[];
 
 #define STORE_PG_DEFAULT_LEASE_MS 10000
+/* store.h's default busy_timeout_ms */
+#define STORE_PG_DEFAULT_LOCK_TIMEOUT_MS 5000
 /* pg_advisory_lock key of the migrations: "LOOMSCHM" */
 #define STORE_PG_MIGRATE_KEY "5499450467353560397"
 /* How often a transaction that lost a serialization race or a deadlock is
@@ -406,8 +408,15 @@ static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t
         /* the store prints nothing (store.h): libpq would print the
          * server's notices and warnings on stderr */
         PQsetNoticeProcessor(c->conn, pg_no_notice, NULL);
-        PGresult *r = PQexec(c->conn, "SET synchronous_commit = on;"
-                             " SET client_min_messages = warning");
+        /* lock_timeout: a write behind a lock another program holds (a
+         * psql session left open in a transaction) fails -EBUSY, a
+         * transient status, and is held and retried like a write on a full
+         * disk, instead of stopping the store thread for as long as the
+         * lock is held */
+        char set[160];
+        snprintf(set, sizeof set, "SET synchronous_commit = on; SET client_min_messages = warning;"
+                 " SET lock_timeout = %d", pg->lock_timeout_ms);
+        PGresult *r = PQexec(c->conn, set);
         PQclear(r);
         return 0;
     }
@@ -581,7 +590,11 @@ static int pg_migrate(struct store_pg *pg, PGconn *c, char *err, size_t errlen)
     char what[200];
     snprintf(what, sizeof what, "cannot lock the schema of the state database %s",
              pg->redacted);
-    int rc = pg_run(c, "SELECT pg_advisory_lock(" STORE_PG_MIGRATE_KEY ")", what, err, errlen);
+    /* a migration waits for what it must, however long: the other daemons'
+     * migrations (the advisory lock) and their transactions (DDL) */
+    int rc = pg_run(c, "SET lock_timeout = 0", what, err, errlen);
+    if (rc == 0)
+        rc = pg_run(c, "SELECT pg_advisory_lock(" STORE_PG_MIGRATE_KEY ")", what, err, errlen);
     if (rc < 0)
         return rc;
     snprintf(what, sizeof what, "cannot read the schema version of the state database %s",
@@ -641,6 +654,9 @@ static int pg_migrate(struct store_pg *pg, PGconn *c, char *err, size_t errlen)
     }
     /* a failed unlock is harmless: closing the connection releases it */
     PQclear(PQexec(c, "SELECT pg_advisory_unlock(" STORE_PG_MIGRATE_KEY ")"));
+    char set[64];
+    snprintf(set, sizeof set, "SET lock_timeout = %d", pg->lock_timeout_ms);
+    PQclear(PQexec(c, set));
     return rc == -EAGAIN ? -EBUSY : rc;
 }
 
@@ -677,6 +693,8 @@ int store_pg_open(store_t *s, const char *uri, const store_options_t *o, char *e
         return -EINVAL;
     }
     pg->lease_ms = o && o->lease_ms > 0 ? o->lease_ms : STORE_PG_DEFAULT_LEASE_MS;
+    pg->lock_timeout_ms = o && o->busy_timeout_ms > 0 ? o->busy_timeout_ms
+                                                      : STORE_PG_DEFAULT_LOCK_TIMEOUT_MS;
     if (o && o->password_file &&
         (rc = pg_read_password(o->password_file, &pg->password, err, errlen)) < 0)
         return rc;

@@ -40,6 +40,8 @@ struct store_pg {
     char *password;       /* from password_file, or NULL (libpq's own) */
     char *node;
     int64_t lease_ms;
+    int lock_timeout_ms;  /* busy_timeout_ms: a write waits this long for a
+                           * row another program holds, then fails -EBUSY */
     store_pg_conn_t w;    /* store thread */
     store_pg_conn_t r;    /* reactor thread */
     /* job id -> the epoch this store holds it with (json integers), guarded

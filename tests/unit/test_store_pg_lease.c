@@ -766,3 +766,44 @@ Test(store_pg, restart_holds_a_checkpoint)
     store_close(a);
     pgtest_stop_private();
 }
+
+/* A row another session holds locked (a psql session left in a
+ * transaction) stops a write for busy_timeout, not for as long as the lock
+ * is held: the write fails -EBUSY, is held and tried again, and commits
+ * once the lock is gone, while the store thread stays free to notice. */
+Test(store_pg, a_row_locked_elsewhere_holds_the_write_not_the_store)
+{
+    char err[512] = "";
+    store_options_t o = {.node = "a", .lease_ms = 60000, .busy_timeout_ms = 200};
+    store_t *a = store_open(g_uri, g_r, &o, err, sizeof err);
+    cr_assert(a != NULL, "store_open: %s", err);
+    char id[STORE_ID_SIZE];
+    insert(a, id);
+    PGconn *c = raw();
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM jobs WHERE id = '%s' FOR UPDATE", id);
+    raw_int(c, "BEGIN");
+    raw_int(c, sql);
+
+    done_t d = {0};
+    json_t *out = json_string("out");
+    cr_assert(eq(int, store_checkpoint_step(a, id, "k", out, NULL, 0, on_done, &d), 0));
+    json_decref(out);
+    /* the first try gives up after 200 ms: wait for the store to say it
+     * holds the write (the bound is the whole test's, not a tuned one) */
+    store_stats_t st = {0};
+    double deadline = now_s() + 30;
+    while (st.held_tries < 1 && now_s() < deadline) {
+        cr_assert(reactor_run_once(g_r, 20) >= 0);
+        store_get_stats(a, &st);
+    }
+    cr_assert(ge(u64, st.held_tries, 1), "the write waited on the lock instead of timing out");
+    cr_assert(eq(int, d.calls, 0), "the write ended while the row was locked: %s", d.error);
+
+    raw_int(c, "COMMIT");
+    run_until(&d.calls, 1);
+    cr_assert(eq(int, d.status, 0), "%s", d.error);
+    cr_assert(eq(int, (int)raw_int(c, "SELECT count(*) FROM steps WHERE key = 'k'"), 1));
+    PQfinish(c);
+    store_close(a);
+}
