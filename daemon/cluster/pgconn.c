@@ -549,10 +549,24 @@ static uint64_t pgconn_attempt_us(PGconn *conn)
 
 static void pgconn_connect(pgconn_t *c)
 {
-    const char *keys[3], *vals[3];
+    const char *keys[8], *vals[8];
     int n = 0;
     keys[n] = "dbname";
     vals[n++] = c->conninfo;
+    /* As the store's connections: a server cut off without closing the
+     * connection (a network cut) is noticed within seconds by the kernel,
+     * whether the connection idles in LISTEN (keepalives) or waits for the
+     * answer of a query (tcp_user_timeout), instead of at TCP's
+     * retransmission timeout: until then no notice arrives and the limits'
+     * leases wait. */
+    static const char *const tcp[][2] = {
+        {"keepalives", "1"}, {"keepalives_idle", "5"}, {"keepalives_interval", "2"},
+        {"keepalives_count", "3"}, {"tcp_user_timeout", "10000"},
+    };
+    for (size_t i = 0; i < sizeof tcp / sizeof tcp[0]; i++) {
+        keys[n] = tcp[i][0];
+        vals[n++] = tcp[i][1];
+    }
     /* After dbname: a password file given in the configuration wins over a
      * password in the URI. */
     if (c->password) {
