@@ -495,3 +495,61 @@ int lh_loomctl(const char *args, char **out)
     *out = buf;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
+
+static int lh_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void lh_list_count(lh_daemon *d, const char *workflow, int page, const char *const *want, int n,
+                   lh_listed *out)
+{
+    *out = (lh_listed){ 0 };
+    int cap = 2 * n + 1;
+    char **ids = calloc((size_t)cap, sizeof *ids);
+    cr_assert(ids);
+    char after[64] = "";
+    for (int pages = 0; pages < 1000; pages++) {
+        char req[384];
+        snprintf(req, sizeof req, "{\"op\":\"list\",\"workflow\":\"%s\",\"order\":\"oldest\","
+                                  "\"limit\":%d%s%s%s}",
+                 workflow, page, after[0] ? ",\"after\":\"" : "", after, after[0] ? "\"" : "");
+        json_t *r = lh_call(d, req, 10000);
+        for (int tries = 1; tries < 5 && r && !json_is_true(json_object_get(r, "ok")); tries++) {
+            const char *code =
+                json_string_value(json_object_get(json_object_get(r, "error"), "code"));
+            if (!code || strcmp(code, "store_error") != 0)
+                break;
+            /* the store reconnects at most once a second (store.h) */
+            json_decref(r);
+            out->retries++;
+            poll(NULL, 0, 1000);
+            r = lh_call(d, req, 10000);
+        }
+        cr_assert(r && json_is_true(json_object_get(r, "ok")), "list failed: %s",
+                  r ? json_dumps(r, 0) : "no reply");
+        size_t i;
+        json_t *job;
+        json_array_foreach(json_object_get(r, "jobs"), i, job) {
+            cr_assert(out->listed < cap - 1, "far more jobs than the %d expected", n);
+            ids[out->listed] = strdup(json_string_value(json_object_get(job, "id")));
+            cr_assert(ids[out->listed]);
+            out->listed++;
+        }
+        json_t *next = json_object_get(r, "next");
+        bool more = json_is_string(next);
+        if (more)
+            snprintf(after, sizeof after, "%s", json_string_value(next));
+        json_decref(r);
+        if (!more)
+            break;
+    }
+    qsort(ids, (size_t)out->listed, sizeof *ids, lh_cmp_str);
+    for (int i = 0; i < out->listed; i++)
+        out->distinct += i == 0 || strcmp(ids[i], ids[i - 1]) != 0;
+    for (int k = 0; k < n; k++)
+        out->found += bsearch(&want[k], ids, (size_t)out->listed, sizeof *ids, lh_cmp_str) != NULL;
+    for (int i = 0; i < out->listed; i++)
+        free(ids[i]);
+    free(ids);
+}

@@ -108,4 +108,20 @@ bool lh_pipe_read(lh_pipe *p, void (*on_line)(void *ud, json_t *line), void *ud)
  * failed. */
 bool lh_send_all(int fd, const char *data, size_t n);
 
+/* What `list` showed of a workflow's jobs (lh_list_count). */
+typedef struct lh_listed {
+    int listed;   /* ids, with repeats */
+    int distinct; /* different ids */
+    int found;    /* ids of WANT among them */
+    int retries;  /* pages asked again after store_error */
+} lh_listed;
+
+/* Pages through `list` of WORKFLOW on D, oldest first, PAGE jobs at a time,
+ * and counts what it shows against the N job ids of WANT. A page answered
+ * store_error (a read cut by a PostgreSQL restart) is asked again after a
+ * second, up to 4 times; any other failure, or more than 2 N jobs, fails
+ * the test. */
+void lh_list_count(lh_daemon *d, const char *workflow, int page, const char *const *want, int n,
+                   lh_listed *out);
+
 #endif

@@ -318,11 +318,6 @@ static void call_many(char **reqs, json_t **out, int n, int timeout_ms)
     close(fd);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Waits until the fake server holds no answer, so its log is complete. */
 static void wait_server_idle(int timeout_ms)
 {
@@ -420,51 +415,20 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
     int64_t t_done = now_ms();
 
     /* ---- distinct jobs in the store, paging through `list` */
-    static char *listed[NJOBS * 2 + 1];
-    int nlisted = 0;
-    char after[64] = "";
-    for (int page = 0; page < 100; page++) {
-        char req[256];
-        snprintf(req, sizeof req, "{\"op\":\"list\",\"workflow\":\"crash\",\"order\":\"oldest\","
-                                  "\"limit\":250%s%s%s}",
-                 after[0] ? ",\"after\":\"" : "", after, after[0] ? "\"" : "");
-        json_t *r = lh_call(&R.d, req, 10000);
-        cr_assert(r && json_is_true(json_object_get(r, "ok")), "list failed: %s",
-                  r ? json_dumps(r, 0) : "no reply");
-        size_t i;
-        json_t *s;
-        json_array_foreach(json_object_get(r, "jobs"), i, s) {
-            cr_assert(nlisted < NJOBS * 2, "far more jobs than keys");
-            listed[nlisted++] = strdup(json_string_value(json_object_get(s, "id")));
-        }
-        json_t *next = json_object_get(r, "next");
-        bool more = json_is_string(next);
-        if (more)
-            snprintf(after, sizeof after, "%s", json_string_value(next));
-        json_decref(r);
-        if (!more)
-            break;
-    }
-    qsort(listed, (size_t)nlisted, sizeof *listed, cmp_str);
-    int distinct = 0, acked_listed = 0;
-    for (int i = 0; i < nlisted; i++)
-        distinct += i == 0 || strcmp(listed[i], listed[i - 1]) != 0;
+    static const char *acked_ids[NJOBS];
     for (int k = 0; k < NJOBS; k++)
-        acked_listed += bsearch(&(const char *){ R.keys[k].job }, listed, (size_t)nlisted,
-                                sizeof *listed, cmp_str) != NULL;
-    for (int i = 0; i < nlisted; i++)
-        free(listed[i]);
+        acked_ids[k] = R.keys[k].job;
+    lh_listed ls;
+    lh_list_count(&R.d, "crash", 250, acked_ids, NJOBS, &ls);
+    int nlisted = ls.listed, distinct = ls.distinct, acked_listed = ls.found;
 
     /* ---- what the provider was paid, step by step */
     wait_server_idle(10000); /* answers orphaned by the last kill are logged when they fall due */
     long chat = fake_server_stat(&R.d.fake, "chat");
-    static const char *jobs[NJOBS];
-    for (int k = 0; k < NJOBS; k++)
-        jobs[k] = R.keys[k].job;
     char log_path[400];
     snprintf(log_path, sizeof log_path, "%s/fake.log", R.d.dir);
     crash_answer *ans = NULL;
-    size_t nans = crash_read_answers(log_path, jobs, NJOBS, &ans);
+    size_t nans = crash_read_answers(log_path, acked_ids, NJOBS, &ans);
     crash_paid p;
     crash_count_paid(ans, nans, R.kills, kills, &p);
     long committed_checked = crash_check_committed(ans, nans, R.kills, kills);

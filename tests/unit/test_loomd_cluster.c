@@ -722,11 +722,6 @@ static void start_daemon(int i)
     R.up[i] = true;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .timeout = 400)
 {
     for (int i = 0; i < NDAEMONS; i++) {
@@ -879,52 +874,13 @@ Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .t
 
     /* ---- distinct jobs in the store, paging through `list` on a survivor */
     int asker = R.up[0] ? 0 : 1;
-    static char *listed[NJOBS * 2 + 1];
-    int nlisted = 0;
-    char after[64] = "";
-    for (int page = 0; page < 100; page++) {
-        char req[256];
-        snprintf(req, sizeof req, "{\"op\":\"list\",\"workflow\":\"cluster\",\"order\":\"oldest\","
-                                  "\"limit\":1000%s%s%s}",
-                 after[0] ? ",\"after\":\"" : "", after, after[0] ? "\"" : "");
-        json_t *r = lh_call(&R.d[asker], req, 10000);
-        for (int tries = 1; tries < 5 && r && !json_is_true(json_object_get(r, "ok")); tries++) {
-            const char *code =
-                json_string_value(json_object_get(json_object_get(r, "error"), "code"));
-            if (!code || strcmp(code, "store_error") != 0)
-                break;
-            /* a read cut by the restart: the store reconnects at most once
-             * a second (store.h) */
-            json_decref(r);
-            R.read_retries++;
-            poll(NULL, 0, 1000);
-            r = lh_call(&R.d[asker], req, 10000);
-        }
-        cr_assert(r && json_is_true(json_object_get(r, "ok")), "list failed: %s",
-                  r ? json_dumps(r, 0) : "no reply");
-        size_t i;
-        json_t *s;
-        json_array_foreach(json_object_get(r, "jobs"), i, s) {
-            cr_assert(nlisted < NJOBS * 2, "far more jobs than keys");
-            listed[nlisted++] = strdup(json_string_value(json_object_get(s, "id")));
-        }
-        json_t *next = json_object_get(r, "next");
-        bool more = json_is_string(next);
-        if (more)
-            snprintf(after, sizeof after, "%s", json_string_value(next));
-        json_decref(r);
-        if (!more)
-            break;
-    }
-    qsort(listed, (size_t)nlisted, sizeof *listed, cmp_str);
-    int distinct = 0, acked_listed = 0;
-    for (int i = 0; i < nlisted; i++)
-        distinct += i == 0 || strcmp(listed[i], listed[i - 1]) != 0;
+    static const char *acked_ids[NJOBS];
     for (int k = 0; k < NJOBS; k++)
-        acked_listed += bsearch(&(const char *){ R.keys[k].job }, listed, (size_t)nlisted,
-                                sizeof *listed, cmp_str) != NULL;
-    for (int i = 0; i < nlisted; i++)
-        free(listed[i]);
+        acked_ids[k] = R.keys[k].job;
+    lh_listed ls;
+    lh_list_count(&R.d[asker], "cluster", 1000, acked_ids, NJOBS, &ls);
+    int nlisted = ls.listed, distinct = ls.distinct, acked_listed = ls.found;
+    R.read_retries += ls.retries;
 
     /* ---- what the provider was asked, step by step: the fake holds no
      * answer any more once its in_flight is 0, so its log is complete */
