@@ -138,6 +138,18 @@ typedef dsl_graph *(*engine_workflow_lookup_fn)(void *ud, const char *name);
 typedef void (*engine_checkpoint_fn)(void *ud, engine_job_t *job, const char *key,
                                      json_t *record);
 
+/* Plugin code that runs in the daemon's process (a lambda, not isolated;
+ * cache hits run none) can crash it, and does so at the same step of the
+ * job at every run. A paid step (a provider or MCP call, not a cache hit)
+ * checkpointed just before such a lambda would then be paid again at every
+ * restart if its checkpoint had not reached the disk when the lambda
+ * crashed. So before a lambda runs after a paid step, the engine asks
+ * engine_durable_fn whether every checkpoint the job handed over is
+ * durable. When it answers false, the lambda waits (holding its in-flight
+ * slot) until the host calls engine_job_durable, which the host must do
+ * once they are: durable, or known never to be (a write that failed). */
+typedef bool (*engine_durable_fn)(void *ud, engine_job_t *job);
+
 typedef struct engine_options {
     size_t max_in_flight;      /* default per-job cap on leaf calls in flight (0: 1024) */
     engine_trace_fn trace;     /* optional, for every job */
@@ -155,6 +167,8 @@ typedef struct engine_job_options {
                                         each leaf step ends for good (above); it may
                                         cancel the job, not free the engine */
     void *checkpoint_ud;
+    engine_durable_fn durable; /* optional (below): are the checkpoints durable? */
+    void *durable_ud;
     const char *name;          /* optional: how logs name the job (copied) */
     json_t *replay;            /* optional {KEY: RECORD} of an earlier run (borrowed:
                                   the job keeps its own shallow copy, so it may be
@@ -387,6 +401,11 @@ void engine_set_batch(engine_t *e, const engine_batch_ops *ops, void *ud);
  * instead), are DONE: its calls parked on batch lines look them up again
  * on a later reactor pass. */
 void engine_job_batch_ready(engine_job_t *job);
+
+/* The checkpoints JOB handed over so far are settled (engine_durable_fn):
+ * its lambdas waiting for them run on a later reactor pass. NULL, an ended
+ * job or one with no waiting lambda: nothing. */
+void engine_job_durable(engine_job_t *job);
 
 /* Lambdas of the plugins ISO isolates (borrowed; NULL: none, the default)
  * run in its helper processes instead of the worker pool

@@ -229,7 +229,9 @@ struct act {
     } k;                       /* per kind, by node->kind (above) */
 };
 
-enum { Q_NONE, Q_DONE, Q_WAIT, Q_PARK }; /* Q_PARK: a pending wait_for, in parkq */
+/* Q_PARK: a pending wait_for, in parkq; Q_DURABLE: a lambda waiting for the
+ * job's checkpoints to be durable, in durableq (engine_lambda.c) */
+enum { Q_NONE, Q_DONE, Q_WAIT, Q_PARK, Q_DURABLE };
 
 /* The scope A made for the workflow it runs (a `use`), or NULL. */
 static inline scope_t *act_own_scope(const act_t *a)
@@ -273,6 +275,12 @@ struct engine_job {
     /* checkpoints and replay (engine_replay.c) */
     engine_checkpoint_fn checkpoint;
     void *checkpoint_ud;
+    engine_durable_fn durable;
+    void *durable_ud;
+    bool paid_unsettled;       /* a paid step was checkpointed since the host last
+                                  said the checkpoints were durable */
+    list_link durableq;        /* lambdas waiting for that (engine_lambda.c) */
+    reactor_timer_t *durable_timer; /* engine_job_durable's pass, or NULL */
     json_t *replay;            /* owned shallow copy {KEY: RECORD}; used entries removed */
     act_t **rheap;             /* started leaves whose record waits, min-heap on rseq */
     size_t nrheap, caprheap;
@@ -535,6 +543,8 @@ bool batch_map_unbounded(act_t *a);
 json_t *batch_wait_json(act_t *a, uint64_t seq);
 /* JOB is freed: its pass and bookkeeping go. */
 void batch_job_fini(engine_job_t *job);
+/* engine_lambda.c: cancels engine_job_durable's pass. */
+void lambda_job_fini(engine_job_t *job);
 
 /* ---- waits (engine_wait.c) */
 /* Whether JOB has only pending waits left (nothing running, queued or

@@ -32,6 +32,7 @@ static void job_free(engine_job_t *job)
     eerr_free(job->error);
     replay_job_fini(job);
     batch_job_fini(job);
+    lambda_job_fini(job);
     scope_fini(&job->scope);
     free(job->tenant);
     free(job);
@@ -111,6 +112,7 @@ engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
     list_init(&job->doneq);
     list_init(&job->waitq);
     list_init(&job->parkq);
+    list_init(&job->durableq);
     job->max_in_flight = o && o->max_in_flight ? o->max_in_flight : e->opt.max_in_flight;
     job->trace = o && o->trace ? o->trace : e->opt.trace;
     job->trace_ud = o && o->trace ? o->trace_ud : e->opt.trace_ud;

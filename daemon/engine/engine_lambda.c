@@ -91,6 +91,65 @@ static void lambda_done(void *ud, int status)
     job_pump(job);
 }
 
+/* Whether A may run plugin code now (engine.h, engine_durable_fn); if not,
+ * it waits in the job's durableq, holding its slot, so that the job is
+ * neither parkable nor done meanwhile. */
+static bool lambda_durable(act_t *a)
+{
+    engine_job_t *job = a->job;
+    if (!job->paid_unsettled || !job->durable)
+        return true;
+    if (job->durable(job->durable_ud, job)) {
+        job->paid_unsettled = false;
+        return true;
+    }
+    list_add_tail(&job->durableq, &a->q);
+    a->inq = Q_DURABLE;
+    return false;
+}
+
+/* engine_job_durable's pass: the waiting lambdas start again, from the top
+ * (their arguments are evaluated anew: nothing ran). One may wait again if
+ * a paid step was checkpointed since. */
+static void durable_fired(reactor_t *r, reactor_timer_t *t, void *ud)
+{
+    engine_job_t *job = ud;
+    (void)r;
+    (void)t;
+    job->durable_timer = NULL;
+    list_link again;
+    list_init(&again);
+    LIST_EACH_SAFE(it, nx, &job->durableq) {
+        list_del(it);
+        list_add_tail(&again, it);
+    }
+    job->busy++;
+    while (!list_empty(&again)) {
+        act_t *a = LIST_OWNER(again.next, act_t, q);
+        list_del(&a->q);
+        list_init(&a->q);
+        a->inq = Q_NONE;
+        lambda_start(a);
+    }
+    job->busy--;
+    job_pump(job);
+}
+
+void engine_job_durable(engine_job_t *job)
+{
+    if (!job || job->ended || job->ending || job->durable_timer || list_empty(&job->durableq))
+        return;
+    job->durable_timer = reactor_timer_add(job->eng->r, 0, durable_fired, job);
+}
+
+void lambda_job_fini(engine_job_t *job)
+{
+    if (job->durable_timer) {
+        reactor_timer_cancel(job->eng->r, job->durable_timer);
+        job->durable_timer = NULL;
+    }
+}
+
 void lambda_start(act_t *a)
 {
     const dsl_lambda *l = &a->node->u.lambda;
@@ -124,6 +183,11 @@ void lambda_start(act_t *a)
     }
     if (isolated_start(a, lam, args, key))
         return;
+    if (!lambda_durable(a)) {
+        free(key);
+        json_decref(args);
+        return;
+    }
     unsigned inline_flags = LOOM_LAMBDA_PURE | LOOM_LAMBDA_FAST;
     if ((lam->def->flags & inline_flags) == inline_flags) {
         hctx h;

@@ -95,6 +95,12 @@ static void leaf_run(act_t *a)
 
 static void leaf_cancel(act_t *a)
 {
+    if (a->inq == Q_DURABLE) {
+        /* a lambda waiting for its job's checkpoints (engine_lambda.c) */
+        list_del(&a->q);
+        list_init(&a->q);
+        a->inq = Q_NONE;
+    }
     if (!a->k.leaf.call)
         return;
     if (a->k.leaf.call_kind == LEAF_LAMBDA)

@@ -131,6 +131,9 @@ void checkpoint_leaf(act_t *a, json_t *raw, const eerr *err)
     if (!rec)
         return;
     job->next_seq++;
+    /* paid: a provider or MCP call that ran (engine.h, engine_durable_fn) */
+    if (a->node->kind != DSL_LAMBDA && !a->cached)
+        job->paid_unsettled = true;
     job->checkpoint(job->checkpoint_ud, job, key, rec);
     json_decref(rec);
 }
@@ -161,6 +164,8 @@ int replay_job_init(engine_job_t *job, const engine_job_options *o)
 {
     job->checkpoint = o ? o->checkpoint : NULL;
     job->checkpoint_ud = o ? o->checkpoint_ud : NULL;
+    job->durable = o ? o->durable : NULL;
+    job->durable_ud = o ? o->durable_ud : NULL;
     if (!o || !json_is_object(o->replay) || json_object_size(o->replay) == 0)
         return 0;
     /* shallow: the records are shared, never modified; the copy is ours to

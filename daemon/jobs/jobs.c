@@ -312,6 +312,11 @@ static void on_checkpointed(void *ud, const store_result_t *res)
 {
     jobs_t *js = ud;
     ljob *j = res->job_id ? jobs_find(js, res->job_id) : NULL;
+    if (j && j->unsettled > 0 && --j->unsettled == 0 && j->durable_wanted) {
+        /* committed, or refused for good: a lambda waiting on it goes on */
+        j->durable_wanted = false;
+        engine_job_durable(j->ej);
+    }
     if ((res->status == -ESTALE || res->status == -EALREADY) && j) {
         /* a shared store: another daemon took the job over, or ended it */
         char id[STORE_ID_SIZE];
@@ -333,6 +338,8 @@ static void on_checkpoint(void *ud, engine_job_t *ej, const char *key, json_t *o
     (void)ej;
     int rc = store_checkpoint_step(j->js->store, j->id, key, output, NULL, 0, on_checkpointed,
                                    j->js);
+    if (rc == 0)
+        j->unsettled++;
     if (rc < 0)
         log_write(j->js->log, LOOM_LOG_WARN, json_pack("{s:s}", "job", j->id),
                   "a checkpoint was not stored, so its step runs again if the job resumes: %s",
@@ -445,12 +452,26 @@ static void on_job_done(engine_job_t *ej, void *ud)
     json_decref(errj);
 }
 
+/* The engine asks, before a lambda runs in this process after a paid step,
+ * whether J's checkpoints are committed (engine.h): a lambda that crashes
+ * the daemon then never costs its job that step again at each restart. */
+static bool on_durable(void *ud, engine_job_t *ej)
+{
+    ljob *j = ud;
+    (void)ej;
+    if (j->unsettled == 0)
+        return true;
+    j->durable_wanted = true;
+    return false;
+}
+
 /* Starts J (just taken off the queue) on ENG, acquired as GEN. */
 static void job_start(jobs_t *js, ljob *j, engine_t *eng, void *gen)
 {
     engine_job_options jo = {
         .trace = on_trace, .trace_ud = j,
         .checkpoint = on_checkpoint, .checkpoint_ud = j,
+        .durable = on_durable, .durable_ud = j,
         .replay = j->replay, .name = j->id,
         .tracer = js->tracer,
         .tenant = j->tenant->name, .tenant_weight = j->tenant->weight,

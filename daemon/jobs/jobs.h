@@ -121,6 +121,8 @@ struct ljob {
     double budget_usd;         /* what its provider calls may cost at most */
     json_t *prev_waits;        /* owned: the waits it had when a signal or deadline
                                   woke it (jobs_wait.c), or NULL */
+    int unsettled;             /* checkpoints handed to the store, not yet answered */
+    bool durable_wanted;       /* the engine waits for them (on_durable) */
     bool gone;                 /* shared store: another daemon runs it now (its lease
                                   was lost) or ended it; it leaves unrecorded and its
                                   waiters wait for the end elsewhere (jobs_cluster.c) */
