@@ -5,8 +5,9 @@
  * owner is gone.
  *
  * A poll runs on a timer every poll_ms and, coalesced into one pending
- * run, when the connection comes back and on cluster_kick. Notifications
- * do not poll: each says what changed, and its hook acts on it. A claim per
+ * run, when the connection comes back, on cluster_kick and on a `released`
+ * notice (jobs a stopping daemon let go). Other notifications do not
+ * poll: each says what changed, and its hook acts on it. A claim per
  * notification would cost the store a transaction for each job any daemon
  * starts or ends, while the jobs a claim looks for (a dead owner's) appear
  * only as leases expire, which no notification announces: the timer finds
@@ -42,6 +43,7 @@ struct cluster {
     reactor_post_t kick;         /* a pending poll (at most one) */
     bool kick_pending;
     cluster_claim *claim;        /* in flight, or NULL */
+    bool claim_again;            /* a poll came while it was: claim once more after */
     bool claim_unsupported;      /* the store cannot claim (-ENOTSUP) */
     cluster_stats stats;
 };
@@ -85,6 +87,10 @@ static void cluster_claimed(void *ud, int status, const json_t *jobs)
     if (!c)
         return; /* the cluster was freed meanwhile */
     c->claim = NULL;
+    /* a job released (or a lease that ran out) after this claim was queued
+     * would wait for the next timer otherwise */
+    bool again = c->claim_again;
+    c->claim_again = false;
     if (status < 0) {
         /* Transient (the store's connection down, say): the next poll tries
          * again; the store logs its own outages. */
@@ -94,8 +100,11 @@ static void cluster_claimed(void *ud, int status, const json_t *jobs)
         return;
     }
     size_t n = json_is_array(jobs) ? json_array_size(jobs) : 0;
-    if (n == 0)
+    if (n == 0) {
+        if (again)
+            cluster_kick(c);
         return;
+    }
     c->stats.claimed += n;
     if (c->h.claimed)
         c->h.claimed(c->h.ud, jobs);
@@ -107,7 +116,11 @@ static void cluster_claimed(void *ud, int status, const json_t *jobs)
 
 static void cluster_claim_start(cluster_t *c)
 {
-    if (c->claim || c->claim_unsupported || !c->h.capacity)
+    if (c->claim) {
+        c->claim_again = true;
+        return;
+    }
+    if (c->claim_unsupported || !c->h.capacity)
         return;
     size_t cap = c->h.capacity(c->h.ud);
     if (cap == 0)
@@ -197,6 +210,10 @@ static bool cluster_dispatch(cluster_t *c, char *p)
     } else if (strcmp(kind, "workflow") == 0) {
         if (h->workflow)
             h->workflow(h->ud, node, a1, a2);
+    } else if (strcmp(kind, "released") == 0) {
+        /* a daemon stopping let the job go: claim it now (if there is
+         * room), not at the next poll */
+        cluster_kick(c);
     } else {
         return false;
     }

@@ -12,8 +12,9 @@
  * cluster_hooks, so the daemon's top decides what a job does with it.
  *
  * Timing: every POLL_MS (default lease_ms / 2, at most 1000), when the
- * connection comes back and on cluster_kick (coalesced: at most one poll
- * pending; notifications never poll: their hooks act on them),
+ * connection comes back, on cluster_kick and on a `released` notice (a
+ * daemon let a job go: it is claimable at once) (coalesced: at most one
+ * poll pending; other notifications never poll: their hooks act on them),
  * hooks.poll runs (the safety net: the daemon checks
  * its remote waiters against the store) and, when hooks.capacity says there
  * is room, store_claim_jobs takes over jobs whose owners are gone; what it

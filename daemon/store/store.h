@@ -184,6 +184,8 @@ int64_t store_lease_ms(const store_t *s);
  *   step NODE JOB KEY       a step was checkpointed
  *   end NODE JOB STATE      a job finished (succeeded, failed, cancelled)
  *   waiting NODE JOB        a job parked (waiting)
+ *   released NODE JOB       NODE let a job go unfinished (store_release_job):
+ *                           any daemon may claim it now
  * and, sent by the cluster module (daemon/cluster/cluster.h), not the store:
  *   cancel NODE JOB         stop running JOB now (it was cancelled)
  *   signal NODE JOB NAME    a signal for a waiting job was recorded

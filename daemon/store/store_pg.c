@@ -1276,6 +1276,8 @@ static bool pg_payload(store_t *s, const store_req_t *q, sbuf *out)
         return true;
     case STORE_OP_FINISH:
         return sbuf_addf(out, "end %s %s %s", node, q->job_id, store_state_name(q->state)) == 0;
+    case STORE_OP_RELEASE:
+        return sbuf_addf(out, "released %s %s", node, q->job_id) == 0;
     default:
         return false;
     }

@@ -766,6 +766,49 @@ Test(cluster, jobs_of_a_daemon_gone_are_claimed_as_capacity_allows)
     store_close(st);
 }
 
+static void inserted_id(void *ud, const store_result_t *res)
+{
+    char *id = ud;
+    cr_assert(eq(int, res->status, 0), "insert: %s", res->error);
+    snprintf(id, STORE_ID_SIZE, "%s", res->job_id);
+}
+
+static void released(void *ud, const store_result_t *res)
+{
+    int *n = ud;
+    cr_assert(eq(int, res->status, 0), "release: %s", res->error);
+    (*n)++;
+}
+
+/* A daemon that lets a job go (a stop) announces it: another with room
+ * claims it at once, not at its next poll (here ten minutes away). */
+Test(cluster, a_released_job_is_claimed_at_once)
+{
+    store_t *leaver = store_for("leaver", 60000);
+    char id[STORE_ID_SIZE] = "";
+    store_job_spec_t spec = {.workflow = "wf"};
+    cr_assert(eq(int, store_insert_job(leaver, &spec, inserted_id, id), 0));
+    cr_assert(RUN_UNTIL(id[0] != '\0', WAIT_MS));
+
+    store_t *st = store_for("taker", 60000);
+    seen s = {.capacity = 1};
+    cluster_t *c = cluster_for(st, &s, NO_TIMER_MS);
+    /* the poll of the connection's coming up finds the lease alive (its
+     * claim may still be in flight when the release comes: the notice's
+     * poll then claims once more after it) */
+    cr_assert(RUN_UNTIL(connected(c) && stats_of(c).claims >= 1, WAIT_MS));
+    cr_assert(eq(sz, s.claimed_jobs, 0));
+
+    int n = 0;
+    cr_assert(eq(int, store_release_job(leaver, id, released, &n), 0));
+    cr_assert(RUN_UNTIL(s.claimed_jobs == 1, WAIT_MS), "the released job was not claimed");
+    cr_assert(eq(str, s.claimed_ids[0], id));
+    cr_assert(RUN_UNTIL(n == 1, WAIT_MS));
+    cluster_free(c);
+    store_close(st);
+    store_close(leaver);
+}
+
 Test(cluster, refuses_a_store_that_is_not_shared)
 {
     char dir[] = "/tmp/loom-cluster-XXXXXX";
