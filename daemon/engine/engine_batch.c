@@ -337,17 +337,13 @@ static void ready_fired(reactor_t *r, reactor_timer_t *t, void *ud)
 
 void engine_job_batch_ready(engine_job_t *job)
 {
-    if (!job || job->ended || job->ending || job->batch_timer)
-        return;
-    job->batch_timer = reactor_timer_add(job->eng->r, 0, ready_fired, job);
+    if (job)
+        job_pass_arm(job, &job->batch_timer, ready_fired);
 }
 
 void batch_job_fini(engine_job_t *job)
 {
-    if (job->batch_timer) {
-        reactor_timer_cancel(job->eng->r, job->batch_timer);
-        job->batch_timer = NULL;
-    }
+    job_pass_cancel(job, &job->batch_timer);
     json_decref(job->batch_direct);
     job->batch_direct = NULL;
 }

@@ -545,6 +545,12 @@ json_t *batch_wait_json(act_t *a, uint64_t seq);
 void batch_job_fini(engine_job_t *job);
 /* engine_lambda.c: cancels engine_job_durable's pass. */
 void lambda_job_fini(engine_job_t *job);
+/* engine_job.c: a job's "look again on a later reactor pass" (the host said
+ * something changed): arms *SLOT to run FN with JOB unless it is armed
+ * already or the job is ending; job_pass_cancel disarms it (at the job's
+ * end). */
+void job_pass_arm(engine_job_t *job, reactor_timer_t **slot, reactor_timer_cb fn);
+void job_pass_cancel(engine_job_t *job, reactor_timer_t **slot);
 
 /* ---- waits (engine_wait.c) */
 /* Whether JOB has only pending waits left (nothing running, queued or

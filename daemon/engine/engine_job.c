@@ -100,6 +100,21 @@ static void job_start_fired(reactor_t *r, reactor_timer_t *t, void *ud)
     job_pump(job);
 }
 
+void job_pass_arm(engine_job_t *job, reactor_timer_t **slot, reactor_timer_cb fn)
+{
+    if (job->ended || job->ending || *slot)
+        return;
+    *slot = reactor_timer_add(job->eng->r, 0, fn, job);
+}
+
+void job_pass_cancel(engine_job_t *job, reactor_timer_t **slot)
+{
+    if (*slot) {
+        reactor_timer_cancel(job->eng->r, *slot);
+        *slot = NULL;
+    }
+}
+
 engine_job_t *engine_submit(engine_t *e, dsl_graph *g, json_t *input,
                             const engine_job_options *o, engine_done_fn done, void *ud)
 {

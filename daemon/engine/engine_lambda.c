@@ -137,17 +137,13 @@ static void durable_fired(reactor_t *r, reactor_timer_t *t, void *ud)
 
 void engine_job_durable(engine_job_t *job)
 {
-    if (!job || job->ended || job->ending || job->durable_timer || list_empty(&job->durableq))
-        return;
-    job->durable_timer = reactor_timer_add(job->eng->r, 0, durable_fired, job);
+    if (job && !list_empty(&job->durableq))
+        job_pass_arm(job, &job->durable_timer, durable_fired);
 }
 
 void lambda_job_fini(engine_job_t *job)
 {
-    if (job->durable_timer) {
-        reactor_timer_cancel(job->eng->r, job->durable_timer);
-        job->durable_timer = NULL;
-    }
+    job_pass_cancel(job, &job->durable_timer);
 }
 
 void lambda_start(act_t *a)
