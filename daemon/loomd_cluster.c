@@ -106,6 +106,18 @@ static void h_job_cancel(void *ud, const char *node, const char *job)
     jobs_remote_cancel(&d->jobs, job);
 }
 
+static void h_job_watch(void *ud, const char *node, const char *job)
+{
+    loomd *d = ud;
+    jobs_remote_watch(&d->jobs, node, job);
+}
+
+static void h_job_event(void *ud, const char *node, const char *job, const char *event)
+{
+    loomd *d = ud;
+    jobs_remote_event(&d->jobs, node, job, event);
+}
+
 static void h_workflow(void *ud, const char *node, const char *name, const char *version)
 {
     loomd *d = ud;
@@ -154,6 +166,7 @@ int loomd_cluster_start(loomd *d)
     cluster_hooks h = {
         .ud = d, .job_new = h_job_new, .job_step = h_job_step, .job_end = h_job_end,
         .job_waiting = h_job_waiting, .job_cancel = h_job_cancel, .workflow = h_workflow,
+        .job_watch = h_job_watch, .job_event = h_job_event,
         .poll = h_poll, .capacity = h_capacity, .claimed = h_claimed,
     };
     cluster_options o = { .conninfo = d->cfg->state,

@@ -180,10 +180,12 @@ static bool cluster_dispatch(cluster_t *c, char *p)
     /* The kinds with two arguments take the rest of the payload as the
      * second (a step key is opaque and may hold spaces). */
     bool two = strcmp(kind, "step") == 0 || strcmp(kind, "end") == 0 ||
-               strcmp(kind, "signal") == 0 || strcmp(kind, "workflow") == 0;
+               strcmp(kind, "signal") == 0 || strcmp(kind, "workflow") == 0 ||
+               strcmp(kind, "event") == 0;
     if (two ? !a2 || !*a2 : a2 != NULL)
         return false;
-    if (two && strcmp(kind, "step") != 0 && strcmp(kind, "signal") != 0 && strchr(a2, ' '))
+    if (two && strcmp(kind, "step") != 0 && strcmp(kind, "signal") != 0 &&
+        strcmp(kind, "event") != 0 && strchr(a2, ' '))
         return false;
     const cluster_hooks *h = &c->h;
     if (strcmp(kind, "new") == 0) {
@@ -210,6 +212,12 @@ static bool cluster_dispatch(cluster_t *c, char *p)
     } else if (strcmp(kind, "workflow") == 0) {
         if (h->workflow)
             h->workflow(h->ud, node, a1, a2);
+    } else if (strcmp(kind, "watch") == 0) {
+        if (h->job_watch)
+            h->job_watch(h->ud, node, a1);
+    } else if (strcmp(kind, "event") == 0) {
+        if (h->job_event)
+            h->job_event(h->ud, node, a1, a2);
     } else if (strcmp(kind, "released") == 0) {
         /* a daemon stopping let the job go: claim it now (if there is
          * room), not at the next poll */

@@ -49,6 +49,12 @@ typedef struct cluster_hooks {
     void (*job_cancel)(void *ud, const char *node, const char *job);
     void (*job_signal)(void *ud, const char *node, const char *job, const char *name);
     void (*workflow)(void *ud, const char *node, const char *name, const char *version);
+    /* Live events relayed between daemons (daemon/jobs/jobs_cluster.c):
+     * "watch NODE JOB", NODE has `events` subscribers to JOB, which it does
+     * not run; "event NODE JOB EVENT", an event (JSON text) of JOB, which
+     * NODE runs, for such subscribers. */
+    void (*job_watch)(void *ud, const char *node, const char *job);
+    void (*job_event)(void *ud, const char *node, const char *job, const char *event);
     /* The safety net (see above). */
     void (*poll)(void *ud);
     /* How many more jobs this daemon would take over now (0: none). */

@@ -121,6 +121,8 @@ struct ljob {
     double budget_usd;         /* what its provider calls may cost at most */
     json_t *prev_waits;        /* owned: the waits it had when a signal or deadline
                                   woke it (jobs_wait.c), or NULL */
+    uint64_t relay_until_us;   /* reactor clock: its live events go to the daemons
+                                  watching it until then (jobs_cluster.c) */
     int unsettled;             /* checkpoints handed to the store, not yet answered */
     bool durable_wanted;       /* the engine waits for them (on_durable) */
     bool gone;                 /* shared store: another daemon runs it now (its lease
@@ -311,8 +313,16 @@ void jobs_remote_poll(jobs_t *js);
 /* J's lease is lost (-ESTALE) or it ended elsewhere (-EALREADY): it stops
  * here without recording anything; its waiters wait for its end elsewhere. */
 void jobs_lease_lost(jobs_t *js, ljob *j, const char *why);
-/* Keeps CONN's `events` subscription to JOB (run elsewhere): 0 or -ENOMEM. */
+/* Keeps CONN's `events` subscription to JOB (run elsewhere): 0 or -ENOMEM.
+ * The daemon running JOB is asked (publish "watch JOB", again at each poll)
+ * to relay its live events. */
 int jobs_rsub_add(jobs_t *js, server_conn_t *conn, const char *job);
+/* NODE has subscribers to JOB: if it runs here, its live events are
+ * published ("event JOB EVENT") for JOBS_WATCH_US from now. */
+void jobs_remote_watch(jobs_t *js, const char *node, const char *job);
+/* NODE, which runs JOB, relayed EVENT (JSON text): this daemon's
+ * subscribers to JOB get it, with "daemon": NODE. */
+void jobs_remote_event(jobs_t *js, const char *node, const char *job, const char *event);
 /* Drops CONN's (every one when NULL) subscriptions to jobs run elsewhere. */
 void jobs_rsub_drop(jobs_t *js, server_conn_t *conn);
 /* Moves J's waiters to waits kept by id (jobs_bwait.c) until its end

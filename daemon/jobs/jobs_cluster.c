@@ -21,6 +21,11 @@
 #include "daemon/jobs/jobs.h"
 #include "daemon/jobs/jobs_internal.h"
 
+/* How long one `watch` holds the relay of a job's events: the watcher says
+ * it again at each of its polls (at most a second apart by default), and
+ * one that went away stops costing notices this long after. */
+#define JOBS_WATCH_US (10 * REACTOR_SEC)
+
 /* A connection's `events` subscription to a job another daemon runs. */
 struct jobs_rsub {
     struct jobs_rsub *next;
@@ -53,22 +58,9 @@ int jobs_rsub_add(jobs_t *js, server_conn_t *conn, const char *job)
     snprintf(s->job, sizeof s->job, "%s", job);
     s->next = js->rsubs;
     js->rsubs = s;
+    if (js->hooks.publish)
+        js->hooks.publish(js->hooks.ud, "watch", job);
     return 0;
-}
-
-void jobs_rsub_drop(jobs_t *js, server_conn_t *conn)
-{
-    struct jobs_rsub **p = &js->rsubs;
-    while (*p) {
-        struct jobs_rsub *s = *p;
-        if (conn && s->conn != conn) {
-            p = &s->next;
-            continue;
-        }
-        *p = s->next;
-        server_conn_unref(s->conn);
-        free(s);
-    }
 }
 
 /* Hands the remote subscriptions to JOB over to J, now live here. */
@@ -121,6 +113,59 @@ static bool rsub_wanted(const jobs_t *js, const char *job)
         if (strcmp(s->job, job) == 0)
             return true;
     return false;
+}
+
+void jobs_remote_watch(jobs_t *js, const char *node, const char *job)
+{
+    (void)node;
+    ljob *j = jobs_find(js, job);
+    if (j && !j->gone)
+        j->relay_until_us = reactor_now_us(js->r) + JOBS_WATCH_US;
+}
+
+void jobs_relay(jobs_t *js, ljob *j, const json_t *ev)
+{
+    if (!js->hooks.publish || reactor_now_us(js->r) >= j->relay_until_us)
+        return;
+    const char *name = json_string_value(json_object_get(ev, "event"));
+    /* the end reaches the watchers as the store's own `end` notice */
+    if (!name || strcmp(name, "job_finished") == 0)
+        return;
+    char *text = json_dumps(ev, JSON_COMPACT);
+    char *args = NULL;
+    if (text && asprintf(&args, "%s %s", j->id, text) > 0)
+        js->hooks.publish(js->hooks.ud, "event", args); /* too long: dropped, best effort */
+    free(args);
+    free(text);
+}
+
+void jobs_remote_event(jobs_t *js, const char *node, const char *job, const char *event)
+{
+    if (jobs_find(js, job) || !rsub_wanted(js, job))
+        return; /* runs here (its events are its own), or nobody here wants it */
+    json_t *ev = json_loads(event, 0, NULL);
+    const char *name = json_string_value(json_object_get(ev, "event"));
+    if (!json_is_object(ev) || !name || strcmp(name, "job_finished") == 0) {
+        json_decref(ev);
+        return;
+    }
+    json_object_set_new(ev, "daemon", json_string(node));
+    rsub_emit(js, job, ev, false);
+}
+
+void jobs_rsub_drop(jobs_t *js, server_conn_t *conn)
+{
+    struct jobs_rsub **p = &js->rsubs;
+    while (*p) {
+        struct jobs_rsub *s = *p;
+        if (conn && s->conn != conn) {
+            p = &s->next;
+            continue;
+        }
+        *p = s->next;
+        server_conn_unref(s->conn);
+        free(s);
+    }
 }
 
 void jobs_remote_step(jobs_t *js, const char *node, const char *job, const char *key)
@@ -177,8 +222,12 @@ void jobs_remote_poll(jobs_t *js)
         if (!dup)
             snprintf(ids[n++], STORE_ID_SIZE, "%s", s->job);
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* the owner may have changed (a takeover): it hears the watch anew */
+        if (js->hooks.publish)
+            js->hooks.publish(js->hooks.ud, "watch", ids[i]);
         jobs_remote_end(js, ids[i]);
+    }
 }
 
 void jobs_hand_off(jobs_t *js, ljob *j)

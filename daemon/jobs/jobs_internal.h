@@ -29,6 +29,10 @@ struct jobs_held_wait {
     double timeout_s;
 };
 
+/* jobs_cluster.c: publishes EV (borrowed; "job" and "time_ms" set) of J,
+ * which runs here, for the daemons watching J (jobs_remote_watch). */
+void jobs_relay(jobs_t *js, ljob *j, const json_t *ev);
+
 /* jobs.c: whether the queue (all of it, or tenant T's share; T may be NULL)
  * is full; if so, answers ID on CONN with queue_full and counts the refusal. */
 bool jobs_queue_refuses(jobs_t *js, jobs_tenant *t, server_conn_t *conn, json_t *id);

@@ -50,12 +50,15 @@ void jobs_emit(jobs_t *js, ljob *j, json_t *ev)
     for (size_t i = 0; i < js->ntsubs; i++)
         if (strcmp(js->tsubs[i].tenant, j->tenant->name) == 0)
             server_send(js->tsubs[i].conn, json_incref(ev));
+    if (j->relay_until_us)
+        jobs_relay(js, j, ev);
     json_decref(ev);
 }
 
 bool jobs_watched(jobs_t *js, ljob *j)
 {
-    return j->nsubs || js->nsubs || js->ntsubs;
+    return j->nsubs || js->nsubs || js->ntsubs ||
+           (j->relay_until_us && reactor_now_us(js->r) < j->relay_until_us);
 }
 
 void jobs_tsubs_drop(jobs_t *js, server_conn_t *conn)

@@ -189,7 +189,9 @@ int64_t store_lease_ms(const store_t *s);
  * and, sent by the cluster module (daemon/cluster/cluster.h), not the store:
  *   cancel NODE JOB         stop running JOB now (it was cancelled)
  *   signal NODE JOB NAME    a signal for a waiting job was recorded
- *   workflow NODE NAME VERSION   NODE loaded a new version of NAME */
+ *   workflow NODE NAME VERSION   NODE loaded a new version of NAME
+ *   watch NODE JOB          NODE has `events` subscribers to JOB, run elsewhere
+ *   event NODE JOB EVENT    a live event of JOB (JSON), which NODE runs */
 #define STORE_NOTIFY_CHANNEL "loom"
 
 /* Claims for this node up to MAX jobs that are queued or running and whose

@@ -452,7 +452,7 @@ Test(pgconn, restart_of_the_server_down_fail_fast_up_and_notifications_again)
 /* ---- cluster */
 
 typedef struct seen {
-    int calls[9];                /* per kind, in the order of the hooks */
+    int calls[11];               /* per kind, in the order of the hooks */
     char last_node[64], last_a[128], last_b[128];
     int polls;
     size_t capacity;             /* what the capacity hook answers */
@@ -461,7 +461,8 @@ typedef struct seen {
     char claimed_ids[16][STORE_ID_SIZE];
 } seen;
 
-enum { K_NEW, K_QUEUED, K_STEP, K_END, K_WAITING, K_CANCEL, K_SIGNAL, K_WORKFLOW };
+enum { K_NEW, K_QUEUED, K_STEP, K_END, K_WAITING, K_CANCEL, K_SIGNAL, K_WORKFLOW, K_WATCH,
+       K_EVENT };
 
 static void seen_set(seen *s, int k, const char *node, const char *a, const char *b)
 {
@@ -491,6 +492,11 @@ static void h_workflow(void *ud, const char *n, const char *name, const char *v)
 {
     seen_set(ud, K_WORKFLOW, n, name, v);
 }
+static void h_watch(void *ud, const char *n, const char *j) { seen_set(ud, K_WATCH, n, j, NULL); }
+static void h_event(void *ud, const char *n, const char *j, const char *ev)
+{
+    seen_set(ud, K_EVENT, n, j, ev);
+}
 static void h_poll(void *ud) { ((seen *)ud)->polls++; }
 static size_t h_capacity(void *ud) { return ((seen *)ud)->capacity; }
 static void h_claimed(void *ud, const json_t *jobs)
@@ -515,7 +521,8 @@ static cluster_hooks hooks_for(seen *s)
     return (cluster_hooks){
         .ud = s, .job_new = h_new, .job_queued = h_queued, .job_step = h_step,
         .job_end = h_end, .job_waiting = h_waiting, .job_cancel = h_cancel,
-        .job_signal = h_signal, .workflow = h_workflow, .poll = h_poll,
+        .job_signal = h_signal, .workflow = h_workflow, .job_watch = h_watch,
+        .job_event = h_event, .poll = h_poll,
         .capacity = h_capacity, .claimed = h_claimed};
 }
 
@@ -576,6 +583,9 @@ Test(cluster, payloads_of_others_reach_the_hooks_and_its_own_are_dropped)
         {"cancel x J6", K_CANCEL, "J6", ""},
         {"signal x J7 approve", K_SIGNAL, "J7", "approve"},
         {"workflow x summarize 3f2a", K_WORKFLOW, "summarize", "3f2a"},
+        {"watch x J8", K_WATCH, "J8", ""},
+        {"event x J9 {\"event\": \"step_started\", \"node\": \"do\"}", K_EVENT, "J9",
+         "{\"event\": \"step_started\", \"node\": \"do\"}"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         /* One of its own first: dropped, so the hook sees only the other. */
@@ -593,7 +603,7 @@ Test(cluster, payloads_of_others_reach_the_hooks_and_its_own_are_dropped)
         cr_assert(eq(str, s.last_b, (char *)cases[i].b));
     }
     cluster_stats cs = stats_of(c);
-    cr_assert(eq(u64, cs.notifications, 8));
+    cr_assert(eq(u64, cs.notifications, 10));
     cr_assert(eq(u64, cs.malformed, 0));
     PQfinish(p);
     cluster_free(c);
