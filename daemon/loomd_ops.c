@@ -444,10 +444,11 @@ json_t *loomd_stats(loomd *d)
     store_get_stats(d->store, &st);
     if (o)
         json_object_set_new(o, "store",
-                            json_pack("{s:I, s:I, s:I, s:I}", "transactions",
+                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "transactions",
                                       (json_int_t)st.transactions, "queued", (json_int_t)st.queued,
                                       "held", (json_int_t)st.held, "held_tries",
-                                      (json_int_t)st.held_tries));
+                                      (json_int_t)st.held_tries, "read_reconnects",
+                                      (json_int_t)st.read_reconnects));
     /* isolated plugins: crashes (plugin_crashed), timeouts and restarts of
      * their helpers, by plugin ({} when none is isolated) */
     if (o)

@@ -837,6 +837,7 @@ void store_get_stats(store_t *s, store_stats_t *out)
     pthread_mutex_unlock(&s->lock);
     out->transactions = atomic_load(&s->transactions);
     out->batch_retries = atomic_load(&s->batch_retries);
+    out->read_reconnects = s->pg ? store_pg_read_reconnects(s) : 0;
 }
 
 bool store_unavailable(store_t *s, int64_t *retry_after_ms, char *why, size_t whylen)

@@ -551,6 +551,9 @@ typedef struct store_stats {
     int held_status;        /* while held: the last try's status (< 0) */
     int64_t retry_ms;       /* while held: the wait before the next try */
     char held_error[200];   /* while held: what the last try said */
+    uint64_t read_reconnects; /* PostgreSQL: tries to reopen the reads' connection
+                                 (each may hold the caller up to 2 s while the
+                                 server is cut off); 0 with SQLite */
 } store_stats_t;
 
 /* A snapshot of S's counters. Any thread while S is open. */

@@ -405,6 +405,8 @@ static int pg_connect(struct store_pg *pg, store_pg_conn_t *c, char *err, size_t
     c->conn = PQconnectdbParams(keys, vals, 1);
     if (c->conn && PQstatus(c->conn) == CONNECTION_OK) {
         c->broken = false;
+        if (c == &pg->w)
+            atomic_fetch_add(&pg->writer_connects, 1);
         /* the store prints nothing (store.h): libpq would print the
          * server's notices and warnings on stderr */
         PQsetNoticeProcessor(c->conn, pg_no_notice, NULL);
@@ -435,14 +437,27 @@ PGconn *store_pg_reader(store_t *s, char *err, size_t errlen, int *status)
     if (pg->r.conn && !pg->r.broken && PQstatus(pg->r.conn) == CONNECTION_OK)
         return pg->r.conn;
     pg->r.broken = true;
-    if (pg_mono_ms() - pg->r.last_try_ms < 1000) {
+    uint64_t writer = atomic_load(&pg->writer_connects);
+    bool back = writer != pg->read_seen_writer;
+    if (!back && pg_mono_ms() - pg->r.last_try_ms < pg->read_retry_ms) {
         store_set_error(err, errlen, "the state database %s is unreachable", pg->redacted);
         *status = -EIO;
         return NULL;
     }
-    if ((*status = pg_connect(pg, &pg->r, err, errlen)) < 0)
+    pg->read_seen_writer = writer;
+    atomic_fetch_add(&pg->read_reconnects, 1);
+    if ((*status = pg_connect(pg, &pg->r, err, errlen)) < 0) {
+        int64_t next = pg->read_retry_ms * 2;
+        pg->read_retry_ms = next < 1000 ? 1000 : next > 30000 ? 30000 : next;
         return NULL;
+    }
+    pg->read_retry_ms = 1000; /* a loss found later: tried at once, then a second */
     return pg->r.conn;
+}
+
+uint64_t store_pg_read_reconnects(store_t *s)
+{
+    return s->pg ? atomic_load(&s->pg->read_reconnects) : 0;
 }
 
 int store_pg_read_fail(store_t *s, PGresult *r, const char *what, char *err, size_t errlen)
@@ -672,6 +687,8 @@ int store_pg_open(store_t *s, const char *uri, const store_options_t *o, char *e
     }
     s->pg = pg;
     atomic_init(&pg->heartbeats, 0);
+    atomic_init(&pg->writer_connects, 0);
+    atomic_init(&pg->read_reconnects, 0);
     size_t rlen = strlen(uri) + 8;
     if (!(pg->uri = strdup(uri)) || !(pg->redacted = malloc(rlen)) ||
         !(pg->epochs = json_object()))

@@ -50,11 +50,22 @@ struct store_pg {
     json_t *epochs;
     int64_t next_heartbeat_ms; /* CLOCK_MONOTONIC; store thread only */
     atomic_uint_fast64_t heartbeats;
+    /* The reads' reconnects (store_pg_reader, reactor thread): tried at
+     * once when a live connection is found dead, then backing off (1 s,
+     * doubling, at most 30 s) while they fail, for each try may hold the
+     * reactor for connect_timeout when the server is cut off; at once again
+     * when the writer connected since (the server is back). */
+    int64_t read_retry_ms;
+    uint64_t read_seen_writer;     /* writer_connects at the last try */
+    atomic_uint_fast64_t writer_connects;
+    atomic_uint_fast64_t read_reconnects; /* tries, for stats */
 };
 
 /* Opens both connections, runs the migrations and fills S->pg. */
 int store_pg_open(store_t *s, const char *uri, const store_options_t *o, char *err,
                   size_t errlen);
+/* Tries the reads made to reconnect (store_stats_t.read_reconnects). */
+uint64_t store_pg_read_reconnects(store_t *s);
 /* Closes the connections and frees S->pg. NULL-safe. */
 void store_pg_close(store_t *s);
 

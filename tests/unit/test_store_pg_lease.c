@@ -807,3 +807,51 @@ Test(store_pg, a_row_locked_elsewhere_holds_the_write_not_the_store)
     PQfinish(c);
     store_close(a);
 }
+
+/* Reads that find the server gone try to reconnect at once, then back off
+ * (1 s, 2 s, 4 s, ...: each try may hold the reactor for connect_timeout
+ * when the server is cut off rather than down); once the writer is back
+ * on the server, the next read reconnects at once. */
+Test(store_pg, reads_back_off_while_the_server_is_gone)
+{
+    cr_assert(pgtest_private_cluster("store-pg-backoff") != NULL);
+    free(g_uri);
+    g_uri = pgtest_fresh_db("backoff");
+    cr_assert(g_uri != NULL);
+    store_t *a = open_node("a", 60000);
+    char id[STORE_ID_SIZE], err[256];
+    insert(a, id);
+    json_t *job = NULL;
+    cr_assert(eq(int, store_get_job(a, id, &job, err, sizeof err), 0), "%s", err);
+    json_decref(job);
+    cr_assert(eq(int, pgtest_stop_private(), 0));
+
+    /* reads every 20 ms for 7.5 s: tries at 0, 1, 3 and 7 s (backing off),
+     * where a try a second would make 8 */
+    store_stats_t st;
+    double t0 = now_s();
+    int reads = 0;
+    while (now_s() - t0 < 7.5) {
+        job = NULL;
+        cr_assert(truth(store_get_job(a, id, &job, err, sizeof err) < 0));
+        reads++;
+        reactor_run_once(g_r, 20);
+    }
+    store_get_stats(a, &st);
+    fprintf(stderr, "reads_back_off: %d reads, %llu reconnect tries in 7.5 s\n", reads,
+            (unsigned long long)st.read_reconnects);
+    cr_assert(ge(u64, st.read_reconnects, 3));
+    cr_assert(le(u64, st.read_reconnects, 5), "%llu tries: no back-off",
+              (unsigned long long)st.read_reconnects);
+
+    /* back: a write reconnects the writer, and the next read follows at
+     * once instead of waiting out its back-off */
+    cr_assert(pgtest_private_cluster("store-pg-backoff") != NULL);
+    cr_assert(eq(int, checkpoint(a, id, "after", err, sizeof err), 0), "%s", err);
+    job = NULL;
+    cr_assert(eq(int, store_get_job(a, id, &job, err, sizeof err), 0),
+              "the first read after the writer reconnected: %s", err);
+    json_decref(job);
+    store_close(a);
+    pgtest_stop_private();
+}
