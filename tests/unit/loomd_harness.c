@@ -496,6 +496,18 @@ int lh_loomctl(const char *args, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
+void lh_use_pg(lh_daemon *d, const char *db_uri, const char *node, const char *cluster_fields,
+               const char *extra)
+{
+    char old[400], *repl = NULL;
+    snprintf(old, sizeof old, "state: %s\n", d->state);
+    cr_assert(asprintf(&repl, "state: \"%s\"\ncluster: { node: %s, local_state: \"%s/local\"%s%s }\n%s",
+                       db_uri, node, d->dir, *cluster_fields ? ", " : "", cluster_fields,
+                       extra) > 0);
+    lh_config_replace(d, old, repl);
+    free(repl);
+}
+
 static int lh_cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);

@@ -108,6 +108,13 @@ bool lh_pipe_read(lh_pipe *p, void (*on_line)(void *ud, json_t *line), void *ud)
  * failed. */
 bool lh_send_all(int fd, const char *data, size_t n);
 
+/* Puts D (set up, not started) on the PostgreSQL database DB_URI as node
+ * NODE: its `state:` becomes DB_URI, with a `cluster:` section naming NODE,
+ * its local state in D's directory and CLUSTER_FIELDS ("lease: 2s, poll:
+ * 250ms", or ""), then the lines EXTRA (or ""). */
+void lh_use_pg(lh_daemon *d, const char *db_uri, const char *node, const char *cluster_fields,
+               const char *extra);
+
 /* What `list` showed of a workflow's jobs (lh_list_count). */
 typedef struct lh_listed {
     int listed;   /* ids, with repeats */

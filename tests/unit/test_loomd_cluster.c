@@ -701,15 +701,11 @@ static void setup_daemon(int i, const char *providers, const char *const *fake_a
     lh_daemon *d = &R.d[i];
     lh_setup(d, providers, fake_args);
     lh_workflow(d, "cluster", CLUSTER_WF);
-    char old[400], *repl = NULL;
-    snprintf(old, sizeof old, "state: %s\n", d->state);
-    cr_assert(asprintf(&repl,
-                       "state: \"%s\"\n"
-                       "cluster: { node: n%d, lease: %dms, poll: %dms, local_state: \"%s/local\" }\n"
-                       "max_running_jobs: %d\n",
-                       R.db_uri, i, LEASE_MS, POLL_MS, d->dir, MAX_RUNNING) > 0);
-    lh_config_replace(d, old, repl);
-    free(repl);
+    char node[16], fields[64], extra[64];
+    snprintf(node, sizeof node, "n%d", i);
+    snprintf(fields, sizeof fields, "lease: %dms, poll: %dms", LEASE_MS, POLL_MS);
+    snprintf(extra, sizeof extra, "max_running_jobs: %d\n", MAX_RUNNING);
+    lh_use_pg(d, R.db_uri, node, fields, extra);
     /* 3,000 jobs' debug lines cost the daemons CPU the test needs */
     lh_config_replace(d, "log: { level: debug }", "log: { level: info }");
 }

@@ -41,14 +41,9 @@ static void setup_daemon(int i, const char *providers, const char *const *fake_a
     lh_daemon *d = &D[i];
     lh_setup(d, providers, fake_args);
     lh_workflow(d, "relay", RELAY_WF);
-    char old[400], *repl = NULL;
-    snprintf(old, sizeof old, "state: %s\n", d->state);
-    cr_assert(asprintf(&repl,
-                       "state: \"%s\"\n"
-                       "cluster: { node: n%d, lease: 5s, poll: 250ms, local_state: \"%s/local\" }\n",
-                       db_uri, i, d->dir) > 0);
-    lh_config_replace(d, old, repl);
-    free(repl);
+    char node[16];
+    snprintf(node, sizeof node, "n%d", i);
+    lh_use_pg(d, db_uri, node, "lease: 5s, poll: 250ms", "");
     lh_spawn(d);
     int st = lh_wait_listening(d, START_BOUND_MS);
     cr_assert(st == 0, "daemon n%d exited at start (status %d); see %s/loomd.log", i, st, d->dir);

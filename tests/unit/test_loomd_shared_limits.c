@@ -80,15 +80,9 @@ static void setup_daemon(int i, const char *providers, const char *const *fake_a
     lh_daemon *d = &D[i];
     lh_setup(d, providers, fake_args);
     lh_workflow(d, "one", ONE_CALL_WF);
-    char old[400], *repl = NULL;
-    snprintf(old, sizeof old, "state: %s\n", d->state);
-    cr_assert(asprintf(&repl,
-                       "state: \"%s\"\n"
-                       "cluster: { node: n%d, local_state: \"%s/local\" }\n"
-                       "max_running_jobs: 32\n",
-                       db_uri, i + 1, d->dir) > 0);
-    lh_config_replace(d, old, repl);
-    free(repl);
+    char node[16];
+    snprintf(node, sizeof node, "n%d", i + 1);
+    lh_use_pg(d, db_uri, node, "", "max_running_jobs: 32\n");
     lh_config_replace(d, "log: { level: debug }", "log: { level: info }");
 }
 

@@ -726,16 +726,23 @@ Test(store_pg, notifications)
 
 /* ---- PostgreSQL restarting */
 
-Test(store_pg, restart_holds_a_checkpoint)
+/* Node "a" on a fresh database of a cluster of the test's own, NAME (the
+ * test stops or restarts it under the store), with one job, ID. */
+static store_t *private_store(const char *name, char id[STORE_ID_SIZE])
 {
-    /* a cluster of this test's own, restarted under the store */
-    cr_assert(pgtest_private_cluster("store-pg-lease") != NULL);
+    cr_assert(pgtest_private_cluster(name) != NULL);
     free(g_uri);
     g_uri = pgtest_fresh_db("lease");
     cr_assert(g_uri != NULL);
     store_t *a = open_node("a", 60000);
-    char id[STORE_ID_SIZE], err[256];
     insert(a, id);
+    return a;
+}
+
+Test(store_pg, restart_holds_a_checkpoint)
+{
+    char id[STORE_ID_SIZE], err[256];
+    store_t *a = private_store("store-pg-lease", id);
     cr_assert(eq(int, pgtest_restart(), 0));
     /* the connection the store had is gone: the checkpoint's first try
      * fails, it is held, and it commits once the store has reconnected */
@@ -814,13 +821,8 @@ Test(store_pg, a_row_locked_elsewhere_holds_the_write_not_the_store)
  * on the server, the next read reconnects at once. */
 Test(store_pg, reads_back_off_while_the_server_is_gone)
 {
-    cr_assert(pgtest_private_cluster("store-pg-backoff") != NULL);
-    free(g_uri);
-    g_uri = pgtest_fresh_db("backoff");
-    cr_assert(g_uri != NULL);
-    store_t *a = open_node("a", 60000);
     char id[STORE_ID_SIZE], err[256];
-    insert(a, id);
+    store_t *a = private_store("store-pg-backoff", id);
     json_t *job = NULL;
     cr_assert(eq(int, store_get_job(a, id, &job, err, sizeof err), 0), "%s", err);
     json_decref(job);
