@@ -1,9 +1,12 @@
 /* bench_util.c -- helpers shared by the benchmarks (see bench_util.h). */
 #include "bench/bench_util.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 void bench_add(bench_text *t, const char *fmt, ...)
@@ -48,4 +51,25 @@ static int cmp_double(const void *a, const void *b)
 void bench_sort(double *v, size_t n)
 {
     qsort(v, n, sizeof *v, cmp_double);
+}
+
+int bench_flush(int fd, char *buf, size_t *len, int flags)
+{
+    size_t off = 0;
+    int err = 0;
+    while (off < *len) {
+        ssize_t w = send(fd, buf + off, *len - off, MSG_NOSIGNAL | flags);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (w <= 0) {
+            err = w < 0 ? errno : EPIPE;
+            break;
+        }
+        off += (size_t)w;
+    }
+    memmove(buf, buf + off, *len - off);
+    *len -= off;
+    return err;
 }

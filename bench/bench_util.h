@@ -19,4 +19,9 @@ double bench_now_us(void);
 /* Sorts N samples in place, ascending (for min, median, max). */
 void bench_sort(double *v, size_t n);
 
+/* Sends as much of BUF's *LEN pending bytes to socket FD as it takes now
+ * (FLAGS added to MSG_NOSIGNAL) and keeps the rest at the front of BUF.
+ * 0, or the errno of a failed send (the peer is gone). */
+int bench_flush(int fd, char *buf, size_t *len, int flags);
+
 #endif

@@ -84,19 +84,9 @@ static void out_add(conn *c, const char *s, size_t n)
 
 static void flush(conn *c)
 {
-    size_t off = 0;
-    while (off < c->out_len) {
-        ssize_t w = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (w <= 0)
-            die("send failed (did a loomd stop?)", strerror(errno));
-        off += (size_t)w;
-    }
-    memmove(c->out, c->out + off, c->out_len - off);
-    c->out_len -= off;
+    int err = bench_flush(c->fd, c->out, &c->out_len, MSG_DONTWAIT);
+    if (err)
+        die("send failed (did a loomd stop?)", strerror(err));
 }
 
 /* Submits on C while its window and the count allow; the id is the job's

@@ -112,19 +112,9 @@ static void arm(run *r, conn *c, bool want_out)
 /* Hands C's pending requests to the socket, as far as it takes them. */
 static void flush(run *r, conn *c)
 {
-    size_t off = 0;
-    while (off < c->out_len) {
-        ssize_t w = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (w <= 0)
-            fail("send: %s (did loomd stop?)", strerror(errno));
-        off += (size_t)w;
-    }
-    memmove(c->out, c->out + off, c->out_len - off);
-    c->out_len -= off;
+    int err = bench_flush(c->fd, c->out, &c->out_len, 0);
+    if (err)
+        fail("send: %s (did loomd stop?)", strerror(err));
     arm(r, c, c->out_len > 0);
 }
 
