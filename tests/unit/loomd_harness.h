@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "tests/unit/fake_server.h"
@@ -86,8 +87,13 @@ int lh_check(lh_daemon *d, char *out, size_t outlen);
  * its stdout in *OUT (a new string), stderr to the test's. Returns its exit
  * status, or 128 + the signal that ended it. */
 int lh_loomctl(const char *args, char **out);
-/* The time since an arbitrary start, in milliseconds (monotonic). */
+/* The time since an arbitrary start, in milliseconds and microseconds
+ * (CLOCK_MONOTONIC, the clock the fake server logs with). */
 long lh_now_ms(void);
+int64_t lh_now_us(void);
+/* The next number of splitmix64 state *S: the same plan for a seed on
+ * every libc (the kill tests' LOOM_*_SEED). */
+uint64_t lh_rng_next(uint64_t *s);
 
 /* ---- pipelining clients (the crash and chaos tests) */
 

@@ -230,30 +230,9 @@ typedef struct chaos_run {
 
 static chaos_run R;
 
-static int64_t now_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
-static int64_t now_ms(void)
-{
-    return now_us() / 1000;
-}
-
-/* splitmix64: the same plan for a seed on every libc. */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static int64_t rng_range(uint64_t *s, int64_t lo, int64_t hi)
 {
-    return lo + (int64_t)(rng_next(s) % (uint64_t)(hi - lo + 1));
+    return lo + (int64_t)(lh_rng_next(s) % (uint64_t)(hi - lo + 1));
 }
 
 static void teardown(void)
@@ -363,7 +342,7 @@ static void handle_reply(int c, json_t *r)
         R.odd_errors++;
     }
     json_int_t after = json_integer_value(json_object_get(err, "retry_after_ms"));
-    redo_push((int)k, now_ms() + (after <= 0 ? 100 : after < 1000 ? after : 1000));
+    redo_push((int)k, lh_now_ms() + (after <= 0 ? 100 : after < 1000 ? after : 1000));
 }
 
 static void on_reply_line(void *ud, json_t *r)
@@ -417,7 +396,7 @@ static int next_key(int64_t now)
 
 static void fill_windows(void)
 {
-    int64_t now = now_ms();
+    int64_t now = lh_now_ms();
     for (int c = 0; c < NCONNS; c++) {
         client *cl = &R.conns[c];
         if (cl->fd < 0)
@@ -465,7 +444,7 @@ static void record_death(int64_t sent_us, bool ours)
     crash_kill *kr = &R.kills[R.nkills];
     R.ours[R.nkills++] = ours;
     kr->sent_us = sent_us;
-    kr->dead_us = now_us();
+    kr->dead_us = lh_now_us();
     R.up = false;
     char db[400];
     snprintf(db, sizeof db, "%s/loom.db", R.d.state);
@@ -479,12 +458,12 @@ static void restart(void)
 {
     for (int tries = 0;; tries++) {
         cr_assert(tries <= QUARANTINE_AFTER + 2, "loomd died at start %d times in a row", tries);
-        R.kills[R.nkills - 1].restart_us = now_us();
+        R.kills[R.nkills - 1].restart_us = lh_now_us();
         if (daemon_start()) {
             R.up = true;
             return;
         }
-        record_death(now_us(), false);
+        record_death(lh_now_us(), false);
     }
 }
 
@@ -502,7 +481,7 @@ static void sample_stats(void)
 static void kill_daemon(void)
 {
     sample_stats();
-    int64_t sent = now_us();
+    int64_t sent = lh_now_us();
     int st = lh_stop(&R.d, SIGKILL);
     /* it may have died by itself just before (the poison job) */
     record_death(sent, st == 128 + SIGKILL);
@@ -516,7 +495,7 @@ static void pump_once(int wait_ms)
         int st;
         if (waitpid(R.d.pid, &st, WNOHANG) == R.d.pid) {
             R.d.pid = 0;
-            record_death(now_us(), false);
+            record_death(lh_now_us(), false);
             restart();
         }
         for (int c = 0; c < NCONNS; c++)
@@ -536,7 +515,7 @@ static void pump_once(int wait_ms)
 
 static void pump_until(int64_t until_ms)
 {
-    for (int64_t left; (left = until_ms - now_ms()) > 0;)
+    for (int64_t left; (left = until_ms - lh_now_ms()) > 0;)
         pump_once(left < 20 ? (int)left : 20);
 }
 
@@ -867,7 +846,7 @@ Test(chaos, mixed_load_kills_store_faults_and_a_poison_job, .fini = teardown)
     int seconds = env && atoi(env) > 0 ? atoi(env) : DEFAULT_SECONDS;
     fprintf(stderr, "test_chaos: seed %" PRIu64 ", %d s of faults\n", seed, seconds);
     uint64_t rng = seed;
-    int64_t t_start = now_ms();
+    int64_t t_start = lh_now_ms();
 
     /* ---- the plan, all of it from the seed */
     R.njobs = RATE * seconds;
@@ -950,7 +929,7 @@ Test(chaos, mixed_load_kills_store_faults_and_a_poison_job, .fini = teardown)
     /* ---- the faults */
     R.up = daemon_start();
     cr_assert(R.up, "loomd died at its first start; see %s/loomd.log", R.d.dir);
-    int64_t t0 = now_ms();
+    int64_t t0 = lh_now_ms();
     for (int k = 0; k < R.njobs; k++)
         R.keys[k].due_ms += t0;
     int kills_done = 0, windows_done = 0;
@@ -989,14 +968,14 @@ Test(chaos, mixed_load_kills_store_faults_and_a_poison_job, .fini = teardown)
         R.poison_sent = true;
     }
     pump_until(t0 + span_ms);
-    int64_t t_faults_over = now_ms();
+    int64_t t_faults_over = lh_now_ms();
 
     /* ---- every key acknowledged, every job final: waits on the state, each
      * bounded by how long the workflows let one job go without an end */
     int want_acked = R.njobs + (R.poison_sent ? 1 : 0);
     int last_acked = -1;
     long last_left = -1;
-    int64_t progress_ms = now_ms();
+    int64_t progress_ms = lh_now_ms();
     for (;;) {
         pump_once(20);
         long left = R.up && R.acked == want_acked ? unfinished_jobs() : -1;
@@ -1005,15 +984,15 @@ Test(chaos, mixed_load_kills_store_faults_and_a_poison_job, .fini = teardown)
         if (R.acked != last_acked || (left >= 0 && left != last_left)) {
             last_acked = R.acked;
             last_left = left;
-            progress_ms = now_ms();
+            progress_ms = lh_now_ms();
         }
-        cr_assert(now_ms() - progress_ms < PROGRESS_BOUND_MS,
+        cr_assert(lh_now_ms() - progress_ms < PROGRESS_BOUND_MS,
                   "no progress for %d ms: %d of %d submits acknowledged, %ld jobs unfinished "
                   "(see %s/loomd.log)", PROGRESS_BOUND_MS, R.acked, want_acked, left, R.d.dir);
         if (left > 0)
             poll(NULL, 0, 200); /* the interval of a loop that tests the store itself */
     }
-    int64_t t_done = now_ms();
+    int64_t t_done = lh_now_ms();
     sample_stats();
     for (int c = 0; c < NCONNS; c++)
         client_lost(c);
@@ -1021,10 +1000,10 @@ Test(chaos, mixed_load_kills_store_faults_and_a_poison_job, .fini = teardown)
     R.up = false;
     /* answers in flight when the daemon stopped are logged when they fall due */
     for (int f = 0; f < NFAKES; f++) {
-        int64_t until = now_ms() + 10000;
+        int64_t until = lh_now_ms() + 10000;
         long inflight;
         while ((inflight = fake_server_stat(&R.fakes[f], "in_flight")) != 0) {
-            cr_assert(now_ms() < until, "the fake %s still holds %ld answers", FAKES[f].name,
+            cr_assert(lh_now_ms() < until, "the fake %s still holds %ld answers", FAKES[f].name,
                       inflight);
             poll(NULL, 0, 10); /* the interval of a loop that tests the state itself */
         }
@@ -1099,7 +1078,7 @@ Test(chaos, mixed_load_kills_store_faults_and_a_poison_job, .fini = teardown)
             "  poison job           %s; restarts caused by it %d (quarantine_after %d)\n"
             "  loomd's log          %s/loomd.log (kept with LOOM_KEEP_TMP=1)\n",
             seed, seed, seconds, seconds, (double)(t_done - t_faults_over) / 1000.0,
-            (double)(now_ms() - t_start) / 1000.0, R.next_fresh, R.njobs, R.poison_sent ? "1" : "no", R.sends,
+            (double)(lh_now_ms() - t_start) / 1000.0, R.next_fresh, R.njobs, R.poison_sent ? "1" : "no", R.sends,
             R.resent, R.existed, R.nerrs ? refused : "none",
             R.odd_errors ? " (unexpected: " : "", R.acked, want_acked, v.rows, v.final,
             v.missing, v.unkeyed, v.dup, v.succeeded, v.wrong, v.wrong ? "; first: " : "",

@@ -101,29 +101,6 @@ static void teardown(void)
     lh_teardown(&R.d);
 }
 
-static int64_t now_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* splitmix64: the same delays for a seed on every libc. */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void client_connect(int c)
 {
     client *cl = &R.conns[c];
@@ -190,7 +167,7 @@ static bool client_read(int c)
  * far as the pace allows. */
 static void fill_windows(void)
 {
-    int allowed = (int)((now_ms() - R.t0_ms) * NJOBS / SUBMIT_SPAN_MS) + 1;
+    int allowed = (int)((lh_now_ms() - R.t0_ms) * NJOBS / SUBMIT_SPAN_MS) + 1;
     if (allowed > NJOBS)
         allowed = NJOBS;
     int k = 0;
@@ -235,7 +212,7 @@ static void fill_windows(void)
 static void pump(int64_t until_ms, bool stop_when_acked)
 {
     for (;;) {
-        int64_t left = until_ms - now_ms();
+        int64_t left = until_ms - lh_now_ms();
         if (left <= 0 || (stop_when_acked && R.acked == NJOBS))
             return;
         if (R.up)
@@ -258,9 +235,9 @@ static void pump(int64_t until_ms, bool stop_when_acked)
  * to EOF before giving up on the connections. */
 static void drain_dead(void)
 {
-    int64_t until = now_ms() + 2000;
+    int64_t until = lh_now_ms() + 2000;
     for (int c = 0; c < NCONNS; c++) {
-        while (R.conns[c].fd >= 0 && now_ms() < until) {
+        while (R.conns[c].fd >= 0 && lh_now_ms() < until) {
             struct pollfd pf = { .fd = R.conns[c].fd, .events = POLLIN };
             if (poll(&pf, 1, 100) <= 0 || !client_read(c))
                 break;
@@ -285,11 +262,11 @@ static void call_many(char **reqs, json_t **out, int n, int timeout_ms)
     cr_assert(lh_send_all(fd, all, total), "cannot send to loomd");
     free(all);
     int got = 0;
-    int64_t until = now_ms() + timeout_ms;
+    int64_t until = lh_now_ms() + timeout_ms;
     size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap);
     while (got < n) {
-        int64_t left = until - now_ms();
+        int64_t left = until - lh_now_ms();
         struct pollfd pf = { .fd = fd, .events = POLLIN };
         cr_assert(left > 0 && poll(&pf, 1, (int)left) > 0, "%d of %d replies within %d ms", got, n,
                   timeout_ms);
@@ -321,12 +298,12 @@ static void call_many(char **reqs, json_t **out, int n, int timeout_ms)
 /* Waits until the fake server holds no answer, so its log is complete. */
 static void wait_server_idle(int timeout_ms)
 {
-    int64_t until = now_ms() + timeout_ms;
+    int64_t until = lh_now_ms() + timeout_ms;
     for (;;) {
         long inflight = fake_server_stat(&R.d.fake, "in_flight");
         if (inflight == 0)
             return;
-        cr_assert(now_ms() < until, "the fake server still holds %ld answers after %d ms",
+        cr_assert(lh_now_ms() < until, "the fake server still holds %ld answers after %d ms",
                   inflight, timeout_ms);
         poll(NULL, 0, 10); /* the interval of a loop that tests the state itself */
     }
@@ -349,41 +326,41 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
     lh_setup(&R.d, "  llm: { plugin: openai, base_url: \"@FAKE@\", limits: { concurrency: 64 } }\n",
              (const char *const[]){ "--latency", lat, "--log", "@DIR@/fake.log", NULL });
     lh_workflow(&R.d, "crash", CRASH_WF);
-    int64_t t_start = now_ms();
+    int64_t t_start = lh_now_ms();
     lh_start(&R.d);
     R.up = true;
-    R.t0_ms = now_ms();
+    R.t0_ms = lh_now_ms();
 
     /* ---- submit and kill */
     int kills = 0, kills_while_submitting = 0;
     int64_t restart_ms_total = 0;
     for (; kills < NKILLS; kills++) {
         crash_kill *kr = &R.kills[kills];
-        int64_t delay = KILL_MIN_MS + (int64_t)(rng_next(&rng) % (KILL_MAX_MS - KILL_MIN_MS + 1));
-        pump(now_ms() + delay, false);
+        int64_t delay = KILL_MIN_MS + (int64_t)(lh_rng_next(&rng) % (KILL_MAX_MS - KILL_MIN_MS + 1));
+        pump(lh_now_ms() + delay, false);
         kills_while_submitting += R.acked < NJOBS;
-        kr->sent_us = now_us();
+        kr->sent_us = lh_now_us();
         cr_assert_eq(lh_stop(&R.d, SIGKILL), 128 + SIGKILL, "loomd did not die of the SIGKILL");
-        kr->dead_us = now_us();
+        kr->dead_us = lh_now_us();
         R.up = false;
         char db[400];
         snprintf(db, sizeof db, "%s/loom.db", R.d.state);
         crash_record_committed(kr, db, false);
         drain_dead();
-        kr->restart_us = now_us();
+        kr->restart_us = lh_now_us();
         lh_start(&R.d);
-        restart_ms_total += (now_us() - kr->restart_us) / 1000;
+        restart_ms_total += (lh_now_us() - kr->restart_us) / 1000;
         R.up = true;
     }
 
     /* ---- every key acknowledged, then every job waited for */
-    pump(now_ms() + 60000, true);
+    pump(lh_now_ms() + 60000, true);
     cr_assert_eq(R.acked, NJOBS, "%d of %d submits acknowledged within 60 s after the last restart"
                                  " (%d error replies, last: %s)", R.acked, NJOBS, R.error_replies,
                  R.last_error);
     for (int c = 0; c < NCONNS; c++)
         client_lost(c);
-    int64_t t_acked = now_ms();
+    int64_t t_acked = lh_now_ms();
 
     static char *reqs[NJOBS];
     static json_t *replies[NJOBS];
@@ -412,7 +389,7 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
         free(reqs[k]);
         json_decref(replies[k]);
     }
-    int64_t t_done = now_ms();
+    int64_t t_done = lh_now_ms();
 
     /* ---- distinct jobs in the store, paging through `list` */
     static const char *acked_ids[NJOBS];
@@ -435,7 +412,7 @@ Test(crash, kill_9_twenty_times_under_a_thousand_jobs, .fini = teardown, .timeou
     cr_assert_gt(committed_checked, 0, "no kill found a step in the store: nothing was proven");
     crash_answers_free(ans, nans);
     long expected = (long)NSTEPS;
-    double elapsed = (double)(now_ms() - t_start) / 1000.0;
+    double elapsed = (double)(lh_now_ms() - t_start) / 1000.0;
     long extra = chat - expected;
     char per_kill[NKILLS * 24] = "";
     size_t pk = 0;

@@ -160,32 +160,11 @@ static void teardown(void)
         pgtest_stop_private();
 }
 
-static int64_t now_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
-static int64_t now_ms(void)
-{
-    return now_us() / 1000;
-}
-
-/* splitmix64: the same plan for a seed on every libc. */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* A moment in [LO, HI] of the submit span, as monotonic ms. */
 static int64_t plan_at(uint64_t *rng, double lo, double hi)
 {
     int64_t a = (int64_t)(lo * SUBMIT_SPAN_MS), b = (int64_t)(hi * SUBMIT_SPAN_MS);
-    return R.t0_ms + a + (int64_t)(rng_next(rng) % (uint64_t)(b - a + 1));
+    return R.t0_ms + a + (int64_t)(lh_rng_next(rng) % (uint64_t)(b - a + 1));
 }
 
 /* ---- submitting */
@@ -226,7 +205,7 @@ static void on_submit_reply(void *ud, json_t *r)
         snprintf(ks->job, sizeof ks->job, "%s", job);
         ks->state = K_ACKED;
         ks->acked_by = ctx->daemon;
-        ks->acked_us = now_us();
+        ks->acked_us = lh_now_us();
         ks->existed = json_is_true(json_object_get(r, "existed"));
         R.existed += ks->existed;
         R.acked++;
@@ -239,9 +218,9 @@ static void on_submit_reply(void *ud, json_t *r)
         /* PostgreSQL restarting: the submit was not accepted; try again
          * after the hint, as a client should */
         json_int_t after = json_integer_value(json_object_get(err, "retry_after_ms"));
-        ks->not_before_ms = now_ms() + (after > 0 && after < 5000 ? after : 100);
+        ks->not_before_ms = lh_now_ms() + (after > 0 && after < 5000 ? after : 100);
         R.unavailable_replies++;
-        R.last_unavailable_us = now_us();
+        R.last_unavailable_us = lh_now_us();
         return;
     }
     /* no other error is expected; count it, say what it was, and try again */
@@ -249,7 +228,7 @@ static void on_submit_reply(void *ud, json_t *r)
     snprintf(R.last_error, sizeof R.last_error, "daemon %d: %s", ctx->daemon, s ? s : "?");
     free(s);
     R.error_replies++;
-    ks->not_before_ms = now_ms() + 100;
+    ks->not_before_ms = lh_now_ms() + 100;
 }
 
 /* The daemon key K goes to: its own (K mod 3) when up, else the next up. */
@@ -267,7 +246,7 @@ static int target_of(int k)
  * as the pace allows. */
 static void fill_windows(void)
 {
-    int64_t t = now_ms();
+    int64_t t = lh_now_ms();
     int allowed = (int)((t - R.t0_ms) * NJOBS / SUBMIT_SPAN_MS) + 1;
     if (allowed > NJOBS)
         allowed = NJOBS;
@@ -339,7 +318,7 @@ static void pump_once(int wait_ms)
 static void pump(int64_t until_ms, bool stop_when_acked)
 {
     for (;;) {
-        int64_t left = until_ms - now_ms();
+        int64_t left = until_ms - lh_now_ms();
         if (left <= 0 || (stop_when_acked && R.acked == NJOBS))
             return;
         pump_once(left < 20 ? (int)left : 20);
@@ -372,14 +351,14 @@ static void kill_victim(void)
     int v = R.victim;
     for (int i = 0; i < NDAEMONS; i++)
         kr->claim_base[i] = i != v && R.up[i] ? claimed_of(i) : -1;
-    kr->sent_us = now_us();
+    kr->sent_us = lh_now_us();
     cr_assert_eq(lh_stop(&R.d[v], SIGKILL), 128 + SIGKILL, "daemon %d did not die of SIGKILL", v);
-    kr->dead_us = now_us();
+    kr->dead_us = lh_now_us();
     R.up[v] = false;
     /* replies already in the sockets did arrive: read them up to EOF */
-    int64_t until = now_ms() + 2000;
+    int64_t until = lh_now_ms() + 2000;
     for (int c = 0; c < NCONNS; c++) {
-        while (R.conns[v][c].fd >= 0 && now_ms() < until) {
+        while (R.conns[v][c].fd >= 0 && lh_now_ms() < until) {
             struct pollfd pf = { .fd = R.conns[v][c].fd, .events = POLLIN };
             reply_ctx ctx = { v, c };
             if (poll(&pf, 1, 100) <= 0 || !lh_pipe_read(&R.conns[v][c], on_submit_reply, &ctx))
@@ -388,13 +367,13 @@ static void kill_victim(void)
         conn_lost(v, c);
     }
     int64_t bound = kr->sent_us / 1000 + LEASE_MS + POLL_MS + 5000;
-    while (R.stats_cluster && !kr->claim_us && now_ms() < bound) {
-        int64_t next = now_ms() + PROBE_EVERY_MS;
+    while (R.stats_cluster && !kr->claim_us && lh_now_ms() < bound) {
+        int64_t next = lh_now_ms() + PROBE_EVERY_MS;
         for (int i = 0; i < NDAEMONS && !kr->claim_us; i++) {
             if (i == v || !R.up[i] || kr->claim_base[i] < 0)
                 continue;
             if (claimed_of(i) > kr->claim_base[i]) {
-                kr->claim_us = now_us();
+                kr->claim_us = lh_now_us();
                 kr->claim_node = i;
             }
         }
@@ -439,13 +418,13 @@ static void on_job_reply(void *ud, json_t *r)
         /* a read cut by PostgreSQL's restart fails once and reconnects at
          * the next call, at most once a second (store.h): ask again after
          * that second, as a client would */
-        A.retry_at_ms[k] = now_ms() + 1000;
+        A.retry_at_ms[k] = lh_now_ms() + 1000;
         R.read_retries++;
         return;
     }
     A.out[k] = json_incref(r);
     A.got++;
-    A.last_progress_ms = now_ms();
+    A.last_progress_ms = lh_now_ms();
 }
 
 static void ask_one(int k)
@@ -505,11 +484,11 @@ static void ask_all(const char *op, const char *extra, json_t **out, int shift, 
      * blocking, so a daemon whose replies this loop is not reading must
      * never be left unable to take the rest */
     int next = 0;
-    A.last_progress_ms = now_ms();
+    A.last_progress_ms = lh_now_ms();
     while (A.got < NJOBS) {
         for (; next < NJOBS && A.outstanding[A.conn_of[next]] < ASK_WINDOW; next++)
             ask_one(next);
-        int64_t t = now_ms();
+        int64_t t = lh_now_ms();
         if (t - A.last_progress_ms >= stall_ms || t >= deadline_ms) {
             char what[4096];
             describe_daemons(what, sizeof what);
@@ -757,14 +736,14 @@ Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .t
              CONCURRENCY);
     for (int i = 1; i < NDAEMONS; i++)
         setup_daemon(i, prov, NULL);
-    int64_t t_start = now_ms();
+    int64_t t_start = lh_now_ms();
     /* the first alone: it runs the schema's migrations */
     for (int i = 0; i < NDAEMONS; i++)
         start_daemon(i);
 
     /* ---- the plan, from the seed */
-    R.victim = (int)(rng_next(&rng) % NDAEMONS);
-    R.t0_ms = now_ms();
+    R.victim = (int)(lh_rng_next(&rng) % NDAEMONS);
+    R.t0_ms = lh_now_ms();
     int64_t t_kill1 = plan_at(&rng, 0.15, 0.35);
     int64_t t_pg = plan_at(&rng, 0.45, 0.60);
     int64_t t_kill2 = plan_at(&rng, 0.70, 0.90);
@@ -776,23 +755,23 @@ Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .t
              R.victim, (double)(t_kill2 - R.t0_ms) / 1000, SUBMIT_SPAN_MS / 1000);
     fprintf(stderr, "test_loomd_cluster: %s\n", plan);
     cr_log_info("%s", plan);
-    R.kills[0].life_start_us = now_us();
+    R.kills[0].life_start_us = lh_now_us();
 
     /* ---- submit, kill, take over, restart; PostgreSQL; kill again */
     pump(t_kill1, false);
     kill_victim();
     /* a poll more for the others to claim the rest, then it comes back and
      * resumes what is still its own */
-    pump(now_ms() + POLL_MS, false);
+    pump(lh_now_ms() + POLL_MS, false);
     count_claims(&R.kills[0]);
-    R.kills[0].restart_us = now_us();
+    R.kills[0].restart_us = lh_now_us();
     start_daemon(R.victim);
-    R.kills[1].life_start_us = now_us();
+    R.kills[1].life_start_us = lh_now_us();
 
     pump(t_pg, false);
-    R.pg_start_us = now_us();
+    R.pg_start_us = lh_now_us();
     int pg_rc = pgtest_restart();
-    R.pg_end_us = now_us();
+    R.pg_end_us = lh_now_us();
     cr_assert_eq(pg_rc, 0, "PostgreSQL did not restart");
 
     pump(t_kill2, false);
@@ -806,7 +785,7 @@ Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .t
     for (int i = 0; i < NDAEMONS; i++)
         for (int c = 0; c < NCONNS; c++)
             conn_lost(i, c);
-    int64_t t_acked = now_ms();
+    int64_t t_acked = lh_now_ms();
     count_claims(&R.kills[1]);
 
     /* ---- every job's end, from the survivors. The deadline follows from
@@ -817,17 +796,17 @@ Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .t
      * a poll and the slowest job's three calls' worth of seconds means
      * something is stuck. */
     long chat = fake_server_stat(&R.d[0].fake, "chat");
-    double secs = (double)(now_ms() - R.t0_ms) / 1000;
+    double secs = (double)(lh_now_ms() - R.t0_ms) / 1000;
     double rate = chat > 0 && secs > 0 ? (double)chat / secs : 1;
     double left = (double)(NSTEPS - (chat < NSTEPS ? chat : NSTEPS));
     int64_t wait_deadline =
-        now_ms() + (int64_t)(left / rate * 1.5 * 2 * 1000) + LEASE_MS + POLL_MS + 10000;
+        lh_now_ms() + (int64_t)(left / rate * 1.5 * 2 * 1000) + LEASE_MS + POLL_MS + 10000;
     int64_t stall = LEASE_MS + POLL_MS + 10000;
     static json_t *waits[NJOBS], *gets[NJOBS];
     ask_all("wait", ",\"timeout\":300", waits, 0, stall, wait_deadline);
-    int64_t t_done = now_ms();
+    int64_t t_done = lh_now_ms();
     /* each job's get from another survivor than its wait's */
-    ask_all("get", "", gets, 1, stall, now_ms() + 60000);
+    ask_all("get", "", gets, 1, stall, lh_now_ms() + 60000);
 
     int succeeded = 0, wrong_output = 0, got_differs = 0, moved = 0, epoch_max = 0;
     int by_node[NDAEMONS] = { 0 };
@@ -880,10 +859,10 @@ Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .t
 
     /* ---- what the provider was asked, step by step: the fake holds no
      * answer any more once its in_flight is 0, so its log is complete */
-    int64_t idle_until = now_ms() + 10000;
+    int64_t idle_until = lh_now_ms() + 10000;
     long inflight;
     while ((inflight = fake_server_stat(&R.d[0].fake, "in_flight")) != 0) {
-        cr_assert(now_ms() < idle_until, "the fake server still holds %ld answers after 10 s",
+        cr_assert(lh_now_ms() < idle_until, "the fake server still holds %ld answers after 10 s",
                   inflight);
         poll(NULL, 0, 10); /* the interval of a loop that tests the state itself */
     }
@@ -897,7 +876,7 @@ Test(cluster, three_daemons_kills_and_a_postgresql_restart, .fini = teardown, .t
     free(reqs);
 
     /* ---- the figures */
-    double elapsed = (double)(now_ms() - t_start) / 1000.0;
+    double elapsed = (double)(lh_now_ms() - t_start) / 1000.0;
     char per_kill[NKILLS * 200] = "";
     size_t pk = 0;
     int bound_resent = MAX_RUNNING * R.nkills;

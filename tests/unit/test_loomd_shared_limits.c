@@ -68,13 +68,6 @@ static void teardown(void)
     db_uri = NULL;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void setup_daemon(int i, const char *providers, const char *const *fake_args)
 {
     lh_daemon *d = &D[i];
@@ -161,9 +154,9 @@ Test(loomd_shared_limits, three_daemons_one_provider_limit, .fini = teardown, .t
                   D[i].dir);
     }
     /* every daemon's limits on line before the minute starts */
-    long long until = now_ms() + START_BOUND_MS;
+    long long until = lh_now_ms() + START_BOUND_MS;
     for (int i = 0; i < NDAEMONS; i++) {
-        while (!limits_connected(i) && now_ms() < until) {
+        while (!limits_connected(i) && lh_now_ms() < until) {
             struct pollfd none;
             (void)poll(&none, 0, 20); /* a probe's period, not a wait for the event */
         }
@@ -175,7 +168,7 @@ Test(loomd_shared_limits, three_daemons_one_provider_limit, .fini = teardown, .t
     json_t *z = fake_server_stats(fake, 1);
     cr_assert(z, "cannot reset the fake's counters");
     json_decref(z);
-    long long t0 = now_ms();
+    long long t0 = lh_now_ms();
     int fd[NDAEMONS];
     lh_pipe pipes[NDAEMONS];
     memset(pipes, 0, sizeof pipes);
@@ -198,18 +191,18 @@ Test(loomd_shared_limits, three_daemons_one_provider_limit, .fini = teardown, .t
     ack_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     bool reloaded = false;
-    while (now_ms() < t0 + RUN_MS) {
+    while (lh_now_ms() < t0 + RUN_MS) {
         /* halfway, daemon 2 reloads: its providers are built again, the new
          * limiters put under the shared budget beside the old ones, which
          * its running jobs finish on, then taken off */
-        if (!reloaded && now_ms() >= t0 + RUN_MS / 2) {
+        if (!reloaded && lh_now_ms() >= t0 + RUN_MS / 2) {
             cr_assert_eq(kill(D[1].pid, SIGHUP), 0);
             reloaded = true;
         }
         struct pollfd p[NDAEMONS];
         for (int i = 0; i < NDAEMONS; i++)
             p[i] = (struct pollfd){.fd = pipes[i].fd, .events = POLLIN};
-        long long left = t0 + RUN_MS - now_ms();
+        long long left = t0 + RUN_MS - lh_now_ms();
         if (left <= 0)
             break;
         if (poll(p, NDAEMONS, (int)(left < 1000 ? left : 1000)) <= 0)
@@ -219,7 +212,7 @@ Test(loomd_shared_limits, three_daemons_one_provider_limit, .fini = teardown, .t
                 cr_assert(lh_pipe_read(&pipes[i], on_line, &ctx),
                           "daemon %d closed the connection", i + 1);
     }
-    long long t1 = now_ms();
+    long long t1 = lh_now_ms();
     json_t *st = fake_server_stats(fake, 0);
     cr_assert(st, "cannot read the fake's counters");
     long requests = (long)json_integer_value(json_object_get(st, "requests"));
