@@ -48,12 +48,16 @@ void crash_record_committed(crash_kill *k, const char *path, bool answered_only)
     cr_assert_eq(rc, SQLITE_DONE, "reading the steps: %s", sqlite3_errmsg(db));
     sqlite3_finalize(st);
     sqlite3_close(db);
-    qsort(k->committed, k->ncommitted, sizeof *k->committed, cmp_str);
+    /* none committed yet (an early kill): COMMITTED is NULL, which qsort
+     * may not be given even for no elements (UBSan stops the test) */
+    if (k->ncommitted > 0)
+        qsort(k->committed, k->ncommitted, sizeof *k->committed, cmp_str);
 }
 
 static bool committed_at(const crash_kill *k, const char *step)
 {
-    return bsearch(&step, k->committed, k->ncommitted, sizeof *k->committed, cmp_str) != NULL;
+    return k->ncommitted > 0 &&
+           bsearch(&step, k->committed, k->ncommitted, sizeof *k->committed, cmp_str) != NULL;
 }
 
 static int cmp_answer(const void *a, const void *b)
